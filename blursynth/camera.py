@@ -1,0 +1,127 @@
+"""Pinhole camera: projects 6-DoF camera motion to image-plane paths and per-time homographies.
+
+Conventions (DESIGN.md): pixel centres at integer coordinates, x right, y down, z forward. A pose
+``(R, c)`` of a :class:`~blursynth.trajectory.Trajectory` is the camera's own motion: its orientation
+``R`` (from the rotation vector) and the displacement ``c`` of its centre, both relative to the camera
+at ``t = 0``. A scene point ``X`` (camera-0 coordinates) is seen at time t at ``R^T (X - c)``. For a
+scene plane ``n^T X = d`` this is the homography ``H(t) = K R^T (I - c n^T / d) K^-1`` that maps a
+pixel of the frame at ``t = 0`` to where the same scene point is imaged at ``t``; ``d = inf`` (the
+default) is a distant scene, where only rotation matters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
+from .trajectory import Trajectory
+
+# The diagonal of a full-frame 36 x 24 mm sensor: 35 mm-equivalent focal lengths are defined on it.
+FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A pinhole camera.
+
+    Attributes:
+        focal_px: focal length in pixels (> 0).
+        width, height: image size in pixels (> 0).
+        cx, cy: principal point in pixels; None means the image centre ``((width-1)/2, (height-1)/2)``.
+    """
+
+    focal_px: float
+    width: int
+    height: int
+    cx: float | None = None
+    cy: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.focal_px > 0 and math.isfinite(self.focal_px)):
+            raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px}")
+        if self.width < 1 or self.height < 1:
+            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+
+    @classmethod
+    def from_35mm(cls, focal_mm: float, width: int, height: int) -> "Camera":
+        """A camera whose field of view matches a ``focal_mm`` lens on a 36 x 24 mm frame (by the diagonal)."""
+        if not focal_mm > 0:
+            raise ValueError(f"35 mm-equivalent focal length must be positive, got {focal_mm} mm")
+        return cls(focal_px=focal_mm * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, width=width, height=height)
+
+    @property
+    def principal_point(self) -> tuple[float, float]:
+        cx = (self.width - 1) / 2 if self.cx is None else self.cx
+        cy = (self.height - 1) / 2 if self.cy is None else self.cy
+        return cx, cy
+
+    def intrinsics(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``(3, 3)`` matrix K."""
+        cx, cy = self.principal_point
+        return torch.tensor([[self.focal_px, 0.0, cx], [0.0, self.focal_px, cy], [0.0, 0.0, 1.0]],
+                            device=device, dtype=dtype)
+
+    def homographies(self, trajectory: Trajectory, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
+        """Per-time homographies from the frame at ``t = 0`` to the frame at each sample time.
+
+        Args:
+            trajectory: 6-DoF trajectory with N items and T samples (a 2-D path is a pure image
+                translation and gives translation homographies).
+            depth_m: depth of the fronto-parallel scene plane in metres, a float or ``(N,)`` tensor;
+                ``inf`` ignores translation.
+
+        Returns:
+            ``(N, T, 3, 3)`` float32 on the trajectory's device.
+        """
+        t = trajectory.t
+        n, steps = t.shape
+        # Compose in float64: tiny rotations (1e-4 rad) must not be lost to rounding in K R K^-1.
+        dtype = torch.float64
+        if trajectory.is_2d:
+            h = torch.eye(3, device=t.device, dtype=dtype).repeat(n, steps, 1, 1)
+            h[..., :2, 2] = trajectory.path_px.to(dtype)
+            return h.float()
+        k = self.intrinsics(t.device, dtype)
+        k_inv = torch.linalg.inv(k)
+        if trajectory.rotation is not None:
+            rot = axis_angle_to_rotation_matrix(trajectory.rotation.reshape(-1, 3).to(dtype)).reshape(n, steps, 3, 3)
+        else:
+            rot = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
+        m = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
+        if trajectory.translation is not None:
+            depth = torch.as_tensor(depth_m, device=t.device, dtype=dtype).reshape(-1, 1, 1)
+            if depth.shape[0] not in (1, n):
+                raise ValueError(f"depth_m must be a float or an ({n},) tensor, got shape {tuple(depth.shape)}")
+            if not bool((depth > 0).all()):
+                raise ValueError("scene depth must be positive metres (use inf for a distant scene)")
+            normal = torch.tensor([0.0, 0.0, 1.0], device=t.device, dtype=dtype)
+            # c n^T / d: zero for an infinitely distant plane.
+            c = trajectory.translation.to(dtype) / depth
+            m = m - c[..., :, None] * normal
+        return (k @ rot.transpose(-1, -2) @ m @ k_inv).float()
+
+    def project(self, trajectory: Trajectory, points_px: torch.Tensor,
+                depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
+        """Image-plane paths of given pixels over the exposure.
+
+        Args:
+            points_px: ``(P, 2)`` pixel coordinates ``(x, y)`` in the frame at ``t = 0``.
+
+        Returns:
+            ``(N, T, P, 2)`` float32 positions of those points at each sample time, in pixels.
+        """
+        h = self.homographies(trajectory, depth_m).double()
+        pts = torch.as_tensor(points_px, device=h.device, dtype=torch.float64).reshape(-1, 2)
+        homog = torch.cat([pts, torch.ones_like(pts[:, :1])], dim=1)  # (P, 3)
+        mapped = torch.einsum("ntij,pj->ntpi", h, homog)
+        return (mapped[..., :2] / mapped[..., 2:]).float()
+
+    def center_path(self, trajectory: Trajectory, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
+        """``(N, T, 2)`` displacement in pixels of the principal point's image: the frame's uniform kernel path."""
+        if trajectory.is_2d:
+            return trajectory.path_px
+        pp = torch.tensor([self.principal_point], device=trajectory.t.device)
+        return self.project(trajectory, pp, depth_m)[:, :, 0, :] - pp

@@ -1,0 +1,134 @@
+"""File edges: reading any image the package accepts, and atomic writes.
+
+Images come in as float32 ``(C, H, W)`` NumPy arrays in ``[0, 1]`` (display-referred values, as stored)
+with the bit depth they had, and go out through a temporary file renamed into place, so an
+interrupted run never leaves a half-written file that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class ImageError(ValueError):
+    """An input image that cannot be used; the message names the file and what to do."""
+
+
+def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, int]:
+    """Read an image file as float32 ``(channels, H, W)`` in ``[0, 1]``.
+
+    Grayscale is repeated to 3 channels (or kept if ``channels == 1``), RGB to gray by the Rec. 709
+    luma weights, alpha is composited over white, palette images are expanded, and 8/16-bit or float
+    samples are scaled by their type's range.
+
+    Returns:
+        ``(array, bits)``: the image and its bit depth (8, 16 or 32 for float files).
+
+    Raises:
+        ImageError: the file is missing, empty, corrupt or not an image (the message says which).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file; remove it or replace it with a valid image")
+    try:
+        raw = iio.imread(path)
+    except Exception as exc:  # imageio raises many types for corrupt data
+        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); "
+                         "remove it or re-export it as PNG or JPEG") from None
+    if raw.ndim == 4:  # animated / multi-page: take the first frame
+        raw = raw[0]
+    if raw.ndim not in (2, 3) or raw.size == 0:
+        raise ImageError(f"{path}: unsupported image shape {raw.shape}; expected H x W or H x W x C")
+    if raw.dtype == np.uint8:
+        bits, img = 8, raw.astype(np.float32) / 255.0
+    elif raw.dtype == np.uint16:
+        bits, img = 16, raw.astype(np.float32) / 65535.0
+    elif np.issubdtype(raw.dtype, np.floating):
+        bits, img = 32, np.clip(raw.astype(np.float32), 0.0, 1.0)
+    elif raw.dtype == np.bool_:
+        bits, img = 8, raw.astype(np.float32)
+    else:
+        info = np.iinfo(raw.dtype)
+        bits, img = 16, (raw.astype(np.float64) - info.min) / (info.max - info.min)
+        img = img.astype(np.float32)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] in (2, 4):  # gray+alpha or RGBA: composite over white
+        alpha = img[:, :, -1:]
+        img = img[:, :, :-1] * alpha + (1.0 - alpha)
+    if img.shape[2] > 3:
+        img = img[:, :, :3]
+    if channels == 3 and img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif channels == 1 and img.shape[2] == 3:
+        img = img @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)[:, None]
+    if img.shape[2] != channels:
+        raise ImageError(f"{path}: has {img.shape[2]} channels, cannot convert to {channels}")
+    if not np.isfinite(img).all():
+        raise ImageError(f"{path}: contains NaN or infinite values")
+    return np.ascontiguousarray(img.transpose(2, 0, 1)), bits
+
+
+def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
+    """float ``(C, H, W)`` or ``(H, W)`` in ``[0, 1]`` to a uint8/uint16 ``(H, W[, C])`` array, rounded."""
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    top = 255 if bits == 8 else 65535
+    arr = np.asarray(image, dtype=np.float64)
+    if arr.ndim == 3:
+        arr = arr.transpose(1, 2, 0)
+        if arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+    out = np.rint(np.clip(arr, 0.0, 1.0) * top)
+    return out.astype(np.uint8 if bits == 8 else np.uint16)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwargs) -> None:
+    """Atomically write float ``(C, H, W)`` in ``[0, 1]`` (or an integer array) as an image file.
+
+    The format follows the suffix; extra keyword arguments go to imageio (e.g. ``quality=90`` for JPEG).
+    """
+    data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_npz(path: str | os.PathLike, **arrays) -> None:
+    """Atomically write arrays to an ``.npz`` file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)

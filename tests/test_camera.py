@@ -1,0 +1,72 @@
+"""Pinhole projection of camera motion."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from blursynth.camera import Camera
+from blursynth.trajectory import Trajectory
+
+
+def _still(n=2, steps=5):
+    t = torch.linspace(0, 0.05, steps).repeat(n, 1)
+    return Trajectory(t=t, rotation=torch.zeros(n, steps, 3), translation=torch.zeros(n, steps, 3))
+
+
+def test_still_camera_gives_identity_homographies():
+    cam = Camera(800.0, 64, 48)
+    h = cam.homographies(_still(), depth_m=2.0)
+    assert torch.allclose(h, torch.eye(3).expand_as(h), atol=1e-6)
+
+
+@given(theta=st.floats(-0.02, 0.02), focal=st.floats(100, 5000), axis=st.sampled_from([0, 1]))
+@settings(max_examples=40, deadline=None)
+def test_pure_yaw_or_pitch_moves_principal_point_by_f_tan_theta(theta, focal, axis):
+    cam = Camera(focal, 640, 480)
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1, axis] = theta
+    path = cam.center_path(Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot))
+    # Rotation about y (yaw) moves the image along x, about x (pitch) along y.
+    moved = path[0, 1, 1 - axis]
+    assert abs(abs(float(moved)) - focal * math.tan(abs(theta))) <= 1e-3 * max(1.0, focal * abs(theta))
+    assert abs(float(path[0, 1, axis])) < 1e-3
+
+
+def test_sign_conventions():
+    cam = Camera(1000.0, 640, 480)
+    # Camera turns right (yaw about +y turns +z towards +x): scene content moves left.
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1, 1] = 0.01
+    assert float(cam.center_path(Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot))[0, 1, 0]) < 0
+    # Camera steps 1 cm right in front of a plane 1 m away: content moves left by f * 0.01 px.
+    tr = torch.zeros(1, 2, 3)
+    tr[0, 1, 0] = 0.01
+    shift = cam.center_path(Trajectory(t=torch.tensor([[0.0, 0.1]]), translation=tr), depth_m=1.0)
+    assert torch.allclose(shift[0, 1], torch.tensor([-10.0, 0.0]), atol=1e-4)
+    # A distant scene ignores translation.
+    assert torch.allclose(cam.center_path(Trajectory(t=torch.tensor([[0.0, 0.1]]), translation=tr)), torch.zeros(1, 2, 2))
+
+
+def test_roll_moves_corners_not_centre():
+    cam = Camera(500.0, 101, 101)
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1, 2] = 0.02
+    pts = torch.tensor([[50.0, 50.0], [0.0, 0.0]])
+    paths = cam.project(Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot), pts)
+    moved = (paths[0, 1] - pts).norm(dim=-1)
+    assert float(moved[0]) < 1e-4
+    assert abs(float(moved[1]) - 0.02 * math.hypot(50, 50)) < 0.05
+
+
+def test_35mm_equivalent_and_bad_values():
+    cam = Camera.from_35mm(50.0, 3600, 2400)
+    assert abs(cam.focal_px - 5000.0) < 1e-6  # 36 mm frame mapped to 3600 px: 100 px/mm
+    with pytest.raises(ValueError, match="focal"):
+        Camera(-1.0, 10, 10)
+    with pytest.raises(ValueError, match="focal"):
+        Camera.from_35mm(0.0, 10, 10)
+    with pytest.raises(ValueError, match="depth"):
+        tr = torch.zeros(1, 2, 3)
+        Camera(100.0, 10, 10).homographies(Trajectory(t=torch.tensor([[0.0, 0.1]]), translation=tr), depth_m=-1.0)

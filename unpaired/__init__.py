@@ -1,0 +1,1 @@
+"""unpaired: deblurring trainers for real photographs that have no sharp twin."""
