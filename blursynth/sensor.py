@@ -411,7 +411,7 @@ def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> t
         raise ValueError(f"add_noise: {index.shape[0]} item indices for a batch of {linear.shape[0]} images")
     if not bool((params.shot_noise > 0).any() or (params.read_noise > 0).any()):
         return linear
-    z = rng.normal(seed, index, tuple(linear.shape[1:]), _S_NOISE).to(linear.dtype)
+    z = rng.normal(seed, index, tuple(linear.shape[1:]), _S_NOISE, dtype=linear.dtype)
     return linear + noise_std(linear, params) * z
 
 
@@ -513,7 +513,9 @@ def pre_blur(sharp: torch.Tensor, params: SensorParams) -> torch.Tensor:
         ``(B, 3, H, W)`` linear values in ``[0, 1 + highlight_gain]``: :func:`to_linear` then
         :func:`boost_highlights`.
     """
-    return boost_highlights(to_linear(sharp, params), params)
+    # float64 inside, rounded once at the end: float32 kernels differ in the last bit between their
+    # vectorised and scalar paths, so an item's result would depend on its place in the batch.
+    return boost_highlights(to_linear(sharp.double(), params), params).to(sharp.dtype)
 
 
 def post_blur(blurred: torch.Tensor, params: SensorParams, seed: int, index) -> torch.Tensor:
@@ -526,15 +528,18 @@ def post_blur(blurred: torch.Tensor, params: SensorParams, seed: int, index) -> 
         blurred: ``(B, 3, H, W)`` linear values (output of the blur of :func:`pre_blur`'s image).
         index: the ``B`` item indices: the noise of item ``i`` depends only on ``(seed, i)``.
     Returns:
-        ``(B, 3, H, W)`` display-referred (sRGB) float32 in [0, 1] when clipping or quantising.
+        ``(B, 3, H, W)`` display-referred (sRGB) values of ``blurred``'s dtype, in [0, 1] when
+        clipping or quantising. Computed in float64 and rounded once, so item ``i`` comes out the
+        same in any batch (up to a float64 ulp landing on a float32 rounding boundary).
     """
-    x = add_noise(blurred, params, seed, index)
+    x = add_noise(blurred.double(), params, seed, index)  # float64 inside: see pre_blur
     x = clip(x, params)
     if bool((params.bayer >= 0).any()):
         x = mosaic_demosaic(x, params)
     x = from_linear(x, params)
     if bool((params.bits > 0).any()):
         x = quantize(x, params.bits.to(x.device))
+    x = x.to(blurred.dtype)
     if bool((params.jpeg_quality > 0).any()):
         x = jpeg(x, params.jpeg_quality)
     return x
