@@ -111,6 +111,8 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {out}: {probe} is a file, not a folder; choose another --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: cannot write in {probe}; choose a writable --out")
 
@@ -447,8 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 bad input) instead of exiting."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except UsageError as exc:
