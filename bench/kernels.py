@@ -134,25 +134,28 @@ def end_to_end(trajectories: int, repeat: int) -> None:
 
 
 _MEMORY_CHILD = """
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from blursynth import kernel as K
 from blursynth.camera import Camera
 from blursynth.trajectory import CameraShake
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024  # MB
+
 n, size, keep = {n}, {size}, {keep}
 cam, model = Camera.from_35mm(50, 1200, 800), CameraShake()
 list(K.generate(model, 100, cam, size))  # warm-up: allocator and lazy imports
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = np.zeros((n, size, size), np.float32) if keep else None
-if keep:
-    out[:] = 0  # touch the output so it counts as resident from here on
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = np.ones((n, size, size), np.float32) if keep else None  # touched: resident from here on
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS watermark (VmHWM) to the current RSS
+base = status("VmRSS")
 for chunk in K.generate(model, n, cam, size, chunk=4096):
     if keep:
         out[chunk.start:chunk.start + len(chunk.kernels)] = chunk.kernels.numpy()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(base, peak)
+print(base, status("VmHWM"))
 """
 
 
@@ -165,10 +168,10 @@ def memory(n: int, size: int) -> None:
         res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
         seconds = time.perf_counter() - start
-        base, peak = (int(v) / 1024 for v in res.stdout.split())
+        base, peak = (float(v) for v in res.stdout.split())
         what = f"kept in a preallocated {out_mb:,.0f} MB array" if keep else "streamed (each chunk dropped)"
-        print(f"{what}: peak RSS grows by {peak - base:,.0f} MB over the process after start-up "
-              f"(the {4096 * size * size * 4 / 2**20:.0f} MB chunk output included), {seconds:.1f} s")
+        print(f"{what}: peak RSS {peak - base:,.0f} MB above the RSS before the run "
+              f"(includes the {4096 * size * size * 4 / 2**20:.0f} MB kernels of one chunk), {seconds:.1f} s")
 
 
 def main() -> None:
@@ -176,6 +179,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs, skip the 100,000-kernel memory check")
     parser.add_argument("-n", type=int, default=None, help="kernels per timing run (default 20000, quick 4000)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory-n", type=int, default=100_000, help="kernels in the memory check (default 100000)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = args.n or (4000 if args.quick else 20000)
@@ -183,7 +187,7 @@ def main() -> None:
     throughput(n, args.repeat)
     end_to_end(10000, 1 if args.quick else args.repeat)
     if not args.quick:
-        memory(100_000, 64)
+        memory(args.memory_n, 64)
 
 
 if __name__ == "__main__":
