@@ -398,16 +398,18 @@ def run_inspect(args) -> int:
         out = args.out or args.file.parent
         for i in args.render:
             path = Path(out) / f"kernel_{i}.png"
-            render_item(path, kernels[i], data["paths_px"][i], data["t"][i], args.zoom)
+            scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data.files else 1.0
+            render_item(path, kernels[i], data["paths_px"][i], data["t"][i], args.zoom, scale)
             print(f"  wrote {path}")
     return 0
 
 
-def render_item(path: Path, kernel, path_px, t, zoom: int = 8) -> None:
+def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.0) -> None:
     """PNG: the kernel (enlarged, scaled to its max) beside its path drawn at ``zoom`` px per px.
 
-    The path is drawn by the rasteriser itself on the enlarged canvas, brightness rising with time,
-    so the direction of motion is visible.
+    The path is placed as the kernel was made (shrunk by ``scale`` = the item's ``fit_scale``, its
+    time-weighted mean on the centre pixel) and drawn by the rasteriser itself, one segment at a
+    time, brightness rising with time so the direction of motion is visible.
     """
     import numpy as np
     import torch
@@ -417,19 +419,19 @@ def render_item(path: Path, kernel, path_px, t, zoom: int = 8) -> None:
     k = torch.as_tensor(kernel, dtype=torch.float32)
     h, w = k.shape
     big = (k / k.max().clamp_min(1e-12)).repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
-    p = torch.as_tensor(path_px, dtype=torch.float32)
-    tt = torch.as_tensor(t, dtype=torch.float32)
-    steps = p.shape[0]
-    # One short segment per time step, each rasterised as a thin line weighted by its time of day.
-    seg = torch.stack([p[:-1], p[1:]], 1) * zoom  # (T-1, 2, 2)
-    centre_shift = -((p * 1.0).mean(0) * zoom)
-    canvas = torch.zeros(h * zoom - (1 - (h * zoom) % 2), w * zoom - (1 - (w * zoom) % 2))
-    lines = K.rasterize(seg + centre_shift, canvas.shape, center=False, fit="scale")
-    shade = 0.3 + 0.7 * torch.linspace(0, 1, max(steps - 1, 1))[:, None, None]
+    p = torch.as_tensor(path_px, dtype=torch.float64) * scale
+    tt = torch.as_tensor(t, dtype=torch.float64)
+    dt = tt[1:] - tt[:-1]
+    dt = dt if float(dt.sum()) > 0 else torch.ones_like(dt)
+    mean = ((p[:-1] + p[1:]) / 2 * dt[:, None]).sum(0) / dt.sum()
+    canvas = (h * zoom - 1 + (h * zoom) % 2, w * zoom - 1 + (w * zoom) % 2)  # odd: a centre pixel
+    half = torch.tensor([canvas[1] // 2, canvas[0] // 2], dtype=torch.float64)
+    q = ((p - mean) * zoom).clamp(-half, half).float()  # drawing only: keep every point on the canvas
+    lines = K.rasterize(torch.stack([q[:-1], q[1:]], 1), canvas, center=False)
+    shade = 0.3 + 0.7 * torch.linspace(0, 1, len(lines))[:, None, None]
     drawing = (lines / lines.amax((1, 2), keepdim=True).clamp_min(1e-12) * shade).amax(0)
-    drawing = torch.nn.functional.pad(drawing, (0, big.shape[1] - drawing.shape[1], 0, big.shape[0] - drawing.shape[0]))
-    sep = torch.full((big.shape[0], 2), 0.5)
-    image = torch.cat([big, sep, drawing], dim=1)
+    drawing = torch.nn.functional.pad(drawing, (0, big.shape[1] - canvas[1], 0, big.shape[0] - canvas[0]))
+    image = torch.cat([big, torch.full((big.shape[0], 2), 0.5), drawing], dim=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, np.asarray(image[None].clamp(0, 1)))
 
