@@ -312,6 +312,7 @@ class KernelChunk:
     start: int
     kernels: torch.Tensor  # (n, h, w) float32
     trajectory: Trajectory
+    paths_px: torch.Tensor | None = None  # (n, T, 2) principal-point paths the kernels were made from (before fit_scale)
 
 
 def redraw_seed(seed: int, attempt: int) -> int:
@@ -361,7 +362,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
             kern = _rasterize(paths, size, traj.t, fit, True, a)
         traj.params["fit_scale"] = scale
         traj.params["redraws"] = redraws
-        yield KernelChunk(start=a, kernels=kern, trajectory=traj)
+        yield KernelChunk(start=a, kernels=kern, trajectory=traj, paths_px=paths)
 
 
 def _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws):

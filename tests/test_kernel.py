@@ -248,9 +248,10 @@ def test_resample_redraws_misfits_and_records_it():
     assert torch.allclose(kern.sum((1, 2)), torch.ones(n), atol=1e-5)
     # Items that fitted are untouched by the redraws of their neighbours.
     assert torch.equal(kern[~too_big], K.kernels(first, cam, 15, fit="scale")[~too_big])
-    # Every kept trajectory reproduces its kernel.
+    # Every kept trajectory reproduces its kernel and its recorded path.
     traj = Trajectory.cat([c.trajectory for c in chunks])
     assert torch.equal(K.kernels(traj, cam, 15), kern)
+    assert torch.equal(torch.cat([c.paths_px for c in chunks]), K.kernel_paths(traj, cam))
     scaled = torch.cat([c.trajectory.params["fit_scale"] for c in K.generate(model, n, cam, 15, seed=2, fit="scale")])
     assert (scaled[too_big] < 1).all() and (scaled[~too_big] == 1).all()
 
