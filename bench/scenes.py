@@ -1,6 +1,6 @@
 """Throughput of the dead-leaves generator against the common Python implementation, same run.
 
-    OMP_NUM_THREADS=1 python bench/scenes.py [--size 256] [--images 32]
+    OMP_NUM_THREADS=1 python bench/scenes.py [--size 256] [--images 16] [--repeats 5]
 
 Ours: ``blursynth.scenes.dead_leaves`` (textured, anti-aliased leaves; batch 1 and batch 16).
 Peer: the usual NumPy dead-leaves painter: leaves drawn back to front, each painted through its
@@ -40,35 +40,46 @@ def peer_dead_leaves(size: int, leaves: int, alpha: float, rmin: float, rmax: fl
     return img
 
 
-def rate(fn, images: int) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    fn()
-    return images / (time.perf_counter() - t0)
+def rates(fns: dict, images: int, repeats: int) -> dict:
+    """Median images/s of each function over ``repeats`` round-robin rounds (fair on a shared machine)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: images / float(np.median(t)) for name, t in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     torch.set_num_threads(1)
     opt = DeadLeaves()
     s, n = args.size, args.images
     m = opt.leaves(s, s)
-    print(f"dead leaves {s}x{s}, {m} leaves per image, {n} images, 1 thread")
+    print(f"dead leaves {s}x{s}, {m} leaves per image, {n} images per round, median of {args.repeats} "
+          "round-robin rounds, 1 thread")
 
     def ours(batch):
         return lambda: [dead_leaves(batch, s, seed=1, start=i) for i in range(0, n, batch)]
 
     gen = np.random.default_rng(1)
-    peer = lambda: [peer_dead_leaves(s, m, opt.alpha, opt.rmin, opt._rmax(s, s), opt._margin(s, s), gen)  # noqa: E731
-                    for _ in range(n)]
-    r_peer = rate(peer, n)
-    r1, r16 = rate(ours(1), n), rate(ours(16), n)
-    print(f"  peer (NumPy bounding-box painter, flat) : {r_peer:7.1f} images/s")
-    print(f"  ours batch 1                            : {r1:7.1f} images/s   ours/peer {r1 / r_peer:5.2f}x")
-    print(f"  ours batch 16                           : {r16:7.1f} images/s   ours/peer {r16 / r_peer:5.2f}x")
+    r = rates({
+        "peer": lambda: [peer_dead_leaves(s, m, opt.alpha, opt.rmin, opt._rmax(s, s), opt._margin(s, s), gen)
+                         for _ in range(n)],
+        "ours1": ours(1),
+        "ours16": ours(min(16, n)),
+    }, n, args.repeats)
+    print(f"  peer (NumPy bounding-box painter, flat) : {r['peer']:7.1f} images/s")
+    print(f"  ours batch 1                            : {r['ours1']:7.1f} images/s   ours/peer {r['ours1'] / r['peer']:5.2f}x")
+    print(f"  ours batch {min(16, n):<2d}                           : {r['ours16']:7.1f} images/s   "
+          f"ours/peer {r['ours16'] / r['peer']:5.2f}x")
 
 
 if __name__ == "__main__":
