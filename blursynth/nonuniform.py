@@ -1,0 +1,183 @@
+"""Projective (spatially varying) camera-shake blur: the exposure integral of homography warps.
+
+A camera that rotates about its optical axis, or translates in front of a near scene, blurs every
+pixel differently. The exact image is the time integral over the exposure of the sharp image warped by
+the per-time homographies ``H(t)`` of :meth:`blursynth.camera.Camera.homographies` (Whyte et al. 2012,
+Köhler et al. 2012):
+
+    B(p) = sum_j w_j L(H_j^-1 p),     w_j = share of the exposure that sample j stands for.
+
+:func:`render_nonuniform` computes this sum with kornia's ``warp_perspective``, after inserting
+interpolated poses so that no image point moves more than ``max_step_px`` between samples (a coarser
+sum leaves ghost copies instead of a streak). :func:`kernels_at` gives the local blur kernels at chosen
+pixels, built from the same samples, weights and centring, so the two agree.
+
+Centring: with ``center=True`` the whole frame is shifted by the exposure-weighted mean displacement of
+the principal point, the same shift that makes the frame's uniform kernel centred (DESIGN.md), so a
+motion that is uniform in practice renders like ``blur(image, centred kernel)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from kornia.geometry.transform import warp_perspective
+
+from .camera import Camera
+from .trajectory import Trajectory
+
+
+def exposure_weights(t: torch.Tensor) -> torch.Tensor:
+    """``(N, T)`` weights summing to 1: the share of the exposure each sample stands for.
+
+    Trapezoidal rule on the (possibly uneven) sample times ``t`` ``(N, T)`` seconds; a zero-length
+    exposure gives equal weights.
+    """
+    dt = t[:, 1:] - t[:, :-1]
+    w = torch.zeros_like(t)
+    w[:, :-1] += dt / 2
+    w[:, 1:] += dt / 2
+    total = w.sum(1, keepdim=True)
+    equal = torch.full_like(w, 1.0 / t.shape[1])
+    return torch.where(total > 0, w / total.clamp_min(1e-30), equal)
+
+
+def _probe_points(camera: Camera, device) -> torch.Tensor:
+    """``(P, 2)`` pixels where the largest motion of a frame is found: corners, edge midpoints, centre."""
+    xs = [0.0, (camera.width - 1) / 2, camera.width - 1.0]
+    ys = [0.0, (camera.height - 1) / 2, camera.height - 1.0]
+    return torch.tensor([[x, y] for y in ys for x in xs], device=device)
+
+
+def _interpolate(x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """Insert ``steps[k] - 1`` linearly interpolated samples in segment k of ``x`` ``(N, T, ...)``."""
+    pieces = []
+    for k in range(x.shape[1] - 1):
+        s = int(steps[k])
+        frac = torch.arange(s, device=x.device, dtype=x.dtype) / s
+        frac = frac.reshape(1, s, *([1] * (x.ndim - 2)))
+        pieces.append(x[:, k:k + 1] + frac * (x[:, k + 1:k + 2] - x[:, k:k + 1]))
+    pieces.append(x[:, -1:])
+    return torch.cat(pieces, dim=1)
+
+
+def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf,
+            max_step_px: float = 0.5) -> Trajectory:
+    """Insert interpolated poses so no probe pixel of the frame moves more than ``max_step_px`` per step.
+
+    Poses (rotation vectors, translations, or 2-D paths) and times are interpolated linearly within each
+    segment; every item of the batch gets the same subdivision (the largest any item needs), so the
+    result stays one ``(N, T', ...)`` batch. The probes are the corners, edge midpoints and centre of
+    ``camera``'s frame (motion over a frame is largest at its border for shake-sized rotations).
+
+    Returns:
+        A :class:`Trajectory` with ``T' >= T`` samples on the same device, same ``params``.
+    """
+    if not max_step_px > 0:
+        raise ValueError(f"max_step_px must be > 0, got {max_step_px}")
+    pos = camera.project(trajectory, _probe_points(camera, trajectory.t.device), depth_m)  # (N, T, P, 2)
+    step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
+    steps = torch.ceil(step / max_step_px).clamp_min(1).to(torch.int64).cpu()
+
+    def dense(x):
+        return None if x is None else _interpolate(x, steps)
+    return Trajectory(t=dense(trajectory.t), rotation=dense(trajectory.rotation),
+                      translation=dense(trajectory.translation), path_px=dense(trajectory.path_px),
+                      params=dict(trajectory.params))
+
+
+def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
+    """``(N, 2)`` exposure-weighted mean displacement of the principal point, in pixels."""
+    path = camera.center_path(trajectory, depth_m)
+    return (exposure_weights(trajectory.t)[..., None] * path).sum(1)
+
+
+def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camera,
+                      depth_m: float | torch.Tensor = math.inf, center: bool = True,
+                      max_step_px: float = 0.5, padding_mode: str = "reflection",
+                      chunk: int = 8) -> torch.Tensor:
+    """Blur images by camera motion, exactly, as the exposure integral of homography warps.
+
+    Args:
+        image: ``(B, C, H, W)`` float linear-light values (blur is linear in light, not in sRGB); any
+            device. ``camera`` must describe this frame (``width == W``, ``height == H``; the principal
+            point may lie outside it for a crop of a larger photo).
+        trajectory: ``B`` or 1 items (6-DoF or 2-D), on any device (moved to ``image``'s).
+        camera: pinhole camera of the frame.
+        depth_m: scene-plane depth in metres (float or ``(B,)``), ``inf`` for a distant scene.
+        center: remove the principal point's mean displacement (agrees with the centred uniform kernel).
+        max_step_px: largest motion of any frame point between consecutive time samples.
+        padding_mode: kornia padding for pixels that come from outside the frame (``"reflection"``,
+            ``"border"``, ``"zeros"``); use a larger crop and keep the interior to avoid the question.
+        chunk: number of time samples warped at once (memory ``~ chunk * B * C * H * W`` floats).
+
+    Returns:
+        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``.
+    """
+    if image.ndim != 4:
+        raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
+    b, c, h, w = image.shape
+    if (camera.width, camera.height) != (w, h):
+        raise ValueError(f"camera is {camera.width}x{camera.height} but the image is {w}x{h}; "
+                         "build the Camera for the frame being blurred")
+    if len(trajectory) not in (1, b):
+        raise ValueError(f"trajectory has {len(trajectory)} items for a batch of {b} images")
+    trajectory = trajectory.to(image.device)
+    dense = densify(trajectory, camera, depth_m, max_step_px)
+    hom = camera.homographies(dense, depth_m)  # (N, T, 3, 3)
+    if center:
+        shift = centering_shift(dense, camera, depth_m)
+        move = torch.eye(3, device=image.device).repeat(shift.shape[0], 1, 1)
+        move[:, :2, 2] = -shift
+        hom = move[:, None] @ hom
+    weights = exposure_weights(dense.t).to(image.dtype)  # (N, T)
+    hom, weights = hom.expand(b, -1, -1, -1), weights.expand(b, -1)
+    out = torch.zeros_like(image)
+    steps = hom.shape[1]
+    for start in range(0, steps, chunk):
+        stop = min(start + chunk, steps)
+        k = stop - start
+        src = image[:, None].expand(b, k, c, h, w).reshape(b * k, c, h, w)
+        warped = warp_perspective(src, hom[:, start:stop].reshape(b * k, 3, 3).to(image.dtype), (h, w),
+                                  mode="bilinear", padding_mode=padding_mode, align_corners=True)
+        out += (warped.reshape(b, k, c, h, w) * weights[:, start:stop, None, None, None]).sum(1)
+    return out
+
+
+def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, size: int | tuple[int, int],
+               depth_m: float | torch.Tensor = math.inf, center: bool = True,
+               max_step_px: float = 0.5, fit: str = "error") -> torch.Tensor:
+    """Local blur kernels at given pixels, consistent with :func:`render_nonuniform`.
+
+    The kernel at pixel ``p`` is the exposure-weighted path of ``p``'s image, ``H(t) p - p`` minus the
+    same centring shift the renderer applies, rasterised as placed (not re-centred). Blurring the
+    sharp image with it reproduces the rendered blur in a neighbourhood of ``p`` (to first order in the
+    distance from ``p``).
+
+    Args:
+        points_px: ``(P, 2)`` pixel coordinates ``(x, y)`` in the frame of ``camera``.
+        trajectory: N items; size: odd kernel side (or ``(h, w)``); fit: see :func:`blursynth.kernel.rasterize`.
+
+    Returns:
+        ``(N, P, h, w)`` float32 kernels on the trajectory's device, each summing to 1.
+    """
+    from .kernel import rasterize
+
+    dense = densify(trajectory, camera, depth_m, max_step_px)
+    pts = torch.as_tensor(points_px, dtype=torch.float32, device=dense.t.device).reshape(-1, 2)
+    path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)
+    if center:
+        path = path - centering_shift(dense, camera, depth_m)[:, None, None, :]
+    n, steps, p, _ = path.shape
+    flat = path.permute(0, 2, 1, 3).reshape(n * p, steps, 2)
+    t = dense.t[:, None].expand(n, p, steps).reshape(n * p, steps)
+    k = rasterize(flat, size, t=t, fit=fit, center=False)
+    return k.reshape(n, p, *k.shape[-2:])
+
+
+def grid_points(camera: Camera, rows: int, cols: int) -> torch.Tensor:
+    """``(rows * cols, 2)`` pixel centres of an even ``rows x cols`` grid of cells over the frame, row-major."""
+    ys = (torch.arange(rows, dtype=torch.float32) + 0.5) * camera.height / rows - 0.5
+    xs = (torch.arange(cols, dtype=torch.float32) + 0.5) * camera.width / cols - 0.5
+    return torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(-1, 2)
