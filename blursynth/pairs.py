@@ -26,6 +26,7 @@ from . import rng
 from .camera import FULL_FRAME_DIAGONAL_MM, Camera
 from .io import ImageError, read_image
 from .recipe import Recipe
+from .trajectory import Trajectory
 
 # Component seed salts: the draws of each component depend on (seed, component, index) only.
 _SALT = {"source": 1, "trajectory": 2, "camera": 3, "sensor": 4, "noise": 5, "scene": 6}
@@ -104,9 +105,14 @@ def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder
         from .scenes import dead_leaves
         side = max(hin, win)
         scene = dead_leaves(len(index), side, seed=component_seed(seed, "scene"), start=int(index[0]), device=device)
-        full = torch.tensor([[side, side]] * len(index), dtype=torch.float64)
-        records = [{"image": "dead_leaves", "box": [m, m, recipe.crop[1], recipe.crop[0]]} for _ in index]
-        return scene[:, :, :hin, :win].float(), full, torch.zeros(len(index), 2, dtype=torch.float64), records
+        # The scene stands for a crop, at a drawn position, of a photograph of recipe.frame_px.
+        fh, fw = recipe.frame_px
+        u = rng.uniform(component_seed(seed, "source"), index.cpu(), (2,), stream=1, dtype=torch.float64)
+        corner = torch.stack([torch.floor(u[:, 0] * (fw - win + 1)), torch.floor(u[:, 1] * (fh - hin + 1))], 1)
+        full = torch.tensor([[fw, fh]] * len(index), dtype=torch.float64)
+        records = [{"image": "dead_leaves", "box": [int(x) + m, int(y) + m, recipe.crop[1], recipe.crop[0]]}
+                   for x, y in corner.tolist()]
+        return scene[:, :, :hin, :win].float(), full, corner, records
     s = component_seed(seed, "source")
     u = rng.uniform(s, index.cpu(), (3,), stream=0, dtype=torch.float64)
     pick = (u[:, 0] * len(folder.files)).long().clamp_max(len(folder.files) - 1)
@@ -164,58 +170,108 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
 
 
 def _make_run(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device) -> dict:
+    from .blur import blur
     from .sensor import post_blur, pre_blur
 
-    n, start = len(index), int(index[0])
+    n = len(index)
     idx = index.to(device)
     sharp, full, corner, src_records = _sources(recipe, index, seed, folder, device)
-    traj = recipe.trajectory_sampler().sample(n, seed=component_seed(seed, "trajectory"), start=start, device=device)
     cam_seed = component_seed(seed, "camera")
-    focal_mm = rng.log_uniform(cam_seed, idx, *recipe.focal_mm, stream=0) if recipe.focal_mm[0] < recipe.focal_mm[1] \
-        else torch.full((n,), recipe.focal_mm[0], device=device)
+    focal_mm = rng.log_uniform(cam_seed, idx, *recipe.focal_mm, stream=0)
     if math.isinf(recipe.depth_m[0]):
         depth = torch.full((n,), math.inf, device=device, dtype=torch.float64)
     else:
         depth = rng.log_uniform(cam_seed, idx, *recipe.depth_m, stream=1).double()
     # Focal length in pixels from the source's full frame (a crop keeps the photo's field of view).
-    focal_px = focal_mm.double().cpu() * torch.hypot(full[:, 0], full[:, 1]) / FULL_FRAME_DIAGONAL_MM
-    sensor = recipe.sensor_model().sample(n, seed=component_seed(seed, "sensor"), start=start, device=device)
+    focal_px = (focal_mm.double().cpu() * torch.hypot(full[:, 0], full[:, 1]) / FULL_FRAME_DIAGONAL_MM).to(device)
+    traj, path, scale = _trajectories(recipe, idx, seed, focal_px, depth)
+    sensor = recipe.sensor_model().sample_at(idx, component_seed(seed, "sensor"))
     linear = pre_blur(sharp, sensor)
     m = recipe.margin
     h, w = recipe.crop
     if recipe.blur_mode == "uniform":
-        blurred, kernel, grid, grid_px = _uniform(recipe, linear, traj, focal_px, depth)
+        kernel = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
+        blurred, grid, grid_px = blur(linear, kernel, boundary=recipe.boundary), None, None
     else:
         blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
     blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
-    sharp_out = sharp[:, :, m:m + h, m:m + w]
     sensor_records = sensor.to_records()
     records = []
     for k in range(n):
+        drawn = {name: _scalar(v[k]) for name, v in sorted(traj.params.items())}
         params = {
-            "trajectory": {name: _scalar(v[k]) for name, v in sorted(traj.params.items())},
+            "trajectory": {"model": recipe.trajectory_model, **drawn, "fit_scale": _scalar(scale[k])},
             "camera": {"focal_mm": _scalar(focal_mm[k]), "focal_px": _scalar(focal_px[k]),
                        "depth_m": _scalar(depth[k])},
             "sensor": sensor_records[k],
         }
         records.append({"source": src_records[k], "params": params})
-    return {"sharp": sharp_out.float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel, "kernel_grid": grid,
-            "grid_px": grid_px, "records": records}
+    return {"sharp": sharp[:, :, m:m + h, m:m + w].float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel,
+            "kernel_grid": grid, "grid_px": grid_px, "records": records}
 
 
-def _uniform(recipe: Recipe, linear, traj, focal_px, depth):
-    from .blur import blur
+def _rasterize(path, size, t, fit):
     from .kernel import rasterize
+    return rasterize(path, size, t=t, fit="error" if fit == "resample" else fit)
 
+
+def _center_paths(traj: Trajectory, focal_px: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """``(N, T, 2)`` principal-point paths in pixels, a different focal length per item."""
+    from .kernel import kernel_paths
     if traj.is_2d:
-        path = traj.path_px
-    else:
-        # The principal point's displacement scales exactly with the focal length (x = f * X / Z), so
-        # one unit-focal projection serves a batch with a different focal length per item.
-        unit = Camera(1.0, 1, 1)
-        path = unit.center_path(traj, depth.to(traj.t.device)) * focal_px.to(traj.t.device, torch.float32)[:, None, None]
-    kernel = rasterize(path, recipe.kernel_size, t=traj.t, fit=recipe.kernel_fit)
-    return blur(linear, kernel, boundary=recipe.boundary), kernel, None, None
+        return traj.path_px
+    # The principal point's displacement is exactly proportional to the focal length (x = f X / Z), so
+    # one unit-focal projection serves the whole batch.
+    unit = kernel_paths(traj, Camera(1.0, 1, 1), depth.to(traj.t.device))
+    return unit * focal_px.to(unit.device, torch.float32)[:, None, None]
+
+
+def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth, max_redraws: int = 64):
+    """Trajectories, their principal-point paths, and the fit scale, applying the recipe's fit policy.
+
+    ``fit="resample"`` redraws an item whose path does not fit the kernel with the seeds of
+    :func:`blursynth.kernel.redraw_seed` and the same index (rejection sampling: still a pure function of
+    ``(seed, i)``); ``fit="scale"`` reports the factor the rasteriser will apply.
+    """
+    from .kernel import fit_scale, fits, redraw_seed
+    model = recipe.trajectory_sampler()
+    traj_seed = component_seed(seed, "trajectory")
+    traj = model.sample_items(idx, traj_seed)
+    path = _center_paths(traj, focal_px, depth)
+    size = recipe.kernel_size
+    if recipe.kernel_fit == "resample":
+        bad = ~fits(path, size, traj.t)
+        attempt = 0
+        while bool(bad.any()):
+            attempt += 1
+            if attempt > max_redraws:
+                raise ValueError(f"pair {int(idx[bad][0])}: no trajectory out of {max_redraws + 1} draws fits a "
+                                 f"{size} px kernel; raise kernel.size or use kernel.fit = \"scale\" in the recipe")
+            where = bad.nonzero()[:, 0]
+            sub = model.sample_items(idx[where], redraw_seed(traj_seed, attempt))
+            traj = _replace(traj, where, sub)
+            path = path.clone()
+            path[where] = _center_paths(sub, focal_px[where], depth[where])
+            bad = bad.clone()
+            bad[where] = ~fits(path[where], size, sub.t)
+            traj.params.setdefault("redraws", torch.zeros(len(idx), device=idx.device))[where] = float(attempt)
+    scale = fit_scale(path, size, traj.t) if recipe.kernel_fit == "scale" else torch.ones(len(idx), device=idx.device)
+    return traj, path, scale
+
+
+def _replace(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
+    """``traj`` with items ``where`` replaced by ``sub``'s."""
+    def put(full, part):
+        if full is None:
+            return None
+        full = full.clone()
+        full[where] = part
+        return full
+    params = {k: put(v, sub.params[k]) for k, v in traj.params.items() if k in sub.params}
+    params.update({k: v for k, v in traj.params.items() if k not in sub.params})
+    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
+                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
+                      params=params)
 
 
 def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
@@ -227,17 +283,18 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
     rows, cols = recipe.kernel_grid
     crop_cam = Camera(1.0, w, h)
     pts = torch.cat([grid_points(crop_cam, rows, cols), torch.tensor([[(w - 1) / 2, (h - 1) / 2]])]) + m
+    fit = "scale" if recipe.kernel_fit == "resample" else recipe.kernel_fit  # local kernels cannot be redrawn
     out, kernels = [], []
     for k in range(linear.shape[0]):
-        # The crop's camera keeps the photo's principal point (the image centre of the full frame).
+        # The crop's camera keeps the photo's principal point (the centre of the full frame).
         cx = (full[k, 0].item() - 1) / 2 - corner[k, 0].item()
         cy = (full[k, 1].item() - 1) / 2 - corner[k, 1].item()
         cam = Camera(focal_px[k].item(), win, hin, cx=cx, cy=cy)
         d = depth[k].item()
         rendered = render_nonuniform(linear[k:k + 1], traj[k], cam, depth_m=d, center=True)
         out.append(rendered[:, :, m:m + h, m:m + w])
-        kernels.append(kernels_at(pts, traj[k], cam, recipe.kernel_size, depth_m=d, fit=recipe.kernel_fit))
-    kern = torch.cat(kernels)  # (n, rows*cols + 1, kh, kw)
+        kernels.append(kernels_at(pts, traj[k], cam, recipe.kernel_size, depth_m=d, fit=fit))
+    kern = torch.cat(kernels)  # (n, rows * cols + 1, kh, kw): the grid, then the crop centre
     grid = kern[:, :-1].reshape(len(kern), rows, cols, *kern.shape[-2:])
     return torch.cat(out), kern[:, -1], grid, (pts[:-1] - m)
 

@@ -33,7 +33,7 @@ KERNEL_FITS = ("error", "scale", "resample")
 # The top-level keys and the keys of each fixed section (trajectory and sensor are open: their keys
 # are checked against the model constructors).
 _SECTIONS = {
-    "camera": {"focal_mm", "depth_m"},
+    "camera": {"focal_mm", "depth_m", "frame_px"},
     "kernel": {"size", "fit"},
     "blur": {"mode", "boundary", "grid"},
 }
@@ -59,13 +59,17 @@ class Recipe:
             the focal length in pixels follows from the source image's full size.
         depth_m: ``(low, high)`` scene-plane depth in metres, drawn log-uniformly (``inf`` = distant
             scene, where camera translation makes no blur).
+        frame_px: ``(height, width)`` of the virtual photograph a procedural scene is a crop of (the
+            focal length in pixels, hence the blur size, scales with the frame; photographs from a
+            folder use their own size). The crop's position in it is drawn per pair.
         kernel_size: odd side of the square kernels.
         kernel_fit: what to do with a path larger than the kernel (see :func:`blursynth.kernel.rasterize`).
         blur_mode: ``"uniform"`` (one kernel per pair, FFT blur) or ``"projective"`` (per-time
             homographies, spatially varying).
         boundary: ``"valid"`` (blur a larger sharp crop, keep the interior), ``"reflect"``, ``"circular"``.
         kernel_grid: ``(rows, cols)`` of local kernels stored per pair in projective mode.
-        sensor: keyword arguments of :class:`blursynth.sensor.SensorModel`.
+        sensor: keyword arguments of :class:`blursynth.sensor.SensorModel` (in TOML, the string
+            ``"off"`` stands for None: TOML has no null).
         source: the file the recipe was read from (for messages), or ``"<dict>"``.
     """
 
@@ -76,6 +80,7 @@ class Recipe:
     trajectory_params: dict = field(default_factory=dict)
     focal_mm: tuple[float, float] = (24.0, 50.0)
     depth_m: tuple[float, float] = (math.inf, math.inf)
+    frame_px: tuple[int, int] = (720, 1280)
     kernel_size: int = 31
     kernel_fit: str = "scale"
     blur_mode: str = "uniform"
@@ -101,10 +106,11 @@ class Recipe:
             "description": self.description,
             "crop": list(self.crop),
             "trajectory": {"model": self.trajectory_model, **copy.deepcopy(self.trajectory_params)},
-            "camera": {"focal_mm": list(self.focal_mm), "depth_m": [_json_float(d) for d in self.depth_m]},
+            "camera": {"focal_mm": list(self.focal_mm), "depth_m": [_json_float(d) for d in self.depth_m],
+                       "frame_px": list(self.frame_px)},
             "kernel": {"size": self.kernel_size, "fit": self.kernel_fit},
             "blur": {"mode": self.blur_mode, "boundary": self.boundary, "grid": list(self.kernel_grid)},
-            "sensor": copy.deepcopy(self.sensor),
+            "sensor": {k: ("off" if v is None else copy.deepcopy(v)) for k, v in self.sensor.items()},
         }
 
     def trajectory_sampler(self):
@@ -217,13 +223,9 @@ def _parse(data: dict, source: str) -> Recipe:
         _check_keys(source, _section(source, data, name), keys, prefix=f"{name}.")
     camera, kernel, blur = (_section(source, data, s) for s in ("camera", "kernel", "blur"))
     traj = dict(_section(source, data, "trajectory"))
-    sensor = dict(_section(source, data, "sensor"))
+    sensor = {k: (None if v == "off" else v) for k, v in _section(source, data, "sensor").items()}
 
-    crop = data.get("crop", 256)
-    crop_pair = crop if isinstance(crop, list) else [crop, crop]
-    if len(crop_pair) != 2:
-        raise _fail(source, "crop", f"must be a size or [height, width], got {crop!r}")
-    crop_hw = tuple(_int(source, "crop", c, 8, 16384) for c in crop_pair)
+    crop_hw = tuple(_int(source, "crop", c, 8, 16384) for c in _size(source, "crop", data.get("crop", 256)))
 
     def positive(key):
         def check(v):
@@ -251,6 +253,8 @@ def _parse(data: dict, source: str) -> Recipe:
         trajectory_params=traj,
         focal_mm=_pair(source, "camera.focal_mm", camera.get("focal_mm", [24.0, 50.0]), _float, focal_check),
         depth_m=_pair(source, "camera.depth_m", camera.get("depth_m", math.inf), _float, positive("camera.depth_m")),
+        frame_px=tuple(_int(source, "camera.frame_px", v, 8, 65536) for v in _size(source, "camera.frame_px",
+                                                                                      camera.get("frame_px", [720, 1280]))),
         kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, 255, odd=True),
         kernel_fit=_choice(source, "kernel.fit", kernel.get("fit", "scale"), KERNEL_FITS),
         blur_mode=mode,
@@ -259,8 +263,18 @@ def _parse(data: dict, source: str) -> Recipe:
         sensor=sensor,
         source=source,
     )
+    if recipe.frame_px[0] < recipe.input_size[0] or recipe.frame_px[1] < recipe.input_size[1]:
+        raise _fail(source, "camera.frame_px", f"{list(recipe.frame_px)} is smaller than the crop plus the kernel "
+                    f"margin {list(recipe.input_size)}; enlarge the frame or reduce the crop")
     _check_delegated(recipe)
     return recipe
+
+
+def _size(source, key, value) -> list:
+    pair = value if isinstance(value, list) else [value, value]
+    if len(pair) != 2:
+        raise _fail(source, key, f"must be a size or [height, width], got {value!r}")
+    return pair
 
 
 def _check_delegated(recipe: Recipe) -> None:
