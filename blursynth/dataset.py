@@ -148,6 +148,17 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core: threads inside would fight the other workers
 
 
+def _context(device: str):
+    """Fork where it is safe (CPU, POSIX): workers start at once, as torch's DataLoader does.
+
+    Workers run torch single-threaded (:func:`_init_worker`), so no OpenMP pool is used after the
+    fork. CUDA cannot be used in a forked child: spawn there (each worker re-imports the package).
+    """
+    if str(device).startswith("cuda") or "fork" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    return mp.get_context("fork")
+
+
 def _merge(out: Path, chunks: int) -> bool:
     """Write ``manifest.jsonl`` from all part files, in order, if every chunk is done; True if written."""
     parts = [out / "parts" / f"{c:06d}.jsonl" for c in range(chunks)]
@@ -229,8 +240,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
                 written += n
                 bar.update(n)
         else:
-            # spawn, not fork: a forked copy of a process that already ran OpenMP-threaded torch can hang.
-            with mp.get_context("spawn").Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
+            with _context(device).Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
                 for n in pool.imap_unordered(writer, todo):
                     written += n
                     bar.update(n)
