@@ -88,15 +88,72 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
 
 
 def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
-    """``(N, 2)`` exposure-weighted mean displacement of the principal point, in pixels."""
+    """``(N, 2)`` exposure-weighted mean displacement of the principal point, in pixels.
+
+    Trapezoidal weights on the samples: the exact time average of the piecewise-linear path, the same
+    centre of mass :func:`blursynth.kernel.rasterize` puts on the centre pixel.
+    """
     path = camera.center_path(trajectory, depth_m)
     return (exposure_weights(trajectory.t)[..., None] * path).sum(1)
 
 
+def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf,
+                   max_step_px: float = 0.5) -> tuple[Trajectory, torch.Tensor]:
+    """The fewest poses, with weights, that integrate the exposure to ``max_step_px`` resolution.
+
+    A camera that dwells (slow motion) needs few warps, one that sweeps needs many: the poses are
+    re-sampled evenly in the *motion* parameter ``s`` (the cumulative largest displacement of any
+    probe pixel of the frame), so consecutive poses are at most ``max_step_px`` apart everywhere in
+    the frame, and each pose gets the share of exposure time spent near it (linear "tent" split of
+    the time between neighbouring poses, which keeps the time-weighted mean motion). The trajectory
+    is first densified to a quarter of the step so the time shares are accurate.
+
+    Returns:
+        ``(poses, weights)``: a :class:`Trajectory` of ``K`` samples (same ``K`` for the batch; times
+        interpolated too) and ``(N, K)`` weights summing to 1.
+    """
+    fine = densify(trajectory, camera, depth_m, max_step_px / 4)
+    pos = camera.project(fine, _probe_points(camera, fine.t.device), depth_m)  # (N, T, P, 2)
+    step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2)).double()  # (T-1,)
+    s = torch.cat([step.new_zeros(1), step.cumsum(0)])  # (T,) shared by the batch
+    w = exposure_weights(fine.t).double()  # (N, T)
+    k = max(1, math.ceil(float(s[-1]) / max_step_px))
+    if float(s[-1]) <= 0:  # a still camera: one pose
+        return _pick(fine, torch.zeros(1, dtype=torch.long, device=s.device)), w.sum(1, keepdim=True).float()
+    delta = float(s[-1]) / k
+    grid = torch.arange(k + 1, dtype=torch.float64, device=s.device) * delta
+    # Time shares: each fine sample's weight split linearly between its two neighbouring grid poses.
+    u = (s / delta).clamp(max=k)
+    lo = u.floor().long().clamp(max=k - 1)
+    frac = u - lo
+    weights = torch.zeros(w.shape[0], k + 1, dtype=torch.float64, device=w.device)
+    weights.index_add_(1, lo, w * (1 - frac))
+    weights.index_add_(1, lo + 1, w * frac)
+    # Poses at the grid values of s: linear interpolation within the fine segment that contains them.
+    j = torch.searchsorted(s, grid).clamp(1, len(s) - 1)
+    a, b = s[j - 1], s[j]
+    t_frac = ((grid - a) / (b - a).clamp_min(1e-12)).clamp(0, 1).float()
+    return _blend(fine, j - 1, j, t_frac), weights.float()
+
+
+def _pick(traj: Trajectory, i: torch.Tensor) -> Trajectory:
+    return _blend(traj, i, i, torch.zeros(len(i), device=traj.t.device))
+
+
+def _blend(traj: Trajectory, i0: torch.Tensor, i1: torch.Tensor, frac: torch.Tensor) -> Trajectory:
+    """Samples ``(1 - frac) * x[:, i0] + frac * x[:, i1]`` of every pose array (``i0, i1, frac`` ``(K,)``)."""
+    def mix(x):
+        if x is None:
+            return None
+        f = frac.to(x.device).reshape(1, -1, *([1] * (x.ndim - 2)))
+        return x[:, i0] + f * (x[:, i1] - x[:, i0])
+    return Trajectory(t=mix(traj.t), rotation=mix(traj.rotation), translation=mix(traj.translation),
+                      path_px=mix(traj.path_px), params=dict(traj.params))
+
+
 def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camera,
                       depth_m: float | torch.Tensor = math.inf, center: bool = True,
-                      max_step_px: float = 0.5, padding_mode: str = "reflection",
-                      chunk: int = 8) -> torch.Tensor:
+                      max_step_px: float = 0.5, padding_mode: str = "reflection") -> torch.Tensor:
     """Blur images by camera motion, exactly, as the exposure integral of homography warps.
 
     Args:
@@ -107,13 +164,13 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
         camera: pinhole camera of the frame.
         depth_m: scene-plane depth in metres (float or ``(B,)``), ``inf`` for a distant scene.
         center: remove the principal point's mean displacement (agrees with the centred uniform kernel).
-        max_step_px: largest motion of any frame point between consecutive time samples.
+        max_step_px: largest motion of any frame point between consecutive poses (:func:`motion_samples`).
         padding_mode: kornia padding for pixels that come from outside the frame (``"reflection"``,
             ``"border"``, ``"zeros"``); use a larger crop and keep the interior to avoid the question.
-        chunk: number of time samples warped at once (memory ``~ chunk * B * C * H * W`` floats).
 
     Returns:
-        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``.
+        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``. Cost: one warp per pose,
+        about ``2 x`` (largest motion in the frame, px) ``+ 1`` warps.
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
@@ -124,24 +181,20 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if len(trajectory) not in (1, b):
         raise ValueError(f"trajectory has {len(trajectory)} items for a batch of {b} images")
     trajectory = trajectory.to(image.device)
-    dense = densify(trajectory, camera, depth_m, max_step_px)
-    hom = camera.homographies(dense, depth_m)  # (N, T, 3, 3)
+    poses, weights = motion_samples(trajectory, camera, depth_m, max_step_px)
+    hom = camera.homographies(poses, depth_m)  # (N, K, 3, 3)
     if center:
-        shift = centering_shift(dense, camera, depth_m)
+        shift = centering_shift(densify(trajectory, camera, depth_m, max_step_px), camera, depth_m)
         move = torch.eye(3, device=image.device).repeat(shift.shape[0], 1, 1)
         move[:, :2, 2] = -shift
         hom = move[:, None] @ hom
-    weights = exposure_weights(dense.t).to(image.dtype)  # (N, T)
-    hom, weights = hom.expand(b, -1, -1, -1), weights.expand(b, -1)
+    hom, weights = hom.expand(b, -1, -1, -1).to(image.dtype), weights.expand(b, -1).to(image.dtype)
     out = torch.zeros_like(image)
-    steps = hom.shape[1]
-    for start in range(0, steps, chunk):
-        stop = min(start + chunk, steps)
-        k = stop - start
-        src = image[:, None].expand(b, k, c, h, w).reshape(b * k, c, h, w)
-        warped = warp_perspective(src, hom[:, start:stop].reshape(b * k, 3, 3).to(image.dtype), (h, w),
-                                  mode="bilinear", padding_mode=padding_mode, align_corners=True)
-        out += (warped.reshape(b, k, c, h, w) * weights[:, start:stop, None, None, None]).sum(1)
+    # One warp at a time: a batch of warps is slower on the CPU (the temporaries leave the cache).
+    for k in range(hom.shape[1]):
+        warped = warp_perspective(image, hom[:, k], (h, w), mode="bilinear", padding_mode=padding_mode,
+                                  align_corners=True)
+        out += warped * weights[:, k, None, None, None]
     return out
 
 
