@@ -103,8 +103,8 @@ def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder
     m = recipe.margin
     if folder is None:
         from .scenes import dead_leaves
-        side = max(hin, win)
-        scene = dead_leaves(len(index), side, seed=component_seed(seed, "scene"), start=int(index[0]), device=device)
+        scene = dead_leaves(len(index), (hin, win), seed=component_seed(seed, "scene"), start=int(index[0]),
+                            device=device)
         # The scene stands for a crop, at a drawn position, of a photograph of recipe.frame_px.
         fh, fw = recipe.frame_px
         u = rng.uniform(component_seed(seed, "source"), index.cpu(), (2,), stream=1, dtype=torch.float64)
@@ -112,7 +112,7 @@ def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder
         full = torch.tensor([[fw, fh]] * len(index), dtype=torch.float64)
         records = [{"image": "dead_leaves", "box": [int(x) + m, int(y) + m, recipe.crop[1], recipe.crop[0]]}
                    for x, y in corner.tolist()]
-        return scene[:, :, :hin, :win].float(), full, corner, records
+        return scene.float(), full, corner, records
     s = component_seed(seed, "source")
     u = rng.uniform(s, index.cpu(), (3,), stream=0, dtype=torch.float64)
     pick = (u[:, 0] * len(folder.files)).long().clamp_max(len(folder.files) - 1)
