@@ -438,7 +438,27 @@ def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.
 
 # ----------------------------------------------------------------------------------------------
 
-COMMANDS = [add_generate, add_inspect]
+def add_dataset(subparsers) -> None:
+    # The options live in blursynth.dataset (which imports torch); they are parsed there, from the
+    # arguments this stub leaves over, so help and errors of the other commands stay instant.
+    p = subparsers.add_parser("dataset", add_help=False,
+                              help="write a paired sharp/blurry dataset (blursynth dataset --help for options)")
+    p.set_defaults(func=run_dataset, takes_extra=True)
+
+
+def run_dataset(args) -> int:
+    from . import dataset
+    parser = _Parser(prog="blursynth dataset",
+                     description="Write N sharp/blurry pairs with their manifest; resumable, sharded.")
+    dataset.add_arguments(parser)
+    options = parser.parse_args(args.extra)
+    try:
+        return dataset.run_command(options)
+    except dataset.DatasetError as exc:
+        raise UsageError(str(exc)) from None
+
+
+COMMANDS = [add_generate, add_inspect, add_dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,11 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input) instead of exiting."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "takes_extra", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.extra = extra
+        return args.func(args)
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
-    try:
-        return args.func(args)
     except UsageError as exc:
         print(f"blursynth {args.command}: error: {exc}", file=sys.stderr)
         return 2

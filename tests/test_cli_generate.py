@@ -144,3 +144,10 @@ def test_module_entry_point_exit_code_and_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "--kernel-size" in proc.stderr and "try 9" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_options_and_the_dataset_command_report_one_line(capsys, tmp_path):
+    _fails(capsys, tmp_path, ["generate", "--bogus"], "--bogus")
+    _fails(capsys, tmp_path, ["dataset", "--pairs", "0", "--out", str(tmp_path / "d")], "--pairs")
+    assert main(["dataset", "--help"]) == 0
+    assert "--pairs" in capsys.readouterr().out
