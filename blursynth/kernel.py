@@ -25,6 +25,7 @@ piece of the batch, with pieces sized so that no intermediate exceeds about 64 M
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -195,13 +196,11 @@ def _splat(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int) -> torch.
     centre = torch.tensor([w // 2, h // 2], device=offset.device, dtype=torch.float32)
     start = offset[:, :-1] + centre  # segment starts in canvas coordinates
     # Pieces of whole items with a bounded number of splat entries keep the temporaries small.
-    ends = torch.cumsum(per_item, 0).tolist() if n > 1 else [int(per_item)]
+    ends = torch.cumsum(per_item, 0).tolist()
     a = 0
     while a < n:
         base = ends[a - 1] if a else 0
-        b = a + 1
-        while b < n and ends[b] - base <= _PIECE_ENTRIES:
-            b += 1
+        b = max(a + 1, bisect.bisect_right(ends, base + _PIECE_ENTRIES, lo=a))
         _splat_piece(out[a * h * w: b * h * w], start[a:b], seg[a:b], count[a:b], weight[a:b], h, w)
         a = b
     return out.view(n, h, w)

@@ -8,9 +8,12 @@ camera motion (rotation vectors in radians and translations in metres, in the ca
 
 from __future__ import annotations
 
+import math as _math
 from dataclasses import dataclass, field, replace
 
 import torch
+
+from . import rng as _rng
 
 
 @dataclass
@@ -102,11 +105,6 @@ class Trajectory:
 # with ``sample(n, seed, start, device)``; every random quantity is drawn through blursynth.rng with
 # its own stream number, so item i is a pure function of (seed, i).
 # ---------------------------------------------------------------------------------------------
-
-import math as _math  # noqa: E402  (kept beside the models that need it)
-
-from . import rng as _rng  # noqa: E402
-
 
 def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
     """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
