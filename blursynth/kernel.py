@@ -20,7 +20,7 @@ says what happens instead:
   conditioned on fitting. :func:`rasterize` and :func:`kernels` reject it with a message saying so.
 
 Everything runs on the input's device; the work is a single ``index_add_`` into a flat buffer per
-piece of the batch, with pieces sized so that no intermediate exceeds about 64 MB.
+piece of the batch, with pieces of at most 2M splats (each temporary <= 16 MB, ~100 MB in all).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .trajectory import Trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
-_PIECE_ENTRIES = 1 << 21  # splat entries (x4 corners) per piece: bounds the temporaries to ~64 MB
+_PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
 _FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touches the canvas edge
 
 
@@ -330,7 +330,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         n: number of kernels (>= 1); camera: needed for 6-DoF models; size: int or ``(h, w)``.
         seed: base seed; item i depends only on ``(seed, i)`` whatever ``chunk`` and ``device``.
         chunk: items per chunk (memory: ``chunk * h * w * 4`` bytes of kernels plus pieces of at
-            most ~64 MB of temporaries).
+            most ~100 MB of temporaries).
         fit: ``"error"``, ``"scale"`` or ``"resample"`` (redraw items that do not fit, see module doc).
         depth_m: scene depth in metres for the translation part of 6-DoF motion.
         device: where the work runs; the chunks stay there.
