@@ -34,8 +34,10 @@ def test_generate_writes_kernels_summary_and_contact_sheet(tmp_path):
     assert k.shape == (70, 15, 15) and k.dtype == np.float32
     assert np.allclose(k.sum((1, 2)), 1, atol=1e-5) and (k >= 0).all()
     assert int(data["seed"]) == 0 and data["index"].tolist() == list(range(70))
-    assert data["rotation"].shape == data["translation"].shape == (70, 64, 3)
-    assert data["paths_px"].shape == (70, 64, 2) and data["t"].shape == (70, 64)
+    steps = data["t"].shape[1]
+    assert data["t"].shape == (70, steps) and steps >= 32
+    assert data["rotation"].shape == data["translation"].shape == (70, steps, 3)
+    assert data["paths_px"].shape == (70, steps, 2)
     assert data["param_exposure_s"].shape == (70,)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["count"] == 70 and summary["model"] == "shake6d" and summary["kernel_size"] == 15
