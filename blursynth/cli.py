@@ -126,6 +126,9 @@ class _StagedDir:
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.tmp, 0o777 & ~mask)  # mkdtemp makes 0700; the folder should look like mkdir's
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
