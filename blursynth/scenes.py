@@ -102,13 +102,30 @@ class DeadLeaves:
             raise ValueError("dead leaves option alpha=1 is degenerate; use a value in (1, 10]")
         if self.rmax is not None and not self.rmin <= self.rmax:
             raise ValueError(f"dead leaves option rmax={self.rmax!r} must be >= rmin={self.rmin}")
-        lo, hi = self.defocus_sigma
+        try:
+            lo, hi = (float(v) for v in self.defocus_sigma)
+        except (TypeError, ValueError):
+            raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} must be a (lo, hi) pair") from None
+        object.__setattr__(self, "defocus_sigma", (lo, hi))  # lists from TOML become tuples
         if not 0.0 < lo <= hi <= 20.0:
             raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} needs 0 < lo <= hi <= 20")
 
     def to_dict(self) -> dict:
         """The options as a JSON-serialisable dict (for manifests)."""
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, options: dict) -> "DeadLeaves":
+        """Build from a mapping such as a TOML table.
+
+        Raises:
+            ValueError: an unknown key (the message lists the valid ones) or an out-of-range value.
+        """
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown dead-leaves option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**options)
 
     # ------------------------------------------------------------------- sizes
 

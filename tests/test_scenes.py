@@ -148,3 +148,13 @@ def test_cuda_matches_cpu():
     assert gpu.device.type == "cuda"
     # Leaf geometry is exact; shading may differ in the last bits, which can flip a few edge pixels.
     assert float((gpu.cpu() - cpu).abs().gt(1e-4).float().mean()) < 0.01
+
+
+def test_options_round_trip_through_a_dict_and_reject_unknown_keys():
+    import json
+
+    opt = DeadLeaves(alpha=3.2, defocus=0.5, defocus_sigma=[1.0, 2.0])
+    assert opt.defocus_sigma == (1.0, 2.0)
+    assert DeadLeaves.from_dict(json.loads(json.dumps(opt.to_dict()))) == opt
+    with pytest.raises(ValueError, match=r"unknown dead-leaves option\(s\) \['sharpness'\]"):
+        DeadLeaves.from_dict({"sharpness": 2})
