@@ -337,7 +337,7 @@ def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:
     scale = f64["radius"].clamp(max=float(max(h, w)))
     grad = f64["grad"] / scale
     wave = 2 * math.pi * f64["grating_f"]
-    return torch.stack([
+    return torch.stack([  # stacked last so the table reads like rows of leaves
         f64["cx"], f64["cy"], f64["radius"],
         grad * torch.cos(f64["grad_dir"]), grad * torch.sin(f64["grad_dir"]),
         f64["tex"], torch.floor(f64["tex_dx"] * w), torch.floor(f64["tex_dy"] * h),
@@ -353,17 +353,19 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     anti-aliasing, the flat index ``(N, P)`` of the pixel about 1.5 px further out along the leaf's
     radius (clamped to the image).
     """
-    n, k = table.shape[0], table.shape[1]
-    rows = which + k * torch.arange(n, device=which.device).view(-1, 1)
-    cols = table.reshape(n * k, -1).index_select(0, rows.reshape(-1)).T.reshape(-1, n, which.shape[1])
+    # One gather from the small per-leaf table, quantity-major so each result is contiguous.
+    by_quantity = table.permute(2, 0, 1).contiguous()  # (15, N, m + 1), small
+    cols = by_quantity.gather(2, which.unsqueeze(0).expand(by_quantity.shape[0], -1, -1))
     cx, cy, radius, gx, gy, tex, tdx, tdy, kx, ky, phase, grating = cols[:12]
     xx, yy = pix
     dx, dy = xx - cx, yy - cy
     dist = torch.sqrt(dx * dx + dy * dy)
     coverage = (radius - dist + 0.5).clamp(0.0, 1.0)  # 1 for the background leaf (infinite radius)
     # Micro-texture: the image's noise field read at a per-leaf wrapped offset.
-    tx = (xx + tdx).long() % w
-    ty = (yy + tdy).long() % h
+    tx = (xx + tdx).long()  # offsets are in [0, w): one wrap at most
+    tx = torch.where(tx >= w, tx - w, tx)
+    ty = (yy + tdy).long()
+    ty = torch.where(ty >= h, ty - h, ty)
     micro = tex * field.flatten(1).gather(1, ty * w + tx)
     # Shading gradient + micro-texture + grating, as a positive multiplicative gain.
     gain = torch.exp(gx * dx + gy * dy + micro + grating * torch.sin(kx * dx + ky * dy + phase))
