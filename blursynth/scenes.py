@@ -47,8 +47,10 @@ from blursynth import rng
 # one class enumerate at most ~1.56x the pixels they need.
 _LADDER = sorted({max(1, round(1.25 ** k)) for k in range(0, 60)})
 
-# Enumerated (pixel, leaf) pairs per chunk: bounds the working memory (~100 bytes per pair).
+# Work per chunk of images: enumerated (pixel, leaf) pairs (~30 bytes each) and pixels (~300 bytes
+# each in float64 shading), about 0.4 GB at most.
 _PAIRS_PER_CHUNK = 4_000_000
+_PIXELS_PER_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -169,9 +171,9 @@ class DeadLeaves:
         if n == 0:
             return torch.zeros(0, 3, h, w, device=index.device)
         m = self.leaves(h, w)
-        # Keep each chunk's enumerated pairs bounded, whatever the batch.
+        # Bound each chunk's enumerated (pixel, leaf) pairs and pixels, hence its memory, whatever the batch.
         per_image = m * (1.6 * 4 * self._mean_area(h, w) / math.pi + 16)  # ~ box area per leaf
-        chunk = max(1, int(_PAIRS_PER_CHUNK // max(per_image, 1.0)))
+        chunk = max(1, min(int(_PAIRS_PER_CHUNK // max(per_image, 1.0)), _PIXELS_PER_CHUNK // (h * w)))
         return torch.cat([self._render(index[i:i + chunk], h, w, m, seed) for i in range(0, n, chunk)])
 
     def _render(self, index: torch.Tensor, h: int, w: int, m: int, seed: int) -> torch.Tensor:
