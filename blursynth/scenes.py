@@ -16,7 +16,7 @@ about 30 disc-size classes):
 2. A z-buffer: for each pixel, the front-most leaf covering it (``scatter_reduce`` of leaf numbers
    over each leaf's bounding box, grouped by box size).
 3. Anti-aliased edges: the front leaf covers the fraction ``clamp(r - d + 1/2, 0, 1)`` of the pixel
-   (``d`` the distance from its centre); the rest shows what lies behind, read from the pixel 1.5 px
+   (``d`` the distance from its centre); the rest shows what lies behind, read from the pixel 2 px
    further out along the leaf's radius (outside the leaf, so showing the leaf behind it).
 4. Leaf appearance, so images are not flat cartoons: a colour drawn in CIE Lab from a
    natural-image-like distribution (mostly low chroma, broad lightness), a linear shading gradient,
@@ -177,19 +177,9 @@ class DeadLeaves:
         return torch.cat([self._render(index[i:i + chunk], h, w, m, seed) for i in range(0, n, chunk)])
 
     def _render(self, index: torch.Tensor, h: int, w: int, m: int, seed: int) -> torch.Tensor:
-        n, dev = index.shape[0], index.device
+        n = index.shape[0]
         leaves = _draw_leaves(self, index, seed, m, h, w)
-        front = _zbuffer(leaves, n, h, w, m)
-        field = _noise_field(seed, index, h, w)
-        # Pixel maths runs in float64 and is rounded to float32 once at the end: vectorised and scalar
-        # kernels differ in the last bit, and which one an item's pixels meet depends on its place in
-        # the batch; after the final rounding an item comes out the same in any batch.
-        yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
-                                torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
-        pix = (xx.reshape(1, -1), yy.reshape(1, -1))
-        colour, alpha, outward = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
-        behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
-        linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, h, w)
+        front, linear = _compose(leaves, _noise_field(seed, index, h, w), n, h, w, m)
         if self.defocus > 0:
             linear = _defocus(self, linear, front.reshape(n, 1, h, w), index, seed, m)
         return kc.linear_rgb_to_rgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0).float()
@@ -333,6 +323,24 @@ def _boxes(item, leaf, cx, cy, reach, e, h, w, m):
 # --------------------------------------------------------------------------- appearance
 
 
+def _compose(leaves: dict, field: torch.Tensor, n: int, h: int, w: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Occlusion, shading and anti-aliasing: front-leaf map ``(N, h * w)`` and linear image ``(N, 3, h, w)``.
+
+    Pixel maths runs in float64 (rounded to float32 once, by the caller): vectorised and scalar
+    kernels differ in the last bit, and which one an item's pixels meet depends on its place in
+    the batch; after the final rounding an item comes out the same in any batch.
+    """
+    dev = leaves["radius"].device
+    front = _zbuffer(leaves, n, h, w, m)
+    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                            torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    pix = (xx.reshape(1, -1), yy.reshape(1, -1))
+    colour, alpha, outward = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
+    behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
+    linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, h, w)
+    return front, linear
+
+
 def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:
     """Per-leaf constants of the shading, ``(N, m + 1, 15)`` float64 (trigonometry done per leaf)."""
     f64 = {k: v.double() for k, v in leaves.items()}
@@ -352,7 +360,7 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     """Appearance of leaf ``which[n, p]`` at each pixel ``p`` (``table`` from :func:`_leaf_table`).
 
     Returns linear colour ``(N, 3, P)``, the leaf's coverage of the pixel ``(N, P)`` and, for
-    anti-aliasing, the flat index ``(N, P)`` of the pixel about 1.5 px further out along the leaf's
+    anti-aliasing, the flat index ``(N, P)`` of the pixel about 2 px further out along the leaf's
     radius (clamped to the image).
     """
     # One gather from the small per-leaf table, quantity-major so each result is contiguous.
@@ -371,9 +379,10 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     micro = tex * field.flatten(1).gather(1, ty * w + tx)
     # Shading gradient + micro-texture + grating, as a positive multiplicative gain.
     gain = torch.exp(gx * dx + gy * dy + micro + grating * torch.sin(kx * dx + ky * dy + phase))
-    # A step of 1.5 px rounds to 1-2 px per axis, at least 1.3 px outward: past the leaf's reach
-    # r + 1/2 from any pixel it only partly covers (d > r - 1/2).
-    step = 1.5 / dist.clamp(min=1e-9)
+    # A 2 px step along the radius, rounded to the pixel grid (error <= 0.71 px), still moves > 1 px
+    # outward, so from a pixel the leaf only partly covers (d > r - 1/2) it lands past the leaf's
+    # reach r + 1/2: on what lies behind.
+    step = 2.0 / dist.clamp(min=1e-9)
     qx = (xx + torch.round(dx * step)).clamp(0, w - 1).long()
     qy = (yy + torch.round(dy * step)).clamp(0, h - 1).long()
     return cols[12:].transpose(0, 1) * gain.unsqueeze(1), coverage, qy * w + qx
