@@ -153,6 +153,11 @@ def rasterize(path_px: torch.Tensor, size, t: torch.Tensor | None = None, fit: s
     Raises:
         ValueError: bad shapes or values, or (``fit="error"``) a path larger than the canvas.
     """
+    return _rasterize(path_px, size, t, fit, center)
+
+
+def _rasterize(path_px, size, t, fit, center, first_index: int = 0) -> torch.Tensor:
+    """:func:`rasterize`; ``first_index`` is the global index of item 0 (for error messages)."""
     if fit not in FIT_POLICIES:
         raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
     if fit == "resample":
@@ -166,7 +171,7 @@ def rasterize(path_px: torch.Tensor, size, t: torch.Tensor | None = None, fit: s
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
             need = 2 * int(math.ceil(float(torch.maximum(-p.lo[i], p.hi[i]).max()))) + 1
-            raise ValueError(f"path of item {i} spans {_extent(p, i)} px and does not fit a {h}x{w} kernel; "
+            raise ValueError(f"path of item {first_index + i} spans {_extent(p, i)} px and does not fit a {h}x{w} kernel; "
                              f"use a kernel size of at least {need} or fit='scale'")
     else:
         offset = offset * _scale_of(p)[:, None, None]
@@ -350,10 +355,10 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         if fit == "resample":
             traj, paths, redraws = _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws)
             scale = ones
-            kern = rasterize(paths, size, traj.t, fit="error")
+            kern = _rasterize(paths, size, traj.t, "error", True, a)
         else:
             scale = fit_scale(paths, size, traj.t) if fit == "scale" else ones
-            kern = rasterize(paths, size, traj.t, fit=fit)
+            kern = _rasterize(paths, size, traj.t, fit, True, a)
         traj.params["fit_scale"] = scale
         traj.params["redraws"] = redraws
         yield KernelChunk(start=a, kernels=kern, trajectory=traj)

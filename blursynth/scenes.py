@@ -13,10 +13,11 @@ about 30 disc-size classes):
    ``exp(-coverage)``; what stays uncovered shows a textured background leaf. Leaf ``m`` lies in
    front of leaf ``m + 1``. Centres are uniform over the image plus a margin, so large leaves
    centred outside still reach in.
-2. A z-buffer: for each pixel, the front-most and the second front-most leaf covering it
-   (``scatter_reduce`` of leaf numbers over each leaf's bounding box, grouped by box size).
-3. Anti-aliased edges: the front leaf's coverage of the pixel is ``clamp(r - d + 1/2, 0, 1)`` (``d``
-   the distance from its centre), and the remainder shows the leaf behind it.
+2. A z-buffer: for each pixel, the front-most leaf covering it (``scatter_reduce`` of leaf numbers
+   over each leaf's bounding box, grouped by box size).
+3. Anti-aliased edges: the front leaf covers the fraction ``clamp(r - d + 1/2, 0, 1)`` of the pixel
+   (``d`` the distance from its centre); the rest shows what lies behind, read from the pixel 1.5 px
+   further out along the leaf's radius (outside the leaf, so showing the leaf behind it).
 4. Leaf appearance, so images are not flat cartoons: a colour drawn in CIE Lab from a
    natural-image-like distribution (mostly low chroma, broad lightness), a linear shading gradient,
    a micro-texture (a shifted window of a ``1/f`` Gaussian noise field) and, on some leaves, a
@@ -159,7 +160,7 @@ class DeadLeaves:
     def _render(self, index: torch.Tensor, h: int, w: int, m: int, seed: int) -> torch.Tensor:
         n, dev = index.shape[0], index.device
         leaves = _draw_leaves(self, index, seed, m, h, w)
-        front, second = _zbuffer(leaves, n, h, w, m)
+        front = _zbuffer(leaves, n, h, w, m)
         field = _noise_field(seed, index, h, w)
         # Pixel maths runs in float64 and is rounded to float32 once at the end: vectorised and scalar
         # kernels differ in the last bit, and which one an item's pixels meet depends on its place in
@@ -167,10 +168,9 @@ class DeadLeaves:
         yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
                                 torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
         pix = (xx.reshape(1, -1), yy.reshape(1, -1))
-        colour_f, alpha_f = _shade(leaves, front, pix, field, h, w)
-        colour_s, _ = _shade(leaves, second, pix, field, h, w)
-        linear = alpha_f.unsqueeze(1) * colour_f + (1 - alpha_f.unsqueeze(1)) * colour_s
-        linear = linear.reshape(n, 3, h, w)
+        colour, alpha, outward = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
+        behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
+        linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, h, w)
         if self.defocus > 0:
             linear = _defocus(self, linear, front.reshape(n, 1, h, w), index, seed, m)
         return kc.linear_rgb_to_rgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0).float()
@@ -265,8 +265,8 @@ def _noise_field(seed: int, index: torch.Tensor, h: int, w: int) -> torch.Tensor
 # --------------------------------------------------------------------------- z-buffer
 
 
-def _zbuffer(leaves: dict, n: int, h: int, w: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Front-most and second front-most leaf covering each pixel: two ``(N, h * w)`` int64 maps.
+def _zbuffer(leaves: dict, n: int, h: int, w: int, m: int) -> torch.Tensor:
+    """Front-most leaf covering each pixel: ``(N, h * w)`` int64 leaf numbers.
 
     A leaf covers a pixel when the pixel centre is within ``r + 1/2`` of the leaf's centre (so
     partially covered edge pixels count); uncovered pixels get the background leaf ``m``.
@@ -280,72 +280,82 @@ def _zbuffer(leaves: dict, n: int, h: int, w: int, m: int) -> tuple[torch.Tensor
     half = torch.ceil(reach[item, leaf]).long()
     ladder = torch.tensor(_LADDER, device=dev)
     rung = torch.bucketize(half, ladder)  # half <= ladder[rung]
-    pairs_pix, pairs_leaf = [], []
+    front = torch.full((n * h * w,), m, dtype=torch.int64, device=dev)
     for k in rung.unique().tolist():
         sel = (rung == k).nonzero().squeeze(1)
-        e = int(_LADDER[k])
-        pix, lf = _enumerate_boxes(item[sel], leaf[sel], cx, cy, reach, e, h, w)
-        pairs_pix.append(pix)
-        pairs_leaf.append(lf)
-    pix = torch.cat(pairs_pix) if pairs_pix else torch.zeros(0, dtype=torch.int64, device=dev)
-    lf = torch.cat(pairs_leaf) if pairs_leaf else torch.zeros(0, dtype=torch.int64, device=dev)
-    front = torch.full((n * h * w,), m, dtype=torch.int64, device=dev)
-    front.scatter_reduce_(0, pix, lf, reduce="amin")
-    # The second pass ignores each pixel's front leaf.
-    behind = torch.where(lf == front[pix], torch.full_like(lf, m), lf)
-    second = torch.full((n * h * w,), m, dtype=torch.int64, device=dev)
-    second.scatter_reduce_(0, pix, behind, reduce="amin")
-    return front.view(n, h * w), second.view(n, h * w)
+        flat, number = _boxes(item[sel], leaf[sel], cx, cy, reach, int(_LADDER[k]), h, w, m)
+        front.scatter_reduce_(0, flat, number, reduce="amin")
+    return front.view(n, h * w)
 
 
-def _enumerate_boxes(item, leaf, cx, cy, reach, e, h, w):
-    """(flat pixel index, leaf number) of every pixel centre inside the given leaves.
+def _boxes(item, leaf, cx, cy, reach, e, h, w, m):
+    """Flat pixel index and covering leaf number (``m`` where not covered) over each leaf's box.
 
     Each leaf's box of half-size ``e`` is shifted to lie inside the image (the part of the leaf in
-    the image stays inside it), so no index falls outside.
+    the image stays inside it), so no index falls outside. Returns two flat int64 tensors.
     """
     dev = cx.device
     sx, sy = min(2 * e + 1, w), min(2 * e + 1, h)
     lx, ly = cx[item, leaf], cy[item, leaf]
     x0 = (torch.floor(lx).long() - e).clamp(0, w - sx)
     y0 = (torch.floor(ly).long() - e).clamp(0, h - sy)
-    ox = torch.arange(sx, device=dev)
-    oy = torch.arange(sy, device=dev)
-    px = x0.view(-1, 1, 1) + ox.view(1, 1, -1)  # (L, 1, sx)
-    py = y0.view(-1, 1, 1) + oy.view(1, -1, 1)  # (L, sy, 1)
-    dx = px.float() - lx.view(-1, 1, 1)
-    dy = py.float() - ly.view(-1, 1, 1)
-    r = reach[item, leaf].view(-1, 1, 1)
-    inside = dx * dx + dy * dy <= r * r  # (L, sy, sx)
-    flat = item.view(-1, 1, 1) * (h * w) + py * w + px
-    sel = inside.nonzero(as_tuple=True)
-    return flat.expand_as(inside)[sel], leaf[sel[0]]
+    ox, oy = torch.arange(sx, device=dev), torch.arange(sy, device=dev)
+    # Squared distances by broadcasting a row of x terms against a column of y terms.
+    dx2 = ((x0.view(-1, 1) + ox).float() - lx.view(-1, 1)).square().view(-1, 1, sx)
+    dy2 = ((y0.view(-1, 1) + oy).float() - ly.view(-1, 1)).square().view(-1, sy, 1)
+    outside = dx2 + dy2 > reach[item, leaf].square().view(-1, 1, 1)  # (L, sy, sx)
+    corner = item * (h * w) + y0 * w + x0
+    flat = (corner.view(-1, 1, 1) + (oy * w).view(1, -1, 1)) + ox.view(1, 1, -1)
+    number = torch.where(outside, m, leaf.view(-1, 1, 1))
+    return flat.reshape(-1), number.reshape(-1)
+    return flat, number
 
 
 # --------------------------------------------------------------------------- appearance
 
 
-def _shade(leaves: dict, which: torch.Tensor, pix, field: torch.Tensor, h: int, w: int):
-    """Linear colour ``(N, 3, P)`` and coverage ``(N, P)`` of leaf ``which[n, p]`` at each pixel."""
-    get = lambda key: leaves[key].gather(1, which).double()  # noqa: E731
+def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:
+    """Per-leaf constants of the shading, ``(N, m + 1, 15)`` float64 (trigonometry done per leaf)."""
+    f64 = {k: v.double() for k, v in leaves.items()}
+    scale = f64["radius"].clamp(max=float(max(h, w)))
+    grad = f64["grad"] / scale
+    wave = 2 * math.pi * f64["grating_f"]
+    return torch.stack([
+        f64["cx"], f64["cy"], f64["radius"],
+        grad * torch.cos(f64["grad_dir"]), grad * torch.sin(f64["grad_dir"]),
+        f64["tex"], torch.floor(f64["tex_dx"] * w), torch.floor(f64["tex_dy"] * h),
+        wave * torch.cos(f64["grating_dir"]), wave * torch.sin(f64["grating_dir"]), f64["grating_phase"],
+        f64["grating"], *f64["colour"].unbind(-1),
+    ], dim=-1)
+
+
+def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h: int, w: int):
+    """Appearance of leaf ``which[n, p]`` at each pixel ``p`` (``table`` from :func:`_leaf_table`).
+
+    Returns linear colour ``(N, 3, P)``, the leaf's coverage of the pixel ``(N, P)`` and, for
+    anti-aliasing, the flat index ``(N, P)`` of the pixel about 1.5 px further out along the leaf's
+    radius (clamped to the image).
+    """
+    n, k = table.shape[0], table.shape[1]
+    rows = which + k * torch.arange(n, device=which.device).view(-1, 1)
+    cols = table.reshape(n * k, -1).index_select(0, rows.reshape(-1)).T.reshape(-1, n, which.shape[1])
+    cx, cy, radius, gx, gy, tex, tdx, tdy, kx, ky, phase, grating = cols[:12]
     xx, yy = pix
-    dx, dy = xx - get("cx"), yy - get("cy")
-    radius = get("radius")
+    dx, dy = xx - cx, yy - cy
     dist = torch.sqrt(dx * dx + dy * dy)
     coverage = (radius - dist + 0.5).clamp(0.0, 1.0)  # 1 for the background leaf (infinite radius)
-    scale = radius.clamp(max=float(max(h, w)))
-    angle = get("grad_dir")
-    gradient = get("grad") * (dx * torch.cos(angle) + dy * torch.sin(angle)) / scale
     # Micro-texture: the image's noise field read at a per-leaf wrapped offset.
-    tx = (xx.long() + (get("tex_dx") * w).long()) % w
-    ty = (yy.long() + (get("tex_dy") * h).long()) % h
-    micro = get("tex") * field.flatten(1).gather(1, ty * w + tx)
-    theta = get("grating_dir")
-    phase = 2 * math.pi * get("grating_f") * (dx * torch.cos(theta) + dy * torch.sin(theta)) + get("grating_phase")
-    grating = get("grating") * torch.sin(phase)
-    gain = torch.exp(gradient + micro + grating)  # multiplicative, stays positive
-    colour = leaves["colour"].gather(1, which.unsqueeze(-1).expand(-1, -1, 3)).transpose(1, 2)  # float64
-    return colour * gain.unsqueeze(1), coverage
+    tx = (xx + tdx).long() % w
+    ty = (yy + tdy).long() % h
+    micro = tex * field.flatten(1).gather(1, ty * w + tx)
+    # Shading gradient + micro-texture + grating, as a positive multiplicative gain.
+    gain = torch.exp(gx * dx + gy * dy + micro + grating * torch.sin(kx * dx + ky * dy + phase))
+    # A step of 1.5 px rounds to 1-2 px per axis, at least 1.3 px outward: past the leaf's reach
+    # r + 1/2 from any pixel it only partly covers (d > r - 1/2).
+    step = 1.5 / dist.clamp(min=1e-9)
+    qx = (xx + torch.round(dx * step)).clamp(0, w - 1).long()
+    qy = (yy + torch.round(dy * step)).clamp(0, h - 1).long()
+    return cols[12:].transpose(0, 1) * gain.unsqueeze(1), coverage, qy * w + qx
 
 
 def _defocus(opt: DeadLeaves, linear: torch.Tensor, front: torch.Tensor, index: torch.Tensor, seed: int,

@@ -323,8 +323,11 @@ def linear_to_srgb(img: torch.Tensor) -> torch.Tensor:
 
 def _per_item(img: torch.Tensor, codes: torch.Tensor, fns: dict) -> torch.Tensor:
     """Apply ``fns[code](sub_batch, item_indices)`` to the items of each code present in ``codes``."""
+    present = codes.unique().tolist()
+    if len(present) == 1:  # the common case: no copies in and out of sub-batches
+        return fns[present[0]](img, torch.arange(img.shape[0], device=img.device))
     out = torch.empty_like(img)
-    for code in codes.unique().tolist():
+    for code in present:
         items = (codes == code).nonzero().squeeze(1)
         out[items] = fns[code](img[items], items)
     return out

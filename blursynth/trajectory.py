@@ -346,11 +346,24 @@ class CameraShake:
             power = (amp_d ** 2).sum((1, 2)) / 2 + (amp_t ** 2).sum(1) / 2
             return power.clamp_min(1e-30).rsqrt()
 
+        drift_rad_s, tremor_rad_s = logu("drift_rad_s", 7), logu("tremor_rad_s", 9)
         a_d = _rng.normal(seed, idx, (3, 2), stream=6) * axis_w[:, None]
-        a_d = a_d * (unit_rms(a_d, torch.zeros(1, 3, device=dev)) * logu("drift_rad_s", 7))[:, None, None]
+        a_d = a_d * (unit_rms(a_d, torch.zeros(1, 3, device=dev)) * drift_rad_s)[:, None, None]
         a_t = _rng.normal(seed, idx, (3,), stream=8) * axis_w
-        a_t = a_t * (unit_rms(torch.zeros(1, 3, 2, device=dev), a_t) * logu("tremor_rad_s", 9))[:, None]
-        rotation = _integrated_sines(t, a_d, f_d, ph_d) + _integrated_sines(t, a_t[..., None], f_t[:, None, None].expand(-1, 3, 1), ph_t[..., None])
+        a_t = a_t * (unit_rms(torch.zeros(1, 3, 2, device=dev), a_t) * tremor_rad_s)[:, None]
+        # Translation: drift + tremor at the same frequencies (tremor at half the drift's share),
+        # RMS speed translation_m_s.
+        translation_m_s = logu("translation_m_s", 16)
+        b_d = _rng.normal(seed, idx, (3, 2), stream=14)
+        b_t = 0.5 * _rng.normal(seed, idx, (3,), stream=15)
+        scale = unit_rms(b_d, b_t) * translation_m_s
+        b_d, b_t = b_d * scale[:, None, None], b_t * scale[:, None]
+
+        # The sinusoids' integrals are shared by rotation and translation: one set of cosines.
+        drift = _integrated_unit_sines(t, f_d, ph_d)  # (N, T, 3, 2)
+        tremor = _integrated_unit_sines(t, f_t[:, None, None].expand(-1, 3, 1), ph_t[..., None])[..., 0]
+        rotation = (drift * a_d[:, None]).sum(-1) + tremor * a_t[:, None]
+        translation = (drift * b_d[:, None]).sum(-1) + tremor * b_t[:, None]
 
         # Shutter jerk, mostly pitch: negative pitch tips the lens down.
         jerk = uni("jerk_rad_s", 10)
@@ -360,29 +373,22 @@ class CameraShake:
         direction = direction / direction.norm(dim=1, keepdim=True)
         rotation = rotation + _integrated_damped_cosine(t, two_pi * f_j, 1 / decay)[..., None] * (jerk[:, None] * direction)[:, None, :]
 
-        # Translation: drift + tremor (tremor at half the drift's share), RMS speed translation_m_s.
-        b_d = _rng.normal(seed, idx, (3, 2), stream=14)
-        b_t = 0.5 * _rng.normal(seed, idx, (3,), stream=15)
-        scale = unit_rms(b_d, b_t) * logu("translation_m_s", 16)
-        b_d, b_t = b_d * scale[:, None, None], b_t * scale[:, None]
-        translation = _integrated_sines(t, b_d, f_d, ph_d) + _integrated_sines(t, b_t[..., None], f_t[:, None, None].expand(-1, 3, 1), ph_t[..., None])
-
         speed = _rms_speed(t, rotation)
-        params = {"exposure_s": exposure, "drift_rad_s": logu("drift_rad_s", 7), "drift_hz": f_d.mean((1, 2)),
-                  "tremor_rad_s": logu("tremor_rad_s", 9), "tremor_hz": f_t, "jerk_rad_s": jerk, "jerk_hz": f_j,
-                  "jerk_decay_s": decay, "translation_m_s": logu("translation_m_s", 16),
+        params = {"exposure_s": exposure, "drift_rad_s": drift_rad_s, "drift_hz": f_d.mean((1, 2)),
+                  "tremor_rad_s": tremor_rad_s, "tremor_hz": f_t, "jerk_rad_s": jerk, "jerk_hz": f_j,
+                  "jerk_decay_s": decay, "translation_m_s": translation_m_s,
                   "rms_angular_speed_rad_s": speed}
         return Trajectory(t=t, rotation=rotation, translation=translation, params=params)
 
 
-def _integrated_sines(t: torch.Tensor, amp: torch.Tensor, freq_hz: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
-    """``int_0^t sum_k amp_k sin(2 pi f_k s + phase_k) ds`` per axis.
+def _integrated_unit_sines(t: torch.Tensor, freq_hz: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """``int_0^t sin(2 pi f s + phase) ds`` for ``(N, T)`` times and ``(N, 3, K)`` frequencies and phases.
 
-    ``t`` is ``(N, T)``; ``amp``, ``freq_hz``, ``phase`` are ``(N, 3, K)``. Returns ``(N, T, 3)``.
+    Returns ``(N, T, 3, K)``; multiply by amplitudes and sum over K for the per-axis pose.
     """
     omega = 2 * _math.pi * freq_hz
     arg = omega[:, None] * t[:, :, None, None] + phase[:, None]  # (N, T, 3, K)
-    return ((amp / omega)[:, None] * (torch.cos(phase)[:, None] - torch.cos(arg))).sum(-1)
+    return (torch.cos(phase)[:, None] - torch.cos(arg)) / omega[:, None]
 
 
 def _integrated_damped_cosine(t: torch.Tensor, omega: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:

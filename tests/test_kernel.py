@@ -186,10 +186,11 @@ def test_second_moments_follow_the_path_and_scale_by_s_squared(batch, scale):
         path = path.repeat(1, 2, 1)
         t = None
     exact = _path_variance(path * scale, t)
-    _, var = _moments(K.rasterize(path * scale, 31, t))
+    # Centred on its time-weighted mean, a path of reach 5 scaled by 2.5 can extend 25 px one way.
+    _, var = _moments(K.rasterize(path * scale, 63, t))
     # Kernel variance = path variance + the splat's own (f(1-f) in [0, 1/4]) - midpoint rule error (<= 0.25^2/12).
     assert (var >= exact - 6e-3).all() and (var <= exact + 0.25 + 6e-3).all()
-    _, var1 = _moments(K.rasterize(path, 31, t))
+    _, var1 = _moments(K.rasterize(path, 63, t))
     assert ((var - scale ** 2 * var1).abs() <= 0.25 * (1 + scale ** 2) + 1e-2).all()
 
 

@@ -105,14 +105,13 @@ def test_zbuffer_matches_brute_force(data):
         "cx": torch.tensor([[data.draw(coords) for _ in range(m)] + [0.0]]),
         "cy": torch.tensor([[data.draw(coords) for _ in range(m)] + [0.0]]),
     }
-    front, second = _zbuffer(leaves, 1, h, w, m)
-    # Reference: for each pixel, the sorted leaf numbers whose reach r + 1/2 contains its centre.
+    front = _zbuffer(leaves, 1, h, w, m)
+    # Reference: for each pixel, the first leaf whose reach r + 1/2 contains its centre, else m.
     r, cx, cy = (leaves[k][0, :m].double().numpy() for k in ("radius", "cx", "cy"))
     for y in range(h):
         for x in range(w):
-            cover = [k for k in range(m) if (x - cx[k]) ** 2 + (y - cy[k]) ** 2 <= (r[k] + 0.5) ** 2] + [m, m]
+            cover = [k for k in range(m) if (x - cx[k]) ** 2 + (y - cy[k]) ** 2 <= (r[k] + 0.5) ** 2] + [m]
             assert int(front[0, y * w + x]) == cover[0]
-            assert int(second[0, y * w + x]) == cover[1]
 
 
 def test_leaf_count_follows_coverage_and_cap():
@@ -140,3 +139,12 @@ def test_bad_size_and_unknown_option():
         dead_leaves(1, (0, 8), seed=0)
     with pytest.raises(TypeError, match="sharpness"):
         dead_leaves(1, 8, seed=0, sharpness=2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    cpu = dead_leaves(3, (40, 52), seed=4, defocus=0.5)
+    gpu = dead_leaves(3, (40, 52), seed=4, defocus=0.5, device="cuda")
+    assert gpu.device.type == "cuda"
+    # Leaf geometry is exact; shading may differ in the last bits, which can flip a few edge pixels.
+    assert float((gpu.cpu() - cpu).abs().gt(1e-4).float().mean()) < 0.01

@@ -271,3 +271,18 @@ def test_bad_images_are_refused():
         S.pre_blur(torch.rand(3, 3, 4, 4), p)
     with pytest.raises(ValueError, match="indices"):
         S.add_noise(torch.rand(2, 3, 4, 4), p, 0, [0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, bits=None)
+    img = torch.rand(4, 3, 33, 35, generator=torch.Generator().manual_seed(0))
+    p = model.sample(4, seed=2)
+    q = model.sample(4, seed=2, device="cuda")
+    assert q.to_records() == p.to_records()
+    cpu = S.post_blur(S.pre_blur(img, p), p, 2, range(4))
+    gpu = S.post_blur(S.pre_blur(img.cuda(), q), q, 2, range(4))
+    assert gpu.device.type == "cuda"
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+    jpeg = S.jpeg(S.quantize(img.cuda(), 8), 80)
+    assert jpeg.device.type == "cuda" and torch.equal(jpeg.cpu(), S.jpeg(S.quantize(img, 8), 80))
