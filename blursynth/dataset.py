@@ -249,32 +249,3 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
                                       if (out / "parts" / f"{c:06d}.jsonl").is_file())
     return {"written": written, "done": done, "complete": complete}
 
-
-# --- command line (blursynth.cli registers these as the `dataset` sub-command) ------------------------
-
-def add_arguments(parser) -> None:
-    """Options of ``blursynth dataset`` on an argparse (sub)parser."""
-    parser.add_argument("--out", required=True, help="output folder (created; resumed if it holds this run)")
-    parser.add_argument("--pairs", type=int, required=True, help="number of pairs N")
-    parser.add_argument("--sharp", default=None, help="folder of sharp photographs (default: dead-leaves scenes)")
-    parser.add_argument("--crop", default=None, help="output size, e.g. 256 or 256x384 (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; pair i depends only on (seed, i)")
-    parser.add_argument("--recipe", default="default", help="recipe name in datasets/ or a .toml file")
-    parser.add_argument("--shard", default="0/1", help="I/N: make only shard I of N (chunks c with c %% N == I)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
-    parser.add_argument("--layout", default="blursynth", choices=sorted(LAYOUTS),
-                        help="blursynth: sharp/ + blur/; basicsr: gt/ + lq/")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run_command(args) -> int:
-    """Run ``blursynth dataset`` from parsed arguments; prints a one-line summary, returns an exit code."""
-    result = write_dataset(args.out, args.pairs, recipe=args.recipe, sharp=args.sharp, crop=args.crop,
-                           seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
-                           overwrite=args.overwrite, layout=args.layout, device=args.device,
-                           progress=not args.quiet)
-    state = "complete" if result["complete"] else "incomplete (other shards missing)"
-    print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} done, {state}")
-    return 0
