@@ -19,6 +19,7 @@ are fixed, so the worker count changes nothing but the speed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -67,10 +68,20 @@ def parse_crop(text: str | int | None) -> tuple[int, int] | None:
     return (parts[0], parts[-1])
 
 
-def _settings(recipe: Recipe, pairs: int, seed: int, sharp, layout: str) -> dict:
-    """What makes two runs the same dataset (the resumption key)."""
+def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None, layout: str) -> dict:
+    """What makes two runs the same dataset (the resumption key).
+
+    The photo folder is identified by its content (the usable files' names, sizes in bytes and
+    pixels), not its path, so shards run on machines that mount it elsewhere still agree.
+    """
+    sources = None
+    if folder is not None:
+        digest = hashlib.sha256()
+        for name, (h, w) in zip(folder.files, folder.sizes):
+            digest.update(f"{name}\0{(folder.root / name).stat().st_size}\0{h}\0{w}\n".encode())
+        sources = {"images": len(folder.files), "sha256": digest.hexdigest()}
     return {"format": FORMAT, "blursynth_version": __version__, "pairs": pairs, "seed": seed,
-            "sharp": None if sharp is None else str(sharp), "layout": layout, "recipe": recipe.to_dict()}
+            "sharp": sources, "layout": layout, "recipe": recipe.to_dict()}
 
 
 def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
@@ -88,8 +99,9 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
             previous = None
         if previous == json.loads(json.dumps(settings)):
             return  # the same command: resume
-        raise DatasetError(f"--out {out}: holds a dataset made with other settings (pairs, seed, recipe, --sharp, "
-                           "--crop or --layout differ, see its dataset.json); choose another --out or pass --overwrite")
+        raise DatasetError(f"--out {out}: holds a dataset made with other settings (pairs, seed, recipe, the photos "
+                           "of --sharp, --crop or --layout differ, see its dataset.json); choose another --out or "
+                           "pass --overwrite")
     if not overwrite:
         raise DatasetError(f"--out {out}: exists and is not empty; choose another --out or pass --overwrite "
                            "(which deletes the dataset files in it)")
@@ -215,7 +227,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         recipe = Recipe.from_dict({**recipe.to_dict(), "crop": list(crop)}, recipe.source)
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
     out = Path(out)
-    settings = _settings(recipe, pairs, seed, sharp, layout)
+    settings = _settings(recipe, pairs, seed, folder, layout)
     _check_output(out, settings, overwrite)
     chunks = math.ceil(pairs / CHUNK)
     meta = {"settings": settings,

@@ -97,6 +97,7 @@ def test_layout_manifest_and_dataset_json(reference, photos):
     meta = json.loads(files["dataset.json"])
     assert meta["counts"] == {"pairs": 20, "chunks": 2, "sources": 6, "skipped": 4}
     assert meta["settings"]["recipe"]["name"] == "tiny" and meta["settings"]["seed"] == 3
+    assert meta["settings"]["sharp"]["images"] == 6
 
 
 def test_bad_inputs_are_skipped_with_reasons_and_odd_formats_used(reference):
@@ -153,6 +154,28 @@ def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, ref
         shutil.copytree(shard_out, merged, dirs_exist_ok=True)
     _run(merged, photos, recipe_file)  # finds every chunk done: only merges
     assert _snapshot(merged) == reference[1]
+
+
+def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file, reference):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(photos, moved)
+    out = tmp_path / "set"
+    _run(out, photos, recipe_file, "--shard", "0/2")
+    _run(out, moved, recipe_file)  # the same photos mounted at another path: resumes, same files
+    assert _snapshot(out) == reference[1]
+    (moved / "rgb.png").write_bytes((photos / "gray.png").read_bytes())  # different photos: refused
+    _run(out, moved, recipe_file, expect=2)
+
+
+def test_projective_recipe_writes_kernel_grids(tmp_path, recipe_file):
+    recipe = tmp_path / "proj.toml"
+    recipe.write_text(recipe_file.read_text().replace("[sensor]", "[blur]\nmode = \"projective\"\ngrid = [2, 3]\n[sensor]"))
+    out = tmp_path / "proj"
+    assert main(["dataset", "--out", str(out), "--pairs", "3", "--recipe", str(recipe), "--quiet"]) == 0
+    rec = json.loads((out / "manifest.jsonl").read_text().splitlines()[2])
+    grid = np.load(out / rec["kernel"])
+    assert grid.shape == (2, 3, 9, 9) and np.allclose(grid.sum((-1, -2)), 1, atol=1e-5)
+    assert len(rec["kernel_grid_px"]) == 6
 
 
 def test_two_workers_equal_one(tmp_path, photos, recipe_file, reference):
