@@ -2,8 +2,9 @@
 
 Precedence: dataclass defaults < ``--config FILE`` (TOML, keys are the field names) < command-line
 flags (``--lr 1e-4``, ``--no-residual``; one flag per field, generated from the dataclass). With
-``--resume RUN_DIR`` the run's saved ``config.json`` replaces the defaults, so a resumed run continues
-with the options it started with unless a flag overrides one (e.g. ``--steps`` to train longer).
+``--resume RUN_DIR`` the run's saved ``config.json`` replaces the defaults (except ``stop_at``,
+``resume`` and ``progress``, which belong to one invocation), so a resumed run continues with the
+options it started with unless a flag overrides one (e.g. ``--steps`` to train longer).
 Unknown keys and bad values raise :class:`ConfigError` naming the key and what is allowed.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
+PER_INVOCATION = ("stop_at", "resume", "progress")  # not inherited by --resume from the saved config
 
 
 class ConfigError(ValueError):
@@ -211,7 +213,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if not saved.is_file():
             raise ConfigError(f"--resume {args['resume']}: no config.json there; pass the run folder "
                               "that an earlier `python -m unpaired.train` wrote")
-        base = from_mapping(json.loads(saved.read_text()), where=str(saved))
+        saved_values = json.loads(saved.read_text())
+        for name in PER_INVOCATION:  # options of the interrupted invocation, not of the run
+            saved_values.pop(name, None)
+        base = from_mapping(saved_values, where=str(saved))
     if config_file:
         base = load_toml(config_file, base)
     cfg = from_mapping(args, base, where="command line")

@@ -50,8 +50,6 @@ class VGGPerceptual(nn.Module):
 
     def __init__(self, weights_path: str | Path):
         super().__init__()
-        import torchvision
-
         path = Path(weights_path) if weights_path else None
         if path is None or not path.is_file():
             raise FileNotFoundError(
@@ -61,7 +59,9 @@ class VGGPerceptual(nn.Module):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise ValueError(f"--perceptual-weights {path}: not a PyTorch state dict ({exc})") from None
-        features = torchvision.models.vgg16(weights=None).features[: self.LAYERS[-1] + 1]
+        # only the convolutional trunk up to relu3_3 (building the whole VGG16 costs 138 M parameters)
+        from torchvision.models.vgg import cfgs, make_layers
+        features = make_layers(cfgs["D"])[: self.LAYERS[-1] + 1]
         wanted = {k: v for k, v in state.items() if k.startswith("features.")}
         wanted = {k[len("features."):]: v for k, v in wanted.items() if int(k.split(".")[1]) <= self.LAYERS[-1]}
         try:

@@ -51,7 +51,9 @@ class ResnetGenerator(nn.Module):
             c = ngf * 2 ** (2 - i)
             layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=True),
                        nn.InstanceNorm2d(c // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, channels, 7)]
+        head = nn.Conv2d(ngf, channels, 7)
+        head.zero_init = residual  # a residual generator starts as the identity
+        layers += [nn.ReflectionPad2d(3), head]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,6 +79,7 @@ class UNet(nn.Module):
             cin = w
         self.ups = nn.ModuleList(_double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], channels, 1)
+        self.head.zero_init = residual  # a residual generator starts as the identity
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_size(x, 2 ** self.depth)
@@ -125,12 +128,17 @@ def _check_size(x: torch.Tensor, factor: int) -> None:
 
 
 def init_weights(net: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
-    """Reference initialisation: conv weights ~ N(0, std), biases 0, from a generator seeded by ``seed``."""
+    """Reference initialisation: conv weights ~ N(0, std), biases 0, from a generator seeded by ``seed``.
+
+    Output layers marked ``zero_init`` (the heads of residual generators) start at exactly 0, so the
+    generator starts as the identity and the first updates already improve on the blurry input."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
+                if getattr(m, "zero_init", False):
+                    m.weight.zero_()
                 if m.bias is not None:
                     m.bias.zero_()
     return net

@@ -344,8 +344,13 @@ def _last_eval(path: Path) -> dict:
     return evals[-1] if evals else {}
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """Command-line entry: bad options and inputs end with one ``error: ...`` line, no traceback."""
     try:
-        main()
+        main(argv)
     except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    cli()
