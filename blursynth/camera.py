@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from kornia.geometry.conversions import axis_angle_to_rotation_matrix
 
 from .trajectory import Trajectory
 
@@ -87,6 +86,8 @@ class Camera:
         k = self.intrinsics(t.device, dtype)
         k_inv = torch.linalg.inv(k)
         if trajectory.rotation is not None:
+            # Imported here: kornia costs ~0.6 s at start-up, which the kernel hot path never needs.
+            from kornia.geometry.conversions import axis_angle_to_rotation_matrix
             rot = axis_angle_to_rotation_matrix(trajectory.rotation.reshape(-1, 3).to(dtype)).reshape(n, steps, 3, 3)
         else:
             rot = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)

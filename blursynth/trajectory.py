@@ -95,3 +95,310 @@ class Trajectory:
         params = {k: torch.cat([x.params[k] for x in items]) for k in items[0].params}
         return Trajectory(t=join("t"), rotation=join("rotation"), translation=join("translation"),
                           path_px=join("path_px"), params=params)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectory models. Both are frozen dataclasses of their parameters (physical units in the names)
+# with ``sample(n, seed, start, device)``; every random quantity is drawn through blursynth.rng with
+# its own stream number, so item i is a pure function of (seed, i).
+# ---------------------------------------------------------------------------------------------
+
+import math as _math  # noqa: E402  (kept beside the models that need it)
+
+from . import rng as _rng  # noqa: E402
+
+
+def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
+    """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}.{name} must be a (low, high) pair, got {value!r}") from None
+    if not (_math.isfinite(lo) and _math.isfinite(hi)) or lo > hi or lo < low or (positive and lo <= 0):
+        bound = "> 0" if positive else f">= {low}"
+        raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high, got {value!r}")
+
+
+def _index(n: int, start: int, device) -> torch.Tensor:
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of trajectories must be a positive integer, got {n!r}")
+    if not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    return _rng.as_index(range(start, start + n), device=device)
+
+
+@dataclass(frozen=True)
+class RandomWalk2D:
+    """The 2-D random-walk blur trajectories of Boracchi & Foi (2012), vectorised over a batch.
+
+    Boracchi & Foi, "Modeling the performance of image restoration from motion blur", IEEE TIP 21(8),
+    2012, section II: a particle moves ``steps`` times at constant speed ``length_px / (steps - 1)``; at
+    each step its velocity changes by a Gaussian kick, a pull back towards the start (``centripetal``)
+    and, with probability ``big_shake_probability * anxiety``, an impulsive near-reversal. The defaults
+    are theirs (total length 60 px for a 64 px canvas, 2000 steps, anxiety ~ U(0, 0.1), centripetal ~
+    U(0, 0.7), big-shake probability ~ U(0, 0.2), Gaussian shake ~ U(0, 10), uniform start angle).
+
+    Partial exposure (their T in {1/100, 1/10, 1/2, 1}): each item picks one fraction uniformly from
+    ``exposure_fractions`` and keeps the first part of the walk, so a short exposure is the start of
+    the same motion. The walk is returned resampled (linear interpolation along time) to ``samples``
+    points; 256 samples keep consecutive points < 0.25 px apart for a 60 px walk, the spacing the
+    rasteriser densifies to anyway, so no visible detail is lost.
+
+    Attributes:
+        length_px: ``(lo, hi)`` total path length in pixels of the full exposure, uniform.
+        anxiety, centripetal, big_shake_probability, gaussian_shake: ``(lo, hi)`` uniform ranges.
+        steps: number of random-walk steps (their ``numT``), >= 2.
+        exposure_fractions: fractions of the walk an item may keep, each in (0, 1].
+        exposure_s: nominal duration of the full walk in seconds (times are ``fraction * exposure_s``).
+        samples: points in the returned path, >= 2.
+
+    ``sample`` returns a 2-D :class:`Trajectory` (``path_px`` ``(N, samples, 2)`` starting at 0) with
+    params ``length_px, anxiety, centripetal, big_shake_probability, gaussian_shake, exposure_fraction,
+    big_shakes`` (the number of impulsive shakes that happened).
+    """
+
+    length_px: tuple[float, float] = (60.0, 60.0)
+    anxiety: tuple[float, float] = (0.0, 0.1)
+    centripetal: tuple[float, float] = (0.0, 0.7)
+    big_shake_probability: tuple[float, float] = (0.0, 0.2)
+    gaussian_shake: tuple[float, float] = (0.0, 10.0)
+    steps: int = 2000
+    exposure_fractions: tuple[float, ...] = (1.0,)
+    exposure_s: float = 1.0
+    samples: int = 256
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        _check_range(owner, "length_px", self.length_px, positive=True)
+        for name in ("anxiety", "centripetal", "big_shake_probability", "gaussian_shake"):
+            _check_range(owner, name, getattr(self, name))
+        if self.big_shake_probability[1] * self.anxiety[1] > 1:
+            raise ValueError(f"{owner}: big_shake_probability * anxiety must stay <= 1")
+        if not isinstance(self.steps, int) or self.steps < 2:
+            raise ValueError(f"{owner}.steps must be an integer >= 2, got {self.steps!r}")
+        if not isinstance(self.samples, int) or self.samples < 2:
+            raise ValueError(f"{owner}.samples must be an integer >= 2, got {self.samples!r}")
+        fr = tuple(self.exposure_fractions)
+        if not fr or any(not (0 < f <= 1) for f in fr):
+            raise ValueError(f"{owner}.exposure_fractions must be values in (0, 1], got {self.exposure_fractions!r}")
+        if not self.exposure_s > 0:
+            raise ValueError(f"{owner}.exposure_s must be positive seconds, got {self.exposure_s!r}")
+
+    def sample(self, n: int, seed: int = 0, start: int = 0, device: torch.device | str = "cpu") -> Trajectory:
+        """Items ``start .. start + n - 1`` as a 2-D :class:`Trajectory` on ``device``."""
+        return self.sample_items(_index(n, start, device), seed)
+
+    def sample_items(self, index: torch.Tensor, seed: int = 0) -> Trajectory:
+        """The items with the given ``(N,)`` int64 indices, on ``index.device``."""
+        idx = _rng.as_index(index)
+        n, steps = idx.shape[0], self.steps
+        dt64 = torch.float64  # the walk renormalises its speed 2000 times: keep the rounding out of sight
+
+        def draw(name, stream):
+            return _rng.range_uniform(seed, idx, *getattr(self, name), stream=stream).to(dt64)
+
+        length, anxiety = draw("length_px", 1), draw("anxiety", 2)
+        centripetal, p_big = draw("centripetal", 3), draw("big_shake_probability", 4)
+        gauss = draw("gaussian_shake", 5)
+        angle = 2 * torch.pi * _rng.uniform(seed, idx, (), stream=6, dtype=dt64)
+        fractions = torch.tensor(self.exposure_fractions, dtype=dt64, device=idx.device)
+        pick = (_rng.uniform(seed, idx, (), stream=7, dtype=dt64) * len(fractions)).long()
+        fraction = fractions[pick.clamp(max=len(fractions) - 1)]
+        # Per-step draws: impulsive-shake trigger, its angle jitter, and the complex Gaussian kick.
+        u_big = _rng.uniform(seed, idx, (steps - 1,), stream=8, dtype=dt64)
+        u_turn = _rng.uniform(seed, idx, (steps - 1,), stream=9, dtype=dt64)
+        kick = torch.complex(_rng.normal(seed, idx, (steps - 1,), stream=10, dtype=dt64),
+                             _rng.normal(seed, idx, (steps - 1,), stream=11, dtype=dt64))
+
+        step_len = length / (steps - 1)
+        v0 = torch.polar(torch.ones_like(angle), angle)
+        v = torch.where(anxiety > 0, v0 * anxiety, v0 * step_len)
+        big = u_big < (p_big * anxiety)[:, None]
+        turn = torch.polar(torch.ones_like(u_turn), torch.pi + (u_turn - 0.5))
+        x = torch.zeros(n, steps, dtype=torch.complex128, device=idx.device)
+        pos = x[:, 0]
+        # The recurrence is sequential in time (the pull depends on the position); it is vectorised
+        # over the batch, which is what makes it fast.
+        for k in range(steps - 1):
+            dv = (anxiety * (gauss * kick[:, k] - centripetal * pos)) * step_len
+            dv = dv + torch.where(big[:, k], 2 * v * turn[:, k], 0)
+            v = v + dv
+            v = v / v.abs().clamp_min(1e-300) * step_len
+            pos = pos + v
+            x[:, k + 1] = pos
+
+        # Keep the first `fraction` of the walk and resample it to `samples` points.
+        s = torch.linspace(0, 1, self.samples, dtype=dt64, device=idx.device)[None, :] * (fraction * (steps - 1))[:, None]
+        i0 = s.floor().long().clamp(max=steps - 2)
+        w = (s - i0).to(dt64)
+        path_c = torch.gather(x, 1, i0) * (1 - w) + torch.gather(x, 1, i0 + 1) * w
+        path = torch.stack([path_c.real, path_c.imag], dim=-1).float()
+        t = (torch.linspace(0, 1, self.samples, dtype=dt64, device=idx.device)[None, :]
+             * (fraction * self.exposure_s)[:, None]).float()
+        params = {"length_px": length.float(), "anxiety": anxiety.float(), "centripetal": centripetal.float(),
+                  "big_shake_probability": p_big.float(), "gaussian_shake": gauss.float(),
+                  "exposure_fraction": fraction.float(), "big_shakes": big.sum(1).float()}
+        return Trajectory(t=t, path_px=path, params=params)
+
+
+@dataclass(frozen=True)
+class CameraShake:
+    """Hand-held camera shake: 6-DoF camera motion over the exposure, in physical units.
+
+    The camera's angular velocity (camera frame: x right, y down, z forward; rotation about x is
+    pitch, about y yaw, about z roll) is the sum of three parts, each integrated in closed form so the
+    poses are exact at any sample time:
+
+    - **drift**: the slow postural sway of hand and arm, two sinusoids per axis with frequencies in
+      ``drift_hz`` (log-uniform) and random phases, scaled to an RMS angular speed ``drift_rad_s``;
+    - **tremor**: physiological tremor, one sinusoid per axis at a shared frequency in ``tremor_hz``
+      (the 8-12 Hz band of physiological hand tremor, the component Gavant et al. 2011 build their
+      camera-shake model on), independent phases, RMS angular speed ``tremor_rad_s``;
+    - **jerk**: the shutter press, a damped oscillation ``exp(-t / decay) cos(2 pi f t)`` starting at the
+      shutter opening with peak angular speed ``jerk_rad_s``, frequency ``jerk_hz`` (about 2 Hz, the
+      press-induced oscillation measured with accelerometers in Japanese J. Ergonomics 31(6):399, 1995)
+      and decay ``jerk_decay_s``, mostly pitch (pressing tips the camera forward and down).
+
+    Roll amplitudes are ``roll_ratio`` times those of pitch and yaw. Translation of the camera centre
+    (drift plus tremor at the same frequencies, RMS speed ``translation_m_s``) is included; it only
+    shows for close scenes (``depth_m`` in the camera/kernel functions), as Whyte et al. (IJCV 2012)
+    and Köhler et al. (ECCV 2012, recorded 6-DoF hand shake) found rotation dominates hand-held blur.
+
+    **Calibration.** The photographers' 1/f rule (a 35 mm-equivalent f mm lens is safe hand-held at
+    1/f s, i.e. blur stays within the 0.03 mm circle of confusion of a 36 mm frame) means an angular
+    blur of 0.03/f rad in 1/f s: an angular speed of about 0.03 rad/s (1.7 deg/s) for a typical hand.
+    The default ranges (drift 0.01-0.06 rad/s log-uniform, tremor 0.004-0.02 rad/s, jerk 0-0.05 rad/s
+    peak) give a median RMS angular speed of about 0.03 rad/s over the exposure, with a spread of
+    hands from steady to shaky; the test suite checks this calibration. Rotation vectors are the
+    integral of the angular velocity, exact to second order in the (milliradian) angles involved.
+
+    Attributes:
+        exposure_s: ``(lo, hi)`` exposure time in seconds, log-uniform (default 1/30 to 1/4 s).
+        drift_rad_s, tremor_rad_s: ``(lo, hi)`` RMS angular speeds in rad/s, log-uniform.
+        drift_hz, tremor_hz, jerk_hz: ``(lo, hi)`` frequencies in Hz (drift log-uniform, others uniform).
+        jerk_rad_s: ``(lo, hi)`` peak angular speed of the shutter jerk in rad/s, uniform (0 allowed).
+        jerk_decay_s: ``(lo, hi)`` decay time of the jerk in seconds, uniform.
+        roll_ratio: roll amplitude relative to pitch/yaw (>= 0).
+        translation_m_s: ``(lo, hi)`` RMS speed of the camera centre in m/s, log-uniform.
+        samples: poses per item, evenly spaced in time over the exposure (>= 2).
+
+    ``sample`` returns a 6-DoF :class:`Trajectory` with ``rotation`` and ``translation`` ``(N, samples, 3)``
+    and params ``exposure_s, drift_rad_s, drift_hz, tremor_rad_s, tremor_hz, jerk_rad_s, jerk_hz,
+    jerk_decay_s, translation_m_s`` (the drawn scalars; ``drift_hz`` is the mean of the item's drift
+    frequencies) and ``rms_angular_speed_rad_s`` (measured over the exposure).
+    """
+
+    exposure_s: tuple[float, float] = (1 / 30, 1 / 4)
+    drift_rad_s: tuple[float, float] = (0.01, 0.06)
+    drift_hz: tuple[float, float] = (0.3, 3.0)
+    tremor_rad_s: tuple[float, float] = (0.004, 0.02)
+    tremor_hz: tuple[float, float] = (8.0, 12.0)
+    jerk_rad_s: tuple[float, float] = (0.0, 0.05)
+    jerk_hz: tuple[float, float] = (1.5, 3.0)
+    jerk_decay_s: tuple[float, float] = (0.03, 0.15)
+    roll_ratio: float = 0.5
+    translation_m_s: tuple[float, float] = (0.001, 0.01)
+    samples: int = 64
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        for name in ("exposure_s", "drift_rad_s", "drift_hz", "tremor_rad_s", "tremor_hz", "jerk_hz",
+                     "jerk_decay_s", "translation_m_s"):
+            _check_range(owner, name, getattr(self, name), positive=True)
+        _check_range(owner, "jerk_rad_s", self.jerk_rad_s)
+        if not (self.roll_ratio >= 0 and _math.isfinite(self.roll_ratio)):
+            raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
+        if not isinstance(self.samples, int) or self.samples < 2:
+            raise ValueError(f"{owner}.samples must be an integer >= 2, got {self.samples!r}")
+
+    def sample(self, n: int, seed: int = 0, start: int = 0, device: torch.device | str = "cpu") -> Trajectory:
+        """Items ``start .. start + n - 1`` as a 6-DoF :class:`Trajectory` on ``device``."""
+        return self.sample_items(_index(n, start, device), seed)
+
+    def sample_items(self, index: torch.Tensor, seed: int = 0) -> Trajectory:
+        """The items with the given ``(N,)`` int64 indices, on ``index.device``."""
+        idx = _rng.as_index(index)
+        dev = idx.device
+        two_pi = 2 * _math.pi
+
+        def logu(name, stream, shape=()):
+            return _rng.log_uniform(seed, idx, *getattr(self, name), shape=shape, stream=stream)
+
+        def uni(name, stream, shape=()):
+            return _rng.range_uniform(seed, idx, *getattr(self, name), shape=shape, stream=stream)
+
+        def phase(stream, shape):
+            return two_pi * _rng.uniform(seed, idx, shape, stream=stream)
+
+        exposure = logu("exposure_s", 1)
+        t = exposure[:, None] * torch.linspace(0, 1, self.samples, device=dev)[None, :]  # (N, T)
+        axis_w = torch.tensor([1.0, 1.0, self.roll_ratio], device=dev)
+
+        # Drift: 2 sinusoids per axis. Frequencies and phases are shared by rotation and translation
+        # (hand and camera move as one body); amplitudes are drawn separately.
+        f_d = logu("drift_hz", 2, (3, 2))
+        ph_d = phase(3, (3, 2))
+        f_t = uni("tremor_hz", 4)
+        ph_t = phase(5, (3,))
+
+        def unit_rms(amp_d, amp_t):
+            """Scale so that the RMS speed (sum of squared sinusoid amplitudes / 2) is 1."""
+            power = (amp_d ** 2).sum((1, 2)) / 2 + (amp_t ** 2).sum(1) / 2
+            return power.clamp_min(1e-30).rsqrt()
+
+        drift_rad_s, tremor_rad_s = logu("drift_rad_s", 7), logu("tremor_rad_s", 9)
+        a_d = _rng.normal(seed, idx, (3, 2), stream=6) * axis_w[:, None]
+        a_d = a_d * (unit_rms(a_d, torch.zeros(1, 3, device=dev)) * drift_rad_s)[:, None, None]
+        a_t = _rng.normal(seed, idx, (3,), stream=8) * axis_w
+        a_t = a_t * (unit_rms(torch.zeros(1, 3, 2, device=dev), a_t) * tremor_rad_s)[:, None]
+        # Translation: drift + tremor at the same frequencies (tremor at half the drift's share),
+        # RMS speed translation_m_s.
+        translation_m_s = logu("translation_m_s", 16)
+        b_d = _rng.normal(seed, idx, (3, 2), stream=14)
+        b_t = 0.5 * _rng.normal(seed, idx, (3,), stream=15)
+        scale = unit_rms(b_d, b_t) * translation_m_s
+        b_d, b_t = b_d * scale[:, None, None], b_t * scale[:, None]
+
+        # The sinusoids' integrals are shared by rotation and translation: one set of cosines.
+        drift = _integrated_unit_sines(t, f_d, ph_d)  # (N, T, 3, 2)
+        tremor = _integrated_unit_sines(t, f_t[:, None, None].expand(-1, 3, 1), ph_t[..., None])[..., 0]
+        rotation = (drift * a_d[:, None]).sum(-1) + tremor * a_t[:, None]
+        translation = (drift * b_d[:, None]).sum(-1) + tremor * b_t[:, None]
+
+        # Shutter jerk, mostly pitch: negative pitch tips the lens down.
+        jerk = uni("jerk_rad_s", 10)
+        f_j, decay = uni("jerk_hz", 11), uni("jerk_decay_s", 12)
+        side = 0.3 * _rng.normal(seed, idx, (2,), stream=13)
+        direction = torch.stack([-torch.ones_like(jerk), side[:, 0], side[:, 1] * self.roll_ratio], dim=1)
+        direction = direction / direction.norm(dim=1, keepdim=True)
+        rotation = rotation + _integrated_damped_cosine(t, two_pi * f_j, 1 / decay)[..., None] * (jerk[:, None] * direction)[:, None, :]
+
+        speed = _rms_speed(t, rotation)
+        params = {"exposure_s": exposure, "drift_rad_s": drift_rad_s, "drift_hz": f_d.mean((1, 2)),
+                  "tremor_rad_s": tremor_rad_s, "tremor_hz": f_t, "jerk_rad_s": jerk, "jerk_hz": f_j,
+                  "jerk_decay_s": decay, "translation_m_s": translation_m_s,
+                  "rms_angular_speed_rad_s": speed}
+        return Trajectory(t=t, rotation=rotation, translation=translation, params=params)
+
+
+def _integrated_unit_sines(t: torch.Tensor, freq_hz: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """``int_0^t sin(2 pi f s + phase) ds`` for ``(N, T)`` times and ``(N, 3, K)`` frequencies and phases.
+
+    Returns ``(N, T, 3, K)``; multiply by amplitudes and sum over K for the per-axis pose.
+    """
+    omega = 2 * _math.pi * freq_hz
+    arg = omega[:, None] * t[:, :, None, None] + phase[:, None]  # (N, T, 3, K)
+    return (torch.cos(phase)[:, None] - torch.cos(arg)) / omega[:, None]
+
+
+def _integrated_damped_cosine(t: torch.Tensor, omega: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:
+    """``int_0^t exp(-rate s) cos(omega s) ds`` for ``(N, T)`` times and ``(N,)`` omega, rate: ``(N, T)``."""
+    w, r = omega[:, None], rate[:, None]
+    return (torch.exp(-r * t) * (w * torch.sin(w * t) - r * torch.cos(w * t)) + r) / (r * r + w * w)
+
+
+def _rms_speed(t: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` RMS angular speed in rad/s over the exposure, from finite differences of the poses."""
+    dt = (t[:, 1:] - t[:, :-1]).clamp_min(1e-12)
+    speed2 = ((rotation[:, 1:] - rotation[:, :-1]) ** 2).sum(-1) / dt ** 2
+    return (speed2 * dt).sum(1).div((t[:, -1] - t[:, 0]).clamp_min(1e-12)).sqrt()

@@ -1,0 +1,187 @@
+"""Benchmarks of image formation, each section printing our time and the ratio against peers
+measured in the same run, on one CPU thread (set before numpy/torch load).
+
+    python bench/blur.py                 # every section
+    python bench/blur.py --section uniform --repeats 7
+    python bench/blur.py --section projective --section dataset --repeats 4
+
+Sections are functions registered in ``SECTIONS``; each prints its own table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from blursynth.blur import blur  # noqa: E402
+
+
+def timed_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall time in ms of each ``fn()`` in ``fns``, timed round-robin (one call of each per
+    round) so that load from other processes hits every candidate alike and ratios stay fair."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _test_kernel(size: int) -> torch.Tensor:
+    """A deterministic motion-like kernel (a smeared diagonal stroke), summing to 1."""
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = (size - 1) / 2
+    along = (xx - c) * 0.8 + (yy - c) * 0.6
+    across = -(xx - c) * 0.6 + (yy - c) * 0.8
+    k = torch.exp(-(across ** 2) / 2.0) * (along.abs() < size * 0.45)
+    return (k / k.sum()).float()
+
+
+def uniform(repeats: int) -> None:
+    """Uniform blur of a 1280x720 RGB image with one kernel, against scipy.signal.fftconvolve,
+    kornia.filters.filter2d and deepinv.physics.BlurFFT (kernel passed at every call, as when every
+    image of a dataset has its own kernel)."""
+    import kornia
+    import scipy.signal
+    from deepinv.physics import BlurFFT
+
+    x = torch.rand(1, 3, 720, 1280)
+    xn = x[0].numpy()
+    print(f"\n## uniform blur, 1280x720 RGB float32, 1 thread, median of {repeats} (ms per image)")
+    print(f"{'kernel':>7} {'peer':<34} {'peer ms':>9} {'ours':<22} {'ours ms':>8} {'ours/peer':>9}")
+    for size in (31, 64):
+        k = _test_kernel(size)
+        kn = k.numpy()[None]
+        physics = BlurFFT(img_size=(3, 720, 1280), filter=k[None, None])
+        # peer name -> (call, our boundary that computes the same kind of result)
+        peers = {
+            "scipy fftconvolve valid": (lambda: scipy.signal.fftconvolve(xn, kn, mode="valid", axes=(-2, -1)),
+                                        "valid"),
+            "scipy fftconvolve same (zero pad)": (
+                lambda: scipy.signal.fftconvolve(xn, kn, mode="same", axes=(-2, -1)), "reflect"),
+            "kornia filter2d reflect": (lambda: kornia.filters.filter2d(x, k[None], border_type="reflect"),
+                                        "reflect"),
+            "deepinv BlurFFT (circular)": (lambda: physics.A(x, filter=k[None, None]), "circular"),
+        }
+        fns = {name: fn for name, (fn, _) in peers.items()}
+        fns.update({"blur " + b: (lambda b=b: blur(x, k, b)) for b in ("valid", "reflect", "circular")})
+        with torch.inference_mode():
+            ms = timed_ms(fns, repeats)
+        best = min(ms[name] for name in peers)
+        for name, (_, boundary) in peers.items():
+            ours = ms["blur " + boundary]
+            print(f"{size:>5}^2 {name:<34} {ms[name]:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
+                  f"{ours / ms[name]:9.2f}")
+        for boundary in ("valid", "reflect", "circular"):
+            ours = ms["blur " + boundary]
+            print(f"{size:>5}^2 {'fastest peer':<34} {best:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
+                  f"{ours / best:9.2f}")
+
+
+def projective(repeats: int) -> None:
+    """Projective (spatially varying) blur: blursynth.nonuniform.render_nonuniform (exact exposure
+    integral of homography warps) against deepinv.physics.SpaceVaryingBlur (product-convolution with
+    10 eigen-PSFs of 31x31 motion kernels, the fastest of its direct and FFT modes), same image sizes.
+    Our cost grows with the motion (one warp per 0.5 px of the largest displacement in the frame), so
+    it is measured over several CameraShake draws of the default recipe at 35 mm."""
+    from deepinv.physics.blur import SpaceVaryingBlur
+    from deepinv.physics.generator import MotionBlurGenerator, ProductConvolutionBlurGenerator
+
+    from blursynth.camera import Camera
+    from blursynth.nonuniform import motion_samples, render_nonuniform
+    from blursynth.recipe import load_recipe
+
+    shakes = load_recipe("default").trajectory_sampler().sample(repeats, seed=0)
+    print(f"\n## projective blur, RGB float32, 1 thread, {repeats} camera shakes (images/s, higher is faster)")
+    print(f"{'size':>9} {'peer':<40} {'peer img/s':>10} {'ours img/s':>10} {'warps':>6} {'speed ours/peer':>15}")
+    for h, w in ((256, 256), (720, 1280)):
+        x = torch.rand(1, 3, h, w)
+        cam = Camera.from_35mm(35.0, w, h)
+        torch.manual_seed(0)  # deepinv's generator draws from torch's global RNG (ours does not)
+        params = ProductConvolutionBlurGenerator(psf_generator=MotionBlurGenerator((31, 31)), img_size=(h, w)).step(1)
+        peers = {f"deepinv SpaceVaryingBlur fft={fft}": SpaceVaryingBlur(**params, use_fft=fft) for fft in (False, True)}
+        with torch.inference_mode():
+            peer_ms = timed_ms({name: (lambda p=p: p(x)) for name, p in peers.items()}, max(1, repeats // 2))
+            warps = [motion_samples(shakes[i], cam)[0].t.shape[1] for i in range(len(shakes))]
+            ours_ms = timed_ms({i: (lambda i=i: render_nonuniform(x, shakes[i], cam)) for i in range(len(shakes))}, 1)
+        ours = 1e3 / statistics.mean(ours_ms.values())
+        name = min(peer_ms, key=peer_ms.get)
+        peer = 1e3 / peer_ms[name]
+        print(f"{w:>4}x{h:<4} {name:<40} {peer:10.2f} {ours:10.2f} {statistics.mean(warps):6.1f} "
+              f"{peer_ms[name] / statistics.mean(ours_ms.values()):9.2f}")
+
+
+def _dataset_child(out: str, pairs: int, workers: int, sharp: str | None) -> None:
+    """Run in a fresh process: write a dataset, print JSON with the time and the peak RSS (MiB)."""
+    import json
+    import resource
+
+    from blursynth.dataset import write_dataset
+
+    t0 = time.perf_counter()
+    write_dataset(out, pairs, "default", sharp=sharp, workers=workers, overwrite=True, progress=False)
+    seconds = time.perf_counter() - t0
+    rss = [resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    print(json.dumps({"seconds": seconds, "rss_main_mib": rss[0], "rss_worker_mib": rss[1]}))
+
+
+def _dataset_run(pairs: int, workers: int, sharp: str | None) -> dict:
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import blur; "
+                f"blur._dataset_child({tmp + '/set'!r}, {pairs}, {workers}, {sharp!r})")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def dataset(repeats: int, sharp: str | None = None) -> None:
+    """`blursynth dataset` throughput (default recipe: 256x256 pairs, dead-leaves scenes, camera shake,
+    uniform blur in linear light, highlight boost, Poisson-Gaussian noise, sRGB curve, 8-bit PNG)
+    with 1 and 2 worker processes, and peak memory as the number of pairs grows. Each run is a
+    fresh process (imports excluded from the time, counted in the memory)."""
+    pairs = 16 * max(2, repeats)
+    print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run (pairs/s, higher is faster)")
+    one = _dataset_run(pairs, 1, sharp)
+    two = _dataset_run(pairs, 2, sharp)
+    print(f"{'workers':>7} {'seconds':>8} {'pairs/s':>8} {'speed-up':>8}")
+    for n, r in ((1, one), (2, two)):
+        print(f"{n:>7} {r['seconds']:8.1f} {pairs / r['seconds']:8.2f} {one['seconds'] / r['seconds']:8.2f}")
+    print(f"\n{'pairs':>7} {'peak RSS main MiB':>18} {'peak RSS worker MiB':>20}  (workers=2)")
+    for n in (pairs // 2, pairs * 2):
+        r = _dataset_run(n, 2, sharp)
+        print(f"{n:>7} {r['rss_main_mib']:18.0f} {r['rss_worker_mib']:20.0f}")
+
+
+SECTIONS = {"uniform": uniform, "projective": projective, "dataset": dataset}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--section", choices=sorted(SECTIONS), action="append",
+                        help="run only this section (repeatable); default: all")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per figure (median)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    for name in args.section or SECTIONS:
+        SECTIONS[name](args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""Kernel generation throughput against peer libraries, end-to-end CLI time, and memory of a large run.
+
+Run from the repository root:
+
+    python bench/kernels.py                 # everything (about a minute on 2 cores)
+    python bench/kernels.py --quick         # fewer kernels, no 100,000-kernel memory check
+
+All timings use one thread (torch.set_num_threads(1)) and report the best of --repeat runs in
+kernels/s, with the ratio ours/theirs against each peer measured in the same run. Ours is the whole
+job: CameraShake sampling (6-DoF), projection through the camera, exposure-weighted sub-pixel
+rasterisation with the default fit policy. Peers are optional: a missing one prints "not installed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from blursynth import kernel as K  # noqa: E402
+from blursynth.camera import Camera  # noqa: E402
+from blursynth.trajectory import CameraShake  # noqa: E402
+
+
+def best_rate(fn, n: int, repeat: int) -> float:
+    """Kernels per second of ``fn()`` producing ``n`` kernels, best of ``repeat`` (after one warm-up)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return n / best
+
+
+def ours(n: int, size: int):
+    camera = Camera.from_35mm(50, 1200, 800)
+    model = CameraShake()
+
+    def run():
+        for chunk in K.generate(model, n, camera, size, seed=0, chunk=4096):
+            pass
+    return run
+
+
+def deepinv_peer(n: int, size: int, batch: int = 1000):
+    try:
+        from deepinv.physics.generator import MotionBlurGenerator
+    except ImportError:
+        return None
+    gen = MotionBlurGenerator((size, size), device="cpu")
+
+    def run():
+        for a in range(0, n, batch):
+            gen.step(batch_size=min(batch, n - a), seed=a)
+    return run
+
+
+def kornia_peer(n: int, size: int):
+    try:
+        from kornia.filters import get_motion_kernel2d
+    except ImportError:
+        return None
+    k = size if size % 2 else size + 1  # kornia needs odd sizes
+    g = torch.Generator().manual_seed(0)
+    angle = torch.rand(n, generator=g) * 360
+    direction = torch.rand(n, generator=g) * 2 - 1
+
+    def run():
+        for a in range(0, n, 4096):
+            get_motion_kernel2d(k, angle[a:a + 4096], direction[a:a + 4096])
+    return run
+
+
+def albumentations_peer(n: int, size: int):
+    try:
+        import albumentations as A
+    except ImportError:
+        return None
+    k = size if size % 2 else size + 1
+    transform = A.MotionBlur(blur_limit=(k, k), p=1.0)
+    transform.set_random_seed(0)
+
+    def run():
+        for _ in range(n):
+            transform.get_params()
+    return run
+
+
+def throughput(n: int, repeat: int) -> None:
+    print(f"== kernels/s, one thread, best of {repeat} (n = {n} per run; peers with fewer where slow)")
+    for size in (31, 64):
+        mine = best_rate(ours(n, size), n, repeat)
+        print(f"{size}x{size}  ours (CameraShake 6-DoF + projection + sub-pixel splat): {mine:10,.0f} kernels/s")
+        peers = [("deepinv MotionBlurGenerator (batched)", deepinv_peer, max(500, n // 10)),
+                 ("kornia get_motion_kernel2d (batched)", kornia_peer, n),
+                 ("albumentations MotionBlur.get_params", albumentations_peer, max(500, n // 10))]
+        for name, make, count in peers:
+            fn = make(count, size)
+            if fn is None:
+                print(f"{size}x{size}  {name}: not installed")
+                continue
+            theirs = best_rate(fn, count, repeat)
+            print(f"{size}x{size}  {name}: {theirs:10,.0f} kernels/s   ratio ours/theirs {mine / theirs:6.2f}x")
+
+
+def end_to_end(trajectories: int, repeat: int) -> None:
+    print(f"== whole process: python -m blursynth generate --trajectories {trajectories} (best of {repeat})")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+    def timed(cmd):
+        best = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    floor = timed([sys.executable, "-c", "import torch"])
+    with tempfile.TemporaryDirectory() as tmp:
+        total = timed([sys.executable, "-m", "blursynth", "generate", "--trajectories", str(trajectories),
+                       "--out", str(Path(tmp) / "k"), "--overwrite", "--quiet"])
+    print(f"generate --trajectories {trajectories}: {total:.2f} s start to files on disk "
+          f"(of which 'import torch' alone takes {floor:.2f} s on this machine now)")
+
+
+_MEMORY_CHILD = """
+import sys, numpy as np, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {root!r})
+from blursynth import kernel as K
+from blursynth.camera import Camera
+from blursynth.trajectory import CameraShake
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024  # MB
+
+n, size, keep = {n}, {size}, {keep}
+cam, model = Camera.from_35mm(50, 1200, 800), CameraShake()
+list(K.generate(model, 100, cam, size))  # warm-up: allocator and lazy imports
+out = np.ones((n, size, size), np.float32) if keep else None  # touched: resident from here on
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS watermark (VmHWM) to the current RSS
+base = status("VmRSS")
+for chunk in K.generate(model, n, cam, size, chunk=4096):
+    if keep:
+        out[chunk.start:chunk.start + len(chunk.kernels)] = chunk.kernels.numpy()
+print(base, status("VmHWM"))
+"""
+
+
+def memory(n: int, size: int) -> None:
+    print(f"== memory: {n:,} kernels of {size}x{size} through blursynth.kernel.generate (chunk 4096)")
+    out_mb = n * size * size * 4 / 2**20
+    for keep in (False, True):
+        code = _MEMORY_CHILD.format(root=str(ROOT), n=n, size=size, keep=keep)
+        start = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        seconds = time.perf_counter() - start
+        base, peak = (float(v) for v in res.stdout.split())
+        what = f"kept in a preallocated {out_mb:,.0f} MB array" if keep else "streamed (each chunk dropped)"
+        print(f"{what}: peak RSS {peak - base:,.0f} MB above the RSS before the run "
+              f"(includes the {4096 * size * size * 4 / 2**20:.0f} MB kernels of one chunk), {seconds:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs, skip the 100,000-kernel memory check")
+    parser.add_argument("-n", type=int, default=None, help="kernels per timing run (default 20000, quick 4000)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--memory-n", type=int, default=100_000, help="kernels in the memory check (default 100000)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    n = args.n or (4000 if args.quick else 20000)
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    throughput(n, args.repeat)
+    end_to_end(10000, 1 if args.quick else args.repeat)
+    if not args.quick:
+        memory(args.memory_n, 64)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""Command line: ``blursynth <command> ...`` (also ``python -m blursynth``).
+
+Each sub-command is one ``add_<name>(subparsers)`` function that builds its parser and sets
+``func`` to a ``run_<name>(args) -> int`` function; :data:`COMMANDS` lists them, so adding a
+command is one function pair and one entry. Commands are thin: the work happens in library
+functions. A bad argument is one line on stderr naming the option and the fix, exit code 2.
+
+Heavy modules (torch, torchvision) are imported inside the commands that need them so that
+``--help`` and argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+class UsageError(Exception):
+    """A bad command-line value; the message names the option and the fix."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the default prints the whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument types: each failure names what is wrong and what to pass instead.
+# ----------------------------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}; pass 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)) and value != math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def kernel_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an odd integer >= 3, got {text!r}") from None
+    if value < 3 or value % 2 == 0:
+        fix = 3 if value < 3 else value + 1
+        raise argparse.ArgumentTypeError(f"must be odd and >= 3 so the kernel has a centre pixel, got {value}; "
+                                         f"try {fix}")
+    return value
+
+
+def image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 1200x800, got {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return w, h
+
+
+def _check_range(name: str, pair, unit: str) -> tuple[float, float]:
+    lo, hi = pair
+    if lo > hi:
+        raise UsageError(f"{name} LOW HIGH needs LOW <= HIGH, got {lo:g} {hi:g}; swap them")
+    return float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# Output folders: built under a temporary name beside the target, renamed into place at the end.
+# ----------------------------------------------------------------------------------------------
+
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder; choose another --out")
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out {out}: folder already exists; pass --overwrite to replace it or choose another --out")
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {out}: {probe} is a file, not a folder; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write in {probe}; choose a writable --out")
+
+
+class _StagedDir:
+    """A temporary folder beside ``out`` that replaces ``out`` only on success."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def __enter__(self) -> Path:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+        os.replace(self.tmp, self.out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# generate
+# ----------------------------------------------------------------------------------------------
+
+SHAKE_DEFAULT_EXPOSURE = (1 / 30, 1 / 4)
+
+
+def add_generate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "generate", help="sample camera-shake trajectories and rasterise their blur kernels",
+        description="Sample N trajectories and write kernels.npz, summary.json and contact_sheet.png to --out. "
+                    "Item i depends only on (--seed, i).")
+    p.add_argument("--trajectories", type=positive_int, default=10000, metavar="N",
+                   help="number of kernels (default 10000)")
+    p.add_argument("--model", choices=("shake6d", "randomwalk"), default="shake6d",
+                   help="shake6d: 6-DoF hand shake (CameraShake); randomwalk: Boracchi & Foi 2012 2-D walk")
+    p.add_argument("--kernel-size", type=kernel_size, default=31, metavar="K", help="odd kernel size (default 31)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="base seed (default 0)")
+    p.add_argument("--exposure", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="shake6d exposure range in seconds, log-uniform (default 1/30 1/4)")
+    p.add_argument("--focal-length", type=positive_float, default=50.0, metavar="MM",
+                   help="shake6d: 35 mm-equivalent focal length in mm (default 50)")
+    p.add_argument("--image-size", type=image_size, default=(1200, 800), metavar="WxH",
+                   help="shake6d: image size in pixels that the focal length refers to (default 1200x800)")
+    p.add_argument("--depth", type=positive_float, default=math.inf, metavar="M",
+                   help="shake6d: scene depth in metres for the translation part (default inf: rotation only)")
+    p.add_argument("--length", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="randomwalk: path length range in pixels (default 60/64 of the kernel size, as Boracchi & Foi)")
+    p.add_argument("--fit", choices=("resample", "scale", "error"), default="resample",
+                   help="paths larger than the kernel: redraw them (default), shrink them, or stop with an error")
+    p.add_argument("--chunk", type=positive_int, default=4096, help="kernels per chunk (bounds memory; default 4096)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--out", type=Path, default=Path("blursynth-kernels"), help="output folder (default ./blursynth-kernels)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_generate)
+
+
+def _device(name: str):
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r}: not a torch device; use cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        try:
+            torch.zeros(1, device=device)
+        except Exception:
+            raise UsageError(f"--device {name}: cannot allocate on it; use --device cpu") from None
+    return device
+
+
+def _model_from_args(args):
+    from .trajectory import CameraShake, RandomWalk2D
+    if args.model == "shake6d":
+        if args.length is not None:
+            raise UsageError("--length sets the random walk's length; with --model shake6d use --exposure and --focal-length")
+        if args.exposure is not None and math.inf in args.exposure:
+            raise UsageError("--exposure must be finite seconds, e.g. --exposure 0.01 0.25")
+        exposure = SHAKE_DEFAULT_EXPOSURE if args.exposure is None else _check_range("--exposure", args.exposure, "s")
+        return CameraShake(exposure_s=exposure)
+    if args.exposure is not None:
+        raise UsageError("--exposure applies to --model shake6d; the random walk's extent is set by --length")
+    if args.length is None:
+        length = (60 / 64 * args.kernel_size,) * 2
+    else:
+        length = _check_range("--length", args.length, "px")
+        if math.inf in length:
+            raise UsageError("--length must be finite pixels, e.g. --length 10 29")
+    return RandomWalk2D(length_px=length)
+
+
+def run_generate(args) -> int:
+    _check_out_dir(args.out, args.overwrite)
+    model = _model_from_args(args)
+    device = _device(args.device)
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from . import kernel as K
+    from .io import save_npz, write_json
+    from .camera import Camera
+
+    camera = None
+    width, height = args.image_size
+    if args.model == "shake6d":
+        camera = Camera.from_35mm(args.focal_length, width, height)
+    n, size = args.trajectories, args.kernel_size
+    started = time.perf_counter()
+    out_kernels = np.empty((n, size, size), dtype=np.float32)
+    record: dict[str, np.ndarray] = {}
+
+    def keep(name, value, a):
+        """Copy a chunk of a per-item array into the preallocated full array."""
+        value = value.detach().cpu().numpy()
+        if name not in record:
+            record[name] = np.empty((n,) + value.shape[1:], dtype=value.dtype)
+        record[name][a:a + len(value)] = value
+
+    try:
+        with tqdm(total=n, unit="kernel", disable=args.quiet, desc="generate") as bar:
+            for chunk in K.generate(model, n, camera, size, seed=args.seed, chunk=args.chunk, fit=args.fit,
+                                    depth_m=args.depth, device=device):
+                a, b = chunk.start, chunk.start + len(chunk.kernels)
+                out_kernels[a:b] = chunk.kernels.cpu().numpy()
+                traj = chunk.trajectory
+                keep("t", traj.t, a)
+                keep("paths_px", K.kernel_paths(traj, camera, args.depth), a)
+                for name in ("rotation", "translation", "path_px"):
+                    if getattr(traj, name) is not None:
+                        keep(name, getattr(traj, name), a)
+                for name, value in traj.params.items():
+                    keep(f"param_{name}", value, a)
+                bar.update(b - a)
+    except ValueError as exc:  # a path that cannot fit under --fit error, or redraws exhausted
+        raise UsageError(f"--fit {args.fit}: {exc}") from None
+
+    config = {"model": args.model, "model_config": _jsonable(model.__dict__), "seed": args.seed,
+              "kernel_size": size, "fit": args.fit, "trajectories": n}
+    if camera is not None:
+        config.update(focal_length_mm=args.focal_length, image_size=[width, height], focal_px=camera.focal_px,
+                      depth_m=None if math.isinf(args.depth) else args.depth)
+    stats = kernel_stats(out_kernels, record["paths_px"], record["t"])
+    summary = {"version": __version__, **config, "count": n,
+               "redrawn": int((record["param_redraws"] > 0).sum()),
+               "scaled": int((record["param_fit_scale"] < 1).sum()),
+               "percentiles": stats, "seconds": None,
+               "files": ["kernels.npz", "summary.json", "contact_sheet.png"]}
+
+    with _StagedDir(args.out) as tmp:
+        save_npz(tmp / "kernels.npz", kernels=out_kernels, seed=np.int64(args.seed),
+                 index=np.arange(n, dtype=np.int64), config=np.array(json.dumps(config)), **record)
+        write_contact_sheet(tmp / "contact_sheet.png", torch.from_numpy(out_kernels[:64]))
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        write_json(tmp / "summary.json", summary)
+    if not args.quiet:
+        med = stats["extent_px"]["50"]
+        print(f"wrote {n} kernels of {size}x{size} to {args.out}/ (median blur extent {med:.1f} px, "
+              f"{summary['redrawn']} redrawn, {summary['scaled']} scaled) in {summary['seconds']:.2f} s")
+    return 0
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def kernel_stats(kernels, paths_px, t) -> dict[str, dict[str, float]]:
+    """Percentiles over items of blur measures, from the kernels and their paths (NumPy in, dict out).
+
+    ``extent_px``: largest side of the path's bounding box; ``length_px``: path length;
+    ``rms_radius_px``: square root of the kernel's total second central moment.
+    """
+    import numpy as np
+    k = np.asarray(kernels, dtype=np.float32)
+    h, w = k.shape[1:]
+    ys, xs = np.arange(h, dtype=np.float64) - h // 2, np.arange(w, dtype=np.float64) - w // 2
+    px, py = k.sum(1, dtype=np.float64), k.sum(2, dtype=np.float64)
+    mx, my = px @ xs, py @ ys
+    var = px @ xs ** 2 - mx ** 2 + py @ ys ** 2 - my ** 2
+    paths = np.asarray(paths_px, dtype=np.float64)
+    extent = (paths.max(1) - paths.min(1)).max(1)
+    length = np.linalg.norm(np.diff(paths, axis=1), axis=-1).sum(1)
+    out = {}
+    for name, values in (("extent_px", extent), ("length_px", length), ("rms_radius_px", np.sqrt(np.maximum(var, 0)))):
+        out[name] = {str(q): round(float(v), 3) for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
+    return out
+
+
+def write_contact_sheet(path: Path, kernels, nrow: int = 8, zoom: int = 3, padding: int = 2) -> None:
+    """PNG grid of ``(N, h, w)`` kernels (each scaled to its maximum, enlarged ``zoom`` times).
+
+    The grid is a reshape rather than torchvision's make_grid: importing torchvision pulls in
+    torch._dynamo (about 3 s here), more than the whole 10,000-kernel run is allowed to take.
+    """
+    import torch
+
+    from .io import write_image
+    k = kernels.float()
+    k = k / k.amax((1, 2), keepdim=True).clamp_min(1e-12)
+    k = k.repeat_interleave(zoom, 1).repeat_interleave(zoom, 2)
+    n, h, w = k.shape
+    rows = -(-n // nrow)
+    tiles = torch.full((rows * nrow, h + padding, w + padding), 0.25)
+    tiles[:n, padding:, padding:] = k
+    grid = tiles.reshape(rows, nrow, h + padding, w + padding).permute(0, 2, 1, 3).reshape(rows * (h + padding), -1)
+    grid = torch.nn.functional.pad(grid, (0, padding, 0, padding), value=0.25)
+    write_image(path, grid[None].clamp(0, 1).numpy())
+
+
+# ----------------------------------------------------------------------------------------------
+# inspect
+# ----------------------------------------------------------------------------------------------
+
+def add_inspect(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="summarise a kernels.npz and render chosen kernels",
+                              description="Print the summary of a kernels.npz written by 'blursynth generate'; "
+                                          "with --render, write PNGs of chosen kernels and their trajectories.")
+    p.add_argument("file", type=Path, metavar="FILE.npz")
+    p.add_argument("--render", type=non_negative_int, nargs="+", metavar="I", default=None,
+                   help="item indices to render as kernel_I.png (kernel beside its path, time from dark to bright)")
+    p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: beside FILE)")
+    p.add_argument("--zoom", type=positive_int, default=8, help="enlargement of the rendered kernels (default 8)")
+    p.set_defaults(func=run_inspect)
+
+
+def _load_npz(path: Path):
+    import numpy as np
+    if not path.is_file():
+        raise UsageError(f"FILE {path}: no such file; pass the kernels.npz written by 'blursynth generate'")
+    try:
+        data = np.load(path, allow_pickle=False)
+        keys = set(data.files)
+    except Exception as exc:
+        raise UsageError(f"FILE {path}: not a readable .npz ({type(exc).__name__}); pass a kernels.npz") from None
+    missing = {"kernels", "paths_px", "t", "config"} - keys
+    if missing:
+        raise UsageError(f"FILE {path}: lacks {sorted(missing)}; it was not written by 'blursynth generate'")
+    return data
+
+
+def run_inspect(args) -> int:
+    data = _load_npz(args.file)
+    kernels = data["kernels"]
+    config = json.loads(str(data["config"]))
+    n = len(kernels)
+    stats = kernel_stats(kernels, data["paths_px"], data["t"])
+    print(f"{args.file}: {n} kernels of {kernels.shape[1]}x{kernels.shape[2]}, model {config.get('model')}, "
+          f"seed {config.get('seed')}, fit {config.get('fit')}")
+    for key in ("focal_length_mm", "image_size", "focal_px", "depth_m"):
+        if key in config:
+            print(f"  {key}: {config[key]}")
+    for name, values in stats.items():
+        print(f"  {name:14s} " + "  ".join(f"p{q}={v:.2f}" for q, v in values.items()))
+    params = sorted(k for k in data.files if k.startswith("param_"))
+    if params:
+        import numpy as np
+        print("  per-item parameters (median): " + ", ".join(
+            f"{k[6:]}={float(np.median(data[k])):.4g}" for k in params))
+    if args.render:
+        bad = [i for i in args.render if i >= n]
+        if bad:
+            raise UsageError(f"--render {bad[0]}: the file has {n} kernels; use indices 0..{n - 1}")
+        out = args.out or args.file.parent
+        for i in args.render:
+            path = Path(out) / f"kernel_{i}.png"
+            scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data.files else 1.0
+            render_item(path, kernels[i], data["paths_px"][i], data["t"][i], args.zoom, scale)
+            print(f"  wrote {path}")
+    return 0
+
+
+def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.0) -> None:
+    """PNG: the kernel (enlarged, scaled to its max) beside its path drawn at ``zoom`` px per px.
+
+    The path is placed as the kernel was made (shrunk by ``scale`` = the item's ``fit_scale``, its
+    time-weighted mean on the centre pixel) and drawn by the rasteriser itself, one segment at a
+    time, brightness rising with time so the direction of motion is visible.
+    """
+    import numpy as np
+    import torch
+
+    from . import kernel as K
+    from .io import write_image
+    k = torch.as_tensor(kernel, dtype=torch.float32)
+    h, w = k.shape
+    big = (k / k.max().clamp_min(1e-12)).repeat_interleave(zoom, 0).repeat_interleave(zoom, 1)
+    p = torch.as_tensor(path_px, dtype=torch.float64) * scale
+    tt = torch.as_tensor(t, dtype=torch.float64)
+    dt = tt[1:] - tt[:-1]
+    dt = dt if float(dt.sum()) > 0 else torch.ones_like(dt)
+    mean = ((p[:-1] + p[1:]) / 2 * dt[:, None]).sum(0) / dt.sum()
+    canvas = (h * zoom - 1 + (h * zoom) % 2, w * zoom - 1 + (w * zoom) % 2)  # odd: a centre pixel
+    half = torch.tensor([canvas[1] // 2, canvas[0] // 2], dtype=torch.float64)
+    q = ((p - mean) * zoom).clamp(-half, half).float()  # drawing only: keep every point on the canvas
+    lines = K.rasterize(torch.stack([q[:-1], q[1:]], 1), canvas, center=False)
+    shade = 0.3 + 0.7 * torch.linspace(0, 1, len(lines))[:, None, None]
+    drawing = (lines / lines.amax((1, 2), keepdim=True).clamp_min(1e-12) * shade).amax(0)
+    drawing = torch.nn.functional.pad(drawing, (0, big.shape[1] - canvas[1], 0, big.shape[0] - canvas[0]))
+    image = torch.cat([big, torch.full((big.shape[0], 2), 0.5), drawing], dim=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, np.asarray(image[None].clamp(0, 1)))
+
+
+# ----------------------------------------------------------------------------------------------
+
+COMMANDS = [add_generate, add_inspect]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="blursynth", description="Physics-based camera-shake blur synthesis.")
+    parser.add_argument("--version", action="version", version=f"blursynth {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 success, 2 bad input) instead of exiting."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
+        return int(exc.code or 0)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"blursynth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"blursynth {args.command}: interrupted; nothing was written to the output folder", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

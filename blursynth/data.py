@@ -1,0 +1,126 @@
+"""torch Datasets: synthetic pairs made on the fly, and pairs read from a written dataset.
+
+:class:`SyntheticPairs` calls the same :func:`blursynth.pairs.make_pairs` as ``blursynth dataset``, one
+index at a time, so item ``i`` is the pair ``i`` the writer would make with the same recipe, seed and
+sources. Everything is derived from the index (no per-worker or global random state), so a
+multi-worker ``DataLoader`` never draws the same pair twice and the order of workers changes nothing.
+For a fresh set every epoch, pass a different ``seed`` (e.g. ``seed=epoch``) or a longer ``length``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .io import read_image
+from .pairs import ImageFolder, make_pairs
+from .recipe import Recipe, load_recipe
+
+
+def flatten_params(record: dict, prefix: str = "") -> dict:
+    """Nested record -> flat ``{"camera.focal_mm": 35.0, ...}`` of numbers and strings.
+
+    ``None`` values (e.g. an infinite depth) and lists are dropped, so the default ``DataLoader``
+    collate turns the dict into batched tensors and lists of strings.
+    """
+    flat = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_params(value, name + "."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+    return flat
+
+
+class SyntheticPairs(Dataset):
+    """On-the-fly blurry/sharp pairs from a recipe and procedural scenes or a folder of photographs.
+
+    Args:
+        length: number of items.
+        recipe: recipe name, ``.toml`` path or :class:`~blursynth.recipe.Recipe` (default ``"default"``).
+        sharp: folder of sharp photographs (scanned once; unusable files are listed in ``skipped``) or
+            None for dead-leaves scenes.
+        seed: base seed; item ``i`` is a pure function of ``(recipe, seed, i, sharp)``.
+        crop: ``(h, w)`` overriding the recipe's crop.
+        device: where pairs are computed (keep ``"cpu"`` inside ``DataLoader`` workers).
+
+    Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1];
+    ``"kernel"``: ``(kh, kw)`` float32 (the local kernel at the crop centre for projective recipes);
+    ``"index"``: int; ``"params"``: flat dict of the drawn values (:func:`flatten_params`).
+    """
+
+    def __init__(self, length: int, recipe: str | Recipe = "default", sharp: str | os.PathLike | None = None,
+                 seed: int = 0, crop: tuple[int, int] | None = None, device: str = "cpu"):
+        if length < 1:
+            raise ValueError(f"length must be a positive number of pairs, got {length}")
+        recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        if crop is not None:
+            recipe = Recipe.from_dict({**recipe.to_dict(), "crop": list(crop)}, recipe.source)
+        self.recipe, self.length, self.seed, self.device = recipe, length, seed, device
+        self.sources = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
+
+    @property
+    def skipped(self) -> list[dict]:
+        """Files of ``sharp`` that were not usable, with the reason."""
+        return [] if self.sources is None else self.sources.skipped
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict:
+        if not -self.length <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} pairs")
+        i = i % self.length
+        made = make_pairs(self.recipe, [i], self.seed, self.sources, self.device)
+        return {"blur": made["blur"][0], "sharp": made["sharp"][0], "kernel": made["kernel"][0], "index": i,
+                "params": flatten_params(made["records"][0]["params"])}
+
+
+class PairedFolder(Dataset):
+    """Pairs read from disk: a ``blursynth dataset`` folder or a BasicSR-style ``lq/`` + ``gt/`` folder.
+
+    Args:
+        root: a folder with ``manifest.jsonl`` (any layout the writer produced), or with ``lq/`` and
+            ``gt/`` holding images of the same file names.
+
+    Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, H, W)`` float32 sRGB in [0, 1], ``"index"``
+    (int), and, when a manifest is present, ``"kernel"`` (float32 array as stored: ``(kh, kw)`` or
+    ``(rows, cols, kh, kw)``) and ``"params"`` (flat dict).
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        manifest = self.root / "manifest.jsonl"
+        if manifest.is_file():
+            self.records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        elif (self.root / "lq").is_dir() and (self.root / "gt").is_dir():
+            names = sorted(p.name for p in (self.root / "gt").iterdir() if p.is_file() and not p.name.startswith("."))
+            missing = [n for n in names if not (self.root / "lq" / n).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{self.root / 'lq'}: no blurry twin for {missing[:3]} in gt/")
+            self.records = [{"index": k, "sharp": f"gt/{n}", "blur": f"lq/{n}"} for k, n in enumerate(names)]
+        else:
+            raise FileNotFoundError(f"{self.root}: neither manifest.jsonl nor lq/ + gt/ found; "
+                                    "point at a folder written by `blursynth dataset` (a finished run)")
+        if not self.records:
+            raise ValueError(f"{self.root}: the dataset is empty")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        rec = self.records[i]
+        item = {"blur": torch.from_numpy(read_image(self.root / rec["blur"])[0]),
+                "sharp": torch.from_numpy(read_image(self.root / rec["sharp"])[0]),
+                "index": rec["index"]}
+        if "kernel" in rec:
+            item["kernel"] = torch.from_numpy(np.load(self.root / rec["kernel"]))
+        if "params" in rec:
+            item["params"] = flatten_params(rec["params"])
+        return item

@@ -1,0 +1,280 @@
+"""Writing a synthetic blur dataset to disk: sharded, resumable, multi-process, byte-reproducible.
+
+Layout of ``DIR`` (see ``datasets/README.md``)::
+
+    dataset.json        recipe, package version, the command's settings, counts, skipped inputs
+    manifest.jsonl      one record per pair, ordered by index (written once every pair exists)
+    sharp/NNNNNN.png    sharp sRGB crop       (gt/ with --layout basicsr)
+    blur/NNNNNN.png     blurry sRGB image     (lq/ with --layout basicsr)
+    kernels/NNNNNN.npy  float32 (kh, kw) uniform kernel, or (rows, cols, kh, kw) local kernels
+
+Work is cut into fixed chunks of :data:`CHUNK` consecutive pairs. A chunk writes its images, then its
+records to ``parts/CCCCCC.jsonl`` (atomically): a part file is the proof that the chunk is complete.
+A re-run of the same command redoes only chunks without a part file (rewriting identical bytes), then
+merges the parts, in index order, into ``manifest.jsonl`` and removes ``parts/``. Chunk ``c`` belongs to
+shard ``c mod N``; shard folders copied into one and finalised by running the command without
+``--shard`` give the same files as one run. Every pair depends only on ``(seed, index)`` and chunks
+are fixed, so the worker count changes nothing but the speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .io import atomic_path, to_uint, write_image, write_json
+from .pairs import ImageFolder, as_numpy_image, make_pairs
+from .recipe import Recipe, load_recipe
+
+CHUNK = 16  # pairs per unit of work and of resumption; part of the format (changing it changes nothing on disk)
+FORMAT = 1
+LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
+
+
+class DatasetError(ValueError):
+    """A dataset command that cannot run as given; the message says which option and the fix."""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (0 <= I < N) -> ``(I, N)``."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise DatasetError(f"--shard {text!r}: expected I/N, e.g. 0/4 for the first of four shards") from None
+    if not 0 <= i < n:
+        raise DatasetError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def parse_crop(text: str | int | None) -> tuple[int, int] | None:
+    """``"256"`` or ``"HxW"`` -> ``(h, w)``; None stays None (the recipe's crop)."""
+    if text is None:
+        return None
+    try:
+        parts = [int(p) for p in str(text).lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 8:
+        raise DatasetError(f"--crop {text!r}: expected a size >= 8 or HxW, e.g. 256 or 256x384")
+    return (parts[0], parts[-1])
+
+
+def _settings(recipe: Recipe, pairs: int, seed: int, sharp, layout: str) -> dict:
+    """What makes two runs the same dataset (the resumption key)."""
+    return {"format": FORMAT, "blursynth_version": __version__, "pairs": pairs, "seed": seed,
+            "sharp": None if sharp is None else str(sharp), "layout": layout, "recipe": recipe.to_dict()}
+
+
+def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
+    """Create ``out``, accept a resumable run of the same settings, or refuse (without ``overwrite``)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    if not out.is_dir():
+        raise DatasetError(f"--out {out}: exists and is not a folder")
+    meta = out / "dataset.json"
+    if meta.is_file() and not overwrite:
+        try:
+            previous = json.loads(meta.read_text()).get("settings")
+        except (json.JSONDecodeError, AttributeError):
+            previous = None
+        if previous == json.loads(json.dumps(settings)):
+            return  # the same command: resume
+        raise DatasetError(f"--out {out}: holds a dataset made with other settings (pairs, seed, recipe, --sharp, "
+                           "--crop or --layout differ, see its dataset.json); choose another --out or pass --overwrite")
+    if not overwrite:
+        raise DatasetError(f"--out {out}: exists and is not empty; choose another --out or pass --overwrite "
+                           "(which deletes the dataset files in it)")
+    for name in ("dataset.json", "manifest.jsonl", "parts", "kernels", *(d for pair in LAYOUTS.values() for d in pair)):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _remove_stray_temporaries(out: Path) -> None:
+    """Delete temp files a killed run left behind (atomic writes rename only on success)."""
+    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
+        for tmp in folder.glob(".*.tmp*"):
+            tmp.unlink(missing_ok=True)
+
+
+def _name(index: int, pairs: int) -> str:
+    return f"{index:0{max(6, len(str(pairs - 1)))}d}"
+
+
+class _ChunkWriter:
+    """Makes and writes one chunk; picklable so spawned worker processes can run it."""
+
+    def __init__(self, out: Path, recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
+                 layout: str, device: str):
+        self.out, self.recipe, self.pairs, self.seed = out, recipe, pairs, seed
+        self.folder, self.layout, self.device = folder, layout, device
+
+    def __call__(self, chunk: int) -> int:
+        indices = range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.pairs))
+        made = make_pairs(self.recipe, indices, self.seed, self.folder, self.device)
+        sharp_dir, blur_dir = LAYOUTS[self.layout]
+        lines = []
+        for k, i in enumerate(indices):
+            name = _name(i, self.pairs)
+            rec = {"index": i, "sharp": f"{sharp_dir}/{name}.png", "blur": f"{blur_dir}/{name}.png",
+                   "kernel": f"kernels/{name}.npy", "seed": self.seed, **made["records"][k]}
+            if made["kernel_grid"] is not None:
+                rec["kernel_grid_px"] = made["grid_px"].tolist()
+                kernel = made["kernel_grid"][k]
+            else:
+                kernel = made["kernel"][k]
+            write_image(self.out / rec["sharp"], to_uint(as_numpy_image(made["sharp"][k])))
+            write_image(self.out / rec["blur"], to_uint(as_numpy_image(made["blur"][k])))
+            with atomic_path(self.out / rec["kernel"]) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, kernel.detach().float().cpu().numpy())
+            lines.append(json.dumps(rec, sort_keys=True))
+        with atomic_path(self.out / "parts" / f"{chunk:06d}.jsonl") as tmp:
+            tmp.write_text("\n".join(lines) + "\n")
+        return len(indices)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # one process per core: threads inside would fight the other workers
+
+
+def _context(device: str):
+    """Fork where it is safe (CPU, POSIX): workers start at once, as torch's DataLoader does.
+
+    Workers run torch single-threaded (:func:`_init_worker`), so no OpenMP pool is used after the
+    fork. CUDA cannot be used in a forked child: spawn there (each worker re-imports the package).
+    """
+    if str(device).startswith("cuda") or "fork" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    return mp.get_context("fork")
+
+
+def _merge(out: Path, chunks: int) -> bool:
+    """Write ``manifest.jsonl`` from all part files, in order, if every chunk is done; True if written."""
+    parts = [out / "parts" / f"{c:06d}.jsonl" for c in range(chunks)]
+    if not all(p.is_file() for p in parts):
+        return False
+    with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
+        for p in parts:
+            fh.write(p.read_text())
+    shutil.rmtree(out / "parts", ignore_errors=True)
+    return True
+
+
+def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "default", sharp=None,
+                  crop=None, seed: int = 0, shard: tuple[int, int] = (0, 1), workers: int = 1,
+                  overwrite: bool = False, layout: str = "blursynth", device: str = "cpu",
+                  progress: bool = True) -> dict:
+    """Write (or complete) the dataset of ``pairs`` pairs in ``out``; see the module docstring for the layout.
+
+    Args:
+        out: output folder; an existing non-empty one must be a resumable run of the same settings,
+            or ``overwrite`` must be set.
+        pairs: number of pairs N (> 0).
+        recipe: a recipe name, a ``.toml`` path or a :class:`Recipe`.
+        sharp: folder of sharp photographs, or None for procedural dead-leaves scenes.
+        crop: ``(h, w)``, ``"HxW"`` or int overriding the recipe's crop.
+        seed: base seed; pair i depends only on (seed, i).
+        shard: ``(I, N)``: write only chunks ``c`` with ``c % N == I``.
+        workers: processes (>= 1).
+        layout: ``"blursynth"`` (sharp/, blur/) or ``"basicsr"`` (gt/, lq/).
+        device: where pixels are computed (``"cpu"`` or ``"cuda"``).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{"written": pairs made by this call, "done": pairs present, "complete": manifest written}``.
+
+    Raises:
+        DatasetError, RecipeError: bad options (the message names the option).
+    """
+    from tqdm import tqdm
+
+    if not isinstance(pairs, int) or pairs < 1:
+        raise DatasetError(f"--pairs {pairs}: must be a positive integer")
+    if workers < 1:
+        raise DatasetError(f"--workers {workers}: must be >= 1")
+    if layout not in LAYOUTS:
+        raise DatasetError(f"--layout {layout!r}: must be one of {', '.join(LAYOUTS)}")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if not 0 <= shard[0] < shard[1]:
+        raise DatasetError(f"--shard {shard[0]}/{shard[1]}: need 0 <= I < N")
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    crop = parse_crop(crop) if not isinstance(crop, tuple) else crop
+    if crop is not None:
+        recipe = Recipe.from_dict({**recipe.to_dict(), "crop": list(crop)}, recipe.source)
+    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
+    out = Path(out)
+    settings = _settings(recipe, pairs, seed, sharp, layout)
+    _check_output(out, settings, overwrite)
+    chunks = math.ceil(pairs / CHUNK)
+    meta = {"settings": settings,
+            "counts": {"pairs": pairs, "chunks": chunks, "sources": 0 if folder is None else len(folder.files),
+                       "skipped": 0 if folder is None else len(folder.skipped)},
+            "skipped": [] if folder is None else folder.skipped}
+    write_json(out / "dataset.json", meta)
+    _remove_stray_temporaries(out)
+    if (out / "manifest.jsonl").is_file():  # finished (a kill may have come before parts/ was removed)
+        shutil.rmtree(out / "parts", ignore_errors=True)
+        return {"written": 0, "done": pairs, "complete": True}
+    mine = [c for c in range(shard[0], chunks, shard[1])]
+    todo = [c for c in mine if not (out / "parts" / f"{c:06d}.jsonl").is_file()]
+    writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device)
+    written = 0
+    with tqdm(total=sum(min(CHUNK, pairs - c * CHUNK) for c in mine), disable=not progress,
+              desc=f"pairs -> {out}", unit="pair") as bar:
+        bar.update(sum(min(CHUNK, pairs - c * CHUNK) for c in mine if c not in set(todo)))
+        if workers == 1 or len(todo) <= 1:
+            for c in todo:
+                n = writer(c)
+                written += n
+                bar.update(n)
+        else:
+            with _context(device).Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
+                for n in pool.imap_unordered(writer, todo):
+                    written += n
+                    bar.update(n)
+    complete = _merge(out, chunks)
+    done = pairs if complete else sum(min(CHUNK, pairs - c * CHUNK) for c in range(chunks)
+                                      if (out / "parts" / f"{c:06d}.jsonl").is_file())
+    return {"written": written, "done": done, "complete": complete}
+
+
+# --- command line (blursynth.cli registers these as the `dataset` sub-command) ------------------------
+
+def add_arguments(parser) -> None:
+    """Options of ``blursynth dataset`` on an argparse (sub)parser."""
+    parser.add_argument("--out", required=True, help="output folder (created; resumed if it holds this run)")
+    parser.add_argument("--pairs", type=int, required=True, help="number of pairs N")
+    parser.add_argument("--sharp", default=None, help="folder of sharp photographs (default: dead-leaves scenes)")
+    parser.add_argument("--crop", default=None, help="output size, e.g. 256 or 256x384 (default: the recipe's)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; pair i depends only on (seed, i)")
+    parser.add_argument("--recipe", default="default", help="recipe name in datasets/ or a .toml file")
+    parser.add_argument("--shard", default="0/1", help="I/N: make only shard I of N (chunks c with c %% N == I)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
+    parser.add_argument("--layout", default="blursynth", choices=sorted(LAYOUTS),
+                        help="blursynth: sharp/ + blur/; basicsr: gt/ + lq/")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_command(args) -> int:
+    """Run ``blursynth dataset`` from parsed arguments; prints a one-line summary, returns an exit code."""
+    result = write_dataset(args.out, args.pairs, recipe=args.recipe, sharp=args.sharp, crop=args.crop,
+                           seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
+                           overwrite=args.overwrite, layout=args.layout, device=args.device,
+                           progress=not args.quiet)
+    state = "complete" if result["complete"] else "incomplete (other shards missing)"
+    print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} done, {state}")
+    return 0

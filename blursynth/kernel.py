@@ -1,0 +1,399 @@
+"""Blur kernels from image-plane paths: sub-pixel bilinear splatting weighted by exposure time.
+
+A kernel is the time integral of where the light of one scene point went during the exposure. A
+path is a batch of image-plane displacements ``(N, T, 2)`` (x right, y down, pixels) at times
+``(N, T)``; between samples the point moves at constant velocity. Each segment is cut into equal
+sub-steps under 0.25 px long, each sub-step's midpoint is splatted to its four neighbouring pixels
+with bilinear weights, weighted by the exposure time it stands for. The midpoint rule is exact for
+the first moment of a piecewise-linear path, and bilinear splatting preserves it, so the kernel's
+centre of mass is exactly the path's time-weighted mean.
+
+Kernels are float32 ``(N, h, w)``, non-negative, each summing to 1, with the centre pixel at
+``(h // 2, w // 2)`` (DESIGN.md). A path that does not fit the canvas is never cropped; ``fit``
+says what happens instead:
+
+- ``"error"``: raise, naming the first offending item and the size it needs;
+- ``"scale"``: shrink the path about its centre until it fits (:func:`fit_scale` gives the factors);
+- ``"resample"``: redraw the item from its trajectory model. Only :func:`generate` can do that (it
+  holds the model); it redraws item ``i`` with seeds derived from ``(seed, attempt)`` and the same
+  item index, so the set stays a pure function of ``(seed, i)``: rejection sampling of the model
+  conditioned on fitting. :func:`rasterize` and :func:`kernels` reject it with a message saying so.
+
+Everything runs on the input's device; the work is a single ``index_add_`` into a flat buffer per
+piece of the batch, with pieces sized so that no intermediate exceeds about 64 MB.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from . import rng
+from .trajectory import Trajectory
+
+FIT_POLICIES = ("error", "scale", "resample")
+MAX_STEP_PX = 0.25  # consecutive splats are closer than this
+_PIECE_ENTRIES = 1 << 21  # splat entries (x4 corners) per piece: bounds the temporaries to ~64 MB
+_FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touches the canvas edge
+
+
+def _size(size) -> tuple[int, int]:
+    """``int`` or ``(h, w)`` to a validated ``(h, w)`` pair."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if not all(isinstance(v, int) and v >= 3 for v in (h, w)):
+        raise ValueError(f"kernel size must be an int or (h, w) of ints >= 3, got {size!r}")
+    return h, w
+
+
+def _check_path(path_px: torch.Tensor) -> torch.Tensor:
+    if not torch.is_tensor(path_px) or path_px.ndim != 3 or path_px.shape[-1] != 2 or path_px.shape[1] < 1:
+        shape = tuple(path_px.shape) if torch.is_tensor(path_px) else type(path_px).__name__
+        raise ValueError(f"path_px must be an (N, T, 2) tensor of pixel displacements, got {shape}")
+    if not bool(torch.isfinite(path_px).all()):
+        raise ValueError("path_px contains NaN or infinite values")
+    return path_px.float()
+
+
+def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor:
+    """``(N, T-1)`` share of the exposure each segment stands for (rows sum to 1).
+
+    ``t=None`` means evenly spaced samples. An item whose times do not advance (zero exposure)
+    weighs its segments equally.
+    """
+    n, steps = path.shape[:2]
+    if t is None:
+        return torch.full((n, steps - 1), 1.0 / (steps - 1), device=path.device)
+    t = torch.as_tensor(t, device=path.device, dtype=torch.float32)
+    if t.shape != (n, steps):
+        raise ValueError(f"t must be ({n}, {steps}) sample times matching path_px, got {tuple(t.shape)}")
+    dt = t[:, 1:] - t[:, :-1]
+    if not bool((dt >= 0).all()) or not bool(torch.isfinite(dt).all()):
+        raise ValueError("t must be finite and non-decreasing along each path")
+    total = dt.sum(1, keepdim=True)
+    return torch.where(total > 0, dt / total.clamp_min(1e-30), torch.full_like(dt, 1.0 / (steps - 1)))
+
+
+@dataclass
+class _Prepared:
+    offset: torch.Tensor  # (N, T, 2) displacement from the centre pixel, pixels
+    weight: torch.Tensor  # (N, T-1) exposure share of each segment
+    lo: torch.Tensor  # (N, 2) extent of the path
+    hi: torch.Tensor
+    room_lo: torch.Tensor  # (2,) how far the canvas reaches left/up of the centre (x, y)
+    room_hi: torch.Tensor
+
+
+def _prepare(path_px, size, t, center) -> _Prepared:
+    h, w = _size(size)
+    path = _check_path(path_px)
+    if path.shape[1] == 1:  # a single pose: a still point held for the whole exposure
+        path, t = path.repeat(1, 2, 1), None
+    weight = _segment_weights(t, path)
+    if center:
+        # Subtract the first point first so that large absolute positions do not cost precision.
+        rel = path - path[:, :1]
+        mean = (0.5 * (rel[:, :-1] + rel[:, 1:]) * weight[..., None]).sum(1, keepdim=True)
+        offset = rel - mean
+    else:
+        offset = path
+    dev = path.device
+    room_lo = torch.tensor([w // 2, h // 2], device=dev, dtype=torch.float32)
+    room_hi = torch.tensor([w - 1 - w // 2, h - 1 - h // 2], device=dev, dtype=torch.float32)
+    return _Prepared(offset, weight, offset.amin(1), offset.amax(1), room_lo, room_hi)
+
+
+def _scale_of(p: _Prepared) -> torch.Tensor:
+    """``(N,)`` largest factor <= 1 that brings every point of the path inside the canvas."""
+    big = torch.finfo(torch.float32).max
+    s_lo = torch.where(p.lo < 0, p.room_lo / (-p.lo).clamp_min(1e-30), big)
+    s_hi = torch.where(p.hi > 0, p.room_hi / p.hi.clamp_min(1e-30), big)
+    return torch.minimum(s_lo, s_hi).amin(1).clamp(max=1.0)
+
+
+def _fits_of(p: _Prepared) -> torch.Tensor:
+    return ((p.lo >= -p.room_lo - _FIT_TOL_PX) & (p.hi <= p.room_hi + _FIT_TOL_PX)).all(1)
+
+
+def fits(path_px: torch.Tensor, size, t: torch.Tensor | None = None, center: bool = True) -> torch.Tensor:
+    """``(N,)`` bool: whether each path fits a ``size`` canvas without scaling (see :func:`rasterize`)."""
+    return _fits_of(_prepare(path_px, size, t, center))
+
+
+def fit_scale(path_px: torch.Tensor, size, t: torch.Tensor | None = None, center: bool = True) -> torch.Tensor:
+    """``(N,)`` float32 factor in ``(0, 1]`` that ``fit="scale"`` applies to each path (1 = fits as is).
+
+    With ``center=True`` the path shrinks about its time-weighted mean, so the kernel stays centred;
+    with ``center=False`` it shrinks about displacement 0 (the centre pixel).
+    """
+    return _scale_of(_prepare(path_px, size, t, center))
+
+
+def rasterize(path_px: torch.Tensor, size, t: torch.Tensor | None = None, fit: str = "error",
+              center: bool = True) -> torch.Tensor:
+    """Rasterise image-plane paths into blur kernels.
+
+    Args:
+        path_px: ``(N, T, 2)`` displacements ``(x, y)`` in pixels (any float dtype, any device).
+        size: kernel size, an int or ``(h, w)``, each >= 3 (odd sizes put the centre on a pixel, as
+            DESIGN.md requires; even sizes are accepted and centre on ``(h // 2, w // 2)``).
+        t: ``(N, T)`` non-decreasing sample times (seconds, or any unit); each segment is weighted by
+            its duration. None means evenly spaced samples.
+        fit: ``"error"`` or ``"scale"`` for paths that do not fit (see the module docstring);
+            ``"resample"`` needs the trajectory model: use :func:`generate`.
+        center: True puts the path's time-weighted mean on the centre pixel (centre of mass exactly
+            there); False places the path as given, displacement 0 on the centre pixel (local kernels
+            of a spatially varying blur).
+
+    Returns:
+        ``(N, h, w)`` float32 on the path's device, non-negative, each summing to 1.
+
+    Raises:
+        ValueError: bad shapes or values, or (``fit="error"``) a path larger than the canvas.
+    """
+    return _rasterize(path_px, size, t, fit, center)
+
+
+def _rasterize(path_px, size, t, fit, center, first_index: int = 0) -> torch.Tensor:
+    """:func:`rasterize`; ``first_index`` is the global index of item 0 (for error messages)."""
+    if fit not in FIT_POLICIES:
+        raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
+    if fit == "resample":
+        raise ValueError("fit='resample' redraws trajectories and needs their model: use "
+                         "blursynth.kernel.generate(model, ...), or fit='scale' / a bigger kernel size here")
+    h, w = _size(size)
+    p = _prepare(path_px, size, t, center)
+    offset = p.offset
+    if fit == "error":
+        bad = ~_fits_of(p)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            need = 2 * int(math.ceil(float(torch.maximum(-p.lo[i], p.hi[i]).max()))) + 1
+            raise ValueError(f"path of item {first_index + i} spans {_extent(p, i)} px and does not fit a {h}x{w} kernel; "
+                             f"use a kernel size of at least {need} or fit='scale'")
+    else:
+        offset = offset * _scale_of(p)[:, None, None]
+    return _splat(offset, p.weight, h, w)
+
+
+def _extent(p: _Prepared, i: int) -> str:
+    span = (p.hi[i] - p.lo[i]).tolist()
+    return f"{span[0]:.1f} x {span[1]:.1f}"
+
+
+def _splat(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Densify and splat ``(N, T, 2)`` offsets (already inside the canvas) with ``(N, T-1)`` weights."""
+    n, steps = offset.shape[:2]
+    seg = offset[:, 1:] - offset[:, :-1]
+    # Sub-steps per segment: the smallest count that makes each sub-step shorter than MAX_STEP_PX.
+    # It is chosen per segment, so an item's kernel does not depend on what else is in the batch.
+    count = (seg.norm(dim=-1) * (1.0 / MAX_STEP_PX)).long() + 1  # (N, T-1)
+    per_item = count.sum(1)
+    out = torch.zeros(n * h * w, device=offset.device, dtype=torch.float32)
+    centre = torch.tensor([w // 2, h // 2], device=offset.device, dtype=torch.float32)
+    start = offset[:, :-1] + centre  # segment starts in canvas coordinates
+    # Pieces of whole items with a bounded number of splat entries keep the temporaries small.
+    ends = torch.cumsum(per_item, 0).tolist() if n > 1 else [int(per_item)]
+    a = 0
+    while a < n:
+        base = ends[a - 1] if a else 0
+        b = a + 1
+        while b < n and ends[b] - base <= _PIECE_ENTRIES:
+            b += 1
+        _splat_piece(out[a * h * w: b * h * w], start[a:b], seg[a:b], count[a:b], weight[a:b], h, w)
+        a = b
+    return out.view(n, h, w)
+
+
+def _splat_piece(out, start, seg, count, weight, h, w) -> None:
+    n, segments = count.shape
+    flat_count = count.reshape(-1)
+    if bool((flat_count == 1).all()):  # every segment short: one sub-step at its midpoint
+        owner = None
+        frac = torch.full_like(flat_count, 0.5, dtype=torch.float32)
+        mass = weight.reshape(-1)
+    else:
+        owner = torch.repeat_interleave(torch.arange(n * segments, device=out.device), flat_count)
+        first = torch.cumsum(flat_count, 0) - flat_count
+        step = torch.arange(owner.shape[0], device=out.device) - first[owner]
+        c = flat_count[owner].float()
+        frac = (step.float() + 0.5) / c  # sub-step k of c sits at (k + 0.5) / c along its segment
+        mass = weight.reshape(-1)[owner] / c
+
+    def take(v):
+        v = v.reshape(-1)
+        return v if owner is None else v[owner]
+
+    x = (take(start[..., 0]) + frac * take(seg[..., 0])).clamp_(0, w - 1)
+    y = (take(start[..., 1]) + frac * take(seg[..., 1])).clamp_(0, h - 1)
+    x0 = x.floor().clamp_(max=w - 2)
+    y0 = y.floor().clamp_(max=h - 2)
+    fx = x - x0
+    fy = y - y0
+    item = torch.arange(n, device=out.device).repeat_interleave(segments) if owner is None else owner // segments
+    i00 = item * (h * w) + (y0 * w + x0).long()
+    top, bottom = mass * (1 - fy), mass * fy
+    out.index_add_(0, i00, top * (1 - fx))
+    out.index_add_(0, i00 + 1, top * fx)
+    out.index_add_(0, i00 + w, bottom * (1 - fx))
+    out.index_add_(0, i00 + (w + 1), bottom * fx)
+
+
+def kernel_paths(trajectory: Trajectory, camera=None, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
+    """``(N, T, 2)`` image-plane path of the principal point (the uniform kernel's path), in pixels.
+
+    A 2-D trajectory's ``path_px`` is returned as is (``camera`` may be None); a 6-DoF trajectory
+    needs a :class:`~blursynth.camera.Camera`.
+    """
+    if trajectory.is_2d:
+        return trajectory.path_px
+    if camera is None:
+        raise ValueError("a 6-DoF trajectory needs a Camera to project it (camera=Camera(focal_px, w, h))")
+    return _principal_point_path(trajectory, float(camera.focal_px), depth_m)
+
+
+def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m) -> torch.Tensor:
+    """Closed form of ``Camera.center_path`` for the principal point, ~20x faster (the hot path).
+
+    The principal point's ray is ``e_z``; at time t its scene point is seen along ``R^T (e_z - c / d)``
+    (camera.py's convention), and the pixel displacement is ``f (v_x, v_y) / v_z``. ``R^T u`` comes from
+    Rodrigues' formula for the rotation vector ``r``: ``u cos a - sinc(a) (r x u) + (1 - cos a) / a^2
+    (r . u) r`` with ``a = |r|``, using Taylor series for tiny angles (no 0/0, no float64 needed: every
+    term is first order or higher, so nothing cancels).
+    """
+    t = trajectory.t
+    n, steps = t.shape
+    r = trajectory.rotation if trajectory.rotation is not None else torch.zeros(n, steps, 3, device=t.device)
+    u = torch.zeros_like(r)
+    u[..., 2] = 1.0
+    if trajectory.translation is not None:
+        depth = torch.as_tensor(depth_m, device=t.device, dtype=torch.float32).reshape(-1)
+        if depth.shape[0] not in (1, n) or not bool((depth > 0).all()):
+            raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene)")
+        u = u - trajectory.translation / depth.reshape(-1, 1, 1)
+    a2 = (r * r).sum(-1, keepdim=True)
+    small = a2 < 1e-4
+    a = a2.sqrt()
+    safe = torch.where(small, torch.ones_like(a), a)
+    sinc = torch.where(small, 1 - a2 / 6 + a2 * a2 / 120, torch.sin(safe) / safe)
+    cosc = torch.where(small, 0.5 - a2 / 24 + a2 * a2 / 720, (1 - torch.cos(safe)) / (safe * safe))
+    cos = 1 - a2 * cosc
+    v = u * cos - sinc * torch.linalg.cross(r, u) + cosc * (r * u).sum(-1, keepdim=True) * r
+    return focal_px * v[..., :2] / v[..., 2:]
+
+
+def kernels(trajectory: Trajectory, camera=None, size=31, depth_m: float | torch.Tensor = math.inf,
+            fit: str = "error") -> torch.Tensor:
+    """Uniform blur kernels of a trajectory batch: the principal point's path, rasterised and centred.
+
+    Args:
+        trajectory: N items (6-DoF or 2-D).
+        camera: a :class:`~blursynth.camera.Camera` (ignored for 2-D trajectories).
+        size: kernel size, int or ``(h, w)``.
+        depth_m: scene depth in metres (float or ``(N,)``); ``inf`` ignores translation.
+        fit: ``"error"`` or ``"scale"`` (``"resample"`` needs :func:`generate`).
+
+    Returns:
+        ``(N, h, w)`` float32 on the trajectory's device.
+    """
+    return rasterize(kernel_paths(trajectory, camera, depth_m), size, trajectory.t, fit=fit)
+
+
+@dataclass
+class KernelChunk:
+    """One chunk of :func:`generate`: items ``start .. start + len(kernels) - 1``.
+
+    ``trajectory.params`` carries the model's drawn scalars plus ``fit_scale`` (factor applied by
+    ``fit="scale"``, else 1) and ``redraws`` (times the item was redrawn by ``fit="resample"``).
+    """
+
+    start: int
+    kernels: torch.Tensor  # (n, h, w) float32
+    trajectory: Trajectory
+
+
+def redraw_seed(seed: int, attempt: int) -> int:
+    """Seed of the ``attempt``-th redraw (attempt >= 1) under ``fit="resample"``: a pure function of both."""
+    return rng._python_mix(rng._python_mix(seed) ^ rng._python_mix(0x5EED0000 + attempt)) >> 1
+
+
+def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0, chunk: int = 4096,
+             fit: str = "resample", depth_m: float = math.inf, device: torch.device | str = "cpu",
+             max_redraws: int = 64) -> Iterator[KernelChunk]:
+    """Generate kernels ``start .. start + n - 1`` of a trajectory model in chunks of bounded memory.
+
+    Args:
+        model: a trajectory model with ``sample_items(index, seed)`` (:class:`~blursynth.trajectory.CameraShake`,
+            :class:`~blursynth.trajectory.RandomWalk2D`).
+        n: number of kernels (>= 1); camera: needed for 6-DoF models; size: int or ``(h, w)``.
+        seed: base seed; item i depends only on ``(seed, i)`` whatever ``chunk`` and ``device``.
+        chunk: items per chunk (memory: ``chunk * h * w * 4`` bytes of kernels plus pieces of at
+            most ~64 MB of temporaries).
+        fit: ``"error"``, ``"scale"`` or ``"resample"`` (redraw items that do not fit, see module doc).
+        depth_m: scene depth in metres for the translation part of 6-DoF motion.
+        device: where the work runs; the chunks stay there.
+        max_redraws: give up on an item after this many redraws (the message suggests a bigger size).
+
+    Yields:
+        :class:`KernelChunk` per chunk, in order.
+    """
+    if fit not in FIT_POLICIES:
+        raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"number of kernels must be a positive integer, got {n!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    _size(size)
+    for a in range(start, start + n, chunk):
+        index = rng.as_index(range(a, min(start + n, a + chunk)), device=device)
+        traj = model.sample_items(index, seed)
+        paths = kernel_paths(traj, camera, depth_m)
+        ones = torch.ones(len(index), device=index.device)
+        redraws = torch.zeros_like(ones)
+        if fit == "resample":
+            traj, paths, redraws = _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws)
+            scale = ones
+            kern = _rasterize(paths, size, traj.t, "error", True, a)
+        else:
+            scale = fit_scale(paths, size, traj.t) if fit == "scale" else ones
+            kern = _rasterize(paths, size, traj.t, fit, True, a)
+        traj.params["fit_scale"] = scale
+        traj.params["redraws"] = redraws
+        yield KernelChunk(start=a, kernels=kern, trajectory=traj)
+
+
+def _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws):
+    """Redraw the items whose path does not fit until all fit; returns (trajectory, paths, redraws)."""
+    redraws = torch.zeros(len(index), device=index.device)
+    bad = ~fits(paths, size, traj.t)
+    attempt = 0
+    while bool(bad.any()):
+        attempt += 1
+        if attempt > max_redraws:
+            i = int(index[bad.nonzero()[0, 0]])
+            raise ValueError(f"item {i}: no path out of {max_redraws + 1} draws fits a {_size(size)} kernel; "
+                             "use a bigger --kernel-size, shorter exposures or fit='scale'")
+        where = bad.nonzero()[:, 0]
+        sub = model.sample_items(index[where], redraw_seed(seed, attempt))
+        sub_paths = kernel_paths(sub, camera, depth_m)
+        traj = _replace_items(traj, where, sub)
+        paths = paths.clone()
+        paths[where] = sub_paths
+        redraws[where] = attempt
+        bad = bad.clone()
+        bad[where] = ~fits(sub_paths, size, sub.t)
+    return traj, paths, redraws
+
+
+def _replace_items(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
+    def put(full, part):
+        if full is None:
+            return None
+        full = full.clone()
+        full[where] = part
+        return full
+    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
+                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
+                      params={k: put(v, sub.params[k]) for k, v in traj.params.items()})

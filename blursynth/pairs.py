@@ -1,0 +1,304 @@
+"""Making blurry/sharp pairs: the one function both the dataset writer and the torch Dataset call.
+
+Pair ``i`` of a set is a pure function of ``(recipe, seed, i, sources)``: the scene or crop, the
+trajectory, the focal length and scene depth, and the sensor parameters are all drawn through
+:mod:`blursynth.rng` keyed by the item index, with a separate seed per component (so adding a
+quantity to one component never changes another's draws). The image formation follows DESIGN.md:
+
+    sharp sRGB --pre_blur--> linear --blur (uniform kernel | projective homographies)--> blurred linear
+               --post_blur (noise, clip, CRF, quantise, JPEG)--> blurry sRGB
+
+With ``boundary="valid"`` a sharp crop larger by the kernel margin is blurred and only the interior
+kept, so the pair has no boundary artefact; the returned ``sharp`` is that interior.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import rng
+from .camera import FULL_FRAME_DIAGONAL_MM, Camera
+from .io import ImageError, read_image
+from .recipe import Recipe
+from .trajectory import Trajectory
+
+# Component seed salts: the draws of each component depend on (seed, component, index) only.
+_SALT = {"source": 1, "trajectory": 2, "camera": 3, "sensor": 4, "noise": 5, "scene": 6}
+
+
+def component_seed(seed: int, component: str) -> int:
+    """A 63-bit seed for one component of a pair, derived from the base ``seed``."""
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return rng._python_mix(rng._python_mix(seed) ^ (_SALT[component] * 0x9E3779B97F4A7C15)) >> 1
+
+
+@dataclass
+class ImageFolder:
+    """The usable sharp images of a folder, and the files that were skipped with the reason.
+
+    Attributes:
+        root: the folder.
+        files: paths (relative to ``root``, POSIX form) of usable images, sorted.
+        sizes: ``(height, width)`` of each usable image.
+        skipped: ``[{"file": relative path, "reason": text}]`` for unusable files.
+    """
+
+    root: Path
+    files: list[str] = field(default_factory=list)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def scan(cls, root: str | os.PathLike, min_size: tuple[int, int]) -> "ImageFolder":
+        """Read every file under ``root`` (recursively, hidden files ignored) and keep the usable ones.
+
+        Corrupt, empty and non-image files, and images smaller than ``min_size`` ``(height, width)``,
+        are listed in ``skipped``; gray, RGBA, palette and 16-bit images are usable (converted on read).
+
+        Raises:
+            FileNotFoundError: ``root`` is not a folder.
+        """
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"--sharp {root}: not a folder; pass a folder of sharp photographs")
+        found = cls(root=root)
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            rel = path.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            try:
+                image, _ = read_image(path)
+            except ImageError as exc:
+                found.skipped.append({"file": rel, "reason": str(exc).removeprefix(f"{path}: ")})
+                continue
+            h, w = image.shape[1:]
+            if h < min_size[0] or w < min_size[1]:
+                found.skipped.append({"file": rel, "reason": f"image is {w}x{h}, smaller than the {min_size[1]}x"
+                                      f"{min_size[0]} needed (crop plus the kernel margin); use a smaller --crop"})
+                continue
+            found.files.append(rel)
+            found.sizes.append((h, w))
+        if not found.files:
+            raise ImageError(f"--sharp {root}: no usable image (skipped {len(found.skipped)} files: "
+                             + "; ".join(f"{s['file']}: {s['reason']}" for s in found.skipped[:3]) + ")")
+        return found
+
+
+def _runs(indices: torch.Tensor) -> list[torch.Tensor]:
+    """Split sorted-or-not indices into maximal runs of consecutive integers (samplers take a start)."""
+    cut = torch.nonzero(indices[1:] != indices[:-1] + 1).flatten() + 1
+    return list(torch.tensor_split(indices, cut.tolist()))
+
+
+def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device):
+    """Sharp sRGB crops ``(n, 3, H_in, W_in)`` of the run ``index``, with full-frame sizes and source records."""
+    hin, win = recipe.input_size
+    m = recipe.margin
+    if folder is None:
+        from .scenes import dead_leaves
+        scene = dead_leaves(len(index), (hin, win), seed=component_seed(seed, "scene"), start=int(index[0]),
+                            device=device)
+        # The scene stands for a crop, at a drawn position, of a photograph of recipe.frame_px.
+        fh, fw = recipe.frame_px
+        u = rng.uniform(component_seed(seed, "source"), index.cpu(), (2,), stream=1, dtype=torch.float64)
+        corner = torch.stack([torch.floor(u[:, 0] * (fw - win + 1)), torch.floor(u[:, 1] * (fh - hin + 1))], 1)
+        full = torch.tensor([[fw, fh]] * len(index), dtype=torch.float64)
+        records = [{"image": "dead_leaves", "box": [int(x) + m, int(y) + m, recipe.crop[1], recipe.crop[0]]}
+                   for x, y in corner.tolist()]
+        return scene.float(), full, corner, records
+    s = component_seed(seed, "source")
+    u = rng.uniform(s, index.cpu(), (3,), stream=0, dtype=torch.float64)
+    pick = (u[:, 0] * len(folder.files)).long().clamp_max(len(folder.files) - 1)
+    crops, full, corner, records, cache = [], [], [], [], {}
+    for k, j in enumerate(pick.tolist()):
+        if j not in cache:
+            cache = {j: torch.from_numpy(read_image(folder.root / folder.files[j])[0])}
+        img = cache[j]
+        h, w = img.shape[1:]
+        x0 = min(int(u[k, 1] * (w - win + 1)), w - win)
+        y0 = min(int(u[k, 2] * (h - hin + 1)), h - hin)
+        crops.append(img[:, y0:y0 + hin, x0:x0 + win])
+        full.append([w, h])
+        corner.append([x0, y0])
+        records.append({"image": folder.files[j], "box": [x0 + m, y0 + m, recipe.crop[1], recipe.crop[0]]})
+    return (torch.stack(crops).to(device), torch.tensor(full, dtype=torch.float64),
+            torch.tensor(corner, dtype=torch.float64), records)
+
+
+def _scalar(v):
+    """A JSON-ready Python number from a tensor element or number (inf -> None)."""
+    v = v.item() if isinstance(v, torch.Tensor) else v
+    if isinstance(v, float) and math.isinf(v):
+        return None
+    return v
+
+
+def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | None = None,
+               device: torch.device | str = "cpu") -> dict:
+    """Make pairs ``indices`` of the set defined by ``(recipe, seed, sources)``.
+
+    Args:
+        recipe: a validated :class:`~blursynth.recipe.Recipe`.
+        indices: item indices (int n, range, list or ``(N,)`` tensor); item ``i`` is a pure function of
+            ``(recipe, seed, i, sources)``.
+        seed: base seed (non-negative int).
+        sources: a scanned folder of sharp photographs, or None for procedural dead-leaves scenes.
+        device: where the pixels are computed.
+
+    Returns:
+        dict with ``"sharp"``, ``"blur"``: ``(N, 3, h, w)`` float32 sRGB in [0, 1] (h, w = recipe crop);
+        ``"kernel"``: ``(N, kh, kw)`` the uniform kernel, or in projective mode the local kernel at the
+        crop centre; ``"kernel_grid"``: ``(N, rows, cols, kh, kw)`` local kernels (projective) or None;
+        ``"grid_px"``: ``(rows * cols, 2)`` crop pixel coordinates of the grid kernels, or None;
+        ``"index"``: ``(N,)`` int64; ``"records"``: per item, JSON-ready ``{"source", "params"}``.
+        All tensors on ``device``.
+    """
+    index = rng.as_index(indices)
+    parts = [_make_run(recipe, run, seed, sources, device) for run in _runs(index)]
+    out = {"index": index.to(device), "records": [r for p in parts for r in p["records"]]}
+    for key in ("sharp", "blur", "kernel", "kernel_grid"):
+        out[key] = None if parts[0][key] is None else torch.cat([p[key] for p in parts])
+    out["grid_px"] = parts[0]["grid_px"]
+    return out
+
+
+def _make_run(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device) -> dict:
+    from .blur import blur
+    from .sensor import post_blur, pre_blur
+
+    n = len(index)
+    idx = index.to(device)
+    sharp, full, corner, src_records = _sources(recipe, index, seed, folder, device)
+    cam_seed = component_seed(seed, "camera")
+    focal_mm = rng.log_uniform(cam_seed, idx, *recipe.focal_mm, stream=0)
+    if math.isinf(recipe.depth_m[0]):
+        depth = torch.full((n,), math.inf, device=device, dtype=torch.float64)
+    else:
+        depth = rng.log_uniform(cam_seed, idx, *recipe.depth_m, stream=1).double()
+    # Focal length in pixels from the source's full frame (a crop keeps the photo's field of view).
+    focal_px = (focal_mm.double().cpu() * torch.hypot(full[:, 0], full[:, 1]) / FULL_FRAME_DIAGONAL_MM).to(device)
+    traj, path, scale = _trajectories(recipe, idx, seed, focal_px, depth)
+    sensor = recipe.sensor_model().sample_at(idx, component_seed(seed, "sensor"))
+    linear = pre_blur(sharp, sensor)
+    m = recipe.margin
+    h, w = recipe.crop
+    if recipe.blur_mode == "uniform":
+        kernel = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
+        blurred, grid, grid_px = blur(linear, kernel, boundary=recipe.boundary), None, None
+    else:
+        blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
+    blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
+    sensor_records = sensor.to_records()
+    records = []
+    for k in range(n):
+        drawn = {name: _scalar(v[k]) for name, v in sorted(traj.params.items())}
+        params = {
+            "trajectory": {"model": recipe.trajectory_model, **drawn, "fit_scale": _scalar(scale[k])},
+            "camera": {"focal_mm": _scalar(focal_mm[k]), "focal_px": _scalar(focal_px[k]),
+                       "depth_m": _scalar(depth[k])},
+            "sensor": sensor_records[k],
+        }
+        records.append({"source": src_records[k], "params": params})
+    return {"sharp": sharp[:, :, m:m + h, m:m + w].float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel,
+            "kernel_grid": grid, "grid_px": grid_px, "records": records}
+
+
+def _rasterize(path, size, t, fit):
+    from .kernel import rasterize
+    return rasterize(path, size, t=t, fit="error" if fit == "resample" else fit)
+
+
+def _center_paths(traj: Trajectory, focal_px: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """``(N, T, 2)`` principal-point paths in pixels, a different focal length per item."""
+    from .kernel import kernel_paths
+    if traj.is_2d:
+        return traj.path_px
+    # The principal point's displacement is exactly proportional to the focal length (x = f X / Z), so
+    # one unit-focal projection serves the whole batch.
+    unit = kernel_paths(traj, Camera(1.0, 1, 1), depth.to(traj.t.device))
+    return unit * focal_px.to(unit.device, torch.float32)[:, None, None]
+
+
+def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth, max_redraws: int = 64):
+    """Trajectories, their principal-point paths, and the fit scale, applying the recipe's fit policy.
+
+    ``fit="resample"`` redraws an item whose path does not fit the kernel with the seeds of
+    :func:`blursynth.kernel.redraw_seed` and the same index (rejection sampling: still a pure function of
+    ``(seed, i)``); ``fit="scale"`` reports the factor the rasteriser will apply.
+    """
+    from .kernel import fit_scale, fits, redraw_seed
+    model = recipe.trajectory_sampler()
+    traj_seed = component_seed(seed, "trajectory")
+    traj = model.sample_items(idx, traj_seed)
+    path = _center_paths(traj, focal_px, depth)
+    size = recipe.kernel_size
+    if recipe.kernel_fit == "resample":
+        bad = ~fits(path, size, traj.t)
+        attempt = 0
+        while bool(bad.any()):
+            attempt += 1
+            if attempt > max_redraws:
+                raise ValueError(f"pair {int(idx[bad][0])}: no trajectory out of {max_redraws + 1} draws fits a "
+                                 f"{size} px kernel; raise kernel.size or use kernel.fit = \"scale\" in the recipe")
+            where = bad.nonzero()[:, 0]
+            sub = model.sample_items(idx[where], redraw_seed(traj_seed, attempt))
+            traj = _replace(traj, where, sub)
+            path = path.clone()
+            path[where] = _center_paths(sub, focal_px[where], depth[where])
+            bad = bad.clone()
+            bad[where] = ~fits(path[where], size, sub.t)
+            traj.params.setdefault("redraws", torch.zeros(len(idx), device=idx.device))[where] = float(attempt)
+    scale = fit_scale(path, size, traj.t) if recipe.kernel_fit == "scale" else torch.ones(len(idx), device=idx.device)
+    return traj, path, scale
+
+
+def _replace(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
+    """``traj`` with items ``where`` replaced by ``sub``'s."""
+    def put(full, part):
+        if full is None:
+            return None
+        full = full.clone()
+        full[where] = part
+        return full
+    params = {k: put(v, sub.params[k]) for k, v in traj.params.items() if k in sub.params}
+    params.update({k: v for k, v in traj.params.items() if k not in sub.params})
+    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
+                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
+                      params=params)
+
+
+def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
+    from .nonuniform import grid_points, kernels_at, render_nonuniform
+
+    m = recipe.margin
+    h, w = recipe.crop
+    hin, win = recipe.input_size
+    rows, cols = recipe.kernel_grid
+    crop_cam = Camera(1.0, w, h)
+    pts = torch.cat([grid_points(crop_cam, rows, cols), torch.tensor([[(w - 1) / 2, (h - 1) / 2]])]) + m
+    fit = "scale" if recipe.kernel_fit == "resample" else recipe.kernel_fit  # local kernels cannot be redrawn
+    out, kernels = [], []
+    for k in range(linear.shape[0]):
+        # The crop's camera keeps the photo's principal point (the centre of the full frame).
+        cx = (full[k, 0].item() - 1) / 2 - corner[k, 0].item()
+        cy = (full[k, 1].item() - 1) / 2 - corner[k, 1].item()
+        cam = Camera(focal_px[k].item(), win, hin, cx=cx, cy=cy)
+        d = depth[k].item()
+        rendered = render_nonuniform(linear[k:k + 1], traj[k], cam, depth_m=d, center=True)
+        out.append(rendered[:, :, m:m + h, m:m + w])
+        kernels.append(kernels_at(pts, traj[k], cam, recipe.kernel_size, depth_m=d, fit=fit))
+    kern = torch.cat(kernels)  # (n, rows * cols + 1, kh, kw): the grid, then the crop centre
+    grid = kern[:, :-1].reshape(len(kern), rows, cols, *kern.shape[-2:])
+    return torch.cat(out), kern[:, -1], grid, (pts[:-1] - m)
+
+
+def as_numpy_image(x: torch.Tensor) -> np.ndarray:
+    """``(3, h, w)`` float tensor -> float32 NumPy on the CPU (for :func:`blursynth.io.write_image`)."""
+    return x.detach().float().cpu().numpy()

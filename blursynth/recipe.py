@@ -1,0 +1,299 @@
+"""Dataset recipes: every choice that defines a synthetic blur dataset, loaded from TOML and validated.
+
+A recipe names the trajectory model and its parameters, the camera's focal-length range, the kernel
+size and how an oversized path is fitted, uniform or projective (spatially varying) blur, the crop
+size and boundary handling, and the sensor model. Named recipes live in the top-level ``datasets/``
+folder (``datasets/<name>.toml``); any other TOML file with the same keys works too.
+
+Validation is strict because a silent typo in a recipe produces a wrong dataset hours later: an
+unknown key or an out-of-range value raises :class:`RecipeError` naming the file and the key.
+The trajectory and sensor sections are passed to :mod:`blursynth.trajectory` and
+:mod:`blursynth.sensor` as keyword arguments; their keys are checked against those constructors and
+any range error they raise is re-raised naming the recipe key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Repository layout: blursynth/recipe.py -> ../datasets/
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "datasets"
+
+TRAJECTORY_MODELS = {"camera_shake": "CameraShake", "random_walk_2d": "RandomWalk2D"}
+BLUR_MODES = ("uniform", "projective")
+BOUNDARIES = ("valid", "reflect", "circular")
+KERNEL_FITS = ("error", "scale", "resample")
+
+# The top-level keys and the keys of each fixed section (trajectory and sensor are open: their keys
+# are checked against the model constructors).
+_SECTIONS = {
+    "camera": {"focal_mm", "depth_m", "frame_px"},
+    "kernel": {"size", "fit"},
+    "blur": {"mode", "boundary", "grid"},
+}
+_TOP = {"name", "description", "crop", "trajectory", "sensor", *_SECTIONS}
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message names the file, the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated dataset recipe (all sizes in pixels, lengths in mm / m).
+
+    Attributes:
+        name: short name recorded in ``dataset.json``.
+        description: free text.
+        crop: ``(height, width)`` of every output pair in pixels.
+        trajectory_model: ``"camera_shake"`` (6-DoF, :class:`blursynth.trajectory.CameraShake`) or
+            ``"random_walk_2d"`` (image-plane path, :class:`blursynth.trajectory.RandomWalk2D`).
+        trajectory_params: keyword arguments of the trajectory model's constructor.
+        focal_mm: ``(low, high)`` 35 mm-equivalent focal length range, drawn log-uniformly per pair;
+            the focal length in pixels follows from the source image's full size.
+        depth_m: ``(low, high)`` scene-plane depth in metres, drawn log-uniformly (``inf`` = distant
+            scene, where camera translation makes no blur).
+        frame_px: ``(height, width)`` of the virtual photograph a procedural scene is a crop of (the
+            focal length in pixels, hence the blur size, scales with the frame; photographs from a
+            folder use their own size). The crop's position in it is drawn per pair.
+        kernel_size: odd side of the square kernels.
+        kernel_fit: what to do with a path larger than the kernel (see :func:`blursynth.kernel.rasterize`).
+        blur_mode: ``"uniform"`` (one kernel per pair, FFT blur) or ``"projective"`` (per-time
+            homographies, spatially varying).
+        boundary: ``"valid"`` (blur a larger sharp crop, keep the interior), ``"reflect"``, ``"circular"``.
+        kernel_grid: ``(rows, cols)`` of local kernels stored per pair in projective mode.
+        sensor: keyword arguments of :class:`blursynth.sensor.SensorModel` (in TOML, the string
+            ``"off"`` stands for None: TOML has no null).
+        source: the file the recipe was read from (for messages), or ``"<dict>"``.
+    """
+
+    name: str = "default"
+    description: str = ""
+    crop: tuple[int, int] = (256, 256)
+    trajectory_model: str = "camera_shake"
+    trajectory_params: dict = field(default_factory=dict)
+    focal_mm: tuple[float, float] = (24.0, 50.0)
+    depth_m: tuple[float, float] = (math.inf, math.inf)
+    frame_px: tuple[int, int] = (720, 1280)
+    kernel_size: int = 31
+    kernel_fit: str = "scale"
+    blur_mode: str = "uniform"
+    boundary: str = "valid"
+    kernel_grid: tuple[int, int] = (3, 3)
+    sensor: dict = field(default_factory=dict)
+    source: str = field(default="<dict>", compare=False)
+
+    @property
+    def margin(self) -> int:
+        """Extra sharp pixels needed on each side for ``boundary="valid"`` (0 otherwise)."""
+        return self.kernel_size // 2 if self.boundary == "valid" else 0
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the sharp crop read from a source image."""
+        return self.crop[0] + 2 * self.margin, self.crop[1] + 2 * self.margin
+
+    def to_dict(self) -> dict:
+        """The recipe as the nested dict of its TOML form (``inf`` kept as a float), for ``dataset.json``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "crop": list(self.crop),
+            "trajectory": {"model": self.trajectory_model, **copy.deepcopy(self.trajectory_params)},
+            "camera": {"focal_mm": list(self.focal_mm), "depth_m": [_json_float(d) for d in self.depth_m],
+                       "frame_px": list(self.frame_px)},
+            "kernel": {"size": self.kernel_size, "fit": self.kernel_fit},
+            "blur": {"mode": self.blur_mode, "boundary": self.boundary, "grid": list(self.kernel_grid)},
+            "sensor": {k: ("off" if v is None else copy.deepcopy(v)) for k, v in self.sensor.items()},
+        }
+
+    def trajectory_sampler(self):
+        """The configured trajectory model instance."""
+        from . import trajectory
+        return getattr(trajectory, TRAJECTORY_MODELS[self.trajectory_model])(**self.trajectory_params)
+
+    def sensor_model(self):
+        """The configured :class:`blursynth.sensor.SensorModel`."""
+        from .sensor import SensorModel
+        return SensorModel(**self.sensor)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "Recipe":
+        """Build and validate a recipe from its nested-dict (TOML) form."""
+        return _parse(data, source)
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped in ``datasets/``."""
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.toml"))
+
+
+def load_recipe(name_or_path: str | Path = "default") -> Recipe:
+    """Load a recipe by name (``datasets/<name>.toml``) or from a TOML file path.
+
+    Raises:
+        RecipeError: unknown name, unreadable / invalid TOML, unknown key or out-of-range value.
+    """
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and not path.is_file():
+        path = RECIPE_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise RecipeError(f"unknown recipe '{name_or_path}'; use one of {', '.join(recipe_names())} "
+                              "or the path of a .toml file")
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    data.setdefault("name", path.stem)
+    return _parse(data, str(path))
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+def _fail(source: str, key: str, message: str) -> RecipeError:
+    return RecipeError(f"{source}: {key}: {message}")
+
+
+def _check_keys(source: str, table: dict, allowed: set[str], prefix: str = "") -> None:
+    for key in table:
+        if key not in allowed:
+            raise _fail(source, prefix + key, f"unknown key (allowed here: {', '.join(sorted(allowed))})")
+
+
+def _section(source: str, data: dict, name: str) -> dict:
+    table = data.get(name, {})
+    if not isinstance(table, dict):
+        raise _fail(source, name, "must be a table, e.g. [" + name + "]")
+    return table
+
+
+def _int(source, key, value, low, high=None, odd=False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(source, key, f"must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise _fail(source, key, f"must be in [{low}, {high if high is not None else 'inf'}], got {value}")
+    if odd and value % 2 == 0:
+        raise _fail(source, key, f"must be odd (kernels have a centre pixel), got {value}")
+    return value
+
+
+def _pair(source, key, value, cast, check) -> tuple:
+    """A scalar (meaning a fixed value) or a 2-element ``[low, high]`` list."""
+    items = value if isinstance(value, list) else [value, value]
+    if len(items) != 2:
+        raise _fail(source, key, f"must be a value or [low, high], got {value!r}")
+    out = tuple(cast(source, key, v) for v in items)
+    if out[0] > out[1]:
+        raise _fail(source, key, f"low must not exceed high, got {value!r}")
+    for v in out:
+        check(v)
+    return out
+
+
+def _json_float(value: float) -> float | str:
+    """``inf`` as the string ``"inf"`` so dataset.json stays strict JSON (read back by :func:`_float`)."""
+    return "inf" if math.isinf(value) else value
+
+
+def _float(source, key, value) -> float:
+    if value == "inf":
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise _fail(source, key, f"must be a number, got {value!r}")
+    return float(value)
+
+
+def _choice(source, key, value, choices) -> str:
+    if value not in choices:
+        raise _fail(source, key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _parse(data: dict, source: str) -> Recipe:
+    _check_keys(source, data, _TOP)
+    for name, keys in _SECTIONS.items():
+        _check_keys(source, _section(source, data, name), keys, prefix=f"{name}.")
+    camera, kernel, blur = (_section(source, data, s) for s in ("camera", "kernel", "blur"))
+    traj = dict(_section(source, data, "trajectory"))
+    sensor = {k: (None if v == "off" else v) for k, v in _section(source, data, "sensor").items()}
+
+    crop_hw = tuple(_int(source, "crop", c, 8, 16384) for c in _size(source, "crop", data.get("crop", 256)))
+
+    def positive(key):
+        def check(v):
+            if not v > 0:
+                raise _fail(source, key, f"must be > 0, got {v}")
+        return check
+
+    def focal_check(v):
+        if not 4.0 <= v <= 2000.0:
+            raise _fail(source, "camera.focal_mm", f"35 mm-equivalent focal length must be in [4, 2000] mm, got {v}")
+
+    model = _choice(source, "trajectory.model", traj.pop("model", "camera_shake"), tuple(TRAJECTORY_MODELS))
+    mode = _choice(source, "blur.mode", blur.get("mode", "uniform"), BLUR_MODES)
+    if mode == "projective" and model == "random_walk_2d":
+        raise _fail(source, "blur.mode", "projective blur needs a 6-DoF trajectory model "
+                    "(trajectory.model = \"camera_shake\"); a 2-D path is spatially uniform")
+    grid = blur.get("grid", [3, 3])
+    if not isinstance(grid, list) or len(grid) != 2:
+        raise _fail(source, "blur.grid", f"must be [rows, cols], got {grid!r}")
+    recipe = Recipe(
+        name=str(data.get("name", "default")),
+        description=str(data.get("description", "")),
+        crop=crop_hw,
+        trajectory_model=model,
+        trajectory_params=traj,
+        focal_mm=_pair(source, "camera.focal_mm", camera.get("focal_mm", [24.0, 50.0]), _float, focal_check),
+        depth_m=_pair(source, "camera.depth_m", camera.get("depth_m", math.inf), _float, positive("camera.depth_m")),
+        frame_px=tuple(_int(source, "camera.frame_px", v, 8, 65536) for v in _size(source, "camera.frame_px",
+                                                                                      camera.get("frame_px", [720, 1280]))),
+        kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, 255, odd=True),
+        kernel_fit=_choice(source, "kernel.fit", kernel.get("fit", "scale"), KERNEL_FITS),
+        blur_mode=mode,
+        boundary=_choice(source, "blur.boundary", blur.get("boundary", "valid"), BOUNDARIES),
+        kernel_grid=tuple(_int(source, "blur.grid", g, 1, 15) for g in grid),
+        sensor=sensor,
+        source=source,
+    )
+    if recipe.frame_px[0] < recipe.input_size[0] or recipe.frame_px[1] < recipe.input_size[1]:
+        raise _fail(source, "camera.frame_px", f"{list(recipe.frame_px)} is smaller than the crop plus the kernel "
+                    f"margin {list(recipe.input_size)}; enlarge the frame or reduce the crop")
+    _check_delegated(recipe)
+    return recipe
+
+
+def _size(source, key, value) -> list:
+    pair = value if isinstance(value, list) else [value, value]
+    if len(pair) != 2:
+        raise _fail(source, key, f"must be a size or [height, width], got {value!r}")
+    return pair
+
+
+def _check_delegated(recipe: Recipe) -> None:
+    """Check the open sections against the constructors they feed, naming the recipe key on error."""
+    from . import sensor, trajectory
+    cls = getattr(trajectory, TRAJECTORY_MODELS[recipe.trajectory_model])
+    for section, target, kwargs in (("trajectory", cls, recipe.trajectory_params),
+                                    ("sensor", sensor.SensorModel, recipe.sensor)):
+        allowed = _init_keys(target)
+        _check_keys(recipe.source, kwargs, allowed, prefix=f"{section}.")
+        try:
+            target(**kwargs)
+        except (TypeError, ValueError) as exc:
+            keys = [k for k in kwargs if k in str(exc)] or list(kwargs) or [""]
+            raise _fail(recipe.source, f"{section}.{keys[0]}", str(exc)) from None
+
+
+def _init_keys(target) -> set[str]:
+    if dataclasses.is_dataclass(target):
+        return {f.name for f in dataclasses.fields(target) if f.init}
+    params = inspect.signature(target).parameters.values()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

@@ -1,0 +1,548 @@
+"""The camera around the blur: tone curve, highlights, sensor noise, saturation, Bayer, quantisation, JPEG.
+
+The blur of a shaking camera happens to light, so it is applied to linear-light values; a camera then
+adds noise to those values, clips at its white level, demosaics, applies its tone curve (CRF) and
+stores 8/16-bit or JPEG values. This module is that pipeline, split as in DeepInverse into *what is
+sampled* and *what applies it*:
+
+- :class:`SensorModel` is the configuration (ranges and on/off switches, validated);
+  :meth:`SensorModel.sample` draws one :class:`SensorParams` record per item.
+- The functions apply a :class:`SensorParams`:
+
+      sharp sRGB ─pre_blur─▶ linear (+ highlight boost) ─[caller blurs]─▶ post_blur ─▶ blurry sRGB
+                  to_linear, boost_highlights                add_noise, clip, mosaic/demosaic,
+                                                             from_linear, quantize, jpeg
+
+Images are ``(B, 3, H, W)`` float32 tensors; each docstring says whether values are linear or
+display-referred ("sRGB" below means encoded by the item's CRF, whichever it is). Everything runs on
+the input's device; only JPEG coding goes through the CPU (torchvision's codec) and comes back.
+
+Sources: the pipeline and its highlight boost follow RSBlur (Rim et al., ECCV 2022); the noise model
+and its parameter distribution follow Brooks et al., "Unprocessing images for learned raw denoising"
+(CVPR 2019). Random streams 300-349 of :mod:`blursynth.rng` belong to this module.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import kornia.color as kc
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from blursynth import rng
+
+CRFS = ("linear", "srgb", "gamma", "brooks")
+"""Tone curves: identity; the sRGB curve (IEC 61966-2-1); a pure power ``x ** (1 / gamma)``; and
+Brooks et al.'s camera-like curve (gamma 2.2 followed by the smoothstep S-curve ``3y^2 - 2y^3``)."""
+
+BAYER = ("RGGB", "GRBG", "BGGR", "GBRG")
+"""Bayer patterns, named by the colours of the top-left 2x2 cell read row by row."""
+
+# kornia names a pattern by the colours at pixel (1, 1) onwards (OpenCV's convention).
+_KORNIA_CFA = {"RGGB": kc.CFA.BG, "GRBG": kc.CFA.GB, "BGGR": kc.CFA.RG, "GBRG": kc.CFA.GR}
+
+_BROOKS_GAMMA = 2.2
+
+# One rng stream per drawn quantity (see blursynth.rng); 300-349 are reserved for this module.
+_S_CRF, _S_GAMMA, _S_GAIN, _S_SHOT, _S_READ, _S_BAYER, _S_JPEG, _S_NOISE = range(300, 308)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def _check_range(name: str, value, low: float, high: float, *, integer: bool = False) -> tuple:
+    """Validate an option that is a ``(lo, hi)`` range inside ``[low, high]``; returns it as a tuple."""
+    try:
+        lo, hi = value
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"SensorModel.{name} must be a (low, high) pair or None, got {value!r}") from None
+    if not (low <= lo <= hi <= high) or math.isnan(lo) or math.isnan(hi):
+        raise ValueError(f"SensorModel.{name}={value!r} is out of range: need {low} <= low <= high <= {high}")
+    if integer:
+        if lo != int(lo) or hi != int(hi):
+            raise ValueError(f"SensorModel.{name}={value!r} must hold integers")
+        return int(lo), int(hi)
+    return lo, hi
+
+
+def _check_names(name: str, value, allowed: Sequence[str]) -> tuple[str, ...]:
+    """Validate a non-empty choice list of names from ``allowed``."""
+    names = (value,) if isinstance(value, str) else tuple(value)
+    bad = [v for v in names if v not in allowed]
+    if not names or bad:
+        raise ValueError(f"SensorModel.{name}={value!r}: choose one or more of {list(allowed)}")
+    return names
+
+
+@dataclass(frozen=True)
+class SensorModel:
+    """Configuration of the sensor pipeline: what is drawn per item, and which steps run.
+
+    Every range is drawn independently per item by :meth:`sample`; ``None`` switches a step off.
+
+    Args:
+        crf: tone curves drawn uniformly per item, from :data:`CRFS`; ``("linear",)`` is no curve.
+        gamma: range of the exponent of the ``"gamma"`` curve (uniform).
+        highlight_gain: range (uniform) of the linear value added to saturated pixels before blurring,
+            so light sources, which are far brighter than the white level, bloom into streaks (RSBlur
+            draws 0.25-1.75). ``None``: off.
+        highlight_threshold: linear value at or above which a sharp pixel counts as saturated, per
+            channel, in ``(0, 1]`` (0.98 is sRGB 253/255).
+        shot_noise: range of the shot-noise coefficient ``a`` (variance per unit of linear signal),
+            drawn log-uniformly; Brooks et al. use ``(1e-4, 1.2e-2)``. ``None``: no noise.
+        read_noise_line: ``(slope, intercept)`` of ``log b = slope * log a + intercept`` giving the
+            read-noise variance ``b`` from ``a`` (Brooks et al.: ``(2.18, 1.20)``).
+        read_noise_scatter: standard deviation of the Gaussian scatter added to ``log b`` (0.26).
+        clip: clip at the white level 1 (and at 0) after the noise, as a sensor saturates.
+        bayer: Bayer patterns drawn uniformly per item from :data:`BAYER`; the noisy image is
+            mosaicked and demosaicked bilinearly. ``None``: off (the default; bilinear
+            demosaicking softens detail more than a camera's ISP does).
+        bits: quantisation of the output, 8 or 16 bits; ``None``: float output.
+        jpeg_quality: integer range of JPEG quality (uniform, 1-100); ``None``: no JPEG. JPEG stores
+            8 bits, so it needs ``bits=8``.
+
+    Raises:
+        ValueError: an option is out of range; the message names it and the valid range.
+    """
+
+    crf: tuple[str, ...] = ("srgb",)
+    gamma: tuple[float, float] = (2.0, 2.6)
+    highlight_gain: tuple[float, float] | None = (0.25, 1.75)
+    highlight_threshold: float = 0.98
+    shot_noise: tuple[float, float] | None = (1e-4, 1.2e-2)
+    read_noise_line: tuple[float, float] = (2.18, 1.20)
+    read_noise_scatter: float = 0.26
+    clip: bool = True
+    bayer: tuple[str, ...] | None = None
+    bits: int | None = 8
+    jpeg_quality: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("crf", _check_names("crf", self.crf, CRFS))
+        set_("gamma", _check_range("gamma", self.gamma, 0.1, 10.0))
+        if self.highlight_gain is not None:
+            set_("highlight_gain", _check_range("highlight_gain", self.highlight_gain, 0.0, 100.0))
+        if not 0.0 < float(self.highlight_threshold) <= 1.0:
+            raise ValueError(f"SensorModel.highlight_threshold={self.highlight_threshold!r} must be in (0, 1]")
+        if self.shot_noise is not None:
+            set_("shot_noise", _check_range("shot_noise", self.shot_noise, 1e-12, 1.0))
+            if self.shot_noise[0] <= 0:
+                raise ValueError("SensorModel.shot_noise must be > 0 (it is drawn log-uniformly)")
+        try:
+            slope, intercept = (float(v) for v in self.read_noise_line)
+        except (TypeError, ValueError):
+            raise ValueError(f"SensorModel.read_noise_line must be (slope, intercept), got {self.read_noise_line!r}") from None
+        set_("read_noise_line", (slope, intercept))
+        if not 0.0 <= float(self.read_noise_scatter) <= 5.0:
+            raise ValueError(f"SensorModel.read_noise_scatter={self.read_noise_scatter!r} must be in [0, 5]")
+        if self.bayer is not None:
+            set_("bayer", _check_names("bayer", self.bayer, BAYER))
+        if self.bits not in (None, 8, 16):
+            raise ValueError(f"SensorModel.bits={self.bits!r}: use 8, 16 or None (float output)")
+        if self.jpeg_quality is not None:
+            set_("jpeg_quality", _check_range("jpeg_quality", self.jpeg_quality, 1, 100, integer=True))
+            if self.bits != 8:
+                raise ValueError(f"SensorModel.jpeg_quality needs bits=8 (JPEG stores 8 bits), got bits={self.bits!r}")
+
+    @classmethod
+    def off(cls) -> "SensorModel":
+        """Every step switched off: :func:`pre_blur` and :func:`post_blur` are the identity."""
+        return cls(crf=("linear",), highlight_gain=None, shot_noise=None, clip=False, bayer=None, bits=None,
+                   jpeg_quality=None)
+
+    def sample(self, n: int, seed: int, start: int = 0, device: torch.device | str = "cpu") -> "SensorParams":
+        """Draw the parameters of items ``start .. start + n - 1``.
+
+        Item ``i``'s parameters depend only on ``(seed, i)`` and this configuration: any batching of
+        the same indices gives the same values, on any device.
+
+        Returns:
+            :class:`SensorParams` of ``(n,)`` tensors on ``device``.
+        """
+        if n < 0 or start < 0:
+            raise ValueError(f"SensorModel.sample needs n >= 0 and start >= 0, got n={n}, start={start}")
+        idx = rng.as_index(range(start, start + n), device=device)
+        return self.sample_at(idx, seed)
+
+    def sample_at(self, index: torch.Tensor, seed: int) -> "SensorParams":
+        """Like :meth:`sample` for arbitrary item indices ``(N,)`` int64 (on the device wanted)."""
+        n = index.shape[0]
+        zeros = torch.zeros(n, device=index.device)
+        crf_names = torch.tensor([CRFS.index(c) for c in self.crf], device=index.device)
+        crf = crf_names[(rng.uniform(seed, index, (), _S_CRF) * len(self.crf)).long().clamp(max=len(self.crf) - 1)]
+        gamma = rng.range_uniform(seed, index, *self.gamma, stream=_S_GAMMA)
+        gain = zeros if self.highlight_gain is None else rng.range_uniform(seed, index, *self.highlight_gain,
+                                                                           stream=_S_GAIN)
+        if self.shot_noise is None:
+            shot, read = zeros, zeros
+        else:
+            shot = rng.log_uniform(seed, index, *self.shot_noise, stream=_S_SHOT)
+            slope, intercept = self.read_noise_line
+            log_read = (slope * shot.double().log() + intercept
+                        + self.read_noise_scatter * rng.normal(seed, index, (), _S_READ, dtype=torch.float64))
+            read = log_read.exp().float()
+        if self.bayer is None:
+            bayer = torch.full((n,), -1, dtype=torch.int64, device=index.device)
+        else:
+            names = torch.tensor([BAYER.index(b) for b in self.bayer], device=index.device)
+            bayer = names[(rng.uniform(seed, index, (), _S_BAYER) * len(names)).long().clamp(max=len(names) - 1)]
+        if self.jpeg_quality is None:
+            quality = torch.zeros(n, dtype=torch.int64, device=index.device)
+        else:
+            lo, hi = self.jpeg_quality
+            quality = lo + (rng.uniform(seed, index, (), _S_JPEG) * (hi - lo + 1)).long().clamp(max=hi - lo)
+        return SensorParams(
+            crf=crf, gamma=gamma, highlight_gain=gain,
+            highlight_threshold=torch.full((n,), float(self.highlight_threshold), device=index.device),
+            shot_noise=shot, read_noise=read, bayer=bayer, jpeg_quality=quality,
+            clip=torch.full((n,), self.clip, dtype=torch.bool, device=index.device),
+            bits=torch.full((n,), self.bits or 0, dtype=torch.int64, device=index.device),
+        )
+
+
+@dataclass
+class SensorParams:
+    """The sensor values drawn for a batch: every field is an ``(N,)`` tensor on one device.
+
+    Fields: ``crf`` (int64 index into :data:`CRFS`), ``gamma`` (exponent of the ``"gamma"`` curve),
+    ``highlight_gain`` and ``highlight_threshold`` (linear units; gain 0 = no boost), ``shot_noise``
+    ``a`` and ``read_noise`` ``b`` (noise variance ``a * x + b`` for linear value ``x``; 0 = no noise),
+    ``clip`` (bool), ``bayer`` (int64 index into :data:`BAYER`, -1 = no mosaic), ``bits`` (int64: 8,
+    16, or 0 = float output), ``jpeg_quality`` (int64 1-100, 0 = no JPEG).
+    """
+
+    crf: torch.Tensor
+    gamma: torch.Tensor
+    highlight_gain: torch.Tensor
+    highlight_threshold: torch.Tensor
+    shot_noise: torch.Tensor
+    read_noise: torch.Tensor
+    clip: torch.Tensor
+    bayer: torch.Tensor
+    bits: torch.Tensor
+    jpeg_quality: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.crf.shape[0]
+
+    def __getitem__(self, items) -> "SensorParams":
+        """The parameters of a subset of items (an index tensor, slice, list or int)."""
+        if isinstance(items, int):
+            items = [items]
+        return SensorParams(**{f.name: getattr(self, f.name)[items] for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> "SensorParams":
+        """The same parameters on ``device``."""
+        return SensorParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @property
+    def device(self) -> torch.device:
+        return self.crf.device
+
+    @staticmethod
+    def cat(parts: Sequence["SensorParams"]) -> "SensorParams":
+        """Concatenate batches of parameters (all on one device)."""
+        return SensorParams(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(SensorParams)})
+
+    def to_records(self) -> list[dict]:
+        """One JSON-serialisable dict per item with every value applied to it.
+
+        Switched-off steps read ``None`` (no Bayer, float output, no JPEG) or 0 (no noise, no boost);
+        ``gamma`` is ``None`` unless the item's curve is ``"gamma"``. Floats are the exact float32
+        values used, so :meth:`from_records` restores the same parameters bit for bit.
+        """
+        cols = {f.name: getattr(self, f.name).tolist() for f in fields(self)}
+        out = []
+        for i in range(len(self)):
+            crf = CRFS[cols["crf"][i]]
+            out.append({
+                "crf": crf,
+                "gamma": cols["gamma"][i] if crf == "gamma" else None,
+                "highlight_gain": cols["highlight_gain"][i],
+                "highlight_threshold": cols["highlight_threshold"][i],
+                "shot_noise": cols["shot_noise"][i],
+                "read_noise": cols["read_noise"][i],
+                "clip": bool(cols["clip"][i]),
+                "bayer": BAYER[cols["bayer"][i]] if cols["bayer"][i] >= 0 else None,
+                "bits": cols["bits"][i] or None,
+                "jpeg_quality": cols["jpeg_quality"][i] or None,
+            })
+        return out
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict], device: torch.device | str = "cpu") -> "SensorParams":
+        """Rebuild parameters from :meth:`to_records` output (e.g. a dataset manifest)."""
+        try:
+            col = lambda key, conv: [conv(r[key]) for r in records]  # noqa: E731
+            f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
+            i64 = lambda v: torch.tensor(v, dtype=torch.int64, device=device)  # noqa: E731
+            return cls(
+                crf=i64(col("crf", CRFS.index)),
+                gamma=f32(col("gamma", lambda g: 1.0 if g is None else float(g))),
+                highlight_gain=f32(col("highlight_gain", float)),
+                highlight_threshold=f32(col("highlight_threshold", float)),
+                shot_noise=f32(col("shot_noise", float)),
+                read_noise=f32(col("read_noise", float)),
+                clip=torch.tensor(col("clip", bool), dtype=torch.bool, device=device),
+                bayer=i64(col("bayer", lambda b: -1 if b is None else BAYER.index(b))),
+                bits=i64(col("bits", lambda b: 0 if b is None else int(b))),
+                jpeg_quality=i64(col("jpeg_quality", lambda q: 0 if q is None else int(q))),
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            raise ValueError(f"sensor record is not one written by SensorParams.to_records: {err!r}") from None
+
+
+# --------------------------------------------------------------------------- tone curves
+
+
+def _check_image(img: torch.Tensor, params: SensorParams | None = None) -> None:
+    if not isinstance(img, torch.Tensor) or img.dim() != 4 or img.shape[1] != 3:
+        shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+        raise ValueError(f"sensor functions take RGB images (B, 3, H, W), got {shape}")
+    if params is not None and len(params) != img.shape[0]:
+        raise ValueError(f"{len(params)} sensor parameter records for a batch of {img.shape[0]} images")
+
+
+def srgb_to_linear(img: torch.Tensor) -> torch.Tensor:
+    """The inverse sRGB curve (IEC 61966-2-1): ``(*, 3, H, W)`` sRGB in [0, 1] -> linear in [0, 1]."""
+    return kc.rgb_to_linear_rgb(img)
+
+
+def linear_to_srgb(img: torch.Tensor) -> torch.Tensor:
+    """The sRGB curve: ``(*, 3, H, W)`` linear in [0, 1] -> sRGB in [0, 1] (inverse of :func:`srgb_to_linear`
+    to 3e-7)."""
+    return kc.linear_rgb_to_rgb(img)
+
+
+def _per_item(img: torch.Tensor, codes: torch.Tensor, fns: dict) -> torch.Tensor:
+    """Apply ``fns[code](sub_batch, item_indices)`` to the items of each code present in ``codes``."""
+    present = codes.unique().tolist()
+    if len(present) == 1:  # the common case: no copies in and out of sub-batches
+        return fns[present[0]](img, torch.arange(img.shape[0], device=img.device))
+    out = torch.empty_like(img)
+    for code in present:
+        items = (codes == code).nonzero().squeeze(1)
+        out[items] = fns[code](img[items], items)
+    return out
+
+
+def to_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Undo each item's tone curve: ``(B, 3, H, W)`` display-referred values in [0, 1] -> linear in [0, 1]."""
+    _check_image(img, params)
+    gamma = params.gamma.to(img.device).view(-1, 1, 1, 1)
+    x = img.clamp(0.0, 1.0)
+    return _per_item(x, params.crf, {
+        0: lambda v, i: v,
+        1: lambda v, i: srgb_to_linear(v),
+        2: lambda v, i: v.pow(gamma[i]),
+        # Brooks et al.: inverse smoothstep, then gamma expansion.
+        3: lambda v, i: (0.5 - torch.sin(torch.asin(1.0 - 2.0 * v) / 3.0)).clamp(min=0.0).pow(_BROOKS_GAMMA),
+    })
+
+
+def from_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Apply each item's tone curve: ``(B, 3, H, W)`` linear values -> display-referred values.
+
+    Values are expected in [0, 1] (after clipping); negatives are taken as 0, and values above 1 pass
+    through the power curves and are clamped to 1 by the S-shaped ``"brooks"`` curve.
+    """
+    _check_image(img, params)
+    gamma = params.gamma.to(img.device).view(-1, 1, 1, 1)
+    x = img.clamp(min=0.0)
+    return _per_item(x, params.crf, {
+        0: lambda v, i: img[i],
+        1: lambda v, i: linear_to_srgb(v),
+        2: lambda v, i: v.pow(1.0 / gamma[i]),
+        3: lambda v, i: _smoothstep(v.clamp(max=1.0).pow(1.0 / _BROOKS_GAMMA)),
+    })
+
+
+def _smoothstep(y: torch.Tensor) -> torch.Tensor:
+    return y * y * (3.0 - 2.0 * y)
+
+
+# --------------------------------------------------------------------------- sensor steps
+
+
+def boost_highlights(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Add ``highlight_gain`` to every channel value at or above ``highlight_threshold`` (RSBlur).
+
+    A sharp photo stores a light source at its white level although it was far brighter; blurring
+    the clipped value would spread a dim smear, while the real camera records a saturated streak.
+
+    Args:
+        linear: ``(B, 3, H, W)`` linear sharp image in [0, 1].
+    Returns:
+        ``(B, 3, H, W)`` linear, in ``[0, 1 + highlight_gain]``.
+    """
+    _check_image(linear, params)
+    gain = params.highlight_gain.to(linear.device).view(-1, 1, 1, 1)
+    threshold = params.highlight_threshold.to(linear.device).view(-1, 1, 1, 1)
+    return linear + gain * (linear >= threshold).to(linear.dtype)
+
+
+def noise_std(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Per-pixel noise standard deviation ``sqrt(a * max(x, 0) + b)`` for linear values ``x`` ``(B, 3, H, W)``."""
+    a = params.shot_noise.to(linear.device).view(-1, 1, 1, 1)
+    b = params.read_noise.to(linear.device).view(-1, 1, 1, 1)
+    return (a * linear.clamp(min=0.0) + b).sqrt()
+
+
+def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> torch.Tensor:
+    """Add shot and read noise to linear values: ``x + sqrt(a x + b) * z``, ``z`` standard normal.
+
+    The Poisson shot noise is approximated by a Gaussian of the same variance, as in Brooks et al.
+    (exact for the photon counts of all but the darkest pixels). The field ``z`` of item ``i`` is
+    ``rng.normal(seed, i, (3, H, W))``: it depends only on ``(seed, i)`` and the image size.
+
+    Args:
+        linear: ``(B, 3, H, W)`` linear values (may exceed 1 after a highlight boost).
+        index: the ``B`` item indices (``(B,)`` tensor, list or range).
+    Returns:
+        ``(B, 3, H, W)`` linear values, unclipped.
+    """
+    _check_image(linear, params)
+    index = rng.as_index(index, device=linear.device)
+    if index.shape[0] != linear.shape[0]:
+        raise ValueError(f"add_noise: {index.shape[0]} item indices for a batch of {linear.shape[0]} images")
+    if not bool((params.shot_noise > 0).any() or (params.read_noise > 0).any()):
+        return linear
+    z = rng.normal(seed, index, tuple(linear.shape[1:]), _S_NOISE, dtype=linear.dtype)
+    return linear + noise_std(linear, params) * z
+
+
+def clip(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Sensor saturation: clamp to [0, 1] the items whose ``clip`` flag is set; ``(B, 3, H, W)`` linear."""
+    flag = params.clip.to(img.device).view(-1, 1, 1, 1)
+    return torch.where(flag, img.clamp(0.0, 1.0), img)
+
+
+def mosaic(rgb: torch.Tensor, pattern: str) -> torch.Tensor:
+    """Sample an RGB image through a Bayer colour filter array: ``(B, 3, H, W)`` -> ``(B, 1, H, W)``.
+
+    ``pattern`` is one of :data:`BAYER` (top-left 2x2 cell). Any H, W (odd sizes are padded).
+    """
+    if pattern not in BAYER:
+        raise ValueError(f"Bayer pattern {pattern!r}: choose one of {list(BAYER)}")
+    h, w = rgb.shape[-2:]
+    padded = F.pad(rgb, (0, w % 2, 0, h % 2), mode="replicate")
+    return kc.rgb_to_raw(padded, _KORNIA_CFA[pattern])[..., :h, :w]
+
+
+def demosaic(raw: torch.Tensor, pattern: str) -> torch.Tensor:
+    """Bilinear demosaicking (kornia): ``(B, 1, H, W)`` Bayer samples -> ``(B, 3, H, W)``.
+
+    Padding an odd size would duplicate a row of the wrong colour, so odd sizes are padded by
+    reflecting two pixels (which keeps the Bayer phase) and cropped back.
+    """
+    if pattern not in BAYER:
+        raise ValueError(f"Bayer pattern {pattern!r}: choose one of {list(BAYER)}")
+    h, w = raw.shape[-2:]
+    if h < 2 or w < 2:
+        raise ValueError(f"demosaic needs an image of at least 2x2 pixels, got {h}x{w}")
+    ph, pw = h % 2, w % 2
+    if ph or pw:
+        # Append copies of row h-2 / column w-2: same Bayer colour as the missing row h / column w.
+        raw = torch.cat([raw, raw[..., h - 2:h - 1, :]], dim=-2) if ph else raw
+        raw = torch.cat([raw, raw[..., :, w - 2:w - 1]], dim=-1) if pw else raw
+    return kc.raw_to_rgb(raw, _KORNIA_CFA[pattern])[..., :h, :w]
+
+
+def mosaic_demosaic(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Each item through its Bayer pattern and back (items with ``bayer = -1`` are unchanged).
+
+    ``(B, 3, H, W)`` linear -> ``(B, 3, H, W)`` linear. Noise added before this step is thereby
+    noise on the raw samples, as on a real sensor.
+    """
+    _check_image(linear, params)
+    fns = {-1: lambda v, i: v}
+    for k, name in enumerate(BAYER):
+        fns[k] = lambda v, i, name=name: demosaic(mosaic(v, name), name)
+    return _per_item(linear, params.bayer.to(linear.device), fns)
+
+
+def quantize(img: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
+    """Round display values to ``2**bits`` levels: ``(B, C, H, W)`` in [0, 1] -> same, on the grid ``k / (2**bits - 1)``.
+
+    ``bits`` is an int or a ``(B,)`` tensor (0 = leave that item as float).
+    """
+    bits_t = torch.as_tensor(bits, device=img.device).view(-1, 1, 1, 1)
+    levels = (2.0 ** bits_t.to(torch.float64) - 1.0).to(img.dtype)
+    q = torch.round(img.clamp(0.0, 1.0) * levels) / levels
+    return torch.where(bits_t > 0, q, img)
+
+
+def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
+    """JPEG-compress and decode each image (torchvision's libjpeg on CPU, 4:2:0 chroma).
+
+    Args:
+        img: ``(B, 3, H, W)`` display values in [0, 1] (quantised to 8 bits for coding).
+        quality: an int or ``(B,)`` tensor of qualities 1-100 (0 = leave that item unchanged).
+    Returns:
+        ``(B, 3, H, W)`` float32 on ``img``'s device, multiples of 1/255 where coded.
+    """
+    q = torch.as_tensor(quality).reshape(-1).expand(img.shape[0]).tolist()
+    if any(not 0 <= v <= 100 for v in q):
+        raise ValueError(f"JPEG quality must be in 1-100 (0 = off), got {q}")
+    coded = [i for i, v in enumerate(q) if v > 0]
+    if not coded:
+        return img
+    u8 = torch.round(img[coded].clamp(0.0, 1.0) * 255.0).to(torch.uint8).cpu()
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 announces a move of its codecs to torchcodec; they still work.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoded = [decode_jpeg(encode_jpeg(u8[j], quality=q[i])) for j, i in enumerate(coded)]
+    out = img.clone()
+    out[coded] = torch.stack(decoded).to(img.device, img.dtype) / 255.0
+    return out
+
+
+# --------------------------------------------------------------------------- composites
+
+
+def pre_blur(sharp: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """Sharp display image -> the linear radiance to blur.
+
+    Args:
+        sharp: ``(B, 3, H, W)`` display-referred (sRGB) values in [0, 1].
+    Returns:
+        ``(B, 3, H, W)`` linear values in ``[0, 1 + highlight_gain]``: :func:`to_linear` then
+        :func:`boost_highlights`.
+    """
+    # float64 inside, rounded once at the end: float32 kernels differ in the last bit between their
+    # vectorised and scalar paths, so an item's result would depend on its place in the batch.
+    return boost_highlights(to_linear(sharp.double(), params), params).to(sharp.dtype)
+
+
+def post_blur(blurred: torch.Tensor, params: SensorParams, seed: int, index) -> torch.Tensor:
+    """Blurred linear radiance -> the image the camera stores.
+
+    :func:`add_noise`, :func:`clip`, :func:`mosaic_demosaic`, :func:`from_linear`, :func:`quantize`,
+    :func:`jpeg`, each as ``params`` says (a step that is off is skipped).
+
+    Args:
+        blurred: ``(B, 3, H, W)`` linear values (output of the blur of :func:`pre_blur`'s image).
+        index: the ``B`` item indices: the noise of item ``i`` depends only on ``(seed, i)``.
+    Returns:
+        ``(B, 3, H, W)`` display-referred (sRGB) values of ``blurred``'s dtype, in [0, 1] when
+        clipping or quantising. Computed in float64 and rounded once, so item ``i`` comes out the
+        same in any batch (up to a float64 ulp landing on a float32 rounding boundary).
+    """
+    x = add_noise(blurred.double(), params, seed, index)  # float64 inside: see pre_blur
+    x = clip(x, params)
+    if bool((params.bayer >= 0).any()):
+        x = mosaic_demosaic(x, params)
+    x = from_linear(x, params)
+    if bool((params.bits > 0).any()):
+        x = quantize(x, params.bits.to(x.device))
+    x = x.to(blurred.dtype)
+    if bool((params.jpeg_quality > 0).any()):
+        x = jpeg(x, params.jpeg_quality)
+    return x

@@ -1,0 +1,174 @@
+"""Uniform blur: true convolution against scipy, exact adjoints, conventions, bad input."""
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+from hypothesis import given, settings, strategies as st
+
+from blursynth.blur import blur, blur_adjoint, fast_length, kernel_spectrum
+
+NP_MODE = {"reflect": "reflect", "circular": "wrap"}
+
+
+def _scipy_blur(x: np.ndarray, k: np.ndarray, boundary: str) -> np.ndarray:
+    """Reference: pad as documented (kernel centre at (h//2, w//2)), then scipy's valid convolution."""
+    h, w = k.shape
+    if boundary != "valid":
+        pads = ((h - 1 - h // 2, h // 2), (w - 1 - w // 2, w // 2))
+        x = np.pad(x, pads, mode=NP_MODE[boundary])
+    return scipy.signal.convolve2d(x, k, mode="valid")
+
+
+sizes = st.tuples(st.integers(8, 26), st.integers(8, 26), st.integers(1, 8), st.integers(1, 8))
+
+
+@given(size=sizes, boundary=st.sampled_from(["valid", "reflect", "circular"]),
+       method=st.sampled_from(["fft", "direct"]), shared=st.booleans(), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=60, deadline=None)
+def test_matches_scipy_convolve2d(size, boundary, method, shared, seed):
+    hh, ww, h, w = size
+    rng = np.random.default_rng(seed)
+    x = rng.random((2, 3, hh, ww)).astype(np.float32)
+    k = rng.random((1 if shared else 2, h, w)).astype(np.float32)
+    k /= k.sum(axis=(-2, -1), keepdims=True)
+    y = blur(torch.from_numpy(x), torch.from_numpy(k), boundary, method=method).numpy()
+    for b in range(2):
+        for c in range(3):
+            ref = _scipy_blur(x[b, c].astype(np.float64), k[0 if shared else b].astype(np.float64), boundary)
+            np.testing.assert_allclose(y[b, c], ref, atol=1e-5, rtol=0)
+
+
+@given(size=sizes, boundary=st.sampled_from(["valid", "reflect", "circular"]),
+       method=st.sampled_from(["fft", "direct"]), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=60, deadline=None)
+def test_adjoint_identity(size, boundary, method, seed):
+    hh, ww, h, w = size
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 2, hh, ww, generator=g, dtype=torch.float64)
+    k = torch.rand(2, 1, h, w, generator=g, dtype=torch.float64)
+    ax = blur(x, k, boundary, method=method)
+    y = torch.randn(ax.shape, generator=g, dtype=torch.float64)
+    aty = blur_adjoint(y, k, boundary, method=method)
+    assert aty.shape == x.shape
+    lhs, rhs = (ax * y).sum(), (x * aty).sum()
+    assert torch.isclose(lhs, rhs, rtol=1e-10, atol=1e-10), (lhs, rhs)
+
+
+@pytest.mark.parametrize("shape", [(24, 30), (16, 32)])
+def test_circular_at_fast_sizes_matches_scipy(shape):
+    # Fast image sizes take the exact-size circular FFT path (no padding): check it on its own.
+    rng = np.random.default_rng(1)
+    x = rng.random(shape)
+    k = rng.random((7, 6))
+    y = blur(torch.from_numpy(x)[None, None], torch.from_numpy(k), "circular", method="fft")[0, 0].numpy()
+    np.testing.assert_allclose(y, _scipy_blur(x, k, "circular"), atol=1e-10)
+    yy = torch.randn(1, 1, *shape, dtype=torch.float64)
+    xx = torch.from_numpy(x)[None, None]
+    lhs = (blur(xx, torch.from_numpy(k), "circular", method="fft") * yy).sum()
+    rhs = (xx * blur_adjoint(yy, torch.from_numpy(k), "circular", method="fft")).sum()
+    assert torch.isclose(lhs, rhs, rtol=1e-10)
+
+
+def test_wide_padding_beyond_image_size():
+    # Kernels larger than the image under reflect/circular use the generic index path.
+    rng = np.random.default_rng(2)
+    x, k = rng.random((5, 6)), rng.random((13, 11))
+    for boundary in ("reflect", "circular"):
+        y = blur(torch.from_numpy(x)[None, None], torch.from_numpy(k), boundary, method="fft")[0, 0].numpy()
+        np.testing.assert_allclose(y, _scipy_blur(x, k, boundary), atol=1e-10)
+        yy = torch.randn(1, 1, 5, 6, dtype=torch.float64)
+        xx = torch.from_numpy(x)[None, None]
+        kk = torch.from_numpy(k)
+        assert torch.isclose((blur(xx, kk, boundary) * yy).sum(), (xx * blur_adjoint(yy, kk, boundary)).sum())
+
+
+def test_mass_right_of_centre_moves_content_right():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 1.0
+    k = torch.zeros(3, 3)
+    k[1, 2] = 1.0  # one tap right of the centre (1, 1)
+    y = blur(x, k, "circular")
+    assert y[0, 0, 4, 5] == pytest.approx(1.0) and y.sum() == pytest.approx(1.0)
+
+
+def test_centred_delta_is_identity_and_valid_is_interior():
+    x = torch.rand(2, 3, 20, 17)
+    k = torch.zeros(5, 7)
+    k[2, 3] = 1.0
+    for boundary in ("reflect", "circular"):
+        torch.testing.assert_close(blur(x, k, boundary), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(blur(x, k, "valid"), x[..., 2:-2, 3:-3], atol=1e-6, rtol=0)
+
+
+def test_per_item_kernels_and_broadcasting():
+    x = torch.rand(3, 2, 16, 16)
+    k = torch.rand(3, 5, 5)
+    batched = blur(x, k, "reflect")
+    for i in range(3):
+        torch.testing.assert_close(batched[i:i + 1], blur(x[i:i + 1], k[i], "reflect"))
+    per_channel = torch.rand(1, 2, 5, 5)
+    y = blur(x, per_channel, "valid")
+    torch.testing.assert_close(y[:, 1:], blur(x[:, 1:], per_channel[0, 1], "valid"))
+
+
+def test_fft_and_direct_agree_and_auto_picks_one():
+    x = torch.rand(2, 3, 40, 40)
+    for size in (3, 15):
+        k = torch.rand(2, size, size)
+        ref = blur(x, k, "reflect", method="fft")
+        torch.testing.assert_close(blur(x, k, "reflect", method="direct"), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(blur(x, k, "reflect"), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_differentiable_in_image_and_kernel():
+    x = torch.rand(1, 1, 12, 12, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(1, 5, 5, dtype=torch.float64, requires_grad=True)
+    for method in ("fft", "direct"):
+        assert torch.autograd.gradcheck(lambda a, b: blur(a, b, "reflect", method=method), (x, k))
+
+
+def test_kernel_spectrum_is_circular_blur():
+    x = torch.rand(2, 1, 12, 10, dtype=torch.float64)
+    k = torch.rand(2, 5, 3, dtype=torch.float64)
+    via_otf = torch.fft.irfft2(torch.fft.rfft2(x) * kernel_spectrum(k, (12, 10)), s=(12, 10))
+    torch.testing.assert_close(via_otf, blur(x, k, "circular", method="direct"))
+
+
+def test_fast_length():
+    for n in (1, 7, 11, 97, 721, 1310):
+        m = fast_length(n)
+        assert m >= n and all(fast_length(j) != j for j in range(n, m))
+        r = m
+        for p in (2, 3, 5, 7):
+            while r % p == 0:
+                r //= p
+        assert r == 1
+    assert fast_length(1310, even=True) % 2 == 0
+
+
+def test_bad_input_errors_name_the_fix():
+    x = torch.rand(1, 3, 10, 10)
+    with pytest.raises(ValueError, match="boundary"):
+        blur(x, torch.ones(3, 3) / 9, "zeros")
+    with pytest.raises(ValueError, match="at least as large as the kernel"):
+        blur(x, torch.ones(11, 11), "valid")
+    with pytest.raises(ValueError, match="broadcast"):
+        blur(torch.rand(2, 3, 10, 10), torch.ones(3, 3, 3))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        blur(torch.rand(10, 10), torch.ones(3, 3))
+    with pytest.raises(TypeError, match="float"):
+        blur(torch.zeros(1, 1, 10, 10, dtype=torch.uint8), torch.ones(3, 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    x = torch.rand(2, 3, 64, 48)
+    k = torch.rand(2, 21, 17)
+    for boundary in ("valid", "reflect", "circular"):
+        ref = blur(x, k, boundary)
+        out = blur(x.cuda(), k.cuda(), boundary)
+        assert out.is_cuda
+        torch.testing.assert_close(out.cpu(), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(blur_adjoint(out, k.cuda(), boundary).cpu(), blur_adjoint(ref, k, boundary),
+                                   atol=1e-4, rtol=1e-4)

@@ -1,0 +1,146 @@
+"""`blursynth generate` and `blursynth inspect`: outputs, reproducibility and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from blursynth import kernel as K
+from blursynth.camera import Camera
+from blursynth.cli import main
+from blursynth.trajectory import Trajectory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _generate(tmp_path, *extra, name="out"):
+    out = tmp_path / name
+    code = main(["generate", "--trajectories", "70", "--kernel-size", "15", "--out", str(out), "--quiet", *extra])
+    return code, out
+
+
+def test_generate_writes_kernels_summary_and_contact_sheet(tmp_path):
+    code, out = _generate(tmp_path)
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["contact_sheet.png", "kernels.npz", "summary.json"]
+    data = np.load(out / "kernels.npz")
+    k = data["kernels"]
+    assert k.shape == (70, 15, 15) and k.dtype == np.float32
+    assert np.allclose(k.sum((1, 2)), 1, atol=1e-5) and (k >= 0).all()
+    assert int(data["seed"]) == 0 and data["index"].tolist() == list(range(70))
+    assert data["rotation"].shape == data["translation"].shape == (70, 64, 3)
+    assert data["paths_px"].shape == (70, 64, 2) and data["t"].shape == (70, 64)
+    assert data["param_exposure_s"].shape == (70,)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["count"] == 70 and summary["model"] == "shake6d" and summary["kernel_size"] == 15
+    assert set(summary["percentiles"]) == {"extent_px", "length_px", "rms_radius_px"}
+    assert summary["percentiles"]["extent_px"]["5"] <= summary["percentiles"]["extent_px"]["95"]
+    sheet = iio.imread(out / "contact_sheet.png")
+    # 8 tiles per row of 15 px enlarged 3 times plus 2 px borders; 64 kernels make 8 rows.
+    assert sheet.shape == (8 * 47 + 2, 8 * 47 + 2)
+
+
+def test_recorded_trajectories_reproduce_the_kernels(tmp_path):
+    code, out = _generate(tmp_path)
+    assert code == 0
+    data = np.load(out / "kernels.npz")
+    config = json.loads(str(data["config"]))
+    traj = Trajectory(t=torch.from_numpy(data["t"]), rotation=torch.from_numpy(data["rotation"]),
+                      translation=torch.from_numpy(data["translation"]))
+    cam = Camera(config["focal_px"], *config["image_size"])
+    assert torch.equal(K.kernels(traj, cam, 15), torch.from_numpy(data["kernels"]))
+
+
+def test_chunking_does_not_change_the_output(tmp_path):
+    _, a = _generate(tmp_path, "--chunk", "7", "--seed", "3", name="a")
+    _, b = _generate(tmp_path, "--chunk", "64", "--seed", "3", name="b")
+    _, c = _generate(tmp_path, "--seed", "4", name="c")
+    ka, kb, kc = (np.load(p / "kernels.npz")["kernels"] for p in (a, b, c))
+    assert np.array_equal(ka, kb) and not np.array_equal(ka, kc)
+
+
+def test_random_walk_model(tmp_path):
+    code, out = _generate(tmp_path, "--model", "randomwalk")
+    assert code == 0
+    data = np.load(out / "kernels.npz")
+    assert data["path_px"].shape[0] == 70 and "rotation" not in data.files
+    assert np.allclose(data["param_length_px"], 60 / 64 * 15)
+
+
+def test_overwrite_replaces_the_folder(tmp_path):
+    code, out = _generate(tmp_path)
+    (out / "stale.txt").write_text("old")
+    assert _generate(tmp_path, "--overwrite")[0] == 0
+    assert not (out / "stale.txt").exists()
+
+
+def _fails(capsys, tmp_path, argv, option):
+    before = set(os.listdir(tmp_path))
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1, err
+    assert option in err, err
+    assert set(os.listdir(tmp_path)) == before  # nothing half-written, no temporary left behind
+    return err
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--trajectories", "0"], "--trajectories"),
+    (["--trajectories", "-4"], "--trajectories"),
+    (["--trajectories", "many"], "--trajectories"),
+    (["--exposure", "0", "0.1"], "--exposure"),
+    (["--exposure", "-0.01", "0.1"], "--exposure"),
+    (["--exposure", "0.2", "0.1"], "--exposure"),
+    (["--focal-length", "0"], "--focal-length"),
+    (["--focal-length", "-35"], "--focal-length"),
+    (["--kernel-size", "4"], "--kernel-size"),
+    (["--kernel-size", "1"], "--kernel-size"),
+    (["--model", "randomwalk", "--exposure", "0.1", "0.2"], "--exposure"),
+    (["--kernel-size", "3", "--fit", "error", "--focal-length", "400", "--chunk", "20"], "--fit"),
+])
+def test_bad_generate_arguments_fail_with_one_line(capsys, tmp_path, args, option):
+    _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "50", "--quiet", *args], option)
+
+
+def test_existing_or_unwritable_output_is_refused(capsys, tmp_path):
+    (tmp_path / "out").mkdir()
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out")], "--out")
+    assert "--overwrite" in err
+    (tmp_path / "file").write_text("x")
+    _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file")], "--out")
+    _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file" / "sub")], "--out")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_unavailable_device_is_refused(capsys, tmp_path):
+    _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--device", "cuda", "--out", str(tmp_path / "o")],
+           "--device")
+
+
+def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
+    _, out = _generate(tmp_path)
+    capsys.readouterr()
+    assert main(["inspect", str(out / "kernels.npz"), "--render", "0", "69", "--out", str(tmp_path / "png")]) == 0
+    text = capsys.readouterr().out
+    assert "70 kernels of 15x15" in text and "extent_px" in text and "exposure_s" in text
+    image = iio.imread(tmp_path / "png" / "kernel_69.png")
+    assert image.ndim == 2 and image.shape[0] == 15 * 8 and image.max() > 0
+    _fails(capsys, tmp_path, ["inspect", str(out / "kernels.npz"), "--render", "70"], "--render")
+    _fails(capsys, tmp_path, ["inspect", str(tmp_path / "missing.npz")], "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    _fails(capsys, tmp_path, ["inspect", str(tmp_path / "junk.npz")], "junk.npz")
+
+
+def test_module_entry_point_exit_code_and_one_line_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "blursynth", "generate", "--kernel-size", "8",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--kernel-size" in proc.stderr and "try 9" in proc.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,122 @@
+"""torch Datasets: on-the-fly pairs are pure functions of the index, and match the physics they claim."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.signal import convolve2d
+from torch.utils.data import DataLoader
+
+from blursynth.data import PairedFolder, SyntheticPairs, flatten_params
+from blursynth.io import read_image
+from blursynth.pairs import ImageFolder, component_seed, make_pairs
+from blursynth.recipe import Recipe
+
+
+def _recipe(**over):
+    data = {"name": "t", "crop": 20, "kernel": {"size": 7}, "camera": {"frame_px": [100, 120]},
+            "trajectory": {"exposure_s": [0.05, 0.2], "samples": 16}, "sensor": {"jpeg_quality": [60, 90]}}
+    for key, value in over.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return Recipe.from_dict(data)
+
+
+SENSOR_OFF = {"crf": ["linear"], "highlight_gain": "off", "shot_noise": "off", "clip": False, "bits": "off",
+              "jpeg_quality": "off"}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    import imageio.v3 as iio
+    root = tmp_path_factory.mktemp("photos")
+    rs = np.random.RandomState(1)
+    for k in range(3):
+        iio.imwrite(root / f"p{k}.png", (rs.rand(40 + 5 * k, 50, 3) * 255).astype(np.uint8))
+    return root
+
+
+def test_items_are_pure_functions_of_the_index(photos):
+    data = SyntheticPairs(6, _recipe(), sharp=photos, seed=5)
+    batch = make_pairs(data.recipe, [4, 2, 3], 5, data.sources)
+    for k, i in enumerate([4, 2, 3]):
+        item = data[i]
+        assert item["index"] == i and item["blur"].shape == (3, 20, 20) and item["blur"].dtype == torch.float32
+        assert torch.equal(item["blur"], batch["blur"][k]) and torch.equal(item["sharp"], batch["sharp"][k])
+        assert torch.equal(item["kernel"], batch["kernel"][k])
+        assert torch.equal(data[i]["blur"], item["blur"])  # again: no hidden state
+    assert not torch.equal(data[0]["blur"], data[1]["blur"])
+    other_seed = SyntheticPairs(6, _recipe(), sharp=photos, seed=6)
+    assert not torch.equal(other_seed[0]["blur"], data[0]["blur"])
+
+
+def test_multi_worker_loader_gives_each_pair_once(photos):
+    data = SyntheticPairs(8, _recipe(), sharp=photos, seed=0)
+    one = list(DataLoader(data, batch_size=3, num_workers=0))
+    two = list(DataLoader(data, batch_size=3, num_workers=2))
+    idx = torch.cat([b["index"] for b in two])
+    assert sorted(idx.tolist()) == list(range(8))
+    assert torch.equal(torch.cat([b["blur"] for b in one]), torch.cat([b["blur"] for b in two]))
+    assert torch.equal(torch.cat([b["params"]["camera.focal_mm"] for b in one]),
+                       torch.cat([b["params"]["camera.focal_mm"] for b in two]))
+
+
+def test_uniform_pair_is_the_valid_convolution_of_the_recorded_crop(photos):
+    # With the sensor off, blur = sharp (x) kernel exactly; the record says where the crop came from.
+    recipe = _recipe(sensor=SENSOR_OFF)
+    made = make_pairs(recipe, [0, 1, 2], 9, ImageFolder.scan(photos, recipe.input_size))
+    m = recipe.margin
+    for k, rec in enumerate(made["records"]):
+        x, y, w, h = rec["source"]["box"]
+        photo = read_image(photos / rec["source"]["image"])[0]
+        assert np.allclose(made["sharp"][k].numpy(), photo[:, y:y + h, x:x + w])
+        big = photo[:, y - m:y + h + m, x - m:x + w + m]
+        ref = np.stack([convolve2d(c, made["kernel"][k].numpy(), mode="valid") for c in big])
+        assert np.abs(made["blur"][k].numpy() - ref).max() < 1e-4
+
+
+def test_circular_boundary_pair_is_the_circular_convolution(photos):
+    recipe = _recipe(sensor=SENSOR_OFF, blur={"boundary": "circular"})
+    made = make_pairs(recipe, [3], 0, ImageFolder.scan(photos, recipe.input_size))
+    sharp, kernel = made["sharp"][0].numpy(), made["kernel"][0].numpy()
+    ref = np.stack([convolve2d(c, kernel, mode="same", boundary="wrap") for c in sharp])
+    assert np.abs(made["blur"][0].numpy() - ref).max() < 1e-4
+
+
+def test_projective_pairs_store_a_grid_of_local_kernels(photos):
+    recipe = _recipe(blur={"mode": "projective", "grid": [2, 3]}, trajectory={"roll_ratio": 2.0})
+    made = make_pairs(recipe, [0, 1], 0, ImageFolder.scan(photos, recipe.input_size))
+    assert made["kernel_grid"].shape == (2, 2, 3, 7, 7) and made["kernel"].shape == (2, 7, 7)
+    sums = made["kernel_grid"].sum((-1, -2))
+    assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
+    assert made["grid_px"].shape == (6, 2)
+    assert made["blur"].shape == (2, 3, 20, 20)
+
+
+def test_flatten_params_and_component_seeds():
+    flat = flatten_params({"a": {"b": 1.5, "c": None, "d": "srgb"}, "e": [1, 2], "f": 3})
+    assert flat == {"a.b": 1.5, "a.d": "srgb", "f": 3}
+    seeds = {component_seed(0, c) for c in ("source", "trajectory", "camera", "sensor", "noise", "scene")}
+    assert len(seeds) == 6 and all(0 <= s < 2 ** 63 for s in seeds)
+    with pytest.raises(ValueError, match="seed"):
+        component_seed(-1, "source")
+
+
+def test_paired_folder_reads_a_written_dataset(tmp_path, photos):
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 5, _recipe(), sharp=photos, seed=2, progress=False)
+    pairs = PairedFolder(tmp_path / "set")
+    assert len(pairs) == 5
+    item = pairs[3]
+    fresh = SyntheticPairs(5, _recipe(), sharp=photos, seed=2)[3]
+    # Written files are the 8-bit pairs the dataset makes on the fly.
+    assert torch.equal(item["blur"], fresh["blur"]) and torch.allclose(item["sharp"], fresh["sharp"], atol=0.5 / 255)
+    assert torch.equal(item["kernel"], fresh["kernel"])
+    assert item["params"]["camera.focal_mm"] == fresh["params"]["camera.focal_mm"]
+    with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
+        PairedFolder(tmp_path)
+
+
+def test_bad_lengths_and_indices(photos):
+    with pytest.raises(ValueError, match="length"):
+        SyntheticPairs(0, _recipe(), sharp=photos)
+    with pytest.raises(IndexError):
+        SyntheticPairs(2, _recipe(), sharp=photos)[2]

@@ -1,0 +1,211 @@
+"""`blursynth dataset`: layout, resumption, shards, workers and bad inputs, all compared byte for byte."""
+
+import json
+import shutil
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+from blursynth import dataset as ds
+from blursynth.data import PairedFolder
+
+RECIPE = """
+name = "tiny"
+crop = 24
+[trajectory]
+model = "camera_shake"
+exposure_s = [0.05, 0.2]
+samples = 16
+[camera]
+focal_mm = [35.0, 50.0]
+frame_px = [200, 300]
+[kernel]
+size = 9
+fit = "scale"
+[sensor]
+jpeg_quality = [70, 90]
+"""
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder of usable photos of every kind plus unusable files."""
+    root = tmp_path_factory.mktemp("photos")
+    rs = np.random.RandomState(0)
+    iio.imwrite(root / "rgb.png", (rs.rand(60, 70, 3) * 255).astype(np.uint8))
+    iio.imwrite(root / "gray.png", (rs.rand(50, 40) * 255).astype(np.uint8))
+    iio.imwrite(root / "deep.png", (rs.rand(45, 45) * 65535).astype(np.uint16))  # 16-bit gray
+    iio.imwrite(root / "alpha.png", (rs.rand(40, 60, 4) * 255).astype(np.uint8))
+    Image.fromarray((rs.rand(48, 48, 3) * 255).astype(np.uint8)).convert("P").save(root / "palette.png")
+    (root / "sub").mkdir()
+    iio.imwrite(root / "sub" / "photo.jpg", (rs.rand(64, 64, 3) * 255).astype(np.uint8))
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not an image")
+    iio.imwrite(root / "tiny.png", (rs.rand(20, 20, 3) * 255).astype(np.uint8))
+    return root
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
+    path.write_text(RECIPE)
+    return path
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _run(out, photos, recipe_file, *extra):
+    args = ["--out", str(out), "--pairs", "20", "--sharp", str(photos), "--recipe", str(recipe_file),
+            "--seed", "3", "--quiet", *extra]
+    parser = __import__("argparse").ArgumentParser()
+    ds.add_arguments(parser)
+    return ds.run_command(parser.parse_args(args))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, photos, recipe_file):
+    out = tmp_path_factory.mktemp("ref") / "set"
+    _run(out, photos, recipe_file)
+    return out, _snapshot(out)
+
+
+def test_layout_manifest_and_dataset_json(reference, photos):
+    out, files = reference
+    records = [json.loads(line) for line in files["manifest.jsonl"].decode().splitlines()]
+    assert [r["index"] for r in records] == list(range(20))
+    names = {f"sharp/{i:06d}.png" for i in range(20)} | {f"blur/{i:06d}.png" for i in range(20)} \
+        | {f"kernels/{i:06d}.npy" for i in range(20)} | {"manifest.jsonl", "dataset.json"}
+    assert set(files) == names  # nothing else: no parts/, no temporaries
+    rec = records[7]
+    assert {"index", "sharp", "blur", "kernel", "source", "seed", "params"} <= set(rec)
+    assert rec["seed"] == 3 and set(rec["params"]) == {"trajectory", "camera", "sensor"}
+    assert rec["params"]["sensor"]["jpeg_quality"] in range(70, 91)
+    kernel = np.load(out / rec["kernel"])
+    assert kernel.shape == (9, 9) and abs(kernel.sum() - 1) < 1e-5 and kernel.min() >= 0
+    assert iio.imread(out / rec["blur"]).shape == (24, 24, 3)
+    # The sharp file is the recorded box of the recorded source photo.
+    src, box = rec["source"]["image"], rec["source"]["box"]
+    x, y, w, h = box
+    from blursynth.io import read_image, to_uint
+    photo = read_image(photos / src)[0]
+    assert np.array_equal(iio.imread(out / rec["sharp"]), to_uint(photo[:, y:y + h, x:x + w]))
+    meta = json.loads(files["dataset.json"])
+    assert meta["counts"] == {"pairs": 20, "chunks": 2, "sources": 6, "skipped": 4}
+    assert meta["settings"]["recipe"]["name"] == "tiny" and meta["settings"]["seed"] == 3
+
+
+def test_bad_inputs_are_skipped_with_reasons_and_odd_formats_used(reference):
+    out, files = reference
+    meta = json.loads(files["dataset.json"])
+    reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
+    assert set(reasons) == {"corrupt.png", "empty.jpg", "notes.txt", "tiny.png"}
+    assert "empty" in reasons["empty.jpg"] and "smaller than the 32x32" in reasons["tiny.png"]
+    used = {json.loads(line)["source"]["image"] for line in files["manifest.jsonl"].decode().splitlines()}
+    assert used <= {"rgb.png", "gray.png", "deep.png", "alpha.png", "palette.png", "sub/photo.jpg"}
+    assert len(used) >= 4
+
+
+def test_resume_after_a_kill_is_byte_identical(tmp_path, photos, recipe_file, reference, monkeypatch):
+    out = tmp_path / "set"
+    real_write = ds.write_image
+    calls = {"n": 0}
+
+    def dying_write(path, *args, **kwargs):  # the "kill": dies in the second chunk, mid-pair
+        calls["n"] += 1
+        if calls["n"] == 16 * 2 + 5:
+            raise KeyboardInterrupt
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "write_image", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, photos, recipe_file)
+    monkeypatch.setattr(ds, "write_image", real_write)
+    assert not (out / "manifest.jsonl").exists() and (out / "parts" / "000000.jsonl").exists()
+    (out / "blur" / ".000017.tmp.png").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+    (out / "sharp" / "000003.png").unlink()  # an output lost from a complete chunk is NOT redone ...
+    _run(out, photos, recipe_file)
+    after = _snapshot(out)
+    # ... so the comparison excludes it; everything else, including the manifest, is identical.
+    ref = dict(reference[1])
+    del ref["sharp/000003.png"]
+    assert after == ref
+
+
+def test_finished_run_rerun_is_a_no_op_and_killed_merge_finishes(tmp_path, photos, recipe_file, reference):
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    (out / "parts").mkdir()
+    (out / "parts" / "000000.jsonl").write_text("{}\n")  # killed after the manifest, before cleanup
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
+
+def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, reference):
+    merged = tmp_path / "merged"
+    for i in range(2):
+        shard_out = tmp_path / f"shard{i}"
+        _run(shard_out, photos, recipe_file, "--shard", f"{i}/2")
+        assert not (shard_out / "manifest.jsonl").exists()
+        shutil.copytree(shard_out, merged, dirs_exist_ok=True)
+    _run(merged, photos, recipe_file)  # finds every chunk done: only merges
+    assert _snapshot(merged) == reference[1]
+
+
+def test_two_workers_equal_one(tmp_path, photos, recipe_file, reference):
+    out = tmp_path / "set"
+    _run(out, photos, recipe_file, "--workers", "2")
+    assert _snapshot(out) == reference[1]
+
+
+def test_refuses_foreign_output_unless_overwrite(tmp_path, photos, recipe_file, reference):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ds.DatasetError, match="not empty.*--overwrite"):
+        _run(other, photos, recipe_file)
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    with pytest.raises(ds.DatasetError, match="other settings"):
+        _run(out, photos, recipe_file, "--crop", "16")
+    _run(out, photos, recipe_file, "--crop", "16", "--overwrite")
+    assert iio.imread(out / "blur" / "000000.png").shape == (16, 16, 3)
+
+
+def test_basicsr_layout_reads_back(tmp_path, photos, recipe_file, reference):
+    out = tmp_path / "bsr"
+    _run(out, photos, recipe_file, "--layout", "basicsr")
+    files = _snapshot(out)
+    assert {k.split("/")[0] for k in files} == {"gt", "lq", "kernels", "manifest.jsonl", "dataset.json"}
+    assert files["lq/000005.png"] == reference[1]["blur/000005.png"]
+    # BasicSR readers need only lq/ + gt/: PairedFolder reads that layout too.
+    bare = tmp_path / "bare"
+    shutil.copytree(out / "lq", bare / "lq")
+    shutil.copytree(out / "gt", bare / "gt")
+    pairs = PairedFolder(bare)
+    assert len(pairs) == 20
+    item = pairs[5]
+    assert item["blur"].shape == (3, 24, 24)
+    assert np.array_equal((item["blur"].numpy() * 255).round(), iio.imread(out / "lq/000005.png").transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--shard", "2/2"], "--shard"),
+    (["--shard", "x"], "--shard"),
+    (["--crop", "3"], "--crop"),
+    (["--workers", "0"], "--workers"),
+])
+def test_bad_options_are_named(tmp_path, photos, recipe_file, extra, message):
+    with pytest.raises(ds.DatasetError, match=message):
+        _run(tmp_path / "x", photos, recipe_file, *extra)
+
+
+def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("x")
+    with pytest.raises(ValueError, match="no usable image"):
+        _run(tmp_path / "out", tmp_path / "in", recipe_file)

@@ -1,0 +1,285 @@
+"""Rasterisation of image-plane paths into blur kernels: the properties of issue 2, section 5."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from blursynth import kernel as K
+from blursynth.camera import Camera
+from blursynth.trajectory import CameraShake, RandomWalk2D, Trajectory
+
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+def _paths(draw, n, steps, reach):
+    coords = draw(st.lists(st.floats(-reach, reach, allow_nan=False, width=32), min_size=n * steps * 2,
+                           max_size=n * steps * 2))
+    return torch.tensor(coords, dtype=torch.float32).reshape(n, steps, 2)
+
+
+def _times(draw, n, steps):
+    gaps = draw(st.lists(st.floats(0.0, 1.0, width=32), min_size=n * (steps - 1), max_size=n * (steps - 1)))
+    dt = torch.tensor(gaps).reshape(n, steps - 1) + 1e-3
+    return torch.cat([torch.zeros(n, 1), dt.cumsum(1)], dim=1)
+
+
+@st.composite
+def path_batches(draw, reach=6.0, max_steps=12):
+    n = draw(st.integers(1, 4))
+    steps = draw(st.integers(1, max_steps))
+    path = _paths(draw, n, steps, reach)
+    t = _times(draw, n, steps) if steps > 1 and draw(st.booleans()) else None
+    return path, t
+
+
+def _moments(k):
+    """Centre of mass ``(N, 2)`` (x, y) relative to the centre pixel and variances ``(N, 2)``."""
+    h, w = k.shape[-2:]
+    ys = torch.arange(h, dtype=torch.float64) - h // 2
+    xs = torch.arange(w, dtype=torch.float64) - w // 2
+    k = k.double()
+    mx = (k.sum(1) * xs).sum(-1)
+    my = (k.sum(2) * ys).sum(-1)
+    vx = (k.sum(1) * xs ** 2).sum(-1) - mx ** 2
+    vy = (k.sum(2) * ys ** 2).sum(-1) - my ** 2
+    return torch.stack([mx, my], 1), torch.stack([vx, vy], 1)
+
+
+def _path_variance(path, t):
+    """Exact time-weighted variance ``(N, 2)`` of a piecewise-linear path (independent of the code)."""
+    p = path.double()
+    n, steps = p.shape[:2]
+    dt = torch.ones(n, steps - 1, dtype=torch.float64) if t is None else (t[:, 1:] - t[:, :-1]).double()
+    a, b = p[:, :-1], p[:, 1:]
+    total = dt.sum(1, keepdim=True)
+    mean = ((a + b) / 2 * dt[..., None]).sum(1) / total
+    second = ((a * a + a * b + b * b) / 3 * dt[..., None]).sum(1) / total
+    return second - mean ** 2
+
+
+@given(batch=path_batches(), size=st.sampled_from([25, 27, 31, 33]))
+@SETTINGS
+def test_kernel_is_a_centred_normalised_density(batch, size):
+    path, t = batch
+    k = K.rasterize(path, size, t)
+    assert k.shape == (path.shape[0], size, size) and k.dtype == torch.float32
+    assert torch.isfinite(k).all() and (k >= 0).all()
+    assert torch.allclose(k.sum((1, 2)), torch.ones(len(k)), atol=1e-5)
+    com, _ = _moments(k)
+    assert com.abs().max() < 0.1
+
+
+@given(batch=path_batches(reach=40.0), size=st.sampled_from([5, 9, 15]), shape_w=st.sampled_from([5, 11]))
+@SETTINGS
+def test_scale_policy_fits_any_path_and_keeps_it_centred(batch, size, shape_w):
+    path, t = batch
+    k = K.rasterize(path, (size, shape_w), t, fit="scale")
+    assert k.shape == (path.shape[0], size, shape_w)
+    assert torch.allclose(k.sum((1, 2)), torch.ones(len(k)), atol=1e-5)
+    assert _moments(k)[0].abs().max() < 0.1
+    s = K.fit_scale(path, (size, shape_w), t)
+    assert ((s > 0) & (s <= 1)).all()
+    # The scaled path fits exactly: rasterising it with fit="error" gives the same kernel.
+    scaled = path * s[:, None, None]
+    assert torch.allclose(K.rasterize(scaled, (size, shape_w), t), k, atol=1e-5)
+
+
+def test_path_too_big_raises_naming_item_and_fix():
+    path = torch.zeros(3, 2, 2)
+    path[2, 1, 0] = 40.0
+    with pytest.raises(ValueError, match=r"item 2.*kernel size of at least 41.*fit='scale'"):
+        K.rasterize(path, 31)
+    with pytest.raises(ValueError, match="resample"):
+        K.rasterize(path, 31, fit="resample")
+    with pytest.raises(ValueError, match="fit must be one of"):
+        K.rasterize(path, 31, fit="crop")
+    with pytest.raises(ValueError, match="kernel size"):
+        K.rasterize(path, 1)
+    with pytest.raises(ValueError, match="NaN"):
+        K.rasterize(torch.full((1, 2, 2), math.nan), 31)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        K.rasterize(torch.zeros(1, 3, 2), 31, t=torch.tensor([[0.0, 1.0, 0.5]]))
+
+
+@given(point=st.tuples(st.floats(-50, 50), st.floats(-50, 50)), steps=st.integers(1, 6))
+@SETTINGS
+def test_still_camera_gives_delta_and_identity_blur(point, steps):
+    path = torch.tensor(point, dtype=torch.float32).expand(1, steps, 2)
+    k = K.rasterize(path, 7)
+    delta = torch.zeros(1, 7, 7)
+    delta[0, 3, 3] = 1
+    assert torch.equal(k, delta)
+    image = torch.rand(1, 3, 16, 16)
+    blurred = torch.nn.functional.conv2d(image.reshape(3, 1, 16, 16), k.flip(-1, -2)[:, None], padding=3)
+    assert torch.allclose(blurred.reshape(1, 3, 16, 16), image)
+
+
+def test_still_6dof_camera_gives_delta():
+    traj = Trajectory(t=torch.linspace(0, 0.1, 9)[None], rotation=torch.zeros(1, 9, 3), translation=torch.zeros(1, 9, 3))
+    k = K.kernels(traj, Camera(1000.0, 640, 480), 5, depth_m=1.0)
+    assert k[0, 2, 2] == 1 and k.sum() == 1
+
+
+@given(batch=path_batches())
+@SETTINGS
+def test_rotating_the_path_by_90_degrees_rotates_the_kernel(batch):
+    path, t = batch
+    k = K.rasterize(path, 31, t)
+    # (x, y) -> (-y, x): the kernel value at (row r, col c) moves to (row c', ...): k'[r', c'] = k[n-1-c', r'].
+    rotated = torch.stack([-path[..., 1], path[..., 0]], dim=-1)
+    expected = k.flip(1).transpose(1, 2)
+    assert torch.allclose(K.rasterize(rotated, 31, t), expected, atol=2e-6)
+
+
+@given(batch=path_batches())
+@SETTINGS
+def test_mirroring_the_path_mirrors_the_kernel(batch):
+    path, t = batch
+    k = K.rasterize(path, 31, t)
+    mirrored = path * torch.tensor([-1.0, 1.0])
+    assert torch.allclose(K.rasterize(mirrored, 31, t), k.flip(2), atol=2e-6)
+    flipped_y = path * torch.tensor([1.0, -1.0])
+    assert torch.allclose(K.rasterize(flipped_y, 31, t), k.flip(1), atol=2e-6)
+
+
+@given(batch=path_batches())
+@SETTINGS
+def test_reversing_time_gives_the_same_kernel(batch):
+    path, t = batch
+    tt = t if t is not None else torch.linspace(0, 1, path.shape[1]).expand(path.shape[0], -1)
+    traj = Trajectory(t=tt, path_px=path)
+    back = traj.reversed()
+    assert torch.allclose(K.kernels(back, size=31), K.kernels(traj, size=31), atol=2e-6)
+
+
+@given(batch=path_batches(), shift=st.tuples(st.floats(-300, 300), st.floats(-300, 300)))
+@SETTINGS
+def test_translating_the_path_gives_the_same_centred_kernel(batch, shift):
+    path, t = batch
+    moved = path + torch.tensor(shift, dtype=torch.float32)
+    assert torch.allclose(K.rasterize(moved, 31, t), K.rasterize(path, 31, t), atol=1e-4)
+
+
+@given(length=st.floats(0.5, 24.0), offset=st.floats(-3, 3), steps=st.integers(2, 40))
+@SETTINGS
+def test_straight_constant_speed_path_is_a_box(length, offset, steps):
+    x = torch.linspace(0, length, steps) + offset
+    path = torch.stack([x, torch.full_like(x, offset)], dim=-1)[None]
+    k = K.rasterize(path, 31)
+    _, var = _moments(k)
+    # A box of length L has variance L^2/12; bilinear splatting adds f(1-f) for a splat at
+    # fractional offset f, about 1/6 on average along the line, and nothing across it.
+    assert abs(float(var[0, 0]) - (length ** 2 / 12 + 1 / 6)) < 0.02 + 0.2 / length
+    assert float(var[0, 1]) < 1e-6
+    # The support is a single row spanning the box.
+    row = k[0].sum(1)
+    assert float(row[15]) == pytest.approx(1.0, abs=1e-6)
+
+
+@given(batch=path_batches(reach=5.0), scale=st.floats(0.25, 2.5))
+@SETTINGS
+def test_second_moments_follow_the_path_and_scale_by_s_squared(batch, scale):
+    path, t = batch
+    if path.shape[1] == 1:
+        path = path.repeat(1, 2, 1)
+        t = None
+    exact = _path_variance(path * scale, t)
+    # Centred on its time-weighted mean, a path of reach 5 scaled by 2.5 can extend 25 px one way.
+    _, var = _moments(K.rasterize(path * scale, 63, t))
+    # Kernel variance = path variance + the splat's own (f(1-f) in [0, 1/4]) - midpoint rule error (<= 0.25^2/12).
+    assert (var >= exact - 6e-3).all() and (var <= exact + 0.25 + 6e-3).all()
+    _, var1 = _moments(K.rasterize(path, 63, t))
+    assert ((var - scale ** 2 * var1).abs() <= 0.25 * (1 + scale ** 2) + 1e-2).all()
+
+
+@given(theta=st.floats(1e-4, 0.01), focal=st.floats(300, 4000))
+@SETTINGS
+def test_pure_yaw_moves_the_principal_point_by_f_theta(theta, focal):
+    steps = 50
+    rot = torch.zeros(1, steps, 3)
+    rot[0, :, 1] = torch.linspace(0, theta, steps)
+    traj = Trajectory(t=torch.linspace(0, 0.1, steps)[None], rotation=rot)
+    cam = Camera(focal, 4000, 3000)
+    path = K.kernel_paths(traj, cam)
+    assert abs(abs(float(path[0, -1, 0])) - focal * math.tan(theta)) < 1e-4 * focal * theta + 1e-3
+    assert path[0, :, 1].abs().max() < 1e-3
+    size = 2 * int(focal * theta / 2 + 2) + 1
+    _, var = _moments(K.kernels(traj, cam, size))
+    length = focal * math.tan(theta)
+    assert float(var[0, 0]) - length ** 2 / 12 == pytest.approx(0.125, abs=0.13)
+
+
+@given(scale_r=st.floats(1e-4, 0.5), scale_c=st.floats(0, 0.05), depth=st.floats(0.5, 50), seed=st.integers(0, 1000))
+@SETTINGS
+def test_fast_principal_point_path_matches_the_camera(scale_r, scale_c, depth, seed):
+    g = torch.Generator().manual_seed(seed)
+    traj = Trajectory(t=torch.linspace(0, 1, 6).expand(3, 6), rotation=scale_r * torch.randn(3, 6, 3, generator=g),
+                      translation=scale_c * torch.randn(3, 6, 3, generator=g))
+    cam = Camera(1200.0, 1000, 800)
+    ref = cam.center_path(traj, depth).double()
+    ours = K.kernel_paths(traj, cam, depth).double()
+    assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-3 + 1e-5 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("model", [CameraShake(), RandomWalk2D(length_px=(20, 29), steps=300, samples=64)])
+def test_item_is_identical_alone_in_a_batch_or_in_chunks(model):
+    cam = Camera.from_35mm(50, 1200, 800)
+    whole = torch.cat([c.kernels for c in K.generate(model, 12, cam, 31, seed=5, chunk=5)])
+    seven = next(K.generate(model, 7, cam, 31, seed=5, start=3, chunk=7)).kernels
+    alone = next(K.generate(model, 1, cam, 31, seed=5, start=8)).kernels
+    assert torch.equal(whole[3:10], seven)
+    assert torch.equal(whole[8:9], alone)
+    other = torch.cat([c.kernels for c in K.generate(model, 12, cam, 31, seed=6, chunk=5)])
+    assert not torch.equal(whole, other)
+
+
+def test_resample_redraws_misfits_and_records_it():
+    cam = Camera.from_35mm(200, 4000, 3000)  # long lens: many paths are too long for 15 px
+    model = CameraShake()
+    n = 40
+    first = model.sample(n, seed=2)
+    too_big = ~K.fits(K.kernel_paths(first, cam), 15, first.t)
+    assert too_big.any() and not too_big.all()
+    chunks = list(K.generate(model, n, cam, 15, seed=2, chunk=16))
+    kern = torch.cat([c.kernels for c in chunks])
+    redraws = torch.cat([c.trajectory.params["redraws"] for c in chunks])
+    assert torch.equal(redraws > 0, too_big)
+    assert torch.allclose(kern.sum((1, 2)), torch.ones(n), atol=1e-5)
+    # Items that fitted are untouched by the redraws of their neighbours.
+    assert torch.equal(kern[~too_big], K.kernels(first, cam, 15, fit="scale")[~too_big])
+    # Every kept trajectory reproduces its kernel.
+    traj = Trajectory.cat([c.trajectory for c in chunks])
+    assert torch.equal(K.kernels(traj, cam, 15), kern)
+    scaled = torch.cat([c.trajectory.params["fit_scale"] for c in K.generate(model, n, cam, 15, seed=2, fit="scale")])
+    assert (scaled[too_big] < 1).all() and (scaled[~too_big] == 1).all()
+
+
+def test_resample_gives_up_with_a_clear_message():
+    model = RandomWalk2D(length_px=(60, 60), anxiety=(0, 0), steps=50, samples=16)  # straight 60 px lines
+    with pytest.raises(ValueError, match="item 0.*kernel-size"):
+        list(K.generate(model, 2, None, 15, max_redraws=3))
+
+
+def test_pieces_bound_memory_and_agree():
+    """A batch split into pieces (tiny piece budget) gives the same kernels as one piece."""
+    traj = CameraShake().sample(50, seed=1)
+    cam = Camera.from_35mm(50, 1200, 800)
+    full = K.kernels(traj, cam, 31, fit="scale")
+    old = K._PIECE_ENTRIES
+    try:
+        K._PIECE_ENTRIES = 100
+        pieces = K.kernels(traj, cam, 31, fit="scale")
+    finally:
+        K._PIECE_ENTRIES = old
+    assert torch.equal(full, pieces)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    cam = Camera.from_35mm(50, 1200, 800)
+    cpu = next(K.generate(CameraShake(), 64, cam, 31, seed=3)).kernels
+    gpu = next(K.generate(CameraShake(), 64, cam, 31, seed=3, device="cuda")).kernels
+    assert gpu.is_cuda
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)

@@ -1,0 +1,147 @@
+"""Projective blur: the renderer against the uniform path, local kernels against the renderer."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from scipy.ndimage import gaussian_filter
+from scipy.signal import convolve2d
+
+from blursynth.camera import Camera
+from blursynth.kernel import kernels, rasterize
+from blursynth.nonuniform import (densify, exposure_weights, grid_points, kernels_at, render_nonuniform,
+                                  _probe_points)
+from blursynth.trajectory import Trajectory
+
+
+def _smooth_image(h, w, seed=0, sigma=1.5):
+    rs = np.random.RandomState(seed)
+    img = np.stack([gaussian_filter(rs.rand(h, w), sigma) for _ in range(3)])
+    img = (img - img.min()) / (img.max() - img.min())
+    return torch.from_numpy(img).float()[None]
+
+
+def _shake(yaw, pitch, roll, steps=9, exposure=0.1):
+    """A smooth rotation over the exposure ending at (pitch, yaw, roll) radians, with a bend."""
+    s = torch.linspace(0, 1, steps)
+    bend = torch.sin(math.pi * s)
+    rot = torch.stack([pitch * s + 0.3 * yaw * bend, yaw * s ** 2, roll * s], dim=-1)
+    return Trajectory(t=(s * exposure)[None], rotation=rot[None])
+
+
+def _conv(image, kernel):
+    """Reference: per-channel true convolution by scipy, 'same' size."""
+    k = kernel.numpy()
+    return np.stack([convolve2d(c, k, mode="same", boundary="symm") for c in image[0].numpy()])
+
+
+@given(yaw=st.floats(-4e-3, 4e-3), pitch=st.floats(-4e-3, 4e-3))
+@settings(max_examples=6, deadline=None)
+def test_distant_scene_without_roll_matches_uniform_blur(yaw, pitch):
+    # A long lens and a small frame: rotation without roll is a translation of the whole frame.
+    cam = Camera(2000.0, 48, 40)
+    traj = _shake(yaw, pitch, 0.0)
+    img = _smooth_image(40, 48)
+    out = render_nonuniform(img, traj, cam)[0].numpy()
+    ref = _conv(img, kernels(traj, cam, 21)[0])
+    m = 11  # compare away from the border, where padding differs
+    assert np.abs(out[:, m:-m, m:-m] - ref[:, m:-m, m:-m]).max() < 3e-3
+
+
+def test_small_in_plane_translation_path_matches_uniform_blur():
+    path = torch.tensor([[[0.0, 0.0], [3.0, 1.0], [4.5, -2.0], [6.0, 0.5]]])
+    traj = Trajectory(t=torch.tensor([[0.0, 0.01, 0.03, 0.04]]), path_px=path)
+    img = _smooth_image(40, 40, seed=1)
+    out = render_nonuniform(img, traj, Camera(500.0, 40, 40))[0].numpy()
+    ref = _conv(img, rasterize(path, 15, t=traj.t)[0])
+    assert np.abs(out[:, 8:-8, 8:-8] - ref[:, 8:-8, 8:-8]).max() < 3e-3
+
+
+@pytest.mark.parametrize("where", [(4.0, 5.0), (40.0, 30.0), (24.0, 18.0)])
+def test_local_kernel_reproduces_rendered_blur_near_its_pixel(where):
+    cam = Camera(300.0, 48, 36, cx=60.0, cy=-10.0)  # a crop whose photo centre lies outside it
+    traj = _shake(2e-3, -1.5e-3, 0.03)
+    img = _smooth_image(36, 48, seed=2)
+    out = render_nonuniform(img, traj, cam, padding_mode="border")[0].numpy()
+    k = kernels_at(torch.tensor([where]), traj, cam, 25)[0, 0]
+    assert abs(float(k.sum()) - 1) < 1e-5
+    # Blur with the local kernel; compare on a 3x3 neighbourhood of the pixel.
+    pad = torch.nn.functional.pad(img, (12, 12, 12, 12), mode="replicate")[0].numpy()
+    ref = np.stack([convolve2d(c, k.numpy(), mode="valid") for c in pad])
+    x, y = int(where[0]), int(where[1])
+    near = (slice(None), slice(y - 1, y + 2), slice(x - 1, x + 2))
+    assert np.abs(out[near] - ref[near]).max() < 6e-3  # the centre kernel misses by > 2e-2
+
+
+def _spread(k):
+    """Root mean squared distance of a kernel's mass from its centre of mass, pixels."""
+    h, w = k.shape
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    my, mx = (k * yy).sum(), (k * xx).sum()
+    return float(((k * ((yy - my) ** 2 + (xx - mx) ** 2)).sum()).sqrt())
+
+
+def test_roll_blurs_corners_more_than_the_centre():
+    cam = Camera(400.0, 64, 64)
+    traj = _shake(0.0, 0.0, 0.06)
+    centre, corner = kernels_at(torch.tensor([[31.5, 31.5], [2.0, 2.0]]), traj, cam, 31)[0]
+    assert _spread(centre) < 0.1 and _spread(corner) > 0.5
+    # The rendered image changes more at the corners than at the centre.
+    img = _smooth_image(64, 64, seed=3, sigma=1.0)
+    diff = (render_nonuniform(img, traj, cam) - img).abs()[0].mean(0)
+    assert float(diff[24:40, 24:40].mean()) * 3 < float(diff[:12, :12].mean())
+
+
+def test_centre_kernel_equals_the_centred_uniform_kernel():
+    cam = Camera(800.0, 64, 48)
+    traj = _shake(3e-3, 2e-3, 0.02)
+    pp = torch.tensor([cam.principal_point])
+    local = kernels_at(pp, traj, cam, 21)[0, 0]
+    uniform = kernels(traj, cam, 21)[0]
+    assert (local - uniform).abs().max() < 2e-3
+
+
+@given(roll=st.floats(-0.05, 0.05), yaw=st.floats(-0.01, 0.01), steps=st.integers(2, 12))
+@settings(max_examples=25, deadline=None)
+def test_densified_samples_move_no_point_more_than_half_a_pixel(roll, yaw, steps):
+    cam = Camera(600.0, 80, 60)
+    traj = _shake(yaw, 0.0, roll, steps=steps)
+    dense = densify(traj, cam)
+    pos = cam.project(dense, _probe_points(cam, "cpu"))
+    assert float((pos[:, 1:] - pos[:, :-1]).norm(dim=-1).max()) <= 0.5 + 1e-4
+    # The original samples are kept (they are the segment ends).
+    assert torch.isin(traj.t, dense.t).all()
+
+
+@given(t=st.lists(st.floats(0, 1), min_size=2, max_size=20))
+@settings(max_examples=50, deadline=None)
+def test_exposure_weights_sum_to_one_and_follow_time(t):
+    times = torch.tensor(sorted(t))[None]
+    w = exposure_weights(times)
+    assert abs(float(w.sum()) - 1) < 1e-5 and bool((w >= 0).all())
+    if float(times[0, -1] - times[0, 0]) > 1e-3:
+        # The weighted mean time is the midpoint of a uniform motion's time span.
+        mid = float((w * times).sum())
+        ref = float(((times[0, 1:] ** 2 - times[0, :-1] ** 2) / 2).sum() / (times[0, -1] - times[0, 0]))
+        assert abs(mid - ref) < 1e-4
+
+
+def test_still_camera_is_the_identity_and_grid_points_cover_the_frame():
+    cam = Camera(500.0, 30, 20)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3))
+    img = _smooth_image(20, 30)
+    assert torch.allclose(render_nonuniform(img, traj, cam), img, atol=1e-5)
+    pts = grid_points(cam, 2, 3)
+    assert pts.shape == (6, 2)
+    assert torch.allclose(pts[0], torch.tensor([4.5, 4.5])) and torch.allclose(pts[-1], torch.tensor([24.5, 14.5]))
+
+
+def test_bad_arguments_are_named():
+    cam = Camera(500.0, 30, 20)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="camera is 30x20 but the image is 31x20"):
+        render_nonuniform(torch.zeros(1, 3, 20, 31), traj, cam)
+    with pytest.raises(ValueError, match="2 items for a batch of 3"):
+        render_nonuniform(torch.zeros(3, 3, 20, 30), Trajectory.cat([traj, traj]), cam)

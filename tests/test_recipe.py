@@ -1,0 +1,102 @@
+"""Recipe loading and validation."""
+
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from blursynth.recipe import Recipe, RecipeError, load_recipe, recipe_names
+
+SHIPPED = ["default", "gopro-like", "realblur-like", "levin-like"]
+
+
+def _write(tmp_path, text, name="r.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_load_and_round_trip(name):
+    assert name in recipe_names()
+    recipe = load_recipe(name)
+    assert recipe.name == name
+    assert recipe.kernel_size % 2 == 1
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_shipped_recipes_differ_where_they_claim():
+    levin, real, gopro = load_recipe("levin-like"), load_recipe("realblur-like"), load_recipe("gopro-like")
+    assert levin.trajectory_params["roll_ratio"] == 0.0 and levin.blur_mode == "uniform"
+    assert real.blur_mode == "projective" and real.sensor["jpeg_quality"] is not None
+    assert gopro.sensor["shot_noise"] is None  # "off" in TOML means None
+
+
+def test_recipe_from_a_path_and_defaults(tmp_path):
+    recipe = load_recipe(_write(tmp_path, 'crop = [32, 48]\n[kernel]\nsize = 9\n'))
+    assert recipe.crop == (32, 48)
+    assert recipe.name == "r"  # the file name when the recipe has none
+    assert recipe.margin == 4 and recipe.input_size == (40, 56)
+    assert recipe.depth_m == (math.inf, math.inf)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("colour = 1\n", "colour"),
+    ("[kernel]\nsise = 9\n", "kernel.sise"),
+    ("[camera]\nfocal = 35\n", "camera.focal"),
+    ("[trajectory]\nexposure = [0.1, 0.2]\n", "trajectory.exposure"),
+    ("[sensor]\nnoise = 0.1\n", "sensor.noise"),
+])
+def test_unknown_keys_are_named(tmp_path, text, key):
+    path = _write(tmp_path, text)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value) and key in str(err.value)
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[kernel]\nsize = 32\n", "kernel.size"),          # even
+    ("[kernel]\nsize = 1\n", "kernel.size"),
+    ("[kernel]\nfit = \"crop\"\n", "kernel.fit"),
+    ("crop = 4\n", "crop"),
+    ("crop = [1, 2, 3]\n", "crop"),
+    ("[camera]\nfocal_mm = [50, 24]\n", "camera.focal_mm"),  # low > high
+    ("[camera]\nfocal_mm = 1.0\n", "camera.focal_mm"),
+    ("[camera]\ndepth_m = -2.0\n", "camera.depth_m"),
+    ("[camera]\nframe_px = [100, 100]\n", "camera.frame_px"),  # smaller than the crop
+    ("[blur]\nmode = \"wobbly\"\n", "blur.mode"),
+    ("[blur]\nboundary = \"zero\"\n", "blur.boundary"),
+    ("[blur]\ngrid = [0, 3]\n", "blur.grid"),
+    ("[trajectory]\nmodel = \"random_walk_2d\"\n[blur]\nmode = \"projective\"\n", "blur.mode"),
+    ("[trajectory]\nmodel = \"spline\"\n", "trajectory.model"),
+    ("[trajectory]\nroll_ratio = -1.0\n", "trajectory.roll_ratio"),
+    ("[sensor]\nbits = 12\n", "sensor.bits"),
+    ("[sensor]\nshot_noise = [-1.0, 0.1]\n", "sensor.shot_noise"),
+])
+def test_out_of_range_values_are_named(tmp_path, text, key):
+    path = _write(tmp_path, text)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_bad_toml_and_unknown_name(tmp_path):
+    with pytest.raises(RecipeError, match="not valid TOML"):
+        load_recipe(_write(tmp_path, "crop = [\n"))
+    with pytest.raises(RecipeError, match="unknown recipe 'nope'.*default"):
+        load_recipe("nope")
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")
+
+
+@given(size=st.integers(1, 60).map(lambda k: 2 * k + 1), crop=st.integers(8, 200),
+       lo=st.floats(10, 100), span=st.floats(1, 3), mode=st.sampled_from(["uniform", "projective"]),
+       boundary=st.sampled_from(["valid", "reflect", "circular"]))
+@settings(max_examples=30, deadline=None)
+def test_dict_round_trip(size, crop, lo, span, mode, boundary):
+    data = {"crop": crop, "kernel": {"size": size}, "camera": {"focal_mm": [lo, lo * span], "frame_px": [1000, 1000]},
+            "blur": {"mode": mode, "boundary": boundary}, "sensor": {"jpeg_quality": [60, 90], "shot_noise": "off"}}
+    recipe = Recipe.from_dict(data)
+    again = Recipe.from_dict(recipe.to_dict())
+    assert again == recipe
+    assert recipe.input_size[0] == crop + (size - 1 if boundary == "valid" else 0)

@@ -1,0 +1,288 @@
+"""The sensor pipeline: tone curves, highlight boost, noise statistics, Bayer, quantisation, JPEG."""
+
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from blursynth import sensor as S
+
+
+def _params(n=1, **values):
+    """SensorParams with everything off, then the given per-field values (scalars broadcast to n)."""
+    p = S.SensorModel.off().sample(n, seed=0)
+    for key, value in values.items():
+        old = getattr(p, key)
+        setattr(p, key, torch.full_like(old, value) if not isinstance(value, torch.Tensor) else value.to(old.dtype))
+    return p
+
+
+# --------------------------------------------------------------------------- tone curves
+
+
+def test_srgb_curve_matches_the_standard_at_known_points():
+    # IEC 61966-2-1: linear = ((v + 0.055) / 1.055) ** 2.4 above 0.04045, v / 12.92 below.
+    v = torch.tensor([0.0, 0.02, 0.04045, 0.5, 0.8, 1.0]).view(1, 1, 1, -1).expand(1, 3, 1, -1)
+    expected = torch.tensor([0.0, 0.02 / 12.92, 0.04045 / 12.92, 0.214041, 0.603827, 1.0])
+    assert torch.allclose(S.srgb_to_linear(v)[0, 0, 0], expected, atol=2e-6)
+
+
+@given(crf=st.sampled_from(S.CRFS), gamma=st.floats(1.5, 3.0), seed=st.integers(0, 2**31))
+@settings(max_examples=30, deadline=None)
+def test_linear_to_display_to_linear_is_identity(crf, gamma, seed):
+    torch.manual_seed(seed % 1000)  # test data only; the package never uses the global RNG
+    lin = torch.rand(2, 3, 8, 9)
+    p = _params(2, crf=S.CRFS.index(crf), gamma=gamma)
+    back = S.to_linear(S.from_linear(lin, p), p)
+    # The S-curve is flat at its ends, so its inverse amplifies float32 rounding there.
+    tol = 2e-4 if crf == "brooks" else 2e-6
+    assert (back - lin).abs().max() <= tol
+
+
+def test_curves_at_known_values():
+    lin = torch.full((3, 3, 1, 1), 0.5)
+    p = _params(3, gamma=2.5)
+    p.crf = torch.tensor([S.CRFS.index("gamma"), S.CRFS.index("brooks"), S.CRFS.index("linear")])
+    out = S.from_linear(lin, p)[:, 0, 0, 0]
+    y = 0.5 ** (1 / 2.2)
+    assert torch.allclose(out, torch.tensor([0.5 ** (1 / 2.5), 3 * y * y - 2 * y ** 3, 0.5]), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- identity and reproducibility
+
+
+@given(seed=st.integers(0, 2**40), h=st.integers(1, 12), w=st.integers(1, 12))
+@settings(max_examples=25, deadline=None)
+def test_every_step_off_is_identity(seed, h, w):
+    g = torch.Generator().manual_seed(seed % 2**31)
+    img = torch.rand(3, 3, h, w, generator=g)
+    p = S.SensorModel.off().sample(3, seed)
+    assert torch.equal(S.pre_blur(img, p), img)
+    assert torch.equal(S.post_blur(img, p, seed, range(3)), img)
+    # Values a highlight boost made > 1 survive too when nothing clips.
+    assert torch.equal(S.post_blur(img * 3, p, seed, range(3)), img * 3)
+
+
+@given(seed=st.integers(0, 2**40), start=st.integers(0, 10**6), split=st.integers(1, 7))
+@settings(max_examples=25, deadline=None)
+def test_params_depend_only_on_seed_and_index(seed, start, split):
+    model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, jpeg_quality=(10, 95))
+    whole = model.sample(8, seed, start=start).to_records()
+    parts = model.sample(split, seed, start=start).to_records() + model.sample(8 - split, seed, start=start + split).to_records()
+    assert whole == parts
+    assert model.sample(8, seed + 1, start=start).to_records() != whole
+
+
+@pytest.mark.parametrize("bits, jpeg", [(None, None), (8, (50, 90))])
+def test_item_output_is_the_same_in_any_batch(bits, jpeg):
+    # Float output exposes any last-bit dependence on an item's place in the batch; odd sizes make
+    # items start at different SIMD alignments.
+    model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, bits=bits, jpeg_quality=jpeg)
+    img = torch.rand(6, 3, 17, 23, generator=torch.Generator().manual_seed(1))
+    p = model.sample(6, seed=9, start=100)
+    whole = S.post_blur(S.pre_blur(img, p), p, 9, range(100, 106))
+    for i in range(6):
+        one = S.post_blur(S.pre_blur(img[i:i + 1], p[i]), p[i], 9, [100 + i])
+        assert torch.equal(one, whole[i:i + 1])
+
+
+def test_records_are_json_and_restore_the_same_output():
+    model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, jpeg_quality=(40, 95))
+    p = model.sample(6, seed=4)
+    records = json.loads(json.dumps(p.to_records()))
+    assert all(set(r) == set(records[0]) for r in records)
+    q = S.SensorParams.from_records(records)
+    img = torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(S.post_blur(S.pre_blur(img, p), p, 4, range(6)), S.post_blur(S.pre_blur(img, q), q, 4, range(6)))
+    with pytest.raises(ValueError, match="to_records"):
+        S.SensorParams.from_records([{"crf": "srgb"}])
+
+
+# --------------------------------------------------------------------------- noise
+
+
+@given(log_a=st.floats(math.log(1e-4), math.log(1.2e-2)), b=st.floats(0.0, 1e-3), x=st.floats(0.02, 0.95),
+       seed=st.integers(0, 2**40))
+@settings(max_examples=30, deadline=None)
+def test_noise_variance_is_a_x_plus_b(log_a, b, x, seed):
+    a = math.exp(log_a)
+    p = _params(1, shot_noise=a, read_noise=b)
+    img = torch.full((1, 3, 64, 64), x)
+    residual = (S.add_noise(img, p, seed, [0]) - img).double()
+    n = residual.numel()
+    var = a * x + b
+    # Sample mean and variance of n Gaussian draws: standard errors sqrt(var / n) and var * sqrt(2 / n);
+    # 5 standard errors (plus float32 rounding) bound a correct implementation.
+    assert abs(float(residual.mean())) <= 5 * math.sqrt(var / n) + 1e-6
+    assert abs(float(residual.var()) - var) <= 5 * var * math.sqrt(2 / n) + 1e-9
+
+
+def test_noise_levels_follow_brooks_et_al():
+    p = S.SensorModel().sample(4000, seed=11)
+    log_a, log_b = p.shot_noise.double().log(), p.read_noise.double().log()
+    lo, hi = math.log(1e-4), math.log(1.2e-2)
+    assert float(log_a.min()) >= lo - 1e-6 and float(log_a.max()) <= hi + 1e-6
+    # Log-uniform: log a has mean (lo + hi) / 2 and variance (hi - lo)^2 / 12.
+    assert abs(float(log_a.mean()) - (lo + hi) / 2) < 0.05
+    assert abs(float(log_a.var()) - (hi - lo) ** 2 / 12) < 0.1
+    scatter = log_b - (2.18 * log_a + 1.20)
+    assert abs(float(scatter.mean())) < 0.02 and abs(float(scatter.std()) - 0.26) < 0.015
+
+
+def test_noise_fields_differ_between_items_and_seeds():
+    p = _params(2, shot_noise=0.01, read_noise=1e-4)
+    img = torch.full((2, 3, 16, 16), 0.3)
+    a = S.add_noise(img, p, 1, [0, 1])
+    assert not torch.equal(a[0], a[1])
+    assert not torch.equal(a, S.add_noise(img, p, 2, [0, 1]))
+
+
+def test_noise_then_clip_saturates_at_white():
+    p = _params(1, shot_noise=0.01, read_noise=1e-4, clip=True)
+    out = S.post_blur(torch.full((1, 3, 32, 32), 1.8), p, 0, [0])
+    assert torch.equal(out, torch.ones_like(out))
+
+
+# --------------------------------------------------------------------------- highlights
+
+
+def test_highlight_boost_adds_gain_only_to_saturated_values():
+    p = _params(1, highlight_gain=1.5, highlight_threshold=0.98)
+    lin = torch.tensor([0.2, 0.979, 0.98, 1.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    assert torch.allclose(S.boost_highlights(lin, p)[0, 0, 0], torch.tensor([0.2, 0.979, 2.48, 2.5]))
+
+
+def test_boosted_light_blurs_into_a_saturated_streak():
+    # A one-pixel light smeared over 5 pixels: without the boost the streak is 1/5 as bright.
+    sharp = torch.zeros(1, 3, 1, 9)
+    sharp[..., 4] = 1.0
+    box = lambda x: torch.nn.functional.avg_pool2d(x, (1, 5), stride=1, padding=(0, 2), count_include_pad=True)  # noqa: E731
+    p = _params(1, highlight_gain=4.0, highlight_threshold=0.98, crf=S.CRFS.index("srgb"), clip=True)
+    q = _params(1, crf=S.CRFS.index("srgb"), clip=True)
+    boosted = S.post_blur(box(S.pre_blur(sharp, p)), p, 0, [0])
+    plain = S.post_blur(box(S.pre_blur(sharp, q)), q, 0, [0])
+    assert torch.allclose(boosted[0, :, 0, 2:7], torch.ones(3, 5), atol=1e-6)
+    assert float(plain[0, 0, 0, 4]) < 0.5
+
+
+# --------------------------------------------------------------------------- Bayer
+
+
+def test_mosaic_samples_the_named_pattern():
+    rgb = torch.stack([torch.full((4, 4), v) for v in (0.1, 0.5, 0.9)]).unsqueeze(0)
+    colour = {"R": 0.1, "G": 0.5, "B": 0.9}
+    for pattern in S.BAYER:
+        raw = S.mosaic(rgb, pattern)[0, 0]
+        cell = [[colour[pattern[0]], colour[pattern[1]]], [colour[pattern[2]], colour[pattern[3]]]]
+        assert torch.allclose(raw, torch.tensor(cell).repeat(2, 2))
+
+
+@given(pattern=st.sampled_from(S.BAYER), h=st.integers(2, 9), w=st.integers(2, 9))
+@settings(max_examples=30, deadline=None)
+def test_demosaic_of_flat_colour_is_exact_at_any_size(pattern, h, w):
+    rgb = torch.tensor([0.2, 0.6, 0.4]).view(1, 3, 1, 1).expand(2, 3, h, w)
+    assert torch.allclose(S.demosaic(S.mosaic(rgb, pattern), pattern), rgb, atol=1e-6)
+
+
+def test_mosaic_demosaic_keeps_the_sampled_values():
+    img = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    p = _params(1, bayer=S.BAYER.index("GRBG"))
+    out = S.mosaic_demosaic(img, p)
+    assert torch.allclose(S.mosaic(out, "GRBG"), S.mosaic(img, "GRBG"), atol=1e-6)
+    assert not torch.allclose(out, img)
+
+
+# --------------------------------------------------------------------------- quantisation and JPEG
+
+
+@given(bits=st.sampled_from([8, 16]), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=20, deadline=None)
+def test_quantize_lands_on_the_grid_within_half_a_step(bits, seed):
+    img = torch.rand(2, 3, 10, 10, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).float()
+    q = S.quantize(img, bits)
+    levels = 2**bits - 1
+    k = q.double() * levels
+    assert torch.allclose(k, k.round(), atol=1e-3)
+    assert float((q - img).abs().max()) <= 0.5 / levels + 1e-7
+    assert torch.equal(S.quantize(q, bits), q)
+
+
+def test_quantize_per_item_bits_and_float_passthrough():
+    img = torch.full((3, 3, 2, 2), 0.3)
+    q = S.quantize(img, torch.tensor([8, 16, 0]))
+    assert float(q[0, 0, 0, 0]) == pytest.approx(round(0.3 * 255) / 255)
+    assert float(q[1, 0, 0, 0]) == pytest.approx(round(0.3 * 65535) / 65535)
+    assert torch.equal(q[2], img[2])
+
+
+def _textured(n=3, size=48):
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    base = 0.5 + 0.3 * torch.sin(x / 3.0) * torch.cos(y / 5.0)
+    noise = torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(3))
+    return (0.7 * base + 0.3 * noise).clamp(0, 1)
+
+
+def test_jpeg_changes_the_image_and_lower_quality_costs_more():
+    img = S.quantize(_textured(), 8)
+    errors = [float((S.jpeg(img, q) - img).abs().mean()) for q in (10, 40, 70, 95)]
+    assert errors[-1] > 0
+    assert errors == sorted(errors, reverse=True)
+    out = S.jpeg(img, torch.tensor([0, 50, 0]))
+    assert torch.equal(out[0], img[0]) and torch.equal(out[2], img[2]) and not torch.equal(out[1], img[1])
+    assert out.dtype == torch.float32 and out.device == img.device
+
+
+def test_full_pipeline_output_is_8_bit_display_image():
+    model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, jpeg_quality=(60, 95))
+    p = model.sample(4, seed=1)
+    out = S.post_blur(S.pre_blur(_textured(4, 32), p), p, 1, range(4))
+    assert out.shape == (4, 3, 32, 32) and out.min() >= 0 and out.max() <= 1
+    assert torch.allclose(out * 255, (out * 255).round(), atol=1e-3)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"crf": ("srgb", "log")}, "crf"),
+    ({"gamma": (3.0, 2.0)}, "gamma"),
+    ({"shot_noise": (0.0, 0.01)}, "shot_noise"),
+    ({"shot_noise": 0.01}, "shot_noise"),
+    ({"highlight_threshold": 1.5}, "highlight_threshold"),
+    ({"highlight_gain": (-1.0, 1.0)}, "highlight_gain"),
+    ({"bayer": ("RGBG",)}, "bayer"),
+    ({"bits": 12}, "bits"),
+    ({"jpeg_quality": (0, 90)}, "jpeg_quality"),
+    ({"jpeg_quality": (50.5, 90)}, "jpeg_quality"),
+    ({"jpeg_quality": (50, 90), "bits": 16}, "bits=8"),
+])
+def test_bad_options_are_named(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        S.SensorModel(**kwargs)
+
+
+def test_bad_images_are_refused():
+    p = S.SensorModel().sample(2, seed=0)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        S.pre_blur(torch.rand(2, 1, 4, 4), p)
+    with pytest.raises(ValueError, match="2 sensor parameter records for a batch of 3"):
+        S.pre_blur(torch.rand(3, 3, 4, 4), p)
+    with pytest.raises(ValueError, match="indices"):
+        S.add_noise(torch.rand(2, 3, 4, 4), p, 0, [0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, bits=None)
+    img = torch.rand(4, 3, 33, 35, generator=torch.Generator().manual_seed(0))
+    p = model.sample(4, seed=2)
+    q = model.sample(4, seed=2, device="cuda")
+    assert q.to_records() == p.to_records()
+    cpu = S.post_blur(S.pre_blur(img, p), p, 2, range(4))
+    gpu = S.post_blur(S.pre_blur(img.cuda(), q), q, 2, range(4))
+    assert gpu.device.type == "cuda"
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+    jpeg = S.jpeg(S.quantize(img.cuda(), 8), 80)
+    assert jpeg.device.type == "cuda" and torch.equal(jpeg.cpu(), S.jpeg(S.quantize(img, 8), 80))

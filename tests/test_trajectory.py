@@ -1,0 +1,172 @@
+"""Trajectory models: shapes, reproducibility, and the physics their parameters promise."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from blursynth.trajectory import CameraShake, RandomWalk2D, Trajectory
+
+SETTINGS = settings(max_examples=15, deadline=None)
+SMALL_WALK = RandomWalk2D(steps=200, samples=200)
+
+
+@pytest.mark.parametrize("model", [CameraShake(), SMALL_WALK])
+def test_shapes_times_and_params(model):
+    traj = model.sample(9, seed=1)
+    assert isinstance(traj, Trajectory) and len(traj) == 9
+    steps = model.samples
+    assert traj.t.shape == (9, steps) and (traj.t[:, 0] == 0).all()
+    assert (traj.t[:, 1:] >= traj.t[:, :-1]).all()
+    for value in traj.params.values():
+        assert value.shape == (9,) and torch.isfinite(value).all()
+    if traj.is_2d:
+        assert traj.path_px.shape == (9, steps, 2) and (traj.path_px[:, 0] == 0).all()
+    else:
+        assert traj.rotation.shape == traj.translation.shape == (9, steps, 3)
+        assert (traj.rotation[:, 0] == 0).all() and (traj.translation[:, 0] == 0).all()
+        lo, hi = model.exposure_s
+        assert ((traj.exposure_s >= lo * (1 - 1e-6)) & (traj.exposure_s <= hi * (1 + 1e-6))).all()
+        assert torch.allclose(traj.exposure_s, traj.params["exposure_s"])
+
+
+@given(seed=st.integers(0, 2**40), start=st.integers(0, 10**6), n=st.integers(1, 9), pick=st.integers(0, 8))
+@SETTINGS
+def test_item_depends_only_on_seed_and_index(seed, start, n, pick):
+    pick = pick % n
+    for model in (CameraShake(), RandomWalk2D(steps=30, samples=20)):
+        batch = model.sample(n, seed=seed, start=start)
+        alone = model.sample(1, seed=seed, start=start + pick)
+        for name in ("t", "rotation", "translation", "path_px"):
+            a, b = getattr(batch, name), getattr(alone, name)
+            assert (a is None and b is None) or torch.equal(a[pick:pick + 1], b)
+        for key, value in batch.params.items():
+            assert torch.equal(value[pick:pick + 1], alone.params[key])
+
+
+def test_seeds_differ():
+    a, b = CameraShake().sample(4, seed=0), CameraShake().sample(4, seed=1)
+    assert not torch.equal(a.rotation, b.rotation)
+
+
+def test_default_shake_matches_the_one_over_f_rule():
+    """Median RMS angular speed ~0.03 rad/s; at 1/50 s a 50 mm lens blurs about the 0.03 mm CoC."""
+    traj = CameraShake().sample(4000, seed=0)
+    speed = traj.params["rms_angular_speed_rad_s"].median()
+    assert 0.02 < float(speed) < 0.045
+    at_rule = CameraShake(exposure_s=(1 / 50, 1 / 50)).sample(4000, seed=0)
+    angles = at_rule.rotation[..., :2]  # pitch and yaw move the image; roll does not at the centre
+    extent_rad = (angles[:, :, None] - angles[:, None]).norm(dim=-1).amax((1, 2))
+    blur_mm = extent_rad.median() * 50.0  # angle times focal length on the sensor
+    assert 0.3 * 0.03 < float(blur_mm) < 3 * 0.03
+
+
+def test_rotation_dominates_translation_for_normal_scenes():
+    """At 2 m, the translation's image motion is much smaller than the rotation's (Whyte et al. 2012)."""
+    traj = CameraShake().sample(500, seed=3)
+    rot_px = traj.rotation[..., :2].norm(dim=-1).amax(1)  # radians ~ pixels / focal
+    trans_px = (traj.translation[..., :2].norm(dim=-1) / 2.0).amax(1)  # metres / depth ~ pixels / focal
+    assert float((trans_px / rot_px).median()) < 0.5
+
+
+def test_tremor_oscillates_at_its_frequency():
+    model = CameraShake(drift_rad_s=(1e-9, 1e-9), jerk_rad_s=(0, 0), tremor_hz=(10, 10), exposure_s=(1, 1),
+                        samples=2001)
+    traj = model.sample(8, seed=4)
+    velocity = (traj.rotation[:, 1:, 1] - traj.rotation[:, :-1, 1]) / (traj.t[:, 1:] - traj.t[:, :-1])
+    crossings = ((velocity[:, 1:] * velocity[:, :-1]) < 0).sum(1)
+    assert ((crossings >= 19) & (crossings <= 21)).all()  # 10 Hz over 1 s: 20 sign changes
+
+
+def test_drift_amplitude_is_its_rms_speed():
+    model = CameraShake(drift_rad_s=(0.02, 0.02), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0, 0),
+                        exposure_s=(20, 20), samples=4000)
+    traj = model.sample(16, seed=5)
+    ratio = traj.params["rms_angular_speed_rad_s"] / 0.02
+    assert 0.85 < float(ratio.median()) < 1.15
+
+
+def test_shutter_jerk_is_mostly_pitch():
+    model = CameraShake(drift_rad_s=(1e-9, 1e-9), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0.05, 0.05),
+                        exposure_s=(0.2, 0.2), samples=2001)
+    traj = model.sample(200, seed=6)
+    pitch = traj.rotation[..., 0].abs().amax(1)
+    yaw = traj.rotation[..., 1].abs().amax(1)
+    assert float((pitch > yaw).float().mean()) > 0.8
+    # Peak angular speed at the shutter opening equals jerk_rad_s.
+    v0 = (traj.rotation[:, 1] - traj.rotation[:, 0]).norm(dim=-1) / traj.t[:, 1]
+    assert torch.allclose(v0, torch.full_like(v0, 0.05), rtol=0.02)
+
+
+@given(length=st.floats(5, 80), seed=st.integers(0, 10**6))
+@SETTINGS
+def test_random_walk_has_the_requested_length(length, seed):
+    model = RandomWalk2D(length_px=(length, length), steps=300, samples=300)
+    traj = model.sample(4, seed=seed)
+    travelled = (traj.path_px[:, 1:] - traj.path_px[:, :-1]).norm(dim=-1).sum(1)
+    assert torch.allclose(travelled, torch.full_like(travelled, length), rtol=1e-3)
+
+
+def test_random_walk_without_anxiety_is_a_straight_line():
+    traj = RandomWalk2D(length_px=(30, 30), anxiety=(0, 0), steps=100, samples=50).sample(5, seed=2)
+    end = traj.path_px[:, -1]
+    assert torch.allclose(end.norm(dim=-1), torch.full((5,), 30.0), rtol=1e-4)
+    assert (traj.params["big_shakes"] == 0).all()
+
+
+def test_random_walk_partial_exposure_keeps_the_start_of_the_walk():
+    full = RandomWalk2D(steps=400, samples=401).sample(6, seed=8)
+    half = RandomWalk2D(steps=400, samples=201, exposure_fractions=(0.5,)).sample(6, seed=8)
+    assert torch.allclose(half.path_px, full.path_px[:, :201], atol=1e-4)
+    assert torch.allclose(half.exposure_s, torch.full((6,), 0.5))
+    mixed = RandomWalk2D(steps=400, exposure_fractions=(0.01, 0.1, 0.5, 1.0)).sample(200, seed=1)
+    assert torch.equal(mixed.params["exposure_fraction"].unique(), torch.tensor([0.01, 0.1, 0.5, 1.0]))
+
+
+def test_random_walk_impulsive_shakes_follow_their_probability():
+    never = RandomWalk2D(big_shake_probability=(0, 0), steps=300).sample(10, seed=1)
+    often = RandomWalk2D(big_shake_probability=(0.2, 0.2), anxiety=(0.1, 0.1), steps=1000).sample(50, seed=1)
+    assert (never.params["big_shakes"] == 0).all()
+    assert abs(float(often.params["big_shakes"].mean()) - 0.02 * 999) < 4
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(exposure_s=(0.1, 0.01)), "CameraShake.exposure_s"),
+    (dict(exposure_s=(0.0, 0.1)), "CameraShake.exposure_s"),
+    (dict(drift_rad_s=5), "CameraShake.drift_rad_s"),
+    (dict(jerk_rad_s=(-1, 0)), "CameraShake.jerk_rad_s"),
+    (dict(samples=1), "CameraShake.samples"),
+    (dict(roll_ratio=-1.0), "CameraShake.roll_ratio"),
+])
+def test_camera_shake_rejects_bad_parameters(bad, match):
+    with pytest.raises(ValueError, match=match):
+        CameraShake(**bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(length_px=(0, 10)), "RandomWalk2D.length_px"),
+    (dict(exposure_fractions=(0.0,)), "RandomWalk2D.exposure_fractions"),
+    (dict(steps=1), "RandomWalk2D.steps"),
+])
+def test_random_walk_rejects_bad_parameters(bad, match):
+    with pytest.raises(ValueError, match=match):
+        RandomWalk2D(**bad)
+
+
+def test_sample_rejects_bad_counts():
+    with pytest.raises(ValueError, match="positive integer"):
+        CameraShake().sample(0)
+    with pytest.raises(ValueError, match="start"):
+        CameraShake().sample(2, start=-1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sampling_matches_cpu():
+    cpu = CameraShake().sample(32, seed=9)
+    gpu = CameraShake().sample(32, seed=9, device="cuda")
+    assert gpu.rotation.is_cuda
+    assert torch.allclose(gpu.rotation.cpu(), cpu.rotation, atol=1e-7, rtol=1e-4)
+    walk_cpu = RandomWalk2D(steps=100, samples=50).sample(8, seed=9)
+    walk_gpu = RandomWalk2D(steps=100, samples=50).sample(8, seed=9, device="cuda")
+    assert torch.allclose(walk_gpu.path_px.cpu(), walk_cpu.path_px, atol=1e-4)

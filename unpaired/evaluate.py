@@ -1,0 +1,366 @@
+"""Score a restoration method on paired blurry/sharp images: ``python -m unpaired.evaluate``.
+
+    python -m unpaired.evaluate --benchmark levin --data ../shared/data/levin2009 --method hyperlaplacian \\
+        --json levin_hl.json --grid levin_hl.png
+    python -m unpaired.evaluate --benchmark folder --blurry DATASET/blur --sharp DATASET/sharp --method wiener
+
+A method is a *restorer*: a callable ``restore(blurry (1, C, H, W), kernel (h, w) or None)`` returning
+the restored ``(1, C, H, W)``, or ``(restored, estimated kernel)``. :func:`evaluate` scores any
+restorer; the command line builds one from ``--method`` (non-blind methods get the TRUE kernel) or
+from ``--checkpoint`` (a trained network, loaded by ``unpaired.inference.load_restorer``).
+
+Scoring follows Levin et al. (CVPR 2009): align up to a shift, crop a border, then PSNR/SSIM. The
+error ratio divides a method's squared error by that of the reference non-blind deconvolution
+(:func:`unpaired.deconv.hyper_laplacian`) run with the true kernel; it is null without kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image, write_image, write_json
+
+from . import deconv, metrics
+
+Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+
+KERNEL_SUM_TOLERANCE = 1e-3
+
+
+class EvaluationError(ValueError):
+    """Unusable benchmark input; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One benchmark item: paths of the blurry and sharp images and of the true kernel (or None)."""
+
+    name: str
+    blurry: Path
+    sharp: Path
+    kernel: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding and loading pairs
+
+
+def levin_pairs(data: str | Path) -> list[Pair]:
+    """The Levin 2009 layout: ``sharp/im{i}.png``, ``blurry/im{i}_kernel{j}.png``,
+    ``kernels/kernel{j}.npy``. Every blurry image must have its sharp image and kernel."""
+    data = Path(data)
+    blurry = sorted((data / "blurry").glob("im*_kernel*.png"),
+                    key=lambda p: tuple(int(s) for s in p.stem[2:].split("_kernel")))
+    if not blurry:
+        raise EvaluationError(f"{data / 'blurry'}: no im{{i}}_kernel{{j}}.png files; --data must be the "
+                              "Levin 2009 folder holding sharp/, blurry/ and kernels/")
+    pairs = []
+    for path in blurry:
+        image, kernel = path.stem.split("_")
+        pairs.append(Pair(path.stem, path, data / "sharp" / f"{image}.png", data / "kernels" / f"{kernel}.npy"))
+    return pairs
+
+
+def _by_stem(folder: Path, suffixes: set[str]) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes and p.is_file()}
+
+
+def folder_pairs(blurry: str | Path, sharp: str | Path, kernels: str | Path | None = None) -> list[Pair]:
+    """Pairs matched by file name stem between two folders (a written ``blursynth dataset``'s
+    ``blur/`` and ``sharp/``). ``kernels`` holds ``{stem}.npy``; by default ``kernels/`` beside
+    ``blurry`` is used when it exists (the dataset layout)."""
+    blurry, sharp = Path(blurry), Path(sharp)
+    for folder, option in ((blurry, "--blurry"), (sharp, "--sharp")):
+        if not folder.is_dir():
+            raise EvaluationError(f"{option} {folder}: not a folder")
+    if kernels is None and (blurry.parent / "kernels").is_dir():
+        kernels = blurry.parent / "kernels"
+    kernels = Path(kernels) if kernels is not None else None
+    if kernels is not None and not kernels.is_dir():
+        raise EvaluationError(f"--kernels {kernels}: not a folder")
+    blurry_files, sharp_files = _by_stem(blurry, IMAGE_SUFFIXES), _by_stem(sharp, IMAGE_SUFFIXES)
+    if not blurry_files:
+        raise EvaluationError(f"--blurry {blurry}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    pairs = []
+    for stem, path in blurry_files.items():
+        if stem not in sharp_files:
+            raise EvaluationError(f"{path}: no sharp image named {stem}.* in {sharp}; every blurry image needs "
+                                  "its sharp twin with the same name")
+        kernel = None
+        if kernels is not None:
+            kernel = kernels / f"{stem}.npy"
+            if not kernel.is_file():
+                raise EvaluationError(f"{path}: no kernel {kernel}; add it or pass --kernels to another folder")
+        pairs.append(Pair(stem, path, sharp_files[stem], kernel))
+    return pairs
+
+
+def load_kernel(path: Path) -> torch.Tensor:
+    """A ``.npy`` blur kernel as float32 ``(h, w)``: finite, non-negative, summing to 1.
+
+    A stored grid of local kernels (more than 2 axes) is returned as is, for callers to refuse."""
+    if not path.is_file():
+        raise EvaluationError(f"{path}: no such kernel file")
+    try:
+        k = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise EvaluationError(f"{path}: cannot be read as a .npy array ({exc})") from None
+    k = np.asarray(k, dtype=np.float32)
+    if k.ndim < 2 or min(k.shape) == 0:
+        raise EvaluationError(f"{path}: a kernel must be a 2-D array, got shape {k.shape}")
+    if not np.isfinite(k).all() or (k < -1e-6).any():
+        raise EvaluationError(f"{path}: kernel has negative or non-finite values")
+    total = k.sum(axis=(-2, -1))
+    if np.abs(total - 1.0).max() > KERNEL_SUM_TOLERANCE:
+        raise EvaluationError(f"{path}: kernel sums to {float(np.ravel(total)[0]):.6f}, not 1; "
+                              "normalise it (k / k.sum()) before evaluating")
+    return torch.from_numpy(k)
+
+
+def load_pair(pair: Pair, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(blurry (1, C, H, W), sharp (1, C, H, W), kernel (h, w) or None)``; sizes checked."""
+    try:
+        blurry = torch.from_numpy(read_image(pair.blurry, channels)[0])[None]
+        sharp = torch.from_numpy(read_image(pair.sharp, channels)[0])[None]
+    except ImageError as exc:
+        raise EvaluationError(str(exc)) from None
+    if blurry.shape != sharp.shape:
+        raise EvaluationError(f"{pair.blurry}: size {tuple(blurry.shape[-2:])} differs from {pair.sharp} "
+                              f"{tuple(sharp.shape[-2:])}; pairs must have the same size")
+    kernel = load_kernel(pair.kernel) if pair.kernel is not None else None
+    if kernel is not None and kernel.dim() == 2 and (kernel.shape[0] > blurry.shape[-2] or
+                                                     kernel.shape[1] > blurry.shape[-1]):
+        raise EvaluationError(f"{pair.kernel}: {tuple(kernel.shape)} kernel is larger than {pair.blurry}")
+    return blurry, sharp, kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# Restorers
+
+
+def method_restorer(name: str) -> Restorer:
+    """A restorer for ``identity`` or a non-blind method of :data:`unpaired.deconv.METHODS`
+    (run with the kernel it is given, float32, on the image's device)."""
+    if name == "identity":
+        return lambda blurry, kernel: blurry
+    if name not in deconv.METHODS:
+        raise EvaluationError(f"--method {name}: unknown; choose identity or one of {sorted(deconv.METHODS)}")
+    solver = deconv.METHODS[name]
+
+    def restore(blurry: torch.Tensor, kernel: torch.Tensor | None) -> torch.Tensor:
+        if kernel is None or kernel.dim() != 2:
+            raise EvaluationError(f"--method {name} needs a 2-D true kernel for every image (kernels/*.npy); "
+                                  "use --method identity or --checkpoint for pairs without one")
+        return solver(blurry, kernel).clamp(0.0, 1.0)
+    return restore
+
+
+def checkpoint_restorer(path: str | Path, device: str = "cpu") -> Restorer:
+    """Restorer of a trained network: the hook that the trainers fill by providing
+    ``unpaired.inference.load_restorer(path, device) -> Restorer``."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvaluationError(f"--checkpoint {path}: no such file")
+    try:
+        from .inference import load_restorer  # provided by the training code
+    except ImportError:
+        raise EvaluationError(f"--checkpoint {path}: this installation has no model loader "
+                              "(unpaired.inference.load_restorer); evaluate a --method instead") from None
+    return load_restorer(path, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: int = 10, border: int = 15,
+             reference: Restorer | None = None, device: str = "cpu", progress: bool = True) -> dict:
+    """Score ``restore`` on ``pairs``.
+
+    Args:
+        pairs: from :func:`levin_pairs` or :func:`folder_pairs`.
+        restore: see the module docstring; called once per pair with tensors on ``device``.
+        channels: 1 (gray) or 3 (RGB) images.
+        radius, border: the alignment search radius (0 = no alignment) and border crop, in pixels.
+        reference: non-blind restorer run with the TRUE kernel for the error ratio (default: the
+            hyper-Laplacian solver); ``None`` ratios where a pair has no 2-D kernel.
+        device: where restoration runs ("cpu", "cuda").
+
+    Returns:
+        JSON-ready dict: means ``psnr``, ``ssim``, ``error_ratio`` (null if no pair has one),
+        ``seconds_per_image``, and ``per_image`` records (``name``, ``psnr``, ``ssim``,
+        ``error_ratio``, ``shift`` [dy, dx], ``seconds``, and ``kernel_ncc`` /
+        ``kernel_centred_error`` when the restorer returns a kernel estimate). The key ``images``
+        keeps the tensors for :func:`write_grid` and is dropped from the JSON.
+    """
+    reference = reference or method_restorer("hyperlaplacian")
+    records, images = [], []
+    for pair in tqdm(pairs, desc="evaluate", disable=not progress, file=sys.stderr):
+        blurry, sharp, kernel = load_pair(pair, channels)
+        blurry, sharp = blurry.to(device), sharp.to(device)
+        true_k = kernel.to(device) if kernel is not None and kernel.dim() == 2 else None
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = restore(blurry, true_k)
+        if device != "cpu" and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        restored, k_est = out if isinstance(out, tuple) else (out, None)
+        if restored.shape != sharp.shape:
+            raise EvaluationError(f"{pair.blurry}: the method returned {tuple(restored.shape)}, expected "
+                                  f"{tuple(sharp.shape)}")
+        scores = metrics.levin_scores(restored.float(), sharp, radius=radius, border=border)
+        record = {"name": pair.name, "psnr": float(scores["psnr"][0]), "ssim": float(scores["ssim"][0]),
+                  "error_ratio": None, "shift": [round(float(v), 3) for v in scores["shift"][0]],
+                  "seconds": round(seconds, 4)}
+        if true_k is not None:
+            # Levin's definition when a kernel estimate exists: the same non-blind method with the
+            # estimated and with the true kernel; otherwise the restored image itself.
+            with torch.no_grad():
+                ref = reference(blurry, true_k)
+                est = reference(blurry, k_est.to(device)) if k_est is not None else restored
+            ssd_ref = metrics.levin_scores(ref.float(), sharp, radius=radius, border=border)["ssd"]
+            ssd_est = scores["ssd"] if k_est is None else \
+                metrics.levin_scores(est.float(), sharp, radius=radius, border=border)["ssd"]
+            record["error_ratio"] = float(metrics.error_ratio(ssd_est, ssd_ref)[0])
+            if k_est is not None:
+                sim = metrics.kernel_similarity(k_est.to(device), true_k)
+                record["kernel_ncc"] = float(sim["ncc"][0])
+                record["kernel_centred_error"] = float(sim["centred_error"][0])
+        records.append(record)
+        images.append({"blurry": blurry.cpu(), "restored": restored.float().clamp(0, 1).cpu(), "sharp": sharp.cpu(),
+                       "k_est": None if k_est is None else k_est.cpu(), "k_true": None if true_k is None else
+                       true_k.cpu()})
+
+    def mean(key):
+        values = [r[key] for r in records if r[key] is not None]
+        return float(np.mean(values)) if values else None
+    return {"psnr": mean("psnr"), "ssim": mean("ssim"), "error_ratio": mean("error_ratio"),
+            "seconds_per_image": mean("seconds"), "count": len(records), "per_image": records, "images": images}
+
+
+def format_table(result: dict) -> str:
+    """The per-image table and its mean row as text."""
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+    lines = [f"{'image':<24} {'PSNR':>7} {'SSIM':>6} {'err.ratio':>9} {'shift (dy,dx)':>15} {'s':>7}"]
+    for r in result["per_image"]:
+        shift = f"{r['shift'][0]:+.2f},{r['shift'][1]:+.2f}"
+        lines.append(f"{r['name']:<24} {r['psnr']:7.2f} {r['ssim']:6.3f} {num(r['error_ratio'], '9.2f'):>9} "
+                     f"{shift:>15} {r['seconds']:7.3f}")
+    lines.append(f"{'mean (' + str(result['count']) + ')':<24} {result['psnr']:7.2f} {result['ssim']:6.3f} "
+                 f"{num(result['error_ratio'], '9.2f'):>9} {'':>15} {result['seconds_per_image']:7.3f}")
+    return "\n".join(lines)
+
+
+def _kernel_panel(k: torch.Tensor | None, shape: tuple[int, int, int]) -> torch.Tensor:
+    """A kernel drawn as an image panel: scaled to its maximum, enlarged (nearest) to fit, centred."""
+    c, hh, ww = shape
+    panel = torch.zeros(c, hh, ww)
+    if k is None or k.dim() != 2:
+        return panel
+    scale = max(1, min(hh // k.shape[0], ww // k.shape[1]))
+    big = F.interpolate((k / k.max().clamp_min(1e-12))[None, None].float(), scale_factor=scale, mode="nearest")[0]
+    top, left = (hh - big.shape[-2]) // 2, (ww - big.shape[-1]) // 2
+    panel[:, top:top + big.shape[-2], left:left + big.shape[-1]] = big
+    return panel
+
+
+def write_grid(path: str | Path, images: list[dict], max_rows: int = 32) -> None:
+    """PNG contact sheet, one row per pair: blurry | restored | sharp, then an estimated-kernel panel
+    (when the method returned kernels) and a true-kernel panel (when there are kernels). Cells are
+    padded to the largest image."""
+    from torchvision.utils import make_grid
+
+    images = images[:max_rows]
+    if not images:
+        raise EvaluationError("nothing to draw: no pairs were evaluated")
+    kernel_keys = [key for key in ("k_est", "k_true") if any(im[key] is not None for im in images)]
+    hh = max(im["sharp"].shape[-2] for im in images)
+    ww = max(im["sharp"].shape[-1] for im in images)
+    c = max(im["sharp"].shape[1] for im in images)
+    cells = []
+    for im in images:
+        row = [im["blurry"][0], im["restored"][0], im["sharp"][0]]
+        row = [F.pad(x.expand(c, -1, -1), (0, ww - x.shape[-1], 0, hh - x.shape[-2]), value=1.0) for x in row]
+        row += [_kernel_panel(im[key], (c, hh, ww)) for key in kernel_keys]
+        cells += row
+    grid = make_grid(torch.stack(cells), nrow=3 + len(kernel_keys), padding=4, pad_value=1.0)
+    write_image(path, grid.clamp(0, 1).numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m unpaired.evaluate", description=__doc__.split("\n\n")[0],
+                                epilog="Example: python -m unpaired.evaluate --benchmark levin --data "
+                                       "../shared/data/levin2009 --method hyperlaplacian --json out.json")
+    p.add_argument("--benchmark", choices=("levin", "folder"), required=True,
+                   help="levin: the Levin 2009 layout under --data; folder: --blurry/--sharp folders")
+    p.add_argument("--data", type=Path, help="levin: folder with sharp/, blurry/, kernels/")
+    p.add_argument("--blurry", type=Path, help="folder: blurry images (e.g. a dataset's blur/)")
+    p.add_argument("--sharp", type=Path, help="folder: sharp images with the same names")
+    p.add_argument("--kernels", type=Path, help="folder: true kernels {name}.npy (default: kernels/ beside --blurry)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--method", default="identity", choices=["identity", *deconv.METHODS],
+                        help="non-blind method run with the TRUE kernels, or identity (score the blurry input)")
+    source.add_argument("--checkpoint", type=Path, help="a trained model, loaded by unpaired.inference")
+    p.add_argument("--radius", type=int, help="shift search radius in px (default: 10 for levin, 0 for folder)")
+    p.add_argument("--border", type=int, help="border crop in px (default: 15 for levin, 0 for folder)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--json", type=Path, help="write the means and per-image records here")
+    p.add_argument("--grid", type=Path, help="write a PNG contact sheet here")
+    p.add_argument("--grid-rows", type=int, default=32, help="at most this many pairs in the grid")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.benchmark == "levin":
+            if args.data is None:
+                raise EvaluationError("--benchmark levin needs --data DIR (the folder with sharp/, blurry/, kernels/)")
+            pairs, channels, radius, border = levin_pairs(args.data), 1, 10, 15
+        else:
+            if args.blurry is None or args.sharp is None:
+                raise EvaluationError("--benchmark folder needs --blurry DIR and --sharp DIR")
+            pairs, channels, radius, border = folder_pairs(args.blurry, args.sharp, args.kernels), 3, 0, 0
+        radius = radius if args.radius is None else args.radius
+        border = border if args.border is None else args.border
+        if radius > 0 and border <= radius:
+            border = radius + 1
+        restore = checkpoint_restorer(args.checkpoint, args.device) if args.checkpoint else \
+            method_restorer(args.method)
+        torch.set_grad_enabled(False)
+        result = evaluate(pairs, restore, channels=channels, radius=radius, border=border, device=args.device,
+                          progress=not args.quiet)
+    except (EvaluationError, ImageError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    images = result.pop("images")
+    result.update(benchmark=args.benchmark, method=str(args.checkpoint) if args.checkpoint else args.method,
+                  radius=radius, border=border)
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()})
+    if args.grid:
+        write_grid(args.grid, images, max_rows=args.grid_rows)
+    return result
+
+
+if __name__ == "__main__":
+    main()

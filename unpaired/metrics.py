@@ -1,0 +1,188 @@
+"""Image and kernel quality metrics, and the Levin et al. (CVPR 2009) scoring protocol.
+
+Images are ``(B, C, H, W)`` float in ``[0, 1]`` on any device; every function returns per-image
+values ``(B,)`` so a table can list them. PSNR and SSIM are kornia's. The Levin protocol forgives
+what a deblurring method cannot know, the translation of the recorded blur: it aligns the restored
+image to the sharp one up to a shift (integer search within a radius, then sub-pixel refinement),
+crops a border, and only then scores. The error ratio compares a restoration's error with the
+error of a non-blind deconvolution that was given the true kernel.
+"""
+
+from __future__ import annotations
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
+    """PSNR in dB per image, ``(B,)`` (kornia's, applied image by image)."""
+    _check_pair(x, ref)
+    return torch.stack([kornia.metrics.psnr(a, b, max_val) for a, b in zip(x, ref)])
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor, window_size: int = 11, max_val: float = 1.0) -> torch.Tensor:
+    """Mean SSIM per image, ``(B,)``: kornia's Gaussian-window SSIM over the positions where the
+    whole window fits (no padding, so borders are not invented)."""
+    _check_pair(x, ref)
+    smap = kornia.metrics.ssim(x, ref, window_size, max_val=max_val, padding="valid")
+    return smap.flatten(1).mean(dim=1)
+
+
+def _check_pair(x: torch.Tensor, ref: torch.Tensor) -> None:
+    if x.dim() != 4 or x.shape != ref.shape:
+        raise ValueError(f"images must both be (B, C, H, W) of one shape, got {tuple(x.shape)} "
+                         f"and {tuple(ref.shape)}")
+
+
+def _window_ssd(x: torch.Tensor, ref: torch.Tensor, radius: int, border: int) -> torch.Tensor:
+    """SSD between ``ref[border:-border]`` and ``x`` moved by every integer shift ``(dy, dx)`` in
+    ``[-radius, radius]^2`` (``x`` sampled at ``p + shift``), ``(B, 2r+1, 2r+1)``, summed over
+    channels. One correlation for the cross term and one box sum for the energy, both conv2d."""
+    b, c, hh, ww = x.shape
+    target = ref[..., border:hh - border, border:ww - border]
+    lo = border - radius
+    region = x[..., lo:hh - lo, lo:ww - lo]  # every window position the shifts visit
+    groups = b * c
+    cross = F.conv2d(region.reshape(1, groups, *region.shape[-2:]),
+                     target.reshape(groups, 1, *target.shape[-2:]), groups=groups)
+    ones = torch.ones(1, 1, *target.shape[-2:], dtype=x.dtype, device=x.device)
+    energy = F.conv2d(region.reshape(groups, 1, *region.shape[-2:]).square(), ones)
+    ssd = energy.reshape(1, groups, *energy.shape[-2:]) - 2 * cross + target.square().sum((-2, -1)).reshape(
+        1, groups, 1, 1)
+    return ssd.reshape(b, c, *ssd.shape[-2:]).sum(1)
+
+
+def shift_image(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Resample ``x (B, C, H, W)`` at ``p + shift`` (``shift (B, 2)`` as ``(dy, dx)`` pixels, any
+    real value) by bicubic interpolation; samples outside the image repeat the border."""
+    b, _, hh, ww = x.shape
+    ys = torch.arange(hh, dtype=x.dtype, device=x.device)
+    xs = torch.arange(ww, dtype=x.dtype, device=x.device)
+    gy = (ys[None, :, None] + shift[:, 0, None, None]) * (2.0 / max(hh - 1, 1)) - 1.0
+    gx = (xs[None, None, :] + shift[:, 1, None, None]) * (2.0 / max(ww - 1, 1)) - 1.0
+    grid = torch.stack([gx.expand(b, hh, ww), gy.expand(b, hh, ww)], dim=-1)
+    return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=True)
+
+
+def align(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15,
+          subpixel: tuple[float, ...] = (0.25, 0.05)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best translation of ``x`` onto ``ref``, minimising the squared error inside ``border``.
+
+    An exhaustive integer search in ``[-radius, radius]^2``, then for each step in ``subpixel`` a
+    grid search of ``+-3`` steps around the current best, resampled bicubically.
+
+    Args:
+        x, ref: ``(B, C, H, W)``, same shape; ``border >= radius + 1`` so shifted windows stay inside.
+
+    Returns:
+        ``(aligned x (B, C, H, W), shift (B, 2))`` with ``aligned[p] = x[p + shift]``.
+    """
+    _check_pair(x, ref)
+    if border < radius + 1:
+        raise ValueError(f"border ({border}) must exceed the shift radius ({radius}) so shifted windows "
+                         "stay inside the image")
+    if min(x.shape[-2:]) <= 2 * border:
+        raise ValueError(f"image {tuple(x.shape[-2:])} too small for a {border} px border")
+    b = x.shape[0]
+    ssd = _window_ssd(x, ref, radius, border).flatten(1)
+    best = ssd.argmin(dim=1)
+    side = 2 * radius + 1
+    shift = torch.stack([best // side - radius, best % side - radius], dim=1).to(x.dtype)
+    offsets = torch.arange(-3, 4, dtype=x.dtype, device=x.device)
+    grid = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 2)  # (49, 2)
+    inner = (..., slice(border, x.shape[-2] - border), slice(border, x.shape[-1] - border))
+    for step in subpixel:
+        cand = shift[:, None, :] + step * grid[None]  # (B, 49, 2)
+        n = cand.shape[1]
+        moved = shift_image(x.repeat_interleave(n, dim=0), cand.reshape(-1, 2))
+        err = (moved[inner] - ref.repeat_interleave(n, dim=0)[inner]).square().flatten(1).sum(1)
+        shift = cand[torch.arange(b, device=x.device), err.reshape(b, n).argmin(dim=1)]
+    return shift_image(x, shift), shift
+
+
+def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15,
+                 max_val: float = 1.0) -> dict[str, torch.Tensor]:
+    """Levin et al. 2009 protocol: align up to a shift, crop ``border``, then score.
+
+    Args:
+        x: restored ``(B, C, H, W)``; ref: sharp ``(B, C, H, W)``; ``radius = 0`` skips the alignment.
+
+    Returns:
+        dict of ``(B,)`` tensors: ``psnr`` (dB), ``ssim``, ``ssd`` (sum of squared errors, the
+        quantity the error ratio divides), and ``shift`` ``(B, 2)`` (dy, dx) that was applied.
+    """
+    if radius > 0:
+        x, shift = align(x, ref, radius=radius, border=border)
+    else:
+        _check_pair(x, ref)
+        shift = x.new_zeros(x.shape[0], 2)
+    if border:
+        x = x[..., border:-border, border:-border]
+        ref = ref[..., border:-border, border:-border]
+    x = x.clamp(0.0, max_val)
+    return {"psnr": psnr(x, ref, max_val), "ssim": ssim(x, ref, max_val=max_val),
+            "ssd": (x - ref).square().flatten(1).sum(1), "shift": shift}
+
+
+def error_ratio(ssd_estimated: torch.Tensor, ssd_true_kernel: torch.Tensor) -> torch.Tensor:
+    """Levin's error ratio: the restoration's squared error over that of the same non-blind
+    deconvolution run with the true kernel (below 2-3 counts as a success). ``(B,)``."""
+    return ssd_estimated / ssd_true_kernel.clamp_min(1e-12)
+
+
+def _as_batch(k: torch.Tensor) -> torch.Tensor:
+    if k.dim() == 2:
+        return k[None]
+    if k.dim() == 4 and k.shape[1] == 1:
+        return k[:, 0]
+    if k.dim() != 3:
+        raise ValueError(f"kernels must be (h, w), (N, h, w) or (N, 1, h, w), got {tuple(k.shape)}")
+    return k
+
+
+def _common_canvas(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad two kernel batches, centred, to one odd size large enough for both."""
+    h = max(a.shape[-2], b.shape[-2]) | 1
+    w = max(a.shape[-1], b.shape[-1]) | 1
+
+    def place(k):
+        top, left = (h - k.shape[-2]) // 2, (w - k.shape[-1]) // 2
+        return F.pad(k, (left, w - k.shape[-1] - left, top, h - k.shape[-2] - top))
+    return place(a), place(b)
+
+
+def kernel_similarity(k_est: torch.Tensor, k_true: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How close estimated kernels are to the true ones, forgiving a translation.
+
+    Args:
+        k_est, k_true: ``(h, w)``, ``(N, h, w)`` or ``(N, 1, h, w)``; sizes may differ (zero-padded).
+
+    Returns:
+        dict of ``(N,)``: ``ncc`` the maximum over all shifts of the normalised cross-correlation
+        (1 for identical kernels up to translation and scale), and ``centred_error`` the sum of
+        squared differences once each kernel is normalised to sum 1 and moved so its centroid sits
+        at the canvas centre (bicubic resampling).
+    """
+    a, b = _common_canvas(_as_batch(k_est).to(k_true.dtype), _as_batch(k_true))
+    if a.shape[0] != b.shape[0]:
+        a, b = torch.broadcast_tensors(a, b)
+    n, h, w = a.shape
+    full = F.conv2d(F.pad(a[None], (w - 1, w - 1, h - 1, h - 1)), b[:, None], groups=n)[0]
+    ncc = full.flatten(1).amax(1) / (a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1)).clamp_min(1e-12)
+
+    def centred(k):
+        h, w = k.shape[-2:]
+        k = k / k.sum((-2, -1), keepdim=True).clamp_min(1e-12)
+        ys = torch.arange(h, dtype=k.dtype, device=k.device)
+        xs = torch.arange(w, dtype=k.dtype, device=k.device)
+        cy, cx = (k.sum(-1) * ys).sum(-1), (k.sum(-2) * xs).sum(-1)
+        shift = torch.stack([cy - (h - 1) / 2, cx - (w - 1) / 2], dim=1)
+        return shift_image(k[:, None], shift)[:, 0]
+    # Resample into a canvas with room so the moved mass is not clipped.
+    a2, b2 = (F.pad(k, (w // 2, w // 2, h // 2, h // 2)) for k in (a, b))
+    err = (centred(a2) - centred(b2)).square().flatten(1).sum(1)
+    return {"ncc": ncc, "centred_error": err}
+
+
+__all__ = ["psnr", "ssim", "align", "shift_image", "levin_scores", "error_ratio", "kernel_similarity"]
