@@ -93,3 +93,16 @@ def test_cli_bad_checkpoint(tmp_path, capsys):
 def test_overlap_must_fit_in_tile():
     with pytest.raises(ValueError, match="overlap"):
         deblur_image(conv_net(), torch.rand(1, 3, 20, 20), tile=16, overlap=16)
+
+
+def test_checkpoint_restorer_for_evaluate(checkpoint):
+    from unpaired.evaluate import checkpoint_restorer
+
+    restore = checkpoint_restorer(checkpoint)
+    gray = torch.rand(1, 1, 21, 30)
+    out = restore(gray, None)
+    assert out.shape == gray.shape and 0 <= out.min() and out.max() <= 1
+    rgb = torch.rand(1, 3, 21, 30)
+    assert restore(rgb, torch.ones(3, 3) / 9).shape == rgb.shape
+    # a one-step residual generator is still close to the identity
+    assert (restore(rgb, None) - rgb).abs().mean() < 0.1

@@ -144,15 +144,15 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(4):
         img = rng.random((3, 24, 24)).astype(np.float32)
-        write_image(tmp_path / "pairs" / "sharp" / f"{i}.png", img)
-        write_image(tmp_path / "pairs" / "blur" / f"{i}.png", img * 0.5)
+        write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
+        write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
     run = tmp_path / "run"
     result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
     assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
 
 
 def test_bad_inputs_are_explained(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--pairs .*expected sub-folders blur/"):
+    with pytest.raises(FileNotFoundError, match="--pairs .*neither manifest.jsonl nor lq/ \\+ gt/"):
         main(TINY + ["--steps", "1", "--pairs", str(tmp_path), "--run-dir", str(tmp_path / "r")])
     with pytest.raises(FileNotFoundError, match="--blurry .*no such folder"):
         main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "x"), "--sharp", str(tmp_path),
@@ -164,7 +164,7 @@ def test_bad_inputs_are_explained(tmp_path):
 def test_command_line_reports_errors_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match="^error: --mode must be one of"):
         cli(["--mode", "gan"])
-    with pytest.raises(SystemExit, match="^error: --pairs .*no such folder|^error: --pairs .*expected"):
+    with pytest.raises(SystemExit, match="^error: --pairs .*neither manifest.jsonl"):
         cli(TINY + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
 
 

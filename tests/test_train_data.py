@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unpaired.data import ProceduralPairs, StepSampler, permuted, random_crop
+from unpaired.data import StepSampler, UnpairedCrops, permuted, random_crop, synthetic_pairs
 
 
 @given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5), st.integers(1, 4))
@@ -38,24 +38,18 @@ def test_crop_is_shared_and_in_bounds(p, h, w):
     assert (rows == rows[:, :1]).all() and (rows[1:, 0] - rows[:-1, 0] == 1).all()
 
 
-def test_synthetic_pairs_are_pure_functions_of_index():
-    ds = ProceduralPairs(seed=5, size=24)
-    a = [ds[i] for i in (3, 1, 3)]
-    assert torch.equal(a[0]["blur"], a[2]["blur"]) and not torch.equal(a[0]["sharp"], a[1]["sharp"])
-    assert torch.equal(ProceduralPairs(seed=5, size=24)[1]["blur"], a[1]["blur"])
-    assert not torch.equal(ProceduralPairs(seed=6, size=24)[1]["sharp"], a[1]["sharp"])
+def test_synthetic_defaults_are_wired_to_the_generator():
+    a, b = synthetic_pairs(5, 24), synthetic_pairs(5, 24)
+    item = a[3]
+    assert item["blur"].shape == item["sharp"].shape == (3, 24, 24)
+    assert torch.equal(b[3]["blur"], item["blur"]) and not torch.equal(a[2]["sharp"], item["sharp"])
 
 
-def test_synthetic_pairs_shapes_ranges_and_kernel():
-    ds = ProceduralPairs(seed=0, size=32)
-    for i in range(4):
-        item = ds[i]
-        assert item["blur"].shape == item["sharp"].shape == (3, 32, 32)
-        assert 0 <= item["blur"].min() and item["blur"].max() <= 1
-        k = item["kernel"]
-        assert k.min() >= 0 and abs(float(k.sum()) - 1) < 1e-5
-        # centred: the kernel's centre of mass is the centre pixel (no shift between blur and sharp)
-        ys, xs = torch.meshgrid(torch.arange(k.shape[0]), torch.arange(k.shape[1]), indexing="ij")
-        assert abs(float((k * xs).sum()) - k.shape[1] // 2) < 0.05
-        assert abs(float((k * ys).sum()) - k.shape[0] // 2) < 0.05
-        assert not torch.equal(item["blur"], item["sharp"])
+def test_synthetic_cyclegan_domains_share_no_scene():
+    crops = UnpairedCrops(None, None, crop=24, seed=0)
+    pairs = synthetic_pairs(0, 24)
+    for p in range(3):
+        sharp_b = crops[p]["sharp"]
+        assert sharp_b.shape == (3, 24, 24)
+        assert not any(torch.equal(sharp_b, pairs[q]["sharp"]) for q in range(3))
+        assert torch.equal(crops[p]["blur"], pairs[p]["blur"])

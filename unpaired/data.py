@@ -7,23 +7,23 @@ is a function of (seed, step) alone and a resumed run sees exactly what an unint
 Random crops and flips are drawn through :mod:`blursynth.rng` keyed on ``p``, never a global RNG.
 
 Sources:
-- :func:`synthetic_pairs`: procedural scenes blurred on the fly (the default; one function, so wiring
-  it to another generator is one edit);
-- :class:`FolderPairs`: a folder of pairs (``blur/`` and ``sharp/`` with matching file names);
+- :func:`synthetic_pairs`: :class:`blursynth.data.SyntheticPairs` of the ``default`` recipe, made on
+  the fly (the default);
+- :func:`open_pairs`: :class:`blursynth.data.PairedFolder`, a written dataset or ``lq/`` + ``gt/``;
 - :class:`FolderImages`: a folder of unrelated photos (one CycleGAN domain).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from blursynth import rng
+from blursynth.data import PairedFolder, SyntheticPairs
 from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image
+from blursynth.scenes import dead_leaves
 
 # rng streams of this module
 _S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM = 40, 41, 42, 43
@@ -31,75 +31,19 @@ _S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM = 40, 41, 42, 43
 
 # --------------------------------------------------------------------------- synthetic default
 
-def synthetic_pairs(seed: int, size: int):
-    """The embedded default: a map ``index -> {"blur", "sharp"}`` of ``(3, size, size)`` pairs whose
-    item ``i`` is a pure function of ``(seed, i)``. Replace the body to plug in another generator."""
-    return ProceduralPairs(seed, size)
+SYNTHETIC_LENGTH = 2 ** 62  # on-the-fly pairs: effectively endless, item i is a function of (seed, i)
 
 
-class ProceduralPairs(Dataset):
-    """Dead-leaves scenes blurred in linear light by random curved motion kernels plus sensor noise.
+def synthetic_pairs(seed: int, size: int) -> SyntheticPairs:
+    """The embedded default: pairs of the ``default`` recipe (hand-held camera shake of dead-leaves
+    scenes, blurred in linear light with the sensor model), ``(3, size, size)``, item ``i`` a pure
+    function of ``(seed, i)``."""
+    return SyntheticPairs(SYNTHETIC_LENGTH, "default", seed=seed, crop=(size, size))
 
-    Item ``i``: ``{"blur", "sharp"}`` ``(3, size, size)`` float32 sRGB in ``[0, 1]`` and ``"kernel"``
-    ``(k, k)`` (non-negative, sums to 1, true convolution); a pure function of ``(seed, i)``, CPU.
-    """
 
-    def __init__(self, seed: int, size: int, kernel_size: int = 21, n_leaves: int = 120):
-        self.seed, self.size, self.k, self.n_leaves = seed, size, kernel_size, n_leaves
-
-    def __len__(self) -> int:
-        return 2 ** 62
-
-    def __getitem__(self, i: int) -> dict:
-        idx = rng.as_index([int(i)])
-        pad = self.k // 2
-        sharp_big = self._scene(idx, self.size + 2 * pad)           # (1, 3, S+2p, S+2p)
-        kernel = self._kernel(idx)                                   # (1, k, k)
-        linear = sharp_big ** 2.2
-        # true convolution = correlation with the flipped kernel; 'valid' keeps only full-support pixels
-        blurred = F.conv2d(linear.transpose(0, 1), kernel.flip(-1, -2)[:, None]).transpose(0, 1)
-        sigma = rng.log_uniform(self.seed, idx, 1e-3, 1e-2, (), stream=5)
-        noise = rng.normal(self.seed, idx, blurred.shape[1:], stream=6) * sigma
-        blur = (blurred + noise).clamp(0, 1) ** (1 / 2.2)
-        sharp = sharp_big[..., pad:pad + self.size, pad:pad + self.size]
-        return {"blur": blur[0].contiguous(), "sharp": sharp[0].contiguous(), "kernel": kernel[0], "index": int(i)}
-
-    def _scene(self, idx: torch.Tensor, side: int) -> torch.Tensor:
-        n = self.n_leaves
-        centre = rng.uniform(self.seed, idx, (n, 2), stream=1) * side
-        # power-law radii (dead-leaves statistics: scale invariance)
-        radius = rng.log_uniform(self.seed, idx, 1.5, side / 3, (n,), stream=2)
-        colour = rng.uniform(self.seed, idx, (n, 3), stream=3)
-        yy, xx = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
-                                indexing="ij")
-        d2 = (xx[None] - centre[0, :, 0, None, None]) ** 2 + (yy[None] - centre[0, :, 1, None, None]) ** 2
-        inside = d2 <= radius[0, :, None, None] ** 2                 # (n, S, S)
-        # the last leaf that covers a pixel is on top; uncovered pixels take leaf 0's colour
-        order = torch.arange(1, n + 1)[:, None, None] * inside
-        top = order.argmax(0)
-        return colour[0][top].permute(2, 0, 1)[None]
-
-    def _kernel(self, idx: torch.Tensor) -> torch.Tensor:
-        k, pts = self.k, 64
-        length = rng.range_uniform(self.seed, idx, 2.0, k - 3.0, (), stream=10)
-        angle = rng.range_uniform(self.seed, idx, 0.0, math.pi, (), stream=11)
-        bend = rng.range_uniform(self.seed, idx, -0.5, 0.5, (), stream=12)
-        t = torch.linspace(-0.5, 0.5, pts)
-        along, across = length * t, length * bend * (t ** 2 - 1 / 12)
-        c, s = torch.cos(angle), torch.sin(angle)
-        x = along * c - across * s
-        y = along * s + across * c
-        x, y = x - x.mean(), y - y.mean()  # centred: the kernel does not shift the image
-        # bilinear splat of the path samples onto the grid
-        x, y = x + k // 2, y + k // 2
-        x0, y0 = x.floor(), y.floor()
-        fx, fy = x - x0, y - y0
-        grid = torch.zeros(k * k)
-        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-            xi, yi = (x0 + dx).long().clamp(0, k - 1), (y0 + dy).long().clamp(0, k - 1)
-            grid.index_add_(0, yi * k + xi, w)
-        grid = grid.view(1, k, k)
-        return grid / grid.sum()
+def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:
+    """Sharp scene ``p`` ``(3, size, size)`` of the sharp synthetic domain (no blur is computed)."""
+    return dead_leaves(1, size, seed=seed, start=p)[0]
 
 
 # --------------------------------------------------------------------------- folders
@@ -127,33 +71,12 @@ class FolderImages(Dataset):
         return torch.from_numpy(read_image(self.files[i])[0])
 
 
-class FolderPairs(Dataset):
-    """Pairs in ``DIR/blur/`` (or ``blurry/``) and ``DIR/sharp/`` matched by file stem.
-
-    Item ``i``: ``{"blur", "sharp"}`` full-size ``(3, H, W)`` float32 in ``[0, 1]``.
-    """
-
-    def __init__(self, folder: str | Path, option: str = "--pairs"):
-        folder = Path(folder)
-        blur_dir = next((folder / n for n in ("blur", "blurry") if (folder / n).is_dir()), None)
-        if blur_dir is None or not (folder / "sharp").is_dir():
-            raise FileNotFoundError(f"{option} {folder}: expected sub-folders blur/ (or blurry/) and sharp/ "
-                                    "holding images with matching file names")
-        sharp = {p.stem: p for p in _list_images(folder / "sharp", option)}
-        self.pairs = [(b, sharp[b.stem]) for b in _list_images(blur_dir, option) if b.stem in sharp]
-        if not self.pairs:
-            raise FileNotFoundError(f"{option} {folder}: no file name appears in both {blur_dir.name}/ and sharp/")
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> dict:
-        b, s = self.pairs[i]
-        blur, sharp = torch.from_numpy(read_image(b)[0]), torch.from_numpy(read_image(s)[0])
-        if blur.shape != sharp.shape:
-            raise ImageError(f"{b}: size {tuple(blur.shape[1:])} differs from its sharp twin {s} "
-                             f"{tuple(sharp.shape[1:])}")
-        return {"blur": blur, "sharp": sharp}
+def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
+    """A folder of pairs: written by ``blursynth dataset`` (``manifest.jsonl``) or ``lq/`` + ``gt/``."""
+    try:
+        return PairedFolder(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise FileNotFoundError(f"{option} {exc}") from None
 
 
 # --------------------------------------------------------------------------- positions -> crops
@@ -216,19 +139,25 @@ class UnpairedCrops(Dataset):
     def __init__(self, blurry: FolderImages | None, sharp: FolderImages | None, crop: int, seed: int):
         self.blurry, self.sharp, self.crop, self.seed = blurry, sharp, crop, seed
         if blurry is None:
-            self.synth_a, self.synth_b = synthetic_pairs(seed, crop), synthetic_pairs(seed + 7919, crop)
+            self.synth_a = synthetic_pairs(seed, crop)
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, p: int) -> dict:
         if self.blurry is None:
-            return {"blur": self.synth_a[p]["blur"], "sharp": self.synth_b[p]["sharp"]}
+            # sharp scenes of another seed: the two domains share no scene
+            return {"blur": self.synth_a[p]["blur"], "sharp": synthetic_sharp(seed_b(self.seed), self.crop, p)}
         a = self.blurry[permuted(self.seed, len(self.blurry), p, stream=_S_PERM)]
         b = self.sharp[permuted(self.seed, len(self.sharp), p, stream=_S_PERM + 1)]
         (a,) = random_crop([a], self.crop, self.seed, p, stream=1, name=str(self.blurry.files[0].parent))
         (b,) = random_crop([b], self.crop, self.seed, p, stream=2, name=str(self.sharp.files[0].parent))
         return {"blur": a, "sharp": b}
+
+
+def seed_b(seed: int) -> int:
+    """Seed of the sharp synthetic domain of CycleGAN runs (disjoint from the blurry domain's scenes)."""
+    return seed + 7919
 
 
 class StepSampler(Sampler):
@@ -252,15 +181,15 @@ def validation_pairs(cfg) -> tuple[list[dict], Dataset | None]:
     training pair source with the held-out items removed (``None`` for synthetic data)."""
     n = cfg.val_size
     if cfg.val_pairs:
-        source = FolderPairs(cfg.val_pairs, "--val-pairs")
+        source = open_pairs(cfg.val_pairs, "--val-pairs")
         val = [source[i] for i in range(min(n, len(source)))]
     elif cfg.mode == "paired" and cfg.pairs:
-        source = FolderPairs(cfg.pairs)
+        source = open_pairs(cfg.pairs)
         if len(source) <= n:
             raise ValueError(f"--pairs {cfg.pairs}: {len(source)} pairs cannot spare --val-size {n} for "
                              "validation; pass --val-pairs DIR or a smaller --val-size")
         val = [source[i] for i in range(len(source) - n, len(source))]
-        source.pairs = source.pairs[: len(source) - n]
+        source.records = source.records[: len(source) - n]
         return [_crop_item(v, cfg.val_crop) for v in val], source
     elif cfg.mode == "cyclegan" and cfg.blurry:
         images = FolderImages(cfg.blurry, "--blurry")
@@ -269,7 +198,7 @@ def validation_pairs(cfg) -> tuple[list[dict], Dataset | None]:
         # held-out synthetic pairs: a seed the training stream never uses
         held_out = synthetic_pairs(cfg.seed + 1_000_003, cfg.val_crop)
         val = [held_out[i] for i in range(n)]
-    return [_crop_item(v, cfg.val_crop) for v in val], (FolderPairs(cfg.pairs) if cfg.pairs else None)
+    return [_crop_item(v, cfg.val_crop) for v in val], (open_pairs(cfg.pairs) if cfg.pairs else None)
 
 
 def _crop_item(item: dict, size: int) -> dict:

@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import kornia
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -36,7 +35,8 @@ from tqdm import tqdm
 
 from blursynth.io import atomic_path
 from unpaired import config as config_mod
-from unpaired.data import PairedCrops, StepSampler, UnpairedCrops, FolderImages, synthetic_pairs, validation_pairs
+from unpaired import metrics
+from unpaired.data import FolderImages, PairedCrops, StepSampler, UnpairedCrops, synthetic_pairs, validation_pairs
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
 from unpaired.models import PatchDiscriminator, build_generator, generator_spec, init_weights
 
@@ -207,10 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
                 out = g(blur.contiguous(memory_format=memory_format)).float().clamp(0, 1)
             if "sharp" in chunk[0]:
                 sharp = _fit(torch.stack([v["sharp"] for v in chunk]).to(device), cfg.size_factor())
-                psnr += _per_image(_psnr, out, sharp)
-                ssim += _per_image(_ssim, out, sharp)
-                psnr_in += _per_image(_psnr, blur, sharp)
-                ssim_in += _per_image(_ssim, blur, sharp)
+                psnr += metrics.psnr(out, sharp).tolist()
+                ssim += metrics.ssim(out, sharp).tolist()
+                psnr_in += metrics.psnr(blur, sharp).tolist()
+                ssim_in += metrics.ssim(blur, sharp).tolist()
                 rows += [t for j in range(len(chunk)) for t in (blur[j], out[j], sharp[j])]
             else:
                 rows += [t for j in range(len(chunk)) for t in (blur[j], out[j])]
@@ -314,19 +314,6 @@ def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Crop ``(B, C, H, W)`` to sides that are multiples of ``factor`` (validation crops of odd images)."""
     h, w = x.shape[-2] // factor * factor, x.shape[-1] // factor * factor
     return x[..., :h, :w]
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return kornia.metrics.psnr(a, b, 1.0)
-
-
-def _ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return kornia.metrics.ssim(a, b, 11).mean()
-
-
-def _per_image(metric, a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """``metric`` of each image of two ``(B, C, H, W)`` batches, as floats (mean over images later)."""
-    return [float(metric(a[i:i + 1].float(), b[i:i + 1].float())) for i in range(a.shape[0])]
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
