@@ -52,6 +52,7 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),
     ("mode = 'reblur'\n", "not implemented yet"),
     ("not toml [", "not valid TOML"),
+    ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
 ])
 def test_config_errors_name_the_option(tmp_path, text, match):
     toml = tmp_path / "c.toml"

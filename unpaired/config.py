@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -83,6 +84,8 @@ class TrainConfig:
         _choice("generator", self.generator, GENERATORS)
         _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
         _choice("amp", self.amp, ("auto", "on", "off"))
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
         for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
                      "eval_every", "ckpt_every", "keep_last", "unet_depth"):
             if getattr(self, name) < 1:
