@@ -256,7 +256,7 @@ def run_generate(args) -> int:
                 out_kernels[a:b] = chunk.kernels.cpu().numpy()
                 traj = chunk.trajectory
                 keep("t", traj.t, a)
-                keep("paths_px", chunk.paths_px, a)
+                keep("paths_px", K.kernel_paths(traj, camera, args.depth), a)
                 for name in ("rotation", "translation", "path_px"):
                     if getattr(traj, name) is not None:
                         keep(name, getattr(traj, name), a)
@@ -441,24 +441,52 @@ def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.
 
 # ----------------------------------------------------------------------------------------------
 
+# ----------------------------------------------------------------------------------------------
+# dataset
+# ----------------------------------------------------------------------------------------------
+
 def add_dataset(subparsers) -> None:
-    # The options live in blursynth.dataset (which imports torch); they are parsed there, from the
-    # arguments this stub leaves over, so help and errors of the other commands stay instant.
-    p = subparsers.add_parser("dataset", add_help=False,
-                              help="write a paired sharp/blurry dataset (blursynth dataset --help for options)")
-    p.set_defaults(func=run_dataset, takes_extra=True)
+    p = subparsers.add_parser(
+        "dataset", help="write blurry/sharp pairs (sharded, resumable) for training",
+        description="Write N blurry/sharp pairs, kernels, manifest.jsonl and dataset.json to --out "
+                    "(format: datasets/README.md). Pair i depends only on (--seed, i); a killed run re-run "
+                    "with the same command completes the missing pairs.")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--pairs", type=positive_int, required=True, metavar="N", help="number of pairs")
+    p.add_argument("--sharp", type=Path, default=None, metavar="DIR",
+                   help="folder of sharp photographs (default: procedural dead-leaves scenes)")
+    p.add_argument("--crop", default=None, metavar="SIZE|HxW", help="pair size, e.g. 256 or 256x384 (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="base seed (default 0)")
+    p.add_argument("--recipe", default="default", metavar="NAME|FILE.toml",
+                   help="gopro-like, realblur-like, levin-like, default, or a recipe file (datasets/README.md)")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="make only shard I of N (default 0/1: all)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset files in an existing --out")
+    p.add_argument("--layout", choices=("blursynth", "basicsr"), default="blursynth",
+                   help="blursynth: sharp/ + blur/ (default); basicsr: gt/ + lq/")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_dataset)
 
 
 def run_dataset(args) -> int:
-    from . import dataset
-    parser = _Parser(prog="blursynth dataset",
-                     description="Write N sharp/blurry pairs with their manifest; resumable, sharded.")
-    dataset.add_arguments(parser)
-    options = parser.parse_args(args.extra)
+    from .dataset import DatasetError, parse_shard, write_dataset
+    from .io import ImageError
+    from .recipe import RecipeError
+
     try:
-        return dataset.run_command(options)
-    except dataset.DatasetError as exc:
+        result = write_dataset(args.out, args.pairs, recipe=args.recipe, sharp=args.sharp, crop=args.crop,
+                               seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
+                               overwrite=args.overwrite, layout=args.layout, device=str(_device(args.device)),
+                               progress=not args.quiet)
+    except (DatasetError, RecipeError, ImageError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
+        return 130
+    state = "complete" if result["complete"] else "this shard done; run without --shard once all shards are copied in"
+    print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} present, {state}")
+    return 0
 
 
 COMMANDS = [add_generate, add_inspect, add_dataset]
@@ -477,13 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input) instead of exiting."""
     parser = build_parser()
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra and not getattr(args, "takes_extra", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.extra = extra
-        return args.func(args)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
+    try:
+        return args.func(args)
     except UsageError as exc:
         print(f"blursynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
