@@ -256,7 +256,7 @@ def run_generate(args) -> int:
                 out_kernels[a:b] = chunk.kernels.cpu().numpy()
                 traj = chunk.trajectory
                 keep("t", traj.t, a)
-                keep("paths_px", K.kernel_paths(traj, camera, args.depth), a)
+                keep("paths_px", chunk.paths_px, a)
                 for name in ("rotation", "translation", "path_px"):
                     if getattr(traj, name) is not None:
                         keep(name, getattr(traj, name), a)
