@@ -169,3 +169,19 @@ def test_lookup_table_matches_the_exact_shrinkage(beta, alpha, seed):
     cell = float(v.abs().max()) / 4096
     assert (cost(table) - cost(exact)).max() <= beta * cell * (v.abs().max() + 1) + 1e-9
     assert ((table - exact).abs() > 1e-3).float().mean() < 0.01
+
+
+@given(h=st.integers(3, 20), w=st.integers(3, 20), seed=st.integers(0, 10_000))
+@settings(max_examples=25, deadline=None)
+def test_gradient_operator_adjointness_and_spectra(h, w, seed):
+    # The x-step of the splitting uses grad^T in space and |D|^2 in frequency: both must be exact.
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 2, h, w, generator=g, dtype=torch.float64)
+    gx, gy = torch.randn(2, 1, 2, h, w, generator=g, dtype=torch.float64)
+    dx, dy = deconv._grad(x)
+    lhs = (dx * gx).sum() + (dy * gy).sum()
+    rhs = (x * deconv._grad_adjoint(gx, gy)).sum()
+    assert torch.isclose(lhs, rhs, rtol=1e-10, atol=1e-10)
+    fdx, fdy = deconv._gradient_spectra((h, w), x)
+    torch.testing.assert_close(torch.fft.irfft2(torch.fft.rfft2(x) * fdx, s=(h, w)), dx)
+    torch.testing.assert_close(torch.fft.irfft2(torch.fft.rfft2(x) * fdy, s=(h, w)), dy)
