@@ -19,6 +19,7 @@ are fixed, so the worker count changes nothing but the speed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -67,10 +68,20 @@ def parse_crop(text: str | int | None) -> tuple[int, int] | None:
     return (parts[0], parts[-1])
 
 
-def _settings(recipe: Recipe, pairs: int, seed: int, sharp, layout: str) -> dict:
-    """What makes two runs the same dataset (the resumption key)."""
+def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None, layout: str) -> dict:
+    """What makes two runs the same dataset (the resumption key).
+
+    The photo folder is identified by its content (the usable files' names, sizes in bytes and
+    pixels), not its path, so shards run on machines that mount it elsewhere still agree.
+    """
+    sources = None
+    if folder is not None:
+        digest = hashlib.sha256()
+        for name, (h, w) in zip(folder.files, folder.sizes):
+            digest.update(f"{name}\0{(folder.root / name).stat().st_size}\0{h}\0{w}\n".encode())
+        sources = {"images": len(folder.files), "sha256": digest.hexdigest()}
     return {"format": FORMAT, "blursynth_version": __version__, "pairs": pairs, "seed": seed,
-            "sharp": None if sharp is None else str(sharp), "layout": layout, "recipe": recipe.to_dict()}
+            "sharp": sources, "layout": layout, "recipe": recipe.to_dict()}
 
 
 def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
@@ -88,8 +99,9 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
             previous = None
         if previous == json.loads(json.dumps(settings)):
             return  # the same command: resume
-        raise DatasetError(f"--out {out}: holds a dataset made with other settings (pairs, seed, recipe, --sharp, "
-                           "--crop or --layout differ, see its dataset.json); choose another --out or pass --overwrite")
+        raise DatasetError(f"--out {out}: holds a dataset made with other settings (pairs, seed, recipe, the photos "
+                           "of --sharp, --crop or --layout differ, see its dataset.json); choose another --out or "
+                           "pass --overwrite")
     if not overwrite:
         raise DatasetError(f"--out {out}: exists and is not empty; choose another --out or pass --overwrite "
                            "(which deletes the dataset files in it)")
@@ -215,7 +227,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         recipe = Recipe.from_dict({**recipe.to_dict(), "crop": list(crop)}, recipe.source)
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
     out = Path(out)
-    settings = _settings(recipe, pairs, seed, sharp, layout)
+    settings = _settings(recipe, pairs, seed, folder, layout)
     _check_output(out, settings, overwrite)
     chunks = math.ceil(pairs / CHUNK)
     meta = {"settings": settings,
@@ -249,32 +261,3 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
                                       if (out / "parts" / f"{c:06d}.jsonl").is_file())
     return {"written": written, "done": done, "complete": complete}
 
-
-# --- command line (blursynth.cli registers these as the `dataset` sub-command) ------------------------
-
-def add_arguments(parser) -> None:
-    """Options of ``blursynth dataset`` on an argparse (sub)parser."""
-    parser.add_argument("--out", required=True, help="output folder (created; resumed if it holds this run)")
-    parser.add_argument("--pairs", type=int, required=True, help="number of pairs N")
-    parser.add_argument("--sharp", default=None, help="folder of sharp photographs (default: dead-leaves scenes)")
-    parser.add_argument("--crop", default=None, help="output size, e.g. 256 or 256x384 (default: the recipe's)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; pair i depends only on (seed, i)")
-    parser.add_argument("--recipe", default="default", help="recipe name in datasets/ or a .toml file")
-    parser.add_argument("--shard", default="0/1", help="I/N: make only shard I of N (chunks c with c %% N == I)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
-    parser.add_argument("--layout", default="blursynth", choices=sorted(LAYOUTS),
-                        help="blursynth: sharp/ + blur/; basicsr: gt/ + lq/")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run_command(args) -> int:
-    """Run ``blursynth dataset`` from parsed arguments; prints a one-line summary, returns an exit code."""
-    result = write_dataset(args.out, args.pairs, recipe=args.recipe, sharp=args.sharp, crop=args.crop,
-                           seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
-                           overwrite=args.overwrite, layout=args.layout, device=args.device,
-                           progress=not args.quiet)
-    state = "complete" if result["complete"] else "incomplete (other shards missing)"
-    print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} done, {state}")
-    return 0

@@ -76,7 +76,9 @@ class ImageFolder:
             try:
                 image, _ = read_image(path)
             except ImageError as exc:
-                found.skipped.append({"file": rel, "reason": str(exc).removeprefix(f"{path}: ")})
+                # Reasons name the file relative to the folder, so they do not depend on where it is mounted.
+                reason = str(exc).replace(str(path), rel).removeprefix(f"{rel}: ")
+                found.skipped.append({"file": rel, "reason": reason})
                 continue
             h, w = image.shape[1:]
             if h < min_size[0] or w < min_size[1]:

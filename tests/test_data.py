@@ -48,6 +48,16 @@ def test_items_are_pure_functions_of_the_index(photos):
     assert not torch.equal(other_seed[0]["blur"], data[0]["blur"])
 
 
+def test_dead_leaves_items_do_not_depend_on_the_batch():
+    recipe = _recipe(crop=16)
+    batch = make_pairs(recipe, [5, 6, 9], 1)
+    for k, i in enumerate([5, 6, 9]):
+        single = make_pairs(recipe, [i], 1)
+        assert torch.equal(single["blur"][0], batch["blur"][k]) and torch.equal(single["sharp"][0], batch["sharp"][k])
+        assert single["records"][0] == batch["records"][k]
+        assert single["records"][0]["source"]["image"] == "dead_leaves"
+
+
 def test_multi_worker_loader_gives_each_pair_once(photos):
     data = SyntheticPairs(8, _recipe(), sharp=photos, seed=0)
     one = list(DataLoader(data, batch_size=3, num_workers=0))

@@ -145,3 +145,20 @@ def test_bad_arguments_are_named():
         render_nonuniform(torch.zeros(1, 3, 20, 31), traj, cam)
     with pytest.raises(ValueError, match="2 items for a batch of 3"):
         render_nonuniform(torch.zeros(3, 3, 20, 30), Trajectory.cat([traj, traj]), cam)
+
+
+@given(roll=st.floats(-0.05, 0.05), yaw=st.floats(-0.02, 0.02), pitch=st.floats(-0.02, 0.02),
+       steps=st.integers(2, 12))
+@settings(max_examples=25, deadline=None)
+def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, yaw, pitch, steps):
+    from blursynth.nonuniform import centering_shift, motion_samples
+    cam = Camera(700.0, 64, 48, cx=10.0, cy=40.0)
+    traj = _shake(yaw, pitch, roll, steps=steps)
+    poses, weights = motion_samples(traj, cam)
+    assert abs(float(weights.sum()) - 1) < 1e-5 and bool((weights >= 0).all())
+    pos = cam.project(poses, _probe_points(cam, "cpu"))
+    if pos.shape[1] > 1:  # a still camera is one pose
+        assert float((pos[:, 1:] - pos[:, :-1]).norm(dim=-1).max()) <= 0.5 + 1e-3
+    # The weighted mean principal-point displacement is the exact time average of the motion.
+    mean = (weights[..., None] * cam.center_path(poses)).sum(1)
+    assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 0.02
