@@ -228,7 +228,73 @@ def _valid_direct_adjoint(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
     return x.reshape(b, c, *x.shape[-2:]).contiguous()
 
 
+def _full_spectrum(kernel: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Full (two-sided) fft2 of the kernel at the origin of an ``n x m`` grid, ``(Bk, Ck, n, m)``
+    complex. Only the kernel's ``h`` rows are transformed along x, so this is a fraction of a
+    full-size transform."""
+    return torch.fft.fft(torch.fft.fft(kernel, n=m, dim=-1), n=n, dim=-2)
+
+
+# Cost of one complex point of the two-halves transform (c2c fft2 + ifft2, packing, unpacking)
+# over that of one real pixel of torch's rfft2 + irfft2 pair, measured with MKL on one thread at
+# 1280x720 RGB. _valid_fft splits only when that makes the complex area cheaper than the real one.
+C2C_COST = 1.75
+
+
+def _split_plan(hh: int, ww: int, h: int, w: int) -> tuple[int, int, int] | None:
+    """Split axis (-2 or -1) and FFT size ``(n, m)`` of the two-halves transform of
+    :func:`_valid_fft` (the axis whose split gives the smaller FFT), or None when one real
+    transform of the whole image is cheaper (kernels large against the image)."""
+    plans = []
+    for dim, size, k in ((-1, ww, w), (-2, hh, h)):  # ties: split columns, keep rows long
+        slab = fast_length((size - k + 2) // 2 + k - 1, even=True)  # half the outputs + margin
+        n, m = (slab, fast_length(ww, even=True)) if dim == -2 else (fast_length(hh, even=True), slab)
+        plans.append((n * m, dim, n, m))
+    area, dim, n, m = min(plans, key=lambda p: p[0])
+    if C2C_COST * area >= fast_length(hh) * fast_length(ww, even=True):
+        return None
+    return dim, n, m
+
+
 def _valid_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Valid convolution by FFT; both halves of every image share ONE complex transform.
+
+    Each half of the valid output only reads a slab of the image (half + kernel - 1 long) along
+    the split axis. The first slab goes in as the real part and the last slab as the imaginary
+    part of one complex array: the kernel is real, so the real and imaginary parts of
+    ``ifft2(fft2(z) K)`` are the two slabs' convolutions. A complex point of MKL's c2c pair costs
+    ~1.4x a real pixel of torch's rfft2/irfft2 pair (whose inverse is a separate c2c pass and c2r
+    pass) but carries two pixels, which pays for the slabs' overlap, the packing and the unpacking
+    copy. The slabs are exactly the FFT size (the two may overlap by more than the kernel), so
+    there is no padding copy when the other axis is a fast length.
+    """
+    hh, ww = x.shape[-2:]
+    h, w = kernel.shape[-2:]
+    plan = _split_plan(hh, ww, h, w)
+    if plan is None:
+        return _valid_rfft(x, kernel)
+    dim, n, m = plan
+    k, slab = (h, n) if dim == -2 else (w, m)
+    valid = x.shape[dim] - k + 1
+    pad = [0, max(0, m - ww), 0, max(0, n - hh)]  # only when the FFT is longer than the image
+    if any(pad):
+        x = F.pad(x, pad)
+    start = x.shape[dim] - slab  # the last slab's first input (and output) index
+    # Temporaries are left unnamed or deleted as soon as used, so each large buffer is freed
+    # before the next is allocated and reuses its memory (fresh pages cost page faults).
+    spec = torch.fft.fft2(torch.complex(x.narrow(dim, 0, slab), x.narrow(dim, start, slab)))
+    y = torch.fft.ifft2(_times(spec, _full_spectrum(kernel, n, m)))
+    del spec, x
+    other = -1 if dim == -2 else -2
+    y = y.narrow(other, (w if dim == -2 else h) - 1, (ww - w + 1) if dim == -2 else (hh - h + 1))
+    half = (valid + 1) // 2  # outputs [0, half) from the first slab, [half, valid) from the last
+    first = y.real.narrow(dim, k - 1, half)
+    last = y.imag.narrow(dim, k - 1 + half - start, valid - half)
+    return torch.cat([first, last], dim)
+
+
+def _valid_rfft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Valid convolution by one real FFT of the whole image (see the module docstring)."""
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
     n, m = fast_length(hh), fast_length(ww, even=True)
@@ -244,6 +310,8 @@ def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.T
         return _valid_fft(x, kernel)
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
+    if _split_plan(hh + h - 1, ww + w - 1, h, w) is not None:  # the two-halves transform wins
+        return _valid_fft(_pad(x, h, w, boundary), kernel)
     top, bottom, left, right = _pad_amounts(h, w)
     n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, even=True)
     bottom, right = n - hh - top, m - ww - left

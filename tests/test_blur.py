@@ -6,7 +6,7 @@ import scipy.signal
 import torch
 from hypothesis import given, settings, strategies as st
 
-from blursynth.blur import blur, blur_adjoint, fast_length, kernel_spectrum
+from blursynth.blur import _split_plan, blur, blur_adjoint, fast_length, kernel_spectrum
 
 NP_MODE = {"reflect": "reflect", "circular": "wrap"}
 
@@ -68,6 +68,28 @@ def test_circular_at_fast_sizes_matches_scipy(shape):
     lhs = (blur(xx, torch.from_numpy(k), "circular", method="fft") * yy).sum()
     rhs = (xx * blur_adjoint(yy, torch.from_numpy(k), "circular", method="fft")).sum()
     assert torch.isclose(lhs, rhs, rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape, ksize, split", [
+    ((40, 60), (5, 5), -1),     # split columns, FFT sizes equal to the slabs
+    ((200, 40), (9, 9), -2),    # tall image: split rows
+    ((97, 101), (5, 7), -1),    # non-fast height (padded) and odd valid width (halves differ by one)
+    ((31, 9), (4, 9), -2),      # kernel as wide as the image: one output column
+    ((30, 12), (11, 9), None),  # large kernel: one real transform of the whole image instead
+])
+def test_two_halves_transform_matches_scipy(shape, ksize, split):
+    # The valid FFT packs two slabs of each image into one complex transform; check every layout
+    # (which axis, padding, unequal halves, the fallback) against scipy, per item and per channel.
+    plan = _split_plan(*shape, *ksize)
+    assert (plan and plan[0]) == split
+    rng = np.random.default_rng(3)
+    x = rng.random((2, 3, *shape))
+    k = rng.random((2, 3, *ksize))
+    for boundary in ("valid", "reflect"):
+        y = blur(torch.from_numpy(x), torch.from_numpy(k), boundary, method="fft").numpy()
+        for b in range(2):
+            for c in range(3):
+                np.testing.assert_allclose(y[b, c], _scipy_blur(x[b, c], k[b, c], boundary), atol=1e-10)
 
 
 def test_wide_padding_beyond_image_size():
