@@ -236,22 +236,25 @@ def _full_spectrum(kernel: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 # Cost of one complex point of the two-halves transform (c2c fft2 + ifft2, packing, unpacking)
-# over that of one real pixel of torch's rfft2 + irfft2 pair, measured with MKL on one thread at
-# 1280x720 RGB. _valid_fft splits only when that makes the complex area cheaper than the real one.
-C2C_COST = 1.75
+# over that of one real pixel of torch's rfft2 + irfft2 pair, and of one pixel of the extra
+# padding copy that "reflect"/"circular" then need, fitted to paired timings with MKL on one
+# thread at 1280x720 RGB (31x31 and 64x64 kernels). The split is used only where it is cheaper.
+C2C_COST = 1.85
+PAD_COST = 0.05
 
 
-def _split_plan(hh: int, ww: int, h: int, w: int) -> tuple[int, int, int] | None:
+def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple[int, int, int] | None:
     """Split axis (-2 or -1) and FFT size ``(n, m)`` of the two-halves transform of
-    :func:`_valid_fft` (the axis whose split gives the smaller FFT), or None when one real
-    transform of the whole image is cheaper (kernels large against the image)."""
+    :func:`_valid_fft` on an ``hh x ww`` image (the axis whose split gives the smaller FFT), or
+    None when one real transform of the whole image is cheaper (kernels large against the image;
+    ``padded``: the image is still to be padded, a copy the real transform does not need)."""
     plans = []
     for dim, size, k in ((-1, ww, w), (-2, hh, h)):  # ties: split columns, keep rows long
         slab = fast_length((size - k + 2) // 2 + k - 1, even=True)  # half the outputs + margin
         n, m = (slab, fast_length(ww, even=True)) if dim == -2 else (fast_length(hh, even=True), slab)
         plans.append((n * m, dim, n, m))
     area, dim, n, m = min(plans, key=lambda p: p[0])
-    if C2C_COST * area >= fast_length(hh) * fast_length(ww, even=True):
+    if C2C_COST * area + PAD_COST * padded * hh * ww >= fast_length(hh) * fast_length(ww, even=True):
         return None
     return dim, n, m
 
@@ -310,7 +313,7 @@ def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.T
         return _valid_fft(x, kernel)
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
-    if _split_plan(hh + h - 1, ww + w - 1, h, w) is not None:  # the two-halves transform wins
+    if _split_plan(hh + h - 1, ww + w - 1, h, w, padded=True) is not None:  # two halves win
         return _valid_fft(_pad(x, h, w, boundary), kernel)
     top, bottom, left, right = _pad_amounts(h, w)
     n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, even=True)
