@@ -161,4 +161,4 @@ def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, ya
         assert float((pos[:, 1:] - pos[:, :-1]).norm(dim=-1).max()) <= 0.5 + 1e-3
     # The weighted mean principal-point displacement is the exact time average of the motion.
     mean = (weights[..., None] * cam.center_path(poses)).sum(1)
-    assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 0.02
+    assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 5e-3
