@@ -346,9 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
             border = radius + 1
         restore = checkpoint_restorer(args.checkpoint, args.device) if args.checkpoint else \
             method_restorer(args.method)
-        torch.set_grad_enabled(False)
-        result = evaluate(pairs, restore, channels=channels, radius=radius, border=border, device=args.device,
-                          progress=not args.quiet)
+        with torch.no_grad():  # scoped: main() is called in-process by tests and other tools
+            result = evaluate(pairs, restore, channels=channels, radius=radius, border=border,
+                              device=args.device, progress=not args.quiet)
     except (EvaluationError, ImageError) as exc:
         raise SystemExit(f"error: {exc}") from None
     images = result.pop("images")

@@ -1,0 +1,122 @@
+"""Training benchmarks: iteration speed, and what short trainings reach on held-out synthetic pairs.
+
+    python bench/train.py speed                 # s/iteration of CycleGAN: reference 256 px and CPU-sized 128 px
+    python bench/train.py paired   [--steps N]  # paired training on the embedded defaults, PSNR gain (goal +2 dB, <= 15 min)
+    python bench/train.py cyclegan [--steps N]  # CycleGAN on unpaired synthetic domains, PSNR gain (goal +0.5 dB, <= 30 min)
+
+``speed`` times ``python -m unpaired.train --mode cyclegan`` (data, forward, backward, both optimisers,
+image pools, logging) against a bare PyTorch loop of the same networks and losses on random tensors
+measured in the same run; the ratio ours/bare is the trainer's overhead. Run folders go to
+``--out`` (default ``runs/bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from unpaired.losses import ImagePool, lsgan_loss  # noqa: E402
+from unpaired.models import PatchDiscriminator, ResnetGenerator, init_weights  # noqa: E402
+from unpaired.train import main as train  # noqa: E402
+
+SETTINGS = {"reference 256px ngf64 9 blocks": (256, 64, 9), "cpu 128px ngf32 6 blocks": (128, 32, 6)}
+
+
+def bare_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, warmup: int = 1) -> float:
+    """Seconds per CycleGAN iteration of a plain loop (the networks and losses only, random inputs)."""
+    g, f = init_weights(ResnetGenerator(ngf, n_blocks), 0), init_weights(ResnetGenerator(ngf, n_blocks), 1)
+    da, db = init_weights(PatchDiscriminator(64, 3), 2), init_weights(PatchDiscriminator(64, 3), 3)
+    opt_g = torch.optim.Adam([*g.parameters(), *f.parameters()], 2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam([*da.parameters(), *db.parameters()], 2e-4, betas=(0.5, 0.999))
+    pool_a, pool_b = ImagePool(50, 0, 0), ImagePool(50, 0, 1)
+    l1 = torch.nn.functional.l1_loss
+    times = []
+    for it in range(warmup + iters):
+        a, b = torch.rand(1, 3, size, size), torch.rand(1, 3, size, size)
+        t = time.perf_counter()
+        for p in [*da.parameters(), *db.parameters()]:
+            p.requires_grad_(False)
+        fb, fa = g(a), f(b)
+        loss = (lsgan_loss(db(fb), True) + lsgan_loss(da(fa), True) + 10 * (l1(f(fb), a) + l1(g(fa), b))
+                + 5 * (l1(g(b), b) + l1(f(a), a)))
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        for p in [*da.parameters(), *db.parameters()]:
+            p.requires_grad_(True)
+        fb, fa = pool_b.query(fb), pool_a.query(fa)
+        loss_d = 0.5 * (lsgan_loss(db(b), True) + lsgan_loss(db(fb), False)
+                        + lsgan_loss(da(a), True) + lsgan_loss(da(fa), False))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        if it >= warmup:
+            times.append(time.perf_counter() - t)
+    return sum(times) / len(times)
+
+
+def ours_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, out: Path, warmup: int = 1) -> float:
+    """Seconds per iteration of ``unpaired.train --mode cyclegan`` from its metrics.jsonl timestamps."""
+    run = out / f"speed_{size}_{ngf}_{n_blocks}"
+    train(["--mode", "cyclegan", "--generator", "resnet", "--ngf", str(ngf), "--n-blocks", str(n_blocks),
+           "--crop", str(size), "--batch", "1", "--steps", str(warmup + iters), "--log-every", "1",
+           "--eval-every", "1000000", "--ckpt-every", "1000000", "--val-size", "0", "--no-progress",
+           "--run-dir", str(run)])
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    secs = [r["seconds"] for r in recs if "loss_D" in r]
+    return (secs[-1] - secs[warmup - 1]) / iters
+
+
+def speed(args) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    for name, (size, ngf, blocks) in SETTINGS.items():
+        ours = ours_cyclegan_seconds(size, ngf, blocks, args.iters, Path(args.out))
+        bare = bare_cyclegan_seconds(size, ngf, blocks, args.iters)
+        print(f"CycleGAN {name}, batch 1, forward+backward+update: ours {ours:.3f} s/it, "
+              f"bare PyTorch loop {bare:.3f} s/it, ratio ours/bare {ours / bare:.2f}")
+
+
+def quality(args, mode: str) -> None:
+    run = Path(args.out) / mode
+    common = ["--steps", str(args.steps), "--val-size", str(args.val_size), "--run-dir", str(run),
+              "--eval-every", str(max(1, args.steps // 5)), "--ckpt-every", str(max(1, args.steps // 5))]
+    extra = [] if mode == "paired" else ["--mode", "cyclegan", "--generator", "resnet", "--ngf", "32",
+                                          "--n-blocks", "6", "--crop", "128", "--batch", "1"]
+    t = time.time()
+    result = train(common + extra + args.rest)
+    minutes = (time.time() - t) / 60
+    gain = result["val_psnr"] - result["val_psnr_blurry"]
+    goal, limit = (2.0, 15) if mode == "paired" else (0.5, 30)
+    print(f"{mode}: {args.steps} steps in {minutes:.1f} min (budget {limit} min); held-out PSNR "
+          f"{result['val_psnr_blurry']:.2f} dB blurry -> {result['val_psnr']:.2f} dB ({gain:+.2f} dB; goal "
+          f"+{goal} dB: {'met' if gain >= goal and minutes <= limit else 'NOT met'}); SSIM "
+          f"{result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}; samples in {run / 'samples'}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("speed", "paired", "cyclegan"))
+    parser.add_argument("--iters", type=int, default=5, help="timed iterations per setting (speed)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (paired: 3000, cyclegan: 3000)")
+    parser.add_argument("--val-size", type=int, default=64, help="held-out pairs")
+    parser.add_argument("--out", default="runs/bench")
+    args, rest = parser.parse_known_args()
+    args.rest = rest  # any other option goes to unpaired.train
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
+    if args.what == "speed":
+        speed(args)
+    else:
+        args.steps = args.steps or 3000
+        quality(args, args.what)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,108 @@
+"""Inference: seamless tiling, same size/bit depth out, per-file errors."""
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blursynth.io import write_image
+from unpaired.deblur import _window, deblur_image, main
+from unpaired.train import main as train
+
+
+def conv_net(seed=0):
+    """Fully convolutional, translation equivariant, receptive radius 2 (zero padding only at borders)."""
+    g = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(6, 3, 3, padding=1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return net.eval()
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(9, 90), w=st.integers(9, 90), tile=st.sampled_from([16, 24, 40]),
+       overlap=st.sampled_from([8, 12]))
+def test_tiled_equals_untiled_away_from_border(h, w, tile, overlap):
+    net = conv_net()
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
+    with torch.no_grad():
+        whole = net(x).clamp(0, 1)
+    tiled = deblur_image(net, x, tile=tile, overlap=overlap, factor=4)
+    assert tiled.shape == x.shape
+    torch.testing.assert_close(tiled[..., 2:-2, 2:-2], whole[..., 2:-2, 2:-2], atol=1e-5, rtol=0)
+
+
+@given(st.integers(8, 64).flatmap(lambda t: st.tuples(st.just(t), st.integers(0, t // 2))))
+def test_window_is_a_partition_of_unity(args):
+    # with overlap <= tile / 2 at most two tiles share a pixel and their weights add to exactly 1
+    # (beyond that the blend still divides by the summed weights)
+    tile, overlap = args
+    w = _window(tile, overlap, "cpu")
+    stride = tile - overlap
+    # sum of the windows of tiles stride apart, over the span where the inner ones overlap
+    total = torch.zeros(tile + 3 * stride)
+    for k in range(4):
+        total[k * stride:k * stride + tile] += w
+    assert torch.allclose(total[tile - overlap // 2: tile + 2 * stride - overlap // 2], torch.tensor(1.0))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    train(["--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16", "--val-size", "1",
+           "--batch", "1", "--steps", "1", "--no-progress", "--run-dir", str(run)])
+    return run / "checkpoints" / "step_0000001.pt"
+
+
+def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng(0)
+    write_image(tmp_path / "in" / "rgb16.tif", rng.random((3, 37, 53)).astype(np.float32), bits=16)
+    write_image(tmp_path / "in" / "gray16.png", rng.random((1, 19, 23)).astype(np.float32), bits=16)
+    iio.imwrite(tmp_path / "in" / "gray.png", (rng.random((30, 41)) * 255).astype(np.uint8))
+    write_image(tmp_path / "in" / "photo.jpg", rng.random((3, 70, 45)).astype(np.float32), quality=90)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    files = [str(tmp_path / "in" / n) for n in ("rgb16.tif", "broken.png", "gray.png", "photo.jpg", "gray16.png")]
+    rc = main(files + ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--tile", "32",
+                       "--overlap", "8"])
+    assert rc == 1  # one file failed ...
+    err = capsys.readouterr().err
+    assert "broken.png: cannot be read as an image" in err and "1 of 5 file(s) failed" in err
+    rgb16 = iio.imread(tmp_path / "out" / "rgb16.tif")  # ... the others were processed
+    gray16 = iio.imread(tmp_path / "out" / "gray16.png")
+    assert gray16.shape == (19, 23) and gray16.dtype == np.uint16
+    gray = iio.imread(tmp_path / "out" / "gray.png")
+    jpg = iio.imread(tmp_path / "out" / "photo.jpg")
+    assert rgb16.shape == (37, 53, 3) and rgb16.dtype == np.uint16
+    assert gray.shape == (30, 41) and gray.dtype == np.uint8
+    assert jpg.shape == (70, 45, 3) and jpg.dtype == np.uint8
+    assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_cli_bad_checkpoint(tmp_path, capsys):
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    torch.save({"something": 1}, bad)
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(bad), "--out", str(tmp_path)]) == 2
+    assert "not a checkpoint written by unpaired.train" in capsys.readouterr().err
+
+
+def test_overlap_must_fit_in_tile():
+    with pytest.raises(ValueError, match="overlap"):
+        deblur_image(conv_net(), torch.rand(1, 3, 20, 20), tile=16, overlap=16)
+
+
+def test_checkpoint_restorer_for_evaluate(checkpoint):
+    from unpaired.evaluate import checkpoint_restorer
+
+    restore = checkpoint_restorer(checkpoint)
+    gray = torch.rand(1, 1, 21, 30)
+    out = restore(gray, None)
+    assert out.shape == gray.shape and 0 <= out.min() and out.max() <= 1
+    rgb = torch.rand(1, 3, 21, 30)
+    assert restore(rgb, torch.ones(3, 3) / 9).shape == rgb.shape
+    # a one-step residual generator is still close to the identity
+    assert (restore(rgb, None) - rgb).abs().mean() < 0.1

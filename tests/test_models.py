@@ -1,0 +1,133 @@
+"""Models and losses: reference sizes, receptive field, init, residual start, pool, perceptual loss."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unpaired.losses import ImagePool, VGGPerceptual, charbonnier, lsgan_loss
+from unpaired.models import PatchDiscriminator, ResnetGenerator, UNet, build_generator, init_weights
+
+
+def n_params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def test_reference_parameter_counts():
+    # pytorch-CycleGAN-and-pix2pix prints 11.378 M for resnet_9blocks (ngf 64) and 2.765 M for the
+    # basic 70x70 PatchGAN (ndf 64, 3 layers)
+    assert round(n_params(ResnetGenerator(64, 9)) / 1e6, 3) == 11.378
+    assert round(n_params(PatchDiscriminator(64, 3)) / 1e6, 3) == 2.765
+
+
+def test_patchgan_receptive_field_is_70():
+    d = init_weights(PatchDiscriminator(8, 3), seed=0)
+    # instance norm couples every pixel through its statistics; the patch size is the convolutions'
+    for i, m in enumerate(d.net):
+        if isinstance(m, torch.nn.InstanceNorm2d):
+            d.net[i] = torch.nn.Identity()
+    x = torch.rand(1, 3, 160, 160, requires_grad=True)
+    out = d(x)
+    centre = out[0, 0, out.shape[2] // 2, out.shape[3] // 2]
+    (grad,) = torch.autograd.grad(centre, x)
+    rows = grad.abs().sum(dim=(0, 1, 3)).nonzero()
+    cols = grad.abs().sum(dim=(0, 1, 2)).nonzero()
+    assert int(rows.max() - rows.min() + 1) == 70
+    assert int(cols.max() - cols.min() + 1) == 70
+
+
+@pytest.mark.parametrize("net", [ResnetGenerator(8, 2), UNet(8, 2)])
+def test_generators_keep_shape_and_range(net):
+    init_weights(net, seed=1)
+    x = torch.rand(2, 3, 32, 48)
+    y = net(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    if not net.residual:
+        assert y.min() >= 0 and y.max() <= 1
+
+
+def test_residual_generator_starts_as_identity():
+    x = torch.rand(2, 3, 32, 32)
+    for kind in ("unet", "resnet"):
+        spec = {"kind": kind, "ngf": 8, "residual": True, **({"depth": 2} if kind == "unet" else {"n_blocks": 2})}
+        net = build_generator(spec, seed=0)
+        assert torch.equal(net(x), x)
+
+
+def test_bad_size_is_explained():
+    with pytest.raises(ValueError, match="multiples of 4"):
+        ResnetGenerator(8, 1)(torch.rand(1, 3, 30, 32))
+
+
+def test_init_is_seeded_and_reference_scaled():
+    a = init_weights(ResnetGenerator(16, 2), seed=3)
+    b = init_weights(ResnetGenerator(16, 2), seed=3)
+    c = init_weights(ResnetGenerator(16, 2), seed=4)
+    wa, wb, wc = (torch.cat([p.flatten() for n, p in m.named_parameters() if "weight" in n]) for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert abs(wa.std().item() - 0.02) < 0.001
+
+
+def test_lsgan_and_charbonnier():
+    s = torch.tensor([0.0, 1.0, 2.0])
+    assert lsgan_loss(s, True).item() == pytest.approx((1 + 0 + 1) / 3)
+    assert lsgan_loss(s, False).item() == pytest.approx((0 + 1 + 4) / 3)
+    a, b = torch.zeros(4), torch.full((4,), 0.5)
+    assert charbonnier(a, b, eps=1e-3).item() == pytest.approx((0.25 + 1e-6) ** 0.5)
+
+
+def test_image_pool_fills_then_mixes_history():
+    pool = ImagePool(size=3, seed=0)
+    first = torch.arange(3.0).view(3, 1, 1, 1)
+    assert torch.equal(pool.query(first), first)  # filling: returned as is
+    seen = set()
+    for k in range(20):
+        batch = torch.full((2, 1, 1, 1), 10.0 + k)
+        out = pool.query(batch).flatten().tolist()
+        # every returned image is either the query or one that was stored earlier
+        assert all(v == 10.0 + k or v in seen | {0.0, 1.0, 2.0} for v in out)
+        seen |= {10.0 + k}
+    stored = [float(t) for t in pool.images]
+    assert any(v >= 10 for v in stored)  # history was refreshed
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2 ** 31), st.integers(1, 5))
+def test_image_pool_resume_is_exact(seed, warm):
+    a = ImagePool(size=4, seed=seed)
+    for k in range(warm):
+        a.query(torch.full((3, 1, 2, 2), float(k)))
+    b = ImagePool(size=4, seed=seed)
+    b.load_state_dict(a.state_dict())
+    for k in range(5):
+        q = torch.full((3, 1, 2, 2), 100.0 + k)
+        assert torch.equal(a.query(q), b.query(q))
+
+
+def test_image_pool_size_zero_is_passthrough():
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(ImagePool(0).query(x), x)
+
+
+def test_perceptual_needs_local_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
+        VGGPerceptual(tmp_path / "missing.pth")
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="not torchvision VGG16"):
+        VGGPerceptual(bad)
+
+
+def test_perceptual_loss_with_local_weights(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    # the first 16 layers of a randomly initialised VGG16 trunk stand in for the pretrained file
+    features = make_layers(cfgs["D"])[:16]
+    path = tmp_path / "vgg.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    loss = VGGPerceptual(path)
+    x = torch.rand(1, 3, 32, 32)
+    assert loss(x, x).item() == 0.0
+    assert loss(x, torch.rand(1, 3, 32, 32)).item() > 0
+    assert not any(p.requires_grad for p in loss.parameters())

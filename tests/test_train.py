@@ -1,0 +1,190 @@
+"""The trainer: config from TOML + command line, runs in both modes, exact resume, DDP, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from blursynth.io import write_image
+from unpaired import config
+from unpaired.train import cli, lr_factor, main
+
+TINY = ["--generator", "unet", "--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16",
+        "--val-size", "2", "--batch", "2", "--log-every", "1", "--no-progress"]
+TINY_GAN = ["--mode", "cyclegan", "--generator", "resnet", "--ngf", "4", "--n-blocks", "1", "--ndf", "4",
+            "--n-layers-d", "2", "--crop", "32", "--val-crop", "32", "--val-size", "2", "--batch", "2",
+            "--pool-size", "2", "--log-every", "1", "--no-progress"]
+
+
+def weights(run: Path, step: int) -> dict:
+    state = torch.load(run / "checkpoints" / f"step_{step:07d}.pt", weights_only=False)
+    return {f"{m}.{k}": v for m, sd in state["models"].items() for k, v in sd.items()}
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- config
+
+def test_config_toml_then_command_line_override(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('mode = "cyclegan"\nlr = 1\nn-blocks = 4\nresidual = false\nrun_dir = "x"\n')
+    cfg = config.parse_args(["--config", str(toml), "--lr", "1e-4", "--residual"])
+    assert cfg.mode == "cyclegan" and cfg.n_blocks == 4 and cfg.run_dir == "x"
+    assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.residual is True
+    assert config.parse_args([]).lr == 2e-4  # defaults untouched
+
+
+@pytest.mark.parametrize("text, match", [
+    ("learning_rate = 1\n", "unknown option.*learning_rate"),
+    ('steps = "ten"\n', "'steps' must be int"),
+    ("residual = 1\n", "'residual' must be bool"),
+    ('mode = "gan"\n', "--mode must be one of paired, cyclegan, reblur"),
+    ("crop = 30\n", "--crop 30 must be a multiple of 8"),
+    ("lr = -1\n", "--lr must be >= 0"),
+    ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
+    ("perceptual = 0.1\n", "vgg16-397923af.pth"),
+    ("mode = 'reblur'\n", "not implemented yet"),
+    ("not toml [", "not valid TOML"),
+    ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
+])
+def test_config_errors_name_the_option(tmp_path, text, match):
+    toml = tmp_path / "c.toml"
+    toml.write_text(text)
+    with pytest.raises(config.ConfigError, match=match):
+        config.parse_args(["--config", str(toml)])
+
+
+def test_config_missing_file_and_bad_flag(tmp_path):
+    with pytest.raises(config.ConfigError, match="no such file"):
+        config.parse_args(["--config", str(tmp_path / "none.toml")])
+    with pytest.raises(SystemExit):  # argparse: invalid float value
+        config.parse_args(["--lr", "fast"])
+
+
+def test_lr_schedule_constant_then_linear():
+    assert [lr_factor(s, 10, 4) for s in range(11)] == [1, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+# ---------------------------------------------------------------- runs
+
+def test_paired_run_writes_run_folder(tmp_path, capsys):
+    run = tmp_path / "run"
+    result = main(TINY + ["--steps", "3", "--eval-every", "2", "--run-dir", str(run)])
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["steps"] == 3 and saved["crop"] == 16
+    recs = records(run)
+    assert [r["step"] for r in recs if "loss_pixel" in r] == [1, 2, 3]
+    evals = [r for r in recs if "val_psnr" in r]
+    assert [r["step"] for r in evals] == [2, 3]
+    assert all(np.isfinite(r["val_psnr"]) and 0 < r["val_ssim"] <= 1 for r in evals)
+    assert result["val_psnr"] == evals[-1]["val_psnr"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "step_0000003.pt").is_file()
+    assert "validation PSNR on 2 held-out pairs: blurry input" in capsys.readouterr().out
+
+
+def test_keeps_last_k_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "5", "--ckpt-every", "1", "--keep-last", "2", "--eval-every", "100",
+                 "--run-dir", str(run)])
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000004.pt", "step_0000005.pt"]
+
+
+def test_paired_resume_equals_uninterrupted(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    main(TINY + ["--steps", "6", "--eval-every", "100", "--run-dir", str(a)])
+    main(TINY + ["--steps", "6", "--stop-at", "3", "--eval-every", "100", "--run-dir", str(b)])
+    main(["--resume", str(b), "--no-progress"])
+    wa, wb = weights(a, 6), weights(b, 6)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+    # the resumed run's log continues the first part's without duplicates
+    assert [r["step"] for r in records(b) if "loss_pixel" in r] == [1, 2, 3, 4, 5, 6]
+    la = [r["loss_pixel"] for r in records(a) if "loss_pixel" in r]
+    lb = [r["loss_pixel"] for r in records(b) if "loss_pixel" in r]
+    np.testing.assert_allclose(lb, la, rtol=1e-5)
+
+
+def test_cyclegan_resume_equals_uninterrupted(tmp_path):
+    # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume
+    a, b = tmp_path / "a", tmp_path / "b"
+    main(TINY_GAN + ["--steps", "4", "--eval-every", "100", "--run-dir", str(a)])
+    main(TINY_GAN + ["--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(b)])
+    main(["--resume", str(b), "--no-progress"])
+    wa, wb = weights(a, 4), weights(b, 4)
+    assert {k.split(".")[0] for k in wa} == {"G", "F", "D_sharp", "D_blur"}
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+    keys = ("loss_gan_G", "loss_cycle", "loss_identity", "loss_D")
+    np.testing.assert_allclose([[r[k] for k in keys] for r in records(b) if "loss_D" in r],
+                               [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
+
+
+def test_cyclegan_on_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, n, size in (("blurry", 3, (40, 50)), ("sharp", 2, (36, 64))):
+        for i in range(n):
+            write_image(tmp_path / name / f"{i}.png", rng.random((3, *size)).astype(np.float32))
+    (tmp_path / "sharp" / "notes.txt").write_text("ignored")
+    run = tmp_path / "run"
+    main(TINY_GAN + ["--steps", "2", "--eval-every", "2", "--blurry", str(tmp_path / "blurry"),
+                     "--sharp", str(tmp_path / "sharp"), "--run-dir", str(run)])
+    assert (run / "samples" / "step_0000002.png").is_file()  # grids without pairs: blurry | output
+    assert not any("val_psnr" in r for r in records(run))
+
+
+def test_paired_on_folder_pairs_holds_out_validation(tmp_path):
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        img = rng.random((3, 24, 24)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
+        write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
+    run = tmp_path / "run"
+    result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
+    assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
+
+
+def test_bad_inputs_are_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--pairs .*neither manifest.jsonl nor lq/ \\+ gt/"):
+        main(TINY + ["--steps", "1", "--pairs", str(tmp_path), "--run-dir", str(tmp_path / "r")])
+    with pytest.raises(FileNotFoundError, match="--blurry .*no such folder"):
+        main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "x"), "--sharp", str(tmp_path),
+                         "--run-dir", str(tmp_path / "r")])
+    with pytest.raises(config.ConfigError, match="--resume .*no config.json"):
+        main(["--resume", str(tmp_path)])
+
+
+def test_command_line_reports_errors_in_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="^error: --mode must be one of"):
+        cli(["--mode", "gan"])
+    with pytest.raises(SystemExit, match="^error: --pairs .*neither manifest.jsonl"):
+        cli(TINY + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+
+
+# ---------------------------------------------------------------- DDP
+
+def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
+    # rank r of step s reads positions (2 s + r) * 2 + [0, 2), i.e. exactly the 4 positions one
+    # process with batch 4 reads; averaged gradients of the two halves equal the whole batch's
+    one, two = tmp_path / "one", tmp_path / "two"
+    i = TINY.index("--batch")
+    args = TINY[:i] + TINY[i + 2:] + ["--steps", "3", "--eval-every", "100"]
+    main(args + ["--batch", "4", "--run-dir", str(one)])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "unpaired.train", *args, "--batch", "2", "--run-dir", str(two)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    w1, w2 = weights(one, 3), weights(two, 3)
+    for k in w1:
+        torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
+    # only rank 0 wrote: one log line per step
+    assert [r["step"] for r in records(two) if "loss_pixel" in r] == [1, 2, 3]

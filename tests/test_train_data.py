@@ -1,0 +1,55 @@
+"""Training data: which item each step sees, crops, and the embedded synthetic pairs."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unpaired.data import StepSampler, UnpairedCrops, permuted, random_crop, synthetic_pairs
+
+
+@given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5), st.integers(1, 4))
+def test_ranks_partition_the_single_process_positions(start, steps, batch, world):
+    single = list(StepSampler(start, start + steps, batch * world))
+    ranks = [list(StepSampler(start, start + steps, batch, r, world)) for r in range(world)]
+    assert sorted(sum(ranks, [])) == single == list(range(start * batch * world, (start + steps) * batch * world))
+    # resuming at any step continues the same sequence
+    assert list(StepSampler(0, start + steps, batch)) [start * batch:] == list(StepSampler(start, start + steps, batch))
+
+
+@given(st.integers(0, 1000), st.integers(1, 30), st.integers(0, 4))
+def test_each_epoch_is_a_permutation(seed, n, epoch):
+    items = [permuted(seed, n, epoch * n + k) for k in range(n)]
+    assert sorted(items) == list(range(n))
+
+
+def test_epochs_differ():
+    assert [permuted(0, 20, k) for k in range(20)] != [permuted(0, 20, 20 + k) for k in range(20)]
+
+
+@settings(max_examples=20)
+@given(st.integers(0, 10 ** 6), st.integers(8, 40), st.integers(8, 40))
+def test_crop_is_shared_and_in_bounds(p, h, w):
+    a = torch.arange(h * w, dtype=torch.float32).view(1, h, w)
+    ca, cb = random_crop([a, a * 2], 8, seed=3, p=p)
+    assert ca.shape == (1, 8, 8) and torch.equal(cb, ca * 2)
+    # the crop is a contiguous window of the source (possibly mirrored)
+    flat = ca[0].flatten().long()
+    rows = flat.view(8, 8) // w
+    assert (rows == rows[:, :1]).all() and (rows[1:, 0] - rows[:-1, 0] == 1).all()
+
+
+def test_synthetic_defaults_are_wired_to_the_generator():
+    a, b = synthetic_pairs(5, 24), synthetic_pairs(5, 24)
+    item = a[3]
+    assert item["blur"].shape == item["sharp"].shape == (3, 24, 24)
+    assert torch.equal(b[3]["blur"], item["blur"]) and not torch.equal(a[2]["sharp"], item["sharp"])
+
+
+def test_synthetic_cyclegan_domains_share_no_scene():
+    crops = UnpairedCrops(None, None, crop=24, seed=0)
+    pairs = synthetic_pairs(0, 24)
+    for p in range(3):
+        sharp_b = crops[p]["sharp"]
+        assert sharp_b.shape == (3, 24, 24)
+        assert not any(torch.equal(sharp_b, pairs[q]["sharp"]) for q in range(3))
+        assert torch.equal(crops[p]["blur"], pairs[p]["blur"])

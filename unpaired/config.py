@@ -1,0 +1,238 @@
+"""All options of ``python -m unpaired.train`` in one dataclass, from a TOML file and the command line.
+
+Precedence: dataclass defaults < ``--config FILE`` (TOML, keys are the field names) < command-line
+flags (``--lr 1e-4``, ``--no-residual``; one flag per field, generated from the dataclass). With
+``--resume RUN_DIR`` the run's saved ``config.json`` replaces the defaults (except ``stop_at``,
+``resume`` and ``progress``, which belong to one invocation), so a resumed run continues with the
+options it started with unless a flag overrides one (e.g. ``--steps`` to train longer).
+Unknown keys and bad values raise :class:`ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import tomllib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+MODES = ("paired", "cyclegan", "reblur")
+GENERATORS = ("unet", "resnet")
+PIXEL_LOSSES = ("l1", "charbonnier")
+PER_INVOCATION = ("stop_at", "resume", "progress")  # not inherited by --resume from the saved config
+
+
+class ConfigError(ValueError):
+    """A bad option; the message names the option (or file) and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of the trainer. Sizes in pixels, steps in optimiser updates, lr per step."""
+
+    # what to train on
+    mode: str = "paired"                   # paired | cyclegan | reblur (reblur: not implemented yet)
+    pairs: str | None = None               # paired: folder written by `blursynth generate` (default: synthetic)
+    val_pairs: str | None = None           # paired folder for validation (default: held-out synthetic pairs)
+    blurry: str | None = None              # cyclegan: folder of blurry photos (domain A)
+    sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)
+    crop: int = 64                         # training crop side, taken at the image's own scale (no resize)
+    val_crop: int = 128                    # centre crop side of validation images
+    val_size: int = 32                     # number of validation pairs
+    batch: int = 8                         # crops per step per process
+    workers: int = 0                       # DataLoader worker processes
+    # models
+    generator: str = "unet"                # unet | resnet (the CycleGAN reference generator)
+    ngf: int = 32                          # generator base width
+    n_blocks: int = 6                      # resnet residual blocks (reference: 9 at 256 px, 6 at 128 px)
+    unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
+    residual: bool = True                  # predict sharp = blurry + residual (trains much faster)
+    ndf: int = 64                          # PatchGAN base width
+    n_layers_d: int = 3                    # PatchGAN strided layers (3 -> 70x70 receptive field)
+    # losses
+    pixel_loss: str = "l1"                 # l1 | charbonnier (paired mode)
+    perceptual: float = 0.0                # weight of the VGG16 perceptual loss (paired mode)
+    perceptual_weights: str | None = None  # local file of torchvision's VGG16 weights (vgg16-397923af.pth)
+    lambda_cycle: float = 10.0             # cycle-consistency weight per direction
+    lambda_identity: float = 0.5           # identity weight as a fraction of lambda_cycle
+    pool_size: int = 50                    # image pool of past fakes shown to the discriminators
+    # optimisation
+    steps: int = 1500                      # total optimiser steps
+    decay_steps: int = -1                  # final steps of linear lr decay to 0 (-1: half of steps)
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0                          # seeds data order, crops, pools and initial weights
+    # bookkeeping
+    run_dir: str = "runs/train"            # folder for config, metrics.jsonl, samples, checkpoints
+    log_every: int = 50
+    eval_every: int = 250                  # validation PSNR/SSIM and a sample grid every N steps
+    ckpt_every: int = 500
+    keep_last: int = 3                     # checkpoints kept besides best.pt
+    stop_at: int = -1                      # stop (with a checkpoint) after this step; -1: run to `steps`
+    resume: str | None = None              # run folder to continue from its latest checkpoint
+    device: str = "auto"                   # auto | cpu | cuda | cuda:N
+    amp: str = "auto"                      # auto (on for CUDA) | on | off
+    progress: bool = True                  # tqdm progress bar
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on an inconsistent or out-of-range option."""
+        _choice("mode", self.mode, MODES)
+        _choice("generator", self.generator, GENERATORS)
+        _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
+        _choice("amp", self.amp, ("auto", "on", "off"))
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
+                     "eval_every", "ckpt_every", "keep_last", "unet_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_size", "workers", "n_blocks", "pool_size", "seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"--beta1/--beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.decay_steps > self.steps:
+            raise ConfigError(f"--decay-steps ({self.decay_steps}) cannot exceed --steps ({self.steps})")
+        factor = self.size_factor()
+        for name in ("crop", "val_crop"):
+            if getattr(self, name) % factor:
+                raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be a multiple of {factor} "
+                                  f"for the {self.generator} generator")
+        if self.mode == "reblur":
+            raise ConfigError("--mode reblur is not implemented yet; use --mode paired or --mode cyclegan")
+        if self.mode == "cyclegan" and (self.blurry is None) != (self.sharp is None):
+            raise ConfigError("--mode cyclegan needs both --blurry DIR and --sharp DIR (or neither, for "
+                              "synthetic unpaired domains)")
+        if self.mode == "paired" and (self.blurry or self.sharp):
+            raise ConfigError("--blurry/--sharp are for --mode cyclegan; paired mode reads --pairs DIR")
+        if self.perceptual > 0 and not self.perceptual_weights:
+            raise ConfigError("--perceptual > 0 needs --perceptual-weights PATH to torchvision's VGG16 weights "
+                              "(download https://download.pytorch.org/models/vgg16-397923af.pth on a "
+                              "machine with internet access and copy it here)")
+
+    def size_factor(self) -> int:
+        """Image sides the generator accepts must be multiples of this."""
+        return 2 ** self.unet_depth if self.generator == "unet" else 4
+
+    def total_decay_steps(self) -> int:
+        return self.steps // 2 if self.decay_steps < 0 else self.decay_steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"--{_flag(name)} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _field_types() -> dict[str, tuple[type, bool]]:
+    """Field name -> (base type, optional) from the dataclass annotations."""
+    hints = typing.get_type_hints(TrainConfig)
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        out[f.name] = (args[0] if optional else hint, optional)
+    return out
+
+
+def _coerce(name: str, value, where: str):
+    """Check a TOML/JSON value against the field's type (ints are accepted for floats)."""
+    base, optional = _field_types()[name]
+    if value is None and optional:
+        return None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is int and isinstance(value, bool) or not isinstance(value, base):
+        raise ConfigError(f"{where}: '{name}' must be {base.__name__}, got {value!r}")
+    return value
+
+
+def from_mapping(values: dict, base: TrainConfig | None = None, where: str = "config") -> TrainConfig:
+    """A config from ``base`` (or defaults) with ``values`` applied; unknown keys are an error."""
+    types = _field_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options are "
+                          f"{', '.join(types)}")
+    cfg = dataclasses.replace(base or TrainConfig(),
+                              **{k: _coerce(k, v, where) for k, v in values.items()})
+    return cfg
+
+
+def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
+    """Read a TOML file of ``name = value`` lines (field names, underscores or dashes)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    return from_mapping({k.replace("-", "_"): v for k, v in data.items()}, base, where=str(path))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per dataclass field; flags not given stay unset (``argparse.SUPPRESS``)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m unpaired.train",
+        description="Train a deblurring network: supervised on (synthetic) pairs, or CycleGAN on unpaired "
+                    "folders of blurry and sharp photos. With no argument: a small CPU run on synthetic pairs.")
+    parser.add_argument("--config", help="TOML file of options (keys are the option names)")
+    defaults = TrainConfig()
+    for name, (base, optional) in _field_types().items():
+        flag = "--" + _flag(name)
+        default = getattr(defaults, name)
+        if base is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=f"(default: {default})")
+        else:
+            parser.add_argument(flag, dest=name, type=base, default=argparse.SUPPRESS,
+                                metavar=base.__name__.upper(), help=f"(default: {default})")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Command line -> validated :class:`TrainConfig` (``--resume`` loads the run's saved config)."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config", None)
+    base = None
+    if args.get("resume"):
+        saved = Path(args["resume"]) / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {args['resume']}: no config.json there; pass the run folder "
+                              "that an earlier `python -m unpaired.train` wrote")
+        saved_values = json.loads(saved.read_text())
+        for name in PER_INVOCATION:  # options of the interrupted invocation, not of the run
+            saved_values.pop(name, None)
+        base = from_mapping(saved_values, where=str(saved))
+    if config_file:
+        base = load_toml(config_file, base)
+    cfg = from_mapping(args, base, where="command line")
+    if cfg.resume:
+        cfg.run_dir = cfg.resume
+    cfg.validate()
+    return cfg
+
+
+def save(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as JSON (atomically)."""
+    from blursynth.io import write_json
+    write_json(path, cfg.to_dict())
+
+
+__all__ = ["TrainConfig", "ConfigError", "parse_args", "load_toml", "from_mapping", "build_parser", "save"]

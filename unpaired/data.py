@@ -1,0 +1,205 @@
+"""Training data for the trainers: where pairs come from, and which item each step sees.
+
+Every source is a map from a *position* ``p`` (a non-negative int) to a dict of ``(3, H, W)``
+float32 sRGB tensors in ``[0, 1]``: ``"blur"`` and, when known, ``"sharp"``. Position ``p`` of the
+run is consumed at step ``p // (world * batch)`` by rank ``(p // batch) % world``, so the data order
+is a function of (seed, step) alone and a resumed run sees exactly what an uninterrupted one would.
+Random crops and flips are drawn through :mod:`blursynth.rng` keyed on ``p``, never a global RNG.
+
+Sources:
+- :func:`synthetic_pairs`: :class:`blursynth.data.SyntheticPairs` of the ``default`` recipe, made on
+  the fly (the default);
+- :func:`open_pairs`: :class:`blursynth.data.PairedFolder`, a written dataset or ``lq/`` + ``gt/``;
+- :class:`FolderImages`: a folder of unrelated photos (one CycleGAN domain).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from blursynth import rng
+from blursynth.data import PairedFolder, SyntheticPairs
+from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image
+from blursynth.scenes import dead_leaves
+
+# rng streams of this module
+_S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM = 40, 41, 42, 43
+
+
+# --------------------------------------------------------------------------- synthetic default
+
+SYNTHETIC_LENGTH = 2 ** 62  # on-the-fly pairs: effectively endless, item i is a function of (seed, i)
+
+
+def synthetic_pairs(seed: int, size: int) -> SyntheticPairs:
+    """The embedded default: pairs of the ``default`` recipe (hand-held camera shake of dead-leaves
+    scenes, blurred in linear light with the sensor model), ``(3, size, size)``, item ``i`` a pure
+    function of ``(seed, i)``."""
+    return SyntheticPairs(SYNTHETIC_LENGTH, "default", seed=seed, crop=(size, size))
+
+
+def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:
+    """Sharp scene ``p`` ``(3, size, size)`` of the sharp synthetic domain (no blur is computed)."""
+    return dead_leaves(1, size, seed=seed, start=p)[0]
+
+
+# --------------------------------------------------------------------------- folders
+
+def _list_images(folder: str | Path, option: str) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{option} {folder}: no such folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{option} {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+class FolderImages(Dataset):
+    """Item ``i`` of a folder of photos: ``(3, H, W)`` float32 in ``[0, 1]`` at full size."""
+
+    def __init__(self, folder: str | Path, option: str = "folder"):
+        self.files = _list_images(folder, option)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(read_image(self.files[i])[0])
+
+
+def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
+    """A folder of pairs: written by ``blursynth dataset`` (``manifest.jsonl``) or ``lq/`` + ``gt/``."""
+    try:
+        return PairedFolder(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise FileNotFoundError(f"{option} {exc}") from None
+
+
+# --------------------------------------------------------------------------- positions -> crops
+
+def permuted(seed: int, n: int, p: int, stream: int = _S_PERM) -> int:
+    """Item of a size-``n`` set at position ``p``: epochs are seeded permutations, one per ``p // n``."""
+    epoch = p // n
+    keys = rng.uniform(seed, rng.as_index(range(epoch * n, (epoch + 1) * n)), (), stream=stream)
+    return int(torch.argsort(keys, stable=True)[p % n])
+
+
+def random_crop(images: list[torch.Tensor], size: int, seed: int, p: int, stream: int = 0,
+                name: str = "image") -> list[torch.Tensor]:
+    """The same random ``size x size`` crop (and horizontal flip) of equally sized ``(C, H, W)`` images."""
+    h, w = images[0].shape[-2:]
+    if h < size or w < size:
+        raise ImageError(f"{name}: {h}x{w} is smaller than --crop {size}; lower --crop or remove the image")
+    idx = rng.as_index([p])
+    y = int(rng.uniform(seed, idx, (), stream=_S_CROP_Y + 10 * stream) * (h - size + 1))
+    x = int(rng.uniform(seed, idx, (), stream=_S_CROP_X + 10 * stream) * (w - size + 1))
+    flip = bool(rng.uniform(seed, idx, (), stream=_S_FLIP + 10 * stream) < 0.5)
+    out = [im[..., y:y + size, x:x + size] for im in images]
+    return [o.flip(-1).contiguous() if flip else o.contiguous() for o in out]
+
+
+def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    size_y, size_x = min(size, h), min(size, w)
+    y, x = (h - size_y) // 2, (w - size_x) // 2
+    return image[..., y:y + size_y, x:x + size_x]
+
+
+class PairedCrops(Dataset):
+    """Position ``p`` -> ``{"blur", "sharp"}`` ``(3, crop, crop)`` from a pair source (synthetic at crop
+    size, or full-size pairs cropped at their own scale)."""
+
+    def __init__(self, source, crop: int, seed: int, synthetic: bool, items: int | None = None):
+        self.source, self.crop, self.seed, self.synthetic = source, crop, seed, synthetic
+        self.items = items if items is not None else (None if synthetic else len(source))
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, p: int) -> dict:
+        if self.synthetic:
+            item = self.source[p]
+            return {"blur": item["blur"], "sharp": item["sharp"]}
+        item = self.source[permuted(self.seed, self.items, p)]
+        blur, sharp = random_crop([item["blur"], item["sharp"]], self.crop, self.seed, p, name=f"pair {p}")
+        return {"blur": blur, "sharp": sharp}
+
+
+class UnpairedCrops(Dataset):
+    """Position ``p`` -> ``{"blur", "sharp"}`` crops from two unrelated sources (CycleGAN domains A, B).
+
+    ``blurry``/``sharp`` are :class:`FolderImages`, or ``None`` for synthetic domains: blurry crops of
+    one set of procedural scenes and sharp crops of a disjoint set (no pair shared).
+    """
+
+    def __init__(self, blurry: FolderImages | None, sharp: FolderImages | None, crop: int, seed: int):
+        self.blurry, self.sharp, self.crop, self.seed = blurry, sharp, crop, seed
+        if blurry is None:
+            self.synth_a = synthetic_pairs(seed, crop)
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, p: int) -> dict:
+        if self.blurry is None:
+            # sharp scenes of another seed: the two domains share no scene
+            return {"blur": self.synth_a[p]["blur"], "sharp": synthetic_sharp(seed_b(self.seed), self.crop, p)}
+        a = self.blurry[permuted(self.seed, len(self.blurry), p, stream=_S_PERM)]
+        b = self.sharp[permuted(self.seed, len(self.sharp), p, stream=_S_PERM + 1)]
+        (a,) = random_crop([a], self.crop, self.seed, p, stream=1, name=str(self.blurry.files[0].parent))
+        (b,) = random_crop([b], self.crop, self.seed, p, stream=2, name=str(self.sharp.files[0].parent))
+        return {"blur": a, "sharp": b}
+
+
+def seed_b(seed: int) -> int:
+    """Seed of the sharp synthetic domain of CycleGAN runs (disjoint from the blurry domain's scenes)."""
+    return seed + 7919
+
+
+class StepSampler(Sampler):
+    """Positions this rank consumes from ``start_step`` to ``end_step``: step ``s``, rank ``r`` reads
+    ``s * world * batch + r * batch + [0, batch)``."""
+
+    def __init__(self, start_step: int, end_step: int, batch: int, rank: int = 0, world: int = 1):
+        self.start, self.end, self.batch, self.rank, self.world = start_step, end_step, batch, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start) * self.batch
+
+    def __iter__(self):
+        for s in range(self.start, self.end):
+            base = (s * self.world + self.rank) * self.batch
+            yield from range(base, base + self.batch)
+
+
+def validation_pairs(cfg) -> tuple[list[dict], Dataset | None]:
+    """Held-out validation items ``{"blur", "sharp"?}`` (centre crops of ``cfg.val_crop``) and the
+    training pair source with the held-out items removed (``None`` for synthetic data)."""
+    n = cfg.val_size
+    if cfg.val_pairs:
+        source = open_pairs(cfg.val_pairs, "--val-pairs")
+        val = [source[i] for i in range(min(n, len(source)))]
+    elif cfg.mode == "paired" and cfg.pairs:
+        source = open_pairs(cfg.pairs)
+        if len(source) <= n:
+            raise ValueError(f"--pairs {cfg.pairs}: {len(source)} pairs cannot spare --val-size {n} for "
+                             "validation; pass --val-pairs DIR or a smaller --val-size")
+        val = [source[i] for i in range(len(source) - n, len(source))]
+        source.records = source.records[: len(source) - n]
+        return [_crop_item(v, cfg.val_crop) for v in val], source
+    elif cfg.mode == "cyclegan" and cfg.blurry:
+        images = FolderImages(cfg.blurry, "--blurry")
+        val = [{"blur": images[i]} for i in range(min(n, len(images), 8))]
+    else:
+        # held-out synthetic pairs: a seed the training stream never uses
+        held_out = synthetic_pairs(cfg.seed + 1_000_003, cfg.val_crop)
+        val = [held_out[i] for i in range(n)]
+    return [_crop_item(v, cfg.val_crop) for v in val], (open_pairs(cfg.pairs) if cfg.pairs else None)
+
+
+def _crop_item(item: dict, size: int) -> dict:
+    return {k: center_crop(item[k], size) for k in ("blur", "sharp") if k in item}

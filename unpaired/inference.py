@@ -1,0 +1,29 @@
+"""Trained networks as restorers for ``python -m unpaired.evaluate --checkpoint CKPT``.
+
+A restorer maps a blurry ``(1, C, H, W)`` image in ``[0, 1]`` (and a kernel it ignores: the networks
+are blind) to the restored ``(1, C, H, W)`` on the same device. Gray inputs (``C == 1``) go through the
+3-channel network as three equal channels and come back as their mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from unpaired.deblur import deblur_image, load_generator
+
+
+def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: int = 256, overlap: int = 32):
+    """Restorer of the deblurring generator ``G`` of a checkpoint written by ``unpaired.train``."""
+    net, factor = load_generator(path, device)
+
+    def restore(blurry: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        if blurry.ndim != 4 or blurry.shape[1] not in (1, 3):
+            raise ValueError(f"blurry image must be (B, 1 or 3, H, W), got {tuple(blurry.shape)}")
+        gray = blurry.shape[1] == 1
+        x = blurry.expand(-1, 3, -1, -1) if gray else blurry
+        out = deblur_image(net, x.to(next(net.parameters()).device).float(), tile, overlap, factor)
+        return (out.mean(1, keepdim=True) if gray else out).to(blurry.device)
+
+    return restore

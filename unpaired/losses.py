@@ -1,0 +1,132 @@
+"""Losses of the trainers: LSGAN, cycle/identity L1, L1/Charbonnier, VGG16 perceptual, and the image pool.
+
+Images are ``(B, 3, H, W)`` in ``[0, 1]`` on any device; every loss returns a scalar tensor on the
+input's device. The image pool draws through :mod:`blursynth.rng` with its own query counter, so its
+choices are a pure function of (seed, how many batches it has seen) and survive a resume exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blursynth import rng
+
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+
+
+def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al. 2017): mean of (score - 1)^2 for real, score^2 for fake."""
+    target = torch.ones_like(scores) if real else torch.zeros_like(scores)
+    return F.mse_loss(scores.float(), target.float())
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean of sqrt((pred - target)^2 + eps^2): L1 that is smooth at 0."""
+    return torch.sqrt((pred.float() - target.float()) ** 2 + eps * eps).mean()
+
+
+def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``"l1"`` or ``"charbonnier"`` between two image batches."""
+    if name == "l1":
+        return F.l1_loss(pred.float(), target.float())
+    if name == "charbonnier":
+        return charbonnier(pred, target)
+    raise ValueError(f"unknown pixel loss {name!r}; expected 'l1' or 'charbonnier'")
+
+
+class VGGPerceptual(nn.Module):
+    """Mean L1 distance between VGG16 features (relu1_2, relu2_2, relu3_3) of two image batches.
+
+    The pretrained weights come from a local file (torchvision's ``vgg16-397923af.pth``, or any state
+    dict holding at least its ``features.0`` .. ``features.14`` tensors); nothing is downloaded.
+    Inputs ``(B, 3, H, W)`` sRGB in ``[0, 1]``; the network is frozen and follows ``.to(device)``.
+    """
+
+    LAYERS = (3, 8, 15)  # indices of relu1_2, relu2_2, relu3_3 in torchvision's vgg16().features
+
+    def __init__(self, weights_path: str | Path):
+        super().__init__()
+        path = Path(weights_path) if weights_path else None
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"--perceptual-weights {weights_path}: no such file. Download torchvision's VGG16 weights "
+                f"from {VGG16_URL} on a machine with internet access, copy the file here and pass its path.")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"--perceptual-weights {path}: not a PyTorch state dict ({exc})") from None
+        # only the convolutional trunk up to relu3_3 (building the whole VGG16 costs 138 M parameters)
+        from torchvision.models.vgg import cfgs, make_layers
+        features = make_layers(cfgs["D"])[: self.LAYERS[-1] + 1]
+        wanted = {k: v for k, v in state.items() if k.startswith("features.")}
+        wanted = {k[len("features."):]: v for k, v in wanted.items() if int(k.split(".")[1]) <= self.LAYERS[-1]}
+        try:
+            features.load_state_dict(wanted, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"--perceptual-weights {path}: not torchvision VGG16 weights ({exc}); use "
+                             f"{VGG16_URL}") from None
+        self.features = features.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def _feats(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, out = (x - self.mean) / self.std, []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in self.LAYERS:
+                out.append(h)
+        return out
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(F.l1_loss(a, b) for a, b in zip(self._feats(pred), self._feats(target.detach())))
+
+    def train(self, mode: bool = True):  # the feature extractor stays frozen in eval mode
+        return super().train(False)
+
+
+class ImagePool:
+    """History of generated images (Shrivastava et al. 2017), as in the reference CycleGAN.
+
+    Until ``size`` images are stored each query image is stored and returned; afterwards each is,
+    with probability 1/2, swapped with a random stored image (the stored one is returned), else
+    returned as is. ``size == 0`` disables the pool. Images are kept detached on their device.
+    """
+
+    def __init__(self, size: int = 50, seed: int = 0, stream: int = 0):
+        self.size, self.seed, self.stream = size, seed, stream
+        self.images: list[torch.Tensor] = []
+        self.count = 0  # images queried so far: the counter of the random draws
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> ``(B, C, H, W)``, detached."""
+        images = images.detach()
+        if self.size == 0:
+            return images
+        index = rng.as_index(range(self.count, self.count + images.shape[0]))
+        coin = rng.uniform(self.seed, index, (), stream=2 * self.stream + 100)
+        pick = rng.uniform(self.seed, index, (), stream=2 * self.stream + 101)
+        self.count += images.shape[0]
+        out = []
+        for img, c, p in zip(images, coin.tolist(), pick.tolist()):
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+            elif c < 0.5:
+                j = int(p * self.size)
+                out.append(self.images[j])
+                self.images[j] = img.clone()
+            else:
+                out.append(img)
+        return torch.stack(out)
+
+    def state_dict(self) -> dict:
+        return {"size": self.size, "seed": self.seed, "stream": self.stream, "count": self.count,
+                "images": [t.cpu() for t in self.images]}
+
+    def load_state_dict(self, state: dict, device: torch.device | str | None = None) -> None:
+        self.size, self.seed, self.stream, self.count = state["size"], state["seed"], state["stream"], state["count"]
+        self.images = [t.to(device) for t in state["images"]]

@@ -1,0 +1,348 @@
+"""Train a deblurring network: ``python -m unpaired.train [options]`` (see ``--help``).
+
+One loop, read top to bottom: options -> processes/device -> data -> models -> optimisers -> resume
+-> steps (update, log, validate, checkpoint) -> final validation. Two modes share it:
+
+- ``paired``: a generator G (blurry -> sharp) trained with L1/Charbonnier (+ optional VGG16 perceptual)
+  on synthetic pairs made on the fly (default) or on a folder of pairs (``--pairs DIR``);
+- ``cyclegan``: G (blurry -> sharp), F (sharp -> blurry) and two PatchGAN discriminators trained on
+  unpaired blurry and sharp photos (``--blurry DIR --sharp DIR``; default: synthetic unpaired domains).
+
+Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record per log/evaluation),
+``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
+``--keep-last``) and ``checkpoints/best.pt`` (highest validation PSNR). Checkpoints hold models,
+optimisers, schedulers, AMP scaler, image pools and the step, so ``--resume RUN_DIR`` continues exactly
+where the run stopped. Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
+(gloo on CPU, nccl on CUDA) and only rank 0 writes. On CUDA, mixed precision and channels-last are on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from torchvision.utils import make_grid, save_image
+from tqdm import tqdm
+
+from blursynth.io import atomic_path
+from unpaired import config as config_mod
+from unpaired import metrics
+from unpaired.data import FolderImages, PairedCrops, StepSampler, UnpairedCrops, synthetic_pairs, validation_pairs
+from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
+from unpaired.models import PatchDiscriminator, build_generator, generator_spec, init_weights
+
+
+class CycleGenerators(nn.Module):
+    """G (blurry -> sharp) and F (sharp -> blurry) run in one forward so DDP sees a single call."""
+
+    def __init__(self, g: nn.Module, f: nn.Module):
+        super().__init__()
+        self.G, self.F = g, f
+
+    def forward(self, blur: torch.Tensor, sharp: torch.Tensor, identity: bool) -> dict:
+        out = {"fake_sharp": self.G(blur), "fake_blur": self.F(sharp)}
+        out["rec_blur"] = self.F(out["fake_sharp"])
+        out["rec_sharp"] = self.G(out["fake_blur"])
+        if identity:  # G should leave sharp images alone, F blurry ones
+            out["idt_sharp"], out["idt_blur"] = self.G(sharp), self.F(blur)
+        return out
+
+
+class CycleDiscriminators(nn.Module):
+    """D_sharp judges sharp images, D_blur blurry ones; forward returns the summed LSGAN D loss."""
+
+    def __init__(self, d_sharp: nn.Module, d_blur: nn.Module):
+        super().__init__()
+        self.D_sharp, self.D_blur = d_sharp, d_blur
+
+    def forward(self, real_sharp, fake_sharp, real_blur, fake_blur) -> torch.Tensor:
+        loss_sharp = lsgan_loss(self.D_sharp(real_sharp), True) + lsgan_loss(self.D_sharp(fake_sharp), False)
+        loss_blur = lsgan_loss(self.D_blur(real_blur), True) + lsgan_loss(self.D_blur(fake_blur), False)
+        return 0.5 * (loss_sharp + loss_blur)
+
+
+def lr_factor(step: int, steps: int, decay_steps: int) -> float:
+    """Constant, then linear decay to 0 over the last ``decay_steps`` steps (reference schedule)."""
+    start = steps - decay_steps
+    return 1.0 if step < start else max(0.0, (steps - step) / max(1, decay_steps))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = config_mod.parse_args(argv)
+
+    # ---- processes and device: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = _pick_device(cfg.device, local_rank)
+    if world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    master = rank == 0
+    use_amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    amp_dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    run = Path(cfg.run_dir)
+    ckpt_dir = run / "checkpoints"
+    if master:
+        (run / "samples").mkdir(parents=True, exist_ok=True)
+        config_mod.save(cfg, run / "config.json")
+
+    # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
+    val, pair_source = validation_pairs(cfg)
+    if cfg.mode == "paired":
+        synthetic = pair_source is None
+        source = synthetic_pairs(cfg.seed, cfg.crop) if synthetic else pair_source
+        train_set = PairedCrops(source, cfg.crop, cfg.seed, synthetic)
+    else:
+        blurry = FolderImages(cfg.blurry, "--blurry") if cfg.blurry else None
+        sharp = FolderImages(cfg.sharp, "--sharp") if cfg.sharp else None
+        train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed)
+
+    # ---- models (seeded init, then the same weights on every rank)
+    spec = generator_spec(cfg)
+    nets: dict[str, nn.Module] = {"G": build_generator(spec, seed=cfg.seed)}
+    if cfg.mode == "cyclegan":
+        nets["F"] = build_generator(spec, seed=cfg.seed + 1)
+        for i, name in enumerate(("D_sharp", "D_blur")):
+            nets[name] = init_weights(PatchDiscriminator(cfg.ndf, cfg.n_layers_d), cfg.seed + 2 + i)
+    for net in nets.values():
+        net.to(device, memory_format=memory_format)
+    perceptual = VGGPerceptual(cfg.perceptual_weights).to(device) if cfg.perceptual > 0 else None
+
+    # modules that are trained as one DDP unit each
+    if cfg.mode == "paired":
+        units = {"gen": nets["G"]}
+    else:
+        units = {"gen": CycleGenerators(nets["G"], nets["F"]), "disc": CycleDiscriminators(nets["D_sharp"], nets["D_blur"])}
+    raw_units = dict(units)
+    if world > 1:
+        units = {k: DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for k, m in units.items()}
+
+    # ---- optimisers and schedules
+    decay = cfg.total_decay_steps()
+    optims = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k, m in raw_units.items()}
+    scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, cfg.steps, decay)) for k, o in optims.items()}
+    pools = {"sharp": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 0),
+             "blur": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 1)}
+
+    # ---- resume
+    start, best = 0, -float("inf")
+    if cfg.resume:
+        ckpts = sorted(ckpt_dir.glob("step_*.pt"))
+        if not ckpts:
+            raise SystemExit(f"--resume {cfg.resume}: no checkpoints/step_*.pt to resume from")
+        state = torch.load(ckpts[-1], map_location=device, weights_only=False)
+        for k, m in nets.items():
+            m.load_state_dict(state["models"][k])
+        for k in optims:
+            optims[k].load_state_dict(state["optimizers"][k])
+            scheds[k].load_state_dict(state["schedulers"][k])
+        scaler.load_state_dict(state["scaler"])
+        if len(state["pools"]) == world:
+            for k, p in pools.items():
+                p.load_state_dict(state["pools"][rank][k], device)
+        elif master:
+            print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
+                  f"{world}; pools start empty", file=sys.stderr)
+        torch.set_rng_state(state["torch_rng"])
+        start, best = state["step"], state["best"]
+        if master:
+            _truncate_metrics(run / "metrics.jsonl", start)
+            print(f"resumed {ckpts[-1]} at step {start}")
+
+    def checkpoint(step: int, name: str | None = None) -> None:
+        """Atomically write the full training state; ``step_*.pt`` is collective (every rank's image
+        pools are gathered), ``best.pt`` is written by rank 0 alone with its own pools."""
+        pool_states = [{k: p.state_dict() for k, p in pools.items()}]
+        if world > 1 and name is None:
+            gathered = [None] * world
+            dist.all_gather_object(gathered, pool_states[0])
+            pool_states = gathered
+        if not master:
+            return
+        state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best,
+                 "models": {k: m.state_dict() for k, m in nets.items()},
+                 "optimizers": {k: o.state_dict() for k, o in optims.items()},
+                 "schedulers": {k: s.state_dict() for k, s in scheds.items()},
+                 "scaler": scaler.state_dict(), "pools": pool_states, "torch_rng": torch.get_rng_state()}
+        path = ckpt_dir / (name or f"step_{step:07d}.pt")
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        if name is None:  # keep the last K
+            for old in sorted(ckpt_dir.glob("step_*.pt"))[: -cfg.keep_last]:
+                old.unlink()
+
+    def log(record: dict) -> None:
+        if master:
+            with open(run / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    @torch.no_grad()
+    def evaluate(step: int) -> dict:
+        """Validation PSNR/SSIM of blurry input and model output (when pairs exist) and a sample grid."""
+        g = nets["G"].eval()
+        rows, psnr, ssim, psnr_in, ssim_in = [], [], [], [], []
+        for i in range(0, len(val), 8):
+            chunk = val[i:i + 8]
+            blur = torch.stack([v["blur"] for v in chunk]).to(device)
+            blur = _fit(blur, cfg.size_factor())
+            with autocast():
+                out = g(blur.contiguous(memory_format=memory_format)).float().clamp(0, 1)
+            if "sharp" in chunk[0]:
+                sharp = _fit(torch.stack([v["sharp"] for v in chunk]).to(device), cfg.size_factor())
+                psnr += metrics.psnr(out, sharp).tolist()
+                ssim += metrics.ssim(out, sharp).tolist()
+                psnr_in += metrics.psnr(blur, sharp).tolist()
+                ssim_in += metrics.ssim(blur, sharp).tolist()
+                rows += [t for j in range(len(chunk)) for t in (blur[j], out[j], sharp[j])]
+            else:
+                rows += [t for j in range(len(chunk)) for t in (blur[j], out[j])]
+        g.train()
+        ncol = 3 if psnr else 2
+        grid = make_grid(torch.stack(rows[: 4 * ncol]).cpu(), nrow=ncol, padding=2, pad_value=1.0)
+        with atomic_path(run / "samples" / f"step_{step:07d}.png") as tmp:
+            save_image(grid, tmp, format="png")
+        if not psnr:
+            return {"step": step}
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        return {"step": step, "val_psnr": mean(psnr), "val_ssim": mean(ssim),
+                "val_psnr_blurry": mean(psnr_in), "val_ssim_blurry": mean(ssim_in)}
+
+    # ---- the loop
+    end = cfg.steps if cfg.stop_at < 0 else min(cfg.steps, cfg.stop_at)
+    loader = DataLoader(train_set, batch_size=cfg.batch, num_workers=cfg.workers,
+                        sampler=StepSampler(start, end, cfg.batch, rank, world),
+                        pin_memory=device.type == "cuda")
+    bar = tqdm(total=end - start, initial=0, desc=f"{cfg.mode} steps {start}->{end}",
+               disable=not (master and cfg.progress), dynamic_ncols=True)
+    identity = cfg.lambda_identity > 0
+    t0, last = time.time(), {}
+    for step, batch in zip(range(start, end), loader):
+        blur = batch["blur"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        sharp = batch["sharp"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+        if cfg.mode == "paired":
+            with autocast():
+                out = units["gen"](blur)
+                loss = pixel_loss(cfg.pixel_loss, out, sharp)
+                losses = {"loss_pixel": loss}
+                if perceptual is not None:
+                    losses["loss_perceptual"] = perceptual(out.float(), sharp)
+                    loss = loss + cfg.perceptual * losses["loss_perceptual"]
+            optims["gen"].zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optims["gen"])
+        else:
+            # generators: fool both discriminators, cycle back, keep identities
+            raw_units["disc"].requires_grad_(False)
+            with autocast():
+                o = units["gen"](blur, sharp, identity)
+                losses = {"loss_gan_G": lsgan_loss(nets["D_sharp"](o["fake_sharp"]), True),
+                          "loss_gan_F": lsgan_loss(nets["D_blur"](o["fake_blur"]), True),
+                          "loss_cycle": pixel_loss("l1", o["rec_blur"], blur) + pixel_loss("l1", o["rec_sharp"], sharp)}
+                loss = losses["loss_gan_G"] + losses["loss_gan_F"] + cfg.lambda_cycle * losses["loss_cycle"]
+                if identity:
+                    losses["loss_identity"] = (pixel_loss("l1", o["idt_sharp"], sharp)
+                                               + pixel_loss("l1", o["idt_blur"], blur))
+                    loss = loss + cfg.lambda_cycle * cfg.lambda_identity * losses["loss_identity"]
+            optims["gen"].zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optims["gen"])
+            # discriminators: real vs. pooled past fakes
+            raw_units["disc"].requires_grad_(True)
+            fake_sharp = pools["sharp"].query(o["fake_sharp"].float())
+            fake_blur = pools["blur"].query(o["fake_blur"].float())
+            with autocast():
+                loss_d = units["disc"](sharp, fake_sharp, blur, fake_blur)
+            losses["loss_D"] = loss_d
+            optims["disc"].zero_grad(set_to_none=True)
+            scaler.scale(loss_d).backward()
+            scaler.step(optims["disc"])
+        scaler.update()
+        for s in scheds.values():
+            s.step()
+        done = step + 1
+        bar.update(1)
+
+        if done % cfg.log_every == 0 or done == end:
+            last = {k: float(v.detach()) for k, v in losses.items()}
+            bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
+            log({"step": done, "lr": scheds["gen"].get_last_lr()[0], **last,
+                 "seconds": round(time.time() - t0, 2)})
+        if master and (done % cfg.eval_every == 0 or done == end) and val:
+            record = evaluate(done)
+            log(record)
+            if record.get("val_psnr", -float("inf")) > best:
+                best = record["val_psnr"]
+                checkpoint(done, "best.pt")  # master only: pools of rank 0 alone
+        if done % cfg.ckpt_every == 0 or done == end:
+            checkpoint(done)
+    bar.close()
+
+    result = {"step": end}
+    if master and val:
+        result.update(_last_eval(run / "metrics.jsonl"))
+        if "val_psnr" in result:
+            print(f"validation PSNR on {len(val)} held-out pairs: blurry input {result['val_psnr_blurry']:.2f} dB, "
+                  f"model output {result['val_psnr']:.2f} dB ({result['val_psnr'] - result['val_psnr_blurry']:+.2f} dB); "
+                  f"SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
+        print(f"run folder: {run}")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    """``auto``: this process's GPU when CUDA is present, else the CPU; ``cuda``: this process's GPU."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: no CUDA device is visible; use --device cpu")
+    return torch.device("cpu" if name == "auto" else name)
+
+
+def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Crop ``(B, C, H, W)`` to sides that are multiples of ``factor`` (validation crops of odd images)."""
+    h, w = x.shape[-2] // factor * factor, x.shape[-1] // factor * factor
+    return x[..., :h, :w]
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records an interrupted run wrote after its last checkpoint (they will be redone)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _last_eval(path: Path) -> dict:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    evals = [r for r in records if "val_psnr" in r]
+    return evals[-1] if evals else {}
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """Command-line entry: bad options and inputs end with one ``error: ...`` line, no traceback."""
+    try:
+        main(argv)
+    except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+if __name__ == "__main__":
+    cli()
