@@ -164,7 +164,9 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
         camera: pinhole camera of the frame.
         depth_m: scene-plane depth in metres (float or ``(B,)``), ``inf`` for a distant scene.
         center: remove the principal point's mean displacement (agrees with the centred uniform kernel).
-        max_step_px: largest motion of any frame point between consecutive poses (:func:`motion_samples`).
+        max_step_px: largest motion of any frame point between consecutive poses (:func:`motion_samples`);
+            the error against the continuous exposure falls faster than the step (measured on a smooth
+            image: 1.4e-2 at 0.5 px, 4e-3 at 0.25 px), the cost grows as its inverse.
         padding_mode: ``grid_sample`` padding for pixels that come from outside the frame
             (``"reflection"``, ``"border"``, ``"zeros"``); use a larger crop and keep the interior to avoid
             the question.
