@@ -230,6 +230,7 @@ def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth,
     path = _center_paths(traj, focal_px, depth)
     size = recipe.kernel_size
     if recipe.kernel_fit == "resample":
+        traj.params["redraws"] = torch.zeros(len(idx), device=idx.device)  # recorded for every item
         bad = ~fits(path, size, traj.t)
         attempt = 0
         while bool(bad.any()):
@@ -244,7 +245,7 @@ def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth,
             path[where] = _center_paths(sub, focal_px[where], depth[where])
             bad = bad.clone()
             bad[where] = ~fits(path[where], size, sub.t)
-            traj.params.setdefault("redraws", torch.zeros(len(idx), device=idx.device))[where] = float(attempt)
+            traj.params["redraws"][where] = float(attempt)
     scale = fit_scale(path, size, traj.t) if recipe.kernel_fit == "scale" else torch.ones(len(idx), device=idx.device)
     return traj, path, scale
 
