@@ -124,6 +124,19 @@ def throughput(n: int, repeat: int) -> None:
                 print(f"{size}x{size}  {name}: {theirs:10,.0f} kernels/s   ratio ours/theirs {mine / theirs:6.2f}x")
 
 
+def random_walk(n: int, repeat: int) -> None:
+    """Boracchi & Foi walks (2000 steps, 64x64 canvas as in their paper); their Python port does ~6.6/s here."""
+    from blursynth.trajectory import RandomWalk2D
+    model = RandomWalk2D()
+
+    def run():
+        for chunk in K.generate(model, n, None, 65, seed=0, chunk=4096):
+            pass
+    best = round_robin({"rw": run}, repeat)["rw"]
+    print(f"== RandomWalk2D (Boracchi & Foi, 2000 steps, 65x65): {n / best:,.0f} kernels/s, one thread, "
+          f"best of {repeat} (n = {n})")
+
+
 def end_to_end(trajectories: int, repeat: int) -> None:
     print(f"== whole process: python -m blursynth generate --trajectories {trajectories} (best of {repeat})")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -195,6 +208,7 @@ def main() -> None:
     n = args.n or (4000 if args.quick else 20000)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     throughput(n, args.repeat)
+    random_walk(max(500, n // 10), min(args.repeat, 3))
     end_to_end(10000, 1 if args.quick else args.repeat)
     if not args.quick:
         memory(args.memory_n, 64)

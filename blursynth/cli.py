@@ -126,6 +126,9 @@ class _StagedDir:
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.tmp, 0o777 & ~mask)  # mkdtemp makes 0700; the folder should look like mkdir's
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
@@ -253,7 +256,7 @@ def run_generate(args) -> int:
                 out_kernels[a:b] = chunk.kernels.cpu().numpy()
                 traj = chunk.trajectory
                 keep("t", traj.t, a)
-                keep("paths_px", K.kernel_paths(traj, camera, args.depth), a)
+                keep("paths_px", chunk.paths_px, a)
                 for name in ("rotation", "translation", "path_px"):
                     if getattr(traj, name) is not None:
                         keep(name, getattr(traj, name), a)

@@ -48,6 +48,17 @@ def test_generate_writes_kernels_summary_and_contact_sheet(tmp_path):
     assert sheet.shape == (8 * 47 + 2, 8 * 47 + 2)
 
 
+def test_output_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        code, out = _generate(tmp_path)
+    finally:
+        os.umask(old)
+    assert code == 0
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())
+
+
 def test_recorded_trajectories_reproduce_the_kernels(tmp_path):
     code, out = _generate(tmp_path)
     assert code == 0

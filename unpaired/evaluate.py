@@ -213,7 +213,11 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
         true_k = kernel.to(device) if kernel is not None and kernel.dim() == 2 else None
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = restore(blurry, true_k)
+            try:
+                out = restore(blurry, true_k)
+            except EvaluationError as exc:
+                where = pair.kernel if pair.kernel is not None else pair.blurry
+                raise EvaluationError(f"{where}: {exc}") from None
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
