@@ -223,46 +223,20 @@ def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth,
     :func:`blursynth.kernel.redraw_seed` and the same index (rejection sampling: still a pure function of
     ``(seed, i)``); ``fit="scale"`` reports the factor the rasteriser will apply.
     """
-    from .kernel import fit_scale, fits, redraw_seed
+    from .kernel import fit_scale, sample_fitting
     model = recipe.trajectory_sampler()
     traj_seed = component_seed(seed, "trajectory")
-    traj = model.sample_items(idx, traj_seed)
-    path = _center_paths(traj, focal_px, depth)
     size = recipe.kernel_size
     if recipe.kernel_fit == "resample":
-        traj.params["redraws"] = torch.zeros(len(idx), device=idx.device)  # recorded for every item
-        bad = ~fits(path, size, traj.t)
-        attempt = 0
-        while bool(bad.any()):
-            attempt += 1
-            if attempt > max_redraws:
-                raise ValueError(f"pair {int(idx[bad][0])}: no trajectory out of {max_redraws + 1} draws fits a "
-                                 f"{size} px kernel; raise kernel.size or use kernel.fit = \"scale\" in the recipe")
-            where = bad.nonzero()[:, 0]
-            sub = model.sample_items(idx[where], redraw_seed(traj_seed, attempt))
-            traj = _replace(traj, where, sub)
-            path = path.clone()
-            path[where] = _center_paths(sub, focal_px[where], depth[where])
-            bad = bad.clone()
-            bad[where] = ~fits(path[where], size, sub.t)
-            traj.params["redraws"][where] = float(attempt)
+        traj, path, redraws = sample_fitting(
+            model, idx, traj_seed, size, lambda tr, where: _center_paths(tr, focal_px[where], depth[where]),
+            max_redraws)
+        traj.params["redraws"] = redraws  # recorded for every item
+    else:
+        traj = model.sample_items(idx, traj_seed)
+        path = _center_paths(traj, focal_px, depth)
     scale = fit_scale(path, size, traj.t) if recipe.kernel_fit == "scale" else torch.ones(len(idx), device=idx.device)
     return traj, path, scale
-
-
-def _replace(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
-    """``traj`` with items ``where`` replaced by ``sub``'s."""
-    def put(full, part):
-        if full is None:
-            return None
-        full = full.clone()
-        full[where] = part
-        return full
-    params = {k: put(v, sub.params[k]) for k, v in traj.params.items() if k in sub.params}
-    params.update({k: v for k, v in traj.params.items() if k not in sub.params})
-    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
-                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
-                      params=params)
 
 
 def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
