@@ -136,11 +136,12 @@ def _dataset_child(out: str, pairs: int, workers: int, sharp: str | None) -> Non
     load_recipe("default")  # import everything a run imports before the watermark is reset
     with open("/proc/self/clear_refs", "w") as fh:  # reset the peak-RSS watermark (VmHWM) to the current RSS
         fh.write("5")
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     write_dataset(out, pairs, "default", sharp=sharp, workers=workers, overwrite=True, progress=False)
     seconds = time.perf_counter() - t0
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    cpu = sum(u.ru_utime + u.ru_stime for u in usage)
+    cpu = sum(u.ru_utime + u.ru_stime for u in usage) - before.ru_utime - before.ru_stime  # imports excluded
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rss_main_mib": int(status["VmHWM"].split()[0]) / 1024,
                       "rss_worker_mib": usage[1].ru_maxrss / 1024}))
@@ -158,6 +159,27 @@ def _dataset_run(pairs: int, workers: int, sharp: str | None) -> dict:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _burn(n: int) -> None:
+    x = 0
+    for i in range(n):
+        x += i * i
+
+
+def _free_cores() -> float:
+    """How many cores this run really gets: time of one pure-Python burn / time of two in parallel."""
+    import multiprocessing as mp
+
+    n = 5_000_000
+    t0 = time.perf_counter()
+    _burn(n)
+    one = time.perf_counter() - t0
+    with mp.get_context("fork").Pool(2) as pool:
+        t0 = time.perf_counter()
+        pool.map(_burn, [n, n])
+        two = time.perf_counter() - t0
+    return 2 * one / two
+
+
 def dataset(repeats: int, sharp: str | None = None) -> None:
     """`blursynth dataset` throughput (default recipe: 256x256 pairs, dead-leaves scenes, camera shake,
     uniform blur in linear light, highlight boost, Poisson-Gaussian noise, sRGB curve, 8-bit PNG)
@@ -165,8 +187,11 @@ def dataset(repeats: int, sharp: str | None = None) -> None:
     fresh process (imports excluded from the time, counted in the memory)."""
     pairs = 16 * max(2, repeats)
     print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run (pairs/s, higher is faster)")
+    ceiling = _free_cores()
     one = _dataset_run(pairs, 1, sharp)
     two = _dataset_run(pairs, 2, sharp)
+    ceiling = (ceiling + _free_cores()) / 2
+    print(f"cores free to this run (two pure-Python burns vs one, before and after): {ceiling:.2f}")
     # CPU seconds per pair (all processes) shows the parallel overhead whatever the machine's load;
     # the wall-clock speed-up also needs a second idle core.
     print(f"{'workers':>7} {'seconds':>8} {'pairs/s':>8} {'speed-up':>8} {'CPU s/pair':>10}")
@@ -176,7 +201,7 @@ def dataset(repeats: int, sharp: str | None = None) -> None:
     # Peak resident memory: the main process (after imports; it only schedules chunks) and the
     # largest worker (imports included: a forked worker shares the parent's pages).
     print(f"\n{'pairs':>7} {'peak RSS main MiB':>18} {'peak RSS worker MiB':>20}  (workers=2)")
-    for n in (pairs // 2, pairs * 4):
+    for n in (pairs // 2, pairs * 4, pairs * 16):
         r = _dataset_run(n, 2, sharp)
         print(f"{n:>7} {r['rss_main_mib']:18.0f} {r['rss_worker_mib']:20.0f}")
 

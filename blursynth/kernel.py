@@ -348,15 +348,16 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     _size(size)
     for a in range(start, start + n, chunk):
         index = rng.as_index(range(a, min(start + n, a + chunk)), device=device)
-        traj = model.sample_items(index, seed)
-        paths = kernel_paths(traj, camera, depth_m)
         ones = torch.ones(len(index), device=index.device)
-        redraws = torch.zeros_like(ones)
         if fit == "resample":
-            traj, paths, redraws = _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws)
+            traj, paths, redraws = sample_fitting(model, index, seed, size,
+                                                  lambda tr, where: kernel_paths(tr, camera, depth_m), max_redraws)
             scale = ones
             kern = _rasterize(paths, size, traj.t, "error", True, a)
         else:
+            traj = model.sample_items(index, seed)
+            paths = kernel_paths(traj, camera, depth_m)
+            redraws = torch.zeros_like(ones)
             scale = fit_scale(paths, size, traj.t) if fit == "scale" else ones
             kern = _rasterize(paths, size, traj.t, fit, True, a)
         traj.params["fit_scale"] = scale
@@ -364,8 +365,24 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         yield KernelChunk(start=a, kernels=kern, trajectory=traj, paths_px=paths)
 
 
-def _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws):
-    """Redraw the items whose path does not fit until all fit; returns (trajectory, paths, redraws)."""
+def sample_fitting(model, index: torch.Tensor, seed: int, size, paths_of, max_redraws: int = 64):
+    """Items ``index`` of a trajectory model, conditioned on their path fitting a ``size`` kernel.
+
+    Items whose path does not fit are redrawn with :func:`redraw_seed` ``(seed, attempt)`` and the same
+    index, so the result stays a pure function of ``(seed, i)`` (rejection sampling).
+
+    Args:
+        model: has ``sample_items(index, seed) -> Trajectory``.
+        paths_of: ``paths_of(trajectory, where) -> (len(where), T, 2)`` image-plane paths of a
+            trajectory whose items are ``index[where]`` (``where`` indexes the batch; callers whose
+            projection differs per item, e.g. a per-item focal length, select with it).
+        max_redraws: give up after this many redraws (the message suggests what to change).
+
+    Returns:
+        ``(trajectory, paths, redraws)``: redraws ``(N,)`` float, the attempt that produced each item.
+    """
+    traj = model.sample_items(index, seed)
+    paths = paths_of(traj, torch.arange(len(index), device=index.device))
     redraws = torch.zeros(len(index), device=index.device)
     bad = ~fits(paths, size, traj.t)
     attempt = 0
@@ -374,26 +391,15 @@ def _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, ma
         if attempt > max_redraws:
             i = int(index[bad.nonzero()[0, 0]])
             raise ValueError(f"item {i}: no path out of {max_redraws + 1} draws fits a {_size(size)} kernel; "
-                             "use a bigger --kernel-size, shorter exposures or fit='scale'")
+                             "use a bigger kernel size (--kernel-size, or kernel.size in a recipe), shorter exposures "
+                             "or fit='scale'")
         where = bad.nonzero()[:, 0]
         sub = model.sample_items(index[where], redraw_seed(seed, attempt))
-        sub_paths = kernel_paths(sub, camera, depth_m)
-        traj = _replace_items(traj, where, sub)
+        sub_paths = paths_of(sub, where)
+        traj = traj.replace_items(where, sub)
         paths = paths.clone()
         paths[where] = sub_paths
         redraws[where] = attempt
         bad = bad.clone()
         bad[where] = ~fits(sub_paths, size, sub.t)
     return traj, paths, redraws
-
-
-def _replace_items(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
-    def put(full, part):
-        if full is None:
-            return None
-        full = full.clone()
-        full[where] = part
-        return full
-    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
-                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
-                      params={k: put(v, sub.params[k]) for k, v in traj.params.items()})

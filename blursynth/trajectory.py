@@ -77,6 +77,22 @@ class Trajectory:
         return replace(self, t=self.t[items], rotation=pick(self.rotation), translation=pick(self.translation),
                        path_px=pick(self.path_px), params={k: v[items] for k, v in self.params.items()})
 
+    def replace_items(self, where: torch.Tensor, sub: "Trajectory") -> "Trajectory":
+        """A copy with the items at batch positions ``where`` replaced by ``sub``'s (same T).
+
+        Params present only here are kept as they are.
+        """
+        def put(full, part):
+            if full is None:
+                return None
+            full = full.clone()
+            full[where] = part
+            return full
+        params = {k: put(v, sub.params[k]) if k in sub.params else v for k, v in self.params.items()}
+        return Trajectory(t=put(self.t, sub.t), rotation=put(self.rotation, sub.rotation),
+                          translation=put(self.translation, sub.translation), path_px=put(self.path_px, sub.path_px),
+                          params=params)
+
     def reversed(self) -> "Trajectory":
         """The same poses visited in the opposite order (times re-measured from the new start).
 
