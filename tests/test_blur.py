@@ -77,9 +77,12 @@ def test_circular_at_fast_sizes_matches_scipy(shape):
     ((61, 9), (4, 9), -2),      # kernel as wide as the image: one output column
     ((30, 12), (11, 9), None),  # large kernel: one real transform of the whole image instead
 ])
-def test_two_halves_transform_matches_scipy(shape, ksize, split):
+def test_two_halves_transform_matches_scipy(shape, ksize, split, monkeypatch):
     # The valid FFT packs two slabs of each image into one complex transform; check every layout
-    # (which axis, padding, unequal halves, the fallback) against scipy, per item and per channel.
+    # (which axis, padding, unequal halves, the fallback) against scipy, per item and per channel,
+    # on small images (which otherwise keep the real transform), and its batch invariance.
+    assert _split_plan(*shape, *ksize) is None  # small images: real transform by default
+    monkeypatch.setattr("blursynth.blur.SPLIT_MIN_PIXELS", 0)
     plan = _split_plan(*shape, *ksize)
     assert (plan and plan[0]) == split
     rng = np.random.default_rng(3)
@@ -90,6 +93,16 @@ def test_two_halves_transform_matches_scipy(shape, ksize, split):
         for b in range(2):
             for c in range(3):
                 np.testing.assert_allclose(y[b, c], _scipy_blur(x[b, c], k[b, c], boundary), atol=1e-10)
+        xt, kt = torch.from_numpy(x).float(), torch.from_numpy(k).float()
+        assert torch.equal(blur(xt[1:], kt[1:], boundary, method="fft"), blur(xt, kt, boundary, method="fft")[1:])
+
+
+def test_two_halves_transform_is_differentiable(monkeypatch):
+    monkeypatch.setattr("blursynth.blur.SPLIT_MIN_PIXELS", 0)
+    assert _split_plan(16, 30, 3, 3) is not None
+    x = torch.rand(1, 2, 16, 30, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(1, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: blur(a, b, "valid", method="fft"), (x, k))
 
 
 def test_wide_padding_beyond_image_size():
