@@ -5,7 +5,7 @@ Run from the repository root:
     python bench/kernels.py                 # everything (about a minute on 2 cores)
     python bench/kernels.py --quick         # fewer kernels, no 100,000-kernel memory check
 
-All timings use one thread (torch.set_num_threads(1)) and report the best of --repeat runs in
+All timings use one thread (torch.set_num_threads(1)) and report the best of --repeat round-robin rounds in
 kernels/s, with the ratio ours/theirs against each peer measured in the same run. Ours is the whole
 job: CameraShake sampling (6-DoF), projection through the camera, exposure-weighted sub-pixel
 rasterisation with the default fit policy. Peers are optional: a missing one prints "not installed".
@@ -31,15 +31,21 @@ from blursynth.camera import Camera  # noqa: E402
 from blursynth.trajectory import CameraShake  # noqa: E402
 
 
-def best_rate(fn, n: int, repeat: int) -> float:
-    """Kernels per second of ``fn()`` producing ``n`` kernels, best of ``repeat`` (after one warm-up)."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
+def round_robin(fns: dict, repeat: int) -> dict:
+    """Best time of each ``fn`` over ``repeat`` rounds, the fns taking turns (after one warm-up each).
+
+    Taking turns spreads the shared machine's load changes over every contender alike, so the
+    ratios of one run are comparable even when the absolute figures drift.
+    """
+    for fn in fns.values():
         fn()
-        best = min(best, time.perf_counter() - start)
-    return n / best
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def ours(n: int, size: int):
@@ -97,40 +103,57 @@ def albumentations_peer(n: int, size: int):
 
 
 def throughput(n: int, repeat: int) -> None:
-    print(f"== kernels/s, one thread, best of {repeat} (n = {n} per run; peers with fewer where slow)")
+    print(f"== kernels/s, one thread, best of {repeat} round-robin rounds (ours: n = {n}; peers: n / 10)")
+    peers = [("deepinv MotionBlurGenerator (batched)", deepinv_peer, max(500, n // 10)),
+             ("kornia get_motion_kernel2d (batched)", kornia_peer, max(500, n // 10)),
+             ("albumentations MotionBlur.get_params", albumentations_peer, max(500, n // 10))]
     for size in (31, 64):
-        mine = best_rate(ours(n, size), n, repeat)
-        print(f"{size}x{size}  ours (CameraShake 6-DoF + projection + sub-pixel splat): {mine:10,.0f} kernels/s")
-        peers = [("deepinv MotionBlurGenerator (batched)", deepinv_peer, max(500, n // 10)),
-                 ("kornia get_motion_kernel2d (batched)", kornia_peer, n),
-                 ("albumentations MotionBlur.get_params", albumentations_peer, max(500, n // 10))]
+        fns, counts = {"ours": ours(n, size)}, {"ours": n}
         for name, make, count in peers:
             fn = make(count, size)
             if fn is None:
                 print(f"{size}x{size}  {name}: not installed")
-                continue
-            theirs = best_rate(fn, count, repeat)
-            print(f"{size}x{size}  {name}: {theirs:10,.0f} kernels/s   ratio ours/theirs {mine / theirs:6.2f}x")
+            else:
+                fns[name], counts[name] = fn, count
+        best = round_robin(fns, repeat)
+        mine = n / best["ours"]
+        print(f"{size}x{size}  ours (CameraShake 6-DoF + projection + sub-pixel splat): {mine:10,.0f} kernels/s")
+        for name in fns:
+            if name != "ours":
+                theirs = counts[name] / best[name]
+                print(f"{size}x{size}  {name}: {theirs:10,.0f} kernels/s   ratio ours/theirs {mine / theirs:6.2f}x")
+
+
+def random_walk(n: int, repeat: int) -> None:
+    """Boracchi & Foi walks (2000 steps, 64x64 canvas as in their paper); their Python port does ~6.6/s here."""
+    from blursynth.trajectory import RandomWalk2D
+    model = RandomWalk2D()
+
+    def run():
+        for chunk in K.generate(model, n, None, 65, seed=0, chunk=4096):
+            pass
+    best = round_robin({"rw": run}, repeat)["rw"]
+    print(f"== RandomWalk2D (Boracchi & Foi, 2000 steps, 65x65): {n / best:,.0f} kernels/s, one thread, "
+          f"best of {repeat} (n = {n})")
 
 
 def end_to_end(trajectories: int, repeat: int) -> None:
     print(f"== whole process: python -m blursynth generate --trajectories {trajectories} (best of {repeat})")
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
-    def timed(cmd):
-        best = float("inf")
-        for _ in range(repeat):
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-            best = min(best, time.perf_counter() - start)
-        return best
+    def once(cmd):
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - start
 
-    floor = timed([sys.executable, "-c", "import torch"])
+    floor = total = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
-        total = timed([sys.executable, "-m", "blursynth", "generate", "--trajectories", str(trajectories),
-                       "--out", str(Path(tmp) / "k"), "--overwrite", "--quiet"])
+        for _ in range(repeat):  # alternate, so both see the same load
+            floor = min(floor, once([sys.executable, "-c", "import torch"]))
+            total = min(total, once([sys.executable, "-m", "blursynth", "generate", "--trajectories",
+                                     str(trajectories), "--out", str(Path(tmp) / "k"), "--overwrite", "--quiet"]))
     print(f"generate --trajectories {trajectories}: {total:.2f} s start to files on disk "
-          f"(of which 'import torch' alone takes {floor:.2f} s on this machine now)")
+          f"('import torch' alone, best of the same rounds: {floor:.2f} s)")
 
 
 _MEMORY_CHILD = """
@@ -178,13 +201,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs, skip the 100,000-kernel memory check")
     parser.add_argument("-n", type=int, default=None, help="kernels per timing run (default 20000, quick 4000)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--memory-n", type=int, default=100_000, help="kernels in the memory check (default 100000)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = args.n or (4000 if args.quick else 20000)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     throughput(n, args.repeat)
+    random_walk(max(500, n // 10), min(args.repeat, 3))
     end_to_end(10000, 1 if args.quick else args.repeat)
     if not args.quick:
         memory(args.memory_n, 64)

@@ -237,6 +237,24 @@ def _valid_fft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return y[..., h - 1:hh, w - 1:ww]
 
 
+def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
+    """"reflect"/"circular" by FFT: pad straight to the FFT size in one copy (the extra rows and
+    columns at the bottom/right only feed outputs that are cut away), then the valid convolution."""
+    if boundary == "valid":
+        return _valid_fft(x, kernel)
+    hh, ww = x.shape[-2:]
+    h, w = kernel.shape[-2:]
+    top, bottom, left, right = _pad_amounts(h, w)
+    n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, even=True)
+    bottom, right = n - hh - top, m - ww - left
+    limit = 0 if boundary == "circular" else 1
+    if max(top, bottom) > hh - limit or max(left, right) > ww - limit:
+        return _valid_fft(_pad(x, h, w, boundary), kernel)  # pads wider than the image
+    xp = F.pad(x, (left, right, top, bottom), mode=boundary)
+    spec = _times(torch.fft.rfft2(xp), _kernel_spectrum(kernel, n, m))
+    return torch.fft.irfft2(spec, s=(n, m))[..., h - 1:h - 1 + hh, w - 1:w - 1 + ww]
+
+
 def _valid_fft_adjoint(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     h, w = kernel.shape[-2:]
     hh, ww = y.shape[-2] + h - 1, y.shape[-1] + w - 1
@@ -296,7 +314,7 @@ def blur(image: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", met
         return _valid_direct(_pad(image, h, w, boundary), kernel)
     if boundary == "circular" and _exact_circular_ok(image, kernel):
         return _circular_exact(image, kernel, adjoint=False)
-    return _valid_fft(_pad(image, h, w, boundary), kernel)
+    return _padded_fft(image, kernel, boundary)
 
 
 def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", method: str = "auto") -> torch.Tensor:

@@ -126,6 +126,9 @@ class _StagedDir:
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(self.tmp, 0o777 & ~mask)  # mkdtemp makes 0700; the folder should look like mkdir's
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
@@ -253,7 +256,7 @@ def run_generate(args) -> int:
                 out_kernels[a:b] = chunk.kernels.cpu().numpy()
                 traj = chunk.trajectory
                 keep("t", traj.t, a)
-                keep("paths_px", K.kernel_paths(traj, camera, args.depth), a)
+                keep("paths_px", chunk.paths_px, a)
                 for name in ("rotation", "translation", "path_px"):
                     if getattr(traj, name) is not None:
                         keep(name, getattr(traj, name), a)
@@ -438,7 +441,55 @@ def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.
 
 # ----------------------------------------------------------------------------------------------
 
-COMMANDS = [add_generate, add_inspect]
+# ----------------------------------------------------------------------------------------------
+# dataset
+# ----------------------------------------------------------------------------------------------
+
+def add_dataset(subparsers) -> None:
+    p = subparsers.add_parser(
+        "dataset", help="write blurry/sharp pairs (sharded, resumable) for training",
+        description="Write N blurry/sharp pairs, kernels, manifest.jsonl and dataset.json to --out "
+                    "(format: datasets/README.md). Pair i depends only on (--seed, i); a killed run re-run "
+                    "with the same command completes the missing pairs.")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--pairs", type=positive_int, required=True, metavar="N", help="number of pairs")
+    p.add_argument("--sharp", type=Path, default=None, metavar="DIR",
+                   help="folder of sharp photographs (default: procedural dead-leaves scenes)")
+    p.add_argument("--crop", default=None, metavar="SIZE|HxW", help="pair size, e.g. 256 or 256x384 (default: the recipe's)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="base seed (default 0)")
+    p.add_argument("--recipe", default="default", metavar="NAME|FILE.toml",
+                   help="gopro-like, realblur-like, levin-like, default, or a recipe file (datasets/README.md)")
+    p.add_argument("--shard", default="0/1", metavar="I/N", help="make only shard I of N (default 0/1: all)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset files in an existing --out")
+    p.add_argument("--layout", choices=("blursynth", "basicsr"), default="blursynth",
+                   help="blursynth: sharp/ + blur/ (default); basicsr: gt/ + lq/")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_dataset)
+
+
+def run_dataset(args) -> int:
+    from .dataset import DatasetError, parse_shard, write_dataset
+    from .io import ImageError
+    from .recipe import RecipeError
+
+    try:
+        result = write_dataset(args.out, args.pairs, recipe=args.recipe, sharp=args.sharp, crop=args.crop,
+                               seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
+                               overwrite=args.overwrite, layout=args.layout, device=str(_device(args.device)),
+                               progress=not args.quiet)
+    except (DatasetError, RecipeError, ImageError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
+        return 130
+    state = "complete" if result["complete"] else "this shard done; run without --shard once all shards are copied in"
+    print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} present, {state}")
+    return 0
+
+
+COMMANDS = [add_generate, add_inspect, add_dataset]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,11 +20,12 @@ says what happens instead:
   conditioned on fitting. :func:`rasterize` and :func:`kernels` reject it with a message saying so.
 
 Everything runs on the input's device; the work is a single ``index_add_`` into a flat buffer per
-piece of the batch, with pieces sized so that no intermediate exceeds about 64 MB.
+piece of the batch, with pieces of at most 2M splats (each temporary <= 16 MB, ~100 MB in all).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Iterator
@@ -36,7 +37,7 @@ from .trajectory import Trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
-_PIECE_ENTRIES = 1 << 21  # splat entries (x4 corners) per piece: bounds the temporaries to ~64 MB
+_PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
 _FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touches the canvas edge
 
 
@@ -195,13 +196,11 @@ def _splat(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int) -> torch.
     centre = torch.tensor([w // 2, h // 2], device=offset.device, dtype=torch.float32)
     start = offset[:, :-1] + centre  # segment starts in canvas coordinates
     # Pieces of whole items with a bounded number of splat entries keep the temporaries small.
-    ends = torch.cumsum(per_item, 0).tolist() if n > 1 else [int(per_item)]
+    ends = torch.cumsum(per_item, 0).tolist()
     a = 0
     while a < n:
         base = ends[a - 1] if a else 0
-        b = a + 1
-        while b < n and ends[b] - base <= _PIECE_ENTRIES:
-            b += 1
+        b = max(a + 1, bisect.bisect_right(ends, base + _PIECE_ENTRIES, lo=a))
         _splat_piece(out[a * h * w: b * h * w], start[a:b], seg[a:b], count[a:b], weight[a:b], h, w)
         a = b
     return out.view(n, h, w)
@@ -312,6 +311,7 @@ class KernelChunk:
     start: int
     kernels: torch.Tensor  # (n, h, w) float32
     trajectory: Trajectory
+    paths_px: torch.Tensor | None = None  # (n, T, 2) principal-point paths the kernels were made from (before fit_scale)
 
 
 def redraw_seed(seed: int, attempt: int) -> int:
@@ -330,7 +330,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         n: number of kernels (>= 1); camera: needed for 6-DoF models; size: int or ``(h, w)``.
         seed: base seed; item i depends only on ``(seed, i)`` whatever ``chunk`` and ``device``.
         chunk: items per chunk (memory: ``chunk * h * w * 4`` bytes of kernels plus pieces of at
-            most ~64 MB of temporaries).
+            most ~100 MB of temporaries).
         fit: ``"error"``, ``"scale"`` or ``"resample"`` (redraw items that do not fit, see module doc).
         depth_m: scene depth in metres for the translation part of 6-DoF motion.
         device: where the work runs; the chunks stay there.
@@ -348,24 +348,41 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     _size(size)
     for a in range(start, start + n, chunk):
         index = rng.as_index(range(a, min(start + n, a + chunk)), device=device)
-        traj = model.sample_items(index, seed)
-        paths = kernel_paths(traj, camera, depth_m)
         ones = torch.ones(len(index), device=index.device)
-        redraws = torch.zeros_like(ones)
         if fit == "resample":
-            traj, paths, redraws = _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws)
+            traj, paths, redraws = sample_fitting(model, index, seed, size,
+                                                  lambda tr, where: kernel_paths(tr, camera, depth_m), max_redraws)
             scale = ones
             kern = _rasterize(paths, size, traj.t, "error", True, a)
         else:
+            traj = model.sample_items(index, seed)
+            paths = kernel_paths(traj, camera, depth_m)
+            redraws = torch.zeros_like(ones)
             scale = fit_scale(paths, size, traj.t) if fit == "scale" else ones
             kern = _rasterize(paths, size, traj.t, fit, True, a)
         traj.params["fit_scale"] = scale
         traj.params["redraws"] = redraws
-        yield KernelChunk(start=a, kernels=kern, trajectory=traj)
+        yield KernelChunk(start=a, kernels=kern, trajectory=traj, paths_px=paths)
 
 
-def _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, max_redraws):
-    """Redraw the items whose path does not fit until all fit; returns (trajectory, paths, redraws)."""
+def sample_fitting(model, index: torch.Tensor, seed: int, size, paths_of, max_redraws: int = 64):
+    """Items ``index`` of a trajectory model, conditioned on their path fitting a ``size`` kernel.
+
+    Items whose path does not fit are redrawn with :func:`redraw_seed` ``(seed, attempt)`` and the same
+    index, so the result stays a pure function of ``(seed, i)`` (rejection sampling).
+
+    Args:
+        model: has ``sample_items(index, seed) -> Trajectory``.
+        paths_of: ``paths_of(trajectory, where) -> (len(where), T, 2)`` image-plane paths of a
+            trajectory whose items are ``index[where]`` (``where`` indexes the batch; callers whose
+            projection differs per item, e.g. a per-item focal length, select with it).
+        max_redraws: give up after this many redraws (the message suggests what to change).
+
+    Returns:
+        ``(trajectory, paths, redraws)``: redraws ``(N,)`` float, the attempt that produced each item.
+    """
+    traj = model.sample_items(index, seed)
+    paths = paths_of(traj, torch.arange(len(index), device=index.device))
     redraws = torch.zeros(len(index), device=index.device)
     bad = ~fits(paths, size, traj.t)
     attempt = 0
@@ -374,26 +391,15 @@ def _resample_misfits(model, traj, paths, index, camera, size, seed, depth_m, ma
         if attempt > max_redraws:
             i = int(index[bad.nonzero()[0, 0]])
             raise ValueError(f"item {i}: no path out of {max_redraws + 1} draws fits a {_size(size)} kernel; "
-                             "use a bigger --kernel-size, shorter exposures or fit='scale'")
+                             "use a bigger kernel size (--kernel-size, or kernel.size in a recipe), shorter exposures "
+                             "or fit='scale'")
         where = bad.nonzero()[:, 0]
         sub = model.sample_items(index[where], redraw_seed(seed, attempt))
-        sub_paths = kernel_paths(sub, camera, depth_m)
-        traj = _replace_items(traj, where, sub)
+        sub_paths = paths_of(sub, where)
+        traj = traj.replace_items(where, sub)
         paths = paths.clone()
         paths[where] = sub_paths
         redraws[where] = attempt
         bad = bad.clone()
         bad[where] = ~fits(sub_paths, size, sub.t)
     return traj, paths, redraws
-
-
-def _replace_items(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
-    def put(full, part):
-        if full is None:
-            return None
-        full = full.clone()
-        full[where] = part
-        return full
-    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
-                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
-                      params={k: put(v, sub.params[k]) for k, v in traj.params.items()})

@@ -76,15 +76,22 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
     """
     if not max_step_px > 0:
         raise ValueError(f"max_step_px must be > 0, got {max_step_px}")
-    pos = camera.project(trajectory, _probe_points(camera, trajectory.t.device), depth_m)  # (N, T, P, 2)
-    step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
-    steps = torch.ceil(step / max_step_px).clamp_min(1).to(torch.int64).cpu()
+    probes = _probe_points(camera, trajectory.t.device)
+    # Pixel motion is not exactly linear in the interpolated pose (a rotation's image moves on a slight
+    # curve), so a segment cut by its chord length can still exceed the step by a hair: re-measure and
+    # cut again until every step is within bounds (one extra pass in practice).
+    while True:
+        pos = camera.project(trajectory, probes, depth_m)  # (N, T, P, 2)
+        step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
+        if trajectory.t.shape[1] < 2 or float(step.max()) <= max_step_px:
+            return trajectory
+        steps = torch.ceil(step / max_step_px).clamp_min(1).to(torch.int64).cpu()
 
-    def dense(x):
-        return None if x is None else _interpolate(x, steps)
-    return Trajectory(t=dense(trajectory.t), rotation=dense(trajectory.rotation),
-                      translation=dense(trajectory.translation), path_px=dense(trajectory.path_px),
-                      params=dict(trajectory.params))
+        def dense(x):
+            return None if x is None else _interpolate(x, steps)
+        trajectory = Trajectory(t=dense(trajectory.t), rotation=dense(trajectory.rotation),
+                                translation=dense(trajectory.translation), path_px=dense(trajectory.path_px),
+                                params=dict(trajectory.params))
 
 
 def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
@@ -164,7 +171,9 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
         camera: pinhole camera of the frame.
         depth_m: scene-plane depth in metres (float or ``(B,)``), ``inf`` for a distant scene.
         center: remove the principal point's mean displacement (agrees with the centred uniform kernel).
-        max_step_px: largest motion of any frame point between consecutive poses (:func:`motion_samples`).
+        max_step_px: largest motion of any frame point between consecutive poses (:func:`motion_samples`);
+            the error against the continuous exposure falls faster than the step (measured on a smooth
+            image: 1.4e-2 at 0.5 px, 4e-3 at 0.25 px), the cost grows as its inverse.
         padding_mode: ``grid_sample`` padding for pixels that come from outside the frame
             (``"reflection"``, ``"border"``, ``"zeros"``); use a larger crop and keep the interior to avoid
             the question.

@@ -76,7 +76,9 @@ class ImageFolder:
             try:
                 image, _ = read_image(path)
             except ImageError as exc:
-                found.skipped.append({"file": rel, "reason": str(exc).removeprefix(f"{path}: ")})
+                # Reasons name the file relative to the folder, so they do not depend on where it is mounted.
+                reason = str(exc).replace(str(path), rel).removeprefix(f"{rel}: ")
+                found.skipped.append({"file": rel, "reason": reason})
                 continue
             h, w = image.shape[1:]
             if h < min_size[0] or w < min_size[1]:
@@ -91,20 +93,13 @@ class ImageFolder:
         return found
 
 
-def _runs(indices: torch.Tensor) -> list[torch.Tensor]:
-    """Split sorted-or-not indices into maximal runs of consecutive integers (samplers take a start)."""
-    cut = torch.nonzero(indices[1:] != indices[:-1] + 1).flatten() + 1
-    return list(torch.tensor_split(indices, cut.tolist()))
-
-
 def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device):
-    """Sharp sRGB crops ``(n, 3, H_in, W_in)`` of the run ``index``, with full-frame sizes and source records."""
+    """Sharp sRGB crops ``(n, 3, H_in, W_in)`` of items ``index``, with full-frame sizes and source records."""
     hin, win = recipe.input_size
     m = recipe.margin
     if folder is None:
-        from .scenes import dead_leaves
-        scene = dead_leaves(len(index), (hin, win), seed=component_seed(seed, "scene"), start=int(index[0]),
-                            device=device)
+        from .scenes import DeadLeaves
+        scene = DeadLeaves().render_at(index.to(device), (hin, win), component_seed(seed, "scene"))
         # The scene stands for a crop, at a drawn position, of a photograph of recipe.frame_px.
         fh, fw = recipe.frame_px
         u = rng.uniform(component_seed(seed, "source"), index.cpu(), (2,), stream=1, dtype=torch.float64)
@@ -160,22 +155,13 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         ``"index"``: ``(N,)`` int64; ``"records"``: per item, JSON-ready ``{"source", "params"}``.
         All tensors on ``device``.
     """
-    index = rng.as_index(indices)
-    parts = [_make_run(recipe, run, seed, sources, device) for run in _runs(index)]
-    out = {"index": index.to(device), "records": [r for p in parts for r in p["records"]]}
-    for key in ("sharp", "blur", "kernel", "kernel_grid"):
-        out[key] = None if parts[0][key] is None else torch.cat([p[key] for p in parts])
-    out["grid_px"] = parts[0]["grid_px"]
-    return out
-
-
-def _make_run(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device) -> dict:
     from .blur import blur
     from .sensor import post_blur, pre_blur
 
+    index = rng.as_index(indices)
     n = len(index)
     idx = index.to(device)
-    sharp, full, corner, src_records = _sources(recipe, index, seed, folder, device)
+    sharp, full, corner, src_records = _sources(recipe, index, seed, sources, device)
     cam_seed = component_seed(seed, "camera")
     focal_mm = rng.log_uniform(cam_seed, idx, *recipe.focal_mm, stream=0)
     if math.isinf(recipe.depth_m[0]):
@@ -195,19 +181,23 @@ def _make_run(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolde
     else:
         blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
     blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
-    sensor_records = sensor.to_records()
-    records = []
-    for k in range(n):
-        drawn = {name: _scalar(v[k]) for name, v in sorted(traj.params.items())}
-        params = {
-            "trajectory": {"model": recipe.trajectory_model, **drawn, "fit_scale": _scalar(scale[k])},
-            "camera": {"focal_mm": _scalar(focal_mm[k]), "focal_px": _scalar(focal_px[k]),
-                       "depth_m": _scalar(depth[k])},
-            "sensor": sensor_records[k],
-        }
-        records.append({"source": src_records[k], "params": params})
+    camera = {"focal_mm": focal_mm, "focal_px": focal_px, "depth_m": depth}
+    records = _records(recipe, src_records, traj, scale, camera, sensor.to_records())
     return {"sharp": sharp[:, :, m:m + h, m:m + w].float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel,
-            "kernel_grid": grid, "grid_px": grid_px, "records": records}
+            "kernel_grid": grid, "grid_px": grid_px, "index": idx, "records": records}
+
+
+def _records(recipe: Recipe, sources: list[dict], traj: Trajectory, scale: torch.Tensor, camera: dict,
+             sensor: list[dict]) -> list[dict]:
+    """Per item, every value drawn for it, JSON-ready: ``{"source", "params": {trajectory, camera, sensor}}``."""
+    records = []
+    for k, source in enumerate(sources):
+        drawn = {name: _scalar(v[k]) for name, v in sorted(traj.params.items())}
+        params = {"trajectory": {"model": recipe.trajectory_model, **drawn, "fit_scale": _scalar(scale[k])},
+                  "camera": {name: _scalar(v[k]) for name, v in camera.items()},
+                  "sensor": sensor[k]}
+        records.append({"source": source, "params": params})
+    return records
 
 
 def _rasterize(path, size, t, fit):
@@ -233,45 +223,20 @@ def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth,
     :func:`blursynth.kernel.redraw_seed` and the same index (rejection sampling: still a pure function of
     ``(seed, i)``); ``fit="scale"`` reports the factor the rasteriser will apply.
     """
-    from .kernel import fit_scale, fits, redraw_seed
+    from .kernel import fit_scale, sample_fitting
     model = recipe.trajectory_sampler()
     traj_seed = component_seed(seed, "trajectory")
-    traj = model.sample_items(idx, traj_seed)
-    path = _center_paths(traj, focal_px, depth)
     size = recipe.kernel_size
     if recipe.kernel_fit == "resample":
-        bad = ~fits(path, size, traj.t)
-        attempt = 0
-        while bool(bad.any()):
-            attempt += 1
-            if attempt > max_redraws:
-                raise ValueError(f"pair {int(idx[bad][0])}: no trajectory out of {max_redraws + 1} draws fits a "
-                                 f"{size} px kernel; raise kernel.size or use kernel.fit = \"scale\" in the recipe")
-            where = bad.nonzero()[:, 0]
-            sub = model.sample_items(idx[where], redraw_seed(traj_seed, attempt))
-            traj = _replace(traj, where, sub)
-            path = path.clone()
-            path[where] = _center_paths(sub, focal_px[where], depth[where])
-            bad = bad.clone()
-            bad[where] = ~fits(path[where], size, sub.t)
-            traj.params.setdefault("redraws", torch.zeros(len(idx), device=idx.device))[where] = float(attempt)
+        traj, path, redraws = sample_fitting(
+            model, idx, traj_seed, size, lambda tr, where: _center_paths(tr, focal_px[where], depth[where]),
+            max_redraws)
+        traj.params["redraws"] = redraws  # recorded for every item
+    else:
+        traj = model.sample_items(idx, traj_seed)
+        path = _center_paths(traj, focal_px, depth)
     scale = fit_scale(path, size, traj.t) if recipe.kernel_fit == "scale" else torch.ones(len(idx), device=idx.device)
     return traj, path, scale
-
-
-def _replace(traj: Trajectory, where: torch.Tensor, sub: Trajectory) -> Trajectory:
-    """``traj`` with items ``where`` replaced by ``sub``'s."""
-    def put(full, part):
-        if full is None:
-            return None
-        full = full.clone()
-        full[where] = part
-        return full
-    params = {k: put(v, sub.params[k]) for k, v in traj.params.items() if k in sub.params}
-    params.update({k: v for k, v in traj.params.items() if k not in sub.params})
-    return Trajectory(t=put(traj.t, sub.t), rotation=put(traj.rotation, sub.rotation),
-                      translation=put(traj.translation, sub.translation), path_px=put(traj.path_px, sub.path_px),
-                      params=params)
 
 
 def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):

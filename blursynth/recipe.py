@@ -18,12 +18,19 @@ import copy
 import dataclasses
 import inspect
 import math
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Repository layout: blursynth/recipe.py -> ../datasets/
-RECIPE_DIR = Path(__file__).resolve().parent.parent / "datasets"
+def _recipe_dir() -> Path:
+    """``datasets/`` beside the package (a checkout or editable install), else ``<prefix>/share`` (pip install)."""
+    beside = Path(__file__).resolve().parent.parent / "datasets"
+    installed = Path(sys.prefix) / "share" / "blursynth" / "datasets"
+    return beside if beside.is_dir() or not installed.is_dir() else installed
+
+
+RECIPE_DIR = _recipe_dir()
 
 TRAJECTORY_MODELS = {"camera_shake": "CameraShake", "random_walk_2d": "RandomWalk2D"}
 BLUR_MODES = ("uniform", "projective")

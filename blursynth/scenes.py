@@ -16,7 +16,7 @@ about 30 disc-size classes):
 2. A z-buffer: for each pixel, the front-most leaf covering it (``scatter_reduce`` of leaf numbers
    over each leaf's bounding box, grouped by box size).
 3. Anti-aliased edges: the front leaf covers the fraction ``clamp(r - d + 1/2, 0, 1)`` of the pixel
-   (``d`` the distance from its centre); the rest shows what lies behind, read from the pixel 1.5 px
+   (``d`` the distance from its centre); the rest shows what lies behind, read from the pixel 2 px
    further out along the leaf's radius (outside the leaf, so showing the leaf behind it).
 4. Leaf appearance, so images are not flat cartoons: a colour drawn in CIE Lab from a
    natural-image-like distribution (mostly low chroma, broad lightness), a linear shading gradient,
@@ -47,8 +47,10 @@ from blursynth import rng
 # one class enumerate at most ~1.56x the pixels they need.
 _LADDER = sorted({max(1, round(1.25 ** k)) for k in range(0, 60)})
 
-# Enumerated (pixel, leaf) pairs per chunk: bounds the working memory (~100 bytes per pair).
+# Work per chunk of images: enumerated (pixel, leaf) pairs (~30 bytes each) and pixels (~300 bytes
+# each in float64 shading), about 0.4 GB at most.
 _PAIRS_PER_CHUNK = 4_000_000
+_PIXELS_PER_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -102,13 +104,30 @@ class DeadLeaves:
             raise ValueError("dead leaves option alpha=1 is degenerate; use a value in (1, 10]")
         if self.rmax is not None and not self.rmin <= self.rmax:
             raise ValueError(f"dead leaves option rmax={self.rmax!r} must be >= rmin={self.rmin}")
-        lo, hi = self.defocus_sigma
+        try:
+            lo, hi = (float(v) for v in self.defocus_sigma)
+        except (TypeError, ValueError):
+            raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} must be a (lo, hi) pair") from None
+        object.__setattr__(self, "defocus_sigma", (lo, hi))  # lists from TOML become tuples
         if not 0.0 < lo <= hi <= 20.0:
             raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} needs 0 < lo <= hi <= 20")
 
     def to_dict(self) -> dict:
         """The options as a JSON-serialisable dict (for manifests)."""
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, options: dict) -> "DeadLeaves":
+        """Build from a mapping such as a TOML table.
+
+        Raises:
+            ValueError: an unknown key (the message lists the valid ones) or an out-of-range value.
+        """
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown dead-leaves option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**options)
 
     # ------------------------------------------------------------------- sizes
 
@@ -152,25 +171,15 @@ class DeadLeaves:
         if n == 0:
             return torch.zeros(0, 3, h, w, device=index.device)
         m = self.leaves(h, w)
-        # Keep each chunk's enumerated pairs bounded, whatever the batch.
+        # Bound each chunk's enumerated (pixel, leaf) pairs and pixels, hence its memory, whatever the batch.
         per_image = m * (1.6 * 4 * self._mean_area(h, w) / math.pi + 16)  # ~ box area per leaf
-        chunk = max(1, int(_PAIRS_PER_CHUNK // max(per_image, 1.0)))
+        chunk = max(1, min(int(_PAIRS_PER_CHUNK // max(per_image, 1.0)), _PIXELS_PER_CHUNK // (h * w)))
         return torch.cat([self._render(index[i:i + chunk], h, w, m, seed) for i in range(0, n, chunk)])
 
     def _render(self, index: torch.Tensor, h: int, w: int, m: int, seed: int) -> torch.Tensor:
-        n, dev = index.shape[0], index.device
+        n = index.shape[0]
         leaves = _draw_leaves(self, index, seed, m, h, w)
-        front = _zbuffer(leaves, n, h, w, m)
-        field = _noise_field(seed, index, h, w)
-        # Pixel maths runs in float64 and is rounded to float32 once at the end: vectorised and scalar
-        # kernels differ in the last bit, and which one an item's pixels meet depends on its place in
-        # the batch; after the final rounding an item comes out the same in any batch.
-        yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
-                                torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
-        pix = (xx.reshape(1, -1), yy.reshape(1, -1))
-        colour, alpha, outward = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
-        behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
-        linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, h, w)
+        front, linear = _compose(leaves, _noise_field(seed, index, h, w), n, h, w, m)
         if self.defocus > 0:
             linear = _defocus(self, linear, front.reshape(n, 1, h, w), index, seed, m)
         return kc.linear_rgb_to_rgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0).float()
@@ -314,13 +323,31 @@ def _boxes(item, leaf, cx, cy, reach, e, h, w, m):
 # --------------------------------------------------------------------------- appearance
 
 
+def _compose(leaves: dict, field: torch.Tensor, n: int, h: int, w: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Occlusion, shading and anti-aliasing: front-leaf map ``(N, h * w)`` and linear image ``(N, 3, h, w)``.
+
+    Pixel maths runs in float64 (rounded to float32 once, by the caller): vectorised and scalar
+    kernels differ in the last bit, and which one an item's pixels meet depends on its place in
+    the batch; after the final rounding an item comes out the same in any batch.
+    """
+    dev = leaves["radius"].device
+    front = _zbuffer(leaves, n, h, w, m)
+    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
+                            torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    pix = (xx.reshape(1, -1), yy.reshape(1, -1))
+    colour, alpha, outward = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
+    behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
+    linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, h, w)
+    return front, linear
+
+
 def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:
     """Per-leaf constants of the shading, ``(N, m + 1, 15)`` float64 (trigonometry done per leaf)."""
     f64 = {k: v.double() for k, v in leaves.items()}
     scale = f64["radius"].clamp(max=float(max(h, w)))
     grad = f64["grad"] / scale
     wave = 2 * math.pi * f64["grating_f"]
-    return torch.stack([
+    return torch.stack([  # stacked last so the table reads like rows of leaves
         f64["cx"], f64["cy"], f64["radius"],
         grad * torch.cos(f64["grad_dir"]), grad * torch.sin(f64["grad_dir"]),
         f64["tex"], torch.floor(f64["tex_dx"] * w), torch.floor(f64["tex_dy"] * h),
@@ -333,26 +360,29 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     """Appearance of leaf ``which[n, p]`` at each pixel ``p`` (``table`` from :func:`_leaf_table`).
 
     Returns linear colour ``(N, 3, P)``, the leaf's coverage of the pixel ``(N, P)`` and, for
-    anti-aliasing, the flat index ``(N, P)`` of the pixel about 1.5 px further out along the leaf's
+    anti-aliasing, the flat index ``(N, P)`` of the pixel about 2 px further out along the leaf's
     radius (clamped to the image).
     """
-    n, k = table.shape[0], table.shape[1]
-    rows = which + k * torch.arange(n, device=which.device).view(-1, 1)
-    cols = table.reshape(n * k, -1).index_select(0, rows.reshape(-1)).T.reshape(-1, n, which.shape[1])
+    # One gather from the small per-leaf table, quantity-major so each result is contiguous.
+    by_quantity = table.permute(2, 0, 1).contiguous()  # (15, N, m + 1), small
+    cols = by_quantity.gather(2, which.unsqueeze(0).expand(by_quantity.shape[0], -1, -1))
     cx, cy, radius, gx, gy, tex, tdx, tdy, kx, ky, phase, grating = cols[:12]
     xx, yy = pix
     dx, dy = xx - cx, yy - cy
     dist = torch.sqrt(dx * dx + dy * dy)
     coverage = (radius - dist + 0.5).clamp(0.0, 1.0)  # 1 for the background leaf (infinite radius)
     # Micro-texture: the image's noise field read at a per-leaf wrapped offset.
-    tx = (xx + tdx).long() % w
-    ty = (yy + tdy).long() % h
+    tx = (xx + tdx).long()  # offsets are in [0, w): one wrap at most
+    tx = torch.where(tx >= w, tx - w, tx)
+    ty = (yy + tdy).long()
+    ty = torch.where(ty >= h, ty - h, ty)
     micro = tex * field.flatten(1).gather(1, ty * w + tx)
     # Shading gradient + micro-texture + grating, as a positive multiplicative gain.
     gain = torch.exp(gx * dx + gy * dy + micro + grating * torch.sin(kx * dx + ky * dy + phase))
-    # A step of 1.5 px rounds to 1-2 px per axis, at least 1.3 px outward: past the leaf's reach
-    # r + 1/2 from any pixel it only partly covers (d > r - 1/2).
-    step = 1.5 / dist.clamp(min=1e-9)
+    # A 2 px step along the radius, rounded to the pixel grid (error <= 0.71 px), still moves > 1 px
+    # outward, so from a pixel the leaf only partly covers (d > r - 1/2) it lands past the leaf's
+    # reach r + 1/2: on what lies behind.
+    step = 2.0 / dist.clamp(min=1e-9)
     qx = (xx + torch.round(dx * step)).clamp(0, w - 1).long()
     qy = (yy + torch.round(dy * step)).clamp(0, h - 1).long()
     return cols[12:].transpose(0, 1) * gain.unsqueeze(1), coverage, qy * w + qx

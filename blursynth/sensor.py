@@ -152,6 +152,23 @@ class SensorModel:
                 raise ValueError(f"SensorModel.jpeg_quality needs bits=8 (JPEG stores 8 bits), got bits={self.bits!r}")
 
     @classmethod
+    def from_dict(cls, options: dict) -> "SensorModel":
+        """Build from a mapping such as a TOML table (lists are accepted for pairs).
+
+        Raises:
+            ValueError: an unknown key (the message lists the valid ones) or an out-of-range value.
+        """
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown sensor option(s) {unknown}; valid options: {sorted(known)}")
+        return cls(**options)
+
+    def to_dict(self) -> dict:
+        """The configuration as a JSON/TOML-ready dict (tuples as lists; ``None`` for steps that are off)."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
     def off(cls) -> "SensorModel":
         """Every step switched off: :func:`pre_blur` and :func:`post_blur` are the identity."""
         return cls(crf=("linear",), highlight_gain=None, shot_noise=None, clip=False, bayer=None, bits=None,
@@ -323,6 +340,7 @@ def linear_to_srgb(img: torch.Tensor) -> torch.Tensor:
 
 def _per_item(img: torch.Tensor, codes: torch.Tensor, fns: dict) -> torch.Tensor:
     """Apply ``fns[code](sub_batch, item_indices)`` to the items of each code present in ``codes``."""
+    codes = codes.to(img.device)
     present = codes.unique().tolist()
     if len(present) == 1:  # the common case: no copies in and out of sub-batches
         return fns[present[0]](img, torch.arange(img.shape[0], device=img.device))

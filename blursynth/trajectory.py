@@ -8,9 +8,12 @@ camera motion (rotation vectors in radians and translations in metres, in the ca
 
 from __future__ import annotations
 
+import math as _math
 from dataclasses import dataclass, field, replace
 
 import torch
+
+from . import rng as _rng
 
 
 @dataclass
@@ -74,6 +77,22 @@ class Trajectory:
         return replace(self, t=self.t[items], rotation=pick(self.rotation), translation=pick(self.translation),
                        path_px=pick(self.path_px), params={k: v[items] for k, v in self.params.items()})
 
+    def replace_items(self, where: torch.Tensor, sub: "Trajectory") -> "Trajectory":
+        """A copy with the items at batch positions ``where`` replaced by ``sub``'s (same T).
+
+        Params present only here are kept as they are.
+        """
+        def put(full, part):
+            if full is None:
+                return None
+            full = full.clone()
+            full[where] = part
+            return full
+        params = {k: put(v, sub.params[k]) if k in sub.params else v for k, v in self.params.items()}
+        return Trajectory(t=put(self.t, sub.t), rotation=put(self.rotation, sub.rotation),
+                          translation=put(self.translation, sub.translation), path_px=put(self.path_px, sub.path_px),
+                          params=params)
+
     def reversed(self) -> "Trajectory":
         """The same poses visited in the opposite order (times re-measured from the new start).
 
@@ -102,11 +121,6 @@ class Trajectory:
 # with ``sample(n, seed, start, device)``; every random quantity is drawn through blursynth.rng with
 # its own stream number, so item i is a pure function of (seed, i).
 # ---------------------------------------------------------------------------------------------
-
-import math as _math  # noqa: E402  (kept beside the models that need it)
-
-from . import rng as _rng  # noqa: E402
-
 
 def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
     """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
@@ -183,6 +197,11 @@ class RandomWalk2D:
             raise ValueError(f"{owner}.exposure_fractions must be values in (0, 1], got {self.exposure_fractions!r}")
         if not self.exposure_s > 0:
             raise ValueError(f"{owner}.exposure_s must be positive seconds, got {self.exposure_s!r}")
+
+    @property
+    def n_samples(self) -> int:
+        """Points per returned path (T)."""
+        return self.samples
 
     def sample(self, n: int, seed: int = 0, start: int = 0, device: torch.device | str = "cpu") -> Trajectory:
         """Items ``start .. start + n - 1`` as a 2-D :class:`Trajectory` on ``device``."""
@@ -280,7 +299,10 @@ class CameraShake:
         jerk_decay_s: ``(lo, hi)`` decay time of the jerk in seconds, uniform.
         roll_ratio: roll amplitude relative to pitch/yaw (>= 0).
         translation_m_s: ``(lo, hi)`` RMS speed of the camera centre in m/s, log-uniform.
-        samples: poses per item, evenly spaced in time over the exposure (>= 2).
+        samples: poses per item, evenly spaced in time over the exposure (>= 2); None (default)
+            takes 10 per tremor cycle at the longest exposure and highest tremor frequency, at
+            least 32 (32 for the defaults). Between poses the kernel follows a straight line, which
+            departs from the sinusoid by under 5% of the tremor's (sub-pixel) amplitude.
 
     ``sample`` returns a 6-DoF :class:`Trajectory` with ``rotation`` and ``translation`` ``(N, samples, 3)``
     and params ``exposure_s, drift_rad_s, drift_hz, tremor_rad_s, tremor_hz, jerk_rad_s, jerk_hz,
@@ -298,7 +320,7 @@ class CameraShake:
     jerk_decay_s: tuple[float, float] = (0.03, 0.15)
     roll_ratio: float = 0.5
     translation_m_s: tuple[float, float] = (0.001, 0.01)
-    samples: int = 64
+    samples: int | None = None
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -308,8 +330,15 @@ class CameraShake:
         _check_range(owner, "jerk_rad_s", self.jerk_rad_s)
         if not (self.roll_ratio >= 0 and _math.isfinite(self.roll_ratio)):
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
-        if not isinstance(self.samples, int) or self.samples < 2:
-            raise ValueError(f"{owner}.samples must be an integer >= 2, got {self.samples!r}")
+        if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 2):
+            raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")
+
+    @property
+    def n_samples(self) -> int:
+        """Poses per item (T): ``samples``, or the automatic count when it is None."""
+        if self.samples is not None:
+            return self.samples
+        return max(32, _math.ceil(10 * self.exposure_s[1] * self.tremor_hz[1]) + 1)
 
     def sample(self, n: int, seed: int = 0, start: int = 0, device: torch.device | str = "cpu") -> Trajectory:
         """Items ``start .. start + n - 1`` as a 6-DoF :class:`Trajectory` on ``device``."""
@@ -331,7 +360,7 @@ class CameraShake:
             return two_pi * _rng.uniform(seed, idx, shape, stream=stream)
 
         exposure = logu("exposure_s", 1)
-        t = exposure[:, None] * torch.linspace(0, 1, self.samples, device=dev)[None, :]  # (N, T)
+        t = exposure[:, None] * torch.linspace(0, 1, self.n_samples, device=dev)[None, :]  # (N, T)
         axis_w = torch.tensor([1.0, 1.0, self.roll_ratio], device=dev)
 
         # Drift: 2 sinusoids per axis. Frequencies and phases are shared by rotation and translation

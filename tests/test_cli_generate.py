@@ -34,8 +34,10 @@ def test_generate_writes_kernels_summary_and_contact_sheet(tmp_path):
     assert k.shape == (70, 15, 15) and k.dtype == np.float32
     assert np.allclose(k.sum((1, 2)), 1, atol=1e-5) and (k >= 0).all()
     assert int(data["seed"]) == 0 and data["index"].tolist() == list(range(70))
-    assert data["rotation"].shape == data["translation"].shape == (70, 64, 3)
-    assert data["paths_px"].shape == (70, 64, 2) and data["t"].shape == (70, 64)
+    steps = data["t"].shape[1]
+    assert data["t"].shape == (70, steps) and steps >= 32
+    assert data["rotation"].shape == data["translation"].shape == (70, steps, 3)
+    assert data["paths_px"].shape == (70, steps, 2)
     assert data["param_exposure_s"].shape == (70,)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["count"] == 70 and summary["model"] == "shake6d" and summary["kernel_size"] == 15
@@ -44,6 +46,17 @@ def test_generate_writes_kernels_summary_and_contact_sheet(tmp_path):
     sheet = iio.imread(out / "contact_sheet.png")
     # 8 tiles per row of 15 px enlarged 3 times plus 2 px borders; 64 kernels make 8 rows.
     assert sheet.shape == (8 * 47 + 2, 8 * 47 + 2)
+
+
+def test_output_permissions_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        code, out = _generate(tmp_path)
+    finally:
+        os.umask(old)
+    assert code == 0
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())
 
 
 def test_recorded_trajectories_reproduce_the_kernels(tmp_path):
@@ -144,3 +157,10 @@ def test_module_entry_point_exit_code_and_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "--kernel-size" in proc.stderr and "try 9" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_options_and_the_dataset_command_report_one_line(capsys, tmp_path):
+    _fails(capsys, tmp_path, ["generate", "--bogus"], "--bogus")
+    _fails(capsys, tmp_path, ["dataset", "--pairs", "0", "--out", str(tmp_path / "d")], "--pairs")
+    assert main(["dataset", "--help"]) == 0
+    assert "--pairs" in capsys.readouterr().out

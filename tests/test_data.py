@@ -48,6 +48,16 @@ def test_items_are_pure_functions_of_the_index(photos):
     assert not torch.equal(other_seed[0]["blur"], data[0]["blur"])
 
 
+def test_dead_leaves_items_do_not_depend_on_the_batch():
+    recipe = _recipe(crop=16)
+    batch = make_pairs(recipe, [5, 6, 9], 1)
+    for k, i in enumerate([5, 6, 9]):
+        single = make_pairs(recipe, [i], 1)
+        assert torch.equal(single["blur"][0], batch["blur"][k]) and torch.equal(single["sharp"][0], batch["sharp"][k])
+        assert single["records"][0] == batch["records"][k]
+        assert single["records"][0]["source"]["image"] == "dead_leaves"
+
+
 def test_multi_worker_loader_gives_each_pair_once(photos):
     data = SyntheticPairs(8, _recipe(), sharp=photos, seed=0)
     one = list(DataLoader(data, batch_size=3, num_workers=0))
@@ -120,3 +130,20 @@ def test_bad_lengths_and_indices(photos):
         SyntheticPairs(0, _recipe(), sharp=photos)
     with pytest.raises(IndexError):
         SyntheticPairs(2, _recipe(), sharp=photos)[2]
+
+
+def test_resample_fit_redraws_shakes_until_they_fit_and_stays_per_index():
+    from blursynth.kernel import fits
+    # Long exposures and a 7 px kernel: many first draws do not fit and are redrawn.
+    recipe = _recipe(crop=12, kernel={"fit": "resample"}, trajectory={"exposure_s": [0.2, 0.25], "drift_rad_s": [0.05, 0.1]},
+                     camera={"focal_mm": [150.0, 200.0]}, sensor=SENSOR_OFF)
+    made = make_pairs(recipe, range(12), 4)
+    redraws = [r["params"]["trajectory"]["redraws"] for r in made["records"]]
+    assert max(redraws) >= 1 and min(redraws) == 0
+    assert all(r["params"]["trajectory"]["fit_scale"] == 1.0 for r in made["records"])
+    k = made["kernel"]
+    assert torch.allclose(k.sum((-1, -2)), torch.ones(12), atol=1e-5)
+    # Redrawn items are still pure functions of their index.
+    for i in (int(torch.tensor(redraws).argmax()), 0):
+        single = make_pairs(recipe, [i], 4)
+        assert torch.equal(single["kernel"][0], k[i]) and single["records"][0] == made["records"][i]

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from blursynth import dataset as ds
+from blursynth.cli import main
 from blursynth.data import PairedFolder
 
 RECIPE = """
@@ -59,12 +60,11 @@ def _snapshot(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _run(out, photos, recipe_file, *extra):
-    args = ["--out", str(out), "--pairs", "20", "--sharp", str(photos), "--recipe", str(recipe_file),
+def _run(out, photos, recipe_file, *extra, expect=0):
+    """``blursynth dataset`` through the command line's entry point; checks the exit code."""
+    args = ["dataset", "--out", str(out), "--pairs", "20", "--sharp", str(photos), "--recipe", str(recipe_file),
             "--seed", "3", "--quiet", *extra]
-    parser = __import__("argparse").ArgumentParser()
-    ds.add_arguments(parser)
-    return ds.run_command(parser.parse_args(args))
+    assert main(args) == expect
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,7 @@ def test_layout_manifest_and_dataset_json(reference, photos):
     meta = json.loads(files["dataset.json"])
     assert meta["counts"] == {"pairs": 20, "chunks": 2, "sources": 6, "skipped": 4}
     assert meta["settings"]["recipe"]["name"] == "tiny" and meta["settings"]["seed"] == 3
+    assert meta["settings"]["sharp"]["images"] == 6
 
 
 def test_bad_inputs_are_skipped_with_reasons_and_odd_formats_used(reference):
@@ -122,8 +123,7 @@ def test_resume_after_a_kill_is_byte_identical(tmp_path, photos, recipe_file, re
         return real_write(path, *args, **kwargs)
 
     monkeypatch.setattr(ds, "write_image", dying_write)
-    with pytest.raises(KeyboardInterrupt):
-        _run(out, photos, recipe_file)
+    _run(out, photos, recipe_file, expect=130)
     monkeypatch.setattr(ds, "write_image", real_write)
     assert not (out / "manifest.jsonl").exists() and (out / "parts" / "000000.jsonl").exists()
     (out / "blur" / ".000017.tmp.png").write_bytes(b"half")  # what a SIGKILL mid-write leaves
@@ -156,22 +156,44 @@ def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, ref
     assert _snapshot(merged) == reference[1]
 
 
+def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file, reference):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(photos, moved)
+    out = tmp_path / "set"
+    _run(out, photos, recipe_file, "--shard", "0/2")
+    _run(out, moved, recipe_file)  # the same photos mounted at another path: resumes, same files
+    assert _snapshot(out) == reference[1]
+    (moved / "rgb.png").write_bytes((photos / "gray.png").read_bytes())  # different photos: refused
+    _run(out, moved, recipe_file, expect=2)
+
+
+def test_projective_recipe_writes_kernel_grids(tmp_path, recipe_file):
+    recipe = tmp_path / "proj.toml"
+    recipe.write_text(recipe_file.read_text().replace("[sensor]", "[blur]\nmode = \"projective\"\ngrid = [2, 3]\n[sensor]"))
+    out = tmp_path / "proj"
+    assert main(["dataset", "--out", str(out), "--pairs", "3", "--recipe", str(recipe), "--quiet"]) == 0
+    rec = json.loads((out / "manifest.jsonl").read_text().splitlines()[2])
+    grid = np.load(out / rec["kernel"])
+    assert grid.shape == (2, 3, 9, 9) and np.allclose(grid.sum((-1, -2)), 1, atol=1e-5)
+    assert len(rec["kernel_grid_px"]) == 6
+
+
 def test_two_workers_equal_one(tmp_path, photos, recipe_file, reference):
     out = tmp_path / "set"
     _run(out, photos, recipe_file, "--workers", "2")
     assert _snapshot(out) == reference[1]
 
 
-def test_refuses_foreign_output_unless_overwrite(tmp_path, photos, recipe_file, reference):
+def test_refuses_foreign_output_unless_overwrite(tmp_path, photos, recipe_file, reference, capsys):
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    with pytest.raises(ds.DatasetError, match="not empty.*--overwrite"):
-        _run(other, photos, recipe_file)
+    _run(other, photos, recipe_file, expect=2)
+    assert "not empty" in capsys.readouterr().err and (other / "keep.txt").exists()
     out = tmp_path / "set"
     shutil.copytree(reference[0], out)
-    with pytest.raises(ds.DatasetError, match="other settings"):
-        _run(out, photos, recipe_file, "--crop", "16")
+    _run(out, photos, recipe_file, "--crop", "16", expect=2)
+    assert "other settings" in capsys.readouterr().err
     _run(out, photos, recipe_file, "--crop", "16", "--overwrite")
     assert iio.imread(out / "blur" / "000000.png").shape == (16, 16, 3)
 
@@ -198,14 +220,26 @@ def test_basicsr_layout_reads_back(tmp_path, photos, recipe_file, reference):
     (["--shard", "x"], "--shard"),
     (["--crop", "3"], "--crop"),
     (["--workers", "0"], "--workers"),
+    (["--recipe", "nope"], "unknown recipe 'nope'"),
 ])
-def test_bad_options_are_named(tmp_path, photos, recipe_file, extra, message):
-    with pytest.raises(ds.DatasetError, match=message):
-        _run(tmp_path / "x", photos, recipe_file, *extra)
+def test_bad_options_are_named(tmp_path, photos, recipe_file, extra, message, capsys):
+    _run(tmp_path / "x", photos, recipe_file, *extra, expect=2)
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file):
+def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x")
-    with pytest.raises(ValueError, match="no usable image"):
-        _run(tmp_path / "out", tmp_path / "in", recipe_file)
+    _run(tmp_path / "out", tmp_path / "in", recipe_file, expect=2)
+    assert "no usable image" in capsys.readouterr().err
+
+
+def test_defaults_make_dead_leaves_pairs(tmp_path, capsys):
+    out = tmp_path / "dl"
+    assert main(["dataset", "--out", str(out), "--pairs", "2", "--crop", "32", "--quiet"]) == 0
+    assert "2 pairs written" in capsys.readouterr().out
+    rec = json.loads((out / "manifest.jsonl").read_text().splitlines()[1])
+    assert rec["source"]["image"] == "dead_leaves" and rec["params"]["sensor"]["shot_noise"] > 0
+    assert iio.imread(out / rec["blur"]).shape == (32, 32, 3)
+    assert json.loads((out / "dataset.json").read_text())["settings"]["recipe"]["name"] == "default"

@@ -107,10 +107,15 @@ def test_zbuffer_matches_brute_force(data):
     }
     front = _zbuffer(leaves, 1, h, w, m)
     # Reference: for each pixel, the first leaf whose reach r + 1/2 contains its centre, else m.
+    # The z-buffer tests distances in float32: pixels within 1e-4 px of a reach are ambiguous (and
+    # have coverage 0 either way), so they are left out.
     r, cx, cy = (leaves[k][0, :m].double().numpy() for k in ("radius", "cx", "cy"))
     for y in range(h):
         for x in range(w):
-            cover = [k for k in range(m) if (x - cx[k]) ** 2 + (y - cy[k]) ** 2 <= (r[k] + 0.5) ** 2] + [m]
+            d = np.hypot(x - cx, y - cy)
+            if np.any(np.abs(d - (r + 0.5)) < 1e-4):
+                continue
+            cover = [k for k in range(m) if d[k] <= r[k] + 0.5] + [m]
             assert int(front[0, y * w + x]) == cover[0]
 
 
@@ -148,3 +153,57 @@ def test_cuda_matches_cpu():
     assert gpu.device.type == "cuda"
     # Leaf geometry is exact; shading may differ in the last bits, which can flip a few edge pixels.
     assert float((gpu.cpu() - cpu).abs().gt(1e-4).float().mean()) < 0.01
+
+
+def test_options_round_trip_through_a_dict_and_reject_unknown_keys():
+    import json
+
+    opt = DeadLeaves(alpha=3.2, defocus=0.5, defocus_sigma=[1.0, 2.0])
+    assert opt.defocus_sigma == (1.0, 2.0)
+    assert DeadLeaves.from_dict(json.loads(json.dumps(opt.to_dict()))) == opt
+    with pytest.raises(ValueError, match=r"unknown dead-leaves option\(s\) \['sharpness'\]"):
+        DeadLeaves.from_dict({"sharpness": 2})
+
+
+def _flat_leaves(discs, background):
+    """Hand-made untextured leaves: discs = [(cx, cy, r, (R, G, B) linear)], front first."""
+    m = len(discs)
+    col = lambda i: [d[i] for d in discs]  # noqa: E731
+    zeros = torch.zeros(1, m + 1)
+    return {
+        "cx": torch.tensor([col(0) + [0.0]]), "cy": torch.tensor([col(1) + [0.0]]),
+        "radius": torch.tensor([col(2) + [math.inf]]),
+        "colour": torch.tensor([col(3) + [background]], dtype=torch.float64),
+        "grad_dir": zeros, "grad": zeros, "tex": zeros, "tex_dx": zeros, "tex_dy": zeros,
+        "grating": zeros, "grating_f": zeros + 0.1, "grating_dir": zeros, "grating_phase": zeros,
+    }
+
+
+@given(cx=st.floats(8, 24), cy=st.floats(8, 24), r=st.floats(1.0, 7.0))
+@settings(max_examples=25, deadline=None)
+def test_edge_pixels_mix_leaf_and_background_by_coverage(cx, cy, r):
+    from blursynth.scenes import _compose
+
+    fg, bg = (0.8, 0.1, 0.3), (0.05, 0.4, 0.2)
+    h = w = 32
+    _, img = _compose(_flat_leaves([(cx, cy, r, fg)], bg), torch.zeros(1, h, w, dtype=torch.float64), 1, h, w, 1)
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    # Coverage of a pixel by the disc's edge, linearised across the pixel: clamp(r - d + 1/2, 0, 1).
+    cover = (r - torch.sqrt((x - cx) ** 2 + (y - cy) ** 2) + 0.5).clamp(0, 1)
+    expected = cover * torch.tensor(fg).view(3, 1, 1) + (1 - cover) * torch.tensor(bg).view(3, 1, 1)
+    assert torch.allclose(img[0], expected.to(img.dtype), atol=1e-6)
+
+
+def test_edge_over_another_leaf_shows_that_leaf_behind():
+    from blursynth.scenes import _compose
+
+    # A small leaf in front of a large one: its rim blends with the large leaf, not the background.
+    fg, mid, bg = (0.9, 0.9, 0.9), (0.1, 0.2, 0.7), (0.0, 0.0, 0.0)
+    leaves = _flat_leaves([(16.3, 15.6, 4.2, fg), (16.0, 16.0, 14.0, mid)], bg)
+    _, img = _compose(leaves, torch.zeros(1, 32, 32, dtype=torch.float64), 1, 32, 32, 2)
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    d = torch.sqrt((x - 16.3) ** 2 + (y - 15.6) ** 2)
+    rim = (d > 3.7) & (d < 4.7)
+    cover = (4.2 - d + 0.5).clamp(0, 1)
+    expected = cover * fg[2] + (1 - cover) * mid[2]
+    assert torch.allclose(img[0, 2][rim], expected[rim].double(), atol=1e-6)

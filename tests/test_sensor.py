@@ -286,3 +286,12 @@ def test_cuda_matches_cpu():
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
     jpeg = S.jpeg(S.quantize(img.cuda(), 8), 80)
     assert jpeg.device.type == "cuda" and torch.equal(jpeg.cpu(), S.jpeg(S.quantize(img, 8), 80))
+
+
+def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
+    model = S.SensorModel(crf=["srgb", "gamma"], jpeg_quality=[70, 90], bayer=["RGGB"])
+    assert model.crf == ("srgb", "gamma") and model.jpeg_quality == (70, 90)
+    again = S.SensorModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again == model
+    with pytest.raises(ValueError, match=r"unknown sensor option\(s\) \['iso'\]"):
+        S.SensorModel.from_dict({"iso": 800})

@@ -16,7 +16,7 @@ SMALL_WALK = RandomWalk2D(steps=200, samples=200)
 def test_shapes_times_and_params(model):
     traj = model.sample(9, seed=1)
     assert isinstance(traj, Trajectory) and len(traj) == 9
-    steps = model.samples
+    steps = model.n_samples
     assert traj.t.shape == (9, steps) and (traj.t[:, 0] == 0).all()
     assert (traj.t[:, 1:] >= traj.t[:, :-1]).all()
     for value in traj.params.values():
@@ -43,6 +43,12 @@ def test_item_depends_only_on_seed_and_index(seed, start, n, pick):
             assert (a is None and b is None) or torch.equal(a[pick:pick + 1], b)
         for key, value in batch.params.items():
             assert torch.equal(value[pick:pick + 1], alone.params[key])
+
+
+def test_automatic_sample_count_resolves_the_tremor():
+    assert CameraShake().n_samples == 32
+    assert CameraShake(exposure_s=(0.1, 1.0)).n_samples == 121  # 10 per 12 Hz cycle over 1 s
+    assert CameraShake(samples=7).sample(2).t.shape == (2, 7)
 
 
 def test_seeds_differ():

@@ -237,9 +237,43 @@ def shrink_hyper_laplacian(v: torch.Tensor, beta: float, alpha: float, newton_st
     return torch.where(cost_r < cost_0, torch.sign(v) * r, torch.zeros_like(v))
 
 
-def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float = 5000.0, alpha: float = 2.0 / 3.0,
+def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> torch.Tensor:
+    """:func:`shrink_hyper_laplacian` through a lookup table, as Krishnan & Fergus do for speed.
+
+    The exact solution is computed once at ``size`` points of ``|v|`` in ``[0, max|v|]`` and
+    interpolated linearly, except in the cell where ``w`` jumps from 0, where the cheaper of the two
+    ends is taken. ``v`` any shape; returns ``w`` alike.
+    """
+    a = v.abs()
+    top = float(a.max()) if a.numel() else 0.0
+    if top == 0.0:
+        return torch.zeros_like(v)
+    grid = torch.linspace(0.0, top, size, dtype=torch.float64, device=v.device)
+    table = shrink_hyper_laplacian(grid, beta, alpha).to(v.dtype)
+    pos = a * ((size - 1) / top)
+    i0 = pos.floor().clamp(max=size - 2)
+    frac = pos - i0
+    i0 = i0.long()
+    lo, hi = table[i0], table[i0 + 1]
+    r = lo * (1.0 - frac) + hi * frac
+    # In the cell where w jumps from 0, interpolating would land between the two minima: take
+    # whichever of 0 and the cell's non-zero end costs less at this v.
+    jump = (lo == 0) & (hi > 0)
+    better = hi.pow(alpha) + 0.5 * beta * (hi - a).square() < 0.5 * beta * a.square()
+    r = torch.where(jump, torch.where(better, hi, torch.zeros_like(hi)), r)
+    return torch.sign(v) * r
+
+
+def auto_lambda(y: torch.Tensor) -> torch.Tensor:
+    """Data weight of :func:`hyper_laplacian` from the estimated noise, ``0.8 * sigma^-1.5`` per image
+    and channel, ``(B, C, 1, 1)``. Fitted on synthetic edges at sigma 0.002-0.04 (the best weight on
+    a grid fell from 1e4 to 1e2 along that range) and giving about 5000 on clean 8-bit photographs."""
+    return (0.8 * estimate_noise(y).pow(-1.5))[..., None, None]
+
+
+def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Tensor | None = None, alpha: float = 2.0 / 3.0,
                     beta0: float = 1.0, beta_max: float = 256.0, beta_rate: float = 2.0 * math.sqrt(2.0),
-                    inner: int = 1, taper: bool = True) -> torch.Tensor:
+                    inner: int = 1, taper: bool = True, lut: bool = True) -> torch.Tensor:
     """Deconvolution with a hyper-Laplacian gradient prior, ``min_x lam/2 |k * x - y|^2 +
     sum |grad x|^alpha``, by half-quadratic splitting with continuation (Krishnan & Fergus 2009).
 
@@ -250,17 +284,22 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float = 5000.0, 
     Args:
         y: ``(B, C, H, W)`` blurry images in ``[0, 1]`` (``lam`` is tuned for that scale).
         kernel: blur kernels (see module docstring).
-        lam: data weight; larger for less noise (about 1e3 at 1% noise; the default 5e3 suits clean
-            8-bit photographs such as the Levin 2009 set).
+        lam: data weight, a float or a tensor broadcastable to ``(B, C, 1, 1)``; larger for less
+            noise (about 1e3 at 1% noise, 5e3 for clean 8-bit photographs). ``None`` sets it from the
+            estimated noise of each image (:func:`auto_lambda`).
         alpha: prior exponent, 2/3 or 1/2 as in the paper (any value in (0, 2]).
         beta0, beta_max, beta_rate: continuation schedule of the splitting weight.
         inner: alternations per beta value.
         taper: pad and edge-taper first (:func:`prepare`).
+        lut: solve the w-step by lookup table (:func:`shrink_lut`, about 10x faster) instead of
+            per-pixel Newton (:func:`shrink_hyper_laplacian`).
 
     Returns:
         ``(B, C, H, W)`` restored images.
     """
     k = as_kernel4d(kernel, y)
+    if lam is None:
+        lam = auto_lambda(y)
     size = y.shape[-2:]
     yp, offset = prepare(y, k) if taper else (y, (0, 0))
     shape = yp.shape[-2:]
@@ -276,8 +315,12 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float = 5000.0, 
         denom = grad_energy + ratio * ktk
         for _ in range(inner):
             gx, gy = _grad(x)
-            wx = shrink_hyper_laplacian(gx, beta, alpha)
-            wy = shrink_hyper_laplacian(gy, beta, alpha)
+            if lut:
+                w = shrink_lut(torch.stack([gx, gy]), beta, alpha)
+                wx, wy = w[0], w[1]
+            else:
+                wx = shrink_hyper_laplacian(gx, beta, alpha)
+                wy = shrink_hyper_laplacian(gy, beta, alpha)
             num = torch.fft.rfft2(_grad_adjoint(wx, wy)) + ratio * kty
             x = torch.fft.irfft2(num / denom, s=shape)
         beta *= beta_rate
@@ -290,5 +333,5 @@ METHODS = {
     "hyperlaplacian": hyper_laplacian,
 }
 
-__all__ = ["wiener", "richardson_lucy", "hyper_laplacian", "shrink_hyper_laplacian", "edgetaper", "prepare",
+__all__ = ["wiener", "richardson_lucy", "hyper_laplacian", "auto_lambda", "shrink_hyper_laplacian", "shrink_lut", "edgetaper", "prepare",
            "crop", "estimate_noise", "estimate_nsr", "METHODS"]

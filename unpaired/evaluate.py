@@ -213,7 +213,11 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
         true_k = kernel.to(device) if kernel is not None and kernel.dim() == 2 else None
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = restore(blurry, true_k)
+            try:
+                out = restore(blurry, true_k)
+            except EvaluationError as exc:
+                where = pair.kernel if pair.kernel is not None else pair.blurry
+                raise EvaluationError(f"{where}: {exc}") from None
         if device != "cpu" and torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
@@ -346,9 +350,9 @@ def main(argv: list[str] | None = None) -> dict:
             border = radius + 1
         restore = checkpoint_restorer(args.checkpoint, args.device) if args.checkpoint else \
             method_restorer(args.method)
-        torch.set_grad_enabled(False)
-        result = evaluate(pairs, restore, channels=channels, radius=radius, border=border, device=args.device,
-                          progress=not args.quiet)
+        with torch.no_grad():  # scoped: main() is called in-process by tests and other tools
+            result = evaluate(pairs, restore, channels=channels, radius=radius, border=border,
+                              device=args.device, progress=not args.quiet)
     except (EvaluationError, ImageError) as exc:
         raise SystemExit(f"error: {exc}") from None
     images = result.pop("images")
