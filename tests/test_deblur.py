@@ -61,18 +61,22 @@ def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(0)
     write_image(tmp_path / "in" / "rgb16.tif", rng.random((3, 37, 53)).astype(np.float32), bits=16)
     write_image(tmp_path / "in" / "gray16.png", rng.random((1, 19, 23)).astype(np.float32), bits=16)
+    iio.imwrite(tmp_path / "in" / "float.tif", rng.random((17, 22, 3)).astype(np.float32))
     iio.imwrite(tmp_path / "in" / "gray.png", (rng.random((30, 41)) * 255).astype(np.uint8))
     write_image(tmp_path / "in" / "photo.jpg", rng.random((3, 70, 45)).astype(np.float32), quality=90)
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
-    files = [str(tmp_path / "in" / n) for n in ("rgb16.tif", "broken.png", "gray.png", "photo.jpg", "gray16.png")]
+    files = [str(tmp_path / "in" / n)
+             for n in ("rgb16.tif", "broken.png", "gray.png", "photo.jpg", "gray16.png", "float.tif")]
     rc = main(files + ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--tile", "32",
                        "--overlap", "8"])
     assert rc == 1  # one file failed ...
     err = capsys.readouterr().err
-    assert "broken.png: cannot be read as an image" in err and "1 of 5 file(s) failed" in err
+    assert "broken.png: cannot be read as an image" in err and "1 of 6 file(s) failed" in err
     rgb16 = iio.imread(tmp_path / "out" / "rgb16.tif")  # ... the others were processed
     gray16 = iio.imread(tmp_path / "out" / "gray16.png")
     assert gray16.shape == (19, 23) and gray16.dtype == np.uint16
+    floats = iio.imread(tmp_path / "out" / "float.tif")
+    assert floats.shape == (17, 22, 3) and floats.dtype == np.float32
     gray = iio.imread(tmp_path / "out" / "gray.png")
     jpg = iio.imread(tmp_path / "out" / "photo.jpg")
     assert rgb16.shape == (37, 53, 3) and rgb16.dtype == np.uint16

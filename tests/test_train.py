@@ -38,7 +38,9 @@ def test_config_toml_then_command_line_override(tmp_path):
     cfg = config.parse_args(["--config", str(toml), "--lr", "1e-4", "--residual"])
     assert cfg.mode == "cyclegan" and cfg.n_blocks == 4 and cfg.run_dir == "x"
     assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.residual is True
-    assert config.parse_args([]).lr == 2e-4  # defaults untouched
+    paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])
+    assert (paired.generator, paired.lr, paired.beta1) == ("unet", 1e-3, 0.9)  # mode-dependent defaults
+    assert (gan.generator, gan.lr, gan.beta1, gan.beta2) == ("resnet", 2e-4, 0.5, 0.999)  # the reference
 
 
 @pytest.mark.parametrize("text, match", [
@@ -188,3 +190,16 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
     # only rank 0 wrote: one log line per step
     assert [r["step"] for r in records(two) if "loss_pixel" in r] == [1, 2, 3]
+
+
+def test_ddp_cyclegan_checkpoints_every_rank_pool(tmp_path):
+    run = tmp_path / "gan"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unpaired.train",
+           *TINY_GAN, "--steps", "2", "--eval-every", "100", "--run-dir", str(run)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "step_0000002.pt", weights_only=False)
+    assert len(state["pools"]) == 2  # rank 1's image pools were gathered for an exact resume
+    assert all(p["sharp"]["count"] == 4 for p in state["pools"])  # 2 steps x batch 2 queried on each rank
+    assert [r["step"] for r in records(run) if "loss_D" in r] == [1, 2]

@@ -45,8 +45,8 @@ class TrainConfig:
     batch: int = 8                         # crops per step per process
     workers: int = 0                       # DataLoader worker processes
     # models
-    generator: str = "unet"                # unet | resnet (the CycleGAN reference generator)
-    ngf: int = 32                          # generator base width
+    generator: str | None = None           # unet | resnet (reference CycleGAN); default: unet paired, resnet cyclegan
+    ngf: int = 16                          # generator base width (CPU-sized; the reference CycleGAN uses 64)
     n_blocks: int = 6                      # resnet residual blocks (reference: 9 at 256 px, 6 at 128 px)
     unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
     residual: bool = True                  # predict sharp = blurry + residual (trains much faster)
@@ -60,10 +60,10 @@ class TrainConfig:
     lambda_identity: float = 0.5           # identity weight as a fraction of lambda_cycle
     pool_size: int = 50                    # image pool of past fakes shown to the discriminators
     # optimisation
-    steps: int = 1500                      # total optimiser steps
+    steps: int = 1000                      # total optimiser steps
     decay_steps: int = -1                  # final steps of linear lr decay to 0 (-1: half of steps)
-    lr: float = 2e-4
-    beta1: float = 0.5
+    lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
+    beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
     beta2: float = 0.999
     seed: int = 0                          # seeds data order, crops, pools and initial weights
     # bookkeeping
@@ -78,8 +78,19 @@ class TrainConfig:
     amp: str = "auto"                      # auto (on for CUDA) | on | off
     progress: bool = True                  # tqdm progress bar
 
+    def resolve(self) -> "TrainConfig":
+        """Fill the mode-dependent defaults (``None`` fields) and return ``self``."""
+        cyclegan = self.mode == "cyclegan"
+        if self.generator is None:
+            self.generator = "resnet" if cyclegan else "unet"
+        if self.lr is None:
+            self.lr = 2e-4 if cyclegan else 1e-3
+        if self.beta1 is None:
+            self.beta1 = 0.5 if cyclegan else 0.9
+        return self
+
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on an inconsistent or out-of-range option."""
+        """Raise :class:`ConfigError` on an inconsistent or out-of-range option (after :meth:`resolve`)."""
         _choice("mode", self.mode, MODES)
         _choice("generator", self.generator, GENERATORS)
         _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
@@ -222,7 +233,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         base = from_mapping(saved_values, where=str(saved))
     if config_file:
         base = load_toml(config_file, base)
-    cfg = from_mapping(args, base, where="command line")
+    cfg = from_mapping(args, base, where="command line").resolve()
     if cfg.resume:
         cfg.run_dir = cfg.resume
     cfg.validate()

@@ -14,13 +14,14 @@ import math
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from blursynth.io import ImageError, read_image, write_image
+from blursynth.io import ImageError, atomic_path, read_image, write_image
 from unpaired.models import build_generator, size_factor
 
 
@@ -118,8 +119,10 @@ def deblur_file(net: nn.Module, src: Path, out_dir: Path, tile: int, overlap: in
     if gray:
         out = out.mean(0, keepdims=True)
     dst = output_path(src, out_dir)
-    if bits == 32 and dst.suffix.lower() in (".tif", ".tiff"):
-        write_image(dst, np.ascontiguousarray(out.transpose(1, 2, 0).squeeze(-1) if gray else out.transpose(1, 2, 0)))
+    if bits == 32 and dst.suffix.lower() in (".tif", ".tiff"):  # float TIFF in, float TIFF out
+        pixels = out.transpose(1, 2, 0).astype(np.float32)
+        with atomic_path(dst) as tmp:
+            iio.imwrite(tmp, np.ascontiguousarray(pixels[..., 0] if gray else pixels), extension=dst.suffix)
     else:
         write_image(dst, out, bits=16 if bits > 8 and dst.suffix.lower() in (".png", ".tif", ".tiff") else 8)
     return dst

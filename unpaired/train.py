@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         elif master:
             print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
                   f"{world}; pools start empty", file=sys.stderr)
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
         start, best = state["step"], state["best"]
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
