@@ -38,6 +38,7 @@ from .trajectory import Trajectory
 FIT_POLICIES = ("error", "scale", "resample")
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
 _PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
+_COUNT_OFFSET = 0.3819660113  # 2 - golden ratio: far from every simple fraction
 _FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touches the canvas edge
 
 
@@ -188,9 +189,13 @@ def _splat(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int) -> torch.
     """Densify and splat ``(N, T, 2)`` offsets (already inside the canvas) with ``(N, T-1)`` weights."""
     n, steps = offset.shape[:2]
     seg = offset[:, 1:] - offset[:, :-1]
-    # Sub-steps per segment: the smallest count that makes each sub-step shorter than MAX_STEP_PX.
-    # It is chosen per segment, so an item's kernel does not depend on what else is in the batch.
-    count = (seg.norm(dim=-1) * (1.0 / MAX_STEP_PX)).long() + 1  # (N, T-1)
+    # Sub-steps per segment, chosen per segment so an item's kernel does not depend on its batch.
+    # The count jumps by one where a segment's length crosses a threshold, which changes the kernel
+    # by ~1e-3; plain floor(L / MAX_STEP_PX) + 1 puts the thresholds at multiples of 0.25 px, the very
+    # lengths hand-made and axis-aligned paths have, where float rounding (a translated copy of the
+    # path) then flips the count. Shifting them by an irrational fraction of a step keeps them off
+    # round lengths while every sub-step stays shorter than MAX_STEP_PX.
+    count = (seg.norm(dim=-1) * (1.0 / MAX_STEP_PX) + _COUNT_OFFSET).long() + 1  # (N, T-1)
     per_item = count.sum(1)
     out = torch.zeros(n * h * w, device=offset.device, dtype=torch.float32)
     centre = torch.tensor([w // 2, h // 2], device=offset.device, dtype=torch.float32)
