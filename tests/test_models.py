@@ -69,6 +69,18 @@ def test_init_is_seeded_and_reference_scaled():
     assert abs(wa.std().item() - 0.02) < 0.001
 
 
+def test_unet_init_keeps_the_signal_through_its_depth():
+    # no normalisation layers: with N(0, 0.02) weights the bottleneck would carry ~1e-4 of the input
+    net = init_weights(UNet(16, 3), seed=0)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    h = x
+    for i, down in enumerate(net.downs):
+        h = down(h if i == 0 else torch.nn.functional.avg_pool2d(h, 2))
+    assert 0.1 < h.std().item() / x.std().item() < 10
+    conv = net.downs[1][0]  # 16 -> 32 channels, fan-in 16 * 9
+    assert abs(conv.weight.std().item() - torch.nn.init.calculate_gain("leaky_relu", 0.2) / 12) < 0.01
+
+
 def test_lsgan_and_charbonnier():
     s = torch.tensor([0.0, 1.0, 2.0])
     assert lsgan_loss(s, True).item() == pytest.approx((1 + 0 + 1) / 3)

@@ -15,7 +15,8 @@ from unpaired import config
 from unpaired.train import cli, lr_factor, main
 
 TINY = ["--generator", "unet", "--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16",
-        "--val-size", "2", "--batch", "2", "--log-every", "1", "--no-progress"]
+        "--val-size", "2", "--batch", "2", "--log-every", "1", "--no-progress", "--pair-pool", "3",
+        "--pair-pool-size", "24"]
 TINY_GAN = ["--mode", "cyclegan", "--generator", "resnet", "--ngf", "4", "--n-blocks", "1", "--ndf", "4",
             "--n-layers-d", "2", "--crop", "32", "--val-crop", "32", "--val-size", "2", "--batch", "2",
             "--pool-size", "2", "--log-every", "1", "--no-progress"]
@@ -55,6 +56,7 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("mode = 'reblur'\n", "not implemented yet"),
     ("not toml [", "not valid TOML"),
     ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
+    ("crop = 160\n", "--crop 160 must be at most --pair-pool-size 128"),
 ])
 def test_config_errors_name_the_option(tmp_path, text, match):
     toml = tmp_path / "c.toml"
@@ -99,10 +101,11 @@ def test_keeps_last_k_checkpoints(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000004.pt", "step_0000005.pt"]
 
 
-def test_paired_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("pool", [[], ["--pair-pool", "0"]], ids=["pair-pool", "on-the-fly"])
+def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     a, b = tmp_path / "a", tmp_path / "b"
-    main(TINY + ["--steps", "6", "--eval-every", "100", "--run-dir", str(a)])
-    main(TINY + ["--steps", "6", "--stop-at", "3", "--eval-every", "100", "--run-dir", str(b)])
+    main(TINY + pool + ["--steps", "6", "--eval-every", "100", "--run-dir", str(a)])
+    main(TINY + pool + ["--steps", "6", "--stop-at", "3", "--eval-every", "100", "--run-dir", str(b)])
     main(["--resume", str(b), "--no-progress"])
     wa, wb = weights(a, 6), weights(b, 6)
     assert wa.keys() == wb.keys()

@@ -1,10 +1,11 @@
 """Training data: which item each step sees, crops, and the embedded synthetic pairs."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unpaired.data import StepSampler, UnpairedCrops, permuted, random_crop, synthetic_pairs
+from unpaired.data import StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop, synthetic_pairs
 
 
 @given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5), st.integers(1, 4))
@@ -53,3 +54,36 @@ def test_synthetic_cyclegan_domains_share_no_scene():
         assert sharp_b.shape == (3, 24, 24)
         assert not any(torch.equal(sharp_b, pairs[q]["sharp"]) for q in range(3))
         assert torch.equal(crops[p]["blur"], pairs[p]["blur"])
+
+
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    return [t.rot90(k, (-2, -1)) for t in (x, x.flip(-1)) for k in range(4)]
+
+
+def test_pool_pairs_are_the_synthetic_pairs_and_positions_are_their_turned_crops():
+    pool = SyntheticPool(seed=2, n=3, size=24, crop=16, chunk=2)  # two chunks: batching must not matter
+    reference = synthetic_pairs(2, 24)
+    for i in range(3):
+        assert torch.equal(pool.blur[i], reference[i]["blur"]) and torch.equal(pool.sharp[i], reference[i]["sharp"])
+    turns = set()
+    for p in range(12):
+        item = pool[p]
+        assert item["blur"].shape == item["sharp"].shape == (3, 16, 16)
+        # blur and sharp share one window of one pair under one of the 8 flips/quarter-turns
+        found = [(i, y, x, d) for i in range(3) for y in range(9) for x in range(9)
+                 for d, t in enumerate(_dihedral(pool.blur[i][:, y:y + 16, x:x + 16]))
+                 if torch.equal(t, item["blur"])]
+        assert found, p
+        i, y, x, d = found[0]
+        assert torch.equal(_dihedral(pool.sharp[i][:, y:y + 16, x:x + 16])[d], item["sharp"])
+        turns.add(d)
+    assert len(turns) > 2  # the turns vary with the position
+
+
+def test_pool_positions_are_a_function_of_seed_and_position():
+    a, b = SyntheticPool(4, 2, 24, 8), SyntheticPool(4, 2, 24, 8)
+    for p in (0, 5, 123456789):
+        assert all(torch.equal(a[p][k], b[p][k]) for k in ("blur", "sharp"))
+    assert not torch.equal(a[0]["blur"], a[1]["blur"])
+    with pytest.raises(ValueError, match="--crop 32 at most --pair-pool-size 24"):
+        SyntheticPool(4, 2, 24, 32)

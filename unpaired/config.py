@@ -39,6 +39,8 @@ class TrainConfig:
     val_pairs: str | None = None           # paired folder for validation (default: held-out synthetic pairs)
     blurry: str | None = None              # cyclegan: folder of blurry photos (domain A)
     sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)
+    pair_pool: int = 512                   # paired, synthetic: pairs made once at start and cropped (0: on the fly)
+    pair_pool_size: int = 128              # side of those pairs (crops are taken from them, turned and flipped)
     crop: int = 64                         # training crop side, taken at the image's own scale (no resize)
     val_crop: int = 128                    # centre crop side of validation images
     val_size: int = 32                     # number of validation pairs
@@ -65,6 +67,7 @@ class TrainConfig:
     lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
     beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
     beta2: float = 0.999
+    grad_clip: float = 0.0                 # paired: clip the generator's gradient norm to this (0: off)
     seed: int = 0                          # seeds data order, crops, pools and initial weights
     # bookkeeping
     run_dir: str = "runs/train"            # folder for config, metrics.jsonl, samples, checkpoints
@@ -101,14 +104,17 @@ class TrainConfig:
                      "eval_every", "ckpt_every", "keep_last", "unet_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("val_size", "workers", "n_blocks", "pool_size", "seed"):
+        for name in ("val_size", "workers", "n_blocks", "pool_size", "seed", "pair_pool"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity"):
+        for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"--beta1/--beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.mode == "paired" and not self.pairs and self.pair_pool and self.crop > self.pair_pool_size:
+            raise ConfigError(f"--crop {self.crop} must be at most --pair-pool-size {self.pair_pool_size} "
+                              "(crops are cut from the pre-made pairs); raise --pair-pool-size")
         if self.decay_steps > self.steps:
             raise ConfigError(f"--decay-steps ({self.decay_steps}) cannot exceed --steps ({self.steps})")
         factor = self.size_factor()

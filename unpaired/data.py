@@ -7,8 +7,11 @@ is a function of (seed, step) alone and a resumed run sees exactly what an unint
 Random crops and flips are drawn through :mod:`blursynth.rng` keyed on ``p``, never a global RNG.
 
 Sources:
+- :class:`SyntheticPool`: a fixed set of pairs of the ``default`` recipe made once at start, from which
+  every position takes a random crop under one of the 8 flips/rotations (the default: making a pair
+  costs more CPU than a training step of the small default network);
 - :func:`synthetic_pairs`: :class:`blursynth.data.SyntheticPairs` of the ``default`` recipe, made on
-  the fly (the default);
+  the fly (``--pair-pool 0``);
 - :func:`open_pairs`: :class:`blursynth.data.PairedFolder`, a written dataset or ``lq/`` + ``gt/``;
 - :class:`FolderImages`: a folder of unrelated photos (one CycleGAN domain).
 """
@@ -19,14 +22,16 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
 
 from blursynth import rng
 from blursynth.data import PairedFolder, SyntheticPairs
+from blursynth.pairs import make_pairs
 from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image
 from blursynth.scenes import dead_leaves
 
 # rng streams of this module
-_S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM = 40, 41, 42, 43
+_S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM, _S_ROT = 40, 41, 42, 43, 44
 
 
 # --------------------------------------------------------------------------- synthetic default
@@ -39,6 +44,44 @@ def synthetic_pairs(seed: int, size: int) -> SyntheticPairs:
     scenes, blurred in linear light with the sensor model), ``(3, size, size)``, item ``i`` a pure
     function of ``(seed, i)``."""
     return SyntheticPairs(SYNTHETIC_LENGTH, "default", seed=seed, crop=(size, size))
+
+
+class SyntheticPool(Dataset):
+    """Position ``p`` -> ``{"blur", "sharp"}`` ``(3, crop, crop)``: a random crop of one of ``n`` synthetic
+    pairs made once, turned by one of the 8 flips/quarter-turns (a turned blur pair is still a valid
+    pair: its kernel turns with it).
+
+    Pairs ``0 .. n-1`` of :func:`synthetic_pairs` ``(seed, size)`` are made at construction, ``chunk`` at
+    a time (one batched :func:`blursynth.pairs.make_pairs` call each, on the CPU); position ``p`` reads
+    pair :func:`permuted` ``(seed, n, p)`` (each epoch of ``n`` positions visits every pair once) with a
+    crop, flip and turn drawn from ``(seed, p)``. So the data is a pure function of ``(seed, n, size, p)``
+    and a resumed run, which rebuilds the pool, sees what an uninterrupted one would. Memory:
+    ``n * 2 * 3 * size**2`` float32 (512 pairs of 128 px: 201 MB). Held-out pairs must come from another
+    seed (:func:`validation_pairs` uses ``seed + 1_000_003``).
+    """
+
+    def __init__(self, seed: int, n: int, size: int, crop: int, chunk: int = 32, progress: bool = False):
+        if n < 1 or crop > size:
+            raise ValueError(f"--pair-pool {n} must be >= 1 and --crop {crop} at most --pair-pool-size {size}")
+        self.seed, self.n, self.crop = seed, n, crop
+        recipe = synthetic_pairs(seed, size).recipe
+        self.blur = torch.empty(n, 3, size, size)
+        self.sharp = torch.empty(n, 3, size, size)
+        with tqdm(total=n, desc=f"making {n} training pairs of {size} px", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            for a in range(0, n, chunk):
+                made = make_pairs(recipe, range(a, min(n, a + chunk)), seed)
+                self.blur[a:a + chunk], self.sharp[a:a + chunk] = made["blur"], made["sharp"]
+                bar.update(len(made["index"]))
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, p: int) -> dict:
+        i = permuted(self.seed, self.n, p)
+        blur, sharp = random_crop([self.blur[i], self.sharp[i]], self.crop, self.seed, p, stream=3)
+        turns = int(rng.uniform(self.seed, rng.as_index([p]), (), stream=_S_ROT) * 4)
+        return {"blur": blur.rot90(turns, (-2, -1)).contiguous(), "sharp": sharp.rot90(turns, (-2, -1)).contiguous()}
 
 
 def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:

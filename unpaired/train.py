@@ -36,7 +36,8 @@ from tqdm import tqdm
 from blursynth.io import atomic_path
 from unpaired import config as config_mod
 from unpaired import metrics
-from unpaired.data import FolderImages, PairedCrops, StepSampler, UnpairedCrops, synthetic_pairs, validation_pairs
+from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
+                           validation_pairs)
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
 from unpaired.models import PatchDiscriminator, build_generator, generator_spec, init_weights
 
@@ -103,9 +104,13 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
     val, pair_source = validation_pairs(cfg)
     if cfg.mode == "paired":
-        synthetic = pair_source is None
-        source = synthetic_pairs(cfg.seed, cfg.crop) if synthetic else pair_source
-        train_set = PairedCrops(source, cfg.crop, cfg.seed, synthetic)
+        if pair_source is not None:
+            train_set = PairedCrops(pair_source, cfg.crop, cfg.seed, synthetic=False)
+        elif cfg.pair_pool:  # made once: a pair costs more CPU than a step of the default network
+            train_set = SyntheticPool(cfg.seed, cfg.pair_pool, cfg.pair_pool_size, cfg.crop,
+                                      progress=master and cfg.progress)
+        else:
+            train_set = PairedCrops(synthetic_pairs(cfg.seed, cfg.crop), cfg.crop, cfg.seed, synthetic=True)
     else:
         blurry = FolderImages(cfg.blurry, "--blurry") if cfg.blurry else None
         sharp = FolderImages(cfg.sharp, "--sharp") if cfg.sharp else None
@@ -244,6 +249,9 @@ def main(argv: list[str] | None = None) -> dict:
                     loss = loss + cfg.perceptual * losses["loss_perceptual"]
             optims["gen"].zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:  # rare huge gradients (saturated highlights) otherwise knock Adam off course
+                scaler.unscale_(optims["gen"])
+                losses["grad_norm"] = nn.utils.clip_grad_norm_(raw_units["gen"].parameters(), cfg.grad_clip)
             scaler.step(optims["gen"])
         else:
             # generators: fool both discriminators, cycle back, keep identities
