@@ -62,12 +62,12 @@ class TrainConfig:
     lambda_identity: float = 0.5           # identity weight as a fraction of lambda_cycle
     pool_size: int = 50                    # image pool of past fakes shown to the discriminators
     # optimisation
-    steps: int = 1000                      # total optimiser steps
+    steps: int = 2000                      # total optimiser steps
     decay_steps: int = -1                  # final steps of linear lr decay to 0 (-1: half of steps)
     lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
     beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
     beta2: float = 0.999
-    grad_clip: float = 0.0                 # paired: clip the generator's gradient norm to this (0: off)
+    grad_clip: float = 0.05                # paired: clip the generator's gradient norm to this (0: off)
     seed: int = 0                          # seeds data order, crops, pools and initial weights
     # bookkeeping
     run_dir: str = "runs/train"            # folder for config, metrics.jsonl, samples, checkpoints
