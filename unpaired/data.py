@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from blursynth import rng
 from blursynth.data import PairedFolder, SyntheticPairs
-from blursynth.pairs import make_pairs
 from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image
+from blursynth.pairs import make_pairs
 from blursynth.scenes import dead_leaves
 
 # rng streams of this module
