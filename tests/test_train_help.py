@@ -5,7 +5,7 @@ import dataclasses
 from unpaired.config import TrainConfig, build_parser
 
 
-def test_every_option_has_a_description_and_its_default():
+def test_help_lists_every_option_and_shows_descriptions_with_defaults():
     text = build_parser().format_help()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
