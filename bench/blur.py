@@ -24,21 +24,12 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from blursynth.blur import blur  # noqa: E402
+from timing import round_robin  # noqa: E402  (bench/timing.py)
 
 
 def timed_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
-    """Median wall time in ms of each ``fn()`` in ``fns``, timed round-robin (one call of each per
-    round) so that load from other processes hits every candidate alike and ratios stay fair."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    """Median wall time in ms of each ``fn()`` in ``fns``, timed round-robin."""
+    return {name: statistics.median(t) * 1e3 for name, t in round_robin(fns, repeats, warmup).items()}
 
 
 def _test_kernel(size: int) -> torch.Tensor:

@@ -29,23 +29,12 @@ import torch  # noqa: E402
 from blursynth import kernel as K  # noqa: E402
 from blursynth.camera import Camera  # noqa: E402
 from blursynth.trajectory import CameraShake  # noqa: E402
+from timing import round_robin  # noqa: E402  (bench/timing.py)
 
 
-def round_robin(fns: dict, repeat: int) -> dict:
-    """Best time of each ``fn`` over ``repeat`` rounds, the fns taking turns (after one warm-up each).
-
-    Taking turns spreads the shared machine's load changes over every contender alike, so the
-    ratios of one run are comparable even when the absolute figures drift.
-    """
-    for fn in fns.values():
-        fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+def best_of(fns: dict, repeat: int) -> dict:
+    """Best time in seconds of each ``fn`` over ``repeat`` round-robin rounds (after one warm-up each)."""
+    return {name: min(t) for name, t in round_robin(fns, repeat).items()}
 
 
 def ours(n: int, size: int):
@@ -115,7 +104,7 @@ def throughput(n: int, repeat: int) -> None:
                 print(f"{size}x{size}  {name}: not installed")
             else:
                 fns[name], counts[name] = fn, count
-        best = round_robin(fns, repeat)
+        best = best_of(fns, repeat)
         mine = n / best["ours"]
         print(f"{size}x{size}  ours (CameraShake 6-DoF + projection + sub-pixel splat): {mine:10,.0f} kernels/s")
         for name in fns:
@@ -132,7 +121,7 @@ def random_walk(n: int, repeat: int) -> None:
     def run():
         for chunk in K.generate(model, n, None, 65, seed=0, chunk=4096):
             pass
-    best = round_robin({"rw": run}, repeat)["rw"]
+    best = best_of({"rw": run}, repeat)["rw"]
     print(f"== RandomWalk2D (Boracchi & Foi, 2000 steps, 65x65): {n / best:,.0f} kernels/s, one thread, "
           f"best of {repeat} (n = {n})")
 

@@ -12,12 +12,12 @@ Everything runs on one thread (the target is >= 20 images/s at 256x256 on one co
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from blursynth.scenes import DeadLeaves, dead_leaves
+from timing import round_robin  # bench/timing.py
 
 
 def peer_dead_leaves(size: int, leaves: int, alpha: float, rmin: float, rmax: float, margin: float,
@@ -41,16 +41,8 @@ def peer_dead_leaves(size: int, leaves: int, alpha: float, rmin: float, rmax: fl
 
 
 def rates(fns: dict, images: int, repeats: int) -> dict:
-    """Median images/s of each function over ``repeats`` round-robin rounds (fair on a shared machine)."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: images / float(np.median(t)) for name, t in times.items()}
+    """Median images/s of each function over ``repeats`` round-robin rounds."""
+    return {name: images / float(np.median(t)) for name, t in round_robin(fns, repeats).items()}
 
 
 def main() -> None:

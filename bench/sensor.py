@@ -15,25 +15,17 @@ Figures are medians of round-robin rounds, images/s on one thread.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 
 from blursynth import sensor as S
+from timing import round_robin  # bench/timing.py
 
 
 def rates(fns: dict, images: int, repeats: int) -> dict:
-    """Median images/s of each function over ``repeats`` round-robin rounds (fair on a shared machine)."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: images / float(np.median(t)) for name, t in times.items()}
+    """Median images/s of each function over ``repeats`` round-robin rounds."""
+    return {name: images / float(np.median(t)) for name, t in round_robin(fns, repeats).items()}
 
 
 def main() -> None:

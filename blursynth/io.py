@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -49,7 +51,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file; remove it or replace it with a valid image")
     try:
-        raw = iio.imread(path)
+        raw = _read_png16_colour(path) if _is_png16_colour(path) else iio.imread(path)
     except Exception as exc:  # imageio raises many types for corrupt data
         raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); "
                          "remove it or re-export it as PNG or JPEG") from None
@@ -127,7 +129,39 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
     data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
     path = Path(path)
     with atomic_path(path) as tmp:
-        iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
+        if data.dtype == np.uint16 and data.ndim == 3 and path.suffix.lower() == ".png":
+            tmp.write_bytes(_png16_colour(data))
+        else:
+            iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
+
+
+# imageio's PNG plugin (Pillow) reads 16-bit colour PNGs as 8-bit and cannot write them: colour PNGs
+# of 16 bits are read through torchvision's libpng decoder and written by the few lines below.
+
+def _is_png16_colour(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    # Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 6)
+
+
+def _read_png16_colour(path: Path) -> np.ndarray:
+    import torch
+    from torchvision.io import ImageReadMode, decode_png  # only here: torchvision is slow to import
+    data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
+    return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
+
+
+def _png16_colour(data: np.ndarray) -> bytes:
+    """PNG bytes of a uint16 ``(H, W, 3|4)`` array (RGB or RGBA, no filtering, zlib level 6)."""
+    h, w, c = data.shape
+    rows = np.ascontiguousarray(data.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter byte 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

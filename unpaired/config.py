@@ -35,7 +35,7 @@ class TrainConfig:
 
     # what to train on
     mode: str = "paired"                   # paired | cyclegan | reblur (reblur: not implemented yet)
-    pairs: str | None = None               # paired: folder written by `blursynth generate` (default: synthetic)
+    pairs: str | None = None               # paired: folder written by `blursynth dataset` (default: synthetic)
     val_pairs: str | None = None           # paired folder for validation (default: held-out synthetic pairs)
     blurry: str | None = None              # cyclegan: folder of blurry photos (domain A)
     sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)
@@ -211,16 +211,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "folders of blurry and sharp photos. With no argument: a small CPU run on synthetic pairs.")
     parser.add_argument("--config", help="TOML file of options (keys are the option names)")
     defaults = TrainConfig()
+    notes = _field_notes()
     for name, (base, optional) in _field_types().items():
         flag = "--" + _flag(name)
         default = getattr(defaults, name)
+        note = notes.get(name, "")
+        text = note if "default" in note else f"{note} (default: {default})".strip()
         if base is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=f"(default: {default})")
+                                default=argparse.SUPPRESS, help=text)
         else:
             parser.add_argument(flag, dest=name, type=base, default=argparse.SUPPRESS,
-                                metavar=base.__name__.upper(), help=f"(default: {default})")
+                                metavar=base.__name__.upper(), help=text)
     return parser
+
+
+def _field_notes() -> dict[str, str]:
+    """The comment beside each field of :class:`TrainConfig`: written once, shown by ``--help``."""
+    import inspect
+    notes = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s+(\w+):[^#]*#\s*(.+)$", line)
+        if match:
+            notes[match.group(1)] = match.group(2).strip()
+    return notes
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

@@ -1,0 +1,80 @@
+"""Image files in and out: every input kind the package promises to accept, and atomic writes."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from blursynth.io import ImageError, atomic_path, read_image, to_uint, write_image
+
+
+def _ramp(h=12, w=10, c=3, top=255):
+    return (np.arange(h * w * c).reshape(h, w, c) * 7919 % (top + 1)).astype(np.uint16 if top > 255 else np.uint8)
+
+
+def test_rgb_gray_rgba_palette_8bit(tmp_path):
+    rgb = _ramp()
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    img, bits = read_image(tmp_path / "rgb.png")
+    assert bits == 8 and img.shape == (3, 12, 10) and img.dtype == np.float32
+    assert np.array_equal(np.rint(img * 255).astype(np.uint8).transpose(1, 2, 0), rgb)
+
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "gray.png")
+    gray, _ = read_image(tmp_path / "gray.png")
+    assert np.array_equal(gray[0], gray[2]) and np.allclose(gray[0], rgb[:, :, 0] / 255)
+    assert read_image(tmp_path / "gray.png", channels=1)[0].shape == (1, 12, 10)
+
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 0, np.uint8)])  # fully transparent: white
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    assert np.allclose(read_image(tmp_path / "rgba.png")[0], 1.0)
+
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16).save(tmp_path / "pal.png")
+    pal, _ = read_image(tmp_path / "pal.png")
+    expected = np.asarray(Image.open(tmp_path / "pal.png").convert("RGB"), np.float32) / 255
+    assert np.allclose(pal.transpose(1, 2, 0), expected)
+
+
+def test_16bit_colour_png_keeps_all_bits(tmp_path):
+    deep = _ramp(top=65535)
+    write_image(tmp_path / "deep.png", deep.transpose(2, 0, 1).astype(np.float64) / 65535, bits=16)
+    img, bits = read_image(tmp_path / "deep.png")
+    assert bits == 16
+    assert np.array_equal(np.rint(img.astype(np.float64) * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
+    # An independent decoder (Pillow reduces 16-bit colour to its high bytes) agrees with the file.
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "deep.png").convert("RGB")), (deep >> 8).astype(np.uint8))
+
+
+def test_16bit_gray_png(tmp_path):
+    deep = _ramp(c=1, top=65535)[:, :, 0]
+    Image.fromarray(deep).save(tmp_path / "g16.png")
+    img, bits = read_image(tmp_path / "g16.png", channels=1)
+    assert bits == 16 and np.allclose(img[0], deep / 65535, atol=1e-6)
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"not an image at all", "cannot be read")])
+def test_bad_files_name_the_file(tmp_path, content, reason):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    with pytest.raises(ImageError, match=f"bad.png.*{reason}"):
+        read_image(bad)
+    with pytest.raises(ImageError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_to_uint_rounds_and_clips():
+    x = np.array([[[-0.1, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.5]]])
+    assert to_uint(x, 8).tolist() == [[0, 0, 0, 1, 255, 255]]
+    assert to_uint(np.array([[[0.5]]]), 16).item() == 32768
+    with pytest.raises(ValueError):
+        to_uint(x, 12)
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
