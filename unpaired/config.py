@@ -40,7 +40,7 @@ class TrainConfig:
     blurry: str | None = None              # cyclegan: folder of blurry photos (domain A)
     sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)
     pair_pool: int = 512                   # paired, synthetic: pairs made once at start and cropped (0: on the fly)
-    pair_pool_size: int = 128              # side of those pairs (crops are taken from them, turned and flipped)
+    pair_pool_size: int = 128              # side of the pooled pairs, >= crop (crops are cut, flipped and turned)
     crop: int = 64                         # training crop side, taken at the image's own scale (no resize)
     val_crop: int = 128                    # centre crop side of validation images
     val_size: int = 32                     # number of validation pairs
@@ -67,8 +67,7 @@ class TrainConfig:
     lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
     beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
     beta2: float = 0.999
-    grad_clip: float = 0.05                # paired: clip the generator's gradient norm to this (0: off; the
-                                           # default U-Net's norms run 0.06-0.15, so most steps are clipped)
+    grad_clip: float = 0.05                # paired: clip the generator's gradient norm to this (0: off)
     seed: int = 0                          # seeds data order, crops, pools and initial weights
     # bookkeeping
     run_dir: str = "runs/train"            # folder for config, metrics.jsonl, samples, checkpoints
