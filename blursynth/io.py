@@ -146,10 +146,14 @@ def _is_png16_colour(path: Path) -> bool:
 
 
 def _read_png16_colour(path: Path) -> np.ndarray:
+    import warnings
+
     import torch
     from torchvision.io import ImageReadMode, decode_png  # only here: torchvision is slow to import
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
-    return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
+    with warnings.catch_warnings():  # torchvision 0.29 marks its codecs deprecated; they still work
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
 
 
 def _png16_colour(data: np.ndarray) -> bytes:

@@ -245,7 +245,7 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> 
     ends is taken. ``v`` any shape; returns ``w`` alike.
     """
     a = v.abs()
-    top = float(a.max()) if a.numel() else 0.0
+    top = float(a.detach().max()) if a.numel() else 0.0  # a bound for the table, not part of the graph
     if top == 0.0:
         return torch.zeros_like(v)
     grid = torch.linspace(0.0, top, size, dtype=torch.float64, device=v.device)
