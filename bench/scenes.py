@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from blursynth.scenes import DeadLeaves, dead_leaves
-from timing import round_robin  # bench/timing.py
+from timing import rates  # bench/timing.py
 
 
 def peer_dead_leaves(size: int, leaves: int, alpha: float, rmin: float, rmax: float, margin: float,
@@ -38,11 +38,6 @@ def peer_dead_leaves(size: int, leaves: int, alpha: float, rmin: float, rmax: fl
         mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
         img[y0:y1, x0:x1][mask] = colours[k]
     return img
-
-
-def rates(fns: dict, images: int, repeats: int) -> dict:
-    """Median images/s of each function over ``repeats`` round-robin rounds."""
-    return {name: images / float(np.median(t)) for name, t in round_robin(fns, repeats).items()}
 
 
 def main() -> None:

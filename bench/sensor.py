@@ -20,12 +20,7 @@ import numpy as np
 import torch
 
 from blursynth import sensor as S
-from timing import round_robin  # bench/timing.py
-
-
-def rates(fns: dict, images: int, repeats: int) -> dict:
-    """Median images/s of each function over ``repeats`` round-robin rounds."""
-    return {name: images / float(np.median(t)) for name, t in round_robin(fns, repeats).items()}
+from timing import rates  # bench/timing.py
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ and the ratios measured in one run stay comparable even when the absolute times 
 
 from __future__ import annotations
 
+import statistics
 import time
 
 
@@ -21,3 +22,8 @@ def round_robin(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[floa
             fn()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def rates(fns: dict, images: int, repeats: int) -> dict[str, float]:
+    """Median images/s of each ``fn()`` (which processes ``images`` images) over ``repeats`` rounds."""
+    return {name: images / statistics.median(t) for name, t in round_robin(fns, repeats).items()}
