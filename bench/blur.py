@@ -27,7 +27,7 @@ from blursynth.blur import blur  # noqa: E402
 from timing import round_robin  # noqa: E402  (bench/timing.py)
 
 
-def timed_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
+def timed_ms(fns: dict, repeats: int, warmup: int = 2) -> dict:
     """Median wall time in ms of each ``fn()`` in ``fns``, timed round-robin."""
     return {name: statistics.median(t) * 1e3 for name, t in round_robin(fns, repeats, warmup).items()}
 

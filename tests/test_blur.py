@@ -80,25 +80,30 @@ def test_circular_at_fast_sizes_matches_scipy(shape):
 def test_two_halves_transform_matches_scipy(shape, ksize, split, monkeypatch):
     # The valid FFT packs two slabs of each image into one complex transform; check every layout
     # (which axis, padding, unequal halves, the fallback) against scipy, per item and per channel,
-    # on small images (which otherwise keep the real transform), and its batch invariance.
+    # on small images (which otherwise keep the real transform), and its batch invariance. With
+    # the threshold at 0 every boundary also takes the one-image-at-a-time path of large images.
     assert _split_plan(*shape, *ksize) is None  # small images: real transform by default
-    monkeypatch.setattr("blursynth.blur.SPLIT_MIN_PIXELS", 0)
+    monkeypatch.setattr("blursynth.blur.LARGE_PIXELS", 0)
     plan = _split_plan(*shape, *ksize)
     assert (plan and plan[0]) == split
     rng = np.random.default_rng(3)
     x = rng.random((2, 3, *shape))
     k = rng.random((2, 3, *ksize))
-    for boundary in ("valid", "reflect"):
+    for boundary in ("valid", "reflect", "circular"):
         y = blur(torch.from_numpy(x), torch.from_numpy(k), boundary, method="fft").numpy()
         for b in range(2):
             for c in range(3):
                 np.testing.assert_allclose(y[b, c], _scipy_blur(x[b, c], k[b, c], boundary), atol=1e-10)
         xt, kt = torch.from_numpy(x).float(), torch.from_numpy(k).float()
         assert torch.equal(blur(xt[1:], kt[1:], boundary, method="fft"), blur(xt, kt, boundary, method="fft")[1:])
+        yy = torch.from_numpy(rng.random(y.shape))
+        lhs = (torch.from_numpy(y) * yy).sum()
+        rhs = (torch.from_numpy(x) * blur_adjoint(yy, torch.from_numpy(k), boundary, method="fft")).sum()
+        assert torch.isclose(lhs, rhs, rtol=1e-10)
 
 
 def test_two_halves_transform_is_differentiable(monkeypatch):
-    monkeypatch.setattr("blursynth.blur.SPLIT_MIN_PIXELS", 0)
+    monkeypatch.setattr("blursynth.blur.LARGE_PIXELS", 0)
     assert _split_plan(16, 30, 3, 3) is not None
     x = torch.rand(1, 2, 16, 30, dtype=torch.float64, requires_grad=True)
     k = torch.rand(1, 3, 3, dtype=torch.float64, requires_grad=True)
