@@ -16,9 +16,9 @@ Every boundary is "pad, then keep the valid part of the convolution":
 The valid convolution of a ``P x Q`` array only needs a circular convolution of size ``>= P x Q``
 (wrap-around only pollutes the ``h - 1`` first rows and ``w - 1`` first columns, which "valid"
 discards), so the FFT size is the padded image size rounded up to a fast length, never
-``P + h - 1``. On large images the two halves of the output share one complex transform (see
-:func:`_valid_fft`). Small kernels go through a direct grouped ``conv2d`` instead, which is faster
-there.
+``P + h - 1``. Large images are transformed one at a time (:func:`_each_image`), and the two
+halves of each output share one complex transform (see :func:`_valid_fft`). Small kernels go
+through a direct grouped ``conv2d`` instead, which is faster there.
 
 Everything runs on the image's device and dtype (float32 or float64) and is differentiable.
 """
