@@ -5,7 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unpaired.data import StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop, synthetic_pairs
+from unpaired.data import (StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop, seed_b, synthetic_pairs,
+                           synthetic_sharp)
 
 
 @given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5), st.integers(1, 4))
@@ -54,6 +55,22 @@ def test_synthetic_cyclegan_domains_share_no_scene():
         assert sharp_b.shape == (3, 24, 24)
         assert not any(torch.equal(sharp_b, pairs[q]["sharp"]) for q in range(3))
         assert torch.equal(crops[p]["blur"], pairs[p]["blur"])
+
+
+def test_pooled_cyclegan_domains_are_the_synthetic_images_and_share_no_scene():
+    crops = UnpairedCrops(None, None, crop=16, seed=1, pool=3, pool_size=24)
+    pairs = synthetic_pairs(1, 24)
+    for i in range(3):
+        assert torch.equal(crops.pool_a.blur[i], pairs[i]["blur"])
+        assert torch.equal(crops.pool_b.sharp[i], synthetic_sharp(seed_b(1), 24, i))
+        assert not any(torch.equal(crops.pool_b.sharp[i], pairs[q]["sharp"]) for q in range(3))
+    assert crops.pool_b.blur is None  # the sharp domain is never blurred
+    for p in range(6):
+        item = crops[p]
+        assert item["blur"].shape == item["sharp"].shape == (3, 16, 16)
+        assert torch.equal(item["blur"], crops.pool_a[p]["blur"]) and torch.equal(item["sharp"], crops.pool_b[p]["sharp"])
+        assert any(torch.equal(t, item["sharp"]) for i in range(3) for y in range(9) for x in range(9)
+                   for t in _dihedral(crops.pool_b.sharp[i][:, y:y + 16, x:x + 16]))
 
 
 def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:

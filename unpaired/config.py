@@ -39,7 +39,7 @@ class TrainConfig:
     val_pairs: str | None = None           # paired folder for validation (default: held-out synthetic pairs)
     blurry: str | None = None              # cyclegan: folder of blurry photos (domain A)
     sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)
-    pair_pool: int = 512                   # paired, synthetic: pairs made once at start and cropped (0: on the fly)
+    pair_pool: int = 512                   # synthetic data: pairs (cyclegan: images per domain) made once and cropped (0: on the fly)
     pair_pool_size: int = 128              # side of the pooled pairs, >= crop (crops are cut, flipped and turned)
     crop: int = 64                         # training crop side, taken at the image's own scale (no resize)
     val_crop: int = 128                    # centre crop side of validation images
@@ -112,7 +112,8 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"--beta1/--beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
-        if self.mode == "paired" and not self.pairs and self.pair_pool and self.crop > self.pair_pool_size:
+        synthetic = not (self.pairs if self.mode == "paired" else self.blurry)
+        if synthetic and self.pair_pool and self.crop > self.pair_pool_size:
             raise ConfigError(f"--crop {self.crop} must be at most --pair-pool-size {self.pair_pool_size} "
                               "(crops are cut from the pre-made pairs); raise --pair-pool-size")
         if self.decay_steps > self.steps:

@@ -12,6 +12,7 @@ Sources:
   costs more CPU than a training step of the small default network);
 - :func:`synthetic_pairs`: :class:`blursynth.data.SyntheticPairs` of the ``default`` recipe, made on
   the fly (``--pair-pool 0``);
+- :class:`UnpairedCrops`: the two CycleGAN domains, from folders or synthetic (pooled by default);
 - :func:`open_pairs`: :class:`blursynth.data.PairedFolder`, a written dataset or ``lq/`` + ``gt/``;
 - :class:`FolderImages`: a folder of unrelated photos (one CycleGAN domain).
 """
@@ -57,31 +58,39 @@ class SyntheticPool(Dataset):
     crop, flip and turn drawn from ``(seed, p)``. So the data is a pure function of ``(seed, n, size, p)``
     and a resumed run, which rebuilds the pool, sees what an uninterrupted one would. Memory:
     ``n * 2 * 3 * size**2`` float32 (512 pairs of 128 px: 201 MB). Held-out pairs must come from another
-    seed (:func:`validation_pairs` uses ``seed + 1_000_003``).
+    seed (:func:`validation_pairs` uses ``seed + 1_000_003``). ``sharp_only``: scenes ``0 .. n-1`` of
+    :func:`synthetic_sharp` and items ``{"sharp"}`` only (nothing is blurred; half the memory).
     """
 
-    def __init__(self, seed: int, n: int, size: int, crop: int, chunk: int = 32, progress: bool = False):
+    def __init__(self, seed: int, n: int, size: int, crop: int, chunk: int = 32, progress: bool = False,
+                 sharp_only: bool = False):
         if n < 1 or crop > size:
             raise ValueError(f"--pair-pool {n} must be >= 1 and --crop {crop} at most --pair-pool-size {size}")
         self.seed, self.n, self.crop = seed, n, crop
         recipe = synthetic_pairs(seed, size).recipe
-        self.blur = torch.empty(n, 3, size, size)
+        self.blur = None if sharp_only else torch.empty(n, 3, size, size)
         self.sharp = torch.empty(n, 3, size, size)
-        with tqdm(total=n, desc=f"making {n} training pairs of {size} px", disable=not progress,
+        what = "sharp scenes" if sharp_only else "training pairs"
+        with tqdm(total=n, desc=f"making {n} {what} of {size} px", disable=not progress,
                   dynamic_ncols=True) as bar:
             for a in range(0, n, chunk):
-                made = make_pairs(recipe, range(a, min(n, a + chunk)), seed)
-                self.blur[a:a + chunk], self.sharp[a:a + chunk] = made["blur"], made["sharp"]
-                bar.update(len(made["index"]))
+                b = min(n, a + chunk)
+                if sharp_only:
+                    self.sharp[a:b] = dead_leaves(b - a, size, seed=seed, start=a)
+                else:
+                    made = make_pairs(recipe, range(a, b), seed)
+                    self.blur[a:b], self.sharp[a:b] = made["blur"], made["sharp"]
+                bar.update(b - a)
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, p: int) -> dict:
         i = permuted(self.seed, self.n, p)
-        blur, sharp = random_crop([self.blur[i], self.sharp[i]], self.crop, self.seed, p, stream=3)
+        keys = ("sharp",) if self.blur is None else ("blur", "sharp")
+        crops = random_crop([getattr(self, k)[i] for k in keys], self.crop, self.seed, p, stream=3)
         turns = int(rng.uniform(self.seed, rng.as_index([p]), (), stream=_S_ROT) * 4)
-        return {"blur": blur.rot90(turns, (-2, -1)).contiguous(), "sharp": sharp.rot90(turns, (-2, -1)).contiguous()}
+        return {k: c.rot90(turns, (-2, -1)).contiguous() for k, c in zip(keys, crops)}
 
 
 def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:
@@ -176,18 +185,27 @@ class UnpairedCrops(Dataset):
     """Position ``p`` -> ``{"blur", "sharp"}`` crops from two unrelated sources (CycleGAN domains A, B).
 
     ``blurry``/``sharp`` are :class:`FolderImages`, or ``None`` for synthetic domains: blurry crops of
-    one set of procedural scenes and sharp crops of a disjoint set (no pair shared).
+    one set of procedural scenes and sharp crops of a disjoint set (no pair shared), made on the fly,
+    or with ``pool`` > 0 cut from ``pool`` blurry images and ``pool`` other sharp scenes of side
+    ``pool_size`` made once (:class:`SyntheticPool`: a CPU step then costs no image synthesis).
     """
 
-    def __init__(self, blurry: FolderImages | None, sharp: FolderImages | None, crop: int, seed: int):
+    def __init__(self, blurry: FolderImages | None, sharp: FolderImages | None, crop: int, seed: int,
+                 pool: int = 0, pool_size: int = 128, progress: bool = False):
         self.blurry, self.sharp, self.crop, self.seed = blurry, sharp, crop, seed
-        if blurry is None:
+        self.pool_a = self.pool_b = None
+        if blurry is None and pool:
+            self.pool_a = SyntheticPool(seed, pool, pool_size, crop, progress=progress)
+            self.pool_b = SyntheticPool(seed_b(seed), pool, pool_size, crop, progress=progress, sharp_only=True)
+        elif blurry is None:
             self.synth_a = synthetic_pairs(seed, crop)
 
     def __len__(self) -> int:
         return 2 ** 62
 
     def __getitem__(self, p: int) -> dict:
+        if self.pool_a is not None:
+            return {"blur": self.pool_a[p]["blur"], "sharp": self.pool_b[p]["sharp"]}
         if self.blurry is None:
             # sharp scenes of another seed: the two domains share no scene
             return {"blur": self.synth_a[p]["blur"], "sharp": synthetic_sharp(seed_b(self.seed), self.crop, p)}

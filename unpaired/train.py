@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         blurry = FolderImages(cfg.blurry, "--blurry") if cfg.blurry else None
         sharp = FolderImages(cfg.sharp, "--sharp") if cfg.sharp else None
-        train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed)
+        train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed, cfg.pair_pool, cfg.pair_pool_size,
+                                  progress=master and cfg.progress)
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
