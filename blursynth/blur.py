@@ -16,8 +16,8 @@ Every boundary is "pad, then keep the valid part of the convolution":
 The valid convolution of a ``P x Q`` array only needs a circular convolution of size ``>= P x Q``
 (wrap-around only pollutes the ``h - 1`` first rows and ``w - 1`` first columns, which "valid"
 discards), so the FFT size is the padded image size rounded up to a fast length, never
-``P + h - 1``. Large images are transformed one at a time (:func:`_each_image`), and the two
-halves of each output share one complex transform (see :func:`_valid_fft`). Small kernels go
+``P + h - 1``. Large images are transformed one at a time on the CPU (:func:`_each_image`), and
+the two halves of each output share one complex transform (see :func:`_valid_fft`). Small kernels go
 through a direct grouped ``conv2d`` instead, which is faster there.
 
 Everything runs on the image's device and dtype (float32 or float64) and is differentiable.
@@ -268,33 +268,43 @@ def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple
     return dim, n, m
 
 
-def _each_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spectrum, one) -> torch.Tensor:
-    """Run ``one(image, kernel_spectrum, out)`` on every ``(H, W)`` image of the batch, writing into
-    one preallocated output ``(B, C, *out_hw)``; ``spectrum(kernel[i:i+1])`` is computed once per
-    item (once in all for a shared kernel).
+def _whole_batch(x: torch.Tensor) -> bool:
+    """Whether large images go through in one call (off the CPU) rather than one at a time."""
+    return x.device.type != "cpu"
 
-    Large images go through the FFT one at a time: the big temporaries then have one image's size,
-    so the allocator reuses the same memory for every image instead of mapping (and page-faulting)
-    fresh buffers the size of the whole batch, which cost as much as a quarter of the time on
-    1280x720 RGB; and one image's working set stays in cache."""
+
+def _each_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spectrum, one) -> torch.Tensor:
+    """Run ``one(images, kernel_spectra, out)`` (4-D tensors, spectra broadcastable to the images)
+    into one preallocated output ``(B, C, *out_hw)``: on the CPU image by image, with
+    ``spectrum(kernel[i:i+1])`` computed once per item (once in all for a shared kernel); on other
+    devices in one call for the whole batch (their allocators cache memory, and they want batches).
+
+    On the CPU, large images go through the FFT one at a time: the big temporaries then have one
+    image's size, so the allocator reuses the same memory for every image instead of mapping (and
+    page-faulting) fresh buffers the size of the whole batch, which cost as much as a quarter of the
+    time on 1280x720 RGB; and one image's working set stays in cache."""
     b, c = x.shape[:2]
     out = x.new_empty(b, c, *out_hw)
+    if _whole_batch(x):
+        one(x, spectrum(kernel), out)
+        return out
     kb, kc = kernel.shape[:2]
     shared = spectrum(kernel) if kb == 1 else None
     for i in range(b):
         kspec = shared if shared is not None else spectrum(kernel[i:i + 1])
         for j in range(c):
-            one(x[i, j], kspec[0, j if kc > 1 else 0], out[i, j])
+            jk = j if kc > 1 else 0
+            one(x[i:i + 1, j:j + 1], kspec[:, jk:jk + 1], out[i:i + 1, j:j + 1])
     return out
 
 
 def _by_size(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spectrum, conv) -> torch.Tensor:
-    """``conv(images, kernel_spectrum)`` on the whole batch for small images, one image at a time
-    (:func:`_each_image`) for large ones; ``conv`` maps ``(b, c, H, W)`` to ``(b, c, *out_hw)``."""
-    if x.shape[-2] * x.shape[-1] < LARGE_PIXELS:
+    """``conv(images, kernel_spectra)`` on the whole batch for small images (and off the CPU), one
+    image at a time (:func:`_each_image`) for large ones; ``conv`` maps ``(b, c, H, W)`` to
+    ``(b, c, *out_hw)``."""
+    if x.shape[-2] * x.shape[-1] < LARGE_PIXELS or _whole_batch(x):
         return conv(x, spectrum(kernel))
-    return _each_image(x, kernel, out_hw, spectrum,
-                       lambda xi, kspec, out: out.copy_(conv(xi[None, None], kspec)[0, 0]))
+    return _each_image(x, kernel, out_hw, spectrum, lambda xi, kspec, out: out.copy_(conv(xi, kspec)))
 
 
 def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -> torch.Tensor:
@@ -327,7 +337,7 @@ def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -
     other, keep = (-1, out_hw[1]) if dim == -2 else (-2, out_hw[0])
 
     def one(xi, kspec, out):
-        xi = _pad(xi[None, None], h, w, boundary)[0, 0]
+        xi = _pad(xi, h, w, boundary)
         xi = F.pad(xi, pad) if any(pad) else xi
         spec = torch.fft.fft2(torch.complex(xi.narrow(dim, 0, slab), xi.narrow(dim, start, slab)))
         y = torch.fft.ifft2(_times(spec, kspec))

@@ -77,13 +77,15 @@ def test_circular_at_fast_sizes_matches_scipy(shape):
     ((61, 9), (4, 9), -2),      # kernel as wide as the image: one output column
     ((30, 12), (11, 9), None),  # large kernel: one real transform of the whole image instead
 ])
-def test_two_halves_transform_matches_scipy(shape, ksize, split, monkeypatch):
+@pytest.mark.parametrize("whole_batch", [False, True])  # True: the one-call path GPUs take
+def test_two_halves_transform_matches_scipy(shape, ksize, split, whole_batch, monkeypatch):
     # The valid FFT packs two slabs of each image into one complex transform; check every layout
     # (which axis, padding, unequal halves, the fallback) against scipy, per item and per channel,
     # on small images (which otherwise keep the real transform), and its batch invariance. With
     # the threshold at 0 every boundary also takes the one-image-at-a-time path of large images.
     assert _split_plan(*shape, *ksize) is None  # small images: real transform by default
     monkeypatch.setattr("blursynth.blur.LARGE_PIXELS", 0)
+    monkeypatch.setattr("blursynth.blur._whole_batch", lambda x: whole_batch)
     plan = _split_plan(*shape, *ksize)
     assert (plan and plan[0]) == split
     rng = np.random.default_rng(3)
