@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import tempfile
+import warnings
 import zlib
 from pathlib import Path
 
@@ -51,7 +52,9 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file; remove it or replace it with a valid image")
     try:
-        raw = _read_png16_colour(path) if _is_png16_colour(path) else iio.imread(path)
+        with warnings.catch_warnings():  # imageio's legacy plugins warn of their deprecation while probing
+            warnings.simplefilter("ignore", DeprecationWarning)
+            raw = _read_png16_colour(path) if _is_png16_colour(path) else iio.imread(path)
     except Exception as exc:  # imageio raises many types for corrupt data
         raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); "
                          "remove it or re-export it as PNG or JPEG") from None
@@ -146,14 +149,11 @@ def _is_png16_colour(path: Path) -> bool:
 
 
 def _read_png16_colour(path: Path) -> np.ndarray:
-    import warnings
-
     import torch
     from torchvision.io import ImageReadMode, decode_png  # only here: torchvision is slow to import
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
-    with warnings.catch_warnings():  # torchvision 0.29 marks its codecs deprecated; they still work
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
+    # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
+    return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
 
 
 def _png16_colour(data: np.ndarray) -> bytes:
