@@ -111,7 +111,7 @@ def artefacts(run: Path, argv: list[str]) -> str:
     """Colour shift and checkerboard of the run's final generator on its held-out pairs, against the
     blurry input and the sharp target: the sample grids' visual check, in numbers."""
     cfg = parse_args(argv)
-    g, factor = load_generator(sorted((run / "checkpoints").glob("step_*.pt"))[-1])
+    g, _ = load_generator(sorted((run / "checkpoints").glob("step_*.pt"))[-1])
     val, _ = validation_pairs(cfg)
     blur = torch.stack([v["blur"] for v in val])
     sharp = torch.stack([v["sharp"] for v in val])
