@@ -125,10 +125,9 @@ class _StagedDir:
 
     def __enter__(self) -> Path:
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        from .io import umask
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(self.tmp, 0o777 & ~mask)  # mkdtemp makes 0700; the folder should look like mkdir's
+        os.chmod(self.tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the folder should look like mkdir's
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
@@ -438,8 +437,6 @@ def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.
     path.parent.mkdir(parents=True, exist_ok=True)
     write_image(path, np.asarray(image[None].clamp(0, 1)))
 
-
-# ----------------------------------------------------------------------------------------------
 
 # ----------------------------------------------------------------------------------------------
 # dataset

@@ -267,7 +267,6 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
               disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
         written = _run_chunks(writer, todo, workers, device, bar.update)
     complete = _merge(out, chunks)
-    done = pairs if complete else sum(min(CHUNK, pairs - c * CHUNK) for c in range(chunks)
-                                      if (out / "parts" / f"{c:06d}.jsonl").is_file())
+    done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())
     return {"written": written, "done": done, "complete": complete}
 

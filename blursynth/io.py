@@ -19,7 +19,8 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 
-def _umask() -> int:
+
+def umask() -> int:
     """The process umask (read by setting and restoring it; there is no read-only call)."""
     mask = os.umask(0)
     os.umask(mask)
@@ -116,7 +117,7 @@ def atomic_path(path: str | os.PathLike):
     try:
         yield Path(tmp)
         # mkstemp creates 0600; give the result the permissions an ordinary open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
