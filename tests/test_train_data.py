@@ -65,6 +65,7 @@ def test_pooled_cyclegan_domains_are_the_synthetic_images_and_share_no_scene():
         assert torch.equal(crops.pool_b.sharp[i], synthetic_sharp(seed_b(1), 24, i))
         assert not any(torch.equal(crops.pool_b.sharp[i], pairs[q]["sharp"]) for q in range(3))
     assert crops.pool_b.blur is None  # the sharp domain is never blurred
+    assert crops.pool_a.sharp is None  # nor are the blurry domain's sharp scenes kept
     for p in range(6):
         item = crops[p]
         assert item["blur"].shape == item["sharp"].shape == (3, 16, 16)

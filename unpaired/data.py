@@ -58,28 +58,31 @@ class SyntheticPool(Dataset):
     crop, flip and turn drawn from ``(seed, p)``. So the data is a pure function of ``(seed, n, size, p)``
     and a resumed run, which rebuilds the pool, sees what an uninterrupted one would. Memory:
     ``n * 2 * 3 * size**2`` float32 (512 pairs of 128 px: 201 MB). Held-out pairs must come from another
-    seed (:func:`validation_pairs` uses ``seed + 1_000_003``). ``sharp_only``: scenes ``0 .. n-1`` of
-    :func:`synthetic_sharp` and items ``{"sharp"}`` only (nothing is blurred; half the memory).
+    seed (:func:`validation_pairs` uses ``seed + 1_000_003``). ``keep``: which images are stored and
+    returned (a CycleGAN domain needs one of them): without ``"blur"`` the pool holds scenes
+    ``0 .. n-1`` of :func:`synthetic_sharp` and nothing is blurred; memory falls with each image left out.
     """
 
     def __init__(self, seed: int, n: int, size: int, crop: int, chunk: int = 32, progress: bool = False,
-                 sharp_only: bool = False):
+                 keep: tuple[str, ...] = ("blur", "sharp")):
         if n < 1 or crop > size:
             raise ValueError(f"--pair-pool {n} must be >= 1 and --crop {crop} at most --pair-pool-size {size}")
+        if not keep or set(keep) - {"blur", "sharp"}:
+            raise ValueError(f"keep must name 'blur' and/or 'sharp', got {keep!r}")
         self.seed, self.n, self.crop = seed, n, crop
+        self.keys = tuple(k for k in ("blur", "sharp") if k in keep)
         recipe = synthetic_pairs(seed, size).recipe
-        self.blur = None if sharp_only else torch.empty(n, 3, size, size)
-        self.sharp = torch.empty(n, 3, size, size)
-        what = "sharp scenes" if sharp_only else "training pairs"
+        self.blur = torch.empty(n, 3, size, size) if "blur" in keep else None
+        self.sharp = torch.empty(n, 3, size, size) if "sharp" in keep else None
+        what = {("blur", "sharp"): "training pairs", ("blur",): "blurry images", ("sharp",): "sharp scenes"}[self.keys]
         with tqdm(total=n, desc=f"making {n} {what} of {size} px", disable=not progress,
                   dynamic_ncols=True) as bar:
             for a in range(0, n, chunk):
                 b = min(n, a + chunk)
-                if sharp_only:
-                    self.sharp[a:b] = dead_leaves(b - a, size, seed=seed, start=a)
-                else:
-                    made = make_pairs(recipe, range(a, b), seed)
-                    self.blur[a:b], self.sharp[a:b] = made["blur"], made["sharp"]
+                made = (make_pairs(recipe, range(a, b), seed) if self.blur is not None
+                        else {"sharp": dead_leaves(b - a, size, seed=seed, start=a)})
+                for k in self.keys:
+                    getattr(self, k)[a:b] = made[k]
                 bar.update(b - a)
 
     def __len__(self) -> int:
@@ -87,10 +90,9 @@ class SyntheticPool(Dataset):
 
     def __getitem__(self, p: int) -> dict:
         i = permuted(self.seed, self.n, p)
-        keys = ("sharp",) if self.blur is None else ("blur", "sharp")
-        crops = random_crop([getattr(self, k)[i] for k in keys], self.crop, self.seed, p, stream=3)
+        crops = random_crop([getattr(self, k)[i] for k in self.keys], self.crop, self.seed, p, stream=3)
         turns = int(rng.uniform(self.seed, rng.as_index([p]), (), stream=_S_ROT) * 4)
-        return {k: c.rot90(turns, (-2, -1)).contiguous() for k, c in zip(keys, crops)}
+        return {k: c.rot90(turns, (-2, -1)).contiguous() for k, c in zip(self.keys, crops)}
 
 
 def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:
@@ -195,8 +197,8 @@ class UnpairedCrops(Dataset):
         self.blurry, self.sharp, self.crop, self.seed = blurry, sharp, crop, seed
         self.pool_a = self.pool_b = None
         if blurry is None and pool:
-            self.pool_a = SyntheticPool(seed, pool, pool_size, crop, progress=progress)
-            self.pool_b = SyntheticPool(seed_b(seed), pool, pool_size, crop, progress=progress, sharp_only=True)
+            self.pool_a = SyntheticPool(seed, pool, pool_size, crop, progress=progress, keep=("blur",))
+            self.pool_b = SyntheticPool(seed_b(seed), pool, pool_size, crop, progress=progress, keep=("sharp",))
         elif blurry is None:
             self.synth_a = synthetic_pairs(seed, crop)
 
