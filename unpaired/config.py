@@ -137,7 +137,8 @@ class TrainConfig:
 
     def size_factor(self) -> int:
         """Image sides the generator accepts must be multiples of this."""
-        return 2 ** self.unet_depth if self.generator == "unet" else 4
+        from unpaired.models import generator_spec, size_factor  # torch: only once options are in use
+        return size_factor(generator_spec(self))
 
     def total_decay_steps(self) -> int:
         return self.steps // 2 if self.decay_steps < 0 else self.decay_steps
