@@ -94,6 +94,15 @@ def test_cli_bad_checkpoint(tmp_path, capsys):
     assert "not a checkpoint written by unpaired.train" in capsys.readouterr().err
 
 
+def test_cli_bad_device(tmp_path, checkpoint, capsys):
+    args = [str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
+    assert main(args + ["--device", "gpu"]) == 2
+    assert "--device must be auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(args + ["--device", "cuda"]) == 2
+        assert "no CUDA device is visible; use --device cpu" in capsys.readouterr().err
+
+
 def test_overlap_must_fit_in_tile():
     with pytest.raises(ValueError, match="overlap"):
         deblur_image(conv_net(), torch.rand(1, 3, 20, 20), tile=16, overlap=16)

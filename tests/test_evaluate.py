@@ -149,3 +149,8 @@ def test_bad_inputs_name_the_file(tmp_path):
         _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp"])
     with pytest.raises(SystemExit, match="needs --blurry"):
         _run(["--benchmark", "folder", "--blurry", folder / "blur"])
+    with pytest.raises(SystemExit, match="--device must be auto, cpu, cuda or cuda:N"):
+        _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp", "--device", "gpu"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device is visible; use --device cpu"):
+            _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp", "--device", "cuda"])

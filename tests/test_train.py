@@ -172,6 +172,9 @@ def test_command_line_reports_errors_in_one_line(tmp_path):
         cli(["--mode", "gan"])
     with pytest.raises(SystemExit, match="^error: --pairs .*neither manifest.jsonl"):
         cli(TINY + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="^error: --device cuda: no CUDA device is visible"):
+            cli(TINY + ["--device", "cuda", "--run-dir", str(tmp_path / "r")])
 
 
 # ---------------------------------------------------------------- DDP

@@ -98,8 +98,7 @@ class TrainConfig:
         _choice("generator", self.generator, GENERATORS)
         _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
         _choice("amp", self.amp, ("auto", "on", "off"))
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {self.device!r}")
+        _check_device(self.device)
         for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
                      "eval_every", "ckpt_every", "keep_last", "unet_depth"):
             if getattr(self, name) < 1:
@@ -145,6 +144,24 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _check_device(name: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", name):
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N; got {name!r}")
+
+
+def pick_device(name: str, local_rank: int = 0):
+    """The ``torch.device`` of a ``--device`` value (shared by training and inference): ``auto`` is this
+    process's GPU when CUDA is present, else the CPU; ``cuda`` is this process's GPU."""
+    import torch
+
+    _check_device(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu")
+    return torch.device("cpu" if name == "auto" else name)
 
 
 def _flag(name: str) -> str:

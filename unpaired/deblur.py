@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from blursynth.io import ImageError, atomic_path, read_image, write_image
+from unpaired.config import pick_device
 from unpaired.models import build_generator, size_factor
 
 
@@ -136,11 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (created); files keep their names")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels; lower it to save memory (default 256)")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
     try:
+        device = pick_device(args.device)
         net, factor = load_generator(args.checkpoint, device)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

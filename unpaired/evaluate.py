@@ -33,6 +33,7 @@ from tqdm import tqdm
 from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image, write_image, write_json
 
 from . import deconv, metrics
+from .config import ConfigError, pick_device
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
@@ -325,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--checkpoint", type=Path, help="a trained model, loaded by unpaired.inference")
     p.add_argument("--radius", type=int, help="shift search radius in px (default: 10 for levin, 0 for folder)")
     p.add_argument("--border", type=int, help="border crop in px (default: 15 for levin, 0 for folder)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", type=Path, help="write the means and per-image records here")
     p.add_argument("--grid", type=Path, help="write a PNG contact sheet here")
     p.add_argument("--grid-rows", type=int, default=32, help="at most this many pairs in the grid")
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     try:
+        device = str(pick_device(args.device))
         if args.benchmark == "levin":
             if args.data is None:
                 raise EvaluationError("--benchmark levin needs --data DIR (the folder with sharp/, blurry/, kernels/)")
@@ -348,12 +350,12 @@ def main(argv: list[str] | None = None) -> dict:
         border = border if args.border is None else args.border
         if radius > 0 and border <= radius:
             border = radius + 1
-        restore = checkpoint_restorer(args.checkpoint, args.device) if args.checkpoint else \
+        restore = checkpoint_restorer(args.checkpoint, device) if args.checkpoint else \
             method_restorer(args.method)
         with torch.no_grad():  # scoped: main() is called in-process by tests and other tools
             result = evaluate(pairs, restore, channels=channels, radius=radius, border=border,
-                              device=args.device, progress=not args.quiet)
-    except (EvaluationError, ImageError) as exc:
+                              device=device, progress=not args.quiet)
+    except (EvaluationError, ImageError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
     images = result.pop("images")
     result.update(benchmark=args.benchmark, method=str(args.checkpoint) if args.checkpoint else args.method,

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- processes and device: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = _pick_device(cfg.device, local_rank)
+    device = config_mod.pick_device(cfg.device, local_rank)
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -313,15 +313,6 @@ def main(argv: list[str] | None = None) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-def _pick_device(name: str, local_rank: int) -> torch.device:
-    """``auto``: this process's GPU when CUDA is present, else the CPU; ``cuda``: this process's GPU."""
-    if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: no CUDA device is visible; use --device cpu")
-    return torch.device("cpu" if name == "auto" else name)
 
 
 def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
