@@ -57,7 +57,8 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
             warnings.simplefilter("ignore", DeprecationWarning)
             raw = _read_png16_colour(path) if _is_png16_colour(path) else iio.imread(path)
     except Exception as exc:  # imageio raises many types for corrupt data
-        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); "
+        reason = str(exc).splitlines()[0] if str(exc) else ""  # imageio appends plugin install hints
+        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); "
                          "remove it or re-export it as PNG or JPEG") from None
     if raw.ndim == 4:  # animated / multi-page: take the first frame
         raw = raw[0]
