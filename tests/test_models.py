@@ -1,12 +1,17 @@
 """Models and losses: reference sizes, receptive field, init, residual start, pool, perceptual loss."""
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blursynth.blur import blur
+from blursynth.sensor import linear_to_srgb, srgb_to_linear
 from unpaired.losses import ImagePool, VGGPerceptual, charbonnier, lsgan_loss
-from unpaired.models import PatchDiscriminator, ResnetGenerator, UNet, build_generator, init_weights
+from unpaired.models import (KernelBlurGenerator, PatchDiscriminator, ResnetGenerator, UNet, build_generator, init_weights,
+                             kernel_centroid)
 
 
 def n_params(net):
@@ -143,3 +148,60 @@ def test_perceptual_loss_with_local_weights(tmp_path):
     assert loss(x, x).item() == 0.0
     assert loss(x, torch.rand(1, 3, 32, 32)).item() > 0
     assert not any(p.requires_grad for p in loss.parameters())
+
+
+@settings(max_examples=30, deadline=None)
+@given(size=st.sampled_from([1, 3, 7, 11]), n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_kernel_blur_generator_draws_normalised_kernels_and_blurs_with_them(size, n, seed):
+    f = init_weights(KernelBlurGenerator(size, z_dim=4, width=8), seed)
+    x = torch.rand(n, 3, 24, 20, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)
+    y, k = f(x)
+    assert y.shape == x.shape and k.shape == (n, size, size)
+    assert (k >= 0).all()
+    torch.testing.assert_close(k.sum((-2, -1)), torch.ones(n))
+    # the output is the input blurred by the returned kernels in linear light (saturated pixels boosted
+    # first, clipped at white after), plus noise of the learned level
+    linear = srgb_to_linear(x)
+    boosted = linear + f.highlight_gain() * (linear >= 0.98)
+    clean = linear_to_srgb(blur(boosted, k, "reflect").clamp(0, 1))
+    s_a, s_b = f.noise_std()
+    z = (y - clean) / (s_a ** 2 * clean + s_b ** 2).sqrt()
+    assert abs(z.std().item() - 1) < 0.1 and abs(z.mean().item()) < 0.1
+    torch.manual_seed(seed)  # z and the noise come from the global RNG: reseeding repeats the draw
+    y2, k2 = f(x)
+    torch.testing.assert_close(k2, k)
+    torch.testing.assert_close(y2, y)
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.sampled_from([1, 3, 5, 9]), w=st.sampled_from([1, 3, 7]), data=st.data())
+def test_kernel_centroid_of_a_delta_is_its_offset(h, w, data):
+    r, c = data.draw(st.integers(0, h - 1)), data.draw(st.integers(0, w - 1))
+    k = torch.zeros(2, h, w, dtype=torch.float64)
+    k[:, r, c] = 1
+    torch.testing.assert_close(kernel_centroid(k), torch.tensor([[r - h // 2, c - w // 2]] * 2, dtype=torch.float64))
+
+
+def test_kernel_blur_generator_saturated_light_smears_into_a_saturated_streak():
+    """A one-pixel light source at white blurred along a 5-tap line: without the highlight gain it
+    spreads into 5 dim pixels; with it the streak's linear values exceed 1 and clip to white."""
+    f = KernelBlurGenerator(5)
+    f.noise.data.fill_(-10.0)  # no noise (std 1e-100)
+    line = torch.zeros(5, 5)
+    line[2] = 0.2
+    f.kernels = lambda n, device: line.expand(n, 5, 5)
+    x = torch.zeros(1, 3, 9, 9)
+    x[..., 4, 4] = 1.0
+    dim = linear_to_srgb(torch.full((3, 1, 1), 0.2))[0, 0, 0].item()
+    for gain, expected in ((0.0, dim), (4.0, 1.0)):
+        f.highlight.data.fill_(-10.0 if gain == 0 else math.log(math.expm1(gain * math.log(2) / 0.5)) / 10)
+        torch.testing.assert_close(f.highlight_gain(), torch.tensor(gain), atol=1e-6, rtol=1e-5)
+        y, _ = f(x)
+        torch.testing.assert_close(y[0, :, 4, 2:7], torch.full((3, 5), expected), atol=1e-5, rtol=0)
+        assert (y[0, :, 4, [0, 1, 7, 8]] == 0).all() and (y[0, :, [3, 5]] == 0).all()
+
+
+def test_kernel_blur_generator_size_must_be_odd():
+    with pytest.raises(ValueError, match="odd"):
+        KernelBlurGenerator(4)

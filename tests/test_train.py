@@ -57,6 +57,8 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("not toml [", "not valid TOML"),
     ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
     ("crop = 160\n", "--crop 160 must be at most --pair-pool-size 128"),
+    ("blur_model = 'psf'\n", "--blur-model must be one of network, kernel"),
+    ("blur_kernel = 20\n", "--blur-kernel must be odd"),
 ])
 def test_config_errors_name_the_option(tmp_path, text, match):
     toml = tmp_path / "c.toml"
@@ -118,11 +120,14 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
-def test_cyclegan_resume_equals_uninterrupted(tmp_path):
-    # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume
+@pytest.mark.parametrize("blur_model", ["network", "kernel"])
+def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
+    # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume;
+    # the kernel F draws its kernels and noise from the global RNG, which the checkpoint carries
     a, b = tmp_path / "a", tmp_path / "b"
-    main(TINY_GAN + ["--steps", "4", "--eval-every", "100", "--run-dir", str(a)])
-    main(TINY_GAN + ["--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(b)])
+    opts = TINY_GAN + ["--blur-model", blur_model, "--blur-kernel", "5"]
+    main(opts + ["--steps", "4", "--eval-every", "100", "--run-dir", str(a)])
+    main(opts + ["--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(b)])
     main(["--resume", str(b), "--no-progress"])
     wa, wb = weights(a, 4), weights(b, 4)
     assert {k.split(".")[0] for k in wa} == {"G", "F", "D_sharp", "D_blur"}
@@ -131,6 +136,25 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path):
     keys = ("loss_gan_G", "loss_cycle", "loss_identity", "loss_D")
     np.testing.assert_allclose([[r[k] for k in keys] for r in records(b) if "loss_D" in r],
                                [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
+
+
+def test_kernel_blur_f_learns_from_its_discriminator_only():
+    """With --blur-model kernel there is no blurry->sharp->blurry cycle and the sharp->blurry->sharp
+    cycle does not reach F (it would shrink F's kernels towards the identity); the identity loss is G's."""
+    from unpaired.models import KernelBlurGenerator, ResnetGenerator, init_weights
+    from unpaired.train import CycleGenerators
+
+    torch.manual_seed(0)
+    gens = CycleGenerators(init_weights(ResnetGenerator(4, 1, residual=True), 0), init_weights(KernelBlurGenerator(5), 1))
+    blur, sharp = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    out = gens(blur, sharp, identity=True)
+    assert set(out) == {"fake_sharp", "fake_blur", "kernel", "rec_sharp", "idt_sharp"}
+    torch.nn.functional.l1_loss(out["rec_sharp"], sharp).backward()
+    assert all(p.grad is None for p in gens.F.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in gens.G.parameters())
+    out = gens(blur, sharp, identity=False)
+    out["fake_blur"].mean().backward()  # the adversarial loss does reach F
+    assert all(p.grad is not None for p in gens.F.parameters())
 
 
 def test_cyclegan_on_folders(tmp_path):

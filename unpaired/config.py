@@ -22,6 +22,7 @@ from pathlib import Path
 MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
+BLUR_MODELS = ("network", "kernel")
 PER_INVOCATION = ("stop_at", "resume", "progress")  # not inherited by --resume from the saved config
 
 
@@ -52,6 +53,8 @@ class TrainConfig:
     n_blocks: int = 6                      # resnet residual blocks (reference: 9 at 256 px, 6 at 128 px)
     unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
     residual: bool = True                  # predict sharp = blurry + residual (trains much faster)
+    blur_model: str = "network"            # cyclegan F (sharp -> blurry): network (reference) | kernel (learned blur kernels + noise)
+    blur_kernel: int = 21                  # side of F's kernels with --blur-model kernel (odd)
     ndf: int = 64                          # PatchGAN base width
     n_layers_d: int = 3                    # PatchGAN strided layers (3 -> 70x70 receptive field)
     # losses
@@ -98,6 +101,9 @@ class TrainConfig:
         _choice("generator", self.generator, GENERATORS)
         _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
         _choice("amp", self.amp, ("auto", "on", "off"))
+        _choice("blur_model", self.blur_model, BLUR_MODELS)
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise ConfigError(f"--blur-kernel must be odd and >= 1, got {self.blur_kernel}")
         _check_device(self.device)
         for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
                      "eval_every", "ckpt_every", "keep_last", "unet_depth"):

@@ -14,9 +14,14 @@ vanishes nor explodes with depth.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from blursynth.blur import blur
+from blursynth.sensor import linear_to_srgb, srgb_to_linear
 
 
 class ResnetBlock(nn.Module):
@@ -106,6 +111,72 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(convs[0], nn.LeakyReLU(0.2, True), convs[1], nn.LeakyReLU(0.2, True))
 
 
+class KernelBlurGenerator(nn.Module):
+    """A sharp -> blurry generator that can only blur, for CycleGAN's F: ``F(b) = srgb(linear(b) * k) + n``,
+    the image-formation model of blursynth with a kernel ``k`` drawn per image from a learned
+    distribution and Gaussian noise of learned level.
+
+    Why: a free network F can hide the sharp image in faint patterns of its "blurry" output for G to
+    decode (the steganography of Chu et al. 2017), so the sharp -> blurry -> sharp cycle never teaches
+    G to deblur. A kernel that is non-negative and sums to 1 hides nothing and changes no brightness:
+    G must invert a real blur, and F's discriminator tunes the kernels to look like the photos' blur.
+
+    ``z ~ N(0, I)`` (``z_dim``, from torch's global RNG, which training checkpoints carry) goes through
+    a small MLP to ``size x size`` logits added to a Gaussian prior of 2 px (so G sees blur from the
+    first step); their softmax is the kernel. The blur runs in linear light (sRGB decoded, blurred,
+    re-encoded: blurring display values darkens highlights and softens edges differently), after the
+    saturated pixels (linear >= 0.98) get a learned highlight gain, then it is clipped at white: as in
+    blursynth's sensor model (RSBlur), a clipped light source smears into a saturated streak, not a
+    dim one, and the blurred photo comes out brighter than the sharp one. Noise std
+    ``sqrt(s_a^2 y + s_b^2)`` per pixel. Scalars are stored scaled (``log10 s = 10 * noise``, gain
+    ``softplus(10 * highlight) * 0.5 / ln 2``) so that Adam's steps of about ``lr`` move them.
+
+    Input ``(B, 3, H, W)`` sRGB in ``[0, 1]``; returns the blurred image (reflect boundary, same size,
+    float32, on the input's device) and the kernels ``(B, size, size)``.
+    """
+
+    def __init__(self, size: int = 21, z_dim: int = 16, width: int = 128):
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"kernel size must be odd and >= 1, got {size}")
+        self.size, self.z_dim = size, z_dim
+        self.mlp = nn.Sequential(nn.Linear(z_dim, width), nn.ReLU(True), nn.Linear(width, size * size))
+        self.mlp[0].he_gain, self.mlp[2].he_gain = 2 ** 0.5, 1.0  # kernels vary with z from the start
+        r = torch.arange(size) - size // 2
+        self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
+        self.noise = nn.Parameter(torch.tensor([-0.2, -0.2]))  # s_a = s_b = 0.01
+        self.highlight = nn.Parameter(torch.tensor(0.0))  # gain 0.5 (blursynth's recipes draw 0.25-1.75)
+
+    def kernels(self, n: int, device) -> torch.Tensor:
+        """``n`` kernels ``(n, size, size)`` drawn from the learned distribution."""
+        logits = self.prior + self.mlp(torch.randn(n, self.z_dim, device=device))
+        return logits.softmax(-1).view(n, self.size, self.size)
+
+    def noise_std(self) -> torch.Tensor:
+        """``(s_a, s_b)``: noise std per unit of signal (squared: variance ``s_a^2 y``) and floor."""
+        return 10 ** (10 * self.noise)
+
+    def highlight_gain(self) -> torch.Tensor:
+        """Linear value added to saturated pixels before the blur."""
+        return F.softplus(10 * self.highlight) * (0.5 / math.log(2))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.kernels(x.shape[0], x.device)
+        linear = srgb_to_linear(x.float().clamp(0, 1))
+        linear = linear + self.highlight_gain() * (linear >= 0.98).to(linear.dtype)
+        y = linear_to_srgb(blur(linear, k, "reflect").clamp(0, 1))
+        s_a, s_b = self.noise_std()
+        return y + (s_a ** 2 * y + s_b ** 2).sqrt() * torch.randn_like(y), k
+
+
+def kernel_centroid(k: torch.Tensor) -> torch.Tensor:
+    """Offset ``(B, 2)`` (rows, columns; pixels) of each kernel's centre of mass from its centre tap."""
+    h, w = k.shape[-2:]
+    r = torch.arange(h, device=k.device, dtype=k.dtype) - h // 2
+    c = torch.arange(w, device=k.device, dtype=k.dtype) - w // 2
+    return torch.stack([(k.sum(-1) * r).sum(-1), (k.sum(-2) * c).sum(-1)], -1)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017): with ``n_layers=3`` each output score sees a 70x70 patch.
 
@@ -135,17 +206,18 @@ def _check_size(x: torch.Tensor, factor: int) -> None:
 
 
 def init_weights(net: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
-    """Reference initialisation: conv weights ~ N(0, std), biases 0, from a generator seeded by ``seed``.
+    """Reference initialisation: conv (and linear) weights ~ N(0, std), biases 0, from a generator
+    seeded by ``seed``.
 
     Output layers marked ``zero_init`` (the heads of residual generators) start at exactly 0, so the
     generator starts as the identity and the first updates already improve on the blurry input. Layers
-    marked ``he_gain`` (those of the U-Net, which has no normalisation) use ``std = he_gain / sqrt(fan_in)``
+    marked ``he_gain`` (those of the U-Net, which has no normalisation, and of the kernel MLP) use ``std = he_gain / sqrt(fan_in)``
     instead of ``std`` (He et al. 2015), still from the seeded generator."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = m.weight[0].numel() if isinstance(m, nn.Conv2d) else m.weight[:, 0].numel()
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                fan_in = m.weight[:, 0].numel() if isinstance(m, nn.ConvTranspose2d) else m.weight[0].numel()
                 scale = m.he_gain / fan_in ** 0.5 if hasattr(m, "he_gain") else std
                 m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * scale)
                 if getattr(m, "zero_init", False):

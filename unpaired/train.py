@@ -39,22 +39,35 @@ from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
                            validation_pairs)
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
-from unpaired.models import PatchDiscriminator, build_generator, generator_spec, init_weights
+from unpaired.models import (KernelBlurGenerator, PatchDiscriminator, build_generator, generator_spec, init_weights,
+                             kernel_centroid)
 
 
 class CycleGenerators(nn.Module):
-    """G (blurry -> sharp) and F (sharp -> blurry) run in one forward so DDP sees a single call."""
+    """G (blurry -> sharp) and F (sharp -> blurry) run in one forward so DDP sees a single call.
+
+    F is the reference network, or a :class:`KernelBlurGenerator`, which can only blur. With the
+    latter there is no blurry -> sharp -> blurry cycle (F's kernels are drawn, not the photo's), and F
+    learns from its discriminator alone: through the cycle it would shrink its kernels towards the
+    identity, the easiest blur to undo.
+    """
 
     def __init__(self, g: nn.Module, f: nn.Module):
         super().__init__()
         self.G, self.F = g, f
 
     def forward(self, blur: torch.Tensor, sharp: torch.Tensor, identity: bool) -> dict:
-        out = {"fake_sharp": self.G(blur), "fake_blur": self.F(sharp)}
-        out["rec_blur"] = self.F(out["fake_sharp"])
-        out["rec_sharp"] = self.G(out["fake_blur"])
-        if identity:  # G should leave sharp images alone, F blurry ones
-            out["idt_sharp"], out["idt_blur"] = self.G(sharp), self.F(blur)
+        out = {"fake_sharp": self.G(blur)}
+        if isinstance(self.F, KernelBlurGenerator):
+            out["fake_blur"], out["kernel"] = self.F(sharp)
+            out["rec_sharp"] = self.G(out["fake_blur"].detach())
+        else:
+            out["fake_blur"] = self.F(sharp)
+            out["rec_blur"], out["rec_sharp"] = self.F(out["fake_sharp"]), self.G(out["fake_blur"])
+            if identity:
+                out["idt_blur"] = self.F(blur)
+        if identity:  # G should leave sharp images alone (and a network F blurry ones)
+            out["idt_sharp"] = self.G(sharp)
         return out
 
 
@@ -121,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     spec = generator_spec(cfg)
     nets: dict[str, nn.Module] = {"G": build_generator(spec, seed=cfg.seed)}
     if cfg.mode == "cyclegan":
-        nets["F"] = build_generator(spec, seed=cfg.seed + 1)
+        nets["F"] = (build_generator(spec, seed=cfg.seed + 1) if cfg.blur_model == "network"
+                     else init_weights(KernelBlurGenerator(cfg.blur_kernel), cfg.seed + 1))
         for i, name in enumerate(("D_sharp", "D_blur")):
             nets[name] = init_weights(PatchDiscriminator(cfg.ndf, cfg.n_layers_d), cfg.seed + 2 + i)
     for net in nets.values():
@@ -144,8 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
     pools = {"sharp": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 0),
              "blur": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 1)}
 
-    # ---- resume
+    # ---- resume (else: seed the global RNG, which draws F's kernels and noise with --blur-model kernel)
     start, best = 0, -float("inf")
+    torch.manual_seed(cfg.seed * 1000 + rank)
     if cfg.resume:
         ckpts = sorted(ckpt_dir.glob("step_*.pt"))
         if not ckpts:
@@ -164,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
                   f"{world}; pools start empty", file=sys.stderr)
         torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start, best = state["step"], state["best"]
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
@@ -183,7 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "models": {k: m.state_dict() for k, m in nets.items()},
                  "optimizers": {k: o.state_dict() for k, o in optims.items()},
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
-                 "scaler": scaler.state_dict(), "pools": pool_states, "torch_rng": torch.get_rng_state()}
+                 "scaler": scaler.state_dict(), "pools": pool_states, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -231,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
     end = cfg.steps if cfg.stop_at < 0 else min(cfg.steps, cfg.stop_at)
     loader = DataLoader(train_set, batch_size=cfg.batch, num_workers=cfg.workers,
                         sampler=StepSampler(start, end, cfg.batch, rank, world),
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(0))  # its base-seed draw must not use the global RNG
     bar = tqdm(total=end - start, initial=0, desc=f"{cfg.mode} steps {start}->{end}",
                disable=not (master and cfg.progress), dynamic_ncols=True)
     identity = cfg.lambda_identity > 0
@@ -259,14 +278,17 @@ def main(argv: list[str] | None = None) -> dict:
             raw_units["disc"].requires_grad_(False)
             with autocast():
                 o = units["gen"](blur, sharp, identity)
+                l1 = lambda pairs: sum(pixel_loss("l1", o[k], x) for k, x in pairs if k in o)  # noqa: E731
                 losses = {"loss_gan_G": lsgan_loss(nets["D_sharp"](o["fake_sharp"]), True),
                           "loss_gan_F": lsgan_loss(nets["D_blur"](o["fake_blur"]), True),
-                          "loss_cycle": pixel_loss("l1", o["rec_blur"], blur) + pixel_loss("l1", o["rec_sharp"], sharp)}
+                          "loss_cycle": l1((("rec_blur", blur), ("rec_sharp", sharp)))}
                 loss = losses["loss_gan_G"] + losses["loss_gan_F"] + cfg.lambda_cycle * losses["loss_cycle"]
                 if identity:
-                    losses["loss_identity"] = (pixel_loss("l1", o["idt_sharp"], sharp)
-                                               + pixel_loss("l1", o["idt_blur"], blur))
+                    losses["loss_identity"] = l1((("idt_sharp", sharp), ("idt_blur", blur)))
                     loss = loss + cfg.lambda_cycle * cfg.lambda_identity * losses["loss_identity"]
+                if "kernel" in o:  # F's kernels centred like the photos' (off-centre blur would teach G to shift)
+                    losses["loss_centre"] = kernel_centroid(o["kernel"]).square().sum(-1).mean()
+                    loss = loss + losses["loss_centre"]
             optims["gen"].zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optims["gen"])
