@@ -1,4 +1,5 @@
-"""Networks: the reference CycleGAN ResNet generator, the 70x70 PatchGAN, and a small U-Net.
+"""Networks: the reference CycleGAN ResNet generator, the 70x70 PatchGAN, a small U-Net, and
+:class:`KernelBlurGenerator`, a CycleGAN F that can only blur (kernels, highlight gain and noise learned).
 
 All generators take and return ``(B, 3, H, W)`` images in ``[0, 1]`` (display-referred sRGB) on the
 input's device; internally they work in ``[-1, 1]`` like the reference code. With ``residual=True``
@@ -9,7 +10,7 @@ the identity and so trains much faster for deblurring; its output is not clamped
 Sides must be multiples of :func:`size_factor` (4 for the ResNet generator, ``2**depth`` for the U-Net).
 Weights are drawn from N(0, 0.02) by :func:`init_weights` with a seeded generator, never the global RNG,
 except the U-Net's (no normalisation layers), which get He-scaled weights so that its signal neither
-vanishes nor explodes with depth.
+vanishes nor explodes with depth (and the kernel MLP's, He-scaled so its kernels vary with the code).
 """
 
 from __future__ import annotations
@@ -112,9 +113,10 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 
 
 class KernelBlurGenerator(nn.Module):
-    """A sharp -> blurry generator that can only blur, for CycleGAN's F: ``F(b) = srgb(linear(b) * k) + n``,
-    the image-formation model of blursynth with a kernel ``k`` drawn per image from a learned
-    distribution and Gaussian noise of learned level.
+    """A sharp -> blurry generator that can only blur, for CycleGAN's F:
+    ``F(b) = srgb(clip(k * boost(linear(b)))) + n``, the image-formation model of blursynth with a
+    kernel ``k`` drawn per image from a learned distribution, a learned highlight boost and Gaussian
+    noise of learned level.
 
     Why: a free network F can hide the sharp image in faint patterns of its "blurry" output for G to
     decode (the steganography of Chu et al. 2017), so the sharp -> blurry -> sharp cycle never teaches
@@ -211,8 +213,8 @@ def init_weights(net: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
 
     Output layers marked ``zero_init`` (the heads of residual generators) start at exactly 0, so the
     generator starts as the identity and the first updates already improve on the blurry input. Layers
-    marked ``he_gain`` (those of the U-Net, which has no normalisation, and of the kernel MLP) use ``std = he_gain / sqrt(fan_in)``
-    instead of ``std`` (He et al. 2015), still from the seeded generator."""
+    marked ``he_gain`` (those of the U-Net, which has no normalisation, and of the kernel MLP) use
+    ``std = he_gain / sqrt(fan_in)`` instead of ``std`` (He et al. 2015), still from the seeded generator."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
