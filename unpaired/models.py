@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blursynth.blur import blur
-from blursynth.sensor import linear_to_srgb, srgb_to_linear
+from blursynth.sensor import SensorModel, linear_to_srgb, srgb_to_linear
 
 
 class ResnetBlock(nn.Module):
@@ -127,9 +127,10 @@ class KernelBlurGenerator(nn.Module):
     a small MLP to ``size x size`` logits added to a Gaussian prior of 2 px (so G sees blur from the
     first step); their softmax is the kernel. The blur runs in linear light (sRGB decoded, blurred,
     re-encoded: blurring display values darkens highlights and softens edges differently), after the
-    saturated pixels (linear >= 0.98) get a learned highlight gain, then it is clipped at white: as in
-    blursynth's sensor model (RSBlur), a clipped light source smears into a saturated streak, not a
-    dim one, and the blurred photo comes out brighter than the sharp one. Noise std
+    saturated pixels (linear >= the sensor model's highlight threshold, 0.98) get a learned highlight
+    gain, then it is clipped at white: as in blursynth's sensor model (RSBlur), a clipped light source
+    smears into a saturated streak, not a dim one, and the blurred photo comes out brighter than the
+    sharp one. Noise std
     ``sqrt(s_a^2 y + s_b^2)`` per pixel. Scalars are stored scaled (``log10 s = 10 * noise``, gain
     ``softplus(10 * highlight) * 0.5 / ln 2``) so that Adam's steps of about ``lr`` move them.
 
@@ -165,7 +166,8 @@ class KernelBlurGenerator(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.kernels(x.shape[0], x.device)
         linear = srgb_to_linear(x.float().clamp(0, 1))
-        linear = linear + self.highlight_gain() * (linear >= 0.98).to(linear.dtype)
+        saturated = linear >= SensorModel.highlight_threshold  # the sensor model's own threshold (0.98)
+        linear = linear + self.highlight_gain() * saturated.to(linear.dtype)
         y = linear_to_srgb(blur(linear, k, "reflect").clamp(0, 1))
         s_a, s_b = self.noise_std()
         return y + (s_a ** 2 * y + s_b ** 2).sqrt() * torch.randn_like(y), k
