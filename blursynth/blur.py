@@ -16,9 +16,9 @@ Every boundary is "pad, then keep the valid part of the convolution":
 The valid convolution of a ``P x Q`` array only needs a circular convolution of size ``>= P x Q``
 (wrap-around only pollutes the ``h - 1`` first rows and ``w - 1`` first columns, which "valid"
 discards), so the FFT size is the padded image size rounded up to a fast length, never
-``P + h - 1``. Large images are transformed one at a time on the CPU (:func:`_each_image`), and
-the two halves of each output share one complex transform (see :func:`_valid_fft`). Small kernels go
-through a direct grouped ``conv2d`` instead, which is faster there.
+``P + h - 1``. Large images are transformed one at a time on the CPU (:func:`_each_image`), cut
+into an even number of slabs, two slabs per complex transform (see :func:`_valid_fft`). Small
+kernels go through a direct grouped ``conv2d`` instead, which is faster there.
 
 Everything runs on the image's device and dtype (float32 or float64) and is differentiable.
 """
@@ -39,22 +39,30 @@ METHODS = ("auto", "fft", "direct")
 DIRECT_MAX_TAPS = 100
 
 
+# FFT lengths are 7-smooth AND multiples of these. Measured with MKL on one thread (600 transforms
+# of each 7-smooth length from 600 to 1400): complex transforms of lengths with a single factor 2, or
+# none, cost 1.3-1.6x more per point and log than multiples of 4 (750 = 2 * 3 * 5^3: 0.30 ns against
+# 0.19 for 768), and real transforms of odd lengths 3.5x more than multiples of 8. The longer length
+# is cheaper: a 768x672 complex fft2 + ifft2 takes 4.2 ms, a 750x672 one 5.1 ms.
+C2C_MULTIPLE = 4
+R2C_MULTIPLE = 8
+
+
 @functools.lru_cache(maxsize=4096)
-def fast_length(n: int, even: bool = False) -> int:
+def fast_length(n: int, multiple: int = C2C_MULTIPLE) -> int:
     """Smallest integer ``>= n`` whose prime factors are all in {2, 3, 5, 7} (FFTs of such lengths
-    are fastest), and even when ``even`` (the halved axis of a real FFT prefers an even length)."""
-    if n <= 1:
-        return 2 if even else 1
+    are fastest) and that is a multiple of ``multiple`` (:data:`R2C_MULTIPLE` for the halved axis of
+    a real FFT, :data:`C2C_MULTIPLE` for complex axes; see there)."""
     best = None
     p2 = 1
-    while p2 < 2 * n:
+    while p2 < 2 * max(n, multiple):
         p3 = p2
-        while p3 < 2 * n:
+        while p3 < 2 * max(n, multiple):
             p5 = p3
-            while p5 < 2 * n:
+            while p5 < 2 * max(n, multiple):
                 p7 = p5
-                while p7 < 2 * n:
-                    if p7 >= n and (not even or p7 % 2 == 0) and (best is None or p7 < best):
+                while p7 < 2 * max(n, multiple):
+                    if p7 >= n and p7 % multiple == 0 and (best is None or p7 < best):
                         best = p7
                     p7 *= 7
                 p5 *= 5
@@ -237,35 +245,52 @@ def _full_spectrum(kernel: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return torch.fft.fft(torch.fft.fft(kernel, n=m, dim=-1), n=n, dim=-2)
 
 
-# Cost of one complex point of the two-halves transform (c2c fft2 + ifft2, packing, unpacking)
-# over that of one real pixel of torch's rfft2 + irfft2 pair, and of one pixel of the extra
-# padding copy that "reflect"/"circular" then need, fitted to paired timings with MKL on one
-# thread at 1280x720 RGB (31x31 and 64x64 kernels). The split is used only where it is cheaper.
+# Cost of one complex point of the slab transform (c2c fft2 + ifft2, packing, unpacking) over that
+# of one real pixel of torch's rfft2 + irfft2 pair, and of one pixel of the extra padding copy that
+# "reflect"/"circular" then need, fitted to paired timings with MKL on one thread at 1280x720 RGB
+# (31x31 and 64x64 kernels). The split is used only where it is cheaper.
 C2C_COST = 1.85
 PAD_COST = 0.05
+# Per-point cost of a transform grows with its size as it falls out of cache: ``1 + points /
+# CACHE_POINTS``. Fitted with MKL on one thread, 1 MiB of L2 per core: c2c fft2 + ifft2 pairs of
+# 720 x 192..672 cost 6.9 ns per point at 138k points and 9.1 at 484k, but whole blurs pay the
+# slabs' overlap in every pass too, and they chose 2 slabs at 1280x720 with a 64x64 kernel, 6 with
+# 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2).
+CACHE_POINTS = 1 << 21
 # Below this many pixels per image the real transform is kept and the batch is transformed at
 # once: small images stay in cache, where the packing and unpacking passes cost more than they
 # save (276x276: 1.14x slower split; from 400x400 on it is 0.8-0.96x the real transform's time),
 # and a per-image loop would add Python overhead to short transforms.
 LARGE_PIXELS = 1 << 17
+MAX_SLABS = 8
 
 
-def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple[int, int, int] | None:
-    """Split axis (-2 or -1) and FFT size ``(n, m)`` of the two-halves transform of
-    :func:`_valid_fft` on an ``hh x ww`` image (the axis whose split gives the smaller FFT), or
-    None when one real transform of the whole image is cheaper (kernels large against the image;
-    ``padded``: the image is still to be padded, a copy the real transform does not need)."""
+def _fft_cost(points: int) -> float:
+    return points * (1 + points / CACHE_POINTS)
+
+
+def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple[int, int, int, int] | None:
+    """``(dim, n, m, slabs)`` for :func:`_valid_fft` on an ``hh x ww`` image: the axis to cut (-2 or
+    -1), the FFT size and the (even) number of slabs, chosen by :func:`_fft_cost`; or None when one
+    real transform of the whole image is cheaper (kernels large against the image; ``padded``: the
+    image is still to be padded, a copy the real transform does not need)."""
     if hh * ww < LARGE_PIXELS:
         return None
     plans = []
     for dim, size, k in ((-1, ww, w), (-2, hh, h)):  # ties: split columns, keep rows long
-        slab = fast_length((size - k + 2) // 2 + k - 1, even=True)  # half the outputs + margin
-        n, m = (slab, fast_length(ww, even=True)) if dim == -2 else (fast_length(hh, even=True), slab)
-        plans.append((n * m, dim, n, m))
-    area, dim, n, m = min(plans, key=lambda p: p[0])
-    if C2C_COST * area + PAD_COST * padded * hh * ww >= fast_length(hh) * fast_length(ww, even=True):
+        valid = size - k + 1
+        for slabs in range(2, MAX_SLABS + 1, 2):
+            q = -(-valid // slabs)  # outputs per slab
+            if slabs > 2 and q < max(k, slabs):  # slabs mostly overlap (or one would be empty)
+                break
+            slab = fast_length(q + k - 1)
+            n, m = (slab, fast_length(ww)) if dim == -2 else (fast_length(hh), slab)
+            plans.append((slabs // 2 * _fft_cost(n * m), dim, n, m, slabs))
+    cost, dim, n, m, slabs = min(plans, key=lambda p: p[0])
+    real = fast_length(hh) * fast_length(ww, R2C_MULTIPLE)
+    if C2C_COST * cost + PAD_COST * padded * hh * ww >= _fft_cost(real // 2) * 2:
         return None
-    return dim, n, m
+    return dim, n, m, slabs
 
 
 def _whole_batch(x: torch.Tensor) -> bool:
@@ -307,18 +332,32 @@ def _by_size(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spe
     return _each_image(x, kernel, out_hw, spectrum, lambda xi, kspec, out: out.copy_(conv(xi, kspec)))
 
 
+def _pack(re: torch.Tensor, im: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """``re + i im`` zero-padded at the bottom/right to ``(..., n, m)`` complex, in one buffer."""
+    p, q = re.shape[-2:]
+    if (p, q) == (n, m):
+        return torch.complex(re, im)
+    z = re.new_empty(*re.shape[:-2], n, m, 2)
+    z[..., :p, :q, 0] = re
+    z[..., :p, :q, 1] = im
+    z[..., p:, :, :] = 0
+    z[..., :p, q:, :] = 0
+    return torch.view_as_complex(z)
+
+
 def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -> torch.Tensor:
     """Valid convolution by FFT of ``x`` padded for ``boundary`` (see :func:`_pad`, done one image
-    at a time); both halves of every image share ONE complex transform.
+    at a time), cut into an even number of slabs along one axis, two slabs per complex transform.
 
-    Each half of the valid output only reads a slab of the image (half + kernel - 1 long) along
-    the split axis. The first slab goes in as the real part and the last slab as the imaginary
-    part of one complex array: the kernel is real, so the real and imaginary parts of
+    Each of the ``S`` equal parts of the valid output only reads a slab of the image (part +
+    kernel - 1 long) along the cut axis. Slab ``2j`` goes in as the real part and slab ``2j + 1`` as
+    the imaginary part of one complex array: the kernel is real, so the real and imaginary parts of
     ``ifft2(fft2(z) K)`` are the two slabs' convolutions. A complex point of MKL's c2c pair costs
     ~1.4x a real pixel of torch's rfft2/irfft2 pair (whose inverse is a separate c2c pass and c2r
     pass) but carries two pixels, which pays for the slabs' overlap, the packing and the unpacking
-    copy. The slabs are exactly the FFT size (the two may overlap by more than the kernel), so
-    there is no padding copy when the other axis is a fast length.
+    copy; and more, smaller transforms stay closer to the cache (:func:`_split_plan` weighs that
+    against the overlap). Slabs are as long as the FFT (neighbours may overlap by more than the
+    kernel; the last one is moved back inside the image), so only the other axis may need padding.
     """
     h, w = kernel.shape[-2:]
     hh, ww = x.shape[-2:]
@@ -327,24 +366,26 @@ def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -
     plan = _split_plan(hh, ww, h, w, padded=boundary != "valid")
     if plan is None:
         return _valid_rfft(_pad(x, h, w, boundary), kernel)
-    dim, n, m = plan
+    dim, n, m, slabs = plan
     k, slab = (h, n) if dim == -2 else (w, m)
-    pad = [0, max(0, m - ww), 0, max(0, n - hh)]  # only when the FFT is longer than the image
-    start = (max(ww, m) if dim == -1 else max(hh, n)) - slab  # the last slab's first index
+    size = hh if dim == -2 else ww
+    slab = min(slab, size)  # (an image shorter than the FFT is zero-padded by _pack)
     out_hw = (hh - h + 1, ww - w + 1)
     valid = out_hw[dim]
-    half = (valid + 1) // 2  # outputs [0, half) from the first slab, [half, valid) from the last
+    q = -(-valid // slabs)
+    parts = [(j * q, min((j + 1) * q, valid)) for j in range(slabs)]  # the outputs of each slab
+    starts = [min(a, size - slab) for a, _ in parts]  # where each slab begins in the image
     other, keep = (-1, out_hw[1]) if dim == -2 else (-2, out_hw[0])
 
     def one(xi, kspec, out):
         xi = _pad(xi, h, w, boundary)
-        xi = F.pad(xi, pad) if any(pad) else xi
-        spec = torch.fft.fft2(torch.complex(xi.narrow(dim, 0, slab), xi.narrow(dim, start, slab)))
-        y = torch.fft.ifft2(_times(spec, kspec))
-        del spec  # freed before the inverse's output is used, so the next image reuses it
-        y = y.narrow(other, (w if dim == -2 else h) - 1, keep)
-        out.narrow(dim, 0, half).copy_(y.real.narrow(dim, k - 1, half))
-        out.narrow(dim, half, valid - half).copy_(y.imag.narrow(dim, k - 1 + half - start, valid - half))
+        for j in range(0, slabs, 2):
+            spec = torch.fft.fft2(_pack(xi.narrow(dim, starts[j], slab), xi.narrow(dim, starts[j + 1], slab), n, m))
+            y = torch.fft.ifft2(_times(spec, kspec))
+            del spec  # freed before the inverse's output is used, so the next transform reuses it
+            y = y.narrow(other, (w if dim == -2 else h) - 1, keep)
+            for part, (a, b), start in zip((y.real, y.imag), parts[j:j + 2], starts[j:j + 2]):
+                out.narrow(dim, a, b - a).copy_(part.narrow(dim, a - start + k - 1, b - a))
 
     return _each_image(x, kernel, out_hw, lambda kk: _full_spectrum(kk, n, m), one)
 
@@ -353,7 +394,7 @@ def _valid_rfft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Valid convolution by one real FFT of the whole image (see the module docstring)."""
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
-    n, m = fast_length(hh), fast_length(ww, even=True)
+    n, m = fast_length(hh), fast_length(ww, R2C_MULTIPLE)
 
     def conv(xi, kspec):
         return torch.fft.irfft2(_times(torch.fft.rfft2(xi, s=(n, m)), kspec), s=(n, m))[..., h - 1:hh, w - 1:ww]
@@ -368,10 +409,10 @@ def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.T
         return _valid_fft(x, kernel)
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
-    if _split_plan(hh + h - 1, ww + w - 1, h, w, padded=True) is not None:  # two halves win
+    if _split_plan(hh + h - 1, ww + w - 1, h, w, padded=True) is not None:  # slabs win
         return _valid_fft(x, kernel, boundary)
     top, bottom, left, right = _pad_amounts(h, w)
-    n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, even=True)
+    n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, R2C_MULTIPLE)
     bottom, right = n - hh - top, m - ww - left
     limit = 0 if boundary == "circular" else 1
     if max(top, bottom) > hh - limit or max(left, right) > ww - limit:
@@ -387,7 +428,7 @@ def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.T
 def _valid_fft_adjoint(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     h, w = kernel.shape[-2:]
     hh, ww = y.shape[-2] + h - 1, y.shape[-1] + w - 1
-    n, m = fast_length(hh), fast_length(ww, even=True)
+    n, m = fast_length(hh), fast_length(ww, R2C_MULTIPLE)
     # Place y where the forward pass read it (offset h-1, w-1), correlate with the kernel.
     y = F.pad(y, (w - 1, 0, h - 1, 0))
     spec = _times(torch.fft.rfft2(y, s=(n, m)), _kernel_spectrum(kernel, n, m).conj())

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from blursynth.blur import as_kernel4d, fast_length, kernel_spectrum
+from blursynth.blur import R2C_MULTIPLE, as_kernel4d, fast_length, kernel_spectrum
 
 # ---------------------------------------------------------------------------------------------
 # Boundary handling
@@ -65,7 +65,7 @@ def prepare(y: torch.Tensor, kernel: torch.Tensor, margin: int | None = None,
     h, w = k.shape[-2:]
     margin = max(h, w) if margin is None else margin
     hh, ww = y.shape[-2:]
-    n, m = fast_length(hh + 2 * margin), fast_length(ww + 2 * margin, even=True)
+    n, m = fast_length(hh + 2 * margin), fast_length(ww + 2 * margin, R2C_MULTIPLE)
     top, left = (n - hh) // 2, (m - ww) // 2
     padded = torch.nn.functional.pad(y, (left, m - ww - left, top, n - hh - top), mode="replicate")
     for _ in range(taper_iterations):
