@@ -162,15 +162,8 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
     n = len(index)
     idx = index.to(device)
     sharp, full, corner, src_records = _sources(recipe, index, seed, sources, device)
-    cam_seed = component_seed(seed, "camera")
-    focal_mm = rng.log_uniform(cam_seed, idx, *recipe.focal_mm, stream=0)
-    if math.isinf(recipe.depth_m[0]):
-        depth = torch.full((n,), math.inf, device=device, dtype=torch.float64)
-    else:
-        depth = rng.log_uniform(cam_seed, idx, *recipe.depth_m, stream=1).double()
-    # Focal length in pixels from the source's full frame (a crop keeps the photo's field of view).
-    focal_px = (focal_mm.double().cpu() * torch.hypot(full[:, 0], full[:, 1]) / FULL_FRAME_DIAGONAL_MM).to(device)
-    traj, path, scale = _trajectories(recipe, idx, seed, focal_px, depth)
+    traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)
+    focal_px, depth = camera["focal_px"], camera["depth_m"]
     sensor = recipe.sensor_model().sample_at(idx, component_seed(seed, "sensor"))
     linear = pre_blur(sharp, sensor)
     m = recipe.margin
@@ -181,10 +174,35 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
     else:
         blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
     blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
-    camera = {"focal_mm": focal_mm, "focal_px": focal_px, "depth_m": depth}
     records = _records(recipe, src_records, traj, scale, camera, sensor.to_records())
     return {"sharp": sharp[:, :, m:m + h, m:m + w].float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel,
             "kernel_grid": grid, "grid_px": grid_px, "index": idx, "records": records}
+
+
+def _camera_motion(recipe: Recipe, idx: torch.Tensor, seed: int, full: torch.Tensor):
+    """Trajectories, principal-point paths ``(N, T, 2)`` px, fit scales and camera values (``focal_mm``,
+    ``focal_px``, ``depth_m``) of items ``idx`` whose source photographs measure ``full`` ``(N, 2)``."""
+    n, device = len(idx), idx.device
+    cam_seed = component_seed(seed, "camera")
+    focal_mm = rng.log_uniform(cam_seed, idx, *recipe.focal_mm, stream=0)
+    if math.isinf(recipe.depth_m[0]):
+        depth = torch.full((n,), math.inf, device=device, dtype=torch.float64)
+    else:
+        depth = rng.log_uniform(cam_seed, idx, *recipe.depth_m, stream=1).double()
+    # Focal length in pixels from the source's full frame (a crop keeps the photo's field of view).
+    focal_px = (focal_mm.double().cpu() * torch.hypot(full[:, 0], full[:, 1]) / FULL_FRAME_DIAGONAL_MM).to(device)
+    traj, path, scale = _trajectories(recipe, idx, seed, focal_px, depth)
+    return traj, path, scale, {"focal_mm": focal_mm, "focal_px": focal_px, "depth_m": depth}
+
+
+def shake_paths(recipe: Recipe, indices, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uniform-blur paths of items ``indices`` of a recipe with procedural scenes (frame
+    ``recipe.frame_px``), exactly as :func:`make_pairs` draws them: ``(N, T, 2)`` pixel displacements
+    and their ``(N, T)`` times, for :func:`blursynth.kernel.rasterize` (``fit="scale"``). CPU."""
+    idx = rng.as_index(indices)
+    full = torch.tensor([recipe.frame_px[::-1]], dtype=torch.float64).expand(len(idx), 2)  # (w, h)
+    traj, path, _, _ = _camera_motion(recipe, idx, seed, full)
+    return path, traj.t
 
 
 def _records(recipe: Recipe, sources: list[dict], traj: Trajectory, scale: torch.Tensor, camera: dict,

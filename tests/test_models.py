@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from blursynth.blur import blur
 from blursynth.sensor import linear_to_srgb, srgb_to_linear
 from unpaired.losses import ImagePool, VGGPerceptual, charbonnier, lsgan_loss
-from unpaired.models import (KernelBlurGenerator, PatchDiscriminator, ResnetGenerator, UNet, build_generator, init_weights,
-                             kernel_centroid)
+from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ResnetGenerator,
+                             ShakeKernels, UNet, build_generator, init_weights, kernel_centroid)
 
 
 def n_params(net):
@@ -153,7 +153,7 @@ def test_perceptual_loss_with_local_weights(tmp_path):
 @settings(max_examples=30, deadline=None)
 @given(size=st.sampled_from([1, 3, 7, 11]), n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
 def test_kernel_blur_generator_draws_normalised_kernels_and_blurs_with_them(size, n, seed):
-    f = init_weights(KernelBlurGenerator(size, z_dim=4, width=8), seed)
+    f = init_weights(KernelBlurGenerator(size, LearnedKernels(size, z_dim=4, width=8)), seed)
     x = torch.rand(n, 3, 24, 20, generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)
     y, k = f(x)
@@ -205,3 +205,47 @@ def test_kernel_blur_generator_saturated_light_smears_into_a_saturated_streak():
 def test_kernel_blur_generator_size_must_be_odd():
     with pytest.raises(ValueError, match="odd"):
         KernelBlurGenerator(4)
+
+
+def _radius(k: torch.Tensor) -> torch.Tensor:
+    """RMS radius (px) of each kernel ``(N, h, w)`` about its centre of mass."""
+    r = torch.arange(k.shape[-1], dtype=k.dtype) - k.shape[-1] // 2
+    var = [(k.sum(d) * r ** 2).sum(-1) - (k.sum(d) * r).sum(-1) ** 2 for d in (-1, -2)]
+    return (var[0] + var[1]).sqrt()
+
+
+def test_shake_kernels_are_the_recipes_own_kernels_at_scale_one():
+    # F's camera-shake kernels are exactly the kernels `blursynth dataset` makes for the same items
+    from blursynth.pairs import make_pairs
+    from blursynth.recipe import load_recipe
+    recipe = load_recipe("default")
+    sampler = ShakeKernels(recipe.kernel_size, "default", bank=8, seed=3)
+    torch.manual_seed(0)
+    pick = torch.randint(8, (3,))  # the draw the sampler makes from the global RNG
+    torch.manual_seed(0)
+    k = sampler(3, "cpu")
+    made = make_pairs(recipe, sorted(set(pick.tolist())), seed=3)
+    for j, i in enumerate(pick.tolist()):
+        torch.testing.assert_close(k[j], made["kernel"][made["index"].tolist().index(i)])
+    assert (k >= 0).all() and torch.allclose(k.sum((-2, -1)), torch.ones(3))
+
+
+def test_shake_kernels_grow_with_the_learned_scale():
+    from blursynth.kernel import fit_scale
+    sampler = ShakeKernels(41, "default", bank=64, seed=0)
+    torch.manual_seed(1)
+    pick = torch.randint(64, (64,))
+    torch.manual_seed(1)
+    before = _radius(sampler(64, "cpu")).detach()
+    sampler.log_scale.data.fill_(math.log10(2) / 10)  # scale 2
+    torch.manual_seed(1)
+    k = sampler(64, "cpu")
+    after = _radius(k)
+    # paths that still fit the canvas: twice as long (bilinear splatting adds a fraction of a pixel)
+    fit = (fit_scale(sampler.paths[pick] * 2, 41, sampler.t[pick]) == 1) & (before > 2)
+    assert fit.sum() >= 5
+    ratio = after[fit].detach() / before[fit]
+    assert ((ratio > 1.85) & (ratio < 2.01)).all(), ratio
+    after.sum().backward()  # and the discriminator's gradient reaches the scale
+    assert sampler.log_scale.grad > 0
+    torch.testing.assert_close(kernel_centroid(k), torch.zeros(64, 2), atol=1e-4, rtol=0)

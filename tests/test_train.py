@@ -42,6 +42,10 @@ def test_config_toml_then_command_line_override(tmp_path):
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])
     assert (paired.generator, paired.lr, paired.beta1) == ("unet", 1e-3, 0.9)  # mode-dependent defaults
     assert (gan.generator, gan.lr, gan.beta1, gan.beta2) == ("resnet", 2e-4, 0.5, 0.999)  # the reference
+    assert gan.lambda_identity == 0.5
+    shake = ["--mode", "cyclegan", "--blur-model", "shake"]
+    assert config.parse_args(shake).lambda_identity == 0.0  # identity loss off with a camera-shake F
+    assert config.parse_args(shake + ["--lambda-identity", "0.2"]).lambda_identity == 0.2
 
 
 @pytest.mark.parametrize("text, match", [
@@ -57,8 +61,9 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("not toml [", "not valid TOML"),
     ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
     ("crop = 160\n", "--crop 160 must be at most --pair-pool-size 128"),
-    ("blur_model = 'psf'\n", "--blur-model must be one of network, kernel"),
+    ("blur_model = 'psf'\n", "--blur-model must be one of network, kernel, shake"),
     ("blur_kernel = 20\n", "--blur-kernel must be odd"),
+    ("blur_model = 'shake'\nblur_recipe = 'nope'\n", "--blur-recipe nope: .*default, gopro-like"),
 ])
 def test_config_errors_name_the_option(tmp_path, text, match):
     toml = tmp_path / "c.toml"
@@ -120,7 +125,7 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
-@pytest.mark.parametrize("blur_model", ["network", "kernel"])
+@pytest.mark.parametrize("blur_model", ["network", "kernel", "shake"])
 def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
     # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume;
     # the kernel F draws its kernels and noise from the global RNG, which the checkpoint carries
@@ -133,7 +138,9 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
     assert {k.split(".")[0] for k in wa} == {"G", "F", "D_sharp", "D_blur"}
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
-    keys = ("loss_gan_G", "loss_cycle", "loss_identity", "loss_D")
+    first = next(r for r in records(a) if "loss_D" in r)
+    keys = [k for k in ("loss_gan_G", "loss_gan_F", "loss_cycle", "loss_identity", "loss_D") if k in first]
+    assert len(keys) >= 4  # (no identity loss with the shake F)
     np.testing.assert_allclose([[r[k] for k in keys] for r in records(b) if "loss_D" in r],
                                [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
-BLUR_MODELS = ("network", "kernel")
+BLUR_MODELS = ("network", "kernel", "shake")
 PER_INVOCATION = ("stop_at", "resume", "progress")  # not inherited by --resume from the saved config
 
 
@@ -53,8 +53,9 @@ class TrainConfig:
     n_blocks: int = 6                      # resnet residual blocks (reference: 9 at 256 px, 6 at 128 px)
     unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
     residual: bool = True                  # predict sharp = blurry + residual (trains much faster)
-    blur_model: str = "network"            # cyclegan F (sharp -> blurry): network (reference) | kernel (learned blur kernels + noise)
-    blur_kernel: int = 21                  # side of F's kernels with --blur-model kernel (odd)
+    blur_model: str = "network"            # cyclegan F (sharp -> blurry): network (reference) | kernel (learned blur kernels + noise) | shake (camera-shake kernels of --blur-recipe, learned size + noise)
+    blur_kernel: int = 21                  # side of F's kernels with --blur-model kernel or shake (odd)
+    blur_recipe: str = "default"           # --blur-model shake: recipe (name or TOML file) whose camera shake F draws
     ndf: int = 64                          # PatchGAN base width
     n_layers_d: int = 3                    # PatchGAN strided layers (3 -> 70x70 receptive field)
     # losses
@@ -62,7 +63,7 @@ class TrainConfig:
     perceptual: float = 0.0                # weight of the VGG16 perceptual loss (paired mode)
     perceptual_weights: str | None = None  # local file of torchvision's VGG16 weights (vgg16-397923af.pth)
     lambda_cycle: float = 10.0             # cycle-consistency weight per direction
-    lambda_identity: float = 0.5           # identity weight as a fraction of lambda_cycle
+    lambda_identity: float | None = None   # identity weight as a fraction of lambda_cycle; default: 0.5 (reference), 0 with --blur-model shake
     pool_size: int = 50                    # image pool of past fakes shown to the discriminators
     # optimisation
     steps: int = 2000                      # total optimiser steps
@@ -93,6 +94,10 @@ class TrainConfig:
             self.lr = 2e-4 if cyclegan else 1e-3
         if self.beta1 is None:
             self.beta1 = 0.5 if cyclegan else 0.9
+        if self.lambda_identity is None:
+            # With F drawing realistic shake (slight to strong), "leave sharp images alone" outweighs
+            # the cycle: G could not tell slight blur from sharp and stayed the identity (+0.00 dB).
+            self.lambda_identity = 0.0 if self.blur_model == "shake" else 0.5
         return self
 
     def validate(self) -> None:
@@ -105,6 +110,12 @@ class TrainConfig:
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise ConfigError(f"--blur-kernel must be odd and >= 1, got {self.blur_kernel}")
         _check_device(self.device)
+        if self.blur_model == "shake":
+            from blursynth.recipe import RecipeError, load_recipe
+            try:
+                load_recipe(self.blur_recipe)
+            except (RecipeError, FileNotFoundError) as exc:
+                raise ConfigError(f"--blur-recipe {self.blur_recipe}: {exc}") from None
         for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
                      "eval_every", "ckpt_every", "keep_last", "unet_depth"):
             if getattr(self, name) < 1:

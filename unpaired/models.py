@@ -112,25 +112,68 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(convs[0], nn.LeakyReLU(0.2, True), convs[1], nn.LeakyReLU(0.2, True))
 
 
+class LearnedKernels(nn.Module):
+    """Kernels from a learned distribution: ``z ~ N(0, I)`` (``z_dim``, torch's global RNG) goes
+    through a small MLP to ``size x size`` logits added to a Gaussian prior of 2 px (so G sees blur
+    from the first step); their softmax is the kernel. ``forward(n, device)`` -> ``(n, size, size)``."""
+
+    def __init__(self, size: int = 21, z_dim: int = 16, width: int = 128):
+        super().__init__()
+        self.size, self.z_dim = size, z_dim
+        self.mlp = nn.Sequential(nn.Linear(z_dim, width), nn.ReLU(True), nn.Linear(width, size * size))
+        self.mlp[0].he_gain, self.mlp[2].he_gain = 2 ** 0.5, 1.0  # kernels vary with z from the start
+        r = torch.arange(size) - size // 2
+        self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
+
+    def forward(self, n: int, device) -> torch.Tensor:
+        logits = self.prior + self.mlp(torch.randn(n, self.z_dim, device=device))
+        return logits.softmax(-1).view(n, self.size, self.size)
+
+
+class ShakeKernels(nn.Module):
+    """Camera-shake kernels: ``bank`` principal-point paths of a blursynth recipe (the same draws
+    :func:`blursynth.pairs.make_pairs` makes for items ``0 .. bank-1`` at ``seed``), one picked per
+    image from torch's global RNG, scaled by one learned factor and rasterised differentiably
+    (bilinear splatting; paths larger than the kernel shrink to fit). The factor corrects the
+    recipe's blur size to the photos' (it starts at 1 and is stored as ``log10 = 10 * log_scale``
+    so Adam's steps of about ``lr`` move it). ``forward(n, device)`` -> ``(n, size, size)``."""
+
+    def __init__(self, size: int = 41, recipe: str = "default", bank: int = 2048, seed: int = 0):
+        super().__init__()
+        from blursynth.pairs import shake_paths
+        from blursynth.recipe import load_recipe
+        self.size = size
+        paths, t = shake_paths(load_recipe(recipe), range(bank), seed)
+        # remade from (recipe, bank, seed) by the constructor, so not saved in checkpoints
+        self.register_buffer("paths", paths.float(), persistent=False)
+        self.register_buffer("t", t.float(), persistent=False)
+        self.log_scale = nn.Parameter(torch.tensor(0.0))
+
+    def scale(self) -> torch.Tensor:
+        return 10 ** (10 * self.log_scale)
+
+    def forward(self, n: int, device) -> torch.Tensor:
+        from blursynth.kernel import rasterize
+        i = torch.randint(len(self.paths), (n,), device=device).to(self.paths.device)
+        return rasterize(self.paths[i] * self.scale(), self.size, self.t[i], fit="scale").to(device)
+
+
 class KernelBlurGenerator(nn.Module):
     """A sharp -> blurry generator that can only blur, for CycleGAN's F:
     ``F(b) = srgb(clip(k * boost(linear(b)))) + n``, the image-formation model of blursynth with a
-    kernel ``k`` drawn per image from a learned distribution, a learned highlight boost and Gaussian
-    noise of learned level.
+    kernel ``k`` drawn per image by ``kernels`` (:class:`LearnedKernels` by default, or
+    :class:`ShakeKernels`), a learned highlight boost and Gaussian noise of learned level.
 
     Why: a free network F can hide the sharp image in faint patterns of its "blurry" output for G to
     decode (the steganography of Chu et al. 2017), so the sharp -> blurry -> sharp cycle never teaches
     G to deblur. A kernel that is non-negative and sums to 1 hides nothing and changes no brightness:
     G must invert a real blur, and F's discriminator tunes the kernels to look like the photos' blur.
 
-    ``z ~ N(0, I)`` (``z_dim``, from torch's global RNG, which training checkpoints carry) goes through
-    a small MLP to ``size x size`` logits added to a Gaussian prior of 2 px (so G sees blur from the
-    first step); their softmax is the kernel. The blur runs in linear light (sRGB decoded, blurred,
-    re-encoded: blurring display values darkens highlights and softens edges differently), after the
-    saturated pixels (linear >= the sensor model's highlight threshold, 0.98) get a learned highlight
-    gain, then it is clipped at white: as in blursynth's sensor model (RSBlur), a clipped light source
-    smears into a saturated streak, not a dim one, and the blurred photo comes out brighter than the
-    sharp one. Noise std
+    The blur runs in linear light (sRGB decoded, blurred, re-encoded: blurring display values darkens
+    highlights and softens edges differently), after the saturated pixels (linear >= the sensor
+    model's highlight threshold, 0.98) get a learned highlight gain, then it is clipped at white: as
+    in blursynth's sensor model (RSBlur), a clipped light source smears into a saturated streak, not a
+    dim one, and the blurred photo comes out brighter than the sharp one. Noise std
     ``sqrt(s_a^2 y + s_b^2)`` per pixel. Scalars are stored scaled (``log10 s = 10 * noise``, gain
     ``softplus(10 * highlight) * 0.5 / ln 2``) so that Adam's steps of about ``lr`` move them.
 
@@ -138,22 +181,18 @@ class KernelBlurGenerator(nn.Module):
     float32, on the input's device) and the kernels ``(B, size, size)``.
     """
 
-    def __init__(self, size: int = 21, z_dim: int = 16, width: int = 128):
+    def __init__(self, size: int = 21, kernels: nn.Module | None = None):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"kernel size must be odd and >= 1, got {size}")
-        self.size, self.z_dim = size, z_dim
-        self.mlp = nn.Sequential(nn.Linear(z_dim, width), nn.ReLU(True), nn.Linear(width, size * size))
-        self.mlp[0].he_gain, self.mlp[2].he_gain = 2 ** 0.5, 1.0  # kernels vary with z from the start
-        r = torch.arange(size) - size // 2
-        self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
+        self.size = size
+        self.sampler = kernels if kernels is not None else LearnedKernels(size)
         self.noise = nn.Parameter(torch.tensor([-0.2, -0.2]))  # s_a = s_b = 0.01
         self.highlight = nn.Parameter(torch.tensor(0.0))  # gain 0.5 (blursynth's recipes draw 0.25-1.75)
 
     def kernels(self, n: int, device) -> torch.Tensor:
-        """``n`` kernels ``(n, size, size)`` drawn from the learned distribution."""
-        logits = self.prior + self.mlp(torch.randn(n, self.z_dim, device=device))
-        return logits.softmax(-1).view(n, self.size, self.size)
+        """``n`` kernels ``(n, size, size)`` drawn from the sampler."""
+        return self.sampler(n, device)
 
     def noise_std(self) -> torch.Tensor:
         """``(s_a, s_b)``: noise std per unit of signal (squared: variance ``s_a^2 y``) and floor."""

@@ -39,8 +39,8 @@ from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
                            validation_pairs)
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
-from unpaired.models import (KernelBlurGenerator, PatchDiscriminator, build_generator, generator_spec, init_weights,
-                             kernel_centroid)
+from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ShakeKernels, build_generator,
+                             generator_spec, init_weights, kernel_centroid)
 
 
 class CycleGenerators(nn.Module):
@@ -134,8 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec = generator_spec(cfg)
     nets: dict[str, nn.Module] = {"G": build_generator(spec, seed=cfg.seed)}
     if cfg.mode == "cyclegan":
-        nets["F"] = (build_generator(spec, seed=cfg.seed + 1) if cfg.blur_model == "network"
-                     else init_weights(KernelBlurGenerator(cfg.blur_kernel), cfg.seed + 1))
+        if cfg.blur_model == "network":
+            nets["F"] = build_generator(spec, seed=cfg.seed + 1)
+        else:
+            kernels = (ShakeKernels(cfg.blur_kernel, cfg.blur_recipe, seed=cfg.seed + 1) if cfg.blur_model == "shake"
+                       else LearnedKernels(cfg.blur_kernel))
+            nets["F"] = init_weights(KernelBlurGenerator(cfg.blur_kernel, kernels), cfg.seed + 1)
         for i, name in enumerate(("D_sharp", "D_blur")):
             nets[name] = init_weights(PatchDiscriminator(cfg.ndf, cfg.n_layers_d), cfg.seed + 2 + i)
     for net in nets.values():
