@@ -42,9 +42,10 @@ def test_config_toml_then_command_line_override(tmp_path):
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])
     assert (paired.generator, paired.lr, paired.beta1) == ("unet", 1e-3, 0.9)  # mode-dependent defaults
     assert (gan.generator, gan.lr, gan.beta1, gan.beta2) == ("resnet", 2e-4, 0.5, 0.999)  # the reference
-    assert gan.lambda_identity == 0.5
+    assert (gan.lambda_cycle, gan.lambda_identity) == (10.0, 0.5)
     shake = ["--mode", "cyclegan", "--blur-model", "shake"]
-    assert config.parse_args(shake).lambda_identity == 0.0  # identity loss off with a camera-shake F
+    # with a camera-shake F: the cycle weighs more and the identity loss is off
+    assert (config.parse_args(shake).lambda_cycle, config.parse_args(shake).lambda_identity) == (50.0, 0.0)
     assert config.parse_args(shake + ["--lambda-identity", "0.2"]).lambda_identity == 0.2
 
 
@@ -206,6 +207,25 @@ def test_command_line_reports_errors_in_one_line(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="^error: --device cuda: no CUDA device is visible"):
             cli(TINY + ["--device", "cuda", "--run-dir", str(tmp_path / "r")])
+
+
+@pytest.mark.parametrize("opts", [TINY, TINY_GAN + ["--blur-model", "shake", "--blur-kernel", "9"]])
+def test_mixed_precision_trains(tmp_path, opts):
+    # --amp on runs every forward under autocast (bfloat16 here on the CPU; on CUDA --amp auto selects it)
+    run = tmp_path / "r"
+    result = main(opts + ["--amp", "on", "--steps", "3", "--eval-every", "3", "--run-dir", str(run)])
+    losses = [v for r in records(run) for k, v in r.items() if k.startswith("loss")]
+    assert losses and all(np.isfinite(losses)) and np.isfinite(result["val_psnr"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("opts", [TINY, TINY_GAN + ["--blur-model", "shake", "--blur-kernel", "9"]])
+def test_cuda_training_selects_mixed_precision(tmp_path, opts):
+    run = tmp_path / "r"
+    result = main(opts + ["--device", "cuda", "--steps", "3", "--eval-every", "3", "--run-dir", str(run)])
+    state = torch.load(run / "checkpoints" / "step_0000003.pt", weights_only=False)
+    assert state["config"]["amp"] == "auto" and state["cuda_rng"] is not None
+    assert np.isfinite(result["val_psnr"])
 
 
 # ---------------------------------------------------------------- DDP

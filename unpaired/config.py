@@ -62,7 +62,7 @@ class TrainConfig:
     pixel_loss: str = "l1"                 # l1 | charbonnier (paired mode)
     perceptual: float = 0.0                # weight of the VGG16 perceptual loss (paired mode)
     perceptual_weights: str | None = None  # local file of torchvision's VGG16 weights (vgg16-397923af.pth)
-    lambda_cycle: float = 10.0             # cycle-consistency weight per direction
+    lambda_cycle: float | None = None      # cycle-consistency weight per direction; default: 10 (reference), 50 with --blur-model shake
     lambda_identity: float | None = None   # identity weight as a fraction of lambda_cycle; default: 0.5 (reference), 0 with --blur-model shake
     pool_size: int = 50                    # image pool of past fakes shown to the discriminators
     # optimisation
@@ -94,10 +94,15 @@ class TrainConfig:
             self.lr = 2e-4 if cyclegan else 1e-3
         if self.beta1 is None:
             self.beta1 = 0.5 if cyclegan else 0.9
+        shake = self.blur_model == "shake"
         if self.lambda_identity is None:
             # With F drawing realistic shake (slight to strong), "leave sharp images alone" outweighs
             # the cycle: G could not tell slight blur from sharp and stayed the identity (+0.00 dB).
-            self.lambda_identity = 0.0 if self.blur_model == "shake" else 0.5
+            self.lambda_identity = 0.0 if shake else 0.5
+        if self.lambda_cycle is None:
+            # With that F the cycle is a faithful deblurring lesson; at the reference weight G's
+            # adversarial loss took over after ~1000 steps and it painted the sharp scenes' textures.
+            self.lambda_cycle = 50.0 if shake else 10.0
         return self
 
     def validate(self) -> None:

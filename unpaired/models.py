@@ -1,5 +1,7 @@
 """Networks: the reference CycleGAN ResNet generator, the 70x70 PatchGAN, a small U-Net, and
-:class:`KernelBlurGenerator`, a CycleGAN F that can only blur (kernels, highlight gain and noise learned).
+:class:`KernelBlurGenerator`, a CycleGAN F that can only blur (highlight gain and noise learned; kernels
+from :class:`LearnedKernels`, a learned distribution, or :class:`ShakeKernels`, a recipe's camera shake
+of learned size).
 
 All generators take and return ``(B, 3, H, W)`` images in ``[0, 1]`` (display-referred sRGB) on the
 input's device; internally they work in ``[-1, 1]`` like the reference code. With ``residual=True``
