@@ -47,6 +47,10 @@ def test_config_toml_then_command_line_override(tmp_path):
     # with a camera-shake F: the cycle weighs more and the identity loss is off
     assert (config.parse_args(shake).lambda_cycle, config.parse_args(shake).lambda_identity) == (50.0, 0.0)
     assert config.parse_args(shake + ["--lambda-identity", "0.2"]).lambda_identity == 0.2
+    # F's kernel canvas: the recipe's kernel size (41 for default, 65 for gopro-like), 21 for learned kernels
+    assert config.parse_args(shake).blur_kernel == 41
+    assert config.parse_args(shake + ["--blur-recipe", "gopro-like"]).blur_kernel == 65
+    assert config.parse_args(["--mode", "cyclegan", "--blur-model", "kernel"]).blur_kernel == 21
 
 
 @pytest.mark.parametrize("text, match", [

@@ -54,7 +54,7 @@ class TrainConfig:
     unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
     residual: bool = True                  # predict sharp = blurry + residual (trains much faster)
     blur_model: str = "network"            # cyclegan F (sharp -> blurry): network (reference) | kernel (learned blur kernels + noise) | shake (camera-shake kernels of --blur-recipe, learned size + noise)
-    blur_kernel: int = 21                  # side of F's kernels with --blur-model kernel or shake (odd)
+    blur_kernel: int | None = None         # side of F's kernels (odd); default: 21 with --blur-model kernel, the recipe's kernel size with shake
     blur_recipe: str = "default"           # --blur-model shake: recipe (name or TOML file) whose camera shake F draws
     ndf: int = 64                          # PatchGAN base width
     n_layers_d: int = 3                    # PatchGAN strided layers (3 -> 70x70 receptive field)
@@ -97,12 +97,14 @@ class TrainConfig:
         shake = self.blur_model == "shake"
         if self.lambda_identity is None:
             # With F drawing realistic shake (slight to strong), "leave sharp images alone" outweighs
-            # the cycle: G could not tell slight blur from sharp and stayed the identity (+0.00 dB).
+            # the cycle: G could not tell slight blur from sharp and stayed the identity (+0.01 dB).
             self.lambda_identity = 0.0 if shake else 0.5
         if self.lambda_cycle is None:
             # With that F the cycle is a faithful deblurring lesson; at the reference weight G's
             # adversarial loss took over after ~1000 steps and it painted the sharp scenes' textures.
             self.lambda_cycle = 50.0 if shake else 10.0
+        if self.blur_kernel is None:
+            self.blur_kernel = _recipe(self.blur_recipe).kernel_size if shake else 21
         return self
 
     def validate(self) -> None:
@@ -112,15 +114,11 @@ class TrainConfig:
         _choice("pixel_loss", self.pixel_loss, PIXEL_LOSSES)
         _choice("amp", self.amp, ("auto", "on", "off"))
         _choice("blur_model", self.blur_model, BLUR_MODELS)
+        if self.blur_model == "shake":
+            _recipe(self.blur_recipe)
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise ConfigError(f"--blur-kernel must be odd and >= 1, got {self.blur_kernel}")
         _check_device(self.device)
-        if self.blur_model == "shake":
-            from blursynth.recipe import RecipeError, load_recipe
-            try:
-                load_recipe(self.blur_recipe)
-            except (RecipeError, FileNotFoundError) as exc:
-                raise ConfigError(f"--blur-recipe {self.blur_recipe}: {exc}") from None
         for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
                      "eval_every", "ckpt_every", "keep_last", "unet_depth"):
             if getattr(self, name) < 1:
@@ -166,6 +164,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def _recipe(name: str):
+    """The blursynth recipe ``--blur-recipe`` names, or a :class:`ConfigError` naming the option."""
+    from blursynth.recipe import RecipeError, load_recipe
+    try:
+        return load_recipe(name)
+    except (RecipeError, FileNotFoundError) as exc:
+        raise ConfigError(f"--blur-recipe {name}: {exc}") from None
 
 
 def _check_device(name: str) -> None:
