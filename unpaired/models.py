@@ -163,8 +163,8 @@ class ShakeKernels(nn.Module):
 class KernelBlurGenerator(nn.Module):
     """A sharp -> blurry generator that can only blur, for CycleGAN's F:
     ``F(b) = srgb(clip(k * boost(linear(b)))) + n``, the image-formation model of blursynth with a
-    kernel ``k`` drawn per image by ``kernels`` (:class:`LearnedKernels` by default, or
-    :class:`ShakeKernels`), a learned highlight boost and Gaussian noise of learned level.
+    kernel ``k`` drawn per image by ``sampler`` (``size x size``: :class:`LearnedKernels` by default,
+    or :class:`ShakeKernels`), a learned highlight boost and Gaussian noise of learned level.
 
     Why: a free network F can hide the sharp image in faint patterns of its "blurry" output for G to
     decode (the steganography of Chu et al. 2017), so the sharp -> blurry -> sharp cycle never teaches
@@ -183,12 +183,12 @@ class KernelBlurGenerator(nn.Module):
     float32, on the input's device) and the kernels ``(B, size, size)``.
     """
 
-    def __init__(self, size: int = 21, kernels: nn.Module | None = None):
+    def __init__(self, size: int = 21, sampler: nn.Module | None = None):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"kernel size must be odd and >= 1, got {size}")
         self.size = size
-        self.sampler = kernels if kernels is not None else LearnedKernels(size)
+        self.sampler = sampler if sampler is not None else LearnedKernels(size)
         self.noise = nn.Parameter(torch.tensor([-0.2, -0.2]))  # s_a = s_b = 0.01
         self.highlight = nn.Parameter(torch.tensor(0.0))  # gain 0.5 (blursynth's recipes draw 0.25-1.75)
 
