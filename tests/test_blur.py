@@ -78,8 +78,8 @@ def test_circular_at_fast_sizes_matches_scipy(shape):
     ((30, 12), (21, 9), None),  # large kernel: one real transform of the whole image instead
 ])
 @pytest.mark.parametrize("whole_batch", [False, True])  # True: the one-call path GPUs take
-def test_two_halves_transform_matches_scipy(shape, ksize, split, whole_batch, monkeypatch):
-    # The valid FFT packs two slabs of each image into one complex transform; check every layout
+def test_slab_transform_matches_scipy(shape, ksize, split, whole_batch, monkeypatch):
+    # The valid FFT packs pairs of slabs of each image into complex transforms; check every layout
     # (which axis, padding, unequal halves, the fallback) against scipy, per item and per channel,
     # on small images (which otherwise keep the real transform), and its batch invariance. With
     # the threshold at 0 every boundary also takes the one-image-at-a-time path of large images.
@@ -130,7 +130,7 @@ def test_every_slab_count_matches_scipy(slabs, dim, monkeypatch):
                 np.testing.assert_allclose(y[b, c], _scipy_blur(x[b, c], k[b, c], boundary), atol=1e-10)
 
 
-def test_two_halves_transform_is_differentiable(monkeypatch):
+def test_slab_transform_is_differentiable(monkeypatch):
     monkeypatch.setattr("blursynth.blur.LARGE_PIXELS", 0)
     assert _split_plan(16, 30, 3, 3) is not None
     x = torch.rand(1, 2, 16, 30, dtype=torch.float64, requires_grad=True)
