@@ -137,10 +137,10 @@ def quality(args, mode: str) -> None:
               "--eval-every", str(max(1, args.steps // 5)), "--ckpt-every", str(max(1, args.steps // 5))]
     # cyclegan: batches of 8 small crops (at batch 1 a discriminator trained alone on these domains
     # stayed near chance, 55-60%, for 600 steps; at batch 8 it reached 91% in 300); the F that draws
-    # camera shake of the default recipe, with its defaults (41 px kernels, cycle weight 50, no identity loss)
-    # (the reference network F leaves G the identity, then paints specks); the U-Net (the ResNet
-    # generator's transposed convolutions left a faint checkerboard: 5x the power of the neighbouring
-    # frequencies)
+    # camera shake of the default recipe, with that F's defaults of 41 px kernels, cycle weight 50 and
+    # no identity loss (the reference network F leaves G the identity, then paints specks); the U-Net
+    # (the ResNet generator's transposed convolutions left a faint checkerboard: 5x the power of the
+    # neighbouring frequencies)
     extra = [] if mode == "paired" else ["--mode", "cyclegan", "--generator", "unet", "--ngf", "16", "--crop", "64",
                                           "--batch", "8", "--blur-model", "shake"]
     t = time.time()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from blursynth.blur import blur
 from blursynth.sensor import linear_to_srgb, srgb_to_linear
+from test_kernel import _moments  # tests/ is on the path under pytest's default import mode
 from unpaired.losses import ImagePool, VGGPerceptual, charbonnier, lsgan_loss
 from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ResnetGenerator,
                              ShakeKernels, UNet, build_generator, init_weights, kernel_centroid)
@@ -209,9 +210,7 @@ def test_kernel_blur_generator_size_must_be_odd():
 
 def _radius(k: torch.Tensor) -> torch.Tensor:
     """RMS radius (px) of each kernel ``(N, h, w)`` about its centre of mass."""
-    r = torch.arange(k.shape[-1], dtype=k.dtype) - k.shape[-1] // 2
-    var = [(k.sum(d) * r ** 2).sum(-1) - (k.sum(d) * r).sum(-1) ** 2 for d in (-1, -2)]
-    return (var[0] + var[1]).sqrt()
+    return _moments(k)[1].sum(1).sqrt()
 
 
 def test_shake_kernels_are_the_recipes_own_kernels_at_scale_one():

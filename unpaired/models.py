@@ -187,7 +187,6 @@ class KernelBlurGenerator(nn.Module):
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"kernel size must be odd and >= 1, got {size}")
-        self.size = size
         self.sampler = sampler if sampler is not None else LearnedKernels(size)
         self.noise = nn.Parameter(torch.tensor([-0.2, -0.2]))  # s_a = s_b = 0.01
         self.highlight = nn.Parameter(torch.tensor(0.0))  # gain 0.5 (blursynth's recipes draw 0.25-1.75)

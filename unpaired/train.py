@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     pools = {"sharp": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 0),
              "blur": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 1)}
 
-    # ---- resume (else: seed the global RNG, which draws F's kernels and noise with --blur-model kernel)
+    # ---- resume (else: seed the global RNG, which draws the kernels and noise of a kernel-blur F)
     start, best = 0, -float("inf")
     torch.manual_seed(cfg.seed * 1000 + rank)
     if cfg.resume:
