@@ -1,8 +1,9 @@
 """Benchmarks of image formation, each section printing our time and the ratio against peers
-measured in the same run, on one CPU thread (set before numpy/torch load).
+measured in the same run, on one CPU thread (set before numpy/torch load); the uniform section also
+on every core, each library then given the same thread count.
 
     python bench/blur.py                 # every section
-    python bench/blur.py --section uniform --repeats 7
+    python bench/blur.py --section uniform --repeats 7 --threads 1 2
     python bench/blur.py --section projective --section dataset --repeats 4
 
 Sections are functions registered in ``SECTIONS``; each prints its own table.
@@ -42,45 +43,51 @@ def _test_kernel(size: int) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def uniform(repeats: int) -> None:
+def uniform(repeats: int, threads: list[int]) -> None:
     """Uniform blur of a 1280x720 RGB image with one kernel, against scipy.signal.fftconvolve,
     kornia.filters.filter2d and deepinv.physics.BlurFFT (kernel passed at every call, as when every
-    image of a dataset has its own kernel)."""
+    image of a dataset has its own kernel), once per thread count: every library gets the same
+    number of threads (torch's intra-op threads, and scipy.fft.set_workers for scipy)."""
     import kornia
+    import scipy.fft
     import scipy.signal
     from deepinv.physics import BlurFFT
 
     x = torch.rand(1, 3, 720, 1280)
     xn = x[0].numpy()
-    print(f"\n## uniform blur, 1280x720 RGB float32, 1 thread, median of {repeats} (ms per image)")
-    print(f"{'kernel':>7} {'peer':<34} {'peer ms':>9} {'ours':<22} {'ours ms':>8} {'ours/peer':>9}")
-    for size in (31, 64):
-        k = _test_kernel(size)
-        kn = k.numpy()[None]
-        physics = BlurFFT(img_size=(3, 720, 1280), filter=k[None, None])
-        # peer name -> (call, our boundary that computes the same kind of result)
-        peers = {
-            "scipy fftconvolve valid": (lambda: scipy.signal.fftconvolve(xn, kn, mode="valid", axes=(-2, -1)),
-                                        "valid"),
-            "scipy fftconvolve same (zero pad)": (
-                lambda: scipy.signal.fftconvolve(xn, kn, mode="same", axes=(-2, -1)), "reflect"),
-            "kornia filter2d reflect": (lambda: kornia.filters.filter2d(x, k[None], border_type="reflect"),
-                                        "reflect"),
-            "deepinv BlurFFT (circular)": (lambda: physics.A(x, filter=k[None, None]), "circular"),
-        }
-        fns = {name: fn for name, (fn, _) in peers.items()}
-        fns.update({"blur " + b: (lambda b=b: blur(x, k, b)) for b in ("valid", "reflect", "circular")})
-        with torch.inference_mode():
-            ms = timed_ms(fns, repeats)
-        best = min(ms[name] for name in peers)
-        for name, (_, boundary) in peers.items():
-            ours = ms["blur " + boundary]
-            print(f"{size:>5}^2 {name:<34} {ms[name]:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
-                  f"{ours / ms[name]:9.2f}")
-        for boundary in ("valid", "reflect", "circular"):
-            ours = ms["blur " + boundary]
-            print(f"{size:>5}^2 {'fastest peer':<34} {best:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
-                  f"{ours / best:9.2f}")
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        print(f"\n## uniform blur, 1280x720 RGB float32, {n_threads} thread(s) each, median of {repeats} "
+              f"(ms per image)")
+        print(f"{'kernel':>7} {'peer':<34} {'peer ms':>9} {'ours':<22} {'ours ms':>8} {'ours/peer':>9}")
+        for size in (31, 64):
+            k = _test_kernel(size)
+            kn = k.numpy()[None]
+            physics = BlurFFT(img_size=(3, 720, 1280), filter=k[None, None])
+            # peer name -> (call, our boundary that computes the same kind of result)
+            peers = {
+                "scipy fftconvolve valid": (
+                    lambda: scipy.signal.fftconvolve(xn, kn, mode="valid", axes=(-2, -1)), "valid"),
+                "scipy fftconvolve same (zero pad)": (
+                    lambda: scipy.signal.fftconvolve(xn, kn, mode="same", axes=(-2, -1)), "reflect"),
+                "kornia filter2d reflect": (
+                    lambda: kornia.filters.filter2d(x, k[None], border_type="reflect"), "reflect"),
+                "deepinv BlurFFT (circular)": (lambda: physics.A(x, filter=k[None, None]), "circular"),
+            }
+            fns = {name: fn for name, (fn, _) in peers.items()}
+            fns.update({"blur " + b: (lambda b=b: blur(x, k, b)) for b in ("valid", "reflect", "circular")})
+            with torch.inference_mode(), scipy.fft.set_workers(n_threads):
+                ms = timed_ms(fns, repeats)
+            best = min(ms[name] for name in peers)
+            for name, (_, boundary) in peers.items():
+                ours = ms["blur " + boundary]
+                print(f"{size:>5}^2 {name:<34} {ms[name]:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
+                      f"{ours / ms[name]:9.2f}")
+            for boundary in ("valid", "reflect", "circular"):
+                ours = ms["blur " + boundary]
+                print(f"{size:>5}^2 {'fastest peer':<34} {best:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
+                      f"{ours / best:9.2f}")
+    torch.set_num_threads(1)
 
 
 def projective(repeats: int) -> None:
@@ -197,7 +204,9 @@ def dataset(repeats: int, sharp: str | None = None) -> None:
         print(f"{n:>7} {r['rss_main_mib']:18.0f} {r['rss_worker_mib']:20.0f}")
 
 
-SECTIONS = {"uniform": uniform, "projective": projective, "dataset": dataset}
+SECTIONS = {"uniform": lambda args: uniform(args.repeats, args.threads),
+            "projective": lambda args: projective(args.repeats),
+            "dataset": lambda args: dataset(args.repeats)}
 
 
 def main(argv=None) -> None:
@@ -205,10 +214,13 @@ def main(argv=None) -> None:
     parser.add_argument("--section", choices=sorted(SECTIONS), action="append",
                         help="run only this section (repeatable); default: all")
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per figure (median)")
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
+                        help="thread counts of the uniform section, each given to every library "
+                             "(default: 1 and every core)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for name in args.section or SECTIONS:
-        SECTIONS[name](args.repeats)
+        SECTIONS[name](args)
 
 
 if __name__ == "__main__":
