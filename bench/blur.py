@@ -183,7 +183,10 @@ def dataset(repeats: int, sharp: str | None = None) -> None:
     uniform blur in linear light, highlight boost, Poisson-Gaussian noise, sRGB curve, 8-bit PNG)
     with 1 and 2 worker processes, and peak memory as the number of pairs grows. Each run is a
     fresh process (imports excluded from the time, counted in the memory)."""
-    pairs = 16 * max(2, repeats)
+    from blursynth.dataset import CHUNK
+
+    # An even number of chunks (the unit of work), so that two workers can share them equally.
+    pairs = 2 * CHUNK * max(2, repeats)
     print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run (pairs/s, higher is faster)")
     ceiling = _free_cores()
     one = _dataset_run(pairs, 1, sharp)
