@@ -29,6 +29,11 @@ from .recipe import Recipe
 from .trajectory import Trajectory
 
 # Component seed salts: the draws of each component depend on (seed, component, index) only.
+# Pairs made at once on the CPU: a batch's full-size temporaries then stay nearer the cache. CPU time
+# per 256 px pair of the default recipe, one thread, batch sizes alternated in one process: 57-66 ms
+# in batches of 16, 46-53 in 8, 38-42 in 4, 38-42 in 2 (realblur-like: 99, 90, 83, 82). On other
+# devices the whole call is one batch. Items never depend on the batch they are made in.
+CPU_BATCH = 4
 _SALT = {"source": 1, "trajectory": 2, "camera": 3, "sensor": 4, "noise": 5, "scene": 6}
 
 
@@ -153,13 +158,29 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         crop centre; ``"kernel_grid"``: ``(N, rows, cols, kh, kw)`` local kernels (projective) or None;
         ``"grid_px"``: ``(rows * cols, 2)`` crop pixel coordinates of the grid kernels, or None;
         ``"index"``: ``(N,)`` int64; ``"records"``: per item, JSON-ready ``{"source", "params"}``.
-        All tensors on ``device``.
+        All tensors on ``device``. On the CPU the items are made :data:`CPU_BATCH` at a time (faster
+        than all at once), elsewhere in one batch; either way each item is the same.
     """
+    index = rng.as_index(indices)
+    step = CPU_BATCH if torch.device(device).type == "cpu" else max(1, len(index))
+    parts = [_make_batch(recipe, index[a:a + step], seed, sources, device)
+             for a in range(0, max(1, len(index)), step)]
+    merged = {}
+    for key, first in parts[0].items():
+        if key == "records":
+            merged[key] = [r for part in parts for r in part[key]]
+        elif first is None or key == "grid_px" or len(parts) == 1:  # grid_px: the same for every item
+            merged[key] = first
+        else:
+            merged[key] = torch.cat([part[key] for part in parts])
+    return merged
+
+
+def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFolder | None, device) -> dict:
+    """:func:`make_pairs` for one batch of item indices ``(N,)`` int64, all at once."""
     from .blur import blur
     from .sensor import post_blur, pre_blur
 
-    index = rng.as_index(indices)
-    n = len(index)
     idx = index.to(device)
     sharp, full, corner, src_records = _sources(recipe, index, seed, sources, device)
     traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)

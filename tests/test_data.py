@@ -48,14 +48,27 @@ def test_items_are_pure_functions_of_the_index(photos):
     assert not torch.equal(other_seed[0]["blur"], data[0]["blur"])
 
 
-def test_dead_leaves_items_do_not_depend_on_the_batch():
-    recipe = _recipe(crop=16)
-    batch = make_pairs(recipe, [5, 6, 9], 1)
-    for k, i in enumerate([5, 6, 9]):
+@pytest.mark.parametrize("mode", ["uniform", "projective"])
+def test_dead_leaves_items_do_not_depend_on_the_batch(mode):
+    # 7 items: made on the CPU as batches of 4 and 3 (pairs.CPU_BATCH), then merged.
+    from blursynth.pairs import CPU_BATCH
+    recipe = _recipe(crop=16, blur={"mode": mode, "grid": [2, 2]})
+    items = [5, 6, 9, 0, 13, 2, 8]
+    assert CPU_BATCH < len(items) and len(items) % CPU_BATCH
+    batch = make_pairs(recipe, items, 1)
+    assert batch["blur"].shape[0] == batch["kernel"].shape[0] == len(batch["records"]) == len(items)
+    assert batch["index"].tolist() == items
+    for k, i in enumerate(items):
         single = make_pairs(recipe, [i], 1)
         assert torch.equal(single["blur"][0], batch["blur"][k]) and torch.equal(single["sharp"][0], batch["sharp"][k])
+        assert torch.equal(single["kernel"][0], batch["kernel"][k])
         assert single["records"][0] == batch["records"][k]
         assert single["records"][0]["source"]["image"] == "dead_leaves"
+        if mode == "projective":
+            assert torch.equal(single["kernel_grid"][0], batch["kernel_grid"][k])
+            assert torch.equal(single["grid_px"], batch["grid_px"])
+        else:
+            assert batch["kernel_grid"] is None and batch["grid_px"] is None
 
 
 def test_multi_worker_loader_gives_each_pair_once(photos):
