@@ -28,12 +28,13 @@ from .io import ImageError, read_image
 from .recipe import Recipe
 from .trajectory import Trajectory
 
-# Component seed salts: the draws of each component depend on (seed, component, index) only.
 # Pairs made at once on the CPU: a batch's full-size temporaries then stay nearer the cache. CPU time
 # per 256 px pair of the default recipe, one thread, batch sizes alternated in one process: 57-66 ms
 # in batches of 16, 46-53 in 8, 38-42 in 4, 38-42 in 2 (realblur-like: 99, 90, 83, 82). On other
 # devices the whole call is one batch. Items never depend on the batch they are made in.
 CPU_BATCH = 4
+
+# Component seed salts: the draws of each component depend on (seed, component, index) only.
 _SALT = {"source": 1, "trajectory": 2, "camera": 3, "sensor": 4, "noise": 5, "scene": 6}
 
 
