@@ -166,11 +166,13 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
     step = CPU_BATCH if torch.device(device).type == "cpu" else max(1, len(index))
     parts = [_make_batch(recipe, index[a:a + step], seed, sources, device)
              for a in range(0, max(1, len(index)), step)]
+    if len(parts) == 1:
+        return parts[0]
     merged = {}
     for key, first in parts[0].items():
         if key == "records":
             merged[key] = [r for part in parts for r in part[key]]
-        elif first is None or key == "grid_px" or len(parts) == 1:  # grid_px: the same for every item
+        elif first is None or key == "grid_px":  # grid_px: the same for every item
             merged[key] = first
         else:
             merged[key] = torch.cat([part[key] for part in parts])
