@@ -20,7 +20,10 @@ says what happens instead:
   conditioned on fitting. :func:`rasterize` and :func:`kernels` reject it with a message saying so.
 
 Everything runs on the input's device; the work is a single ``index_add_`` into a flat buffer per
-piece of the batch, with pieces of at most 2M splats (each temporary <= 16 MB, ~100 MB in all).
+piece of the batch, with pieces of at most 2M splats (each temporary <= 16 MB, ~100 MB in all). Off
+the CPU the buffer holds integers (fixed point, 2^-48 per unit), so the sums are exact and do not
+depend on the order of the additions: on CUDA, where ``index_add_`` of floats adds in whatever order
+the threads run, the same seed still gives the same bytes.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ FIT_POLICIES = ("error", "scale", "resample")
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
 _PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
 _COUNT_OFFSET = 0.3819660113  # 2 - golden ratio: far from every simple fraction
+# Fixed-point unit of the splat buffer. A float32 splat value v >= 2**-24 times 2**48 is already an
+# integer, so the conversion is exact; a bin's total (at most an item's whole weight, 1) stays far
+# below 2**53, so the float64 read-back is exact too and the only rounding is the final one to float32.
+_FIXED = float(2 ** 48)
 _FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touches the canvas edge
 
 
@@ -197,7 +204,13 @@ def _splat(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int) -> torch.
     # round lengths while every sub-step stays shorter than MAX_STEP_PX.
     count = (seg.norm(dim=-1) * (1.0 / MAX_STEP_PX) + _COUNT_OFFSET).long() + 1  # (N, T-1)
     per_item = count.sum(1)
-    out = torch.zeros(n * h * w, device=offset.device, dtype=torch.float32)
+    # Exact integer sums off the CPU, where float index_add_ adds in thread order and its last bits
+    # vary from run to run. The CPU adds in index order (the same every run) and floats are faster
+    # there (the integer conversion cost 15-25% of kernel generation). Float sums also where a
+    # gradient must reach the path (ShakeKernels learns its scale): integers are not differentiable.
+    exact = offset.device.type != "cpu" and not (
+        torch.is_grad_enabled() and (offset.requires_grad or weight.requires_grad))
+    out = torch.zeros(n * h * w, device=offset.device, dtype=torch.int64 if exact else torch.float32)
     centre = torch.tensor([w // 2, h // 2], device=offset.device, dtype=torch.float32)
     start = offset[:, :-1] + centre  # segment starts in canvas coordinates
     # Pieces of whole items with a bounded number of splat entries keep the temporaries small.
@@ -208,7 +221,7 @@ def _splat(offset: torch.Tensor, weight: torch.Tensor, h: int, w: int) -> torch.
         b = max(a + 1, bisect.bisect_right(ends, base + _PIECE_ENTRIES, lo=a))
         _splat_piece(out[a * h * w: b * h * w], start[a:b], seg[a:b], count[a:b], weight[a:b], h, w)
         a = b
-    return out.view(n, h, w)
+    return ((out.double() / _FIXED).float() if exact else out).view(n, h, w)
 
 
 def _splat_piece(out, start, seg, count, weight, h, w) -> None:
@@ -239,10 +252,8 @@ def _splat_piece(out, start, seg, count, weight, h, w) -> None:
     item = torch.arange(n, device=out.device).repeat_interleave(segments) if owner is None else owner // segments
     i00 = item * (h * w) + (y0 * w + x0).long()
     top, bottom = mass * (1 - fy), mass * fy
-    out.index_add_(0, i00, top * (1 - fx))
-    out.index_add_(0, i00 + 1, top * fx)
-    out.index_add_(0, i00 + w, bottom * (1 - fx))
-    out.index_add_(0, i00 + (w + 1), bottom * fx)
+    for shift, v in ((0, top * (1 - fx)), (1, top * fx), (w, bottom * (1 - fx)), (w + 1, bottom * fx)):
+        out.index_add_(0, i00 + shift, (v * _FIXED).round_().long() if out.dtype == torch.int64 else v)
 
 
 def kernel_paths(trajectory: Trajectory, camera=None, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:

@@ -278,6 +278,30 @@ def test_pieces_bound_memory_and_agree():
     assert torch.equal(full, pieces)
 
 
+@given(st.integers(0, 2 ** 31 - 1))
+@settings(max_examples=20, deadline=None)
+def test_splat_sums_do_not_depend_on_the_order_of_the_additions(seed):
+    # CUDA's index_add_ of floats adds in whatever order its threads run; the exact fixed-point sums
+    # used there must give the same bytes for any order, here segments shuffled within items
+    g = torch.Generator().manual_seed(seed)
+    n, segments, h, w = 3, 40, 15, 15
+    start = torch.rand(n, segments, 2, generator=g) * 4 + 5
+    seg = torch.randn(n, segments, 2, generator=g)
+    count = torch.randint(1, 6, (n, segments), generator=g)
+    weight = torch.rand(n, segments, generator=g)
+    weight /= weight.sum(1, keepdim=True)
+    perm = torch.randperm(segments, generator=g)
+    a, b = torch.zeros(n * h * w, dtype=torch.int64), torch.zeros(n * h * w, dtype=torch.int64)
+    K._splat_piece(a, start, seg, count, weight, h, w)
+    K._splat_piece(b, start[:, perm], seg[:, perm], count[:, perm], weight[:, perm], h, w)
+    assert torch.equal(a, b)
+    # and the integer sums are the float sums (which the CPU uses), to float rounding
+    f = torch.zeros(n * h * w)
+    K._splat_piece(f, start, seg, count, weight, h, w)
+    torch.testing.assert_close((a.double() / 2 ** 48).float(), f, atol=1e-6, rtol=0)
+    assert abs(int(a.sum()) / 2 ** 48 - n) < 1e-5  # each item's mass, 1 (to float32 rounding)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     cam = Camera.from_35mm(50, 1200, 800)
