@@ -190,19 +190,24 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
                          "build the Camera for the frame being blurred")
     if len(trajectory) not in (1, b):
         raise ValueError(f"trajectory has {len(trajectory)} items for a batch of {b} images")
-    trajectory = trajectory.to(image.device)
+    # The poses (a few hundred numbers) are worked out on the CPU whatever the image's device: on a
+    # GPU their hundreds of tiny operations cost more in launches and syncs than all the warps, and
+    # the same arithmetic on every device gives the same warps.
+    trajectory = trajectory.to("cpu")
+    if torch.is_tensor(depth_m):
+        depth_m = depth_m.cpu()
     poses, weights = motion_samples(trajectory, camera, depth_m, max_step_px)
     hom = camera.homographies(poses, depth_m)  # (N, K, 3, 3)
     if center:
         shift = centering_shift(densify(trajectory, camera, depth_m, max_step_px), camera, depth_m)
-        move = torch.eye(3, device=image.device).repeat(shift.shape[0], 1, 1)
+        move = torch.eye(3).repeat(shift.shape[0], 1, 1)
         move[:, :2, 2] = -shift
         hom = move[:, None] @ hom
-    hom, weights = hom.expand(b, -1, -1, -1).to(image.dtype), weights.expand(b, -1).to(image.dtype)
+    hom, weights = hom.expand(b, -1, -1, -1).to(image.dtype), weights.expand(b, -1).to(image)
     # Sampling maps: each output pixel p reads the sharp image at H^-1 p (pixels -> grid_sample's [-1, 1]).
     norm = torch.tensor([[2.0 / max(w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(h - 1, 1), -1.0], [0.0, 0.0, 1.0]],
-                        device=image.device, dtype=torch.float64)
-    sample = norm @ torch.linalg.inv(hom.double())  # (B, K, 3, 3)
+                        dtype=torch.float64)
+    sample = (norm @ torch.linalg.inv(hom.double())).to(image)  # (B, K, 3, 3)
     xs = torch.arange(w, device=image.device, dtype=image.dtype)
     ys = torch.arange(h, device=image.device, dtype=image.dtype)[:, None]
     # Work buffers reused for every pose: fresh 1280x720 temporaries cost more in page faults than
@@ -212,7 +217,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     out = torch.zeros_like(image)
     # One warp at a time (a batch of warps is slower on the CPU: the temporaries leave the cache).
     for k in range(hom.shape[1]):
-        _sampling_grid(sample[:, k].to(image.dtype), xs, ys, grid, depth)
+        _sampling_grid(sample[:, k], xs, ys, grid, depth)
         warped = torch.nn.functional.grid_sample(image, grid, mode="bilinear", padding_mode=padding_mode,
                                                  align_corners=True)
         out.addcmul_(warped, weights[:, k, None, None, None])
