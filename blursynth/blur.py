@@ -16,9 +16,10 @@ Every boundary is "pad, then keep the valid part of the convolution":
 The valid convolution of a ``P x Q`` array only needs a circular convolution of size ``>= P x Q``
 (wrap-around only pollutes the ``h - 1`` first rows and ``w - 1`` first columns, which "valid"
 discards), so the FFT size is the padded image size rounded up to a fast length, never
-``P + h - 1``. Large images are transformed one at a time on the CPU (:func:`_each_image`), cut
-into an even number of slabs, two slabs per complex transform (see :func:`_valid_fft`). Small
-kernels go through a direct grouped ``conv2d`` instead, which is faster there.
+``P + h - 1``. On the CPU images are transformed one at a time (:func:`_each_image`), so an item's
+result never depends on its batch; large ones are cut into an even number of slabs, two slabs per
+complex transform (see :func:`_valid_fft`). Small kernels go through a direct grouped ``conv2d``
+instead, which is faster there.
 
 Everything runs on the image's device and dtype (float32 or float64) and is differentiable.
 """
@@ -257,10 +258,9 @@ PAD_COST = 0.05
 # slabs' overlap in every pass too, and they chose 2 slabs at 1280x720 with a 64x64 kernel, 6 with
 # 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2).
 CACHE_POINTS = 1 << 21
-# Below this many pixels per image the real transform is kept and the batch is transformed at
-# once: small images stay in cache, where the packing and unpacking passes cost more than they
-# save (276x276: 1.14x slower split; from 400x400 on it is 0.8-0.96x the real transform's time),
-# and a per-image loop would add Python overhead to short transforms.
+# Below this many pixels per image the real transform is kept: small images stay in cache, where
+# the packing and unpacking passes cost more than they save (276x276: 1.14x slower split; from
+# 400x400 on it is 0.8-0.96x the real transform's time).
 LARGE_PIXELS = 1 << 17
 MAX_SLABS = 8
 
@@ -304,10 +304,11 @@ def _each_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], 
     ``spectrum(kernel[i:i+1])`` computed once per item (once in all for a shared kernel); on other
     devices in one call for the whole batch (their allocators cache memory, and they want batches).
 
-    On the CPU, large images go through the FFT one at a time: the big temporaries then have one
-    image's size, so the allocator reuses the same memory for every image instead of mapping (and
-    page-faulting) fresh buffers the size of the whole batch, which cost as much as a quarter of the
-    time on 1280x720 RGB; and one image's working set stays in cache."""
+    On the CPU, images go through the FFT one at a time: an item's result is then the same in any
+    batch (see :func:`_by_image`), and for large images the big temporaries have one image's size,
+    so the allocator reuses the same memory for every image instead of mapping (and page-faulting)
+    fresh buffers the size of the whole batch, which cost as much as a quarter of the time on
+    1280x720 RGB; and one image's working set stays in cache."""
     b, c = x.shape[:2]
     out = x.new_empty(b, c, *out_hw)
     if _whole_batch(x):
@@ -323,11 +324,13 @@ def _each_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], 
     return out
 
 
-def _by_size(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spectrum, conv) -> torch.Tensor:
-    """``conv(images, kernel_spectra)`` on the whole batch for small images (and off the CPU), one
-    image at a time (:func:`_each_image`) for large ones; ``conv`` maps ``(b, c, H, W)`` to
-    ``(b, c, *out_hw)``."""
-    if x.shape[-2] * x.shape[-1] < LARGE_PIXELS or _whole_batch(x):
+def _by_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spectrum, conv) -> torch.Tensor:
+    """``conv(images, kernel_spectra)``, mapping ``(b, c, H, W)`` to ``(b, c, *out_hw)``: on the CPU
+    one image and channel at a time (:func:`_each_image`), whatever the size, because MKL's batched
+    transforms round differently from single ones on some CPUs (seen on an AVX-512 Xeon: an item
+    blurred alone differed from the same item blurred in a batch), and a dataset's pair must not
+    depend on its batch; off the CPU on the whole batch."""
+    if _whole_batch(x):
         return conv(x, spectrum(kernel))
     return _each_image(x, kernel, out_hw, spectrum, lambda xi, kspec, out: out.copy_(conv(xi, kspec)))
 
@@ -399,7 +402,7 @@ def _valid_rfft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     def conv(xi, kspec):
         return torch.fft.irfft2(_times(torch.fft.rfft2(xi, s=(n, m)), kspec), s=(n, m))[..., h - 1:hh, w - 1:ww]
 
-    return _by_size(x, kernel, (hh - h + 1, ww - w + 1), lambda kk: _kernel_spectrum(kk, n, m), conv)
+    return _by_image(x, kernel, (hh - h + 1, ww - w + 1), lambda kk: _kernel_spectrum(kk, n, m), conv)
 
 
 def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
@@ -422,7 +425,7 @@ def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.T
         spec = _times(torch.fft.rfft2(F.pad(xi, (left, right, top, bottom), mode=boundary)), kspec)
         return torch.fft.irfft2(spec, s=(n, m))[..., h - 1:h - 1 + hh, w - 1:w - 1 + ww]
 
-    return _by_size(x, kernel, (hh, ww), lambda kk: _kernel_spectrum(kk, n, m), conv)
+    return _by_image(x, kernel, (hh, ww), lambda kk: _kernel_spectrum(kk, n, m), conv)
 
 
 def _valid_fft_adjoint(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -450,7 +453,7 @@ def _circular_exact(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool) -> tor
         kspec = _kernel_spectrum(kk, hh, ww, row0=h // 2, col0=w // 2)
         return kspec.conj() if adjoint else kspec
 
-    return _by_size(x, kernel, (hh, ww), spectrum,
+    return _by_image(x, kernel, (hh, ww), spectrum,
                     lambda xi, kspec: torch.fft.irfft2(_times(torch.fft.rfft2(xi), kspec), s=(hh, ww)))
 
 
