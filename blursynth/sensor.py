@@ -518,7 +518,8 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
         warnings.simplefilter("ignore", DeprecationWarning)
         decoded = [decode_jpeg(encode_jpeg(u8[j], quality=q[i])) for j, i in enumerate(coded)]
     out = img.clone()
-    out[coded] = torch.stack(decoded).to(img.device, img.dtype) / 255.0
+    # divided on the CPU: CUDA divides by a scalar as a multiply by its reciprocal, an ulp off
+    out[coded] = (torch.stack(decoded).to(img.dtype) / 255.0).to(img.device)
     return out
 
 
