@@ -115,7 +115,9 @@ def test_keeps_last_k_checkpoints(tmp_path):
 
 @pytest.mark.parametrize("pool", [[], ["--pair-pool", "0"]], ids=["pair-pool", "on-the-fly"])
 def test_paired_resume_equals_uninterrupted(tmp_path, pool):
+    # on the CPU, where every kernel is deterministic (CUDA's convolution backward is not, by default)
     a, b = tmp_path / "a", tmp_path / "b"
+    pool = pool + ["--device", "cpu"]
     main(TINY + pool + ["--steps", "6", "--eval-every", "100", "--run-dir", str(a)])
     main(TINY + pool + ["--steps", "6", "--stop-at", "3", "--eval-every", "100", "--run-dir", str(b)])
     main(["--resume", str(b), "--no-progress"])
@@ -135,7 +137,7 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
     # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume;
     # the kernel F draws its kernels and noise from the global RNG, which the checkpoint carries
     a, b = tmp_path / "a", tmp_path / "b"
-    opts = TINY_GAN + ["--blur-model", blur_model, "--blur-kernel", "5"]
+    opts = TINY_GAN + ["--blur-model", blur_model, "--blur-kernel", "5", "--device", "cpu"]  # deterministic kernels
     main(opts + ["--steps", "4", "--eval-every", "100", "--run-dir", str(a)])
     main(opts + ["--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(b)])
     main(["--resume", str(b), "--no-progress"])
@@ -213,6 +215,16 @@ def test_command_line_reports_errors_in_one_line(tmp_path):
             cli(TINY + ["--device", "cuda", "--run-dir", str(tmp_path / "r")])
 
 
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    # torchrun --nproc_per_node=2 on a one-GPU machine: rank 1 must not reach for a GPU that is not there
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert config.pick_device("auto", 0) == torch.device("cuda", 0)
+    with pytest.raises(config.ConfigError, match="process 1 needs GPU 1 but 1 are visible.*--device cpu"):
+        config.pick_device("auto", 1)
+    assert config.pick_device("cpu", 1) == torch.device("cpu")
+
+
 @pytest.mark.parametrize("opts", [TINY, TINY_GAN + ["--blur-model", "shake", "--blur-kernel", "9"]])
 def test_mixed_precision_trains(tmp_path, opts):
     # --amp on runs every forward under autocast (bfloat16 here on the CPU; on CUDA --amp auto selects it)
@@ -239,7 +251,7 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
     # process with batch 4 reads; averaged gradients of the two halves equal the whole batch's
     one, two = tmp_path / "one", tmp_path / "two"
     i = TINY.index("--batch")
-    args = TINY[:i] + TINY[i + 2:] + ["--steps", "3", "--eval-every", "100"]
+    args = TINY[:i] + TINY[i + 2:] + ["--steps", "3", "--eval-every", "100", "--device", "cpu"]  # gloo
     main(args + ["--batch", "4", "--run-dir", str(one)])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "unpaired.train", *args, "--batch", "2", "--run-dir", str(two)]
@@ -256,7 +268,7 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
 def test_ddp_cyclegan_checkpoints_every_rank_pool(tmp_path):
     run = tmp_path / "gan"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "unpaired.train",
-           *TINY_GAN, "--steps", "2", "--eval-every", "100", "--run-dir", str(run)]
+           *TINY_GAN, "--steps", "2", "--eval-every", "100", "--device", "cpu", "--run-dir", str(run)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

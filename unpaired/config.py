@@ -187,6 +187,10 @@ def pick_device(name: str, local_rank: int = 0):
 
     _check_device(name)
     if name in ("auto", "cuda") and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():  # torchrun started more processes than there are GPUs
+            raise ConfigError(f"--device {name}: process {local_rank} needs GPU {local_rank} but "
+                              f"{torch.cuda.device_count()} are visible; start at most that many processes "
+                              "(torchrun --nproc_per_node) or use --device cpu")
         return torch.device("cuda", local_rank)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu")
