@@ -5,6 +5,7 @@ on every core, each library then given the same thread count.
     python bench/blur.py                 # every section
     python bench/blur.py --section uniform --repeats 7 --threads 1 2
     python bench/blur.py --section projective --section dataset --repeats 4
+    python bench/blur.py --device cuda     # every section on a GPU (scipy, CPU-only, left out)
 
 Sections are functions registered in ``SECTIONS``; each prints its own table.
 """
@@ -28,8 +29,10 @@ from blursynth.blur import blur  # noqa: E402
 from timing import round_robin  # noqa: E402  (bench/timing.py)
 
 
-def timed_ms(fns: dict, repeats: int, warmup: int = 2) -> dict:
-    """Median wall time in ms of each ``fn()`` in ``fns``, timed round-robin."""
+def timed_ms(fns: dict, repeats: int, warmup: int = 2, device: str = "cpu") -> dict:
+    """Median wall time in ms of each ``fn()`` in ``fns``, timed round-robin (on CUDA, to completion)."""
+    if device.startswith("cuda"):
+        fns = {name: (lambda fn=fn: (fn(), torch.cuda.synchronize(device))) for name, fn in fns.items()}
     return {name: statistics.median(t) * 1e3 for name, t in round_robin(fns, repeats, warmup).items()}
 
 
@@ -43,27 +46,29 @@ def _test_kernel(size: int) -> torch.Tensor:
     return (k / k.sum()).float()
 
 
-def uniform(repeats: int, threads: list[int]) -> None:
+def uniform(repeats: int, threads: list[int], device: str = "cpu") -> None:
     """Uniform blur of a 1280x720 RGB image with one kernel, against scipy.signal.fftconvolve,
     kornia.filters.filter2d and deepinv.physics.BlurFFT (kernel passed at every call, as when every
     image of a dataset has its own kernel), once per thread count: every library gets the same
-    number of threads (torch's intra-op threads, and scipy.fft.set_workers for scipy)."""
+    number of threads (torch's intra-op threads, and scipy.fft.set_workers for scipy). On CUDA the
+    thread counts do not apply and scipy (CPU only) is left out."""
     import kornia
     import scipy.fft
     import scipy.signal
     from deepinv.physics import BlurFFT
 
-    x = torch.rand(1, 3, 720, 1280)
-    xn = x[0].numpy()
-    for n_threads in threads:
+    cuda = device.startswith("cuda")
+    x = torch.rand(1, 3, 720, 1280).to(device)
+    xn = x[0].cpu().numpy()
+    for n_threads in [1] if cuda else threads:
         torch.set_num_threads(n_threads)
-        print(f"\n## uniform blur, 1280x720 RGB float32, {n_threads} thread(s) each, median of {repeats} "
-              f"(ms per image)")
+        where = device if cuda else f"{n_threads} thread(s) each"
+        print(f"\n## uniform blur, 1280x720 RGB float32, {where}, median of {repeats} (ms per image)")
         print(f"{'kernel':>7} {'peer':<34} {'peer ms':>9} {'ours':<22} {'ours ms':>8} {'ours/peer':>9}")
         for size in (31, 64):
-            k = _test_kernel(size)
-            kn = k.numpy()[None]
-            physics = BlurFFT(img_size=(3, 720, 1280), filter=k[None, None])
+            k = _test_kernel(size).to(device)
+            kn = k.cpu().numpy()[None]
+            physics = BlurFFT(img_size=(3, 720, 1280), filter=k[None, None], device=device)
             # peer name -> (call, our boundary that computes the same kind of result)
             peers = {
                 "scipy fftconvolve valid": (
@@ -74,23 +79,25 @@ def uniform(repeats: int, threads: list[int]) -> None:
                     lambda: kornia.filters.filter2d(x, k[None], border_type="reflect"), "reflect"),
                 "deepinv BlurFFT (circular)": (lambda: physics.A(x, filter=k[None, None]), "circular"),
             }
+            if cuda:
+                peers = {name: peer for name, peer in peers.items() if not name.startswith("scipy")}
             fns = {name: fn for name, (fn, _) in peers.items()}
             fns.update({"blur " + b: (lambda b=b: blur(x, k, b)) for b in ("valid", "reflect", "circular")})
             with torch.inference_mode(), scipy.fft.set_workers(n_threads):
-                ms = timed_ms(fns, repeats)
+                ms = timed_ms(fns, repeats, device=device)
             best = min(ms[name] for name in peers)
             for name, (_, boundary) in peers.items():
                 ours = ms["blur " + boundary]
-                print(f"{size:>5}^2 {name:<34} {ms[name]:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
+                print(f"{size:>5}^2 {name:<34} {ms[name]:9.2f} {'blur ' + boundary:<22} {ours:8.2f} "
                       f"{ours / ms[name]:9.2f}")
             for boundary in ("valid", "reflect", "circular"):
                 ours = ms["blur " + boundary]
-                print(f"{size:>5}^2 {'fastest peer':<34} {best:9.1f} {'blur ' + boundary:<22} {ours:8.1f} "
+                print(f"{size:>5}^2 {'fastest peer':<34} {best:9.2f} {'blur ' + boundary:<22} {ours:8.2f} "
                       f"{ours / best:9.2f}")
     torch.set_num_threads(1)
 
 
-def projective(repeats: int) -> None:
+def projective(repeats: int, device: str = "cpu") -> None:
     """Projective (spatially varying) blur: blursynth.nonuniform.render_nonuniform (exact exposure
     integral of homography warps) against deepinv.physics.SpaceVaryingBlur (product-convolution with
     10 eigen-PSFs of 31x31 motion kernels, the fastest of its direct and FFT modes), same image sizes.
@@ -104,18 +111,23 @@ def projective(repeats: int) -> None:
     from blursynth.recipe import load_recipe
 
     shakes = load_recipe("default").trajectory_sampler().sample(repeats, seed=0)
-    print(f"\n## projective blur, RGB float32, 1 thread, {repeats} camera shakes (images/s, higher is faster)")
+    where = device if device.startswith("cuda") else "1 thread"
+    print(f"\n## projective blur, RGB float32, {where}, {repeats} camera shakes (images/s, higher is faster)")
     print(f"{'size':>9} {'peer':<40} {'peer img/s':>10} {'ours img/s':>10} {'warps':>6} {'speed ours/peer':>15}")
     for h, w in ((256, 256), (720, 1280)):
-        x = torch.rand(1, 3, h, w)
+        x = torch.rand(1, 3, h, w).to(device)
         cam = Camera.from_35mm(35.0, w, h)
         torch.manual_seed(0)  # deepinv's generator draws from torch's global RNG (ours does not)
         params = ProductConvolutionBlurGenerator(psf_generator=MotionBlurGenerator((31, 31)), img_size=(h, w)).step(1)
-        peers = {f"deepinv SpaceVaryingBlur fft={fft}": SpaceVaryingBlur(**params, use_fft=fft) for fft in (False, True)}
+        params = {key: v.to(device) if torch.is_tensor(v) else v for key, v in params.items()}
+        peers = {f"deepinv SpaceVaryingBlur fft={fft}": SpaceVaryingBlur(**params, use_fft=fft, device=device)
+                 for fft in (False, True)}
         with torch.inference_mode():
-            peer_ms = timed_ms({name: (lambda p=p: p(x)) for name, p in peers.items()}, max(1, repeats // 2))
+            peer_ms = timed_ms({name: (lambda p=p: p(x)) for name, p in peers.items()}, max(1, repeats // 2),
+                               device=device)
             warps = [motion_samples(shakes[i], cam)[0].t.shape[1] for i in range(len(shakes))]
-            ours_ms = timed_ms({i: (lambda i=i: render_nonuniform(x, shakes[i], cam)) for i in range(len(shakes))}, 1)
+            ours_ms = timed_ms({i: (lambda i=i: render_nonuniform(x, shakes[i], cam)) for i in range(len(shakes))}, 1,
+                               device=device)
         ours = 1e3 / statistics.mean(ours_ms.values())
         name = min(peer_ms, key=peer_ms.get)
         peer = 1e3 / peer_ms[name]
@@ -123,7 +135,7 @@ def projective(repeats: int) -> None:
               f"{peer_ms[name] / statistics.mean(ours_ms.values()):15.2f}")
 
 
-def _dataset_child(out: str, pairs: int, workers: int, sharp: str | None) -> None:
+def _dataset_child(out: str, pairs: int, workers: int, sharp: str | None, device: str = "cpu") -> None:
     """Run in a fresh process: write a dataset, print JSON with the time and the peak RSS (MiB)."""
     import json
     import resource
@@ -136,7 +148,7 @@ def _dataset_child(out: str, pairs: int, workers: int, sharp: str | None) -> Non
         fh.write("5")
     before = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    write_dataset(out, pairs, "default", sharp=sharp, workers=workers, overwrite=True, progress=False)
+    write_dataset(out, pairs, "default", sharp=sharp, workers=workers, overwrite=True, device=device, progress=False)
     seconds = time.perf_counter() - t0
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     cpu = sum(u.ru_utime + u.ru_stime for u in usage) - before.ru_utime - before.ru_stime  # imports excluded
@@ -145,14 +157,14 @@ def _dataset_child(out: str, pairs: int, workers: int, sharp: str | None) -> Non
                       "rss_worker_mib": usage[1].ru_maxrss / 1024}))
 
 
-def _dataset_run(pairs: int, workers: int, sharp: str | None) -> dict:
+def _dataset_run(pairs: int, workers: int, sharp: str | None, device: str = "cpu") -> dict:
     import json
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import blur; "
-                f"blur._dataset_child({tmp + '/set'!r}, {pairs}, {workers}, {sharp!r})")
+                f"blur._dataset_child({tmp + '/set'!r}, {pairs}, {workers}, {sharp!r}, {device!r})")
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -178,7 +190,7 @@ def _free_cores() -> float:
     return 2 * one / two
 
 
-def dataset(repeats: int, sharp: str | None = None) -> None:
+def dataset(repeats: int, sharp: str | None = None, device: str = "cpu") -> None:
     """`blursynth dataset` throughput (default recipe: 256x256 pairs, dead-leaves scenes, camera shake,
     uniform blur in linear light, highlight boost, Poisson-Gaussian noise, sRGB curve, 8-bit PNG)
     with 1 and 2 worker processes, and peak memory as the number of pairs grows. Each run is a
@@ -187,10 +199,11 @@ def dataset(repeats: int, sharp: str | None = None) -> None:
 
     # An even number of chunks (the unit of work), so that two workers can share them equally.
     pairs = 2 * CHUNK * max(2, repeats)
-    print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run (pairs/s, higher is faster)")
+    print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run, pixels on {device} "
+          "(pairs/s, higher is faster)")
     ceiling = _free_cores()
-    one = _dataset_run(pairs, 1, sharp)
-    two = _dataset_run(pairs, 2, sharp)
+    one = _dataset_run(pairs, 1, sharp, device)
+    two = _dataset_run(pairs, 2, sharp, device)
     ceiling = (ceiling + _free_cores()) / 2
     print(f"cores free to this run (two pure-Python burns vs one, before and after): {ceiling:.2f}")
     # CPU seconds per pair (all processes) shows the parallel overhead whatever the machine's load;
@@ -203,13 +216,13 @@ def dataset(repeats: int, sharp: str | None = None) -> None:
     # largest worker (imports included: a forked worker shares the parent's pages).
     print(f"\n{'pairs':>7} {'peak RSS main MiB':>18} {'peak RSS worker MiB':>20}  (workers=2)")
     for n in (pairs // 2, pairs * 4, pairs * 16):
-        r = _dataset_run(n, 2, sharp)
+        r = _dataset_run(n, 2, sharp, device)
         print(f"{n:>7} {r['rss_main_mib']:18.0f} {r['rss_worker_mib']:20.0f}")
 
 
-SECTIONS = {"uniform": lambda args: uniform(args.repeats, args.threads),
-            "projective": lambda args: projective(args.repeats),
-            "dataset": lambda args: dataset(args.repeats)}
+SECTIONS = {"uniform": lambda args: uniform(args.repeats, args.threads, args.device),
+            "projective": lambda args: projective(args.repeats, args.device),
+            "dataset": lambda args: dataset(args.repeats, device=args.device)}
 
 
 def main(argv=None) -> None:
@@ -220,6 +233,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
                         help="thread counts of the uniform section, each given to every library "
                              "(default: 1 and every core)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every library computes")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for name in args.section or SECTIONS:

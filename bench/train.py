@@ -1,6 +1,7 @@
 """Training benchmarks: iteration speed, and what short trainings reach on held-out synthetic pairs.
 
     python bench/train.py speed                 # s/iteration of CycleGAN: reference 256 px and CPU-sized 128 px
+    python bench/train.py speed --device cuda   # the same on a GPU (both loops in bfloat16 autocast, channels-last)
     python bench/train.py paired   [--steps N]  # paired training on the embedded defaults, PSNR gain (goal +2 dB, <= 15 min)
     python bench/train.py cyclegan [--steps N]  # CycleGAN on unpaired synthetic domains, PSNR gain (goal +0.5 dB, <= 30 min)
     python bench/train.py cyclegan --blur-model network --steps 1800 --generator resnet   # the reference F
@@ -25,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unpaired.config import parse_args  # noqa: E402
+from unpaired.config import parse_args, pick_device  # noqa: E402
 from unpaired.data import validation_pairs  # noqa: E402
 from unpaired.deblur import load_generator  # noqa: E402
 from unpaired.losses import ImagePool, lsgan_loss  # noqa: E402
@@ -40,59 +41,72 @@ CYCLEGAN_STEPS = 1200
 SETTINGS = {"reference 256px ngf64 9 blocks": (256, 64, 9), "cpu 128px ngf32 6 blocks": (128, 32, 6)}
 
 
-def bare_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, warmup: int = 1) -> float:
-    """Seconds per CycleGAN iteration of a plain loop (the networks and losses only, random inputs)."""
-    g, f = init_weights(ResnetGenerator(ngf, n_blocks), 0), init_weights(ResnetGenerator(ngf, n_blocks), 1)
-    da, db = init_weights(PatchDiscriminator(64, 3), 2), init_weights(PatchDiscriminator(64, 3), 3)
+def bare_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, device: torch.device,
+                          warmup: int = 1) -> float:
+    """Seconds per CycleGAN iteration of a plain loop (the networks and losses only, random inputs);
+    on CUDA in bfloat16 autocast and channels-last, as the trainer's ``--amp auto`` runs there."""
+    cuda = device.type == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    nets = [init_weights(ResnetGenerator(ngf, n_blocks), 0), init_weights(ResnetGenerator(ngf, n_blocks), 1),
+            init_weights(PatchDiscriminator(64, 3), 2), init_weights(PatchDiscriminator(64, 3), 3)]
+    g, f, da, db = [net.to(device, memory_format=fmt) for net in nets]
     opt_g = torch.optim.Adam([*g.parameters(), *f.parameters()], 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam([*da.parameters(), *db.parameters()], 2e-4, betas=(0.5, 0.999))
     pool_a, pool_b = ImagePool(50, 0, 0), ImagePool(50, 0, 1)
     l1 = torch.nn.functional.l1_loss
     times = []
     for it in range(warmup + iters):
-        a, b = torch.rand(1, 3, size, size), torch.rand(1, 3, size, size)
+        a, b = [torch.rand(1, 3, size, size, device=device).contiguous(memory_format=fmt) for _ in range(2)]
         t = time.perf_counter()
         for p in [*da.parameters(), *db.parameters()]:
             p.requires_grad_(False)
-        fb, fa = g(a), f(b)
-        loss = (lsgan_loss(db(fb), True) + lsgan_loss(da(fa), True) + 10 * (l1(f(fb), a) + l1(g(fa), b))
-                + 5 * (l1(g(b), b) + l1(f(a), a)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            fb, fa = g(a), f(b)
+            loss = (lsgan_loss(db(fb), True) + lsgan_loss(da(fa), True) + 10 * (l1(f(fb), a) + l1(g(fa), b))
+                    + 5 * (l1(g(b), b) + l1(f(a), a)))
         opt_g.zero_grad()
         loss.backward()
         opt_g.step()
         for p in [*da.parameters(), *db.parameters()]:
             p.requires_grad_(True)
         fb, fa = pool_b.query(fb), pool_a.query(fa)
-        loss_d = 0.5 * (lsgan_loss(db(b), True) + lsgan_loss(db(fb), False)
-                        + lsgan_loss(da(a), True) + lsgan_loss(da(fa), False))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss_d = 0.5 * (lsgan_loss(db(b), True) + lsgan_loss(db(fb), False)
+                            + lsgan_loss(da(a), True) + lsgan_loss(da(fa), False))
         opt_d.zero_grad()
         loss_d.backward()
         opt_d.step()
+        if cuda:
+            torch.cuda.synchronize(device)
         if it >= warmup:
             times.append(time.perf_counter() - t)
     return sum(times) / len(times)
 
 
-def ours_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, out: Path, warmup: int = 1) -> float:
+def ours_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, out: Path, device: torch.device,
+                          warmup: int = 1) -> float:
     """Seconds per iteration of ``unpaired.train --mode cyclegan`` from its metrics.jsonl timestamps."""
     run = out / f"speed_{size}_{ngf}_{n_blocks}"
     train(["--mode", "cyclegan", "--generator", "resnet", "--ngf", str(ngf), "--n-blocks", str(n_blocks),
-           "--crop", str(size), "--batch", "1", "--steps", str(warmup + iters), "--log-every", "1",
+           "--crop", str(size), "--pair-pool-size", str(size), "--batch", "1", "--steps", str(warmup + iters),
+           "--log-every", "1",
            "--eval-every", "1000000", "--ckpt-every", "1000000", "--val-size", "0", "--no-progress",
-           "--run-dir", str(run)])
+           "--device", str(device), "--run-dir", str(run)])
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     secs = [r["seconds"] for r in recs if "loss_D" in r]
     return (secs[-1] - secs[warmup - 1]) / iters
 
 
 def speed(args) -> None:
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    device = pick_device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {where}")
     for name, (size, ngf, blocks) in SETTINGS.items():
         # alternate the two a few times and keep each one's best: a shared machine's load comes and goes
         ours, bare = float("inf"), float("inf")
         for _ in range(args.repeats):
-            ours = min(ours, ours_cyclegan_seconds(size, ngf, blocks, args.iters, Path(args.out)))
-            bare = min(bare, bare_cyclegan_seconds(size, ngf, blocks, args.iters))
+            ours = min(ours, ours_cyclegan_seconds(size, ngf, blocks, args.iters, Path(args.out), device))
+            bare = min(bare, bare_cyclegan_seconds(size, ngf, blocks, args.iters, device))
         print(f"CycleGAN {name}, batch 1, forward+backward+update: ours {ours:.3f} s/it, "
               f"bare PyTorch loop {bare:.3f} s/it, ratio ours/bare {ours / bare:.2f} "
               f"(best of {args.repeats} x {args.iters} iterations)")
@@ -163,6 +177,7 @@ def cli() -> None:
     parser.add_argument("--steps", type=int, default=None, help=f"training steps (paired: {PAIRED_STEPS}, cyclegan: {CYCLEGAN_STEPS})")
     parser.add_argument("--val-size", type=int, default=64, help="held-out pairs")
     parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--device", default="auto", help="speed: auto (default: CUDA when present), cpu or cuda")
     args, rest = parser.parse_known_args()
     args.rest = rest  # any other option goes to unpaired.train
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
