@@ -256,7 +256,9 @@ PAD_COST = 0.05
 # CACHE_POINTS``. Fitted with MKL on one thread, 1 MiB of L2 per core: c2c fft2 + ifft2 pairs of
 # 720 x 192..672 cost 6.9 ns per point at 138k points and 9.1 at 484k, but whole blurs pay the
 # slabs' overlap in every pass too, and they chose 2 slabs at 1280x720 with a 64x64 kernel, 6 with
-# 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2).
+# 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2). Not off the CPU: on an
+# H100 the 6-slab plan of a 31x31 kernel took 0.56 ms at 1280x720 and the 2-slab plan of a 64x64
+# one 0.30 ms; more slabs there are only more launches.
 CACHE_POINTS = 1 << 21
 # Below this many pixels per image the real transform is kept: small images stay in cache, where
 # the packing and unpacking passes cost more than they save (276x276: 1.14x slower split; from
@@ -265,15 +267,17 @@ LARGE_PIXELS = 1 << 17
 MAX_SLABS = 8
 
 
-def _fft_cost(points: int) -> float:
-    return points * (1 + points / CACHE_POINTS)
+def _fft_cost(points: int, cache: bool = True) -> float:
+    return points * (1 + points / CACHE_POINTS) if cache else points
 
 
-def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple[int, int, int, int] | None:
+def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False,
+                cache: bool = True) -> tuple[int, int, int, int] | None:
     """``(dim, n, m, slabs)`` for :func:`_valid_fft` on an ``hh x ww`` image: the axis to cut (-2 or
     -1), the FFT size and the (even) number of slabs, chosen by :func:`_fft_cost`; or None when one
     real transform of the whole image is cheaper (kernels large against the image; ``padded``: the
-    image is still to be padded, a copy the real transform does not need)."""
+    image is still to be padded, a copy the real transform does not need; ``cache``: weigh the
+    CPU's cache, False off the CPU)."""
     if hh * ww < LARGE_PIXELS:
         return None
     plans = []
@@ -285,10 +289,10 @@ def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple
                 break
             slab = fast_length(q + k - 1)
             n, m = (slab, fast_length(ww)) if dim == -2 else (fast_length(hh), slab)
-            plans.append((slabs // 2 * _fft_cost(n * m), dim, n, m, slabs))
+            plans.append((slabs // 2 * _fft_cost(n * m, cache), dim, n, m, slabs))
     cost, dim, n, m, slabs = min(plans, key=lambda p: p[0])
     real = fast_length(hh) * fast_length(ww, R2C_MULTIPLE)  # pixels, held as real // 2 complex points
-    if C2C_COST * cost + PAD_COST * padded * hh * ww >= _fft_cost(real // 2) * 2:
+    if C2C_COST * cost + PAD_COST * padded * hh * ww >= _fft_cost(real // 2, cache) * 2:
         return None
     return dim, n, m, slabs
 
@@ -366,7 +370,7 @@ def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -
     hh, ww = x.shape[-2:]
     if boundary != "valid":
         hh, ww = hh + h - 1, ww + w - 1
-    plan = _split_plan(hh, ww, h, w, padded=boundary != "valid")
+    plan = _split_plan(hh, ww, h, w, padded=boundary != "valid", cache=not _whole_batch(x))
     if plan is None:
         return _valid_rfft(_pad(x, h, w, boundary), kernel)
     dim, n, m, slabs = plan
@@ -412,7 +416,7 @@ def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.T
         return _valid_fft(x, kernel)
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
-    if _split_plan(hh + h - 1, ww + w - 1, h, w, padded=True) is not None:  # slabs win
+    if _split_plan(hh + h - 1, ww + w - 1, h, w, padded=True, cache=not _whole_batch(x)) is not None:  # slabs win
         return _valid_fft(x, kernel, boundary)
     top, bottom, left, right = _pad_amounts(h, w)
     n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, R2C_MULTIPLE)
