@@ -51,15 +51,16 @@ def _probe_points(camera: Camera, device) -> torch.Tensor:
 
 
 def _interpolate(x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """Insert ``steps[k] - 1`` linearly interpolated samples in segment k of ``x`` ``(N, T, ...)``."""
-    pieces = []
-    for k in range(x.shape[1] - 1):
-        s = int(steps[k])
-        frac = torch.arange(s, device=x.device, dtype=x.dtype) / s
-        frac = frac.reshape(1, s, *([1] * (x.ndim - 2)))
-        pieces.append(x[:, k:k + 1] + frac * (x[:, k + 1:k + 2] - x[:, k:k + 1]))
-    pieces.append(x[:, -1:])
-    return torch.cat(pieces, dim=1)
+    """Insert ``steps[k] - 1`` linearly interpolated samples in segment k of ``x`` ``(N, T, ...)``.
+
+    Sample ``j`` of segment ``k`` is ``x[k] + (j / steps[k]) (x[k+1] - x[k])``, all segments at once
+    (a loop over segments cost 32 ms for a 464-sample trajectory at 1280x720)."""
+    steps = steps.to(x.device)
+    seg = torch.repeat_interleave(torch.arange(len(steps), device=x.device), steps)  # segment of each sample
+    j = torch.arange(len(seg), device=x.device) - (torch.cumsum(steps, 0) - steps)[seg]
+    frac = (j.to(x.dtype) / steps[seg].to(x.dtype)).reshape(1, -1, *([1] * (x.ndim - 2)))
+    a, b = x[:, seg], x[:, seg + 1]
+    return torch.cat([a + frac * (b - a), x[:, -1:]], dim=1)
 
 
 def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf,
