@@ -89,9 +89,8 @@ def ours_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, out: P
     run = out / f"speed_{size}_{ngf}_{n_blocks}"
     train(["--mode", "cyclegan", "--generator", "resnet", "--ngf", str(ngf), "--n-blocks", str(n_blocks),
            "--crop", str(size), "--pair-pool-size", str(size), "--batch", "1", "--steps", str(warmup + iters),
-           "--log-every", "1",
-           "--eval-every", "1000000", "--ckpt-every", "1000000", "--val-size", "0", "--no-progress",
-           "--device", str(device), "--run-dir", str(run)])
+           "--log-every", "1", "--eval-every", "1000000", "--ckpt-every", "1000000", "--val-size", "0",
+           "--no-progress", "--device", str(device), "--run-dir", str(run)])
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     secs = [r["seconds"] for r in recs if "loss_D" in r]
     return (secs[-1] - secs[warmup - 1]) / iters
