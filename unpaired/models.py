@@ -185,6 +185,7 @@ class KernelBlurGenerator(nn.Module):
 
     def __init__(self, size: int = 21, sampler: nn.Module | None = None):
         super().__init__()
+        size = sampler.size if sampler is not None else size  # ``size`` only shapes the default sampler
         if size < 1 or size % 2 == 0:
             raise ValueError(f"kernel size must be odd and >= 1, got {size}")
         self.sampler = sampler if sampler is not None else LearnedKernels(size)

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             sampler = (ShakeKernels(cfg.blur_kernel, cfg.blur_recipe, seed=cfg.seed + 1) if cfg.blur_model == "shake"
                        else LearnedKernels(cfg.blur_kernel))
-            nets["F"] = init_weights(KernelBlurGenerator(cfg.blur_kernel, sampler), cfg.seed + 1)
+            nets["F"] = init_weights(KernelBlurGenerator(sampler=sampler), cfg.seed + 1)
         for i, name in enumerate(("D_sharp", "D_blur")):
             nets[name] = init_weights(PatchDiscriminator(cfg.ndf, cfg.n_layers_d), cfg.seed + 2 + i)
     for net in nets.values():
