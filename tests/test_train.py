@@ -117,9 +117,9 @@ def test_keeps_last_k_checkpoints(tmp_path):
 def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     # on the CPU, where every kernel is deterministic (CUDA's convolution backward is not, by default)
     a, b = tmp_path / "a", tmp_path / "b"
-    pool = pool + ["--device", "cpu"]
-    main(TINY + pool + ["--steps", "6", "--eval-every", "100", "--run-dir", str(a)])
-    main(TINY + pool + ["--steps", "6", "--stop-at", "3", "--eval-every", "100", "--run-dir", str(b)])
+    opts = TINY + pool + ["--device", "cpu"]
+    main(opts + ["--steps", "6", "--eval-every", "100", "--run-dir", str(a)])
+    main(opts + ["--steps", "6", "--stop-at", "3", "--eval-every", "100", "--run-dir", str(b)])
     main(["--resume", str(b), "--no-progress"])
     wa, wb = weights(a, 6), weights(b, 6)
     assert wa.keys() == wb.keys()
