@@ -169,53 +169,68 @@ def _dataset_run(pairs: int, workers: int, sharp: str | None, device: str = "cpu
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _burn(n: int) -> None:
+def _burn(_) -> None:
     x = 0
-    for i in range(n):
+    for i in range(8_000_000):
         x += i * i
 
 
-def _free_cores() -> float:
-    """How many cores this run really gets: time of one pure-Python burn / time of two in parallel."""
-    import multiprocessing as mp
+def _copy(_) -> None:
+    a = np.ones(1 << 22)  # 32 MiB: from and to main memory, not the cache
+    b = np.empty_like(a)
+    for _ in range(80):
+        np.copyto(b, a)
 
-    n = 5_000_000
+
+def _parallel_ratio(fn, pool) -> float:
+    """What two processes running ``fn`` get done against one, here and now (2.0: two free cores)."""
     t0 = time.perf_counter()
-    _burn(n)
+    fn(0)
     one = time.perf_counter() - t0
-    with mp.get_context("fork").Pool(2) as pool:
-        t0 = time.perf_counter()
-        pool.map(_burn, [n, n])
-        two = time.perf_counter() - t0
-    return 2 * one / two
+    t0 = time.perf_counter()
+    pool.map(fn, [0, 1])
+    return 2 * one / (time.perf_counter() - t0)
 
 
 def dataset(repeats: int, sharp: str | None = None, device: str = "cpu") -> None:
     """`blursynth dataset` throughput (default recipe: 256x256 pairs, dead-leaves scenes, camera shake,
     uniform blur in linear light, highlight boost, Poisson-Gaussian noise, sRGB curve, 8-bit PNG)
     with 1 and 2 worker processes, and peak memory as the number of pairs grows. Each run is a
-    fresh process (imports excluded from the time, counted in the memory)."""
+    fresh process (imports excluded from the time, counted in the memory).
+
+    A shared machine's two cores are not always two free cores, so the section runs ``repeats``
+    rounds, alternating which worker count goes first, and before each round measures what the
+    machine gives two processes at that moment: a pure-Python loop (free cores) and a copy of
+    arrays larger than the cache (memory bandwidth; making pairs streams full-size images)."""
+    import multiprocessing as mp
+
     from blursynth.dataset import CHUNK
 
-    # An even number of chunks (the unit of work), so that two workers can share them equally.
-    pairs = 2 * CHUNK * max(2, repeats)
+    # 24 chunks (the unit of work) per run, shared equally by two workers, so that the steady state
+    # a real dataset runs in outweighs each process's start (its first chunk is 10-40% slower).
+    pairs = 24 * CHUNK
     print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run, pixels on {device} "
           "(pairs/s, higher is faster)")
-    ceiling = _free_cores()
-    one = _dataset_run(pairs, 1, sharp, device)
-    two = _dataset_run(pairs, 2, sharp, device)
-    ceiling = (ceiling + _free_cores()) / 2
-    print(f"cores free to this run (two pure-Python burns vs one, before and after): {ceiling:.2f}")
-    # CPU seconds per pair (all processes) shows the parallel overhead whatever the machine's load;
-    # the wall-clock speed-up also needs a second idle core.
-    print(f"{'workers':>7} {'seconds':>8} {'pairs/s':>8} {'speed-up':>8} {'CPU s/pair':>10}")
-    for n, r in ((1, one), (2, two)):
-        print(f"{n:>7} {r['seconds']:8.1f} {pairs / r['seconds']:8.2f} {one['seconds'] / r['seconds']:8.2f} "
-              f"{r['cpu_seconds'] / pairs:10.3f}")
+    print("ceilings: what two processes get done against one at the start of the round (2.00 = two free "
+          "cores), running pure Python / copying 32 MiB arrays")
+    print(f"{'round':>5} {'ceilings':>11} {'1 worker':>9} {'2 workers':>9} {'speed-up':>8} {'CPU s/pair 1 / 2':>17}")
+    rounds = []
+    with mp.get_context("fork").Pool(2) as pool:
+        for r in range(max(1, repeats)):
+            burn, copy = _parallel_ratio(_burn, pool), _parallel_ratio(_copy, pool)
+            order = (1, 2) if r % 2 == 0 else (2, 1)
+            runs = {n: _dataset_run(pairs, n, sharp, device) for n in order}
+            one, two = runs[1], runs[2]
+            rounds.append((pairs / one["seconds"], pairs / two["seconds"], one["seconds"] / two["seconds"]))
+            print(f"{r + 1:>5} {burn:5.2f} {copy:5.2f} {rounds[-1][0]:9.2f} {rounds[-1][1]:9.2f} "
+                  f"{rounds[-1][2]:8.2f} {one['cpu_seconds'] / pairs:8.3f} {two['cpu_seconds'] / pairs:.3f}")
+    speedups = sorted(s for _, _, s in rounds)
+    print(f"median {statistics.median(r[0] for r in rounds):21.2f} {statistics.median(r[1] for r in rounds):9.2f} "
+          f"{statistics.median(speedups):8.2f}   (speed-up range {speedups[0]:.2f}-{speedups[-1]:.2f})")
     # Peak resident memory: the main process (after imports; it only schedules chunks) and the
     # largest worker (imports included: a forked worker shares the parent's pages).
     print(f"\n{'pairs':>7} {'peak RSS main MiB':>18} {'peak RSS worker MiB':>20}  (workers=2)")
-    for n in (pairs // 2, pairs * 4, pairs * 16):
+    for n in (3 * CHUNK, 24 * CHUNK, 96 * CHUNK):
         r = _dataset_run(n, 2, sharp, device)
         print(f"{n:>7} {r['rss_main_mib']:18.0f} {r['rss_worker_mib']:20.0f}")
 
