@@ -1,5 +1,6 @@
 """The counter-based RNG: item i depends only on (seed, i), bits match a pure-Python reference."""
 
+import contextlib
 import math
 
 import torch
@@ -62,3 +63,32 @@ def test_rejects_bad_arguments():
         rng.uniform(-1, rng.as_index(3))
     with pytest.raises(ValueError, match="low <= high"):
         rng.range_uniform(0, rng.as_index(3), 2.0, 1.0)
+
+
+def test_words_past_the_first_block_match_python_reference():
+    # One item's words are made in blocks on the CPU; the counters must run on across blocks.
+    numel = 2 * rng._BLOCK + 70
+    words = rng.bits(5, torch.tensor([3]), (numel,), 4)
+    for element in (0, rng._BLOCK - 1, rng._BLOCK, rng._BLOCK + 1, numel - 1):
+        assert int(words[0, element]) & ((1 << 64) - 1) == _reference_word(5, 3, 4, element)
+
+
+@contextlib.contextmanager
+def _block(size):
+    saved, rng._BLOCK = rng._BLOCK, size
+    try:
+        yield
+    finally:
+        rng._BLOCK = saved
+
+
+@given(n=st.integers(1, 7), numel=st.integers(1, 3000), block=st.sampled_from([64, 128, 1000, 4096]))
+@settings(max_examples=25, deadline=None)
+def test_blocks_do_not_change_the_draws(n, numel, block):
+    """The block size only changes how much is computed per call, never a value (float64 too)."""
+    idx = rng.as_index(range(10, 10 + n))
+    with _block(1 << 40):  # everything in one block
+        whole = rng.normal(2, idx, (numel,), 3, dtype=torch.float64)
+    with _block(block):
+        blocked = rng.normal(2, idx, (numel,), 3, dtype=torch.float64)
+    assert torch.equal(whole, blocked)
