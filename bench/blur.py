@@ -21,7 +21,6 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -169,41 +168,16 @@ def _dataset_run(pairs: int, workers: int, sharp: str | None, device: str = "cpu
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _burn(_) -> None:
-    x = 0
-    for i in range(8_000_000):
-        x += i * i
-
-
-def _copy(_) -> None:
-    a = np.ones(1 << 22)  # 32 MiB: from and to main memory, not the cache
-    b = np.empty_like(a)
-    for _ in range(80):
-        np.copyto(b, a)
-
-
-def _parallel_ratio(fn, pool) -> float:
-    """What two processes running ``fn`` get done against one, here and now (2.0: two free cores)."""
-    t0 = time.perf_counter()
-    fn(0)
-    one = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pool.map(fn, [0, 1])
-    return 2 * one / (time.perf_counter() - t0)
-
-
 def dataset(repeats: int, sharp: str | None = None, device: str = "cpu") -> None:
     """`blursynth dataset` throughput (default recipe: 256x256 pairs, dead-leaves scenes, camera shake,
     uniform blur in linear light, highlight boost, Poisson-Gaussian noise, sRGB curve, 8-bit PNG)
     with 1 and 2 worker processes, and peak memory as the number of pairs grows. Each run is a
     fresh process (imports excluded from the time, counted in the memory).
 
-    A shared machine's two cores are not always two free cores, so the section runs ``repeats``
-    rounds, alternating which worker count goes first, and before each round measures what the
-    machine gives two processes at that moment: a pure-Python loop (free cores) and a copy of
-    arrays larger than the cache (memory bandwidth; making pairs streams full-size images)."""
-    import multiprocessing as mp
-
+    A shared machine's speed drifts from minute to minute, so the section runs ``repeats`` rounds,
+    alternating which worker count goes first, and reports the median and the range of the
+    rounds' speed-ups. CPU seconds per pair (all processes) show what a second worker costs in
+    itself: with no parallel overhead and two free cores they would be equal."""
     from blursynth.dataset import CHUNK
 
     # 24 chunks (the unit of work) per run, shared equally by two workers, so that the steady state
@@ -211,21 +185,16 @@ def dataset(repeats: int, sharp: str | None = None, device: str = "cpu") -> None
     pairs = 24 * CHUNK
     print(f"\n## blursynth dataset, default recipe, 256x256, {pairs} pairs per run, pixels on {device} "
           "(pairs/s, higher is faster)")
-    print("ceilings: what two processes get done against one at the start of the round (2.00 = two free "
-          "cores), running pure Python / copying 32 MiB arrays")
-    print(f"{'round':>5} {'ceilings':>11} {'1 worker':>9} {'2 workers':>9} {'speed-up':>8} {'CPU s/pair 1 / 2':>17}")
+    print(f"{'round':>6} {'1 worker':>9} {'2 workers':>9} {'speed-up':>8} {'CPU s/pair 1 / 2':>17}")
     rounds = []
-    with mp.get_context("fork").Pool(2) as pool:
-        for r in range(max(1, repeats)):
-            burn, copy = _parallel_ratio(_burn, pool), _parallel_ratio(_copy, pool)
-            order = (1, 2) if r % 2 == 0 else (2, 1)
-            runs = {n: _dataset_run(pairs, n, sharp, device) for n in order}
-            one, two = runs[1], runs[2]
-            rounds.append((pairs / one["seconds"], pairs / two["seconds"], one["seconds"] / two["seconds"]))
-            print(f"{r + 1:>5} {burn:5.2f} {copy:5.2f} {rounds[-1][0]:9.2f} {rounds[-1][1]:9.2f} "
-                  f"{rounds[-1][2]:8.2f} {one['cpu_seconds'] / pairs:8.3f} {two['cpu_seconds'] / pairs:.3f}")
+    for r in range(max(1, repeats)):
+        runs = {n: _dataset_run(pairs, n, sharp, device) for n in ((1, 2) if r % 2 == 0 else (2, 1))}
+        one, two = runs[1], runs[2]
+        rounds.append((pairs / one["seconds"], pairs / two["seconds"], one["seconds"] / two["seconds"]))
+        print(f"{r + 1:>6} {rounds[-1][0]:9.2f} {rounds[-1][1]:9.2f} {rounds[-1][2]:8.2f} "
+              f"{one['cpu_seconds'] / pairs:11.3f} / {two['cpu_seconds'] / pairs:.3f}")
     speedups = sorted(s for _, _, s in rounds)
-    print(f"median {statistics.median(r[0] for r in rounds):21.2f} {statistics.median(r[1] for r in rounds):9.2f} "
+    print(f"{'median':>6} {statistics.median(r[0] for r in rounds):9.2f} {statistics.median(r[1] for r in rounds):9.2f} "
           f"{statistics.median(speedups):8.2f}   (speed-up range {speedups[0]:.2f}-{speedups[-1]:.2f})")
     # Peak resident memory: the main process (after imports; it only schedules chunks) and the
     # largest worker (imports included: a forked worker shares the parent's pages).
