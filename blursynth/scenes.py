@@ -317,7 +317,6 @@ def _boxes(item, leaf, cx, cy, reach, e, h, w, m):
     flat = (corner.view(-1, 1, 1) + (oy * w).view(1, -1, 1)) + ox.view(1, 1, -1)
     number = torch.where(outside, m, leaf.view(-1, 1, 1))
     return flat.reshape(-1), number.reshape(-1)
-    return flat, number
 
 
 # --------------------------------------------------------------------------- appearance
