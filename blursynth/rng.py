@@ -30,17 +30,16 @@ _M1 = _i64(0xBF58476D1CE4E5B9)
 _M2 = _i64(0x94D049BB133111EB)
 
 
-def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's ``>>`` is arithmetic on negative values)."""
-    return (x >> s) & ((1 << (64 - s)) - 1)
+def _shr(x: torch.Tensor, s: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic on negative values), into ``out`` if given."""
+    return torch.bitwise_right_shift(x, s, out=out).bitwise_and_((1 << (64 - s)) - 1)
 
 
 def _mix(x: torch.Tensor) -> torch.Tensor:
     """SplitMix64 finaliser on int64 tensors (wrapping multiplication), in place: ``x`` is overwritten."""
     t = torch.empty_like(x)
     for shift, factor in ((30, _M1), (27, _M2), (31, None)):
-        torch.bitwise_right_shift(x, shift, out=t)
-        x ^= t.bitwise_and_((1 << (64 - shift)) - 1)  # logical shift: torch's >> is arithmetic
+        x ^= _shr(x, shift, out=t)
         if factor is not None:
             x *= factor
     return x
