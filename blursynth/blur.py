@@ -17,9 +17,9 @@ The valid convolution of a ``P x Q`` array only needs a circular convolution of 
 (wrap-around only pollutes the ``h - 1`` first rows and ``w - 1`` first columns, which "valid"
 discards), so the FFT size is the padded image size rounded up to a fast length, never
 ``P + h - 1``. On the CPU images are transformed one at a time (:func:`_each_image`), so an item's
-result never depends on its batch; large ones are cut into an even number of slabs, two slabs per
-complex transform (see :func:`_valid_fft`). Small kernels go through a direct grouped ``conv2d``
-instead, which is faster there.
+result never depends on its batch, and large ones are cut into an even number of slabs, two slabs
+per complex transform (see :func:`_slab_fft`); on other devices the whole batch is one real
+transform. Small kernels go through a direct grouped ``conv2d`` instead, which is faster there.
 
 Everything runs on the image's device and dtype (float32 or float64) and is differentiable.
 """
@@ -256,9 +256,7 @@ PAD_COST = 0.05
 # CACHE_POINTS``. Fitted with MKL on one thread, 1 MiB of L2 per core: c2c fft2 + ifft2 pairs of
 # 720 x 192..672 cost 6.9 ns per point at 138k points and 9.1 at 484k, but whole blurs pay the
 # slabs' overlap in every pass too, and they chose 2 slabs at 1280x720 with a 64x64 kernel, 6 with
-# 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2). Not off the CPU: on an
-# H100 the 6-slab plan of a 31x31 kernel took 0.56 ms at 1280x720 and the 2-slab plan of a 64x64
-# one 0.30 ms; more slabs there are only more launches.
+# 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2).
 CACHE_POINTS = 1 << 21
 # Below this many pixels per image the real transform is kept: small images stay in cache, where
 # the packing and unpacking passes cost more than they save (276x276: 1.14x slower split; from
@@ -267,17 +265,15 @@ LARGE_PIXELS = 1 << 17
 MAX_SLABS = 8
 
 
-def _fft_cost(points: int, cache: bool = True) -> float:
-    return points * (1 + points / CACHE_POINTS) if cache else points
+def _fft_cost(points: int) -> float:
+    return points * (1 + points / CACHE_POINTS)
 
 
-def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False,
-                cache: bool = True) -> tuple[int, int, int, int] | None:
-    """``(dim, n, m, slabs)`` for :func:`_valid_fft` on an ``hh x ww`` image: the axis to cut (-2 or
-    -1), the FFT size and the (even) number of slabs, chosen by :func:`_fft_cost`; or None when one
-    real transform of the whole image is cheaper (kernels large against the image; ``padded``: the
-    image is still to be padded, a copy the real transform does not need; ``cache``: weigh the
-    CPU's cache, False off the CPU)."""
+def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple[int, int, int, int] | None:
+    """``(dim, n, m, slabs)`` for :func:`_slab_fft` on an ``hh x ww`` image on the CPU: the axis to
+    cut (-2 or -1), the FFT size and the (even) number of slabs, chosen by :func:`_fft_cost`; or
+    None when one real transform of the whole image is cheaper (kernels large against the image;
+    ``padded``: the image is still to be padded, a copy the real transform does not need)."""
     if hh * ww < LARGE_PIXELS:
         return None
     plans = []
@@ -289,10 +285,10 @@ def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False,
                 break
             slab = fast_length(q + k - 1)
             n, m = (slab, fast_length(ww)) if dim == -2 else (fast_length(hh), slab)
-            plans.append((slabs // 2 * _fft_cost(n * m, cache), dim, n, m, slabs))
+            plans.append((slabs // 2 * _fft_cost(n * m), dim, n, m, slabs))
     cost, dim, n, m, slabs = min(plans, key=lambda p: p[0])
     real = fast_length(hh) * fast_length(ww, R2C_MULTIPLE)  # pixels, held as real // 2 complex points
-    if C2C_COST * cost + PAD_COST * padded * hh * ww >= _fft_cost(real // 2, cache) * 2:
+    if C2C_COST * cost + PAD_COST * padded * hh * ww >= _fft_cost(real // 2) * 2:
         return None
     return dim, n, m, slabs
 
@@ -303,21 +299,17 @@ def _whole_batch(x: torch.Tensor) -> bool:
 
 
 def _each_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], spectrum, one) -> torch.Tensor:
-    """Run ``one(images, kernel_spectra, out)`` (4-D tensors, spectra broadcastable to the images)
-    into one preallocated output ``(B, C, *out_hw)``: on the CPU image by image, with
-    ``spectrum(kernel[i:i+1])`` computed once per item (once in all for a shared kernel); on other
-    devices in one call for the whole batch (their allocators cache memory, and they want batches).
+    """Run ``one(image, kernel_spectrum, out)`` (4-D tensors of one image and channel, the spectrum
+    broadcastable to it) image by image into one preallocated output ``(B, C, *out_hw)``, with
+    ``spectrum(kernel[i:i+1])`` computed once per item (once in all for a shared kernel). CPU only.
 
-    On the CPU, images go through the FFT one at a time: an item's result is then the same in any
-    batch (see :func:`_by_image`), and for large images the big temporaries have one image's size,
-    so the allocator reuses the same memory for every image instead of mapping (and page-faulting)
-    fresh buffers the size of the whole batch, which cost as much as a quarter of the time on
-    1280x720 RGB; and one image's working set stays in cache."""
+    Images go through the FFT one at a time: an item's result is then the same in any batch (see
+    :func:`_by_image`), and for large images the big temporaries have one image's size, so the
+    allocator reuses the same memory for every image instead of mapping (and page-faulting) fresh
+    buffers the size of the whole batch, which cost as much as a quarter of the time on 1280x720
+    RGB; and one image's working set stays in cache."""
     b, c = x.shape[:2]
     out = x.new_empty(b, c, *out_hw)
-    if _whole_batch(x):
-        one(x, spectrum(kernel), out)
-        return out
     kb, kc = kernel.shape[:2]
     shared = spectrum(kernel) if kb == 1 else None
     for i in range(b):
@@ -352,7 +344,19 @@ def _pack(re: torch.Tensor, im: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return torch.view_as_complex(z)
 
 
-def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -> torch.Tensor:
+def _slab_plan(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> tuple[int, int, int, int] | None:
+    """:func:`_split_plan` for blurring ``x`` with ``boundary`` on the CPU; None off it. On an H100
+    one real transform of the whole batch beat every slab plan (1280x720 RGB, 31x31 and 64x64
+    kernels: 0.20 ms against 0.24 for 2 slabs and 0.56 for 6): there the packing and unpacking are
+    only more launches, and the cache does not decide."""
+    if _whole_batch(x):
+        return None
+    (hh, ww), (h, w) = x.shape[-2:], kernel.shape[-2:]
+    padded = boundary != "valid"
+    return _split_plan(hh + padded * (h - 1), ww + padded * (w - 1), h, w, padded)
+
+
+def _slab_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str, plan: tuple[int, int, int, int]) -> torch.Tensor:
     """Valid convolution by FFT of ``x`` padded for ``boundary`` (see :func:`_pad`, done one image
     at a time), cut into an even number of slabs along one axis, two slabs per complex transform.
 
@@ -362,17 +366,15 @@ def _valid_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid") -
     ``ifft2(fft2(z) K)`` are the two slabs' convolutions. A complex point of MKL's c2c pair costs
     ~1.4x a real pixel of torch's rfft2/irfft2 pair (whose inverse is a separate c2c pass and c2r
     pass) but carries two pixels, which pays for the slabs' overlap, the packing and the unpacking
-    copy; and more, smaller transforms stay closer to the cache (:func:`_split_plan` weighs that
-    against the overlap). Slabs are as long as the FFT (neighbours may overlap by more than the
-    kernel; the last one is moved back inside the image), so only the other axis may need padding.
+    copy; and more, smaller transforms stay closer to the cache (``plan``, from :func:`_split_plan`,
+    weighs that against the overlap). Slabs are as long as the FFT (neighbours may overlap by more
+    than the kernel; the last one is moved back inside the image), so only the other axis may need
+    padding.
     """
     h, w = kernel.shape[-2:]
     hh, ww = x.shape[-2:]
     if boundary != "valid":
         hh, ww = hh + h - 1, ww + w - 1
-    plan = _split_plan(hh, ww, h, w, padded=boundary != "valid", cache=not _whole_batch(x))
-    if plan is None:
-        return _valid_rfft(_pad(x, h, w, boundary), kernel)
     dim, n, m, slabs = plan
     k, slab = (h, n) if dim == -2 else (w, m)
     size = hh if dim == -2 else ww
@@ -409,21 +411,23 @@ def _valid_rfft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return _by_image(x, kernel, (hh - h + 1, ww - w + 1), lambda kk: _kernel_spectrum(kk, n, m), conv)
 
 
-def _padded_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
-    """"reflect"/"circular" by FFT: pad straight to the FFT size in one copy (the extra rows and
+def _blur_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
+    """Blur by FFT: in slabs where :func:`_slab_plan` finds that cheaper, else by one real transform
+    per image, "reflect"/"circular" padding straight to the FFT size in one copy (the extra rows and
     columns at the bottom/right only feed outputs that are cut away), then the valid convolution."""
+    plan = _slab_plan(x, kernel, boundary)
+    if plan is not None:
+        return _slab_fft(x, kernel, boundary, plan)
     if boundary == "valid":
-        return _valid_fft(x, kernel)
+        return _valid_rfft(x, kernel)
     hh, ww = x.shape[-2:]
     h, w = kernel.shape[-2:]
-    if _split_plan(hh + h - 1, ww + w - 1, h, w, padded=True, cache=not _whole_batch(x)) is not None:  # slabs win
-        return _valid_fft(x, kernel, boundary)
     top, bottom, left, right = _pad_amounts(h, w)
     n, m = fast_length(hh + h - 1), fast_length(ww + w - 1, R2C_MULTIPLE)
     bottom, right = n - hh - top, m - ww - left
     limit = 0 if boundary == "circular" else 1
     if max(top, bottom) > hh - limit or max(left, right) > ww - limit:
-        return _valid_fft(_pad(x, h, w, boundary), kernel)  # pads wider than the image
+        return _valid_rfft(_pad(x, h, w, boundary), kernel)  # pads wider than the image
 
     def conv(xi, kspec):
         spec = _times(torch.fft.rfft2(F.pad(xi, (left, right, top, bottom), mode=boundary)), kspec)
@@ -494,7 +498,7 @@ def blur(image: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", met
         return _valid_direct(_pad(image, h, w, boundary), kernel)
     if boundary == "circular" and _exact_circular_ok(image, kernel):
         return _circular_exact(image, kernel, adjoint=False)
-    return _padded_fft(image, kernel, boundary)
+    return _blur_fft(image, kernel, boundary)
 
 
 def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", method: str = "auto") -> torch.Tensor:
