@@ -166,3 +166,50 @@ def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, ya
     # The weighted mean principal-point displacement is the exact time average of the motion.
     mean = (weights[..., None] * cam.center_path(poses)).sum(1)
     assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 3e-2  # O(step^2) of 0.5 px steps
+
+
+def _random_sampling(b, k, seed):
+    """``(b, k, 3, 3)`` maps from pixels to grid_sample coordinates of near-identity homographies."""
+    g = torch.Generator().manual_seed(seed)
+    hom = torch.eye(3) + 0.02 * torch.randn(b, k, 3, 3, generator=g) * torch.tensor([1.0, 1.0, 20.0])
+    hom[..., 2, :2] *= 0.01  # mild perspective
+    norm = torch.tensor([[2 / 29, 0.0, -1.0], [0.0, 2 / 19, -1.0], [0.0, 0.0, 1.0]])
+    return norm @ torch.linalg.inv(hom)
+
+
+@given(per_call=st.integers(2, 9), k=st.integers(1, 8), seed=st.integers(0, 99))
+@settings(max_examples=20, deadline=None)
+def test_warps_made_several_poses_per_call_give_the_same_bytes(per_call, k, seed):
+    # Off the CPU the renderer warps several poses per call; that must change no value.
+    from blursynth.nonuniform import _warp_sum
+    img = _smooth_image(20, 30, seed=seed).expand(2, -1, -1, -1).contiguous()
+    img[1] = img[1].flip(-1)
+    sample = _random_sampling(2, k, seed)
+    weights = torch.softmax(torch.randn(2, k, generator=torch.Generator().manual_seed(seed)), dim=1)
+    one = _warp_sum(img, sample, weights, "reflection", 1)
+    assert torch.equal(_warp_sum(img, sample, weights, "reflection", per_call), one)
+    # against the sum written out: every pixel (x, y) reads the image at sample @ (x, y, 1)
+    ys, xs = torch.meshgrid(torch.arange(20.0), torch.arange(30.0), indexing="ij")
+    pix = torch.stack([xs, ys, torch.ones_like(xs)], -1)  # (H, W, 3)
+    ref = torch.zeros_like(img)
+    for j in range(k):
+        p = torch.einsum("bij,hwj->bhwi", sample[:, j], pix)
+        warped = torch.nn.functional.grid_sample(img, p[..., :2] / p[..., 2:], padding_mode="reflection",
+                                                 align_corners=True)
+        ref += weights[:, j, None, None, None] * warped
+    assert torch.allclose(one, ref, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_and_groups_poses_without_changing_bytes():
+    from blursynth.nonuniform import _warp_sum
+    cam = Camera(400.0, 64, 48)
+    traj = _shake(0.004, -0.003, 0.05)
+    img = _smooth_image(48, 64, seed=2)
+    gpu = render_nonuniform(img.cuda(), traj, cam)
+    assert gpu.is_cuda
+    torch.testing.assert_close(gpu.cpu(), render_nonuniform(img, traj, cam), atol=1e-5, rtol=0)
+    sample = _random_sampling(1, 7, 0).cuda()
+    weights = torch.full((1, 7), 1 / 7, device="cuda")
+    x = torch.rand(1, 3, 20, 30, device="cuda")
+    assert torch.equal(_warp_sum(x, sample, weights, "zeros", 7), _warp_sum(x, sample, weights, "zeros", 1))
