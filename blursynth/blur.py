@@ -182,18 +182,12 @@ def _kernel_spectrum(kernel: torch.Tensor, n: int, m: int, row0: int = 0, col0: 
     (circularly), ``(Bk, Ck, n, m // 2 + 1)`` complex. Only the kernel's own rows are transformed
     along x, so this costs a fraction of a full-size rfft2."""
     h, w = kernel.shape[-2:]
-    if col0:
-        cols = (torch.arange(w, device=kernel.device) - col0) % m
-        row_buf = kernel.new_zeros(*kernel.shape[:-1], m)
-        row_buf[..., cols] = kernel
-        spec = torch.fft.rfft(row_buf, dim=-1)
+    if col0:  # (pad and roll: few launches on a GPU)
+        spec = torch.fft.rfft(torch.roll(F.pad(kernel, (0, m - w)), -col0, -1), dim=-1)
     else:
         spec = torch.fft.rfft(kernel, n=m, dim=-1)
     if row0:
-        rows = (torch.arange(h, device=kernel.device) - row0) % n
-        full = spec.new_zeros(*spec.shape[:-2], n, spec.shape[-1])
-        full[..., rows, :] = spec
-        return torch.fft.fft(full, dim=-2)
+        return torch.fft.fft(torch.roll(F.pad(spec, (0, 0, 0, n - h)), -row0, -2), dim=-2)
     return torch.fft.fft(spec, n=n, dim=-2)
 
 
