@@ -233,12 +233,12 @@ def _warp_sum(image: torch.Tensor, sample: torch.Tensor, weights: torch.Tensor, 
     # Work buffers reused for every call: fresh 1280x720 temporaries cost more in page faults than
     # the arithmetic on the CPU (measured: the grid took 3x longer than the interpolation when built anew).
     grid = image.new_empty(b * per_call, h, w, 2)
-    depth = image.new_empty(b * per_call, h, w)
+    depth, scratch = image.new_empty(2, b * per_call, h, w)
     out = torch.zeros_like(image)
     for k0 in range(0, sample.shape[1], per_call):
         kc = min(per_call, sample.shape[1] - k0)
         g = grid[:b * kc]
-        _sampling_grid(sample[:, k0:k0 + kc].reshape(b * kc, 3, 3), xs, ys, g, depth[:b * kc])
+        _sampling_grid(sample[:, k0:k0 + kc].reshape(b * kc, 3, 3), xs, ys, g, depth[:b * kc], scratch[:b * kc])
         src = image[:, None].expand(b, kc, c, h, w).reshape(b * kc, c, h, w)  # (no copy for kc = 1)
         warped = torch.nn.functional.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode,
                                                  align_corners=True).reshape(b, kc, c, h, w)
@@ -248,17 +248,20 @@ def _warp_sum(image: torch.Tensor, sample: torch.Tensor, weights: torch.Tensor, 
 
 
 def _sampling_grid(m: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, grid: torch.Tensor,
-                   depth: torch.Tensor) -> None:
+                   depth: torch.Tensor, scratch: torch.Tensor) -> None:
     """Fill ``grid`` ``(B, H, W, 2)`` with ``m`` ``(B, 3, 3)`` applied to every pixel ``(x, y)``, dehomogenised.
 
     What kornia's ``warp_perspective`` does before ``grid_sample``, built from broadcast rows and
-    columns into reused buffers (about 3x faster on the CPU at 1280x720). ``depth`` is scratch.
+    columns into reused buffers (about 3x faster on the CPU at 1280x720). ``depth`` and ``scratch``
+    ``(B, H, W)`` are work buffers: the numerators are made in contiguous ``scratch`` and divided
+    into the interleaved grid, 2.3x faster on the CPU than dividing the grid in place (a strided
+    operand), with the same values.
     """
     m = m[:, :, :, None, None]  # (B, 3, 3, 1, 1): entries broadcast over (H, W)
     torch.add(m[:, 2, 0] * xs, m[:, 2, 1] * ys + m[:, 2, 2], out=depth)
     for axis in (0, 1):
-        torch.add(m[:, axis, 0] * xs, m[:, axis, 1] * ys + m[:, axis, 2], out=grid[..., axis])
-        grid[..., axis].div_(depth)
+        torch.add(m[:, axis, 0] * xs, m[:, axis, 1] * ys + m[:, axis, 2], out=scratch)
+        torch.div(scratch, depth, out=grid[..., axis])
 
 
 def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, size: int | tuple[int, int],
