@@ -82,6 +82,12 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
     Returns:
         A :class:`Trajectory` with ``T' >= T`` samples on the same device, same ``params``.
     """
+    return _densify(trajectory, camera, depth_m, max_step_px)[0]
+
+
+def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float) -> tuple[Trajectory, torch.Tensor]:
+    """:func:`densify`, and the probe pixels' positions ``(N, T', P, 2)`` along the result (reused by
+    :func:`motion_samples` instead of projecting again)."""
     if not max_step_px > 0:
         raise ValueError(f"max_step_px must be > 0, got {max_step_px}")
     probes = _probe_points(camera, trajectory.t.device)
@@ -92,7 +98,7 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
         pos = camera.project(trajectory, probes, depth_m)  # (N, T, P, 2)
         step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
         if trajectory.t.shape[1] < 2 or float(step.max()) <= max_step_px:
-            return trajectory
+            return trajectory, pos
         steps = torch.ceil(step / max_step_px).clamp_min(1).to(torch.int64).cpu()
 
         def dense(x):
@@ -127,8 +133,7 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
         ``(poses, weights)``: a :class:`Trajectory` of ``K`` samples (same ``K`` for the batch; times
         interpolated too) and ``(N, K)`` weights summing to 1.
     """
-    fine = densify(trajectory, camera, depth_m, max_step_px / 4)
-    pos = camera.project(fine, _probe_points(camera, fine.t.device), depth_m)  # (N, T, P, 2)
+    fine, pos = _densify(trajectory, camera, depth_m, max_step_px / 4)  # pos: (N, T, P, 2) probe paths
     step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2)).double()  # (T-1,)
     s = torch.cat([step.new_zeros(1), step.cumsum(0)])  # (T,) shared by the batch
     w = exposure_weights(fine.t).double()  # (N, T)
