@@ -407,8 +407,9 @@ def _valid_rfft(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 
 def _blur_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> torch.Tensor:
     """Blur by FFT: in slabs where :func:`_slab_plan` finds that cheaper, else by one real transform
-    per image, "reflect"/"circular" padding straight to the FFT size in one copy (the extra rows and
-    columns at the bottom/right only feed outputs that are cut away), then the valid convolution."""
+    of each image (of the whole batch off the CPU), "reflect"/"circular" padding straight to the FFT
+    size in one copy (the extra rows and columns at the bottom/right only feed outputs that are cut
+    away), then the valid convolution."""
     plan = _slab_plan(x, kernel, boundary)
     if plan is not None:
         return _slab_fft(x, kernel, boundary, plan)
