@@ -129,25 +129,29 @@ def atomic_path(path: str | os.PathLike):
 def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwargs) -> None:
     """Atomically write float ``(C, H, W)`` in ``[0, 1]`` (or an integer array) as an image file.
 
-    The format follows the suffix; extra keyword arguments go to imageio (e.g. ``quality=90`` for JPEG).
+    The format follows the suffix. PNGs (8 or 16 bits, gray, gray + alpha, RGB or RGBA) are encoded by
+    :func:`png_bytes`, whose only option is ``compress_level`` (zlib, 0-9, default 6); other formats go
+    through imageio, with extra keyword arguments passed on (e.g. ``quality=90`` for JPEG).
     """
     data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
     path = Path(path)
     with atomic_path(path) as tmp:
-        if data.dtype == np.uint16 and data.ndim == 3 and path.suffix.lower() == ".png":
-            tmp.write_bytes(_png16_colour(data))
+        if path.suffix.lower() == ".png":
+            tmp.write_bytes(png_bytes(data, **kwargs))
         else:
             iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
 
 
-# imageio's PNG plugin (Pillow) reads 16-bit colour PNGs as 8-bit and cannot write them: colour PNGs
-# of 16 bits are read through torchvision's libpng decoder and written by the few lines below.
+# imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit: those are read
+# through torchvision's libpng decoder. PNGs are written by png_bytes below: Pillow cannot write 16-bit
+# colour, and its encoder tries every row filter on every row, which took 6.6 ms per 256x256 RGB image
+# at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes two per pair).
 
 def _is_png16_colour(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(26)
     # Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 6)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 4, 6)
 
 
 def _read_png16_colour(path: Path) -> np.ndarray:
@@ -158,16 +162,30 @@ def _read_png16_colour(path: Path) -> np.ndarray:
     return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
 
 
-def _png16_colour(data: np.ndarray) -> bytes:
-    """PNG bytes of a uint16 ``(H, W, 3|4)`` array (RGB or RGBA, no filtering, zlib level 6)."""
-    h, w, c = data.shape
-    rows = np.ascontiguousarray(data.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
-    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()  # filter byte 0 per row
+_PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA
+
+
+def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG file bytes of a uint8 or uint16 ``(H, W)`` or ``(H, W, 1|2|3|4)`` array.
+
+    Every row uses PNG's "Up" filter (each byte minus the byte above, modulo 256: one vectorised
+    pass, which compresses photos and noisy renders about as well as choosing a filter per row),
+    then zlib at ``compress_level``.
+    """
+    if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[2] not in _PNG_COLOUR_TYPE):
+        raise ValueError(f"PNG needs uint8 or uint16 (H, W) or (H, W, 1-4) data, got {data.dtype} {data.shape}")
+    h, w = data.shape[:2]
+    channels = data.shape[2] if data.ndim == 3 else 1
+    rows = np.ascontiguousarray(data.astype(">u2") if data.dtype == np.uint16 else data).view(np.uint8).reshape(h, -1)
+    up = rows.copy()
+    up[1:] -= rows[:-1]
+    raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()  # filter byte 2 (Up) per row
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    header = struct.pack(">IIBBBBB", w, h, 8 * data.itemsize, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, compress_level))
+            + chunk(b"IEND", b""))
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

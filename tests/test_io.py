@@ -1,10 +1,12 @@
 """Image files in and out: every input kind the package promises to accept, and atomic writes."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import ImageError, atomic_path, read_image, to_uint, write_image
+from blursynth.io import ImageError, atomic_path, png_bytes, read_image, to_uint, write_image
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -48,6 +50,41 @@ def test_16bit_gray_png(tmp_path):
     Image.fromarray(deep).save(tmp_path / "g16.png")
     img, bits = read_image(tmp_path / "g16.png", channels=1)
     assert bits == 16 and np.allclose(img[0], deep / 65535, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("shape", [(7, 9), (7, 9, 1), (7, 9, 2), (1, 1, 3), (6, 5, 3), (7, 9, 4)])
+def test_written_pngs_decode_to_the_same_samples(dtype, shape):
+    # Two independent decoders read back every sample: libpng (through torchvision) and Pillow
+    # (which reduces 16-bit images with more than one channel to their high bytes, gray + alpha to RGBA).
+    import torch
+    from torchvision.io import ImageReadMode, decode_png
+    data = np.random.default_rng(sum(shape)).integers(0, np.iinfo(dtype).max + 1, size=shape, dtype=dtype)
+    encoded = png_bytes(data, compress_level=1)
+    libpng = decode_png(torch.frombuffer(bytearray(encoded), dtype=torch.uint8), ImageReadMode.UNCHANGED)
+    assert np.array_equal(libpng.numpy().transpose(1, 2, 0).reshape(shape).astype(np.int64), data.astype(np.int64))
+    pillow = np.asarray(Image.open(io.BytesIO(encoded)))
+    if dtype == np.uint8 or data.ndim == 2 or shape[2] == 1:
+        assert np.array_equal(pillow.reshape(shape).astype(np.int64), data.astype(np.int64))
+    else:
+        high = (data >> 8).astype(np.uint8)
+        assert np.array_equal(pillow, high[:, :, [0, 0, 0, 1]] if shape[2] == 2 else high)
+    assert png_bytes(data, compress_level=9) != encoded  # the level reaches zlib
+
+
+def test_png_writer_refuses_what_png_cannot_hold():
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        png_bytes(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        png_bytes(np.zeros((4, 4, 5), np.uint8))
+
+
+def test_16bit_gray_alpha_png_keeps_all_bits(tmp_path):
+    deep = _ramp(c=2, top=65535)
+    (tmp_path / "la.png").write_bytes(png_bytes(deep))
+    img, bits = read_image(tmp_path / "la.png", channels=1)
+    gray, alpha = deep[:, :, 0] / 65535, deep[:, :, 1] / 65535
+    assert bits == 16 and np.allclose(img[0], gray * alpha + 1 - alpha, atol=1e-6)
 
 
 @pytest.mark.parametrize("content,reason", [(b"", "empty"), (b"not an image at all", "cannot be read")])
