@@ -55,7 +55,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
     try:
         with warnings.catch_warnings():  # imageio's legacy plugins warn of their deprecation while probing
             warnings.simplefilter("ignore", DeprecationWarning)
-            raw = _read_png16_colour(path) if _is_png16_colour(path) else iio.imread(path)
+            raw = _read_png16(path) if _is_png16_multichannel(path) else iio.imread(path)
     except Exception as exc:  # imageio raises many types for corrupt data
         reason = str(exc).splitlines()[0] if str(exc) else ""  # imageio appends plugin install hints
         raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); "
@@ -147,14 +147,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
 # colour, and its encoder tries every row filter on every row, which took 6.6 ms per 256x256 RGB image
 # at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes two per pair).
 
-def _is_png16_colour(path: Path) -> bool:
+def _is_png16_multichannel(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(26)
     # Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
     return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 4, 6)
 
 
-def _read_png16_colour(path: Path) -> np.ndarray:
+def _read_png16(path: Path) -> np.ndarray:
     import torch
     from torchvision.io import ImageReadMode, decode_png  # only here: torchvision is slow to import
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
@@ -172,10 +172,10 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     pass, which compresses photos and noisy renders about as well as choosing a filter per row),
     then zlib at ``compress_level``.
     """
-    if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or (data.ndim == 3 and data.shape[2] not in _PNG_COLOUR_TYPE):
+    channels = data.shape[2] if data.ndim == 3 else 1
+    if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in _PNG_COLOUR_TYPE:
         raise ValueError(f"PNG needs uint8 or uint16 (H, W) or (H, W, 1-4) data, got {data.dtype} {data.shape}")
     h, w = data.shape[:2]
-    channels = data.shape[2] if data.ndim == 3 else 1
     rows = np.ascontiguousarray(data.astype(">u2") if data.dtype == np.uint16 else data).view(np.uint8).reshape(h, -1)
     up = rows.copy()
     up[1:] -= rows[:-1]
