@@ -52,6 +52,7 @@ def test_16bit_gray_png(tmp_path):
     assert bits == 16 and np.allclose(img[0], deep / 65535, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 1), (7, 9, 2), (1, 1, 3), (6, 5, 3), (7, 9, 4)])
 def test_written_pngs_decode_to_the_same_samples(dtype, shape):
