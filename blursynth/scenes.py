@@ -38,6 +38,7 @@ import kornia.filters as kf
 import torch
 
 from blursynth import rng
+from blursynth.sensor import linear_to_srgb, srgb_to_linear
 
 (_S_RADIUS, _S_X, _S_Y, _S_L, _S_A, _S_B, _S_VIVID, _S_GRAD_ANGLE, _S_GRAD, _S_TEX, _S_TEX_DX, _S_TEX_DY,
  _S_GRATING_ON, _S_GRATING_F, _S_GRATING_ANGLE, _S_GRATING_PHASE, _S_GRATING_AMP, _S_FIELD, _S_DEFOCUS_ON,
@@ -182,7 +183,7 @@ class DeadLeaves:
         front, linear = _compose(leaves, _noise_field(seed, index, h, w), n, h, w, m)
         if self.defocus > 0:
             linear = _defocus(self, linear, front.reshape(n, 1, h, w), index, seed, m)
-        return kc.linear_rgb_to_rgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0).float()
+        return linear_to_srgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0).float()
 
 
 def dead_leaves(n: int, size, seed: int, start: int = 0, device: torch.device | str = "cpu", **params) -> torch.Tensor:
@@ -251,7 +252,7 @@ def _leaf_colours(opt: DeadLeaves, seed: int, index: torch.Tensor, m: int) -> to
     b = opt.chroma * vivid * (4.0 + 14.0 * rng.normal(seed, index, (k,), _S_B))
     lab = torch.stack([light, a, b], dim=1).unsqueeze(-1)  # (N, 3, k, 1) as an image for kornia
     srgb = kc.lab_to_rgb(lab.double(), clip=True)
-    return kc.rgb_to_linear_rgb(srgb).squeeze(-1).transpose(1, 2)
+    return srgb_to_linear(srgb).squeeze(-1).transpose(1, 2)
 
 
 def _noise_field(seed: int, index: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -41,6 +41,35 @@ def test_linear_to_display_to_linear_is_identity(crf, gamma, seed):
     assert (back - lin).abs().max() <= tol
 
 
+@given(x=st.lists(st.floats(1e-6, 4.0), min_size=1, max_size=40), p=st.floats(0.1, 5.0))
+@settings(max_examples=50, deadline=None)
+def test_power_agrees_with_pow(x, p):
+    # float64 goes through exp(p log x) (see sensor._power): the relative error is a few ulps of
+    # p log x, zero stays zero; float32 is pow itself, bit for bit.
+    x64 = torch.tensor(x, dtype=torch.float64)
+    exact = x64.pow(p)
+    bound = 4 * torch.finfo(torch.float64).eps * (2 + (p * x64.log()).abs()) * exact
+    assert ((S._power(x64, p) - exact).abs() <= bound).all()
+    gamma = torch.tensor([p], dtype=torch.float64)  # a per-item tensor exponent, as the gamma curve passes
+    assert ((S._power(x64, gamma) - exact).abs() <= bound).all()
+    assert S._power(torch.zeros(1, dtype=torch.float64), p) == 0
+    x32 = torch.tensor(x + [0.0])
+    assert torch.equal(S._power(x32, p), x32.pow(p))
+
+
+def test_srgb_curves_are_kornias():
+    import kornia.color as kc
+    torch.manual_seed(0)
+    edges = torch.tensor([0.0, 0.0031308, 0.04045, 1.0, 1.5])  # both thresholds, the ends, a highlight
+    v = torch.cat([torch.rand(3, 64, 64), edges.expand(3, 64, 5)], -1)
+    # float32: the same operations as kornia, so the same bits; float64: a few ulps (exp(p log x))
+    assert torch.equal(S.srgb_to_linear(v), kc.rgb_to_linear_rgb(v))
+    assert torch.equal(S.linear_to_srgb(v), kc.linear_rgb_to_rgb(v))
+    v64 = v.double()
+    assert torch.allclose(S.srgb_to_linear(v64), kc.rgb_to_linear_rgb(v64), rtol=1e-14, atol=1e-17)
+    assert torch.allclose(S.linear_to_srgb(v64), kc.linear_rgb_to_rgb(v64), rtol=1e-14, atol=1e-17)
+
+
 def test_curves_at_known_values():
     lin = torch.full((3, 3, 1, 1), 0.5)
     p = _params(3, gamma=2.5)
