@@ -333,8 +333,8 @@ def _power(x: torch.Tensor, p) -> torch.Tensor:
     float64 goes through ``exp(p log x)``, which torch vectorises, unlike its float64 ``pow``: that
     took 2.8-3.2x as long as ``exp`` + ``log`` on an Intel Xeon (5.1x in a forked process), and on
     an AMD EPYC 3.6x longer than in the parent in processes forked after torch was imported (the
-    workers of ``blursynth dataset`` and of a DataLoader). The two agree to a few float64 ulps of ``p log x``.
-    float32 ``pow`` is vectorised, and kept.
+    workers of ``blursynth dataset`` and of a DataLoader). The two agree to a few float64 ulps of
+    ``p log x``. float32 ``pow`` is vectorised, and kept.
     """
     if x.dtype == torch.float64:
         return torch.exp(torch.log(x) * p)
