@@ -334,9 +334,10 @@ def _power(x: torch.Tensor, p) -> torch.Tensor:
     took 2.8-3.2x as long as ``exp`` + ``log`` on an Intel Xeon (5.1x in a forked process), and on
     an AMD EPYC 3.6x longer than in the parent in processes forked after torch was imported (the
     workers of ``blursynth dataset`` and of a DataLoader). The two agree to a few float64 ulps of
-    ``p log x``. float32 ``pow`` is vectorised, and kept.
+    ``p log x``. float32 ``pow`` is vectorised, and kept; so is ``pow`` under autograd, whose
+    gradient at ``x = 0`` the logarithm would turn into NaN.
     """
-    if x.dtype == torch.float64:
+    if x.dtype == torch.float64 and not (torch.is_grad_enabled() and x.requires_grad):
         return torch.exp(torch.log(x) * p)
     return x.pow(p)
 

@@ -57,6 +57,12 @@ def test_power_agrees_with_pow(x, p):
     assert torch.equal(S._power(x32, p), x32.pow(p))
 
 
+def test_power_gradient_at_zero_is_pows():
+    x = torch.tensor([0.0, 0.5], dtype=torch.float64, requires_grad=True)
+    S._power(x, 2.4).sum().backward()
+    assert torch.equal(x.grad, 2.4 * torch.tensor([0.0, 0.5], dtype=torch.float64) ** 1.4)
+
+
 def test_srgb_curves_are_kornias():
     import kornia.color as kc
     torch.manual_seed(0)
