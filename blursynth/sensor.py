@@ -15,7 +15,7 @@ sampled* and *what applies it*:
 
 Images are ``(B, 3, H, W)`` float32 tensors; each docstring says whether values are linear or
 display-referred ("sRGB" below means encoded by the item's CRF, whichever it is). Everything runs on
-the input's device; only JPEG coding goes through the CPU (torchvision's codec) and comes back.
+the input's device; only JPEG coding goes through the CPU (Pillow's libjpeg) and comes back.
 
 Sources: the pipeline and its highlight boost follow RSBlur (Rim et al., ECCV 2022); the noise model
 and its parameter distribution follow Brooks et al., "Unprocessing images for learned raw denoising"
@@ -24,15 +24,16 @@ and its parameter distribution follow Brooks et al., "Unprocessing images for le
 
 from __future__ import annotations
 
+import io
 import math
-import warnings
 from dataclasses import dataclass, fields
 from typing import Sequence
 
 import kornia.color as kc
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from blursynth import rng
 
@@ -515,7 +516,7 @@ def quantize(img: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
 
 
 def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
-    """JPEG-compress and decode each image (torchvision's libjpeg on CPU, 4:2:0 chroma).
+    """JPEG-compress and decode each image (Pillow's libjpeg on CPU, 4:2:0 chroma).
 
     Args:
         img: ``(B, 3, H, W)`` display values in [0, 1] (quantised to 8 bits for coding).
@@ -529,15 +530,21 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
     coded = [i for i, v in enumerate(q) if v > 0]
     if not coded:
         return img
-    u8 = torch.round(img[coded].clamp(0.0, 1.0) * 255.0).to(torch.uint8).cpu()
-    with warnings.catch_warnings():
-        # torchvision >= 0.29 announces a move of its codecs to torchcodec; they still work.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        decoded = [decode_jpeg(encode_jpeg(u8[j], quality=q[i])) for j, i in enumerate(coded)]
+    u8 = torch.round(img[coded].clamp(0.0, 1.0) * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = torch.from_numpy(np.stack([_jpeg_round_trip(u8[j], q[i]) for j, i in enumerate(coded)]))
     out = img.clone()
     # divided on the CPU: CUDA divides by a scalar as a multiply by its reciprocal, an ulp off
-    out[coded] = (torch.stack(decoded).to(img.dtype) / 255.0).to(img.device)
+    out[coded] = (decoded.permute(0, 3, 1, 2).to(img.dtype) / 255.0).to(img.device)
     return out
+
+
+def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 -> the same image after a JPEG file at ``quality``, in memory. (Pillow's
+    encoder wrote the same files, and its decoder the same pixels, as torchvision's, whose image
+    codecs are deprecated since 0.29, in 40 random trials of sizes and qualities.)"""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
 
 
 # --------------------------------------------------------------------------- composites
