@@ -17,7 +17,8 @@ about 30 disc-size classes):
    over each leaf's bounding box, grouped by box size).
 3. Anti-aliased edges: the front leaf covers the fraction ``clamp(r - d + 1/2, 0, 1)`` of the pixel
    (``d`` the distance from its centre); the rest shows what lies behind, read from the pixel 2 px
-   further out along the leaf's radius (outside the leaf, so showing the leaf behind it).
+   further out along the leaf's radius (outside the leaf, so showing the leaf behind it). Leaves
+   are shaded over a 2 px ring around the image too, so that look-up is right on the border.
 4. Leaf appearance, so images are not flat cartoons: a colour drawn in CIE Lab from a
    natural-image-like distribution (mostly low chroma, broad lightness), a linear shading gradient,
    a micro-texture (a shifted window of a ``1/f`` Gaussian noise field) and, on some leaves, a
@@ -43,6 +44,8 @@ from blursynth.sensor import linear_to_srgb, srgb_to_linear
 (_S_RADIUS, _S_X, _S_Y, _S_L, _S_A, _S_B, _S_VIVID, _S_GRAD_ANGLE, _S_GRAD, _S_TEX, _S_TEX_DX, _S_TEX_DY,
  _S_GRATING_ON, _S_GRATING_F, _S_GRATING_ANGLE, _S_GRATING_PHASE, _S_GRATING_AMP, _S_FIELD, _S_DEFOCUS_ON,
  _S_DEFOCUS_DEPTH, _S_DEFOCUS_SIGMA) = range(400, 421)
+
+_RING = 2  # px shaded around the image: the anti-aliasing look-up reaches 2 px out (see _shade)
 
 # Leaf bounding-box half-sizes are rounded up to this geometric ladder (ratio ~1.25), so boxes of
 # one class enumerate at most ~1.56x the pixels they need.
@@ -330,15 +333,22 @@ def _compose(leaves: dict, field: torch.Tensor, n: int, h: int, w: int, m: int) 
     kernels differ in the last bit, and which one an item's pixels meet depends on its place in
     the batch; after the final rounding an item comes out the same in any batch.
     """
+    # Shaded over the image plus a ring of _RING pixels, so that the outward look-up of an edge
+    # pixel on the image border lands on what really lies behind it, not on a pixel clamped back
+    # under the same leaf (which left such edges unblended). Image pixels shade as without the ring.
     dev = leaves["radius"].device
-    front = _zbuffer(leaves, n, h, w, m)
-    yy, xx = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float64),
-                            torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
+    hp, wp = h + 2 * _RING, w + 2 * _RING
+    front = _zbuffer({**leaves, "cx": leaves["cx"] + _RING, "cy": leaves["cy"] + _RING}, n, hp, wp, m)
+    yy, xx = torch.meshgrid(torch.arange(-_RING, h + _RING, device=dev, dtype=torch.float64),
+                            torch.arange(-_RING, w + _RING, device=dev, dtype=torch.float64), indexing="ij")
     pix = (xx.reshape(1, -1), yy.reshape(1, -1))
-    colour, alpha, outward = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
+    colour, alpha, (qx, qy) = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
+    # (image pixels' look-ups stay inside the ring; the ring's own are clamped, then cropped away)
+    outward = (qy + _RING).clamp(0, hp - 1) * wp + (qx + _RING).clamp(0, wp - 1)
     behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
-    linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, h, w)
-    return front, linear
+    linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, hp, wp)
+    inner = (slice(None), slice(_RING, _RING + h), slice(_RING, _RING + w))
+    return front.view(n, hp, wp)[inner].reshape(n, h * w), linear[:, :, _RING:_RING + h, _RING:_RING + w]
 
 
 def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:
@@ -360,8 +370,9 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     """Appearance of leaf ``which[n, p]`` at each pixel ``p`` (``table`` from :func:`_leaf_table`).
 
     Returns linear colour ``(N, 3, P)``, the leaf's coverage of the pixel ``(N, P)`` and, for
-    anti-aliasing, the flat index ``(N, P)`` of the pixel about 2 px further out along the leaf's
-    radius (clamped to the image).
+    anti-aliasing, the pixel about 2 px further out along the leaf's radius (``x, y``, each
+    ``(N, P)`` int64, at most 2 px from the pixel). Pixel coordinates may lie outside the image
+    (the noise field is periodic).
     """
     # One gather from the small per-leaf table, quantity-major so each result is contiguous.
     by_quantity = table.permute(2, 0, 1).contiguous()  # (15, N, m + 1), small
@@ -371,11 +382,9 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     dx, dy = xx - cx, yy - cy
     dist = torch.sqrt(dx * dx + dy * dy)
     coverage = (radius - dist + 0.5).clamp(0.0, 1.0)  # 1 for the background leaf (infinite radius)
-    # Micro-texture: the image's noise field read at a per-leaf wrapped offset.
-    tx = (xx + tdx).long()  # offsets are in [0, w): one wrap at most
-    tx = torch.where(tx >= w, tx - w, tx)
-    ty = (yy + tdy).long()
-    ty = torch.where(ty >= h, ty - h, ty)
+    # Micro-texture: the image's noise field read at a per-leaf offset, wrapped (periodic field).
+    tx = torch.remainder((xx + tdx).long(), w)
+    ty = torch.remainder((yy + tdy).long(), h)
     micro = tex * field.flatten(1).gather(1, ty * w + tx)
     # Shading gradient + micro-texture + grating, as a positive multiplicative gain.
     gain = torch.exp(gx * dx + gy * dy + micro + grating * torch.sin(kx * dx + ky * dy + phase))
@@ -383,9 +392,8 @@ def _shade(table: torch.Tensor, which: torch.Tensor, pix, field: torch.Tensor, h
     # outward, so from a pixel the leaf only partly covers (d > r - 1/2) it lands past the leaf's
     # reach r + 1/2: on what lies behind.
     step = 2.0 / dist.clamp(min=1e-9)
-    qx = (xx + torch.round(dx * step)).clamp(0, w - 1).long()
-    qy = (yy + torch.round(dy * step)).clamp(0, h - 1).long()
-    return cols[12:].transpose(0, 1) * gain.unsqueeze(1), coverage, qy * w + qx
+    outward = (xx + torch.round(dx * step)).long(), (yy + torch.round(dy * step)).long()
+    return cols[12:].transpose(0, 1) * gain.unsqueeze(1), coverage, outward
 
 
 def _defocus(opt: DeadLeaves, linear: torch.Tensor, front: torch.Tensor, index: torch.Tensor, seed: int,

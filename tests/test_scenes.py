@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from blursynth import rng
 from blursynth.scenes import DeadLeaves, _draw_leaves, _zbuffer, dead_leaves
@@ -179,9 +179,12 @@ def _flat_leaves(discs, background):
     }
 
 
-@given(cx=st.floats(8, 24), cy=st.floats(8, 24), r=st.floats(1.0, 7.0))
-@settings(max_examples=25, deadline=None)
+@given(cx=st.floats(-4, 36), cy=st.floats(-4, 36), r=st.floats(1.0, 7.0))
+@example(cx=8.0, cy=24.0, r=7.0)  # rim on the bottom row: what lies behind is outside the image
+@example(cx=-3.0, cy=16.0, r=5.0)  # disc cut by the left edge
+@settings(max_examples=40, deadline=None)
 def test_edge_pixels_mix_leaf_and_background_by_coverage(cx, cy, r):
+    # Everywhere, the image border included, an edge pixel blends the leaf and what lies behind.
     from blursynth.scenes import _compose
 
     fg, bg = (0.8, 0.1, 0.3), (0.05, 0.4, 0.2)
