@@ -347,8 +347,8 @@ def _compose(leaves: dict, field: torch.Tensor, n: int, h: int, w: int, m: int) 
     outward = (qy + _RING).clamp(0, hp - 1) * wp + (qx + _RING).clamp(0, wp - 1)
     behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
     linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, hp, wp)
-    inner = (slice(None), slice(_RING, _RING + h), slice(_RING, _RING + w))
-    return front.view(n, hp, wp)[inner].reshape(n, h * w), linear[:, :, _RING:_RING + h, _RING:_RING + w].contiguous()
+    rows, cols = slice(_RING, _RING + h), slice(_RING, _RING + w)
+    return front.view(n, hp, wp)[:, rows, cols].reshape(n, h * w), linear[:, :, rows, cols].contiguous()
 
 
 def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:
