@@ -155,12 +155,17 @@ def test_reversing_time_gives_the_same_kernel(batch):
     assert torch.allclose(K.kernels(back, size=31), K.kernels(traj, size=31), atol=2e-6)
 
 
-@given(batch=path_batches(), shift=st.tuples(st.floats(-300, 300), st.floats(-300, 300)))
+@given(batch=path_batches(), shift=st.tuples(st.integers(-4800, 4800), st.integers(-4800, 4800)))
 @SETTINGS
 def test_translating_the_path_gives_the_same_centred_kernel(batch, shift):
+    """Absolute position does not matter, bit for bit. The translation is exact in float32
+    (coordinates on a 2^-12 px grid, shifts of up to 300 px on a 2^-4 grid): a rounded one is a
+    slightly different path, and a segment whose length sits on a sub-step count threshold
+    (kernel._splat) may then get one more splat (seen: 1.7e-4 on a 6 px segment)."""
     path, t = batch
-    moved = path + torch.tensor(shift, dtype=torch.float32)
-    assert torch.allclose(K.rasterize(moved, 31, t), K.rasterize(path, 31, t), atol=1e-4)
+    path = torch.round(path * 4096) / 4096
+    moved = path + torch.tensor(shift, dtype=torch.float32) / 16
+    assert torch.equal(K.rasterize(moved, 31, t), K.rasterize(path, 31, t))
 
 
 @given(length=st.floats(0.5, 24.0), offset=st.floats(-3, 3), steps=st.integers(2, 40))
