@@ -82,7 +82,8 @@ def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor
     if not bool((dt >= 0).all()) or not bool(torch.isfinite(dt).all()):
         raise ValueError("t must be finite and non-decreasing along each path")
     total = dt.sum(1, keepdim=True)
-    return torch.where(total > 0, dt / total.clamp_min(1e-30), torch.full_like(dt, 1.0 / (steps - 1)))
+    moving = total > 0  # (dividing by 1 where it is not keeps NaN out of gradients, for any total)
+    return torch.where(moving, dt / torch.where(moving, total, 1.0), torch.full_like(dt, 1.0 / (steps - 1)))
 
 
 @dataclass

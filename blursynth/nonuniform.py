@@ -49,7 +49,8 @@ def exposure_weights(t: torch.Tensor) -> torch.Tensor:
     w[:, 1:] += dt / 2
     total = w.sum(1, keepdim=True)
     equal = torch.full_like(w, 1.0 / t.shape[1])
-    return torch.where(total > 0, w / total.clamp_min(1e-30), equal)
+    moving = total > 0  # (dividing by 1 where it is not keeps NaN out of gradients, for any total)
+    return torch.where(moving, w / torch.where(moving, total, 1.0), equal)
 
 
 def _probe_points(camera: Camera, device) -> torch.Tensor:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from blursynth import kernel as K
 from blursynth.camera import Camera
@@ -69,6 +69,20 @@ def test_kernel_is_a_centred_normalised_density(batch, size):
     assert torch.allclose(k.sum((1, 2)), torch.ones(len(k)), atol=1e-5)
     com, _ = _moments(k)
     assert com.abs().max() < 0.1
+
+
+@given(batch=path_batches(), exponent=st.integers(-34, 30))
+@example(batch=(torch.tensor([[[0.0, 0.0], [3.0, 1.0], [4.0, -2.0]]]), torch.tensor([[0.0, 0.4, 1.0]])), exponent=-34)
+@SETTINGS
+def test_the_unit_of_time_does_not_matter(batch, exponent):
+    """Sample times in any unit, down to spans of 1e-34 (a total under 1e-30 once left the
+    weights summing to that total over 1e-30 instead of 1)."""
+    path, t = batch
+    if t is None:
+        return
+    k = K.rasterize(path, 31, t * 10.0 ** exponent)
+    assert torch.allclose(k.sum((1, 2)), torch.ones(len(k)), atol=1e-5)
+    assert torch.allclose(k, K.rasterize(path, 31, t), atol=1e-6)
 
 
 @given(batch=path_batches(reach=40.0), size=st.sampled_from([5, 9, 15]), shape_w=st.sampled_from([5, 11]))
