@@ -155,6 +155,7 @@ def test_bad_arguments_are_named():
 @given(roll=st.floats(-0.05, 0.05), yaw=st.floats(-0.02, 0.02), pitch=st.floats(-0.02, 0.02),
        steps=st.integers(2, 12))
 @example(roll=0.0, yaw=0.000534069984172391, pitch=0.0, steps=3)  # 0.44 px of motion, bent by 0.11 px
+@example(roll=0.0, yaw=-0.001953125, pitch=0.0008468174140329639, steps=6)  # 1.9 px, bending at ~1/px
 @settings(max_examples=25, deadline=None)
 def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, yaw, pitch, steps):
     from blursynth.nonuniform import centering_shift, motion_samples
@@ -165,9 +166,11 @@ def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, ya
     pos = cam.project(poses, _probe_points(cam, "cpu"))
     if pos.shape[1] > 1:  # a still camera is one pose
         assert float((pos[:, 1:] - pos[:, :-1]).norm(dim=-1).max()) <= 0.5 + 1e-3
-    # The weighted mean principal-point displacement is the exact time average of the motion.
+    # The weighted mean principal-point displacement is the time average of the motion, up to how far
+    # the path bends off the chords between poses (about curvature x step^2 / 8: 0.031 px seen on a
+    # path bending at ~1/px; 0.056 for the motion under one step above, before MIN_INTERVALS).
     mean = (weights[..., None] * cam.center_path(poses)).sum(1)
-    assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 3e-2  # O(step^2) of 0.5 px steps
+    assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 0.05
 
 
 def _random_sampling(b, k, seed):
