@@ -100,9 +100,12 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
     while True:
         pos = camera.project(trajectory, probes, depth_m)  # (N, T, P, 2)
         step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
-        if trajectory.t.shape[1] < 2 or float(step.max()) <= max_step_px:
+        # One float32 test for both the exit and the cut: a step a hair over a step size not exact in
+        # float32 (0.05) once passed float(step) > 0.05 while step / 0.05 rounded to 1, looping forever.
+        over = step > max_step_px
+        if trajectory.t.shape[1] < 2 or not bool(over.any()):
             return trajectory, pos
-        steps = torch.ceil(step / max_step_px).clamp_min(1).to(torch.int64).cpu()
+        steps = torch.where(over, torch.ceil(step / max_step_px).clamp_min(2), 1).to(torch.int64).cpu()
 
         def dense(x):
             return None if x is None else _interpolate(x, steps)

@@ -119,6 +119,15 @@ def test_densified_samples_move_no_point_more_than_half_a_pixel(roll, yaw, steps
     assert torch.isin(traj.t, dense.t).all()
 
 
+def test_densify_ends_for_a_step_size_not_exact_in_float32():
+    """A segment a hair over 0.05 px once looped forever (its float32 ratio to 0.05 rounded to 1)."""
+    cam = Camera(700.0, 64, 48, cx=10.0, cy=40.0)
+    traj = _shake(-0.015666790748886026, 0.017669501617582396, 0.017669501617582396, steps=7)
+    dense = densify(traj, cam, max_step_px=0.05)
+    pos = cam.project(dense, _probe_points(cam, "cpu"))
+    assert float((pos[:, 1:] - pos[:, :-1]).norm(dim=-1).max()) <= 0.05 * (1 + 1e-6)
+
+
 @given(t=st.lists(st.floats(0, 1), min_size=2, max_size=20))
 @example(t=[0.0, 1.1754943508222875e-38])  # a total exposure under 1e-30 s once summed to 1e-8
 @settings(max_examples=50, deadline=None)
