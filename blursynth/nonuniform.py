@@ -88,11 +88,15 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
     return _densify(trajectory, camera, depth_m, max_step_px)[0]
 
 
+def _check_step(max_step_px: float) -> None:
+    if not max_step_px > 0:  # also refuses NaN
+        raise ValueError(f"max_step_px must be > 0 (pixels), got {max_step_px}")
+
+
 def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float) -> tuple[Trajectory, torch.Tensor]:
     """:func:`densify`, and the probe pixels' positions ``(N, T', P, 2)`` along the result (reused by
     :func:`motion_samples` instead of projecting again)."""
-    if not max_step_px > 0:
-        raise ValueError(f"max_step_px must be > 0, got {max_step_px}")
+    _check_step(max_step_px)
     probes = _probe_points(camera, trajectory.t.device)
     # Pixel motion is not exactly linear in the interpolated pose (a rotation's image moves on a slight
     # curve), so a segment cut by its chord length can still exceed the step by a hair: re-measure and
@@ -140,6 +144,7 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
         ``(poses, weights)``: a :class:`Trajectory` of ``K`` samples (same ``K`` for the batch; times
         interpolated too) and ``(N, K)`` weights summing to 1.
     """
+    _check_step(max_step_px)  # here too: the error should name the value passed, not a quarter of it
     fine, pos = _densify(trajectory, camera, depth_m, max_step_px / 4)  # pos: (N, T, P, 2) probe paths
     step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2)).double()  # (T-1,)
     s = torch.cat([step.new_zeros(1), step.cumsum(0)])  # (T,) shared by the batch

@@ -159,6 +159,11 @@ def test_bad_arguments_are_named():
         render_nonuniform(torch.zeros(1, 3, 20, 31), traj, cam)
     with pytest.raises(ValueError, match="2 items for a batch of 3"):
         render_nonuniform(torch.zeros(3, 3, 20, 30), Trajectory.cat([traj, traj]), cam)
+    for bad in (-1.0, 0.0, math.nan):
+        with pytest.raises(ValueError, match=rf"max_step_px must be > 0 \(pixels\), got {bad}$"):
+            render_nonuniform(torch.zeros(1, 3, 20, 30), traj, cam, max_step_px=bad)
+        with pytest.raises(ValueError, match=rf"max_step_px must be > 0 \(pixels\), got {bad}$"):
+            kernels_at(torch.zeros(1, 2), traj, cam, 5, max_step_px=bad)
 
 
 @given(roll=st.floats(-0.05, 0.05), yaw=st.floats(-0.02, 0.02), pitch=st.floats(-0.02, 0.02),
