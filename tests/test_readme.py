@@ -1,0 +1,38 @@
+"""The README's Python examples run as printed: they are the user's first contact with the API."""
+
+import pathlib
+import re
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+def _photos(folder: pathlib.Path, count: int) -> None:
+    """The stand-in for the user's ``photos/``: random 8-bit RGB images large enough for every recipe."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        iio.imwrite(folder / f"{i}.png", rng.integers(0, 256, (420, 460, 3), dtype=np.uint8))
+
+
+def test_the_readme_has_examples():
+    assert len(BLOCKS) >= 8  # the pattern still finds them (an empty list would pass the test below)
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs(code, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # The folders the examples name stand for the user's data.
+    if '"photos/"' in code:
+        _photos(tmp_path / "photos", 3)
+    if '"pairs/"' in code:
+        _photos(tmp_path / "pairs" / "lq", 2)
+        _photos(tmp_path / "pairs" / "gt", 2)
+    if not torch.cuda.is_available():
+        code = code.replace('device="cuda"', 'device="cpu"')  # the rest of the call still runs
+    exec(compile(code, f"{README.name} example", "exec"), {"__name__": "readme_example"})
