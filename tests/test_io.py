@@ -35,6 +35,36 @@ def test_rgb_gray_rgba_palette_8bit(tmp_path):
     assert np.allclose(pal.transpose(1, 2, 0), expected)
 
 
+# EXIF orientation tag -> what a viewer does to the stored pixels to show them upright (EXIF 2.3, 4.6.4).
+UPRIGHT = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
+           5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+           7: lambda a: np.rot90(a, 2).transpose(1, 0, 2), 8: lambda a: np.rot90(a, 1)}
+
+
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    stored = _ramp(h=12, w=10)
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation  # Orientation
+    image.save(tmp_path / "photo.png", exif=exif)
+    img, _ = read_image(tmp_path / "photo.png")
+    assert np.array_equal(np.rint(img * 255).astype(np.uint8).transpose(1, 2, 0), UPRIGHT[orientation](stored))
+
+
+def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
+    rgb = np.zeros((16, 32, 3), np.uint8)
+    rgb[:, :16] = (255, 0, 0)
+    rgb[:, 16:] = (0, 0, 255)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "print.jpg", quality=95)
+    img, bits = read_image(tmp_path / "print.jpg")
+    assert bits == 8 and img.shape == (3, 16, 32)
+    # Red stays red and blue blue (read as RGBA, the K channel made them white), as Pillow converts them.
+    assert np.abs(img.transpose(1, 2, 0) - rgb / 255).max() < 0.1
+    expected = np.asarray(Image.open(tmp_path / "print.jpg").convert("RGB"), np.float32) / 255
+    assert np.allclose(img.transpose(1, 2, 0), expected)
+
+
 def test_16bit_colour_png_keeps_all_bits(tmp_path):
     deep = _ramp(top=65535)
     write_image(tmp_path / "deep.png", deep.transpose(2, 0, 1).astype(np.float64) / 65535, bits=16)
