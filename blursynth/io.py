@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import tempfile
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -57,6 +58,8 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
         with warnings.catch_warnings():  # imageio's legacy plugins warn of their deprecation while probing
             warnings.simplefilter("ignore", DeprecationWarning)
             raw = _read_png16(path) if _is_png16_multichannel(path) else _decode(path)
+    except ImageError:
+        raise
     except Exception as exc:  # imageio raises many types for corrupt data
         reason = str(exc).splitlines()[0] if str(exc) else ""  # imageio appends plugin install hints
         raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); "
@@ -143,10 +146,18 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
             iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
 
 
-# imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit: those are read
-# through torchvision's libpng decoder. PNGs are written by png_bytes below: Pillow cannot write 16-bit
-# colour, and its encoder tries every row filter on every row, which took 6.6 ms per 256x256 RGB image
-# at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes two per pair).
+# Pillow refuses images over 179 Mpx, a guard against decompression bombs from the web; a user's own
+# photos from a medium-format camera, or stitched panoramas, are larger. read_image applies this
+# limit instead (12.9 GB as float32 RGB), read from the header before anything is decoded.
+MAX_PIXELS = 2 ** 30
+_PILLOW_LIMIT = threading.Lock()  # Pillow's limit is a module global: lifted for one open at a time
+
+
+def _check_pixels(path: Path, height: int, width: int) -> None:
+    if height * width > MAX_PIXELS:
+        raise ImageError(f"{path}: {width}x{height} is {height * width / 1e6:.0f} Mpx, more than the "
+                         f"{MAX_PIXELS / 1e6:.0f} Mpx this package reads; downscale it or cut it into parts")
+
 
 def _decode(path: Path) -> np.ndarray:
     """The first frame as imageio decodes it, upright and in RGB as a photo viewer shows it.
@@ -156,12 +167,25 @@ def _decode(path: Path) -> np.ndarray:
     channels, which would pass for RGBA. Both are handled here; other plugins read as they are.
     """
     from imageio.plugins.pillow import PillowPlugin
-    with iio.imopen(path, "r") as file:
+    from PIL import Image
+    with _PILLOW_LIMIT:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            file = iio.imopen(path, "r")  # Pillow checks the size here, when it parses the header
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with file:
         if not isinstance(file, PillowPlugin):
             return file.read(index=0)
+        _check_pixels(path, *file.properties(index=0).shape[:2])
         cmyk = file.metadata(index=0, exclude_applied=False).get("mode") == "CMYK"
         return file.read(index=0, rotate=True, mode="RGB" if cmyk else None)
 
+
+# imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit: those are read
+# through torchvision's libpng decoder. PNGs are written by png_bytes below: Pillow cannot write 16-bit
+# colour, and its encoder tries every row filter on every row, which took 6.6 ms per 256x256 RGB image
+# at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes two per pair).
 
 def _is_png16_multichannel(path: Path) -> bool:
     with open(path, "rb") as fh:
@@ -174,6 +198,8 @@ def _read_png16(path: Path) -> np.ndarray:
     import torch
     from torchvision.io import ImageReadMode, decode_png  # only here: torchvision is slow to import
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
+    width, height = struct.unpack(">II", data[16:24].tobytes())  # IHDR
+    _check_pixels(path, height, width)
     # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
     return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
 

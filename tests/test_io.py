@@ -65,6 +65,24 @@ def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
     assert np.allclose(img.transpose(1, 2, 0), expected)
 
 
+def test_photos_over_pillows_limit_are_read_and_over_ours_refused(tmp_path, monkeypatch):
+    import PIL.Image
+
+    import blursynth.io
+    Image.fromarray(_ramp(h=12, w=10)).save(tmp_path / "photo.png")  # 120 px
+    write_image(tmp_path / "deep.png", _ramp(h=12, w=10, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    # Pillow refuses more than twice its limit: 100 px here stands for its 179 Mpx by default.
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 50)
+    with pytest.raises(PIL.Image.DecompressionBombError):
+        Image.open(tmp_path / "photo.png")
+    assert read_image(tmp_path / "photo.png")[0].shape == (3, 12, 10)
+    assert PIL.Image.MAX_IMAGE_PIXELS == 50  # put back for everyone else
+    monkeypatch.setattr(blursynth.io, "MAX_PIXELS", 119)
+    for name in ("photo.png", "deep.png"):  # through Pillow, and through the 16-bit PNG decoder
+        with pytest.raises(ImageError, match=rf"{name}: 10x12 is .* more than the .* downscale it or cut it"):
+            read_image(tmp_path / name)
+
+
 def test_16bit_colour_png_keeps_all_bits(tmp_path):
     deep = _ramp(top=65535)
     write_image(tmp_path / "deep.png", deep.transpose(2, 0, 1).astype(np.float64) / 65535, bits=16)
