@@ -1,7 +1,7 @@
 """Deblur photographs with a trained generator: ``python -m unpaired.deblur INPUT... --checkpoint CKPT --out DIR``.
 
 Any image :func:`blursynth.io.read_image` reads, any size: the image is cut into overlapping tiles,
-each tile is restored, and the tiles are blended with weights that vanish near tile edges (where a
+restored one row of tiles at a time, and the tiles are blended with weights that vanish near tile edges (where a
 tile lacks context) and sum to one elsewhere, so the result has no seams and a fully convolutional
 model gives the same output tiled as untiled away from the image border. Outputs keep the input's
 size, file format and bit depth (grayscale stays grayscale). A file that fails is reported and skipped.
@@ -53,12 +53,15 @@ def _window(tile: int, overlap: int, device) -> torch.Tensor:
 
 @torch.no_grad()
 def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: int = 32,
-                 factor: int = 4, batch: int = 4) -> torch.Tensor:
+                 factor: int = 4, batch: int = 4, progress: bool = False) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` images in ``[0, 1]`` tile by tile; returns ``(B, 3, H, W)`` in ``[0, 1]``.
 
-    ``tile`` (rounded up to a multiple of ``factor``) is the side processed at once and bounds memory;
+    ``tile`` (rounded up to a multiple of ``factor``) is the side the network sees at once;
     ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``; a model whose receptive
-    radius is below ``overlap // 4`` gives the untiled result). Runs on ``image.device``.
+    radius is below ``overlap // 4`` gives the untiled result). One row of tiles is restored at a
+    time and added into the output, so memory is about three images (input, padded copy, output)
+    plus one row of tiles, whatever the image size. Runs on ``image.device``; ``progress`` shows a
+    bar over the rows of tiles (after 2 s).
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
@@ -71,33 +74,40 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     pad = overlap // 2
     hp = max(tile, pad + h + pad)
     wp = max(tile, pad + w + pad)
-    hp = tile + math.ceil((hp - tile) / stride) * stride
-    wp = tile + math.ceil((wp - tile) / stride) * stride
+    ny, nx = 1 + math.ceil((hp - tile) / stride), 1 + math.ceil((wp - tile) / stride)
+    hp, wp = tile + (ny - 1) * stride, tile + (nx - 1) * stride
     padded = _pad(image, pad, hp - h - pad, pad, wp - w - pad)
-    tiles = padded.unfold(2, tile, stride).unfold(3, tile, stride)           # (B, C, ny, nx, T, T)
-    ny, nx = tiles.shape[2:4]
-    tiles = tiles.permute(0, 2, 3, 1, 4, 5).reshape(-1, c, tile, tile)
-    outs = torch.cat([net(tiles[i:i + batch]).float().clamp(0, 1) for i in range(0, tiles.shape[0], batch)])
     win = _window(tile, overlap, image.device)
-    weight = _edge_weights(ny, nx, tile, win)
-    cols = (outs.reshape(b, ny * nx, c * tile * tile) * weight.reshape(1, ny * nx, -1).repeat(1, 1, c))
-    num = F.fold(cols.transpose(1, 2), (hp, wp), tile, stride=stride)
-    den = F.fold(weight.reshape(1, ny * nx, -1).transpose(1, 2), (hp, wp), tile, stride=stride)
-    out = num / den
-    return out[..., pad:pad + h, pad:pad + w]
+    wy, wx = _edge_weights(ny, win), _edge_weights(nx, win)  # (ny, T), (nx, T): a tile's weight is wy ⊗ wx
+    num = image.new_zeros(b, c, hp, wp, dtype=torch.float32)
+    for i in tqdm(range(ny), desc="tiles", unit="row", disable=not progress, delay=2, leave=False):
+        y = i * stride
+        row = padded[:, :, y:y + tile].unfold(3, tile, stride)  # (B, C, T, nx, T)
+        row = row.permute(0, 3, 1, 2, 4).reshape(-1, c, tile, tile)  # (B * nx, C, T, T)
+        outs = torch.cat([net(row[k:k + batch]).float().clamp(0, 1) for k in range(0, row.shape[0], batch)])
+        outs = outs.reshape(b, nx, c, tile, tile) * (wy[i, :, None] * wx[:, None, :])[None, :, None]
+        num[:, :, y:y + tile] += F.fold(outs.reshape(b, nx, -1).transpose(1, 2), (tile, wp), tile, stride=stride)
+    # The weights are separable, so their sum over the tiles is the product of the two axes' sums.
+    out = num[..., pad:pad + h, pad:pad + w]
+    out /= _coverage(wy, stride)[pad:pad + h, None] * _coverage(wx, stride)[None, pad:pad + w]
+    return out
 
 
-def _edge_weights(ny: int, nx: int, tile: int, win: torch.Tensor) -> torch.Tensor:
-    """``(ny * nx, T, T)`` weights: the window, except that sides facing the image border are 1 (no
-    neighbour will cover them), so the weights never sum to zero."""
+def _edge_weights(n: int, win: torch.Tensor) -> torch.Tensor:
+    """``(n, T)`` weights of ``n`` tiles along one axis: the window, except that the sides facing the
+    image border are 1 (no neighbour will cover them), so the weights never sum to zero."""
+    tile = win.shape[0]
     half = tile // 2
-    wy = win[None, :].repeat(ny, 1)
-    wx = win[None, :].repeat(nx, 1)
-    wy[0, :half] = 1.0
-    wy[-1, tile - half:] = 1.0
-    wx[0, :half] = 1.0
-    wx[-1, tile - half:] = 1.0
-    return (wy[:, None, :, None] * wx[None, :, None, :]).reshape(ny * nx, tile, tile)
+    weights = win[None, :].repeat(n, 1)
+    weights[0, :half] = 1.0
+    weights[-1, tile - half:] = 1.0
+    return weights
+
+
+def _coverage(weights: torch.Tensor, stride: int) -> torch.Tensor:
+    """Sum of ``(n, T)`` tile weights placed ``stride`` apart along one axis: ``(T + (n - 1) * stride,)``."""
+    n, tile = weights.shape
+    return F.fold(weights.T[None], (1, tile + (n - 1) * stride), (1, tile), stride=(1, stride))[0, 0, 0]
 
 
 def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
@@ -116,7 +126,7 @@ def deblur_file(net: nn.Module, src: Path, out_dir: Path, tile: int, overlap: in
     array, bits = read_image(src)
     gray = bool(np.all(array[0] == array[1]) and np.all(array[1] == array[2]))
     image = torch.from_numpy(array)[None].to(device)
-    out = deblur_image(net, image, tile, overlap, factor)[0].cpu().numpy()
+    out = deblur_image(net, image, tile, overlap, factor, progress=True)[0].cpu().numpy()
     if gray:
         out = out.mean(0, keepdims=True)
     dst = output_path(src, out_dir)
