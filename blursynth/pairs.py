@@ -24,7 +24,7 @@ import torch
 
 from . import rng
 from .camera import FULL_FRAME_DIAGONAL_MM, Camera
-from .io import ImageError, read_image
+from .io import ImageError, probe_image, read_image
 from .recipe import Recipe
 from .trajectory import Trajectory
 
@@ -63,10 +63,11 @@ class ImageFolder:
 
     @classmethod
     def scan(cls, root: str | os.PathLike, min_size: tuple[int, int]) -> "ImageFolder":
-        """Read every file under ``root`` (recursively, hidden files ignored) and keep the usable ones.
+        """Check every file under ``root`` (recursively, hidden files ignored) and keep the usable ones.
 
         Corrupt, empty and non-image files, and images smaller than ``min_size`` ``(height, width)``,
-        are listed in ``skipped``; gray, RGBA, palette and 16-bit images are usable (converted on read).
+        are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
+        on read). Files are checked by :func:`blursynth.io.probe_image` (JPEGs decoded at 1/8 scale).
 
         Raises:
             FileNotFoundError: ``root`` is not a folder.
@@ -80,13 +81,12 @@ class ImageFolder:
             if any(part.startswith(".") for part in path.relative_to(root).parts):
                 continue
             try:
-                image, _ = read_image(path)
+                h, w = probe_image(path)  # photos are checked here but read one crop at a time, later
             except ImageError as exc:
                 # Reasons name the file relative to the folder, so they do not depend on where it is mounted.
                 reason = str(exc).replace(str(path), rel).removeprefix(f"{rel}: ")
                 found.skipped.append({"file": rel, "reason": reason})
                 continue
-            h, w = image.shape[1:]
             if h < min_size[0] or w < min_size[1]:
                 found.skipped.append({"file": rel, "reason": f"image is {w}x{h}, smaller than the {min_size[1]}x"
                                       f"{min_size[0]} needed (crop plus the kernel margin); use a smaller --crop"})

@@ -1,12 +1,13 @@
 """Image files in and out: every input kind the package promises to accept, and atomic writes."""
 
 import io
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import ImageError, atomic_path, png_bytes, read_image, to_uint, write_image
+from blursynth.io import ImageError, atomic_path, png_bytes, probe_image, read_image, to_uint, write_image
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -81,6 +82,38 @@ def test_photos_over_pillows_limit_are_read_and_over_ours_refused(tmp_path, monk
     for name in ("photo.png", "deep.png"):  # through Pillow, and through the 16-bit PNG decoder
         with pytest.raises(ImageError, match=rf"{name}: 10x12 is .* more than the .* downscale it or cut it"):
             read_image(tmp_path / name)
+
+
+def test_probe_agrees_with_reading(tmp_path):
+    """probe_image gives read_image's size, or the same error, for files that take each of its paths."""
+    photo = Image.fromarray(_ramp(h=48, w=64))
+    files = []
+    for orientation in sorted(UPRIGHT):
+        exif = photo.getexif()
+        exif[0x0112] = orientation
+        photo.save(tmp_path / f"o{orientation}.jpg", exif=exif)
+        files.append(f"o{orientation}.jpg")
+    photo.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    photo.save(tmp_path / "photo.png")
+    photo.save(tmp_path / "progressive.jpg", progressive=True)
+    data = (tmp_path / "progressive.jpg").read_bytes()
+    for cut in (3, 200, len(data) // 2, len(data) - 20):  # truncated files: decoding finds each
+        (tmp_path / f"cut{cut}.jpg").write_bytes(data[:cut])
+        files.append(f"cut{cut}.jpg")
+    (tmp_path / "notes.jpg").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    files += ["cmyk.jpg", "photo.png", "progressive.jpg", "notes.jpg", "empty.jpg"]
+    errors = 0
+    for name in files:
+        try:
+            expected = read_image(tmp_path / name)[0].shape[1:]
+        except ImageError as exc:
+            errors += 1
+            with pytest.raises(ImageError, match=re.escape(str(exc))):
+                probe_image(tmp_path / name)
+        else:
+            assert tuple(probe_image(tmp_path / name)) == expected, name
+    assert errors == 6  # the four cut files, the text and the empty file
 
 
 def test_16bit_colour_png_keeps_all_bits(tmp_path):
