@@ -61,7 +61,7 @@ class SyntheticPairs(Dataset):
             raise ValueError(f"length must be a positive number of pairs, got {length}")
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if crop is not None:
-            recipe = Recipe.from_dict({**recipe.to_dict(), "crop": list(crop)}, recipe.source)
+            recipe = recipe.with_crop(crop)
         self.recipe, self.length, self.seed, self.device = recipe, length, seed, device
         self.sources = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
 

@@ -244,7 +244,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     crop = parse_crop(crop) if not isinstance(crop, tuple) else crop
     if crop is not None:
-        recipe = Recipe.from_dict({**recipe.to_dict(), "crop": list(crop)}, recipe.source)
+        recipe = recipe.with_crop(crop)
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
     out = Path(out)
     settings = _settings(recipe, pairs, seed, folder, layout)

@@ -130,6 +130,10 @@ class Recipe:
         from .sensor import SensorModel
         return SensorModel(**self.sensor)
 
+    def with_crop(self, crop: tuple[int, int]) -> "Recipe":
+        """This recipe with another ``(h, w)`` crop, validated (an error names both)."""
+        return _parse({**self.to_dict(), "crop": list(crop)}, f"{self.source} with crop {crop[0]}x{crop[1]}")
+
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "Recipe":
         """Build and validate a recipe from its nested-dict (TOML) form."""
