@@ -362,6 +362,9 @@ def add_inspect(subparsers) -> None:
 
 def _load_npz(path: Path):
     import numpy as np
+    if path.is_dir():
+        hint = path / "kernels.npz" if (path / "kernels.npz").is_file() else "a kernels.npz"
+        raise UsageError(f"FILE {path}: is a folder; pass {hint} (written by 'blursynth generate')")
     if not path.is_file():
         raise UsageError(f"FILE {path}: no such file; pass the kernels.npz written by 'blursynth generate'")
     try:

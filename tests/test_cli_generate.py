@@ -149,6 +149,7 @@ def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     _fails(capsys, tmp_path, ["inspect", str(tmp_path / "missing.npz")], "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     _fails(capsys, tmp_path, ["inspect", str(tmp_path / "junk.npz")], "junk.npz")
+    _fails(capsys, tmp_path, ["inspect", str(out)], f"is a folder; pass {out / 'kernels.npz'}")
 
 
 def test_module_entry_point_exit_code_and_one_line_error(tmp_path):
