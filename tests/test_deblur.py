@@ -85,6 +85,36 @@ def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
+def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.jpg"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 24)).astype(np.float32))
+    write_image(tmp_path / "other" / "a.png", rng.random((3, 20, 24)).astype(np.float32))
+    inputs = sorted((tmp_path / "in").iterdir()) + sorted((tmp_path / "other").iterdir())
+    before = {p: p.read_bytes() for p in inputs}
+    base = ["--tile", "16", "--overlap", "4", "--checkpoint", str(checkpoint)]
+
+    def refused(argv, message):
+        assert main(base + argv) == 2
+        assert message in capsys.readouterr().err
+        assert {p: p.read_bytes() for p in inputs} == before
+
+    refused([str(tmp_path / "in"), "--out", str(tmp_path / "in")], "would overwrite the input")
+    refused([str(tmp_path / "in"), str(tmp_path / "other"), "--out", str(tmp_path / "out")],
+            "would both be written to")
+    refused([str(tmp_path / "in"), "--out", str(tmp_path / "in" / "a.png")], "exists and is not a folder")
+    refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint.parents[1])],
+            f"is a run folder; pass {checkpoint.parent / 'best.pt'}")
+    assert not (tmp_path / "out").exists()
+
+    assert main(base + [str(tmp_path / "in"), str(tmp_path / "in" / "a.png"), "--out", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.jpg"]  # a.png once
+    done = (tmp_path / "out" / "a.png").read_bytes()
+    refused([str(tmp_path / "in"), "--out", str(tmp_path / "out")], "a.png and 1 more already exist; pass --overwrite")
+    assert (tmp_path / "out" / "a.png").read_bytes() == done
+    assert main(base + [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
+
+
 def test_cli_bad_checkpoint(tmp_path, capsys):
     assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
     assert "--checkpoint" in capsys.readouterr().err

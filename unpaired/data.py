@@ -102,7 +102,8 @@ def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- folders
 
-def _list_images(folder: str | Path, option: str) -> list[Path]:
+def list_images(folder: str | Path, option: str) -> list[Path]:
+    """The image files of ``folder`` by suffix, sorted, not recursive; ``option`` names it in errors."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{option} {folder}: no such folder")
@@ -116,7 +117,7 @@ class FolderImages(Dataset):
     """Item ``i`` of a folder of photos: ``(3, H, W)`` float32 in ``[0, 1]`` at full size."""
 
     def __init__(self, folder: str | Path, option: str = "folder"):
-        self.files = _list_images(folder, option)
+        self.files = list_images(folder, option)
 
     def __len__(self) -> int:
         return len(self.files)

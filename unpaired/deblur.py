@@ -23,12 +23,15 @@ from tqdm import tqdm
 
 from blursynth.io import ImageError, atomic_path, read_image, write_image
 from unpaired.config import pick_device
+from unpaired.data import list_images
 from unpaired.models import build_generator, size_factor
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
     """The deblurring generator ``G`` of a training checkpoint, in eval mode, and its size factor."""
     path = Path(path)
+    if path.is_dir() and (path / "checkpoints" / "best.pt").is_file():
+        raise FileNotFoundError(f"--checkpoint {path}: is a run folder; pass {path / 'checkpoints' / 'best.pt'}")
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint {path}: no such file (runs write checkpoints/best.pt and "
                                 "checkpoints/step_*.pt in their run folder)")
@@ -139,26 +142,59 @@ def deblur_file(net: nn.Module, src: Path, out_dir: Path, tile: int, overlap: in
     return dst
 
 
+def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
+    """``(source, destination)`` for each input file, or each image of an input folder (sorted).
+
+    Raises:
+        ValueError: nothing is written when a destination would replace an input, two inputs share a
+            file name, ``out_dir`` is a file, or (without ``overwrite``) an output already exists.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder; choose a folder")
+    sources: dict[Path, Path] = {}  # resolved -> as given; a file named twice is deblurred once
+    for name in inputs:
+        for src in list_images(name, "input") if Path(name).is_dir() else [Path(name)]:
+            sources.setdefault(src.resolve(), src)
+    plan, taken = [], {}
+    for resolved, src in sources.items():
+        dst = output_path(src, out_dir)
+        if src.exists() and dst.resolve() == resolved:
+            raise ValueError(f"--out {out_dir}: would overwrite the input {src}; choose another --out")
+        if dst.name in taken:
+            raise ValueError(f"{taken[dst.name]} and {src} would both be written to {dst}; "
+                             "deblur them into different --out folders")
+        taken[dst.name] = src
+        plan.append((src, dst))
+    existing = [dst for _, dst in plan if dst.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise ValueError(f"--out {out_dir}: {existing[0]}{more} already exist; pass --overwrite to replace "
+                         "them or choose another --out")
+    return plan
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unpaired.deblur",
                                      description="Deblur images with a generator trained by unpaired.train.")
-    parser.add_argument("inputs", nargs="+", help="image files (PNG, JPEG, TIFF, ...) of any size")
+    parser.add_argument("inputs", nargs="+", help="image files (PNG, JPEG, TIFF, ...) of any size, or folders of them")
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt from a run folder (e.g. checkpoints/best.pt)")
     parser.add_argument("--out", required=True, help="output folder (created); files keep their names")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels; lower it to save memory (default 256)")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     args = parser.parse_args(argv)
+    out_dir = Path(args.out)
     try:
+        plan = plan_outputs(args.inputs, out_dir, args.overwrite)
         device = pick_device(args.device)
         net, factor = load_generator(args.checkpoint, device)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for src in tqdm([Path(p) for p in args.inputs], desc="deblur", disable=len(args.inputs) < 2):
+    for src, _ in tqdm(plan, desc="deblur", disable=len(plan) < 2):
         try:
             dst = deblur_file(net, src, out_dir, args.tile, args.overlap, factor, device)
             print(f"{src} -> {dst}")
@@ -166,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
     if failed:
-        print(f"{failed} of {len(args.inputs)} file(s) failed", file=sys.stderr)
+        print(f"{failed} of {len(plan)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
 
