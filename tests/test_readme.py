@@ -24,6 +24,8 @@ def test_the_readme_has_examples():
     assert len(BLOCKS) >= 8  # the pattern still finds them (an empty list would pass the test below)
 
 
+# The DataLoader example asks for 4 workers, more than a 2-core CI machine has (it is never iterated).
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_example_runs(code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
