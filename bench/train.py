@@ -90,7 +90,7 @@ def ours_cyclegan_seconds(size: int, ngf: int, n_blocks: int, iters: int, out: P
     train(["--mode", "cyclegan", "--generator", "resnet", "--ngf", str(ngf), "--n-blocks", str(n_blocks),
            "--crop", str(size), "--pair-pool-size", str(size), "--batch", "1", "--steps", str(warmup + iters),
            "--log-every", "1", "--eval-every", "1000000", "--ckpt-every", "1000000", "--val-size", "0",
-           "--no-progress", "--device", str(device), "--run-dir", str(run)])
+           "--no-progress", "--device", str(device), "--run-dir", str(run), "--overwrite"])
     recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     secs = [r["seconds"] for r in recs if "loss_D" in r]
     return (secs[-1] - secs[warmup - 1]) / iters
@@ -146,7 +146,7 @@ def artefacts(run: Path, argv: list[str]) -> str:
 
 def quality(args, mode: str) -> None:
     run = Path(args.out) / mode
-    common = ["--steps", str(args.steps), "--val-size", str(args.val_size), "--run-dir", str(run),
+    common = ["--steps", str(args.steps), "--val-size", str(args.val_size), "--run-dir", str(run), "--overwrite",
               "--eval-every", str(max(1, args.steps // 5)), "--ckpt-every", str(max(1, args.steps // 5))]
     # cyclegan: batches of 8 small crops (at batch 1 a discriminator trained alone on these domains
     # stayed near chance, 55-60%, for 600 steps; at batch 8 it reached 91% in 300); the F that draws

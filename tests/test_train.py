@@ -106,6 +106,23 @@ def test_paired_run_writes_run_folder(tmp_path, capsys):
     assert "validation PSNR on 2 held-out pairs: blurry input" in capsys.readouterr().out
 
 
+def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "4", "--ckpt-every", "4", "--eval-every", "2", "--run-dir", str(run)])
+    (run / "notes.txt").write_text("mine")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(config.ConfigError, match=f"--run-dir {run}: holds a run .*--resume {run}.*--overwrite"):
+        main(TINY + ["--steps", "2", "--run-dir", str(run)])
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(config.ConfigError, match="pass one of them"):
+        main(TINY + ["--resume", str(run), "--overwrite"])
+    # --overwrite: the old run's files go (step 4's checkpoint, its metrics), the user's note stays
+    main(TINY + ["--steps", "2", "--ckpt-every", "2", "--eval-every", "2", "--run-dir", str(run), "--overwrite"])
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000002.pt"]
+    assert [r["step"] for r in records(run) if "loss_pixel" in r] == [1, 2]
+    assert (run / "notes.txt").read_text() == "mine"
+
+
 def test_keeps_last_k_checkpoints(tmp_path):
     run = tmp_path / "run"
     main(TINY + ["--steps", "5", "--ckpt-every", "1", "--keep-last", "2", "--eval-every", "100",
@@ -203,6 +220,8 @@ def test_bad_inputs_are_explained(tmp_path):
                          "--run-dir", str(tmp_path / "r")])
     with pytest.raises(config.ConfigError, match="--resume .*no config.json"):
         main(["--resume", str(tmp_path)])
+    assert (tmp_path / "r" / "config.json").is_file()  # a start that failed is not a run: this one starts
+    main(TINY + ["--steps", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "r")])
 
 
 def test_command_line_reports_errors_in_one_line(tmp_path):

@@ -23,7 +23,8 @@ MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
 BLUR_MODELS = ("network", "kernel", "shake")
-PER_INVOCATION = ("stop_at", "resume", "progress")  # not inherited by --resume from the saved config
+PER_INVOCATION = ("stop_at", "resume", "progress", "overwrite")  # not inherited by --resume from the saved config
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "samples")  # what a run writes in its folder
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,7 @@ class TrainConfig:
     keep_last: int = 3                     # checkpoints kept besides best.pt
     stop_at: int = -1                      # stop (with a checkpoint) after this step; -1: run to `steps`
     resume: str | None = None              # run folder to continue from its latest checkpoint
+    overwrite: bool = False                # replace a run already in run_dir (else starting there is refused)
     device: str = "auto"                   # auto | cpu | cuda | cuda:N
     amp: str = "auto"                      # auto (on for CUDA) | on | off
     progress: bool = True                  # tqdm progress bar
@@ -309,6 +311,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if cfg.resume:
         cfg.run_dir = cfg.resume
     cfg.validate()
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
+    # metrics or checkpoints mean steps were trained (a start that failed leaves only config.json)
+    held = [name for name in ("metrics.jsonl", "checkpoints") if (Path(cfg.run_dir) / name).exists()]
+    if held and not (cfg.resume or cfg.overwrite):  # a new run would mix its metrics and checkpoints in
+        raise ConfigError(f"--run-dir {cfg.run_dir}: holds a run ({held[0]}); pass --resume {cfg.run_dir} to "
+                          "continue it, --overwrite to replace it, or choose another --run-dir")
     return cfg
 
 

@@ -12,7 +12,8 @@ Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record 
 ``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
 ``--keep-last``) and ``checkpoints/best.pt`` (highest validation PSNR). Checkpoints hold models,
 optimisers, schedulers, AMP scaler, image pools and the step, so ``--resume RUN_DIR`` continues exactly
-where the run stopped. Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
+where the run stopped. A new run in a folder that holds one is refused unless ``--overwrite`` (which
+removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
 (gloo on CPU, nccl on CUDA) and only rank 0 writes. On CUDA, mixed precision and channels-last are on.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -111,6 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     run = Path(cfg.run_dir)
     ckpt_dir = run / "checkpoints"
     if master:
+        if cfg.overwrite and not cfg.resume:  # the earlier run's files go, and nothing else in the folder
+            for name in config_mod.RUN_FILES:
+                shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink(missing_ok=True)
         (run / "samples").mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, run / "config.json")
 
