@@ -172,6 +172,14 @@ def _context(device: str):
     return mp.get_context("fork")
 
 
+def _files_present(out: Path, chunk: int, pairs: int, layout: str) -> bool:
+    """Whether every image and kernel file of ``chunk`` exists."""
+    sharp_dir, blur_dir = LAYOUTS[layout]
+    names = (_name(i, pairs) for i in range(chunk * CHUNK, min((chunk + 1) * CHUNK, pairs)))
+    return all((out / sharp_dir / f"{n}.png").is_file() and (out / blur_dir / f"{n}.png").is_file()
+               and (out / "kernels" / f"{n}.npy").is_file() for n in names)
+
+
 def _merge(out: Path, chunks: int) -> bool:
     """Write ``manifest.jsonl`` from all part files, in order, if every chunk is done; True if written."""
     parts = [out / "parts" / f"{c:06d}.jsonl" for c in range(chunks)]
@@ -256,16 +264,20 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             "skipped": [] if folder is None else folder.skipped}
     write_json(out / "dataset.json", meta)  # first: it marks the folder as a resumable run
     _remove_stray_temporaries(out)
-    if (out / "manifest.jsonl").is_file():  # finished (a kill may have come before parts/ was removed)
-        shutil.rmtree(out / "parts", ignore_errors=True)
-        return {"written": 0, "done": pairs, "complete": True}
+    finished = (out / "manifest.jsonl").is_file()
     mine = list(range(shard[0], chunks, shard[1]))
-    todo = [c for c in mine if not (out / "parts" / f"{c:06d}.jsonl").is_file()]
+    # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
+    # a pair lost later is made again, byte-identical, so the folder matches its manifest.
+    todo = [c for c in mine if not ((finished or (out / "parts" / f"{c:06d}.jsonl").is_file())
+                                    and _files_present(out, c, pairs, layout))]
     writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device)
     size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
     with tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
               disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
         written = _run_chunks(writer, todo, workers, device, bar.update)
+    if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
+        shutil.rmtree(out / "parts", ignore_errors=True)
+        return {"written": written, "done": pairs, "complete": True}
     complete = _merge(out, chunks)
     done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())
     return {"written": written, "done": done, "complete": complete}
