@@ -3,8 +3,9 @@
 Any image :func:`blursynth.io.read_image` reads, any size: the image is cut into overlapping tiles,
 restored one row of tiles at a time, and the tiles are blended with weights that vanish near tile
 edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams and a fully
-convolutional model gives the same output tiled as untiled away from the image border. Outputs keep the input's
-size, file format and bit depth (grayscale stays grayscale). A file that fails is reported and skipped.
+convolutional model gives the same output tiled as untiled away from the image border. Outputs keep
+the input's size, file format and bit depth (grayscale stays grayscale). A file that fails is reported
+and skipped; nothing is written where an output would replace an input or an earlier output.
 """
 
 from __future__ import annotations
