@@ -5,7 +5,8 @@ restored one row of tiles at a time, and the tiles are blended with weights that
 edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams and a fully
 convolutional model gives the same output tiled as untiled away from the image border. Outputs keep
 the input's size, file format and bit depth (grayscale stays grayscale). A file that fails is reported
-and skipped; nothing is written where an output would replace an input or an earlier output.
+and skipped; nothing is written where an output would replace an input, or an earlier output
+without ``--overwrite``.
 """
 
 from __future__ import annotations
