@@ -125,23 +125,21 @@ def output_path(src: Path, out_dir: Path) -> Path:
     return out_dir / src.name
 
 
-def deblur_file(net: nn.Module, src: Path, out_dir: Path, tile: int, overlap: int, factor: int,
-                device: torch.device) -> Path:
-    """Read ``src``, restore it, write it to ``out_dir`` with the same name, format and bit depth."""
+def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, factor: int,
+                device: torch.device) -> None:
+    """Read ``src``, restore it, write it to ``dst`` (from :func:`plan_outputs`) in its format and bit depth."""
     array, bits = read_image(src)
     gray = bool(np.all(array[0] == array[1]) and np.all(array[1] == array[2]))
     image = torch.from_numpy(array)[None].to(device)
     out = deblur_image(net, image, tile, overlap, factor, progress=True)[0].cpu().numpy()
     if gray:
         out = out.mean(0, keepdims=True)
-    dst = output_path(src, out_dir)
     if bits == 32 and dst.suffix.lower() in (".tif", ".tiff"):  # float TIFF in, float TIFF out
         pixels = out.transpose(1, 2, 0).astype(np.float32)
         with atomic_path(dst) as tmp:
             iio.imwrite(tmp, np.ascontiguousarray(pixels[..., 0] if gray else pixels), extension=dst.suffix)
     else:
         write_image(dst, out, bits=16 if bits > 8 and dst.suffix.lower() in (".png", ".tif", ".tiff") else 8)
-    return dst
 
 
 def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
@@ -196,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for src, _ in tqdm(plan, desc="deblur", disable=len(plan) < 2):
+    for src, dst in tqdm(plan, desc="deblur", disable=len(plan) < 2):
         try:
-            dst = deblur_file(net, src, out_dir, args.tile, args.overlap, factor, device)
+            deblur_file(net, src, dst, args.tile, args.overlap, factor, device)
             print(f"{src} -> {dst}")
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
