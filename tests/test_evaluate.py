@@ -9,6 +9,7 @@ import scipy.signal
 import torch
 
 from unpaired import evaluate
+from unpaired.train import main as train
 
 SIZE = 64
 
@@ -113,17 +114,38 @@ def test_restorer_hook_with_kernel_estimates(tmp_path):
         assert rec["kernel_ncc"] < 0.9 and rec["error_ratio"] > 1.5
 
 
-def test_checkpoint_without_loader_is_a_clear_error(tmp_path):
+def test_checkpoint_is_scored_through_its_generator(tmp_path):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
+    run = tmp_path / "run"
+    train(["--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16", "--val-size", "1",
+           "--batch", "1", "--steps", "1", "--no-progress", "--run-dir", str(run)])
+    trained = run / "checkpoints" / "step_0000001.pt"
+    state = torch.load(trained, weights_only=False)
+    for name in ("head.weight", "head.bias"):  # a residual generator with a zero head is exactly the identity
+        state["models"]["G"][name].zero_()
+    torch.save(state, tmp_path / "identity.pt")
+    levin = ["--benchmark", "levin", "--data", data]
+    blurry = _run(levin + ["--method", "identity"])
+    as_net = _run(levin + ["--checkpoint", tmp_path / "identity.pt"])
+    net = _run(levin + ["--checkpoint", trained])
+    # gray images go through the 3-channel network and come back as their mean
+    for key in ("psnr", "ssim", "error_ratio"):
+        assert as_net[key] == pytest.approx(blurry[key], rel=1e-6)
+    assert net["psnr"] != pytest.approx(blurry["psnr"], rel=1e-6)
+
+
+def test_bad_checkpoint_is_a_clear_error(tmp_path):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
-    ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(b"x")
-    try:
-        import unpaired.inference  # noqa: F401
-        pytest.skip("a model loader exists in this installation")
-    except ImportError:
-        pass
-    with pytest.raises(SystemExit, match="load_restorer"):
-        _run(["--benchmark", "levin", "--data", data, "--checkpoint", ckpt])
+    levin = ["--benchmark", "levin", "--data", data, "--checkpoint"]
+    with pytest.raises(SystemExit, match=r"--checkpoint .*none\.pt: no such file"):
+        _run(levin + [tmp_path / "none.pt"])
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    torch.save({}, tmp_path / "run" / "checkpoints" / "best.pt")
+    with pytest.raises(SystemExit, match=r"is a run folder; pass .*best\.pt"):
+        _run(levin + [tmp_path / "run"])
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(SystemExit, match=r"model\.pt: not a checkpoint written by unpaired\.train"):
+        _run(levin + [tmp_path / "model.pt"])
 
 
 def test_bad_inputs_name_the_file(tmp_path):

@@ -34,6 +34,7 @@ from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image, write_image, wr
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device
+from .inference import load_restorer
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
@@ -169,17 +170,12 @@ def method_restorer(name: str) -> Restorer:
 
 
 def checkpoint_restorer(path: str | Path, device: str = "cpu") -> Restorer:
-    """Restorer of a trained network: the hook that the trainers fill by providing
-    ``unpaired.inference.load_restorer(path, device) -> Restorer``."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError(f"--checkpoint {path}: no such file")
+    """Restorer of the generator of a checkpoint written by ``unpaired.train``
+    (:func:`unpaired.inference.load_restorer`); a missing or foreign file is an :class:`EvaluationError`."""
     try:
-        from .inference import load_restorer  # provided by the training code
-    except ImportError:
-        raise EvaluationError(f"--checkpoint {path}: this installation has no model loader "
-                              "(unpaired.inference.load_restorer); evaluate a --method instead") from None
-    return load_restorer(path, device=device)
+        return load_restorer(path, device=device)
+    except (FileNotFoundError, ValueError) as exc:  # their messages name --checkpoint and the file
+        raise EvaluationError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------
