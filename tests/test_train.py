@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from blursynth.io import write_image
+from blursynth.io import ImageError, write_image
 from unpaired import config
 from unpaired.train import cli, lr_factor, main
 
@@ -188,17 +188,31 @@ def test_kernel_blur_f_learns_from_its_discriminator_only():
     assert all(p.grad is not None for p in gens.F.parameters())
 
 
-def test_cyclegan_on_folders(tmp_path):
+def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    for name, n, size in (("blurry", 3, (40, 50)), ("sharp", 2, (36, 64))):
-        for i in range(n):
+    for name, sizes in (("blurry", [(40, 50), (40, 50), (44, 70)]), ("sharp", [(36, 64), (36, 64)])):
+        for i, size in enumerate(sizes):
             write_image(tmp_path / name / f"{i}.png", rng.random((3, *size)).astype(np.float32))
     (tmp_path / "sharp" / "notes.txt").write_text("ignored")
+    (tmp_path / "blurry" / "empty.jpg").touch()
+    (tmp_path / "blurry" / "text.png").write_text("not an image")
+    write_image(tmp_path / "sharp" / "small.png", rng.random((3, 20, 90)).astype(np.float32))
     run = tmp_path / "run"
-    main(TINY_GAN + ["--steps", "2", "--eval-every", "2", "--blurry", str(tmp_path / "blurry"),
+    # every photo is drawn in 8 steps of 2 (3 blurry, 2 sharp); --val-crop 48 is above the blurry
+    # photos' height, so the sample grid crops all three (40x50, 40x50, 44x70) to 40x40
+    main(TINY_GAN + ["--steps", "8", "--eval-every", "8", "--val-size", "3", "--val-crop", "48", "--blurry", str(tmp_path / "blurry"),
                      "--sharp", str(tmp_path / "sharp"), "--run-dir", str(run)])
-    assert (run / "samples" / "step_0000002.png").is_file()  # grids without pairs: blurry | output
+    assert (run / "samples" / "step_0000008.png").is_file()  # grids without pairs: blurry | output
     assert not any("val_psnr" in r for r in records(run))
+    err = capsys.readouterr().err
+    assert "--blurry: skipped 2 of 5 files" in err and "--sharp: skipped 1 of 3 files" in err
+    assert "empty.jpg: empty file" in err and "text.png: cannot be read as an image" in err
+    assert "small.png: 90x20 is smaller than --crop 32; lower --crop or remove it" in err
+    for f in (tmp_path / "sharp").glob("[0-9].png"):
+        f.unlink()
+    with pytest.raises(ImageError, match=r"--sharp .*sharp: no usable image; .*small\.png: 90x20 is smaller"):
+        main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "blurry"), "--sharp", str(tmp_path / "sharp"),
+                         "--run-dir", str(tmp_path / "r2")])
 
 
 def test_paired_on_folder_pairs_holds_out_validation(tmp_path):

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from blursynth import rng
 from blursynth.data import PairedFolder, SyntheticPairs
-from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image
+from blursynth.io import IMAGE_SUFFIXES, ImageError, probe_image, read_image
 from blursynth.pairs import make_pairs
 from blursynth.scenes import dead_leaves
 
@@ -114,10 +114,34 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
 
 
 class FolderImages(Dataset):
-    """Item ``i`` of a folder of photos: ``(3, H, W)`` float32 in ``[0, 1]`` at full size."""
+    """The usable photos of a folder: item ``i`` is ``(3, H, W)`` float32 in ``[0, 1]`` at full size.
 
-    def __init__(self, folder: str | Path, option: str = "folder"):
-        self.files = list_images(folder, option)
+    Each image file (by suffix, not recursive) is checked once by :func:`blursynth.io.probe_image`.
+    Files that do not decode, or whose shorter side is below ``min_side``, are left out and listed in
+    ``skipped`` (``"path: reason; fix"``): one bad file among scraped photos should neither stop a run
+    nor end it hours in, when a step first draws it.
+
+    Raises:
+        FileNotFoundError: no such folder, or no image files in it.
+        ImageError: no usable image in it.
+    """
+
+    def __init__(self, folder: str | Path, option: str = "folder", min_side: int = 1):
+        self.files: list[Path] = []
+        self.skipped: list[str] = []
+        for path in list_images(folder, option):
+            try:
+                h, w = probe_image(path)
+            except ImageError as exc:
+                self.skipped.append(str(exc))
+                continue
+            if min(h, w) < min_side:
+                self.skipped.append(f"{path}: {w}x{h} is smaller than --crop {min_side}; lower --crop or remove it")
+                continue
+            self.files.append(path)
+        if not self.files:
+            raise ImageError(f"{option} {folder}: no usable image; " + "; ".join(self.skipped[:3])
+                             + (f"; and {len(self.skipped) - 3} more" if len(self.skipped) > 3 else ""))
 
     def __len__(self) -> int:
         return len(self.files)
@@ -148,7 +172,7 @@ def random_crop(images: list[torch.Tensor], size: int, seed: int, p: int, stream
     """The same random ``size x size`` crop (and horizontal flip) of equally sized ``(C, H, W)`` images."""
     h, w = images[0].shape[-2:]
     if h < size or w < size:
-        raise ImageError(f"{name}: {h}x{w} is smaller than --crop {size}; lower --crop or remove the image")
+        raise ImageError(f"{name}: {w}x{h} is smaller than --crop {size}; lower --crop or remove it")
     idx = rng.as_index([p])
     y = int(rng.uniform(seed, idx, (), stream=_S_CROP_Y + 10 * stream) * (h - size + 1))
     x = int(rng.uniform(seed, idx, (), stream=_S_CROP_X + 10 * stream) * (w - size + 1))
@@ -212,10 +236,10 @@ class UnpairedCrops(Dataset):
         if self.blurry is None:
             # sharp scenes of another seed: the two domains share no scene
             return {"blur": self.synth_a[p]["blur"], "sharp": synthetic_sharp(seed_b(self.seed), self.crop, p)}
-        a = self.blurry[permuted(self.seed, len(self.blurry), p, stream=_S_PERM)]
-        b = self.sharp[permuted(self.seed, len(self.sharp), p, stream=_S_PERM + 1)]
-        (a,) = random_crop([a], self.crop, self.seed, p, stream=1, name=str(self.blurry.files[0].parent))
-        (b,) = random_crop([b], self.crop, self.seed, p, stream=2, name=str(self.sharp.files[0].parent))
+        i = permuted(self.seed, len(self.blurry), p, stream=_S_PERM)
+        j = permuted(self.seed, len(self.sharp), p, stream=_S_PERM + 1)
+        (a,) = random_crop([self.blurry[i]], self.crop, self.seed, p, stream=1, name=str(self.blurry.files[i]))
+        (b,) = random_crop([self.sharp[j]], self.crop, self.seed, p, stream=2, name=str(self.sharp.files[j]))
         return {"blur": a, "sharp": b}
 
 
@@ -240,9 +264,11 @@ class StepSampler(Sampler):
             yield from range(base, base + self.batch)
 
 
-def validation_pairs(cfg) -> tuple[list[dict], Dataset | None]:
+def validation_pairs(cfg, blurry: FolderImages | None = None) -> tuple[list[dict], Dataset | None]:
     """Held-out validation items ``{"blur", "sharp"?}`` (centre crops of ``cfg.val_crop``) and the
-    training pair source with the held-out items removed (``None`` for synthetic data)."""
+    training pair source with the held-out items removed (``None`` for synthetic data). CycleGAN's
+    ``--blurry`` photos (``blurry``, scanned here when not given) have no sharp twin: the first few
+    give sample grids, cropped to one size no larger than the smallest of them."""
     n = cfg.val_size
     if cfg.val_pairs:
         source = open_pairs(cfg.val_pairs, "--val-pairs")
@@ -256,8 +282,9 @@ def validation_pairs(cfg) -> tuple[list[dict], Dataset | None]:
         source.records = source.records[: len(source) - n]
         return [_crop_item(v, cfg.val_crop) for v in val], source
     elif cfg.mode == "cyclegan" and cfg.blurry:
-        images = FolderImages(cfg.blurry, "--blurry")
+        images = blurry if blurry is not None else FolderImages(cfg.blurry, "--blurry", cfg.crop)
         val = [{"blur": images[i]} for i in range(min(n, len(images), 8))]
+        return [_crop_item(v, min([cfg.val_crop] + [min(v["blur"].shape[-2:]) for v in val])) for v in val], None
     else:
         # held-out synthetic pairs: a seed the training stream never uses
         held_out = synthetic_pairs(cfg.seed + 1_000_003, cfg.val_crop)

@@ -120,7 +120,14 @@ def main(argv: list[str] | None = None) -> dict:
         config_mod.save(cfg, run / "config.json")
 
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
-    val, pair_source = validation_pairs(cfg)
+    blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
+    sharp = FolderImages(cfg.sharp, "--sharp", cfg.crop) if cfg.sharp else None
+    for option, folder in (("--blurry", blurry), ("--sharp", sharp)):
+        if master and folder is not None and folder.skipped:
+            print(f"{option}: skipped {len(folder.skipped)} of {len(folder.skipped) + len(folder)} files:\n  "
+                  + "\n  ".join(folder.skipped[:10])
+                  + (f"\n  and {len(folder.skipped) - 10} more" if len(folder.skipped) > 10 else ""), file=sys.stderr)
+    val, pair_source = validation_pairs(cfg, blurry)
     if cfg.mode == "paired":
         if pair_source is not None:
             train_set = PairedCrops(pair_source, cfg.crop, cfg.seed, synthetic=False)
@@ -130,8 +137,6 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             train_set = PairedCrops(synthetic_pairs(cfg.seed, cfg.crop), cfg.crop, cfg.seed, synthetic=True)
     else:
-        blurry = FolderImages(cfg.blurry, "--blurry") if cfg.blurry else None
-        sharp = FolderImages(cfg.sharp, "--sharp") if cfg.sharp else None
         train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed, cfg.pair_pool, cfg.pair_pool_size,
                                   progress=master and cfg.progress)
 
