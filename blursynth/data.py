@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import read_image
+from .io import ImageError, read_image
 from .pairs import ImageFolder, make_pairs
 from .recipe import Recipe, load_recipe
 
@@ -91,7 +91,9 @@ class PairedFolder(Dataset):
 
     Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, H, W)`` float32 sRGB in [0, 1], ``"index"``
     (int), and, when a manifest is present, ``"kernel"`` (float32 array as stored: ``(kh, kw)`` or
-    ``(rows, cols, kh, kw)``) and ``"params"`` (flat dict).
+    ``(rows, cols, kh, kw)``) and ``"params"`` (flat dict). Reading an item raises
+    :class:`~blursynth.io.ImageError` naming the file when an image does not decode or when the two
+    differ in size.
     """
 
     def __init__(self, root: str | os.PathLike):
@@ -116,9 +118,12 @@ class PairedFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
-        item = {"blur": torch.from_numpy(read_image(self.root / rec["blur"])[0]),
-                "sharp": torch.from_numpy(read_image(self.root / rec["sharp"])[0]),
-                "index": rec["index"]}
+        blur, sharp = (torch.from_numpy(read_image(self.root / rec[k])[0]) for k in ("blur", "sharp"))
+        if blur.shape != sharp.shape:  # e.g. the lq/ of a super-resolution set: never crop such a pair
+            (hb, wb), (hs, ws) = blur.shape[-2:], sharp.shape[-2:]
+            raise ImageError(f"{self.root / rec['blur']} is {wb}x{hb} but {self.root / rec['sharp']} is {ws}x{hs}; "
+                             "a blurry image and its sharp twin must have the same size")
+        item = {"blur": blur, "sharp": sharp, "index": rec["index"]}
         if "kernel" in rec:
             item["kernel"] = torch.from_numpy(np.load(self.root / rec["kernel"]))
         if "params" in rec:

@@ -7,7 +7,7 @@ from scipy.signal import convolve2d
 from torch.utils.data import DataLoader
 
 from blursynth.data import PairedFolder, SyntheticPairs, flatten_params
-from blursynth.io import read_image
+from blursynth.io import ImageError, read_image, write_image
 from blursynth.pairs import ImageFolder, component_seed, make_pairs
 from blursynth.recipe import Recipe
 
@@ -136,6 +136,20 @@ def test_paired_folder_reads_a_written_dataset(tmp_path, photos):
     assert item["params"]["camera.focal_mm"] == fresh["params"]["camera.focal_mm"]
     with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
         PairedFolder(tmp_path)
+
+
+def test_paired_folder_refuses_a_pair_of_two_sizes(tmp_path):
+    # a super-resolution set's lq/ is smaller than its gt/: cropping both at one place would pair
+    # unrelated content without a word
+    rng = np.random.default_rng(0)
+    for name, side in (("gt", 64), ("lq", 16)):
+        write_image(tmp_path / name / "a.png", rng.random((3, side, side)).astype(np.float32))
+    write_image(tmp_path / "gt" / "b.png", rng.random((3, 20, 30)).astype(np.float32))
+    write_image(tmp_path / "lq" / "b.png", rng.random((3, 20, 30)).astype(np.float32))
+    pairs = PairedFolder(tmp_path)
+    with pytest.raises(ImageError, match=r"lq/a\.png is 16x16 but .*gt/a\.png is 64x64; .*same size"):
+        pairs[0]
+    assert pairs[1]["blur"].shape == pairs[1]["sharp"].shape == (3, 20, 30)
 
 
 def test_bad_lengths_and_indices(photos):

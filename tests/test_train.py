@@ -224,6 +224,9 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path):
     run = tmp_path / "run"
     result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
     assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
+    with pytest.raises(ImageError, match=r"lq/.\.png \(and its sharp twin\): 24x24 is smaller than --crop 32"):
+        main(TINY + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
+                     "--overwrite"])
 
 
 def test_bad_inputs_are_explained(tmp_path):

@@ -203,8 +203,10 @@ class PairedCrops(Dataset):
         if self.synthetic:
             item = self.source[p]
             return {"blur": item["blur"], "sharp": item["sharp"]}
-        item = self.source[permuted(self.seed, self.items, p)]
-        blur, sharp = random_crop([item["blur"], item["sharp"]], self.crop, self.seed, p, name=f"pair {p}")
+        k = permuted(self.seed, self.items, p)
+        item = self.source[k]
+        name = f"{self.source.root / self.source.records[k]['blur']} (and its sharp twin)"
+        blur, sharp = random_crop([item["blur"], item["sharp"]], self.crop, self.seed, p, name=name)
         return {"blur": blur, "sharp": sharp}
 
 
