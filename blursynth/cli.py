@@ -371,7 +371,9 @@ def _load_npz(path: Path):
         data = np.load(path, allow_pickle=False)
         keys = set(data.files)
     except Exception as exc:
-        raise UsageError(f"FILE {path}: not a readable .npz ({type(exc).__name__}); pass a kernels.npz") from None
+        what = ("one kernel (a dataset's kernels/*.npy; load it with numpy.load)" if path.suffix.lower() == ".npy"
+                else f"not a readable .npz ({type(exc).__name__})")
+        raise UsageError(f"FILE {path}: {what}; pass the kernels.npz written by 'blursynth generate'") from None
     missing = {"kernels", "paths_px", "t", "config"} - keys
     if missing:
         raise UsageError(f"FILE {path}: lacks {sorted(missing)}; it was not written by 'blursynth generate'")

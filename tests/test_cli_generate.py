@@ -148,7 +148,9 @@ def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     _fails(capsys, tmp_path, ["inspect", str(out / "kernels.npz"), "--render", "70"], "--render")
     _fails(capsys, tmp_path, ["inspect", str(tmp_path / "missing.npz")], "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    _fails(capsys, tmp_path, ["inspect", str(tmp_path / "junk.npz")], "junk.npz")
+    _fails(capsys, tmp_path, ["inspect", str(tmp_path / "junk.npz")], "junk.npz: not a readable .npz")
+    np.save(tmp_path / "000000.npy", np.ones((3, 3)) / 9)
+    _fails(capsys, tmp_path, ["inspect", str(tmp_path / "000000.npy")], "000000.npy: one kernel (a dataset's")
     _fails(capsys, tmp_path, ["inspect", str(out)], f"is a folder; pass {out / 'kernels.npz'}")
 
 
