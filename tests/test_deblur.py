@@ -1,5 +1,7 @@
 """Inference: seamless tiling, same size/bit depth out, per-file errors."""
 
+import shutil
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -105,6 +107,12 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
     refused([str(tmp_path / "in"), "--out", str(tmp_path / "in" / "a.png")], "exists and is not a folder")
     refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint.parents[1])],
             f"is a run folder; pass {checkpoint.parent / 'best.pt'}")
+    run = tmp_path / "gan"  # a run with no best.pt (CycleGAN on photos): the hint names its latest step
+    (run / "checkpoints").mkdir(parents=True)
+    for step in (2, 10):
+        shutil.copy(checkpoint, run / "checkpoints" / f"step_{step:07d}.pt")
+    refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(run)],
+            f"is a run folder without best.pt; pass its latest, {run / 'checkpoints' / 'step_0000010.pt'}")
     assert not (tmp_path / "out").exists()
 
     assert main(base + [str(tmp_path / "in"), str(tmp_path / "in" / "a.png"), "--out", str(tmp_path / "out")]) == 0

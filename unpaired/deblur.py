@@ -32,8 +32,12 @@ from unpaired.models import build_generator, size_factor
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
     """The deblurring generator ``G`` of a training checkpoint, in eval mode, and its size factor."""
     path = Path(path)
-    if path.is_dir() and (path / "checkpoints" / "best.pt").is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: is a run folder; pass {path / 'checkpoints' / 'best.pt'}")
+    if path.is_dir():
+        best, steps = path / "checkpoints" / "best.pt", sorted((path / "checkpoints").glob("step_*.pt"))
+        if best.is_file():
+            raise FileNotFoundError(f"--checkpoint {path}: is a run folder; pass {best}")
+        if steps:  # CycleGAN on photo folders has no validation PSNR, so no best.pt
+            raise FileNotFoundError(f"--checkpoint {path}: is a run folder without best.pt; pass its latest, {steps[-1]}")
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint {path}: no such file (runs write checkpoints/best.pt and "
                                 "checkpoints/step_*.pt in their run folder)")
