@@ -121,6 +121,9 @@ def _decoding(path: Path):
     except ImageError:
         raise
     except Exception as exc:  # imageio and Pillow raise many types for corrupt data
+        if path.suffix.lower() not in IMAGE_SUFFIXES:  # a stray notes.txt: the decoder's complaint would only confuse
+            raise ImageError(f"{path}: not a readable image ({path.suffix or 'no suffix'}; the formats read are "
+                             f"{', '.join(sorted(IMAGE_SUFFIXES))}); remove it or convert it to PNG or JPEG") from None
         reason = str(exc).splitlines()[0] if str(exc) else ""  # imageio appends plugin install hints
         raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); "
                          "remove it or re-export it as PNG or JPEG") from None

@@ -106,6 +106,8 @@ def test_bad_inputs_are_skipped_with_reasons_and_odd_formats_used(reference):
     reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
     assert set(reasons) == {"corrupt.png", "empty.jpg", "notes.txt", "tiny.png"}
     assert "empty" in reasons["empty.jpg"] and "smaller than the 32x32" in reasons["tiny.png"]
+    assert reasons["notes.txt"].startswith("not a readable image (.txt; the formats read are .bmp, ")
+    assert reasons["corrupt.png"].startswith("cannot be read as an image (")
     used = {json.loads(line)["source"]["image"] for line in files["manifest.jsonl"].decode().splitlines()}
     assert used <= {"rgb.png", "gray.png", "deep.png", "alpha.png", "palette.png", "sub/photo.jpg"}
     assert len(used) >= 4
