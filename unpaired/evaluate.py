@@ -139,8 +139,9 @@ def load_pair(pair: Pair, channels: int) -> tuple[torch.Tensor, torch.Tensor, to
     except ImageError as exc:
         raise EvaluationError(str(exc)) from None
     if blurry.shape != sharp.shape:
-        raise EvaluationError(f"{pair.blurry}: size {tuple(blurry.shape[-2:])} differs from {pair.sharp} "
-                              f"{tuple(sharp.shape[-2:])}; pairs must have the same size")
+        (hb, wb), (hs, ws) = blurry.shape[-2:], sharp.shape[-2:]
+        raise EvaluationError(f"{pair.blurry} is {wb}x{hb} but {pair.sharp} is {ws}x{hs}; "
+                              "a blurry image and its sharp twin must have the same size")
     kernel = load_kernel(pair.kernel) if pair.kernel is not None else None
     if kernel is not None and kernel.dim() == 2 and (kernel.shape[0] > blurry.shape[-2] or
                                                      kernel.shape[1] > blurry.shape[-1]):
