@@ -208,6 +208,12 @@ def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
     assert "--blurry: skipped 2 of 5 files" in err and "--sharp: skipped 1 of 3 files" in err
     assert "empty.jpg: empty file" in err and "text.png: cannot be read as an image" in err
     assert "small.png: 90x20 is smaller than --crop 32; lower --crop or remove it" in err
+    # a resume says when the folders no longer hold the files the run started with
+    main(["--resume", str(run), "--steps", "9", "--no-progress"])
+    assert "resume:" not in capsys.readouterr().err
+    write_image(tmp_path / "sharp" / "2.png", rng.random((3, 36, 64)).astype(np.float32))
+    main(["--resume", str(run), "--steps", "10", "--no-progress"])
+    assert "resume: --sharp now holds other usable files than at step 9" in capsys.readouterr().err
     for f in (tmp_path / "sharp").glob("[0-9].png"):
         f.unlink()
     with pytest.raises(ImageError, match=r"--sharp .*sharp: no usable image; .*small\.png: 90x20 is smaller"):

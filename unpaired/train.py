@@ -139,6 +139,12 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed, cfg.pair_pool, cfg.pair_pool_size,
                                   progress=master and cfg.progress)
+    # Besides (seed, step), the data order depends on which files are read: checkpoints keep their
+    # names, so a resume can say when the folders changed since.
+    data_files = {option: [f.name for f in folder.files] for option, folder in (("--blurry", blurry), ("--sharp", sharp))
+                  if folder is not None}
+    if pair_source is not None:
+        data_files["--pairs"] = [r["blur"] for r in pair_source.records]
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
@@ -196,6 +202,10 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start, best = state["step"], state["best"]
+        changed = [k for k in data_files if k in state.get("data_files", {}) and state["data_files"][k] != data_files[k]]
+        if master and changed:
+            print(f"resume: {' and '.join(changed)} now hold{'s' * (len(changed) == 1)} other usable files than at step {start}; the run "
+                  "goes on, but no longer repeats an uninterrupted one", file=sys.stderr)
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
             print(f"resumed {ckpts[-1]} at step {start}")
@@ -210,7 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
             pool_states = gathered
         if not master:
             return
-        state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best,
+        state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best, "data_files": data_files,
                  "models": {k: m.state_dict() for k, m in nets.items()},
                  "optimizers": {k: o.state_dict() for k, o in optims.items()},
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
