@@ -90,15 +90,17 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
     """The upright ``(height, width)`` of an image :func:`read_image` can read, found for less.
 
     A JPEG's compressed data is decoded in full, which finds truncated or corrupt files, but at 1/8
-    scale (libjpeg's DCT scaling): 37 ms for a 12 Mpx photo, against 170 ms to read it. Other
-    formats are read. Used to scan folders of photos, which are then read one crop at a time.
+    scale (libjpeg's DCT scaling): 37 ms for a 12 Mpx photo, against 170 ms to read it. A PNG's
+    chunks are checked against their CRCs instead of decoded (1.8 ms against 23 for a 1024x680
+    photo). Other formats, and files that fail these checks, are read. Used to scan folders of
+    photos, which are then read one crop at a time.
 
     Raises:
         ImageError: as :func:`read_image`.
     """
     path = _nonempty_file(path)
     with _decoding(path):
-        size = _probe_jpeg(path)
+        size = _probe_jpeg(path) or _probe_png(path)
     return size if size is not None else read_image(path)[0].shape[1:]
 
 
@@ -215,6 +217,28 @@ def _probe_jpeg(path: Path) -> tuple[int, int] | None:
         return (width, height) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (height, width)
 
 
+def _probe_png(path: Path) -> tuple[int, int] | None:
+    """:func:`probe_image` of a PNG whose chunks are all complete and match their CRC, from its
+    header; None for other files, and for a PNG that fails the check (:func:`read_image` then says
+    why) or has an EXIF chunk (whose orientation may turn it)."""
+    data = memoryview(path.read_bytes())
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    pos, kinds = 8, []
+    while pos + 12 <= len(data) and (not kinds or kinds[-1] != b"IEND"):
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 12 + length
+        if end > len(data) or zlib.crc32(data[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            return None
+        kinds.append(bytes(data[pos + 4:pos + 8]))
+        pos = end
+    if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds or b"eXIf" in kinds:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    _check_pixels(path, height, width)
+    return height, width
+
+
 def _check_pixels(path: Path, height: int, width: int) -> None:
     if height * width > MAX_PIXELS:
         raise ImageError(f"{path}: {width}x{height} is {height * width / 1e6:.0f} Mpx, more than the "
@@ -244,11 +268,14 @@ def _decode(path: Path) -> np.ndarray:
 # colour, and its encoder tries every row filter on every row, which took 6.6 ms per 256x256 RGB image
 # at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes two per pair).
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _is_png16_multichannel(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(26)
     # Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 4, 6)
+    return head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] in (2, 4, 6)
 
 
 def _read_png16(path: Path) -> np.ndarray:
@@ -283,7 +310,7 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     header = struct.pack(">IIBBBBB", w, h, 8 * data.itemsize, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, compress_level))
+    return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, compress_level))
             + chunk(b"IEND", b""))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import ImageError, atomic_path, png_bytes, probe_image, read_image, to_uint, write_image
+from blursynth.io import ImageError, _probe_png, atomic_path, png_bytes, probe_image, read_image, to_uint, write_image
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -103,17 +103,44 @@ def test_probe_agrees_with_reading(tmp_path):
     (tmp_path / "notes.jpg").write_text("not an image")
     (tmp_path / "empty.jpg").write_bytes(b"")
     files += ["cmyk.jpg", "photo.png", "progressive.jpg", "notes.jpg", "empty.jpg"]
-    errors = 0
-    for name in files:
-        try:
-            expected = read_image(tmp_path / name)[0].shape[1:]
-        except ImageError as exc:
-            errors += 1
-            with pytest.raises(ImageError, match=re.escape(str(exc))):
-                probe_image(tmp_path / name)
-        else:
-            assert tuple(probe_image(tmp_path / name)) == expected, name
+    errors = sum(_probe_agrees(tmp_path / name) for name in files)
     assert errors == 6  # the four cut files, the text and the empty file
+
+
+def _probe_agrees(path) -> bool:
+    """Check that probe_image gives read_image's size or its very error; True where both fail."""
+    try:
+        expected = read_image(path)[0].shape[1:]
+    except ImageError as exc:
+        with pytest.raises(ImageError, match=re.escape(str(exc))):
+            probe_image(path)
+        return True
+    assert tuple(probe_image(path)) == expected, path
+    return False
+
+
+def test_png_probe_checks_the_chunks_and_leaves_the_rest_to_reading(tmp_path):
+    photo = Image.fromarray(_ramp(h=48, w=64))
+    photo.save(tmp_path / "plain.png")
+    photo.convert("P").save(tmp_path / "palette.png")
+    write_image(tmp_path / "deep.png", _ramp(h=48, w=64, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / "turned.png", exif=exif)
+    data = (tmp_path / "plain.png").read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF  # inside the image data: its CRC no longer matches
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
+    for cut in (5, 20, len(data) // 2, len(data) - 5):
+        (tmp_path / f"cut{cut}.png").write_bytes(data[:cut])
+    # sound files are measured from the header alone
+    for name in ("plain.png", "palette.png", "deep.png"):
+        assert _probe_png(tmp_path / name) == read_image(tmp_path / name)[0].shape[1:] == (48, 64)
+    # defective ones, and one whose EXIF orientation turns it, are left to read_image
+    others = ["turned.png", "flipped.png"] + [f"cut{cut}.png" for cut in (5, 20, len(data) // 2, len(data) - 5)]
+    assert all(_probe_png(tmp_path / name) is None for name in others)
+    assert sum(_probe_agrees(tmp_path / name) for name in others) >= 3  # the first cuts at least cannot be read
+    assert tuple(probe_image(tmp_path / "turned.png")) == (64, 48)
 
 
 def test_16bit_colour_png_keeps_all_bits(tmp_path):
