@@ -97,11 +97,11 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
             previous = json.loads(meta.read_text()).get("settings")
         except (json.JSONDecodeError, AttributeError):
             previous = None
-        if previous == json.loads(json.dumps(settings)):
+        now = json.loads(json.dumps(settings))
+        if previous == now:
             return  # the same command: resume
-        raise DatasetError(f"--out {out}: holds a dataset made with other settings (pairs, seed, recipe, the photos "
-                           "of --sharp, --crop or --layout differ, see its dataset.json); choose another --out or "
-                           "pass --overwrite")
+        raise DatasetError(f"--out {out}: holds a dataset made with other settings ({_differences(previous, now)}); "
+                           "choose another --out or pass --overwrite")
     if not overwrite:
         raise DatasetError(f"--out {out}: exists and is not empty; choose another --out or pass --overwrite "
                            "(which deletes the dataset files in it)")
@@ -111,6 +111,30 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
+
+
+def _differences(previous: dict | None, now: dict) -> str:
+    """What differs between an earlier run's settings and this one's, in the command line's words."""
+    if not isinstance(previous, dict):
+        return "its dataset.json is unreadable"
+    said = [f"--{key} {previous.get(key)} then, {now[key]} now" for key in ("pairs", "seed", "layout")
+            if previous.get(key) != now[key]]
+    old, new = previous.get("sharp"), now["sharp"]
+    if old != new:
+        photos = lambda s: f"{s['images']} photos" if s else "dead-leaves scenes"  # noqa: E731
+        same_count = old and new and old["images"] == new["images"]
+        said.append(f"--sharp: {photos(old)} then, {photos(new)} now" + (" (files or sizes changed)" if same_count else ""))
+    old, new = previous.get("recipe") or {}, now["recipe"]
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if "name" in keys:
+        said.append(f"--recipe {old.get('name')} then, {new['name']} now")
+    elif keys == ["crop"]:
+        said.append(f"--crop {'x'.join(map(str, old['crop']))} then, {'x'.join(map(str, new['crop']))} now")
+    elif keys:
+        said.append(f"recipe {new['name']}'s {', '.join(keys)}")
+    if previous.get("blursynth_version") != now["blursynth_version"] or previous.get("format") != now["format"]:
+        said.append(f"blursynth {previous.get('blursynth_version')} then, {now['blursynth_version']} now")
+    return "; ".join(said) or "see its dataset.json"
 
 
 def _remove_stray_temporaries(out: Path) -> None:

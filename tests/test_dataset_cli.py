@@ -195,7 +195,16 @@ def test_refuses_foreign_output_unless_overwrite(tmp_path, photos, recipe_file, 
     out = tmp_path / "set"
     shutil.copytree(reference[0], out)
     _run(out, photos, recipe_file, "--crop", "16", expect=2)
-    assert "other settings" in capsys.readouterr().err
+    assert "other settings (--crop 24x24 then, 16x16 now)" in capsys.readouterr().err
+    _run(out, photos, recipe_file, "--pairs", "21", "--seed", "5", expect=2)
+    assert "other settings (--pairs 20 then, 21 now; --seed 3 then, 5 now)" in capsys.readouterr().err
+    edited = tmp_path / "tiny.toml"
+    edited.write_text(RECIPE.replace("[70, 90]", "[60, 90]"))
+    _run(out, photos, edited, expect=2)
+    assert "other settings (recipe tiny's sensor)" in capsys.readouterr().err
+    edited.write_text(RECIPE.replace('"tiny"', '"tiny2"'))
+    _run(out, photos, edited, expect=2)
+    assert "other settings (--recipe tiny then, tiny2 now)" in capsys.readouterr().err
     _run(out, photos, recipe_file, "--crop", "16", "--overwrite")
     assert iio.imread(out / "blur" / "000000.png").shape == (16, 16, 3)
 
