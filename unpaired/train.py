@@ -20,6 +20,7 @@ removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -139,12 +140,13 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed, cfg.pair_pool, cfg.pair_pool_size,
                                   progress=master and cfg.progress)
-    # Besides (seed, step), the data order depends on which files are read: checkpoints keep their
-    # names, so a resume can say when the folders changed since.
-    data_files = {option: [f.name for f in folder.files] for option, folder in (("--blurry", blurry), ("--sharp", sharp))
-                  if folder is not None}
+    # Besides (seed, step), the data order depends on which files are read: checkpoints keep a digest
+    # of their names, so a resume can say when the folders changed since.
+    names = {option: [f.name for f in folder.files] for option, folder in (("--blurry", blurry), ("--sharp", sharp))
+             if folder is not None}
     if pair_source is not None:
-        data_files["--pairs"] = [r["blur"] for r in pair_source.records]
+        names["--pairs"] = [r["blur"] for r in pair_source.records]
+    data_files = {k: f"{len(v)} files, sha256 {hashlib.sha256(chr(0).join(v).encode()).hexdigest()}" for k, v in names.items()}
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
@@ -202,10 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start, best = state["step"], state["best"]
-        changed = [k for k in data_files if k in state.get("data_files", {}) and state["data_files"][k] != data_files[k]]
+        then = state.get("data_files", {})
+        changed = [f"{k} ({then[k].split(',')[0]} then, {data_files[k].split(',')[0]} now)" for k in data_files
+                   if k in then and then[k] != data_files[k]]
         if master and changed:
-            print(f"resume: {' and '.join(changed)} now hold{'s' * (len(changed) == 1)} other usable files than at step {start}; the run "
-                  "goes on, but no longer repeats an uninterrupted one", file=sys.stderr)
+            print(f"resume: other usable files than at step {start} in {' and '.join(changed)}; the run goes on, "
+                  "but no longer repeats an uninterrupted one", file=sys.stderr)
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
             print(f"resumed {ckpts[-1]} at step {start}")
