@@ -91,7 +91,7 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
 
     A JPEG's compressed data is decoded in full, which finds truncated or corrupt files, but at 1/8
     scale (libjpeg's DCT scaling): 37 ms for a 12 Mpx photo, against 170 ms to read it. A PNG's
-    chunks are checked against their CRCs instead of decoded (1.8 ms against 23 for a 1024x680
+    chunks are checked against their CRCs instead of decoded (0.8 ms against 23 for a 1024x680
     photo). Other formats, and files that fail these checks, are read. Used to scan folders of
     photos, which are then read one crop at a time.
 

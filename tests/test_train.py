@@ -213,7 +213,7 @@ def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
     assert "resume:" not in capsys.readouterr().err
     write_image(tmp_path / "sharp" / "2.png", rng.random((3, 36, 64)).astype(np.float32))
     main(["--resume", str(run), "--steps", "10", "--no-progress"])
-    assert "resume: other usable files than at step 9 in --sharp (2 files then, 3 files now)" in capsys.readouterr().err
+    assert "resume: other usable files than at step 9 in --sharp (2 files then, 3 now)" in capsys.readouterr().err
     for f in (tmp_path / "sharp").glob("[0-9].png"):
         f.unlink()
     with pytest.raises(ImageError, match=r"--sharp .*sharp: no usable image; .*small\.png: 90x20 is smaller"):

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
              if folder is not None}
     if pair_source is not None:
         names["--pairs"] = [r["blur"] for r in pair_source.records]
-    data_files = {k: f"{len(v)} files, sha256 {hashlib.sha256(chr(0).join(v).encode()).hexdigest()}" for k, v in names.items()}
+    data_files = {k: (len(v), hashlib.sha256("\0".join(v).encode()).hexdigest()) for k, v in names.items()}
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start, best = state["step"], state["best"]
         then = state.get("data_files", {})
-        changed = [f"{k} ({then[k].split(',')[0]} then, {data_files[k].split(',')[0]} now)" for k in data_files
-                   if k in then and then[k] != data_files[k]]
+        changed = [f"{k} ({then[k][0]} files then, {data_files[k][0]} now)" for k in data_files
+                   if k in then and tuple(then[k]) != data_files[k]]
         if master and changed:
             print(f"resume: other usable files than at step {start} in {' and '.join(changed)}; the run goes on, "
                   "but no longer repeats an uninterrupted one", file=sys.stderr)
