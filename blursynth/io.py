@@ -217,6 +217,22 @@ def _probe_jpeg(path: Path) -> tuple[int, int] | None:
         return (width, height) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (height, width)
 
 
+def _png_chunks(data: memoryview):
+    """``(kind, body)`` of a PNG's chunks in order, up to IEND or to the first one that is cut short
+    or fails its CRC (a sound file's last kind is then ``b"IEND"``)."""
+    pos = 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        end = pos + 12 + length
+        if end > len(data) or zlib.crc32(data[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            return
+        kind = bytes(data[pos + 4:pos + 8])
+        yield kind, data[pos + 8:end - 4]
+        if kind == b"IEND":
+            return
+        pos = end
+
+
 def _probe_png(path: Path) -> tuple[int, int] | None:
     """:func:`probe_image` of a PNG whose chunks are all complete and match their CRC, from its
     header; None for other files, and for a PNG that fails the check (:func:`read_image` then says
@@ -224,14 +240,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     data = memoryview(path.read_bytes())
     if data[:8] != _PNG_SIGNATURE:
         return None
-    pos, kinds = 8, []
-    while pos + 12 <= len(data) and (not kinds or kinds[-1] != b"IEND"):
-        (length,) = struct.unpack_from(">I", data, pos)
-        end = pos + 12 + length
-        if end > len(data) or zlib.crc32(data[pos + 4:end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
-            return None
-        kinds.append(bytes(data[pos + 4:pos + 8]))
-        pos = end
+    kinds = [kind for kind, _ in _png_chunks(data)]
     if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds or b"eXIf" in kinds:
         return None
     width, height = struct.unpack_from(">II", data, 16)
@@ -279,13 +288,27 @@ def _is_png16_multichannel(path: Path) -> bool:
 
 
 def _read_png16(path: Path) -> np.ndarray:
+    """A 16-bit colour PNG, upright (its EXIF orientation applied, as :func:`_decode` does)."""
     import torch
+    from PIL import Image
     from torchvision.io import ImageReadMode, decode_png  # only here: torchvision is slow to import
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
     width, height = struct.unpack(">II", data[16:24].tobytes())  # IHDR
     _check_pixels(path, height, width)
     # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
-    return decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
+    img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
+    exif = next((body for kind, body in _png_chunks(memoryview(data)) if kind == b"eXIf"), None)
+    if exif is None:
+        return img
+    tags = Image.Exif()
+    tags.load(bytes(exif))
+    return _UPRIGHT.get(tags.get(0x0112, 1), _UPRIGHT[1])(img)
+
+
+# (H, W, C) array as stored -> upright, for each EXIF orientation (as Pillow's exif_transpose)
+_UPRIGHT = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
+            7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1], 8: lambda a: np.rot90(a, 1)}
 
 
 _PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA

@@ -2,6 +2,8 @@
 
 import io
 import re
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -51,6 +53,17 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     image.save(tmp_path / "photo.png", exif=exif)
     img, _ = read_image(tmp_path / "photo.png")
     assert np.array_equal(np.rint(img * 255).astype(np.uint8).transpose(1, 2, 0), UPRIGHT[orientation](stored))
+    # 16-bit colour PNGs take their own reader (Pillow keeps only 8 bits of them): upright too
+    deep = _ramp(h=12, w=10, top=65535)
+    write_image(tmp_path / "deep.png", deep.transpose(2, 0, 1) / 65535, bits=16)
+    data = (tmp_path / "deep.png").read_bytes()
+    body = exif.tobytes()[6:]  # PNG's eXIf chunk holds the TIFF-format EXIF without the "Exif\0\0" prefix
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    (tmp_path / "deep.png").write_bytes(data[:33] + chunk + data[33:])  # after the signature and IHDR
+    img, bits = read_image(tmp_path / "deep.png")
+    assert bits == 16
+    assert np.array_equal(np.rint(img * 65535).astype(np.uint16).transpose(1, 2, 0), UPRIGHT[orientation](deep))
+    assert tuple(probe_image(tmp_path / "deep.png")) == img.shape[1:]
 
 
 def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
