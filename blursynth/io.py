@@ -15,6 +15,7 @@ import tempfile
 import threading
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -49,6 +50,11 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
     Raises:
         ImageError: the file is missing, empty, corrupt or not an image (the message says which).
     """
+    with _quiet():
+        return _read(path, channels)
+
+
+def _read(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, int]:
     path = _nonempty_file(path)
     with _decoding(path):
         raw = _read_png16(path) if _is_png16_multichannel(path) else _decode(path)
@@ -98,10 +104,29 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
     Raises:
         ImageError: as :func:`read_image`.
     """
+    with _quiet():
+        return _probe(path)
+
+
+def probe_images(paths: list, threads: int | None = None) -> list:
+    """:func:`probe_image` of each path, in order, on ``threads`` threads (default: one per core;
+    the decoders release the GIL, so a folder of JPEGs is checked that many times faster). An
+    unreadable file gives its :class:`ImageError` in its place instead of raising."""
+    def one(path):
+        try:
+            return _probe(path)
+        except ImageError as exc:
+            return exc
+    # warnings are filtered here, once: catch_warnings in each thread would restore each other's filters
+    with _quiet(), ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+        return list(pool.map(one, paths))
+
+
+def _probe(path: str | os.PathLike) -> tuple[int, int]:
     path = _nonempty_file(path)
     with _decoding(path):
         size = _probe_jpeg(path) or _probe_png(path)
-    return size if size is not None else read_image(path)[0].shape[1:]
+    return size if size is not None else _read(path)[0].shape[1:]
 
 
 def _nonempty_file(path: str | os.PathLike) -> Path:
@@ -114,12 +139,19 @@ def _nonempty_file(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
+def _quiet():
+    """Silence the deprecation warnings of imageio's legacy plugins (while it probes for one) and of
+    torchvision's codecs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+@contextlib.contextmanager
 def _decoding(path: Path):
     """Turn a decoder's failure into an :class:`ImageError` that names the file and the fix."""
     try:
-        with warnings.catch_warnings():  # imageio's legacy plugins warn of their deprecation while probing
-            warnings.simplefilter("ignore", DeprecationWarning)
-            yield
+        yield
     except ImageError:
         raise
     except Exception as exc:  # imageio and Pillow raise many types for corrupt data

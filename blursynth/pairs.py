@@ -24,7 +24,7 @@ import torch
 
 from . import rng
 from .camera import FULL_FRAME_DIAGONAL_MM, Camera
-from .io import ImageError, probe_image, read_image
+from .io import ImageError, probe_images, read_image
 from .recipe import Recipe
 from .trajectory import Trajectory
 
@@ -67,7 +67,8 @@ class ImageFolder:
 
         Corrupt, empty and non-image files, and images smaller than ``min_size`` ``(height, width)``,
         are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
-        on read). Files are checked by :func:`blursynth.io.probe_image` (JPEGs decoded at 1/8 scale).
+        on read). Files are checked by :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one
+        thread per core).
 
         Raises:
             FileNotFoundError: ``root`` is not a folder.
@@ -76,17 +77,17 @@ class ImageFolder:
         if not root.is_dir():
             raise FileNotFoundError(f"--sharp {root}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        paths = sorted(p for p in root.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        # photos are checked here (on every core) but read one crop at a time, later
+        for path, probed in zip(paths, probe_images(paths)):
             rel = path.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in path.relative_to(root).parts):
-                continue
-            try:
-                h, w = probe_image(path)  # photos are checked here but read one crop at a time, later
-            except ImageError as exc:
+            if isinstance(probed, ImageError):
                 # Reasons name the file relative to the folder, so they do not depend on where it is mounted.
-                reason = str(exc).replace(str(path), rel).removeprefix(f"{rel}: ")
+                reason = str(probed).replace(str(path), rel).removeprefix(f"{rel}: ")
                 found.skipped.append({"file": rel, "reason": reason})
                 continue
+            h, w = probed
             if h < min_size[0] or w < min_size[1]:
                 found.skipped.append({"file": rel, "reason": f"image is {w}x{h}, smaller than the {min_size[1]}x"
                                       f"{min_size[0]} needed (crop plus the kernel margin); use a smaller --crop"})

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import ImageError, _probe_png, atomic_path, png_bytes, probe_image, read_image, to_uint, write_image
+from blursynth.io import (ImageError, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image, to_uint,
+                          write_image)
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -118,6 +119,17 @@ def test_probe_agrees_with_reading(tmp_path):
     files += ["cmyk.jpg", "photo.png", "progressive.jpg", "notes.jpg", "empty.jpg"]
     errors = sum(_probe_agrees(tmp_path / name) for name in files)
     assert errors == 6  # the four cut files, the text and the empty file
+    # a folder's worth on several threads: the same answers, in order, errors in their place
+    paths = [tmp_path / name for name in files] * 3
+    expected = []
+    for path in paths:
+        try:
+            expected.append(tuple(probe_image(path)))
+        except ImageError as exc:
+            expected.append(str(exc))
+    for threads in (1, 4):
+        got = probe_images(paths, threads)
+        assert [str(g) if isinstance(g, ImageError) else tuple(g) for g in got] == expected
 
 
 def _probe_agrees(path) -> bool:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from blursynth import rng
 from blursynth.data import PairedFolder, SyntheticPairs
-from blursynth.io import IMAGE_SUFFIXES, ImageError, probe_image, read_image
+from blursynth.io import IMAGE_SUFFIXES, ImageError, probe_images, read_image
 from blursynth.pairs import make_pairs
 from blursynth.scenes import dead_leaves
 
@@ -116,7 +116,7 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
 class FolderImages(Dataset):
     """The usable photos of a folder: item ``i`` is ``(3, H, W)`` float32 in ``[0, 1]`` at full size.
 
-    Each image file (by suffix, not recursive) is checked once by :func:`blursynth.io.probe_image`.
+    Each image file (by suffix, not recursive) is checked once by :func:`blursynth.io.probe_images`.
     Files that do not decode, or whose shorter side is below ``min_side``, are left out and listed in
     ``skipped`` (``"path: reason; fix"``): one bad file among scraped photos should neither stop a run
     nor end it hours in, when a step first draws it.
@@ -129,12 +129,12 @@ class FolderImages(Dataset):
     def __init__(self, folder: str | Path, option: str = "folder", min_side: int = 1):
         self.files: list[Path] = []
         self.skipped: list[str] = []
-        for path in list_images(folder, option):
-            try:
-                h, w = probe_image(path)
-            except ImageError as exc:
-                self.skipped.append(str(exc))
+        paths = list_images(folder, option)
+        for path, probed in zip(paths, probe_images(paths)):
+            if isinstance(probed, ImageError):
+                self.skipped.append(str(probed))
                 continue
+            h, w = probed
             if min(h, w) < min_side:
                 self.skipped.append(f"{path}: {w}x{h} is smaller than --crop {min_side}; lower --crop or remove it")
                 continue
