@@ -108,10 +108,10 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
         return _probe(path)
 
 
-def probe_images(paths: list, threads: int | None = None) -> list:
-    """:func:`probe_image` of each path, in order, on ``threads`` threads (default: one per core;
-    the decoders release the GIL, so a folder of JPEGs is checked that many times faster). An
-    unreadable file gives its :class:`ImageError` in its place instead of raising."""
+def probe_images(paths: list[str | os.PathLike], threads: int | None = None) -> list[tuple[int, int] | ImageError]:
+    """:func:`probe_image` of each path, in order: ``(height, width)``, or for an unreadable file its
+    :class:`ImageError` (returned, not raised). Runs on ``threads`` threads (default: one per core;
+    the decoders release the GIL, so a folder of JPEGs is checked about that many times faster)."""
     def one(path):
         try:
             return _probe(path)
