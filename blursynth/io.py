@@ -124,8 +124,14 @@ def probe_images(paths: list[str | os.PathLike], threads: int | None = None) -> 
 
 def _probe(path: str | os.PathLike) -> tuple[int, int]:
     path = _nonempty_file(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    size = None
     with _decoding(path):
-        size = _probe_jpeg(path) or _probe_png(path)
+        if head[:3] == b"\xff\xd8\xff":  # JPEG's start-of-image marker and the next marker's first byte
+            size = _probe_jpeg(path)
+        elif head == _PNG_SIGNATURE:
+            size = _probe_png(path)
     return size if size is not None else _read(path)[0].shape[1:]
 
 
@@ -230,11 +236,8 @@ def _pillow_unlimited():
 
 
 def _probe_jpeg(path: Path) -> tuple[int, int] | None:
-    """:func:`probe_image` of a JPEG (None for other formats)."""
+    """:func:`probe_image` of a file that starts as a JPEG does (None if Pillow finds no JPEG header)."""
     from PIL import Image
-    with open(path, "rb") as fh:
-        if fh.read(3) != b"\xff\xd8\xff":  # JPEG's start-of-image marker and the next marker's first byte
-            return None
     try:
         with _pillow_unlimited():
             image = Image.open(path, formats=["JPEG"])
@@ -267,11 +270,9 @@ def _png_chunks(data: memoryview):
 
 def _probe_png(path: Path) -> tuple[int, int] | None:
     """:func:`probe_image` of a PNG whose chunks are all complete and match their CRC, from its
-    header; None for other files, and for a PNG that fails the check (:func:`read_image` then says
-    why) or has an EXIF chunk (whose orientation may turn it)."""
+    header; None for a PNG that fails the check (:func:`read_image` then says why) or has an EXIF
+    chunk (whose orientation may turn it)."""
     data = memoryview(path.read_bytes())
-    if data[:8] != _PNG_SIGNATURE:
-        return None
     kinds = [kind for kind, _ in _png_chunks(data)]
     if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds or b"eXIf" in kinds:
         return None
