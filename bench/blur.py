@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from blursynth.blur import blur  # noqa: E402
-from timing import round_robin  # noqa: E402  (bench/timing.py)
+from timing import cpu_note, round_robin  # noqa: E402  (bench/timing.py)
 
 
 def timed_ms(fns: dict, repeats: int, warmup: int = 2, device: str = "cpu") -> dict:
@@ -220,6 +220,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every library computes")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    print(cpu_note())
     for name in args.section or SECTIONS:
         SECTIONS[name](args)
 
