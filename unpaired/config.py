@@ -256,6 +256,10 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     return from_mapping({k.replace("-", "_"): v for k, v in data.items()}, base, where=str(path))
 
 
+# Second spellings of a flag: `--out` is what blursynth's commands and unpaired.deblur call an output folder.
+ALIASES = {"run_dir": ("--out",)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per dataclass field; flags not given stay unset (``argparse.SUPPRESS``)."""
     parser = argparse.ArgumentParser(
@@ -266,15 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     notes = _field_notes()
     for name, (base, optional) in _field_types().items():
-        flag = "--" + _flag(name)
+        flags = ["--" + _flag(name), *ALIASES.get(name, ())]
         default = getattr(defaults, name)
         note = notes.get(name, "")
         text = note if "default" in note else f"{note} (default: {default})".strip()
         if base is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction,
                                 default=argparse.SUPPRESS, help=text)
         else:
-            parser.add_argument(flag, dest=name, type=base, default=argparse.SUPPRESS,
+            parser.add_argument(*flags, dest=name, type=base, default=argparse.SUPPRESS,
                                 metavar=base.__name__.upper(), help=text)
     return parser
 
