@@ -105,15 +105,25 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
     refused([str(tmp_path / "in"), str(tmp_path / "other"), "--out", str(tmp_path / "out")],
             "would both be written to")
     refused([str(tmp_path / "in"), "--out", str(tmp_path / "in" / "a.png")], "exists and is not a folder")
-    refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(checkpoint.parents[1])],
-            f"is a run folder; pass {checkpoint.parent / 'best.pt'}")
-    run = tmp_path / "gan"  # a run with no best.pt (CycleGAN on photos): the hint names its latest step
-    (run / "checkpoints").mkdir(parents=True)
-    for step in (2, 10):
-        shutil.copy(checkpoint, run / "checkpoints" / f"step_{step:07d}.pt")
-    refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(run)],
-            f"is a run folder without best.pt; pass its latest, {run / 'checkpoints' / 'step_0000010.pt'}")
+    (tmp_path / "empty").mkdir()
+    refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "empty")],
+            "empty: a folder without checkpoints/best.pt or checkpoints/step_*.pt")
     assert not (tmp_path / "out").exists()
+
+    # A run folder stands for its best.pt or, with none (CycleGAN on photos), its latest step_*.pt; the
+    # file used is named. The earlier step here is no checkpoint at all, so picking it would fail.
+    run = tmp_path / "gan"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, run / "checkpoints" / "step_0000010.pt")
+    torch.save({}, run / "checkpoints" / "step_0000002.pt")
+    for folder, used in ((checkpoint.parents[1], checkpoint.parent / "best.pt"), (run, run / "checkpoints" / "step_0000010.pt")):
+        one = [str(tmp_path / "in" / "a.png"), "--tile", "16", "--overlap", "4"]
+        assert main(one + ["--checkpoint", str(folder), "--out", str(tmp_path / "by-folder")]) == 0
+        assert f"checkpoint: {used}" in capsys.readouterr().err
+        assert main(one + ["--checkpoint", str(used), "--out", str(tmp_path / "by-file")]) == 0
+        assert (tmp_path / "by-folder" / "a.png").read_bytes() == (tmp_path / "by-file" / "a.png").read_bytes()
+        for out in ("by-folder", "by-file"):
+            shutil.rmtree(tmp_path / out)
 
     assert main(base + [str(tmp_path / "in"), str(tmp_path / "in" / "a.png"), "--out", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.jpg"]  # a.png once

@@ -114,7 +114,7 @@ def test_restorer_hook_with_kernel_estimates(tmp_path):
         assert rec["kernel_ncc"] < 0.9 and rec["error_ratio"] > 1.5
 
 
-def test_checkpoint_is_scored_through_its_generator(tmp_path):
+def test_checkpoint_is_scored_through_its_generator(tmp_path, capsys):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
     run = tmp_path / "run"
     train(["--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16", "--val-size", "1",
@@ -128,6 +128,10 @@ def test_checkpoint_is_scored_through_its_generator(tmp_path):
     blurry = _run(levin + ["--method", "identity"])
     as_net = _run(levin + ["--checkpoint", tmp_path / "identity.pt"])
     net = _run(levin + ["--checkpoint", trained])
+    by_folder = _run(levin + ["--checkpoint", run])  # a run folder stands for its best.pt, named
+    assert by_folder["method"] == str(run / "checkpoints" / "best.pt")
+    assert f"checkpoint: {run / 'checkpoints' / 'best.pt'}" in capsys.readouterr().err
+    assert by_folder["psnr"] == _run(levin + ["--checkpoint", run / "checkpoints" / "best.pt"])["psnr"]
     # gray images go through the 3-channel network and come back as their mean
     for key in ("psnr", "ssim", "error_ratio"):
         assert as_net[key] == pytest.approx(blurry[key], rel=1e-6)
@@ -140,8 +144,10 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match=r"--checkpoint .*none\.pt: no such file"):
         _run(levin + [tmp_path / "none.pt"])
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    torch.save({}, tmp_path / "run" / "checkpoints" / "best.pt")
-    with pytest.raises(SystemExit, match=r"is a run folder; pass .*best\.pt"):
+    with pytest.raises(SystemExit, match=r"run: a folder without checkpoints/best\.pt or checkpoints/step_\*\.pt"):
+        _run(levin + [tmp_path / "run"])
+    torch.save({}, tmp_path / "run" / "checkpoints" / "best.pt")  # a run folder stands for its best.pt
+    with pytest.raises(SystemExit, match=r"best\.pt: not a checkpoint written by unpaired\.train"):
         _run(levin + [tmp_path / "run"])
     (tmp_path / "model.pt").write_bytes(b"x")
     with pytest.raises(SystemExit, match=r"model\.pt: not a checkpoint written by unpaired\.train"):

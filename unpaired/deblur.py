@@ -29,18 +29,29 @@ from unpaired.data import list_images
 from unpaired.models import build_generator, size_factor
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
-    """The deblurring generator ``G`` of a training checkpoint, in eval mode, and its size factor."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The file ``--checkpoint`` names: a file as given, or for a run folder of ``unpaired.train`` its
+    ``checkpoints/best.pt`` (best validation PSNR), else its latest ``checkpoints/step_*.pt`` (CycleGAN
+    on photo folders has no validation PSNR, so no ``best.pt``)."""
     path = Path(path)
     if path.is_dir():
         best, steps = path / "checkpoints" / "best.pt", sorted((path / "checkpoints").glob("step_*.pt"))
         if best.is_file():
-            raise FileNotFoundError(f"--checkpoint {path}: is a run folder; pass {best}")
-        if steps:  # CycleGAN on photo folders has no validation PSNR, so no best.pt
-            raise FileNotFoundError(f"--checkpoint {path}: is a run folder without best.pt; pass its latest, {steps[-1]}")
+            return best
+        if steps:
+            return steps[-1]
+        raise FileNotFoundError(f"--checkpoint {path}: a folder without checkpoints/best.pt or checkpoints/step_*.pt; "
+                                "pass the run folder of an unpaired.train run or one of its checkpoint files")
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint {path}: no such file (runs write checkpoints/best.pt and "
                                 "checkpoints/step_*.pt in their run folder)")
+    return path
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
+    """The deblurring generator ``G`` of a training checkpoint (a file, or a run folder: see
+    :func:`checkpoint_file`), in eval mode, and its size factor."""
+    path = checkpoint_file(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
         spec, weights = state["generator_spec"], state["models"]["G"]
@@ -181,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unpaired.deblur",
                                      description="Deblur images with a generator trained by unpaired.train.")
     parser.add_argument("inputs", nargs="+", help="image files (PNG, JPEG, TIFF, ...) of any size, or folders of them")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt from a run folder (e.g. checkpoints/best.pt)")
+    parser.add_argument("--checkpoint", required=True, help="a run folder of unpaired.train (its checkpoints/best.pt, else its latest step_*.pt) "
+                                                                  "or a checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (created); files keep their names")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels; lower it to save memory (default 256)")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
@@ -192,10 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_outputs(args.inputs, out_dir, args.overwrite)
         device = pick_device(args.device)
-        net, factor = load_generator(args.checkpoint, device)
+        checkpoint = checkpoint_file(args.checkpoint)
+        net, factor = load_generator(checkpoint, device)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if checkpoint != Path(args.checkpoint):
+        print(f"checkpoint: {checkpoint}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for src, dst in tqdm(plan, desc="deblur", disable=len(plan) < 2):

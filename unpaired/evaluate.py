@@ -34,6 +34,7 @@ from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image, write_image, wr
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device
+from .deblur import checkpoint_file
 from .inference import load_restorer
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -320,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--method", default="identity", choices=["identity", *deconv.METHODS],
                         help="non-blind method run with the TRUE kernels, or identity (score the blurry input)")
-    source.add_argument("--checkpoint", type=Path, help="a trained model, loaded by unpaired.inference")
+    source.add_argument("--checkpoint", type=Path, help="a trained model: a run folder of unpaired.train (its "
+                        "checkpoints/best.pt, else its latest step_*.pt) or a checkpoint file")
     p.add_argument("--radius", type=int, help="shift search radius in px (default: 10 for levin, 0 for folder)")
     p.add_argument("--border", type=int, help="border crop in px (default: 15 for levin, 0 for folder)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
@@ -355,8 +357,10 @@ def main(argv: list[str] | None = None) -> dict:
     except (EvaluationError, ImageError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
     images = result.pop("images")
-    result.update(benchmark=args.benchmark, method=str(args.checkpoint) if args.checkpoint else args.method,
-                  radius=radius, border=border)
+    method = str(checkpoint_file(args.checkpoint)) if args.checkpoint else args.method
+    if args.checkpoint and method != str(args.checkpoint):  # a run folder: name the file it stands for
+        print(f"checkpoint: {method}", file=sys.stderr)
+    result.update(benchmark=args.benchmark, method=method, radius=radius, border=border)
     print(format_table(result))
     if args.json:
         write_json(args.json, {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()})
