@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unpaired.deblur",
                                      description="Deblur images with a generator trained by unpaired.train.")
     parser.add_argument("inputs", nargs="+", help="image files (PNG, JPEG, TIFF, ...) of any size, or folders of them")
-    parser.add_argument("--checkpoint", required=True, help="a run folder of unpaired.train (its checkpoints/best.pt, else its latest step_*.pt) "
-                                                                  "or a checkpoint file")
+    parser.add_argument("--checkpoint", required=True, help="a run folder of unpaired.train (its checkpoints/best.pt, "
+                        "else its latest step_*.pt) or a checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (created); files keep their names")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels; lower it to save memory (default 256)")
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
