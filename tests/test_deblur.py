@@ -141,6 +141,14 @@ def test_cli_bad_checkpoint(tmp_path, capsys):
     assert main([str(tmp_path / "x.png"), "--checkpoint", str(bad), "--out", str(tmp_path)]) == 2
     assert "not a checkpoint written by unpaired.train" in capsys.readouterr().err
 
+    class Unpickled:  # what a malicious checkpoint holds: unpickling it would create the marker file
+        def __reduce__(self):
+            return open, (str(tmp_path / "ran"), "w")
+    torch.save({"generator_spec": {}, "models": {"G": Unpickled()}}, tmp_path / "evil.pt")
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "evil.pt"), "--out", str(tmp_path)]) == 2
+    assert "holds Python objects that unpaired.train never writes" in capsys.readouterr().err
+    assert not (tmp_path / "ran").exists()
+
 
 def test_cli_bad_device(tmp_path, checkpoint, capsys):
     args = [str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pickle
 import sys
 from pathlib import Path
 
@@ -53,10 +54,22 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     :func:`checkpoint_file`), in eval mode, and its size factor."""
     path = checkpoint_file(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain containers, all a checkpoint of ours holds; any other object
+        # is refused rather than unpickled, which could run code from a checkpoint someone sent.
+        state = torch.load(path, map_location="cpu", weights_only=True)
         spec, weights = state["generator_spec"], state["models"]["G"]
+    except pickle.UnpicklingError:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # not a torch.save file at all
+            unsafe = []
+        if unsafe:
+            raise ValueError(f"--checkpoint {path}: holds Python objects that unpaired.train never writes "
+                             f"({', '.join(unsafe)}); not loaded, since unpickling them could run code") from None
+        raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train, or cut short (not a "
+                         "torch.save file)") from None
     except Exception as exc:
-        raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train ({exc})") from None
+        raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train, or cut short ({exc})") from None
     net = build_generator(spec)
     net.load_state_dict(weights)
     return net.to(device).eval(), size_factor(spec)

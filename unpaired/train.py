@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
         ckpts = sorted(ckpt_dir.glob("step_*.pt"))
         if not ckpts:
             raise SystemExit(f"--resume {cfg.resume}: no checkpoints/step_*.pt to resume from")
-        state = torch.load(ckpts[-1], map_location=device, weights_only=False)
+        state = torch.load(ckpts[-1], map_location=device, weights_only=True)  # tensors and containers only
         for k, m in nets.items():
             m.load_state_dict(state["models"][k])
         for k in optims:
