@@ -222,7 +222,7 @@ def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
                          "--run-dir", str(tmp_path / "r2")])
 
 
-def test_paired_on_folder_pairs_holds_out_validation(tmp_path):
+def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
     rng = np.random.default_rng(1)
     for i in range(4):
         img = rng.random((3, 24, 24)).astype(np.float32)
@@ -231,6 +231,7 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path):
     run = tmp_path / "run"
     result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
     assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
+    assert "pairs: 2 pairs for training, the last 2 held out for validation" in capsys.readouterr().err
     with pytest.raises(ImageError, match=r"lq/.\.png \(and its sharp twin\): 24x24 is smaller than --crop 32"):
         main(TINY + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                      "--overwrite"])

@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict:
                   + "\n  ".join(folder.skipped[:10])
                   + (f"\n  and {len(folder.skipped) - 10} more" if len(folder.skipped) > 10 else ""), file=sys.stderr)
     val, pair_source = validation_pairs(cfg, blurry)
+    if master and cfg.mode == "paired" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
+        print(f"--pairs {cfg.pairs}: {len(pair_source)} pairs for training, the last {len(val)} held out for "
+              "validation (--val-size, or --val-pairs DIR)", file=sys.stderr)
     if cfg.mode == "paired":
         if pair_source is not None:
             train_set = PairedCrops(pair_source, cfg.crop, cfg.seed, synthetic=False)
