@@ -15,7 +15,8 @@ from unpaired.deblur import deblur_image, load_generator
 
 
 def load_restorer(path: str | Path, device: str | torch.device = "cpu", tile: int = 256, overlap: int = 32):
-    """Restorer of the deblurring generator ``G`` of a checkpoint written by ``unpaired.train``."""
+    """Restorer of the deblurring generator ``G`` of a checkpoint written by ``unpaired.train`` (a
+    file, or a run folder: :func:`unpaired.deblur.checkpoint_file`)."""
     net, factor = load_generator(path, device)
 
     def restore(blurry: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
