@@ -3,7 +3,7 @@
 Run from the repository root:
 
     python bench/kernels.py                 # everything (about a minute on 2 cores)
-    python bench/kernels.py --quick         # fewer kernels, no 100,000-kernel memory check
+    python bench/kernels.py --quick         # fewer kernels, no memory checks
 
 All timings use one thread (torch.set_num_threads(1)) and report the best of --repeat round-robin rounds in
 kernels/s, with the ratio ours/theirs against each peer measured in the same run. Ours is the whole
@@ -186,9 +186,28 @@ def memory(n: int, size: int) -> None:
               f"(includes the {4096 * size * size * 4 / 2**20:.0f} MB kernels of one chunk), {seconds:.1f} s")
 
 
+def cli_memory(counts: list[int]) -> None:
+    """Peak RSS of whole ``blursynth generate`` processes as --trajectories grows: the command writes
+    kernels.npz chunk by chunk (blursynth.io.NpzWriter), so it should stay flat."""
+    print("== memory: python -m blursynth generate, peak RSS of the whole process (31x31, chunk 4096)")
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in counts:
+            cmd = [sys.executable, "-m", "blursynth", "generate", "--trajectories", str(n), "--out",
+                   str(Path(tmp) / "k"), "--overwrite", "--quiet"]
+            start = time.perf_counter()
+            res = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True,
+                                 env=env)
+            size = (Path(tmp) / "k" / "kernels.npz").stat().st_size / 2**20
+            print(f"--trajectories {n:>9,}: peak RSS {float(res.stdout):,.0f} MB, kernels.npz {size:,.0f} MB, "
+                  f"{time.perf_counter() - start:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smaller runs, skip the 100,000-kernel memory check")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, skip the memory checks")
     parser.add_argument("-n", type=int, default=None, help="kernels per timing run (default 20000, quick 4000)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--memory-n", type=int, default=100_000, help="kernels in the memory check (default 100000)")
@@ -201,6 +220,7 @@ def main() -> None:
     end_to_end(10000, 1 if args.quick else args.repeat)
     if not args.quick:
         memory(args.memory_n, 64)
+        cli_memory([args.memory_n // 10, args.memory_n, 4 * args.memory_n])
 
 
 if __name__ == "__main__":

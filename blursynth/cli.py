@@ -228,59 +228,55 @@ def run_generate(args) -> int:
     from tqdm import tqdm
 
     from . import kernel as K
-    from .io import save_npz, write_json
     from .camera import Camera
+    from .io import NpzWriter, write_json
 
     camera = None
     width, height = args.image_size
     if args.model == "shake6d":
         camera = Camera.from_35mm(args.focal_length, width, height)
     n, size = args.trajectories, args.kernel_size
-    started = time.perf_counter()
-    out_kernels = np.empty((n, size, size), dtype=np.float32)
-    record: dict[str, np.ndarray] = {}
-
-    def keep(name, value, a):
-        """Copy a chunk of a per-item array into the preallocated full array."""
-        value = value.detach().cpu().numpy()
-        if name not in record:
-            record[name] = np.empty((n,) + value.shape[1:], dtype=value.dtype)
-        record[name][a:a + len(value)] = value
-
-    try:
-        with tqdm(total=n, unit="kernel", disable=args.quiet, desc="generate") as bar:
-            for chunk in K.generate(model, n, camera, size, seed=args.seed, chunk=args.chunk, fit=args.fit,
-                                    depth_m=args.depth, device=device):
-                a, b = chunk.start, chunk.start + len(chunk.kernels)
-                out_kernels[a:b] = chunk.kernels.cpu().numpy()
-                traj = chunk.trajectory
-                keep("t", traj.t, a)
-                keep("paths_px", chunk.paths_px, a)
-                for name in ("rotation", "translation", "path_px"):
-                    if getattr(traj, name) is not None:
-                        keep(name, getattr(traj, name), a)
-                for name, value in traj.params.items():
-                    keep(f"param_{name}", value, a)
-                bar.update(b - a)
-    except ValueError as exc:  # a path that cannot fit under --fit error, or redraws exhausted
-        raise UsageError(f"--fit {args.fit}: {exc}") from None
-
     config = {"model": args.model, "model_config": _jsonable(model.__dict__), "seed": args.seed,
               "kernel_size": size, "fit": args.fit, "trajectories": n}
     if camera is not None:
         config.update(focal_length_mm=args.focal_length, image_size=[width, height], focal_px=camera.focal_px,
                       depth_m=None if math.isinf(args.depth) else args.depth)
-    stats = kernel_stats(out_kernels, record["paths_px"], record["t"])
-    summary = {"version": __version__, **config, "count": n,
-               "redrawn": int((record["param_redraws"] > 0).sum()),
-               "scaled": int((record["param_fit_scale"] < 1).sum()),
-               "percentiles": stats, "seconds": None,
-               "files": ["kernels.npz", "summary.json", "contact_sheet.png"]}
-
-    with _StagedDir(args.out) as tmp:
-        save_npz(tmp / "kernels.npz", kernels=out_kernels, seed=np.int64(args.seed),
-                 index=np.arange(n, dtype=np.int64), config=np.array(json.dumps(config)), **record)
-        write_contact_sheet(tmp / "contact_sheet.png", torch.from_numpy(out_kernels[:64]))
+    started = time.perf_counter()
+    # Only one chunk is ever in memory: each chunk's arrays are appended to the .npz being written,
+    # and what the summary needs is kept per item as a few numbers (any --trajectories fits in RAM).
+    measures: list[dict[str, np.ndarray]] = []
+    sheet, redrawn, scaled = [], 0, 0
+    with _StagedDir(args.out) as tmp, NpzWriter(tmp / "kernels.npz") as npz:
+        npz.add("seed", np.int64(args.seed))
+        npz.add("config", np.array(json.dumps(config)))
+        chunks = _fit_errors(K.generate(model, n, camera, size, seed=args.seed, chunk=args.chunk, fit=args.fit,
+                                        depth_m=args.depth, device=device), args.fit)
+        with tqdm(total=n, unit="kernel", disable=args.quiet, desc="generate") as bar:
+            for chunk in chunks:
+                traj = chunk.trajectory
+                count = len(chunk.kernels)
+                arrays = {"kernels": chunk.kernels, "index": torch.arange(chunk.start, chunk.start + count),
+                          "t": traj.t, "paths_px": chunk.paths_px,
+                          **{name: getattr(traj, name) for name in ("rotation", "translation", "path_px")
+                             if getattr(traj, name) is not None},
+                          **{f"param_{name}": value for name, value in traj.params.items()}}
+                arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
+                for name, value in arrays.items():
+                    if chunk.start == 0:
+                        npz.begin(name, (n, *value.shape[1:]), value.dtype)
+                    npz.append(name, value)
+                measures.append(kernel_measures(arrays["kernels"], arrays["paths_px"]))
+                if sum(map(len, sheet)) < 64:  # (a copy: a view would keep the whole chunk alive)
+                    sheet.append(arrays["kernels"][:64 - sum(map(len, sheet))].copy())
+                redrawn += int((arrays["param_redraws"] > 0).sum())
+                scaled += int((arrays["param_fit_scale"] < 1).sum())
+                bar.update(count)
+        stats = percentiles({name: np.concatenate([m[name] for m in measures]) for name in measures[0]})
+        summary = {"version": __version__, **config, "count": n, "redrawn": redrawn, "scaled": scaled,
+                   "percentiles": stats, "seconds": None,
+                   "files": ["kernels.npz", "summary.json", "contact_sheet.png"]}
+        write_contact_sheet(tmp / "contact_sheet.png", torch.from_numpy(np.concatenate(sheet)))
+        npz.close()
         summary["seconds"] = round(time.perf_counter() - started, 3)
         write_json(tmp / "summary.json", summary)
     if not args.quiet:
@@ -288,6 +284,15 @@ def run_generate(args) -> int:
         print(f"wrote {n} kernels of {size}x{size} to {args.out}/ (median blur extent {med:.1f} px, "
               f"{summary['redrawn']} redrawn, {summary['scaled']} scaled) in {summary['seconds']:.2f} s")
     return 0
+
+
+def _fit_errors(chunks, fit: str):
+    """``chunks``, with the generator's ValueError (a path that cannot fit under ``--fit error``, or
+    redraws exhausted) turned into a usage error; errors of the loop that consumes them pass as they are."""
+    try:
+        yield from chunks
+    except ValueError as exc:
+        raise UsageError(f"--fit {fit}: {exc}") from None
 
 
 def _jsonable(obj):
@@ -301,8 +306,8 @@ def _jsonable(obj):
 PERCENTILES = (5, 25, 50, 75, 95)
 
 
-def kernel_stats(kernels, paths_px, t) -> dict[str, dict[str, float]]:
-    """Percentiles over items of blur measures, from the kernels and their paths (NumPy in, dict out).
+def kernel_measures(kernels, paths_px) -> dict[str, np.ndarray]:
+    """Per-item blur measures ``(N,)`` from kernels ``(N, h, w)`` and their paths ``(N, T, 2)`` (NumPy).
 
     ``extent_px``: largest side of the path's bounding box; ``length_px``: path length;
     ``rms_radius_px``: square root of the kernel's total second central moment.
@@ -315,12 +320,16 @@ def kernel_stats(kernels, paths_px, t) -> dict[str, dict[str, float]]:
     mx, my = px @ xs, py @ ys
     var = px @ xs ** 2 - mx ** 2 + py @ ys ** 2 - my ** 2
     paths = np.asarray(paths_px, dtype=np.float64)
-    extent = (paths.max(1) - paths.min(1)).max(1)
-    length = np.linalg.norm(np.diff(paths, axis=1), axis=-1).sum(1)
-    out = {}
-    for name, values in (("extent_px", extent), ("length_px", length), ("rms_radius_px", np.sqrt(np.maximum(var, 0)))):
-        out[name] = {str(q): round(float(v), 3) for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
-    return out
+    return {"extent_px": (paths.max(1) - paths.min(1)).max(1),
+            "length_px": np.linalg.norm(np.diff(paths, axis=1), axis=-1).sum(1),
+            "rms_radius_px": np.sqrt(np.maximum(var, 0))}
+
+
+def percentiles(measures: dict) -> dict[str, dict[str, float]]:
+    """:data:`PERCENTILES` of each measure, rounded, as the summary stores them."""
+    import numpy as np
+    return {name: {str(q): round(float(v), 3) for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
+            for name, values in measures.items()}
 
 
 def write_contact_sheet(path: Path, kernels, nrow: int = 8, zoom: int = 3, padding: int = 2) -> None:
@@ -385,7 +394,7 @@ def run_inspect(args) -> int:
     kernels = data["kernels"]
     config = json.loads(str(data["config"]))
     n = len(kernels)
-    stats = kernel_stats(kernels, data["paths_px"], data["t"])
+    stats = percentiles(kernel_measures(kernels, data["paths_px"]))
     print(f"{args.file}: {n} kernels of {kernels.shape[1]}x{kernels.shape[2]}, model {config.get('model')}, "
           f"seed {config.get('seed')}, fit {config.get('fit')}")
     for key in ("focal_length_mm", "image_size", "focal_px", "depth_m"):

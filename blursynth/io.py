@@ -376,8 +376,92 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def save_npz(path: str | os.PathLike, **arrays) -> None:
-    """Atomically write arrays to an ``.npz`` file."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+class NpzWriter:
+    """An ``.npz`` file (read with ``numpy.load``) written array by array, each array appended in
+    pieces along its first axis, so that arrays larger than memory can be written: ``blursynth
+    generate`` with millions of kernels keeps one chunk in memory, not the whole output.
+
+    Each array goes to its own ``.npy`` file in a temporary folder beside ``path``; :meth:`close`
+    stores them uncompressed in a zip (as ``numpy.savez`` does) with fixed timestamps, so the same
+    arrays always give the same bytes, and only then puts ``path`` in place. The disk holds the data
+    twice meanwhile. Used as a context manager, an exception discards everything.
+
+        with NpzWriter("k.npz") as npz:
+            npz.begin("kernels", (n, 31, 31), np.float32)
+            for chunk in chunks:
+                npz.append("kernels", chunk)
+            npz.add("seed", np.int64(0))
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.parts = Path(tempfile.mkdtemp(prefix=f".{self.path.stem}.", suffix=".parts", dir=self.path.parent))
+        self.arrays: dict[str, dict] = {}
+
+    def begin(self, name: str, shape: tuple[int, ...], dtype) -> None:
+        """Start array ``name`` of the final ``shape``; its rows come from :meth:`append`."""
+        if name in self.arrays:
+            raise ValueError(f"{self.path}: array {name!r} written twice")
+        dtype = np.dtype(dtype)
+        fh = open(self.parts / f"{name}.npy", "wb")
+        np.lib.format.write_array_header_2_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": tuple(shape)})
+        self.arrays[name] = {"fh": fh, "shape": tuple(shape), "dtype": dtype, "rows": 0}
+
+    def append(self, name: str, rows: np.ndarray) -> None:
+        """Add the next ``rows`` (the leading axis continues the array) to array ``name``."""
+        a = self.arrays[name]
+        rows = np.asarray(rows)
+        if rows.dtype != a["dtype"] or rows.shape[1:] != a["shape"][1:] or a["rows"] + len(rows) > a["shape"][0]:
+            raise ValueError(f"{self.path}: rows {rows.dtype}{list(rows.shape)} do not continue {name!r} "
+                             f"({a['dtype']}{list(a['shape'])}, {a['rows']} rows written)")
+        a["fh"].write(np.ascontiguousarray(rows).data)
+        a["rows"] += len(rows)
+
+    def add(self, name: str, array) -> None:
+        """Write a whole (small) array, e.g. a scalar."""
+        array = np.asarray(array)
+        self.begin(name, array.shape, array.dtype)
+        a = self.arrays[name]
+        a["fh"].write(np.ascontiguousarray(array).data)
+        a["rows"] = array.shape[0] if array.ndim else 0
+
+    def close(self) -> None:
+        """Check every array is complete, then write the ``.npz`` in place of ``path`` (once; later calls
+        do nothing)."""
+        import shutil
+        import zipfile
+        if not self.parts.exists():  # closed (or discarded) already
+            return
+        try:
+            for a in self.arrays.values():
+                a["fh"].close()
+            for name, a in self.arrays.items():
+                if a["shape"] and a["rows"] != a["shape"][0]:
+                    raise ValueError(f"{self.path}: array {name!r} has {a['rows']} of its {a['shape'][0]} rows")
+            with atomic_path(self.path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name in self.arrays:
+                    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                    info.external_attr = 0o644 << 16
+                    with open(self.parts / f"{name}.npy", "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
+                        shutil.copyfileobj(src, dst, 1 << 22)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the staged arrays (and write nothing)."""
+        import shutil
+        for a in self.arrays.values():
+            a["fh"].close()
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def __enter__(self) -> "NpzWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+        return False

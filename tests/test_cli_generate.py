@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -76,6 +77,10 @@ def test_chunking_does_not_change_the_output(tmp_path):
     _, c = _generate(tmp_path, "--seed", "4", name="c")
     ka, kb, kc = (np.load(p / "kernels.npz")["kernels"] for p in (a, b, c))
     assert np.array_equal(ka, kb) and not np.array_equal(ka, kc)
+    # the whole file, not just the arrays: its zip entries carry a fixed time, not the time of writing
+    assert (a / "kernels.npz").read_bytes() == (b / "kernels.npz").read_bytes()
+    with zipfile.ZipFile(a / "kernels.npz") as zf:
+        assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
 def test_random_walk_model(tmp_path):

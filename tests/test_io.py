@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import (ImageError, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image, to_uint,
+from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image, to_uint,
                           write_image)
 
 
@@ -250,3 +250,47 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_npz_writer_streams_arrays_in_pieces_and_gives_the_same_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    kernels = rng.random((11, 5, 5)).astype(np.float32)
+    paths = rng.random((11, 7, 2))
+    for name, pieces in (("a.npz", (11,)), ("b.npz", (4, 4, 3)), ("c.npz", (1,) * 11)):
+        with NpzWriter(tmp_path / name) as npz:
+            npz.add("seed", np.int64(3))
+            npz.add("config", np.array('{"k": 5}'))
+            npz.begin("kernels", kernels.shape, kernels.dtype)
+            npz.begin("paths", paths.shape, paths.dtype)  # two arrays filled side by side, as generate does
+            start = 0
+            for size in pieces:
+                npz.append("kernels", kernels[start:start + size])
+                npz.append("paths", paths[start:start + size])
+                start += size
+        data = np.load(tmp_path / name)
+        assert sorted(data.files) == ["config", "kernels", "paths", "seed"]
+        assert np.array_equal(data["kernels"], kernels) and data["kernels"].dtype == np.float32
+        assert np.array_equal(data["paths"], paths) and int(data["seed"]) == 3 and str(data["config"]) == '{"k": 5}'
+    # fixed timestamps: the same arrays give the same file, however they were cut
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes() == (tmp_path / "c.npz").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "c.npz"]  # no staged parts left
+
+
+def test_npz_writer_refuses_what_does_not_fit_and_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"'k' has 4 of its 10 rows"):
+        with NpzWriter(tmp_path / "short.npz") as npz:
+            npz.begin("k", (10, 3), np.float32)
+            npz.append("k", np.zeros((4, 3), np.float32))
+    npz = NpzWriter(tmp_path / "bad.npz")
+    npz.begin("k", (10, 3), np.float32)
+    for rows in (np.zeros((4, 3)), np.zeros((4, 2), np.float32), np.zeros((11, 3), np.float32)):  # dtype, shape, too many
+        with pytest.raises(ValueError, match=r"do not continue 'k'"):
+            npz.append("k", rows)
+    with pytest.raises(ValueError, match=r"'k' written twice"):
+        npz.begin("k", (10, 3), np.float32)
+    npz.discard()
+    with pytest.raises(RuntimeError, match="stop"):
+        with NpzWriter(tmp_path / "stopped.npz") as npz:
+            npz.add("x", np.arange(3))
+            raise RuntimeError("stop")
+    assert list(tmp_path.iterdir()) == []
