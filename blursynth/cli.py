@@ -261,6 +261,8 @@ def run_generate(args) -> int:
                              if getattr(traj, name) is not None},
                           **{f"param_{name}": value for name, value in traj.params.items()}}
                 arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
+                if chunk.start == 0:
+                    _check_space(args.out, tmp, n * sum(v.nbytes for v in arrays.values()) / count)
                 for name, value in arrays.items():
                     if chunk.start == 0:
                         npz.begin(name, (n, *value.shape[1:]), value.dtype)
@@ -284,6 +286,16 @@ def run_generate(args) -> int:
         print(f"wrote {n} kernels of {size}x{size} to {args.out}/ (median blur extent {med:.1f} px, "
               f"{summary['redrawn']} redrawn, {summary['scaled']} scaled) in {summary['seconds']:.2f} s")
     return 0
+
+
+def _check_space(out: Path, folder: Path, npz_bytes: float) -> None:
+    """Refuse at the first chunk, not hours later, a kernels.npz the disk cannot hold: writing it needs
+    twice its size (the arrays are staged, then zipped)."""
+    free = shutil.disk_usage(folder).free
+    if 2 * npz_bytes > free:
+        raise UsageError(f"--out {out}: kernels.npz would take {npz_bytes / 2**30:.1f} GiB and writing it needs twice "
+                         f"that, but {free / 2**30:.1f} GiB are free there; generate fewer --trajectories per run "
+                         "(e.g. several runs with different --seed) or choose an --out on a larger disk")
 
 
 def _fit_errors(chunks, fit: str):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -134,6 +135,19 @@ def test_existing_or_unwritable_output_is_refused(capsys, tmp_path):
     (tmp_path / "file").write_text("x")
     _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file")], "--out")
     _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file" / "sub")], "--out")
+
+
+def test_a_run_the_disk_cannot_hold_is_refused_at_its_first_chunk(capsys, tmp_path, monkeypatch):
+    import blursynth.cli as cli
+    usage = shutil.disk_usage(tmp_path)
+    # 70 kernels of 15x15 and their paths make about 0.2 MB; report less than twice that as free
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "70", "--kernel-size", "15", "--chunk", "20",
+                                    "--out", str(tmp_path / "out"), "--quiet"], "--out")
+    assert "kernels.npz would take" in err and "GiB are free there" in err
+    assert list(tmp_path.iterdir()) == []  # nothing staged is left behind
+    monkeypatch.setattr(cli.shutil, "disk_usage", lambda path: usage._replace(free=10_000_000))
+    assert _generate(tmp_path)[0] == 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
