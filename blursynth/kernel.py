@@ -182,7 +182,7 @@ def _rasterize(path_px, size, t, fit, center, first_index: int = 0) -> torch.Ten
             i = int(bad.nonzero()[0, 0])
             need = 2 * int(math.ceil(float(torch.maximum(-p.lo[i], p.hi[i]).max()))) + 1
             raise ValueError(f"path of item {first_index + i} spans {_extent(p, i)} px and does not fit a {h}x{w} kernel; "
-                             f"use a kernel size of at least {need} or fit='scale'")
+                             f"use a kernel size of at least {need} (--kernel-size) or fit='scale' (--fit scale)")
     else:
         offset = offset * _scale_of(p)[:, None, None]
     return _splat(offset, p.weight, h, w)
