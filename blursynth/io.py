@@ -405,7 +405,7 @@ class NpzWriter:
             raise ValueError(f"{self.path}: array {name!r} written twice")
         dtype = np.dtype(dtype)
         fh = open(self.parts / f"{name}.npy", "wb")
-        np.lib.format.write_array_header_2_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
+        np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(dtype),
                                                   "fortran_order": False, "shape": tuple(shape)})
         self.arrays[name] = {"fh": fh, "shape": tuple(shape), "dtype": dtype, "rows": 0}
 
