@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import ImageError, read_image
+from .io import check_pair_sizes, read_image
 from .pairs import ImageFolder, make_pairs
 from .recipe import Recipe, load_recipe
 
@@ -119,10 +119,7 @@ class PairedFolder(Dataset):
     def __getitem__(self, i: int) -> dict:
         rec = self.records[i]
         blur, sharp = (torch.from_numpy(read_image(self.root / rec[k])[0]) for k in ("blur", "sharp"))
-        if blur.shape != sharp.shape:  # e.g. the lq/ of a super-resolution set: never crop such a pair
-            (hb, wb), (hs, ws) = blur.shape[-2:], sharp.shape[-2:]
-            raise ImageError(f"{self.root / rec['blur']} is {wb}x{hb} but {self.root / rec['sharp']} is {ws}x{hs}; "
-                             "a blurry image and its sharp twin must have the same size")
+        check_pair_sizes(self.root / rec["blur"], blur, self.root / rec["sharp"], sharp)
         item = {"blur": blur, "sharp": sharp, "index": rec["index"]}
         if "kernel" in rec:
             item["kernel"] = torch.from_numpy(np.load(self.root / rec["kernel"]))

@@ -135,6 +135,16 @@ def _probe(path: str | os.PathLike) -> tuple[int, int]:
     return size if size is not None else _read(path)[0].shape[1:]
 
 
+def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.PathLike, sharp) -> None:
+    """Raise :class:`ImageError` naming both files (``WxH`` each) when a blurry image and its sharp twin,
+    arrays or tensors ``(..., H, W)``, differ in size: such a pair (e.g. the ``lq/`` of a
+    super-resolution set) must not be cropped or scored together."""
+    (hb, wb), (hs, ws) = blur.shape[-2:], sharp.shape[-2:]
+    if (hb, wb) != (hs, ws):
+        raise ImageError(f"{blur_path} is {wb}x{hb} but {sharp_path} is {ws}x{hs}; "
+                         "a blurry image and its sharp twin must have the same size")
+
+
 def _nonempty_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from blursynth.io import IMAGE_SUFFIXES, ImageError, read_image, write_image, write_json
+from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device
@@ -137,12 +137,9 @@ def load_pair(pair: Pair, channels: int) -> tuple[torch.Tensor, torch.Tensor, to
     try:
         blurry = torch.from_numpy(read_image(pair.blurry, channels)[0])[None]
         sharp = torch.from_numpy(read_image(pair.sharp, channels)[0])[None]
+        check_pair_sizes(pair.blurry, blurry, pair.sharp, sharp)
     except ImageError as exc:
         raise EvaluationError(str(exc)) from None
-    if blurry.shape != sharp.shape:
-        (hb, wb), (hs, ws) = blurry.shape[-2:], sharp.shape[-2:]
-        raise EvaluationError(f"{pair.blurry} is {wb}x{hb} but {pair.sharp} is {ws}x{hs}; "
-                              "a blurry image and its sharp twin must have the same size")
     kernel = load_kernel(pair.kernel) if pair.kernel is not None else None
     if kernel is not None and kernel.dim() == 2 and (kernel.shape[0] > blurry.shape[-2] or
                                                      kernel.shape[1] > blurry.shape[-1]):
