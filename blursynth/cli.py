@@ -261,15 +261,16 @@ def run_generate(args) -> int:
                              if getattr(traj, name) is not None},
                           **{f"param_{name}": value for name, value in traj.params.items()}}
                 arrays = {name: value.detach().cpu().numpy() for name, value in arrays.items()}
-                if chunk.start == 0:
+                if chunk.start == 0:  # the first chunk fixes every array's shape and the file's size
                     _check_space(args.out, tmp, n * sum(v.nbytes for v in arrays.values()) / count)
-                for name, value in arrays.items():
-                    if chunk.start == 0:
+                    for name, value in arrays.items():
                         npz.begin(name, (n, *value.shape[1:]), value.dtype)
+                for name, value in arrays.items():
                     npz.append(name, value)
                 measures.append(kernel_measures(arrays["kernels"], arrays["paths_px"]))
-                if sum(map(len, sheet)) < 64:  # (a copy: a view would keep the whole chunk alive)
-                    sheet.append(arrays["kernels"][:64 - sum(map(len, sheet))].copy())
+                shown = sum(map(len, sheet))
+                if shown < 64:  # (a copy: a view would keep the whole chunk alive)
+                    sheet.append(arrays["kernels"][:64 - shown].copy())
                 redrawn += int((arrays["param_redraws"] > 0).sum())
                 scaled += int((arrays["param_fit_scale"] < 1).sum())
                 bar.update(count)
