@@ -274,7 +274,7 @@ def run_generate(args) -> int:
                 redrawn += int((arrays["param_redraws"] > 0).sum())
                 scaled += int((arrays["param_fit_scale"] < 1).sum())
                 bar.update(count)
-        stats = percentiles({name: np.concatenate([m[name] for m in measures]) for name in measures[0]})
+        stats = percentiles(measures)
         summary = {"version": __version__, **config, "count": n, "redrawn": redrawn, "scaled": scaled,
                    "percentiles": stats, "seconds": None,
                    "files": ["kernels.npz", "summary.json", "contact_sheet.png"]}
@@ -338,11 +338,13 @@ def kernel_measures(kernels, paths_px) -> dict[str, np.ndarray]:
             "rms_radius_px": np.sqrt(np.maximum(var, 0))}
 
 
-def percentiles(measures: dict) -> dict[str, dict[str, float]]:
-    """:data:`PERCENTILES` of each measure, rounded, as the summary stores them."""
+def percentiles(measures: list[dict]) -> dict[str, dict[str, float]]:
+    """:data:`PERCENTILES` of each measure over consecutive slices' :func:`kernel_measures`, rounded,
+    as the summary stores them."""
     import numpy as np
-    return {name: {str(q): round(float(v), 3) for q, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
-            for name, values in measures.items()}
+    return {name: {str(q): round(float(v), 3) for q, v in
+                   zip(PERCENTILES, np.percentile(np.concatenate([m[name] for m in measures]), PERCENTILES))}
+            for name in measures[0]}
 
 
 def write_contact_sheet(path: Path, kernels, nrow: int = 8, zoom: int = 3, padding: int = 2) -> None:
@@ -370,6 +372,9 @@ def write_contact_sheet(path: Path, kernels, nrow: int = 8, zoom: int = 3, paddi
 # inspect
 # ----------------------------------------------------------------------------------------------
 
+INSPECT_SLICE = 8192  # kernels measured at a time by inspect
+
+
 def add_inspect(subparsers) -> None:
     p = subparsers.add_parser("inspect", help="summarise a kernels.npz and render chosen kernels",
                               description="Print the summary of a kernels.npz written by 'blursynth generate'; "
@@ -382,32 +387,35 @@ def add_inspect(subparsers) -> None:
     p.set_defaults(func=run_inspect)
 
 
-def _load_npz(path: Path):
-    import numpy as np
+def _load_npz(path: Path) -> dict:
     if path.is_dir():
         hint = path / "kernels.npz" if (path / "kernels.npz").is_file() else "a kernels.npz"
         raise UsageError(f"FILE {path}: is a folder; pass {hint} (written by 'blursynth generate')")
     if not path.is_file():
         raise UsageError(f"FILE {path}: no such file; pass the kernels.npz written by 'blursynth generate'")
+    from .io import read_npz
     try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
+        data = read_npz(path)
     except Exception as exc:
         what = ("one kernel (a dataset's kernels/*.npy; load it with numpy.load)" if path.suffix.lower() == ".npy"
                 else f"not a readable .npz ({type(exc).__name__})")
         raise UsageError(f"FILE {path}: {what}; pass the kernels.npz written by 'blursynth generate'") from None
-    missing = {"kernels", "paths_px", "t", "config"} - keys
+    missing = {"kernels", "paths_px", "t", "config"} - set(data)
     if missing:
         raise UsageError(f"FILE {path}: lacks {sorted(missing)}; it was not written by 'blursynth generate'")
     return data
 
 
 def run_inspect(args) -> int:
+    import numpy as np
     data = _load_npz(args.file)
     kernels = data["kernels"]
     config = json.loads(str(data["config"]))
     n = len(kernels)
-    stats = percentiles(kernel_measures(kernels, data["paths_px"]))
+    # The arrays are memory-mapped (io.read_npz): measured a slice at a time, any file fits in memory.
+    step = INSPECT_SLICE
+    stats = percentiles([kernel_measures(kernels[i:i + step], data["paths_px"][i:i + step])
+                         for i in range(0, n, step)])
     print(f"{args.file}: {n} kernels of {kernels.shape[1]}x{kernels.shape[2]}, model {config.get('model')}, "
           f"seed {config.get('seed')}, fit {config.get('fit')}")
     for key in ("focal_length_mm", "image_size", "focal_px", "depth_m"):
@@ -415,9 +423,8 @@ def run_inspect(args) -> int:
             print(f"  {key}: {config[key]}")
     for name, values in stats.items():
         print(f"  {name:14s} " + "  ".join(f"p{q}={v:.2f}" for q, v in values.items()))
-    params = sorted(k for k in data.files if k.startswith("param_"))
+    params = sorted(k for k in data if k.startswith("param_"))
     if params:
-        import numpy as np
         print("  per-item parameters (median): " + ", ".join(
             f"{k[6:]}={float(np.median(data[k])):.4g}" for k in params))
     if args.render:
@@ -427,8 +434,9 @@ def run_inspect(args) -> int:
         out = args.out or args.file.parent
         for i in args.render:
             path = Path(out) / f"kernel_{i}.png"
-            scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data.files else 1.0
-            render_item(path, kernels[i], data["paths_px"][i], data["t"][i], args.zoom, scale)
+            scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data else 1.0
+            item = (np.array(data[name][i]) for name in ("kernels", "paths_px", "t"))  # (writable copies for torch)
+            render_item(path, *item, args.zoom, scale)
             print(f"  wrote {path}")
     return 0
 

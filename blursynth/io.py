@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -475,3 +476,32 @@ class NpzWriter:
         else:
             self.discard()
         return False
+
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file by name, like ``numpy.load``, except that every array stored
+    uncompressed (as :class:`NpzWriter` and ``numpy.savez`` store them) is memory-mapped read-only
+    instead of read, so a file larger than memory can be summarised a slice at a time. Other arrays
+    are read whole; arrays of Python objects are refused, as ``numpy.load`` does by default."""
+    import zipfile
+    headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    arrays = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type == zipfile.ZIP_STORED:
+                # The stored bytes follow the member's local header: 30 bytes, its name, its extra field.
+                fh.seek(info.header_offset + 26)
+                name_len, extra_len = struct.unpack("<HH", fh.read(4))
+                fh.seek(info.header_offset + 30 + name_len + extra_len)
+                header = headers.get(np.lib.format.read_magic(fh))
+                if header is not None:
+                    shape, fortran, dtype = header(fh)
+                    if math.prod(shape) > 0 and not dtype.hasobject:  # (mmap cannot map 0 bytes)
+                        arrays[name] = np.memmap(fh, dtype, "r", offset=fh.tell(), shape=shape,
+                                                 order="F" if fortran else "C")
+                        continue
+            with zf.open(info) as member:
+                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return arrays

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from blursynth import cli
 from blursynth import kernel as K
 from blursynth.camera import Camera
 from blursynth.cli import main
@@ -171,6 +172,19 @@ def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     np.save(tmp_path / "000000.npy", np.ones((3, 3)) / 9)
     _fails(capsys, tmp_path, ["inspect", str(tmp_path / "000000.npy")], "000000.npy: one kernel (a dataset's")
     _fails(capsys, tmp_path, ["inspect", str(out)], f"is a folder; pass {out / 'kernels.npz'}")
+
+
+def test_inspect_reproduces_the_summary_a_slice_at_a_time(capsys, tmp_path, monkeypatch):
+    # generate measures its kernels chunk by chunk as it makes them; inspect measures the written
+    # (memory-mapped) file in its own slices, here 16 kernels at a time: the percentiles must agree
+    _, out = _generate(tmp_path, "--chunk", "25")
+    monkeypatch.setattr(cli, "INSPECT_SLICE", 16)
+    capsys.readouterr()
+    assert main(["inspect", str(out / "kernels.npz")]) == 0
+    text = capsys.readouterr().out
+    for name, values in json.loads((out / "summary.json").read_text())["percentiles"].items():
+        line = "  ".join(f"p{q}={values[str(q)]:.2f}" for q in sorted(map(int, values)))
+        assert f"{name:14s} {line}" in text
 
 
 def test_module_entry_point_exit_code_and_one_line_error(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image, to_uint,
-                          write_image)
+from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image,
+                          read_npz, to_uint, write_image)
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -274,6 +274,30 @@ def test_npz_writer_streams_arrays_in_pieces_and_gives_the_same_bytes(tmp_path):
     # fixed timestamps: the same arrays give the same file, however they were cut
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes() == (tmp_path / "c.npz").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "c.npz"]  # no staged parts left
+
+
+def test_read_npz_maps_stored_arrays_and_reads_what_numpy_reads(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {"kernels": rng.random((9, 5, 5)).astype(np.float32), "paths": rng.random((9, 4, 2)),
+              "fortran": np.asfortranarray(rng.random((3, 4))), "empty": np.zeros((0, 3)),
+              "seed": np.int64(7), "config": np.array('{"k": 5}')}
+    with NpzWriter(tmp_path / "w.npz") as npz:
+        for name, value in arrays.items():
+            npz.add(name, value)
+    np.savez(tmp_path / "s.npz", **arrays)
+    np.savez_compressed(tmp_path / "c.npz", **arrays)
+    for name in ("w.npz", "s.npz", "c.npz"):
+        data = read_npz(tmp_path / name)
+        assert sorted(data) == sorted(arrays)
+        for key, value in arrays.items():
+            assert data[key].dtype == value.dtype and data[key].shape == value.shape
+            assert np.array_equal(data[key], value), (name, key)
+        # stored (uncompressed) arrays are mapped, not read into memory; compressed ones are read
+        assert isinstance(data["kernels"], np.memmap) == (name != "c.npz")
+        assert not data["kernels"].flags.writeable or name == "c.npz"
+    np.savez(tmp_path / "o.npz", o=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        read_npz(tmp_path / "o.npz")
 
 
 def test_npz_writer_refuses_what_does_not_fit_and_leaves_nothing(tmp_path):
