@@ -398,7 +398,7 @@ def _load_npz(path: Path) -> dict:
         data = read_npz(path)
     except Exception as exc:
         what = ("one kernel (a dataset's kernels/*.npy; load it with numpy.load)" if path.suffix.lower() == ".npy"
-                else f"not a readable .npz ({type(exc).__name__})")
+                else f"not a readable .npz ({type(exc).__name__}: {exc})")
         raise UsageError(f"FILE {path}: {what}; pass the kernels.npz written by 'blursynth generate'") from None
     missing = {"kernels", "paths_px", "t", "config"} - set(data)
     if missing:

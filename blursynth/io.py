@@ -482,8 +482,10 @@ class NpzWriter:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file by name, like ``numpy.load``, except that every array stored
     uncompressed (as :class:`NpzWriter` and ``numpy.savez`` store them) is memory-mapped read-only
-    instead of read, so a file larger than memory can be summarised a slice at a time. Other arrays
-    are read whole; arrays of Python objects are refused, as ``numpy.load`` does by default."""
+    instead of read, so a file larger than memory can be summarised a slice at a time. Every array's
+    CRC-32 is checked first (one pass over the file, a block at a time), so a damaged file is an
+    error (``zipfile.BadZipFile``) rather than wrong numbers. Other arrays are read whole; arrays of
+    Python objects are refused, as ``numpy.load`` does by default."""
     import zipfile
     headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     arrays = {}
@@ -494,7 +496,14 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 # The stored bytes follow the member's local header: 30 bytes, its name, its extra field.
                 fh.seek(info.header_offset + 26)
                 name_len, extra_len = struct.unpack("<HH", fh.read(4))
-                fh.seek(info.header_offset + 30 + name_len + extra_len)
+                start = info.header_offset + 30 + name_len + extra_len
+                fh.seek(start)
+                crc, left = 0, info.file_size
+                while left and (block := fh.read(min(left, 1 << 22))):
+                    crc, left = zlib.crc32(block, crc), left - len(block)
+                if left or crc != info.CRC:
+                    raise zipfile.BadZipFile(f"array {name!r} is damaged or cut short (its CRC-32 does not match)")
+                fh.seek(start)
                 header = headers.get(np.lib.format.read_magic(fh))
                 if header is not None:
                     shape, fortran, dtype = header(fh)

@@ -3,6 +3,7 @@
 import io
 import re
 import struct
+import zipfile
 import zlib
 
 import numpy as np
@@ -298,6 +299,13 @@ def test_read_npz_maps_stored_arrays_and_reads_what_numpy_reads(tmp_path):
     np.savez(tmp_path / "o.npz", o=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         read_npz(tmp_path / "o.npz")
+    # a damaged array (bytes overwritten inside the stored kernels) is an error, not wrong numbers
+    data = bytearray((tmp_path / "w.npz").read_bytes())
+    at = data.index(arrays["kernels"].tobytes()[:64]) + 100
+    data[at:at + 8] = bytes(8)
+    (tmp_path / "d.npz").write_bytes(bytes(data))
+    with pytest.raises(zipfile.BadZipFile, match="'kernels' is damaged or cut short"):
+        read_npz(tmp_path / "d.npz")
 
 
 def test_npz_writer_refuses_what_does_not_fit_and_leaves_nothing(tmp_path):
