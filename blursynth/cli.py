@@ -541,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # (here, so that a closed pipe is seen below rather than at exit)
+        return code
+    except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `| head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (Python would flush it again at exit)
+        return 0
     except UsageError as exc:
         print(f"blursynth {args.command}: error: {exc}", file=sys.stderr)
         return 2

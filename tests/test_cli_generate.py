@@ -187,6 +187,16 @@ def test_inspect_reproduces_the_summary_a_slice_at_a_time(capsys, tmp_path, monk
         assert f"{name:14s} {line}" in text
 
 
+def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
+    # `blursynth inspect FILE | head -1`: the reader goes away before the summary is written
+    _, out = _generate(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "blursynth", "inspect", str(out / "kernels.npz")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 0 and err == ""
+
+
 def test_module_entry_point_exit_code_and_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "blursynth", "generate", "--kernel-size", "8",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
