@@ -389,7 +389,7 @@ def _slab_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str, plan: tuple[
             # Column slabs read the image in short row pieces, which the CPU fetches from memory
             # far more slowly than one pass in order; a summing pass first brings the plane into
             # cache (1280x720, 31x31 kernel, one thread, image not in cache: packing a channel's
-            # three slab pairs 0.87 -> 0.51 ms with the pass; whole blur 6-8% faster in the bench).
+            # three slab pairs 0.87 -> 0.51 ms with the pass; whole blur 4-11% faster in the bench).
             # A padded plane has just been written by _pad and needs none.
             torch.sum(xi)
         xi = _pad(xi, h, w, boundary)

@@ -478,7 +478,6 @@ class NpzWriter:
         return False
 
 
-
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file by name, like ``numpy.load``, except that every array stored
     uncompressed (as :class:`NpzWriter` and ``numpy.savez`` store them) is memory-mapped read-only
