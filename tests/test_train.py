@@ -131,6 +131,24 @@ def test_keeps_last_k_checkpoints(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000004.pt", "step_0000005.pt"]
 
 
+def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--ckpt-every", "1", "--eval-every", "100", "--run-dir", str(run)])
+    last = run / "checkpoints" / "step_0000002.pt"
+    cut = last.read_bytes()[:2000]
+    last.write_bytes(cut)
+    with pytest.raises(SystemExit, match=r"^error: --resume .*step_0000002.pt: not a checkpoint written by "
+                                         r"unpaired.train, or cut short \(.+\); move it aside to resume from step_0000001.pt$"):
+        cli(["--resume", str(run), "--no-progress"])
+    assert last.read_bytes() == cut  # nothing removed or rewritten
+    torch.save({"G": torch.zeros(1)}, last)  # loads, but is not a training state
+    with pytest.raises(ValueError, match=r"step_0000002.pt: not a checkpoint written by unpaired.train \(it has no models, optimizers, step\)"):
+        main(["--resume", str(run), "--no-progress"])
+    last.unlink()
+    main(["--resume", str(run), "--no-progress"])  # from step 1, as the message says
+    assert torch.load(last, weights_only=True)["step"] == 2
+
+
 @pytest.mark.parametrize("pool", [[], ["--pair-pool", "0"]], ids=["pair-pool", "on-the-fly"])
 def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     # on the CPU, where every kernel is deterministic (CUDA's convolution backward is not, by default)

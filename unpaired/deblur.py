@@ -49,30 +49,42 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
-    """The deblurring generator ``G`` of a training checkpoint (a file, or a run folder: see
-    :func:`checkpoint_file`), in eval mode, and its size factor."""
-    path = checkpoint_file(path)
+def read_checkpoint(path: Path, keys: tuple[str, ...], name: str, map_location="cpu") -> dict:
+    """A checkpoint of ``unpaired.train`` loaded as tensors and plain containers only, with ``keys``.
+    Anything else raises ValueError with one line that starts with ``name``: a file that is no
+    ``torch.save`` file, is cut short, lacks ``keys``, or holds other Python objects (refused rather
+    than unpickled, which could run code from a checkpoint someone sent)."""
     try:
-        # weights_only: tensors and plain containers, all a checkpoint of ours holds; any other object
-        # is refused rather than unpickled, which could run code from a checkpoint someone sent.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        spec, weights = state["generator_spec"], state["models"]["G"]
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # not a torch.save file at all
             unsafe = []
         if unsafe:
-            raise ValueError(f"--checkpoint {path}: holds Python objects that unpaired.train never writes "
+            raise ValueError(f"{name}: holds Python objects that unpaired.train never writes "
                              f"({', '.join(unsafe)}); not loaded, since unpickling them could run code") from None
-        raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train, or cut short (not a "
+        raise ValueError(f"{name}: not a checkpoint written by unpaired.train, or cut short (not a "
                          "torch.save file)") from None
-    except Exception as exc:
-        raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train, or cut short ({exc})") from None
-    net = build_generator(spec)
-    net.load_state_dict(weights)
-    return net.to(device).eval(), size_factor(spec)
+    except Exception as exc:  # (torch's messages run to several lines: the first says what)
+        raise ValueError(f"{name}: not a checkpoint written by unpaired.train, or cut short "
+                         f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{name}: not a checkpoint written by unpaired.train (it has no {', '.join(missing)})")
+    return state
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, int]:
+    """The deblurring generator ``G`` of a training checkpoint (a file, or a run folder: see
+    :func:`checkpoint_file`), in eval mode, and its size factor."""
+    path = checkpoint_file(path)
+    state = read_checkpoint(path, ("generator_spec", "models"), f"--checkpoint {path}")
+    if not isinstance(state["models"], dict) or "G" not in state["models"]:
+        raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train (it has no models.G)")
+    net = build_generator(state["generator_spec"])
+    net.load_state_dict(state["models"]["G"])
+    return net.to(device).eval(), size_factor(state["generator_spec"])
 
 
 def _window(tile: int, overlap: int, device) -> torch.Tensor:

@@ -41,6 +41,7 @@ from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
                            validation_pairs)
+from unpaired.deblur import read_checkpoint
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
 from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ShakeKernels, build_generator,
                              generator_spec, init_weights, kernel_centroid)
@@ -189,8 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.resume:
         ckpts = sorted(ckpt_dir.glob("step_*.pt"))
         if not ckpts:
-            raise SystemExit(f"--resume {cfg.resume}: no checkpoints/step_*.pt to resume from")
-        state = torch.load(ckpts[-1], map_location=device, weights_only=True)  # tensors and containers only
+            raise ValueError(f"--resume {cfg.resume}: no checkpoints/step_*.pt to resume from")
+        try:
+            state = read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {cfg.resume}: {ckpts[-1]}",
+                                    map_location=device)
+        except ValueError as exc:
+            earlier = f"; move it aside to resume from {ckpts[-2].name}" if len(ckpts) > 1 else ""
+            raise ValueError(f"{exc}{earlier}") from None
         for k, m in nets.items():
             m.load_state_dict(state["models"][k])
         for k in optims:
