@@ -178,7 +178,7 @@ def add_generate(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--out", type=Path, default=Path("blursynth-kernels"), help="output folder (default ./blursynth-kernels)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
 
 
@@ -497,7 +497,7 @@ def add_dataset(subparsers) -> None:
     p.add_argument("--layout", choices=("blursynth", "basicsr"), default="blursynth",
                    help="blursynth: sharp/ + blur/ (default); basicsr: gt/ + lq/")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_dataset)
 
 

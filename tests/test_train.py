@@ -40,6 +40,8 @@ def test_config_toml_then_command_line_override(tmp_path):
     assert cfg.mode == "cyclegan" and cfg.n_blocks == 4 and cfg.run_dir == "x"
     assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.residual is True
     assert config.parse_args(["--out", str(tmp_path / "r")]).run_dir == str(tmp_path / "r")  # --run-dir's alias
+    assert config.parse_args(["--quiet"]).progress is False  # blursynth's spelling of --no-progress
+    assert config.parse_args([]).progress is True
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])
     assert (paired.generator, paired.lr, paired.beta1) == ("unet", 1e-3, 0.9)  # mode-dependent defaults
     assert (gan.generator, gan.lr, gan.beta1, gan.beta2) == ("resnet", 2e-4, 0.5, 0.999)  # the reference

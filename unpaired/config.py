@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser.add_argument(*flags, dest=name, type=base, default=argparse.SUPPRESS,
                                 metavar=base.__name__.upper(), help=text)
+    # (blursynth's commands and unpaired.evaluate call it --quiet)
+    parser.add_argument("--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
+                        help="no progress bar: --no-progress")
     return parser
 
 

@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="write the means and per-image records here")
     p.add_argument("--grid", type=Path, help="write a PNG contact sheet here")
     p.add_argument("--grid-rows", type=int, default=32, help="at most this many pairs in the grid")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     return p
 
 
