@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 metavar=base.__name__.upper(), help=text)
     # (blursynth's commands and unpaired.evaluate call it --quiet)
     parser.add_argument("--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
-                        help="no progress bar: --no-progress")
+                        help="no progress bar (the same as --no-progress)")
     return parser
 
 
