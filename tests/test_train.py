@@ -141,8 +141,9 @@ def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path):
     last.write_bytes(cut)
     with pytest.raises(SystemExit, match=r"^error: --resume .*step_0000002.pt: not a checkpoint written by "
                                          r"unpaired.train, or cut short \(.+\); move it aside to resume from step_0000001.pt$"):
-        cli(["--resume", str(run), "--no-progress"])
+        cli(["--resume", str(run), "--no-progress", "--steps", "9"])
     assert last.read_bytes() == cut  # nothing removed or rewritten
+    assert json.loads((run / "config.json").read_text())["steps"] == 2  # nor the run's config (read first)
     torch.save({"G": torch.zeros(1)}, last)  # loads, but is not a training state
     with pytest.raises(ValueError, match=r"step_0000002.pt: not a checkpoint written by unpaired.train \(it has no models, optimizers, step\)"):
         main(["--resume", str(run), "--no-progress"])

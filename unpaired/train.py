@@ -94,6 +94,20 @@ def lr_factor(step: int, steps: int, decay_steps: int) -> float:
     return 1.0 if step < start else max(0.0, (steps - step) / max(1, decay_steps))
 
 
+def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device) -> tuple[Path, dict]:
+    """The run's latest ``step_*.pt`` and its training state; ValueError naming the file (and the one
+    before it, to resume from) when there is none or it is damaged."""
+    ckpts = sorted(ckpt_dir.glob("step_*.pt"))
+    if not ckpts:
+        raise ValueError(f"--resume {resume}: no checkpoints/step_*.pt to resume from")
+    try:
+        return ckpts[-1], read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {resume}: {ckpts[-1]}",
+                                          map_location=device)
+    except ValueError as exc:
+        earlier = f"; move it aside to resume from {ckpts[-2].name}" if len(ckpts) > 1 else ""
+        raise ValueError(f"{exc}{earlier}") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
     cfg = config_mod.parse_args(argv)
 
@@ -114,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     run = Path(cfg.run_dir)
     ckpt_dir = run / "checkpoints"
+    # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
+    resume_from, state = _latest_checkpoint(cfg.resume, ckpt_dir, device) if cfg.resume else (None, None)
     if master:
         if cfg.overwrite and not cfg.resume:  # the earlier run's files go, and nothing else in the folder
             for name in config_mod.RUN_FILES:
@@ -187,16 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- resume (else: seed the global RNG, which draws the kernels and noise of a kernel-blur F)
     start, best = 0, -float("inf")
     torch.manual_seed(cfg.seed * 1000 + rank)
-    if cfg.resume:
-        ckpts = sorted(ckpt_dir.glob("step_*.pt"))
-        if not ckpts:
-            raise ValueError(f"--resume {cfg.resume}: no checkpoints/step_*.pt to resume from")
-        try:
-            state = read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {cfg.resume}: {ckpts[-1]}",
-                                    map_location=device)
-        except ValueError as exc:
-            earlier = f"; move it aside to resume from {ckpts[-2].name}" if len(ckpts) > 1 else ""
-            raise ValueError(f"{exc}{earlier}") from None
+    if state is not None:
         for k, m in nets.items():
             m.load_state_dict(state["models"][k])
         for k in optims:
@@ -221,7 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "but no longer repeats an uninterrupted one", file=sys.stderr)
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
-            print(f"resumed {ckpts[-1]} at step {start}")
+            print(f"resumed {resume_from} at step {start}")
+    del state  # (its copies of the weights and optimiser moments are not needed for the run)
 
     def checkpoint(step: int, name: str | None = None) -> None:
         """Atomically write the full training state; ``step_*.pt`` is collective (every rank's image
