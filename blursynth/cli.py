@@ -282,10 +282,9 @@ def run_generate(args) -> int:
         npz.close()
         summary["seconds"] = round(time.perf_counter() - started, 3)
         write_json(tmp / "summary.json", summary)
-    if not args.quiet:
-        med = stats["extent_px"]["50"]
-        print(f"wrote {n} kernels of {size}x{size} to {args.out}/ (median blur extent {med:.1f} px, "
-              f"{summary['redrawn']} redrawn, {summary['scaled']} scaled) in {summary['seconds']:.2f} s")
+    med = stats["extent_px"]["50"]  # (one line on stdout, with or without --quiet, as `dataset` ends)
+    print(f"wrote {n} kernels of {size}x{size} to {args.out}/ (median blur extent {med:.1f} px, "
+          f"{summary['redrawn']} redrawn, {summary['scaled']} scaled) in {summary['seconds']:.2f} s")
     return 0
 
 
