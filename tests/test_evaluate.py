@@ -90,7 +90,8 @@ def test_folder_benchmark_reads_a_dataset_layout(tmp_path):
     (root / "manifest.jsonl").write_text("")
     out = _run(["--benchmark", "folder", "--blurry", root / "blur", "--sharp", root / "sharp",
                 "--method", "wiener", "--border", 8, "--json", tmp_path / "f.json"])
-    base = _run(["--benchmark", "folder", "--blurry", root / "blur", "--sharp", root / "sharp", "--border", 8])
+    base = evaluate.main(["--benchmark", "folder", "--blurry", str(root / "blur"), "--sharp", str(root / "sharp"),
+                          "--border", "8", "--no-progress"])  # (unpaired.train's spelling of --quiet)
     assert out["count"] == 2 and out["psnr"] > base["psnr"] + 2
     assert all(rec["error_ratio"] is not None for rec in out["per_image"])
 
