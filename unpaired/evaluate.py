@@ -346,15 +346,19 @@ def main(argv: list[str] | None = None) -> dict:
         border = border if args.border is None else args.border
         if radius > 0 and border <= radius:
             border = radius + 1
-        restore = checkpoint_restorer(args.checkpoint, device) if args.checkpoint else \
-            method_restorer(args.method)
+        method = args.method
+        if args.checkpoint:  # a run folder stands for one file: resolved once, so the file named is the one scored
+            try:
+                method = str(checkpoint_file(args.checkpoint))
+            except FileNotFoundError as exc:
+                raise EvaluationError(str(exc)) from None
+        restore = checkpoint_restorer(method, device) if args.checkpoint else method_restorer(args.method)
         with torch.no_grad():  # scoped: main() is called in-process by tests and other tools
             result = evaluate(pairs, restore, channels=channels, radius=radius, border=border,
                               device=device, progress=not args.quiet)
     except (EvaluationError, ImageError, ConfigError) as exc:
         raise SystemExit(f"error: {exc}") from None
     images = result.pop("images")
-    method = str(checkpoint_file(args.checkpoint)) if args.checkpoint else args.method
     if args.checkpoint and method != str(args.checkpoint):  # a run folder: name the file it stands for
         print(f"checkpoint: {method}", file=sys.stderr)
     result.update(benchmark=args.benchmark, method=method, radius=radius, border=border)
