@@ -11,10 +11,12 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import struct
 import tempfile
 import threading
 import warnings
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -441,8 +443,6 @@ class NpzWriter:
     def close(self) -> None:
         """Check every array is complete, then write the ``.npz`` in place of ``path`` (once; later calls
         do nothing)."""
-        import shutil
-        import zipfile
         if not self.parts.exists():  # closed (or discarded) already
             return
         try:
@@ -462,7 +462,6 @@ class NpzWriter:
 
     def discard(self) -> None:
         """Remove the staged arrays (and write nothing)."""
-        import shutil
         for a in self.arrays.values():
             a["fh"].close()
         shutil.rmtree(self.parts, ignore_errors=True)
@@ -485,7 +484,6 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     CRC-32 is checked first (one pass over the file, a block at a time), so a damaged file is an
     error (``zipfile.BadZipFile``) rather than wrong numbers. Other arrays are read whole; arrays of
     Python objects are refused, as ``numpy.load`` does by default."""
-    import zipfile
     headers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     arrays = {}
     with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
