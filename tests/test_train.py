@@ -85,6 +85,44 @@ def test_config_missing_file_and_bad_flag(tmp_path):
         config.parse_args(["--config", str(tmp_path / "none.toml")])
     with pytest.raises(SystemExit):  # argparse: invalid float value
         config.parse_args(["--lr", "fast"])
+    with pytest.raises(config.ConfigError, match=f"--config {tmp_path}: cannot be read .*pass a TOML file"):
+        config.parse_args(["--config", str(tmp_path)])
+    (tmp_path / "latin1.toml").write_bytes("lr = 1e-4 # \xe9\n".encode("latin-1"))
+    with pytest.raises(config.ConfigError, match="--config .*latin1.toml: not UTF-8 text .*save it as UTF-8"):
+        config.parse_args(["--config", str(tmp_path / "latin1.toml")])
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(config.ConfigError, match="--run-dir .*afile: is a file"):
+        config.parse_args(["--out", str(tmp_path / "afile")])
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "config.json").write_text('{"model": "resnet50"}')  # another tool's
+    with pytest.raises(config.ConfigError, match="holds a config.json that unpaired.train did not write"):
+        config.parse_args(["--out", str(tmp_path / "theirs"), "--overwrite"])
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--mode", "cyclegan", "--pairs", "set"], "--pairs is for --mode paired, and this run is --mode cyclegan"),
+    (["--mode", "cyclegan", "--grad-clip", "0.1"], "--grad-clip is for --mode paired"),
+    (["--pool-size", "3"], "--pool-size is for --mode cyclegan, and this run is --mode paired"),
+    (["--lambda-cycle", "10"], "--lambda-cycle is for --mode cyclegan"),
+    (["--mode", "cyclegan", "--blur-kernel", "9"], "--blur-kernel is for --blur-model kernel or shake, and this "
+                                                   "run's F is --blur-model network"),
+    (["--mode", "cyclegan", "--blur-model", "kernel", "--blur-recipe", "gopro-like"],
+     "--blur-recipe is for --blur-model shake"),
+])
+def test_options_another_mode_would_ignore_are_refused(tmp_path, argv, match):
+    with pytest.raises(config.ConfigError, match=match):
+        config.parse_args(argv)
+    toml = tmp_path / "c.toml"  # from a file too
+    toml.write_text("".join(f"{k[2:]} = {v if v[0].isdigit() else repr(v)}\n" for k, v in zip(argv[::2], argv[1::2])))
+    with pytest.raises(config.ConfigError, match=match):
+        config.parse_args(["--config", str(toml)])
+
+
+def test_options_of_the_mode_or_at_their_defaults_are_accepted():
+    assert config.parse_args(["--pool-size", "50", "--grad-clip", "0.05"]).mode == "paired"  # defaults: harmless
+    assert config.parse_args(["--mode", "cyclegan", "--blur-model", "kernel", "--blur-kernel", "9"]).blur_kernel == 9
+    assert config.parse_args(["--mode", "cyclegan", "--blur-model", "shake",
+                              "--blur-recipe", "gopro-like"]).blur_recipe == "gopro-like"
 
 
 def test_lr_schedule_constant_then_linear():
@@ -119,11 +157,15 @@ def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     with pytest.raises(config.ConfigError, match="pass one of them"):
         main(TINY + ["--resume", str(run), "--overwrite"])
-    # --overwrite: the old run's files go (step 4's checkpoint, its metrics), the user's note stays
+    # --overwrite: the old run's files go (step 4's checkpoint and sample, its metrics), the user's stay,
+    # also inside the run's subfolders
+    (run / "checkpoints" / "other_model.pt").write_text("mine")
+    (run / "samples" / "figure1.png").write_text("mine")
     main(TINY + ["--steps", "2", "--ckpt-every", "2", "--eval-every", "2", "--run-dir", str(run), "--overwrite"])
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000002.pt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["figure1.png", "step_0000002.png"]
     assert [r["step"] for r in records(run) if "loss_pixel" in r] == [1, 2]
-    assert (run / "notes.txt").read_text() == "mine"
+    assert [(run / f).read_text() for f in ("notes.txt", "checkpoints/other_model.pt")] == ["mine", "mine"]
 
 
 def test_keeps_last_k_checkpoints(tmp_path):
@@ -152,6 +194,37 @@ def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path):
     assert torch.load(last, weights_only=True)["step"] == 2
 
 
+def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--eval-every", "100", "--run-dir", str(run)])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for argv, match in ((["--ngf", "8"], "--ngf 8: the run in .* was trained with 4, and a resumed run keeps its "
+                                         "networks and optimiser; drop --ngf"),
+                        (["--lr", "1e-05"], "--lr 1e-05: .*trained with 0.001"),  # (the optimiser's state would win)
+                        (["--mode", "cyclegan"], "--mode cyclegan: .*trained with paired"),
+                        (["--out", str(tmp_path / "elsewhere")], "--resume .* continues the run in that folder; drop --run-dir/--out")):
+        with pytest.raises(SystemExit, match=f"^error: {match}"):
+            cli(["--resume", str(run), "--steps", "3"] + argv)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before and not (tmp_path / "elsewhere").exists()
+    (run / "config.json").write_text("{not json")
+    with pytest.raises(config.ConfigError, match=r"config.json is not the JSON that unpaired.train writes"):
+        main(["--resume", str(run)])
+    (run / "config.json").write_bytes(before[run / "config.json"])
+    main(["--resume", str(run), "--steps", "3", "--ngf", "4", "--no-progress"])  # the run's own value, and longer
+    assert json.loads((run / "config.json").read_text())["steps"] == 3
+
+
+def test_resume_with_an_edited_config_is_one_line_and_keeps_the_config(tmp_path):
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--eval-every", "100", "--run-dir", str(run)])
+    edited = json.loads((run / "config.json").read_text()) | {"ngf": 8}
+    (run / "config.json").write_text(json.dumps(edited))
+    with pytest.raises(SystemExit, match=r"^error: --resume .*step_0000002.pt does not fit this run's options "
+                                         r"\(RuntimeError: .*\); was config.json edited\?$"):
+        cli(["--resume", str(run), "--steps", "3"])
+    assert json.loads((run / "config.json").read_text()) == edited  # not rewritten by the failed resume
+
+
 @pytest.mark.parametrize("pool", [[], ["--pair-pool", "0"]], ids=["pair-pool", "on-the-fly"])
 def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     # on the CPU, where every kernel is deterministic (CUDA's convolution backward is not, by default)
@@ -176,7 +249,8 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
     # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume;
     # the kernel F draws its kernels and noise from the global RNG, which the checkpoint carries
     a, b = tmp_path / "a", tmp_path / "b"
-    opts = TINY_GAN + ["--blur-model", blur_model, "--blur-kernel", "5", "--device", "cpu"]  # deterministic kernels
+    kernel = [] if blur_model == "network" else ["--blur-kernel", "5"]
+    opts = TINY_GAN + ["--blur-model", blur_model, "--device", "cpu"] + kernel  # deterministic kernels
     main(opts + ["--steps", "4", "--eval-every", "100", "--run-dir", str(a)])
     main(opts + ["--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(b)])
     main(["--resume", str(b), "--no-progress"])
@@ -253,6 +327,14 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
     result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
     assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
     assert "pairs: 2 pairs for training, the last 2 held out for validation" in capsys.readouterr().err
+    # held-out pairs smaller than --val-crop, of different sizes: one crop size that fits them all
+    for i, (h, w) in enumerate([(20, 28), (28, 20)], start=2):
+        img = rng.random((3, h, w)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
+        write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
+    main(TINY + ["--steps", "1", "--val-crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
+                 "--overwrite"])
+    assert [r["step"] for r in records(run) if "val_psnr" in r] == [1]
     with pytest.raises(ImageError, match=r"lq/.\.png \(and its sharp twin\): 24x24 is smaller than --crop 32"):
         main(TINY + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                      "--overwrite"])
@@ -266,7 +348,7 @@ def test_bad_inputs_are_explained(tmp_path):
                          "--run-dir", str(tmp_path / "r")])
     with pytest.raises(config.ConfigError, match="--resume .*no config.json"):
         main(["--resume", str(tmp_path)])
-    assert (tmp_path / "r" / "config.json").is_file()  # a start that failed is not a run: this one starts
+    assert not (tmp_path / "r").exists()  # a start that failed writes nothing
     main(TINY + ["--steps", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "r")])
 
 

@@ -4,8 +4,9 @@ Precedence: dataclass defaults < ``--config FILE`` (TOML, keys are the field nam
 flags (``--lr 1e-4``, ``--no-residual``; one flag per field, generated from the dataclass). With
 ``--resume RUN_DIR`` the run's saved ``config.json`` replaces the defaults (except ``stop_at``,
 ``resume`` and ``progress``, which belong to one invocation), so a resumed run continues with the
-options it started with unless a flag overrides one (e.g. ``--steps`` to train longer).
-Unknown keys and bad values raise :class:`ConfigError` naming the key and what is allowed.
+options it started with unless a flag overrides one (e.g. ``--steps`` to train longer; not one of
+``RESUME_FIXED``, which the checkpoint fixes). Unknown keys, bad values and options the run would
+ignore raise :class:`ConfigError` naming the key and what is allowed.
 """
 
 from __future__ import annotations
@@ -24,7 +25,19 @@ GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
 BLUR_MODELS = ("network", "kernel", "shake")
 PER_INVOCATION = ("stop_at", "resume", "progress", "overwrite")  # not inherited by --resume from the saved config
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "samples")  # what a run writes in its folder
+# What a run writes in its folder (--overwrite removes these and nothing else).
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt", "checkpoints/.*.tmp.pt",
+             "samples/step_*.png")
+# Fixed by a run's checkpoint: the networks' shapes and the optimiser's settings, which loading the
+# checkpoint would fail on or silently restore. A resume may change anything else (e.g. --steps).
+RESUME_FIXED = ("mode", "generator", "ngf", "n_blocks", "unet_depth", "residual", "blur_model", "blur_kernel",
+                "blur_recipe", "ndf", "n_layers_d", "lr", "beta1", "beta2")
+# Options that only one mode (or one --blur-model) reads: given for another, they would be ignored.
+MODE_ONLY = {"pairs": "paired", "pixel_loss": "paired", "perceptual": "paired", "perceptual_weights": "paired",
+             "grad_clip": "paired", "blurry": "cyclegan", "sharp": "cyclegan", "blur_model": "cyclegan",
+             "blur_kernel": "cyclegan", "blur_recipe": "cyclegan", "ndf": "cyclegan", "n_layers_d": "cyclegan",
+             "lambda_cycle": "cyclegan", "lambda_identity": "cyclegan", "pool_size": "cyclegan"}
+BLUR_MODEL_ONLY = {"blur_kernel": ("kernel", "shake"), "blur_recipe": ("shake",)}
 
 
 class ConfigError(ValueError):
@@ -246,14 +259,23 @@ def from_mapping(values: dict, base: TrainConfig | None = None, where: str = "co
 
 def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a TOML file of ``name = value`` lines (field names, underscores or dashes)."""
-    path = Path(path)
+    return from_mapping(_read_toml(path), base, where=str(path))
+
+
+def _read_toml(path: str | Path) -> dict:
+    """The ``{field: value}`` of a ``--config`` file (dashes in keys read as underscores)."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config {path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    return from_mapping({k.replace("-", "_"): v for k, v in data.items()}, base, where=str(path))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8, "
+                          "as TOML requires") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"--config {path}: cannot be read ({exc.strerror}); pass a TOML file") from None
+    return {k.replace("-", "_"): v for k, v in data.items()}
 
 
 # Second spellings of a flag: `--out` is what blursynth's commands and unpaired.deblur call an output folder.
@@ -302,30 +324,89 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config", None)
-    base = None
+    saved = None
     if args.get("resume"):
-        saved = Path(args["resume"]) / "config.json"
-        if not saved.is_file():
-            raise ConfigError(f"--resume {args['resume']}: no config.json there; pass the run folder "
-                              "that an earlier `python -m unpaired.train` wrote")
-        saved_values = json.loads(saved.read_text())
-        for name in PER_INVOCATION:  # options of the interrupted invocation, not of the run
-            saved_values.pop(name, None)
-        base = from_mapping(saved_values, where=str(saved))
-    if config_file:
-        base = load_toml(config_file, base)
+        if args.get("run_dir", args["resume"]) != args["resume"]:
+            raise ConfigError(f"--resume {args['resume']} continues the run in that folder; drop --run-dir/--out "
+                              f"{args['run_dir']} (a resumed run stays where it is)")
+        saved = _saved_config(args["resume"])
+    toml = _read_toml(config_file) if config_file else {}
+    base = from_mapping(toml, saved, where=str(config_file))
     cfg = from_mapping(args, base, where="command line").resolve()
     if cfg.resume:
         cfg.run_dir = cfg.resume
     cfg.validate()
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
+    given = set(args) | set(toml)
+    if saved is not None:
+        _check_resume(cfg, saved, given)
+    _check_used(cfg, given)
+    _check_run_dir(cfg)
+    return cfg
+
+
+def _saved_config(run_dir: str) -> TrainConfig:
+    """The options a run in ``run_dir`` was started with, less the per-invocation ones."""
+    saved = Path(run_dir) / "config.json"
+    if not saved.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.json there; pass the run folder "
+                          "that an earlier `python -m unpaired.train` wrote")
+    try:
+        values = json.loads(saved.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        raise ConfigError(f"--resume {run_dir}: {saved} is not the JSON that unpaired.train writes ({exc}); "
+                          "restore it, or start a new run") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--resume {run_dir}: {saved} is not the JSON that unpaired.train writes")
+    for name in PER_INVOCATION:  # options of the interrupted invocation, not of the run
+        values.pop(name, None)
+    return from_mapping(values, where=str(saved))
+
+
+def _check_resume(cfg: TrainConfig, saved: TrainConfig, given: set[str]) -> None:
+    """Refuse a change the checkpoint cannot take (before anything is written in the run folder)."""
+    for name in RESUME_FIXED:
+        if name in given and getattr(cfg, name) != getattr(saved, name):
+            raise ConfigError(f"--{_flag(name)} {getattr(cfg, name)}: the run in {cfg.resume} was trained with "
+                              f"{getattr(saved, name)}, and a resumed run keeps its networks and optimiser; drop "
+                              f"--{_flag(name)}, or start a new run in another --run-dir")
+
+
+def _check_used(cfg: TrainConfig, given: set[str]) -> None:
+    """Refuse an option set (to other than its default) that this mode or --blur-model would ignore."""
+    defaults = TrainConfig()
+    for name in sorted(given & set(MODE_ONLY)):
+        if getattr(cfg, name) == getattr(defaults, name):
+            continue
+        if MODE_ONLY[name] != cfg.mode:
+            raise ConfigError(f"--{_flag(name)} is for --mode {MODE_ONLY[name]}, and this run is --mode {cfg.mode}; "
+                              f"drop it")
+        if name in BLUR_MODEL_ONLY and cfg.blur_model not in BLUR_MODEL_ONLY[name]:
+            raise ConfigError(f"--{_flag(name)} is for --blur-model {' or '.join(BLUR_MODEL_ONLY[name])}, and this "
+                              f"run's F is --blur-model {cfg.blur_model}; drop it")
+
+
+def _check_run_dir(cfg: TrainConfig) -> None:
+    """Refuse a run folder that is a file, or that holds a run (or a foreign config.json) a new run would mix with."""
+    run = Path(cfg.run_dir)
+    if run.exists() and not run.is_dir():
+        raise ConfigError(f"--run-dir {cfg.run_dir}: is a file; choose a folder (it is made if missing)")
+    if cfg.resume:
+        return
+    config = run / "config.json"
+    if config.exists():  # ours after a start that failed before a step (then replaced), or someone else's
+        try:
+            values = json.loads(config.read_text(encoding="utf-8"))
+            from_mapping(values if isinstance(values, dict) else {"": None}, where=str(config))
+        except (ValueError, OSError):  # (ConfigError and JSON's errors are ValueErrors)
+            raise ConfigError(f"--run-dir {cfg.run_dir}: holds a config.json that unpaired.train did not write; "
+                              "choose another --run-dir") from None
     # metrics or checkpoints mean steps were trained (a start that failed leaves only config.json)
-    held = [name for name in ("metrics.jsonl", "checkpoints") if (Path(cfg.run_dir) / name).exists()]
-    if held and not (cfg.resume or cfg.overwrite):  # a new run would mix its metrics and checkpoints in
+    held = [name for name in ("metrics.jsonl", "checkpoints") if (run / name).exists()]
+    if held and not cfg.overwrite:  # a new run would mix its metrics and checkpoints in
         raise ConfigError(f"--run-dir {cfg.run_dir}: holds a run ({held[0]}); pass --resume {cfg.run_dir} to "
                           "continue it, --overwrite to replace it, or choose another --run-dir")
-    return cfg
 
 
 def save(cfg: TrainConfig, path: str | Path) -> None:

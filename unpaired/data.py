@@ -267,10 +267,11 @@ class StepSampler(Sampler):
 
 
 def validation_pairs(cfg, blurry: FolderImages | None = None) -> tuple[list[dict], Dataset | None]:
-    """Held-out validation items ``{"blur", "sharp"?}`` (centre crops of ``cfg.val_crop``) and the
+    """Held-out validation items ``{"blur", "sharp"?}`` (centre crops of ``cfg.val_crop``, or of the
+    smallest image's side when an image is smaller, so that they stack into one batch) and the
     training pair source with the held-out items removed (``None`` for synthetic data). CycleGAN's
     ``--blurry`` photos (``blurry``, scanned here when not given) have no sharp twin: the first few
-    give sample grids, cropped to one size no larger than the smallest of them."""
+    give sample grids."""
     n = cfg.val_size
     if cfg.val_pairs:
         source = open_pairs(cfg.val_pairs, "--val-pairs")
@@ -282,17 +283,18 @@ def validation_pairs(cfg, blurry: FolderImages | None = None) -> tuple[list[dict
                              "validation; pass --val-pairs DIR or a smaller --val-size")
         val = [source[i] for i in range(len(source) - n, len(source))]
         source.records = source.records[: len(source) - n]
-        return [_crop_item(v, cfg.val_crop) for v in val], source
+        return _crop_items(val, cfg.val_crop), source
     elif cfg.mode == "cyclegan" and cfg.blurry:
         images = blurry if blurry is not None else FolderImages(cfg.blurry, "--blurry", cfg.crop)
-        val = [{"blur": images[i]} for i in range(min(n, len(images), 8))]
-        return [_crop_item(v, min([cfg.val_crop] + [min(v["blur"].shape[-2:]) for v in val])) for v in val], None
+        return _crop_items([{"blur": images[i]} for i in range(min(n, len(images), 8))], cfg.val_crop), None
     else:
         # held-out synthetic pairs: a seed the training stream never uses
         held_out = synthetic_pairs(cfg.seed + 1_000_003, cfg.val_crop)
         val = [held_out[i] for i in range(n)]
-    return [_crop_item(v, cfg.val_crop) for v in val], (open_pairs(cfg.pairs) if cfg.pairs else None)
+    return _crop_items(val, cfg.val_crop), (open_pairs(cfg.pairs) if cfg.pairs else None)
 
 
-def _crop_item(item: dict, size: int) -> dict:
-    return {k: center_crop(item[k], size) for k in ("blur", "sharp") if k in item}
+def _crop_items(items: list[dict], size: int) -> list[dict]:
+    """Centre crops of one square size: ``size``, or the smallest side among the images if less."""
+    size = min([size] + [min(item[k].shape[-2:]) for item in items for k in ("blur", "sharp") if k in item])
+    return [{k: center_crop(item[k], size) for k in ("blur", "sharp") if k in item} for item in items]

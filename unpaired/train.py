@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -130,12 +129,13 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt_dir = run / "checkpoints"
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
     resume_from, state = _latest_checkpoint(cfg.resume, ckpt_dir, device) if cfg.resume else (None, None)
-    if master:
-        if cfg.overwrite and not cfg.resume:  # the earlier run's files go, and nothing else in the folder
-            for name in config_mod.RUN_FILES:
-                shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink(missing_ok=True)
-        (run / "samples").mkdir(parents=True, exist_ok=True)
-        config_mod.save(cfg, run / "config.json")
+    if master and cfg.overwrite and not cfg.resume:  # the earlier run's files go, and nothing else in the folder
+        for pattern in config_mod.RUN_FILES:
+            for path in run.glob(pattern):
+                path.unlink()
+        for folder in ("checkpoints", "samples"):
+            with contextlib.suppress(OSError):  # (kept when it holds other files)
+                (run / folder).rmdir()
 
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
     blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
@@ -204,12 +204,16 @@ def main(argv: list[str] | None = None) -> dict:
     start, best = 0, -float("inf")
     torch.manual_seed(cfg.seed * 1000 + rank)
     if state is not None:
-        for k, m in nets.items():
-            m.load_state_dict(state["models"][k])
-        for k in optims:
-            optims[k].load_state_dict(state["optimizers"][k])
-            scheds[k].load_state_dict(state["schedulers"][k])
-        scaler.load_state_dict(state["scaler"])
+        try:
+            for k, m in nets.items():
+                m.load_state_dict(state["models"][k])
+            for k in optims:
+                optims[k].load_state_dict(state["optimizers"][k])
+                scheds[k].load_state_dict(state["schedulers"][k])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, RuntimeError, ValueError) as exc:  # options fixed by the run are checked in config
+            raise ValueError(f"--resume {cfg.resume}: {resume_from} does not fit this run's options "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}); was config.json edited?") from None
         if len(state["pools"]) == world:
             for k, p in pools.items():
                 p.load_state_dict(state["pools"][rank][k], device)
@@ -230,6 +234,9 @@ def main(argv: list[str] | None = None) -> dict:
             _truncate_metrics(run / "metrics.jsonl", start)
             print(f"resumed {resume_from} at step {start}")
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
+    if master:  # only now: a start or resume that failed above has written nothing
+        (run / "samples").mkdir(parents=True, exist_ok=True)
+        config_mod.save(cfg, run / "config.json")
 
     def checkpoint(step: int, name: str | None = None) -> None:
         """Atomically write the full training state; ``step_*.pt`` is collective (every rank's image
