@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -69,6 +70,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def seed(text: str) -> int:
+    """A base seed: item i of a run draws from (seed, i), and seeds are 63-bit."""
+    value = non_negative_int(text)
+    if value >= 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
+    return value
+
+
+MAX_KERNEL_SIZE = 255  # (a recipe's kernel.size has the same bound)
+
+
 def kernel_size(text: str) -> int:
     try:
         value = int(text)
@@ -78,6 +90,8 @@ def kernel_size(text: str) -> int:
         fix = 3 if value < 3 else value + 1
         raise argparse.ArgumentTypeError(f"must be odd and >= 3 so the kernel has a centre pixel, got {value}; "
                                          f"try {fix}")
+    if value > MAX_KERNEL_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_KERNEL_SIZE}, got {value}")
     return value
 
 
@@ -103,6 +117,8 @@ def _check_range(name: str, pair, unit: str) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.resolve().name in ("", ".", "..") or out.name in ("", ".", ".."):  # (a folder is replaced by renaming)
+        raise UsageError(f"--out {str(out)!r}: name a folder to create, e.g. --out kernels")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; choose another --out")
     if out.exists() and not overwrite:
@@ -124,9 +140,12 @@ class _StagedDir:
         self.out = out
 
     def __enter__(self) -> Path:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
         from .io import umask
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+        except OSError as exc:  # (a read-only or virtual file system: /proc, a full disk)
+            raise UsageError(f"--out {self.out}: cannot make a folder there ({exc.strerror}); choose another --out") from None
         os.chmod(self.tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the folder should look like mkdir's
         return self.tmp
 
@@ -149,6 +168,8 @@ class _StagedDir:
 # ----------------------------------------------------------------------------------------------
 
 SHAKE_DEFAULT_EXPOSURE = (1 / 30, 1 / 4)
+SHAKE_DEFAULTS = {"focal_length": 50.0, "image_size": (1200, 800), "depth": math.inf}
+MAX_EXPOSURE_S = 10.0  # hand-held shake; longer exposures would also take memory in proportion
 
 
 def add_generate(subparsers) -> None:
@@ -161,14 +182,15 @@ def add_generate(subparsers) -> None:
     p.add_argument("--model", choices=("shake6d", "randomwalk"), default="shake6d",
                    help="shake6d: 6-DoF hand shake (CameraShake); randomwalk: Boracchi & Foi 2012 2-D walk")
     p.add_argument("--kernel-size", type=kernel_size, default=31, metavar="K", help="odd kernel size (default 31)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="base seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="base seed (default 0)")
     p.add_argument("--exposure", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="shake6d exposure range in seconds, log-uniform (default 1/30 1/4)")
-    p.add_argument("--focal-length", type=positive_float, default=50.0, metavar="MM",
-                   help="shake6d: 35 mm-equivalent focal length in mm (default 50)")
-    p.add_argument("--image-size", type=image_size, default=(1200, 800), metavar="WxH",
+    # (None when not given: the random walk refuses them rather than ignore them)
+    p.add_argument("--focal-length", type=positive_float, default=None, metavar="MM",
+                   help=f"shake6d: 35 mm-equivalent focal length in mm (default {SHAKE_DEFAULTS['focal_length']:g})")
+    p.add_argument("--image-size", type=image_size, default=None, metavar="WxH",
                    help="shake6d: image size in pixels that the focal length refers to (default 1200x800)")
-    p.add_argument("--depth", type=positive_float, default=math.inf, metavar="M",
+    p.add_argument("--depth", type=positive_float, default=None, metavar="M",
                    help="shake6d: scene depth in metres for the translation part (default inf: rotation only)")
     p.add_argument("--length", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="randomwalk: path length range in pixels (default 60/64 of the kernel size, as Boracchi & Foi)")
@@ -199,16 +221,22 @@ def _device(name: str):
 
 
 def _model_from_args(args):
+    """The trajectory model the options ask for; fills the shake6d camera options left unset."""
     from .trajectory import CameraShake, RandomWalk2D
     if args.model == "shake6d":
         if args.length is not None:
             raise UsageError("--length sets the random walk's length; with --model shake6d use --exposure and --focal-length")
-        if args.exposure is not None and math.inf in args.exposure:
-            raise UsageError("--exposure must be finite seconds, e.g. --exposure 0.01 0.25")
+        if args.exposure is not None and max(args.exposure) > MAX_EXPOSURE_S:
+            raise UsageError(f"--exposure must be at most {MAX_EXPOSURE_S:g} s (hand-held shake), e.g. --exposure 0.01 0.25")
+        for name, default in SHAKE_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         exposure = SHAKE_DEFAULT_EXPOSURE if args.exposure is None else _check_range("--exposure", args.exposure, "s")
         return CameraShake(exposure_s=exposure)
-    if args.exposure is not None:
-        raise UsageError("--exposure applies to --model shake6d; the random walk's extent is set by --length")
+    for name in ("exposure", *SHAKE_DEFAULTS):
+        if getattr(args, name) is not None:
+            raise UsageError(f"--{name.replace('_', '-')} applies to --model shake6d; the random walk is drawn in "
+                             "pixels, its extent set by --length")
     if args.length is None:
         length = (60 / 64 * args.kernel_size,) * 2
     else:
@@ -232,8 +260,8 @@ def run_generate(args) -> int:
     from .io import NpzWriter, write_json
 
     camera = None
-    width, height = args.image_size
     if args.model == "shake6d":
+        width, height = args.image_size
         camera = Camera.from_35mm(args.focal_length, width, height)
     n, size = args.trajectories, args.kernel_size
     config = {"model": args.model, "model_config": _jsonable(model.__dict__), "seed": args.seed,
@@ -250,7 +278,8 @@ def run_generate(args) -> int:
         npz.add("seed", np.int64(args.seed))
         npz.add("config", np.array(json.dumps(config)))
         chunks = _fit_errors(K.generate(model, n, camera, size, seed=args.seed, chunk=args.chunk, fit=args.fit,
-                                        depth_m=args.depth, device=device), args.fit)
+                                        depth_m=math.inf if camera is None else args.depth,
+                                        device=device), args.fit)
         with tqdm(total=n, unit="kernel", disable=args.quiet, desc="generate") as bar:
             for chunk in chunks:
                 traj = chunk.trajectory
@@ -382,7 +411,7 @@ def add_inspect(subparsers) -> None:
     p.add_argument("--render", type=non_negative_int, nargs="+", metavar="I", default=None,
                    help="item indices to render as kernel_I.png (kernel beside its path, time from dark to bright)")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: beside FILE)")
-    p.add_argument("--zoom", type=positive_int, default=8, help="enlargement of the rendered kernels (default 8)")
+    p.add_argument("--zoom", type=zoom, default=8, help=f"enlargement of the rendered kernels, 1 to {MAX_ZOOM} (default 8)")
     p.set_defaults(func=run_inspect)
 
 
@@ -405,12 +434,27 @@ def _load_npz(path: Path) -> dict:
     return data
 
 
+MAX_ZOOM = 32  # a 255 px kernel then renders 8160 px wide
+
+
+def zoom(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_ZOOM:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_ZOOM}, got {value}")
+    return value
+
+
 def run_inspect(args) -> int:
     import numpy as np
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: is a file; name a folder for the PNGs")
     data = _load_npz(args.file)
     kernels = data["kernels"]
     config = json.loads(str(data["config"]))
     n = len(kernels)
+    bad = [i for i in args.render or () if i >= n]
+    if bad:  # (before the summary, so the error is the only line)
+        raise UsageError(f"--render {bad[0]}: the file has {n} kernels; use indices 0..{n - 1}")
     # The arrays are memory-mapped (io.read_npz): measured a slice at a time, any file fits in memory.
     step = INSPECT_SLICE
     stats = percentiles([kernel_measures(kernels[i:i + step], data["paths_px"][i:i + step])
@@ -427,9 +471,6 @@ def run_inspect(args) -> int:
         print("  per-item parameters (median): " + ", ".join(
             f"{k[6:]}={float(np.median(data[k])):.4g}" for k in params))
     if args.render:
-        bad = [i for i in args.render if i >= n]
-        if bad:
-            raise UsageError(f"--render {bad[0]}: the file has {n} kernels; use indices 0..{n - 1}")
         out = args.out or args.file.parent
         for i in args.render:
             path = Path(out) / f"kernel_{i}.png"
@@ -487,7 +528,7 @@ def add_dataset(subparsers) -> None:
     p.add_argument("--sharp", type=Path, default=None, metavar="DIR",
                    help="folder of sharp photographs (default: procedural dead-leaves scenes)")
     p.add_argument("--crop", default=None, metavar="SIZE|HxW", help="pair size, e.g. 256 or 256x384 (default: the recipe's)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="base seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="base seed (default 0)")
     p.add_argument("--recipe", default="default", metavar="NAME|FILE.toml",
                    help="gopro-like, realblur-like, levin-like, default, or a recipe file (datasets/README.md)")
     p.add_argument("--shard", default="0/1", metavar="I/N", help="make only shard I of N (default 0/1: all)")
@@ -532,13 +573,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler's stop), raised where the process is, so it cleans up as Ctrl-C does."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 success, 2 bad input) instead of exiting."""
+    """Run the command line; returns the exit code (0 success, 2 bad input, 130/143 interrupted by
+    SIGINT/SIGTERM) instead of exiting."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = args.func(args)
         sys.stdout.flush()  # (here, so that a closed pipe is seen below rather than at exit)
@@ -549,9 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"blursynth {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"blursynth {args.command}: interrupted; nothing was written to the output folder", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

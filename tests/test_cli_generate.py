@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -130,6 +131,14 @@ def _fails(capsys, tmp_path, argv, option):
     (["--kernel-size", "4"], "--kernel-size"),
     (["--kernel-size", "1"], "--kernel-size"),
     (["--model", "randomwalk", "--exposure", "0.1", "0.2"], "--exposure"),
+    # the random walk is drawn in pixels: camera options would be ignored, so they are refused
+    (["--model", "randomwalk", "--focal-length", "35"], "--focal-length"),
+    (["--model", "randomwalk", "--depth", "1"], "--depth"),
+    (["--model", "randomwalk", "--image-size", "640x480"], "--image-size"),
+    # values that would only fail later, on memory or on a 64-bit conversion
+    (["--kernel-size", "100001"], "--kernel-size"),
+    (["--exposure", "1e9", "1e10"], "--exposure"),
+    (["--seed", str(2 ** 63)], "--seed"),
     (["--kernel-size", "3", "--fit", "error", "--focal-length", "400", "--chunk", "20"], "--fit"),
 ])
 def test_bad_generate_arguments_fail_with_one_line(capsys, tmp_path, args, option):
@@ -143,6 +152,31 @@ def test_existing_or_unwritable_output_is_refused(capsys, tmp_path):
     (tmp_path / "file").write_text("x")
     _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file")], "--out")
     _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file" / "sub")], "--out")
+    for out in ("", ".", ".."):  # not a folder that can be made and renamed into place
+        _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", out, "--overwrite"], "--out")
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(capsys, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", refuse)  # (as in /proc, or a read-only mount, even for root)
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "o")], "--out")
+    assert "cannot make a folder there (Permission denied)" in err
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    # a run long enough to be stopped half way, by the signal a job scheduler or `kill` sends
+    proc = subprocess.Popen([sys.executable, "-m", "blursynth", "generate", "--trajectories", "2000000",
+                             "--kernel-size", "15", "--out", str(tmp_path / "big")], cwd=tmp_path,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".big.*.tmp")) and time.monotonic() < deadline:  # staging has begun
+        time.sleep(0.1)
+    proc.terminate()
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 143, err
+    assert err.strip().endswith("blursynth generate: interrupted; nothing was written to the output folder"), err
+    assert list(tmp_path.iterdir()) == []  # the staged folder went with it
 
 
 def test_a_run_the_disk_cannot_hold_is_refused_at_its_first_chunk(capsys, tmp_path, monkeypatch):
@@ -172,7 +206,8 @@ def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     assert "70 kernels of 15x15" in text and "extent_px" in text and "exposure_s" in text
     image = iio.imread(tmp_path / "png" / "kernel_69.png")
     assert image.ndim == 2 and image.shape[0] == 15 * 8 and image.max() > 0
-    _fails(capsys, tmp_path, ["inspect", str(out / "kernels.npz"), "--render", "70"], "--render")
+    assert main(["inspect", str(out / "kernels.npz"), "--render", "70"]) == 2
+    assert capsys.readouterr().out == ""  # refused before the summary is printed
     _fails(capsys, tmp_path, ["inspect", str(tmp_path / "missing.npz")], "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     _fails(capsys, tmp_path, ["inspect", str(tmp_path / "junk.npz")], "junk.npz: not a readable .npz")
@@ -192,6 +227,16 @@ def test_inspect_reproduces_the_summary_a_slice_at_a_time(capsys, tmp_path, monk
     for name, values in json.loads((out / "summary.json").read_text())["percentiles"].items():
         line = "  ".join(f"p{q}={values[str(q)]:.2f}" for q in sorted(map(int, values)))
         assert f"{name:14s} {line}" in text
+
+
+def test_inspect_refuses_a_file_as_out_and_a_huge_zoom(capsys, tmp_path):
+    code, out = _generate(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    assert main(["inspect", str(out / "kernels.npz"), "--render", "0", "--out", str(tmp_path / "afile")]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["inspect", str(out / "kernels.npz"), "--render", "0", "--zoom", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "--zoom" in err and err.count("\n") == 1
 
 
 def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
