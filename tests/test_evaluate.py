@@ -1,6 +1,7 @@
 """python -m unpaired.evaluate on tiny synthetic benchmarks written to a temporary folder."""
 
 import json
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -183,3 +184,41 @@ def test_bad_inputs_name_the_file(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device is visible; use --device cpu"):
             _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp", "--device", "cuda"])
+
+
+def _refused(args, capsys):
+    """Exit status and error line (after argparse's usage block) of a refused command line."""
+    with pytest.raises(SystemExit) as exc:
+        _run(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("usage:")
+    return exc.value.code, err.strip().splitlines()[-1]
+
+
+def test_output_options_are_checked_before_evaluating(tmp_path, capsys, monkeypatch):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    (tmp_path / "file").write_text("")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated before the output options were checked")
+    monkeypatch.setattr(evaluate, "evaluate", fail)
+    levin = ["--benchmark", "levin", "--data", data]
+    for option, message in ((["--grid", tmp_path / "g.png", "--grid-rows", 0], "--grid-rows"),
+                            (["--grid", tmp_path / "g.png", "--grid-rows", -1], "--grid-rows"),
+                            (["--grid", tmp_path / "gridout"], r"--grid .*gridout: .*\.png"),
+                            (["--json", tmp_path], r"--json .*: is a folder"),
+                            (["--grid", tmp_path], r"--grid .*: is a folder"),
+                            (["--json", tmp_path / "file" / "r.json"], r"--json .*file.*not a folder")):
+        code, err = _refused(levin + option, capsys)
+        assert code == 2 and re.search(message, err), (option, err)
+
+
+def test_a_failed_write_is_one_line(tmp_path, capsys, monkeypatch):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+
+    def full(path, obj):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(evaluate, "write_json", full)
+    with pytest.raises(SystemExit, match=r"^error: --json .*r\.json: cannot write \(No space left on device\)$"):
+        _run(["--benchmark", "levin", "--data", data, "--json", tmp_path / "r.json"])
+    assert "mean (1)" in capsys.readouterr().out  # the scores were printed before the write failed

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from blursynth.cli import positive_int
 from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
 
 from . import deconv, metrics
@@ -325,13 +326,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", type=Path, help="write the means and per-image records here")
     p.add_argument("--grid", type=Path, help="write a PNG contact sheet here")
-    p.add_argument("--grid-rows", type=int, default=32, help="at most this many pairs in the grid")
+    p.add_argument("--grid-rows", type=positive_int, default=32, help="at most this many pairs in the grid")
     p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse an unusable --json or --grid now: they are written only after the whole evaluation,
+    whose work a mistake there would throw away."""
+    for option, path, example in (("--json", args.json, "results.json"), ("--grid", args.grid, "grid.png")):
+        if path is None:
+            continue
+        if path.is_dir():
+            parser.error(f"{option} {path}: is a folder; name a file in it, e.g. {path / example}")
+        folder = next(parent for parent in path.parents if parent.exists())  # missing ones are created
+        if not folder.is_dir():
+            parser.error(f"{option} {path}: {folder} is not a folder; choose another path")
+    if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES:  # the suffix picks the format
+        parser.error(f"--grid {args.grid}: not an image file name ({args.grid.suffix or 'no suffix'}); "
+                     "end it in .png")
+
+
+def _write(option: str, path: Path, write: Callable[[], None]) -> None:
+    """Run one output writer; a failure (disk full, no permission) is one line naming the option."""
+    try:
+        write()
+    except OSError as exc:
+        raise SystemExit(f"error: {option} {path}: cannot write ({exc.strerror or exc})") from None
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_outputs(parser, args)
     try:
         device = str(pick_device(args.device))
         if args.benchmark == "levin":
@@ -362,11 +389,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint and method != str(args.checkpoint):  # a run folder: name the file it stands for
         print(f"checkpoint: {method}", file=sys.stderr)
     result.update(benchmark=args.benchmark, method=method, radius=radius, border=border)
-    print(format_table(result))
+    print(format_table(result))  # first: the scores stay on screen if a write below fails
     if args.json:
-        write_json(args.json, {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()})
+        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
+        _write("--json", args.json, lambda: write_json(args.json, clean))
     if args.grid:
-        write_grid(args.grid, images, max_rows=args.grid_rows)
+        _write("--grid", args.grid, lambda: write_grid(args.grid, images, max_rows=args.grid_rows))
     return result
 
 
