@@ -222,3 +222,15 @@ def test_a_failed_write_is_one_line(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit, match=r"^error: --json .*r\.json: cannot write \(No space left on device\)$"):
         _run(["--benchmark", "levin", "--data", data, "--json", tmp_path / "r.json"])
     assert "mean (1)" in capsys.readouterr().out  # the scores were printed before the write failed
+
+
+def test_border_and_radius_are_checked(tmp_path, capsys):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    for option in ("--border", "--radius"):
+        code, err = _refused(["--benchmark", "levin", "--data", data, option, -3], capsys)
+        assert code == 2 and f"argument {option}: must be >= 0, got -3" in err
+    # a border eating the whole image names the image and the largest border it allows
+    with pytest.raises(SystemExit, match=rf"^error: .*im1\.png: {SIZE}x{SIZE} is too small for a 40 px border; "
+                                         rf"use --border {SIZE // 2 - 1} or less"):
+        _run(["--benchmark", "levin", "--data", data, "--border", 40])
+

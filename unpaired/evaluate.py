@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from blursynth.cli import positive_int
+from blursynth.cli import non_negative_int, positive_int
 from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
 
 from . import deconv, metrics
@@ -182,6 +182,16 @@ def checkpoint_restorer(path: str | Path, device: str = "cpu") -> Restorer:
 # Evaluation
 
 
+def _check_border(path: Path, image: torch.Tensor, radius: int, border: int) -> None:
+    """Refuse a border crop that leaves nothing of ``image`` (read from ``path``) to score, before
+    any restoration runs; the scorer's own complaint would not name the image."""
+    h, w = image.shape[-2:]
+    if min(h, w) <= 2 * border:
+        below = " (and --radius below it)" if radius > 0 else ""
+        raise EvaluationError(f"{path}: {w}x{h} is too small for a {border} px border; use --border "
+                              f"{(min(h, w) - 1) // 2} or less{below}")
+
+
 def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: int = 10, border: int = 15,
              reference: Restorer | None = None, device: str = "cpu", progress: bool = True) -> dict:
     """Score ``restore`` on ``pairs``.
@@ -206,6 +216,7 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
     records, images = [], []
     for pair in tqdm(pairs, desc="evaluate", disable=not progress, file=sys.stderr):
         blurry, sharp, kernel = load_pair(pair, channels)
+        _check_border(pair.sharp, sharp, radius, border)
         blurry, sharp = blurry.to(device), sharp.to(device)
         true_k = kernel.to(device) if kernel is not None and kernel.dim() == 2 else None
         t0 = time.perf_counter()
@@ -321,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="non-blind method run with the TRUE kernels, or identity (score the blurry input)")
     source.add_argument("--checkpoint", type=Path, help="a trained model: a run folder of unpaired.train (its "
                         "checkpoints/best.pt, else its latest step_*.pt) or a checkpoint file")
-    p.add_argument("--radius", type=int, help="shift search radius in px (default: 10 for levin, 0 for folder)")
-    p.add_argument("--border", type=int, help="border crop in px (default: 15 for levin, 0 for folder)")
+    p.add_argument("--radius", type=non_negative_int,
+                   help="shift search radius in px (default: 10 for levin, 0 for folder)")
+    p.add_argument("--border", type=non_negative_int, help="border crop in px (default: 15 for levin, 0 for folder)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", type=Path, help="write the means and per-image records here")
     p.add_argument("--grid", type=Path, help="write a PNG contact sheet here")
