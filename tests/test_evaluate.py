@@ -234,3 +234,12 @@ def test_border_and_radius_are_checked(tmp_path, capsys):
                                          rf"use --border {SIZE // 2 - 1} or less"):
         _run(["--benchmark", "levin", "--data", data, "--border", 40])
 
+
+def test_a_stray_file_in_a_levin_folder_is_skipped_and_named(tmp_path, capsys):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
+    (data / "blurry" / "im1_kernel1 copy.png").write_bytes((data / "blurry" / "im1_kernel1.png").read_bytes())
+    (data / "blurry" / "notes.txt").write_text("")
+    out = _run(["--benchmark", "levin", "--data", data])
+    assert [r["name"] for r in out["per_image"]] == ["im1_kernel1", "im1_kernel2"]
+    err = capsys.readouterr().err
+    assert "skipped 2 files not named im{i}_kernel{j}.png: im1_kernel1 copy.png, notes.txt" in err

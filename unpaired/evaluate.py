@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from .inference import load_restorer
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
 KERNEL_SUM_TOLERANCE = 1e-3
+LEVIN_NAME = re.compile(r"im(\d+)_kernel(\d+)\.png")
 
 
 class EvaluationError(ValueError):
@@ -63,17 +65,30 @@ class Pair:
 
 def levin_pairs(data: str | Path) -> list[Pair]:
     """The Levin 2009 layout: ``sharp/im{i}.png``, ``blurry/im{i}_kernel{j}.png``,
-    ``kernels/kernel{j}.npy``. Every blurry image must have its sharp image and kernel."""
+    ``kernels/kernel{j}.npy``. Every blurry image must have its sharp image and kernel.
+
+    Other files in ``blurry/`` (a stray ``im1_kernel1 copy.png``) are skipped and named on stderr:
+    one should not stop a benchmark, nor be scored unnoticed. Hidden files are skipped silently."""
     data = Path(data)
-    blurry = sorted((data / "blurry").glob("im*_kernel*.png"),
-                    key=lambda p: tuple(int(s) for s in p.stem[2:].split("_kernel")))
+    folder = data / "blurry"
+    files = sorted(folder.iterdir()) if folder.is_dir() else []
+    named = {path: LEVIN_NAME.fullmatch(path.name) for path in files
+             if path.is_file() and not path.name.startswith(".")}
+    blurry = sorted((path for path, match in named.items() if match),
+                    key=lambda path: tuple(int(n) for n in named[path].groups()))
     if not blurry:
-        raise EvaluationError(f"{data / 'blurry'}: no im{{i}}_kernel{{j}}.png files; --data must be the "
+        raise EvaluationError(f"{folder}: no im{{i}}_kernel{{j}}.png files; --data must be the "
                               "Levin 2009 folder holding sharp/, blurry/ and kernels/")
+    stray = [path.name for path, match in named.items() if not match]
+    if stray:
+        more = f", and {len(stray) - 5} more" if len(stray) > 5 else ""
+        print(f"{folder}: skipped {len(stray)} file{'s' if len(stray) > 1 else ''} not named "
+              f"im{{i}}_kernel{{j}}.png: {', '.join(stray[:5])}{more}", file=sys.stderr)
     pairs = []
     for path in blurry:
-        image, kernel = path.stem.split("_")
-        pairs.append(Pair(path.stem, path, data / "sharp" / f"{image}.png", data / "kernels" / f"{kernel}.npy"))
+        image, kernel = named[path].groups()
+        pairs.append(Pair(path.stem, path, data / "sharp" / f"im{image}.png",
+                          data / "kernels" / f"kernel{kernel}.npy"))
     return pairs
 
 
