@@ -243,3 +243,11 @@ def test_a_stray_file_in_a_levin_folder_is_skipped_and_named(tmp_path, capsys):
     assert [r["name"] for r in out["per_image"]] == ["im1_kernel1", "im1_kernel2"]
     err = capsys.readouterr().err
     assert "skipped 2 files not named im{i}_kernel{j}.png: im1_kernel1 copy.png, notes.txt" in err
+
+
+def test_a_border_raised_above_the_radius_is_said(tmp_path, capsys):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    out = _run(["--benchmark", "levin", "--data", data, "--radius", 10, "--border", 5])
+    assert out["border"] == 11
+    assert "note: border raised from 5 to 11 px: it must exceed --radius 10" in capsys.readouterr().err
+

@@ -398,7 +398,9 @@ def main(argv: list[str] | None = None) -> dict:
             pairs, channels, radius, border = folder_pairs(args.blurry, args.sharp, args.kernels), 3, 0, 0
         radius = radius if args.radius is None else args.radius
         border = border if args.border is None else args.border
-        if radius > 0 and border <= radius:
+        if radius > 0 and border <= radius:  # shifted windows must stay inside the scored area
+            print(f"note: border raised from {border} to {radius + 1} px: it must exceed --radius {radius}",
+                  file=sys.stderr)
             border = radius + 1
         method = args.method
         if args.checkpoint:  # a run folder stands for one file: resolved once, so the file named is the one scored
