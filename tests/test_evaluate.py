@@ -251,3 +251,14 @@ def test_a_border_raised_above_the_radius_is_said(tmp_path, capsys):
     assert out["border"] == 11
     assert "note: border raised from 5 to 11 px: it must exceed --radius 10" in capsys.readouterr().err
 
+
+def test_options_the_benchmark_does_not_use_are_refused(tmp_path, capsys):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    code, err = _refused(["--benchmark", "levin", "--data", data, "--kernels", "nope"], capsys)
+    assert code == 2 and "--benchmark levin does not use --kernels" in err
+    code, err = _refused(["--benchmark", "levin", "--data", data, "--blurry", data, "--sharp", data], capsys)
+    assert code == 2 and "--benchmark levin does not use --blurry, --sharp" in err
+    code, err = _refused(["--benchmark", "folder", "--blurry", data / "blurry", "--sharp", data / "sharp",
+                          "--data", data], capsys)
+    assert code == 2 and "--benchmark folder does not use --data" in err
+

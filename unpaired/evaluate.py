@@ -358,6 +358,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The input options of each benchmark, and where that benchmark reads its files instead.
+BENCHMARK_INPUTS = {"levin": (("data",), "it reads sharp/, blurry/ and kernels/ under --data"),
+                    "folder": (("blurry", "sharp", "kernels"), "it reads --blurry, --sharp and --kernels")}
+
+
+def _check_benchmark_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse another benchmark's input options: ignored, they would look used (--kernels with levin)."""
+    unused = [f"--{name}" for benchmark, (names, _) in BENCHMARK_INPUTS.items() if benchmark != args.benchmark
+              for name in names if getattr(args, name) is not None]
+    if unused:
+        parser.error(f"--benchmark {args.benchmark} does not use {', '.join(unused)} "
+                     f"({BENCHMARK_INPUTS[args.benchmark][1]}); drop {'them' if len(unused) > 1 else 'it'}")
+
+
 def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse an unusable --json or --grid now: they are written only after the whole evaluation,
     whose work a mistake there would throw away."""
@@ -385,6 +399,7 @@ def _write(option: str, path: Path, write: Callable[[], None]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_benchmark_inputs(parser, args)
     _check_outputs(parser, args)
     try:
         device = str(pick_device(args.device))
