@@ -262,3 +262,13 @@ def test_options_the_benchmark_does_not_use_are_refused(tmp_path, capsys):
                           "--data", data], capsys)
     assert code == 2 and "--benchmark folder does not use --data" in err
 
+
+def test_two_images_with_one_name_are_refused(tmp_path):
+    root = tmp_path / "ds"
+    for d in ("blur", "sharp"):
+        (root / d).mkdir(parents=True)
+        iio.imwrite(root / d / "000001.png", np.zeros((16, 16), np.uint8))
+    iio.imwrite(root / "blur" / "000001.jpg", np.zeros((16, 16), np.uint8))
+    with pytest.raises(SystemExit, match=r"blur/000001\.jpg and .*blur/000001\.png: two images named 000001"):
+        _run(["--benchmark", "folder", "--blurry", root / "blur", "--sharp", root / "sharp"])
+

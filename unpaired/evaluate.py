@@ -93,7 +93,16 @@ def levin_pairs(data: str | Path) -> list[Pair]:
 
 
 def _by_stem(folder: Path, suffixes: set[str]) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes and p.is_file()}
+    """The files of ``folder`` by name without suffix, which pairs are matched on: two of one name
+    (``000001.png`` and ``000001.jpg``) are refused, as nothing says which one is the pair's."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in suffixes and path.is_file():
+            if path.stem in found:
+                raise EvaluationError(f"{found[path.stem]} and {path}: two images named {path.stem}; images are "
+                                      "paired by name without the suffix, so remove or rename one")
+            found[path.stem] = path
+    return found
 
 
 def folder_pairs(blurry: str | Path, sharp: str | Path, kernels: str | Path | None = None) -> list[Pair]:
