@@ -272,3 +272,12 @@ def test_two_images_with_one_name_are_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"blur/000001\.jpg and .*blur/000001\.png: two images named 000001"):
         _run(["--benchmark", "folder", "--blurry", root / "blur", "--sharp", root / "sharp"])
 
+
+def test_a_kernel_of_the_wrong_shape_stops_any_method(tmp_path):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    np.save(data / "kernels" / "kernel1.npy", np.stack([_kernel(1)] * 3))  # 3-D: neither a kernel nor a grid
+    with pytest.raises(SystemExit, match=r"kernel1\.npy: a kernel must be a 2-D array .*got shape \(3, 9, 9\)"):
+        _run(["--benchmark", "levin", "--data", data])  # --method identity does not use the kernel
+    # a projective blursynth dataset's rows x cols grid of local kernels: scored, without error ratio
+    np.save(data / "kernels" / "kernel1.npy", np.stack([np.stack([_kernel(1)] * 2)] * 2))
+    assert _run(["--benchmark", "levin", "--data", data])["error_ratio"] is None

@@ -138,7 +138,9 @@ def folder_pairs(blurry: str | Path, sharp: str | Path, kernels: str | Path | No
 def load_kernel(path: Path) -> torch.Tensor:
     """A ``.npy`` blur kernel as float32 ``(h, w)``: finite, non-negative, summing to 1.
 
-    A stored grid of local kernels (more than 2 axes) is returned as is, for callers to refuse."""
+    A ``(rows, cols, h, w)`` grid of local kernels (a projective ``blursynth dataset``'s) is returned
+    as is: it has no single true kernel, so its pair gets no error ratio and non-blind methods refuse
+    it. Any other shape is refused here, whatever the method, as the file is not what it claims."""
     if not path.is_file():
         raise EvaluationError(f"{path}: no such kernel file")
     try:
@@ -146,8 +148,9 @@ def load_kernel(path: Path) -> torch.Tensor:
     except Exception as exc:
         raise EvaluationError(f"{path}: cannot be read as a .npy array ({exc})") from None
     k = np.asarray(k, dtype=np.float32)
-    if k.ndim < 2 or min(k.shape) == 0:
-        raise EvaluationError(f"{path}: a kernel must be a 2-D array, got shape {k.shape}")
+    if k.ndim not in (2, 4) or min(k.shape) == 0:
+        raise EvaluationError(f"{path}: a kernel must be a 2-D array (or a rows x cols grid of them, as "
+                              f"blursynth writes for projective blur), got shape {k.shape}")
     if not np.isfinite(k).all() or (k < -1e-6).any():
         raise EvaluationError(f"{path}: kernel has negative or non-finite values")
     total = k.sum(axis=(-2, -1))
