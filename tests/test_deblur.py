@@ -159,6 +159,17 @@ def test_cli_bad_device(tmp_path, checkpoint, capsys):
         assert "no CUDA device is visible; use --device cpu" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, named", [(["--tile", "0"], "--tile"), (["--tile", "64", "--overlap", "64"], "--overlap"),
+                                             (["--overlap", "-4"], "--overlap")])
+def test_cli_checks_tile_and_overlap_before_loading(tmp_path, options, named, capsys):
+    # the checkpoint does not exist: a refusal that names it would mean the options were checked too late
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")] + options)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert named in err and "none.pt" not in err
+
+
 def test_overlap_must_fit_in_tile():
     with pytest.raises(ValueError, match="overlap"):
         deblur_image(conv_net(), torch.rand(1, 3, 20, 20), tile=16, overlap=16)

@@ -221,10 +221,16 @@ def main(argv: list[str] | None = None) -> int:
                         "else its latest step_*.pt) or a checkpoint file")
     parser.add_argument("--out", required=True, help="output folder (created); files keep their names")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels; lower it to save memory (default 256)")
-    parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
+    parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, 0 to --tile - 1 (default 32)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
     args = parser.parse_args(argv)
+    # deblur_image checks these too, but only once the checkpoint is loaded, and then once per file
+    if args.tile < 1:
+        parser.error(f"--tile must be at least 1 pixel, got {args.tile}")
+    if not 0 <= args.overlap < args.tile:
+        parser.error(f"--overlap must lie in [0, --tile) = [0, {args.tile}), got {args.overlap}; "
+                     "lower --overlap or raise --tile")
     out_dir = Path(args.out)
     try:
         plan = plan_outputs(args.inputs, out_dir, args.overwrite)
