@@ -39,13 +39,14 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message names the file and what to do."""
 
 
-def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, int]:
+def read_image(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray, int]:
     """Read an image file as float32 ``(channels, H, W)`` in ``[0, 1]``.
 
     Grayscale is repeated to 3 channels (or kept if ``channels == 1``), RGB to gray by the Rec. 709
-    luma weights, alpha is composited over white, palette and CMYK images are converted to RGB, an
-    EXIF orientation is applied (the image comes in upright, as viewers show it), and 8/16-bit or
-    float samples are scaled by their type's range.
+    luma weights; ``channels=None`` keeps the file's colour type (1 channel for a gray file, 3 for a
+    colour one, whatever its pixels). Alpha is composited over white, palette and CMYK images are
+    converted to RGB, an EXIF orientation is applied (the image comes in upright, as viewers show
+    it), and 8/16-bit or float samples are scaled by their type's range.
 
     Returns:
         ``(array, bits)``: the image and its bit depth (8, 16 or 32 for float files).
@@ -57,7 +58,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, 
         return _read(path, channels)
 
 
-def _read(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, int]:
+def _read(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray, int]:
     path = _nonempty_file(path)
     with _decoding(path):
         raw = _read_png16(path) if _is_png16_multichannel(path) else _decode(path)
@@ -85,6 +86,8 @@ def _read(path: str | os.PathLike, channels: int = 3) -> tuple[np.ndarray, int]:
         img = img[:-1] * alpha + (1.0 - alpha)
     if img.shape[0] > 3:
         img = img[:3]
+    if channels is None:
+        channels = img.shape[0]
     if channels == 3 and img.shape[0] == 1:
         img = np.repeat(img, 3, axis=0)
     elif channels == 1 and img.shape[0] == 3:

@@ -87,6 +87,20 @@ def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
+def test_cli_output_colour_type_follows_the_file_not_the_pixels(tmp_path, checkpoint):
+    # a gray photo saved as RGB stays RGB, and a gray file stays gray
+    rng = np.random.default_rng(2)
+    plane = rng.random((1, 20, 24)).astype(np.float32)
+    for name in ("rgb.png", "rgb.jpg", "rgb16.tif"):
+        write_image(tmp_path / "in" / name, np.repeat(plane, 3, axis=0), bits=16 if "16" in name else 8)
+    write_image(tmp_path / "in" / "gray.png", plane)
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4"]) == 0
+    for name in ("rgb.png", "rgb.jpg", "rgb16.tif"):
+        assert iio.imread(tmp_path / "out" / name).shape == (20, 24, 3), name
+    assert iio.imread(tmp_path / "out" / "gray.png").shape == (20, 24)
+
+
 def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(1)
     for name in ("a.png", "b.jpg"):

@@ -29,6 +29,10 @@ def test_rgb_gray_rgba_palette_8bit(tmp_path):
     gray, _ = read_image(tmp_path / "gray.png")
     assert np.array_equal(gray[0], gray[2]) and np.allclose(gray[0], rgb[:, :, 0] / 255)
     assert read_image(tmp_path / "gray.png", channels=1)[0].shape == (1, 12, 10)
+    # channels=None: the file's colour type, even for an RGB file whose channels are equal
+    assert read_image(tmp_path / "gray.png", channels=None)[0].shape == (1, 12, 10)
+    Image.fromarray(np.repeat(rgb[:, :, :1], 3, axis=2)).save(tmp_path / "gray-as-rgb.png")
+    assert read_image(tmp_path / "gray-as-rgb.png", channels=None)[0].shape == (3, 12, 10)
 
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 0, np.uint8)])  # fully transparent: white
     Image.fromarray(rgba).save(tmp_path / "rgba.png")

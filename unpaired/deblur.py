@@ -4,9 +4,9 @@ Any image :func:`blursynth.io.read_image` reads, any size: the image is cut into
 restored one row of tiles at a time, and the tiles are blended with weights that vanish near tile
 edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams and a fully
 convolutional model gives the same output tiled as untiled away from the image border. Outputs keep
-the input's size, file format and bit depth (grayscale stays grayscale). A file that fails is reported
-and skipped; nothing is written where an output would replace an input, or an earlier output
-without ``--overwrite``.
+the input's size, file format, bit depth and colour type (a gray file stays gray, an RGB file RGB).
+A file that fails is reported and skipped; nothing is written where an output would replace an
+input, or an earlier output without ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -168,9 +168,10 @@ def output_path(src: Path, out_dir: Path) -> Path:
 def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, factor: int,
                 device: torch.device) -> None:
     """Read ``src``, restore it, write it to ``dst`` (from :func:`plan_outputs`) in its format and bit depth."""
-    array, bits = read_image(src)
-    gray = bool(np.all(array[0] == array[1]) and np.all(array[1] == array[2]))
-    image = torch.from_numpy(array)[None].to(device)
+    # The file's colour type, not its pixels, decides: a gray photo saved as RGB stays RGB.
+    array, bits = read_image(src, channels=None)
+    gray = array.shape[0] == 1
+    image = torch.from_numpy(array)[None].to(device).expand(-1, 3, -1, -1)  # the network sees RGB
     out = deblur_image(net, image, tile, overlap, factor, progress=True)[0].cpu().numpy()
     if gray:
         out = out.mean(0, keepdims=True)
