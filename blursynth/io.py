@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import struct
 import tempfile
@@ -61,7 +62,12 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.nd
 def _read(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray, int]:
     path = _nonempty_file(path)
     with _decoding(path):
-        raw = _read_png16(path) if _is_png16_multichannel(path) else _decode(path)
+        if _is_png16_multichannel(path):
+            raw = _read_png16(path)
+        elif (pnm := _pnm16_header(path)) is not None:
+            raw = _read_pnm16(path, pnm)
+        else:
+            raw = _decode(path)
     if raw.ndim == 4:  # animated / multi-page: take the first frame
         raw = raw[0]
     if raw.ndim not in (2, 3) or raw.size == 0:
@@ -221,14 +227,17 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
     """Atomically write float ``(C, H, W)`` in ``[0, 1]`` (or an integer array) as an image file.
 
     The format follows the suffix. PNGs (8 or 16 bits, gray, gray + alpha, RGB or RGBA) are encoded by
-    :func:`png_bytes`, whose only option is ``compress_level`` (zlib, 0-9, default 6); other formats go
-    through imageio, with extra keyword arguments passed on (e.g. ``quality=90`` for JPEG).
+    :func:`png_bytes`, whose only option is ``compress_level`` (zlib, 0-9, default 6), PGM/PPMs (8 or
+    16 bits, gray or RGB) by :func:`pnm_bytes`; other formats go through imageio, with extra keyword
+    arguments passed on (e.g. ``quality=90`` for JPEG).
     """
     data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(png_bytes(data, **kwargs))
+        elif path.suffix.lower() in (".pgm", ".ppm"):
+            tmp.write_bytes(pnm_bytes(data))
         else:
             iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
 
@@ -384,6 +393,52 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     header = struct.pack(">IIBBBBB", w, h, 8 * data.itemsize, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
     return (_PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, compress_level))
             + chunk(b"IEND", b""))
+
+
+# Pillow reads 16-bit PPMs as 8-bit RGB and 16-bit PGMs as 32-bit integers (which read_image, taking
+# them for the full int32 range, turned into a flat gray), and cannot write 16-bit RGB: binary netpbm
+# files with more than 8 bits are read and all PGM/PPMs written here. The format is a text header
+# (magic, width, height, maxval, with # comments) then the samples, 16-bit ones big-endian.
+
+_PNM_CHANNELS = {b"P5": 1, b"P6": 3}
+_PNM_HEADER = re.compile(rb"(P[56])" + rb"(?:\s|#[^\r\n]*[\r\n])+(\d+)" * 3 + rb"\s")
+
+
+def _pnm16_header(path: Path) -> tuple[int, int, int, int, int] | None:
+    """``(channels, width, height, maxval, offset of the samples)`` of a binary PGM/PPM with more
+    than 8 bits per sample, else None (Pillow reads the rest)."""
+    with open(path, "rb") as fh:
+        match = _PNM_HEADER.match(fh.read(4096))
+    if match is None or not 255 < int(match[4]) < 65536:
+        return None
+    return _PNM_CHANNELS[match[1]], int(match[2]), int(match[3]), int(match[4]), match.end()
+
+
+def _read_pnm16(path: Path, header: tuple[int, int, int, int, int]) -> np.ndarray:
+    """The ``(H, W, C)`` uint16 samples of a PGM/PPM with :func:`_pnm16_header`, scaled from
+    ``[0, maxval]`` to ``[0, 65535]``."""
+    channels, width, height, maxval, offset = header
+    _check_pixels(path, height, width)
+    count = width * height * channels
+    samples = np.fromfile(path, ">u2", count=count, offset=offset)
+    if samples.size < count:
+        raise ImageError(f"{path}: cut short ({samples.size} of {count} samples); re-export it")
+    samples = samples.reshape(height, width, channels)
+    if maxval != 65535:
+        return np.rint(np.minimum(samples, maxval) * (65535 / maxval)).astype(np.uint16)
+    return samples.astype(np.uint16)
+
+
+def pnm_bytes(data: np.ndarray) -> bytes:
+    """Binary PGM (``(H, W)`` or ``(H, W, 1)``) or PPM (``(H, W, 3)``) file bytes of uint8 or uint16
+    data: maxval 255 or 65535, 16-bit samples big-endian."""
+    channels = data.shape[2] if data.ndim == 3 else 1
+    if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in (1, 3):
+        raise ValueError(f"PGM/PPM needs uint8 or uint16 (H, W) or (H, W, 1|3) data, got {data.dtype} {data.shape}")
+    height, width = data.shape[:2]
+    deep = data.dtype == np.uint16
+    header = b"P%d\n%d %d\n%d\n" % (5 if channels == 1 else 6, width, height, 65535 if deep else 255)
+    return header + np.ascontiguousarray(data, dtype=">u2" if deep else np.uint8).tobytes()
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

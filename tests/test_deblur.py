@@ -87,6 +87,27 @@ def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
+def test_cli_keeps_16bit_pgm_and_ppm_16bit(tmp_path, checkpoint, capsys):
+    rng = np.random.default_rng(3)
+    for name, shape in (("deep.pgm", (20, 24)), ("deep.ppm", (20, 24, 3))):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        head = b"P5" if len(shape) == 2 else b"P6"  # netpbm by hand: header, then big-endian samples
+        samples = rng.integers(0, 65536, size=shape).astype(">u2")
+        (tmp_path / "in" / name).write_bytes(head + b"\n24 20\n65535\n" + samples.tobytes())
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4"]) == 0
+    for name, head in (("deep.pgm", b"P5"), ("deep.ppm", b"P6")):
+        data = (tmp_path / "out" / name).read_bytes()
+        assert data.startswith(head + b"\n24 20\n65535\n"), data[:20]
+        assert len(data) == len(head + b"\n24 20\n65535\n") + 2 * 20 * 24 * (1 if head == b"P5" else 3)
+    # a 16-bit file whose suffix names an 8-bit format is refused, not written with 8 bits
+    write_image(tmp_path / "png.png", rng.random((1, 20, 24)).astype(np.float32), bits=16)
+    (tmp_path / "png.png").rename(tmp_path / "png.jpg")
+    assert main([str(tmp_path / "png.jpg"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 1
+    assert "png.jpg: a 16-bit image, but .jpg holds 8 bits" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "png.jpg").exists()
+
+
 def test_cli_output_colour_type_follows_the_file_not_the_pixels(tmp_path, checkpoint):
     # a gray photo saved as RGB stays RGB, and a gray file stays gray
     rng = np.random.default_rng(2)

@@ -190,6 +190,35 @@ def test_16bit_gray_png(tmp_path):
     assert bits == 16 and np.allclose(img[0], deep / 65535, atol=1e-6)
 
 
+def _netpbm(path, data, maxval):
+    """A binary PGM (``(H, W)`` data) or PPM (``(H, W, 3)``) made by hand, with a comment in the header."""
+    magic = b"P5" if data.ndim == 2 else b"P6"
+    path.write_bytes(magic + b"\n# by hand\n%d %d\n%d\n" % (data.shape[1], data.shape[0], maxval)
+                     + data.astype(">u2" if maxval > 255 else np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("maxval", [65535, 1023])
+def test_16bit_pgm_and_ppm_keep_all_bits(tmp_path, maxval):
+    # Pillow reads 16-bit PPMs as 8-bit and 16-bit PGMs as int32 (which read_image took for a full
+    # 32-bit range); netpbm samples are big-endian, each in [0, maxval].
+    deep = _ramp(top=maxval)
+    for name, data in (("deep.ppm", deep), ("deep.pgm", deep[:, :, 0])):
+        _netpbm(tmp_path / name, data, maxval)
+        img, bits = read_image(tmp_path / name, channels=None)
+        expected = data.reshape(12, 10, -1).transpose(2, 0, 1) / maxval
+        assert bits == 16 and img.shape == expected.shape
+        assert np.abs(img - expected).max() <= 0.5 / 65535 + 1e-7
+        write_image(tmp_path / f"out-{name}", img, bits=16)
+        header = (b"P5" if data.ndim == 2 else b"P6") + b"\n10 12\n65535\n"
+        written = (tmp_path / f"out-{name}").read_bytes()
+        assert written.startswith(header)
+        samples = np.frombuffer(written, ">u2", offset=len(header)).reshape(12, 10, -1).transpose(2, 0, 1)
+        assert np.array_equal(samples, np.rint(expected * 65535))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out-deep.pgm")), np.rint(deep[:, :, 0] / maxval * 65535))
+    write_image(tmp_path / "8bit.ppm", deep.transpose(2, 0, 1) / maxval)  # 8 bits, as Pillow reads them
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "8bit.ppm")), np.rint(deep / maxval * 255))
+
+
 @pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 1), (7, 9, 2), (1, 1, 3), (6, 5, 3), (7, 9, 4)])

@@ -161,6 +161,10 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
+# Formats whose files hold 16-bit samples (float TIFFs stay float); the others are read as 8-bit.
+DEEP_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".ppm")
+
+
 def output_path(src: Path, out_dir: Path) -> Path:
     return out_dir / src.name
 
@@ -171,6 +175,9 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
     # The file's colour type, not its pixels, decides: a gray photo saved as RGB stays RGB.
     array, bits = read_image(src, channels=None)
     gray = array.shape[0] == 1
+    if bits > 8 and dst.suffix.lower() not in DEEP_SUFFIXES:  # rather than write it with 8 bits
+        raise ImageError(f"{src}: a {bits}-bit image, but {dst.suffix or 'a file without suffix'} holds 8 bits; "
+                         "rename it to the suffix of its format or convert it to 16-bit PNG or TIFF")
     image = torch.from_numpy(array)[None].to(device).expand(-1, 3, -1, -1)  # the network sees RGB
     out = deblur_image(net, image, tile, overlap, factor, progress=True)[0].cpu().numpy()
     if gray:
@@ -180,7 +187,7 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
         with atomic_path(dst) as tmp:
             iio.imwrite(tmp, np.ascontiguousarray(pixels[..., 0] if gray else pixels), extension=dst.suffix)
     else:
-        write_image(dst, out, bits=16 if bits > 8 and dst.suffix.lower() in (".png", ".tif", ".tiff") else 8)
+        write_image(dst, out, bits=16 if bits > 8 else 8)
 
 
 def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
