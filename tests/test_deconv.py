@@ -145,6 +145,45 @@ def test_bad_arguments():
         deconv.richardson_lucy(x, k, iterations=-1)
 
 
+SOLVERS = {"wiener": deconv.wiener, "rl": deconv.richardson_lucy, "hyperlaplacian": deconv.hyper_laplacian}
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_solvers_refuse_inputs_that_would_give_garbage(name):
+    # Once: kernel * 0.5 doubled the brightness, kernel * 11 gave negative means, a zero kernel NaN or an
+    # IndexError in shrink_lut, a (C, H, W) image came back (1, C, H, W), uint8 failed inside torch.mean.
+    solver, x, k = SOLVERS[name], torch.cat([_scene(32), _scene(32, seed=1)]), _motion_kernel()
+    nan = k.clone()
+    nan[5, 3] = float("nan")
+    for kernel, message in ((k * 0.5, "sums to 0.5, not 1"), (k * 11, "sums to 11, not 1"),
+                            (torch.zeros(5, 5), "sums to 0, not 1"), (torch.stack([k, 2 * k]), "sums to 2, not 1"),
+                            (2 * k - k.max() * (k > 0), "negative"), (nan, "NaN or infinite")):
+        with pytest.raises(ValueError, match=message):
+            solver(x, kernel)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        solver(x[0], k)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        solver((x * 255).to(torch.uint8), k)
+    noisy = k + 1e-5 * torch.rand(k.shape, generator=torch.Generator().manual_seed(0))  # float rounding is no fault
+    assert solver(x, noisy / noisy.sum()).shape == x.shape
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, k: deconv.wiener(x, k, nsr=-1.0), "nsr"),
+    (lambda x, k: deconv.wiener(x, k, nsr=torch.tensor([[[[0.01]]], [[[float("nan")]]]])), "nsr"),
+    (lambda x, k: deconv.richardson_lucy(x, k, tv=-0.01), "tv"),
+    (lambda x, k: deconv.richardson_lucy(x, k, eps=0.0), "eps"),
+    (lambda x, k: deconv.hyper_laplacian(x, k, lam=-5.0), "lam"),
+    (lambda x, k: deconv.hyper_laplacian(x, k, alpha=3.0), "alpha"),
+    (lambda x, k: deconv.hyper_laplacian(x, k, beta0=0.0), "beta0"),
+    (lambda x, k: deconv.hyper_laplacian(x, k, beta_rate=1.0), "beta_rate"),  # once an endless loop
+    (lambda x, k: deconv.hyper_laplacian(x, k, inner=0), "inner"),
+])
+def test_solver_parameters_out_of_range(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(_scene(32), _motion_kernel())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     sharp, blurry, k = _blurred_case()

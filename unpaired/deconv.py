@@ -4,7 +4,11 @@ prior solved by half-quadratic splitting (Krishnan & Fergus, NIPS 2009).
 All solvers take a blurry batch ``y (B, C, H, W)`` (float32/float64, any device) and kernels as
 :func:`blursynth.blur.blur` takes them (``(h, w)``, ``(B|1, h, w)`` or ``(B|1, C|1, h, w)``, centre at
 ``(h // 2, w // 2)``, true convolution), and return the restored ``(B, C, H, W)`` on the same device.
-Every step is a torch operation, so the solvers are differentiable in ``y`` and in the kernel.
+Kernels must be finite, non-negative and each sum to 1, as the package's kernels do
+(:func:`check_kernel`): the solvers take the kernel as the whole blur, so one summing to 0.5 would
+double the brightness and one summing to 0 has no inverse. Bad images, kernels or parameters raise
+ValueError. Every step is a torch operation, so the solvers are differentiable in ``y`` and in the
+kernel.
 
 Photographs are not periodic, while the solvers work in the Fourier domain (circular convolution).
 :func:`prepare` therefore pads the image by replicating its border, enlarges the pad to a fast FFT
@@ -20,6 +24,54 @@ import math
 import torch
 
 from blursynth.blur import R2C_MULTIPLE, as_kernel4d, fast_length, kernel_spectrum
+
+# ---------------------------------------------------------------------------------------------
+# Input checks, shared by the solvers
+
+# Normalised float32 kernels sum to 1 within about 1e-6; kernels stored as files (Levin's, say)
+# within about 1e-4. Also the rule of unpaired.evaluate.load_kernel.
+KERNEL_SUM_TOLERANCE = 1e-3
+
+
+def check_kernel(kernel: torch.Tensor, name: str = "kernel") -> None:
+    """Raise ValueError unless every ``(h, w)`` kernel of ``kernel (..., h, w)`` is finite,
+    non-negative (down to -1e-6, float rounding) and sums to 1 within :data:`KERNEL_SUM_TOLERANCE`."""
+    k = kernel.detach()
+    if not torch.isfinite(k).all():
+        raise ValueError(f"{name} has NaN or infinite values")
+    if (k < -1e-6).any():
+        raise ValueError(f"{name} has negative values (down to {float(k.min()):.3g}); blur kernels are non-negative")
+    error = (k.sum(dim=(-2, -1)) - 1.0).flatten()
+    worst = int(error.abs().argmax())
+    total = 1.0 + float(error[worst])
+    if abs(total - 1.0) > KERNEL_SUM_TOLERANCE:
+        fix = ("normalise it (kernel / kernel.sum(dim=(-2, -1), keepdim=True))" if total > KERNEL_SUM_TOLERANCE
+               else "it holds no blur to undo; pass the kernel that blurred the image")
+        raise ValueError(f"{name} sums to {total:.6g}, not 1; {fix}")
+
+
+def _checked_kernel(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``kernel`` as ``(Bk, Ck, h, w)`` for ``y`` (:func:`blursynth.blur.as_kernel4d`), once both are
+    checked: ``y`` a float ``(B, C, H, W)`` tensor, the kernels as :func:`check_kernel` wants them."""
+    if not isinstance(y, torch.Tensor) or y.dim() != 4:
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y must be a (B, C, H, W) tensor, got {got}; for one (C, H, W) image pass y[None]")
+    if y.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"y must be float32 or float64, got {y.dtype}; convert it (8-bit images: y.float() / 255)")
+    k = as_kernel4d(kernel, y)
+    check_kernel(k)
+    return k
+
+
+def _check_positive(name: str, value: float | torch.Tensor, floor: float = 0.0, strict: bool = True) -> None:
+    """Raise ValueError unless ``value`` (a number or every element of a tensor) is finite and above
+    ``floor`` (or at least ``floor`` when not ``strict``)."""
+    v = torch.as_tensor(value).detach()
+    ok = torch.isfinite(v).all() and ((v > floor) if strict else (v >= floor)).all()
+    if not ok:
+        got = value if v.numel() == 1 else f"values from {float(v.min()):.3g} to {float(v.max()):.3g}"
+        raise ValueError(f"{name} must be finite and {'above' if strict else 'at least'} {floor:g}, got {got}")
+
 
 # ---------------------------------------------------------------------------------------------
 # Boundary handling
@@ -130,8 +182,8 @@ def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor | No
 
     Args:
         y: ``(B, C, H, W)`` blurry images.
-        kernel: blur kernels (see module docstring).
-        nsr: noise-to-signal ratio, a float or a tensor broadcastable to ``(B, C, 1, 1)``; ``None``
+        kernel: blur kernels, non-negative, each summing to 1 (see module docstring).
+        nsr: noise-to-signal ratio (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)``; ``None``
             estimates it per image and channel with :func:`estimate_nsr`.
         prior: ``"gradient"`` (``P = |Dx|^2 + |Dy|^2``: natural images' ``1/|f|^2`` spectrum, the
             better choice for photographs) or ``"flat"`` (``P = 1``, the textbook white-signal form).
@@ -142,9 +194,10 @@ def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor | No
     """
     if prior not in ("gradient", "flat"):
         raise ValueError(f"prior must be 'gradient' or 'flat', got {prior!r}")
-    k = as_kernel4d(kernel, y)
+    k = _checked_kernel(y, kernel)
     if nsr is None:
         nsr = estimate_nsr(y)
+    _check_positive("nsr", nsr)
     size = y.shape[-2:]
     yp, offset = prepare(y, k) if taper else (y, (0, 0))
     shape = yp.shape[-2:]
@@ -174,16 +227,18 @@ def richardson_lucy(y: torch.Tensor, kernel: torch.Tensor, iterations: int = 50,
         y: ``(B, C, H, W)`` non-negative blurry images (negative values are clamped to 0).
         kernel: non-negative kernels summing to 1 (see module docstring).
         iterations: fixed-point iterations (more = sharper and noisier unless ``tv > 0``).
-        tv: TV weight, ``0`` for plain RL; about ``0.002``-``0.01`` for images in ``[0, 1]``.
+        tv: TV weight (>= 0), ``0`` for plain RL; about ``0.002``-``0.01`` for images in ``[0, 1]``.
         taper: pad and edge-taper first (:func:`prepare`).
-        eps: floor of the divisions, in image units.
+        eps: floor of the divisions (> 0), in image units.
 
     Returns:
         ``(B, C, H, W)`` restored images, non-negative.
     """
     if iterations < 0:
         raise ValueError(f"iterations must be >= 0, got {iterations}")
-    k = as_kernel4d(kernel, y)
+    _check_positive("tv", tv, strict=False)
+    _check_positive("eps", eps)
+    k = _checked_kernel(y, kernel)
     size = y.shape[-2:]
     yp, offset = prepare(y.clamp_min(0.0), k) if taper else (y.clamp_min(0.0), (0, 0))
     shape = yp.shape[-2:]
@@ -283,13 +338,14 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
 
     Args:
         y: ``(B, C, H, W)`` blurry images in ``[0, 1]`` (``lam`` is tuned for that scale).
-        kernel: blur kernels (see module docstring).
-        lam: data weight, a float or a tensor broadcastable to ``(B, C, 1, 1)``; larger for less
+        kernel: blur kernels, non-negative, each summing to 1 (see module docstring).
+        lam: data weight (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)``; larger for less
             noise (about 1e3 at 1% noise, 5e3 for clean 8-bit photographs). ``None`` sets it from the
             estimated noise of each image (:func:`auto_lambda`).
         alpha: prior exponent, 2/3 or 1/2 as in the paper (any value in (0, 2]).
-        beta0, beta_max, beta_rate: continuation schedule of the splitting weight.
-        inner: alternations per beta value.
+        beta0, beta_max, beta_rate: continuation schedule of the splitting weight (``beta0 > 0``,
+            ``beta_rate > 1``).
+        inner: alternations per beta value (>= 1).
         taper: pad and edge-taper first (:func:`prepare`).
         lut: solve the w-step by lookup table (:func:`shrink_lut`, about 10x faster) instead of
             per-pixel Newton (:func:`shrink_hyper_laplacian`).
@@ -297,9 +353,16 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
     Returns:
         ``(B, C, H, W)`` restored images.
     """
-    k = as_kernel4d(kernel, y)
+    k = _checked_kernel(y, kernel)
+    if not 0 < alpha <= 2:
+        raise ValueError(f"alpha must be in (0, 2], got {alpha}")
+    _check_positive("beta0", beta0)
+    _check_positive("beta_rate", beta_rate, floor=1.0)  # at 1 or below beta never reaches beta_max
+    if inner < 1:
+        raise ValueError(f"inner must be at least 1, got {inner}")
     if lam is None:
         lam = auto_lambda(y)
+    _check_positive("lam", lam)
     size = y.shape[-2:]
     yp, offset = prepare(y, k) if taper else (y, (0, 0))
     shape = yp.shape[-2:]
@@ -333,5 +396,5 @@ METHODS = {
     "hyperlaplacian": hyper_laplacian,
 }
 
-__all__ = ["wiener", "richardson_lucy", "hyper_laplacian", "auto_lambda", "shrink_hyper_laplacian", "shrink_lut", "edgetaper", "prepare",
+__all__ = ["wiener", "richardson_lucy", "hyper_laplacian", "check_kernel", "KERNEL_SUM_TOLERANCE", "auto_lambda", "shrink_hyper_laplacian", "shrink_lut", "edgetaper", "prepare",
            "crop", "estimate_noise", "estimate_nsr", "METHODS"]
