@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from .io import check_pair_sizes, read_image
 from .pairs import ImageFolder, make_pairs
 from .recipe import Recipe, load_recipe
+from .rng import check_seed
 
 
 def flatten_params(record: dict, prefix: str = "") -> dict:
@@ -59,6 +60,7 @@ class SyntheticPairs(Dataset):
                  seed: int = 0, crop: tuple[int, int] | None = None, device: str = "cpu"):
         if length < 1:
             raise ValueError(f"length must be a positive number of pairs, got {length}")
+        seed = check_seed(seed)
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if crop is not None:
             recipe = recipe.with_crop(crop)

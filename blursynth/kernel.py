@@ -334,7 +334,7 @@ class KernelChunk:
 
 def redraw_seed(seed: int, attempt: int) -> int:
     """Seed of the ``attempt``-th redraw (attempt >= 1) under ``fit="resample"``: a pure function of both."""
-    return rng._python_mix(rng._python_mix(seed) ^ rng._python_mix(0x5EED0000 + attempt)) >> 1
+    return rng._python_mix(rng._python_mix(rng.check_seed(seed)) ^ rng._python_mix(0x5EED0000 + attempt)) >> 1
 
 
 def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0, chunk: int = 4096,
@@ -364,6 +364,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     _size(size)
+    seed = rng.check_seed(seed)
     for a in range(start, start + n, chunk):
         index = rng.as_index(range(a, min(start + n, a + chunk)), device=device)
         ones = torch.ones(len(index), device=index.device)

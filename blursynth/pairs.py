@@ -40,8 +40,7 @@ _SALT = {"source": 1, "trajectory": 2, "camera": 3, "sensor": 4, "noise": 5, "sc
 
 def component_seed(seed: int, component: str) -> int:
     """A 63-bit seed for one component of a pair, derived from the base ``seed``."""
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    seed = rng.check_seed(seed)
     return rng._python_mix(rng._python_mix(seed) ^ (_SALT[component] * 0x9E3779B97F4A7C15)) >> 1
 
 
@@ -150,7 +149,7 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         recipe: a validated :class:`~blursynth.recipe.Recipe`.
         indices: item indices (int n, range, list or ``(N,)`` tensor); item ``i`` is a pure function of
             ``(recipe, seed, i, sources)``.
-        seed: base seed (non-negative int).
+        seed: base seed, an integer in ``[0, 2**63)`` (:func:`blursynth.rng.check_seed`).
         sources: a scanned folder of sharp photographs, or None for procedural dead-leaves scenes.
         device: where the pixels are computed.
 
@@ -163,6 +162,7 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         All tensors on ``device``. On the CPU the items are made :data:`CPU_BATCH` at a time (faster
         than all at once), elsewhere in one batch; either way each item is the same.
     """
+    seed = rng.check_seed(seed)
     index = rng.as_index(indices)
     step = CPU_BATCH if torch.device(device).type == "cpu" else max(1, len(index))
     parts = [_make_batch(recipe, index[a:a + step], seed, sources, device)

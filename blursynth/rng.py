@@ -8,15 +8,51 @@ device. No global RNG state is read or written.
 
 ``stream`` separates the independent quantities one sampler draws for the same item (one small
 integer constant per quantity), so adding a new quantity never changes the others.
+
+A seed is an integer in ``[0, 2**63)`` (:data:`SEED_LIMIT`); :func:`check_seed` is the one place
+that says so, and every draw goes through it.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 
+import numpy as np
 import torch
 
 _MASK64 = (1 << 64) - 1
+
+SEED_LIMIT = 1 << 63
+"""Seeds are integers in ``[0, SEED_LIMIT)``. The generator reduces a seed modulo ``2**64`` and the
+pair maker derives 63-bit component seeds, so larger values would silently alias smaller ones;
+``2**63`` also keeps every seed storable as an int64 (NumPy, torch, ``.npz`` files)."""
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as a Python int, or a clear error: the one check of every seed in the package.
+
+    Accepts a Python int, a NumPy integer or a one-element integer torch tensor in ``[0, 2**63)``.
+
+    Raises:
+        TypeError: not an integer (a float, a bool, a string, a float tensor ...); the message names
+            ``name``.
+        ValueError: negative or ``>= 2**63``; the message names ``name`` and the valid range.
+    """
+    bad_type = isinstance(seed, (bool, np.bool_)) or (isinstance(seed, torch.Tensor) and seed.dtype == torch.bool)
+    try:
+        if bad_type:
+            raise TypeError
+        value = operator.index(seed)
+    except (TypeError, RuntimeError, ValueError):
+        shown = f"a {type(seed).__name__}" if not isinstance(seed, torch.Tensor) else \
+            f"a {seed.dtype} tensor of shape {tuple(seed.shape)}"
+        raise TypeError(f"{name} must be an integer in [0, 2**63), got {seed!r} ({shown}); "
+                        f"pass an int, e.g. {name}=0") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value}: larger seeds would repeat "
+                         f"smaller ones; pick {name} in that range")
+    return value
 
 
 def _i64(value: int) -> int:
@@ -73,8 +109,7 @@ _BLOCK = 1 << 15
 
 
 def _key(seed: int, stream: int) -> int:
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    seed = check_seed(seed)
     return _i64(_python_mix(_python_mix(seed) ^ _python_mix((stream + 1) * 0x9E3779B97F4A7C15)))
 
 
@@ -104,7 +139,7 @@ def bits(seed: int, index: torch.Tensor, shape: tuple[int, ...], stream: int) ->
     """Raw 64-bit random words.
 
     Args:
-        seed: base seed, any non-negative Python int.
+        seed: base seed, an integer in ``[0, 2**63)`` (see :func:`check_seed`).
         index: ``(N,)`` int64 item indices; the words of item ``i`` depend only on ``(seed, i, stream)``.
         shape: per-item shape.
         stream: small non-negative int naming the quantity being drawn.

@@ -171,6 +171,7 @@ class DeadLeaves:
     def render_at(self, index: torch.Tensor, size, seed: int) -> torch.Tensor:
         """Images of arbitrary item indices ``(N,)`` int64 (rendered on ``index.device``)."""
         h, w = _size(size)
+        seed = rng.check_seed(seed)
         n = index.shape[0]
         if n == 0:
             return torch.zeros(0, 3, h, w, device=index.device)

@@ -191,6 +191,7 @@ class SensorModel:
 
     def sample_at(self, index: torch.Tensor, seed: int) -> "SensorParams":
         """Like :meth:`sample` for arbitrary item indices ``(N,)`` int64 (on the device wanted)."""
+        seed = rng.check_seed(seed)
         n = index.shape[0]
         zeros = torch.zeros(n, device=index.device)
         crf_names = torch.tensor([CRFS.index(c) for c in self.crf], device=index.device)

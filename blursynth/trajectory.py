@@ -209,6 +209,7 @@ class RandomWalk2D:
 
     def sample_items(self, index: torch.Tensor, seed: int = 0) -> Trajectory:
         """The items with the given ``(N,)`` int64 indices, on ``index.device``."""
+        seed = _rng.check_seed(seed)
         idx = _rng.as_index(index)
         n, steps = idx.shape[0], self.steps
         dt64 = torch.float64  # the walk renormalises its speed 2000 times: keep the rounding out of sight
@@ -346,6 +347,7 @@ class CameraShake:
 
     def sample_items(self, index: torch.Tensor, seed: int = 0) -> Trajectory:
         """The items with the given ``(N,)`` int64 indices, on ``index.device``."""
+        seed = _rng.check_seed(seed)
         idx = _rng.as_index(index)
         dev = idx.device
         two_pi = 2 * _math.pi

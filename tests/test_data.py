@@ -174,3 +174,15 @@ def test_resample_fit_redraws_shakes_until_they_fit_and_stays_per_index():
     for i in (int(torch.tensor(redraws).argmax()), 0):
         single = make_pairs(recipe, [i], 4)
         assert torch.equal(single["kernel"][0], k[i]) and single["records"][0] == made["records"][i]
+
+
+def test_synthetic_pairs_and_make_pairs_refuse_seeds_that_would_alias():
+    """--seed 2**64 used to make the dataset of --seed 0."""
+    with pytest.raises(ValueError, match="seed"):
+        SyntheticPairs(2, seed=2**64)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        SyntheticPairs(2, seed=1.5)
+    with pytest.raises(ValueError, match="seed"):
+        make_pairs(Recipe(crop=(16, 16), kernel_size=5), [0], seed=2**64)
+    with pytest.raises(ValueError, match="seed"):
+        component_seed(2**64, "scene")

@@ -92,3 +92,24 @@ def test_blocks_do_not_change_the_draws(n, numel, block):
     with _block(block):
         blocked = rng.normal(2, idx, (numel,), 3, dtype=torch.float64)
     assert torch.equal(whole, blocked)
+
+
+def test_seeds_are_checked_in_one_place():
+    """Seeds of 2**63 or more would alias smaller ones (the generator works modulo 2**64, component
+    seeds keep 63 bits); floats and bools are not seeds. Integer NumPy and torch scalars are."""
+    import numpy as np
+    import pytest
+    idx = rng.as_index(4)
+    for big in (2**63, 2**64, 5 + 2**64):
+        with pytest.raises(ValueError, match=r"seed.*\[0, 2\*\*63\)"):
+            rng.uniform(big, idx)
+    for bad in (1.0, 0.5, "3", True, None, torch.tensor(1.0), torch.tensor([1, 2]), np.float64(2.0)):
+        with pytest.raises(TypeError, match="seed must be an integer"):
+            rng.uniform(bad, idx)
+    expected = rng.uniform(7, idx)
+    for same in (np.int64(7), np.uint8(7), torch.tensor(7), torch.tensor([7], dtype=torch.int32)):
+        assert torch.equal(rng.uniform(same, idx), expected)
+    assert torch.equal(rng.bits(2**63 - 1, idx, (), 0), rng.bits(2**63 - 1, idx, (), 0))
+    assert rng.check_seed(np.int32(3)) == 3 and type(rng.check_seed(np.int32(3))) is int
+    with pytest.raises(ValueError, match="index_seed"):
+        rng.check_seed(-1, "index_seed")

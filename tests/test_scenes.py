@@ -210,3 +210,12 @@ def test_edge_over_another_leaf_shows_that_leaf_behind():
     cover = (4.2 - d + 0.5).clamp(0, 1)
     expected = cover * fg[2] + (1 - cover) * mid[2]
     assert torch.allclose(img[0, 2][rim], expected[rim].double(), atol=1e-6)
+
+
+def test_seeds_beyond_63_bits_and_floats_are_refused():
+    with pytest.raises(ValueError, match="seed"):
+        dead_leaves(1, 16, seed=2**64)
+    with pytest.raises(ValueError, match="seed"):
+        dead_leaves(0, 16, seed=2**64)  # checked even when nothing is drawn
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        dead_leaves(1, 16, seed=0.5)

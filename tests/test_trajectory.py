@@ -176,3 +176,12 @@ def test_cuda_sampling_matches_cpu():
     walk_cpu = RandomWalk2D(steps=100, samples=50).sample(8, seed=9)
     walk_gpu = RandomWalk2D(steps=100, samples=50).sample(8, seed=9, device="cuda")
     assert torch.allclose(walk_gpu.path_px.cpu(), walk_cpu.path_px, atol=1e-4)
+
+
+@pytest.mark.parametrize("model", [CameraShake(), RandomWalk2D()])
+def test_seeds_beyond_63_bits_and_floats_are_refused(model):
+    """5 + 2**64 used to give the same trajectories as seed 5; a float seed an obscure '&=' error."""
+    with pytest.raises(ValueError, match="seed"):
+        model.sample(2, seed=5 + 2**64)
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        model.sample(2, seed=5.0)
