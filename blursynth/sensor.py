@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 from dataclasses import dataclass, fields
 from typing import Sequence
 
@@ -56,13 +57,43 @@ _S_CRF, _S_GAMMA, _S_GAIN, _S_SHOT, _S_READ, _S_BAYER, _S_JPEG, _S_NOISE = range
 # --------------------------------------------------------------------------- configuration
 
 
-def _check_range(name: str, value, low: float, high: float, *, integer: bool = False) -> tuple:
-    """Validate an option that is a ``(lo, hi)`` range inside ``[low, high]``; returns it as a tuple."""
-    try:
-        lo, hi = value
-        lo, hi = float(lo), float(hi)
-    except (TypeError, ValueError):
-        raise ValueError(f"SensorModel.{name} must be a (low, high) pair or None, got {value!r}") from None
+def _real(value) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, a string or None), else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _check_number(name: str, value, low: float, high: float, *, low_open: bool = False) -> float:
+    """Validate a number in ``[low, high]`` (``(low, high]`` with ``low_open``); returns it as a float."""
+    x = _real(value)
+    lo_ok = x is not None and (x > low if low_open else x >= low)
+    if not lo_ok or not x <= high:  # NaN fails both
+        interval = f"{'(' if low_open else '['}{low}, {high}]"
+        raise ValueError(f"SensorModel.{name} must be a number in {interval}, got {value!r}")
+    return x
+
+
+def _two_numbers(name: str, value, what: str, optional: bool) -> tuple[float, float]:
+    """``value`` as two floats, or an error naming ``what`` the option must be."""
+    items = None
+    if not isinstance(value, (str, bytes)) and value is not None:
+        try:
+            items = tuple(value)
+        except TypeError:
+            pass
+    pair = None if items is None or len(items) != 2 else tuple(_real(v) for v in items)
+    if pair is None or None in pair:
+        off = " or None (off)" if optional else ""
+        raise ValueError(f"SensorModel.{name} must be {what}{off}, got {value!r}")
+    return pair
+
+
+def _check_range(name: str, value, low: float, high: float, *, integer: bool = False,
+                 optional: bool = True) -> tuple:
+    """Validate an option that is a ``(lo, hi)`` range inside ``[low, high]``; returns it as a tuple.
+    ``optional``: whether None (step off) is a valid value, for the message (the caller handles None)."""
+    lo, hi = _two_numbers(name, value, "a (low, high) pair of numbers", optional)
     if not (low <= lo <= hi <= high) or math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"SensorModel.{name}={value!r} is out of range: need {low} <= low <= high <= {high}")
     if integer:
@@ -73,9 +104,12 @@ def _check_range(name: str, value, low: float, high: float, *, integer: bool = F
 
 
 def _check_names(name: str, value, allowed: Sequence[str]) -> tuple[str, ...]:
-    """Validate a non-empty choice list of names from ``allowed``."""
-    names = (value,) if isinstance(value, str) else tuple(value)
-    bad = [v for v in names if v not in allowed]
+    """Validate a non-empty choice list of names from ``allowed`` (one name or a list of names)."""
+    try:
+        names = (value,) if isinstance(value, str) else tuple(value)
+    except TypeError:
+        names = ()
+    bad = [v for v in names if not isinstance(v, str) or v not in allowed]
     if not names or bad:
         raise ValueError(f"SensorModel.{name}={value!r}: choose one or more of {list(allowed)}")
     return names
@@ -86,10 +120,14 @@ class SensorModel:
     """Configuration of the sensor pipeline: what is drawn per item, and which steps run.
 
     Every range is drawn independently per item by :meth:`sample`; ``None`` switches a step off.
+    Every option is checked when the model is built (type and range), so a bad one fails here and
+    never at sample time. Numbers are Python or NumPy reals (not bools or strings); pairs are any
+    2-element sequence of them.
 
     Args:
-        crf: tone curves drawn uniformly per item, from :data:`CRFS`; ``("linear",)`` is no curve.
-        gamma: range of the exponent of the ``"gamma"`` curve (uniform).
+        crf: tone curves drawn uniformly per item, from :data:`CRFS` (one name or a sequence of names);
+            ``("linear",)`` is no curve, and so is ``None``.
+        gamma: range of the exponent of the ``"gamma"`` curve (uniform), within ``[0.1, 10]``.
         highlight_gain: range (uniform) of the linear value added to saturated pixels before blurring,
             so light sources, which are far brighter than the white level, bloom into streaks (RSBlur
             draws 0.25-1.75). ``None``: off.
@@ -99,8 +137,9 @@ class SensorModel:
             drawn log-uniformly; Brooks et al. use ``(1e-4, 1.2e-2)``. ``None``: no noise.
         read_noise_line: ``(slope, intercept)`` of ``log b = slope * log a + intercept`` giving the
             read-noise variance ``b`` from ``a`` (Brooks et al.: ``(2.18, 1.20)``).
-        read_noise_scatter: standard deviation of the Gaussian scatter added to ``log b`` (0.26).
-        clip: clip at the white level 1 (and at 0) after the noise, as a sensor saturates.
+        read_noise_scatter: standard deviation of the Gaussian scatter added to ``log b`` (0.26), in [0, 5].
+        clip: clip at the white level 1 (and at 0) after the noise, as a sensor saturates: a bool;
+            ``None`` (off) is ``False``.
         bayer: Bayer patterns drawn uniformly per item from :data:`BAYER`; the noisy image is
             mosaicked and demosaicked bilinearly. ``None``: off (the default; bilinear
             demosaicking softens detail more than a camera's ISP does).
@@ -126,27 +165,37 @@ class SensorModel:
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("crf", _check_names("crf", self.crf, CRFS))
-        set_("gamma", _check_range("gamma", self.gamma, 0.1, 10.0))
+        # None switches a step off: for the tone curve that is the identity, for clipping no clip.
+        set_("crf", ("linear",) if self.crf is None else _check_names("crf", self.crf, CRFS))
+        set_("gamma", _check_range("gamma", self.gamma, 0.1, 10.0, optional=False))
         if self.highlight_gain is not None:
             set_("highlight_gain", _check_range("highlight_gain", self.highlight_gain, 0.0, 100.0))
-        if not 0.0 < float(self.highlight_threshold) <= 1.0:
-            raise ValueError(f"SensorModel.highlight_threshold={self.highlight_threshold!r} must be in (0, 1]")
+        set_("highlight_threshold", _check_number("highlight_threshold", self.highlight_threshold, 0.0, 1.0,
+                                                  low_open=True))
         if self.shot_noise is not None:
             set_("shot_noise", _check_range("shot_noise", self.shot_noise, 1e-12, 1.0))
             if self.shot_noise[0] <= 0:
                 raise ValueError("SensorModel.shot_noise must be > 0 (it is drawn log-uniformly)")
-        try:
-            slope, intercept = (float(v) for v in self.read_noise_line)
-        except (TypeError, ValueError):
-            raise ValueError(f"SensorModel.read_noise_line must be (slope, intercept), got {self.read_noise_line!r}") from None
+        slope, intercept = _two_numbers("read_noise_line", self.read_noise_line,
+                                        "a (slope, intercept) pair of numbers", optional=False)
+        if not (math.isfinite(slope) and math.isfinite(intercept)):
+            raise ValueError(f"SensorModel.read_noise_line must be finite, got {self.read_noise_line!r}")
         set_("read_noise_line", (slope, intercept))
-        if not 0.0 <= float(self.read_noise_scatter) <= 5.0:
-            raise ValueError(f"SensorModel.read_noise_scatter={self.read_noise_scatter!r} must be in [0, 5]")
+        set_("read_noise_scatter", _check_number("read_noise_scatter", self.read_noise_scatter, 0.0, 5.0))
+        if self.clip is None:
+            set_("clip", False)
+        elif isinstance(self.clip, (bool, np.bool_)):
+            set_("clip", bool(self.clip))
+        else:
+            raise ValueError(f"SensorModel.clip must be True, False or None (off, the same as False), "
+                             f"got {self.clip!r}")
         if self.bayer is not None:
             set_("bayer", _check_names("bayer", self.bayer, BAYER))
-        if self.bits not in (None, 8, 16):
+        if isinstance(self.bits, (bool, np.bool_)) or self.bits not in (None, 8, 16) \
+                or (self.bits is not None and not isinstance(self.bits, numbers.Integral)):
             raise ValueError(f"SensorModel.bits={self.bits!r}: use 8, 16 or None (float output)")
+        if self.bits is not None:
+            set_("bits", int(self.bits))
         if self.jpeg_quality is not None:
             set_("jpeg_quality", _check_range("jpeg_quality", self.jpeg_quality, 1, 100, integer=True))
             if self.bits != 8:

@@ -292,10 +292,39 @@ def test_full_pipeline_output_is_8_bit_display_image():
     ({"jpeg_quality": (0, 90)}, "jpeg_quality"),
     ({"jpeg_quality": (50.5, 90)}, "jpeg_quality"),
     ({"jpeg_quality": (50, 90), "bits": 16}, "bits=8"),
+    # wrong types fail when the model is built, never at sample time
+    ({"clip": "no"}, "clip must be True, False or None"),
+    ({"clip": "yes"}, "clip must be True, False or None"),
+    ({"clip": 1}, "clip must be True, False or None"),
+    ({"crf": 3}, "crf"),
+    ({"crf": ["srgb", None]}, "crf"),
+    ({"gamma": None}, "gamma must be a \\(low, high\\) pair of numbers, got None"),
+    ({"gamma": "22"}, "gamma"),  # a string is not a pair, even of two characters
+    ({"highlight_gain": "ab"}, "highlight_gain"),
+    ({"highlight_threshold": None}, "highlight_threshold must be a number"),
+    ({"highlight_threshold": "0.5"}, "highlight_threshold must be a number"),
+    ({"read_noise_line": None}, "read_noise_line"),
+    ({"read_noise_line": "12"}, "read_noise_line"),
+    ({"read_noise_line": (2.18, math.inf)}, "read_noise_line"),
+    ({"read_noise_scatter": None}, "read_noise_scatter must be a number"),
+    ({"read_noise_scatter": True}, "read_noise_scatter must be a number"),
+    ({"bayer": 5}, "bayer"),
+    ({"bits": 8.0}, "bits"),
+    ({"bits": True}, "bits"),
+    ({"jpeg_quality": "79"}, "jpeg_quality"),
 ])
 def test_bad_options_are_named(kwargs, words):
     with pytest.raises(ValueError, match=words):
         S.SensorModel(**kwargs)
+
+
+def test_none_switches_clip_and_the_tone_curve_off():
+    """A recipe's `clip = "off"` is clip=None: no clipping, not a crash when the first item is drawn."""
+    model = S.SensorModel(clip=None, crf=None)
+    assert model.clip is False and model.crf == ("linear",)
+    p = model.sample(2, seed=0)
+    assert not bool(p.clip.any()) and p.to_records()[0]["crf"] == "linear"
+    assert S.SensorModel.from_dict(model.to_dict()) == model
 
 
 def test_bad_images_are_refused():
