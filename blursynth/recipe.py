@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import inspect
 import math
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -299,8 +300,27 @@ def _check_delegated(recipe: Recipe) -> None:
         try:
             target(**kwargs)
         except (TypeError, ValueError) as exc:
-            keys = [k for k in kwargs if k in str(exc)] or list(kwargs) or [""]
-            raise _fail(recipe.source, f"{section}.{keys[0]}", str(exc)) from None
+            key, message = _offending_key(target, kwargs, exc)
+            raise _fail(recipe.source, f"{section}.{key}" if key else section, message) from None
+
+
+def _offending_key(target, kwargs: dict, exc: Exception) -> tuple[str | None, str]:
+    """The key of ``kwargs`` that made ``target(**kwargs)`` raise ``exc``, and the message to show.
+
+    Each key is tried alone with the other options at their defaults: the first one that fails on its
+    own is the culprit (with its own message). Only a conflict between keys (e.g. ``jpeg_quality``
+    with ``bits = 16``) passes that test; it is blamed on a key the message names as a whole word,
+    else on the section (never on a key that merely comes first).
+    """
+    for key, value in kwargs.items():
+        try:
+            target(**{key: value})
+        except (TypeError, ValueError) as alone:
+            return key, str(alone)
+    text = str(exc)
+    named = [k for k in kwargs if re.search(rf"(?<![\w.]){re.escape(k)}(?!\w)", text)
+             or re.search(rf"\.{re.escape(k)}(?!\w)", text)]
+    return (named[0] if named else None), text
 
 
 def _init_keys(target) -> set[str]:

@@ -9,6 +9,7 @@ camera motion (rotation vectors in radians and translations in metres, in the ca
 from __future__ import annotations
 
 import math as _math
+import numbers as _numbers
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -122,12 +123,23 @@ class Trajectory:
 # its own stream number, so item i is a pure function of (seed, i).
 # ---------------------------------------------------------------------------------------------
 
+def _real(value) -> float | None:
+    """``value`` as a float if it is a real number (not a bool, a string or None), else None."""
+    if isinstance(value, bool) or not isinstance(value, _numbers.Real):
+        return None
+    return float(value)
+
+
 def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
     """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
     try:
-        lo, hi = (float(v) for v in value)
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        lo, hi = (_real(v) for v in value)
+        if lo is None or hi is None:
+            raise TypeError
     except (TypeError, ValueError):
-        raise ValueError(f"{owner}.{name} must be a (low, high) pair, got {value!r}") from None
+        raise ValueError(f"{owner}.{name} must be a (low, high) pair of numbers, got {value!r}") from None
     if not (_math.isfinite(lo) and _math.isfinite(hi)) or lo > hi or lo < low or (positive and lo <= 0):
         bound = "> 0" if positive else f">= {low}"
         raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high, got {value!r}")
@@ -192,10 +204,15 @@ class RandomWalk2D:
             raise ValueError(f"{owner}.steps must be an integer >= 2, got {self.steps!r}")
         if not isinstance(self.samples, int) or self.samples < 2:
             raise ValueError(f"{owner}.samples must be an integer >= 2, got {self.samples!r}")
-        fr = tuple(self.exposure_fractions)
-        if not fr or any(not (0 < f <= 1) for f in fr):
-            raise ValueError(f"{owner}.exposure_fractions must be values in (0, 1], got {self.exposure_fractions!r}")
-        if not self.exposure_s > 0:
+        try:
+            fr = () if isinstance(self.exposure_fractions, (str, bytes)) else tuple(map(_real, self.exposure_fractions))
+        except TypeError:
+            fr = ()
+        if not fr or any(f is None or not (0 < f <= 1) for f in fr):
+            raise ValueError(f"{owner}.exposure_fractions must be a list of numbers in (0, 1], "
+                             f"got {self.exposure_fractions!r}")
+        exposure = _real(self.exposure_s)
+        if exposure is None or not (0 < exposure < _math.inf):
             raise ValueError(f"{owner}.exposure_s must be positive seconds, got {self.exposure_s!r}")
 
     @property
@@ -329,7 +346,8 @@ class CameraShake:
                      "jerk_decay_s", "translation_m_s"):
             _check_range(owner, name, getattr(self, name), positive=True)
         _check_range(owner, "jerk_rad_s", self.jerk_rad_s)
-        if not (self.roll_ratio >= 0 and _math.isfinite(self.roll_ratio)):
+        ratio = _real(self.roll_ratio)
+        if ratio is None or not (ratio >= 0 and _math.isfinite(ratio)):
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
         if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 2):
             raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")

@@ -5,7 +5,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from blursynth.recipe import Recipe, RecipeError, load_recipe, recipe_names
+from blursynth.recipe import RECIPE_DIR, Recipe, RecipeError, load_recipe, recipe_names
 
 SHIPPED = ["default", "gopro-like", "realblur-like", "levin-like"]
 
@@ -72,6 +72,9 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[trajectory]\nroll_ratio = -1.0\n", "trajectory.roll_ratio"),
     ("[sensor]\nbits = 12\n", "sensor.bits"),
     ("[sensor]\nshot_noise = [-1.0, 0.1]\n", "sensor.shot_noise"),
+    ("[sensor]\nclip = \"yes\"\n", "sensor.clip"),
+    ("[sensor]\ngamma = \"off\"\n", "sensor.gamma"),
+    ("[sensor]\nread_noise_scatter = \"off\"\n", "sensor.read_noise_scatter"),
 ])
 def test_out_of_range_values_are_named(tmp_path, text, key):
     path = _write(tmp_path, text)
@@ -100,3 +103,28 @@ def test_dict_round_trip(size, crop, lo, span, mode, boundary):
     again = Recipe.from_dict(recipe.to_dict())
     assert again == recipe
     assert recipe.input_size[0] == crop + (size - 1 if boundary == "valid" else 0)
+
+
+def test_a_bad_value_is_blamed_on_its_own_key(tmp_path):
+    """default.toml with roll_ratio = "half" used to blame trajectory.exposure_s (the table's first key)."""
+    text = (RECIPE_DIR / "default.toml").read_text()
+    bad = text.replace("roll_ratio = 0.5", 'roll_ratio = "half"')
+    assert bad != text
+    with pytest.raises(RecipeError, match=r"trajectory\.roll_ratio: .*roll_ratio must be a finite number") as err:
+        load_recipe(_write(tmp_path, bad, "default.toml"))
+    assert "exposure_s" not in str(err.value)
+    bad = text.replace("read_noise_scatter = 0.26", 'read_noise_scatter = "wide"')
+    with pytest.raises(RecipeError, match=r"sensor\.read_noise_scatter: "):
+        load_recipe(_write(tmp_path, bad, "default.toml"))
+    # a conflict between two keys names one of them, not an uninvolved first key
+    with pytest.raises(RecipeError, match=r"sensor\.(bits|jpeg_quality): .*bits=8"):
+        load_recipe(_write(tmp_path, '[sensor]\ncrf = ["srgb"]\nbits = 16\njpeg_quality = [60, 90]\n'))
+
+
+def test_clip_off_switches_clipping_off(tmp_path):
+    """`clip = "off"` was accepted and then crashed at sample time (torch.full with None)."""
+    recipe = load_recipe(_write(tmp_path, '[sensor]\nclip = "off"\n'))
+    model = recipe.sensor_model()
+    assert model.clip is False
+    assert not bool(model.sample(2, seed=0).clip.any())
+    assert Recipe.from_dict(recipe.to_dict()) == recipe

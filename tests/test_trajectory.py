@@ -185,3 +185,18 @@ def test_seeds_beyond_63_bits_and_floats_are_refused(model):
         model.sample(2, seed=5 + 2**64)
     with pytest.raises(TypeError, match="seed must be an integer"):
         model.sample(2, seed=5.0)
+
+
+@pytest.mark.parametrize("model, kwargs, name", [
+    (CameraShake, {"roll_ratio": "half"}, "roll_ratio"),
+    (CameraShake, {"roll_ratio": None}, "roll_ratio"),
+    (CameraShake, {"exposure_s": "12"}, "exposure_s"),  # two characters are not a pair of numbers
+    (CameraShake, {"drift_hz": [1.0, "3"]}, "drift_hz"),
+    (RandomWalk2D, {"exposure_s": "1"}, "exposure_s"),
+    (RandomWalk2D, {"exposure_fractions": 0.5}, "exposure_fractions"),
+    (RandomWalk2D, {"exposure_fractions": ["1"]}, "exposure_fractions"),
+])
+def test_wrong_types_are_named_when_built(model, kwargs, name):
+    """A string used to pass or fail with "'>=' not supported between 'str' and 'int'"."""
+    with pytest.raises(ValueError, match=rf"{model.__name__}\.{name} must be"):
+        model(**kwargs)
