@@ -39,6 +39,34 @@ from . import rng
 from .trajectory import Trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
+
+
+class KernelFitError(ValueError):
+    """A path that does not fit its kernel: under ``fit="error"``, or after ``fit="resample"``'s redraws.
+
+    The message names what to change as parameters (the kernel size, ``fit``), not as options of a
+    command line or keys of a recipe: callers that know how the user set them re-phrase it from
+    these attributes.
+
+    Attributes:
+        item: the item (as the raising call numbers them) whose path does not fit.
+        size: ``(h, w)`` of the kernel it was meant for.
+        needed: the smallest odd kernel side that holds the path, or None (``fit="resample"``: no
+            draw fitted, so no one size is known).
+        extent: ``"W x H"`` extent of the path in pixels, or None.
+    """
+
+    def __init__(self, message: str, item: int, size: tuple[int, int], needed: int | None = None,
+                 extent: str | None = None):
+        super().__init__(message)
+        self.item, self.size, self.needed, self.extent = item, size, needed, extent
+
+
+def fit_error_message(what: str, extent: str, size: tuple[int, int], needed: int) -> str:
+    """The neutral text of a :class:`KernelFitError` under ``fit="error"``: ``what`` names the path."""
+    return (f"{what} spans {extent} px and does not fit a {size[0]}x{size[1]} kernel; make the kernel size "
+            f"at least {needed}, or set fit to 'scale' to shrink paths that do not fit")
+
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
 _PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
 _COUNT_OFFSET = 0.3819660113  # 2 - golden ratio: far from every simple fraction
@@ -161,7 +189,8 @@ def rasterize(path_px: torch.Tensor, size, t: torch.Tensor | None = None, fit: s
         ``(N, h, w)`` float32 on the path's device, non-negative, each summing to 1.
 
     Raises:
-        ValueError: bad shapes or values, or (``fit="error"``) a path larger than the canvas.
+        ValueError: bad shapes or values; :class:`KernelFitError` (a ValueError) under ``fit="error"``
+            for a path larger than the canvas.
     """
     return _rasterize(path_px, size, t, fit, center)
 
@@ -181,8 +210,9 @@ def _rasterize(path_px, size, t, fit, center, first_index: int = 0) -> torch.Ten
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
             need = 2 * int(math.ceil(float(torch.maximum(-p.lo[i], p.hi[i]).max()))) + 1
-            raise ValueError(f"path of item {first_index + i} spans {_extent(p, i)} px and does not fit a {h}x{w} kernel; "
-                             f"use a kernel size of at least {need} (--kernel-size) or fit='scale' (--fit scale)")
+            item, extent = first_index + i, _extent(p, i)
+            raise KernelFitError(fit_error_message(f"path of item {item}", extent, (h, w), need), item, (h, w),
+                                 need, extent)
     else:
         offset = offset * _scale_of(p)[:, None, None]
     return _splat(offset, p.weight, h, w)
@@ -409,9 +439,10 @@ def sample_fitting(model, index: torch.Tensor, seed: int, size, paths_of, max_re
         attempt += 1
         if attempt > max_redraws:
             i = int(index[bad.nonzero()[0, 0]])
-            raise ValueError(f"item {i}: no path out of {max_redraws + 1} draws fits a {_size(size)} kernel; "
-                             "use a bigger kernel size (--kernel-size, or kernel.size in a recipe), shorter exposures "
-                             "or fit='scale'")
+            hw = _size(size)
+            raise KernelFitError(f"item {i}: no path out of {max_redraws + 1} draws fits a {hw[0]}x{hw[1]} kernel; "
+                                 "make the kernel size bigger or the exposures shorter, or set fit to 'scale'",
+                                 i, hw)
         where = bad.nonzero()[:, 0]
         sub = model.sample_items(index[where], redraw_seed(seed, attempt))
         sub_paths = paths_of(sub, where)

@@ -300,8 +300,12 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
 
     Returns:
         ``(N, P, h, w)`` float32 kernels on the trajectory's device, each summing to 1.
+
+    Raises:
+        blursynth.kernel.KernelFitError: ``fit="error"`` and a local path larger than the kernel (a
+            point far outside the frame moves far); the message names the item and the pixel.
     """
-    from .kernel import rasterize
+    from .kernel import KernelFitError, fit_error_message, rasterize
 
     dense = densify(trajectory, camera, depth_m, max_step_px)
     pts = torch.as_tensor(points_px, dtype=torch.float32, device=dense.t.device).reshape(-1, 2)
@@ -311,7 +315,13 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     n, steps, p, _ = path.shape
     flat = path.permute(0, 2, 1, 3).reshape(n * p, steps, 2)
     t = dense.t[:, None].expand(n, p, steps).reshape(n * p, steps)
-    k = rasterize(flat, size, t=t, fit=fit, center=False)
+    try:
+        k = rasterize(flat, size, t=t, fit=fit, center=False)
+    except KernelFitError as err:  # name the item and the point, not the flattened (item, point) index
+        item, point = divmod(err.item, p)
+        x, y = pts[point].tolist()
+        raise KernelFitError(fit_error_message(f"the local path at pixel ({x:g}, {y:g}) of item {item}", err.extent,
+                                               err.size, err.needed), item, err.size, err.needed, err.extent) from None
     return k.reshape(n, p, *k.shape[-2:])
 
 

@@ -25,7 +25,7 @@ import torch
 from . import rng
 from .camera import FULL_FRAME_DIAGONAL_MM, Camera
 from .io import ImageError, probe_images, read_image
-from .recipe import Recipe
+from .recipe import KERNEL_SIZE_MAX, Recipe
 from .trajectory import Trajectory
 
 # Pairs made at once on the CPU: a batch's full-size temporaries then stay nearer the cache. CPU time
@@ -185,19 +185,27 @@ def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFo
     from .blur import blur
     from .sensor import post_blur, pre_blur
 
+    from .kernel import KernelFitError
+
     idx = index.to(device)
     sharp, full, corner, src_records = _sources(recipe, index, seed, sources, device)
-    traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)
+    try:
+        traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)
+    except KernelFitError as err:  # fit="resample" gave up; err.item is the pair's index
+        raise _recipe_fit_error(recipe, err.item, err) from None
     focal_px, depth = camera["focal_px"], camera["depth_m"]
     sensor = recipe.sensor_model().sample_at(idx, component_seed(seed, "sensor"))
     linear = pre_blur(sharp, sensor)
     m = recipe.margin
     h, w = recipe.crop
-    if recipe.blur_mode == "uniform":
-        kernel = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
-        blurred, grid, grid_px = blur(linear, kernel, boundary=recipe.boundary), None, None
-    else:
-        blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
+    try:
+        if recipe.blur_mode == "uniform":
+            kernel = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
+            blurred, grid, grid_px = blur(linear, kernel, boundary=recipe.boundary), None, None
+        else:
+            blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
+    except KernelFitError as err:  # fit="error"; err.item is the position in this batch
+        raise _recipe_fit_error(recipe, int(index[err.item]), err) from None
     blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
     records = _records(recipe, src_records, traj, scale, camera, sensor.to_records())
     return {"sharp": sharp[:, :, m:m + h, m:m + w].float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel,
@@ -248,6 +256,23 @@ def _rasterize(path, size, t, fit):
     return rasterize(path, size, t=t, fit="error" if fit == "resample" else fit)
 
 
+def _recipe_fit_error(recipe: Recipe, pair: int, err) -> ValueError:
+    """A :class:`~blursynth.kernel.KernelFitError` re-phrased for the recipe keys that set the kernel."""
+    from .kernel import KernelFitError
+    where = f"{recipe.source}: kernel.size = {recipe.kernel_size}, kernel.fit = \"{recipe.kernel_fit}\": pair {pair}"
+    what = "its path" if recipe.blur_mode == "uniform" else "a local path"
+    if err.needed is None:
+        text = (f"{where}: no redrawn path fits the kernel; raise kernel.size, make the [trajectory] motion "
+                "smaller, or set kernel.fit = \"scale\"")
+    elif err.needed > KERNEL_SIZE_MAX:
+        text = (f"{where}: {what} spans {err.extent} px, more than the largest kernel.size ({KERNEL_SIZE_MAX}) "
+                "holds; set kernel.fit = \"scale\" or make the [trajectory] motion smaller")
+    else:
+        text = (f"{where}: {what} spans {err.extent} px; raise kernel.size to at least {err.needed} or set "
+                f"kernel.fit = \"scale\" (or \"resample\" to redraw such paths)")
+    return KernelFitError(text, pair, err.size, err.needed, err.extent)
+
+
 def _center_paths(traj: Trajectory, focal_px: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     """``(N, T, 2)`` principal-point paths in pixels, a different focal length per item."""
     from .kernel import kernel_paths
@@ -283,6 +308,7 @@ def _trajectories(recipe: Recipe, idx: torch.Tensor, seed: int, focal_px, depth,
 
 
 def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
+    from .kernel import KernelFitError
     from .nonuniform import grid_points, kernels_at, render_nonuniform
 
     m = recipe.margin
@@ -301,7 +327,10 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
         d = depth[k].item()
         rendered = render_nonuniform(linear[k:k + 1], traj[k], cam, depth_m=d, center=True)
         out.append(rendered[:, :, m:m + h, m:m + w])
-        kernels.append(kernels_at(pts, traj[k], cam, recipe.kernel_size, depth_m=d, fit=fit))
+        try:
+            kernels.append(kernels_at(pts, traj[k], cam, recipe.kernel_size, depth_m=d, fit=fit))
+        except KernelFitError as err:
+            raise KernelFitError(str(err), k, err.size, err.needed, err.extent) from None
     kern = torch.cat(kernels)  # (n, rows * cols + 1, kh, kw): the grid, then the crop centre
     grid = kern[:, :-1].reshape(len(kern), rows, cols, *kern.shape[-2:])
     return torch.cat(out), kern[:, -1], grid, (pts[:-1] - m)

@@ -37,6 +37,7 @@ TRAJECTORY_MODELS = {"camera_shake": "CameraShake", "random_walk_2d": "RandomWal
 BLUR_MODES = ("uniform", "projective")
 BOUNDARIES = ("valid", "reflect", "circular")
 KERNEL_FITS = ("error", "scale", "resample")
+KERNEL_SIZE_MAX = 255  # largest kernel.size a recipe accepts
 
 # The top-level keys and the keys of each fixed section (trajectory and sensor are open: their keys
 # are checked against the model constructors).
@@ -267,7 +268,7 @@ def _parse(data: dict, source: str) -> Recipe:
         depth_m=_pair(source, "camera.depth_m", camera.get("depth_m", math.inf), _float, positive("camera.depth_m")),
         frame_px=tuple(_int(source, "camera.frame_px", v, 8, 65536) for v in _size(source, "camera.frame_px",
                                                                                       camera.get("frame_px", [720, 1280]))),
-        kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, 255, odd=True),
+        kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, KERNEL_SIZE_MAX, odd=True),
         kernel_fit=_choice(source, "kernel.fit", kernel.get("fit", "scale"), KERNEL_FITS),
         blur_mode=mode,
         boundary=_choice(source, "blur.boundary", blur.get("boundary", "valid"), BOUNDARIES),

@@ -186,3 +186,13 @@ def test_synthetic_pairs_and_make_pairs_refuse_seeds_that_would_alias():
         make_pairs(Recipe(crop=(16, 16), kernel_size=5), [0], seed=2**64)
     with pytest.raises(ValueError, match="seed"):
         component_seed(2**64, "scene")
+
+
+def test_kernel_fit_error_from_a_recipe_names_the_recipe_keys():
+    """kernel.fit = "error" used to hint '--kernel-size' / '--fit scale', options a recipe does not have."""
+    from blursynth.kernel import KernelFitError
+    recipe = Recipe.from_dict({"crop": 16, "kernel": {"size": 3, "fit": "error"}}, "mine.toml")
+    with pytest.raises(KernelFitError, match=r"mine.toml: kernel.size = 3, kernel.fit = \"error\": pair 5: .*"
+                                             r"raise kernel.size to at least \d+ or set kernel.fit = \"scale\"") as err:
+        make_pairs(recipe, [5], seed=0)
+    assert "--" not in str(err.value) and err.value.item == 5

@@ -104,7 +104,7 @@ def test_scale_policy_fits_any_path_and_keeps_it_centred(batch, size, shape_w):
 def test_path_too_big_raises_naming_item_and_fix():
     path = torch.zeros(3, 2, 2)
     path[2, 1, 0] = 40.0
-    with pytest.raises(ValueError, match=r"item 2.*kernel size of at least 41.*fit='scale'"):
+    with pytest.raises(ValueError, match=r"item 2.*kernel size at least 41.*fit to 'scale'"):
         K.rasterize(path, 31)
     with pytest.raises(ValueError, match="resample"):
         K.rasterize(path, 31, fit="resample")
@@ -279,8 +279,20 @@ def test_resample_redraws_misfits_and_records_it():
 
 def test_resample_gives_up_with_a_clear_message():
     model = RandomWalk2D(length_px=(60, 60), anxiety=(0, 0), steps=50, samples=16)  # straight 60 px lines
-    with pytest.raises(ValueError, match="item 0.*kernel-size"):
+    with pytest.raises(K.KernelFitError, match="item 0.*kernel size") as err:
         list(K.generate(model, 2, None, 15, max_redraws=3))
+    assert err.value.item == 0 and err.value.needed is None
+    assert "--" not in str(err.value)  # the library names parameters, not command-line options
+
+
+def test_fit_error_names_parameters_not_command_line_options():
+    """The hint used to read '(--kernel-size)' / '(--fit scale)' from the Python API too."""
+    path = torch.zeros(1, 2, 2)
+    path[0, 1, 0] = 40.0  # a 40 px line
+    with pytest.raises(K.KernelFitError, match="kernel size at least 41.*fit to 'scale'") as err:
+        K.rasterize(path, 15)
+    assert "--" not in str(err.value)
+    assert (err.value.item, err.value.size, err.value.needed) == (0, (15, 15), 41)
 
 
 def test_pieces_bound_memory_and_agree():

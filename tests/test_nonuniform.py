@@ -232,3 +232,15 @@ def test_cuda_matches_cpu_and_groups_poses_without_changing_bytes():
     weights = torch.full((1, 7), 1 / 7, device="cuda")
     x = torch.rand(1, 3, 20, 30, device="cuda")
     assert torch.equal(_warp_sum(x, sample, weights, "zeros", 7), _warp_sum(x, sample, weights, "zeros", 1))
+
+
+def test_a_local_kernel_too_large_names_the_point_and_the_parameters():
+    """A point far outside the frame used to get the CLI's '(--kernel-size) ... (--fit scale)' hint."""
+    from blursynth.kernel import KernelFitError
+    cam = Camera(500.0, 64, 64)
+    traj = Trajectory.cat([_shake(0.0, 0.0, 0.0), _shake(0.0, 0.0, 0.02)])  # item 1 rolls
+    pts = torch.tensor([[31.5, 31.5], [5000.0, 5000.0]])
+    with pytest.raises(KernelFitError, match=r"pixel \(5000, 5000\) of item 1 .*kernel size at least \d+.*fit to 'scale'") as err:
+        kernels_at(pts, traj, cam, 9)
+    assert "--" not in str(err.value) and err.value.item == 1
+    assert kernels_at(pts, traj, cam, 9, fit="scale").shape == (2, 2, 9, 9)
