@@ -10,6 +10,7 @@ For a fresh set every epoch, pass a different ``seed`` (e.g. ``seed=epoch``) or 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -26,14 +27,18 @@ from .rng import check_seed
 def flatten_params(record: dict, prefix: str = "") -> dict:
     """Nested record -> flat ``{"camera.focal_mm": 35.0, ...}`` of numbers and strings.
 
-    ``None`` values (e.g. an infinite depth) and lists are dropped, so the default ``DataLoader``
-    collate turns the dict into batched tensors and lists of strings.
+    A ``None`` value (a value not drawn for this item: ``sensor.gamma`` when its curve is not
+    ``"gamma"``, ``camera.depth_m`` of a distant scene, a sensor step that is off) becomes NaN, so
+    every item of one dataset has the same keys and the default ``DataLoader`` collate turns the
+    dict into batched tensors (NaN where not drawn) and lists of strings. Lists are dropped.
     """
     flat = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten_params(value, name + "."))
+        elif value is None:
+            flat[name] = math.nan
         elif isinstance(value, (bool, int, float, str)):
             flat[name] = value
     return flat
@@ -53,7 +58,8 @@ class SyntheticPairs(Dataset):
 
     Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1];
     ``"kernel"``: ``(kh, kw)`` float32 (the local kernel at the crop centre for projective recipes);
-    ``"index"``: int; ``"params"``: flat dict of the drawn values (:func:`flatten_params`).
+    ``"index"``: int; ``"params"``: flat dict of the drawn values (:func:`flatten_params`), the same
+    keys for every item (NaN for a value not drawn), so a ``DataLoader`` batches it.
     """
 
     def __init__(self, length: int, recipe: str | Recipe = "default", sharp: str | os.PathLike | None = None,

@@ -1,5 +1,7 @@
 """torch Datasets: on-the-fly pairs are pure functions of the index, and match the physics they claim."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -116,6 +118,7 @@ def test_projective_pairs_store_a_grid_of_local_kernels(photos):
 
 def test_flatten_params_and_component_seeds():
     flat = flatten_params({"a": {"b": 1.5, "c": None, "d": "srgb"}, "e": [1, 2], "f": 3})
+    assert math.isnan(flat.pop("a.c"))  # None (not drawn) is kept as NaN: every item has the same keys
     assert flat == {"a.b": 1.5, "a.d": "srgb", "f": 3}
     seeds = {component_seed(0, c) for c in ("source", "trajectory", "camera", "sensor", "noise", "scene")}
     assert len(seeds) == 6 and all(0 <= s < 2 ** 63 for s in seeds)
@@ -196,3 +199,18 @@ def test_kernel_fit_error_from_a_recipe_names_the_recipe_keys():
                                              r"raise kernel.size to at least \d+ or set kernel.fit = \"scale\"") as err:
         make_pairs(recipe, [5], seed=0)
     assert "--" not in str(err.value) and err.value.item == 5
+
+
+def test_items_with_different_tone_curves_batch():
+    """Only "gamma" items drew sensor.gamma, so DataLoader(batch_size=8) raised KeyError: 'sensor.gamma'."""
+    recipe = Recipe.from_dict({"crop": 16, "kernel": {"size": 5}, "sensor": {"crf": ["srgb", "gamma"]}})
+    data = SyntheticPairs(8, recipe=recipe)
+    items = [data[i] for i in range(8)]
+    curves = [it["params"]["sensor.crf"] for it in items]
+    assert set(curves) == {"srgb", "gamma"}  # the batch mixes both curves
+    assert all(it["params"].keys() == items[0]["params"].keys() for it in items)
+    batch = next(iter(DataLoader(data, batch_size=8)))
+    gamma = batch["params"]["sensor.gamma"]
+    is_gamma = torch.tensor([c == "gamma" for c in batch["params"]["sensor.crf"]])
+    assert gamma.shape == (8,) and bool(gamma[~is_gamma].isnan().all()) and bool((gamma[is_gamma] >= 2.0).all())
+    assert bool(batch["params"]["camera.depth_m"].isnan().all())  # distant scene: no depth drawn
