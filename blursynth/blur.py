@@ -94,10 +94,14 @@ def as_kernel4d(kernel: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     elif kernel.dim() != 4:
         raise ValueError(f"kernel must be (h, w), (B, h, w) or (B, C, h, w); got shape {tuple(kernel.shape)}")
     b, c = image.shape[:2]
-    if kernel.shape[0] not in (1, b) or kernel.shape[1] not in (1, c):
+    if kernel.shape[0] not in (1, b):
         raise ValueError(
-            f"kernel shape {tuple(kernel.shape)} does not broadcast to image batch {b} x {c} channels: "
-            f"give one kernel per item (B={b}) or one shared kernel (B=1)")
+            f"kernel batch ({kernel.shape[0]}, shape {tuple(kernel.shape)}) does not match the image batch ({b}): "
+            f"give {b} kernels, one per image, or one kernel shared by all")
+    if kernel.shape[1] not in (1, c):
+        raise ValueError(
+            f"kernel channels ({kernel.shape[1]}, shape {tuple(kernel.shape)}) do not match the image's ({c}): "
+            f"give {c} kernels per item, one per channel, or one shared by all channels")
     if kernel.shape[-1] < 1 or kernel.shape[-2] < 1:
         raise ValueError(f"kernel must be at least 1x1, got shape {tuple(kernel.shape)}")
     return kernel.to(device=image.device, dtype=image.dtype)

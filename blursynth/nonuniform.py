@@ -210,8 +210,13 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
         ``(B, C, H, W)`` blurred image, same dtype and device as ``image``. Cost: one warp per pose,
         about ``2 x`` (largest motion in the frame, px) ``+ 1`` warps, at least 4 for a moving camera.
     """
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got shape {tuple(image.shape)}")
+    if image.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"image must be float32 or float64, got {image.dtype}; convert with .float() "
+                        "(and / 255 for 8-bit values)")
     b, c, h, w = image.shape
     if (camera.width, camera.height) != (w, h):
         raise ValueError(f"camera is {camera.width}x{camera.height} but the image is {w}x{h}; "

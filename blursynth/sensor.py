@@ -374,6 +374,9 @@ def _check_image(img: torch.Tensor, params: SensorParams | None = None) -> None:
     if not isinstance(img, torch.Tensor) or img.dim() != 4 or img.shape[1] != 3:
         shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
         raise ValueError(f"sensor functions take RGB images (B, 3, H, W), got {shape}")
+    if not img.is_floating_point():
+        raise TypeError(f"sensor functions take float images with values in [0, 1], got {img.dtype}; "
+                        "convert with x.float() / 255 (8-bit) or x.float() / 65535 (16-bit)")
     if params is not None and len(params) != img.shape[0]:
         raise ValueError(f"{len(params)} sensor parameter records for a batch of {img.shape[0]} images")
 
@@ -604,11 +607,13 @@ def pre_blur(sharp: torch.Tensor, params: SensorParams) -> torch.Tensor:
     """Sharp display image -> the linear radiance to blur.
 
     Args:
-        sharp: ``(B, 3, H, W)`` display-referred (sRGB) values in [0, 1].
+        sharp: ``(B, 3, H, W)`` display-referred (sRGB) values in [0, 1], a float dtype (an integer
+            image is a TypeError: divide 8-bit values by 255 first).
     Returns:
         ``(B, 3, H, W)`` linear values in ``[0, 1 + highlight_gain]``: :func:`to_linear` then
         :func:`boost_highlights`.
     """
+    _check_image(sharp, params)
     # float64 inside, rounded once at the end: float32 kernels differ in the last bit between their
     # vectorised and scalar paths, so an item's result would depend on its place in the batch.
     return boost_highlights(to_linear(sharp.double(), params), params).to(sharp.dtype)
@@ -628,6 +633,7 @@ def post_blur(blurred: torch.Tensor, params: SensorParams, seed: int, index) -> 
         clipping or quantising. Computed in float64 and rounded once, so item ``i`` comes out the
         same in any batch (up to a float64 ulp landing on a float32 rounding boundary).
     """
+    _check_image(blurred, params)
     x = add_noise(blurred.double(), params, seed, index)  # float64 inside: see pre_blur
     x = clip(x, params)
     if bool((params.bayer >= 0).any()):

@@ -223,7 +223,7 @@ def test_bad_input_errors_name_the_fix():
         blur(x, torch.ones(3, 3) / 9, "zeros")
     with pytest.raises(ValueError, match="at least as large as the kernel"):
         blur(x, torch.ones(11, 11), "valid")
-    with pytest.raises(ValueError, match="broadcast"):
+    with pytest.raises(ValueError, match="does not match the image batch"):
         blur(torch.rand(2, 3, 10, 10), torch.ones(3, 3, 3))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         blur(torch.rand(10, 10), torch.ones(3, 3))
@@ -259,3 +259,13 @@ def test_item_is_bitwise_independent_of_the_batch(method):
         for i in range(4):
             assert torch.equal(blur(x[i:i + 1], k[i], boundary, method=method), full[i:i + 1])
         assert torch.equal(blur(x[1:3], k[1:3], boundary, method=method), full[1:3])
+
+
+def test_kernel_batch_mismatch_names_both_batches():
+    """blur(x[:1], 3 kernels) said 'give one kernel per item (B=1) or one shared kernel (B=1)'."""
+    x = torch.rand(1, 3, 16, 16)
+    k = torch.full((3, 5, 5), 1 / 25)
+    with pytest.raises(ValueError, match=r"kernel batch \(3, .*does not match the image batch \(1\)"):
+        blur(x, k)
+    with pytest.raises(ValueError, match=r"kernel channels \(2, .*do not match the image's \(3\)"):
+        blur(x, torch.full((1, 2, 5, 5), 1 / 25))

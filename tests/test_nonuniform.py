@@ -244,3 +244,11 @@ def test_a_local_kernel_too_large_names_the_point_and_the_parameters():
         kernels_at(pts, traj, cam, 9)
     assert "--" not in str(err.value) and err.value.item == 1
     assert kernels_at(pts, traj, cam, 9, fit="scale").shape == (2, 2, 9, 9)
+
+
+def test_integer_images_are_refused_before_any_work():
+    """render_nonuniform(uint8) failed with a singular-matrix error from deep inside."""
+    cam = Camera(500.0, 30, 20)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3))
+    with pytest.raises(TypeError, match=r"image must be float32 or float64, got torch.uint8"):
+        render_nonuniform(torch.zeros(1, 3, 20, 30, dtype=torch.uint8), traj, cam)

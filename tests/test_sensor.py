@@ -359,3 +359,13 @@ def test_config_round_trips_through_a_dict_and_rejects_unknown_keys():
     assert again == model
     with pytest.raises(ValueError, match=r"unknown sensor option\(s\) \['iso'\]"):
         S.SensorModel.from_dict({"iso": 800})
+
+
+def test_integer_images_are_refused():
+    """pre_blur(uint8) returned a uint8 image of 0s and 1s without a word."""
+    p = S.SensorModel().sample(1, seed=0)
+    img = torch.full((1, 3, 4, 4), 200, dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"float images .*torch.uint8.*x.float\(\) / 255"):
+        S.pre_blur(img, p)
+    with pytest.raises(TypeError, match="float images"):
+        S.post_blur(img, p, 0, [0])
