@@ -172,6 +172,10 @@ class DeadLeaves:
         """Images of arbitrary item indices ``(N,)`` int64 (rendered on ``index.device``)."""
         h, w = _size(size)
         seed = rng.check_seed(seed)
+        reach = math.ceil(3 * self.defocus_sigma[1])  # the defocus blur pads by reflection this far
+        if self.defocus > 0 and min(h, w) <= reach:
+            raise ValueError(f"dead leaves with defocus={self.defocus} need images larger than {reach} px a side "
+                             f"(3 x defocus_sigma's high end), got {h}x{w}; render larger or use defocus=0")
         n = index.shape[0]
         if n == 0:
             return torch.zeros(0, 3, h, w, device=index.device)
@@ -208,9 +212,13 @@ def dead_leaves(n: int, size, seed: int, start: int = 0, device: torch.device | 
 
 
 def _size(size) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if not (isinstance(h, int) and isinstance(w, int)) or h < 1 or w < 1:
-        raise ValueError(f"scene size must be a positive int or (height, width) ints, got {size!r}")
+    """``size`` (an int for a square, or ``(height, width)``) as two ints >= 1, or a clear error."""
+    try:
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+    except (TypeError, ValueError):
+        h = w = None
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (h, w)) or h < 1 or w < 1:
+        raise ValueError(f"scene size must be a positive int (a square) or (height, width) ints, got {size!r}")
     return h, w
 
 
@@ -273,6 +281,8 @@ def _noise_field(seed: int, index: torch.Tensor, h: int, w: int) -> torch.Tensor
     spec = torch.fft.rfft2(white) / f
     spec[..., 0, 0] = 0.0
     field = torch.fft.irfft2(spec, s=(h, w))
+    if h * w == 1:  # a one-pixel field is its mean, 0 (no texture); its std would be NaN
+        return field
     return field / field.flatten(1).std(dim=1).clamp(min=1e-12).view(-1, 1, 1)
 
 

@@ -219,3 +219,18 @@ def test_seeds_beyond_63_bits_and_floats_are_refused():
         dead_leaves(0, 16, seed=2**64)  # checked even when nothing is drawn
     with pytest.raises(TypeError, match="seed must be an integer"):
         dead_leaves(1, 16, seed=0.5)
+
+
+def test_tiny_and_badly_typed_sizes():
+    """dead_leaves(1, 1) gave an all-NaN image; dead_leaves(1, 64.0) "'float' object is not iterable"."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one = dead_leaves(2, 1, seed=0)
+    assert one.shape == (2, 3, 1, 1) and not bool(one.isnan().any())
+    assert bool(((one >= 0) & (one <= 1)).all())
+    for bad in (64.0, "64", (64,), (8, 8.0), True):
+        with pytest.raises(ValueError, match="size must be a positive int .* or \\(height, width\\)"):
+            dead_leaves(1, bad, seed=0)
+    with pytest.raises(ValueError, match="defocus.*larger than 9 px.*got 4x4"):
+        dead_leaves(1, 4, seed=0, defocus=1.0)
