@@ -44,6 +44,39 @@ def flatten_params(record: dict, prefix: str = "") -> dict:
     return flat
 
 
+def _crop_size(crop) -> tuple[int, int]:
+    """``crop`` as ``(h, w)``: one int is a square, as for every size in the package."""
+    if isinstance(crop, int) and not isinstance(crop, bool):
+        return crop, crop
+    try:
+        pair = tuple(crop)
+    except TypeError:
+        pair = ()
+    if isinstance(crop, (str, bytes)) or len(pair) != 2:
+        raise ValueError(f"crop must be an int (a square) or (height, width), got {crop!r}")
+    return pair
+
+
+def _check_device(device) -> torch.device:
+    """``device`` as a torch device that exists here, or a ValueError saying what to use instead."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available on this machine; use device='cpu'")
+    return dev
+
+
+def _item_index(i, length: int, what: str) -> int:
+    """``i`` (negative counts from the end) as an index in ``[0, length)``, or an IndexError naming both."""
+    if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        raise TypeError(f"{what} indices must be integers, got {i!r}")
+    if not -length <= i < length:
+        raise IndexError(f"index {i} is out of range for {length} {what}: use 0 to {length - 1} (or -{length} to -1)")
+    return int(i) % length
+
+
 class SyntheticPairs(Dataset):
     """On-the-fly blurry/sharp pairs from a recipe and procedural scenes or a folder of photographs.
 
@@ -53,8 +86,9 @@ class SyntheticPairs(Dataset):
         sharp: folder of sharp photographs (scanned once; unusable files are listed in ``skipped``) or
             None for dead-leaves scenes.
         seed: base seed; item ``i`` is a pure function of ``(recipe, seed, i, sharp)``.
-        crop: ``(h, w)`` overriding the recipe's crop.
-        device: where pairs are computed (keep ``"cpu"`` inside ``DataLoader`` workers).
+        crop: ``(h, w)``, or one int for a square, overriding the recipe's crop (pixels).
+        device: where pairs are computed (keep ``"cpu"`` inside ``DataLoader`` workers); checked here:
+            ``"cuda"`` on a machine without CUDA is a ValueError.
 
     Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1];
     ``"kernel"``: ``(kh, kw)`` float32 (the local kernel at the crop centre for projective recipes);
@@ -63,13 +97,14 @@ class SyntheticPairs(Dataset):
     """
 
     def __init__(self, length: int, recipe: str | Recipe = "default", sharp: str | os.PathLike | None = None,
-                 seed: int = 0, crop: tuple[int, int] | None = None, device: str = "cpu"):
+                 seed: int = 0, crop: int | tuple[int, int] | None = None, device: str = "cpu"):
         if length < 1:
             raise ValueError(f"length must be a positive number of pairs, got {length}")
         seed = check_seed(seed)
+        _check_device(device)
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if crop is not None:
-            recipe = recipe.with_crop(crop)
+            recipe = recipe.with_crop(_crop_size(crop))
         self.recipe, self.length, self.seed, self.device = recipe, length, seed, device
         self.sources = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
 
@@ -82,9 +117,7 @@ class SyntheticPairs(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        if not -self.length <= i < self.length:
-            raise IndexError(f"index {i} out of range for {self.length} pairs")
-        i = i % self.length
+        i = _item_index(i, self.length, "pairs")
         made = make_pairs(self.recipe, [i], self.seed, self.sources, self.device)
         return {"blur": made["blur"][0], "sharp": made["sharp"][0], "kernel": made["kernel"][0], "index": i,
                 "params": flatten_params(made["records"][0]["params"])}
@@ -125,7 +158,7 @@ class PairedFolder(Dataset):
         return len(self.records)
 
     def __getitem__(self, i: int) -> dict:
-        rec = self.records[i]
+        rec = self.records[_item_index(i, len(self.records), f"pairs in {self.root}")]
         blur, sharp = (torch.from_numpy(read_image(self.root / rec[k])[0]) for k in ("blur", "sharp"))
         check_pair_sizes(self.root / rec["blur"], blur, self.root / rec["sharp"], sharp)
         item = {"blur": blur, "sharp": sharp, "index": rec["index"]}

@@ -214,3 +214,27 @@ def test_items_with_different_tone_curves_batch():
     is_gamma = torch.tensor([c == "gamma" for c in batch["params"]["sensor.crf"]])
     assert gamma.shape == (8,) and bool(gamma[~is_gamma].isnan().all()) and bool((gamma[is_gamma] >= 2.0).all())
     assert bool(batch["params"]["camera.depth_m"].isnan().all())  # distant scene: no depth drawn
+
+
+def test_crop_device_and_index_edges_are_clear(tmp_path):
+    # an int crop is a square, as for every other size in the package (it raised 'int' is not iterable)
+    assert SyntheticPairs(2, _recipe(), crop=16).recipe.crop == (16, 16)
+    assert SyntheticPairs(2, _recipe(), crop=(16, 24)).recipe.crop == (16, 24)
+    for bad in ("16", (16,), 16.0):
+        with pytest.raises(ValueError, match="crop"):
+            SyntheticPairs(2, _recipe(), crop=bad)
+    with pytest.raises(ValueError, match="device='tpu-ish' is not a torch device"):
+        SyntheticPairs(2, _recipe(), device="tpu-ish")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available.*device='cpu'"):
+            SyntheticPairs(2, _recipe(), device="cuda")
+    with pytest.raises(IndexError, match=r"index 5 is out of range for 2 pairs"):
+        SyntheticPairs(2, _recipe())[5]
+    # a written folder: a bare 'list index out of range' before
+    rng = np.random.default_rng(0)
+    for name in ("gt", "lq"):
+        write_image(tmp_path / name / "a.png", rng.random((3, 8, 8)).astype(np.float32))
+    pairs = PairedFolder(tmp_path)
+    with pytest.raises(IndexError, match=r"index 32 is out of range for 1 pairs in .*: use 0 to 0"):
+        pairs[32]
+    assert pairs[-1]["index"] == 0
