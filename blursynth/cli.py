@@ -71,10 +71,11 @@ def positive_float(text: str) -> float:
 
 
 def seed(text: str) -> int:
-    """A base seed: item i of a run draws from (seed, i), and seeds are 63-bit."""
+    """A base seed: item i of a run draws from (seed, i); the range is :func:`blursynth.rng.check_seed`'s
+    (not imported from there: that would load torch before a bad argument is answered)."""
     value = non_negative_int(text)
-    if value >= 2 ** 63:
-        raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}")
+    if value >= 1 << 63:
+        raise argparse.ArgumentTypeError(f"must be below 2**63, got {value}: larger seeds would repeat smaller ones")
     return value
 
 
@@ -330,10 +331,14 @@ def _check_space(out: Path, folder: Path, npz_bytes: float) -> None:
 def _fit_errors(chunks, fit: str):
     """``chunks``, with the generator's ValueError (a path that cannot fit under ``--fit error``, or
     redraws exhausted) turned into a usage error; errors of the loop that consumes them pass as they are."""
+    from .kernel import KernelFitError
     try:
         yield from chunks
-    except ValueError as exc:
-        raise UsageError(f"--fit {fit}: {exc}") from None
+    except KernelFitError as exc:  # (its text names parameters; here they are options)
+        fix = (f"use --kernel-size {exc.needed} or more, or --fit scale" if exc.needed is not None
+               else "use a larger --kernel-size, a shorter --exposure or --length, or --fit scale")
+        raise UsageError(f"--fit {fit}: item {exc.item}'s path{f' spans {exc.extent} px and' if exc.extent else ''} "
+                         f"does not fit a {exc.size[0]}x{exc.size[1]} kernel; {fix}") from None
 
 
 def _jsonable(obj):
