@@ -106,6 +106,8 @@ class SyntheticPairs(Dataset):
         if crop is not None:
             recipe = recipe.with_crop(_crop_size(crop))
         self.recipe, self.length, self.seed, self.device = recipe, length, seed, device
+        if sharp is None:
+            recipe.check_frame()  # a procedural scene stands for a crop of a frame_px photo
         self.sources = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
 
     @property

@@ -105,6 +105,7 @@ def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder
     m = recipe.margin
     if folder is None:
         from .scenes import DeadLeaves
+        recipe.check_frame()
         scene = DeadLeaves().render_at(index.to(device), (hin, win), component_seed(seed, "scene"))
         # The scene stands for a crop, at a drawn position, of a photograph of recipe.frame_px.
         fh, fw = recipe.frame_px

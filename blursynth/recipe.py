@@ -132,6 +132,20 @@ class Recipe:
         from .sensor import SensorModel
         return SensorModel(**self.sensor)
 
+    def check_frame(self) -> None:
+        """Check that a procedural scene's virtual photo (``frame_px``) holds the crop plus the kernel margin.
+
+        Only procedural scenes stand for a crop of a ``frame_px`` photo; photos from a folder use their
+        own size (each too small one is skipped), so this is checked where scenes are procedural.
+
+        Raises:
+            RecipeError: naming ``camera.frame_px``.
+        """
+        if self.frame_px[0] < self.input_size[0] or self.frame_px[1] < self.input_size[1]:
+            raise _fail(self.source, "camera.frame_px", f"{list(self.frame_px)} is smaller than the crop plus the "
+                        f"kernel margin {list(self.input_size)} that a procedural scene stands for; enlarge the "
+                        "frame or reduce the crop")
+
     def with_crop(self, crop: tuple[int, int]) -> "Recipe":
         """This recipe with another ``(h, w)`` crop, validated (an error names both)."""
         return _parse({**self.to_dict(), "crop": list(crop)}, f"{self.source} with crop {crop[0]}x{crop[1]}")
@@ -276,9 +290,6 @@ def _parse(data: dict, source: str) -> Recipe:
         sensor=sensor,
         source=source,
     )
-    if recipe.frame_px[0] < recipe.input_size[0] or recipe.frame_px[1] < recipe.input_size[1]:
-        raise _fail(source, "camera.frame_px", f"{list(recipe.frame_px)} is smaller than the crop plus the kernel "
-                    f"margin {list(recipe.input_size)}; enlarge the frame or reduce the crop")
     _check_delegated(recipe)
     return recipe
 

@@ -1,7 +1,15 @@
 """`blursynth dataset`: layout, resumption, shards, workers and bad inputs, all compared byte for byte."""
 
 import json
+import os
 import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -255,3 +263,13 @@ def test_defaults_make_dead_leaves_pairs(tmp_path, capsys):
     assert rec["source"]["image"] == "dead_leaves" and rec["params"]["sensor"]["shot_noise"] > 0
     assert iio.imread(out / rec["blur"]).shape == (32, 32, 3)
     assert json.loads((out / "dataset.json").read_text())["settings"]["recipe"]["name"] == "default"
+
+
+def test_frame_px_is_checked_only_for_procedural_scenes(tmp_path, photos, recipe_file, capsys):
+    recipe = tmp_path / "small_frame.toml"
+    recipe.write_text(RECIPE.replace("frame_px = [200, 300]", "frame_px = [32, 32]"))
+    _run(tmp_path / "photos", photos, recipe, "--pairs", "4", "--crop", "28")  # photos: their own size
+    assert main(["dataset", "--out", str(tmp_path / "dl"), "--pairs", "4", "--recipe", str(recipe),
+                 "--crop", "28", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "camera.frame_px" in err

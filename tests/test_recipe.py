@@ -63,7 +63,6 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[camera]\nfocal_mm = [50, 24]\n", "camera.focal_mm"),  # low > high
     ("[camera]\nfocal_mm = 1.0\n", "camera.focal_mm"),
     ("[camera]\ndepth_m = -2.0\n", "camera.depth_m"),
-    ("[camera]\nframe_px = [100, 100]\n", "camera.frame_px"),  # smaller than the crop
     ("[blur]\nmode = \"wobbly\"\n", "blur.mode"),
     ("[blur]\nboundary = \"zero\"\n", "blur.boundary"),
     ("[blur]\ngrid = [0, 3]\n", "blur.grid"),
@@ -81,6 +80,14 @@ def test_out_of_range_values_are_named(tmp_path, text, key):
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
     assert str(path) in str(err.value) and key in str(err.value)
+
+
+def test_a_frame_smaller_than_the_crop_is_named_where_scenes_are_procedural(tmp_path):
+    path = _write(tmp_path, "[camera]\nframe_px = [100, 100]\n")
+    recipe = load_recipe(path)  # photos from a folder use their own size: the recipe itself is fine
+    with pytest.raises(RecipeError) as err:
+        recipe.check_frame()
+    assert str(path) in str(err.value) and "camera.frame_px" in str(err.value)
 
 
 def test_bad_toml_and_unknown_name(tmp_path):
