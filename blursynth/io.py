@@ -109,8 +109,9 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
 
     A JPEG's compressed data is decoded in full, which finds truncated or corrupt files, but at 1/8
     scale (libjpeg's DCT scaling): 37 ms for a 12 Mpx photo, against 170 ms to read it. A PNG's
-    chunks are checked against their CRCs instead of decoded (0.8 ms against 23 for a 1024x680
-    photo). Other formats, and files that fail these checks, are read. Used to scan folders of
+    chunks are checked against their CRCs and its image data inflated (:func:`_png_data_sound`),
+    without unfiltering or converting it: 6.6 ms against 28 to read a 1024x680 photo. Other formats,
+    and files that fail these checks, are read. Used to scan folders of
     photos, which are then read one crop at a time.
 
     Raises:
@@ -298,12 +299,62 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     header; None for a PNG that fails the check (:func:`read_image` then says why) or has an EXIF
     chunk (whose orientation may turn it)."""
     data = memoryview(path.read_bytes())
-    kinds = [kind for kind, _ in _png_chunks(data)]
+    chunks = list(_png_chunks(data))
+    kinds = [kind for kind, _ in chunks]
     if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds or b"eXIf" in kinds:
         return None
     width, height = struct.unpack_from(">II", data, 16)
     _check_pixels(path, height, width)
+    if not _png_data_sound(chunks[0][1], [body for kind, body in chunks if kind == b"IDAT"]):
+        return None
     return height, width
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_data_sound(ihdr: memoryview, idats: list[memoryview]) -> bool:
+    """Whether a PNG's compressed image data inflates (zlib's own Adler-32 check included) to exactly
+    the bytes its header implies, each row starting with a valid filter type (0-4).
+
+    The chunks' CRCs only prove that the file was copied faithfully, not that the encoder wrote a
+    sound stream: this finds what a decoder would refuse, in about half the time of decoding (no
+    unfiltering, no conversion). Inflated 1 MiB at a time, so a large photo needs no large buffer.
+    """
+    width, height, depth, colour, _, _, interlace = struct.unpack_from(">IIBBBBB", ihdr)
+    if colour not in _PNG_CHANNELS or interlace not in (0, 1):
+        return False
+    bits = depth * _PNG_CHANNELS[colour]
+    if interlace == 0:
+        passes = [(width, height)]
+    else:
+        passes = [(max(0, (width - x0 + dx - 1) // dx), max(0, (height - y0 + dy - 1) // dy))
+                  for x0, y0, dx, dy in _ADAM7]
+    rows = [(1 + (w * bits + 7) // 8, h) for w, h in passes if w and h]  # (bytes per row with its filter byte, rows)
+    expected = sum(stride * h for stride, h in rows)
+    stream, done = zlib.decompressobj(), 0
+    stride = rows[0][0] if len(rows) == 1 else 0  # not interlaced: every stride-th byte is a filter type
+
+    def take(piece: bytes) -> bool:
+        nonlocal done
+        if stride and piece and (np.frombuffer(piece, np.uint8)[(-done) % stride::stride] > 4).any():
+            return False
+        done += len(piece)
+        return done <= expected
+
+    try:
+        for body in idats:
+            tail = body
+            while len(tail):
+                if not take(stream.decompress(tail, 1 << 20)):
+                    return False
+                tail = stream.unconsumed_tail
+        if not take(stream.flush()):
+            return False
+    except zlib.error:
+        return False
+    return stream.eof and done == expected
 
 
 def _check_pixels(path: Path, height: int, width: int) -> None:

@@ -64,23 +64,33 @@ class ImageFolder:
     def scan(cls, root: str | os.PathLike, min_size: tuple[int, int]) -> "ImageFolder":
         """Check every file under ``root`` (recursively, hidden files ignored) and keep the usable ones.
 
-        Corrupt, empty and non-image files, and images smaller than ``min_size`` ``(height, width)``,
-        are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
+        Corrupt, empty and non-image files, broken symbolic links, and images smaller than ``min_size``
+        ``(height, width)``, are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
         on read). Files are checked by :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one
         thread per core).
 
         Raises:
             FileNotFoundError: ``root`` is not a folder.
+            ImageError: no usable image (or no file at all) in it.
         """
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"--sharp {root}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
-        paths = sorted(p for p in root.rglob("*") if p.is_file()
-                       and not any(part.startswith(".") for part in p.relative_to(root).parts))
+        visible = sorted(p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        paths = [p for p in visible if p.is_file()]
         # photos are checked here (on every core) but read one crop at a time, later
-        for path, probed in zip(paths, probe_images(paths)):
+        probes = dict(zip(paths, probe_images(paths)))
+        broken = False
+        for path in visible:
             rel = path.relative_to(root).as_posix()
+            if path not in probes:
+                if path.is_symlink() and not path.exists():  # is_file() is False for it: say so, not pass it over
+                    broken = True
+                    found.skipped.append({"file": rel, "reason": f"broken symbolic link (to {os.readlink(path)}, "
+                                          "which does not exist); fix or remove the link"})
+                continue
+            probed = probes[path]
             if isinstance(probed, ImageError):
                 # Reasons name the file relative to the folder, so they do not depend on where it is mounted.
                 reason = str(probed).replace(str(path), rel).removeprefix(f"{rel}: ")
@@ -88,11 +98,16 @@ class ImageFolder:
                 continue
             h, w = probed
             if h < min_size[0] or w < min_size[1]:
-                found.skipped.append({"file": rel, "reason": f"image is {w}x{h}, smaller than the {min_size[1]}x"
-                                      f"{min_size[0]} needed (crop plus the kernel margin); use a smaller --crop"})
+                # height x width, the order of --crop HxW
+                found.skipped.append({"file": rel, "reason": f"image is {h}x{w} (height x width), smaller than the "
+                                      f"{min_size[0]}x{min_size[1]} needed (crop plus the kernel margin); "
+                                      "use a smaller --crop"})
                 continue
             found.files.append(rel)
             found.sizes.append((h, w))
+        if not paths and not broken:
+            raise ImageError(f"--sharp {root}: the folder has no image files (looked in its subfolders too, hidden "
+                             "files left out); put photos in it, or leave --sharp out for procedural scenes")
         if not found.files:
             raise ImageError(f"--sharp {root}: no usable image (skipped {len(found.skipped)} files: "
                              + "; ".join(f"{s['file']}: {s['reason']}" for s in found.skipped[:3]) + ")")

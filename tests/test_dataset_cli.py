@@ -265,6 +265,36 @@ def test_defaults_make_dead_leaves_pairs(tmp_path, capsys):
     assert json.loads((out / "dataset.json").read_text())["settings"]["recipe"]["name"] == "default"
 
 
+def _corrupt_png(good: bytes) -> bytes:
+    """``good`` with its compressed image data damaged but every chunk's CRC recomputed to match."""
+    pos = 8
+    while True:
+        (length,) = struct.unpack_from(">I", good, pos)
+        if good[pos + 4:pos + 8] == b"IDAT":
+            break
+        pos += 12 + length
+    body = bytearray(good[pos + 8:pos + 8 + length])
+    for k in range(len(body) // 3, len(body) // 3 + 16):
+        body[k] ^= 0x5A
+    chunk = b"IDAT" + bytes(body)
+    return good[:pos + 4] + chunk + struct.pack(">I", zlib.crc32(chunk)) + good[pos + 12 + length:]
+
+
+def test_png_with_sound_crcs_but_corrupt_data_is_skipped_at_the_scan(tmp_path, photos, recipe_file):
+    folder = tmp_path / "in"
+    (folder / "crcok").mkdir(parents=True)
+    shutil.copy(photos / "rgb.png", folder / "rgb.png")
+    (folder / "crcok" / "zbad.png").write_bytes(_corrupt_png((photos / "rgb.png").read_bytes()))
+    from blursynth.io import ImageError, read_image
+    with pytest.raises(ImageError):
+        read_image(folder / "crcok" / "zbad.png")  # the damage is real: the decoder refuses it
+    out = tmp_path / "set"
+    _run(out, folder, recipe_file, "--pairs", "4")
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["counts"]["skipped"] == 1 and meta["skipped"][0]["file"] == "crcok/zbad.png"
+    assert meta["skipped"][0]["reason"].startswith("cannot be read as an image (")
+
+
 def test_frame_px_is_checked_only_for_procedural_scenes(tmp_path, photos, recipe_file, capsys):
     recipe = tmp_path / "small_frame.toml"
     recipe.write_text(RECIPE.replace("frame_px = [200, 300]", "frame_px = [32, 32]"))
@@ -273,3 +303,21 @@ def test_frame_px_is_checked_only_for_procedural_scenes(tmp_path, photos, recipe
                  "--crop", "28", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "camera.frame_px" in err
+
+
+def test_broken_links_are_listed_and_sizes_read_as_the_crop_option(tmp_path, photos):
+    from blursynth.pairs import ImageFolder
+    folder = tmp_path / "in"
+    shutil.copytree(photos, folder)
+    (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    found = ImageFolder.scan(folder, (32, 48))  # --crop 24x40 with a 9 px kernel: 32 high, 48 wide
+    reasons = {s["file"]: s["reason"] for s in found.skipped}
+    assert "broken" in reasons["gone.png"] and "nowhere.png" in reasons["gone.png"]
+    assert reasons["gray.png"].startswith("image is 50x40 (height x width), smaller than the 32x48 needed")
+
+
+def test_an_empty_photo_folder_says_so(tmp_path, recipe_file, capsys):
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    _run(tmp_path / "out", tmp_path / "in", recipe_file, expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no image files" in err and "skipped 0" not in err
