@@ -558,9 +558,9 @@ def run_dataset(args) -> int:
                                progress=not args.quiet)
     except (DatasetError, RecipeError, ImageError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (dataset.Terminated): the workers are stopped
         print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
     state = "complete" if result["complete"] else "this shard done; run without --shard once all shards are copied in"
     print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} present, {state}")
     return 0

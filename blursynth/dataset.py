@@ -19,25 +19,36 @@ are fixed, so the worker count changes nothing but the speed.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
+import re
 import shutil
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
-from .io import atomic_path, to_uint, write_image, write_json
+from .io import ImageError, atomic_path, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, RecipeError, load_recipe
 
 CHUNK = 16  # pairs per unit of work, of resumption and of sharding (a pair's bytes do not depend on it)
 FORMAT = 1
 LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
+# The folders of --out the dataset writes in (any layout): files in them are the dataset's only if
+# it named them, but photos there would be read back as inputs or mistaken for outputs.
+MANAGED = ("parts", "kernels", *(d for pair in LAYOUTS.values() for d in pair))
+# What atomic_path leaves behind when a write is killed: ".NAME.RANDOM.tmp.SUFFIX" for the dataset's names.
+_TEMPORARY = re.compile(r"\.(\d{6,}|dataset|manifest)\.(?:[a-z0-9_]+\.)?tmp\.(png|npy|jsonl|json)")
 
 
 class DatasetError(ValueError):
@@ -85,18 +96,17 @@ def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
 
 
 def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
-    """Create ``out``, accept a resumable run of the same settings, or refuse (without ``overwrite``)."""
+    """Create ``out``, accept a resumable run of the same settings, or refuse (without ``overwrite``).
+
+    ``overwrite`` deletes only what an earlier dataset run wrote in ``out`` (:func:`_remove_own_files`).
+    """
     if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         out.mkdir(parents=True, exist_ok=True)
         return
     if not out.is_dir():
         raise DatasetError(f"--out {out}: exists and is not a folder")
-    meta = out / "dataset.json"
-    if meta.is_file() and not overwrite:
-        try:
-            previous = json.loads(meta.read_text()).get("settings")
-        except (json.JSONDecodeError, AttributeError):
-            previous = None
+    previous = _previous_settings(out)
+    if (out / "dataset.json").is_file() and not overwrite:
         now = json.loads(json.dumps(settings))
         if previous == now:
             return  # the same command: resume
@@ -104,13 +114,85 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
                            "choose another --out or pass --overwrite")
     if not overwrite:
         raise DatasetError(f"--out {out}: exists and is not empty; choose another --out or pass --overwrite "
-                           "(which deletes the dataset files in it)")
-    for name in ("dataset.json", "manifest.jsonl", "parts", "kernels", *(d for pair in LAYOUTS.values() for d in pair)):
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+                           "(which deletes only the files an earlier dataset run wrote in it)")
+    _remove_own_files(out, previous, settings)
+
+
+def _previous_settings(out: Path) -> dict | None:
+    """The settings recorded in ``out/dataset.json``, or None when it is missing or unreadable."""
+    try:
+        previous = json.loads((out / "dataset.json").read_text()).get("settings")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def _written_names(pairs: int, layout: str) -> set[str]:
+    """Paths (relative to ``--out``) of every file a dataset of ``pairs`` pairs in ``layout`` writes."""
+    names = [_name(i, pairs) for i in range(pairs)]
+    sharp_dir, blur_dir = LAYOUTS[layout]
+    return {"dataset.json", "manifest.jsonl", *(f"parts/{c:06d}.jsonl" for c in range(math.ceil(pairs / CHUNK))),
+            *(f"{d}/{n}.png" for d in (sharp_dir, blur_dir) for n in names), *(f"kernels/{n}.npy" for n in names)}
+
+
+def _existing_files(out: Path) -> set[str]:
+    """Files (relative paths) directly in ``out`` and in its :data:`MANAGED` folders."""
+    found = set()
+    for sub in ("", *MANAGED):
+        folder = out / sub
+        if folder.is_dir():
+            found |= {f"{sub}/{e.name}".lstrip("/") for e in os.scandir(folder) if e.is_file(follow_symlinks=False)
+                      or e.is_symlink()}
+    return found
+
+
+def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
+    """Delete, for ``--overwrite``, exactly the files an earlier run wrote in ``out``, and nothing else.
+
+    Its files are those its ``dataset.json`` settings imply (its pairs' names in its layout, part files,
+    ``dataset.json``, ``manifest.jsonl``), those its manifest and part files name, and the temporaries of
+    killed writes. A folder among :data:`MANAGED` is removed only if that leaves it empty. Refused
+    (nothing deleted) when a file of someone else's lies where this run would write.
+    """
+    existing = _existing_files(out)
+    own = {name for name in existing if _TEMPORARY.fullmatch(name.rsplit("/", 1)[-1])}
+    if previous is not None and isinstance(previous.get("pairs"), int) and previous.get("layout") in LAYOUTS:
+        own |= _written_names(previous["pairs"], previous["layout"]) & existing
+        for listing in ["manifest.jsonl", *sorted(n for n in existing if n.startswith("parts/"))]:
+            if listing not in own:
+                continue
+            for line in (out / listing).read_text(errors="replace").splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                named = [rec.get(k) for k in ("sharp", "blur", "kernel")] if isinstance(rec, dict) else []
+                own |= {n for n in named if isinstance(n, str) and n in existing and n.split("/")[0] in MANAGED}
+    theirs = sorted((_written_names(settings["pairs"], settings["layout"]) & existing) - own)
+    if theirs:
+        more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
+        raise DatasetError(f"--out {out}: {theirs[0]}{more} lie where this dataset writes but no earlier dataset "
+                           "run in it wrote them (its dataset.json does not name them); move them away or choose "
+                           "another --out (--overwrite deletes only a dataset's own files)")
+    for name in sorted(own):
+        (out / name).unlink(missing_ok=True)
+    for sub in MANAGED:
+        with contextlib.suppress(OSError):  # not there, or holds files of the user's: kept
+            (out / sub).rmdir()
+
+
+def _check_apart(out: Path, sharp) -> None:
+    """Refuse photos inside the folders the dataset writes, and an output folder inside the photos."""
+    if sharp is None:
+        return
+    o, p = Path(out).resolve(), Path(sharp).resolve()
+    if p == o or p in o.parents:
+        raise DatasetError(f"--out {out} is inside --sharp {sharp}: the pairs written there would be read as photos "
+                           "by the next run; choose an --out outside the photo folder")
+    for sub in MANAGED:
+        if p == o / sub or o / sub in p.parents:
+            raise DatasetError(f"--sharp {sharp} is inside --out {out}'s {sub}/ folder, where the dataset writes; "
+                               f"move the photos elsewhere (e.g. {Path(out) / 'photos'}) or choose another --out")
 
 
 def _differences(previous: dict | None, now: dict) -> str:
@@ -138,10 +220,11 @@ def _differences(previous: dict | None, now: dict) -> str:
 
 
 def _remove_stray_temporaries(out: Path) -> None:
-    """Delete temp files a killed run left behind (atomic writes rename only on success)."""
-    for folder in [out, *(p for p in out.iterdir() if p.is_dir())]:
-        for tmp in folder.glob(".*.tmp*"):
-            tmp.unlink(missing_ok=True)
+    """Delete the temporaries a killed run left behind (atomic writes rename only on success); only
+    the dataset's own (:data:`_TEMPORARY`), in ``out`` and its :data:`MANAGED` folders."""
+    for name in _existing_files(out):
+        if _TEMPORARY.fullmatch(name.rsplit("/", 1)[-1]):
+            (out / name).unlink(missing_ok=True)
 
 
 def _name(index: int, pairs: int) -> str:
@@ -152,9 +235,9 @@ class _ChunkWriter:
     """Makes and writes one chunk; picklable so spawned worker processes can run it."""
 
     def __init__(self, out: Path, recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
-                 layout: str, device: str):
+                 layout: str, device: str, bits: int = 8):
         self.out, self.recipe, self.pairs, self.seed = out, recipe, pairs, seed
-        self.folder, self.layout, self.device = folder, layout, device
+        self.folder, self.layout, self.device, self.bits = folder, layout, device, bits
 
     def __call__(self, chunk: int) -> int:
         indices = range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.pairs))
@@ -162,6 +245,7 @@ class _ChunkWriter:
         sharp_dir, blur_dir = LAYOUTS[self.layout]
         lines = []
         for k, i in enumerate(indices):
+            _exit_if_orphaned()  # a worker whose parent died writes nothing more
             name = _name(i, self.pairs)
             rec = {"index": i, "sharp": f"{sharp_dir}/{name}.png", "blur": f"{blur_dir}/{name}.png",
                    "kernel": f"kernels/{name}.npy", "seed": self.seed, **made["records"][k]}
@@ -171,18 +255,69 @@ class _ChunkWriter:
             else:
                 kernel = made["kernel"][k]
             # zlib level 1: 2.3x faster than Pillow's default at the same size on noisy 256 px pairs.
-            write_image(self.out / rec["sharp"], to_uint(as_numpy_image(made["sharp"][k])), compress_level=1)
-            write_image(self.out / rec["blur"], to_uint(as_numpy_image(made["blur"][k])), compress_level=1)
+            # Both images at the sensor's bit depth (8 or 16): the sharp one is the target a model learns.
+            write_image(self.out / rec["sharp"], to_uint(as_numpy_image(made["sharp"][k]), self.bits), compress_level=1)
+            write_image(self.out / rec["blur"], to_uint(as_numpy_image(made["blur"][k]), self.bits), compress_level=1)
             with atomic_path(self.out / rec["kernel"]) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, kernel.detach().float().cpu().numpy())
             lines.append(json.dumps(rec, sort_keys=True))
+        _exit_if_orphaned()
         with atomic_path(self.out / "parts" / f"{chunk:06d}.jsonl") as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         return len(indices)
 
 
-def _init_worker() -> None:
+_PARENT: int | None = None  # in a worker process: the pid of the run that started it
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _init_worker(parent: int) -> None:
+    """Set up a worker: one torch thread, and no life of its own beyond the run that started it.
+
+    Ctrl-C goes to the whole process group: workers ignore SIGINT and the parent, which handles it,
+    terminates them (with SIGTERM, here left to kill them silently). If the parent dies without that
+    (SIGKILL, a crash), Linux kills the worker at once (``PR_SET_PDEATHSIG``); elsewhere the worker
+    sees its parent change before writing each pair (:func:`_exit_if_orphaned`).
+    """
+    global _PARENT
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _PARENT = parent
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # 1: PR_SET_PDEATHSIG
+    _exit_if_orphaned()  # the parent died before the line above
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked by the parent across the fork
     torch.set_num_threads(1)  # one process per core: threads inside would fight the other workers
+
+
+def _exit_if_orphaned() -> None:
+    """In a worker whose parent has gone: exit at once, writing nothing more."""
+    if _PARENT is not None and os.getppid() != _PARENT:
+        os._exit(1)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received: the run stops as it does on Ctrl-C (its workers terminated, resumable)."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """Within: SIGTERM (``kill PID``, a job scheduler) raises :class:`Terminated` in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _context(device: str):
@@ -216,6 +351,24 @@ def _merge(out: Path, chunks: int) -> bool:
     return True
 
 
+def _png_bits(recipe: Recipe) -> int:
+    """The bit depth of the dataset's PNGs: the recipe's ``sensor.bits`` (8 or 16; float output cannot be stored)."""
+    bits = recipe.sensor_model().bits
+    if bits not in (8, 16):
+        said = '"off" (float output)' if bits is None else repr(bits)
+        raise RecipeError(f"{recipe.source}: sensor.bits: {said} cannot be stored in a dataset's PNG files; "
+                          "use 8 or 16")
+    return bits
+
+
+def _unreadable_after_scan(exc: ImageError) -> str:
+    """The one-line message for a photo that passed the scan but failed when read for a pair."""
+    text = re.sub(r"; (remove|replace|move) it\b.*$", "", str(exc))
+    return (f"{text}; it passed the check before the first pair (it changed since, or its damage shows only "
+            "when decoded), and every pair depends on the number of photos: replace it with a good copy and "
+            "run the same command to resume, or remove it and run again with --overwrite (which remakes every pair)")
+
+
 def _check_options(pairs, workers, layout, shard) -> None:
     if not isinstance(pairs, int) or pairs < 1:
         raise DatasetError(f"--pairs {pairs}: must be a positive integer")
@@ -236,7 +389,14 @@ def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str
             written += n
             done(n)
         return written
-    with _context(device).Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
+    # Ctrl-C and SIGTERM are held back while the workers are forked, so that none arrives in a worker
+    # before _init_worker sets it up (it then unblocks them); the parent gets any held one just after.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pool = _context(device).Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    with pool:  # leaving it, on success or on an exception (Ctrl-C, SIGTERM), terminates the workers
         for n in pool.imap_unordered(writer, todo):  # finished chunks in any order: files are per index
             written += n
             done(n)
@@ -277,8 +437,12 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     crop = parse_crop(crop) if not isinstance(crop, tuple) else crop
     if crop is not None:
         recipe = recipe.with_crop(crop)
-    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
+    bits = _png_bits(recipe)
     out = Path(out)
+    if sharp is None:
+        recipe.check_frame()  # a procedural scene stands for a crop of a frame_px photo
+    _check_apart(out, sharp)
+    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
     settings = _settings(recipe, pairs, seed, folder, layout)
     _check_output(out, settings, overwrite)
     chunks = math.ceil(pairs / CHUNK)
@@ -294,11 +458,16 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     # a pair lost later is made again, byte-identical, so the folder matches its manifest.
     todo = [c for c in mine if not ((finished or (out / "parts" / f"{c:06d}.jsonl").is_file())
                                     and _files_present(out, c, pairs, layout))]
-    writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device)
+    writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits)
     size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
-    with tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
-              disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
-        written = _run_chunks(writer, todo, workers, device, bar.update)
+    try:
+        with _sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
+                                         disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
+            written = _run_chunks(writer, todo, workers, device, bar.update)
+    except ImageError as exc:
+        if folder is None:
+            raise
+        raise DatasetError(_unreadable_after_scan(exc)) from None
     if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
         shutil.rmtree(out / "parts", ignore_errors=True)
         return {"written": written, "done": pairs, "complete": True}

@@ -295,6 +295,107 @@ def test_png_with_sound_crcs_but_corrupt_data_is_skipped_at_the_scan(tmp_path, p
     assert meta["skipped"][0]["reason"].startswith("cannot be read as an image (")
 
 
+def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, recipe_file, capsys, monkeypatch):
+    from blursynth import pairs
+    from blursynth.io import ImageError
+    real_read = pairs.read_image
+
+    def damaged(path, *args, **kwargs):  # as if rgb.png were damaged after the scan
+        if Path(path).name == "rgb.png":
+            raise ImageError(f"{path}: cannot be read as an image (OSError: broken); remove it or re-export it")
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(pairs, "read_image", damaged)
+    _run(tmp_path / "set", photos, recipe_file, expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rgb.png" in err
+    assert "replace it with a good copy" in err and "--overwrite" in err
+
+
+def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, photos, recipe_file, reference):
+    out = tmp_path / "mydata"
+    shutil.copytree(reference[0], out)
+    (out / "manifest.jsonl").unlink()  # as if killed mid-run: a part file and images of an open chunk
+    (out / "parts").mkdir()
+    (out / "parts" / "000000.jsonl").write_text("{}\n")
+    (out / "blur" / ".000017.tmp.png").write_bytes(b"half")
+    mine = {"sharp/my_photo1.png": b"user photo", "gt/real_0001.png": b"user gt", "notes.txt": b"notes",
+            "kernels/sub/keep.npy": b"user kernel"}
+    for name, data in mine.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(data)
+    _run(out, photos, recipe_file, "--pairs", "4", "--crop", "16", "--overwrite")
+    files = _snapshot(out)
+    assert {k: files[k] for k in mine} == mine
+    made = {f"{d}/{i:06d}.{e}" for d, e in (("sharp", "png"), ("blur", "png"), ("kernels", "npy")) for i in range(4)}
+    assert set(files) == made | set(mine) | {"manifest.jsonl", "dataset.json"}
+    assert not (out / "parts").exists()
+
+
+def test_overwrite_of_a_folder_that_is_no_dataset_keeps_everything(tmp_path, photos, recipe_file, capsys):
+    out = tmp_path / "other"
+    (out / "sharp").mkdir(parents=True)
+    (out / "keep.txt").write_text("mine")
+    _run(out, photos, recipe_file, "--pairs", "4", "--overwrite")
+    assert (out / "keep.txt").read_text() == "mine" and (out / "manifest.jsonl").is_file()
+    foreign = tmp_path / "foreign"
+    (foreign / "blur").mkdir(parents=True)
+    (foreign / "blur" / "000002.png").write_bytes(b"someone else's")  # where the dataset would write
+    _run(foreign, photos, recipe_file, "--pairs", "4", "--overwrite", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "blur/000002.png" in err
+    assert (foreign / "blur" / "000002.png").read_bytes() == b"someone else's"
+
+
+@pytest.mark.parametrize("sharp_at, out_at", [("mydata/sharp", "mydata"), ("mydata/gt/real", "mydata"),
+                                              ("mydata", "mydata"), ("photos", "photos/set")])
+def test_photos_in_the_output_folders_are_refused(tmp_path, photos, recipe_file, capsys, sharp_at, out_at):
+    sharp = tmp_path / sharp_at
+    shutil.copytree(photos, sharp)
+    before = _snapshot(sharp)
+    _run(tmp_path / out_at, sharp, recipe_file, "--pairs", "4", "--overwrite", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--sharp" in err and "--out" in err
+    assert _snapshot(sharp) == before
+
+
+def test_photos_beside_the_output_folders_are_fine(tmp_path, photos, recipe_file):
+    shutil.copytree(photos, tmp_path / "mydata" / "photos")
+    _run(tmp_path / "mydata", tmp_path / "mydata" / "photos", recipe_file, "--pairs", "4", "--overwrite")
+    _run(tmp_path / "mydata", tmp_path / "mydata" / "photos", recipe_file, "--pairs", "4")  # resumes: same photos
+
+
+SIXTEEN = RECIPE.replace("jpeg_quality = [70, 90]", "bits = 16")
+
+
+def test_sixteen_bit_recipe_writes_sixteen_bit_pngs(tmp_path):
+    recipe = tmp_path / "deep.toml"
+    recipe.write_text(SIXTEEN)
+    out = tmp_path / "deep"
+    assert main(["dataset", "--out", str(out), "--pairs", "3", "--recipe", str(recipe), "--quiet"]) == 0
+    from blursynth.io import read_image
+    for kind in ("blur", "sharp"):
+        header = (out / kind / "000001.png").read_bytes()[:26]
+        assert header[24] == 16 and header[25] == 2  # IHDR: 16 bits per sample, RGB
+    (blur, blur_bits), (sharp, sharp_bits) = (read_image(out / k / "000001.png") for k in ("blur", "sharp"))
+    assert blur_bits == sharp_bits == 16 and blur.shape == (3, 24, 24)
+    levels = np.unique((blur * 65535).round())
+    assert len(levels) > 256 and not np.all(levels % 257 == 0)  # really 16-bit values, not 8-bit ones scaled
+    rec = json.loads((out / "manifest.jsonl").read_text().splitlines()[1])
+    assert rec["params"]["sensor"]["bits"] == 16
+    item = PairedFolder(out)[1]  # the trainers' reader gets every level back
+    assert np.array_equal(item["blur"].numpy(), blur) and np.array_equal(item["sharp"].numpy(), sharp)
+
+
+def test_float_output_recipe_is_refused(tmp_path, capsys):
+    recipe = tmp_path / "float.toml"
+    recipe.write_text(RECIPE.replace("jpeg_quality = [70, 90]", 'bits = "off"'))
+    assert main(["dataset", "--out", str(tmp_path / "f"), "--pairs", "3", "--recipe", str(recipe), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sensor.bits" in err and str(recipe) in err
+    assert not (tmp_path / "f").exists()
+
+
 def test_frame_px_is_checked_only_for_procedural_scenes(tmp_path, photos, recipe_file, capsys):
     recipe = tmp_path / "small_frame.toml"
     recipe.write_text(RECIPE.replace("frame_px = [200, 300]", "frame_px = [32, 32]"))
@@ -321,3 +422,91 @@ def test_an_empty_photo_folder_says_so(tmp_path, recipe_file, capsys):
     _run(tmp_path / "out", tmp_path / "in", recipe_file, expect=2)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no image files" in err and "skipped 0" not in err
+
+
+# Signals, on a real process with two forked workers.
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGNAL_ARGS = ["--pairs", "64", "--crop", "128", "--seed", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def signal_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sigref") / "set"
+    assert main(["dataset", "--out", str(out), *SIGNAL_ARGS]) == 0
+    return _snapshot(out)
+
+
+def _start(out):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "blursynth", "dataset", "--out", str(out), "--workers", "2", *SIGNAL_ARGS]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any((out / "parts").glob("0*.jsonl")):  # working: a chunk is done, the next ones are being made
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid]
+    assert len(workers) == 2
+    return proc, workers
+
+
+def _parent(proc_dir):
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone(pids, within):
+    deadline = time.monotonic() + within
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not any(map(_alive, pids))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_sigterm_stops_the_workers_and_the_rerun_completes(tmp_path, signal_reference):
+    out = tmp_path / "set"
+    proc, workers = _start(out)
+    proc.send_signal(signal.SIGTERM)  # the parent only, as `kill PID` or a job scheduler does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == [f"blursynth dataset: interrupted; run the same command again to "
+                                        f"complete {out}"]
+    assert _gone(workers, 2)
+    assert main(["dataset", "--out", str(out), "--workers", "2", *SIGNAL_ARGS]) == 0
+    assert _snapshot(out) == signal_reference
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_workers_stop_when_the_parent_is_killed(tmp_path, signal_reference):
+    out = tmp_path / "set"
+    proc, workers = _start(out)
+    proc.kill()
+    proc.wait(timeout=60)  # (not communicate: it would wait for the workers, which hold its pipes too)
+    files = _snapshot(out)
+    assert _gone(workers, 0.3), "workers outlived their parent"
+    time.sleep(1.5)  # an orphaned worker would finish its chunk meanwhile (a second here)
+    assert _snapshot(out) == files and "manifest.jsonl" not in files, "workers wrote on after their parent died"
+    assert main(["dataset", "--out", str(out), *SIGNAL_ARGS]) == 0
+    assert _snapshot(out) == signal_reference
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_ctrl_c_prints_one_line(tmp_path):
+    out = tmp_path / "set"
+    proc, workers = _start(out)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [f"blursynth dataset: interrupted; run the same command again to "
+                                        f"complete {out}"]
+    assert _gone(workers, 2)
