@@ -16,13 +16,13 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from . import __version__
+from .interrupt import exit_code, sigterm_interrupts
 
 
 class UsageError(Exception):
@@ -558,9 +558,9 @@ def run_dataset(args) -> int:
                                progress=not args.quiet)
     except (DatasetError, RecipeError, ImageError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (dataset.Terminated): the workers are stopped
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped
         print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
-        return 128 + int(getattr(exc, "signum", signal.SIGINT))
+        return exit_code(exc)
     state = "complete" if result["complete"] else "this shard done; run without --shard once all shards are copied in"
     print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} present, {state}")
     return 0
@@ -578,14 +578,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a job scheduler's stop), raised where the process is, so it cleans up as Ctrl-C does."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 2 bad input, 130/143 interrupted by
     SIGINT/SIGTERM) instead of exiting."""
@@ -594,9 +586,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        code = args.func(args)
+        with sigterm_interrupts():  # (a kill cleans up as Ctrl-C does)
+            code = args.func(args)
         sys.stdout.flush()  # (here, so that a closed pipe is seen below rather than at exit)
         return code
     except BrokenPipeError:  # output piped into a reader that stopped early, e.g. `| head`: not an error
@@ -607,9 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print(f"blursynth {args.command}: interrupted; nothing was written to the output folder", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

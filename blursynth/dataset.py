@@ -30,13 +30,13 @@ import re
 import shutil
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import __version__
+from .interrupt import sigterm_interrupts
 from .io import ImageError, atomic_path, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
@@ -297,29 +297,6 @@ def _exit_if_orphaned() -> None:
         os._exit(1)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM received: the run stops as it does on Ctrl-C (its workers terminated, resumable)."""
-
-    signum = signal.SIGTERM
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """Within: SIGTERM (``kill PID``, a job scheduler) raises :class:`Terminated` in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _context(device: str):
     """Fork where it is safe (CPU, POSIX): workers start at once, as torch's DataLoader does.
 
@@ -461,7 +438,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits)
     size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
     try:
-        with _sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
+        with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
                                          disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
             written = _run_chunks(writer, todo, workers, device, bar.update)
     except ImageError as exc:
