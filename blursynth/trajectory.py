@@ -278,6 +278,11 @@ class RandomWalk2D:
         return Trajectory(t=t, path_px=path, params=params)
 
 
+# Poses per item at most: 10 s of hand-held shake at the fastest default tremor is about 1,200; a
+# chunk of 4096 items then holds at most 4096 x 4096 poses (400 MB of rotations and translations).
+MAX_SAMPLES = 4096
+
+
 @dataclass(frozen=True)
 class CameraShake:
     """Hand-held camera shake: 6-DoF camera motion over the exposure, in physical units.
@@ -351,6 +356,10 @@ class CameraShake:
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
         if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 2):
             raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")
+        if self.n_samples > MAX_SAMPLES:  # (a batch holds N x samples poses: this fails later on memory)
+            what = "samples" if self.samples is not None else "exposure_s and tremor_hz (10 poses per tremor cycle)"
+            raise ValueError(f"{owner}: {self.n_samples} poses per item from {what}; at most {MAX_SAMPLES} "
+                             "(shorten exposure_s, or set samples)")
 
     @property
     def n_samples(self) -> int:

@@ -200,3 +200,11 @@ def test_wrong_types_are_named_when_built(model, kwargs, name):
     """A string used to pass or fail with "'>=' not supported between 'str' and 'int'"."""
     with pytest.raises(ValueError, match=rf"{model.__name__}\.{name} must be"):
         model(**kwargs)
+
+
+def test_a_pose_count_that_could_not_fit_in_memory_is_refused_when_built():
+    with pytest.raises(ValueError, match=r"CameraShake: 100000000 poses per item from samples; at most 4096"):
+        CameraShake(samples=100_000_000)
+    with pytest.raises(ValueError, match=r"poses per item from exposure_s and tremor_hz .*shorten exposure_s"):
+        CameraShake(exposure_s=(1.0, 1e6))
+    assert CameraShake(exposure_s=(1.0, 10.0)).n_samples <= 4096  # the longest exposure the CLI allows
