@@ -207,8 +207,9 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
             the question.
 
     Returns:
-        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``. Cost: one warp per pose,
-        about ``2 x`` (largest motion in the frame, px) ``+ 1`` warps, at least 4 for a moving camera.
+        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``; an item's result does not
+        depend on the rest of its batch. Cost: one warp per pose, about ``2 x`` (largest motion in the
+        frame, px) ``+ 1`` warps, at least 4 for a moving camera.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")
@@ -223,6 +224,13 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
                          "build the Camera for the frame being blurred")
     if len(trajectory) not in (1, b):
         raise ValueError(f"trajectory has {len(trajectory)} items for a batch of {b} images")
+    per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
+    if b > 1 and (len(trajectory) > 1 or per_item_depth):
+        # One item at a time: the pose grid follows the fastest motion it is built for, so a grid
+        # shared by the batch would make an item's result depend on the others (DESIGN.md).
+        return torch.cat([render_nonuniform(image[i:i + 1], trajectory[i] if len(trajectory) > 1 else trajectory,
+                                            camera, depth_m.reshape(-1)[i:i + 1] if per_item_depth else depth_m,
+                                            center, max_step_px, padding_mode) for i in range(b)])
     # The poses (a few hundred numbers) are worked out on the CPU whatever the image's device: on a
     # GPU their hundreds of tiny operations cost more in launches and syncs than all the warps, and
     # the same arithmetic on every device gives the same warps.

@@ -252,3 +252,19 @@ def test_integer_images_are_refused_before_any_work():
     traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3))
     with pytest.raises(TypeError, match=r"image must be float32 or float64, got torch.uint8"):
         render_nonuniform(torch.zeros(1, 3, 20, 30, dtype=torch.uint8), traj, cam)
+
+
+def test_an_item_renders_the_same_alone_as_in_any_batch():
+    # its pose grid follows its own motion, not the batch's fastest (DESIGN.md: results do not
+    # depend on the batch); a still item beside a moving one shows it most
+    from blursynth.trajectory import CameraShake
+    cam = Camera.from_35mm(35.0, 48, 40)
+    shakes = CameraShake().sample(3, seed=0)
+    image = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    depth = torch.tensor([0.5, 2.0, math.inf])
+    for d in (math.inf, depth):
+        both = render_nonuniform(image, shakes, cam, depth_m=d)
+        for i in range(3):
+            alone = render_nonuniform(image[i:i + 1], shakes[i], cam,
+                                      depth_m=d[i:i + 1] if torch.is_tensor(d) else d)
+            assert torch.equal(both[i:i + 1], alone), (d, i)
