@@ -320,8 +320,15 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     """
     from .kernel import KernelFitError, fit_error_message, rasterize
 
+    try:
+        pts = torch.as_tensor(points_px, dtype=torch.float32, device=trajectory.t.device)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"points_px must be a (P, 2) tensor of pixel coordinates (x, y), "
+                        f"got {type(points_px).__name__}") from None
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points_px must be (P, 2) pixel coordinates (x, y), got shape {tuple(pts.shape)}; "
+                         "one point is points_px[None] or [[x, y]]")
     dense = densify(trajectory, camera, depth_m, max_step_px)
-    pts = torch.as_tensor(points_px, dtype=torch.float32, device=dense.t.device).reshape(-1, 2)
     path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)
     if center:
         path = path - centering_shift(dense, camera, depth_m)[:, None, None, :]

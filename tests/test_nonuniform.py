@@ -268,3 +268,15 @@ def test_an_item_renders_the_same_alone_as_in_any_batch():
             alone = render_nonuniform(image[i:i + 1], shakes[i], cam,
                                       depth_m=d[i:i + 1] if torch.is_tensor(d) else d)
             assert torch.equal(both[i:i + 1], alone), (d, i)
+
+
+def test_points_px_of_the_wrong_shape_are_refused_not_reshaped():
+    """A (2, 3) points_px was read as 3 points, a 1-D (x, y) as one point: both are refused."""
+    cam = Camera(500.0, 30, 20)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3))
+    for bad, shape in ((torch.zeros(2, 3), r"\(2, 3\)"), (torch.tensor([10.0, 10.0]), r"\(2,\)"),
+                       (torch.zeros(1, 1, 2), r"\(1, 1, 2\)")):
+        with pytest.raises(ValueError, match=rf"points_px must be \(P, 2\) .*got shape {shape}"):
+            kernels_at(bad, traj, cam, 5)
+    assert kernels_at(torch.tensor([[10.0, 10.0]]), traj, cam, 5).shape == (1, 1, 5, 5)
+    assert kernels_at([[10.0, 10.0], [3.0, 4.0]], traj, cam, 5).shape == (1, 2, 5, 5)
