@@ -69,9 +69,18 @@ class Trajectory:
                        path_px=move(self.path_px), params={k: v.to(device) for k, v in self.params.items()})
 
     def __getitem__(self, items) -> "Trajectory":
-        """Select items (an int, slice, index tensor or boolean mask) along the batch dimension."""
-        if isinstance(items, int):
-            items = slice(items, items + 1 if items != -1 else None)
+        """Select items (an int, slice, index tensor or boolean mask) along the batch dimension.
+
+        An int gives a one-item trajectory; it counts from the end when negative, as for a list, and
+        one outside ``-len(self) .. len(self) - 1`` is an IndexError.
+        """
+        if isinstance(items, _numbers.Integral) and not isinstance(items, bool):
+            n = len(self)
+            if not -n <= items < n:
+                raise IndexError(f"Trajectory index {items} is out of range for {n} items "
+                                 f"(use 0 to {n - 1}, or -{n} to -1)")
+            items = int(items) % n
+            items = slice(items, items + 1)
 
         def pick(x):
             return None if x is None else x[items]

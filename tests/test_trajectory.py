@@ -208,3 +208,17 @@ def test_a_pose_count_that_could_not_fit_in_memory_is_refused_when_built():
     with pytest.raises(ValueError, match=r"poses per item from exposure_s and tremor_hz .*shorten exposure_s"):
         CameraShake(exposure_s=(1.0, 1e6))
     assert CameraShake(exposure_s=(1.0, 10.0)).n_samples <= 4096  # the longest exposure the CLI allows
+
+
+def test_an_int_index_out_of_range_is_an_index_error():
+    """traj[5] of 2 items (or traj[-3]) used to return an empty trajectory."""
+    import numpy as np
+    shake = CameraShake().sample(2, seed=0)
+    for bad in (2, 5, -3, np.int64(5)):
+        with pytest.raises(IndexError, match=rf"index {bad} is out of range for 2 items"):
+            shake[bad]
+    for i, same in ((-1, 1), (-2, 0), (1, 1), (np.int64(0), 0)):
+        item = shake[i]
+        assert len(item) == 1 and torch.equal(item.rotation, shake.rotation[same:same + 1])
+        assert torch.equal(item.params["exposure_s"], shake.params["exposure_s"][same:same + 1])
+    assert len(shake[5:]) == 0  # slices keep Python's slicing
