@@ -376,6 +376,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         model: a trajectory model with ``sample_items(index, seed)`` (:class:`~blursynth.trajectory.CameraShake`,
             :class:`~blursynth.trajectory.RandomWalk2D`).
         n: number of kernels (>= 1); camera: needed for 6-DoF models; size: int or ``(h, w)``.
+        start: index of the first item (>= 0), as in the models' ``sample``.
         seed: base seed; item i depends only on ``(seed, i)`` whatever ``chunk`` and ``device``.
         chunk: items per chunk (memory: ``chunk * h * w * 4`` bytes of kernels plus pieces of at
             most ~100 MB of temporaries).
@@ -391,6 +392,8 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"number of kernels must be a positive integer, got {n!r}")
+    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     _size(size)

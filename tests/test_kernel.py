@@ -349,3 +349,13 @@ def test_cuda_matches_cpu():
     gpu = next(K.generate(CameraShake(), 64, cam, 31, seed=3, device="cuda")).kernels
     assert gpu.is_cuda
     assert torch.allclose(gpu.cpu(), cpu, atol=1e-5)
+
+
+def test_generate_refuses_a_negative_start_as_sample_does():
+    """generate(start=-2) made items -2, -1, 0 while CameraShake().sample(3, start=-2) refused it."""
+    from blursynth.trajectory import RandomWalk2D
+    for bad in (-2, 1.5, "3"):
+        with pytest.raises(ValueError, match=rf"start must be a non-negative integer, got {bad!r}"):
+            next(K.generate(RandomWalk2D(), 3, size=65, start=bad))
+        with pytest.raises(ValueError, match=rf"start must be a non-negative integer, got {bad!r}"):
+            RandomWalk2D().sample(3, start=bad)
