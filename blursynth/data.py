@@ -81,7 +81,7 @@ class SyntheticPairs(Dataset):
     """On-the-fly blurry/sharp pairs from a recipe and procedural scenes or a folder of photographs.
 
     Args:
-        length: number of items.
+        length: number of items, an integer >= 1.
         recipe: recipe name, ``.toml`` path or :class:`~blursynth.recipe.Recipe` (default ``"default"``).
         sharp: folder of sharp photographs (scanned once; unusable files are listed in ``skipped``) or
             None for dead-leaves scenes.
@@ -98,8 +98,9 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, length: int, recipe: str | Recipe = "default", sharp: str | os.PathLike | None = None,
                  seed: int = 0, crop: int | tuple[int, int] | None = None, device: str = "cpu"):
-        if length < 1:
-            raise ValueError(f"length must be a positive number of pairs, got {length}")
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+            raise ValueError(f"length must be an integer >= 1 (the number of pairs), got {length!r}")
+        length = int(length)
         seed = check_seed(seed)
         _check_device(device)
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)

@@ -238,3 +238,11 @@ def test_crop_device_and_index_edges_are_clear(tmp_path):
     with pytest.raises(IndexError, match=r"index 32 is out of range for 1 pairs in .*: use 0 to 0"):
         pairs[32]
     assert pairs[-1]["index"] == 0
+
+
+def test_a_length_that_is_not_a_positive_integer_is_refused_when_built():
+    """SyntheticPairs(2.5) was accepted and failed later in len()."""
+    for bad in (2.5, "3", True, 0, -1, None):
+        with pytest.raises(ValueError, match=rf"length must be an integer >= 1 \(the number of pairs\), got {bad!r}"):
+            SyntheticPairs(bad, _recipe())
+    assert len(SyntheticPairs(np.int64(3), _recipe())) == 3
