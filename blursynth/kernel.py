@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -78,11 +79,17 @@ _FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touch
 
 
 def _size(size) -> tuple[int, int]:
-    """``int`` or ``(h, w)`` to a validated ``(h, w)`` pair."""
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if not all(isinstance(v, int) and v >= 3 for v in (h, w)):
-        raise ValueError(f"kernel size must be an int or (h, w) of ints >= 3, got {size!r}")
-    return h, w
+    """``int`` or ``(h, w)`` (Python or NumPy integers) to a validated ``(h, w)`` pair of Python ints."""
+    def integer(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    pair = (size, size) if integer(size) else size
+    try:
+        pair = () if isinstance(pair, (str, bytes)) else tuple(pair)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(integer(v) and v >= 3 for v in pair):
+        raise ValueError(f"size (the kernel size) must be an int or (h, w) of ints >= 3, got {size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 def _check_path(path_px: torch.Tensor) -> torch.Tensor:
@@ -175,7 +182,7 @@ def rasterize(path_px: torch.Tensor, size, t: torch.Tensor | None = None, fit: s
 
     Args:
         path_px: ``(N, T, 2)`` displacements ``(x, y)`` in pixels (any float dtype, any device).
-        size: kernel size, an int or ``(h, w)``, each >= 3 (odd sizes put the centre on a pixel, as
+        size: kernel size, an int or ``(h, w)`` (Python or NumPy integers), each >= 3 (odd sizes put the centre on a pixel, as
             DESIGN.md requires; even sizes are accepted and centre on ``(h // 2, w // 2)``).
         t: ``(N, T)`` non-decreasing sample times (seconds, or any unit); each segment is weighted by
             its duration. None means evenly spaced samples.

@@ -359,3 +359,15 @@ def test_generate_refuses_a_negative_start_as_sample_does():
             next(K.generate(RandomWalk2D(), 3, size=65, start=bad))
         with pytest.raises(ValueError, match=rf"start must be a non-negative integer, got {bad!r}"):
             RandomWalk2D().sample(3, start=bad)
+
+
+def test_numpy_integer_sizes_work_like_python_ints():
+    """rasterize(path, np.int64(5)) failed with "'numpy.int64' object is not iterable"."""
+    import numpy as np
+    path = torch.tensor([[[0.0, 0.0], [2.0, 1.0]]])
+    want = K.rasterize(path, 9)
+    for size in (np.int64(9), (np.int32(9), 9), np.array([9, 9])):
+        assert torch.equal(K.rasterize(path, size), want)
+    for bad in (np.float64(9.0), 9.0, True, "9", (9,), (9, 9, 9), 2, None):
+        with pytest.raises(ValueError, match=r"size \(the kernel size\) must be an int or \(h, w\) of ints >= 3"):
+            K.rasterize(path, bad)
