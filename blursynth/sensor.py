@@ -557,12 +557,32 @@ def mosaic_demosaic(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
     return _per_item(linear, params.bayer.to(linear.device), fns)
 
 
+def _check_batch(img: torch.Tensor, what: str) -> None:
+    if not isinstance(img, torch.Tensor) or img.dim() != 4:
+        shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
+        raise ValueError(f"{what} takes images (B, C, H, W), got {shape}")
+
+
+def _per_image(name: str, value, batch: int) -> torch.Tensor:
+    """``value`` (a number, or one per image) as a ``(1,)`` or ``(batch,)`` CPU tensor, or a ValueError
+    naming the parameter ``name``."""
+    try:
+        v = torch.as_tensor(value).cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be an int or a ({batch},) tensor, one per image; got {value!r}") from None
+    if v.dim() > 1 or v.numel() not in (1, batch):
+        raise ValueError(f"{name} must be an int or a ({batch},) tensor, one per image of the batch of {batch}; "
+                         f"got shape {tuple(v.shape)}")
+    return v.reshape(-1)
+
+
 def quantize(img: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
     """Round display values to ``2**bits`` levels: ``(B, C, H, W)`` in [0, 1] -> same, on the grid ``k / (2**bits - 1)``.
 
     ``bits`` is an int or a ``(B,)`` tensor (0 = leave that item as float).
     """
-    bits_t = torch.as_tensor(bits, device=img.device).view(-1, 1, 1, 1)
+    _check_batch(img, "quantize")
+    bits_t = _per_image("bits", bits, img.shape[0]).to(img.device).view(-1, 1, 1, 1)
     levels = (2.0 ** bits_t.to(torch.float64) - 1.0).to(img.dtype)
     q = torch.round(img.clamp(0.0, 1.0) * levels) / levels
     return torch.where(bits_t > 0, q, img)
@@ -572,14 +592,20 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
     """JPEG-compress and decode each image (Pillow's libjpeg on CPU, 4:2:0 chroma).
 
     Args:
-        img: ``(B, 3, H, W)`` display values in [0, 1] (quantised to 8 bits for coding).
-        quality: an int or ``(B,)`` tensor of qualities 1-100 (0 = leave that item unchanged).
+        img: ``(B, 3, H, W)`` RGB or ``(B, 1, H, W)`` grayscale display values in [0, 1] (quantised to
+            8 bits for coding; a 1-channel image is coded as a grayscale JPEG).
+        quality: an int or ``(B,)`` tensor of integer qualities 1-100 (0 = leave that item unchanged).
     Returns:
         ``(B, 3, H, W)`` float32 on ``img``'s device, multiples of 1/255 where coded.
     """
-    q = torch.as_tensor(quality).reshape(-1).expand(img.shape[0]).tolist()
-    if any(not 0 <= v <= 100 for v in q):
-        raise ValueError(f"JPEG quality must be in 1-100 (0 = off), got {q}")
+    _check_batch(img, "jpeg")
+    if img.shape[1] not in (1, 3):
+        raise ValueError(f"jpeg codes RGB (B, 3, H, W) or grayscale (B, 1, H, W) images, got shape "
+                         f"{tuple(img.shape)}")
+    quality_t = _per_image("quality", quality, img.shape[0])
+    q = quality_t.expand(img.shape[0]).tolist()
+    if quality_t.is_floating_point() or quality_t.dtype == torch.bool or any(not 0 <= v <= 100 for v in q):
+        raise ValueError(f"quality (JPEG) must be integers in 1-100 (0 = off), got {q}")
     coded = [i for i, v in enumerate(q) if v > 0]
     if not coded:
         return img
@@ -592,12 +618,15 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
 
 
 def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> the same image after a JPEG file at ``quality``, in memory. (Pillow's
-    encoder wrote the same files, and its decoder the same pixels, as torchvision's, whose image
-    codecs are deprecated since 0.29, in 40 random trials of sizes and qualities.)"""
+    """``(H, W, 3)`` or ``(H, W, 1)`` uint8 -> the same image after a JPEG file at ``quality``, in
+    memory (a 1-channel image is coded as a grayscale JPEG). (Pillow's encoder wrote the same
+    files, and its decoder the same pixels, as torchvision's, whose image codecs are deprecated
+    since 0.29, in 40 random trials of sizes and qualities.)"""
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
+    gray = rgb.shape[-1] == 1
+    Image.fromarray(rgb[..., 0] if gray else rgb).save(buf, format="JPEG", quality=quality)
+    decoded = np.asarray(Image.open(buf).convert("L" if gray else "RGB"))
+    return decoded[..., None] if gray else decoded
 
 
 # --------------------------------------------------------------------------- composites

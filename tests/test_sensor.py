@@ -369,3 +369,29 @@ def test_integer_images_are_refused():
         S.pre_blur(img, p)
     with pytest.raises(TypeError, match="float images"):
         S.post_blur(img, p, 0, [0])
+
+
+def test_per_item_bits_and_quality_must_match_the_batch():
+    """A (3,) quality or bits for a batch of 2 failed with a torch broadcast error."""
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"quality must be an int or a \(2,\) tensor, one per image .*got shape \(3,\)"):
+        S.jpeg(x, torch.tensor([80, 90, 95]))
+    with pytest.raises(ValueError, match=r"bits must be an int or a \(2,\) tensor, one per image .*got shape \(3,\)"):
+        S.quantize(x, torch.tensor([8, 8, 8]))
+    with pytest.raises(ValueError, match=r"quality \(JPEG\) must be integers in 1-100"):
+        S.jpeg(x, 90.5)
+    with pytest.raises(ValueError, match=r"jpeg codes RGB \(B, 3, H, W\) or grayscale \(B, 1, H, W\) images, got shape \(2, 2, 16, 16\)"):
+        S.jpeg(x[:, :2], 90)
+    assert torch.equal(S.jpeg(x, torch.tensor([90, 0]))[1], x[1])
+    assert torch.equal(S.quantize(x, torch.tensor([8, 0]))[1], x[1])
+
+
+def test_jpeg_codes_one_channel_images_as_grayscale():
+    """A (B, 1, H, W) image failed inside Pillow ("Cannot handle this data type")."""
+    g = torch.rand(2, 1, 16, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = S.jpeg(g, 75)
+    assert out.shape == g.shape and out.dtype == g.dtype
+    assert torch.equal(out * 255, (out * 255).round()) and not torch.equal(out, g)
+    # the same coding as the gray image repeated in three channels gives, up to JPEG's colour rounding
+    rgb = S.jpeg(g.expand(-1, 3, -1, -1).contiguous(), 75)
+    assert (rgb - out).abs().max() <= 3 / 255
