@@ -596,7 +596,8 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
             8 bits for coding; a 1-channel image is coded as a grayscale JPEG).
         quality: an int or ``(B,)`` tensor of integer qualities 1-100 (0 = leave that item unchanged).
     Returns:
-        ``(B, 3, H, W)`` float32 on ``img``'s device, multiples of 1/255 where coded.
+        ``img``'s shape, dtype and device: coded items hold multiples of 1/255 (divided in ``img``'s
+        dtype), items of quality 0 are ``img``'s values (``img`` itself comes back when no item is coded).
     """
     _check_batch(img, "jpeg")
     if img.shape[1] not in (1, 3):

@@ -395,3 +395,11 @@ def test_jpeg_codes_one_channel_images_as_grayscale():
     # the same coding as the gray image repeated in three channels gives, up to JPEG's colour rounding
     rgb = S.jpeg(g.expand(-1, 3, -1, -1).contiguous(), 75)
     assert (rgb - out).abs().max() <= 3 / 255
+
+
+def test_jpeg_returns_the_input_dtype_as_its_docstring_says():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    out = S.jpeg(x, torch.tensor([80, 0]))
+    assert out.dtype == torch.float64 and torch.equal(out[1], x[1])
+    assert S.jpeg(x, 0) is x
+    assert "dtype" in S.jpeg.__doc__ and "float32" not in S.jpeg.__doc__
