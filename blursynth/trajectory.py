@@ -117,7 +117,30 @@ class Trajectory:
 
     @staticmethod
     def cat(items: list["Trajectory"]) -> "Trajectory":
-        """Concatenate trajectories with the same number of samples along the batch dimension."""
+        """Concatenate trajectories along the batch dimension.
+
+        They must agree in everything but their number of items: the number of samples T, the kind
+        (which of ``rotation``, ``translation``, ``path_px`` they hold) and the names of ``params``;
+        otherwise a ValueError says what differs.
+        """
+        items = list(items)
+        if not items or not all(isinstance(x, Trajectory) for x in items):
+            raise TypeError("Trajectory.cat takes a non-empty list of Trajectory objects")
+        first = items[0]
+
+        def kind(x):
+            return [name for name in ("rotation", "translation", "path_px") if getattr(x, name) is not None]
+        for i, x in enumerate(items[1:], 1):
+            if kind(x) != kind(first):
+                raise ValueError(f"Trajectory.cat: items[{i}] holds {kind(x)} but items[0] holds {kind(first)} "
+                                 "(6-DoF and 2-D trajectories cannot share a batch)")
+            if x.t.shape[1] != first.t.shape[1]:
+                raise ValueError(f"Trajectory.cat: items[{i}] has {x.t.shape[1]} samples per motion but items[0] has "
+                                 f"{first.t.shape[1]}; sample both with the same number (e.g. the model's samples=)")
+            if set(x.params) != set(first.params):
+                raise ValueError(f"Trajectory.cat: items[{i}] has params {sorted(x.params)} but items[0] has "
+                                 f"{sorted(first.params)}; concatenate trajectories of one model")
+
         def join(name):
             values = [getattr(x, name) for x in items]
             return None if values[0] is None else torch.cat(values)

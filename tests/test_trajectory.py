@@ -222,3 +222,19 @@ def test_an_int_index_out_of_range_is_an_index_error():
         assert len(item) == 1 and torch.equal(item.rotation, shake.rotation[same:same + 1])
         assert torch.equal(item.params["exposure_s"], shake.params["exposure_s"][same:same + 1])
     assert len(shake[5:]) == 0  # slices keep Python's slicing
+
+
+def test_cat_says_what_differs():
+    """cat of a 6-DoF and a 2-D trajectory failed with KeyError 'exposure_s', of different T with a torch size error."""
+    shake = CameraShake().sample(2, seed=0)
+    with pytest.raises(ValueError, match=r"items\[1\] holds \['path_px'\] but items\[0\] holds \['rotation', 'translation'\]"):
+        Trajectory.cat([shake, RandomWalk2D().sample(1)])
+    with pytest.raises(ValueError, match=r"items\[1\] has 40 samples per motion but items\[0\] has 32"):
+        Trajectory.cat([shake, CameraShake(samples=40).sample(1)])
+    plain = Trajectory(t=shake.t[:1], rotation=shake.rotation[:1], translation=shake.translation[:1])
+    with pytest.raises(ValueError, match=r"items\[1\] has params \[\] but items\[0\] has \['drift_hz'"):
+        Trajectory.cat([shake, plain])
+    with pytest.raises(TypeError, match="non-empty list of Trajectory"):
+        Trajectory.cat([])
+    both = Trajectory.cat([shake, CameraShake().sample(1, seed=0, start=2)])
+    assert torch.equal(both.rotation, CameraShake().sample(3, seed=0).rotation)
