@@ -21,6 +21,7 @@ motion that is uniform in practice renders like ``blur(image, centred kernel)``.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -35,6 +36,8 @@ from .trajectory import Trajectory
 WARP_PIXELS = 8 * 1280 * 720
 # Fewest pose intervals of a moving camera (see motion_samples).
 MIN_INTERVALS = 3
+# grid_sample's padding modes, checked before any work (its own message names its internals).
+PADDING_MODES = ("reflection", "border", "zeros")
 
 
 def exposure_weights(t: torch.Tensor) -> torch.Tensor:
@@ -224,6 +227,17 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
                          "build the Camera for the frame being blurred")
     if len(trajectory) not in (1, b):
         raise ValueError(f"trajectory has {len(trajectory)} items for a batch of {b} images")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+    if not isinstance(depth_m, numbers.Real) or isinstance(depth_m, bool):
+        try:
+            depth_t = torch.as_tensor(depth_m)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"depth_m must be metres, a float or a ({b},) tensor, got {type(depth_m).__name__}") from None
+        if depth_t.ndim > 1 or depth_t.numel() not in (1, b):
+            raise ValueError(f"depth_m must be a float or a ({b},) tensor, one depth per image of the batch of {b}; "
+                             f"got shape {tuple(depth_t.shape)}")
+        depth_m = depth_t  # (lists and arrays become tensors)
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     if b > 1 and (len(trajectory) > 1 or per_item_depth):
         # One item at a time: the pose grid follows the fastest motion it is built for, so a grid

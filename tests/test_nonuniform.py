@@ -280,3 +280,21 @@ def test_points_px_of_the_wrong_shape_are_refused_not_reshaped():
             kernels_at(bad, traj, cam, 5)
     assert kernels_at(torch.tensor([[10.0, 10.0]]), traj, cam, 5).shape == (1, 1, 5, 5)
     assert kernels_at([[10.0, 10.0], [3.0, 4.0]], traj, cam, 5).shape == (1, 2, 5, 5)
+
+
+def test_padding_mode_and_depth_are_checked_against_what_the_user_passed():
+    """padding_mode="reflect" got grid_sample's message; a (2,) depth_m for 3 images reported an
+    internal shape (2, 1, 1), or (0, 1, 1)."""
+    cam = Camera(500.0, 30, 20)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3), translation=torch.zeros(1, 2, 3))
+    image = torch.zeros(3, 3, 20, 30)
+    with pytest.raises(ValueError, match=r"padding_mode must be one of \('reflection', 'border', 'zeros'\), got 'reflect'"):
+        render_nonuniform(image, traj, cam, padding_mode="reflect")
+    for depth, shape in ((torch.tensor([1.0, 2.0]), r"\(2,\)"), (torch.ones(3, 1), r"\(3, 1\)"),
+                         ([1.0, 2.0, 3.0, 4.0], r"\(4,\)")):
+        with pytest.raises(ValueError, match=rf"depth_m must be a float or a \(3,\) tensor, one depth per image "
+                                             rf"of the batch of 3; got shape {shape}$"):
+            render_nonuniform(image, traj, cam, depth_m=depth)
+    with pytest.raises(ValueError, match=r"batch of 1; got shape \(2,\)"):
+        render_nonuniform(image[:1], traj, cam, depth_m=torch.tensor([1.0, 2.0]))
+    assert render_nonuniform(image, traj, cam, depth_m=[1.0, 2.0, 3.0]).shape == image.shape
