@@ -291,7 +291,7 @@ def test_padding_mode_and_depth_are_checked_against_what_the_user_passed():
     with pytest.raises(ValueError, match=r"padding_mode must be one of \('reflection', 'border', 'zeros'\), got 'reflect'"):
         render_nonuniform(image, traj, cam, padding_mode="reflect")
     for depth, shape in ((torch.tensor([1.0, 2.0]), r"\(2,\)"), (torch.ones(3, 1), r"\(3, 1\)"),
-                         ([1.0, 2.0, 3.0, 4.0], r"\(4,\)")):
+                         ([1.0, 2.0, 3.0, 4.0], r"\(4,\)"), (torch.ones(4), r"\(4,\)")):  # 4 for 3 was cut to 3
         with pytest.raises(ValueError, match=rf"depth_m must be a float or a \(3,\) tensor, one depth per image "
                                              rf"of the batch of 3; got shape {shape}$"):
             render_nonuniform(image, traj, cam, depth_m=depth)
