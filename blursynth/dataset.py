@@ -419,7 +419,9 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     if sharp is None:
         recipe.check_frame()  # a procedural scene stands for a crop of a frame_px photo
     _check_apart(out, sharp)
-    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size)
+    # (messages name the command line's options, as this function's others do)
+    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
+                                                         crop_name="--crop")
     settings = _settings(recipe, pairs, seed, folder, layout)
     _check_output(out, settings, overwrite)
     chunks = math.ceil(pairs / CHUNK)

@@ -61,7 +61,8 @@ class ImageFolder:
     skipped: list[dict] = field(default_factory=list)
 
     @classmethod
-    def scan(cls, root: str | os.PathLike, min_size: tuple[int, int]) -> "ImageFolder":
+    def scan(cls, root: str | os.PathLike, min_size: tuple[int, int], sharp_name: str = "sharp",
+             crop_name: str = "crop") -> "ImageFolder":
         """Check every file under ``root`` (recursively, hidden files ignored) and keep the usable ones.
 
         Corrupt, empty and non-image files, broken symbolic links, and images smaller than ``min_size``
@@ -69,13 +70,19 @@ class ImageFolder:
         on read). Files are checked by :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one
         thread per core).
 
+        ``sharp_name`` and ``crop_name`` are how messages and skip reasons name the folder and the crop
+        size: by default the Python arguments (``sharp='photos'``, ``crop``); the command line passes
+        its options (``--sharp``, ``--crop``), which messages then write as ``--sharp photos``.
+
         Raises:
             FileNotFoundError: ``root`` is not a folder.
             ImageError: no usable image (or no file at all) in it.
         """
         root = Path(root)
+        option = sharp_name.startswith("-")
+        named = f"{sharp_name} {root}" if option else f"{sharp_name}={str(root)!r}"
         if not root.is_dir():
-            raise FileNotFoundError(f"--sharp {root}: not a folder; pass a folder of sharp photographs")
+            raise FileNotFoundError(f"{named}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
         visible = sorted(p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts))
         paths = [p for p in visible if p.is_file()]
@@ -101,15 +108,16 @@ class ImageFolder:
                 # height x width, the order of --crop HxW
                 found.skipped.append({"file": rel, "reason": f"image is {h}x{w} (height x width), smaller than the "
                                       f"{min_size[0]}x{min_size[1]} needed (crop plus the kernel margin); "
-                                      "use a smaller --crop"})
+                                      f"use a smaller {crop_name}"})
                 continue
             found.files.append(rel)
             found.sizes.append((h, w))
         if not paths and not broken:
-            raise ImageError(f"--sharp {root}: the folder has no image files (looked in its subfolders too, hidden "
-                             "files left out); put photos in it, or leave --sharp out for procedural scenes")
+            instead = f"leave {sharp_name} out" if option else f"pass {sharp_name}=None"
+            raise ImageError(f"{named}: the folder has no image files (looked in its subfolders too, hidden "
+                             f"files left out); put photos in it, or {instead} for procedural scenes")
         if not found.files:
-            raise ImageError(f"--sharp {root}: no usable image (skipped {len(found.skipped)} files: "
+            raise ImageError(f"{named}: no usable image (skipped {len(found.skipped)} files: "
                              + "; ".join(f"{s['file']}: {s['reason']}" for s in found.skipped[:3]) + ")")
         return found
 

@@ -246,3 +246,23 @@ def test_a_length_that_is_not_a_positive_integer_is_refused_when_built():
         with pytest.raises(ValueError, match=rf"length must be an integer >= 1 \(the number of pairs\), got {bad!r}"):
             SyntheticPairs(bad, _recipe())
     assert len(SyntheticPairs(np.int64(3), _recipe())) == 3
+
+
+def test_folder_errors_name_the_python_argument(tmp_path):
+    """SyntheticPairs(sharp="/nonexistent") said "--sharp /nonexistent", the command line's option."""
+    missing = tmp_path / "nonexistent"
+    with pytest.raises(FileNotFoundError, match=r"^sharp='.*nonexistent': not a folder") as err:
+        SyntheticPairs(2, _recipe(), sharp=missing)
+    assert "--" not in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match=r"^sharp='.*empty': the folder has no image files.*pass sharp=None") as err:
+        SyntheticPairs(2, _recipe(), sharp=tmp_path / "empty")
+    assert "--" not in str(err.value)
+    (tmp_path / "small").mkdir()
+    write_image(tmp_path / "small" / "a.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(ImageError, match=r"^sharp='.*small': no usable image .*use a smaller crop\)") as err:
+        SyntheticPairs(2, _recipe(), sharp=tmp_path / "small")
+    assert "--" not in str(err.value)
+    # the command line keeps its own wording
+    with pytest.raises(FileNotFoundError, match=r"^--sharp .*nonexistent: not a folder"):
+        ImageFolder.scan(missing, (8, 8), sharp_name="--sharp", crop_name="--crop")
