@@ -220,7 +220,8 @@ class SensorModel:
 
     @classmethod
     def off(cls) -> "SensorModel":
-        """Every step switched off: :func:`pre_blur` and :func:`post_blur` are the identity."""
+        """Every step switched off: :func:`post_blur` is the identity, :func:`pre_blur` clamps to [0, 1]
+        (the identity on values in [0, 1], the range it takes; :func:`to_linear` clamps for every curve)."""
         return cls(crf=("linear",), highlight_gain=None, shot_noise=None, clip=False, bayer=None, bits=None,
                    jpeg_quality=None)
 

@@ -403,3 +403,16 @@ def test_jpeg_returns_the_input_dtype_as_its_docstring_says():
     assert out.dtype == torch.float64 and torch.equal(out[1], x[1])
     assert S.jpeg(x, 0) is x
     assert "dtype" in S.jpeg.__doc__ and "float32" not in S.jpeg.__doc__
+
+
+def test_every_step_off_clamps_in_pre_blur_as_documented():
+    """README and SensorModel.off() said pre_blur is then the identity; it clamps to [0, 1]."""
+    import pathlib
+    img = torch.tensor([-0.5, 0.25, 1.5]).view(1, 3, 1, 1)
+    p = S.SensorModel.off().sample(1, 0)
+    assert torch.equal(S.pre_blur(img, p), img.clamp(0, 1))
+    assert torch.equal(S.post_blur(img, p, 0, [0]), img)
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    said = readme[readme.index("- `SensorModel.off()`"):][:300]
+    assert "clamps to [0, 1]" in said and "are then the identity" not in said
+    assert "clamps to [0, 1]" in S.SensorModel.off.__doc__
