@@ -324,8 +324,9 @@ class SensorParams:
         """One JSON-serialisable dict per item with every value applied to it.
 
         Switched-off steps read ``None`` (no Bayer, float output, no JPEG) or 0 (no noise, no boost);
-        ``gamma`` is ``None`` unless the item's curve is ``"gamma"``. Floats are the exact float32
-        values used, so :meth:`from_records` restores the same parameters bit for bit.
+        ``gamma`` is ``None`` unless the item's curve is ``"gamma"`` (only that curve uses it). Floats
+        are the exact float32 values used, so :meth:`from_records` restores every value the pipeline
+        applies bit for bit (see there for the one field it cannot restore).
         """
         cols = {f.name: getattr(self, f.name).tolist() for f in fields(self)}
         out = []
@@ -347,7 +348,13 @@ class SensorParams:
 
     @classmethod
     def from_records(cls, records: Sequence[dict], device: torch.device | str = "cpu") -> "SensorParams":
-        """Rebuild parameters from :meth:`to_records` output (e.g. a dataset manifest)."""
+        """Rebuild parameters from :meth:`to_records` output (e.g. a dataset manifest).
+
+        Every value the pipeline applies comes back bit for bit, so the rebuilt parameters give the same
+        images, and ``to_records`` of them gives the same records. One field is not the one drawn:
+        ``gamma`` of an item whose curve is not ``"gamma"`` (recorded as ``None``, unused by its
+        curve) comes back as 1.0.
+        """
         try:
             col = lambda key, conv: [conv(r[key]) for r in records]  # noqa: E731
             f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731

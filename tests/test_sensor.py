@@ -416,3 +416,21 @@ def test_every_step_off_clamps_in_pre_blur_as_documented():
     said = readme[readme.index("- `SensorModel.off()`"):][:300]
     assert "clamps to [0, 1]" in said and "are then the identity" not in said
     assert "clamps to [0, 1]" in S.SensorModel.off.__doc__
+
+
+def test_records_round_trip_restores_what_is_applied_and_says_what_it_does_not():
+    """README said from_records(to_records()) rebuilds "the exact parameters"; gamma of a non-"gamma"
+    item comes back 1.0 (recorded as None): the docs say so, and everything applied is exact."""
+    import pathlib
+    model = S.SensorModel(crf=S.CRFS, jpeg_quality=(60, 95))
+    p = model.sample(8, seed=3)
+    back = S.SensorParams.from_records(p.to_records())
+    assert back.to_records() == p.to_records()
+    used = p.crf == S.CRFS.index("gamma")
+    assert torch.equal(back.gamma[used], p.gamma[used]) and bool((back.gamma[~used] == 1.0).all())
+    img = torch.rand(8, 3, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(S.post_blur(S.pre_blur(img, back), back, 3, range(8)),
+                       S.post_blur(S.pre_blur(img, p), p, 3, range(8)))
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "rebuilds the exact parameters" not in readme
+    assert "comes back as 1.0" in " ".join(S.SensorParams.from_records.__doc__.split())
