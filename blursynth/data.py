@@ -90,7 +90,10 @@ class SyntheticPairs(Dataset):
         device: where pairs are computed (keep ``"cpu"`` inside ``DataLoader`` workers); checked here:
             ``"cuda"`` on a machine without CUDA is a ValueError.
 
-    Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1];
+    Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1] (``"blur"``
+    quantised as the recipe's sensor says; ``"sharp"`` the crop as it is, not quantised, where
+    ``blursynth dataset`` writes it rounded to the sensor's bit depth: the written file is this
+    target exactly for 8-bit photographs and 8-bit output, within half a level otherwise);
     ``"kernel"``: ``(kh, kw)`` float32 (the local kernel at the crop centre for projective recipes);
     ``"index"``: int; ``"params"``: flat dict of the drawn values (:func:`flatten_params`), the same
     keys for every item (NaN for a value not drawn), so a ``DataLoader`` batches it.

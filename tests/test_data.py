@@ -133,8 +133,8 @@ def test_paired_folder_reads_a_written_dataset(tmp_path, photos):
     assert len(pairs) == 5
     item = pairs[3]
     fresh = SyntheticPairs(5, _recipe(), sharp=photos, seed=2)[3]
-    # Written files are the 8-bit pairs the dataset makes on the fly.
-    assert torch.equal(item["blur"], fresh["blur"]) and torch.allclose(item["sharp"], fresh["sharp"], atol=0.5 / 255)
+    # Written files are the 8-bit pairs the dataset makes on the fly (8-bit photos: the sharp crop too).
+    assert torch.equal(item["blur"], fresh["blur"]) and torch.equal(item["sharp"], fresh["sharp"])
     assert torch.equal(item["kernel"], fresh["kernel"])
     assert item["params"]["camera.focal_mm"] == fresh["params"]["camera.focal_mm"]
     with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
@@ -266,3 +266,19 @@ def test_folder_errors_name_the_python_argument(tmp_path):
     # the command line keeps its own wording
     with pytest.raises(FileNotFoundError, match=r"^--sharp .*nonexistent: not a folder"):
         ImageFolder.scan(missing, (8, 8), sharp_name="--sharp", crop_name="--crop")
+
+
+def test_the_written_sharp_target_is_the_on_the_fly_one_rounded_to_the_sensor_bits(tmp_path):
+    """The docs said nothing of how SyntheticPairs' float sharp target relates to the written 8-bit file."""
+    import pathlib
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 3, _recipe(), seed=2, progress=False)  # dead-leaves scenes: float values
+    written, fresh = PairedFolder(tmp_path / "set"), SyntheticPairs(3, _recipe(), seed=2)
+    for i in range(3):
+        a, b = written[i], fresh[i]
+        assert torch.equal(a["blur"], b["blur"])
+        assert not torch.equal(a["sharp"], b["sharp"]) and float((a["sharp"] - b["sharp"]).abs().max()) <= 0.5 / 255 + 1e-7
+        assert torch.equal(a["sharp"], (b["sharp"].double() * 255).round().float() / 255)
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "The on-the-fly `\"sharp\"` is the float32 crop itself, not quantised" in readme
+    assert "not quantised" in SyntheticPairs.__doc__
