@@ -63,6 +63,7 @@ def test_config_toml_then_command_line_override(tmp_path):
     ('mode = "gan"\n', "--mode must be one of paired, cyclegan, reblur"),
     ("crop = 30\n", "--crop 30 must be a multiple of 8"),
     ("lr = -1\n", "--lr must be >= 0"),
+    ("stop_at = 0\n", "--stop-at must be a step >= 1"),
     ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),
     ("mode = 'reblur'\n", "not implemented yet"),
@@ -100,14 +101,16 @@ def test_config_missing_file_and_bad_flag(tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--mode", "cyclegan", "--pairs", "set"], "--pairs is for --mode paired, and this run is --mode cyclegan"),
-    (["--mode", "cyclegan", "--grad-clip", "0.1"], "--grad-clip is for --mode paired"),
-    (["--pool-size", "3"], "--pool-size is for --mode cyclegan, and this run is --mode paired"),
-    (["--lambda-cycle", "10"], "--lambda-cycle is for --mode cyclegan"),
-    (["--mode", "cyclegan", "--blur-kernel", "9"], "--blur-kernel is for --blur-model kernel or shake, and this "
-                                                   "run's F is --blur-model network"),
+    (["--mode", "cyclegan", "--pairs", "set"], "--pairs set: only read with --mode paired, which this run does not use"),
+    (["--mode", "cyclegan", "--grad-clip", "0.1"], "--grad-clip 0.1: only read with --mode paired"),
+    (["--pool-size", "3"], "--pool-size 3: only read with --mode cyclegan"),
+    (["--lambda-cycle", "50"], "--lambda-cycle 50.0: only read with --mode cyclegan"),
+    (["--mode", "cyclegan", "--blur-kernel", "9"], "--blur-kernel 9: only read with --blur-model kernel or shake"),
     (["--mode", "cyclegan", "--blur-model", "kernel", "--blur-recipe", "gopro-like"],
-     "--blur-recipe is for --blur-model shake"),
+     "--blur-recipe gopro-like: only read with --blur-model shake"),
+    (["--n-blocks", "9"], "--n-blocks 9: only read with --generator resnet"),
+    (["--mode", "cyclegan", "--unet-depth", "2"], "--unet-depth 2: only read with --generator unet"),
+    (["--perceptual-weights", "vgg.pth"], "--perceptual-weights vgg.pth: only read with --perceptual > 0"),
 ])
 def test_options_another_mode_would_ignore_are_refused(tmp_path, argv, match):
     with pytest.raises(config.ConfigError, match=match):
@@ -120,6 +123,8 @@ def test_options_another_mode_would_ignore_are_refused(tmp_path, argv, match):
 
 def test_options_of_the_mode_or_at_their_defaults_are_accepted():
     assert config.parse_args(["--pool-size", "50", "--grad-clip", "0.05"]).mode == "paired"  # defaults: harmless
+    assert config.parse_args(["--lambda-cycle", "10", "--lambda-identity", "0.5"]).mode == "paired"  # (documented ones)
+    assert config.parse_args(["--mode", "cyclegan", "--grad-clip", "0.05", "--n-blocks", "6"]).n_blocks == 6
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "kernel", "--blur-kernel", "9"]).blur_kernel == 9
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "shake",
                               "--blur-recipe", "gopro-like"]).blur_recipe == "gopro-like"
@@ -166,6 +171,13 @@ def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["figure1.png", "step_0000002.png"]
     assert [r["step"] for r in records(run) if "loss_pixel" in r] == [1, 2]
     assert [(run / f).read_text() for f in ("notes.txt", "checkpoints/other_model.pt")] == ["mine", "mine"]
+    # an --overwrite whose start fails (here on its data) removes nothing of the run it was to replace
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    (tmp_path / "empty" / "lq").mkdir(parents=True)
+    (tmp_path / "empty" / "gt").mkdir()
+    with pytest.raises(Exception, match="empty"):
+        main(TINY + ["--steps", "2", "--run-dir", str(run), "--overwrite", "--pairs", str(tmp_path / "empty")])
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_keeps_last_k_checkpoints(tmp_path):
@@ -210,7 +222,11 @@ def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path):
     with pytest.raises(config.ConfigError, match=r"config.json is not the JSON that unpaired.train writes"):
         main(["--resume", str(run)])
     (run / "config.json").write_bytes(before[run / "config.json"])
-    main(["--resume", str(run), "--steps", "3", "--ngf", "4", "--no-progress"])  # the run's own value, and longer
+    with pytest.raises(ValueError, match="--stop-at 1: the run in .* is already at step 2"):
+        main(["--resume", str(run), "--stop-at", "1"])
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    main(["--resume", str(run) + "/", "--out", str(run), "--steps", "3", "--ngf", "4",  # the same folder spelt
+          "--no-progress"])                                                               # otherwise, and longer
     assert json.loads((run / "config.json").read_text())["steps"] == 3
 
 

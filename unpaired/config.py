@@ -32,11 +32,12 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoin
 # checkpoint would fail on or silently restore. A resume may change anything else (e.g. --steps).
 RESUME_FIXED = ("mode", "generator", "ngf", "n_blocks", "unet_depth", "residual", "blur_model", "blur_kernel",
                 "blur_recipe", "ndf", "n_layers_d", "lr", "beta1", "beta2")
-# Options that only one mode (or one --blur-model) reads: given for another, they would be ignored.
+# Options that only one mode, generator or --blur-model reads: given for another, they would be ignored.
 MODE_ONLY = {"pairs": "paired", "pixel_loss": "paired", "perceptual": "paired", "perceptual_weights": "paired",
              "grad_clip": "paired", "blurry": "cyclegan", "sharp": "cyclegan", "blur_model": "cyclegan",
              "blur_kernel": "cyclegan", "blur_recipe": "cyclegan", "ndf": "cyclegan", "n_layers_d": "cyclegan",
              "lambda_cycle": "cyclegan", "lambda_identity": "cyclegan", "pool_size": "cyclegan"}
+GENERATOR_ONLY = {"n_blocks": "resnet", "unet_depth": "unet"}
 BLUR_MODEL_ONLY = {"blur_kernel": ("kernel", "shake"), "blur_recipe": ("shake",)}
 
 
@@ -150,6 +151,8 @@ class TrainConfig:
         if synthetic and self.pair_pool and self.crop > self.pair_pool_size:
             raise ConfigError(f"--crop {self.crop} must be at most --pair-pool-size {self.pair_pool_size} "
                               "(crops are cut from the pre-made pairs); raise --pair-pool-size")
+        if self.stop_at == 0 or self.stop_at < -1:
+            raise ConfigError(f"--stop-at must be a step >= 1 (or -1: run to --steps), got {self.stop_at}")
         if self.decay_steps > self.steps:
             raise ConfigError(f"--decay-steps ({self.decay_steps}) cannot exceed --steps ({self.steps})")
         factor = self.size_factor()
@@ -326,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     config_file = args.pop("config", None)
     saved = None
     if args.get("resume"):
-        if args.get("run_dir", args["resume"]) != args["resume"]:
+        if Path(args.get("run_dir", args["resume"])).resolve() != Path(args["resume"]).resolve():
             raise ConfigError(f"--resume {args['resume']} continues the run in that folder; drop --run-dir/--out "
                               f"{args['run_dir']} (a resumed run stays where it is)")
         saved = _saved_config(args["resume"])
@@ -373,18 +376,27 @@ def _check_resume(cfg: TrainConfig, saved: TrainConfig, given: set[str]) -> None
                               f"--{_flag(name)}, or start a new run in another --run-dir")
 
 
+def _unused(cfg: TrainConfig) -> dict[str, str]:
+    """Options this run does not read, each with what it is for."""
+    unused = {name: f"--mode {mode}" for name, mode in MODE_ONLY.items() if mode != cfg.mode}
+    unused |= {name: f"--generator {gen}" for name, gen in GENERATOR_ONLY.items() if gen != cfg.generator}
+    if cfg.mode == "cyclegan":
+        unused |= {name: f"--blur-model {' or '.join(models)}" for name, models in BLUR_MODEL_ONLY.items()
+                   if cfg.blur_model not in models}
+    if cfg.perceptual == 0:
+        unused.setdefault("perceptual_weights", "--perceptual > 0")
+    return unused
+
+
 def _check_used(cfg: TrainConfig, given: set[str]) -> None:
-    """Refuse an option set (to other than its default) that this mode or --blur-model would ignore."""
-    defaults = TrainConfig()
-    for name in sorted(given & set(MODE_ONLY)):
-        if getattr(cfg, name) == getattr(defaults, name):
-            continue
-        if MODE_ONLY[name] != cfg.mode:
-            raise ConfigError(f"--{_flag(name)} is for --mode {MODE_ONLY[name]}, and this run is --mode {cfg.mode}; "
-                              f"drop it")
-        if name in BLUR_MODEL_ONLY and cfg.blur_model not in BLUR_MODEL_ONLY[name]:
-            raise ConfigError(f"--{_flag(name)} is for --blur-model {' or '.join(BLUR_MODEL_ONLY[name])}, and this "
-                              f"run's F is --blur-model {cfg.blur_model}; drop it")
+    """Refuse an option given with a value the run would ignore: one other than it would have anyway
+    (``--lambda-cycle 10`` in paired mode is harmless, ``--lambda-cycle 50`` is not)."""
+    kept = ("mode", "generator", "blur_model") + (("blur_recipe",) if cfg.blur_model == "shake" else ())
+    anyway = dataclasses.replace(TrainConfig(), **{k: getattr(cfg, k) for k in kept}).resolve()
+    for name, what in sorted(_unused(cfg).items()):
+        if name in given and getattr(cfg, name) != getattr(anyway, name):
+            raise ConfigError(f"--{_flag(name)} {getattr(cfg, name)}: only read with {what}, which this run "
+                              "does not use; drop it")
 
 
 def _check_run_dir(cfg: TrainConfig) -> None:

@@ -129,14 +129,6 @@ def main(argv: list[str] | None = None) -> dict:
     ckpt_dir = run / "checkpoints"
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
     resume_from, state = _latest_checkpoint(cfg.resume, ckpt_dir, device) if cfg.resume else (None, None)
-    if master and cfg.overwrite and not cfg.resume:  # the earlier run's files go, and nothing else in the folder
-        for pattern in config_mod.RUN_FILES:
-            for path in run.glob(pattern):
-                path.unlink()
-        for folder in ("checkpoints", "samples"):
-            with contextlib.suppress(OSError):  # (kept when it holds other files)
-                (run / folder).rmdir()
-
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
     blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
     sharp = FolderImages(cfg.sharp, "--sharp", cfg.crop) if cfg.sharp else None
@@ -202,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- resume (else: seed the global RNG, which draws the kernels and noise of a kernel-blur F)
     start, best = 0, -float("inf")
+    end = cfg.steps if cfg.stop_at < 0 else min(cfg.steps, cfg.stop_at)
     torch.manual_seed(cfg.seed * 1000 + rank)
     if state is not None:
         try:
@@ -224,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         start, best = state["step"], state["best"]
+        if start > end:
+            raise ValueError(f"--stop-at {cfg.stop_at}: the run in {run} is already at step {start}")
         then = state.get("data_files", {})
         changed = [f"{k} ({then[k][0]} files then, {data_files[k][0]} now)" for k in data_files
                    if k in then and tuple(then[k]) != data_files[k]]
@@ -234,7 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
             _truncate_metrics(run / "metrics.jsonl", start)
             print(f"resumed {resume_from} at step {start}")
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
-    if master:  # only now: a start or resume that failed above has written nothing
+    if master:  # only now: a start or resume that failed above has written (or removed) nothing
+        if cfg.overwrite:  # the earlier run's files go, and nothing else in the folder
+            _remove_run_files(run)
         (run / "samples").mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, run / "config.json")
 
@@ -298,7 +295,6 @@ def main(argv: list[str] | None = None) -> dict:
                 "val_psnr_blurry": mean(psnr_in), "val_ssim_blurry": mean(ssim_in)}
 
     # ---- the loop
-    end = cfg.steps if cfg.stop_at < 0 else min(cfg.steps, cfg.stop_at)
     loader = DataLoader(train_set, batch_size=cfg.batch, num_workers=cfg.workers,
                         sampler=StepSampler(start, end, cfg.batch, rank, world),
                         pin_memory=device.type == "cuda",
@@ -395,6 +391,17 @@ def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x[..., :h, :w]
 
 
+def _remove_run_files(run: Path) -> None:
+    """``--overwrite``: delete the earlier run's files (:data:`unpaired.config.RUN_FILES`), and a
+    ``checkpoints/`` or ``samples/`` folder only if that leaves it empty."""
+    for pattern in config_mod.RUN_FILES:
+        for path in run.glob(pattern):
+            path.unlink()
+    for folder in ("checkpoints", "samples"):
+        with contextlib.suppress(OSError):  # (kept when it holds other files)
+            (run / folder).rmdir()
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records an interrupted run wrote after its last checkpoint (they will be redone)."""
     if not path.is_file():
@@ -405,6 +412,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def _last_eval(path: Path) -> dict:
+    if not path.is_file():  # (no step logged or validated yet)
+        return {}
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     evals = [r for r in records if "val_psnr" in r]
     return evals[-1] if evals else {}
