@@ -210,6 +210,29 @@ def test_overlap_must_fit_in_tile():
         deblur_image(conv_net(), torch.rand(1, 3, 20, 20), tile=16, overlap=16)
 
 
+def test_tile_larger_than_image_shrinks_to_it():
+    # --tile 4096 on a 40x50 photo padded it to one 4096x4096 tile (55 s; --tile 100000 asked for 120 GB)
+    seen = []
+
+    def net(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    x = torch.rand(1, 3, 40, 50)
+    out = deblur_image(net, x, tile=4096, overlap=32, factor=4)
+    # the padded image (16 px of context each side), rounded up to a multiple of 4
+    assert seen == [(72, 84)]
+    torch.testing.assert_close(out, x)
+    # only the axis the tile overshoots shrinks: 40 rows fit one tile, 300 columns take several
+    seen.clear()
+    deblur_image(net, torch.rand(1, 3, 40, 300), tile=128, overlap=32, factor=4)
+    assert seen and all(s == (72, 128) for s in seen)
+    # a tile that shrinks stays above the overlap
+    seen.clear()
+    deblur_image(net, torch.rand(1, 3, 1, 1), tile=64, overlap=31, factor=4)
+    assert seen == [(32, 32)]
+
+
 def test_checkpoint_restorer_for_evaluate(checkpoint):
     from unpaired.evaluate import checkpoint_restorer
 

@@ -101,8 +101,10 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
                  factor: int = 4, batch: int = 4, progress: bool = False) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` images in ``[0, 1]`` tile by tile; returns ``(B, 3, H, W)`` in ``[0, 1]``.
 
-    ``tile`` (rounded up to a multiple of ``factor``) is the side the network sees at once;
-    ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``; a model whose receptive
+    ``tile`` (rounded up to a multiple of ``factor``) is the side the network sees at once; along an
+    axis where the image padded by ``overlap // 2`` on each side is shorter, the tile shrinks to that
+    length (rounded up to a multiple of ``factor``, and above ``overlap``), so a large ``tile`` costs
+    nothing on a small image; ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``; a model whose receptive
     radius is below ``overlap // 4`` gives the untiled result). One row of tiles is restored at a
     time and added into the output, so memory is about three images (input, padded copy, output)
     plus one row of tiles, whatever the image size. Runs on ``image.device``; ``progress`` shows a
@@ -114,27 +116,30 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must lie in [0, tile), got overlap={overlap}, tile={tile}")
     b, c, h, w = image.shape
-    stride = tile - overlap
     # pad: half an overlap of context on each side, then up to a whole number of strides
     pad = overlap // 2
-    hp = max(tile, pad + h + pad)
-    wp = max(tile, pad + w + pad)
-    ny, nx = 1 + math.ceil((hp - tile) / stride), 1 + math.ceil((wp - tile) / stride)
-    hp, wp = tile + (ny - 1) * stride, tile + (nx - 1) * stride
+    # A tile longer than the padded image along an axis shrinks to it (a multiple of factor, still
+    # above overlap): one tile covers that axis either way, and padding it to the full tile would
+    # only cost time and memory (a 4096 px tile on a 40x50 image).
+    th = min(tile, math.ceil(max(pad + h + pad, overlap + 1) / factor) * factor)
+    tw = min(tile, math.ceil(max(pad + w + pad, overlap + 1) / factor) * factor)
+    sy, sx = th - overlap, tw - overlap
+    ny, nx = 1 + math.ceil(max(0, pad + h + pad - th) / sy), 1 + math.ceil(max(0, pad + w + pad - tw) / sx)
+    hp, wp = th + (ny - 1) * sy, tw + (nx - 1) * sx
     padded = _pad(image, pad, hp - h - pad, pad, wp - w - pad)
-    win = _window(tile, overlap, image.device)
-    wy, wx = _edge_weights(ny, win), _edge_weights(nx, win)  # (ny, T), (nx, T): a tile's weight is wy ⊗ wx
+    wy = _edge_weights(ny, _window(th, overlap, image.device))  # (ny, th): a tile's weight is wy ⊗ wx
+    wx = _edge_weights(nx, _window(tw, overlap, image.device))  # (nx, tw)
     num = image.new_zeros(b, c, hp, wp, dtype=torch.float32)
     for i in tqdm(range(ny), desc="tiles", unit="row", disable=not progress, delay=2, leave=False):
-        y = i * stride
-        row = padded[:, :, y:y + tile].unfold(3, tile, stride)  # (B, C, T, nx, T)
-        row = row.permute(0, 3, 1, 2, 4).reshape(-1, c, tile, tile)  # (B * nx, C, T, T)
+        y = i * sy
+        row = padded[:, :, y:y + th].unfold(3, tw, sx)  # (B, C, th, nx, tw)
+        row = row.permute(0, 3, 1, 2, 4).reshape(-1, c, th, tw)  # (B * nx, C, th, tw)
         outs = torch.cat([net(row[k:k + batch]).float().clamp(0, 1) for k in range(0, row.shape[0], batch)])
-        outs = outs.reshape(b, nx, c, tile, tile) * (wy[i, :, None] * wx[:, None, :])[None, :, None]
-        num[:, :, y:y + tile] += F.fold(outs.reshape(b, nx, -1).transpose(1, 2), (tile, wp), tile, stride=stride)
+        outs = outs.reshape(b, nx, c, th, tw) * (wy[i, :, None] * wx[:, None, :])[None, :, None]
+        num[:, :, y:y + th] += F.fold(outs.reshape(b, nx, -1).transpose(1, 2), (th, wp), (th, tw), stride=(1, sx))
     # The weights are separable, so their sum over the tiles is the product of the two axes' sums.
     out = num[..., pad:pad + h, pad:pad + w]
-    out /= _coverage(wy, stride)[pad:pad + h, None] * _coverage(wx, stride)[None, pad:pad + w]
+    out /= _coverage(wy, sy)[pad:pad + h, None] * _coverage(wx, sx)[None, pad:pad + w]
     return out
 
 
