@@ -171,6 +171,25 @@ class _StagedDir:
 SHAKE_DEFAULT_EXPOSURE = (1 / 30, 1 / 4)
 SHAKE_DEFAULTS = {"focal_length": 50.0, "image_size": (1200, 800), "depth": math.inf}
 MAX_EXPOSURE_S = 10.0  # hand-held shake; longer exposures would also take memory in proportion
+FOCAL_LENGTH_MM = (4.0, 2000.0)  # 35 mm-equivalent (a recipe's camera.focal_mm has the same bounds)
+MIN_DEPTH_M = 0.01  # closer, the camera's own shake (mm) moves it through the scene plane: NaN paths
+MAX_LENGTH_PX = 10 * MAX_KERNEL_SIZE  # random walk: ten times the largest kernel
+
+
+def bounded_float(low: float, high: float, unit: str, example: str, above: bool = False):
+    """An argparse type: a number in ``[low, high]``, or ``(low, high]`` if ``above`` (``unit`` and
+    ``example`` word the error)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
+        if not ((value > low if above else value >= low) and value <= high):  # (NaN fails too)
+            bound = f"above {low:g}" if above else f"at least {low:g}"
+            upper = "" if high == math.inf else f" and at most {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{upper} {unit}, got {text}; e.g. {example}")
+        return value
+    return parse
 
 
 def add_generate(subparsers) -> None:
@@ -187,14 +206,18 @@ def add_generate(subparsers) -> None:
     p.add_argument("--exposure", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="shake6d exposure range in seconds, log-uniform (default 1/30 1/4)")
     # (None when not given: the random walk refuses them rather than ignore them)
-    p.add_argument("--focal-length", type=positive_float, default=None, metavar="MM",
-                   help=f"shake6d: 35 mm-equivalent focal length in mm (default {SHAKE_DEFAULTS['focal_length']:g})")
+    p.add_argument("--focal-length", type=bounded_float(*FOCAL_LENGTH_MM, "mm", "--focal-length 85"), default=None,
+                   metavar="MM", help=f"shake6d: 35 mm-equivalent focal length in mm, {FOCAL_LENGTH_MM[0]:g} to "
+                                      f"{FOCAL_LENGTH_MM[1]:g} (default {SHAKE_DEFAULTS['focal_length']:g})")
     p.add_argument("--image-size", type=image_size, default=None, metavar="WxH",
                    help="shake6d: image size in pixels that the focal length refers to (default 1200x800)")
-    p.add_argument("--depth", type=positive_float, default=None, metavar="M",
-                   help="shake6d: scene depth in metres for the translation part (default inf: rotation only)")
-    p.add_argument("--length", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
-                   help="randomwalk: path length range in pixels (default 60/64 of the kernel size, as Boracchi & Foi)")
+    p.add_argument("--depth", type=bounded_float(MIN_DEPTH_M, math.inf, "metres", "--depth 0.5"), default=None,
+                   metavar="M", help=f"shake6d: scene depth in metres for the translation part, at least "
+                                     f"{MIN_DEPTH_M:g} (default inf: rotation only)")
+    p.add_argument("--length", type=bounded_float(0, MAX_LENGTH_PX, "pixels", "--length 10 29", above=True), nargs=2,
+                   metavar=("LOW", "HIGH"), default=None,
+                   help=f"randomwalk: path length range in pixels, at most {MAX_LENGTH_PX} (default 60/64 of the "
+                        "kernel size, as Boracchi & Foi)")
     p.add_argument("--fit", choices=("resample", "scale", "error"), default="resample",
                    help="paths larger than the kernel: redraw them (default), shrink them, or stop with an error")
     p.add_argument("--chunk", type=positive_int, default=4096, help="kernels per chunk (bounds memory; default 4096)")
@@ -242,8 +265,6 @@ def _model_from_args(args):
         length = (60 / 64 * args.kernel_size,) * 2
     else:
         length = _check_range("--length", args.length, "px")
-        if math.inf in length:
-            raise UsageError("--length must be finite pixels, e.g. --length 10 29")
     return RandomWalk2D(length_px=length)
 
 
@@ -460,6 +481,14 @@ def run_inspect(args) -> int:
     bad = [i for i in args.render or () if i >= n]
     if bad:  # (before the summary, so the error is the only line)
         raise UsageError(f"--render {bad[0]}: the file has {n} kernels; use indices 0..{n - 1}")
+    out = Path(args.out or args.file.parent)
+    if args.render:  # (made and checked before the summary too: `--out /proc/x` failed after it, in a traceback)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot make a folder there ({exc.strerror}); choose another --out") from None
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: cannot write in it; choose a writable --out")
     # The arrays are memory-mapped (io.read_npz): measured a slice at a time, any file fits in memory.
     step = INSPECT_SLICE
     stats = percentiles([kernel_measures(kernels[i:i + step], data["paths_px"][i:i + step])
@@ -475,14 +504,16 @@ def run_inspect(args) -> int:
     if params:
         print("  per-item parameters (median): " + ", ".join(
             f"{k[6:]}={float(np.median(data[k])):.4g}" for k in params))
-    if args.render:
-        out = args.out or args.file.parent
-        for i in args.render:
-            path = Path(out) / f"kernel_{i}.png"
-            scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data else 1.0
-            item = (np.array(data[name][i]) for name in ("kernels", "paths_px", "t"))  # (writable copies for torch)
+    for i in args.render or ():
+        path = out / f"kernel_{i}.png"
+        scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data else 1.0
+        item = (np.array(data[name][i]) for name in ("kernels", "paths_px", "t"))  # (writable copies for torch)
+        try:
             render_item(path, *item, args.zoom, scale)
-            print(f"  wrote {path}")
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot write {path.name} there ({exc.strerror or exc}); "
+                             "choose a writable --out") from None
+        print(f"  wrote {path}")
     return 0
 
 

@@ -140,6 +140,14 @@ def _fails(capsys, tmp_path, argv, option):
     (["--exposure", "1e9", "1e10"], "--exposure"),
     (["--seed", str(2 ** 63)], "--seed"),
     (["--kernel-size", "3", "--fit", "error", "--focal-length", "400", "--chunk", "20"], "--fit"),
+    # values the library refuses, or that give NaN paths, in a traceback
+    (["--focal-length", "inf"], "--focal-length"),
+    (["--focal-length", "1e300", "--fit", "scale"], "--focal-length"),
+    (["--focal-length", "nan"], "--focal-length"),
+    (["--depth", "1e-300"], "--depth"),
+    (["--depth", "nan"], "--depth"),
+    (["--model", "randomwalk", "--length", "1e300", "1e300", "--fit", "scale"], "--length"),
+    (["--model", "randomwalk", "--length", "10", "inf"], "--length"),
 ])
 def test_bad_generate_arguments_fail_with_one_line(capsys, tmp_path, args, option):
     _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "50", "--quiet", *args], option)
@@ -237,6 +245,23 @@ def test_inspect_refuses_a_file_as_out_and_a_huge_zoom(capsys, tmp_path):
     assert main(["inspect", str(out / "kernels.npz"), "--render", "0", "--zoom", "1000"]) == 2
     err = capsys.readouterr().err
     assert "--zoom" in err and err.count("\n") == 1
+
+
+def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
+    _, out = _generate(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    capsys.readouterr()
+    targets = [tmp_path / "afile" / "sub"] + [Path(p) for p in ("/proc/x", "/proc") if os.path.isdir("/proc/self")]
+    for target in targets:  # (/proc refuses new files even to root, whom os.access lets through)
+        assert main(["inspect", str(out / "kernels.npz"), "--render", "0", "--out", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {target}" in err, err
+
+
+def test_bounds_of_generate_options_are_in_the_readme():
+    text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert f"{cli.FOCAL_LENGTH_MM[0]:g} to {cli.FOCAL_LENGTH_MM[1]:g} mm" in text
+    assert f"at least {cli.MIN_DEPTH_M:g} m" in text and f"at most {cli.MAX_LENGTH_PX} px" in text
 
 
 def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
