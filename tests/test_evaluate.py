@@ -1,6 +1,7 @@
 """python -m unpaired.evaluate on tiny synthetic benchmarks written to a temporary folder."""
 
 import json
+import os
 import re
 
 import imageio.v3 as iio
@@ -211,6 +212,44 @@ def test_output_options_are_checked_before_evaluating(tmp_path, capsys, monkeypa
                             (["--json", tmp_path / "file" / "r.json"], r"--json .*file.*not a folder")):
         code, err = _refused(levin + option, capsys)
         assert code == 2 and re.search(message, err), (option, err)
+
+
+def test_unwritable_output_paths_are_refused_before_evaluating(tmp_path, capsys, monkeypatch):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated before the output paths were checked")
+    monkeypatch.setattr(evaluate, "evaluate", fail)
+    targets = []
+    if os.path.isdir("/proc/self"):  # (refuses new files and folders even to root, whom os.access lets through)
+        targets += ["/proc/x/a.json", "/proc/a.json"]
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        targets.append(tmp_path / "ro" / "sub" / "a.json")
+    if not targets:
+        pytest.skip("no unwritable folder to try")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    for target in targets:
+        for option in ("--json", "--grid"):
+            path = str(target) if option == "--json" else str(target)[:-5] + ".png"
+            code, err = _refused(["--benchmark", "levin", "--data", data, option, path], capsys)
+            assert code == 2 and re.search(f"{option} {re.escape(path)}: cannot write in ", err), err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing left behind by the check
+
+
+def test_a_perfect_restoration_is_valid_json(tmp_path):
+    # --sharp equal to --blurry: the identity's PSNR is infinite, which json.dumps writes as Infinity
+    root = tmp_path / "same"
+    root.mkdir()
+    iio.imwrite(root / "a.png", _u8(np.stack([_scene(3)] * 3, -1)))
+    out = _run(["--benchmark", "folder", "--blurry", root, "--sharp", root, "--method", "identity",
+                "--json", tmp_path / "r.json"])
+    assert out["psnr"] == float("inf")
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the JSON")
+    saved = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
+    assert saved["psnr"] is None and saved["per_image"][0]["psnr"] is None and saved["ssim"] == pytest.approx(1)
 
 
 def test_a_failed_write_is_one_line(tmp_path, capsys, monkeypatch):

@@ -19,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,7 +233,7 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
         device: where restoration runs ("cpu", "cuda").
 
     Returns:
-        JSON-ready dict: means ``psnr``, ``ssim``, ``error_ratio`` (null if no pair has one),
+        A dict (JSON-ready once non-finite floats are made None, as ``--json`` does): means ``psnr``, ``ssim``, ``error_ratio`` (null if no pair has one),
         ``seconds_per_image``, and ``per_image`` records (``name``, ``psnr``, ``ssim``,
         ``error_ratio``, ``shift`` [dy, dx], ``seconds``, and ``kernel_ncc`` /
         ``kernel_centred_error`` when the restorer returns a kernel estimate). The key ``images``
@@ -362,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--border", type=non_negative_int, help="border crop in px (default: 15 for levin, 0 for folder)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--json", type=Path, help="write the means and per-image records here")
-    p.add_argument("--grid", type=Path, help="write a PNG contact sheet here")
+    p.add_argument("--grid", type=Path, help="write a contact sheet here, in the format of its suffix (e.g. .png)")
     p.add_argument("--grid-rows", type=positive_int, default=32, help="at most this many pairs in the grid")
     p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     return p
@@ -393,9 +395,34 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
         folder = next(parent for parent in path.parents if parent.exists())  # missing ones are created
         if not folder.is_dir():
             parser.error(f"{option} {path}: {folder} is not a folder; choose another path")
+        if not os.access(folder, os.W_OK | os.X_OK) or not _can_make_in(folder):
+            parser.error(f"{option} {path}: cannot write in {folder}; choose a writable path")
     if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES:  # the suffix picks the format
         parser.error(f"--grid {args.grid}: not an image file name ({args.grid.suffix or 'no suffix'}); "
                      "end it in .png")
+
+
+def _can_make_in(folder: Path) -> bool:
+    """Whether a folder can be made in ``folder`` (made and removed at once: nothing is left). Writing
+    there makes the missing folders and a temporary file; os.access alone lets root through where
+    neither can be made, as in /proc."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".evaluate-check-", dir=folder))
+    except OSError:
+        return False
+    return True
+
+
+def _json_ready(value):
+    """``value`` with every non-finite float (NaN, and the infinite PSNR of a perfect restoration) as
+    None, since JSON has no such numbers: ``json.dumps`` would write ``NaN`` / ``Infinity``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value
 
 
 def _write(option: str, path: Path, write: Callable[[], None]) -> None:
@@ -445,7 +472,7 @@ def main(argv: list[str] | None = None) -> dict:
     result.update(benchmark=args.benchmark, method=method, radius=radius, border=border)
     print(format_table(result))  # first: the scores stay on screen if a write below fails
     if args.json:
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
+        clean = _json_ready(result)
         _write("--json", args.json, lambda: write_json(args.json, clean))
     if args.grid:
         _write("--grid", args.grid, lambda: write_grid(args.grid, images, max_rows=args.grid_rows))
