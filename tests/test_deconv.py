@@ -164,6 +164,18 @@ def test_solvers_refuse_inputs_that_would_give_garbage(name):
         solver(x[0], k)
     with pytest.raises(ValueError, match="float32 or float64"):
         solver((x * 255).to(torch.uint8), k)
+    # a NaN image was blamed on the estimated lam / nsr, or (rl) came back non-finite without a word
+    for bad in (float("nan"), float("inf")):
+        y = x.clone()
+        y[1, 0, 7, 9] = bad
+        with pytest.raises(ValueError, match="^y has NaN or infinite values"):
+            solver(y, k)
+    # 1x1 and empty images raised IndexError from median() in the noise estimate
+    for shape in ((1, 1, 1, 1), (1, 1, 0, 0), (1, 1, 1, 32)):
+        with pytest.raises(ValueError, match=r"^y is \d+x\d+ pixels, smaller than 2x2"):
+            solver(torch.rand(shape), k)
+    with pytest.raises(ValueError, match=r"^y is 8x32 pixels, smaller than the 11x11 kernel"):
+        solver(x[..., :8, :], k)
     noisy = k + 1e-5 * torch.rand(k.shape, generator=torch.Generator().manual_seed(0))  # float rounding is no fault
     assert solver(x, noisy / noisy.sum()).shape == x.shape
 

@@ -52,15 +52,29 @@ def check_kernel(kernel: torch.Tensor, name: str = "kernel") -> None:
 
 def _checked_kernel(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """``kernel`` as ``(Bk, Ck, h, w)`` for ``y`` (:func:`blursynth.blur.as_kernel4d`), once both are
-    checked: ``y`` a float ``(B, C, H, W)`` tensor, the kernels as :func:`check_kernel` wants them."""
+    checked: ``y`` a finite float ``(B, C, H, W)`` tensor at least the kernel's size and 2x2 pixels,
+    the kernels as :func:`check_kernel` wants them."""
     if not isinstance(y, torch.Tensor) or y.dim() != 4:
         got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must be a (B, C, H, W) tensor, got {got}; for one (C, H, W) image pass y[None]")
     if y.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"y must be float32 or float64, got {y.dtype}; convert it (8-bit images: y.float() / 255)")
+    _check_image_size(y, 2, 2)
+    if not torch.isfinite(y.detach()).all():  # (else a parameter estimated from y, or the result, is NaN)
+        raise ValueError("y has NaN or infinite values; deconvolve finite images")
     k = as_kernel4d(kernel, y)
     check_kernel(k)
+    _check_image_size(y, *k.shape[-2:], what=f"the {k.shape[-2]}x{k.shape[-1]} kernel")
     return k
+
+
+def _check_image_size(y: torch.Tensor, h: int, w: int, what: str = "2x2") -> None:
+    """Raise ValueError unless ``y (..., H, W)`` is at least ``h x w`` pixels: the noise estimate
+    needs 2x2 (its Haar band of a 1x1 image is empty), and an image smaller than the kernel cannot
+    hold the blur to undo."""
+    if y.shape[-2] < h or y.shape[-1] < w:
+        raise ValueError(f"y is {y.shape[-2]}x{y.shape[-1]} pixels, smaller than {what}; deconvolve images "
+                         f"of at least {max(h, 2)}x{max(w, 2)} pixels")
 
 
 def _check_positive(name: str, value: float | torch.Tensor, floor: float = 0.0, strict: bool = True) -> None:
@@ -157,7 +171,9 @@ def _grad_adjoint(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
 def estimate_noise(y: torch.Tensor) -> torch.Tensor:
     """Noise standard deviation per image and channel, ``(B, C)``, from the median absolute value
     of the finest diagonal Haar detail (Donoho's MAD estimator; blur leaves that band nearly
-    empty, so what remains is noise). Floored at the 8-bit quantisation noise ``1/255/sqrt(12)``."""
+    empty, so what remains is noise). Floored at the 8-bit quantisation noise ``1/255/sqrt(12)``.
+    ``y`` must be at least 2x2 pixels."""
+    _check_image_size(y, 2, 2)
     d = (y[..., :-1, :-1] - y[..., 1:, :-1] - y[..., :-1, 1:] + y[..., 1:, 1:]) / 2.0
     sigma = d.abs().flatten(-2).median(dim=-1).values / 0.6745
     return sigma.clamp_min(1.0 / 255.0 / math.sqrt(12.0))
