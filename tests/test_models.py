@@ -2,6 +2,8 @@
 
 import math
 
+import re
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -131,10 +133,25 @@ def test_image_pool_size_zero_is_passthrough():
 def test_perceptual_needs_local_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
         VGGPerceptual(tmp_path / "missing.pth")
+    from torchvision.models.vgg import cfgs, make_layers
+
+    trunk = {f"features.{k}": v for k, v in make_layers(cfgs["D"])[:16].state_dict().items()}
+    wrong = dict(trunk, **{"features.0.weight": torch.zeros(1)})
     bad = tmp_path / "bad.pth"
-    torch.save({"features.0.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="not torchvision VGG16"):
-        VGGPerceptual(bad)
+    # a saved tensor (AttributeError: 'Tensor' object has no attribute 'items'), garbage bytes (torch's
+    # multi-line advice to set weights_only=False), a dict without the trunk, a tensor of the wrong shape
+    for content, why in ((torch.zeros(3), "holds a Tensor"), (b"garbage", "not a torch.save file"),
+                         ({"features": 1, "classifier.0.weight": torch.zeros(1)}, "no features.0.bias and 13 more"),
+                         (wrong, r"features.0.weight is \(1,\), not \(64, 3, 3, 3\)")):
+        if isinstance(content, bytes):
+            bad.write_bytes(content)
+        else:
+            torch.save(content, bad)
+        with pytest.raises(ValueError) as err:
+            VGGPerceptual(bad)
+        message = str(err.value)
+        assert message.startswith(f"--perceptual-weights {bad}: not torchvision's VGG16 state dict (")
+        assert re.search(why, message) and "vgg16-397923af.pth" in message and "\n" not in message, message
 
 
 def test_perceptual_loss_with_local_weights(tmp_path):

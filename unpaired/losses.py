@@ -16,6 +16,8 @@ from torch import nn
 from blursynth import rng
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+VGG16_ADVICE = (f"Download torchvision's VGG16 weights from {VGG16_URL} on a machine with internet access, "
+                "copy the file here and pass its path.")
 
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
@@ -52,23 +54,34 @@ class VGGPerceptual(nn.Module):
         super().__init__()
         path = Path(weights_path) if weights_path else None
         if path is None or not path.is_file():
-            raise FileNotFoundError(
-                f"--perceptual-weights {weights_path}: no such file. Download torchvision's VGG16 weights "
-                f"from {VGG16_URL} on a machine with internet access, copy the file here and pass its path.")
+            raise FileNotFoundError(f"--perceptual-weights {weights_path}: no such file. {VGG16_ADVICE}")
+
+        def refuse(why: str) -> ValueError:  # (one line: torch's own messages run to several)
+            first = (why.strip().splitlines() or [""])[0].rstrip(":")
+            return ValueError(f"--perceptual-weights {path}: not torchvision's VGG16 state dict ({first}). {VGG16_ADVICE}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise ValueError(f"--perceptual-weights {path}: not a PyTorch state dict ({exc})") from None
+            raise refuse(f"not a torch.save file of tensors, or cut short: {type(exc).__name__}") from None
+        if not isinstance(state, dict):
+            raise refuse(f"it holds a {type(state).__name__}, not a dict of tensors")
         # only the convolutional trunk up to relu3_3 (building the whole VGG16 costs 138 M parameters)
         from torchvision.models.vgg import cfgs, make_layers
         features = make_layers(cfgs["D"])[: self.LAYERS[-1] + 1]
-        wanted = {k: v for k, v in state.items() if k.startswith("features.")}
-        wanted = {k[len("features."):]: v for k, v in wanted.items() if int(k.split(".")[1]) <= self.LAYERS[-1]}
-        try:
-            features.load_state_dict(wanted, strict=True)
-        except RuntimeError as exc:
-            raise ValueError(f"--perceptual-weights {path}: not torchvision VGG16 weights ({exc}); use "
-                             f"{VGG16_URL}") from None
+        wanted = {}
+        for key, value in state.items():
+            parts = str(key).split(".")
+            if parts[0] == "features" and len(parts) == 3 and parts[1].isdigit() and int(parts[1]) <= self.LAYERS[-1]:
+                wanted[f"{parts[1]}.{parts[2]}"] = value
+        missing = sorted(set(features.state_dict()) - set(wanted), key=lambda k: (int(k.split(".")[0]), k))
+        if missing:
+            raise refuse(f"no features.{missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        for key, tensor in features.state_dict().items():
+            got = wanted[key]
+            if not isinstance(got, torch.Tensor) or got.shape != tensor.shape:
+                shape = tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+                raise refuse(f"features.{key} is {shape}, not {tuple(tensor.shape)}")
+        features.load_state_dict(wanted, strict=True)
         self.features = features.eval().requires_grad_(False)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
