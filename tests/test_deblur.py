@@ -233,6 +233,21 @@ def test_tile_larger_than_image_shrinks_to_it():
     assert seen == [(32, 32)]
 
 
+def test_load_restorer_refuses_integer_images_and_a_missing_cuda(checkpoint):
+    from unpaired.inference import load_restorer
+
+    restore = load_restorer(checkpoint)
+    x = torch.rand(1, 3, 20, 24)
+    with pytest.raises(TypeError, match=r"float in \[0, 1\], got torch.uint8; convert with .float\(\) / 255"):
+        restore((x * 255).to(torch.uint8))  # was restored as if its 0-255 values were far above white
+    assert restore(x).shape == x.shape
+    if not torch.cuda.is_available():  # was torch's own multi-line error, after the checkpoint was read
+        for device in ("cuda", torch.device("cuda", 0)):
+            with pytest.raises(ValueError) as err:
+                load_restorer(checkpoint, device=device)
+            assert "no CUDA device is visible; use --device cpu" in str(err.value) and "\n" not in str(err.value)
+
+
 def test_checkpoint_restorer_for_evaluate(checkpoint):
     from unpaired.evaluate import checkpoint_restorer
 
