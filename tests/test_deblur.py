@@ -1,6 +1,7 @@
 """Inference: seamless tiling, same size/bit depth out, per-file errors."""
 
 import shutil
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
@@ -35,6 +36,37 @@ def test_tiled_equals_untiled_away_from_border(h, w, tile, overlap):
     tiled = deblur_image(net, x, tile=tile, overlap=overlap, factor=4)
     assert tiled.shape == x.shape
     torch.testing.assert_close(tiled[..., 2:-2, 2:-2], whole[..., 2:-2, 2:-2], atol=1e-5, rtol=0)
+
+
+def conv_stack(radius, seed=0):
+    """``radius`` 3x3 convolutions (stride 1, zero padding): receptive radius ``radius``."""
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for i in range(radius):
+        layers += [torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Tanh()]
+    net = torch.nn.Sequential(*layers[:-1])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.4)
+    return net.eval()
+
+
+@pytest.mark.parametrize("radius", [1, 2, 3])
+def test_the_tiling_condition_is_exact(radius):
+    # README and deblur_image: a receptive radius r <= overlap // 4 gives the untiled result except
+    # within r px of the image border; one more pixel of radius does not
+    x = torch.rand(1, 3, 45, 61, generator=torch.Generator().manual_seed(radius))
+    net = conv_stack(radius)
+    with torch.no_grad():
+        whole = net(x).clamp(0, 1)
+    r = radius
+    for overlap in (4 * r, 4 * r + 3):  # overlap // 4 == r
+        tiled = deblur_image(net, x, tile=24, overlap=overlap, factor=4)
+        torch.testing.assert_close(tiled[..., r:-r, r:-r], whole[..., r:-r, r:-r], atol=1e-5, rtol=0)
+    tiled = deblur_image(net, x, tile=24, overlap=4 * r - 1, factor=4)  # overlap // 4 == r - 1
+    assert (tiled - whole)[..., r:-r, r:-r].abs().max() > 1e-4
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert "receptive radius r is at most `--overlap` // 4" in readme and "except within r px of the image border" in readme
 
 
 @given(st.integers(8, 64).flatmap(lambda t: st.tuples(st.just(t), st.integers(0, t // 2))))

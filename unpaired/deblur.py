@@ -2,8 +2,9 @@
 
 Any image :func:`blursynth.io.read_image` reads, any size: the image is cut into overlapping tiles,
 restored one row of tiles at a time, and the tiles are blended with weights that vanish near tile
-edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams and a fully
-convolutional model gives the same output tiled as untiled away from the image border. Outputs keep
+edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams; a
+shift-equivariant model whose receptive radius r is at most ``overlap // 4`` gives the same output
+tiled as untiled except within r pixels of the image border (see :func:`deblur_image`). Outputs keep
 the input's size, file format, bit depth and colour type (a gray file stays gray, an RGB file RGB).
 A file that fails is reported and skipped; nothing is written where an output would replace an
 input, or an earlier output without ``--overwrite``.
@@ -104,8 +105,13 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     ``tile`` (rounded up to a multiple of ``factor``) is the side the network sees at once; along an
     axis where the image padded by ``overlap // 2`` on each side is shorter, the tile shrinks to that
     length (rounded up to a multiple of ``factor``, and above ``overlap``), so a large ``tile`` costs
-    nothing on a small image; ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``; a model whose receptive
-    radius is below ``overlap // 4`` gives the untiled result). One row of tiles is restored at a
+    nothing on a small image. ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``).
+    A shift-equivariant model (stride-1 convolutions, pointwise layers) whose receptive radius r is
+    at most ``overlap // 4`` gives the untiled result ``net(image)`` except within r pixels of the
+    image border, where the tiles see reflected padding instead of the network's own: the blending
+    weights are zero on the outer ``overlap // 4`` pixels of each tile, so every pixel that counts saw
+    its whole receptive field inside its tile. Other models (the U-Net, which downsamples) differ
+    slightly everywhere. One row of tiles is restored at a
     time and added into the output, so memory is about three images (input, padded copy, output)
     plus one row of tiles, whatever the image size. Runs on ``image.device``; ``progress`` shows a
     bar over the rows of tiles (after 2 s).
