@@ -103,6 +103,8 @@ def image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 1200x800, got {text!r}") from None
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    if max(w, h) > 65536:  # (a recipe's camera.frame_px has the same bound)
+        raise argparse.ArgumentTypeError(f"width and height must be at most 65536, got {text!r}")
     return w, h
 
 

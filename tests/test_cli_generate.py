@@ -139,6 +139,7 @@ def _fails(capsys, tmp_path, argv, option):
     (["--kernel-size", "100001"], "--kernel-size"),
     (["--exposure", "1e9", "1e10"], "--exposure"),
     (["--seed", str(2 ** 63)], "--seed"),
+    (["--image-size", "100000x800"], "--image-size"),
     (["--kernel-size", "3", "--fit", "error", "--focal-length", "400", "--chunk", "20"], "--fit"),
     # values the library refuses, or that give NaN paths, in a traceback
     (["--focal-length", "inf"], "--focal-length"),
