@@ -582,6 +582,7 @@ def add_dataset(subparsers) -> None:
 def run_dataset(args) -> int:
     from .dataset import DatasetError, parse_shard, write_dataset
     from .io import ImageError
+    from .kernel import KernelFitError
     from .recipe import RecipeError
 
     try:
@@ -589,8 +590,8 @@ def run_dataset(args) -> int:
                                seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
                                overwrite=args.overwrite, layout=args.layout, device=str(_device(args.device)),
                                progress=not args.quiet)
-    except (DatasetError, RecipeError, ImageError, FileNotFoundError) as exc:
-        raise UsageError(str(exc)) from None
+    except (DatasetError, RecipeError, ImageError, KernelFitError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None  # (a kernel that does not fit: worded with the recipe's keys)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped
         print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
         return exit_code(exc)

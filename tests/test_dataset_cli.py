@@ -510,3 +510,11 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert err.strip().splitlines() == [f"blursynth dataset: interrupted; run the same command again to "
                                         f"complete {out}"]
     assert _gone(workers, 2)
+
+
+def test_a_kernel_that_does_not_fit_is_one_line_naming_the_recipe_keys(tmp_path, capsys):
+    recipe = tmp_path / "fit.toml"
+    recipe.write_text('crop = 16\n[kernel]\nsize = 3\nfit = "error"\n')  # (pair 5's shake does not fit)
+    assert main(["dataset", "--out", str(tmp_path / "f"), "--pairs", "8", "--recipe", str(recipe), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and 'kernel.size = 3, kernel.fit = "error"' in err, err

@@ -316,6 +316,7 @@ def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
                      "--sharp", str(tmp_path / "sharp"), "--run-dir", str(run)])
     assert (run / "samples" / "step_0000008.png").is_file()  # grids without pairs: blurry | output
     assert not any("val_psnr" in r for r in records(run))
+    assert all(len(r) > 1 for r in records(run))  # (no record of a validation that had nothing to score)
     err = capsys.readouterr().err
     assert "--blurry: skipped 2 of 5 files" in err and "--sharp: skipped 1 of 3 files" in err
     assert "empty.jpg: empty file" in err and "text.png: cannot be read as an image" in err

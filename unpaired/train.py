@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
                  "seconds": round(time.time() - t0, 2)})
         if master and (done % cfg.eval_every == 0 or done == end) and val:
             record = evaluate(done)
-            log(record)
+            if len(record) > 1:  # (photos without sharp twins: a sample grid, no scores to log)
+                log(record)
             if record.get("val_psnr", -float("inf")) > best:
                 best = record["val_psnr"]
                 checkpoint(done, "best.pt")  # master only: pools of rank 0 alone
