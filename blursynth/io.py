@@ -187,9 +187,15 @@ def _decoding(path: Path):
         if path.suffix.lower() not in IMAGE_SUFFIXES:  # a stray notes.txt: the decoder's complaint would only confuse
             raise ImageError(f"{path}: not a readable image ({path.suffix or 'no suffix'}; the formats read are "
                              f"{', '.join(sorted(IMAGE_SUFFIXES))}); remove it or convert it to PNG or JPEG") from None
-        reason = str(exc).splitlines()[0] if str(exc) else ""  # imageio appends plugin install hints
-        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {reason}); "
+        # (imageio appends plugin install hints)
+        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {first_line(exc)}); "
                          "remove it or re-export it as PNG or JPEG") from None
+
+
+def first_line(message) -> str:
+    """The first non-blank line of an error message (``str(exc)``), or "": libraries' messages (torch,
+    imageio) run on with advice over several lines, and our errors are one line."""
+    return (str(message).strip().splitlines() or [""])[0]
 
 
 def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from blursynth.io import ImageError, atomic_path, read_image, write_image
+from blursynth.io import ImageError, atomic_path, first_line, read_image, write_image
 from unpaired.config import pick_device
 from unpaired.data import list_images
 from unpaired.models import build_generator, size_factor
@@ -69,7 +69,7 @@ def read_checkpoint(path: Path, keys: tuple[str, ...], name: str, map_location="
                          "torch.save file)") from None
     except Exception as exc:  # (torch's messages run to several lines: the first says what)
         raise ValueError(f"{name}: not a checkpoint written by unpaired.train, or cut short "
-                         f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]})") from None
+                         f"({type(exc).__name__}: {first_line(exc)})") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{name}: not a checkpoint written by unpaired.train (it has no {', '.join(missing)})")

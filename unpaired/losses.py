@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blursynth import rng
+from blursynth.io import first_line
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 VGG16_ADVICE = (f"Download torchvision's VGG16 weights from {VGG16_URL} on a machine with internet access, "
@@ -57,7 +58,7 @@ class VGGPerceptual(nn.Module):
             raise FileNotFoundError(f"--perceptual-weights {weights_path}: no such file. {VGG16_ADVICE}")
 
         def refuse(why: str) -> ValueError:  # (one line: torch's own messages run to several)
-            first = (why.strip().splitlines() or [""])[0].rstrip(":")
+            first = first_line(why).rstrip(":")
             return ValueError(f"--perceptual-weights {path}: not torchvision's VGG16 state dict ({first}). {VGG16_ADVICE}")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)

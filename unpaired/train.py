@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
-from blursynth.io import atomic_path
+from blursynth.io import atomic_path, first_line
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
             scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:  # options fixed by the run are checked in config
             raise ValueError(f"--resume {cfg.resume}: {resume_from} does not fit this run's options "
-                             f"({type(exc).__name__}: {str(exc).splitlines()[0]}); was config.json edited?") from None
+                             f"({type(exc).__name__}: {first_line(exc)}); was config.json edited?") from None
         if len(state["pools"]) == world:
             for k, p in pools.items():
                 p.load_state_dict(state["pools"][rank][k], device)
