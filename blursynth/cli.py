@@ -23,6 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from .interrupt import exit_code, sigterm_interrupts
+from .recipe import FOCAL_MM_RANGE, FRAME_PX_MAX, KERNEL_SIZE_MAX  # (the recipe's bounds; no torch import)
 
 
 class UsageError(Exception):
@@ -79,9 +80,6 @@ def seed(text: str) -> int:
     return value
 
 
-MAX_KERNEL_SIZE = 255  # (a recipe's kernel.size has the same bound)
-
-
 def kernel_size(text: str) -> int:
     try:
         value = int(text)
@@ -91,8 +89,8 @@ def kernel_size(text: str) -> int:
         fix = 3 if value < 3 else value + 1
         raise argparse.ArgumentTypeError(f"must be odd and >= 3 so the kernel has a centre pixel, got {value}; "
                                          f"try {fix}")
-    if value > MAX_KERNEL_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_KERNEL_SIZE}, got {value}")
+    if value > KERNEL_SIZE_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {KERNEL_SIZE_MAX}, got {value}")
     return value
 
 
@@ -103,8 +101,8 @@ def image_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 1200x800, got {text!r}") from None
     if w < 1 or h < 1:
         raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
-    if max(w, h) > 65536:  # (a recipe's camera.frame_px has the same bound)
-        raise argparse.ArgumentTypeError(f"width and height must be at most 65536, got {text!r}")
+    if max(w, h) > FRAME_PX_MAX:
+        raise argparse.ArgumentTypeError(f"width and height must be at most {FRAME_PX_MAX}, got {text!r}")
     return w, h
 
 
@@ -173,9 +171,8 @@ class _StagedDir:
 SHAKE_DEFAULT_EXPOSURE = (1 / 30, 1 / 4)
 SHAKE_DEFAULTS = {"focal_length": 50.0, "image_size": (1200, 800), "depth": math.inf}
 MAX_EXPOSURE_S = 10.0  # hand-held shake; longer exposures would also take memory in proportion
-FOCAL_LENGTH_MM = (4.0, 2000.0)  # 35 mm-equivalent (a recipe's camera.focal_mm has the same bounds)
 MIN_DEPTH_M = 0.01  # closer, the camera's own shake (mm) moves it through the scene plane: NaN paths
-MAX_LENGTH_PX = 10 * MAX_KERNEL_SIZE  # random walk: ten times the largest kernel
+MAX_LENGTH_PX = 10 * KERNEL_SIZE_MAX  # random walk: ten times the largest kernel
 
 
 def bounded_float(low: float, high: float, unit: str, example: str, above: bool = False):
@@ -208,9 +205,9 @@ def add_generate(subparsers) -> None:
     p.add_argument("--exposure", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="shake6d exposure range in seconds, log-uniform (default 1/30 1/4)")
     # (None when not given: the random walk refuses them rather than ignore them)
-    p.add_argument("--focal-length", type=bounded_float(*FOCAL_LENGTH_MM, "mm", "--focal-length 85"), default=None,
-                   metavar="MM", help=f"shake6d: 35 mm-equivalent focal length in mm, {FOCAL_LENGTH_MM[0]:g} to "
-                                      f"{FOCAL_LENGTH_MM[1]:g} (default {SHAKE_DEFAULTS['focal_length']:g})")
+    p.add_argument("--focal-length", type=bounded_float(*FOCAL_MM_RANGE, "mm", "--focal-length 85"), default=None,
+                   metavar="MM", help=f"shake6d: 35 mm-equivalent focal length in mm, {FOCAL_MM_RANGE[0]:g} to "
+                                      f"{FOCAL_MM_RANGE[1]:g} (default {SHAKE_DEFAULTS['focal_length']:g})")
     p.add_argument("--image-size", type=image_size, default=None, metavar="WxH",
                    help="shake6d: image size in pixels that the focal length refers to (default 1200x800)")
     p.add_argument("--depth", type=bounded_float(MIN_DEPTH_M, math.inf, "metres", "--depth 0.5"), default=None,

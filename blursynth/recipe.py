@@ -38,6 +38,8 @@ BLUR_MODES = ("uniform", "projective")
 BOUNDARIES = ("valid", "reflect", "circular")
 KERNEL_FITS = ("error", "scale", "resample")
 KERNEL_SIZE_MAX = 255  # largest kernel.size a recipe accepts
+FOCAL_MM_RANGE = (4.0, 2000.0)  # 35 mm-equivalent focal lengths a recipe accepts
+FRAME_PX_MAX = 65536  # largest side of camera.frame_px
 
 # The top-level keys and the keys of each fixed section (trajectory and sensor are open: their keys
 # are checked against the model constructors).
@@ -261,8 +263,9 @@ def _parse(data: dict, source: str) -> Recipe:
         return check
 
     def focal_check(v):
-        if not 4.0 <= v <= 2000.0:
-            raise _fail(source, "camera.focal_mm", f"35 mm-equivalent focal length must be in [4, 2000] mm, got {v}")
+        if not FOCAL_MM_RANGE[0] <= v <= FOCAL_MM_RANGE[1]:
+            raise _fail(source, "camera.focal_mm", f"35 mm-equivalent focal length must be in "
+                        f"[{FOCAL_MM_RANGE[0]:g}, {FOCAL_MM_RANGE[1]:g}] mm, got {v}")
 
     model = _choice(source, "trajectory.model", traj.pop("model", "camera_shake"), tuple(TRAJECTORY_MODELS))
     mode = _choice(source, "blur.mode", blur.get("mode", "uniform"), BLUR_MODES)
@@ -280,7 +283,7 @@ def _parse(data: dict, source: str) -> Recipe:
         trajectory_params=traj,
         focal_mm=_pair(source, "camera.focal_mm", camera.get("focal_mm", [24.0, 50.0]), _float, focal_check),
         depth_m=_pair(source, "camera.depth_m", camera.get("depth_m", math.inf), _float, positive("camera.depth_m")),
-        frame_px=tuple(_int(source, "camera.frame_px", v, 8, 65536) for v in _size(source, "camera.frame_px",
+        frame_px=tuple(_int(source, "camera.frame_px", v, 8, FRAME_PX_MAX) for v in _size(source, "camera.frame_px",
                                                                                       camera.get("frame_px", [720, 1280]))),
         kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, KERNEL_SIZE_MAX, odd=True),
         kernel_fit=_choice(source, "kernel.fit", kernel.get("fit", "scale"), KERNEL_FITS),

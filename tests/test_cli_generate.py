@@ -261,7 +261,7 @@ def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
 
 def test_bounds_of_generate_options_are_in_the_readme():
     text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
-    assert f"{cli.FOCAL_LENGTH_MM[0]:g} to {cli.FOCAL_LENGTH_MM[1]:g} mm" in text
+    assert f"{cli.FOCAL_MM_RANGE[0]:g} to {cli.FOCAL_MM_RANGE[1]:g} mm" in text
     assert f"at least {cli.MIN_DEPTH_M:g} m" in text and f"at most {cli.MAX_LENGTH_PX} px" in text
 
 
