@@ -141,49 +141,49 @@ def test_checkpoint_is_scored_through_its_generator(tmp_path, capsys):
     assert net["psnr"] != pytest.approx(blurry["psnr"], rel=1e-6)
 
 
-def test_bad_checkpoint_is_a_clear_error(tmp_path):
+def test_bad_checkpoint_is_a_clear_error(tmp_path, refused):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
     levin = ["--benchmark", "levin", "--data", data, "--checkpoint"]
-    with pytest.raises(SystemExit, match=r"--checkpoint .*none\.pt: no such file"):
+    with refused(r"--checkpoint .*none\.pt: no such file"):
         _run(levin + [tmp_path / "none.pt"])
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(SystemExit, match=r"run: a folder without checkpoints/best\.pt or checkpoints/step_\*\.pt"):
+    with refused(r"run: a folder without checkpoints/best\.pt or checkpoints/step_\*\.pt"):
         _run(levin + [tmp_path / "run"])
     torch.save({}, tmp_path / "run" / "checkpoints" / "best.pt")  # a run folder stands for its best.pt
-    with pytest.raises(SystemExit, match=r"best\.pt: not a checkpoint written by unpaired\.train"):
+    with refused(r"best\.pt: not a checkpoint written by unpaired\.train"):
         _run(levin + [tmp_path / "run"])
     (tmp_path / "model.pt").write_bytes(b"x")
-    with pytest.raises(SystemExit, match=r"model\.pt: not a checkpoint written by unpaired\.train"):
+    with refused(r"model\.pt: not a checkpoint written by unpaired\.train"):
         _run(levin + [tmp_path / "model.pt"])
 
 
-def test_bad_inputs_name_the_file(tmp_path):
+def test_bad_inputs_name_the_file(tmp_path, refused):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
     bad = data / "kernels" / "kernel2.npy"
     np.save(bad, _kernel(2) * 1.5)
-    with pytest.raises(SystemExit, match=r"kernel2\.npy.*sums to 1\.5"):
+    with refused(r"kernel2\.npy.*sums to 1\.5"):
         _run(["--benchmark", "levin", "--data", data, "--method", "wiener"])
     np.save(bad, _kernel(2))
     (data / "sharp" / "im1.png").unlink()
-    with pytest.raises(SystemExit, match=r"im1\.png: no such file"):
+    with refused(r"im1\.png: no such file"):
         _run(["--benchmark", "levin", "--data", data])
     iio.imwrite(data / "sharp" / "im1.png", np.zeros((SIZE, SIZE + 3), np.uint8))
-    with pytest.raises(SystemExit, match=rf"im1_kernel1\.png is {SIZE}x{SIZE} but .*im1\.png is {SIZE + 3}x{SIZE}; "):
+    with refused(rf"im1_kernel1\.png is {SIZE}x{SIZE} but .*im1\.png is {SIZE + 3}x{SIZE}; "):
         _run(["--benchmark", "levin", "--data", data])
-    with pytest.raises(SystemExit, match="no im"):
+    with refused("no im"):
         _run(["--benchmark", "levin", "--data", tmp_path / "nothing"])
     folder = tmp_path / "f"
     (folder / "blur").mkdir(parents=True)
     (folder / "sharp").mkdir()
     iio.imwrite(folder / "blur" / "a.png", np.zeros((8, 8), np.uint8))
-    with pytest.raises(SystemExit, match=r"a\.png: no sharp image"):
+    with refused(r"a\.png: no sharp image"):
         _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp"])
-    with pytest.raises(SystemExit, match="needs --blurry"):
+    with refused("needs --blurry"):
         _run(["--benchmark", "folder", "--blurry", folder / "blur"])
-    with pytest.raises(SystemExit, match="--device must be auto, cpu, cuda or cuda:N"):
+    with refused("--device must be auto, cpu, cuda or cuda:N"):
         _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp", "--device", "gpu"])
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="no CUDA device is visible; use --device cpu"):
+        with refused("no CUDA device is visible; use --device cpu"):
             _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp", "--device", "cuda"])
 
 
@@ -263,13 +263,13 @@ def test_a_failed_write_is_one_line(tmp_path, capsys, monkeypatch):
     assert "mean (1)" in capsys.readouterr().out  # the scores were printed before the write failed
 
 
-def test_border_and_radius_are_checked(tmp_path, capsys):
+def test_border_and_radius_are_checked(tmp_path, capsys, refused):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
     for option in ("--border", "--radius"):
         code, err = _refused(["--benchmark", "levin", "--data", data, option, -3], capsys)
         assert code == 2 and f"argument {option}: must be >= 0, got -3" in err
     # a border eating the whole image names the image and the largest border it allows
-    with pytest.raises(SystemExit, match=rf"^error: .*im1\.png: {SIZE}x{SIZE} is too small for a 40 px border; "
+    with refused(rf"^error: .*im1\.png: {SIZE}x{SIZE} is too small for a 40 px border; "
                                          rf"use --border {SIZE // 2 - 1} or less"):
         _run(["--benchmark", "levin", "--data", data, "--border", 40])
 
@@ -302,20 +302,20 @@ def test_options_the_benchmark_does_not_use_are_refused(tmp_path, capsys):
     assert code == 2 and "--benchmark folder does not use --data" in err
 
 
-def test_two_images_with_one_name_are_refused(tmp_path):
+def test_two_images_with_one_name_are_refused(tmp_path, refused):
     root = tmp_path / "ds"
     for d in ("blur", "sharp"):
         (root / d).mkdir(parents=True)
         iio.imwrite(root / d / "000001.png", np.zeros((16, 16), np.uint8))
     iio.imwrite(root / "blur" / "000001.jpg", np.zeros((16, 16), np.uint8))
-    with pytest.raises(SystemExit, match=r"blur/000001\.jpg and .*blur/000001\.png: two images named 000001"):
+    with refused(r"blur/000001\.jpg and .*blur/000001\.png: two images named 000001"):
         _run(["--benchmark", "folder", "--blurry", root / "blur", "--sharp", root / "sharp"])
 
 
-def test_a_kernel_of_the_wrong_shape_stops_any_method(tmp_path):
+def test_a_kernel_of_the_wrong_shape_stops_any_method(tmp_path, refused):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
     np.save(data / "kernels" / "kernel1.npy", np.stack([_kernel(1)] * 3))  # 3-D: neither a kernel nor a grid
-    with pytest.raises(SystemExit, match=r"kernel1\.npy: a kernel must be a 2-D array .*got shape \(3, 9, 9\)"):
+    with refused(r"kernel1\.npy: a kernel must be a 2-D array .*got shape \(3, 9, 9\)"):
         _run(["--benchmark", "levin", "--data", data])  # --method identity does not use the kernel
     # a projective blursynth dataset's rows x cols grid of local kernels: scored, without error ratio
     np.save(data / "kernels" / "kernel1.npy", np.stack([np.stack([_kernel(1)] * 2)] * 2))

@@ -187,13 +187,13 @@ def test_keeps_last_k_checkpoints(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000004.pt", "step_0000005.pt"]
 
 
-def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path):
+def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):
     run = tmp_path / "run"
     main(TINY + ["--steps", "2", "--ckpt-every", "1", "--eval-every", "100", "--run-dir", str(run)])
     last = run / "checkpoints" / "step_0000002.pt"
     cut = last.read_bytes()[:2000]
     last.write_bytes(cut)
-    with pytest.raises(SystemExit, match=r"^error: --resume .*step_0000002.pt: not a checkpoint written by "
+    with refused(r"^error: --resume .*step_0000002.pt: not a checkpoint written by "
                                          r"unpaired.train, or cut short \(.+\); move it aside to resume from step_0000001.pt$"):
         cli(["--resume", str(run), "--no-progress", "--steps", "9"])
     assert last.read_bytes() == cut  # nothing removed or rewritten
@@ -206,7 +206,7 @@ def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path):
     assert torch.load(last, weights_only=True)["step"] == 2
 
 
-def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path):
+def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path, refused):
     run = tmp_path / "run"
     main(TINY + ["--steps", "2", "--eval-every", "100", "--run-dir", str(run)])
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
@@ -215,7 +215,7 @@ def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path):
                         (["--lr", "1e-05"], "--lr 1e-05: .*trained with 0.001"),  # (the optimiser's state would win)
                         (["--mode", "cyclegan"], "--mode cyclegan: .*trained with paired"),
                         (["--out", str(tmp_path / "elsewhere")], "--resume .* continues the run in that folder; drop --run-dir/--out")):
-        with pytest.raises(SystemExit, match=f"^error: {match}"):
+        with refused(f"^error: {match}"):
             cli(["--resume", str(run), "--steps", "3"] + argv)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before and not (tmp_path / "elsewhere").exists()
     (run / "config.json").write_text("{not json")
@@ -230,12 +230,12 @@ def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path):
     assert json.loads((run / "config.json").read_text())["steps"] == 3
 
 
-def test_resume_with_an_edited_config_is_one_line_and_keeps_the_config(tmp_path):
+def test_resume_with_an_edited_config_is_one_line_and_keeps_the_config(tmp_path, refused):
     run = tmp_path / "run"
     main(TINY + ["--steps", "2", "--eval-every", "100", "--run-dir", str(run)])
     edited = json.loads((run / "config.json").read_text()) | {"ngf": 8}
     (run / "config.json").write_text(json.dumps(edited))
-    with pytest.raises(SystemExit, match=r"^error: --resume .*step_0000002.pt does not fit this run's options "
+    with refused(r"^error: --resume .*step_0000002.pt does not fit this run's options "
                                          r"\(RuntimeError: .*\); was config.json edited\?$"):
         cli(["--resume", str(run), "--steps", "3"])
     assert json.loads((run / "config.json").read_text()) == edited  # not rewritten by the failed resume
@@ -369,13 +369,13 @@ def test_bad_inputs_are_explained(tmp_path):
     main(TINY + ["--steps", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "r")])
 
 
-def test_command_line_reports_errors_in_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="^error: --mode must be one of"):
+def test_command_line_reports_errors_in_one_line(tmp_path, refused):
+    with refused("^error: --mode must be one of"):
         cli(["--mode", "gan"])
-    with pytest.raises(SystemExit, match="^error: --pairs .*neither manifest.jsonl"):
+    with refused("^error: --pairs .*neither manifest.jsonl"):
         cli(TINY + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit, match="^error: --device cuda: no CUDA device is visible"):
+        with refused("^error: --device cuda: no CUDA device is visible"):
             cli(TINY + ["--device", "cuda", "--run-dir", str(tmp_path / "r")])
 
 

@@ -15,6 +15,7 @@ import argparse
 import dataclasses
 import json
 import re
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ BLUR_MODEL_ONLY = {"blur_kernel": ("kernel", "shake"), "blur_recipe": ("shake",)
 
 class ConfigError(ValueError):
     """A bad option; the message names the option (or file) and the fix."""
+
+
+def refuse(exc) -> typing.NoReturn:
+    """End a command that refused its input: one ``error: ...`` line on stderr and exit status 2, as
+    argparse and the blursynth commands do (1 stays for failures while running)."""
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 @dataclass

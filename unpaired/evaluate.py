@@ -37,7 +37,7 @@ from blursynth.cli import non_negative_int, positive_int
 from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
 
 from . import deconv, metrics
-from .config import ConfigError, pick_device
+from .config import ConfigError, pick_device, refuse
 from .deblur import checkpoint_file
 from .inference import load_restorer
 
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
             result = evaluate(pairs, restore, channels=channels, radius=radius, border=border,
                               device=device, progress=not args.quiet)
     except (EvaluationError, ImageError, ConfigError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        refuse(exc)
     images = result.pop("images")
     if args.checkpoint and method != str(args.checkpoint):  # a run folder: name the file it stands for
         print(f"checkpoint: {method}", file=sys.stderr)

@@ -421,11 +421,12 @@ def _last_eval(path: Path) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Command-line entry: bad options and inputs end with one ``error: ...`` line, no traceback."""
+    """Command-line entry: bad options and inputs end with one ``error: ...`` line and exit status 2,
+    no traceback."""
     try:
         main(argv)
     except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        config_mod.refuse(exc)
 
 
 if __name__ == "__main__":
