@@ -404,7 +404,9 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         ``{"written": pairs made by this call, "done": pairs present, "complete": manifest written}``.
 
     Raises:
-        DatasetError, RecipeError: bad options (the message names the option).
+        DatasetError, RecipeError: bad options; the message names the option as ``blursynth
+            dataset`` spells it (``--out`` for ``out``, ``--sharp`` for ``sharp``), the same words
+            for the command and for this function.
     """
     from tqdm import tqdm
 
