@@ -440,3 +440,25 @@ def test_ddp_cyclegan_checkpoints_every_rank_pool(tmp_path):
     assert len(state["pools"]) == 2  # rank 1's image pools were gathered for an exact resume
     assert all(p["sharp"]["count"] == 4 for p in state["pools"])  # 2 steps x batch 2 queried on each rank
     assert [r["step"] for r in records(run) if "loss_D" in r] == [1, 2]
+
+
+def test_ddp_kernel_blur_resume_equals_uninterrupted(tmp_path):
+    # each rank draws F's kernels and noise from its own global RNG (seeded by rank): a resume must
+    # give every rank back its own state, not rank 0's
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY_GAN + ["--blur-model", "kernel", "--blur-kernel", "5", "--pair-pool", "4", "--pair-pool-size", "32",
+                       "--eval-every", "100", "--device", "cpu"]
+
+    def torchrun(*argv):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "unpaired.train", *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=120,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    torchrun(*opts, "--steps", "4", "--run-dir", str(a))
+    torchrun(*opts, "--steps", "4", "--stop-at", "2", "--run-dir", str(b))
+    torchrun("--resume", str(b), "--no-progress")
+    wa, wb = weights(a, 4), weights(b, 4)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)

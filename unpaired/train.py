@@ -11,7 +11,7 @@ One loop, read top to bottom: options -> processes/device -> data -> models -> o
 Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record per log/evaluation),
 ``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
 ``--keep-last``) and ``checkpoints/best.pt`` (highest validation PSNR). Checkpoints hold models,
-optimisers, schedulers, AMP scaler, image pools and the step, so ``--resume RUN_DIR`` continues exactly
+optimisers, schedulers, AMP scaler, every rank's image pools and RNG state, and the step, so ``--resume RUN_DIR`` continues exactly
 where the run stopped. A new run in a folder that holds one is refused unless ``--overwrite`` (which
 removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
 (gloo on CPU, nccl on CUDA) and only rank 0 writes. On CUDA, mixed precision and channels-last are on.
@@ -213,9 +213,14 @@ def main(argv: list[str] | None = None) -> dict:
         elif master:
             print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
                   f"{world}; pools start empty", file=sys.stderr)
-        torch.set_rng_state(state["torch_rng"].cpu())  # map_location may have moved it to the GPU
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        # each process's own RNG (kernels and noise of a kernel-blur F); a checkpoint of another process
+        # count, or from before they were kept, has rank 0's alone: the other ranks then keep their seed
+        rngs = state.get("rng") or [{"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}]
+        if len(rngs) == world or rank == 0:
+            mine = rngs[rank] if len(rngs) == world else rngs[0]
+            torch.set_rng_state(mine["torch"].cpu())  # map_location may have moved it to the GPU
+            if device.type == "cuda" and mine.get("cuda") is not None:
+                torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
         start, best = state["step"], state["best"]
         if start > end:
             raise ValueError(f"--stop-at {cfg.stop_at}: the run in {run} is already at step {start}")
@@ -237,20 +242,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     def checkpoint(step: int, name: str | None = None) -> None:
         """Atomically write the full training state; ``step_*.pt`` is collective (every rank's image
-        pools are gathered), ``best.pt`` is written by rank 0 alone with its own pools."""
+        pools and RNG states are gathered), ``best.pt`` is written by rank 0 alone with its own."""
         pool_states = [{k: p.state_dict() for k, p in pools.items()}]
+        rng_states = [{"torch": torch.get_rng_state(),
+                       "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}]
         if world > 1 and name is None:
             gathered = [None] * world
-            dist.all_gather_object(gathered, pool_states[0])
-            pool_states = gathered
+            dist.all_gather_object(gathered, (pool_states[0], rng_states[0]))
+            pool_states, rng_states = [g[0] for g in gathered], [g[1] for g in gathered]
         if not master:
             return
         state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best, "data_files": data_files,
                  "models": {k: m.state_dict() for k, m in nets.items()},
                  "optimizers": {k: o.state_dict() for k, o in optims.items()},
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
-                 "scaler": scaler.state_dict(), "pools": pool_states, "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+                 "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states,
+                 "torch_rng": rng_states[0]["torch"], "cuda_rng": rng_states[0]["cuda"]}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
