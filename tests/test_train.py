@@ -134,6 +134,17 @@ def test_lr_schedule_constant_then_linear():
     assert [lr_factor(s, 10, 4) for s in range(11)] == [1, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25, 0.0]
 
 
+def test_logged_lr_is_the_rate_of_that_update(tmp_path):
+    # a record of step s holds the losses of update s (index s - 1) and so the rate that update used;
+    # the last update of a decaying schedule still moves the weights (it is not the 0 that follows it)
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "4", "--decay-steps", "2", "--lr", "1e-3", "--eval-every", "100", "--device", "cpu",
+                 "--run-dir", str(run)])
+    logged = [(r["step"], r["lr"]) for r in records(run) if "lr" in r]
+    assert logged == [(s, pytest.approx(1e-3 * lr_factor(s - 1, 4, 2))) for s in (1, 2, 3, 4)]
+    assert logged[-1][1] > 0
+
+
 # ---------------------------------------------------------------- runs
 
 def test_paired_run_writes_run_folder(tmp_path, capsys):

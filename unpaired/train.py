@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict:
             scaler.scale(loss_d).backward()
             scaler.step(optims["disc"])
         scaler.update()
+        lr = scheds["gen"].get_last_lr()[0]  # the rate this update used (logged with its losses)
         for s in scheds.values():
             s.step()
         done = step + 1
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
         if done % cfg.log_every == 0 or done == end:
             last = {k: float(v.detach()) for k, v in losses.items()}
             bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
-            log({"step": done, "lr": scheds["gen"].get_last_lr()[0], **last,
+            log({"step": done, "lr": lr, **last,
                  "seconds": round(time.time() - t0, 2)})
         if master and (done % cfg.eval_every == 0 or done == end) and val:
             record = evaluate(done)
