@@ -415,7 +415,7 @@ def test_cuda_training_selects_mixed_precision(tmp_path, opts):
     run = tmp_path / "r"
     result = main(opts + ["--device", "cuda", "--steps", "3", "--eval-every", "3", "--run-dir", str(run)])
     state = torch.load(run / "checkpoints" / "step_0000003.pt", weights_only=False)
-    assert state["config"]["amp"] == "auto" and state["cuda_rng"] is not None
+    assert state["config"]["amp"] == "auto" and state["rng"][0]["cuda"] is not None
     assert np.isfinite(result["val_psnr"])
 
 

@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> dict:
         elif master:
             print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
                   f"{world}; pools start empty", file=sys.stderr)
-        # each process's own RNG (kernels and noise of a kernel-blur F); a checkpoint of another process
-        # count, or from before they were kept, has rank 0's alone: the other ranks then keep their seed
+        # each process's own RNG (kernels and noise of a kernel-blur F); with a checkpoint of another
+        # process count, or an older one (rank 0's state alone, as torch_rng), the other ranks keep their seed
         rngs = state.get("rng") or [{"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}]
         if len(rngs) == world or rank == 0:
             mine = rngs[rank] if len(rngs) == world else rngs[0]
@@ -256,8 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "models": {k: m.state_dict() for k, m in nets.items()},
                  "optimizers": {k: o.state_dict() for k, o in optims.items()},
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
-                 "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states,
-                 "torch_rng": rng_states[0]["torch"], "cuda_rng": rng_states[0]["cuda"]}
+                 "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
