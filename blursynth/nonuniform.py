@@ -342,13 +342,8 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points_px must be (P, 2) pixel coordinates (x, y), got shape {tuple(pts.shape)}; "
                          "one point is points_px[None] or [[x, y]]")
-    dense = densify(trajectory, camera, depth_m, max_step_px)
-    path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)
-    if center:
-        path = path - centering_shift(dense, camera, depth_m)[:, None, None, :]
-    n, steps, p, _ = path.shape
-    flat = path.permute(0, 2, 1, 3).reshape(n * p, steps, 2)
-    t = dense.t[:, None].expand(n, p, steps).reshape(n * p, steps)
+    flat, t = local_paths(pts, trajectory, camera, depth_m, center, max_step_px)
+    n, p = len(trajectory), pts.shape[0]
     try:
         k = rasterize(flat, size, t=t, fit=fit, center=False)
     except KernelFitError as err:  # name the item and the point, not the flattened (item, point) index
@@ -357,6 +352,25 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
         raise KernelFitError(fit_error_message(f"the local path at pixel ({x:g}, {y:g}) of item {item}", err.extent,
                                                err.size, err.needed), item, err.size, err.needed, err.extent) from None
     return k.reshape(n, p, *k.shape[-2:])
+
+
+def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
+                depth_m: float | torch.Tensor = math.inf, center: bool = True,
+                max_step_px: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paths :func:`kernels_at` rasterises: ``(N * P, T', 2)`` displacements (item-major) and ``(N * P, T')`` times.
+
+    Path ``i * P + j`` is the image of pixel ``points_px[j]`` ``(P, 2)`` under item ``i``'s motion,
+    ``H(t) p - p`` on the densified poses, minus the renderer's centring shift when ``center``.
+    """
+    pts = torch.as_tensor(points_px, dtype=torch.float32, device=trajectory.t.device).reshape(-1, 2)
+    dense = densify(trajectory, camera, depth_m, max_step_px)
+    path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)
+    if center:
+        path = path - centering_shift(dense, camera, depth_m)[:, None, None, :]
+    n, steps, p, _ = path.shape
+    flat = path.permute(0, 2, 1, 3).reshape(n * p, steps, 2)
+    t = dense.t[:, None].expand(n, p, steps).reshape(n * p, steps)
+    return flat, t
 
 
 def grid_points(camera: Camera, rows: int, cols: int) -> torch.Tensor:

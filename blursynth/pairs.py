@@ -227,7 +227,7 @@ def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFo
             kernel = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
             blurred, grid, grid_px = blur(linear, kernel, boundary=recipe.boundary), None, None
         else:
-            blurred, kernel, grid, grid_px = _projective(recipe, linear, traj, focal_px, depth, full, corner)
+            blurred, kernel, grid, grid_px, scale = _projective(recipe, linear, traj, focal_px, depth, full, corner)
     except KernelFitError as err:  # fit="error"; err.item is the position in this batch
         raise _recipe_fit_error(recipe, int(index[err.item]), err) from None
     blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
@@ -342,22 +342,51 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
     crop_cam = Camera(1.0, w, h)
     pts = torch.cat([grid_points(crop_cam, rows, cols), torch.tensor([[(w - 1) / 2, (h - 1) / 2]])]) + m
     fit = "scale" if recipe.kernel_fit == "resample" else recipe.kernel_fit  # local kernels cannot be redrawn
-    out, kernels = [], []
+    out, kernels, scales = [], [], []
     for k in range(linear.shape[0]):
         # The crop's camera keeps the photo's principal point (the centre of the full frame).
         cx = (full[k, 0].item() - 1) / 2 - corner[k, 0].item()
         cy = (full[k, 1].item() - 1) / 2 - corner[k, 1].item()
         cam = Camera(focal_px[k].item(), win, hin, cx=cx, cy=cy)
         d = depth[k].item()
-        rendered = render_nonuniform(linear[k:k + 1], traj[k], cam, depth_m=d, center=True)
+        motion, scale = traj[k], 1.0
+        if fit == "scale":
+            motion, scale = _fit_motion(motion, pts, cam, recipe.kernel_size, d)
+        rendered = render_nonuniform(linear[k:k + 1], motion, cam, depth_m=d, center=True)
         out.append(rendered[:, :, m:m + h, m:m + w])
         try:
-            kernels.append(kernels_at(pts, traj[k], cam, recipe.kernel_size, depth_m=d, fit=fit))
+            kernels.append(kernels_at(pts, motion, cam, recipe.kernel_size, depth_m=d, fit=fit))
         except KernelFitError as err:
             raise KernelFitError(str(err), k, err.size, err.needed, err.extent) from None
+        scales.append(scale)
     kern = torch.cat(kernels)  # (n, rows * cols + 1, kh, kw): the grid, then the crop centre
     grid = kern[:, :-1].reshape(len(kern), rows, cols, *kern.shape[-2:])
-    return torch.cat(out), kern[:, -1], grid, (pts[:-1] - m)
+    return torch.cat(out), kern[:, -1], grid, (pts[:-1] - m), torch.tensor(scales, device=linear.device)
+
+
+def _fit_motion(motion: Trajectory, pts: torch.Tensor, cam: Camera, size: int, depth_m: float,
+                rounds: int = 8) -> tuple[Trajectory, float]:
+    """A one-item 6-DoF ``motion`` with its rotations and translations shrunk, so that the local paths
+    at ``pts`` fit a ``size`` kernel, and the factor applied (1 when they already fit).
+
+    Projective blur is rendered from the motion itself, so fit="scale" must shrink the motion, not the
+    stored kernels: kernels shrunk alone would describe a blur the image never received. Image motion is
+    linear in small camera motions, so one round nearly fits; a few more absorb the rest.
+    """
+    from .kernel import fit_scale
+    from .nonuniform import local_paths
+
+    scale = 1.0
+    for _ in range(rounds):
+        paths, t = local_paths(pts, motion, cam, depth_m)
+        s = float(fit_scale(paths, size, t, center=False).min())
+        if s >= 1.0:
+            break
+        scale *= s
+        motion = Trajectory(t=motion.t, rotation=None if motion.rotation is None else motion.rotation * s,
+                            translation=None if motion.translation is None else motion.translation * s,
+                            path_px=None if motion.path_px is None else motion.path_px * s, params=dict(motion.params))
+    return motion, scale
 
 
 def as_numpy_image(x: torch.Tensor) -> np.ndarray:

@@ -75,6 +75,9 @@ class Recipe:
             folder use their own size). The crop's position in it is drawn per pair.
         kernel_size: odd side of the square kernels.
         kernel_fit: what to do with a path larger than the kernel (see :func:`blursynth.kernel.rasterize`).
+            In projective mode ``"scale"`` (and ``"resample"``, for local paths that still do not fit)
+            shrinks the camera motion itself until every stored local path fits, so the image and its
+            kernels show the same motion; the factor is recorded as ``fit_scale``.
         blur_mode: ``"uniform"`` (one kernel per pair, FFT blur) or ``"projective"`` (per-time
             homographies, spatially varying).
         boundary: ``"valid"`` (blur a larger sharp crop, keep the interior), ``"reflect"``, ``"circular"``.

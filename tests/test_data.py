@@ -282,3 +282,29 @@ def test_the_written_sharp_target_is_the_on_the_fly_one_rounded_to_the_sensor_bi
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "The on-the-fly `\"sharp\"` is the float32 crop itself, not quantised" in readme
     assert "not quantised" in SyntheticPairs.__doc__
+
+
+def test_projective_fit_scale_shrinks_the_motion_so_stored_kernels_are_the_blur_received(tmp_path):
+    """kernel.fit = "scale" in projective mode used to shrink only the stored local kernels while the image
+    was rendered from the full motion: the kernels then described a blur the pair never received."""
+    import imageio.v3 as iio
+    yy, xx = np.mgrid[:120, :140].astype(np.float64)
+    smooth = 0.5 + 0.2 * np.sin(xx / 3.1 + yy / 5.3) + 0.2 * np.cos(yy / 2.7 - xx / 6.1)  # smooth: local = pointwise
+    iio.imwrite(tmp_path / "p.png", np.round(np.repeat(smooth[..., None], 3, -1) * 255).astype(np.uint8))
+    recipe = _recipe(crop=21, kernel={"size": 7, "fit": "scale"}, blur={"mode": "projective", "grid": [3, 3]},
+                     trajectory={"exposure_s": [0.2, 0.25], "drift_rad_s": [0.15, 0.3], "roll_ratio": 1.0},
+                     camera={"focal_mm": [150.0, 200.0]}, sensor=SENSOR_OFF)
+    made = make_pairs(recipe, range(3), 4, ImageFolder.scan(tmp_path, recipe.input_size))
+    m = recipe.margin
+    scales = [r["params"]["trajectory"]["fit_scale"] for r in made["records"]]
+    assert all(s < 1 for s in scales)  # every motion here is far larger than a 7 px kernel
+    photo = read_image(tmp_path / "p.png")[0]
+    for k, rec in enumerate(made["records"]):
+        x, y, w, h = rec["source"]["box"]
+        big = photo[:, y - m:y + h + m, x - m:x + w + m]
+        points = [(gx, gy, made["kernel_grid"][k].reshape(-1, 7, 7)[j])
+                  for j, (gx, gy) in enumerate(made["grid_px"].round().long().tolist())]
+        points.append((10, 10, made["kernel"][k]))  # the crop centre's kernel
+        for gx, gy, kern in points:
+            ref = np.stack([convolve2d(c, kern.numpy(), mode="valid") for c in big])
+            assert np.abs(made["blur"][k].numpy()[:, gy, gx] - ref[:, gy, gx]).max() < 5e-3, (k, gx, gy)
