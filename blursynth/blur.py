@@ -246,11 +246,11 @@ def _full_spectrum(kernel: torch.Tensor, n: int, m: int) -> torch.Tensor:
 
 
 # Cost of one complex point of the slab transform (c2c fft2 + ifft2, packing, unpacking) over that
-# of one real pixel of torch's rfft2 + irfft2 pair, and of one pixel of the extra padding copy that
-# "reflect"/"circular" then need, fitted to paired timings with MKL on one thread at 1280x720 RGB
-# (31x31 and 64x64 kernels). The split is used only where it is cheaper.
+# of one real pixel of torch's rfft2 + irfft2 pair, fitted to paired timings with MKL on one thread at
+# 1280x720 RGB (31x31 and 64x64 kernels). The split is used only where it is cheaper. The copy that
+# "reflect"/"circular" pad into first costs too little to weigh: with it counted (0.05 of a real
+# pixel) a 64x64 reflect blur of 1280x720 took the real transform, 8-14% slower than slabs.
 C2C_COST = 1.85
-PAD_COST = 0.05
 # Per-point cost of a transform grows with its size as it falls out of cache: ``1 + points /
 # CACHE_POINTS``. Fitted with MKL on one thread, 1 MiB of L2 per core: c2c fft2 + ifft2 pairs of
 # 720 x 192..672 cost 6.9 ns per point at 138k points and 9.1 at 484k, but whole blurs pay the
@@ -268,11 +268,11 @@ def _fft_cost(points: int) -> float:
     return points * (1 + points / CACHE_POINTS)
 
 
-def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple[int, int, int, int] | None:
-    """``(dim, n, m, slabs)`` for :func:`_slab_fft` on an ``hh x ww`` image on the CPU: the axis to
-    cut (-2 or -1), the FFT size and the (even) number of slabs, chosen by :func:`_fft_cost`; or
-    None when one real transform of the whole image is cheaper (kernels large against the image;
-    ``padded``: the image is still to be padded, a copy the real transform does not need)."""
+def _split_plan(hh: int, ww: int, h: int, w: int) -> tuple[int, int, int, int] | None:
+    """``(dim, n, m, slabs)`` for :func:`_slab_fft` on an ``hh x ww`` image (padded already, or to
+    be) on the CPU: the axis to cut (-2 or -1), the FFT size and the (even) number of slabs, chosen
+    by :func:`_fft_cost`; or None when one real transform of the whole image is cheaper (kernels
+    large against the image)."""
     if hh * ww < LARGE_PIXELS:
         return None
     plans = []
@@ -287,7 +287,7 @@ def _split_plan(hh: int, ww: int, h: int, w: int, padded: bool = False) -> tuple
             plans.append((slabs // 2 * _fft_cost(n * m), dim, n, m, slabs))
     cost, dim, n, m, slabs = min(plans, key=lambda p: p[0])
     real = fast_length(hh) * fast_length(ww, R2C_MULTIPLE)  # pixels, held as real // 2 complex points
-    if C2C_COST * cost + PAD_COST * padded * hh * ww >= _fft_cost(real // 2) * 2:
+    if C2C_COST * cost >= _fft_cost(real // 2) * 2:
         return None
     return dim, n, m, slabs
 
@@ -355,7 +355,7 @@ def _slab_plan(x: torch.Tensor, kernel: torch.Tensor, boundary: str) -> tuple[in
         return None
     (hh, ww), (h, w) = x.shape[-2:], kernel.shape[-2:]
     padded = boundary != "valid"
-    return _split_plan(hh + padded * (h - 1), ww + padded * (w - 1), h, w, padded)
+    return _split_plan(hh + padded * (h - 1), ww + padded * (w - 1), h, w)
 
 
 def _slab_fft(x: torch.Tensor, kernel: torch.Tensor, boundary: str, plan: tuple[int, int, int, int]) -> torch.Tensor:

@@ -117,7 +117,7 @@ def test_every_slab_count_matches_scipy(slabs, dim, monkeypatch):
     from blursynth import blur as blur_module
     shape, ksize = ((37, 83), (5, 7)) if dim == -1 else ((83, 37), (7, 5))
 
-    def plan(hh, ww, h, w, padded=False):
+    def plan(hh, ww, h, w):
         size, k = (ww, w) if dim == -1 else (hh, h)
         slab = fast_length(-(-(size - k + 1) // slabs) + k - 1)
         return (dim, fast_length(hh), slab, slabs) if dim == -1 else (dim, slab, fast_length(ww), slabs)
