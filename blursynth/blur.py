@@ -504,6 +504,9 @@ def blur(image: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", met
     kernel = as_kernel4d(kernel, image)
     _check_sizes(image.shape, kernel, boundary, "image")
     h, w = kernel.shape[-2:]
+    if image.shape[0] * image.shape[1] == 0:  # no planes: conv2d refuses zero groups, MKL empty FFTs
+        size = image.shape[-2:] if boundary != "valid" else (image.shape[-2] - h + 1, image.shape[-1] - w + 1)
+        return image.new_zeros(*image.shape[:2], *size)
     if _use_direct(kernel, method):
         return _valid_direct(_pad(image, h, w, boundary), kernel)
     if boundary == "circular" and _exact_circular_ok(image, kernel):
@@ -523,6 +526,9 @@ def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid",
     _check_boundary(boundary, method)
     kernel = as_kernel4d(kernel, y)
     h, w = kernel.shape[-2:]
+    if y.shape[0] * y.shape[1] == 0:  # no planes (see blur)
+        size = y.shape[-2:] if boundary != "valid" else (y.shape[-2] + h - 1, y.shape[-1] + w - 1)
+        return y.new_zeros(*y.shape[:2], *size)
     if _use_direct(kernel, method):
         full = _valid_direct_adjoint(y, kernel)
     elif boundary == "circular" and _exact_circular_ok(y, kernel):

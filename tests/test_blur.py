@@ -269,3 +269,18 @@ def test_kernel_batch_mismatch_names_both_batches():
         blur(x, k)
     with pytest.raises(ValueError, match=r"kernel channels \(2, .*do not match the image's \(3\)"):
         blur(x, torch.full((1, 2, 5, 5), 1 / 25))
+
+
+@pytest.mark.parametrize("method", ["auto", "direct", "fft"])
+@pytest.mark.parametrize("boundary", ["valid", "reflect", "circular"])
+@pytest.mark.parametrize("planes", [(0, 3), (2, 0)])
+def test_empty_batch_gives_an_empty_result(planes, boundary, method):
+    """A batch of no images (or of no channels) crashed: with small kernels ("auto" takes the direct
+    path) conv2d raised 'non-positive groups is not supported', and the FFT adjoint raised an MKL
+    error; it now gives the empty result of the documented shape, like any other batch size."""
+    b, c = planes
+    k = torch.rand(1, 3, 5)
+    out = blur(torch.rand(b, c, 12, 10), k, boundary, method=method)
+    assert out.shape == ((b, c, 10, 6) if boundary == "valid" else (b, c, 12, 10))
+    back = blur_adjoint(out, k, boundary, method=method)
+    assert back.shape == (b, c, 12, 10)
