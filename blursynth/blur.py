@@ -337,7 +337,9 @@ def _pack(re: torch.Tensor, im: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """``re + i im`` zero-padded at the bottom/right to ``(..., n, m)`` complex, in one buffer."""
     p, q = re.shape[-2:]
     if (p, q) == (n, m):
-        return torch.complex(re, im)
+        # torch.complex follows its inputs' strides: slabs of a transposed (column-major) image came out
+        # column-major, and MKL's fft2 of that rounds differently. A no-op on row-major slabs.
+        return torch.complex(re, im).contiguous()
     z = re.new_empty(*re.shape[:-2], n, m, 2)
     z[..., :p, :q, 0] = re
     z[..., :p, :q, 1] = im
