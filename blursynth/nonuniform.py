@@ -210,8 +210,8 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
             the question.
 
     Returns:
-        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``; an item's result does not
-        depend on the rest of its batch. Cost: one warp per pose, about ``2 x`` (largest motion in the
+        ``(B, C, H, W)`` blurred image, same dtype and device as ``image``, differentiable in
+        ``image``; an item's result does not depend on the rest of its batch. Cost: one warp per pose, about ``2 x`` (largest motion in the
         frame, px) ``+ 1`` warps, at least 4 for a moving camera.
     """
     if not isinstance(image, torch.Tensor):
@@ -282,9 +282,11 @@ def _warp_sum(image: torch.Tensor, sample: torch.Tensor, weights: torch.Tensor, 
     grid = image.new_empty(b * per_call, h, w, 2)
     depth, scratch = image.new_empty(2, b * per_call, h, w)
     out = torch.zeros_like(image)
+    # grid_sample keeps its grid for the backward pass: under autograd each call gets its own.
+    fresh = torch.is_grad_enabled() and image.requires_grad
     for k0 in range(0, sample.shape[1], per_call):
         kc = min(per_call, sample.shape[1] - k0)
-        g = grid[:b * kc]
+        g = torch.empty_like(grid[:b * kc]) if fresh else grid[:b * kc]
         _sampling_grid(sample[:, k0:k0 + kc].reshape(b * kc, 3, 3), xs, ys, g, depth[:b * kc], scratch[:b * kc])
         src = image[:, None].expand(b, kc, c, h, w).reshape(b * kc, c, h, w)  # (no copy for kc = 1)
         warped = torch.nn.functional.grid_sample(src, g, mode="bilinear", padding_mode=padding_mode,

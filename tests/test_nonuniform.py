@@ -298,3 +298,22 @@ def test_padding_mode_and_depth_are_checked_against_what_the_user_passed():
     with pytest.raises(ValueError, match=r"batch of 1; got shape \(2,\)"):
         render_nonuniform(image[:1], traj, cam, depth_m=torch.tensor([1.0, 2.0]))
     assert render_nonuniform(image, traj, cam, depth_m=[1.0, 2.0, 3.0]).shape == image.shape
+
+
+@pytest.mark.parametrize("per_call", [1, 3])  # 1: the CPU's one pose per call; 3: several, as off the CPU
+def test_gradients_reach_the_image(per_call, monkeypatch):
+    """Backward through render_nonuniform raised 'one of the variables needed for gradient computation
+    has been modified by an inplace operation': every warp's sampling grid was written into one reused
+    buffer, which grid_sample keeps for its backward pass. The render is linear in the image, so its
+    gradient is checked numerically, and the forward values must not change under autograd."""
+    import blursynth.nonuniform as nu
+    real = nu._warp_sum
+    monkeypatch.setattr(nu, "_warp_sum", lambda image, sample, weights, mode, _: real(image, sample, weights,
+                                                                                      mode, per_call))
+    cam = Camera(20.0, 8, 6)
+    traj = _shake(0.02, -0.015, 0.1)
+    x = torch.rand(2, 2, 6, 8, dtype=torch.float64, requires_grad=True)
+    out = render_nonuniform(x, traj, cam)
+    with torch.no_grad():
+        assert torch.equal(out, render_nonuniform(x, traj, cam))
+    assert torch.autograd.gradcheck(lambda a: render_nonuniform(a, traj, cam), (x,))
