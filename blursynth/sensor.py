@@ -587,13 +587,23 @@ def _per_image(name: str, value, batch: int) -> torch.Tensor:
 def quantize(img: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
     """Round display values to ``2**bits`` levels: ``(B, C, H, W)`` in [0, 1] -> same, on the grid ``k / (2**bits - 1)``.
 
-    ``bits`` is an int or a ``(B,)`` tensor (0 = leave that item as float).
+    ``bits`` is a non-negative int or a ``(B,)`` tensor of them (0 = leave that item as float).
+    ``img`` is float (an integer image is a TypeError); float16 and bfloat16 images are rounded in
+    float32 and come back in their own dtype.
     """
     _check_batch(img, "quantize")
-    bits_t = _per_image("bits", bits, img.shape[0]).to(img.device).view(-1, 1, 1, 1)
-    levels = (2.0 ** bits_t.to(torch.float64) - 1.0).to(img.dtype)
-    q = torch.round(img.clamp(0.0, 1.0) * levels) / levels
-    return torch.where(bits_t > 0, q, img)
+    if not img.is_floating_point():
+        raise TypeError(f"quantize takes float images with values in [0, 1], got {img.dtype}; "
+                        "convert with x.float() / 255 (8-bit) or x.float() / 65535 (16-bit)")
+    bits_t = _per_image("bits", bits, img.shape[0])
+    if bits_t.is_floating_point() or bits_t.dtype == torch.bool or bool((bits_t < 0).any()):
+        raise ValueError(f"bits must be non-negative integers (0 = float output), got {bits_t.tolist()}")
+    bits_t = bits_t.to(img.device).view(-1, 1, 1, 1)
+    # 2**16 - 1 levels overflow float16 to inf (and the image to NaN): round in float32 at least
+    work = img if img.dtype in (torch.float32, torch.float64) else img.float()
+    levels = (2.0 ** bits_t.to(torch.float64) - 1.0).to(work.dtype)
+    q = torch.round(work.clamp(0.0, 1.0) * levels) / levels
+    return torch.where(bits_t > 0, q.to(img.dtype), img)
 
 
 def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:

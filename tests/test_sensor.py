@@ -252,6 +252,29 @@ def test_quantize_per_item_bits_and_float_passthrough():
     assert torch.equal(q[2], img[2])
 
 
+@given(bits=st.sampled_from([8, 16]), dtype=st.sampled_from([torch.float16, torch.bfloat16]),
+       seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=20, deadline=None)
+def test_quantize_half_precision_images_stay_finite_and_near_the_grid(bits, dtype, seed):
+    """quantize(float16 image, 16) was all NaN: 2**16 - 1 levels overflow float16 to inf, and
+    round(x * inf) / inf is NaN. Half-precision images are now rounded in float32: the result is the
+    float32 quantisation rounded to the image's dtype."""
+    img = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    q = S.quantize(img, bits)
+    assert q.dtype == dtype and bool(torch.isfinite(q).all())
+    assert torch.equal(q, S.quantize(img.float(), bits).to(dtype))
+
+
+def test_quantize_refuses_integer_images_and_bits_that_are_not_counts():
+    """An 8-bit image was clamped to [0, 1] and came back as ones and zeros; fractional or negative
+    bits gave a grid of 2**bits - 1 'levels' that is no bit depth."""
+    with pytest.raises(TypeError, match=r"float\(\) / 255"):
+        S.quantize(torch.full((1, 3, 2, 2), 200, dtype=torch.uint8), 8)
+    for bits in (8.5, -1, torch.tensor([8.0]), True):
+        with pytest.raises(ValueError, match="bits must be non-negative integers"):
+            S.quantize(torch.rand(1, 3, 2, 2), bits)
+
+
 def _textured(n=3, size=48):
     y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     base = 0.5 + 0.3 * torch.sin(x / 3.0) * torch.cos(y / 5.0)
