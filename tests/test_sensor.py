@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -457,3 +458,12 @@ def test_records_round_trip_restores_what_is_applied_and_says_what_it_does_not()
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert "rebuilds the exact parameters" not in readme
     assert "comes back as 1.0" in " ".join(S.SensorParams.from_records.__doc__.split())
+
+
+def test_params_index_with_a_numpy_integer_like_an_int():
+    """params[np.int64(2)] raised 'IndexError: tuple index out of range' (the 0-d index dropped the
+    batch axis, and len() of the result failed): it now selects one item, as params[2] does."""
+    params = S.SensorModel(jpeg_quality=(60, 90)).sample(4, seed=1)
+    for i in (np.int64(2), np.int32(-1)):
+        one = params[i]
+        assert len(one) == 1 and one.to_records() == params[int(i)].to_records()
