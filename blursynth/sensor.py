@@ -447,8 +447,10 @@ def to_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
 def from_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
     """Apply each item's tone curve: ``(B, 3, H, W)`` linear values -> display-referred values.
 
-    Values are expected in [0, 1] (after clipping); negatives are taken as 0, and values above 1 pass
-    through the power curves and are clamped to 1 by the S-shaped ``"brooks"`` curve.
+    Values are expected in [0, 1] (after clipping); the curves take negatives as 0, values above 1
+    pass through the power curves and are clamped to 1 by the S-shaped ``"brooks"`` curve, and the
+    ``"linear"`` curve is the identity, negatives and all (so :meth:`SensorModel.off` leaves
+    :func:`post_blur` the identity).
     """
     _check_image(img, params)
     gamma = params.gamma.to(img.device).view(-1, 1, 1, 1)
