@@ -81,3 +81,19 @@ def test_bad_input():
         metrics.psnr(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 9))
     with pytest.raises(ValueError, match="border"):
         metrics.align(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64), radius=10, border=5)
+
+
+def test_psnr_and_ssim_of_an_empty_batch_are_empty():
+    """psnr of a batch of no images raised 'stack expects a non-empty TensorList' while ssim gave (0,)."""
+    x = torch.rand(0, 3, 16, 16)
+    assert metrics.psnr(x, x).shape == (0,) and metrics.ssim(x, x).shape == (0,)
+    assert metrics.psnr(x, x).dtype == metrics.psnr(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)).dtype
+
+
+@pytest.mark.parametrize("size, window", [((8, 20), 11), ((16, 16), 10), ((16, 16), 0)])
+def test_ssim_window_that_does_not_fit_is_named(size, window):
+    """An image smaller than the SSIM window failed inside kornia with 'narrow(): length must be
+    non-negative.'; the error now names window_size and the image size."""
+    x = torch.rand(1, 3, *size)
+    with pytest.raises(ValueError, match=rf"window_size={window} for {size[0]}x{size[1]} images"):
+        metrics.ssim(x, x, window_size=window)

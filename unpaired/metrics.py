@@ -18,13 +18,19 @@ import torch.nn.functional as F
 def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
     """PSNR in dB per image, ``(B,)`` (kornia's, applied image by image)."""
     _check_pair(x, ref)
+    if x.shape[0] == 0:  # (torch.stack of no images fails)
+        return x.new_zeros(0, dtype=torch.promote_types(x.dtype, torch.float32))
     return torch.stack([kornia.metrics.psnr(a, b, max_val) for a, b in zip(x, ref)])
 
 
 def ssim(x: torch.Tensor, ref: torch.Tensor, window_size: int = 11, max_val: float = 1.0) -> torch.Tensor:
     """Mean SSIM per image, ``(B,)``: kornia's Gaussian-window SSIM over the positions where the
-    whole window fits (no padding, so borders are not invented)."""
+    whole window fits (no padding, so borders are not invented): images must be at least
+    ``window_size`` (odd) pixels a side."""
     _check_pair(x, ref)
+    if window_size < 1 or window_size % 2 == 0 or min(x.shape[-2:]) < window_size:
+        raise ValueError(f"ssim needs an odd window_size no larger than the images, got window_size={window_size} "
+                         f"for {x.shape[-2]}x{x.shape[-1]} images; pass a smaller odd window_size")
     smap = kornia.metrics.ssim(x, ref, window_size, max_val=max_val, padding="valid")
     return smap.flatten(1).mean(dim=1)
 
