@@ -211,6 +211,8 @@ def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor | No
     if prior not in ("gradient", "flat"):
         raise ValueError(f"prior must be 'gradient' or 'flat', got {prior!r}")
     k = _checked_kernel(y, kernel)
+    if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
+        return y.clone()
     if nsr is None:
         nsr = estimate_nsr(y)
     _check_positive("nsr", nsr)
@@ -255,6 +257,8 @@ def richardson_lucy(y: torch.Tensor, kernel: torch.Tensor, iterations: int = 50,
     _check_positive("tv", tv, strict=False)
     _check_positive("eps", eps)
     k = _checked_kernel(y, kernel)
+    if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
+        return y.clone()
     size = y.shape[-2:]
     yp, offset = prepare(y.clamp_min(0.0), k) if taper else (y.clamp_min(0.0), (0, 0))
     shape = yp.shape[-2:]
@@ -370,6 +374,8 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
         ``(B, C, H, W)`` restored images.
     """
     k = _checked_kernel(y, kernel)
+    if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
+        return y.clone()
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha must be in (0, 2], got {alpha}")
     _check_positive("beta0", beta0)
