@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -46,8 +47,8 @@ def flatten_params(record: dict, prefix: str = "") -> dict:
 
 def _crop_size(crop) -> tuple[int, int]:
     """``crop`` as ``(h, w)``: one int is a square, as for every size in the package."""
-    if isinstance(crop, int) and not isinstance(crop, bool):
-        return crop, crop
+    if isinstance(crop, numbers.Integral) and not isinstance(crop, bool):
+        return int(crop), int(crop)
     try:
         pair = tuple(crop)
     except TypeError:

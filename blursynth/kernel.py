@@ -397,12 +397,15 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     """
     if fit not in FIT_POLICIES:
         raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
-    if not isinstance(n, int) or n < 1:
+    def integer(v):  # Python or NumPy integers, not bools
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+    if not integer(n) or n < 1:
         raise ValueError(f"number of kernels must be a positive integer, got {n!r}")
-    if not isinstance(start, int) or isinstance(start, bool) or start < 0:
+    if not integer(start) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    if not isinstance(chunk, int) or chunk < 1:
+    if not integer(chunk) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    n, start, chunk = int(n), int(start), int(chunk)
     _size(size)
     seed = rng.check_seed(seed)
     for a in range(start, start + n, chunk):

@@ -32,6 +32,7 @@ on ``(seed, i)`` and the options. Random streams 400-449 of :mod:`blursynth.rng`
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 import kornia.color as kc
@@ -102,6 +103,9 @@ class DeadLeaves:
         }
         for name, (lo, hi) in checks.items():
             value = getattr(self, name)
+            if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
+                value = value.item() if hasattr(value, "item") else float(value)  # NumPy scalars: plain numbers
+                object.__setattr__(self, name, value)
             if not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise ValueError(f"dead leaves option {name}={value!r} is out of range [{lo}, {hi}]")
         if self.alpha == 1.0:
@@ -214,12 +218,12 @@ def dead_leaves(n: int, size, seed: int, start: int = 0, device: torch.device | 
 def _size(size) -> tuple[int, int]:
     """``size`` (an int for a square, or ``(height, width)``) as two ints >= 1, or a clear error."""
     try:
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        h, w = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
     except (TypeError, ValueError):
         h = w = None
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in (h, w)) or h < 1 or w < 1:
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (h, w)) or h < 1 or w < 1:
         raise ValueError(f"scene size must be a positive int (a square) or (height, width) ints, got {size!r}")
-    return h, w
+    return int(h), int(w)
 
 
 # --------------------------------------------------------------------------- drawing the leaves

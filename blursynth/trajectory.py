@@ -177,12 +177,17 @@ def _check_range(owner: str, name: str, value, positive: bool = False, low: floa
         raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high, got {value!r}")
 
 
+def _integer(value) -> bool:
+    """Whether ``value`` is a Python or NumPy integer (not a bool)."""
+    return isinstance(value, _numbers.Integral) and not isinstance(value, bool)
+
+
 def _index(n: int, start: int, device) -> torch.Tensor:
-    if not isinstance(n, int) or n < 1:
+    if not _integer(n) or n < 1:
         raise ValueError(f"number of trajectories must be a positive integer, got {n!r}")
-    if not isinstance(start, int) or start < 0:
+    if not _integer(start) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    return _rng.as_index(range(start, start + n), device=device)
+    return _rng.as_index(range(int(start), int(start) + int(n)), device=device)
 
 
 @dataclass(frozen=True)

@@ -308,3 +308,8 @@ def test_projective_fit_scale_shrinks_the_motion_so_stored_kernels_are_the_blur_
         for gx, gy, kern in points:
             ref = np.stack([convolve2d(c, kern.numpy(), mode="valid") for c in big])
             assert np.abs(made["blur"][k].numpy()[:, gy, gx] - ref[:, gy, gx]).max() < 5e-3, (k, gx, gy)
+
+
+def test_crop_takes_a_numpy_integer():
+    """SyntheticPairs(..., crop=np.int64(64)) said 'crop must be an int (a square) or (height, width)'."""
+    assert SyntheticPairs(2, crop=np.int64(64)).recipe.to_dict() == SyntheticPairs(2, crop=64).recipe.to_dict()

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import example, given, settings, strategies as st
@@ -371,3 +372,16 @@ def test_numpy_integer_sizes_work_like_python_ints():
     for bad in (np.float64(9.0), 9.0, True, "9", (9,), (9, 9, 9), 2, None):
         with pytest.raises(ValueError, match=r"size \(the kernel size\) must be an int or \(h, w\) of ints >= 3"):
             K.rasterize(path, bad)
+
+
+def test_generate_takes_numpy_integers_and_refuses_bools():
+    """generate(model, np.int64(3), ...) said 'number of kernels must be a positive integer, got
+    np.int64(3)', and so for start and chunk; n=True generated one kernel."""
+    model = RandomWalk2D(steps=50, samples=16, length_px=(4.0, 8.0))
+    got = list(K.generate(model, np.int64(3), size=np.int64(15), start=np.int64(2), chunk=np.int32(2)))
+    want = list(K.generate(model, 3, size=15, start=2, chunk=2))
+    assert [c.start for c in got] == [c.start for c in want] and all(type(c.start) is int for c in got)
+    assert all(torch.equal(g.kernels, w.kernels) for g, w in zip(got, want))
+    for kwargs in ({"n": True}, {"n": 2, "chunk": True}, {"n": 2, "start": 1.0}):
+        with pytest.raises(ValueError, match="integer"):
+            next(K.generate(model, size=15, **kwargs))

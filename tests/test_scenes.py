@@ -234,3 +234,15 @@ def test_tiny_and_badly_typed_sizes():
             dead_leaves(1, bad, seed=0)
     with pytest.raises(ValueError, match="defocus.*larger than 9 px.*got 4x4"):
         dead_leaves(1, 4, seed=0, defocus=1.0)
+
+
+def test_numpy_integers_for_sizes_and_options():
+    """dead_leaves(1, np.int64(16), 0) said 'scene size must be a positive int', and
+    DeadLeaves(max_leaves=np.int64(100)) that 100 'is out of range [1, 100000000]'. NumPy numbers
+    now count as the numbers they are, and the options stay JSON-serialisable."""
+    import json
+    assert torch.equal(dead_leaves(1, np.int64(16), 0), dead_leaves(1, 16, 0))
+    assert torch.equal(dead_leaves(1, (np.int32(12), 16), 0), dead_leaves(1, (12, 16), 0))
+    opt = DeadLeaves(max_leaves=np.int64(100), alpha=np.float32(3.5))
+    assert opt.to_dict() == DeadLeaves(max_leaves=100, alpha=3.5).to_dict()
+    json.dumps(opt.to_dict())

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -238,3 +239,15 @@ def test_cat_says_what_differs():
         Trajectory.cat([])
     both = Trajectory.cat([shake, CameraShake().sample(1, seed=0, start=2)])
     assert torch.equal(both.rotation, CameraShake().sample(3, seed=0).rotation)
+
+
+@pytest.mark.parametrize("model", [CameraShake(), RandomWalk2D(steps=50, samples=16)])
+def test_sample_takes_numpy_integers_and_refuses_bools(model):
+    """sample(np.int64(2)) said 'number of trajectories must be a positive integer, got np.int64(2)'
+    (seeds and kernel sizes already took NumPy integers); sample(True) drew one item."""
+    a = model.sample(np.int64(2), seed=np.int64(1), start=np.int32(3))
+    b = model.sample(2, seed=1, start=3)
+    assert torch.equal(a.t, b.t) and all(torch.equal(a.params[k], b.params[k]) for k in b.params)
+    for n, start in ((True, 0), (2, False), (2.0, 0)):
+        with pytest.raises(ValueError, match="integer"):
+            model.sample(n, seed=0, start=start)
