@@ -16,6 +16,7 @@ that says so, and every draw goes through it.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -90,12 +91,20 @@ def _python_mix(x: int) -> int:
 
 
 def as_index(index: torch.Tensor | int | range | list, device: torch.device | str | None = None) -> torch.Tensor:
-    """Item indices as a 1-D int64 tensor (``int n`` means ``range(n)``)."""
-    if isinstance(index, int):
-        index = range(index)
+    """Item indices as a 1-D int64 tensor (``int n`` means ``range(n)``). Indices are non-negative
+    integers: a float one would be truncated into another item's draws, so it is refused."""
+    if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+        index = range(int(index))
     if isinstance(index, range):
-        return torch.arange(index.start, index.stop, index.step, dtype=torch.int64, device=device)
-    return torch.as_tensor(index, dtype=torch.int64, device=device).reshape(-1)
+        idx = torch.arange(index.start, index.stop, index.step, dtype=torch.int64, device=device)
+    else:
+        idx = torch.as_tensor(index, device=device).reshape(-1)
+        if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
+            raise TypeError(f"item indices must be integers, got {idx.dtype} values")
+        idx = idx.to(torch.int64)
+    if len(idx) and int(idx.min()) < 0:
+        raise ValueError(f"item indices must be >= 0, got {int(idx.min())}")
+    return idx
 
 
 # On the CPU, words are made and used in blocks of about this many: a block's int64 and float64

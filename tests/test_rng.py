@@ -3,6 +3,8 @@
 import contextlib
 import math
 
+import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -113,3 +115,17 @@ def test_seeds_are_checked_in_one_place():
     assert rng.check_seed(np.int32(3)) == 3 and type(rng.check_seed(np.int32(3))) is int
     with pytest.raises(ValueError, match="index_seed"):
         rng.check_seed(-1, "index_seed")
+
+
+def test_item_indices_are_non_negative_integers():
+    # A float index used to be truncated (0.7 -> item 0's draws) and a negative one drawn silently.
+    assert rng.as_index(3).tolist() == rng.as_index(np.int64(3)).tolist() == [0, 1, 2]
+    assert rng.as_index([4, 1]).tolist() == rng.as_index(np.array([4, 1], dtype=np.uint8)).tolist() == [4, 1]
+    for bad, error in (([0.7], TypeError), (torch.tensor([1.0]), TypeError), ([True], TypeError),
+                       ([2, -1], ValueError), (range(-2, 1), ValueError)):
+        with pytest.raises(error, match="item indices must be"):
+            rng.as_index(bad)
+    from blursynth.sensor import SensorModel, add_noise
+    params = SensorModel().sample(1, seed=0)
+    with pytest.raises(TypeError, match="item indices must be integers"):
+        add_noise(torch.full((1, 3, 4, 4), 0.5), params, seed=0, index=[0.7])
