@@ -344,6 +344,8 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points_px must be (P, 2) pixel coordinates (x, y), got shape {tuple(pts.shape)}; "
                          "one point is points_px[None] or [[x, y]]")
+    if not torch.isfinite(pts).all():
+        raise ValueError("points_px contains NaN or infinite coordinates")
     flat, t = local_paths(pts, trajectory, camera, depth_m, center, max_step_px)
     n, p = len(trajectory), pts.shape[0]
     try:

@@ -280,6 +280,8 @@ def test_points_px_of_the_wrong_shape_are_refused_not_reshaped():
             kernels_at(bad, traj, cam, 5)
     assert kernels_at(torch.tensor([[10.0, 10.0]]), traj, cam, 5).shape == (1, 1, 5, 5)
     assert kernels_at([[10.0, 10.0], [3.0, 4.0]], traj, cam, 5).shape == (1, 2, 5, 5)
+    with pytest.raises(ValueError, match="points_px contains NaN"):  # (it blamed the internal path_px)
+        kernels_at([[float("nan"), 10.0]], traj, cam, 5)
 
 
 def test_padding_mode_and_depth_are_checked_against_what_the_user_passed():
