@@ -374,17 +374,64 @@ def _decode(path: Path) -> np.ndarray:
 
     Pillow (imageio's plugin for the common formats) leaves the camera's EXIF orientation to the
     viewer, so a phone's portrait photo would come in on its side, and returns CMYK JPEGs as four
-    channels, which would pass for RGBA. Both are handled here; other plugins read as they are.
+    channels, which would pass for RGBA. Both are handled here. TIFFs (imageio's tifffile plugin)
+    are turned upright by their Orientation tag and size-checked from their header
+    (:func:`_tiff_header`); other plugins read as they are.
     """
     from imageio.plugins.pillow import PillowPlugin
     with _pillow_unlimited():
         file = iio.imopen(path, "r")  # Pillow checks the size here, when it parses the header
     with file:
         if not isinstance(file, PillowPlugin):
-            return file.read(index=0)
+            # imageio reads a .tif through its own tifffile, which neither checks the size before
+            # decoding nor applies the Orientation tag (a baseline TIFF tag, which viewers honour)
+            tiff = _tiff_header(path)
+            if tiff is not None and tiff[0] is not None:
+                _check_pixels(path, tiff[0], tiff[1])
+            raw = file.read(index=0)
+            if tiff is not None and raw.ndim in (2, 3):
+                raw = _UPRIGHT.get(tiff[2], _UPRIGHT[1])(raw if raw.ndim == 3 else raw[:, :, None])
+            return raw
         _check_pixels(path, *file.properties(index=0).shape[:2])
         cmyk = file.metadata(index=0, exclude_applied=False).get("mode") == "CMYK"
         return file.read(index=0, rotate=True, mode="RGB" if cmyk else None)
+
+
+_TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16
+
+
+def _tiff_header(path: Path) -> tuple[int | None, int | None, int] | None:
+    """``(height, width, orientation)`` from the first image directory of a TIFF (classic or
+    BigTIFF), without decoding it: ``None`` for a file that is not a TIFF or whose directory cannot
+    be parsed, a size of ``None`` where the tags are missing, orientation 1 when it has none."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            order = {b"II": "<", b"MM": ">"}.get(head[:2])
+            if order is None:
+                return None
+            (magic,) = struct.unpack_from(order + "H", head, 2)
+            if magic == 42:  # classic: 32-bit offsets, 12-byte entries whose value fits in 4 bytes
+                (ifd,) = struct.unpack_from(order + "I", head, 4)
+                count_fmt, entry, value_fmt = "H", "HHI4s", {_TIFF_SHORT: "H", _TIFF_LONG: "I"}
+            elif magic == 43:  # BigTIFF: 64-bit offsets, 20-byte entries whose value fits in 8 bytes
+                (ifd,) = struct.unpack_from(order + "Q", head, 8)
+                count_fmt, entry, value_fmt = "Q", "HHQ8s", {_TIFF_SHORT: "H", _TIFF_LONG: "I", _TIFF_LONG8: "Q"}
+            else:
+                return None
+            fh.seek(ifd)
+            size = struct.calcsize(order + count_fmt)
+            (n,) = struct.unpack(order + count_fmt, fh.read(size))
+            step = struct.calcsize(order + entry)
+            body = fh.read(step * min(n, 4096))
+            tags = {}
+            for k in range(len(body) // step):
+                tag, kind, count, value = struct.unpack_from(order + entry, body, k * step)
+                if tag in (256, 257, 274) and count >= 1 and kind in value_fmt:
+                    tags[tag] = struct.unpack_from(order + value_fmt[kind], value)[0]
+    except (OSError, struct.error):
+        return None
+    return tags.get(257), tags.get(256), tags.get(274, 1)
 
 
 # imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit: those are read

@@ -72,6 +72,38 @@ def test_exif_orientation_is_applied(tmp_path, orientation):
     assert tuple(probe_image(tmp_path / "deep.png")) == img.shape[1:]
 
 
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+@pytest.mark.parametrize("kind", ["rgb8", "gray16", "bigtiff"])
+def test_tiff_orientation_is_applied(tmp_path, orientation, kind):
+    # TIFFs go through imageio's tifffile, not Pillow: their Orientation tag (a baseline TIFF tag,
+    # which viewers and Pillow honour) must turn them upright too, as for JPEG and PNG
+    if kind == "gray16":
+        stored = _ramp(h=12, w=10, c=1, top=65535)[:, :, 0]
+        image = Image.fromarray(stored)  # mode I;16
+    else:
+        stored = _ramp(h=12, w=10)
+        image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "scan.tif", exif=exif, big_tiff=kind == "bigtiff")
+    img, bits = read_image(tmp_path / "scan.tif", channels=None)
+    top = 65535 if kind == "gray16" else 255
+    assert bits == (16 if kind == "gray16" else 8)
+    got = np.rint(img * top).astype(stored.dtype).transpose(1, 2, 0)
+    assert np.array_equal(got, UPRIGHT[orientation](stored if stored.ndim == 3 else stored[:, :, None]))
+    assert tuple(probe_image(tmp_path / "scan.tif")) == img.shape[1:]
+
+
+def test_tiff_size_is_checked_before_decoding(tmp_path, monkeypatch):
+    # Pillow's size check does not cover TIFFs (read by tifffile): the header is checked instead,
+    # so an over-large scan is refused in one line, not decoded until memory runs out
+    Image.fromarray(_ramp(h=40, w=30)).save(tmp_path / "scan.tif")
+    monkeypatch.setattr("blursynth.io.MAX_PIXELS", 1000)
+    for read in (read_image, probe_image):
+        with pytest.raises(ImageError, match=r"scan\.tif: 30x40 is 0 Mpx, more than"):
+            read(tmp_path / "scan.tif")
+
+
 def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
     rgb = np.zeros((16, 32, 3), np.uint8)
     rgb[:, :16] = (255, 0, 0)
