@@ -154,6 +154,17 @@ def test_cli_output_colour_type_follows_the_file_not_the_pixels(tmp_path, checkp
     assert iio.imread(tmp_path / "out" / "gray.png").shape == (20, 24)
 
 
+def test_cli_folder_leaves_out_hidden_files(tmp_path, checkpoint, capsys):
+    # macOS leaves ._photo.png beside photo.png on other file systems: a folder of photos copied
+    # from a Mac must not fail on them (exit status 1) nor write them
+    write_image(tmp_path / "in" / "photo.png", np.random.default_rng(2).random((3, 20, 24)).astype(np.float32))
+    (tmp_path / "in" / "._photo.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4"]) == 0
+    assert "error" not in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.png"]
+
+
 def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(1)
     for name in ("a.png", "b.jpg"):

@@ -320,3 +320,17 @@ def test_a_kernel_of_the_wrong_shape_stops_any_method(tmp_path, refused):
     # a projective blursynth dataset's rows x cols grid of local kernels: scored, without error ratio
     np.save(data / "kernels" / "kernel1.npy", np.stack([np.stack([_kernel(1)] * 2)] * 2))
     assert _run(["--benchmark", "levin", "--data", data])["error_ratio"] is None
+
+
+def test_folder_benchmark_leaves_out_hidden_files(tmp_path):
+    # macOS leaves ._name beside each file it copies to other file systems: not an image, not a pair
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "0.png", _u8(np.stack([_scene(1)] * 3, -1)))
+    (tmp_path / "blur" / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    pairs = evaluate.folder_pairs(tmp_path / "blur", tmp_path / "sharp")
+    assert [p.name for p in pairs] == ["0"]
+    (tmp_path / "sharp" / "._0.png").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    out = evaluate.main(["--benchmark", "folder", "--blurry", str(tmp_path / "blur"), "--sharp",
+                         str(tmp_path / "sharp"), "--quiet"])
+    assert out["count"] == 1

@@ -105,3 +105,19 @@ def test_pool_positions_are_a_function_of_seed_and_position():
     assert not torch.equal(a[0]["blur"], a[1]["blur"])
     with pytest.raises(ValueError, match="--crop 32 at most --pair-pool-size 24"):
         SyntheticPool(4, 2, 24, 32)
+
+
+APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60)  # what macOS leaves as ._name
+
+
+def test_photo_folders_leave_out_hidden_files(tmp_path):
+    # a folder copied from a Mac to a USB disk or network share holds ._photo.png beside photo.png:
+    # no image, and no reason to list it among the skipped files
+    from blursynth.io import write_image
+    from unpaired.data import FolderImages, list_images
+    write_image(tmp_path / "photo.png", torch.rand(3, 20, 24).numpy())
+    (tmp_path / "._photo.png").write_bytes(APPLEDOUBLE)
+    (tmp_path / ".hidden.jpg").write_bytes(APPLEDOUBLE)
+    assert list_images(tmp_path, "--blurry") == [tmp_path / "photo.png"]
+    images = FolderImages(tmp_path, "--blurry", 16)
+    assert images.files == [tmp_path / "photo.png"] and images.skipped == []

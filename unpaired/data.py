@@ -103,11 +103,13 @@ def synthetic_sharp(seed: int, size: int, p: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- folders
 
 def list_images(folder: str | Path, option: str) -> list[Path]:
-    """The image files of ``folder`` by suffix, sorted, not recursive; ``option`` names it in errors."""
+    """The image files of ``folder`` by suffix, sorted, not recursive, hidden files left out (macOS
+    writes ``._photo.jpg`` beside ``photo.jpg`` on other file systems: no image); ``option`` names it
+    in errors."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{option} {folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"{option} {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
@@ -116,7 +118,7 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
 class FolderImages(Dataset):
     """The usable photos of a folder: item ``i`` is ``(3, H, W)`` float32 in ``[0, 1]`` at full size.
 
-    Each image file (by suffix, not recursive) is checked once by :func:`blursynth.io.probe_images`.
+    Each image file (by suffix, not recursive, not hidden) is checked once by :func:`blursynth.io.probe_images`.
     Files that do not decode, or whose shorter side is below ``min_side``, are left out and listed in
     ``skipped`` (``"path: reason; fix"``): one bad file among scraped photos should neither stop a run
     nor end it hours in, when a step first draws it.

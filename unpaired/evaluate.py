@@ -95,10 +95,11 @@ def levin_pairs(data: str | Path) -> list[Pair]:
 
 def _by_stem(folder: Path, suffixes: set[str]) -> dict[str, Path]:
     """The files of ``folder`` by name without suffix, which pairs are matched on: two of one name
-    (``000001.png`` and ``000001.jpg``) are refused, as nothing says which one is the pair's."""
+    (``000001.png`` and ``000001.jpg``) are refused, as nothing says which one is the pair's. Hidden
+    files are left out: macOS writes ``._x.png`` beside ``x.png`` on other file systems, no image."""
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in suffixes and path.is_file():
+        if path.suffix.lower() in suffixes and path.is_file() and not path.name.startswith("."):
             if path.stem in found:
                 raise EvaluationError(f"{found[path.stem]} and {path}: two images named {path.stem}; images are "
                                       "paired by name without the suffix, so remove or rename one")
