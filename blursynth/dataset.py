@@ -89,7 +89,9 @@ def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
     if folder is not None:
         digest = hashlib.sha256()
         for name, (h, w) in zip(folder.files, folder.sizes):
-            digest.update(f"{name}\0{(folder.root / name).stat().st_size}\0{h}\0{w}\n".encode())
+            # (surrogateescape: a file name that is not UTF-8, b"\xe9t\xe9.jpg", hashes as its bytes)
+            line = f"{name}\0{(folder.root / name).stat().st_size}\0{h}\0{w}\n"
+            digest.update(line.encode("utf-8", "surrogateescape"))
         sources = {"images": len(folder.files), "sha256": digest.hexdigest()}
     return {"format": FORMAT, "blursynth_version": __version__, "pairs": pairs, "seed": seed,
             "sharp": sources, "layout": layout, "recipe": recipe.to_dict()}

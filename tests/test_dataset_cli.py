@@ -518,3 +518,17 @@ def test_a_kernel_that_does_not_fit_is_one_line_naming_the_recipe_keys(tmp_path,
     assert main(["dataset", "--out", str(tmp_path / "f"), "--pairs", "8", "--recipe", str(recipe), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'kernel.size = 3, kernel.fit = "error"' in err, err
+
+
+def test_photo_names_that_are_not_utf8_are_used(tmp_path, recipe_file):
+    # a name from an old Windows share or a Latin-1 camera card (b"\xe9t\xe9.jpg") is a valid file
+    # name: it must not crash the run's folder digest, and the run resumes on the same folder
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rs = np.random.RandomState(1)
+    name = os.fsdecode(b"\xe9t\xe9.png")
+    iio.imwrite(photos / name, (rs.rand(60, 70, 3) * 255).astype(np.uint8))
+    _run(tmp_path / "set", photos, recipe_file, "--pairs", "4")
+    records = [json.loads(line) for line in (tmp_path / "set" / "manifest.jsonl").read_text().splitlines()]
+    assert {r["source"]["image"] for r in records} == {name}
+    _run(tmp_path / "set", photos, recipe_file, "--pairs", "4")  # the same settings: nothing to redo

@@ -311,6 +311,17 @@ def test_kernel_blur_f_learns_from_its_discriminator_only():
     assert all(p.grad is not None for p in gens.F.parameters())
 
 
+def test_cyclegan_on_folders_with_names_that_are_not_utf8(tmp_path):
+    # b"\xe9t\xe9.png" (Latin-1, from an old Windows share or camera card) is a valid file name: the
+    # digest of the folders' file names that checkpoints keep must not crash on it
+    rng = np.random.default_rng(0)
+    for name in ("blurry", "sharp"):
+        write_image(tmp_path / name / os.fsdecode(b"\xe9t\xe9.png"), rng.random((3, 40, 40)).astype(np.float32))
+    main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "blurry"), "--sharp", str(tmp_path / "sharp"),
+                     "--run-dir", str(tmp_path / "run")])
+    assert (tmp_path / "run" / "checkpoints" / "step_0000001.pt").is_file()
+
+
 def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for name, sizes in (("blurry", [(40, 50), (40, 50), (44, 70)]), ("sharp", [(36, 64), (36, 64)])):

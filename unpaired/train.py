@@ -158,7 +158,9 @@ def main(argv: list[str] | None = None) -> dict:
              if folder is not None}
     if pair_source is not None:
         names["--pairs"] = [r["blur"] for r in pair_source.records]
-    data_files = {k: (len(v), hashlib.sha256("\0".join(v).encode()).hexdigest()) for k, v in names.items()}
+    # (surrogateescape: a file name that is not UTF-8, b"\xe9t\xe9.jpg", hashes as its bytes)
+    data_files = {k: (len(v), hashlib.sha256("\0".join(v).encode("utf-8", "surrogateescape")).hexdigest())
+                  for k, v in names.items()}
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
