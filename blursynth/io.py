@@ -161,6 +161,9 @@ def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.Pa
 def _nonempty_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink() and not path.exists():  # listed by ls, so "no such file" would puzzle
+            raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist); "
+                             "fix or remove the link")
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file; remove it or replace it with a valid image")

@@ -391,3 +391,14 @@ def test_npz_writer_refuses_what_does_not_fit_and_leaves_nothing(tmp_path):
             npz.add("x", np.arange(3))
             raise RuntimeError("stop")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_symbolic_link_is_named_as_such(tmp_path):
+    # ls lists it, so "no such file" would puzzle: say it is a link and where it points
+    (tmp_path / "photo.jpg").symlink_to(tmp_path / "gone" / "photo.jpg")
+    for read in (read_image, probe_image):
+        with pytest.raises(ImageError, match=r"photo\.jpg: broken symbolic link \(to .*gone/photo\.jpg, which does "
+                                             r"not exist\); fix or remove the link"):
+            read(tmp_path / "photo.jpg")
+    (missing,) = probe_images([tmp_path / "photo.jpg"])
+    assert "broken symbolic link" in str(missing)
