@@ -59,8 +59,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.nd
         return _read(path, channels)
 
 
-def _read(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray, int]:
-    path = _nonempty_file(path)
+def _raw(path: Path) -> np.ndarray:
+    """The samples of an existing, non-empty file as decoded, upright: ``(H, W)`` or ``(H, W, C)``."""
     with _decoding(path):
         if _is_png16_multichannel(path):
             raw = _read_png16(path)
@@ -72,6 +72,12 @@ def _read(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray
         raw = raw[0]
     if raw.ndim not in (2, 3) or raw.size == 0:
         raise ImageError(f"{path}: unsupported image shape {raw.shape}; expected H x W or H x W x C")
+    return raw
+
+
+def _read(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray, int]:
+    path = _nonempty_file(path)
+    raw = _raw(path)
     # Work in (C, H, W): the scaling then writes the output layout in one pass (half the time of
     # converting and transposing after, for a 12 Mpx JPEG 38 ms against 76), and the same values.
     img = (raw if raw.ndim == 3 else raw[:, :, None]).transpose(2, 0, 1)
@@ -111,8 +117,9 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
     scale (libjpeg's DCT scaling): 37 ms for a 12 Mpx photo, against 170 ms to read it. A PNG's
     chunks are checked against their CRCs and its image data inflated (:func:`_png_data_sound`),
     without unfiltering or converting it: 6.6 ms against 28 to read a 1024x680 photo. Other formats,
-    and files that fail these checks, are read. Used to scan folders of
-    photos, which are then read one crop at a time.
+    and files that fail these checks, are decoded, but not converted to float RGB, which would take
+    up to 12 times their samples' memory (a 1-bit scan) on each of the threads of :func:`probe_images`.
+    Used to scan folders of photos, which are then read one crop at a time.
 
     Raises:
         ImageError: as :func:`read_image`.
@@ -145,7 +152,12 @@ def _probe(path: str | os.PathLike) -> tuple[int, int]:
             size = _probe_jpeg(path)
         elif head == _PNG_SIGNATURE:
             size = _probe_png(path)
-    return size if size is not None else _read(path)[0].shape[1:]
+    if size is not None:
+        return size
+    raw = _raw(path)
+    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():  # as read_image refuses it
+        raise ImageError(f"{path}: contains NaN or infinite values")
+    return raw.shape[:2]
 
 
 def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.PathLike, sharp) -> None:

@@ -402,3 +402,22 @@ def test_broken_symbolic_link_is_named_as_such(tmp_path):
             read(tmp_path / "photo.jpg")
     (missing,) = probe_images([tmp_path / "photo.jpg"])
     assert "broken symbolic link" in str(missing)
+
+
+def test_probe_decodes_without_converting_to_float(tmp_path):
+    # a folder scan probes one file per thread: a TIFF (decoded to learn that it is sound) must not
+    # also be converted to float RGB, 12 times the memory of a 1-bit scan's samples (of 1 byte each)
+    import tracemalloc
+    Image.new("1", (2000, 1500), 1).save(tmp_path / "scan.tif", compression="tiff_deflate")
+    nan = np.full((4, 5), np.nan, np.float32)
+    nan[0, 0] = 0.5
+    Image.fromarray(nan).save(tmp_path / "nan.tif")  # mode F
+    tracemalloc.start()
+    try:
+        assert probe_image(tmp_path / "scan.tif") == (1500, 2000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2000 * 1500  # (float RGB: 36 MB)
+    with pytest.raises(ImageError, match=r"nan\.tif: contains NaN or infinite values"):
+        probe_image(tmp_path / "nan.tif")
