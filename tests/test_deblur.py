@@ -119,6 +119,18 @@ def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
+def test_cli_writes_jpeg_at_quality_95(tmp_path, checkpoint):
+    # Pillow's default quality 75 would add blocks and ringing to the detail just restored
+    from PIL import Image
+    photo = np.random.default_rng(4).random((3, 24, 32)).astype(np.float32)
+    write_image(tmp_path / "in" / "photo.jpg", photo, quality=98)
+    write_image(tmp_path / "q95.jpg", photo, quality=95)
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4"]) == 0
+    with Image.open(tmp_path / "out" / "photo.jpg") as out, Image.open(tmp_path / "q95.jpg") as q95:
+        assert out.quantization == q95.quantization
+
+
 def test_cli_keeps_16bit_pgm_and_ppm_16bit(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(3)
     for name, shape in (("deep.pgm", (20, 24)), ("deep.ppm", (20, 24, 3))):

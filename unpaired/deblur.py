@@ -174,6 +174,9 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
 
 # Formats whose files hold 16-bit samples (float TIFFs stay float); the others are read as 8-bit.
 DEEP_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".ppm")
+# Lossy outputs are written at quality 95, not Pillow's default 75, whose 8x8 blocks and ringing
+# would undo part of the detail just restored (and cameras save at 90-98).
+LOSSY_QUALITY = {".jpg": 95, ".jpeg": 95, ".webp": 95}
 
 
 def output_path(src: Path, out_dir: Path) -> Path:
@@ -198,7 +201,8 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
         with atomic_path(dst) as tmp:
             iio.imwrite(tmp, np.ascontiguousarray(pixels[..., 0] if gray else pixels), extension=dst.suffix)
     else:
-        write_image(dst, out, bits=16 if bits > 8 else 8)
+        quality = LOSSY_QUALITY.get(dst.suffix.lower())
+        write_image(dst, out, bits=16 if bits > 8 else 8, **({} if quality is None else {"quality": quality}))
 
 
 def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
