@@ -85,14 +85,7 @@ def as_kernel4d(kernel: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     Accepts ``(h, w)`` (one kernel for everything), ``(Bk, h, w)`` or ``(Bk, Ck, h, w)`` with
     ``Bk`` in ``{1, B}`` and ``Ck`` in ``{1, C}`` (per item, optionally per channel).
     """
-    if not isinstance(kernel, torch.Tensor):
-        raise TypeError(f"kernel must be a torch.Tensor, got {type(kernel).__name__}")
-    if kernel.dim() == 2:
-        kernel = kernel[None, None]
-    elif kernel.dim() == 3:
-        kernel = kernel[:, None]
-    elif kernel.dim() != 4:
-        raise ValueError(f"kernel must be (h, w), (B, h, w) or (B, C, h, w); got shape {tuple(kernel.shape)}")
+    kernel = _kernel_dims(kernel)
     b, c = image.shape[:2]
     if kernel.shape[0] not in (1, b):
         raise ValueError(
@@ -102,9 +95,22 @@ def as_kernel4d(kernel: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"kernel channels ({kernel.shape[1]}, shape {tuple(kernel.shape)}) do not match the image's ({c}): "
             f"give {c} kernels per item, one per channel, or one shared by all channels")
+    return kernel.to(device=image.device, dtype=image.dtype)
+
+
+def _kernel_dims(kernel: torch.Tensor) -> torch.Tensor:
+    """A ``(h, w)``, ``(Bk, h, w)`` or ``(Bk, Ck, h, w)`` kernel tensor as 4-D, or a clear error."""
+    if not isinstance(kernel, torch.Tensor):
+        raise TypeError(f"kernel must be a torch.Tensor, got {type(kernel).__name__}")
+    if kernel.dim() == 2:
+        kernel = kernel[None, None]
+    elif kernel.dim() == 3:
+        kernel = kernel[:, None]
+    elif kernel.dim() != 4:
+        raise ValueError(f"kernel must be (h, w), (B, h, w) or (B, C, h, w); got shape {tuple(kernel.shape)}")
     if kernel.shape[-1] < 1 or kernel.shape[-2] < 1:
         raise ValueError(f"kernel must be at least 1x1, got shape {tuple(kernel.shape)}")
-    return kernel.to(device=image.device, dtype=image.dtype)
+    return kernel
 
 
 def _check_image(image: torch.Tensor, name: str = "image") -> None:
@@ -547,10 +553,7 @@ def kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     periodic ``size = (H, W)`` grid, ``(Bk, Ck, H, W // 2 + 1)`` complex; ``kernel`` as in :func:`blur`
     (a 2-D or 3-D kernel gains the missing axes). Multiplying ``rfft2(x)`` by it is
     ``blur(x, kernel, "circular")``. Used by Fourier-domain deconvolution."""
-    if kernel.dim() == 2:
-        kernel = kernel[None, None]
-    elif kernel.dim() == 3:
-        kernel = kernel[:, None]
+    kernel = _kernel_dims(kernel)
     h, w = kernel.shape[-2:]
     if h > size[0] or w > size[1]:
         raise ValueError(f"kernel {h}x{w} is larger than the {size[0]}x{size[1]} grid of its spectrum")

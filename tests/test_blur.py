@@ -203,6 +203,9 @@ def test_kernel_spectrum_is_circular_blur():
     k = torch.rand(2, 5, 3, dtype=torch.float64)
     via_otf = torch.fft.irfft2(torch.fft.rfft2(x) * kernel_spectrum(k, (12, 10)), s=(12, 10))
     torch.testing.assert_close(via_otf, blur(x, k, "circular", method="direct"))
+    for bad in (torch.rand(5), torch.rand(1, 1, 1, 5, 5), torch.rand(0, 5)):  # (a 1-D one failed to unpack)
+        with pytest.raises(ValueError, match=r"kernel must be (\(h, w\), \(B, h, w\) or \(B, C, h, w\)|at least 1x1)"):
+            kernel_spectrum(bad, (12, 10))
 
 
 def test_fast_length():
