@@ -130,12 +130,26 @@ class SyntheticPairs(Dataset):
                 "params": flatten_params(made["records"][0]["params"])}
 
 
+def _unfinished_run(root: Path) -> str | None:
+    """The error for ``root`` when it holds a ``blursynth dataset`` run without ``manifest.jsonl``, else None."""
+    try:
+        settings = json.loads((root / "dataset.json").read_text())["settings"]
+        pairs, layout = settings["pairs"], settings["layout"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None  # not a dataset the writer made (or no dataset.json at all)
+    return (f"{root}: an unfinished `blursynth dataset` run ({pairs} pairs, --layout {layout}; no manifest.jsonl "
+            "yet): run the same command again to finish it, or, for shards, copy every shard's folder into one "
+            "and run the command without --shard")
+
+
 class PairedFolder(Dataset):
     """Pairs read from disk: a ``blursynth dataset`` folder or a BasicSR-style ``lq/`` + ``gt/`` folder.
 
     Args:
         root: a folder with ``manifest.jsonl`` (any layout the writer produced), or with ``lq/`` and
-            ``gt/`` holding images of the same file names.
+            ``gt/`` holding images of the same file names. A ``blursynth dataset`` folder without its
+            manifest (a killed run, or one shard not yet merged) is refused with a FileNotFoundError
+            saying how to finish it, in either layout: its ``lq/`` + ``gt/`` hold only some pairs.
 
     Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, H, W)`` float32 sRGB in [0, 1], ``"index"``
     (int), and, when a manifest is present, ``"kernel"`` (float32 array as stored: ``(kh, kw)`` or
@@ -149,6 +163,11 @@ class PairedFolder(Dataset):
         manifest = self.root / "manifest.jsonl"
         if manifest.is_file():
             self.records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        elif (unfinished := _unfinished_run(self.root)) is not None:
+            # A `blursynth dataset` folder without its manifest (a killed run, or one shard): its lq/ + gt/
+            # (--layout basicsr) hold only some of its pairs, and read as a plain folder they would pass
+            # for the whole set, without kernels or params.
+            raise FileNotFoundError(unfinished)
         elif (self.root / "lq").is_dir() and (self.root / "gt").is_dir():
             names = sorted(p.name for p in (self.root / "gt").iterdir() if p.is_file() and not p.name.startswith("."))
             missing = [n for n in names if not (self.root / "lq" / n).is_file()]

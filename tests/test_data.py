@@ -141,6 +141,18 @@ def test_paired_folder_reads_a_written_dataset(tmp_path, photos):
         PairedFolder(tmp_path)
 
 
+@pytest.mark.parametrize("layout", ["basicsr", "blursynth"])
+def test_paired_folder_refuses_an_unfinished_run_in_either_layout(tmp_path, layout):
+    # A run killed before its manifest (or one shard of several) has lq/ + gt/ in the basicsr layout:
+    # read as a plain folder, its pairs would pass for the whole set, without kernels or params.
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 3, _recipe(), seed=2, layout=layout, progress=False)
+    assert len(PairedFolder(tmp_path / "set")) == 3
+    (tmp_path / "set" / "manifest.jsonl").unlink()
+    with pytest.raises(FileNotFoundError, match=r"unfinished `blursynth dataset` run \(3 pairs.*same command"):
+        PairedFolder(tmp_path / "set")
+
+
 def test_paired_folder_refuses_a_pair_of_two_sizes(tmp_path):
     # a super-resolution set's lq/ is smaller than its gt/: cropping both at one place would pair
     # unrelated content without a word
