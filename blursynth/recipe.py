@@ -235,6 +235,24 @@ def _json_float(value: float) -> float | str:
     return "inf" if math.isinf(value) else value
 
 
+# Depths are drawn in float32: a finite end above this would draw an infinite depth.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _depth_range(source, value, check) -> tuple[float, float]:
+    """``camera.depth_m``: a finite ``[low, high]`` (drawn log-uniformly) or ``inf`` (both ends)."""
+    low, high = _pair(source, "camera.depth_m", value, _float, check)
+    if math.isinf(low) != math.isinf(high):
+        # log-uniform on [low, inf) is no distribution: every draw came out infinite (a distant scene,
+        # whatever low said), and the one whose uniform draw is exactly 0 NaN
+        raise _fail(source, "camera.depth_m", f"a log-uniform range needs two finite ends, got [{low:g}, inf]; "
+                    "give a finite high (e.g. [1.0, 100.0]) or depth_m = inf for a distant scene")
+    if not math.isinf(low) and high > _FLOAT32_MAX:
+        raise _fail(source, "camera.depth_m", f"{high:g} m is beyond float32 (whose draws would be infinite); "
+                    "use depth_m = inf for a distant scene")
+    return low, high
+
+
 def _float(source, key, value) -> float:
     if value == "inf":
         return math.inf
@@ -285,7 +303,7 @@ def _parse(data: dict, source: str) -> Recipe:
         trajectory_model=model,
         trajectory_params=traj,
         focal_mm=_pair(source, "camera.focal_mm", camera.get("focal_mm", [24.0, 50.0]), _float, focal_check),
-        depth_m=_pair(source, "camera.depth_m", camera.get("depth_m", math.inf), _float, positive("camera.depth_m")),
+        depth_m=_depth_range(source, camera.get("depth_m", math.inf), positive("camera.depth_m")),
         frame_px=tuple(_int(source, "camera.frame_px", v, 8, FRAME_PX_MAX) for v in _size(source, "camera.frame_px",
                                                                                       camera.get("frame_px", [720, 1280]))),
         kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, KERNEL_SIZE_MAX, odd=True),
