@@ -153,6 +153,20 @@ def test_paired_folder_refuses_an_unfinished_run_in_either_layout(tmp_path, layo
         PairedFolder(tmp_path / "set")
 
 
+def test_a_pair_is_remade_from_the_settings_in_dataset_json(tmp_path):
+    # datasets/README.md, "Remaking pair i": the recipe as dataset.json records it (crop override,
+    # depth "inf") and the seed give the written blurry image and kernel back exactly.
+    import json
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 3, _recipe(), crop=(24, 20), seed=4, progress=False)
+    settings = json.loads((tmp_path / "set" / "dataset.json").read_text())["settings"]
+    remade = SyntheticPairs(settings["pairs"], Recipe.from_dict(settings["recipe"]), seed=settings["seed"])
+    written = PairedFolder(tmp_path / "set")
+    for i in range(3):
+        assert torch.equal(written[i]["blur"], remade[i]["blur"])
+        assert torch.equal(written[i]["kernel"], remade[i]["kernel"])
+
+
 def test_paired_folder_refuses_a_pair_of_two_sizes(tmp_path):
     # a super-resolution set's lq/ is smaller than its gt/: cropping both at one place would pair
     # unrelated content without a word
