@@ -167,6 +167,18 @@ def test_a_pair_is_remade_from_the_settings_in_dataset_json(tmp_path):
         assert torch.equal(written[i]["kernel"], remade[i]["kernel"])
 
 
+def test_paired_folder_refuses_an_lq_image_without_a_gt_twin(tmp_path):
+    # gt/ without its lq/ twin was refused, lq/ without gt/ silently left out (BasicSR refuses both)
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "lq" / name, rng.random((3, 8, 8)).astype(np.float32))
+    write_image(tmp_path / "gt" / "a.png", rng.random((3, 8, 8)).astype(np.float32))
+    with pytest.raises(FileNotFoundError, match=r"no sharp twin for \['b\.png'\] in lq/"):
+        PairedFolder(tmp_path)
+    write_image(tmp_path / "gt" / "b.png", rng.random((3, 8, 8)).astype(np.float32))
+    assert len(PairedFolder(tmp_path)) == 2
+
+
 def test_paired_folder_refuses_a_pair_of_two_sizes(tmp_path):
     # a super-resolution set's lq/ is smaller than its gt/: cropping both at one place would pair
     # unrelated content without a word
