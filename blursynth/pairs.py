@@ -264,7 +264,8 @@ def shake_paths(recipe: Recipe, indices, seed: int = 0) -> tuple[torch.Tensor, t
 
 def _records(recipe: Recipe, sources: list[dict], traj: Trajectory, scale: torch.Tensor, camera: dict,
              sensor: list[dict]) -> list[dict]:
-    """Per item, every value drawn for it, JSON-ready: ``{"source", "params": {trajectory, camera, sensor}}``."""
+    """Per item, its drawn parameters, JSON-ready: ``{"source", "params": {trajectory, camera, sensor}}``
+    (the models' scalars; phases, per-axis amplitudes and the noise field follow from ``(seed, index)``)."""
     records = []
     for k, source in enumerate(sources):
         drawn = {name: _scalar(v[k]) for name, v in sorted(traj.params.items())}
