@@ -131,6 +131,22 @@ def test_cli_writes_jpeg_at_quality_95(tmp_path, checkpoint):
         assert out.quantization == q95.quantization
 
 
+@pytest.mark.parametrize("flag", ["--quiet", "--no-progress"])
+def test_cli_quiet_hides_the_progress_bars(tmp_path, checkpoint, capsys, flag):
+    # spelt as in blursynth and unpaired.train/evaluate, for scripts and logs
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 24)).astype(np.float32))
+    args = [str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--tile", "16",
+            "--overlap", "4"]
+    assert main(args) == 0
+    assert "deblur:" in capsys.readouterr().err  # two files: a bar over them
+    assert main(args + ["--overwrite", flag]) == 0
+    captured = capsys.readouterr()
+    assert "deblur:" not in captured.err and "tiles" not in captured.err
+    assert captured.out.count(" -> ") == 2 and (tmp_path / "out" / "b.png").exists()
+
+
 def test_cli_keeps_16bit_pgm_and_ppm_16bit(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(3)
     for name, shape in (("deep.pgm", (20, 24)), ("deep.ppm", (20, 24, 3))):

@@ -184,7 +184,7 @@ def output_path(src: Path, out_dir: Path) -> Path:
 
 
 def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, factor: int,
-                device: torch.device) -> None:
+                device: torch.device, progress: bool = True) -> None:
     """Read ``src``, restore it, write it to ``dst`` (from :func:`plan_outputs`) in its format and bit depth."""
     # The file's colour type, not its pixels, decides: a gray photo saved as RGB stays RGB.
     array, bits = read_image(src, channels=None)
@@ -193,7 +193,7 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
         raise ImageError(f"{src}: a {bits}-bit image, but {dst.suffix or 'a file without suffix'} holds 8 bits; "
                          "rename it to the suffix of its format or convert it to 16-bit PNG or TIFF")
     image = torch.from_numpy(array)[None].to(device).expand(-1, 3, -1, -1)  # the network sees RGB
-    out = deblur_image(net, image, tile, overlap, factor, progress=True)[0].cpu().numpy()
+    out = deblur_image(net, image, tile, overlap, factor, progress=progress)[0].cpu().numpy()
     if gray:
         out = out.mean(0, keepdims=True)
     if bits == 32 and dst.suffix.lower() in (".tif", ".tiff"):  # float TIFF in, float TIFF out
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, 0 to --tile - 1 (default 32)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
+    parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     # deblur_image checks these too, but only once the checkpoint is loaded, and then once per file
     if args.tile < 1:
@@ -267,9 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {checkpoint}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for src, dst in tqdm(plan, desc="deblur", disable=len(plan) < 2):
+    for src, dst in tqdm(plan, desc="deblur", disable=len(plan) < 2 or args.quiet):
         try:
-            deblur_file(net, src, dst, args.tile, args.overlap, factor, device)
+            deblur_file(net, src, dst, args.tile, args.overlap, factor, device, progress=not args.quiet)
             print(f"{src} -> {dst}")
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
