@@ -298,6 +298,25 @@ def test_bad_files_name_the_file(tmp_path, content, reason):
         read_image(tmp_path / "missing.png")
 
 
+def test_to_uint_needs_no_whole_image_float64_temporaries():
+    # Writing a large image (unpaired.deblur's output, evaluate's --grid) peaked at three float64
+    # copies of it; converted a block of rows at a time, the peak is the output and a block.
+    import tracemalloc
+    image = np.random.default_rng(0).random((3, 700, 900), dtype=np.float32)
+    image[0, :5] = [[-0.2], [1.3], [0.5 / 255], [1.5 / 255], [np.nextafter(0.5, 1) / 255]]
+    expected = np.rint(np.clip(image.astype(np.float64), 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+    tracemalloc.start()
+    try:
+        out = to_uint(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(out, expected) and out.dtype == np.uint8
+    assert peak < 0.6 * image.nbytes  # of 7.6 MB: the uint8 output (1.9 MB) and a block (it was 45 MB)
+    gray = image[:1, :9, :7].astype(np.float64)
+    assert np.array_equal(to_uint(gray, 16), np.rint(np.clip(gray[0], 0, 1) * 65535).astype(np.uint16))
+
+
 def test_to_uint_rounds_and_clips():
     x = np.array([[[-0.1, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.5]]])
     assert to_uint(x, 8).tolist() == [[0, 0, 0, 1, 255, 255]]
