@@ -69,6 +69,10 @@ def test_kernel_similarity():
     # different sizes are padded to a common canvas
     small = k[3:12, 3:12] / k[3:12, 3:12].sum()
     assert metrics.kernel_similarity(small, k)["ncc"][0] > 0.99
+    # one kernel is compared with each of several; mismatched counts are named (torch's broadcast error was not)
+    assert metrics.kernel_similarity(k, torch.stack([k, k.T]))["ncc"].shape == (2,)
+    with pytest.raises(ValueError, match="2 estimated kernels against 3 true ones"):
+        metrics.kernel_similarity(torch.stack([k, k]), torch.stack([k, k, k]))
 
 
 def test_error_ratio():

@@ -172,6 +172,9 @@ def kernel_similarity(k_est: torch.Tensor, k_true: torch.Tensor) -> dict[str, to
     """
     a, b = _common_canvas(_as_batch(k_est).to(k_true.dtype), _as_batch(k_true))
     if a.shape[0] != b.shape[0]:
+        if 1 not in (a.shape[0], b.shape[0]):
+            raise ValueError(f"kernel_similarity: {a.shape[0]} estimated kernels against {b.shape[0]} true ones; "
+                             "give as many of each, or one of either to compare with all")
         a, b = torch.broadcast_tensors(a, b)
     n, h, w = a.shape
     full = F.conv2d(F.pad(a[None], (w - 1, w - 1, h - 1, h - 1)), b[:, None], groups=n)[0]
