@@ -41,6 +41,11 @@ from .io import ImageError, atomic_path, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
 
+try:
+    import fcntl
+except ImportError:  # (not on Windows: no lock there)
+    fcntl = None
+
 CHUNK = 16  # pairs per unit of work, of resumption and of sharding (a pair's bytes do not depend on it)
 FORMAT = 1
 LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
@@ -219,6 +224,37 @@ def _differences(previous: dict | None, now: dict) -> str:
     if previous.get("blursynth_version") != now["blursynth_version"] or previous.get("format") != now["format"]:
         said.append(f"blursynth {previous.get('blursynth_version')} then, {now['blursynth_version']} now")
     return "; ".join(said) or "see its dataset.json"
+
+
+@contextlib.contextmanager
+def _one_run_at_a_time(out: Path):
+    """Hold ``out`` (made if missing) for this run: a second run in it at the same time is refused.
+
+    Two runs in one folder, even of different shards, would break each other: a run starts by
+    deleting the temporaries of killed writes, which are then another's writes in flight, and two
+    runs of the same chunks race to merge the manifest and leave ``parts/`` behind. The lock is an
+    advisory ``flock`` on the folder, released when the run ends or dies (workers hold it too); a
+    file system without locks (some network mounts) runs unlocked. Locks are not shared between
+    machines: shards on several machines each write their own folder, copied into one afterwards.
+    """
+    if not out.exists():
+        out.mkdir(parents=True, exist_ok=True)
+    if fcntl is None or not out.is_dir():  # (a file: refused by _check_output)
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatasetError(f"--out {out}: another blursynth dataset run is writing in it; wait for it to end and "
+                               "run again (it resumes), or give each shard its own --out and copy the folders into "
+                               "one (two runs in one folder delete each other's temporary files)") from None
+        except OSError:
+            pass  # no locks on this file system
+        yield
+    finally:
+        os.close(fd)
 
 
 def _remove_stray_temporaries(out: Path) -> None:
@@ -427,34 +463,35 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
                                                          crop_name="--crop")
     settings = _settings(recipe, pairs, seed, folder, layout)
-    _check_output(out, settings, overwrite)
-    chunks = math.ceil(pairs / CHUNK)
-    meta = {"settings": settings,
-            "counts": {"pairs": pairs, "chunks": chunks, "sources": 0 if folder is None else len(folder.files),
-                       "skipped": 0 if folder is None else len(folder.skipped)},
-            "skipped": [] if folder is None else folder.skipped}
-    write_json(out / "dataset.json", meta)  # first: it marks the folder as a resumable run
-    _remove_stray_temporaries(out)
-    finished = (out / "manifest.jsonl").is_file()
-    mine = list(range(shard[0], chunks, shard[1]))
-    # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
-    # a pair lost later is made again, byte-identical, so the folder matches its manifest.
-    todo = [c for c in mine if not ((finished or (out / "parts" / f"{c:06d}.jsonl").is_file())
-                                    and _files_present(out, c, pairs, layout))]
-    writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits)
-    size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
-    try:
-        with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
-                                         disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
-            written = _run_chunks(writer, todo, workers, device, bar.update)
-    except ImageError as exc:
-        if folder is None:
-            raise
-        raise DatasetError(_unreadable_after_scan(exc)) from None
-    if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
-        shutil.rmtree(out / "parts", ignore_errors=True)
-        return {"written": written, "done": pairs, "complete": True}
-    complete = _merge(out, chunks)
-    done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())
-    return {"written": written, "done": done, "complete": complete}
+    with _one_run_at_a_time(out):
+        _check_output(out, settings, overwrite)
+        chunks = math.ceil(pairs / CHUNK)
+        meta = {"settings": settings,
+                "counts": {"pairs": pairs, "chunks": chunks, "sources": 0 if folder is None else len(folder.files),
+                           "skipped": 0 if folder is None else len(folder.skipped)},
+                "skipped": [] if folder is None else folder.skipped}
+        write_json(out / "dataset.json", meta)  # first: it marks the folder as a resumable run
+        _remove_stray_temporaries(out)
+        finished = (out / "manifest.jsonl").is_file()
+        mine = list(range(shard[0], chunks, shard[1]))
+        # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
+        # a pair lost later is made again, byte-identical, so the folder matches its manifest.
+        todo = [c for c in mine if not ((finished or (out / "parts" / f"{c:06d}.jsonl").is_file())
+                                        and _files_present(out, c, pairs, layout))]
+        writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits)
+        size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
+        try:
+            with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
+                                             disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
+                written = _run_chunks(writer, todo, workers, device, bar.update)
+        except ImageError as exc:
+            if folder is None:
+                raise
+            raise DatasetError(_unreadable_after_scan(exc)) from None
+        if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
+            shutil.rmtree(out / "parts", ignore_errors=True)
+            return {"written": written, "done": pairs, "complete": True}
+        complete = _merge(out, chunks)
+        done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())
+        return {"written": written, "done": done, "complete": complete}
 

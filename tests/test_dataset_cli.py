@@ -532,3 +532,46 @@ def test_photo_names_that_are_not_utf8_are_used(tmp_path, recipe_file):
     records = [json.loads(line) for line in (tmp_path / "set" / "manifest.jsonl").read_text().splitlines()]
     assert {r["source"]["image"] for r in records} == {name}
     _run(tmp_path / "set", photos, recipe_file, "--pairs", "4")  # the same settings: nothing to redo
+
+
+def test_a_second_run_in_the_same_folder_is_refused_while_one_writes(tmp_path, photos, recipe_file, reference,
+                                                                     monkeypatch, capsys):
+    # Two runs in one folder (the same command twice, or two shards pointed at one shared folder): the
+    # second used to delete the first's write in flight as a killed run's temporary, so the first
+    # failed to rename it (and two runs of the same chunks left parts/ behind after the manifest).
+    import threading
+
+    out = tmp_path / "set"
+    real_write = ds.write_image
+    in_flight, resume = threading.Event(), threading.Event()
+
+    def slow_write(path, *args, **kwargs):  # the first run, paused in the middle of one write
+        if threading.current_thread() is not threading.main_thread() and not in_flight.is_set():
+            with ds.atomic_path(path) as tmp:
+                tmp.write_bytes(b"half")
+                in_flight.set()
+                resume.wait(30)
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "write_image", slow_write)
+    errors = []
+
+    def first():
+        try:
+            ds.write_dataset(out, 20, recipe=str(recipe_file), sharp=photos, seed=3, shard=(0, 2), progress=False)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert in_flight.wait(30)
+        _run(out, photos, recipe_file, "--shard", "1/2", expect=2)
+    finally:
+        resume.set()
+        thread.join(60)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another blursynth dataset run is writing in it" in err, err
+    assert not errors, errors
+    _run(out, photos, recipe_file)  # once the first has ended: runs, and completes the set
+    assert _snapshot(out) == reference[1]
