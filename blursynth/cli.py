@@ -12,6 +12,7 @@ Heavy modules (torch, torchvision) are imported inside the commands that need th
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -587,8 +588,16 @@ def run_dataset(args) -> int:
                                seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
                                overwrite=args.overwrite, layout=args.layout, device=str(_device(args.device)),
                                progress=not args.quiet)
-    except (DatasetError, RecipeError, ImageError, KernelFitError, FileNotFoundError) as exc:
+    except (DatasetError, RecipeError, ImageError, KernelFitError) as exc:
         raise UsageError(str(exc)) from None  # (a kernel that does not fit: worded with the recipe's keys)
+    except OSError as exc:  # a full disk, a read-only --out, or a folder removed while the run wrote in it
+        if exc.errno is None or (exc.filename is None and exc.errno == errno.ENOENT):
+            raise UsageError(str(exc)) from None  # (--sharp not found: its own words)
+        fix = ("free some space there, then run the same command again: it resumes where it stopped"
+               if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+               "choose a writable --out" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else
+               "run the same command again once that is fixed: it resumes where it stopped")
+        raise UsageError(f"--out {args.out}: cannot write {exc.filename or 'there'} ({exc.strerror}); {fix}") from None
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped
         print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
         return exit_code(exc)

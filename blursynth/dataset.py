@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import io
 import json
 import math
 import multiprocessing as mp
@@ -296,8 +297,10 @@ class _ChunkWriter:
             # Both images at the sensor's bit depth (8 or 16): the sharp one is the target a model learns.
             write_image(self.out / rec["sharp"], to_uint(as_numpy_image(made["sharp"][k]), self.bits), compress_level=1)
             write_image(self.out / rec["blur"], to_uint(as_numpy_image(made["blur"][k]), self.bits), compress_level=1)
-            with atomic_path(self.out / rec["kernel"]) as tmp, open(tmp, "wb") as fh:
-                np.save(fh, kernel.detach().float().cpu().numpy())
+            npy = io.BytesIO()  # (then written at once: np.save's own writes fail on a full disk with no errno)
+            np.save(npy, kernel.detach().float().cpu().numpy())
+            with atomic_path(self.out / rec["kernel"]) as tmp:
+                tmp.write_bytes(npy.getvalue())
             lines.append(json.dumps(rec, sort_keys=True))
         _exit_if_orphaned()
         with atomic_path(self.out / "parts" / f"{chunk:06d}.jsonl") as tmp:

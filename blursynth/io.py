@@ -245,18 +245,31 @@ def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:  # (a read-only or full disk)
+        raise _naming(exc, path) from None
     os.close(fd)
     try:
         yield Path(tmp)
         # mkstemp creates 0600; give the result the permissions an ordinary open() would.
         os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and _naming(exc, path) is not exc:
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``, the file being written, where it named nothing (a full disk: "No space
+    left on device") or the temporary; the same subclass (FileNotFoundError, ...). Others unchanged."""
+    if exc.errno is None or exc.filename is not None and not Path(exc.filename).name.startswith(f".{path.stem}."):
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwargs) -> None:

@@ -575,3 +575,31 @@ def test_a_second_run_in_the_same_folder_is_refused_while_one_writes(tmp_path, p
     assert not errors, errors
     _run(out, photos, recipe_file)  # once the first has ended: runs, and completes the set
     assert _snapshot(out) == reference[1]
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_completes(tmp_path, photos, recipe_file, reference, monkeypatch,
+                                                         capsys):
+    import errno
+
+    out = tmp_path / "set"
+    real_write = ds.write_image
+    calls = {"n": 0}
+
+    def filling_write(path, *args, **kwargs):  # the disk fills in the middle of the second chunk
+        calls["n"] += 1
+        if calls["n"] == 16 * 2 + 3:
+            with ds.atomic_path(path) as tmp:
+                tmp.write_bytes(b"half")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write() does: no file named
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "write_image", filling_write)
+    _run(out, photos, recipe_file, expect=2)
+    err = capsys.readouterr().err.strip()
+    assert err == (f"blursynth dataset: error: --out {out}: cannot write {out / 'sharp' / '000017.png'} "
+                   "(No space left on device); free some space there, then run the same command again: it "
+                   "resumes where it stopped"), err
+    assert not [p for p in out.rglob(".*")], "a temporary was left behind"
+    monkeypatch.setattr(ds, "write_image", real_write)
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
