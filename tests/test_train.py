@@ -484,3 +484,19 @@ def test_ddp_kernel_blur_resume_equals_uninterrupted(tmp_path):
     wa, wb = weights(a, 4), weights(b, 4)
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_resume_after_a_kill_mid_write_drops_the_torn_line_and_the_temporaries(tmp_path):
+    # SIGKILL (or a full disk) while appending to metrics.jsonl leaves a line cut short, and one while
+    # writing a checkpoint or sample grid leaves atomic_path's temporary: --resume used to stop on the
+    # first ("error: Unterminated string ...", for good) and never removed the second.
+    run = tmp_path / "run"
+    main(TINY + ["--device", "cpu", "--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(run)])
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 3, "lr": 0.0002, "loss_pi')
+    stale = [run / "checkpoints" / ".step_0000004.abc123_x.tmp.pt", run / "samples" / ".step_0000004.q1w2e3r4.tmp.png"]
+    for path in stale:
+        path.write_bytes(b"half")
+    main(["--resume", str(run), "--no-progress"])
+    assert [r["step"] for r in records(run) if "loss_pixel" in r] == [1, 2, 3, 4]
+    assert not any(path.exists() for path in stale)

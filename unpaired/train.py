@@ -401,6 +401,10 @@ def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x[..., :h, :w]
 
 
+# What a killed write leaves in a run folder (atomic_path's temporaries): removed on --resume.
+RUN_TEMPORARIES = (".metrics.*.tmp.jsonl", ".config.*.tmp.json", "checkpoints/.*.tmp.pt", "samples/.step_*.tmp.png")
+
+
 def _remove_run_files(run: Path) -> None:
     """``--overwrite``: delete the earlier run's files (:data:`unpaired.config.RUN_FILES`), and a
     ``checkpoints/`` or ``samples/`` folder only if that leaves it empty."""
@@ -412,11 +416,27 @@ def _remove_run_files(run: Path) -> None:
             (run / folder).rmdir()
 
 
+def _records(path: Path) -> list[tuple[dict, str]]:
+    """The records of ``metrics.jsonl`` with their lines, less a line cut short (a run killed, or a
+    disk that filled, while appending it: always after the last checkpoint, so it is redone on resume)."""
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append((record, line))
+    return records
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records an interrupted run wrote after its last checkpoint (they will be redone)."""
+    """Drop records an interrupted run wrote after its last checkpoint (they will be redone), and a
+    line it left cut short; and the temporaries of writes it was killed in (:data:`RUN_TEMPORARIES`)."""
+    for pattern in RUN_TEMPORARIES:
+        for stale in path.parent.glob(pattern):
+            stale.unlink(missing_ok=True)
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    keep = [line for record, line in _records(path) if record["step"] <= step]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in keep))
 
@@ -424,7 +444,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 def _last_eval(path: Path) -> dict:
     if not path.is_file():  # (no step logged or validated yet)
         return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [record for record, _ in _records(path)]
     evals = [r for r in records if "val_psnr" in r]
     return evals[-1] if evals else {}
 
