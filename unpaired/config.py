@@ -26,9 +26,11 @@ GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
 BLUR_MODELS = ("network", "kernel", "shake")
 PER_INVOCATION = ("stop_at", "resume", "progress", "overwrite")  # not inherited by --resume from the saved config
+# What a killed write leaves in a run folder (blursynth.io.atomic_path's temporaries): removed on --resume.
+RUN_TEMPORARIES = (".metrics.*.tmp.jsonl", ".config.*.tmp.json", "checkpoints/.*.tmp.pt", "samples/.step_*.tmp.png")
 # What a run writes in its folder (--overwrite removes these and nothing else).
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt", "checkpoints/.*.tmp.pt",
-             "samples/step_*.png", "samples/.step_*.tmp.png", ".metrics.*.tmp.jsonl", ".config.*.tmp.json")
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt", "samples/step_*.png",
+             *RUN_TEMPORARIES)
 # Fixed by a run's checkpoint: the networks' shapes and the optimiser's settings, which loading the
 # checkpoint would fail on or silently restore. A resume may change anything else (e.g. --steps).
 RESUME_FIXED = ("mode", "generator", "ngf", "n_blocks", "unet_depth", "residual", "blur_model", "blur_kernel",

@@ -401,10 +401,6 @@ def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
     return x[..., :h, :w]
 
 
-# What a killed write leaves in a run folder (atomic_path's temporaries): removed on --resume.
-RUN_TEMPORARIES = (".metrics.*.tmp.jsonl", ".config.*.tmp.json", "checkpoints/.*.tmp.pt", "samples/.step_*.tmp.png")
-
-
 def _remove_run_files(run: Path) -> None:
     """``--overwrite``: delete the earlier run's files (:data:`unpaired.config.RUN_FILES`), and a
     ``checkpoints/`` or ``samples/`` folder only if that leaves it empty."""
@@ -430,8 +426,8 @@ def _records(path: Path) -> list[tuple[dict, str]]:
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records an interrupted run wrote after its last checkpoint (they will be redone), and a
-    line it left cut short; and the temporaries of writes it was killed in (:data:`RUN_TEMPORARIES`)."""
-    for pattern in RUN_TEMPORARIES:
+    line it left cut short; and the temporaries of writes it was killed in (:data:`unpaired.config.RUN_TEMPORARIES`)."""
+    for pattern in config_mod.RUN_TEMPORARIES:
         for stale in path.parent.glob(pattern):
             stale.unlink(missing_ok=True)
     if not path.is_file():
