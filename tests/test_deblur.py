@@ -330,3 +330,32 @@ def test_checkpoint_restorer_for_evaluate(checkpoint):
     assert restore(rgb, torch.ones(3, 3) / 9).shape == rgb.shape
     # a one-step residual generator is still close to the identity
     assert (restore(rgb, None) - rgb).abs().mean() < 0.1
+
+
+def test_cli_stops_at_a_full_disk_and_names_an_out_it_cannot_create(tmp_path, checkpoint, capsys, monkeypatch):
+    import errno
+
+    from unpaired import deblur
+    rng = np.random.default_rng(5)
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 20)).astype(np.float32))
+    args = [str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--tile", "16", "--overlap", "4", "--quiet"]
+    calls = []
+
+    def full(net, src, dst, *rest, **kw):
+        calls.append(src.name)
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(deblur, "deblur_file", full)
+    assert main(args + ["--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert calls == ["a.png"]  # (it tried all three, failing each the same way)
+    assert "No space left on device" in err and "2 file(s) not tried: --out" in err and "free space" in err
+
+    def read_only(self, *a, **kw):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(args + ["--out", str(tmp_path / "nowhere")]) == 2  # (a PermissionError traceback before)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error: --out" in err and "cannot create it (Permission denied)" in err

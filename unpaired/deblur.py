@@ -13,6 +13,7 @@ input, or an earlier output without ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import pickle
 import sys
@@ -205,6 +206,10 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
         write_image(dst, out, bits=16 if bits > 8 else 8, **({} if quality is None else {"quality": quality}))
 
 
+# Write errors that no later file can escape: stop at the first rather than fail every file.
+_OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
 def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
     """``(source, destination)`` for each input file, or each image of an input folder (sorted).
 
@@ -266,15 +271,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if checkpoint != Path(args.checkpoint):
         print(f"checkpoint: {checkpoint}", file=sys.stderr)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: --out {out_dir}: cannot create it ({exc.strerror}); choose a folder you can write in",
+              file=sys.stderr)
+        return 2
     failed = 0
-    for src, dst in tqdm(plan, desc="deblur", disable=len(plan) < 2 or args.quiet):
+    for done, (src, dst) in enumerate(tqdm(plan, desc="deblur", disable=len(plan) < 2 or args.quiet)):
         try:
             deblur_file(net, src, dst, args.tile, args.overlap, factor, device, progress=not args.quiet)
             print(f"{src} -> {dst}")
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
+            if isinstance(exc, OSError) and exc.errno in _OUT_OF_ROOM:  # every later file would fail the same way
+                print(f"{len(plan) - done - 1} file(s) not tried: --out {out_dir} cannot take more; free space (or "
+                      "choose another --out) and run again with only those, or with --overwrite", file=sys.stderr)
+                return 1
     if failed:
         print(f"{failed} of {len(plan)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
