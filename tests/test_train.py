@@ -500,3 +500,24 @@ def test_resume_after_a_kill_mid_write_drops_the_torn_line_and_the_temporaries(t
     main(["--resume", str(run), "--no-progress"])
     assert [r["step"] for r in records(run) if "loss_pixel" in r] == [1, 2, 3, 4]
     assert not any(path.exists() for path in stale)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_checkpoint(tmp_path, capsys, monkeypatch):
+    # torch.save's own writer reported a full disk as "RuntimeError: [enforce fail at inline_container.cc]
+    # ... unexpected pos", a traceback naming neither the file nor the cause.
+    import errno
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.suffix == ".pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        cli(TINY + ["--device", "cpu", "--steps", "2", "--ckpt-every", "1", "--no-progress", "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "Traceback" not in err
+    assert "error: cannot write " in err and "step_0000001.pt (No space left on device)" in err and "--resume" in err
+    assert not list((run / "checkpoints").glob("*.pt")) and not list((run / "checkpoints").glob(".*"))

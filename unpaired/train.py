@@ -20,7 +20,9 @@ removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import sys
@@ -260,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
                  "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
+        data = io.BytesIO()  # (then written at once: torch's own file writer reports a full disk as
+        torch.save(state, data)  # "enforce fail at inline_container.cc", naming neither the file nor the cause)
         with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+            tmp.write_bytes(data.getbuffer())
         if name is None:  # keep the last K
             for old in sorted(ckpt_dir.glob("step_*.pt"))[: -cfg.keep_last]:
                 old.unlink()
@@ -447,11 +451,17 @@ def _last_eval(path: Path) -> dict:
 
 def cli(argv: list[str] | None = None) -> None:
     """Command-line entry: bad options and inputs end with one ``error: ...`` line and exit status 2,
-    no traceback."""
+    a disk that takes no more writes (full, read-only) with one line and status 1; no traceback."""
     try:
         main(argv)
     except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
         config_mod.refuse(exc)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        print(f"error: cannot write {exc.filename} ({exc.strerror}); make room there (or make it writable), "
+              "then continue the run with --resume", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
