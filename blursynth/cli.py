@@ -344,9 +344,17 @@ def _check_space(out: Path, folder: Path, npz_bytes: float) -> None:
     twice its size (the arrays are staged, then zipped)."""
     free = shutil.disk_usage(folder).free
     if 2 * npz_bytes > free:
-        raise UsageError(f"--out {out}: kernels.npz would take {npz_bytes / 2**30:.1f} GiB and writing it needs twice "
-                         f"that, but {free / 2**30:.1f} GiB are free there; generate fewer --trajectories per run "
+        raise UsageError(f"--out {out}: kernels.npz would take {_size(npz_bytes)} and writing it needs twice "
+                         f"that, but {_size(free)} are free there; generate fewer --trajectories per run "
                          "(e.g. several runs with different --seed) or choose an --out on a larger disk")
+
+
+def _size(n: float) -> str:
+    """Bytes in words: "1.2 GiB", "37.5 MiB", "812 KiB" (a small disk is not "0.0 GiB")."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.0f} KiB"
 
 
 def _fit_errors(chunks, fit: str):
