@@ -261,7 +261,7 @@ C2C_COST = 1.85
 # CACHE_POINTS``. Fitted with MKL on one thread, 1 MiB of L2 per core: c2c fft2 + ifft2 pairs of
 # 720 x 192..672 cost 6.9 ns per point at 138k points and 9.1 at 484k, but whole blurs pay the
 # slabs' overlap in every pass too, and they chose 2 slabs at 1280x720 with a 64x64 kernel, 6 with
-# 31x31 (5% faster) and 4 at 1920x1080 with either (8-10% faster than 2).
+# 31x31 (5% faster) and 4 at 1920x1080 (8-10% faster than 2; it now picks 6 there with 64x64).
 CACHE_POINTS = 1 << 21
 # Below this many pixels per image the real transform is kept: small images stay in cache, where
 # the packing and unpacking passes cost more than they save (276x276: 1.14x slower split; from
