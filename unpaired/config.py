@@ -3,7 +3,7 @@
 Precedence: dataclass defaults < ``--config FILE`` (TOML, keys are the field names) < command-line
 flags (``--lr 1e-4``, ``--no-residual``; one flag per field, generated from the dataclass). With
 ``--resume RUN_DIR`` the run's saved ``config.json`` replaces the defaults (except ``stop_at``,
-``resume`` and ``progress``, which belong to one invocation), so a resumed run continues with the
+``resume``, ``progress`` and ``overwrite``, which belong to one invocation), so a resumed run continues with the
 options it started with unless a flag overrides one (e.g. ``--steps`` to train longer; not one of
 ``RESUME_FIXED``, which the checkpoint fixes). Unknown keys, bad values and options the run would
 ignore raise :class:`ConfigError` naming the key and what is allowed.
