@@ -128,6 +128,7 @@ def test_image_pool_resume_is_exact(seed, warm):
 def test_image_pool_size_zero_is_passthrough():
     x = torch.rand(2, 3, 4, 4)
     assert torch.equal(ImagePool(0).query(x), x)
+    assert ImagePool(3).query(x[:0]).shape == (0, *x.shape[1:])  # (torch.stack of nothing failed)
 
 
 def test_perceptual_needs_local_weights(tmp_path):

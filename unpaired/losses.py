@@ -135,7 +135,7 @@ class ImagePool:
                 self.images[j] = img.clone()
             else:
                 out.append(img)
-        return torch.stack(out)
+        return torch.stack(out) if out else images  # (an empty batch: nothing to stack)
 
     def state_dict(self) -> dict:
         return {"size": self.size, "seed": self.seed, "stream": self.stream, "count": self.count,
