@@ -198,6 +198,9 @@ def _decoding(path: Path):
         yield
     except ImageError:
         raise
+    except MemoryError:  # a valid file too large for this machine: re-exporting it would not help
+        raise ImageError(f"{path}: too large to decode in the memory available here; downscale it, or free "
+                         "memory (other programs, fewer workers)") from None
     except Exception as exc:  # imageio and Pillow raise many types for corrupt data
         if path.suffix.lower() not in IMAGE_SUFFIXES:  # a stray notes.txt: the decoder's complaint would only confuse
             raise ImageError(f"{path}: not a readable image ({path.suffix or 'no suffix'}; the formats read are "

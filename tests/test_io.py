@@ -440,3 +440,17 @@ def test_probe_decodes_without_converting_to_float(tmp_path):
     assert peak < 4 * 2000 * 1500  # (float RGB: 36 MB)
     with pytest.raises(ImageError, match=r"nan\.tif: contains NaN or infinite values"):
         probe_image(tmp_path / "nan.tif")
+
+
+def test_an_image_too_large_for_memory_says_so(tmp_path, monkeypatch):
+    # a MemoryError while decoding a valid file said "cannot be read as an image ...; re-export it as PNG"
+    import imageio.v3 as iio
+    path = tmp_path / "huge.png"
+    iio.imwrite(path, np.zeros((8, 8, 3), np.uint8))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("blursynth.io._decode", no_memory)
+    with pytest.raises(ImageError, match=r"huge\.png: too large to decode in the memory available here; downscale it"):
+        read_image(path)
