@@ -99,7 +99,8 @@ def as_index(index: torch.Tensor | int | range | list, device: torch.device | st
         idx = torch.arange(index.start, index.stop, index.step, dtype=torch.int64, device=device)
     else:
         idx = torch.as_tensor(index, device=device).reshape(-1)
-        if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
+        # (an empty list or tuple comes back float32: no indices, nothing to refuse)
+        if idx.numel() and (idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex()):
             raise TypeError(f"item indices must be integers, got {idx.dtype} values")
         idx = idx.to(torch.int64)
     if len(idx) and int(idx.min()) < 0:

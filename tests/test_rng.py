@@ -129,3 +129,14 @@ def test_item_indices_are_non_negative_integers():
     params = SensorModel().sample(1, seed=0)
     with pytest.raises(TypeError, match="item indices must be integers"):
         add_noise(torch.full((1, 3, 4, 4), 0.5), params, seed=0, index=[0.7])
+
+
+def test_no_item_indices_is_an_empty_batch():
+    # [] is how a caller spells an empty batch (blur and deconvolution take one); torch makes it a
+    # float32 tensor, which the integer check must not take for float indices
+    for empty in ([], (), np.array([], dtype=np.int64), range(0)):
+        idx = rng.as_index(empty)
+        assert idx.dtype == torch.int64 and idx.shape == (0,)
+    from blursynth.sensor import SensorModel, add_noise
+    params = SensorModel().sample_at(torch.arange(0), 0)
+    assert add_noise(torch.zeros(0, 3, 4, 4), params, seed=0, index=[]).shape == (0, 3, 4, 4)
