@@ -233,7 +233,7 @@ def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
     # float64 were the peak of writing a large one (3 x 8 bytes a sample, against 4 for the float32
     # image itself), e.g. +0.8 GB for a 12 Mpx RGB photo out of unpaired.deblur.
     out = np.empty(arr.shape, dtype)
-    rows = max(1, (1 << 18) // max(1, arr[0].size))
+    rows = max(1, (1 << 18) // max(1, math.prod(arr.shape[1:])))  # (arr[0] fails on 0 rows)
     for y in range(0, len(arr), rows):
         block = arr[y:y + rows].astype(np.float64)  # always a copy, so the caller's array is untouched
         np.clip(block, 0.0, 1.0, out=block)

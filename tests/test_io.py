@@ -317,6 +317,12 @@ def test_to_uint_needs_no_whole_image_float64_temporaries():
     assert np.array_equal(to_uint(gray, 16), np.rint(np.clip(gray[0], 0, 1) * 65535).astype(np.uint16))
 
 
+def test_to_uint_of_no_rows_is_empty():
+    # the block size came from arr[0], which an image of no rows does not have (an IndexError)
+    assert to_uint(np.zeros((0, 5)), 8).shape == (0, 5)
+    assert to_uint(np.zeros((3, 0, 4)), 16).shape == (0, 4, 3)
+
+
 def test_to_uint_rounds_and_clips():
     x = np.array([[[-0.1, 0.0, 0.4 / 255, 0.6 / 255, 1.0, 1.5]]])
     assert to_uint(x, 8).tolist() == [[0, 0, 0, 1, 255, 255]]
