@@ -521,3 +521,26 @@ def test_a_full_disk_is_one_line_and_leaves_no_checkpoint(tmp_path, capsys, monk
     assert exc.value.code == 1 and "Traceback" not in err
     assert "error: cannot write " in err and "step_0000001.pt (No space left on device)" in err and "--resume" in err
     assert not list((run / "checkpoints").glob("*.pt")) and not list((run / "checkpoints").glob(".*"))
+
+
+def test_an_unreadable_photo_folder_is_not_called_a_write_error(tmp_path, capsys, monkeypatch):
+    # EACCES comes from reading inputs too: "cannot write <the photo folder> ... make room there" was wrong
+    import errno
+    real = Path.iterdir
+
+    def denied(self):
+        if self.name == "sharp":
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real(self)
+
+    rng = np.random.default_rng(0)
+    for name in ("blurry", "sharp"):
+        write_image(tmp_path / name / "0.png", rng.random((3, 40, 40)).astype(np.float32))
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(SystemExit) as exc:
+        cli(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "blurry"), "--sharp", str(tmp_path / "sharp"),
+                        "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "Traceback" not in err
+    assert f"error: {tmp_path / 'sharp'}: Permission denied; give this user access" in err
+    assert "cannot write" not in err and "make room" not in err

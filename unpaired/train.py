@@ -457,10 +457,14 @@ def cli(argv: list[str] | None = None) -> None:
     except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
         config_mod.refuse(exc)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            print(f"error: cannot write {exc.filename} ({exc.strerror}); make room there (or make it writable), "
+                  "then continue the run with --resume", file=sys.stderr)
+        elif exc.errno in (errno.EACCES, errno.EPERM):  # an input (photo folder, checkpoint) as well as an output
+            print(f"error: {exc.filename}: {exc.strerror}; give this user access to it, then run again "
+                  "(with --resume if the run had begun)", file=sys.stderr)
+        else:
             raise
-        print(f"error: cannot write {exc.filename} ({exc.strerror}); make room there (or make it writable), "
-              "then continue the run with --resume", file=sys.stderr)
         raise SystemExit(1) from None
 
 
