@@ -6,8 +6,9 @@ edges (where a tile lacks context) and sum to one elsewhere, so the result has n
 shift-equivariant model whose receptive radius r is at most ``overlap // 4`` gives the same output
 tiled as untiled except within r pixels of the image border (see :func:`deblur_image`). Outputs keep
 the input's size, file format, bit depth and colour type (a gray file stays gray, an RGB file RGB).
-A file that fails is reported and skipped; nothing is written where an output would replace an
-input, or an earlier output without ``--overwrite``.
+A file that fails is reported and skipped (but a full or read-only disk stops the run at the first
+output it cannot write); nothing is written where an output would replace an input, or an earlier
+output without ``--overwrite``.
 """
 
 from __future__ import annotations

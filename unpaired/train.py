@@ -451,7 +451,8 @@ def _last_eval(path: Path) -> dict:
 
 def cli(argv: list[str] | None = None) -> None:
     """Command-line entry: bad options and inputs end with one ``error: ...`` line and exit status 2,
-    a disk that takes no more writes (full, read-only) with one line and status 1; no traceback."""
+    a disk that takes no more writes (full, read-only) or a file this user may not access with one
+    line and status 1; no traceback."""
     try:
         main(argv)
     except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
