@@ -605,7 +605,10 @@ def run_dataset(args) -> int:
                if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
                "choose a writable --out" if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) else
                "run the same command again once that is fixed: it resumes where it stopped")
-        raise UsageError(f"--out {args.out}: cannot write {exc.filename or 'there'} ({exc.strerror}); {fix}") from None
+        # exit 1, not 2: the command was sound, the run failed (as unpaired.train and deblur say of a full disk)
+        print(f"blursynth dataset: error: --out {args.out}: cannot write {exc.filename or 'there'} ({exc.strerror}); "
+              f"{fix}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped
         print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
         return exit_code(exc)
@@ -627,8 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 success, 2 bad input, 130/143 interrupted by
-    SIGINT/SIGTERM) instead of exiting."""
+    """Run the command line; returns the exit code (0 success, 1 a run that could not write, 2 bad input,
+    130/143 interrupted by SIGINT/SIGTERM) instead of exiting."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
