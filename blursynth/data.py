@@ -132,10 +132,10 @@ class SyntheticPairs(Dataset):
 
 def _unfinished_run(root: Path) -> str | None:
     """The error for ``root`` when it holds a ``blursynth dataset`` run without ``manifest.jsonl``, else None."""
-    try:
-        settings = json.loads((root / "dataset.json").read_text())["settings"]
-        pairs, layout = settings["pairs"], settings["layout"]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+    from .dataset import _previous_settings
+    settings = _previous_settings(root) or {}
+    pairs, layout = settings.get("pairs"), settings.get("layout")
+    if pairs is None or layout is None:
         return None  # not a dataset the writer made (or no dataset.json at all)
     return (f"{root}: an unfinished `blursynth dataset` run ({pairs} pairs, --layout {layout}; no manifest.jsonl "
             "yet): run the same command again to finish it, or, for shards, copy every shard's folder into one "
