@@ -396,6 +396,9 @@ def test_command_line_reports_errors_in_one_line(tmp_path, refused):
         cli(["--mode", "gan"])
     with refused("^error: --pairs .*neither manifest.jsonl"):
         cli(TINY + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+    with refused(r"^error: --val-crop 8 is smaller than SSIM's 11 px window"):  # (it failed at the first validation)
+        cli(TINY + ["--val-crop", "8", "--run-dir", str(tmp_path / "r")])
+    cli(TINY + ["--val-crop", "8", "--val-size", "0", "--steps", "1", "--run-dir", str(tmp_path / "ok")])
     if not torch.cuda.is_available():
         with refused("^error: --device cuda: no CUDA device is visible"):
             cli(TINY + ["--device", "cuda", "--run-dir", str(tmp_path / "r")])

@@ -170,6 +170,9 @@ class TrainConfig:
             if getattr(self, name) % factor:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be a multiple of {factor} "
                                   f"for the {self.generator} generator")
+        if self.val_size and self.val_crop < 11:  # (metrics.ssim's 11 px window must fit: else the first validation fails)
+            raise ConfigError(f"--val-crop {self.val_crop} is smaller than SSIM's 11 px window; use at least 11 "
+                              "(or --val-size 0 for no validation)")
         if self.mode == "reblur":
             raise ConfigError("--mode reblur is not implemented yet; use --mode paired or --mode cyclegan")
         if self.mode == "cyclegan" and (self.blurry is None) != (self.sharp is None):
