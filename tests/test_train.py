@@ -547,3 +547,19 @@ def test_an_unreadable_photo_folder_is_not_called_a_write_error(tmp_path, capsys
     assert exc.value.code == 1 and "Traceback" not in err
     assert f"error: {tmp_path / 'sharp'}: Permission denied; give this user access" in err
     assert "cannot write" not in err and "make room" not in err
+
+
+def test_a_bad_pair_read_in_a_dataloader_worker_is_one_line(tmp_path, refused):
+    # --workers N: the worker's ImageError comes back wrapped by the DataLoader ("Caught ImageError in
+    # DataLoader worker process 0." and the worker's traceback); it must read as with --workers 0
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        img = rng.random((3, 24, 24)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
+        write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
+    for i in range(2):  # both training pairs (the last 2 are held out)
+        (tmp_path / "pairs" / "lq" / f"{i}.png").write_text("not an image")
+    for workers in ("0", "1"):
+        with refused(r"^error: \S*lq/[01]\.png: cannot be read as an image [^\n]*\n\Z"):
+            cli(TINY + ["--steps", "1", "--workers", workers, "--pairs", str(tmp_path / "pairs"),
+                        "--run-dir", str(tmp_path / f"r{workers}")])

@@ -456,7 +456,7 @@ def cli(argv: list[str] | None = None) -> None:
     try:
         main(argv)
     except (config_mod.ConfigError, FileNotFoundError, ValueError) as exc:
-        config_mod.refuse(exc)
+        config_mod.refuse(_unwrap_worker_error(exc))
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             print(f"error: cannot write {exc.filename} ({exc.strerror}); make room there (or make it writable), "
@@ -467,6 +467,19 @@ def cli(argv: list[str] | None = None) -> None:
         else:
             raise
         raise SystemExit(1) from None
+
+
+def _unwrap_worker_error(exc: BaseException) -> BaseException | str:
+    """The message of an error raised in a DataLoader worker (``--workers N``), which the DataLoader
+    re-raises as ``Caught ImageError in DataLoader worker process 0.`` followed by the worker's
+    traceback: what ``--workers 0`` would have said, so the error stays one line. Other errors as they are."""
+    text = str(exc)
+    if not (text.startswith("Caught ") and " in DataLoader worker process " in text.partition("\n")[0]):
+        return exc
+    cls = type(exc)  # the traceback ends with "module.Name: message" (builtins: "Name: message")
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    at = text.rfind(f"\n{name}: ")
+    return text[at + len(name) + 3:].rstrip("\n") if at >= 0 else exc
 
 
 if __name__ == "__main__":
