@@ -356,17 +356,23 @@ def test_cyclegan_on_folders_skips_unusable_photos(tmp_path, capsys):
                          "--run-dir", str(tmp_path / "r2")])
 
 
-def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
-    rng = np.random.default_rng(1)
-    for i in range(4):
+def _folder_pairs(root: Path, seed: int, n: int = 4) -> None:
+    """``n`` lq/ + gt/ pairs of 24 px in ``root``, the blurry one half as bright."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
         img = rng.random((3, 24, 24)).astype(np.float32)
-        write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
-        write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
+        write_image(root / "gt" / f"{i}.png", img)
+        write_image(root / "lq" / f"{i}.png", img * 0.5)
+
+
+def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
+    _folder_pairs(tmp_path / "pairs", seed=1)
     run = tmp_path / "run"
     result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
     assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
     assert "pairs: 2 pairs for training, the last 2 held out for validation" in capsys.readouterr().err
     # held-out pairs smaller than --val-crop, of different sizes: one crop size that fits them all
+    rng = np.random.default_rng(3)
     for i, (h, w) in enumerate([(20, 28), (28, 20)], start=2):
         img = rng.random((3, h, w)).astype(np.float32)
         write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
@@ -552,11 +558,7 @@ def test_an_unreadable_photo_folder_is_not_called_a_write_error(tmp_path, capsys
 def test_a_bad_pair_read_in_a_dataloader_worker_is_one_line(tmp_path, refused):
     # --workers N: the worker's ImageError comes back wrapped by the DataLoader ("Caught ImageError in
     # DataLoader worker process 0." and the worker's traceback); it must read as with --workers 0
-    rng = np.random.default_rng(2)
-    for i in range(4):
-        img = rng.random((3, 24, 24)).astype(np.float32)
-        write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
-        write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
+    _folder_pairs(tmp_path / "pairs", seed=2)
     for i in range(2):  # both training pairs (the last 2 are held out)
         (tmp_path / "pairs" / "lq" / f"{i}.png").write_text("not an image")
     for workers in ("0", "1"):
