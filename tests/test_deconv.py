@@ -246,3 +246,8 @@ def test_empty_batch_gives_an_empty_result(name, planes):
     k = torch.full((1, 3, 3), 1 / 9)
     y = torch.rand(*planes, 12, 10)
     assert deconv.METHODS[name](y, k).shape == y.shape
+    # and its options are still checked: an empty batch returned before them, so alpha=5 passed there only
+    bad = {"wiener": {"nsr": -1.0}, "rl": {"eps": 0.0}, "hyperlaplacian": {"alpha": 5.0, "lam": -1.0}}[name]
+    for key, value in bad.items():
+        with pytest.raises(ValueError, match=key):
+            deconv.METHODS[name](y, k, **{key: value})

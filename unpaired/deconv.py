@@ -211,11 +211,13 @@ def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor | No
     if prior not in ("gradient", "flat"):
         raise ValueError(f"prior must be 'gradient' or 'flat', got {prior!r}")
     k = _checked_kernel(y, kernel)
+    if nsr is not None:
+        _check_positive("nsr", nsr)
     if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
         return y.clone()
     if nsr is None:
         nsr = estimate_nsr(y)
-    _check_positive("nsr", nsr)
+        _check_positive("nsr", nsr)
     size = y.shape[-2:]
     yp, offset = prepare(y, k) if taper else (y, (0, 0))
     shape = yp.shape[-2:]
@@ -374,17 +376,19 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
         ``(B, C, H, W)`` restored images.
     """
     k = _checked_kernel(y, kernel)
-    if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
-        return y.clone()
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha must be in (0, 2], got {alpha}")
     _check_positive("beta0", beta0)
     _check_positive("beta_rate", beta_rate, floor=1.0)  # at 1 or below beta never reaches beta_max
     if inner < 1:
         raise ValueError(f"inner must be at least 1, got {inner}")
+    if lam is not None:
+        _check_positive("lam", lam)
+    if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
+        return y.clone()
     if lam is None:
         lam = auto_lambda(y)
-    _check_positive("lam", lam)
+        _check_positive("lam", lam)
     size = y.shape[-2:]
     yp, offset = prepare(y, k) if taper else (y, (0, 0))
     shape = yp.shape[-2:]
