@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
         if len(state["pools"]) == world:
             for k, p in pools.items():
                 p.load_state_dict(state["pools"][rank][k], device)
-        elif master:
+        elif master and cfg.mode == "cyclegan":  # (paired mode never fills its pools: nothing to say)
             print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
                   f"{world}; pools start empty", file=sys.stderr)
         # each process's own RNG (kernels and noise of a kernel-blur F); with a checkpoint of another
