@@ -60,7 +60,8 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.nd
 
 
 def _raw(path: Path) -> np.ndarray:
-    """The samples of an existing, non-empty file as decoded, upright: ``(H, W)`` or ``(H, W, C)``."""
+    """The samples of an existing, non-empty file as decoded, upright: ``(H, W)`` or ``(H, W, C)``;
+    float samples are finite (NaN or inf is refused, for reading and probing alike)."""
     with _decoding(path):
         if _is_png16_multichannel(path):
             raw = _read_png16(path)
@@ -72,6 +73,8 @@ def _raw(path: Path) -> np.ndarray:
         raw = raw[0]
     if raw.ndim not in (2, 3) or raw.size == 0:
         raise ImageError(f"{path}: unsupported image shape {raw.shape}; expected H x W or H x W x C")
+    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
+        raise ImageError(f"{path}: contains NaN or infinite values")
     return raw
 
 
@@ -84,9 +87,7 @@ def _read(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.ndarray
     if raw.dtype in (np.uint8, np.uint16):
         bits = 8 if raw.dtype == np.uint8 else 16
         img = np.divide(img, np.float32(2 ** bits - 1), dtype=np.float32, order="C")
-    elif np.issubdtype(raw.dtype, np.floating):
-        if not np.isfinite(img).all():
-            raise ImageError(f"{path}: contains NaN or infinite values")
+    elif np.issubdtype(raw.dtype, np.floating):  # (finite: checked by _raw)
         bits, img = 32, np.clip(img, 0.0, 1.0, dtype=np.float32, order="C")
     elif raw.dtype == np.bool_:
         bits, img = 8, img.astype(np.float32, order="C")
@@ -154,10 +155,7 @@ def _probe(path: str | os.PathLike) -> tuple[int, int]:
             size = _probe_png(path)
     if size is not None:
         return size
-    raw = _raw(path)
-    if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():  # as read_image refuses it
-        raise ImageError(f"{path}: contains NaN or infinite values")
-    return raw.shape[:2]
+    return _raw(path).shape[:2]
 
 
 def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.PathLike, sharp) -> None:
