@@ -104,12 +104,12 @@ def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
 
 
 def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
-    """Create ``out``, accept a resumable run of the same settings, or refuse (without ``overwrite``).
+    """Accept an empty ``out`` (made by :func:`_one_run_at_a_time`) or a resumable run of the same
+    settings, or refuse (without ``overwrite``).
 
     ``overwrite`` deletes only what an earlier dataset run wrote in ``out`` (:func:`_remove_own_files`).
     """
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        out.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and not any(out.iterdir()):
         return
     if not out.is_dir():
         raise DatasetError(f"--out {out}: exists and is not a folder")
