@@ -382,9 +382,7 @@ def _check_image(img: torch.Tensor, params: SensorParams | None = None) -> None:
     if not isinstance(img, torch.Tensor) or img.dim() != 4 or img.shape[1] != 3:
         shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
         raise ValueError(f"sensor functions take RGB images (B, 3, H, W), got {shape}")
-    if not img.is_floating_point():
-        raise TypeError(f"sensor functions take float images with values in [0, 1], got {img.dtype}; "
-                        "convert with x.float() / 255 (8-bit) or x.float() / 65535 (16-bit)")
+    _check_float(img, "sensor functions take")
     if params is not None and len(params) != img.shape[0]:
         raise ValueError(f"{len(params)} sensor parameter records for a batch of {img.shape[0]} images")
 
@@ -567,6 +565,12 @@ def mosaic_demosaic(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
     return _per_item(linear, params.bayer.to(linear.device), fns)
 
 
+def _check_float(img: torch.Tensor, what: str) -> None:
+    if not img.is_floating_point():
+        raise TypeError(f"{what} float images with values in [0, 1], got {img.dtype}; "
+                        "convert with x.float() / 255 (8-bit) or x.float() / 65535 (16-bit)")
+
+
 def _check_batch(img: torch.Tensor, what: str) -> None:
     if not isinstance(img, torch.Tensor) or img.dim() != 4:
         shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
@@ -594,9 +598,7 @@ def quantize(img: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
     float32 and come back in their own dtype.
     """
     _check_batch(img, "quantize")
-    if not img.is_floating_point():
-        raise TypeError(f"quantize takes float images with values in [0, 1], got {img.dtype}; "
-                        "convert with x.float() / 255 (8-bit) or x.float() / 65535 (16-bit)")
+    _check_float(img, "quantize takes")
     bits_t = _per_image("bits", bits, img.shape[0])
     if bits_t.is_floating_point() or bits_t.dtype == torch.bool or bool((bits_t < 0).any()):
         raise ValueError(f"bits must be non-negative integers (0 = float output), got {bits_t.tolist()}")
