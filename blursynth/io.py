@@ -422,13 +422,16 @@ def _decode(path: Path) -> np.ndarray:
     (:func:`_tiff_header`); other plugins read as they are.
     """
     from imageio.plugins.pillow import PillowPlugin
+    tiff = _tiff_header(path)
+    # imageio picks its plugin by the suffix: a TIFF under another name (a 16-bit scan saved as
+    # "scan.png") would go to Pillow, which reads 16-bit colour as 8 bits
+    extension = ".tif" if tiff is not None else None
     with _pillow_unlimited():
-        file = iio.imopen(path, "r")  # Pillow checks the size here, when it parses the header
+        file = iio.imopen(path, "r", extension=extension)  # Pillow checks the size here, when it parses the header
     with file:
         if not isinstance(file, PillowPlugin):
-            # imageio reads a .tif through its own tifffile, which neither checks the size before
+            # imageio reads a TIFF through its own tifffile, which neither checks the size before
             # decoding nor applies the Orientation tag (a baseline TIFF tag, which viewers honour)
-            tiff = _tiff_header(path)
             if tiff is not None and tiff[0] is not None:
                 _check_pixels(path, tiff[0], tiff[1])
             raw = file.read(index=0)

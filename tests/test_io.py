@@ -94,6 +94,19 @@ def test_tiff_orientation_is_applied(tmp_path, orientation, kind):
     assert tuple(probe_image(tmp_path / "scan.tif")) == img.shape[1:]
 
 
+@pytest.mark.parametrize("name", ["scan.tif", "scan.png", "scan.jpg"])
+def test_16bit_colour_tiff_keeps_all_bits_under_any_suffix(tmp_path, name):
+    # imageio chooses its reader by the suffix, and Pillow keeps 8 of 16 bits of colour: a TIFF
+    # saved under another name must still be read as the TIFF it is
+    import imageio.v3 as iio
+    deep = _ramp(h=12, w=10, top=65535)
+    iio.imwrite(tmp_path / "deep.tif", deep)
+    (tmp_path / "deep.tif").rename(tmp_path / name)
+    img, bits = read_image(tmp_path / name)
+    assert bits == 16
+    assert np.array_equal(np.rint(img.astype(np.float64) * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
+
+
 def test_tiff_size_is_checked_before_decoding(tmp_path, monkeypatch):
     # Pillow's size check does not cover TIFFs (read by tifffile): the header is checked instead,
     # so an over-large scan is refused in one line, not decoded until memory runs out
