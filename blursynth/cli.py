@@ -199,9 +199,14 @@ def add_generate(subparsers) -> None:
                     "Item i depends only on (--seed, i).")
     p.add_argument("--trajectories", type=positive_int, default=10000, metavar="N",
                    help="number of kernels (default 10000)")
-    p.add_argument("--model", choices=("shake6d", "randomwalk"), default="shake6d",
-                   help="shake6d: 6-DoF hand shake (CameraShake); randomwalk: Boracchi & Foi 2012 2-D walk")
-    p.add_argument("--kernel-size", type=kernel_size, default=31, metavar="K", help="odd kernel size (default 31)")
+    p.add_argument("--recipe", default=None, metavar="NAME|FILE.toml",
+                   help="draw the kernels as a dataset recipe draws its pairs' (gopro-like, realblur-like, levin-like, "
+                        "default, or a recipe file): kernel i is pair i's with procedural scenes; replaces the "
+                        "model, camera, --kernel-size and --fit options")
+    # (None when not given: --recipe refuses them rather than ignore them)
+    p.add_argument("--model", choices=("shake6d", "randomwalk"), default=None,
+                   help="shake6d: 6-DoF hand shake (CameraShake, the default); randomwalk: Boracchi & Foi 2012 2-D walk")
+    p.add_argument("--kernel-size", type=kernel_size, default=None, metavar="K", help="odd kernel size (default 31)")
     p.add_argument("--seed", type=seed, default=0, help="base seed (default 0)")
     p.add_argument("--exposure", type=positive_float, nargs=2, metavar=("LOW", "HIGH"), default=None,
                    help="shake6d exposure range in seconds, log-uniform (default 1/30 1/4)")
@@ -218,7 +223,7 @@ def add_generate(subparsers) -> None:
                    metavar=("LOW", "HIGH"), default=None,
                    help=f"randomwalk: path length range in pixels, at most {MAX_LENGTH_PX} (default 60/64 of the "
                         "kernel size, as Boracchi & Foi)")
-    p.add_argument("--fit", choices=("resample", "scale", "error"), default="resample",
+    p.add_argument("--fit", choices=("resample", "scale", "error"), default=None,
                    help="paths larger than the kernel: redraw them (default), shrink them, or stop with an error")
     p.add_argument("--chunk", type=positive_int, default=4096, help="kernels per chunk (bounds memory; default 4096)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
@@ -268,9 +273,45 @@ def _model_from_args(args):
     return RandomWalk2D(length_px=length)
 
 
+GENERATE_DEFAULTS = {"model": "shake6d", "kernel_size": 31, "fit": "resample"}
+CLI_MODEL = {"camera_shake": "shake6d", "random_walk_2d": "randomwalk"}  # a recipe's model names -> --model's
+
+
+def _recipe_from_args(args):
+    """The recipe ``--recipe`` names; the options it replaces are refused rather than ignored."""
+    given = [name for name in (*GENERATE_DEFAULTS, "exposure", "length", *SHAKE_DEFAULTS)
+             if getattr(args, name) is not None]
+    if given:
+        raise UsageError(f"--{given[0].replace('_', '-')} cannot go with --recipe, which sets the trajectory, camera, "
+                         "kernel size and fit; drop the option, or copy the recipe's .toml, edit it and pass the copy "
+                         "(datasets/README.md)")
+    from .recipe import RecipeError, load_recipe
+    try:
+        return load_recipe(args.recipe)
+    except RecipeError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _recipe_fit_errors(chunks):
+    """``chunks`` of :func:`blursynth.pairs.recipe_kernels`, a path that does not fit as a usage error
+    (already worded with the recipe's keys)."""
+    from .kernel import KernelFitError
+    try:
+        yield from chunks
+    except KernelFitError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run_generate(args) -> int:
     _check_out_dir(args.out, args.overwrite)
-    model = _model_from_args(args)
+    recipe = None
+    if args.recipe is not None:
+        recipe = _recipe_from_args(args)
+    else:
+        for name, default in GENERATE_DEFAULTS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
+        model = _model_from_args(args)
     device = _device(args.device)
 
     import numpy as np
@@ -280,17 +321,26 @@ def run_generate(args) -> int:
     from . import kernel as K
     from .camera import Camera
     from .io import NpzWriter, write_json
+    from .pairs import recipe_kernels
 
     camera = None
-    if args.model == "shake6d":
-        width, height = args.image_size
-        camera = Camera.from_35mm(args.focal_length, width, height)
-    n, size = args.trajectories, args.kernel_size
-    config = {"model": args.model, "model_config": _jsonable(model.__dict__), "seed": args.seed,
-              "kernel_size": size, "fit": args.fit, "trajectories": n}
-    if camera is not None:
-        config.update(focal_length_mm=args.focal_length, image_size=[width, height], focal_px=camera.focal_px,
-                      depth_m=None if math.isinf(args.depth) else args.depth)
+    n = args.trajectories
+    if recipe is not None:
+        size, fit = recipe.kernel_size, recipe.kernel_fit
+        spec = recipe.to_dict()
+        # the camera keys as the options spell them (a range where the recipe draws per item)
+        config = {"recipe": spec, "model": CLI_MODEL[recipe.trajectory_model], "model_config": spec["trajectory"],
+                  "focal_length_mm": spec["camera"]["focal_mm"], "image_size": spec["camera"]["frame_px"][::-1],
+                  "depth_m": spec["camera"]["depth_m"]}
+    else:
+        size, fit = args.kernel_size, args.fit
+        config = {"model": args.model, "model_config": _jsonable(model.__dict__)}
+        if args.model == "shake6d":
+            width, height = args.image_size
+            camera = Camera.from_35mm(args.focal_length, width, height)
+            config.update(focal_length_mm=args.focal_length, image_size=[width, height], focal_px=camera.focal_px,
+                          depth_m=None if math.isinf(args.depth) else args.depth)
+    config.update(seed=args.seed, kernel_size=size, fit=fit, trajectories=n)
     started = time.perf_counter()
     # Only one chunk is ever in memory: each chunk's arrays are appended to the .npz being written,
     # and what the summary needs is kept per item as a few numbers (any --trajectories fits in RAM).
@@ -299,9 +349,12 @@ def run_generate(args) -> int:
     with _StagedDir(args.out) as tmp, NpzWriter(tmp / "kernels.npz") as npz:
         npz.add("seed", np.int64(args.seed))
         npz.add("config", np.array(json.dumps(config)))
-        chunks = _fit_errors(K.generate(model, n, camera, size, seed=args.seed, chunk=args.chunk, fit=args.fit,
-                                        depth_m=math.inf if camera is None else args.depth,
-                                        device=device), args.fit)
+        if recipe is not None:
+            chunks = _recipe_fit_errors(recipe_kernels(recipe, n, seed=args.seed, chunk=args.chunk, device=device))
+        else:
+            chunks = _fit_errors(K.generate(model, n, camera, size, seed=args.seed, chunk=args.chunk, fit=fit,
+                                            depth_m=math.inf if camera is None else args.depth,
+                                            device=device), fit)
         with tqdm(total=n, unit="kernel", disable=args.quiet, desc="generate") as bar:
             for chunk in chunks:
                 traj = chunk.trajectory

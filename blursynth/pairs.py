@@ -262,6 +262,33 @@ def shake_paths(recipe: Recipe, indices, seed: int = 0) -> tuple[torch.Tensor, t
     return path, traj.t
 
 
+def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, device: torch.device | str = "cpu"):
+    """Kernels ``0 .. n - 1`` of a recipe in chunks of bounded memory, drawn as :func:`make_pairs`
+    draws pair ``i`` with procedural scenes: its trajectory, focal length (on ``recipe.frame_px``),
+    depth, ``kernel.size`` and ``kernel.fit``. For a uniform recipe kernel ``i`` is pair ``i``'s
+    kernel; for a projective one it is the blur at the principal point of pair ``i``'s motion (the
+    pairs store local kernels across their crop instead).
+
+    Yields :class:`blursynth.kernel.KernelChunk` as :func:`blursynth.kernel.generate` does; each
+    chunk's ``trajectory.params`` also holds the camera's ``focal_mm``, ``focal_px`` and ``depth_m``
+    (inf: rotation only). Raises :class:`~blursynth.kernel.KernelFitError` worded with the recipe's
+    keys when a path does not fit."""
+    from .kernel import KernelChunk, KernelFitError
+    seed = rng.check_seed(seed)
+    for a in range(0, n, chunk):
+        idx = rng.as_index(range(a, min(n, a + chunk)), device=device)
+        full = torch.tensor([recipe.frame_px[::-1]], dtype=torch.float64).expand(len(idx), 2)  # (w, h)
+        try:
+            traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)
+            kernels = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
+        except KernelFitError as err:  # resample gave up (item: the index) or fit="error" (its place in idx)
+            item = err.item if recipe.kernel_fit == "resample" else a + err.item
+            raise _recipe_fit_error(recipe, item, err, "kernel") from None
+        traj.params.update(camera, fit_scale=scale)
+        traj.params.setdefault("redraws", torch.zeros_like(scale))
+        yield KernelChunk(start=a, kernels=kernels, trajectory=traj, paths_px=path)
+
+
 def _records(recipe: Recipe, sources: list[dict], traj: Trajectory, scale: torch.Tensor, camera: dict,
              sensor: list[dict]) -> list[dict]:
     """Per item, its drawn parameters, JSON-ready: ``{"source", "params": {trajectory, camera, sensor}}``
@@ -281,11 +308,12 @@ def _rasterize(path, size, t, fit):
     return rasterize(path, size, t=t, fit="error" if fit == "resample" else fit)
 
 
-def _recipe_fit_error(recipe: Recipe, pair: int, err) -> ValueError:
-    """A :class:`~blursynth.kernel.KernelFitError` re-phrased for the recipe keys that set the kernel."""
+def _recipe_fit_error(recipe: Recipe, pair: int, err, item: str = "pair") -> ValueError:
+    """A :class:`~blursynth.kernel.KernelFitError` re-phrased for the recipe keys that set the kernel
+    (``item``: "pair", or "kernel" for :func:`recipe_kernels`, whose paths are the principal point's)."""
     from .kernel import KernelFitError
-    where = f"{recipe.source}: kernel.size = {recipe.kernel_size}, kernel.fit = \"{recipe.kernel_fit}\": pair {pair}"
-    what = "its path" if recipe.blur_mode == "uniform" else "a local path"
+    where = f"{recipe.source}: kernel.size = {recipe.kernel_size}, kernel.fit = \"{recipe.kernel_fit}\": {item} {pair}"
+    what = "its path" if recipe.blur_mode == "uniform" or item == "kernel" else "a local path"
     if err.needed is None:
         text = (f"{where}: no redrawn path fits the kernel; raise kernel.size, make the [trajectory] motion "
                 "smaller, or set kernel.fit = \"scale\"")

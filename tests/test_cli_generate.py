@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from blursynth import cli
 from blursynth import kernel as K
 from blursynth.camera import Camera
 from blursynth.cli import main
+from blursynth.pairs import make_pairs, recipe_kernels
+from blursynth.recipe import load_recipe
 from blursynth.trajectory import Trajectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +111,45 @@ def test_overwrite_replaces_the_folder(tmp_path):
     assert not (out / "stale.txt").exists()
 
 
+def test_recipe_kernels_are_the_kernels_of_the_recipes_pairs(tmp_path):
+    # Kernel i of `generate --recipe R` is the kernel `dataset --recipe R` stores for pair i
+    # (procedural scenes): the same draws of trajectory, focal length and fit, whatever the chunk.
+    out = tmp_path / "k"
+    assert main(["generate", "--recipe", "default", "--trajectories", "5", "--chunk", "2", "--seed", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    assert main(["dataset", "--recipe", "default", "--pairs", "3", "--crop", "32", "--seed", "3",
+                 "--out", str(tmp_path / "set"), "--quiet"]) == 0
+    data = np.load(out / "kernels.npz")
+    manifest = [json.loads(line) for line in (tmp_path / "set" / "manifest.jsonl").read_text().splitlines()]
+    for record in manifest:
+        i = record["index"]
+        assert np.array_equal(data["kernels"][i], np.load(tmp_path / "set" / record["kernel"]))
+        assert data["param_focal_px"][i] == pytest.approx(record["params"]["camera"]["focal_px"], rel=1e-12)
+    recipe = load_recipe("default")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"] == json.loads(json.dumps(recipe.to_dict()))
+    assert (summary["kernel_size"], summary["fit"]) == (recipe.kernel_size, recipe.kernel_fit)
+    # the recorded trajectory and focal length give the kernels back (rotation only: depth inf)
+    traj = Trajectory(t=torch.from_numpy(data["t"]), rotation=torch.from_numpy(data["rotation"]),
+                      translation=torch.from_numpy(data["translation"]))
+    paths = K.kernel_paths(traj, Camera(1.0, 1, 1)) * torch.from_numpy(data["param_focal_px"]).float()[:, None, None]
+    assert torch.allclose(paths, torch.from_numpy(data["paths_px"]), atol=1e-4)
+    assert torch.equal(K.rasterize(torch.from_numpy(data["paths_px"]), recipe.kernel_size, traj.t, fit="scale"),
+                       torch.from_numpy(data["kernels"]))
+
+
+def test_recipe_kernels_of_a_redrawing_and_a_projective_recipe():
+    levin = load_recipe("levin-like")  # kernel.fit = "resample": redrawn as the pairs are
+    kernels = torch.cat([c.kernels for c in recipe_kernels(levin, 4, seed=1, chunk=3)])
+    assert torch.equal(kernels, make_pairs(levin, range(4), seed=1)["kernel"])
+    realblur = load_recipe("realblur-like")
+    chunk = next(recipe_kernels(realblur, 4, seed=1))  # the principal point's blur
+    size = realblur.kernel_size
+    assert chunk.kernels.shape == (4, size, size) and (chunk.kernels >= 0).all()
+    assert torch.allclose(chunk.kernels.sum((1, 2)), torch.ones(4), atol=1e-5)
+    assert {"focal_mm", "focal_px", "depth_m", "fit_scale", "redraws"} <= set(chunk.trajectory.params)
+
+
 def _fails(capsys, tmp_path, argv, option):
     before = set(os.listdir(tmp_path))
     code = main(argv)
@@ -152,6 +194,26 @@ def _fails(capsys, tmp_path, argv, option):
 ])
 def test_bad_generate_arguments_fail_with_one_line(capsys, tmp_path, args, option):
     _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "50", "--quiet", *args], option)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--model", "randomwalk"], "--model"), (["--kernel-size", "15"], "--kernel-size"), (["--fit", "error"], "--fit"),
+    (["--exposure", "0.1", "0.2"], "--exposure"), (["--focal-length", "35"], "--focal-length"),
+    (["--image-size", "640x480"], "--image-size"), (["--depth", "1"], "--depth"), (["--length", "5", "9"], "--length"),
+])
+def test_options_a_recipe_sets_are_refused_beside_it(capsys, tmp_path, args, option):
+    err = _fails(capsys, tmp_path, ["generate", "--recipe", "gopro-like", "--out", str(tmp_path / "out"), *args], option)
+    assert "--recipe" in err
+
+
+def test_an_unknown_recipe_or_one_whose_kernel_is_too_small_is_one_line(capsys, tmp_path):
+    err = _fails(capsys, tmp_path, ["generate", "--recipe", "nope", "--out", str(tmp_path / "out")], "nope")
+    assert "gopro-like" in err
+    small = tmp_path / "small.toml"
+    small.write_text('[kernel]\nsize = 3\nfit = "error"\n')
+    err = _fails(capsys, tmp_path, ["generate", "--recipe", str(small), "--trajectories", "20", "--quiet",
+                                    "--out", str(tmp_path / "out")], "kernel.size")
+    assert "small.toml" in err and re.search(r": kernel \d+: its path spans", err)  # the item, named as a kernel
 
 
 def test_existing_or_unwritable_output_is_refused(capsys, tmp_path):
