@@ -256,10 +256,14 @@ def shake_paths(recipe: Recipe, indices, seed: int = 0) -> tuple[torch.Tensor, t
     """The uniform-blur paths of items ``indices`` of a recipe with procedural scenes (frame
     ``recipe.frame_px``), exactly as :func:`make_pairs` draws them: ``(N, T, 2)`` pixel displacements
     and their ``(N, T)`` times, for :func:`blursynth.kernel.rasterize` (``fit="scale"``). CPU."""
-    idx = rng.as_index(indices)
-    full = torch.tensor([recipe.frame_px[::-1]], dtype=torch.float64).expand(len(idx), 2)  # (w, h)
-    traj, path, _, _ = _camera_motion(recipe, idx, seed, full)
+    traj, path, _, _ = _frame_motion(recipe, rng.as_index(indices), seed)
     return path, traj.t
+
+
+def _frame_motion(recipe: Recipe, idx: torch.Tensor, seed: int):
+    """:func:`_camera_motion` of items whose source is a procedural scene: a ``recipe.frame_px`` photo."""
+    full = torch.tensor([recipe.frame_px[::-1]], dtype=torch.float64).expand(len(idx), 2)  # (w, h)
+    return _camera_motion(recipe, idx, seed, full)
 
 
 def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, device: torch.device | str = "cpu"):
@@ -277,9 +281,8 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, dev
     seed = rng.check_seed(seed)
     for a in range(0, n, chunk):
         idx = rng.as_index(range(a, min(n, a + chunk)), device=device)
-        full = torch.tensor([recipe.frame_px[::-1]], dtype=torch.float64).expand(len(idx), 2)  # (w, h)
         try:
-            traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)
+            traj, path, scale, camera = _frame_motion(recipe, idx, seed)
             kernels = _rasterize(path, recipe.kernel_size, traj.t, recipe.kernel_fit)
         except KernelFitError as err:  # resample gave up (item: the index) or fit="error" (its place in idx)
             item = err.item if recipe.kernel_fit == "resample" else a + err.item
