@@ -173,6 +173,9 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
         RecipeError: unknown name, unreadable / invalid TOML, unknown key or out-of-range value.
     """
     path = Path(name_or_path)
+    if path.is_dir():  # (not "not found", nor an unknown name: it is there, but a folder)
+        raise RecipeError(f"{path}: is a folder, not a recipe file; pass a .toml file such as "
+                          f"{path / 'recipe.toml'} or a recipe name ({', '.join(recipe_names())})")
     if path.suffix != ".toml" and not path.is_file():
         path = RECIPE_DIR / f"{name_or_path}.toml"
         if not path.is_file():
@@ -184,6 +187,8 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:  # (a file that cannot be read: its permissions, an I/O error)
+        raise RecipeError(f"{path}: cannot read the recipe file ({exc.strerror or exc})") from None
     data.setdefault("name", path.stem)
     return _parse(data, str(path))
 

@@ -101,6 +101,15 @@ def test_bad_toml_and_unknown_name(tmp_path):
         load_recipe(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize("name", ["folder.toml", "folder"])
+def test_a_folder_is_not_called_missing(tmp_path, name):
+    # a folder given as the recipe was "recipe file not found" (it is there) or "unknown recipe"
+    (tmp_path / name).mkdir()
+    with pytest.raises(RecipeError, match=r"is a folder, not a recipe file; pass a \.toml file") as err:
+        load_recipe(tmp_path / name)
+    assert str(tmp_path / name) in str(err.value)
+
+
 @given(size=st.integers(1, 60).map(lambda k: 2 * k + 1), crop=st.integers(8, 200),
        lo=st.floats(10, 100), span=st.floats(1, 3), mode=st.sampled_from(["uniform", "projective"]),
        boundary=st.sampled_from(["valid", "reflect", "circular"]))
