@@ -241,6 +241,8 @@ def _device(name: str):
         raise UsageError(f"--device {name!r}: not a torch device; use cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "meta":  # (allocates, but holds no values: the run failed on its first number, in a traceback)
+        raise UsageError(f"--device {name}: holds no data, only shapes; use --device cpu or cuda")
     if device.type not in ("cpu", "cuda"):
         try:
             torch.zeros(1, device=device)

@@ -270,6 +270,13 @@ def test_unavailable_device_is_refused(capsys, tmp_path):
            "--device")
 
 
+@pytest.mark.parametrize("command", ["generate", "dataset"])
+def test_the_meta_device_is_refused(capsys, tmp_path, command):
+    # torch allocates on "meta" but its tensors hold no values: the run ended in a traceback
+    size = ["--trajectories", "5"] if command == "generate" else ["--pairs", "2", "--crop", "16"]
+    _fails(capsys, tmp_path, [command, *size, "--device", "meta", "--quiet", "--out", str(tmp_path / "o")], "--device meta")
+
+
 def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     _, out = _generate(tmp_path)
     capsys.readouterr()
