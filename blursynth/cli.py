@@ -520,6 +520,21 @@ def _load_npz(path: Path) -> dict:
     missing = {"kernels", "paths_px", "t", "config"} - set(data)
     if missing:
         raise UsageError(f"FILE {path}: lacks {sorted(missing)}; it was not written by 'blursynth generate'")
+    # (shapes checked here: an empty or mismatched file gave a traceback, or figures of mismatched items)
+    kernels, paths, t = data["kernels"], data["paths_px"], data["t"]
+    n = len(kernels) if kernels.ndim else 0
+    shapes = " ".join(f"{name} {tuple(data[name].shape)}" for name in ("kernels", "paths_px", "t"))
+    if kernels.ndim != 3 or n == 0 or paths.shape[:1] != (n,) or paths.ndim != 3 or paths.shape[2] != 2 or \
+            t.shape != paths.shape[:2]:
+        raise UsageError(f"FILE {path}: arrays {shapes}, where 'blursynth generate' writes kernels (N, K, K) with "
+                         "N >= 1, paths_px (N, T, 2) and t (N, T); pass a kernels.npz it wrote")
+    try:
+        config = json.loads(str(data["config"]))
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        raise UsageError(f"FILE {path}: its config is not a JSON object; pass the kernels.npz written by "
+                         "'blursynth generate'")
     return data
 
 

@@ -318,6 +318,23 @@ def test_inspect_refuses_a_file_as_out_and_a_huge_zoom(capsys, tmp_path):
     assert "--zoom" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("change, words", [
+    (lambda d: {name: v[:0] if name in ("kernels", "paths_px", "t") else v for name, v in d.items()}, "N >= 1"),
+    (lambda d: {**d, "paths_px": d["paths_px"][:10]}, "paths_px (10,"),  # (gave figures of 10 paths)
+    (lambda d: {**d, "kernels": d["kernels"][0]}, "kernels (15, 15)"),
+    (lambda d: {**d, "config": np.array("not json")}, "config is not a JSON object"),
+    (lambda d: {**d, "config": np.array("[1, 2]")}, "config is not a JSON object"),
+], ids=["empty", "fewer-paths", "one-kernel", "config-text", "config-list"])
+def test_inspect_refuses_arrays_generate_does_not_write_in_one_line(capsys, tmp_path, change, words):
+    # an empty, mismatched or reshaped file (e.g. cut with NumPy) ended in a traceback or wrong figures
+    _, out = _generate(tmp_path)
+    np.savez(tmp_path / "odd.npz", **change(dict(np.load(out / "kernels.npz"))))
+    capsys.readouterr()
+    assert main(["inspect", str(tmp_path / "odd.npz")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and words in captured.err, captured.err
+
+
 def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
     _, out = _generate(tmp_path)
     (tmp_path / "afile").write_text("x")
