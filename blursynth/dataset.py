@@ -239,7 +239,11 @@ def _one_run_at_a_time(out: Path):
     machines: shards on several machines each write their own folder, copied into one afterwards.
     """
     if not out.exists():
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # (a file on the way, or /proc: a refused --out, not a run to resume)
+            raise DatasetError(f"--out {out}: cannot make a folder there ({exc.strerror or exc}); "
+                               "choose another --out") from None
     if fcntl is None or not out.is_dir():  # (a file: refused by _check_output)
         yield
         return

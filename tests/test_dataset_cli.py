@@ -248,6 +248,17 @@ def test_bad_options_are_named(tmp_path, photos, recipe_file, extra, message, ca
     assert message in err and len(err.strip().splitlines()) == 1
 
 
+def test_an_out_that_cannot_be_made_is_refused_not_resumed(tmp_path, capsys):
+    # a file on the way of --out (or /proc) was exit 1 with "run the same command again ... it resumes"
+    (tmp_path / "afile").write_text("x")
+    targets = [tmp_path / "afile" / "sub"] + [Path("/proc/blursynth-x")] * os.path.isdir("/proc/self")
+    for target in targets:
+        assert main(["dataset", "--out", str(target), "--pairs", "2", "--crop", "16", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {target}: cannot make a folder there" in err, err
+        assert "choose another --out" in err and "resume" not in err
+
+
 def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x")
