@@ -346,6 +346,18 @@ def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
         assert err.count("\n") == 1 and f"--out {target}" in err, err
 
 
+def test_the_readme_recipe_table_gives_generates_extent_percentiles():
+    # the table's figures were the bounding box's diagonal at the 10th/50th/90th percentile, which
+    # summary.json's extent_px (its longer side, 5th..95th) never shows: they looked 10-30% off
+    text = (ROOT / "README.md").read_text()
+    assert "extent of the blur, px (5th / 50th / 95th percentile)" in text
+    for name in ("default", "gopro-like", "realblur-like", "levin-like"):
+        row = re.search(rf"^\| `{name}` \|.*\| ([\d.]+) / ([\d.]+) / ([\d.]+) \|$", text, re.M)
+        chunk = next(recipe_kernels(load_recipe(name), 300, seed=0))
+        stats = cli.percentiles([cli.kernel_measures(chunk.kernels.numpy(), chunk.paths_px.numpy())])["extent_px"]
+        assert [float(v) for v in row.groups()] == [float(f"{stats[q]:.2g}") for q in ("5", "50", "95")], name
+
+
 def test_bounds_of_generate_options_are_in_the_readme():
     text = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert f"{cli.FOCAL_MM_RANGE[0]:g} to {cli.FOCAL_MM_RANGE[1]:g} mm" in text
