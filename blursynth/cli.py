@@ -571,7 +571,9 @@ def run_inspect(args) -> int:
     step = INSPECT_SLICE
     stats = percentiles([kernel_measures(kernels[i:i + step], data["paths_px"][i:i + step])
                          for i in range(0, n, step)])
-    print(f"{args.file}: {n} kernels of {kernels.shape[1]}x{kernels.shape[2]}, model {config.get('model')}, "
+    recipe = config.get("recipe")  # (generate --recipe: the recipe's name and file say where the kernels came from)
+    made = f"recipe {recipe.get('name')}, " if isinstance(recipe, dict) else ""
+    print(f"{args.file}: {n} kernels of {kernels.shape[1]}x{kernels.shape[2]}, {made}model {config.get('model')}, "
           f"seed {config.get('seed')}, fit {config.get('fit')}")
     for key in ("focal_length_mm", "image_size", "focal_px", "depth_m"):
         if key in config:

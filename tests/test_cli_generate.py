@@ -295,6 +295,15 @@ def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     _fails(capsys, tmp_path, ["inspect", str(out)], f"is a folder; pass {out / 'kernels.npz'}")
 
 
+def test_inspect_names_the_recipe_of_recipe_kernels(capsys, tmp_path):
+    # it printed the model, seed and fit alone: nothing said the kernels were gopro-like's
+    out = tmp_path / "k"
+    assert main(["generate", "--recipe", "gopro-like", "--trajectories", "4", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out / "kernels.npz")]) == 0
+    assert "4 kernels of 65x65, recipe gopro-like, model shake6d" in capsys.readouterr().out
+
+
 def test_inspect_reproduces_the_summary_a_slice_at_a_time(capsys, tmp_path, monkeypatch):
     # generate measures its kernels chunk by chunk as it makes them; inspect measures the written
     # (memory-mapped) file in its own slices, here 16 kernels at a time: the percentiles must agree
