@@ -139,7 +139,9 @@ class _StagedDir:
     """A temporary folder beside ``out`` that replaces ``out`` only on success."""
 
     def __init__(self, out: Path):
-        self.out = out
+        # a link to a folder (say, on a larger disk) is followed: replacing the link itself left its
+        # target untouched and the old link behind as a hidden .NAME.old-PID (rmtree refuses links)
+        self.out = out.resolve() if out.is_symlink() else out
 
     def __enter__(self) -> Path:
         from .io import umask

@@ -111,6 +111,15 @@ def test_overwrite_replaces_the_folder(tmp_path):
     assert not (out / "stale.txt").exists()
 
 
+def test_overwrite_through_a_link_writes_in_its_target(tmp_path):
+    (tmp_path / "disk" / "kernels").mkdir(parents=True)
+    (tmp_path / "disk" / "kernels" / "stale.txt").write_text("x")
+    (tmp_path / "out").symlink_to(tmp_path / "disk" / "kernels")
+    assert _generate(tmp_path, "--overwrite")[0] == 0
+    assert (tmp_path / "out").is_symlink() and sorted(os.listdir(tmp_path)) == ["disk", "out"]  # no .out.old-PID
+    assert sorted(os.listdir(tmp_path / "disk" / "kernels")) == ["contact_sheet.png", "kernels.npz", "summary.json"]
+
+
 def test_recipe_kernels_are_the_kernels_of_the_recipes_pairs(tmp_path):
     # Kernel i of `generate --recipe R` is the kernel `dataset --recipe R` stores for pair i
     # (procedural scenes): the same draws of trajectory, focal length and fit, whatever the chunk.
