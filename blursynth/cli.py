@@ -599,6 +599,9 @@ def run_inspect(args) -> int:
     return 0
 
 
+RENDER_PIXELS = 1 << 24  # canvas pixels drawn at a time by render_item (64 MB of float32)
+
+
 def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.0) -> None:
     """PNG: the kernel (enlarged, scaled to its max) beside its path drawn at ``zoom`` px per px.
 
@@ -622,9 +625,16 @@ def render_item(path: Path, kernel, path_px, t, zoom: int = 8, scale: float = 1.
     canvas = (h * zoom - 1 + (h * zoom) % 2, w * zoom - 1 + (w * zoom) % 2)  # odd: a centre pixel
     half = torch.tensor([canvas[1] // 2, canvas[0] // 2], dtype=torch.float64)
     q = ((p - mean) * zoom).clamp(-half, half).float()  # drawing only: keep every point on the canvas
-    lines = K.rasterize(torch.stack([q[:-1], q[1:]], 1), canvas, center=False)
-    shade = 0.3 + 0.7 * torch.linspace(0, 1, len(lines))[:, None, None]
-    drawing = (lines / lines.amax((1, 2), keepdim=True).clamp_min(1e-12) * shade).amax(0)
+    segments = torch.stack([q[:-1], q[1:]], 1)
+    shade = 0.3 + 0.7 * torch.linspace(0, 1, len(segments))[:, None, None]
+    # A few segments at a time (a segment's drawing does not depend on its batch): all at once took a
+    # canvas per segment, 24 GB for a 255 px kernel at --zoom 32, and the run was killed.
+    step = max(1, RENDER_PIXELS // (canvas[0] * canvas[1]))
+    drawing = torch.zeros(canvas)
+    for a in range(0, len(segments), step):
+        lines = K.rasterize(segments[a:a + step], canvas, center=False)
+        lines = lines / lines.amax((1, 2), keepdim=True).clamp_min(1e-12) * shade[a:a + step]
+        drawing = torch.maximum(drawing, lines.amax(0))
     drawing = torch.nn.functional.pad(drawing, (0, big.shape[1] - canvas[1], 0, big.shape[0] - canvas[0]))
     image = torch.cat([big, torch.full((big.shape[0], 2), 0.5), drawing], dim=1)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -353,6 +353,28 @@ def test_inspect_refuses_arrays_generate_does_not_write_in_one_line(capsys, tmp_
     assert captured.out == "" and captured.err.count("\n") == 1 and words in captured.err, captured.err
 
 
+def test_render_draws_a_few_segments_at_a_time(tmp_path, monkeypatch):
+    # all segments at once took a canvas each: a 255 px kernel at --zoom 32 needed 24 GB and was killed
+    rs = np.random.RandomState(0)
+    path = np.cumsum(rs.randn(200, 2), 0)
+    t = np.linspace(0, 1, 200)
+    kernel = K.rasterize(torch.from_numpy(path)[None].float(), 31, torch.from_numpy(t)[None], fit="scale")[0]
+    drawn = []
+    rasterize = K.rasterize
+
+    def bounded(paths, size, *args, **kwargs):
+        drawn.append(len(paths) * size[0] * size[1])
+        assert drawn[-1] <= max(1 << 24, size[0] * size[1]), "drew the whole path at once"  # (64 MB)
+        return rasterize(paths, size, *args, **kwargs)
+    monkeypatch.setattr(K, "rasterize", bounded)
+    cli.render_item(tmp_path / "a.png", kernel, path, t, zoom=32)
+    assert len(drawn) > 1
+    monkeypatch.setattr(K, "rasterize", rasterize)
+    monkeypatch.setattr(cli, "RENDER_PIXELS", 1 << 40)  # one batch: the same picture
+    cli.render_item(tmp_path / "b.png", kernel, path, t, zoom=32)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+
+
 def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
     _, out = _generate(tmp_path)
     (tmp_path / "afile").write_text("x")
