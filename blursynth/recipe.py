@@ -173,11 +173,14 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
         RecipeError: unknown name, unreadable / invalid TOML, unknown key or out-of-range value.
     """
     path = Path(name_or_path)
-    if path.is_dir():  # (not "not found", nor an unknown name: it is there, but a folder)
+    named = RECIPE_DIR / f"{name_or_path}.toml"
+    # (not "not found", nor an unknown name: it is there, but a folder; a folder in the working
+    # directory named like a shipped recipe, say an --out called gopro-like, does not hide it)
+    if path.is_dir() and not (path.suffix != ".toml" and named.is_file()):
         raise RecipeError(f"{path}: is a folder, not a recipe file; pass a .toml file such as "
                           f"{path / 'recipe.toml'} or a recipe name ({', '.join(recipe_names())})")
     if path.suffix != ".toml" and not path.is_file():
-        path = RECIPE_DIR / f"{name_or_path}.toml"
+        path = named
         if not path.is_file():
             raise RecipeError(f"unknown recipe '{name_or_path}'; use one of {', '.join(recipe_names())} "
                               "or the path of a .toml file")

@@ -110,6 +110,13 @@ def test_a_folder_is_not_called_missing(tmp_path, name):
     assert str(tmp_path / name) in str(err.value)
 
 
+def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    # say, the --out of an earlier `blursynth dataset --recipe gopro-like --out gopro-like`
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gopro-like").mkdir()
+    assert load_recipe("gopro-like") == load_recipe(RECIPE_DIR / "gopro-like.toml")
+
+
 @given(size=st.integers(1, 60).map(lambda k: 2 * k + 1), crop=st.integers(8, 200),
        lo=st.floats(10, 100), span=st.floats(1, 3), mode=st.sampled_from(["uniform", "projective"]),
        boundary=st.sampled_from(["valid", "reflect", "circular"]))
