@@ -192,9 +192,10 @@ def normal(seed: int, index: torch.Tensor, shape: tuple[int, ...] = (), stream: 
 
 def log_uniform(seed: int, index: torch.Tensor, low: float, high: float, shape: tuple[int, ...] = (),
                 stream: int = 0) -> torch.Tensor:
-    """Draws whose logarithm is uniform on ``[log low, log high]`` (``0 < low <= high``)."""
-    if not 0 < low <= high:
-        raise ValueError(f"log-uniform range needs 0 < low <= high, got ({low}, {high})")
+    """Draws whose logarithm is uniform on ``[log low, log high]`` (``0 < low <= high``, both finite),
+    ``(N, *shape)`` float32 on ``index.device``."""
+    if not 0 < low <= high < math.inf:
+        raise ValueError(f"log-uniform range needs 0 < low <= high < inf, got ({low}, {high})")
     u = uniform(seed, index, shape, stream, dtype=torch.float64)
     lo, hi = math.log(low), math.log(high)
     return torch.exp(lo + (hi - lo) * u).to(torch.float32)
@@ -202,7 +203,20 @@ def log_uniform(seed: int, index: torch.Tensor, low: float, high: float, shape: 
 
 def range_uniform(seed: int, index: torch.Tensor, low: float, high: float, shape: tuple[int, ...] = (),
                   stream: int = 0) -> torch.Tensor:
-    """Uniform draws on ``[low, high)`` (``low <= high``), float32."""
-    if low > high:
-        raise ValueError(f"uniform range needs low <= high, got ({low}, {high})")
-    return (low + (high - low) * uniform(seed, index, shape, stream, dtype=torch.float64)).to(torch.float32)
+    """Uniform draws on ``[low, high)`` (finite, ``low <= high``; ``low == high`` gives ``low``),
+    ``(N, *shape)`` float32 on ``index.device``.
+
+    Drawn in float64 and rounded to float32; a value that rounds onto ``high`` (or past a bound float32
+    cannot hold) is moved to the nearest float32 inside, so the bounds hold for the float32 values too.
+    """
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise ValueError(f"uniform range needs finite low <= high, got ({low}, {high})")
+    out = (low + (high - low) * uniform(seed, index, shape, stream, dtype=torch.float64)).to(torch.float32)
+    if low < high:
+        lo32, hi32 = np.float32(low), np.float32(high)
+        if float(lo32) < low:  # (compared as Python floats: NumPy would compare in float32)
+            lo32 = np.nextafter(lo32, np.float32(np.inf))
+        if float(hi32) >= high:
+            hi32 = np.nextafter(hi32, np.float32(-np.inf))
+        out = out.clamp(float(lo32), float(hi32))
+    return out

@@ -140,3 +140,30 @@ def test_no_item_indices_is_an_empty_batch():
     from blursynth.sensor import SensorModel, add_noise
     params = SensorModel().sample_at(torch.arange(0), 0)
     assert add_noise(torch.zeros(0, 3, 4, 4), params, seed=0, index=[]).shape == (0, 3, 4, 4)
+
+
+def test_range_uniform_stays_below_high_after_rounding_to_float32(monkeypatch):
+    # The largest draw, 1 - 2**-24, maps to 2 - 2**-24 on [1, 2), which float32 rounds to 2.0; and
+    # 0.1 is not a float32: its nearest one lies above 0.1.
+    top = 1.0 - 2.0 ** -24
+    real_uniform = rng.uniform
+    monkeypatch.setattr(rng, "uniform", lambda *a, **k: torch.full_like(real_uniform(*a, **k), top))
+    idx = rng.as_index(2)
+    for low, high in ((1.0, 2.0), (0.5, 1.5), (0.0, 3.0), (0.0, 0.1)):
+        r = rng.range_uniform(0, idx, low, high)
+        assert r.dtype == torch.float32 and float(r.max()) < high, (low, high, float(r.max()))
+    monkeypatch.setattr(rng, "uniform", lambda *a, **k: torch.zeros_like(real_uniform(*a, **k)))
+    r = rng.range_uniform(0, idx, 0.1, 0.2)  # float32(0.1) lies above 0.1, float32(2.6) below 2.6
+    assert float(r.min()) >= 0.1
+    assert float(rng.range_uniform(0, idx, 2.6, 3.0).min()) >= 2.6
+
+
+def test_uniform_ranges_refuse_nan_and_infinite_bounds():
+    import pytest
+    idx = rng.as_index(3)
+    for low, high in ((math.nan, 1.0), (0.0, math.nan), (0.0, math.inf), (-math.inf, 0.0)):
+        with pytest.raises(ValueError, match="finite low <= high"):
+            rng.range_uniform(0, idx, low, high)
+    for low, high in ((1.0, math.inf), (math.nan, 1.0)):
+        with pytest.raises(ValueError, match="low <= high"):
+            rng.log_uniform(0, idx, low, high)
