@@ -51,8 +51,8 @@ def check_seed(seed, name: str = "seed") -> int:
         raise TypeError(f"{name} must be an integer in [0, 2**63), got {seed!r} ({shown}); "
                         f"pass an int, e.g. {name}=0") from None
     if not 0 <= value < SEED_LIMIT:
-        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value}: larger seeds would repeat "
-                         f"smaller ones; pick {name} in that range")
+        why = ": larger seeds would repeat smaller ones" if value > 0 else ""
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {value}{why}; pick {name} in that range")
     return value
 
 
@@ -91,7 +91,8 @@ def _python_mix(x: int) -> int:
 
 
 def as_index(index: torch.Tensor | int | range | list, device: torch.device | str | None = None) -> torch.Tensor:
-    """Item indices as a 1-D int64 tensor (``int n`` means ``range(n)``). Indices are non-negative
+    """Item indices as a 1-D int64 tensor on ``device`` (``int n`` means ``range(n)``; a tensor or list
+    of any shape is flattened; ``device=None`` keeps a tensor's own, else the CPU). Indices are non-negative
     integers: a float one would be truncated into another item's draws, so it is refused."""
     if isinstance(index, numbers.Integral) and not isinstance(index, bool):
         index = range(int(index))
@@ -162,7 +163,8 @@ def bits(seed: int, index: torch.Tensor, shape: tuple[int, ...], stream: int) ->
 
 def uniform(seed: int, index: torch.Tensor, shape: tuple[int, ...] = (), stream: int = 0,
             dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Uniform draws in ``[0, 1)`` with 24-bit resolution (exact in float32).
+    """Uniform draws in ``[0, 1)`` with 24-bit resolution (exact in float32 and float64; float16 and
+    bfloat16 round, and may give 1.0).
 
     Returns ``(N, *shape)`` of ``dtype`` on ``index.device``.
     """
