@@ -73,6 +73,8 @@ def fast_length(n: int, multiple: int = C2C_MULTIPLE) -> int:
 
 
 def _is_fast(n: int) -> bool:
+    if n < 1:  # (0 would divide by 2 forever)
+        return False
     for p in (2, 3, 5, 7):
         while n % p == 0:
             n //= p
@@ -512,7 +514,7 @@ def blur(image: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", met
     kernel = as_kernel4d(kernel, image)
     _check_sizes(image.shape, kernel, boundary, "image")
     h, w = kernel.shape[-2:]
-    if image.shape[0] * image.shape[1] == 0:  # no planes: conv2d refuses zero groups, MKL empty FFTs
+    if image.numel() == 0:  # no planes or no pixels: conv2d refuses zero groups, MKL empty FFTs, nothing to pad
         size = image.shape[-2:] if boundary != "valid" else (image.shape[-2] - h + 1, image.shape[-1] - w + 1)
         return image.new_zeros(*image.shape[:2], *size)
     if _use_direct(kernel, method):
@@ -534,7 +536,7 @@ def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid",
     _check_boundary(boundary, method)
     kernel = as_kernel4d(kernel, y)
     h, w = kernel.shape[-2:]
-    if y.shape[0] * y.shape[1] == 0:  # no planes (see blur)
+    if y.numel() == 0:  # no planes or no pixels (see blur)
         size = y.shape[-2:] if boundary != "valid" else (y.shape[-2] + h - 1, y.shape[-1] + w - 1)
         return y.new_zeros(*y.shape[:2], *size)
     if _use_direct(kernel, method):

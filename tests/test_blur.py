@@ -307,3 +307,19 @@ def test_memory_layout_does_not_change_the_bytes(layout, boundary):
         view = torch.zeros(1, 2, 400, 1000).index_copy_(-1, torch.arange(0, 1000, 2), x)[..., ::2]
     assert torch.equal(view, x) and not view.is_contiguous()
     assert torch.equal(blur(view, k, boundary), blur(x, k, boundary))
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("boundary", ["reflect", "circular"])
+@pytest.mark.parametrize("hw", [(0, 10), (12, 0)])
+def test_image_of_no_pixels_gives_an_empty_result(hw, boundary, method):
+    """An image with no rows (or no columns) raised torch's internal index_select or modulo error
+    under "reflect"/"circular" (nothing to pad from), and "circular" by FFT never returned (a size-0
+    check looped); like an empty batch it now gives the empty result of the documented size, and
+    so does the adjoint (also of an empty "valid" output)."""
+    k = torch.rand(1, 3, 5)
+    out = blur(torch.rand(2, 3, *hw), k, boundary, method=method)
+    assert out.shape == (2, 3, *hw)
+    assert blur_adjoint(out, k, boundary, method=method).shape == (2, 3, *hw)
+    back = blur_adjoint(torch.rand(2, 3, 0, 6), k, "valid", method=method)
+    assert back.shape == (2, 3, 2, 10) and not back.any()
