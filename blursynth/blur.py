@@ -552,9 +552,10 @@ def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid",
 
 def kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Optical transfer function: rfft2 of the kernel placed with its centre at the origin of a
-    periodic ``size = (H, W)`` grid, ``(Bk, Ck, H, W // 2 + 1)`` complex; ``kernel`` as in :func:`blur`
-    (a 2-D or 3-D kernel gains the missing axes). Multiplying ``rfft2(x)`` by it is
-    ``blur(x, kernel, "circular")``. Used by Fourier-domain deconvolution."""
+    periodic ``size = (H, W)`` grid, ``(Bk, Ck, H, W // 2 + 1)`` complex (complex128 for a float64
+    kernel, else complex64) on the kernel's device; ``kernel`` as in :func:`blur` (a 2-D or 3-D kernel
+    gains the missing axes), no larger than the grid (else a ValueError). Multiplying ``rfft2(x)`` by it
+    is ``blur(x, kernel, "circular")``. Used by Fourier-domain deconvolution."""
     kernel = _kernel_dims(kernel)
     h, w = kernel.shape[-2:]
     if h > size[0] or w > size[1]:
