@@ -393,7 +393,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         fit: ``"error"``, ``"scale"`` or ``"resample"`` (redraw items that do not fit, see module doc).
         depth_m: scene depth in metres for the translation part of 6-DoF motion.
         device: where the work runs; the chunks stay there.
-        max_redraws: give up on an item after this many redraws (the message suggests a bigger size).
+        max_redraws: give up on an item after this many redraws (>= 0; the message suggests a bigger size).
 
     Yields:
         :class:`KernelChunk` per chunk, in order.
@@ -406,6 +406,8 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
     if not _integer(chunk) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if not _integer(max_redraws) or max_redraws < 0:
+        raise ValueError(f"max_redraws must be a non-negative integer, got {max_redraws!r}")
     n, start, chunk = int(n), int(start), int(chunk)
     _size(size)
     seed = rng.check_seed(seed)

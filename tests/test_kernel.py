@@ -385,3 +385,14 @@ def test_generate_takes_numpy_integers_and_refuses_bools():
     for kwargs in ({"n": True}, {"n": 2, "chunk": True}, {"n": 2, "start": 1.0}):
         with pytest.raises(ValueError, match="integer"):
             next(K.generate(model, size=15, **kwargs))
+
+
+def test_generate_refuses_a_negative_max_redraws():
+    """max_redraws=-1 still drew every item once, then reported 'no path out of 0 draws' for one that
+    did not fit (and a float was taken as a count); a bad count is now refused before any draw,
+    whether or not an item needs a redraw."""
+    model = RandomWalk2D(steps=50, samples=16, length_px=(4.0, 8.0))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match=rf"max_redraws must be a non-negative integer, got {bad!r}"):
+            next(K.generate(model, 2, size=15, max_redraws=bad))
+    assert len(next(K.generate(model, 2, size=15, max_redraws=np.int64(0))).kernels) == 2
