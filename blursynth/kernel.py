@@ -299,10 +299,12 @@ def _splat_piece(out, start, seg, count, weight, h, w) -> None:
 
 
 def kernel_paths(trajectory: Trajectory, camera=None, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
-    """``(N, T, 2)`` image-plane path of the principal point (the uniform kernel's path), in pixels.
+    """``(N, T, 2)`` float32 image-plane path of the principal point (the uniform kernel's path), in
+    pixels, on the trajectory's device.
 
     A 2-D trajectory's ``path_px`` is returned as is (``camera`` may be None); a 6-DoF trajectory
-    needs a :class:`~blursynth.camera.Camera`.
+    needs a :class:`~blursynth.camera.Camera` (else a ValueError). ``depth_m``: scene depth in metres
+    (> 0, a float or ``(N,)`` tensor; ``inf`` ignores translation).
     """
     if trajectory.is_2d:
         return trajectory.path_px
@@ -353,7 +355,7 @@ def kernels(trajectory: Trajectory, camera=None, size=31, depth_m: float | torch
         fit: ``"error"`` or ``"scale"`` (``"resample"`` needs :func:`generate`).
 
     Returns:
-        ``(N, h, w)`` float32 on the trajectory's device.
+        ``(N, h, w)`` float32 on the trajectory's device, non-negative, each summing to 1.
     """
     return rasterize(kernel_paths(trajectory, camera, depth_m), size, trajectory.t, fit=fit)
 
