@@ -12,6 +12,7 @@ default) is a distant scene, where only rotation matters.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,13 @@ class Camera:
 
     Attributes:
         focal_px: focal length in pixels (> 0).
-        width, height: image size in pixels (> 0).
-        cx, cy: principal point in pixels; None means the image centre ``((width-1)/2, (height-1)/2)``.
+        width, height: image size in pixels, integers >= 1.
+        cx, cy: principal point in pixels (finite, may lie outside the image); None means the image
+            centre ``((width-1)/2, (height-1)/2)``.
+
+    Raises:
+        ValueError: a focal length that is not a positive finite number, a size that is not a
+            positive integer, or a principal point that is not finite.
     """
 
     focal_px: float
@@ -41,8 +47,13 @@ class Camera:
     def __post_init__(self) -> None:
         if not (self.focal_px > 0 and math.isfinite(self.focal_px)):
             raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px}")
-        if self.width < 1 or self.height < 1:
-            raise ValueError(f"image size must be positive, got {self.width}x{self.height}")
+        size = (self.width, self.height)
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size) or min(size) < 1:
+            raise ValueError(f"image size must be positive integers (pixels), got {self.width!r}x{self.height!r}")
+        for name in ("cx", "cy"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value)):
+                raise ValueError(f"principal point {name} must be a finite number of pixels or None, got {value!r}")
 
     @classmethod
     def from_35mm(cls, focal_mm: float, width: int, height: int) -> "Camera":

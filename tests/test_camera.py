@@ -70,3 +70,17 @@ def test_35mm_equivalent_and_bad_values():
     with pytest.raises(ValueError, match="depth"):
         tr = torch.zeros(1, 2, 3)
         Camera(100.0, 10, 10).homographies(Trajectory(t=torch.tensor([[0.0, 0.1]]), translation=tr), depth_m=-1.0)
+
+
+def test_camera_refuses_fractional_sizes_and_a_non_finite_principal_point():
+    """Camera(100, 1.5, 48) and Camera(100, 64, 48, cx=nan) were accepted: the first cannot match
+    any image, the second made every homography NaN without a word."""
+    import numpy as np
+    for w, h in ((1.5, 48), (64.0, 48), (64, True), (0, 48), (64, -1)):
+        with pytest.raises(ValueError, match="image size must be positive integers"):
+            Camera(100.0, w, h)
+    for cx, cy in ((math.nan, 0.0), (0.0, math.inf), ("1", 0.0)):
+        with pytest.raises(ValueError, match="principal point"):
+            Camera(100.0, 64, 48, cx=cx, cy=cy)
+    cam = Camera(100.0, np.int64(64), 48, cx=np.float32(70.5), cy=-3)  # outside the frame is fine
+    assert cam.principal_point == (70.5, -3)
