@@ -64,12 +64,14 @@ class Camera:
 
     @property
     def principal_point(self) -> tuple[float, float]:
+        """``(cx, cy)`` in pixels: the given ones, or the image centre for those left None."""
         cx = (self.width - 1) / 2 if self.cx is None else self.cx
         cy = (self.height - 1) / 2 if self.cy is None else self.cy
         return cx, cy
 
     def intrinsics(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """``(3, 3)`` matrix K."""
+        """``(3, 3)`` matrix K (focal length and principal point in pixels) of ``dtype`` on ``device``
+        (None: the CPU)."""
         cx, cy = self.principal_point
         return torch.tensor([[self.focal_px, 0.0, cx], [0.0, self.focal_px, cy], [0.0, 0.0, 1.0]],
                             device=device, dtype=dtype)
@@ -120,10 +122,14 @@ class Camera:
         """Image-plane paths of given pixels over the exposure.
 
         Args:
-            points_px: ``(P, 2)`` pixel coordinates ``(x, y)`` in the frame at ``t = 0``.
+            trajectory: N items of T samples (as in :meth:`homographies`).
+            points_px: ``(P, 2)`` pixel coordinates ``(x, y)`` in the frame at ``t = 0`` (a tensor,
+                array or list; its values are read as consecutive ``(x, y)`` pairs).
+            depth_m: as in :meth:`homographies`.
 
         Returns:
-            ``(N, T, P, 2)`` float32 positions of those points at each sample time, in pixels.
+            ``(N, T, P, 2)`` float32 positions of those points at each sample time, in pixels, on the
+            trajectory's device (computed in float64).
         """
         h = self.homographies(trajectory, depth_m).double()
         pts = torch.as_tensor(points_px, device=h.device, dtype=torch.float64).reshape(-1, 2)
@@ -132,7 +138,9 @@ class Camera:
         return (mapped[..., :2] / mapped[..., 2:]).float()
 
     def center_path(self, trajectory: Trajectory, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
-        """``(N, T, 2)`` displacement in pixels of the principal point's image: the frame's uniform kernel path."""
+        """``(N, T, 2)`` float32 displacement in pixels of the principal point's image, on the trajectory's
+        device: the frame's uniform kernel path (a 2-D trajectory's ``path_px`` as is; ``depth_m`` as in
+        :meth:`homographies`)."""
         if trajectory.is_2d:
             return trajectory.path_px
         pp = torch.tensor([self.principal_point], device=trajectory.t.device)
