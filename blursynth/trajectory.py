@@ -237,10 +237,11 @@ class RandomWalk2D:
             _check_range(owner, name, getattr(self, name))
         if self.big_shake_probability[1] * self.anxiety[1] > 1:
             raise ValueError(f"{owner}: big_shake_probability * anxiety must stay <= 1")
-        if not isinstance(self.steps, int) or self.steps < 2:
-            raise ValueError(f"{owner}.steps must be an integer >= 2, got {self.steps!r}")
-        if not isinstance(self.samples, int) or self.samples < 2:
-            raise ValueError(f"{owner}.samples must be an integer >= 2, got {self.samples!r}")
+        for name in ("steps", "samples"):
+            value = getattr(self, name)
+            if not _integer(value) or value < 2:
+                raise ValueError(f"{owner}.{name} must be an integer >= 2, got {value!r}")
+            object.__setattr__(self, name, int(value))  # (a NumPy integer becomes a Python int)
         try:
             fr = () if isinstance(self.exposure_fractions, (str, bytes)) else tuple(map(_real, self.exposure_fractions))
         except TypeError:
@@ -391,8 +392,10 @@ class CameraShake:
         ratio = _real(self.roll_ratio)
         if ratio is None or not (ratio >= 0 and _math.isfinite(ratio)):
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
-        if self.samples is not None and (not isinstance(self.samples, int) or self.samples < 2):
-            raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")
+        if self.samples is not None:
+            if not _integer(self.samples) or self.samples < 2:
+                raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")
+            object.__setattr__(self, "samples", int(self.samples))  # (a NumPy integer becomes a Python int)
         if self.n_samples > MAX_SAMPLES:  # (a batch holds N x samples poses: this fails later on memory)
             what = "samples" if self.samples is not None else "exposure_s and tremor_hz (10 poses per tremor cycle)"
             raise ValueError(f"{owner}: {self.n_samples} poses per item from {what}; at most {MAX_SAMPLES} "

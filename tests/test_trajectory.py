@@ -251,3 +251,19 @@ def test_sample_takes_numpy_integers_and_refuses_bools(model):
     for n, start in ((True, 0), (2, False), (2.0, 0)):
         with pytest.raises(ValueError, match="integer"):
             model.sample(n, seed=0, start=start)
+
+
+def test_models_take_numpy_integer_counts_and_refuse_bools():
+    """RandomWalk2D(steps=np.int64(100)) said 'steps must be an integer >= 2, got np.int64(100)', and
+    so did samples (also CameraShake's), while the models' sample() and kernel.generate take NumPy
+    integers; they now do too, stored as Python ints, and a bool is still refused."""
+    walk = RandomWalk2D(steps=np.int64(100), samples=np.int32(16))
+    assert (walk.steps, walk.samples) == (100, 16) and type(walk.steps) is int and type(walk.samples) is int
+    assert torch.equal(walk.sample(2).path_px, RandomWalk2D(steps=100, samples=16).sample(2).path_px)
+    shake = CameraShake(samples=np.int64(40))
+    assert shake.samples == 40 and type(shake.samples) is int and shake.sample(1).t.shape == (1, 40)
+    for kwargs in ({"steps": True}, {"samples": 16.0}):
+        with pytest.raises(ValueError, match="must be an integer >= 2"):
+            RandomWalk2D(**kwargs)
+    with pytest.raises(ValueError, match="must be an integer >= 2 or None"):
+        CameraShake(samples=True)
