@@ -55,6 +55,7 @@ class Trajectory:
 
     @property
     def is_2d(self) -> bool:
+        """Whether this is a 2-D image-plane path (``path_px``, pixels) rather than 6-DoF camera motion."""
         return self.path_px is not None
 
     @property
@@ -63,6 +64,7 @@ class Trajectory:
         return self.t[:, -1]
 
     def to(self, device: torch.device | str) -> "Trajectory":
+        """A copy with every tensor (times, poses, params) on ``device``."""
         def move(x):
             return None if x is None else x.to(device)
         return replace(self, t=self.t.to(device), rotation=move(self.rotation), translation=move(self.translation),
@@ -88,7 +90,8 @@ class Trajectory:
                        path_px=pick(self.path_px), params={k: v[items] for k, v in self.params.items()})
 
     def replace_items(self, where: torch.Tensor, sub: "Trajectory") -> "Trajectory":
-        """A copy with the items at batch positions ``where`` replaced by ``sub``'s (same T).
+        """A copy with the items at batch positions ``where`` replaced by ``sub``'s (same T and kind;
+        ``where`` an index tensor or mask on this trajectory's device, ``len(sub)`` items).
 
         Params present only here are kept as they are.
         """
@@ -259,11 +262,12 @@ class RandomWalk2D:
         return self.samples
 
     def sample(self, n: int, seed: int = 0, start: int = 0, device: torch.device | str = "cpu") -> Trajectory:
-        """Items ``start .. start + n - 1`` as a 2-D :class:`Trajectory` on ``device``."""
+        """Items ``start .. start + n - 1`` (``n >= 1``, ``start >= 0``, else a ValueError) as a 2-D
+        :class:`Trajectory` on ``device``."""
         return self.sample_items(_index(n, start, device), seed)
 
     def sample_items(self, index: torch.Tensor, seed: int = 0) -> Trajectory:
-        """The items with the given ``(N,)`` int64 indices, on ``index.device``."""
+        """The items with the given ``(N,)`` int64 indices (``N`` may be 0), on ``index.device``."""
         seed = _rng.check_seed(seed)
         idx = _rng.as_index(index)
         n, steps = idx.shape[0], self.steps
@@ -409,11 +413,12 @@ class CameraShake:
         return max(32, _math.ceil(10 * self.exposure_s[1] * self.tremor_hz[1]) + 1)
 
     def sample(self, n: int, seed: int = 0, start: int = 0, device: torch.device | str = "cpu") -> Trajectory:
-        """Items ``start .. start + n - 1`` as a 6-DoF :class:`Trajectory` on ``device``."""
+        """Items ``start .. start + n - 1`` (``n >= 1``, ``start >= 0``, else a ValueError) as a 6-DoF
+        :class:`Trajectory` on ``device``."""
         return self.sample_items(_index(n, start, device), seed)
 
     def sample_items(self, index: torch.Tensor, seed: int = 0) -> Trajectory:
-        """The items with the given ``(N,)`` int64 indices, on ``index.device``."""
+        """The items with the given ``(N,)`` int64 indices (``N`` may be 0), on ``index.device``."""
         seed = _rng.check_seed(seed)
         idx = _rng.as_index(index)
         dev = idx.device
