@@ -614,14 +614,16 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
     """JPEG-compress and decode each image (Pillow's libjpeg on CPU, 4:2:0 chroma).
 
     Args:
-        img: ``(B, 3, H, W)`` RGB or ``(B, 1, H, W)`` grayscale display values in [0, 1] (quantised to
-            8 bits for coding; a 1-channel image is coded as a grayscale JPEG).
+        img: ``(B, 3, H, W)`` RGB or ``(B, 1, H, W)`` grayscale display values in [0, 1], a float dtype
+            (an integer image is a TypeError), quantised to 8 bits for coding; a 1-channel image is
+            coded as a grayscale JPEG.
         quality: an int or ``(B,)`` tensor of integer qualities 1-100 (0 = leave that item unchanged).
     Returns:
         ``img``'s shape, dtype and device: coded items hold multiples of 1/255 (divided in ``img``'s
         dtype), items of quality 0 are ``img``'s values (``img`` itself comes back when no item is coded).
     """
     _check_batch(img, "jpeg")
+    _check_float(img, "jpeg takes")
     if img.shape[1] not in (1, 3):
         raise ValueError(f"jpeg codes RGB (B, 3, H, W) or grayscale (B, 1, H, W) images, got shape "
                          f"{tuple(img.shape)}")

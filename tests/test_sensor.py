@@ -467,3 +467,14 @@ def test_params_index_with_a_numpy_integer_like_an_int():
     for i in (np.int64(2), np.int32(-1)):
         one = params[i]
         assert len(one) == 1 and one.to_records() == params[int(i)].to_records()
+
+
+def test_jpeg_refuses_integer_images_as_quantize_does():
+    """jpeg(uint8 image, 90) failed inside torch ('Index put requires the source and destination
+    dtypes match'), and with quality 0 returned it as if it held values in [0, 1]; like quantize
+    and the other sensor functions it now refuses an integer image and says how to convert it."""
+    img = torch.full((2, 3, 8, 8), 200, dtype=torch.uint8)
+    for quality in (90, 0):
+        with pytest.raises(TypeError, match=r"jpeg takes float images .*torch.uint8.*x.float\(\) / 255"):
+            S.jpeg(img, quality)
+    assert S.jpeg(img.float() / 255, 90).dtype == torch.float32
