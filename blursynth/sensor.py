@@ -129,12 +129,13 @@ class SensorModel:
             ``("linear",)`` is no curve, and so is ``None``.
         gamma: range of the exponent of the ``"gamma"`` curve (uniform), within ``[0.1, 10]``.
         highlight_gain: range (uniform) of the linear value added to saturated pixels before blurring,
-            so light sources, which are far brighter than the white level, bloom into streaks (RSBlur
-            draws 0.25-1.75). ``None``: off.
+            within ``[0, 100]``, so light sources, which are far brighter than the white level, bloom
+            into streaks (RSBlur draws 0.25-1.75). ``None``: off.
         highlight_threshold: linear value at or above which a sharp pixel counts as saturated, per
             channel, in ``(0, 1]`` (0.98 is sRGB 253/255).
         shot_noise: range of the shot-noise coefficient ``a`` (variance per unit of linear signal),
-            drawn log-uniformly; Brooks et al. use ``(1e-4, 1.2e-2)``. ``None``: no noise.
+            within ``[1e-12, 1]``, drawn log-uniformly; Brooks et al. use ``(1e-4, 1.2e-2)``. ``None``:
+            no noise.
         read_noise_line: ``(slope, intercept)`` of ``log b = slope * log a + intercept`` giving the
             read-noise variance ``b`` from ``a`` (Brooks et al.: ``(2.18, 1.20)``).
         read_noise_scatter: standard deviation of the Gaussian scatter added to ``log b`` (0.26), in [0, 5].
@@ -429,7 +430,8 @@ def _per_item(img: torch.Tensor, codes: torch.Tensor, fns: dict) -> torch.Tensor
 
 
 def to_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
-    """Undo each item's tone curve: ``(B, 3, H, W)`` display-referred values in [0, 1] -> linear in [0, 1]."""
+    """Undo each item's tone curve: ``(B, 3, H, W)`` display-referred values in [0, 1] (others are
+    clamped to it first) -> linear in [0, 1], same dtype and device."""
     _check_image(img, params)
     gamma = params.gamma.to(img.device).view(-1, 1, 1, 1)
     x = img.clamp(0.0, 1.0)
@@ -486,7 +488,8 @@ def boost_highlights(linear: torch.Tensor, params: SensorParams) -> torch.Tensor
 
 
 def noise_std(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
-    """Per-pixel noise standard deviation ``sqrt(a * max(x, 0) + b)`` for linear values ``x`` ``(B, 3, H, W)``."""
+    """Per-pixel noise standard deviation ``sqrt(a * max(x, 0) + b)`` for linear values ``x`` ``(B, 3, H, W)``:
+    same shape, dtype and device, in linear units (the white level is 1)."""
     a = params.shot_noise.to(linear.device).view(-1, 1, 1, 1)
     b = params.read_noise.to(linear.device).view(-1, 1, 1, 1)
     return (a * linear.clamp(min=0.0) + b).sqrt()
@@ -503,7 +506,8 @@ def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> t
         linear: ``(B, 3, H, W)`` linear values (may exceed 1 after a highlight boost).
         index: the ``B`` item indices (``(B,)`` tensor, list or range).
     Returns:
-        ``(B, 3, H, W)`` linear values, unclipped.
+        ``(B, 3, H, W)`` linear values, unclipped, of ``linear``'s dtype and device (``linear`` itself
+        when no item has noise).
     """
     _check_image(linear, params)
     index = rng.as_index(index, device=linear.device)
