@@ -319,3 +319,13 @@ def test_gradients_reach_the_image(per_call, monkeypatch):
     with torch.no_grad():
         assert torch.equal(out, render_nonuniform(x, traj, cam))
     assert torch.autograd.gradcheck(lambda a: render_nonuniform(a, traj, cam), (x,))
+
+
+def test_grid_points_refuses_counts_that_are_not_positive_integers():
+    """grid_points(cam, 1.5, 3) returned 6 points (two rows, placed for 1.5), cols=-1 failed inside
+    torch.arange and rows=0 gave no points; they are now refused, naming both counts."""
+    cam = Camera(500.0, 30, 20)
+    for rows, cols in ((1.5, 3), (2, -1), (0, 3), (True, 3)):
+        with pytest.raises(ValueError, match="rows and cols as integers >= 1"):
+            grid_points(cam, rows, cols)
+    assert torch.equal(grid_points(cam, np.int64(2), 3), grid_points(cam, 2, 3))
