@@ -41,7 +41,8 @@ PADDING_MODES = ("reflection", "border", "zeros")
 
 
 def exposure_weights(t: torch.Tensor) -> torch.Tensor:
-    """``(N, T)`` weights summing to 1: the share of the exposure each sample stands for.
+    """``(N, T)`` weights summing to 1: the share of the exposure each sample stands for, of ``t``'s
+    dtype and device.
 
     Trapezoidal rule on the (possibly uneven) sample times ``t`` ``(N, T)`` seconds; a zero-length
     exposure gives equal weights.
@@ -122,7 +123,8 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
 
 
 def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
-    """``(N, 2)`` exposure-weighted mean displacement of the principal point, in pixels.
+    """``(N, 2)`` float32 exposure-weighted mean displacement ``(x, y)`` of the principal point, in pixels,
+    on the trajectory's device (``depth_m`` as in :meth:`blursynth.camera.Camera.homographies`).
 
     Trapezoidal weights on the samples: the exact time average of the piecewise-linear path, the same
     centre of mass :func:`blursynth.kernel.rasterize` puts on the centre pixel.
@@ -145,7 +147,7 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
 
     Returns:
         ``(poses, weights)``: a :class:`Trajectory` of ``K`` samples (same ``K`` for the batch; times
-        interpolated too) and ``(N, K)`` weights summing to 1.
+        interpolated too) and ``(N, K)`` float32 weights summing to 1, both on the trajectory's device.
     """
     _check_step(max_step_px)  # here too: the error should name the value passed, not a quarter of it
     fine, pos = _densify(trajectory, camera, depth_m, max_step_px / 4)  # pos: (N, T, P, 2) probe paths
@@ -361,7 +363,8 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
 def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
                 depth_m: float | torch.Tensor = math.inf, center: bool = True,
                 max_step_px: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paths :func:`kernels_at` rasterises: ``(N * P, T', 2)`` displacements (item-major) and ``(N * P, T')`` times.
+    """The paths :func:`kernels_at` rasterises: ``(N * P, T', 2)`` float32 displacements in pixels
+    (item-major) and ``(N * P, T')`` times in seconds, on the trajectory's device.
 
     Path ``i * P + j`` is the image of pixel ``points_px[j]`` ``(P, 2)`` under item ``i``'s motion,
     ``H(t) p - p`` on the densified poses, minus the renderer's centring shift when ``center``.
