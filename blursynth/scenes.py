@@ -65,10 +65,11 @@ class DeadLeaves:
     Args:
         alpha: exponent of the radius density ``r^-alpha`` (3: scale invariant; larger: smaller leaves).
         rmin: smallest radius, pixels (> 0).
-        rmax: largest radius, pixels; ``None``: the image's longer side.
+        rmax: largest radius, pixels (finite, >= ``rmin``); ``None``: the image's longer side.
         coverage: the expected uncovered fraction of the image is ``exp(-coverage)``; more leaves
             cost proportionally more time.
-        max_leaves: cap on the number of leaves per image (bounds time and memory on huge images).
+        max_leaves: cap on the number of leaves per image, an integer in ``[1, 10**8]`` (bounds time
+            and memory on huge images).
         chroma: scale of the a*, b* colour spread (0: grey leaves).
         vivid: fraction of leaves with 2.5x chroma (saturated objects are rare but present in photos).
         shading: largest relative brightness change of a leaf's gradient across its radius.
@@ -110,8 +111,16 @@ class DeadLeaves:
                 raise ValueError(f"dead leaves option {name}={value!r} is out of range [{lo}, {hi}]")
         if self.alpha == 1.0:
             raise ValueError("dead leaves option alpha=1 is degenerate; use a value in (1, 10]")
-        if self.rmax is not None and not self.rmin <= self.rmax:
-            raise ValueError(f"dead leaves option rmax={self.rmax!r} must be >= rmin={self.rmin}")
+        if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int):
+            raise ValueError(f"dead leaves option max_leaves={self.max_leaves!r} must be an integer")
+        if self.rmax is not None:
+            rmax = self.rmax
+            if isinstance(rmax, numbers.Real) and not isinstance(rmax, (bool, int, float)):
+                rmax = float(rmax)  # NumPy scalars: plain numbers
+            if isinstance(rmax, bool) or not isinstance(rmax, (int, float)) or not self.rmin <= rmax < math.inf:
+                raise ValueError(f"dead leaves option rmax={self.rmax!r} must be a finite number of pixels "
+                                 f">= rmin={self.rmin}, or None")
+            object.__setattr__(self, "rmax", rmax)
         try:
             lo, hi = (float(v) for v in self.defocus_sigma)
         except (TypeError, ValueError):

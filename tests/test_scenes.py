@@ -246,3 +246,17 @@ def test_numpy_integers_for_sizes_and_options():
     opt = DeadLeaves(max_leaves=np.int64(100), alpha=np.float32(3.5))
     assert opt.to_dict() == DeadLeaves(max_leaves=100, alpha=3.5).to_dict()
     json.dumps(opt.to_dict())
+
+
+def test_rmax_and_max_leaves_must_be_finite_numbers_and_an_integer():
+    """DeadLeaves(rmax=inf) was accepted and rendering then failed with 'cannot convert float NaN to
+    integer'; rmax="5" raised a bare TypeError comparing float and str; max_leaves=1.5 capped at 1 leaf.
+    Each is now refused when the options are built, naming the option."""
+    for rmax in (math.inf, "5", True):
+        with pytest.raises(ValueError, match="rmax"):
+            DeadLeaves(rmax=rmax)
+    for cap in (1.5, 1000.0, True):
+        with pytest.raises(ValueError, match="max_leaves"):
+            DeadLeaves(max_leaves=cap)
+    opt = DeadLeaves(rmax=np.float32(8.0))
+    assert type(opt.rmax) is float and torch.equal(opt.render(1, 16, 0), DeadLeaves(rmax=8.0).render(1, 16, 0))
