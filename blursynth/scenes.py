@@ -182,7 +182,8 @@ class DeadLeaves:
         return self.render_at(rng.as_index(range(start, start + n), device=device), (h, w), seed)
 
     def render_at(self, index: torch.Tensor, size, seed: int) -> torch.Tensor:
-        """Images of arbitrary item indices ``(N,)`` int64 (rendered on ``index.device``)."""
+        """Images of arbitrary item indices ``(N,)`` int64 tensor: ``(N, 3, H, W)`` float32 sRGB in [0, 1],
+        rendered on ``index.device``."""
         h, w = _size(size)
         seed = rng.check_seed(seed)
         reach = math.ceil(3 * self.defocus_sigma[1])  # the defocus blur pads by reflection this far
@@ -211,15 +212,19 @@ def dead_leaves(n: int, size, seed: int, start: int = 0, device: torch.device | 
     """Textured dead-leaves images ``start .. start + n - 1``.
 
     Args:
-        n: number of images.
-        size: ``(height, width)`` or one int for a square, pixels.
+        n: number of images (>= 0).
+        size: ``(height, width)`` or one int for a square, pixels (>= 1).
         seed: base seed; image ``i`` depends only on ``(seed, i)`` and ``params``.
         start: index of the first image.
         device: where to render (CPU or CUDA; results agree up to float rounding).
         **params: options of :class:`DeadLeaves` (``alpha``, ``rmin``, ``rmax``, ``texture``, ...).
 
     Returns:
-        ``(n, 3, H, W)`` float32 sRGB values in [0, 1].
+        ``(n, 3, H, W)`` float32 sRGB values in [0, 1] on ``device``.
+
+    Raises:
+        ValueError: ``n`` or ``start`` negative, a size that is not positive integers, or an option
+            out of range (the message names it).
     """
     return DeadLeaves(**params).render(n, size, seed, start, device)
 
