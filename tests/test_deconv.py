@@ -251,3 +251,11 @@ def test_empty_batch_gives_an_empty_result(name, planes):
     for key, value in bad.items():
         with pytest.raises(ValueError, match=key):
             deconv.METHODS[name](y, k, **{key: value})
+
+
+@pytest.mark.parametrize("beta_max", [1.0, 0.5, float("nan")])
+def test_hyper_laplacian_refuses_a_schedule_with_no_step(beta_max):
+    """beta_max at or below beta0 (or NaN) ran no splitting step and returned the blurry input
+    unchanged, without a word."""
+    with pytest.raises(ValueError, match="beta_max must be finite and above 1"):
+        deconv.hyper_laplacian(_scene(32), _motion_kernel(), beta0=1.0, beta_max=beta_max)

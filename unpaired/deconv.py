@@ -366,7 +366,7 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
             estimated noise of each image (:func:`auto_lambda`).
         alpha: prior exponent, 2/3 or 1/2 as in the paper (any value in (0, 2]).
         beta0, beta_max, beta_rate: continuation schedule of the splitting weight (``beta0 > 0``,
-            ``beta_rate > 1``).
+            ``beta_max > beta0``, ``beta_rate > 1``).
         inner: alternations per beta value (>= 1).
         taper: pad and edge-taper first (:func:`prepare`).
         lut: solve the w-step by lookup table (:func:`shrink_lut`, about 10x faster) instead of
@@ -379,6 +379,7 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha must be in (0, 2], got {alpha}")
     _check_positive("beta0", beta0)
+    _check_positive("beta_max", beta_max, floor=beta0)  # (else no step runs and y comes back unchanged)
     _check_positive("beta_rate", beta_rate, floor=1.0)  # at 1 or below beta never reaches beta_max
     if inner < 1:
         raise ValueError(f"inner must be at least 1, got {inner}")
