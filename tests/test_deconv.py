@@ -259,3 +259,25 @@ def test_hyper_laplacian_refuses_a_schedule_with_no_step(beta_max):
     unchanged, without a word."""
     with pytest.raises(ValueError, match="beta_max must be finite and above 1"):
         deconv.hyper_laplacian(_scene(32), _motion_kernel(), beta0=1.0, beta_max=beta_max)
+
+
+def test_noise_estimate_refuses_integer_images():
+    """uint8 images were accepted and their Haar differences wrapped around (0 - 1 = 255), so the
+    noise level came out wrong (97 instead of 77 for one random 16x16 image of 0-255 values)."""
+    y = (_scene(16) * 255).round().to(torch.uint8)
+    with pytest.raises(ValueError, match=r"y must be a float tensor.*y\.float\(\) / 255"):
+        deconv.estimate_noise(y)
+    with pytest.raises(ValueError, match="y must be a float tensor"):
+        deconv.auto_lambda(y)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda v: deconv.shrink_hyper_laplacian(v, 0.0, 0.5), "beta must be finite and above 0"),  # ZeroDivisionError
+    (lambda v: deconv.shrink_hyper_laplacian(v, -1.0, 2 / 3), "beta must be finite and above 0"),  # 'clamp ... complex'
+    (lambda v: deconv.shrink_lut(v, 0.0, 0.5), "beta must be finite and above 0"),
+    (lambda v: deconv.shrink_lut(v, 2.0, 0.5, size=1), "size must be an integer >= 2"),  # returned all zeros
+])
+def test_shrinkage_refuses_bad_parameters(call, message):
+    v = torch.tensor([-0.9, 0.1, 0.8], dtype=torch.float64)
+    with pytest.raises(ValueError, match=message):
+        call(v)

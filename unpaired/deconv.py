@@ -172,7 +172,10 @@ def estimate_noise(y: torch.Tensor) -> torch.Tensor:
     """Noise standard deviation per image and channel, ``(B, C)``, from the median absolute value
     of the finest diagonal Haar detail (Donoho's MAD estimator; blur leaves that band nearly
     empty, so what remains is noise). Floored at the 8-bit quantisation noise ``1/255/sqrt(12)``.
-    ``y`` must be at least 2x2 pixels."""
+    ``y (..., C, H, W)`` float in ``[0, 1]``, at least 2x2 pixels; the result is in the same units,
+    dtype and device (one value per leading index and channel)."""
+    if not y.is_floating_point():  # (integer differences wrap around: uint8 0 - 1 is 255)
+        raise ValueError(f"y must be a float tensor in [0, 1], got {y.dtype}; convert it (8-bit images: y.float() / 255)")
     _check_image_size(y, 2, 2)
     d = (y[..., :-1, :-1] - y[..., 1:, :-1] - y[..., :-1, 1:] + y[..., 1:, 1:]) / 2.0
     sigma = d.abs().flatten(-2).median(dim=-1).values / 0.6745
@@ -292,10 +295,11 @@ def shrink_hyper_laplacian(v: torch.Tensor, beta: float, alpha: float, newton_st
         v: any shape, float. beta: splitting weight (> 0). alpha: exponent in ``(0, 2]``.
 
     Returns:
-        ``w`` of the shape of ``v``.
+        ``w`` of the shape, dtype and device of ``v``.
     """
     if not 0 < alpha <= 2:
         raise ValueError(f"alpha must be in (0, 2], got {alpha}")
+    _check_positive("beta", beta)
     if alpha == 2:
         return v * (beta / (beta + 2.0))
     if alpha == 1:
@@ -319,8 +323,11 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> 
 
     The exact solution is computed once at ``size`` points of ``|v|`` in ``[0, max|v|]`` and
     interpolated linearly, except in the cell where ``w`` jumps from 0, where the cheaper of the two
-    ends is taken. ``v`` any shape; returns ``w`` alike.
+    ends is taken. ``v`` any shape, float; returns ``w`` alike. ``beta > 0``, ``alpha`` in ``(0, 2]``,
+    ``size >= 2``.
     """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+        raise ValueError(f"size must be an integer >= 2 (table points), got {size!r}")
     a = v.abs()
     top = float(a.detach().max()) if a.numel() else 0.0  # a bound for the table, not part of the graph
     if top == 0.0:
