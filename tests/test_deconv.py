@@ -281,3 +281,31 @@ def test_shrinkage_refuses_bad_parameters(call, message):
     v = torch.tensor([-0.9, 0.1, 0.8], dtype=torch.float64)
     with pytest.raises(ValueError, match=message):
         call(v)
+
+
+@pytest.mark.parametrize("call, message", [
+    # a (B,) tensor failed inside the division: 'The size of tensor a (2) must match the size of tensor b (13)'
+    (lambda x, k: deconv.wiener(x, k, nsr=torch.full((2,), 0.01)), r"nsr must be .* \(B, C, 1, 1\) = \(2, 1, 1, 1\)"),
+    (lambda x, k: deconv.hyper_laplacian(x, k, lam=torch.full((3, 1, 1, 1), 1e3)), r"lam must be .*\(2, 1, 1, 1\)"),
+    # TypeErrors from range(): "'float' object cannot be interpreted as an integer"
+    (lambda x, k: deconv.richardson_lucy(x, k, iterations=2.5), "iterations must be an integer >= 0"),
+    (lambda x, k: deconv.hyper_laplacian(x, k, inner=1.5), "inner must be an integer >= 1"),
+    # a negative margin gave a padded frame smaller than the image
+    (lambda x, k: deconv.prepare(x, k, margin=-30), "margin must be an integer >= 0"),
+    # IndexErrors from the sum check
+    (lambda x, k: deconv.check_kernel(torch.full((3,), 1 / 3)), r"kernel must be \(h, w\)"),
+])
+def test_bad_parameters_are_named(call, message):
+    x = torch.cat([_scene(32), _scene(32, seed=1)])
+    with pytest.raises(ValueError, match=message):
+        call(x, _motion_kernel())
+
+
+def test_per_image_parameters_and_empty_kernel_batches_are_accepted():
+    x = torch.cat([_scene(32), _scene(32, seed=1)])
+    per_image = deconv.wiener(x, _motion_kernel(), nsr=torch.tensor([1e-3, 1e-1]).view(-1, 1, 1, 1))
+    each = [deconv.wiener(x[i:i + 1], _motion_kernel(), nsr=v) for i, v in enumerate((1e-3, 1e-1))]
+    torch.testing.assert_close(per_image, torch.cat(each))
+    # no kernels for no images: check_kernel raised IndexError from argmax of an empty tensor
+    deconv.check_kernel(torch.ones(0, 3, 3))
+    assert deconv.wiener(torch.rand(0, 1, 12, 10), torch.ones(0, 3, 3) / 9).shape == (0, 1, 12, 10)

@@ -3,7 +3,8 @@ prior solved by half-quadratic splitting (Krishnan & Fergus, NIPS 2009).
 
 All solvers take a blurry batch ``y (B, C, H, W)`` (float32/float64, any device) and kernels as
 :func:`blursynth.blur.blur` takes them (``(h, w)``, ``(B|1, h, w)`` or ``(B|1, C|1, h, w)``, centre at
-``(h // 2, w // 2)``, true convolution), and return the restored ``(B, C, H, W)`` on the same device.
+``(h // 2, w // 2)``, true convolution; cast to ``y``'s dtype and device), and return the restored
+``(B, C, H, W)`` in ``y``'s dtype on its device, not clipped (expect values slightly outside ``[0, 1]``).
 Kernels must be finite, non-negative and each sum to 1, as the package's kernels do
 (:func:`check_kernel`): the solvers take the kernel as the whole blur, so one summing to 0.5 would
 double the brightness and one summing to 0 has no inverse. Bad images, kernels or parameters raise
@@ -20,6 +21,7 @@ The padding is cropped off the result.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -34,14 +36,19 @@ KERNEL_SUM_TOLERANCE = 1e-3
 
 
 def check_kernel(kernel: torch.Tensor, name: str = "kernel") -> None:
-    """Raise ValueError unless every ``(h, w)`` kernel of ``kernel (..., h, w)`` is finite,
-    non-negative (down to -1e-6, float rounding) and sums to 1 within :data:`KERNEL_SUM_TOLERANCE`."""
+    """Raise ValueError unless every ``(h, w)`` kernel of ``kernel (..., h, w)`` (any dtype and device;
+    a batch of none passes) is finite, non-negative (down to -1e-6, float rounding) and sums to 1
+    within :data:`KERNEL_SUM_TOLERANCE`; ``name`` names it in the message."""
     k = kernel.detach()
+    if k.dim() < 2:
+        raise ValueError(f"{name} must be (h, w) or a batch (..., h, w) of kernels, got shape {tuple(k.shape)}")
     if not torch.isfinite(k).all():
         raise ValueError(f"{name} has NaN or infinite values")
     if (k < -1e-6).any():
         raise ValueError(f"{name} has negative values (down to {float(k.min()):.3g}); blur kernels are non-negative")
     error = (k.sum(dim=(-2, -1)) - 1.0).flatten()
+    if error.numel() == 0:  # a batch of no kernels (for a batch of no images)
+        return
     worst = int(error.abs().argmax())
     total = 1.0 + float(error[worst])
     if abs(total - 1.0) > KERNEL_SUM_TOLERANCE:
@@ -87,6 +94,26 @@ def _check_positive(name: str, value: float | torch.Tensor, floor: float = 0.0, 
         raise ValueError(f"{name} must be finite and {'above' if strict else 'at least'} {floor:g}, got {got}")
 
 
+def _check_count(name: str, value: int, floor: int) -> None:
+    """Raise ValueError unless ``value`` is an integer (not a bool) of at least ``floor``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < floor:
+        raise ValueError(f"{name} must be an integer >= {floor}, got {value!r}")
+
+
+def _check_per_image(name: str, value: float | torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ValueError unless ``value`` is a number or a tensor broadcastable to ``(B, C, 1, 1)`` of ``y``."""
+    if not isinstance(value, torch.Tensor):
+        return
+    want = (*y.shape[:2], 1, 1)
+    try:
+        ok = torch.broadcast_shapes(tuple(value.shape), want) == want
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a number or a tensor broadcastable to (B, C, 1, 1) = {want}, got shape "
+                         f"{tuple(value.shape)}; for one value per image pass {name}.view(-1, 1, 1, 1)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Boundary handling
 
@@ -110,7 +137,7 @@ def edgetaper(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         kernel: as in :func:`blursynth.blur.blur` (moved to the image's device and dtype).
 
     Returns:
-        ``(B, C, H, W)``: ``w * image + (1 - w) * blur_circular(image)`` with ``w`` the separable
+        ``(B, C, H, W)`` in the image's dtype: ``w * image + (1 - w) * blur_circular(image)`` with ``w`` the separable
         taper of :func:`_taper_weights`, so the image is smooth across its periodic seam.
     """
     k = as_kernel4d(kernel, image)
@@ -123,13 +150,15 @@ def edgetaper(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
 def prepare(y: torch.Tensor, kernel: torch.Tensor, margin: int | None = None,
             taper_iterations: int = 3) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad ``y`` (replicated border) to a fast FFT size with at least ``margin`` pixels per side
-    (default: the kernel's larger side), then edge-taper it ``taper_iterations`` times.
+    (default: the kernel's larger side; an integer >= 0), then edge-taper it ``taper_iterations`` times.
 
-    Returns ``(padded (B, C, H', W'), (top, left))``; crop the solution with :func:`crop`.
+    Returns ``(padded (B, C, H', W'), (top, left))`` (``H' >= H + 2 * margin``, ``W'`` a multiple of
+    :data:`blursynth.blur.R2C_MULTIPLE`; ``y``'s dtype and device); crop the solution with :func:`crop`.
     """
     k = as_kernel4d(kernel, y)
     h, w = k.shape[-2:]
     margin = max(h, w) if margin is None else margin
+    _check_count("margin", margin, 0)  # (a negative one gave a frame smaller than y)
     hh, ww = y.shape[-2:]
     n, m = fast_length(hh + 2 * margin), fast_length(ww + 2 * margin, R2C_MULTIPLE)
     top, left = (n - hh) // 2, (m - ww) // 2
@@ -140,7 +169,7 @@ def prepare(y: torch.Tensor, kernel: torch.Tensor, margin: int | None = None,
 
 
 def crop(x: torch.Tensor, offset: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-    """The ``size = (H, W)`` window at ``offset = (top, left)`` of ``x (B, C, H', W')``."""
+    """The ``size = (H, W)`` window at ``offset = (top, left)`` of ``x (..., H', W')`` (a view, not a copy)."""
     return x[..., offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
 
 
@@ -185,7 +214,9 @@ def estimate_noise(y: torch.Tensor) -> torch.Tensor:
 def estimate_nsr(y: torch.Tensor) -> torch.Tensor:
     """Noise-to-signal ratio for :func:`wiener` with the gradient prior, ``(B, C, 1, 1)``: noise
     variance over the mean squared gradient of ``y`` (the signal model is a ``1/|f|^2`` power
-    spectrum, whose gradient is white with that energy)."""
+    spectrum, whose gradient is white with that energy). ``y (B, C, H, W)`` float, at least 2x2; the
+    result is in its dtype and on its device, unitless (a flat image gives a huge ratio, up to
+    ``noise^2 / 1e-12``)."""
     gx, gy = _grad(y)
     signal = (gx.square() + gy.square()).mean(dim=(-2, -1))
     return (estimate_noise(y).square() / signal.clamp_min(1e-12))[..., None, None]
@@ -202,20 +233,21 @@ def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor | No
     Args:
         y: ``(B, C, H, W)`` blurry images.
         kernel: blur kernels, non-negative, each summing to 1 (see module docstring).
-        nsr: noise-to-signal ratio (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)``; ``None``
+        nsr: noise-to-signal ratio (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)`` (on ``y``'s device); ``None``
             estimates it per image and channel with :func:`estimate_nsr`.
         prior: ``"gradient"`` (``P = |Dx|^2 + |Dy|^2``: natural images' ``1/|f|^2`` spectrum, the
             better choice for photographs) or ``"flat"`` (``P = 1``, the textbook white-signal form).
         taper: pad and edge-taper first (:func:`prepare`); off only for truly periodic images.
 
     Returns:
-        ``(B, C, H, W)`` restored images.
+        ``(B, C, H, W)`` restored images, ``y``'s dtype and device, not clipped.
     """
     if prior not in ("gradient", "flat"):
         raise ValueError(f"prior must be 'gradient' or 'flat', got {prior!r}")
     k = _checked_kernel(y, kernel)
     if nsr is not None:
         _check_positive("nsr", nsr)
+        _check_per_image("nsr", nsr, y)
     if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
         return y.clone()
     if nsr is None:
@@ -249,16 +281,16 @@ def richardson_lucy(y: torch.Tensor, kernel: torch.Tensor, iterations: int = 50,
     Args:
         y: ``(B, C, H, W)`` non-negative blurry images (negative values are clamped to 0).
         kernel: non-negative kernels summing to 1 (see module docstring).
-        iterations: fixed-point iterations (more = sharper and noisier unless ``tv > 0``).
+        iterations: fixed-point iterations, an integer >= 0 (more = sharper and noisier unless
+            ``tv > 0``; 0 returns the clamped input).
         tv: TV weight (>= 0), ``0`` for plain RL; about ``0.002``-``0.01`` for images in ``[0, 1]``.
         taper: pad and edge-taper first (:func:`prepare`).
         eps: floor of the divisions (> 0), in image units.
 
     Returns:
-        ``(B, C, H, W)`` restored images, non-negative.
+        ``(B, C, H, W)`` restored images, non-negative (not clipped at 1), ``y``'s dtype and device.
     """
-    if iterations < 0:
-        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    _check_count("iterations", iterations, 0)
     _check_positive("tv", tv, strict=False)
     _check_positive("eps", eps)
     k = _checked_kernel(y, kernel)
@@ -351,7 +383,8 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> 
 def auto_lambda(y: torch.Tensor) -> torch.Tensor:
     """Data weight of :func:`hyper_laplacian` from the estimated noise, ``0.8 * sigma^-1.5`` per image
     and channel, ``(B, C, 1, 1)``. Fitted on synthetic edges at sigma 0.002-0.04 (the best weight on
-    a grid fell from 1e4 to 1e2 along that range) and giving about 5000 on clean 8-bit photographs."""
+    a grid fell from 1e4 to 1e2 along that range) and giving about 5000 on clean 8-bit photographs.
+    ``y (B, C, H, W)`` float in ``[0, 1]``, at least 2x2; the result is in its dtype and on its device."""
     return (0.8 * estimate_noise(y).pow(-1.5))[..., None, None]
 
 
@@ -368,19 +401,19 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
     Args:
         y: ``(B, C, H, W)`` blurry images in ``[0, 1]`` (``lam`` is tuned for that scale).
         kernel: blur kernels, non-negative, each summing to 1 (see module docstring).
-        lam: data weight (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)``; larger for less
+        lam: data weight (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)`` (on ``y``'s device); larger for less
             noise (about 1e3 at 1% noise, 5e3 for clean 8-bit photographs). ``None`` sets it from the
             estimated noise of each image (:func:`auto_lambda`).
         alpha: prior exponent, 2/3 or 1/2 as in the paper (any value in (0, 2]).
         beta0, beta_max, beta_rate: continuation schedule of the splitting weight (``beta0 > 0``,
             ``beta_max > beta0``, ``beta_rate > 1``).
-        inner: alternations per beta value (>= 1).
+        inner: alternations per beta value (an integer >= 1).
         taper: pad and edge-taper first (:func:`prepare`).
         lut: solve the w-step by lookup table (:func:`shrink_lut`, about 10x faster) instead of
             per-pixel Newton (:func:`shrink_hyper_laplacian`).
 
     Returns:
-        ``(B, C, H, W)`` restored images.
+        ``(B, C, H, W)`` restored images, ``y``'s dtype and device, not clipped.
     """
     k = _checked_kernel(y, kernel)
     if not 0 < alpha <= 2:
@@ -388,10 +421,10 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
     _check_positive("beta0", beta0)
     _check_positive("beta_max", beta_max, floor=beta0)  # (else no step runs and y comes back unchanged)
     _check_positive("beta_rate", beta_rate, floor=1.0)  # at 1 or below beta never reaches beta_max
-    if inner < 1:
-        raise ValueError(f"inner must be at least 1, got {inner}")
+    _check_count("inner", inner, 1)
     if lam is not None:
         _check_positive("lam", lam)
+        _check_per_image("lam", lam, y)
     if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
         return y.clone()
     if lam is None:
