@@ -101,3 +101,39 @@ def test_ssim_window_that_does_not_fit_is_named(size, window):
     x = torch.rand(1, 3, *size)
     with pytest.raises(ValueError, match=rf"window_size={window} for {size[0]}x{size[1]} images"):
         metrics.ssim(x, x, window_size=window)
+
+
+def test_empty_batches_are_scored_as_empty():
+    """align (and so levin_scores with radius > 0) and kernel_similarity raised 'non-positive groups
+    is not supported' from conv2d for a batch of no images, while psnr and ssim gave (0,)."""
+    x = torch.rand(0, 3, 48, 48)
+    aligned, shift = metrics.align(x, x)
+    assert aligned.shape == x.shape and shift.shape == (0, 2)
+    scores = metrics.levin_scores(x, x)
+    assert scores["psnr"].shape == scores["ssd"].shape == (0,) and scores["shift"].shape == (0, 2)
+    assert metrics.kernel_similarity(torch.zeros(0, 5, 5), torch.zeros(0, 5, 5))["ncc"].shape == (0,)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    # conv2d's 'Kernel size can't be greater than actual input size'
+    ({"radius": -1, "border": 5}, "radius must be an integer >= 0"),
+    # 'slice indices must be integers'
+    ({"radius": 2.5, "border": 15}, "radius must be an integer >= 0"),
+    # these three cropped to nothing, or to less than the SSIM window, and blamed ssim's window_size
+    ({"radius": 0, "border": -2}, r"border must be an integer >= 0 .* 48x48 .* at most 18"),
+    ({"radius": 0, "border": 30}, r"border must be .* at most 18"),
+    ({"radius": 3, "border": 20}, r"border must be .* at most 18"),
+])
+def test_levin_scores_names_a_bad_radius_or_border(kwargs, message):
+    x = torch.rand(1, 1, 48, 48)
+    with pytest.raises(ValueError, match=message):
+        metrics.levin_scores(x, x, **kwargs)
+
+
+def test_shift_image_takes_a_shift_of_another_dtype():
+    """A float64 shift with a float32 image failed in grid_sample ('expected scalar type Float but
+    found Double')."""
+    x = torch.rand(1, 2, 9, 11)
+    moved = metrics.shift_image(x, torch.tensor([[1.0, -2.0]], dtype=torch.float64))
+    assert moved.dtype == torch.float32
+    torch.testing.assert_close(moved[..., :-1, 2:], x[..., 1:, :-2], atol=1e-5, rtol=0)

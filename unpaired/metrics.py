@@ -1,7 +1,8 @@
 """Image and kernel quality metrics, and the Levin et al. (CVPR 2009) scoring protocol.
 
-Images are ``(B, C, H, W)`` float in ``[0, 1]`` on any device; every function returns per-image
-values ``(B,)`` so a table can list them. PSNR and SSIM are kornia's. The Levin protocol forgives
+Images are ``(B, C, H, W)`` float in ``[0, 1]`` (or ``[0, max_val]``) on any device, ``x`` and ``ref``
+of one shape, dtype and device; every function returns per-image values ``(B,)`` so a table can list
+them, on the images' device, float32 or float64 as they are (a batch of no images gives ``(0,)``). PSNR and SSIM are kornia's. The Levin protocol forgives
 what a deblurring method cannot know, the translation of the recorded blur: it aligns the restored
 image to the sharp one up to a shift (integer search within a radius, then sub-pixel refinement),
 crops a border, and only then scores. The error ratio compares a restoration's error with the
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
-    """PSNR in dB per image, ``(B,)`` (kornia's, applied image by image)."""
+    """PSNR in dB per image, ``(B,)`` (kornia's, applied image by image): ``10 log10(max_val^2 / MSE)``
+    over all channels and pixels, ``inf`` for identical images; nothing is clipped."""
     _check_pair(x, ref)
     if x.shape[0] == 0:  # (torch.stack of no images fails)
         return x.new_zeros(0, dtype=torch.promote_types(x.dtype, torch.float32))
@@ -25,8 +27,9 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tens
 
 def ssim(x: torch.Tensor, ref: torch.Tensor, window_size: int = 11, max_val: float = 1.0) -> torch.Tensor:
     """Mean SSIM per image, ``(B,)``: kornia's Gaussian-window SSIM over the positions where the
-    whole window fits (no padding, so borders are not invented): images must be at least
-    ``window_size`` (odd) pixels a side."""
+    whole window fits (no padding, so borders are not invented; Gaussian sigma 1.5, constants
+    ``(0.01 max_val)^2`` and ``(0.03 max_val)^2``), averaged over channels: images must be at least
+    ``window_size`` (odd) pixels a side. At most 1."""
     _check_pair(x, ref)
     if window_size < 1 or window_size % 2 == 0 or min(x.shape[-2:]) < window_size:
         raise ValueError(f"ssim needs an odd window_size no larger than the images, got window_size={window_size} "
@@ -39,6 +42,11 @@ def _check_pair(x: torch.Tensor, ref: torch.Tensor) -> None:
     if x.dim() != 4 or x.shape != ref.shape:
         raise ValueError(f"images must both be (B, C, H, W) of one shape, got {tuple(x.shape)} "
                          f"and {tuple(ref.shape)}")
+
+
+def _check_pixels(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0 (pixels), got {value!r}")
 
 
 def _window_ssd(x: torch.Tensor, ref: torch.Tensor, radius: int, border: int) -> torch.Tensor:
@@ -60,9 +68,11 @@ def _window_ssd(x: torch.Tensor, ref: torch.Tensor, radius: int, border: int) ->
 
 
 def shift_image(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Resample ``x (B, C, H, W)`` at ``p + shift`` (``shift (B, 2)`` as ``(dy, dx)`` pixels, any
-    real value) by bicubic interpolation; samples outside the image repeat the border."""
+    """Resample ``x (B, C, H, W)`` float at ``p + shift`` (``shift (B, 2)`` as ``(dy, dx)`` pixels, any
+    real value, cast to ``x``'s dtype and device) by bicubic interpolation; samples outside the image
+    repeat the border. Returns ``(B, C, H, W)`` like ``x``, not clipped (bicubic overshoots)."""
     b, _, hh, ww = x.shape
+    shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device)  # (grid_sample wants one dtype)
     ys = torch.arange(hh, dtype=x.dtype, device=x.device)
     xs = torch.arange(ww, dtype=x.dtype, device=x.device)
     gy = (ys[None, :, None] + shift[:, 0, None, None]) * (2.0 / max(hh - 1, 1)) - 1.0
@@ -79,18 +89,25 @@ def align(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15
     grid search of ``+-3`` steps around the current best, resampled bicubically.
 
     Args:
-        x, ref: ``(B, C, H, W)``, same shape; ``border >= radius + 1`` so shifted windows stay inside.
+        x, ref: ``(B, C, H, W)``, same shape, dtype and device, sides above ``2 * border``.
+        radius, border: integers >= 0 (pixels), ``border >= radius + 1`` so shifted windows stay inside.
+        subpixel: refinement steps in pixels, coarse to fine.
 
     Returns:
-        ``(aligned x (B, C, H, W), shift (B, 2))`` with ``aligned[p] = x[p + shift]``.
+        ``(aligned x (B, C, H, W), shift (B, 2))`` in ``x``'s dtype with ``aligned[p] = x[p + shift]``,
+        ``shift`` within ``radius + 3 * sum(subpixel)`` of 0.
     """
     _check_pair(x, ref)
+    _check_pixels("radius", radius)
+    _check_pixels("border", border)
     if border < radius + 1:
         raise ValueError(f"border ({border}) must exceed the shift radius ({radius}) so shifted windows "
                          "stay inside the image")
     if min(x.shape[-2:]) <= 2 * border:
         raise ValueError(f"image {tuple(x.shape[-2:])} too small for a {border} px border")
     b = x.shape[0]
+    if b == 0 or x.shape[1] == 0:  # (no images, or no channels: conv2d refuses zero groups)
+        return x.clone(), x.new_zeros(b, 2)
     ssd = _window_ssd(x, ref, radius, border).flatten(1)
     best = ssd.argmin(dim=1)
     side = 2 * radius + 1
@@ -112,12 +129,22 @@ def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: i
     """Levin et al. 2009 protocol: align up to a shift, crop ``border``, then score.
 
     Args:
-        x: restored ``(B, C, H, W)``; ref: sharp ``(B, C, H, W)``; ``radius = 0`` skips the alignment.
+        x: restored ``(B, C, H, W)``, clipped to ``[0, max_val]`` after the alignment; ref: sharp
+            ``(B, C, H, W)``, same shape, dtype and device.
+        radius, border: integers >= 0, in pixels; ``radius = 0`` skips the alignment, else ``border >
+            radius``; ``border`` must leave at least 11 px a side (the SSIM window).
 
     Returns:
-        dict of ``(B,)`` tensors: ``psnr`` (dB), ``ssim``, ``ssd`` (sum of squared errors, the
-        quantity the error ratio divides), and ``shift`` ``(B, 2)`` (dy, dx) that was applied.
+        dict of ``(B,)`` tensors: ``psnr`` (dB), ``ssim``, ``ssd`` (sum of squared errors over the
+        cropped pixels and channels, the quantity the error ratio divides), and ``shift`` ``(B, 2)``
+        (dy, dx, pixels) that was applied.
     """
+    _check_pair(x, ref)
+    _check_pixels("radius", radius)
+    side = min(x.shape[-2:])
+    if isinstance(border, bool) or not isinstance(border, int) or border < 0 or side - 2 * border < 11:
+        raise ValueError(f"border must be an integer >= 0 that leaves the 11 px SSIM window of {x.shape[-2]}x"
+                         f"{x.shape[-1]} images, got {border!r}; pass a border of at most {max(side - 11, 0) // 2}")
     if radius > 0:
         x, shift = align(x, ref, radius=radius, border=border)
     else:
@@ -133,7 +160,8 @@ def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: i
 
 def error_ratio(ssd_estimated: torch.Tensor, ssd_true_kernel: torch.Tensor) -> torch.Tensor:
     """Levin's error ratio: the restoration's squared error over that of the same non-blind
-    deconvolution run with the true kernel (below 2-3 counts as a success). ``(B,)``."""
+    deconvolution run with the true kernel (below 2-3 counts as a success). ``(B,)`` from two
+    broadcastable tensors; a true-kernel error of 0 counts as 1e-12."""
     return ssd_estimated / ssd_true_kernel.clamp_min(1e-12)
 
 
@@ -162,10 +190,12 @@ def kernel_similarity(k_est: torch.Tensor, k_true: torch.Tensor) -> dict[str, to
     """How close estimated kernels are to the true ones, forgiving a translation.
 
     Args:
-        k_est, k_true: ``(h, w)``, ``(N, h, w)`` or ``(N, 1, h, w)``; sizes may differ (zero-padded).
+        k_est, k_true: ``(h, w)``, ``(N, h, w)`` or ``(N, 1, h, w)``, non-negative, on one device (``k_est``
+            is cast to ``k_true``'s dtype); sizes may differ (zero-padded), and one kernel of either
+            is compared with each of the other's.
 
     Returns:
-        dict of ``(N,)``: ``ncc`` the maximum over all shifts of the normalised cross-correlation
+        dict of ``(N,)`` in ``k_true``'s dtype: ``ncc`` the maximum over all shifts of the normalised cross-correlation
         (1 for identical kernels up to translation and scale), and ``centred_error`` the sum of
         squared differences once each kernel is normalised to sum 1 and moved so its centroid sits
         at the canvas centre (bicubic resampling).
@@ -177,6 +207,8 @@ def kernel_similarity(k_est: torch.Tensor, k_true: torch.Tensor) -> dict[str, to
                              "give as many of each, or one of either to compare with all")
         a, b = torch.broadcast_tensors(a, b)
     n, h, w = a.shape
+    if n == 0:  # (conv2d refuses zero groups)
+        return {"ncc": a.new_zeros(0), "centred_error": a.new_zeros(0)}
     full = F.conv2d(F.pad(a[None], (w - 1, w - 1, h - 1, h - 1)), b[:, None], groups=n)[0]
     ncc = full.flatten(1).amax(1) / (a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1)).clamp_min(1e-12)
 
