@@ -266,3 +266,10 @@ def test_shake_kernels_grow_with_the_learned_scale():
     after.sum().backward()  # and the discriminator's gradient reaches the scale
     assert sampler.log_scale.grad > 0
     torch.testing.assert_close(kernel_centroid(k), torch.zeros(64, 2), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("size", [-1, 2.5, "50"])
+def test_image_pool_refuses_a_bad_size(size):
+    """ImagePool(-1) was built and its first query past the fill failed with 'list index out of range'."""
+    with pytest.raises(ValueError, match="image pool size must be an integer >= 0"):
+        ImagePool(size)

@@ -1,7 +1,8 @@
 """Losses of the trainers: LSGAN, cycle/identity L1, L1/Charbonnier, VGG16 perceptual, and the image pool.
 
-Images are ``(B, 3, H, W)`` in ``[0, 1]`` on any device; every loss returns a scalar tensor on the
-input's device. The image pool draws through :mod:`blursynth.rng` with its own query counter, so its
+Images are ``(B, 3, H, W)`` in ``[0, 1]`` on any device, ``pred`` and ``target`` of one shape (not
+checked: torch broadcasts or refuses a mismatch); every loss is computed in float32 and returns a float32 scalar
+tensor on the input's device. The image pool draws through :mod:`blursynth.rng` with its own query counter, so its
 choices are a pure function of (seed, how many batches it has seen) and survive a resume exactly.
 """
 
@@ -22,18 +23,21 @@ VGG16_ADVICE = (f"Download torchvision's VGG16 weights from {VGG16_URL} on a mac
 
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least-squares GAN loss (Mao et al. 2017): mean of (score - 1)^2 for real, score^2 for fake."""
+    """Least-squares GAN loss (Mao et al. 2017): mean of (score - 1)^2 for real, score^2 for fake, over
+    ``scores`` of any shape (NaN for none)."""
     target = torch.ones_like(scores) if real else torch.zeros_like(scores)
     return F.mse_loss(scores.float(), target.float())
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    """Mean of sqrt((pred - target)^2 + eps^2): L1 that is smooth at 0."""
+    """Mean of sqrt((pred - target)^2 + eps^2): L1 that is smooth at 0 (``eps`` in image units; the
+    loss of a perfect prediction is ``|eps|``)."""
     return torch.sqrt((pred.float() - target.float()) ** 2 + eps * eps).mean()
 
 
 def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``"l1"`` or ``"charbonnier"`` between two image batches."""
+    """``"l1"`` or ``"charbonnier"`` (eps 1e-3) between two image batches, a float32 scalar; another
+    ``name`` raises ValueError."""
     if name == "l1":
         return F.l1_loss(pred.float(), target.float())
     if name == "charbonnier":
@@ -46,7 +50,9 @@ class VGGPerceptual(nn.Module):
 
     The pretrained weights come from a local file (torchvision's ``vgg16-397923af.pth``, or any state
     dict holding at least its ``features.0`` .. ``features.14`` tensors); nothing is downloaded.
-    Inputs ``(B, 3, H, W)`` sRGB in ``[0, 1]``; the network is frozen and follows ``.to(device)``.
+    Inputs ``(B, 3, H, W)`` sRGB in ``[0, 1]``, float32 on the module's device (gradients flow to ``pred``
+    only); the network is frozen and follows ``.to(device)``. A missing file raises FileNotFoundError,
+    any other file ValueError.
     """
 
     LAYERS = (3, 8, 15)  # indices of relu1_2, relu2_2, relu3_3 in torchvision's vgg16().features
@@ -107,10 +113,13 @@ class ImagePool:
 
     Until ``size`` images are stored each query image is stored and returned; afterwards each is,
     with probability 1/2, swapped with a random stored image (the stored one is returned), else
-    returned as is. ``size == 0`` disables the pool. Images are kept detached on their device.
+    returned as is. ``size`` is an integer >= 0; ``size == 0`` disables the pool. Images are kept
+    detached on their device; all queries must share one ``(C, H, W)``.
     """
 
     def __init__(self, size: int = 50, seed: int = 0, stream: int = 0):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:  # (-1 failed at the first swap)
+            raise ValueError(f"image pool size must be an integer >= 0 (0 disables it), got {size!r}")
         self.size, self.seed, self.stream = size, seed, stream
         self.images: list[torch.Tensor] = []
         self.count = 0  # images queried so far: the counter of the random draws
