@@ -121,3 +121,15 @@ def test_photo_folders_leave_out_hidden_files(tmp_path):
     assert list_images(tmp_path, "--blurry") == [tmp_path / "photo.png"]
     images = FolderImages(tmp_path, "--blurry", 16)
     assert images.files == [tmp_path / "photo.png"] and images.skipped == []
+
+
+def test_crop_and_permutation_refuse_bad_input():
+    """Images of different sizes were all cut at the first one's size (a 30x30 sharp twin of a 17x23
+    blurry image got a crop of another place); size 0 gave empty crops; permuted(n=0) raised
+    ZeroDivisionError."""
+    with pytest.raises(ValueError, match="different sizes"):
+        random_crop([torch.rand(3, 17, 23), torch.rand(3, 30, 30)], 5, 0, 3)
+    with pytest.raises(ValueError, match="crop size must be >= 1"):
+        random_crop([torch.rand(3, 17, 23)], 0, 0, 3)
+    with pytest.raises(ValueError, match="n=0"):
+        permuted(0, 0, 5)

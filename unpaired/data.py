@@ -163,7 +163,10 @@ def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
 # --------------------------------------------------------------------------- positions -> crops
 
 def permuted(seed: int, n: int, p: int, stream: int = _S_PERM) -> int:
-    """Item of a size-``n`` set at position ``p``: epochs are seeded permutations, one per ``p // n``."""
+    """Item (an int in ``[0, n)``) of a size-``n`` set at position ``p >= 0``: epochs are seeded
+    permutations, one per ``p // n``. ``n`` must be >= 1."""
+    if n < 1:  # (an empty set failed with ZeroDivisionError)
+        raise ValueError(f"permuted needs a set of at least one item, got n={n}")
     epoch = p // n
     keys = rng.uniform(seed, rng.as_index(range(epoch * n, (epoch + 1) * n)), (), stream=stream)
     return int(torch.argsort(keys, stable=True)[p % n])
@@ -171,8 +174,14 @@ def permuted(seed: int, n: int, p: int, stream: int = _S_PERM) -> int:
 
 def random_crop(images: list[torch.Tensor], size: int, seed: int, p: int, stream: int = 0,
                 name: str = "image") -> list[torch.Tensor]:
-    """The same random ``size x size`` crop (and horizontal flip) of equally sized ``(C, H, W)`` images."""
+    """The same random ``size x size`` crop (and horizontal flip) of equally sized ``(C, H, W)`` images,
+    drawn from ``(seed, p, stream)``: contiguous, dtype and device kept. ``size >= 1``; an image
+    smaller than it raises ImageError naming ``name``, images of different sizes ValueError."""
     h, w = images[0].shape[-2:]
+    if size < 1:  # (0 gave empty crops, a negative size crops of other sizes)
+        raise ValueError(f"crop size must be >= 1, got {size}")
+    if any(im.shape[-2:] != images[0].shape[-2:] for im in images):  # (else all were cut at the first's scale)
+        raise ValueError(f"{name}: images of different sizes {[tuple(im.shape[-2:]) for im in images]} cannot share a crop")
     if h < size or w < size:
         raise ImageError(f"{name}: {w}x{h} is smaller than --crop {size}; lower --crop or remove it")
     idx = rng.as_index([p])
@@ -184,6 +193,7 @@ def random_crop(images: list[torch.Tensor], size: int, seed: int, p: int, stream
 
 
 def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The centred ``size x size`` window of ``image (..., H, W)`` (a view), shorter along a side under ``size``."""
     h, w = image.shape[-2:]
     size_y, size_x = min(size, h), min(size, w)
     y, x = (h - size_y) // 2, (w - size_x) // 2
