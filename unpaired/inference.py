@@ -1,7 +1,7 @@
 """Trained networks as restorers for ``python -m unpaired.evaluate --checkpoint CKPT``.
 
-A restorer maps a blurry ``(1, C, H, W)`` image in ``[0, 1]`` (and a kernel it ignores: the networks
-are blind) to the restored ``(1, C, H, W)`` on the same device. Gray inputs (``C == 1``) go through the
+A restorer maps blurry ``(B, C, H, W)`` images in ``[0, 1]`` (and a kernel it ignores: the networks
+are blind) to the restored ``(B, C, H, W)`` in ``[0, 1]``, float32, on the input's device. Gray inputs (``C == 1``) go through the
 3-channel network as three equal channels and come back as their mean.
 """
 

@@ -4,7 +4,7 @@ from :class:`LearnedKernels`, a learned distribution, or :class:`ShakeKernels`, 
 of learned size).
 
 All generators take and return ``(B, 3, H, W)`` images in ``[0, 1]`` (display-referred sRGB) on the
-input's device; internally they work in ``[-1, 1]`` like the reference code. With ``residual=True``
+input's device, float32 like their weights (float64 inputs are refused by torch); internally they work in ``[-1, 1]`` like the reference code. With ``residual=True``
 a generator predicts a correction added to its input (sharp = blurry + residual), which starts as
 the identity and so trains much faster for deblurring; its output is not clamped during training
 (clamping would stop gradients), :func:`deblur`-style inference clamps to ``[0, 1]``.
@@ -44,7 +44,8 @@ class ResnetGenerator(nn.Module):
     """Zhu et al. (ICCV 2017) generator: c7s1-ngf, two stride-2 downs, ``n_blocks`` residual blocks,
     two transposed-convolution ups, c7s1-3. Instance norm without affine parameters, reflect padding.
 
-    Input/output ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W`` multiples of 4.
+    Input/output ``(B, 3, H, W)`` in ``[0, 1]``, ``H, W`` multiples of 4 and at least 8 (instance norm
+    needs more than one value per channel at the 1/4 scale).
     """
 
     def __init__(self, ngf: int = 64, n_blocks: int = 9, residual: bool = False, channels: int = 3):
@@ -76,7 +77,7 @@ class ResnetGenerator(nn.Module):
 class UNet(nn.Module):
     """A small U-Net for paired training: ``depth`` levels of two 3x3 convs, average-pool downs,
     bilinear ups with skip concatenation. Input/output ``(B, 3, H, W)`` in ``[0, 1]``, sides multiples
-    of ``2**depth``."""
+    of ``2**depth`` and at least ``2**(depth + 1)`` (the reflect padding of the coarsest level)."""
 
     def __init__(self, ngf: int = 32, depth: int = 3, residual: bool = True, channels: int = 3):
         super().__init__()
@@ -117,7 +118,8 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
 class LearnedKernels(nn.Module):
     """Kernels from a learned distribution: ``z ~ N(0, I)`` (``z_dim``, torch's global RNG) goes
     through a small MLP to ``size x size`` logits added to a Gaussian prior of 2 px (so G sees blur
-    from the first step); their softmax is the kernel. ``forward(n, device)`` -> ``(n, size, size)``."""
+    from the first step); their softmax is the kernel. ``forward(n, device)`` -> ``(n, size, size)``
+    float32 on ``device``, each non-negative and summing to 1."""
 
     def __init__(self, size: int = 21, z_dim: int = 16, width: int = 128):
         super().__init__()
@@ -138,7 +140,8 @@ class ShakeKernels(nn.Module):
     image from torch's global RNG, scaled by one learned factor and rasterised differentiably
     (bilinear splatting; paths larger than the kernel shrink to fit). The factor corrects the
     recipe's blur size to the photos' (it starts at 1 and is stored as ``log10 = 10 * log_scale``
-    so Adam's steps of about ``lr`` move it). ``forward(n, device)`` -> ``(n, size, size)``."""
+    so Adam's steps of about ``lr`` move it). ``forward(n, device)`` -> ``(n, size, size)`` float32 on
+    ``device``."""
 
     def __init__(self, size: int = 41, recipe: str = "default", bank: int = 2048, seed: int = 0):
         super().__init__()
@@ -179,8 +182,9 @@ class KernelBlurGenerator(nn.Module):
     ``sqrt(s_a^2 y + s_b^2)`` per pixel. Scalars are stored scaled (``log10 s = 10 * noise``, gain
     ``softplus(10 * highlight) * 0.5 / ln 2``) so that Adam's steps of about ``lr`` move them.
 
-    Input ``(B, 3, H, W)`` sRGB in ``[0, 1]``; returns the blurred image (reflect boundary, same size,
-    float32, on the input's device) and the kernels ``(B, size, size)``.
+    Input ``(B, 3, H, W)`` sRGB in ``[0, 1]`` (clamped; any float dtype); returns the blurred image
+    (reflect boundary, same size, float32, on the input's device, not clipped after the noise) and
+    the kernels ``(B, size, size)``. ``size`` (of the default sampler, or the sampler's) odd, >= 1.
     """
 
     def __init__(self, size: int = 21, sampler: nn.Module | None = None):
@@ -215,7 +219,8 @@ class KernelBlurGenerator(nn.Module):
 
 
 def kernel_centroid(k: torch.Tensor) -> torch.Tensor:
-    """Offset ``(B, 2)`` (rows, columns; pixels) of each kernel's centre of mass from its centre tap."""
+    """Offset ``(..., 2)`` (rows, columns; pixels) of each kernel's centre of mass from its centre tap
+    ``(h // 2, w // 2)``, for kernels ``(..., h, w)`` summing to 1 (the mass is not normalised)."""
     h, w = k.shape[-2:]
     r = torch.arange(h, device=k.device, dtype=k.dtype) - h // 2
     c = torch.arange(w, device=k.device, dtype=k.dtype) - w // 2
@@ -225,7 +230,8 @@ def kernel_centroid(k: torch.Tensor) -> torch.Tensor:
 class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017): with ``n_layers=3`` each output score sees a 70x70 patch.
 
-    Input ``(B, 3, H, W)`` in ``[0, 1]``; output ``(B, 1, H', W')`` raw scores (LSGAN: real -> 1).
+    Input ``(B, 3, H, W)`` in ``[0, 1]``, float32; output ``(B, 1, H', W')`` raw scores (LSGAN: real -> 1),
+    ``H' = H // 8 - 2`` with ``n_layers=3`` (sides of at least 24 px).
     """
 
     def __init__(self, ndf: int = 64, n_layers: int = 3, channels: int = 3):
@@ -273,13 +279,16 @@ def init_weights(net: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
 
 
 def size_factor(spec: dict) -> int:
-    """Sides a generator built from ``spec`` accepts must be multiples of this."""
+    """Sides a generator built from ``spec`` accepts must be multiples of this (any kind but ``"unet"``
+    counts as the ResNet: 4)."""
     return 2 ** spec.get("depth", 3) if spec["kind"] == "unet" else 4
 
 
 def build_generator(spec: dict, seed: int | None = None) -> nn.Module:
     """Generator from a spec dict (stored in checkpoints so inference can rebuild it):
-    ``{"kind": "resnet", "ngf", "n_blocks", "residual"}`` or ``{"kind": "unet", "ngf", "depth", "residual"}``."""
+    ``{"kind": "resnet", "ngf", "n_blocks", "residual"}`` or ``{"kind": "unet", "ngf", "depth", "residual"}``
+    (on the CPU; weights by :func:`init_weights` when ``seed`` is given). Another kind raises ValueError,
+    another key TypeError."""
     spec = dict(spec)
     kind = spec.pop("kind")
     if kind == "resnet":
