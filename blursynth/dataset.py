@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, rng
 from .interrupt import sigterm_interrupts
 from .io import ImageError, atomic_path, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
@@ -392,7 +392,7 @@ def _unreadable_after_scan(exc: ImageError) -> str:
 
 
 def _check_options(pairs, workers, layout, shard) -> None:
-    if not isinstance(pairs, int) or pairs < 1:
+    if not rng.is_integer(pairs) or pairs < 1:
         raise DatasetError(f"--pairs {pairs}: must be a positive integer")
     if workers < 1:
         raise DatasetError(f"--workers {workers}: must be >= 1")

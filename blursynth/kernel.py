@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -78,19 +77,14 @@ _FIXED = float(2 ** 48)
 _FIT_TOL_PX = 1e-3  # float rounding allowance when testing whether a path touches the canvas edge
 
 
-def _integer(v) -> bool:
-    """Whether ``v`` is a Python or NumPy integer (not a bool)."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
 def _size(size) -> tuple[int, int]:
     """``int`` or ``(h, w)`` (Python or NumPy integers) to a validated ``(h, w)`` pair of Python ints."""
-    pair = (size, size) if _integer(size) else size
+    pair = (size, size) if rng.is_integer(size) else size
     try:
         pair = () if isinstance(pair, (str, bytes)) else tuple(pair)
     except TypeError:
         pair = ()
-    if len(pair) != 2 or not all(_integer(v) and v >= 3 for v in pair):
+    if len(pair) != 2 or not all(rng.is_integer(v) and v >= 3 for v in pair):
         raise ValueError(f"size (the kernel size) must be an int or (h, w) of ints >= 3, got {size!r}")
     return int(pair[0]), int(pair[1])
 
@@ -402,13 +396,13 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     """
     if fit not in FIT_POLICIES:
         raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
-    if not _integer(n) or n < 1:
+    if not rng.is_integer(n) or n < 1:
         raise ValueError(f"number of kernels must be a positive integer, got {n!r}")
-    if not _integer(start) or start < 0:
+    if not rng.is_integer(start) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
-    if not _integer(chunk) or chunk < 1:
+    if not rng.is_integer(chunk) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    if not _integer(max_redraws) or max_redraws < 0:
+    if not rng.is_integer(max_redraws) or max_redraws < 0:
         raise ValueError(f"max_redraws must be a non-negative integer, got {max_redraws!r}")
     n, start, chunk = int(n), int(start), int(chunk)
     _size(size)

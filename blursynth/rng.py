@@ -30,6 +30,11 @@ pair maker derives 63-bit component seeds, so larger values would silently alias
 ``2**63`` also keeps every seed storable as an int64 (NumPy, torch, ``.npz`` files)."""
 
 
+def is_integer(value) -> bool:
+    """Whether ``value`` is a Python or NumPy integer (not a bool): what counts, sizes and indices take."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def check_seed(seed, name: str = "seed") -> int:
     """``seed`` as a Python int, or a clear error: the one check of every seed in the package.
 

@@ -111,7 +111,7 @@ class DeadLeaves:
                 raise ValueError(f"dead leaves option {name}={value!r} is out of range [{lo}, {hi}]")
         if self.alpha == 1.0:
             raise ValueError("dead leaves option alpha=1 is degenerate; use a value in (1, 10]")
-        if isinstance(self.max_leaves, bool) or not isinstance(self.max_leaves, int):
+        if not rng.is_integer(self.max_leaves):
             raise ValueError(f"dead leaves option max_leaves={self.max_leaves!r} must be an integer")
         if self.rmax is not None:
             rmax = self.rmax

@@ -76,7 +76,7 @@ class Trajectory:
         An int gives a one-item trajectory; it counts from the end when negative, as for a list, and
         one outside ``-len(self) .. len(self) - 1`` is an IndexError.
         """
-        if isinstance(items, _numbers.Integral) and not isinstance(items, bool):
+        if _rng.is_integer(items):
             n = len(self)
             if not -n <= items < n:
                 raise IndexError(f"Trajectory index {items} is out of range for {n} items "
@@ -180,15 +180,10 @@ def _check_range(owner: str, name: str, value, positive: bool = False, low: floa
         raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high, got {value!r}")
 
 
-def _integer(value) -> bool:
-    """Whether ``value`` is a Python or NumPy integer (not a bool)."""
-    return isinstance(value, _numbers.Integral) and not isinstance(value, bool)
-
-
 def _index(n: int, start: int, device) -> torch.Tensor:
-    if not _integer(n) or n < 1:
+    if not _rng.is_integer(n) or n < 1:
         raise ValueError(f"number of trajectories must be a positive integer, got {n!r}")
-    if not _integer(start) or start < 0:
+    if not _rng.is_integer(start) or start < 0:
         raise ValueError(f"start must be a non-negative integer, got {start!r}")
     return _rng.as_index(range(int(start), int(start) + int(n)), device=device)
 
@@ -242,7 +237,7 @@ class RandomWalk2D:
             raise ValueError(f"{owner}: big_shake_probability * anxiety must stay <= 1")
         for name in ("steps", "samples"):
             value = getattr(self, name)
-            if not _integer(value) or value < 2:
+            if not _rng.is_integer(value) or value < 2:
                 raise ValueError(f"{owner}.{name} must be an integer >= 2, got {value!r}")
             object.__setattr__(self, name, int(value))  # (a NumPy integer becomes a Python int)
         try:
@@ -397,7 +392,7 @@ class CameraShake:
         if ratio is None or not (ratio >= 0 and _math.isfinite(ratio)):
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
         if self.samples is not None:
-            if not _integer(self.samples) or self.samples < 2:
+            if not _rng.is_integer(self.samples) or self.samples < 2:
                 raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")
             object.__setattr__(self, "samples", int(self.samples))  # (a NumPy integer becomes a Python int)
         if self.n_samples > MAX_SAMPLES:  # (a batch holds N x samples poses: this fails later on memory)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -128,6 +129,13 @@ def test_levin_scores_names_a_bad_radius_or_border(kwargs, message):
     x = torch.rand(1, 1, 48, 48)
     with pytest.raises(ValueError, match=message):
         metrics.levin_scores(x, x, **kwargs)
+
+
+def test_levin_scores_take_numpy_integer_radius_and_border():
+    x, ref = torch.rand(1, 1, 48, 48), torch.rand(1, 1, 48, 48)
+    got = metrics.levin_scores(x, ref, radius=np.int64(2), border=np.int64(5))
+    want = metrics.levin_scores(x, ref, radius=2, border=5)
+    assert all(torch.equal(got[key], want[key]) for key in want)
 
 
 def test_shift_image_takes_a_shift_of_another_dtype():

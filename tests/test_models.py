@@ -4,6 +4,7 @@ import math
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -273,3 +274,7 @@ def test_image_pool_refuses_a_bad_size(size):
     """ImagePool(-1) was built and its first query past the fill failed with 'list index out of range'."""
     with pytest.raises(ValueError, match="image pool size must be an integer >= 0"):
         ImagePool(size)
+
+
+def test_image_pool_takes_a_numpy_integer_size():
+    assert ImagePool(np.int64(3)).size == 3

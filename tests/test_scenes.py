@@ -258,5 +258,6 @@ def test_rmax_and_max_leaves_must_be_finite_numbers_and_an_integer():
     for cap in (1.5, 1000.0, True):
         with pytest.raises(ValueError, match="max_leaves"):
             DeadLeaves(max_leaves=cap)
+    assert torch.equal(DeadLeaves(max_leaves=np.int64(40)).render(1, 16, 0), DeadLeaves(max_leaves=40).render(1, 16, 0))
     opt = DeadLeaves(rmax=np.float32(8.0))
     assert type(opt.rmax) is float and torch.equal(opt.render(1, 16, 0), DeadLeaves(rmax=8.0).render(1, 16, 0))

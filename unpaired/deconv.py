@@ -25,6 +25,7 @@ import numbers
 
 import torch
 
+from blursynth import rng
 from blursynth.blur import R2C_MULTIPLE, as_kernel4d, fast_length, kernel_spectrum
 
 # ---------------------------------------------------------------------------------------------
@@ -358,7 +359,7 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> 
     ends is taken. ``v`` any shape, float; returns ``w`` alike. ``beta > 0``, ``alpha`` in ``(0, 2]``,
     ``size >= 2``.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+    if not rng.is_integer(size) or size < 2:
         raise ValueError(f"size must be an integer >= 2 (table points), got {size!r}")
     a = v.abs()
     top = float(a.detach().max()) if a.numel() else 0.0  # a bound for the table, not part of the graph

@@ -17,7 +17,6 @@ error ratio divides a method's squared error by that of the reference non-blind 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re

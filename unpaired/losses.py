@@ -118,7 +118,7 @@ class ImagePool:
     """
 
     def __init__(self, size: int = 50, seed: int = 0, stream: int = 0):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:  # (-1 failed at the first swap)
+        if not rng.is_integer(size) or size < 0:  # (-1 failed at the first swap)
             raise ValueError(f"image pool size must be an integer >= 0 (0 disables it), got {size!r}")
         self.size, self.seed, self.stream = size, seed, stream
         self.images: list[torch.Tensor] = []

@@ -15,6 +15,8 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from blursynth import rng
+
 
 def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tensor:
     """PSNR in dB per image, ``(B,)`` (kornia's, applied image by image): ``10 log10(max_val^2 / MSE)``
@@ -45,7 +47,7 @@ def _check_pair(x: torch.Tensor, ref: torch.Tensor) -> None:
 
 
 def _check_pixels(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not rng.is_integer(value) or value < 0:
         raise ValueError(f"{name} must be an integer >= 0 (pixels), got {value!r}")
 
 
@@ -142,7 +144,7 @@ def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: i
     _check_pair(x, ref)
     _check_pixels("radius", radius)
     side = min(x.shape[-2:])
-    if isinstance(border, bool) or not isinstance(border, int) or border < 0 or side - 2 * border < 11:
+    if not rng.is_integer(border) or border < 0 or side - 2 * border < 11:
         raise ValueError(f"border must be an integer >= 0 that leaves the 11 px SSIM window of {x.shape[-2]}x"
                          f"{x.shape[-1]} images, got {border!r}; pass a border of at most {max(side - 11, 0) // 2}")
     if radius > 0:
