@@ -45,16 +45,21 @@ def read_image(path: str | os.PathLike, channels: int | None = 3) -> tuple[np.nd
 
     Grayscale is repeated to 3 channels (or kept if ``channels == 1``), RGB to gray by the Rec. 709
     luma weights; ``channels=None`` keeps the file's colour type (1 channel for a gray file, 3 for a
-    colour one, whatever its pixels). Alpha is composited over white, palette and CMYK images are
+    colour one, whatever its pixels); other values of ``channels`` are a ValueError. Alpha (a channel,
+    or a PNG or GIF transparent colour) is composited over white, palette and CMYK images are
     converted to RGB, an EXIF orientation is applied (the image comes in upright, as viewers show
-    it), and 8/16-bit or float samples are scaled by their type's range.
+    it), 8/16-bit samples are scaled by their type's range and float ones clipped to ``[0, 1]``.
 
     Returns:
-        ``(array, bits)``: the image and its bit depth (8, 16 or 32 for float files).
+        ``(array, bits)``: the image, C-contiguous, and its bit depth (8, 16 or 32 for float files;
+        1-bit files count as 8, other integer types, scaled by their range, as 16).
 
     Raises:
-        ImageError: the file is missing, empty, corrupt or not an image (the message says which).
+        ImageError: the file is missing, a folder, empty, corrupt, not an image, holds NaN or infinite
+            samples, or has more than :data:`MAX_PIXELS` pixels (the message says which).
     """
+    if channels not in (1, 3, None) or isinstance(channels, bool):
+        raise ValueError(f"channels must be 1 (gray), 3 (RGB) or None (the file's own), got {channels!r}")
     with _quiet():
         return _read(path, channels)
 
@@ -171,6 +176,8 @@ def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.Pa
 def _nonempty_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise ImageError(f"{path}: is a folder, not an image file")
         if path.is_symlink() and not path.exists():  # listed by ls, so "no such file" would puzzle
             raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist); "
                              "fix or remove the link")
@@ -439,8 +446,13 @@ def _decode(path: Path) -> np.ndarray:
                 raw = _UPRIGHT.get(tiff[2], _UPRIGHT[1])(raw if raw.ndim == 3 else raw[:, :, None])
             return raw
         _check_pixels(path, *file.properties(index=0).shape[:2])
-        cmyk = file.metadata(index=0, exclude_applied=False).get("mode") == "CMYK"
-        return file.read(index=0, rotate=True, mode="RGB" if cmyk else None)
+        meta = file.metadata(index=0, exclude_applied=False)
+        mode = meta.get("mode")
+        # A transparent colour (PNG's tRNS chunk, GIF's transparent index) is alpha too: read with it,
+        # and read_image composites it over white, as it does an alpha channel.
+        keyed = mode in ("1", "L", "P", "RGB") and "transparency" in meta
+        wanted = "RGB" if mode == "CMYK" else ("LA" if mode in ("1", "L") else "RGBA") if keyed else None
+        return file.read(index=0, rotate=True, mode=wanted)
 
 
 _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16

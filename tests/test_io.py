@@ -44,6 +44,23 @@ def test_rgb_gray_rgba_palette_8bit(tmp_path):
     assert np.allclose(pal.transpose(1, 2, 0), expected)
 
 
+
+def test_a_transparent_colour_is_composited_over_white_as_alpha_is(tmp_path):
+    # PNG's tRNS chunk (palette, gray, RGB) and GIF's transparent index mark pixels transparent without
+    # an alpha channel; a viewer shows them as the background, here white (as for RGBA).
+    pal = Image.new("P", (2, 1))
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.putpixel((1, 0), 1)  # left: colour 0 (black, transparent), right: colour 1 (red, opaque)
+    for name in ("pal.png", "pal.gif"):
+        pal.save(tmp_path / name, transparency=0)
+        img, _ = read_image(tmp_path / name)
+        assert np.array_equal(img[:, 0, 0], [1, 1, 1]) and np.array_equal(img[:, 0, 1], [1, 0, 0]), name
+    Image.fromarray(np.array([[0, 200]], np.uint8)).save(tmp_path / "gray.png", transparency=0)
+    gray, _ = read_image(tmp_path / "gray.png", channels=None)
+    assert gray.shape == (1, 1, 2) and np.allclose(gray[0, 0], [1, 200 / 255])
+    Image.fromarray(np.array([[[0, 0, 0], [9, 9, 9]]], np.uint8)).save(tmp_path / "rgb.png", transparency=(0, 0, 0))
+    assert np.allclose(read_image(tmp_path / "rgb.png")[0][:, 0], [[1, 9 / 255]] * 3)
+
 # EXIF orientation tag -> what a viewer does to the stored pixels to show them upright (EXIF 2.3, 4.6.4).
 UPRIGHT = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
@@ -473,3 +490,15 @@ def test_an_image_too_large_for_memory_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr("blursynth.io._decode", no_memory)
     with pytest.raises(ImageError, match=r"huge\.png: too large to decode in the memory available here; downscale it"):
         read_image(path)
+
+
+def test_bad_channels_and_a_folder_are_named(tmp_path):
+    Image.fromarray(_ramp()).save(tmp_path / "rgb.png")
+    for bad in (0, 2, 4, "3", True):  # "3" was read, then refused as "has 3 channels, cannot convert to 3"
+        with pytest.raises(ValueError, match="channels must be 1"):
+            read_image(tmp_path / "rgb.png", channels=bad)
+    assert read_image(tmp_path / "rgb.png", channels=np.int64(1))[0].shape == (1, 12, 10)
+    with pytest.raises(ImageError, match="is a folder, not an image file"):  # was "no such file"
+        read_image(tmp_path)
+    with pytest.raises(ImageError, match="is a folder"):
+        probe_image(tmp_path)
