@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imageio.config as iio_config
 import imageio.v3 as iio
 import numpy as np
 
@@ -137,14 +139,21 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
 def probe_images(paths: list[str | os.PathLike], threads: int | None = None) -> list[tuple[int, int] | ImageError]:
     """:func:`probe_image` of each path, in order: ``(height, width)``, or for an unreadable file its
     :class:`ImageError` (returned, not raised). Runs on ``threads`` threads (default: one per core;
-    the decoders release the GIL, so a folder of JPEGs is checked about that many times faster)."""
+    the decoders release the GIL, so a folder of JPEGs is checked about that many times faster).
+    ``paths`` is a list of paths (one path alone is a TypeError: it would be taken letter by letter);
+    ``threads`` an integer >= 1 or None."""
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(f"paths must be a list of paths, got the one path {paths!r}; pass [path] or call probe_image")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1 or None (one per core), got {threads!r}")
+
     def one(path):
         try:
             return _probe(path)
         except ImageError as exc:
             return exc
     # warnings are filtered here, once: catch_warnings in each thread would restore each other's filters
-    with _quiet(), ThreadPoolExecutor(threads or os.cpu_count() or 1) as pool:
+    with _quiet(), ThreadPoolExecutor(int(threads or os.cpu_count() or 1)) as pool:
         return list(pool.map(one, paths))
 
 
@@ -222,7 +231,9 @@ def first_line(message) -> str:
 
 
 def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
-    """float ``(C, H, W)`` or ``(H, W)`` in ``[0, 1]`` to a uint8/uint16 ``(H, W[, C])`` array, rounded."""
+    """float ``(C, H, W)`` or ``(H, W)`` in ``[0, 1]`` to a uint8/uint16 ``(H, W[, C])`` array, rounded
+    (``C == 1`` gives ``(H, W)``); values outside ``[0, 1]`` are clipped, NaN is a ValueError (its cast
+    has no defined value: it came out as 0, black). ``bits``: 8 or 16."""
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits}")
     top = 255 if bits == 8 else 65535
@@ -232,7 +243,11 @@ def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
         if arr.shape[2] == 1:
             arr = arr[:, :, 0]
     dtype = np.uint8 if bits == 8 else np.uint16
+    nan = ValueError(f"image of shape {np.shape(image)} has NaN samples, which have no integer value; "
+                     "find where they come from (np.nan_to_num would hide it)")
     if arr.ndim == 0:
+        if np.isnan(arr.astype(np.float64)):
+            raise nan
         return np.rint(np.clip(arr.astype(np.float64), 0.0, 1.0) * top).astype(dtype)
     # float64 arithmetic, about 2**18 samples at a time: temporaries the size of the whole image in
     # float64 were the peak of writing a large one (3 x 8 bytes a sample, against 4 for the float32
@@ -241,6 +256,8 @@ def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
     rows = max(1, (1 << 18) // max(1, math.prod(arr.shape[1:])))  # (arr[0] fails on 0 rows)
     for y in range(0, len(arr), rows):
         block = arr[y:y + rows].astype(np.float64)  # always a copy, so the caller's array is untouched
+        if np.isnan(block).any():  # (here, a block at a time: no image-sized mask)
+            raise nan
         np.clip(block, 0.0, 1.0, out=block)
         block *= top
         np.rint(block, out=block)
@@ -251,7 +268,9 @@ def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds
+    (replacing an existing file, with the permissions ``open()`` would give a new one), else remove it.
+    Missing folders are made; an OSError names ``path``, not the temporary."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,16 +299,31 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror, str(path))
 
 
+_DEEP_SUFFIXES = {".png", ".pgm", ".ppm", ".tif", ".tiff"}  # formats write_image can give 16 bits
+
+
 def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwargs) -> None:
     """Atomically write float ``(C, H, W)`` in ``[0, 1]`` (or an integer array) as an image file.
 
     The format follows the suffix. PNGs (8 or 16 bits, gray, gray + alpha, RGB or RGBA) are encoded by
     :func:`png_bytes`, whose only option is ``compress_level`` (zlib, 0-9, default 6), PGM/PPMs (8 or
     16 bits, gray or RGB) by :func:`pnm_bytes`; other formats go through imageio, with extra keyword
-    arguments passed on (e.g. ``quality=90`` for JPEG).
+    arguments passed on (e.g. ``quality=90`` for JPEG). 16 bits go only to PNG, PGM/PPM and TIFF. An
+    existing file is replaced; missing folders are made.
+
+    Raises:
+        ValueError: a suffix that names no image format imageio writes, or 16 bits for a format that
+            holds 8; the message names ``path``. As :func:`to_uint` for NaN samples.
     """
-    data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".pgm", ".ppm") and suffix not in iio_config.known_extensions:
+        said = f"the suffix {suffix}" if suffix else "a name without a suffix"
+        raise ValueError(f"{path}: cannot tell an image format from {said}; end the name in .png, .jpg or .tif")
+    data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
+    if data.dtype.itemsize > 1 and suffix not in _DEEP_SUFFIXES:
+        raise ValueError(f"{path}: {suffix} holds 8 bits, not the {8 * data.dtype.itemsize} of this image; "
+                         f"use bits=8 or one of {', '.join(sorted(_DEEP_SUFFIXES))}")
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(png_bytes(data, **kwargs))
@@ -604,7 +638,9 @@ def pnm_bytes(data: np.ndarray) -> bytes:
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
-    """Atomically write ``obj`` as indented JSON."""
+    """Atomically write ``obj`` as indented JSON with sorted keys (:func:`atomic_path`: an existing file is
+    replaced). As ``json.dumps``: a float NaN or inf is written as ``NaN``/``Infinity`` (not strict JSON),
+    a NumPy scalar is a TypeError."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -502,3 +502,36 @@ def test_bad_channels_and_a_folder_are_named(tmp_path):
         read_image(tmp_path)
     with pytest.raises(ImageError, match="is a folder"):
         probe_image(tmp_path)
+
+
+def test_to_uint_refuses_nan_rather_than_writing_black(tmp_path):
+    image = np.full((3, 4, 5), 0.5, np.float32)
+    image[1, 3, 4] = np.nan  # in the last block: the check is made a block at a time
+    for bad in (image, np.float64("nan")):
+        with pytest.raises(ValueError, match="NaN"):
+            to_uint(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        write_image(tmp_path / "nan.png", image)
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary left
+
+
+@pytest.mark.parametrize("name,bits,said", [("x", 8, "a name without a suffix"), ("x.txt", 8, "the suffix .txt"),
+                                            ("x.jpg", 16, ".jpg holds 8 bits"), ("x.webp", 16, ".webp holds 8 bits")])
+def test_write_image_names_the_file_for_a_format_it_cannot_write(tmp_path, name, bits, said):
+    # Before: IndexError, imageio's complaint about the temporary ".x.RANDOM.tmp.txt", or Pillow's
+    # "Cannot handle this data type" for 16 bits in a JPEG.
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / name}: ") + ".*" + re.escape(said)):
+        write_image(tmp_path / name, np.full((3, 4, 5), 0.5, np.float32), bits=bits)
+    assert not list(tmp_path.iterdir())
+    write_image(tmp_path / "deep.tif", np.full((3, 4, 5), 0.5, np.float32), bits=16)  # 16-bit TIFF is written
+    assert read_image(tmp_path / "deep.tif")[1] == 16
+
+
+def test_probe_images_refuses_one_path_and_bad_thread_counts(tmp_path):
+    Image.fromarray(_ramp()).save(tmp_path / "a.png")
+    with pytest.raises(TypeError, match=r"list of paths.*pass \[path\]"):  # was one "no such file" per letter
+        probe_images(str(tmp_path / "a.png"))
+    for bad in (0, -1, 1.5, True):  # -1: "max_workers must be greater than 0"; 0 and 1.5 passed
+        with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+            probe_images([tmp_path / "a.png"], threads=bad)
+    assert probe_images([tmp_path / "a.png"], threads=np.int64(2)) == [(12, 10)]
