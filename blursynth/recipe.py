@@ -18,6 +18,8 @@ import copy
 import dataclasses
 import inspect
 import math
+import numbers
+import os
 import re
 import sys
 import tomllib
@@ -62,18 +64,18 @@ class Recipe:
     Attributes:
         name: short name recorded in ``dataset.json``.
         description: free text.
-        crop: ``(height, width)`` of every output pair in pixels.
+        crop: ``(height, width)`` of every output pair in pixels, each 8-16384.
         trajectory_model: ``"camera_shake"`` (6-DoF, :class:`blursynth.trajectory.CameraShake`) or
             ``"random_walk_2d"`` (image-plane path, :class:`blursynth.trajectory.RandomWalk2D`).
         trajectory_params: keyword arguments of the trajectory model's constructor.
-        focal_mm: ``(low, high)`` 35 mm-equivalent focal length range, drawn log-uniformly per pair;
+        focal_mm: ``(low, high)`` 35 mm-equivalent focal length range (within 4-2000), drawn log-uniformly per pair;
             the focal length in pixels follows from the source image's full size.
         depth_m: ``(low, high)`` scene-plane depth in metres, drawn log-uniformly (``inf`` = distant
             scene, where camera translation makes no blur).
         frame_px: ``(height, width)`` of the virtual photograph a procedural scene is a crop of (the
             focal length in pixels, hence the blur size, scales with the frame; photographs from a
-            folder use their own size). The crop's position in it is drawn per pair.
-        kernel_size: odd side of the square kernels.
+            folder use their own size), each 8-65536. The crop's position in it is drawn per pair.
+        kernel_size: odd side of the square kernels, 3-255 (:data:`KERNEL_SIZE_MAX`).
         kernel_fit: what to do with a path larger than the kernel (see :func:`blursynth.kernel.rasterize`).
             In projective mode ``"scale"`` (and ``"resample"``, for local paths that still do not fit)
             shrinks the camera motion itself until every stored local path fits, so the image and its
@@ -81,7 +83,7 @@ class Recipe:
         blur_mode: ``"uniform"`` (one kernel per pair, FFT blur) or ``"projective"`` (per-time
             homographies, spatially varying).
         boundary: ``"valid"`` (blur a larger sharp crop, keep the interior), ``"reflect"``, ``"circular"``.
-        kernel_grid: ``(rows, cols)`` of local kernels stored per pair in projective mode.
+        kernel_grid: ``(rows, cols)`` of local kernels stored per pair in projective mode, each 1-15.
         sensor: keyword arguments of :class:`blursynth.sensor.SensorModel` (in TOML, the string
             ``"off"`` stands for None: TOML has no null).
         source: the file the recipe was read from (for messages), or ``"<dict>"``.
@@ -151,13 +153,17 @@ class Recipe:
                         f"kernel margin {list(self.input_size)} that a procedural scene stands for; enlarge the "
                         "frame or reduce the crop")
 
-    def with_crop(self, crop: tuple[int, int]) -> "Recipe":
-        """This recipe with another ``(h, w)`` crop, validated (an error names both)."""
-        return _parse({**self.to_dict(), "crop": list(crop)}, f"{self.source} with crop {crop[0]}x{crop[1]}")
+    def with_crop(self, crop: int | tuple[int, int]) -> "Recipe":
+        """This recipe with another crop, ``(h, w)`` or one int for a square (8-16384 px; NumPy integers
+        too), validated (an error names both)."""
+        size = list(crop) if isinstance(crop, (list, tuple)) else [crop, crop]
+        size = [int(c) if isinstance(c, numbers.Integral) and not isinstance(c, bool) else c for c in size]
+        return _parse({**self.to_dict(), "crop": size}, f"{self.source} with crop {'x'.join(map(str, size))}")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "Recipe":
-        """Build and validate a recipe from its nested-dict (TOML) form."""
+        """Build and validate a recipe from its nested-dict (TOML) form (tuples and NumPy numbers are taken
+        for lists and numbers); a RecipeError names ``source`` and the key."""
         return _parse(data, source)
 
 
@@ -171,7 +177,11 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
 
     Raises:
         RecipeError: unknown name, unreadable / invalid TOML, unknown key or out-of-range value.
+        TypeError: ``name_or_path`` is neither a string nor a path.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"recipe must be a name ({', '.join(recipe_names())}), a .toml path or a Recipe, "
+                        f"got {name_or_path!r}")
     path = Path(name_or_path)
     named = RECIPE_DIR / f"{name_or_path}.toml"
     # (not "not found", nor an unknown name: it is there, but a folder; a folder in the working
@@ -216,8 +226,9 @@ def _section(source: str, data: dict, name: str) -> dict:
 
 
 def _int(source, key, value, low, high=None, odd=False) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise _fail(source, key, f"must be an integer, got {value!r}")
+    value = int(value)  # (a NumPy integer in a dict: dataset.json could not store it)
     if value < low or (high is not None and value > high):
         raise _fail(source, key, f"must be in [{low}, {high if high is not None else 'inf'}], got {value}")
     if odd and value % 2 == 0:
@@ -226,8 +237,8 @@ def _int(source, key, value, low, high=None, odd=False) -> int:
 
 
 def _pair(source, key, value, cast, check) -> tuple:
-    """A scalar (meaning a fixed value) or a 2-element ``[low, high]`` list."""
-    items = value if isinstance(value, list) else [value, value]
+    """A scalar (meaning a fixed value) or a 2-element ``[low, high]`` list (or tuple)."""
+    items = value if isinstance(value, (list, tuple)) else [value, value]
     if len(items) != 2:
         raise _fail(source, key, f"must be a value or [low, high], got {value!r}")
     out = tuple(cast(source, key, v) for v in items)
@@ -264,7 +275,7 @@ def _depth_range(source, value, check) -> tuple[float, float]:
 def _float(source, key, value) -> float:
     if value == "inf":
         return math.inf
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
         raise _fail(source, key, f"must be a number, got {value!r}")
     return float(value)
 
@@ -276,6 +287,8 @@ def _choice(source, key, value, choices) -> str:
 
 
 def _parse(data: dict, source: str) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a table of keys (a dict), got {type(data).__name__} {data!r}")
     _check_keys(source, data, _TOP)
     for name, keys in _SECTIONS.items():
         _check_keys(source, _section(source, data, name), keys, prefix=f"{name}.")
@@ -302,7 +315,7 @@ def _parse(data: dict, source: str) -> Recipe:
         raise _fail(source, "blur.mode", "projective blur needs a 6-DoF trajectory model "
                     "(trajectory.model = \"camera_shake\"); a 2-D path is spatially uniform")
     grid = blur.get("grid", [3, 3])
-    if not isinstance(grid, list) or len(grid) != 2:
+    if not isinstance(grid, (list, tuple)) or len(grid) != 2:
         raise _fail(source, "blur.grid", f"must be [rows, cols], got {grid!r}")
     recipe = Recipe(
         name=str(data.get("name", "default")),
@@ -327,7 +340,7 @@ def _parse(data: dict, source: str) -> Recipe:
 
 
 def _size(source, key, value) -> list:
-    pair = value if isinstance(value, list) else [value, value]
+    pair = value if isinstance(value, (list, tuple)) else [value, value]
     if len(pair) != 2:
         raise _fail(source, key, f"must be a size or [height, width], got {value!r}")
     return pair

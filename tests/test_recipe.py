@@ -1,7 +1,9 @@
 """Recipe loading and validation."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -153,3 +155,23 @@ def test_clip_off_switches_clipping_off(tmp_path):
     assert model.clip is False
     assert not bool(model.sample(2, seed=0).clip.any())
     assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_python_forms_of_sizes_and_numbers_are_taken():
+    """with_crop((np.int64(64),) * 2) and from_dict({"crop": (64, 32)}) were refused as "must be an integer"
+    (the tuple taken for one value), with_crop(64) was a bare TypeError, and a list was a TypeError."""
+    recipe = load_recipe("default")
+    for crop in ((np.int64(64), np.int64(48)), [64, 48], (64, 48)):
+        assert recipe.with_crop(crop).crop == (64, 48)
+    assert recipe.with_crop(64).crop == recipe.with_crop(np.int64(64)).crop == (64, 64)
+    assert type(recipe.with_crop(np.int64(64)).crop[0]) is int  # dataset.json must be able to store it
+    json.dumps(recipe.with_crop((np.int64(64), 48)).to_dict())
+    with pytest.raises(RecipeError, match=r"with crop 64x64x64: crop: must be a size or \[height, width\]"):
+        recipe.with_crop((64, 64, 64))  # (the message said "with crop 64x64")
+    made = Recipe.from_dict({"crop": (64, 32), "camera": {"focal_mm": (np.float32(24), 50)},
+                             "blur": {"mode": "projective", "grid": (2, np.int64(4))}})
+    assert made.crop == (64, 32) and made.focal_mm == (24.0, 50.0) and made.kernel_grid == (2, 4)
+    with pytest.raises(RecipeError, match=r"<dict>: a recipe is a table of keys"):
+        Recipe.from_dict([("crop", 64)])  # was "can only concatenate str (not "int") to str"
+    with pytest.raises(TypeError, match=r"recipe must be a name \(default, .*got 3"):
+        load_recipe(3)  # was "expected str, bytes or os.PathLike object, not int"
