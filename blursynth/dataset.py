@@ -37,10 +37,12 @@ import numpy as np
 import torch
 
 from . import __version__, rng
+from .data import _check_device
 from .interrupt import sigterm_interrupts
 from .io import ImageError, atomic_path, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
+from .rng import check_seed
 
 try:
     import fcntl
@@ -393,11 +395,13 @@ def _unreadable_after_scan(exc: ImageError) -> str:
 
 def _check_options(pairs, workers, layout, shard) -> None:
     if not rng.is_integer(pairs) or pairs < 1:
-        raise DatasetError(f"--pairs {pairs}: must be a positive integer")
-    if workers < 1:
-        raise DatasetError(f"--workers {workers}: must be >= 1")
+        raise DatasetError(f"--pairs {pairs!r}: must be a positive integer")
+    if not rng.is_integer(workers) or workers < 1:
+        raise DatasetError(f"--workers {workers!r}: must be an integer >= 1")
     if layout not in LAYOUTS:
         raise DatasetError(f"--layout {layout!r}: must be one of {', '.join(LAYOUTS)}")
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2 or not all(map(rng.is_integer, shard)):
+        raise DatasetError(f"--shard {shard!r}: expected (I, N) or \"I/N\", e.g. (0, 4) for the first of four shards")
     if not 0 <= shard[0] < shard[1]:
         raise DatasetError(f"--shard {shard[0]}/{shard[1]}: need 0 <= I < N")
 
@@ -434,31 +438,39 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     Args:
         out: output folder; an existing non-empty one must be a resumable run of the same settings,
             or ``overwrite`` must be set.
-        pairs: number of pairs N (> 0).
+        pairs: number of pairs N, an integer >= 1.
         recipe: a recipe name, a ``.toml`` path or a :class:`Recipe`.
         sharp: folder of sharp photographs, or None for procedural dead-leaves scenes.
-        crop: ``(h, w)``, ``"HxW"`` or int overriding the recipe's crop.
-        seed: base seed; pair i depends only on (seed, i).
+        crop: ``(h, w)``, ``"HxW"`` or int overriding the recipe's crop (pixels, 8-16384).
+        seed: base seed, an integer in ``[0, 2**63)``; pair i depends only on (seed, i).
         shard: ``(I, N)`` or ``"I/N"``: write only chunks ``c`` with ``c % N == I``.
-        workers: processes (>= 1).
+        workers: processes, an integer >= 1.
         layout: ``"blursynth"`` (sharp/, blur/) or ``"basicsr"`` (gt/, lq/).
-        device: where pixels are computed (``"cpu"`` or ``"cuda"``).
+        device: where pixels are computed (``"cpu"`` or ``"cuda"``; one that is not there is refused).
         progress: show a tqdm bar.
 
     Returns:
         ``{"written": pairs made by this call, "done": pairs present, "complete": manifest written}``.
 
     Raises:
-        DatasetError, RecipeError: bad options; the message names the option as ``blursynth
-            dataset`` spells it (``--out`` for ``out``, ``--sharp`` for ``sharp``), the same words
-            for the command and for this function.
+        DatasetError, RecipeError: bad options, found before anything is written in ``out``; the message
+            names the option as ``blursynth dataset`` spells it (``--out`` for ``out``, ``--sharp`` for
+            ``sharp``), the same words for the command and for this function.
     """
     from tqdm import tqdm
 
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     _check_options(pairs, workers, layout, shard)
+    # All checked before --out is touched: a bad seed used to fail after dataset.json recorded it, and the
+    # same command with a good one was then refused as "other settings".
+    pairs, workers, shard = int(pairs), int(workers), (int(shard[0]), int(shard[1]))
+    try:
+        seed = check_seed(seed, "--seed")
+        _check_device(device)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(str(exc)) from None
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    crop = parse_crop(crop) if not isinstance(crop, tuple) else crop
+    crop = parse_crop(crop) if not isinstance(crop, (tuple, list)) else crop
     if crop is not None:
         recipe = recipe.with_crop(crop)
     bits = _png_bits(recipe)

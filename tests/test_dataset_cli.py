@@ -614,3 +614,24 @@ def test_a_full_disk_is_one_line_and_the_rerun_completes(tmp_path, photos, recip
     monkeypatch.setattr(ds, "write_image", real_write)
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
+
+
+def test_write_dataset_checks_its_arguments_before_writing(tmp_path):
+    """A bad seed or device failed after dataset.json recorded it (and the same call with a good one was then
+    refused as "other settings"); NumPy integers were refused ("--pairs 2: must be a positive integer") or
+    not JSON serialisable, True made one pair and workers=1.5 or shard=(0,) ran or failed inside."""
+    out = tmp_path / "out"
+    for kwargs, said in [({"seed": -1}, "--seed must be an integer in"), ({"seed": 1.5}, "--seed must be an integer"),
+                         ({"device": "gpu"}, "device='gpu' is not a torch device"),
+                         ({"pairs": True}, "--pairs True"), ({"workers": 1.5}, "--workers 1.5"),
+                         ({"workers": "2"}, "--workers '2'"), ({"shard": (0,)}, r"--shard \(0,\): expected")]:
+        with pytest.raises(ds.DatasetError, match=said):
+            ds.write_dataset(out, **{"pairs": 2, "crop": 16, "progress": False, **kwargs})
+        assert not out.exists(), kwargs
+    done = ds.write_dataset(out, np.int64(2), crop=[16, 24], seed=np.int64(1), workers=np.int64(1),
+                            shard=[np.int64(0), 1], progress=False)
+    assert done == {"written": 2, "done": 2, "complete": True}
+    settings = json.loads((out / "dataset.json").read_text())["settings"]
+    assert settings["seed"] == 1 and settings["pairs"] == 2 and settings["recipe"]["crop"] == [16, 24]
+    # the same dataset as with Python ints: the call resumes, writing nothing
+    assert ds.write_dataset(out, 2, crop=(16, 24), seed=1, progress=False)["written"] == 0
