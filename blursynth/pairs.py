@@ -15,6 +15,7 @@ kept, so the pair has no boundary artefact; the returned ``sharp`` is that inter
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,11 @@ _SALT = {"source": 1, "trajectory": 2, "camera": 3, "sensor": 4, "noise": 5, "sc
 
 
 def component_seed(seed: int, component: str) -> int:
-    """A 63-bit seed for one component of a pair, derived from the base ``seed``."""
+    """A 63-bit seed for one component of a pair, derived from the base ``seed``; ``component`` is one of
+    ``"source"``, ``"trajectory"``, ``"camera"``, ``"sensor"``, ``"noise"``, ``"scene"``."""
     seed = rng.check_seed(seed)
+    if component not in _SALT:
+        raise ValueError(f"component must be one of {', '.join(_SALT)}, got {component!r}")
     return rng._python_mix(rng._python_mix(seed) ^ (_SALT[component] * 0x9E3779B97F4A7C15)) >> 1
 
 
@@ -171,8 +175,8 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
 
     Args:
         recipe: a validated :class:`~blursynth.recipe.Recipe`.
-        indices: item indices (int n, range, list or ``(N,)`` tensor); item ``i`` is a pure function of
-            ``(recipe, seed, i, sources)``.
+        indices: item indices, at least one (int n >= 1 for ``0 .. n - 1``, range, list, array or ``(N,)``
+            integer tensor, each >= 0); item ``i`` is a pure function of ``(recipe, seed, i, sources)``.
         seed: base seed, an integer in ``[0, 2**63)`` (:func:`blursynth.rng.check_seed`).
         sources: a scanned folder of sharp photographs, or None for procedural dead-leaves scenes.
         device: where the pixels are computed.
@@ -181,13 +185,16 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         dict with ``"sharp"``, ``"blur"``: ``(N, 3, h, w)`` float32 sRGB in [0, 1] (h, w = recipe crop);
         ``"kernel"``: ``(N, kh, kw)`` the uniform kernel, or in projective mode the local kernel at the
         crop centre; ``"kernel_grid"``: ``(N, rows, cols, kh, kw)`` local kernels (projective) or None;
-        ``"grid_px"``: ``(rows * cols, 2)`` crop pixel coordinates of the grid kernels, or None;
-        ``"index"``: ``(N,)`` int64; ``"records"``: per item, JSON-ready ``{"source", "params"}``.
+        ``"grid_px"``: ``(rows * cols, 2)`` float32 crop pixel coordinates ``(x, y)`` of the grid kernels, or
+        None; ``"index"``: ``(N,)`` int64; ``"records"``: per item, JSON-ready ``{"source", "params"}``. Kernels
+        are float32, non-negative, summing to 1.
         All tensors on ``device``. On the CPU the items are made :data:`CPU_BATCH` at a time (faster
         than all at once), elsewhere in one batch; either way each item is the same.
     """
     seed = rng.check_seed(seed)
     index = rng.as_index(indices)
+    if not len(index):  # (failed deep inside: "too many indices for tensor of dimension 1")
+        raise ValueError(f"indices {indices!r} name no item; pass at least one, e.g. 1 or [0]")
     step = CPU_BATCH if torch.device(device).type == "cpu" else max(1, len(index))
     parts = [_make_batch(recipe, index[a:a + step], seed, sources, device)
              for a in range(0, max(1, len(index)), step)]
@@ -275,10 +282,15 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, dev
 
     Yields :class:`blursynth.kernel.KernelChunk` as :func:`blursynth.kernel.generate` does; each
     chunk's ``trajectory.params`` also holds the camera's ``focal_mm``, ``focal_px`` and ``depth_m``
-    (inf: rotation only). Raises :class:`~blursynth.kernel.KernelFitError` worded with the recipe's
-    keys when a path does not fit."""
+    (inf: rotation only). ``n``: an integer >= 0; ``chunk``: kernels per chunk, an integer >= 1 (others
+    are a ValueError); kernels are float32 ``(chunk, size, size)`` on ``device``. Raises
+    :class:`~blursynth.kernel.KernelFitError` worded with the recipe's keys when a path does not fit."""
     from .kernel import KernelChunk, KernelFitError
     seed = rng.check_seed(seed)
+    for name, value, low in (("n", n, 0), ("chunk", chunk, 1)):  # (n=-1 gave no kernel, chunk=0 range()'s error)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    n, chunk = int(n), int(chunk)
     for a in range(0, n, chunk):
         idx = rng.as_index(range(a, min(n, a + chunk)), device=device)
         try:

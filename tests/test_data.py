@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from blursynth.data import PairedFolder, SyntheticPairs, flatten_params
 from blursynth.io import ImageError, read_image, write_image
-from blursynth.pairs import ImageFolder, component_seed, make_pairs
+from blursynth.pairs import ImageFolder, component_seed, make_pairs, recipe_kernels
 from blursynth.recipe import Recipe
 
 
@@ -351,3 +351,23 @@ def test_projective_fit_scale_shrinks_the_motion_so_stored_kernels_are_the_blur_
 def test_crop_takes_a_numpy_integer():
     """SyntheticPairs(..., crop=np.int64(64)) said 'crop must be an int (a square) or (height, width)'."""
     assert SyntheticPairs(2, crop=np.int64(64)).recipe.to_dict() == SyntheticPairs(2, crop=64).recipe.to_dict()
+
+
+def test_make_pairs_and_recipe_kernels_refuse_empty_or_bad_counts():
+    """make_pairs([]) failed deep inside ("too many indices for tensor of dimension 1"); recipe_kernels(n=-1)
+    gave no kernel without a word, chunk=0 failed in range() and 2.5 in range() too."""
+    recipe = Recipe(crop=(16, 16), kernel_size=15)
+    for empty in ([], 0, range(0)):
+        with pytest.raises(ValueError, match="name no item; pass at least one"):
+            make_pairs(recipe, empty)
+    for kwargs, said in [({"n": -1}, "n must be an integer >= 0, got -1"), ({"n": 2.5}, "n must be"),
+                         ({"n": 3, "chunk": 0}, "chunk must be an integer >= 1, got 0"),
+                         ({"n": 3, "chunk": True}, "chunk must be")]:
+        with pytest.raises(ValueError, match=said):
+            list(recipe_kernels(recipe, **kwargs))
+    assert list(recipe_kernels(recipe, 0)) == []
+    chunks = list(recipe_kernels(recipe, np.int64(3), chunk=np.int64(2)))
+    assert [(c.start, len(c.kernels)) for c in chunks] == [(0, 2), (2, 1)]
+    assert torch.equal(torch.cat([c.kernels for c in chunks]), make_pairs(recipe, 3)["kernel"])
+    with pytest.raises(ValueError, match="component must be one of source"):
+        component_seed(0, "kernel")
