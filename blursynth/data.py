@@ -31,7 +31,9 @@ def flatten_params(record: dict, prefix: str = "") -> dict:
     A ``None`` value (a value not drawn for this item: ``sensor.gamma`` when its curve is not
     ``"gamma"``, ``camera.depth_m`` of a distant scene, a sensor step that is off) becomes NaN, so
     every item of one dataset has the same keys and the default ``DataLoader`` collate turns the
-    dict into batched tensors (NaN where not drawn) and lists of strings. Lists are dropped.
+    dict into batched tensors (NaN where not drawn) and lists of strings. Lists, and values of other
+    types (NumPy scalars included: the records of :func:`~blursynth.pairs.make_pairs` and of a manifest
+    hold Python numbers), are dropped.
     """
     flat = {}
     for key, value in record.items():
@@ -87,15 +89,16 @@ class SyntheticPairs(Dataset):
         sharp: folder of sharp photographs (scanned once; unusable files are listed in ``skipped``) or
             None for dead-leaves scenes.
         seed: base seed; item ``i`` is a pure function of ``(recipe, seed, i, sharp)``.
-        crop: ``(h, w)``, or one int for a square, overriding the recipe's crop (pixels).
+        crop: ``(h, w)``, or one int for a square, overriding the recipe's crop (pixels, 8-16384).
         device: where pairs are computed (keep ``"cpu"`` inside ``DataLoader`` workers); checked here:
             ``"cuda"`` on a machine without CUDA is a ValueError.
 
-    Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1] (``"blur"``
+    Item ``i`` (an integer; negative counts from the end, like a list), its tensors on ``device``: dict
+    with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1] (``"blur"``
     quantised as the recipe's sensor says; ``"sharp"`` the crop as it is, not quantised, where
     ``blursynth dataset`` writes it rounded to the sensor's bit depth: the written file is this
     target exactly for 8-bit photographs and 8-bit output, within half a level otherwise);
-    ``"kernel"``: ``(kh, kw)`` float32 (the local kernel at the crop centre for projective recipes);
+    ``"kernel"``: ``(kh, kw)`` float32, summing to 1 (the local kernel at the crop centre for projective recipes);
     ``"index"``: int; ``"params"``: flat dict of the drawn values (:func:`flatten_params`), the same
     keys for every item (NaN for a value not drawn), so a ``DataLoader`` batches it.
     """
@@ -151,8 +154,9 @@ class PairedFolder(Dataset):
             manifest (a killed run, or one shard not yet merged) is refused with a FileNotFoundError
             saying how to finish it, in either layout: its ``lq/`` + ``gt/`` hold only some pairs.
 
-    Item ``i``: dict with ``"blur"``, ``"sharp"``: ``(3, H, W)`` float32 sRGB in [0, 1], ``"index"``
-    (int), and, when a manifest is present, ``"kernel"`` (float32 array as stored: ``(kh, kw)`` or
+    Item ``i`` (an integer; negative counts from the end), on the CPU: dict with ``"blur"``, ``"sharp"``:
+    ``(3, H, W)`` float32 sRGB in [0, 1] (16-bit files keep their 16 bits; gray ones are repeated to 3
+    channels), ``"index"`` (int), and, when a manifest is present, ``"kernel"`` (float32 array as stored: ``(kh, kw)`` or
     ``(rows, cols, kh, kw)``) and ``"params"`` (flat dict). Reading an item raises
     :class:`~blursynth.io.ImageError` naming the file when an image does not decode or when the two
     differ in size.
