@@ -15,7 +15,6 @@ kept, so the pair has no boundary artefact; the returned ``sharp`` is that inter
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +287,7 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, dev
     from .kernel import KernelChunk, KernelFitError
     seed = rng.check_seed(seed)
     for name, value, low in (("n", n, 0), ("chunk", chunk, 1)):  # (n=-1 gave no kernel, chunk=0 range()'s error)
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        if not rng.is_integer(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     n, chunk = int(n), int(chunk)
     for a in range(0, n, chunk):
