@@ -332,19 +332,23 @@ def run_generate(args) -> int:
     if recipe is not None:
         size, fit = recipe.kernel_size, recipe.kernel_fit
         spec = recipe.to_dict()
-        # the camera keys as the options spell them (a range where the recipe draws per item)
-        config = {"recipe": spec, "model": CLI_MODEL[recipe.trajectory_model], "model_config": spec["trajectory"],
-                  "focal_length_mm": spec["camera"]["focal_mm"], "image_size": spec["camera"]["frame_px"][::-1],
-                  "depth_m": spec["camera"]["depth_m"]}
+        model_name, model_config = CLI_MODEL[recipe.trajectory_model], spec["trajectory"]
     else:
         size, fit = args.kernel_size, args.fit
-        config = {"model": args.model, "model_config": _jsonable(model.__dict__)}
-        if args.model == "shake6d":
-            width, height = args.image_size
-            camera = Camera.from_35mm(args.focal_length, width, height)
-            config.update(focal_length_mm=args.focal_length, image_size=[width, height], focal_px=camera.focal_px,
-                          depth_m=None if math.isinf(args.depth) else args.depth)
-    config.update(seed=args.seed, kernel_size=size, fit=fit, trajectories=n)
+        model_name, model_config = args.model, _jsonable(model.__dict__)
+    # (keys in this order: the config is stored as JSON text in kernels.npz, whose bytes stay those of
+    # earlier versions for the same command)
+    config = {"model": model_name, "model_config": model_config, "seed": args.seed, "kernel_size": size,
+              "fit": fit, "trajectories": n}
+    if recipe is not None:
+        # the camera keys as the options spell them (a range where the recipe draws per item)
+        config.update(recipe=spec, focal_length_mm=spec["camera"]["focal_mm"],
+                      image_size=spec["camera"]["frame_px"][::-1], depth_m=spec["camera"]["depth_m"])
+    elif args.model == "shake6d":
+        width, height = args.image_size
+        camera = Camera.from_35mm(args.focal_length, width, height)
+        config.update(focal_length_mm=args.focal_length, image_size=[width, height], focal_px=camera.focal_px,
+                      depth_m=None if math.isinf(args.depth) else args.depth)
     started = time.perf_counter()
     # Only one chunk is ever in memory: each chunk's arrays are appended to the .npz being written,
     # and what the summary needs is kept per item as a few numbers (any --trajectories fits in RAM).

@@ -84,6 +84,15 @@ def test_recorded_trajectories_reproduce_the_kernels(tmp_path):
     assert torch.equal(K.kernels(traj, cam, 15), torch.from_numpy(data["kernels"]))
 
 
+def test_config_keys_keep_their_order(tmp_path):
+    # kernels.npz stores the config as JSON text: the same command must give the same bytes as before
+    # --recipe was added, so its keys keep the order earlier versions wrote
+    _, out = _generate(tmp_path)
+    config = json.loads(str(np.load(out / "kernels.npz")["config"]))
+    assert list(config) == ["model", "model_config", "seed", "kernel_size", "fit", "trajectories",
+                            "focal_length_mm", "image_size", "focal_px", "depth_m"]
+
+
 def test_chunking_does_not_change_the_output(tmp_path):
     _, a = _generate(tmp_path, "--chunk", "7", "--seed", "3", name="a")
     _, b = _generate(tmp_path, "--chunk", "64", "--seed", "3", name="b")
