@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import rng
 from .trajectory import Trajectory
 
 # The diagonal of a full-frame 36 x 24 mm sensor: 35 mm-equivalent focal lengths are defined on it.
@@ -48,7 +49,7 @@ class Camera:
         if not (self.focal_px > 0 and math.isfinite(self.focal_px)):
             raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px}")
         size = (self.width, self.height)
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size) or min(size) < 1:
+        if not all(map(rng.is_integer, size)) or min(size) < 1:
             raise ValueError(f"image size must be positive integers (pixels), got {self.width!r}x{self.height!r}")
         for name in ("cx", "cy"):
             value = getattr(self, name)

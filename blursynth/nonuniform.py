@@ -25,6 +25,7 @@ import numbers
 
 import torch
 
+from . import rng
 from .camera import Camera
 from .trajectory import Trajectory
 
@@ -383,7 +384,7 @@ def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
 def grid_points(camera: Camera, rows: int, cols: int) -> torch.Tensor:
     """``(rows * cols, 2)`` float32 pixel centres ``(x, y)`` of an even ``rows x cols`` grid of cells over
     the frame, row-major, on the CPU; ``rows`` and ``cols`` are integers >= 1 (else a ValueError)."""
-    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (rows, cols)):
+    if not all(rng.is_integer(v) and v >= 1 for v in (rows, cols)):
         raise ValueError(f"grid_points needs rows and cols as integers >= 1, got rows={rows!r}, cols={cols!r}")
     ys = (torch.arange(rows, dtype=torch.float32) + 0.5) * camera.height / rows - 0.5
     xs = (torch.arange(cols, dtype=torch.float32) + 0.5) * camera.width / cols - 0.5

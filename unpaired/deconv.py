@@ -21,7 +21,6 @@ The padding is cropped off the result.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
@@ -97,7 +96,7 @@ def _check_positive(name: str, value: float | torch.Tensor, floor: float = 0.0, 
 
 def _check_count(name: str, value: int, floor: int) -> None:
     """Raise ValueError unless ``value`` is an integer (not a bool) of at least ``floor``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < floor:
+    if not rng.is_integer(value) or value < floor:
         raise ValueError(f"{name} must be an integer >= {floor}, got {value!r}")
 
 
