@@ -32,8 +32,8 @@ def flatten_params(record: dict, prefix: str = "") -> dict:
     ``"gamma"``, ``camera.depth_m`` of a distant scene, a sensor step that is off) becomes NaN, so
     every item of one dataset has the same keys and the default ``DataLoader`` collate turns the
     dict into batched tensors (NaN where not drawn) and lists of strings. Lists, and values of other
-    types (NumPy scalars included: the records of :func:`~blursynth.pairs.make_pairs` and of a manifest
-    hold Python numbers), are dropped.
+    types, are dropped: NumPy scalars too, except ``np.float64``, which is a Python float (the records
+    of :func:`~blursynth.pairs.make_pairs` and of a manifest hold Python numbers).
     """
     flat = {}
     for key, value in record.items():

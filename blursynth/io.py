@@ -640,7 +640,7 @@ def pnm_bytes(data: np.ndarray) -> bytes:
 def write_json(path: str | os.PathLike, obj) -> None:
     """Atomically write ``obj`` as indented JSON with sorted keys (:func:`atomic_path`: an existing file is
     replaced). As ``json.dumps``: a float NaN or inf is written as ``NaN``/``Infinity`` (not strict JSON),
-    a NumPy scalar is a TypeError."""
+    a NumPy scalar is a TypeError (except ``np.float64``, a Python float)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
