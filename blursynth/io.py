@@ -322,8 +322,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
         raise ValueError(f"{path}: cannot tell an image format from {said}; end the name in .png, .jpg or .tif")
     data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
     if data.dtype.itemsize > 1 and suffix not in _DEEP_SUFFIXES:
+        # (bits is not used for an integer array: it is written as it is)
+        fix = "bits=8" if data is not image else "a uint8 array"
         raise ValueError(f"{path}: {suffix} holds 8 bits, not the {8 * data.dtype.itemsize} of this image; "
-                         f"use bits=8 or one of {', '.join(sorted(_DEEP_SUFFIXES))}")
+                         f"use {fix} or one of {', '.join(sorted(_DEEP_SUFFIXES))}")
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(png_bytes(data, **kwargs))

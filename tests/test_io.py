@@ -527,6 +527,15 @@ def test_write_image_names_the_file_for_a_format_it_cannot_write(tmp_path, name,
     assert read_image(tmp_path / "deep.tif")[1] == 16
 
 
+def test_write_image_of_a_16_bit_array_in_an_8_bit_format_names_the_fix_that_works(tmp_path):
+    # bits is not used for an integer array, so "use bits=8" would not help: the array must be 8-bit
+    with pytest.raises(ValueError, match="use a uint8 array or one of"):
+        write_image(tmp_path / "x.jpg", np.zeros((4, 5), np.uint16), bits=8)
+    with pytest.raises(ValueError, match="use bits=8 or one of"):
+        write_image(tmp_path / "x.jpg", np.zeros((4, 5), np.float32), bits=16)
+    assert not list(tmp_path.iterdir())
+
+
 def test_probe_images_refuses_one_path_and_bad_thread_counts(tmp_path):
     Image.fromarray(_ramp()).save(tmp_path / "a.png")
     with pytest.raises(TypeError, match=r"list of paths.*pass \[path\]"):  # was one "no such file" per letter
