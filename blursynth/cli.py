@@ -510,7 +510,7 @@ def add_inspect(subparsers) -> None:
     p.set_defaults(func=run_inspect)
 
 
-def _load_npz(path: Path) -> dict:
+def _load_npz(path: Path) -> tuple[dict, dict]:
     if path.is_dir():
         hint = path / "kernels.npz" if (path / "kernels.npz").is_file() else "a kernels.npz"
         raise UsageError(f"FILE {path}: is a folder; pass {hint} (written by 'blursynth generate')")
@@ -541,7 +541,7 @@ def _load_npz(path: Path) -> dict:
     if not isinstance(config, dict):
         raise UsageError(f"FILE {path}: its config is not a JSON object; pass the kernels.npz written by "
                          "'blursynth generate'")
-    return data
+    return data, config
 
 
 MAX_ZOOM = 32  # a 255 px kernel then renders 8160 px wide
@@ -558,9 +558,8 @@ def run_inspect(args) -> int:
     import numpy as np
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file; name a folder for the PNGs")
-    data = _load_npz(args.file)
+    data, config = _load_npz(args.file)
     kernels = data["kernels"]
-    config = json.loads(str(data["config"]))
     n = len(kernels)
     bad = [i for i in args.render or () if i >= n]
     if bad:  # (before the summary, so the error is the only line)

@@ -299,7 +299,7 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror, str(path))
 
 
-_DEEP_SUFFIXES = {".png", ".pgm", ".ppm", ".tif", ".tiff"}  # formats write_image can give 16 bits
+DEEP_SUFFIXES = {".png", ".pgm", ".ppm", ".tif", ".tiff"}  # formats write_image can give 16 bits
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwargs) -> None:
@@ -321,11 +321,11 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
         said = f"the suffix {suffix}" if suffix else "a name without a suffix"
         raise ValueError(f"{path}: cannot tell an image format from {said}; end the name in .png, .jpg or .tif")
     data = image if np.issubdtype(np.asarray(image).dtype, np.integer) else to_uint(image, bits)
-    if data.dtype.itemsize > 1 and suffix not in _DEEP_SUFFIXES:
+    if data.dtype.itemsize > 1 and suffix not in DEEP_SUFFIXES:
         # (bits is not used for an integer array: it is written as it is)
         fix = "bits=8" if data is not image else "a uint8 array"
         raise ValueError(f"{path}: {suffix} holds 8 bits, not the {8 * data.dtype.itemsize} of this image; "
-                         f"use {fix} or one of {', '.join(sorted(_DEEP_SUFFIXES))}")
+                         f"use {fix} or one of {', '.join(sorted(DEEP_SUFFIXES))}")
     with atomic_path(path) as tmp:
         if path.suffix.lower() == ".png":
             tmp.write_bytes(png_bytes(data, **kwargs))

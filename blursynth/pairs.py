@@ -194,9 +194,8 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
     index = rng.as_index(indices)
     if not len(index):  # (failed deep inside: "too many indices for tensor of dimension 1")
         raise ValueError(f"indices {indices!r} name no item; pass at least one, e.g. 1 or [0]")
-    step = CPU_BATCH if torch.device(device).type == "cpu" else max(1, len(index))
-    parts = [_make_batch(recipe, index[a:a + step], seed, sources, device)
-             for a in range(0, max(1, len(index)), step)]
+    step = CPU_BATCH if torch.device(device).type == "cpu" else len(index)
+    parts = [_make_batch(recipe, index[a:a + step], seed, sources, device) for a in range(0, len(index), step)]
     if len(parts) == 1:
         return parts[0]
     merged = {}

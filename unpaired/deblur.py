@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from blursynth.io import ImageError, atomic_path, first_line, read_image, write_image
+from blursynth.io import DEEP_SUFFIXES, ImageError, atomic_path, first_line, read_image, write_image
 from unpaired.config import pick_device
 from unpaired.data import list_images
 from unpaired.models import build_generator, size_factor
@@ -174,8 +174,6 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
     return F.pad(x, (left, right, top, bottom), mode=mode)
 
 
-# Formats whose files hold 16-bit samples (float TIFFs stay float); the others are read as 8-bit.
-DEEP_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".ppm")
 # Lossy outputs are written at quality 95, not Pillow's default 75, whose 8x8 blocks and ringing
 # would undo part of the detail just restored (and cameras save at 90-98).
 LOSSY_QUALITY = {".jpg": 95, ".jpeg": 95, ".webp": 95}
@@ -191,7 +189,7 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
     # The file's colour type, not its pixels, decides: a gray photo saved as RGB stays RGB.
     array, bits = read_image(src, channels=None)
     gray = array.shape[0] == 1
-    if bits > 8 and dst.suffix.lower() not in DEEP_SUFFIXES:  # rather than write it with 8 bits
+    if bits > 8 and dst.suffix.lower() not in DEEP_SUFFIXES:  # (16-bit formats) rather than write it with 8 bits
         raise ImageError(f"{src}: a {bits}-bit image, but {dst.suffix or 'a file without suffix'} holds 8 bits; "
                          "rename it to the suffix of its format or convert it to 16-bit PNG or TIFF")
     image = torch.from_numpy(array)[None].to(device).expand(-1, 3, -1, -1)  # the network sees RGB
