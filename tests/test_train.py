@@ -565,3 +565,32 @@ def test_a_bad_pair_read_in_a_dataloader_worker_is_one_line(tmp_path, refused):
         with refused(r"^error: \S*lq/[01]\.png: cannot be read as an image [^\n]*\n\Z"):
             cli(TINY + ["--steps", "1", "--workers", workers, "--pairs", str(tmp_path / "pairs"),
                         "--run-dir", str(tmp_path / f"r{workers}")])
+
+
+@pytest.mark.parametrize("signum, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_or_sigterm_finishes_the_step_and_checkpoints_it(tmp_path, signum, code):
+    # Ctrl-C printed a 40-line KeyboardInterrupt traceback and SIGTERM (a job scheduler's stop) killed
+    # the run silently; both lost every step since the last --ckpt-every checkpoint.
+    import signal
+    import time
+    run = tmp_path / "run"
+    opts = TINY + ["--device", "cpu", "--eval-every", "100000", "--ckpt-every", "100000", "--steps", "100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "unpaired.train", *opts, "--run-dir", str(run)],
+                            cwd=Path(__file__).parents[1], env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(getattr(signal, signum))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    step = int(last.split("stopped at step ")[1].split()[0])
+    assert last == (f"stopped at step {step} of 100000 ({signum}); {run}/checkpoints/step_{step:07d}.pt written: "
+                    f"continue with --resume {run}")
+    # that checkpoint is the one a run told to stop there writes, so resuming it repeats an uninterrupted run
+    main(opts + ["--stop-at", str(step), "--run-dir", str(tmp_path / "ref")])
+    mine, ref = weights(run, step), weights(tmp_path / "ref", step)
+    assert all(torch.equal(mine[k], ref[k]) for k in ref)
+    assert main(["--resume", str(run), "--stop-at", str(step + 1)])["step"] == step + 1
