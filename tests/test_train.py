@@ -73,6 +73,8 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("blur_model = 'psf'\n", "--blur-model must be one of network, kernel, shake"),
     ("blur_kernel = 20\n", "--blur-kernel must be odd"),
     ("blur_model = 'shake'\nblur_recipe = 'nope'\n", "--blur-recipe nope: .*default, gopro-like"),
+    # read from a file, it resumed the run's checkpoint with the defaults, not the run's options
+    ("resume = 'runs/x'\n", "'resume' belongs on the command line; .* run with --resume runs/x"),
 ])
 def test_config_errors_name_the_option(tmp_path, text, match):
     toml = tmp_path / "c.toml"

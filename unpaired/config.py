@@ -340,13 +340,16 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config", None)
+    toml = _read_toml(config_file) if config_file else {}
+    if "resume" in toml:  # (read here, it would start from the defaults, not the run's saved options)
+        raise ConfigError(f"--config {config_file}: 'resume' belongs on the command line; drop it there and "
+                          f"run with --resume {toml['resume']} (the run's config.json gives its options)")
     saved = None
     if args.get("resume"):
         if Path(args.get("run_dir", args["resume"])).resolve() != Path(args["resume"]).resolve():
             raise ConfigError(f"--resume {args['resume']} continues the run in that folder; drop --run-dir/--out "
                               f"{args['run_dir']} (a resumed run stays where it is)")
         saved = _saved_config(args["resume"])
-    toml = _read_toml(config_file) if config_file else {}
     base = from_mapping(toml, saved, where=str(config_file))
     cfg = from_mapping(args, base, where="command line").resolve()
     if cfg.resume:
