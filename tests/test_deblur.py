@@ -211,6 +211,10 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
     refused([str(tmp_path / "in"), str(tmp_path / "other"), "--out", str(tmp_path / "out")],
             "would both be written to")
     refused([str(tmp_path / "in"), "--out", str(tmp_path / "in" / "a.png")], "exists and is not a folder")
+    # a mistyped input (or a pattern the shell left unexpanded) was a read error after the checkpoint was
+    # loaded and --out made: exit status 1, as if the run had failed
+    refused([str(tmp_path / "in" / "a.png"), str(tmp_path / "in" / "*.JPG"), "--out", str(tmp_path / "out")],
+            f"error: {tmp_path / 'in' / '*.JPG'}: no such file or folder; check the path")
     (tmp_path / "empty").mkdir()
     refused([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "empty")],
             "empty: a folder without checkpoints/best.pt or checkpoints/step_*.pt")
@@ -240,24 +244,26 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
 
 
 def test_cli_bad_checkpoint(tmp_path, capsys):
-    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path)]) == 2
+    write_image(tmp_path / "x.png", np.zeros((3, 8, 8), np.float32))  # (a missing input is refused first)
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     torch.save({"something": 1}, bad)
-    assert main([str(tmp_path / "x.png"), "--checkpoint", str(bad), "--out", str(tmp_path)]) == 2
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "not a checkpoint written by unpaired.train" in capsys.readouterr().err
 
     class Unpickled:  # what a malicious checkpoint holds: unpickling it would create the marker file
         def __reduce__(self):
             return open, (str(tmp_path / "ran"), "w")
     torch.save({"generator_spec": {}, "models": {"G": Unpickled()}}, tmp_path / "evil.pt")
-    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "evil.pt"), "--out", str(tmp_path)]) == 2
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "holds Python objects that unpaired.train never writes" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
 
 
 def test_cli_bad_device(tmp_path, checkpoint, capsys):
-    args = [str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]
+    write_image(tmp_path / "x.png", np.zeros((3, 8, 8), np.float32))  # (a missing input is refused first)
+    args = [str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]
     assert main(args + ["--device", "gpu"]) == 2
     assert "--device must be auto, cpu, cuda or cuda:N" in capsys.readouterr().err
     if not torch.cuda.is_available():

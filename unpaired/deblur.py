@@ -213,13 +213,15 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
     """``(source, destination)`` for each input file, or each image of an input folder (sorted).
 
     Raises:
-        ValueError: nothing is written when a destination would replace an input, two inputs share a
-            file name, ``out_dir`` is a file, or (without ``overwrite``) an output already exists.
+        ValueError: nothing is written when an input does not exist, a destination would replace an
+            input, two inputs share a file name, ``out_dir`` is a file, or (without ``overwrite``) an output already exists.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a folder; choose a folder")
     sources: dict[Path, Path] = {}  # resolved -> as given; a file named twice is deblurred once
     for name in inputs:
+        if not Path(name).exists():  # a typo, or a shell pattern that matched nothing: before anything is made
+            raise ValueError(f"{name}: no such file or folder; check the path (nothing was written)")
         for src in list_images(name, "input") if Path(name).is_dir() else [Path(name)]:
             sources.setdefault(src.resolve(), src)
     plan, taken = [], {}
