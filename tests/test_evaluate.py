@@ -171,13 +171,21 @@ def test_bad_inputs_name_the_file(tmp_path, refused):
     with refused(rf"im1_kernel1\.png is {SIZE}x{SIZE} but .*im1\.png is {SIZE + 3}x{SIZE}; "):
         _run(["--benchmark", "levin", "--data", data])
     with refused("no im"):
+        _run(["--benchmark", "levin", "--data", tmp_path / "levin" / "sharp"])
+    # a mistyped --data was "DATA/blurry: no im{i}_kernel{j}.png files", as if the folder were there but empty
+    with refused(rf"^error: --data {re.escape(str(tmp_path / 'nothing'))}: no such folder; pass the Levin 2009 folder"):
         _run(["--benchmark", "levin", "--data", tmp_path / "nothing"])
+    with refused(rf"^error: --data {re.escape(str(bad))}: not a folder"):
+        _run(["--benchmark", "levin", "--data", bad])
     folder = tmp_path / "f"
     (folder / "blur").mkdir(parents=True)
     (folder / "sharp").mkdir()
     iio.imwrite(folder / "blur" / "a.png", np.zeros((8, 8), np.uint8))
     with refused(r"a\.png: no sharp image"):
         _run(["--benchmark", "folder", "--blurry", folder / "blur", "--sharp", folder / "sharp"])
+    # a `blursynth dataset` folder given to the levin benchmark: say which benchmark reads it
+    with refused(rf"a folder of pairs, not Levin 2009's; score it with --benchmark folder --blurry {re.escape(str(folder / 'blur'))} "):
+        _run(["--benchmark", "levin", "--data", folder])
     with refused("needs --blurry"):
         _run(["--benchmark", "folder", "--blurry", folder / "blur"])
     with refused("--device must be auto, cpu, cuda or cuda:N"):
