@@ -599,3 +599,37 @@ def test_ctrl_c_or_sigterm_finishes_the_step_and_checkpoints_it(tmp_path, signum
     mine, ref = weights(run, step), weights(tmp_path / "ref", step)
     assert all(torch.equal(mine[k], ref[k]) for k in ref)
     assert main(["--resume", str(run), "--stop-at", str(step + 1)])["step"] == step + 1
+
+
+def test_a_sigterm_to_the_whole_group_stops_a_run_with_workers_in_one_line(tmp_path):
+    # Some schedulers signal every process of a job: the DataLoader workers then die mid-step, and the
+    # main process's step failed in a traceback.
+    import signal
+    import time
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "unpaired.train", *TINY, "--device", "cpu", "--workers", "2",
+                             "--eval-every", "100000", "--ckpt-every", "100000", "--steps", "100000",
+                             "--run-dir", str(run)], cwd=Path(__file__).parents[1], start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 143 and len(lines) == 1, err
+    assert lines[0].startswith(("stopped at step ", "interrupted; the run folder keeps its last checkpoint")), err
+
+
+def test_workers_left_running_at_exit_do_not_keep_the_process_alive(tmp_path):
+    # The workers ignored SIGTERM too, which is how multiprocessing ends the workers of a DataLoader
+    # still iterating when Python exits: such a process never exited (the test suite hung in CI).
+    script = ("from torch.utils.data import DataLoader\n"
+              "from unpaired.train import _ignore_ctrl_c\n"
+              "it = iter(DataLoader(list(range(100)), num_workers=1, worker_init_fn=_ignore_ctrl_c))\n"
+              "next(it)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -111,11 +111,24 @@ def _stop_requests(enabled: bool):
             signal.signal(s, handler)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+def _ignore_ctrl_c(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C (sent to the whole process group) to the main process, which
-    finishes its step and then shuts them down; a worker that died of it would fail that step."""
+    finishes its step and then shuts them down; a worker that died of it would fail that step.
+    SIGTERM keeps its default: it is how multiprocessing stops a worker left running at exit, and a
+    worker that ignored it kept its process from ever exiting."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _close(batches) -> None:
+    """Stop a DataLoader iterator's workers here rather than in its ``__del__``: workers ended by a
+    signal to the whole process group made torch raise from inside ``__del__``, which Python prints
+    as an ignored-exception traceback after the run's last line."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # (workers > 0 only)
+    if shutdown is not None:
+        try:
+            shutdown()
+        except (RuntimeError, KeyboardInterrupt):  # (a worker ended by the signal: nothing left to stop)
+            pass
 
 
 class CycleDiscriminators(nn.Module):
@@ -351,84 +364,92 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- the loop
     loader = DataLoader(train_set, batch_size=cfg.batch, num_workers=cfg.workers,
                         sampler=StepSampler(start, end, cfg.batch, rank, world),
-                        pin_memory=device.type == "cuda", worker_init_fn=_ignore_stop_signals,
+                        pin_memory=device.type == "cuda", worker_init_fn=_ignore_ctrl_c,
                         generator=torch.Generator().manual_seed(0))  # its base-seed draw must not use the global RNG
     bar = tqdm(total=end - start, initial=0, desc=f"{cfg.mode} steps {start}->{end}",
                disable=not (master and cfg.progress), dynamic_ncols=True)
     identity = cfg.lambda_identity > 0
     t0, last = time.time(), {}
     done = start
+    batches = iter(loader)
     with _stop_requests(world == 1) as stop:
-        for step, batch in zip(range(start, end), loader):
-            blur = batch["blur"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            sharp = batch["sharp"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        try:
+            for step, batch in zip(range(start, end), batches):
+                blur = batch["blur"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                sharp = batch["sharp"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
-            if cfg.mode == "paired":
-                with autocast():
-                    out = units["gen"](blur)
-                    loss = pixel_loss(cfg.pixel_loss, out, sharp)
-                    losses = {"loss_pixel": loss}
-                    if perceptual is not None:
-                        losses["loss_perceptual"] = perceptual(out.float(), sharp)
-                        loss = loss + cfg.perceptual * losses["loss_perceptual"]
-                optims["gen"].zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:  # bounds each update: unclipped, deeper U-Nets at lr 1e-3 blew up within 100 steps
-                    scaler.unscale_(optims["gen"])
-                    losses["grad_norm"] = nn.utils.clip_grad_norm_(raw_units["gen"].parameters(), cfg.grad_clip)
-                scaler.step(optims["gen"])
-            else:
-                # generators: fool both discriminators, cycle back, keep identities
-                raw_units["disc"].requires_grad_(False)
-                with autocast():
-                    o = units["gen"](blur, sharp, identity)
-                    l1 = lambda pairs: sum(pixel_loss("l1", o[k], x) for k, x in pairs if k in o)  # noqa: E731
-                    losses = {"loss_gan_G": lsgan_loss(nets["D_sharp"](o["fake_sharp"]), True),
-                              "loss_gan_F": lsgan_loss(nets["D_blur"](o["fake_blur"]), True),
-                              "loss_cycle": l1((("rec_blur", blur), ("rec_sharp", sharp)))}
-                    loss = losses["loss_gan_G"] + losses["loss_gan_F"] + cfg.lambda_cycle * losses["loss_cycle"]
-                    if identity:
-                        losses["loss_identity"] = l1((("idt_sharp", sharp), ("idt_blur", blur)))
-                        loss = loss + cfg.lambda_cycle * cfg.lambda_identity * losses["loss_identity"]
-                    if "kernel" in o:  # F's kernels centred like the photos' (off-centre blur would teach G to shift)
-                        losses["loss_centre"] = kernel_centroid(o["kernel"]).square().sum(-1).mean()
-                        loss = loss + losses["loss_centre"]
-                optims["gen"].zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optims["gen"])
-                # discriminators: real vs. pooled past fakes
-                raw_units["disc"].requires_grad_(True)
-                fake_sharp = pools["sharp"].query(o["fake_sharp"].float())
-                fake_blur = pools["blur"].query(o["fake_blur"].float())
-                with autocast():
-                    loss_d = units["disc"](sharp, fake_sharp, blur, fake_blur)
-                losses["loss_D"] = loss_d
-                optims["disc"].zero_grad(set_to_none=True)
-                scaler.scale(loss_d).backward()
-                scaler.step(optims["disc"])
-            scaler.update()
-            lr = scheds["gen"].get_last_lr()[0]  # the rate this update used (logged with its losses)
-            for s in scheds.values():
-                s.step()
-            done = step + 1
-            bar.update(1)
+                if cfg.mode == "paired":
+                    with autocast():
+                        out = units["gen"](blur)
+                        loss = pixel_loss(cfg.pixel_loss, out, sharp)
+                        losses = {"loss_pixel": loss}
+                        if perceptual is not None:
+                            losses["loss_perceptual"] = perceptual(out.float(), sharp)
+                            loss = loss + cfg.perceptual * losses["loss_perceptual"]
+                    optims["gen"].zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.grad_clip > 0:  # bounds each update: unclipped, deeper U-Nets at lr 1e-3 blew up within 100 steps
+                        scaler.unscale_(optims["gen"])
+                        losses["grad_norm"] = nn.utils.clip_grad_norm_(raw_units["gen"].parameters(), cfg.grad_clip)
+                    scaler.step(optims["gen"])
+                else:
+                    # generators: fool both discriminators, cycle back, keep identities
+                    raw_units["disc"].requires_grad_(False)
+                    with autocast():
+                        o = units["gen"](blur, sharp, identity)
+                        l1 = lambda pairs: sum(pixel_loss("l1", o[k], x) for k, x in pairs if k in o)  # noqa: E731
+                        losses = {"loss_gan_G": lsgan_loss(nets["D_sharp"](o["fake_sharp"]), True),
+                                  "loss_gan_F": lsgan_loss(nets["D_blur"](o["fake_blur"]), True),
+                                  "loss_cycle": l1((("rec_blur", blur), ("rec_sharp", sharp)))}
+                        loss = losses["loss_gan_G"] + losses["loss_gan_F"] + cfg.lambda_cycle * losses["loss_cycle"]
+                        if identity:
+                            losses["loss_identity"] = l1((("idt_sharp", sharp), ("idt_blur", blur)))
+                            loss = loss + cfg.lambda_cycle * cfg.lambda_identity * losses["loss_identity"]
+                        if "kernel" in o:  # F's kernels centred like the photos' (off-centre blur would teach G to shift)
+                            losses["loss_centre"] = kernel_centroid(o["kernel"]).square().sum(-1).mean()
+                            loss = loss + losses["loss_centre"]
+                    optims["gen"].zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optims["gen"])
+                    # discriminators: real vs. pooled past fakes
+                    raw_units["disc"].requires_grad_(True)
+                    fake_sharp = pools["sharp"].query(o["fake_sharp"].float())
+                    fake_blur = pools["blur"].query(o["fake_blur"].float())
+                    with autocast():
+                        loss_d = units["disc"](sharp, fake_sharp, blur, fake_blur)
+                    losses["loss_D"] = loss_d
+                    optims["disc"].zero_grad(set_to_none=True)
+                    scaler.scale(loss_d).backward()
+                    scaler.step(optims["disc"])
+                scaler.update()
+                lr = scheds["gen"].get_last_lr()[0]  # the rate this update used (logged with its losses)
+                for s in scheds.values():
+                    s.step()
+                done = step + 1
+                bar.update(1)
 
-            if done % cfg.log_every == 0 or done == end:
-                last = {k: float(v.detach()) for k, v in losses.items()}
-                bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
-                log({"step": done, "lr": lr, **last,
-                     "seconds": round(time.time() - t0, 2)})
-            if master and (done % cfg.eval_every == 0 or done == end) and val:
-                record = evaluate(done)
-                if len(record) > 1:  # (photos without sharp twins: a sample grid, no scores to log)
-                    log(record)
-                if record.get("val_psnr", -float("inf")) > best:
-                    best = record["val_psnr"]
-                    checkpoint(done, "best.pt")  # master only: pools of rank 0 alone
-            if done % cfg.ckpt_every == 0 or done == end or stop:  # (stop: SIGINT/SIGTERM came in this step)
-                checkpoint(done)
-            if stop:
-                break
+                if done % cfg.log_every == 0 or done == end:
+                    last = {k: float(v.detach()) for k, v in losses.items()}
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
+                    log({"step": done, "lr": lr, **last,
+                         "seconds": round(time.time() - t0, 2)})
+                if master and (done % cfg.eval_every == 0 or done == end) and val:
+                    record = evaluate(done)
+                    if len(record) > 1:  # (photos without sharp twins: a sample grid, no scores to log)
+                        log(record)
+                    if record.get("val_psnr", -float("inf")) > best:
+                        best = record["val_psnr"]
+                        checkpoint(done, "best.pt")  # master only: pools of rank 0 alone
+                if done % cfg.ckpt_every == 0 or done == end or stop:  # (stop: SIGINT/SIGTERM came in this step)
+                    checkpoint(done)
+                if stop:
+                    break
+        except RuntimeError:
+            if stop:  # (a SIGTERM sent to the whole process group also ends --workers processes mid-step)
+                raise (Terminated() if stop[0] == signal.SIGTERM else KeyboardInterrupt()) from None
+            raise
+        finally:
+            _close(batches)
     bar.close()
     if stop and done < end:  # SIGINT/SIGTERM: the step it came in was finished and checkpointed
         raise Stopped(stop[0], f"stopped at step {done} of {cfg.steps} ({signal.Signals(stop[0]).name}); "
