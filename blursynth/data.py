@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset
 from .io import check_pair_sizes, read_image
 from .pairs import ImageFolder, make_pairs
 from .recipe import Recipe, load_recipe
-from .rng import check_seed
+from .rng import check_seed, is_integer
 
 
 def flatten_params(record: dict, prefix: str = "") -> dict:
@@ -49,7 +48,7 @@ def flatten_params(record: dict, prefix: str = "") -> dict:
 
 def _crop_size(crop) -> tuple[int, int]:
     """``crop`` as ``(h, w)``: one int is a square, as for every size in the package."""
-    if isinstance(crop, numbers.Integral) and not isinstance(crop, bool):
+    if is_integer(crop):
         return int(crop), int(crop)
     try:
         pair = tuple(crop)

@@ -156,8 +156,7 @@ class Recipe:
     def with_crop(self, crop: int | tuple[int, int]) -> "Recipe":
         """This recipe with another crop, ``(h, w)`` or one int for a square (8-16384 px; NumPy integers
         too), validated (an error names both)."""
-        size = list(crop) if isinstance(crop, (list, tuple)) else [crop, crop]
-        size = [int(c) if isinstance(c, numbers.Integral) and not isinstance(c, bool) else c for c in size]
+        size = list(crop) if isinstance(crop, (list, tuple)) else [crop, crop]  # (_int takes NumPy integers)
         return _parse({**self.to_dict(), "crop": size}, f"{self.source} with crop {'x'.join(map(str, size))}")
 
     @classmethod

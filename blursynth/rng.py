@@ -99,7 +99,7 @@ def as_index(index: torch.Tensor | int | range | list, device: torch.device | st
     """Item indices as a 1-D int64 tensor on ``device`` (``int n`` means ``range(n)``; a tensor or list
     of any shape is flattened; ``device=None`` keeps a tensor's own, else the CPU). Indices are non-negative
     integers: a float one would be truncated into another item's draws, so it is refused."""
-    if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+    if is_integer(index):
         index = range(int(index))
     if isinstance(index, range):
         idx = torch.arange(index.start, index.stop, index.step, dtype=torch.int64, device=device)

@@ -232,10 +232,10 @@ def dead_leaves(n: int, size, seed: int, start: int = 0, device: torch.device | 
 def _size(size) -> tuple[int, int]:
     """``size`` (an int for a square, or ``(height, width)``) as two ints >= 1, or a clear error."""
     try:
-        h, w = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+        h, w = (size, size) if rng.is_integer(size) else tuple(size)
     except (TypeError, ValueError):
         h = w = None
-    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in (h, w)) or h < 1 or w < 1:
+    if not all(map(rng.is_integer, (h, w))) or h < 1 or w < 1:
         raise ValueError(f"scene size must be a positive int (a square) or (height, width) ints, got {size!r}")
     return int(h), int(w)
 

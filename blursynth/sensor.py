@@ -304,7 +304,7 @@ class SensorParams:
 
     def __getitem__(self, items) -> "SensorParams":
         """The parameters of a subset of items (an index tensor, slice, list or int)."""
-        if isinstance(items, numbers.Integral) and not isinstance(items, (bool, np.bool_)):
+        if rng.is_integer(items):
             items = [int(items)]  # (a NumPy integer indexes like an int, not as a 0-d array)
         return SensorParams(**{f.name: getattr(self, f.name)[items] for f in fields(self)})
 
