@@ -40,6 +40,11 @@ def test_config_toml_then_command_line_override(tmp_path):
     assert cfg.mode == "cyclegan" and cfg.n_blocks == 4 and cfg.run_dir == "x"
     assert cfg.lr == 1e-4 and isinstance(cfg.lr, float) and cfg.residual is True
     assert config.parse_args(["--out", str(tmp_path / "r")]).run_dir == str(tmp_path / "r")  # --run-dir's alias
+    toml.write_text(f'out = "{tmp_path / "o"}"\n')  # ... in a file too (it was an unknown option)
+    assert config.parse_args(["--config", str(toml)]).run_dir == str(tmp_path / "o")
+    toml.write_text('out = "a"\nrun-dir = "b"\n')
+    with pytest.raises(config.ConfigError, match="c.toml: give one of run_dir and out, not both"):
+        config.parse_args(["--config", str(toml)])
     assert config.parse_args(["--quiet"]).progress is False  # blursynth's spelling of --no-progress
     assert config.parse_args([]).progress is True
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])

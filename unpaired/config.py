@@ -278,6 +278,10 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     return from_mapping(_read_toml(path), base, where=str(path))
 
 
+# Second spellings of a flag: `--out` is what blursynth's commands and unpaired.deblur call an output folder.
+ALIASES = {"run_dir": ("--out",)}
+
+
 def _read_toml(path: str | Path) -> dict:
     """The ``{field: value}`` of a ``--config`` file (dashes in keys read as underscores)."""
     try:
@@ -291,11 +295,14 @@ def _read_toml(path: str | Path) -> dict:
                           "as TOML requires") from None
     except OSError as exc:  # a folder, no permission
         raise ConfigError(f"--config {path}: cannot be read ({exc.strerror}); pass a TOML file") from None
-    return {k.replace("-", "_"): v for k, v in data.items()}
-
-
-# Second spellings of a flag: `--out` is what blursynth's commands and unpaired.deblur call an output folder.
-ALIASES = {"run_dir": ("--out",)}
+    values = {k.replace("-", "_"): v for k, v in data.items()}
+    for name, flags in ALIASES.items():  # `out = "runs/x"` as the command line's --out
+        for alias in (flag.lstrip("-").replace("-", "_") for flag in flags):
+            if alias in values:
+                if name in values:
+                    raise ConfigError(f"--config {path}: give one of {name} and {alias}, not both")
+                values[name] = values.pop(alias)
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
