@@ -278,6 +278,26 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
+def test_resume_on_other_validation_images_starts_the_best_afresh(tmp_path, capsys):
+    # best.pt's score was kept across a resume with another --val-size, and compared with scores of
+    # other images: a model that scored higher on the new set never replaced it
+    run = tmp_path / "r"
+    main(TINY + ["--steps", "4", "--stop-at", "2", "--eval-every", "2", "--run-dir", str(run)])
+    ckpt = run / "checkpoints" / "step_0000002.pt"
+    state = torch.load(ckpt, weights_only=False)
+    state["best"] = 99.0  # as if the old validation images had been easy
+    torch.save(state, ckpt)
+    capsys.readouterr()
+    main(["--resume", str(run), "--stop-at", "3", "--no-progress"])  # the same images: the best stands
+    assert "validation" not in capsys.readouterr().err
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=False)["step"] == 2
+    main(["--resume", str(run), "--val-size", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    assert "resume: other validation images than at step 3 (2 then, 3 now); best.pt's 99.00 dB" in err
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
+    assert best["step"] == 4 and best["best"] == records(run)[-1]["val_psnr"] < 99
+
+
 @pytest.mark.parametrize("blur_model", ["network", "kernel", "shake"])
 def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
     # the pool (size 2, batch 2) starts swapping images at step 2, so its state must survive the resume;

@@ -218,6 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
     # (surrogateescape: a file name that is not UTF-8, b"\xe9t\xe9.jpg", hashes as its bytes)
     data_files = {k: (len(v), hashlib.sha256("\0".join(v).encode("utf-8", "surrogateescape")).hexdigest())
                   for k, v in names.items()}
+    # ... and of the validation images, which best.pt's score was measured on: another --val-size,
+    # --val-crop, --val-pairs or --seed on resume makes scores that cannot be compared with it.
+    digest = hashlib.sha256()
+    for item in val:
+        for k in sorted(item):
+            digest.update(item[k].contiguous().numpy().tobytes())
+    val_digest = (len(val), digest.hexdigest())
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
@@ -289,6 +296,12 @@ def main(argv: list[str] | None = None) -> dict:
         if master and changed:
             print(f"resume: other usable files than at step {start} in {' and '.join(changed)}; the run goes on, "
                   "but no longer repeats an uninterrupted one", file=sys.stderr)
+        if tuple(state.get("validation", val_digest)) != val_digest and best > -float("inf"):
+            if master:
+                print(f"resume: other validation images than at step {start} ({state['validation'][0]} then, "
+                      f"{len(val)} now); best.pt's {best:.2f} dB was measured on the others, so the next "
+                      "validation starts the best afresh", file=sys.stderr)
+            best = -float("inf")
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
             print(f"resumed {resume_from} at step {start}")
@@ -312,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not master:
             return
         state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best, "data_files": data_files,
+                 "validation": val_digest,
                  "models": {k: m.state_dict() for k, m in nets.items()},
                  "optimizers": {k: o.state_dict() for k, o in optims.items()},
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
