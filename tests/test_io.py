@@ -61,6 +61,29 @@ def test_a_transparent_colour_is_composited_over_white_as_alpha_is(tmp_path):
     Image.fromarray(np.array([[[0, 0, 0], [9, 9, 9]]], np.uint8)).save(tmp_path / "rgb.png", transparency=(0, 0, 0))
     assert np.allclose(read_image(tmp_path / "rgb.png")[0][:, 0], [[1, 9 / 255]] * 3)
 
+
+def _with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """``png`` with one more chunk before its image data (where tRNS and eXIf belong)."""
+    at = png.index(b"IDAT") - 4
+    return png[:at] + struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)) + png[at:]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_a_transparent_colour_of_a_16_bit_png_is_composited_too(tmp_path, channels):
+    # 16-bit gray and RGB PNGs can carry one too (the colour in 16-bit samples); it was left out
+    img = np.full((2, 3, channels), 1000, np.uint16)
+    img[0, 1] = 7 + np.arange(channels)  # the transparent colour ...
+    img[1, 2, 0] = 7  # ... and, in RGB, a colour that only shares its red with it
+    key = struct.pack(f">{channels}H", *(7 + np.arange(channels)))
+    (tmp_path / "t.png").write_bytes(_with_chunk(png_bytes(img if channels == 3 else img[..., 0]), b"tRNS", key))
+    out, bits = read_image(tmp_path / "t.png", channels=None)
+    want = (img.transpose(2, 0, 1) / 65535).astype(np.float32)
+    want[:, 0, 1] = 1.0
+    if channels == 1:
+        want[:, 1, 2] = 1.0
+    assert bits == 16 and out.shape == (channels, 2, 3)
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+
 # EXIF orientation tag -> what a viewer does to the stored pixels to show them upright (EXIF 2.3, 4.6.4).
 UPRIGHT = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
