@@ -530,9 +530,10 @@ def _tiff_header(path: Path) -> tuple[int | None, int | None, int] | None:
 
 # imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit, and leaves out
 # the transparent colour (tRNS chunk) of 16-bit gray: 16-bit PNGs are read through torchvision's
-# libpng decoder, the transparent colour applied here. PNGs are written by png_bytes below: Pillow cannot write 16-bit
-# colour, and its encoder tries every row filter on every row, which took 6.6 ms per 256x256 RGB image
-# at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes two per pair).
+# libpng decoder, the transparent colour applied here. PNGs are written by png_bytes below: Pillow
+# cannot write 16-bit colour, and its encoder tries every row filter on every row, which took 6.6 ms
+# per 256x256 RGB image at zlib level 1 against 3.5 ms here, for files 1% larger (a dataset writes
+# two per pair).
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
