@@ -111,7 +111,9 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
 
     ``overwrite`` deletes only what an earlier dataset run wrote in ``out`` (:func:`_remove_own_files`).
     """
-    if out.is_dir() and not any(out.iterdir()):
+    # (a run killed while writing its first file, dataset.json, leaves only that write's temporary:
+    # still an empty folder, whose temporary the run then removes)
+    if out.is_dir() and all(e.is_file() and _TEMPORARY.fullmatch(e.name) for e in out.iterdir()):
         return
     if not out.is_dir():
         raise DatasetError(f"--out {out}: exists and is not a folder")

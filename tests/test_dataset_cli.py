@@ -142,6 +142,16 @@ def test_resume_after_a_kill_is_byte_identical(tmp_path, photos, recipe_file, re
     assert _snapshot(out) == reference[1]
 
 
+def test_a_kill_while_the_first_dataset_json_is_written_resumes(tmp_path, photos, recipe_file, reference):
+    # A SIGKILL between atomic_path's mkstemp and its rename leaves only the temporary of dataset.json,
+    # the run's first write: the same command used to refuse the folder as "not empty", for good.
+    out = tmp_path / "set"
+    out.mkdir()
+    (out / ".dataset.k1ll3d_x.tmp.json").write_text('{"sett')
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
+
 def test_finished_run_rerun_is_a_no_op_and_killed_merge_finishes(tmp_path, photos, recipe_file, reference):
     out = tmp_path / "set"
     shutil.copytree(reference[0], out)
