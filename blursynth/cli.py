@@ -16,6 +16,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -25,6 +26,11 @@ from pathlib import Path
 from . import __version__
 from .interrupt import exit_code, sigterm_interrupts
 from .recipe import FOCAL_MM_RANGE, FRAME_PX_MAX, KERNEL_SIZE_MAX  # (the recipe's bounds; no torch import)
+
+try:
+    import fcntl
+except ImportError:  # (not on Windows: no locks there, and staged folders of killed runs stay)
+    fcntl = None
 
 
 class UsageError(Exception):
@@ -135,8 +141,30 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {out}: cannot write in {probe}; choose a writable --out")
 
 
+def _hold(folder: Path) -> int | None:
+    """An exclusive advisory lock on ``folder``: its descriptor (the lock goes when it is closed or the
+    process dies), or None when another process holds it or the file system has no locks."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # (BlockingIOError: a live run's)
+        os.close(fd)
+        return None
+    return fd
+
+
 class _StagedDir:
-    """A temporary folder beside ``out`` that replaces ``out`` only on success."""
+    """A temporary folder beside ``out`` that replaces ``out`` only on success.
+
+    A run killed outright (SIGKILL, a crash) cannot remove its staged folder, nor the old ``out`` it
+    was deleting: the next run with that ``out`` does. Each run holds a lock on its folders, so a
+    run still writing (one with the same ``--out``, started at the same time) keeps its own.
+    """
 
     def __init__(self, out: Path):
         # a link to a folder (say, on a larger disk) is followed: replacing the link itself left its
@@ -150,21 +178,47 @@ class _StagedDir:
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
         except OSError as exc:  # (a read-only or virtual file system: /proc, a full disk)
             raise UsageError(f"--out {self.out}: cannot make a folder there ({exc.strerror}); choose another --out") from None
+        self.lock = _hold(self.tmp)
         os.chmod(self.tmp, 0o777 & ~umask())  # mkdtemp makes 0700; the folder should look like mkdir's
+        if self.lock is not None:  # (without locks a live run's folder could not be told from a dead one's)
+            self._remove_killed_runs_folders()
         return self.tmp
 
+    def _remove_killed_runs_folders(self) -> None:
+        """Delete the staged folders (``.NAME.XXXXXXXX.tmp``) and old outputs (``.NAME.old-PID``) that
+        runs killed outright left beside ``out``: those no live run holds."""
+        name = re.compile(rf"\.{re.escape(self.out.name)}\.([a-z0-9_]{{8}}\.tmp|old-\d+)")
+        for path in self.out.parent.iterdir():
+            if path == self.tmp or not name.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+                continue
+            fd = _hold(path)
+            if fd is not None:
+                try:
+                    shutil.rmtree(path, ignore_errors=True)
+                finally:
+                    os.close(fd)
+
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            if exc_type is not None:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                return False
+            old = held = None
+            if self.out.exists():
+                old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+                held = _hold(self.out)  # (so that no other run takes it for a killed run's while it goes)
+                os.replace(self.out, old)
+            try:
+                os.replace(self.tmp, self.out)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+            finally:
+                if held is not None:
+                    os.close(held)
             return False
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-        os.replace(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return False
+        finally:
+            if self.lock is not None:
+                os.close(self.lock)
 
 
 # ----------------------------------------------------------------------------------------------

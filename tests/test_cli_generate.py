@@ -268,6 +268,26 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the staged folder went with it
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no advisory locks")
+def test_the_next_run_removes_what_runs_killed_outright_left_behind(tmp_path):
+    # SIGKILL cannot be cleaned up after: the staged folder (up to twice kernels.npz's size) and, if it
+    # came while an --overwrite run deleted the old output, that output stayed beside --out for good.
+    import fcntl
+    killed = [tmp_path / ".out.k1ll3d_x.tmp", tmp_path / ".out.old-4242"]
+    for folder in killed:
+        (folder / ".kernels.abcdefgh.parts").mkdir(parents=True)
+        (folder / ".kernels.abcdefgh.parts" / "kernels.npy").write_bytes(b"x" * 100)
+    live = tmp_path / ".out.l1ve_run.tmp"  # a run with the same --out, still writing
+    live.mkdir()
+    fd = os.open(live, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        assert _generate(tmp_path)[0] == 0
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == [".out.l1ve_run.tmp", "out"]
+
+
 def test_a_run_the_disk_cannot_hold_is_refused_at_its_first_chunk(capsys, tmp_path, monkeypatch):
     import blursynth.cli as cli
     usage = shutil.disk_usage(tmp_path)
