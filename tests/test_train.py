@@ -538,6 +538,27 @@ def test_resume_after_a_kill_mid_write_drops_the_torn_line_and_the_temporaries(t
     assert not any(path.exists() for path in stale)
 
 
+def test_a_kill_before_the_oldest_checkpoint_is_removed_is_made_good_on_resume(tmp_path, monkeypatch):
+    # Killed after the last step's checkpoint was written but before the oldest was removed, the run had
+    # nothing left to do on --resume, which never removed it: one checkpoint more than --keep-last, for good.
+    run = tmp_path / "run"
+    real = Path.unlink
+
+    def killed(self, *args, **kwargs):
+        if self.name == "step_0000002.pt":  # removed after step 4's checkpoint
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(TINY + ["--device", "cpu", "--steps", "4", "--ckpt-every", "1", "--keep-last", "2", "--eval-every", "100",
+                     "--run-dir", str(run)])
+    monkeypatch.undo()
+    assert len(list((run / "checkpoints").glob("step_*.pt"))) == 3
+    main(["--resume", str(run), "--no-progress"])
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000003.pt", "step_0000004.pt"]
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_checkpoint(tmp_path, capsys, monkeypatch):
     # torch.save's own writer reported a full disk as "RuntimeError: [enforce fail at inline_container.cc]
     # ... unexpected pos", a traceback naming neither the file nor the cause.

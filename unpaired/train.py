@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
             best = -float("inf")
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
+            _keep_last(ckpt_dir, cfg.keep_last)  # (a run killed between writing a checkpoint and removing the oldest)
             print(f"resumed {resume_from} at step {start}")
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
     if master:  # only now: a start or resume that failed above has written (or removed) nothing
@@ -335,9 +336,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.save(state, data)  # "enforce fail at inline_container.cc", naming neither the file nor the cause)
         with atomic_path(path) as tmp:
             tmp.write_bytes(data.getbuffer())
-        if name is None:  # keep the last K
-            for old in sorted(ckpt_dir.glob("step_*.pt"))[: -cfg.keep_last]:
-                old.unlink()
+        if name is None:
+            _keep_last(ckpt_dir, cfg.keep_last)
 
     def log(record: dict) -> None:
         if master:
@@ -498,6 +498,12 @@ def _remove_run_files(run: Path) -> None:
     for folder in ("checkpoints", "samples"):
         with contextlib.suppress(OSError):  # (kept when it holds other files)
             (run / folder).rmdir()
+
+
+def _keep_last(ckpt_dir: Path, keep: int) -> None:
+    """Delete all but the last ``keep`` ``step_*.pt``."""
+    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+        old.unlink()
 
 
 def _records(path: Path) -> list[tuple[dict, str]]:
