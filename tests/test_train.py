@@ -559,6 +559,39 @@ def test_a_kill_before_the_oldest_checkpoint_is_removed_is_made_good_on_resume(t
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000003.pt", "step_0000004.pt"]
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_resume(tmp_path, monkeypatch):
+    # Killed after it logged (and validated) but before its first checkpoint, a run's folder was refused
+    # by the same command ("holds a run ...; pass --resume") and by --resume ("no checkpoints/step_*.pt
+    # to resume from"): only --overwrite went on. With the defaults that is any kill in steps 50-499.
+    from unpaired import train
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY + ["--device", "cpu", "--steps", "6", "--ckpt-every", "4", "--eval-every", "2"]
+    main(opts + ["--run-dir", str(a)])
+    real = train.atomic_path
+
+    def killed(path):
+        if Path(path).name == "step_0000004.pt":
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(train, "atomic_path", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(opts + ["--run-dir", str(b)])
+    monkeypatch.undo()
+    assert (b / "checkpoints" / "best.pt").exists() and not list((b / "checkpoints").glob("step_*.pt"))
+    with pytest.raises(config.ConfigError, match="holds a run"):
+        main(opts + ["--run-dir", str(b)])
+    main(["--resume", str(b), "--no-progress"])
+    for name in ("step_0000006.pt", "best.pt"):
+        sa, sb = (torch.load(run / "checkpoints" / name, weights_only=True) for run in (a, b))
+        assert sa["step"] == sb["step"]
+        for m in sa["models"]:
+            for k, v in sa["models"][m].items():
+                assert torch.equal(sb["models"][m][k], v), (name, m, k)
+    untimed = lambda run: [{k: v for k, v in r.items() if k != "seconds"} for r in records(run)]  # noqa: E731
+    assert untimed(b) == untimed(a)
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_checkpoint(tmp_path, capsys, monkeypatch):
     # torch.save's own writer reported a full disk as "RuntimeError: [enforce fail at inline_container.cc]
     # ... unexpected pos", a traceback naming neither the file nor the cause.

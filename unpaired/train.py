@@ -150,12 +150,13 @@ def lr_factor(step: int, steps: int, decay_steps: int) -> float:
     return 1.0 if step < start else max(0.0, (steps - step) / max(1, decay_steps))
 
 
-def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device) -> tuple[Path, dict]:
-    """The run's latest ``step_*.pt`` and its training state; ValueError naming the file (and the one
-    before it, to resume from) when there is none or it is damaged."""
+def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device) -> tuple[Path | None, dict | None]:
+    """The run's latest ``step_*.pt`` and its training state, or ``(None, None)`` when it has none (a run
+    killed before its first checkpoint: it starts again at step 0); ValueError naming the file (and the
+    one before it, to resume from) when it is damaged."""
     ckpts = sorted(ckpt_dir.glob("step_*.pt"))
     if not ckpts:
-        raise ValueError(f"--resume {resume}: no checkpoints/step_*.pt to resume from")
+        return None, None
     try:
         return ckpts[-1], read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {resume}: {ckpts[-1]}",
                                           map_location=device)
@@ -306,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
             _truncate_metrics(run / "metrics.jsonl", start)
             _keep_last(ckpt_dir, cfg.keep_last)  # (a run killed between writing a checkpoint and removing the oldest)
             print(f"resumed {resume_from} at step {start}")
+    elif cfg.resume and master:  # killed before its first checkpoint, after logging (or validating): a new
+        # run is refused in the folder, which holds metrics, so --resume starts the run again
+        _truncate_metrics(run / "metrics.jsonl", 0)
+        print(f"no checkpoint in {ckpt_dir} yet (the run was killed before its first): starting it again at step 0")
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
     if master:  # only now: a start or resume that failed above has written (or removed) nothing
         if cfg.overwrite:  # the earlier run's files go, and nothing else in the folder
