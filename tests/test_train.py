@@ -538,6 +538,18 @@ def test_resume_after_a_kill_mid_write_drops_the_torn_line_and_the_temporaries(t
     assert not any(path.exists() for path in stale)
 
 
+def test_a_new_run_removes_the_temporaries_of_a_start_killed_early(tmp_path):
+    # killed while writing its config.json (or first sample grid), a run leaves no metrics and no
+    # checkpoint, so the same command starts afresh: it kept the temporary for good
+    run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)
+    stale = [run / ".config.k3y_9abc.tmp.json", run / "samples" / ".step_0000001.q1w2e3r4.tmp.png"]
+    for path in stale:
+        path.write_bytes(b"half")
+    main(TINY + ["--device", "cpu", "--steps", "1", "--eval-every", "100", "--run-dir", str(run)])
+    assert not any(path.exists() for path in stale)
+
+
 def test_a_kill_before_the_oldest_checkpoint_is_removed_is_made_good_on_resume(tmp_path, monkeypatch):
     # Killed after the last step's checkpoint was written but before the oldest was removed, the run had
     # nothing left to do on --resume, which never removed it: one checkpoint more than --keep-last, for good.

@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
     if master:  # only now: a start or resume that failed above has written (or removed) nothing
         if cfg.overwrite:  # the earlier run's files go, and nothing else in the folder
             _remove_run_files(run)
+        _remove_temporaries(run)  # (of writes a killed run was in: a resumed one, or a start killed early)
         (run / "samples").mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, run / "config.json")
 
@@ -523,12 +524,16 @@ def _records(path: Path) -> list[tuple[dict, str]]:
     return records
 
 
+def _remove_temporaries(run: Path) -> None:
+    """Delete the temporaries of writes a killed run was in (:data:`unpaired.config.RUN_TEMPORARIES`)."""
+    for pattern in config_mod.RUN_TEMPORARIES:
+        for stale in run.glob(pattern):
+            stale.unlink(missing_ok=True)
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records an interrupted run wrote after its last checkpoint (they will be redone), and a
-    line it left cut short; and the temporaries of writes it was killed in (:data:`unpaired.config.RUN_TEMPORARIES`)."""
-    for pattern in config_mod.RUN_TEMPORARIES:
-        for stale in path.parent.glob(pattern):
-            stale.unlink(missing_ok=True)
+    line it left cut short."""
     if not path.is_file():
         return
     keep = [line for record, line in _records(path) if record["step"] <= step]
