@@ -243,6 +243,33 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
     assert main(base + [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
 
 
+def test_skip_existing_finishes_a_stopped_run_as_an_uninterrupted_one(tmp_path, checkpoint, capsys):
+    # a run stopped half way could only be redone in full (--overwrite), and a kill mid-write left
+    # atomic_path's temporary in --out for good
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.jpg", "c.png"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 24)).astype(np.float32))
+    base = [str(tmp_path / "in"), "--tile", "16", "--overlap", "4", "--checkpoint", str(checkpoint), "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(tmp_path / "whole" / "a.png", out / "a.png")  # the stopped run: a.png done, b.jpg cut short
+    (out / ".b.k2x9_q0a.tmp.jpg").write_bytes(b"half")
+    (out / ".notes.k2x9_q0a.tmp.txt").write_bytes(b"not ours")  # a temporary of no output: kept
+    (out / "a.png").touch()
+    before = (out / "a.png").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(base + ["--out", str(out), "--skip-existing"]) == 0
+    assert "--skip-existing: 1 of 3 output(s) already in --out" in capsys.readouterr().err
+    assert (out / "a.png").stat().st_mtime_ns == before  # kept, not rewritten
+    assert sorted(p.name for p in out.iterdir()) == [".notes.k2x9_q0a.tmp.txt", "a.png", "b.jpg", "c.png"]
+    for name in ("a.png", "b.jpg", "c.png"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    with pytest.raises(SystemExit, match="2"):  # (argparse's error)
+        main(base + ["--out", str(out), "--skip-existing", "--overwrite"])
+    assert "--overwrite replaces the outputs already in --out and --skip-existing keeps them" in capsys.readouterr().err
+
+
 def test_cli_bad_checkpoint(tmp_path, capsys):
     write_image(tmp_path / "x.png", np.zeros((3, 8, 8), np.float32))  # (a missing input is refused first)
     assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")]) == 2

@@ -8,7 +8,8 @@ tiled as untiled except within r pixels of the image border (see :func:`deblur_i
 the input's size, file format, bit depth and colour type (a gray file stays gray, an RGB file RGB).
 A file that fails is reported and skipped (but a full or read-only disk stops the run at the first
 output it cannot write); nothing is written where an output would replace an input, or an earlier
-output without ``--overwrite``.
+output without ``--overwrite``; ``--skip-existing`` deblurs only the inputs whose output is not there
+yet, which finishes a stopped run (outputs are written whole or not at all).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import errno
 import math
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -238,8 +240,22 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
         raise ValueError(f"--out {out_dir}: {existing[0]}{more} already exist; pass --overwrite to replace "
-                         "them or choose another --out")
+                         "them, --skip-existing to deblur only the others (to finish a stopped run), or choose "
+                         "another --out")
     return plan
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(.*)")  # (groups: the output's stem and suffix)
+
+
+def _remove_temporaries(out_dir: Path, plan: list[tuple[Path, Path]]) -> None:
+    """Delete the temporaries of these outputs (``blursynth.io.atomic_path``'s
+    ``.NAME.XXXXXXXX.tmp.SUFFIX``) that a run killed while writing them left in ``out_dir``."""
+    names = {dst.name for _, dst in plan}
+    for path in out_dir.glob(".*.tmp*"):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and match[1] + match[2] in names and path.is_file():
+            path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles, 0 to --tile - 1 (default 32)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs already in --out")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="deblur only the inputs whose output is not in --out yet (to finish a stopped run)")
     parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     # deblur_image checks these too, but only once the checkpoint is loaded, and then once per file
@@ -261,9 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.overlap < args.tile:
         parser.error(f"--overlap must lie in [0, --tile) = [0, {args.tile}), got {args.overlap}; "
                      "lower --overlap or raise --tile")
+    if args.overwrite and args.skip_existing:
+        parser.error("--overwrite replaces the outputs already in --out and --skip-existing keeps them: pass one")
     out_dir = Path(args.out)
     try:
-        plan = plan_outputs(args.inputs, out_dir, args.overwrite)
+        plan = plan_outputs(args.inputs, out_dir, args.overwrite or args.skip_existing)
         device = pick_device(args.device)
         checkpoint = checkpoint_file(args.checkpoint)
         net, factor = load_generator(checkpoint, device)
@@ -278,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {out_dir}: cannot create it ({exc.strerror}); choose a folder you can write in",
               file=sys.stderr)
         return 2
+    _remove_temporaries(out_dir, plan)
+    if args.skip_existing:
+        todo = [(src, dst) for src, dst in plan if not dst.exists()]
+        print(f"--skip-existing: {len(plan) - len(todo)} of {len(plan)} output(s) already in --out {out_dir}, "
+              "kept as they are", file=sys.stderr)
+        plan = todo
     failed = 0
     for done, (src, dst) in enumerate(tqdm(plan, desc="deblur", disable=len(plan) < 2 or args.quiet)):
         try:
@@ -287,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
             if isinstance(exc, OSError) and exc.errno in _OUT_OF_ROOM:  # every later file would fail the same way
-                print(f"{len(plan) - done - 1} file(s) not tried: --out {out_dir} cannot take more; free space (or "
-                      "choose another --out) and run again with only those, or with --overwrite", file=sys.stderr)
+                print(f"{len(plan) - done - 1} file(s) not tried: --out {out_dir} cannot take more; free space and "
+                      "run the same command again with --skip-existing", file=sys.stderr)
                 return 1
     if failed:
         print(f"{failed} of {len(plan)} file(s) failed", file=sys.stderr)
