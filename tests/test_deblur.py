@@ -10,7 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blursynth.interrupt import Terminated
 from blursynth.io import write_image
+from unpaired import deblur
 from unpaired.deblur import _window, deblur_image, main
 from unpaired.train import main as train
 
@@ -268,6 +270,35 @@ def test_skip_existing_finishes_a_stopped_run_as_an_uninterrupted_one(tmp_path, 
     with pytest.raises(SystemExit, match="2"):  # (argparse's error)
         main(base + ["--out", str(out), "--skip-existing", "--overwrite"])
     assert "--overwrite replaces the outputs already in --out and --skip-existing keeps them" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt, 130), (Terminated, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_run_is_one_line_and_skip_existing_finishes_it(tmp_path, checkpoint, capsys, monkeypatch,
+                                                                       interrupt, code):
+    # Ctrl-C printed a 30-line traceback and SIGTERM ended the run without a word
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 24)).astype(np.float32))
+    base = [str(tmp_path / "in"), "--tile", "16", "--overlap", "4", "--checkpoint", str(checkpoint), "--quiet"]
+    assert main(base + ["--out", str(tmp_path / "whole")]) == 0
+    calls, real = [], deblur.deblur_file
+
+    def stopped_at_the_second(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 2:
+            raise interrupt()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(deblur, "deblur_file", stopped_at_the_second)
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "out")]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("python -m unpaired.deblur: interrupted; run the same command with --skip-existing")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+    monkeypatch.setattr(deblur, "deblur_file", real)
+    assert main(base + ["--out", str(tmp_path / "out"), "--skip-existing"]) == 0
+    for name in ("a.png", "b.png", "c.png"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
 
 
 def test_cli_bad_checkpoint(tmp_path, capsys):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import DEEP_SUFFIXES, ImageError, atomic_path, first_line, read_image, write_image
 from unpaired.config import pick_device
 from unpaired.data import list_images
@@ -281,6 +282,16 @@ def main(argv: list[str] | None = None) -> int:
                      "lower --overlap or raise --tile")
     if args.overwrite and args.skip_existing:
         parser.error("--overwrite replaces the outputs already in --out and --skip-existing keeps them: pass one")
+    try:
+        with sigterm_interrupts():  # (a kill ends as Ctrl-C does)
+            return _run(args)
+    except KeyboardInterrupt as exc:  # the output being written was removed (atomic_path); the others are whole
+        print(f"python -m unpaired.deblur: interrupted; run the same command with --skip-existing to deblur the "
+              f"inputs whose output is not in --out {args.out} yet", file=sys.stderr)
+        return exit_code(exc)
+
+
+def _run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     try:
         plan = plan_outputs(args.inputs, out_dir, args.overwrite or args.skip_existing)
