@@ -10,6 +10,7 @@ import pytest
 import scipy.signal
 import torch
 
+from blursynth.interrupt import Terminated
 from unpaired import evaluate
 from unpaired.train import main as train
 
@@ -269,6 +270,21 @@ def test_a_failed_write_is_one_line(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit, match=r"^error: --json .*r\.json: cannot write \(No space left on device\)$"):
         _run(["--benchmark", "levin", "--data", data, "--json", tmp_path / "r.json"])
     assert "mean (1)" in capsys.readouterr().out  # the scores were printed before the write failed
+
+
+@pytest.mark.parametrize("interrupt, code", [(KeyboardInterrupt, 130), (Terminated, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_evaluation_is_one_line(tmp_path, capsys, monkeypatch, interrupt, code):
+    # Ctrl-C printed a traceback, SIGTERM ended it without a word
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+
+    def stopped(*args, **kwargs):
+        raise interrupt()
+    monkeypatch.setattr(evaluate, "evaluate", stopped)
+    with pytest.raises(SystemExit) as stop:
+        _run(["--benchmark", "levin", "--data", data, "--json", tmp_path / "r.json"])
+    assert stop.value.code == code and not (tmp_path / "r.json").exists()
+    assert capsys.readouterr().err.strip() == ("python -m unpaired.evaluate: interrupted; run it again (--json and "
+                                               "--grid are written at the end, each whole or not at all)")
 
 
 def test_border_and_radius_are_checked(tmp_path, capsys, refused):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from blursynth.cli import non_negative_int, positive_int
+from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
 
 from . import deconv, metrics
@@ -444,6 +445,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     _check_benchmark_inputs(parser, args)
     _check_outputs(parser, args)
+    try:
+        with sigterm_interrupts():  # (a kill ends as Ctrl-C does)
+            return _run(args)
+    except KeyboardInterrupt as exc:
+        print("python -m unpaired.evaluate: interrupted; run it again (--json and --grid are written at the end, "
+              "each whole or not at all)", file=sys.stderr)
+        raise SystemExit(exit_code(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> dict:
     try:
         device = str(pick_device(args.device))
         if args.benchmark == "levin":
