@@ -727,7 +727,7 @@ def add_dataset(subparsers) -> None:
 
 
 def run_dataset(args) -> int:
-    from .dataset import DatasetError, parse_shard, write_dataset
+    from .dataset import DatasetError, WorkerDied, parse_shard, write_dataset
     from .io import ImageError
     from .kernel import KernelFitError
     from .recipe import RecipeError
@@ -749,6 +749,9 @@ def run_dataset(args) -> int:
         # exit 1, not 2: the command was sound, the run failed (as unpaired.train and deblur say of a full disk)
         print(f"blursynth dataset: error: --out {args.out}: cannot write {exc.filename or 'there'} ({exc.strerror}); "
               f"{fix}", file=sys.stderr)
+        return 1
+    except WorkerDied as exc:  # exit 1: the run failed, as for a full disk
+        print(f"blursynth dataset: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped
         print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)

@@ -26,7 +26,9 @@ import io
 import json
 import math
 import multiprocessing as mp
+import multiprocessing.connection
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -61,6 +63,10 @@ _TEMPORARY = re.compile(r"\.(\d{6,}|dataset|manifest)\.(?:[a-z0-9_]+\.)?tmp\.(pn
 
 class DatasetError(ValueError):
     """A dataset command that cannot run as given; the message says which option and the fix."""
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended while it made a chunk (killed for memory, or crashed)."""
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -417,18 +423,83 @@ def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str
             written += n
             done(n)
         return written
-    # Ctrl-C and SIGTERM are held back while the workers are forked, so that none arrives in a worker
-    # before _init_worker sets it up (it then unblocks them); the parent gets any held one just after.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    # Processes of our own, each with its own two pipes, rather than multiprocessing.Pool: the Pool's
+    # workers share one result queue and its lock, and Pool.terminate() hung for good when it killed a
+    # worker holding that lock (CPython issue 96995), which Ctrl-C just as a chunk finished could do.
+    # Here nothing is shared, so stopping the workers at any moment cannot block the run.
+    ctx = _context(device)
+    pending = iter(todo)
+    procs = []
     try:
-        pool = _context(device).Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(os.getpid(),))
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    with pool:  # leaving it, on success or on an exception (Ctrl-C, SIGTERM), terminates the workers
-        for n in pool.imap_unordered(writer, todo):  # finished chunks in any order: files are per index
-            written += n
-            done(n)
+        # Ctrl-C and SIGTERM are held back while the workers are forked, so that none arrives in a
+        # worker before _init_worker sets it up (it then unblocks them); the parent gets any held
+        # one just after.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            for _ in range(min(workers, len(todo))):
+                (get, give), (read, send) = ctx.Pipe(duplex=False), ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_work, args=(writer, get, send, os.getpid()), daemon=True)
+                proc.start()
+                procs.append((proc, give, read))
+                get.close()
+                send.close()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        busy = {}  # result pipe -> (process, its task pipe) of the workers with a chunk
+        for proc, give, read in procs:
+            if _hand_out(give, pending):
+                busy[read] = proc, give
+        while busy:
+            for ready in mp.connection.wait([*busy, *(proc.sentinel for proc, _ in busy.values())]):
+                read = next((r for r, (proc, _) in busy.items() if ready in (r, proc.sentinel)), None)
+                if read is None:  # (its result and its exit were both ready: handled with the result)
+                    continue
+                proc, give = busy[read]
+                if not read.poll():  # exited with a chunk under way: killed (the OOM killer), or crashed
+                    proc.join()
+                    how = (f"killed by {signal.Signals(-proc.exitcode).name}" if proc.exitcode < 0
+                           else f"exit status {proc.exitcode}")
+                    raise WorkerDied(f"a worker process died ({how}) while making pairs; run the same command "
+                                     "again to complete the dataset (with fewer --workers if memory ran out)")
+                n, error = read.recv()
+                if error is not None:
+                    raise error
+                written += n
+                done(n)
+                if not _hand_out(give, pending):
+                    del busy[read]
+    finally:  # done, an error, Ctrl-C or SIGTERM: the workers stop at once, mid-chunk or idle
+        for proc, give, read in procs:
+            proc.terminate()
+        for proc, give, read in procs:
+            proc.join()
+            give.close()
+            read.close()
     return written
+
+
+def _hand_out(give, pending) -> bool:
+    """Send a worker the next chunk, or None (stop) when there is none; True if it got one."""
+    chunk = next(pending, None)
+    with contextlib.suppress(BrokenPipeError):  # (a worker that has just died: its exit is seen next)
+        give.send(chunk)
+    return chunk is not None
+
+
+def _work(writer: _ChunkWriter, get, send, parent: int) -> None:
+    """A worker process: write each chunk it is sent until None; send ``(pairs written, None)`` or
+    ``(0, the exception)``, which ends it."""
+    _init_worker(parent)
+    for chunk in iter(get.recv, None):
+        try:
+            send.send((writer(chunk), None))
+        except Exception as exc:  # (ImageError, OSError: the parent raises it, naming the file)
+            try:
+                pickle.loads(pickle.dumps(exc))  # (as the pipe will: a class whose arguments it drops fails here)
+            except Exception:
+                exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+            send.send((0, exc))
+            return
 
 
 def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "default", sharp=None,

@@ -61,6 +61,9 @@ class KernelFitError(ValueError):
         super().__init__(message)
         self.item, self.size, self.needed, self.extent = item, size, needed, extent
 
+    def __reduce__(self):  # (pickle, e.g. from a worker process, would call __init__ with the message alone)
+        return type(self), (self.args[0], self.item, self.size, self.needed, self.extent)
+
 
 def fit_error_message(what: str, extent: str, size: tuple[int, int], needed: int) -> str:
     """The neutral text of a :class:`KernelFitError` under ``fit="error"``: ``what`` names the path."""

@@ -522,6 +522,23 @@ def test_workers_stop_when_the_parent_is_killed(tmp_path, signal_reference):
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
+def test_a_worker_killed_mid_chunk_is_one_line_and_the_rerun_completes(tmp_path, signal_reference):
+    # as the OOM killer does: multiprocessing.Pool started a new worker, lost the chunk and waited
+    # for it for ever
+    out = tmp_path / "set"
+    proc, workers = _start(out)
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.strip().splitlines() == ["blursynth dataset: error: a worker process died (killed by SIGKILL) while "
+                                        "making pairs; run the same command again to complete the dataset (with fewer "
+                                        "--workers if memory ran out)"]
+    assert _gone(workers, 2)
+    assert main(["dataset", "--out", str(out), *SIGNAL_ARGS]) == 0
+    assert _snapshot(out) == signal_reference
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
 def test_ctrl_c_prints_one_line(tmp_path):
     out = tmp_path / "set"
     proc, workers = _start(out)
@@ -533,10 +550,13 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert _gone(workers, 2)
 
 
-def test_a_kernel_that_does_not_fit_is_one_line_naming_the_recipe_keys(tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_kernel_that_does_not_fit_is_one_line_naming_the_recipe_keys(tmp_path, capsys, workers):
+    # with workers, the error could not be unpickled in the parent, and the run hung for good
     recipe = tmp_path / "fit.toml"
     recipe.write_text('crop = 16\n[kernel]\nsize = 3\nfit = "error"\n')  # (pair 5's shake does not fit)
-    assert main(["dataset", "--out", str(tmp_path / "f"), "--pairs", "8", "--recipe", str(recipe), "--quiet"]) == 2
+    assert main(["dataset", "--out", str(tmp_path / "f"), "--pairs", "40", "--recipe", str(recipe), "--quiet",
+                 "--workers", workers]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'kernel.size = 3, kernel.fit = "error"' in err, err
 

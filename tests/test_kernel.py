@@ -1,6 +1,7 @@
 """Rasterisation of image-plane paths into blur kernels: the properties of issue 2, section 5."""
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -294,6 +295,11 @@ def test_fit_error_names_parameters_not_command_line_options():
         K.rasterize(path, 15)
     assert "--" not in str(err.value)
     assert (err.value.item, err.value.size, err.value.needed) == (0, (15, 15), 41)
+    # it comes back whole through pickle (from a worker process of `blursynth dataset`), which
+    # called __init__ with the message alone
+    back = pickle.loads(pickle.dumps(err.value))
+    assert (str(back), back.item, back.size, back.needed, back.extent) == (
+        str(err.value), err.value.item, err.value.size, err.value.needed, err.value.extent)
 
 
 def test_pieces_bound_memory_and_agree():
