@@ -455,13 +455,14 @@ def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str
                 if read is None:  # (its result and its exit were both ready: handled with the result)
                     continue
                 proc, give = busy[read]
-                if not read.poll():  # exited with a chunk under way: killed (the OOM killer), or crashed
+                try:  # (ready: its result, or if it has exited, the end of its pipe, which also polls as ready)
+                    n, error = read.recv()
+                except EOFError:  # exited with a chunk under way: killed (the OOM killer), or crashed
                     proc.join()
                     how = (f"killed by {signal.Signals(-proc.exitcode).name}" if proc.exitcode < 0
                            else f"exit status {proc.exitcode}")
                     raise WorkerDied(f"a worker process died ({how}) while making pairs; run the same command "
-                                     "again to complete the dataset (with fewer --workers if memory ran out)")
-                n, error = read.recv()
+                                     "again to complete the dataset (with fewer --workers if memory ran out)") from None
                 if error is not None:
                     raise error
                 written += n

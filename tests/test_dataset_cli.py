@@ -538,6 +538,23 @@ def test_a_worker_killed_mid_chunk_is_one_line_and_the_rerun_completes(tmp_path,
     assert _snapshot(out) == signal_reference
 
 
+class _DiesAtChunkOne:
+    def __call__(self, chunk):
+        if chunk == 1:
+            time.sleep(0.1)  # (after chunk 0's result: the parent, busy with it, finds this worker long dead)
+            os._exit(3)
+        return 1
+
+
+def test_a_worker_found_dead_after_its_pipe_closed_is_worker_died_too():
+    # A dead worker's result pipe is at its end, which polls as readable: seen after the process had
+    # fully exited, it was read as a result, and EOFError escaped as a traceback.
+    def slow(n):
+        time.sleep(0.5)
+    with pytest.raises(ds.WorkerDied, match=r"a worker process died \(exit status 3\)"):
+        ds._run_chunks(_DiesAtChunkOne(), list(range(4)), 2, "cpu", slow)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process parents from /proc")
 def test_ctrl_c_prints_one_line(tmp_path):
     out = tmp_path / "set"
