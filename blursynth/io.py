@@ -558,7 +558,9 @@ def _read_png16(path: Path) -> np.ndarray:
     img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
     chunks = dict(_png_chunks(memoryview(data)))
     key = chunks.get(b"tRNS")
-    if key is not None and len(key) == 2 * img.shape[2]:  # (gray or RGB: one 16-bit sample per channel)
+    # (gray or RGB only, one 16-bit sample per channel: the PNG standard forbids it beside an alpha
+    # channel, and libpng ignores it there; added, it made gray + alpha read as RGB)
+    if key is not None and img.shape[2] in (1, 3) and len(key) == 2 * img.shape[2]:
         alpha = np.where((img == np.frombuffer(key, ">u2")).all(axis=2, keepdims=True), 0, 65535)
         img = np.concatenate([img, alpha.astype(np.uint16)], axis=2)
     exif = chunks.get(b"eXIf")

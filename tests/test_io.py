@@ -84,6 +84,16 @@ def test_a_transparent_colour_of_a_16_bit_png_is_composited_too(tmp_path, channe
     assert bits == 16 and out.shape == (channels, 2, 3)
     np.testing.assert_allclose(out, want, rtol=1e-6)
 
+
+def test_a_transparent_colour_beside_an_alpha_channel_is_ignored(tmp_path):
+    # (the standard forbids it there, and libpng ignores it: a second alpha made gray + alpha read as RGB)
+    img = np.zeros((2, 3, 2), np.uint16)
+    img[..., 0], img[..., 1] = 7, 65535  # gray 7 = the key below, opaque
+    (tmp_path / "ga.png").write_bytes(_with_chunk(png_bytes(img), b"tRNS", struct.pack(">2H", 7, 65535)))
+    out, bits = read_image(tmp_path / "ga.png", channels=None)
+    assert bits == 16 and out.shape == (1, 2, 3)
+    np.testing.assert_allclose(out, 7 / 65535, rtol=1e-6)
+
 # EXIF orientation tag -> what a viewer does to the stored pixels to show them upright (EXIF 2.3, 4.6.4).
 UPRIGHT = {1: lambda a: a, 2: np.fliplr, 3: lambda a: np.rot90(a, 2), 4: np.flipud,
            5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1),
