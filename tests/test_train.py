@@ -602,6 +602,15 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_resume(tmp
                 assert torch.equal(sb["models"][m][k], v), (name, m, k)
     untimed = lambda run: [{k: v for k, v in r.items() if k != "seconds"} for r in records(run)]  # noqa: E731
     assert untimed(b) == untimed(a)
+    # a run whose checkpoints were removed after it went past the first is not started again: that
+    # would truncate its metrics and replace its best.pt
+    for path in (a / "checkpoints").glob("step_*.pt"):
+        path.unlink()
+    kept = (a / "metrics.jsonl").read_bytes(), (a / "checkpoints" / "best.pt").read_bytes()
+    with pytest.raises(ValueError, match="no checkpoints/step_.*pt to resume from, though metrics.jsonl reaches "
+                                         "step 6; put them back, or pass --overwrite"):
+        main(["--resume", str(a), "--no-progress"])
+    assert ((a / "metrics.jsonl").read_bytes(), (a / "checkpoints" / "best.pt").read_bytes()) == kept
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_checkpoint(tmp_path, capsys, monkeypatch):

@@ -150,12 +150,19 @@ def lr_factor(step: int, steps: int, decay_steps: int) -> float:
     return 1.0 if step < start else max(0.0, (steps - step) / max(1, decay_steps))
 
 
-def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device) -> tuple[Path | None, dict | None]:
+def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
+                       ckpt_every: int) -> tuple[Path | None, dict | None]:
     """The run's latest ``step_*.pt`` and its training state, or ``(None, None)`` when it has none (a run
     killed before its first checkpoint: it starts again at step 0); ValueError naming the file (and the
-    one before it, to resume from) when it is damaged."""
+    one before it, to resume from) when it is damaged, or when none is left of a run that logged steps
+    beyond its first checkpoint."""
     ckpts = sorted(ckpt_dir.glob("step_*.pt"))
     if not ckpts:
+        metrics = ckpt_dir.parent / "metrics.jsonl"
+        logged = max((r["step"] for r, _ in _records(metrics)), default=0) if metrics.is_file() else 0
+        if logged > ckpt_every:  # (removed by hand: starting again would truncate its metrics and replace best.pt)
+            raise ValueError(f"--resume {resume}: no checkpoints/step_*.pt to resume from, though metrics.jsonl "
+                             f"reaches step {logged}; put them back, or pass --overwrite to start the run again")
         return None, None
     try:
         return ckpts[-1], read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {resume}: {ckpts[-1]}",
@@ -186,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
     run = Path(cfg.run_dir)
     ckpt_dir = run / "checkpoints"
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
-    resume_from, state = _latest_checkpoint(cfg.resume, ckpt_dir, device) if cfg.resume else (None, None)
+    resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device, cfg.ckpt_every) if cfg.resume
+                          else (None, None))
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
     blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
     sharp = FolderImages(cfg.sharp, "--sharp", cfg.crop) if cfg.sharp else None
