@@ -293,7 +293,8 @@ def test_resume_on_other_validation_images_starts_the_best_afresh(tmp_path, caps
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=False)["step"] == 2
     main(["--resume", str(run), "--val-size", "3", "--no-progress"])
     err = capsys.readouterr().err
-    assert "resume: other validation images than at step 3 (2 then, 3 now); best.pt's 99.00 dB" in err
+    assert "resume: other validation images than at step 3 (another --val-size, --val-crop, --val-pairs or --seed); " \
+           "best.pt's 99.00 dB" in err
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert best["step"] == 4 and best["best"] == records(run)[-1]["val_psnr"] < 99
 

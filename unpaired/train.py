@@ -307,8 +307,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "but no longer repeats an uninterrupted one", file=sys.stderr)
         if tuple(state.get("validation", val_digest)) != val_digest and best > -float("inf"):
             if master:
-                print(f"resume: other validation images than at step {start} ({state['validation'][0]} then, "
-                      f"{len(val)} now); best.pt's {best:.2f} dB was measured on the others, so the next "
+                print(f"resume: other validation images than at step {start} (another --val-size, --val-crop, "
+                      f"--val-pairs or --seed); best.pt's {best:.2f} dB was measured on the others, so the next "
                       "validation starts the best afresh", file=sys.stderr)
             best = -float("inf")
         if master:
