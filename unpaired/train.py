@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
     digest = hashlib.sha256()
     for item in val:
         for k in sorted(item):
-            digest.update(item[k].contiguous().numpy().tobytes())
+            digest.update(item[k].cpu().contiguous().numpy().tobytes())
     val_digest = (len(val), digest.hexdigest())
 
     # ---- models (seeded init, then the same weights on every rank)
