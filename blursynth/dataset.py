@@ -44,7 +44,6 @@ from .interrupt import sigterm_interrupts
 from .io import ImageError, atomic_path, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
-from .rng import check_seed
 
 try:
     import fcntl
@@ -539,7 +538,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     # same command with a good one was then refused as "other settings".
     pairs, workers, shard = int(pairs), int(workers), (int(shard[0]), int(shard[1]))
     try:
-        seed = check_seed(seed, "--seed")
+        seed = rng.check_seed(seed, "--seed")
         _check_device(device)
     except (TypeError, ValueError) as exc:
         raise DatasetError(str(exc)) from None

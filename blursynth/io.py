@@ -327,9 +327,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
         raise ValueError(f"{path}: {suffix} holds 8 bits, not the {8 * data.dtype.itemsize} of this image; "
                          f"use {fix} or one of {', '.join(sorted(DEEP_SUFFIXES))}")
     with atomic_path(path) as tmp:
-        if path.suffix.lower() == ".png":
+        if suffix == ".png":
             tmp.write_bytes(png_bytes(data, **kwargs))
-        elif path.suffix.lower() in (".pgm", ".ppm"):
+        elif suffix in (".pgm", ".ppm"):
             tmp.write_bytes(pnm_bytes(data))
         else:
             iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
