@@ -14,6 +14,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from blursynth import dataset as ds
@@ -467,9 +468,13 @@ def _start(out):
     while not any((out / "parts").glob("0*.jsonl")):  # working: a chunk is done, the next ones are being made
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
-    workers = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == proc.pid]
+    workers = _children(proc.pid)
     assert len(workers) == 2
     return proc, workers
+
+
+def _children(pid):
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == pid]
 
 
 def _parent(proc_dir):
@@ -565,6 +570,44 @@ def test_ctrl_c_prints_one_line(tmp_path):
     assert err.strip().splitlines() == [f"blursynth dataset: interrupted; run the same command again to "
                                         f"complete {out}"]
     assert _gone(workers, 2)
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available() or not Path("/proc/self/stat").exists(),
+                          reason="needs a CUDA device; reads process parents from /proc")
+
+
+@CUDA
+def test_cuda_spawned_workers_equal_one_and_two_runs_are_the_same_bytes(tmp_path, photos, recipe_file):
+    runs = []
+    for name, workers in [("one", "1"), ("two", "2"), ("again", "1")]:
+        _run(tmp_path / name, photos, recipe_file, "--device", "cuda", "--workers", workers)
+        runs.append(_snapshot(tmp_path / name))
+    assert runs[0] == runs[1] == runs[2]
+
+
+@CUDA
+def test_cuda_sigterm_stops_the_spawned_workers_and_the_rerun_completes(tmp_path):
+    args = [*SIGNAL_ARGS, "--device", "cuda"]
+    assert main(["dataset", "--out", str(tmp_path / "ref"), *args]) == 0
+    out = tmp_path / "set"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "blursynth", "dataset", "--out", str(out), "--workers", "2",
+                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180  # (each spawned worker starts CUDA anew)
+    while not any((out / "parts").glob("0*.jsonl")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    children = _children(proc.pid)  # the two workers and multiprocessing's resource tracker
+    assert len(children) >= 2
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines() == [f"blursynth dataset: interrupted; run the same command again to "
+                                        f"complete {out}"]
+    assert _gone(children, 10)
+    assert main(["dataset", "--out", str(out), "--workers", "2", *args]) == 0
+    assert _snapshot(out) == _snapshot(tmp_path / "ref")
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
