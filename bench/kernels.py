@@ -128,7 +128,7 @@ def random_walk(n: int, repeat: int) -> None:
 
 def end_to_end(trajectories: int, repeat: int) -> None:
     print(f"== whole process: python -m blursynth generate --trajectories {trajectories} (best of {repeat})")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # (cwd=ROOT: python -m finds this checkout first)
 
     def once(cmd):
         start = time.perf_counter()
@@ -192,14 +192,14 @@ def cli_memory(counts: list[int]) -> None:
     print("== memory: python -m blursynth generate, peak RSS of the whole process (31x31, chunk 4096)")
     wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # (cwd=ROOT: python -m finds this checkout first)
     with tempfile.TemporaryDirectory() as tmp:
         for n in counts:
             cmd = [sys.executable, "-m", "blursynth", "generate", "--trajectories", str(n), "--out",
                    str(Path(tmp) / "k"), "--overwrite", "--quiet"]
             start = time.perf_counter()
             res = subprocess.run([sys.executable, "-c", wrapper, *cmd], check=True, capture_output=True, text=True,
-                                 env=env)
+                                 env=env, cwd=ROOT)
             size = (Path(tmp) / "k" / "kernels.npz").stat().st_size / 2**20
             print(f"--trajectories {n:>9,}: peak RSS {float(res.stdout):,.0f} MB, kernels.npz {size:,.0f} MB, "
                   f"{time.perf_counter() - start:.1f} s")

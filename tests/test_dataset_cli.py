@@ -450,6 +450,9 @@ def test_an_empty_photo_folder_says_so(tmp_path, recipe_file, capsys):
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNAL_ARGS = ["--pairs", "64", "--crop", "128", "--seed", "1", "--quiet"]
+# (this checkout first; the rest of PYTHONPATH kept, where the dependencies may be)
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+             "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -460,9 +463,8 @@ def signal_reference(tmp_path_factory):
 
 
 def _start(out):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "blursynth", "dataset", "--out", str(out), "--workers", "2", *SIGNAL_ARGS]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 120
     while not any((out / "parts").glob("0*.jsonl")):  # working: a chunk is done, the next ones are being made
@@ -590,9 +592,8 @@ def test_cuda_sigterm_stops_the_spawned_workers_and_the_rerun_completes(tmp_path
     args = [*SIGNAL_ARGS, "--device", "cuda"]
     assert main(["dataset", "--out", str(tmp_path / "ref"), *args]) == 0
     out = tmp_path / "set"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "blursynth", "dataset", "--out", str(out), "--workers", "2",
-                             *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             *args], env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 180  # (each spawned worker starts CUDA anew)
     while not any((out / "parts").glob("0*.jsonl")):
