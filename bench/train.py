@@ -35,8 +35,8 @@ from unpaired.train import main as train  # noqa: E402
 
 # paired: steps of the default network that fit the 15-minute budget on the idle 2-core CPU, pair pool included
 PAIRED_STEPS = 8000
-# cyclegan: steps of its setting below (about 9.9 min on the idle 2-core CPU: +0.38 dB at 240 steps,
-# +0.55 at 720, +0.65 at 1200)
+# cyclegan: steps of its setting below (5-10 min on the idle 2-core CPU: +0.38 dB at 240 steps,
+# +0.56 at 720, +0.66 at 1200)
 CYCLEGAN_STEPS = 1200
 SETTINGS = {"reference 256px ngf64 9 blocks": (256, 64, 9), "cpu 128px ngf32 6 blocks": (128, 32, 6)}
 

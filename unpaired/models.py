@@ -165,9 +165,9 @@ class ShakeKernels(nn.Module):
 
 class KernelBlurGenerator(nn.Module):
     """A sharp -> blurry generator that can only blur, for CycleGAN's F:
-    ``F(b) = srgb(clip(k * boost(linear(b)))) + n``, the image-formation model of blursynth with a
+    ``F(b) = srgb(clip(k * boost(linear(b)) + n))``, the image-formation model of blursynth with a
     kernel ``k`` drawn per image by ``sampler`` (``size x size``: :class:`LearnedKernels` by default,
-    or :class:`ShakeKernels`), a learned highlight boost and Gaussian noise of learned level.
+    or :class:`ShakeKernels`), a learned highlight boost and sensor noise ``n`` of learned level.
 
     Why: a free network F can hide the sharp image in faint patterns of its "blurry" output for G to
     decode (the steganography of Chu et al. 2017), so the sharp -> blurry -> sharp cycle never teaches
@@ -178,13 +178,17 @@ class KernelBlurGenerator(nn.Module):
     highlights and softens edges differently), after the saturated pixels (linear >= the sensor
     model's highlight threshold, 0.98) get a learned highlight gain, then it is clipped at white: as
     in blursynth's sensor model (RSBlur), a clipped light source smears into a saturated streak, not a
-    dim one, and the blurred photo comes out brighter than the sharp one. Noise std
-    ``sqrt(s_a^2 y + s_b^2)`` per pixel. Scalars are stored scaled (``log10 s = 10 * noise``, gain
-    ``softplus(10 * highlight) * 0.5 / ln 2``) so that Adam's steps of about ``lr`` move them.
+    dim one, and the blurred photo comes out brighter than the sharp one. The noise is added to the
+    blurred linear values ``y`` before the clip, as a sensor does (blursynth's Poisson-Gaussian model):
+    std ``sqrt(s_a^2 y + s_b^2)``, so the tone curve then makes it stronger in the shadows, as in
+    photos. It starts at the middle of blursynth's default sensor model (shot-noise variance
+    ``a = s_a^2`` about 1.1e-3, read-noise variance ``b = s_b^2`` on Brooks et al.'s line). Scalars
+    are stored scaled (``log10 s = 10 * noise``, gain ``softplus(10 * highlight) * 0.5 / ln 2``) so
+    that Adam's steps of about ``lr`` move them.
 
     Input ``(B, 3, H, W)`` sRGB in ``[0, 1]`` (clamped; any float dtype); returns the blurred image
-    (reflect boundary, same size, float32, on the input's device, not clipped after the noise) and
-    the kernels ``(B, size, size)``. ``size`` (of the default sampler, or the sampler's) odd, >= 1.
+    (reflect boundary, same size, float32 in ``[0, 1]``, on the input's device) and the kernels
+    ``(B, size, size)``. ``size`` (of the default sampler, or the sampler's) odd, >= 1.
     """
 
     def __init__(self, size: int = 21, sampler: nn.Module | None = None):
@@ -193,7 +197,7 @@ class KernelBlurGenerator(nn.Module):
         if size < 1 or size % 2 == 0:
             raise ValueError(f"kernel size must be odd and >= 1, got {size}")
         self.sampler = sampler if sampler is not None else LearnedKernels(size)
-        self.noise = nn.Parameter(torch.tensor([-0.2, -0.2]))  # s_a = s_b = 0.01
+        self.noise = nn.Parameter(torch.tensor([-0.148, -0.296]))  # s_a = 0.033, s_b = 0.0011 (linear units)
         self.highlight = nn.Parameter(torch.tensor(0.0))  # gain 0.5 (blursynth's recipes draw 0.25-1.75)
 
     def kernels(self, n: int, device) -> torch.Tensor:
@@ -201,7 +205,7 @@ class KernelBlurGenerator(nn.Module):
         return self.sampler(n, device)
 
     def noise_std(self) -> torch.Tensor:
-        """``(s_a, s_b)``: noise std per unit of signal (squared: variance ``s_a^2 y``) and floor."""
+        """``(s_a, s_b)``, linear units: noise std per unit of signal (squared: variance ``s_a^2 y``) and floor."""
         return 10 ** (10 * self.noise)
 
     def highlight_gain(self) -> torch.Tensor:
@@ -213,9 +217,10 @@ class KernelBlurGenerator(nn.Module):
         linear = srgb_to_linear(x.float().clamp(0, 1))
         saturated = linear >= SensorModel.highlight_threshold  # the sensor model's own threshold (0.98)
         linear = linear + self.highlight_gain() * saturated.to(linear.dtype)
-        y = linear_to_srgb(blur(linear, k, "reflect").clamp(0, 1))
+        y = blur(linear, k, "reflect")
         s_a, s_b = self.noise_std()
-        return y + (s_a ** 2 * y + s_b ** 2).sqrt() * torch.randn_like(y), k
+        noisy = y + (s_a ** 2 * y.clamp(min=0) + s_b ** 2).sqrt() * torch.randn_like(y)
+        return linear_to_srgb(noisy.clamp(0, 1)), k
 
 
 def kernel_centroid(k: torch.Tensor) -> torch.Tensor:
