@@ -41,7 +41,7 @@ import torch
 from . import __version__, rng
 from .data import _check_device
 from .interrupt import sigterm_interrupts
-from .io import ImageError, atomic_path, to_uint, write_image, write_json
+from .io import ImageError, atomic_path, temporary_target, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
 
@@ -56,8 +56,7 @@ LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
 # The folders of --out the dataset writes in (any layout): files in them are the dataset's only if
 # it named them, but photos there would be read back as inputs or mistaken for outputs.
 MANAGED = ("parts", "kernels", *(d for pair in LAYOUTS.values() for d in pair))
-# What atomic_path leaves behind when a write is killed: ".NAME.RANDOM.tmp.SUFFIX" for the dataset's names.
-_TEMPORARY = re.compile(r"\.(\d{6,}|dataset|manifest)\.(?:[a-z0-9_]+\.)?tmp\.(png|npy|jsonl|json)")
+_OWN_FILE = re.compile(r"(\d{6,}|dataset|manifest)\.(png|npy|jsonl|json)")  # (the names the dataset writes)
 
 
 class DatasetError(ValueError):
@@ -118,7 +117,7 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
     """
     # (a run killed while writing its first file, dataset.json, leaves only that write's temporary:
     # still an empty folder, whose temporary the run then removes)
-    if out.is_dir() and all(e.is_file() and _TEMPORARY.fullmatch(e.name) for e in out.iterdir()):
+    if out.is_dir() and all(e.is_file() and _is_temporary(e.name) for e in out.iterdir()):
         return
     if not out.is_dir():
         raise DatasetError(f"--out {out}: exists and is not a folder")
@@ -172,7 +171,7 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     (nothing deleted) when a file of someone else's lies where this run would write.
     """
     existing = _existing_files(out)
-    own = {name for name in existing if _TEMPORARY.fullmatch(name.rsplit("/", 1)[-1])}
+    own = {name for name in existing if _is_temporary(name.rsplit("/", 1)[-1])}
     if previous is not None and isinstance(previous.get("pairs"), int) and previous.get("layout") in LAYOUTS:
         own |= _written_names(previous["pairs"], previous["layout"]) & existing
         for listing in ["manifest.jsonl", *sorted(n for n in existing if n.startswith("parts/"))]:
@@ -273,10 +272,16 @@ def _one_run_at_a_time(out: Path):
 
 def _remove_stray_temporaries(out: Path) -> None:
     """Delete the temporaries a killed run left behind (atomic writes rename only on success); only
-    the dataset's own (:data:`_TEMPORARY`), in ``out`` and its :data:`MANAGED` folders."""
+    the dataset's own (:func:`_is_temporary`), in ``out`` and its :data:`MANAGED` folders."""
     for name in _existing_files(out):
-        if _TEMPORARY.fullmatch(name.rsplit("/", 1)[-1]):
+        if _is_temporary(name.rsplit("/", 1)[-1]):
             (out / name).unlink(missing_ok=True)
+
+
+def _is_temporary(name: str) -> bool:
+    """Whether file ``name`` is what atomic_path leaves behind when a write of one of the dataset's
+    own files is killed."""
+    return bool(_OWN_FILE.fullmatch(temporary_target(name) or ""))
 
 
 def _name(index: int, pairs: int) -> str:

@@ -266,6 +266,24 @@ def to_uint(image: np.ndarray, bits: int = 8) -> np.ndarray:
     return out
 
 
+# atomic_path's temporary for NAME.SUFFIX: ".NAME.XXXXXXXX.tmp.SUFFIX" (mkstemp's 8 random characters).
+_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(.*)")
+
+
+def temporary_target(name: str) -> str | None:
+    """The file name that an :func:`atomic_path` temporary called ``name`` was to become, or None if
+    ``name`` is no such temporary. A run killed mid-write (SIGKILL) leaves these beside its outputs."""
+    match = _TEMPORARY.fullmatch(name)
+    return match[1] + match[2] if match else None
+
+
+def temporary_glob(path: str) -> str:
+    """A glob pattern for the :func:`atomic_path` temporaries of ``path`` (which may hold wildcards):
+    ``"samples/step_*.png"`` -> ``"samples/.step_*.*.tmp.png"``."""
+    p = Path(path)
+    return (p.parent / f".{p.stem}.*.tmp{p.suffix}").as_posix()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds
@@ -274,7 +292,7 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)  # (_TEMPORARY)
     except OSError as exc:  # (a read-only or full disk)
         raise _naming(exc, path) from None
     os.close(fd)

@@ -137,7 +137,7 @@ def test_resume_after_a_kill_is_byte_identical(tmp_path, photos, recipe_file, re
     _run(out, photos, recipe_file, expect=130)
     monkeypatch.setattr(ds, "write_image", real_write)
     assert not (out / "manifest.jsonl").exists() and (out / "parts" / "000000.jsonl").exists()
-    (out / "blur" / ".000017.tmp.png").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+    (out / "blur" / ".000017.k1ll3d_x.tmp.png").write_bytes(b"half")  # what a SIGKILL mid-write leaves
     (out / "sharp" / "000003.png").unlink()  # an output lost from a complete chunk is made again
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
@@ -340,7 +340,7 @@ def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, photos, recipe_
     (out / "manifest.jsonl").unlink()  # as if killed mid-run: a part file and images of an open chunk
     (out / "parts").mkdir()
     (out / "parts" / "000000.jsonl").write_text("{}\n")
-    (out / "blur" / ".000017.tmp.png").write_bytes(b"half")
+    (out / "blur" / ".000017.k1ll3d_x.tmp.png").write_bytes(b"half")
     mine = {"sharp/my_photo1.png": b"user photo", "gt/real_0001.png": b"user gt", "notes.txt": b"notes",
             "kernels/sub/keep.npy": b"user kernel"}
     for name, data in mine.items():

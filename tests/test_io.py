@@ -5,13 +5,14 @@ import re
 import struct
 import zipfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image,
-                          read_npz, to_uint, write_image)
+                          read_npz, temporary_glob, temporary_target, to_uint, write_image)
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -404,6 +405,17 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("name", ["step_0000003.pt", "a.b.tar.gz", "no_suffix", "000017.png"])
+def test_temporaries_are_recognised_by_name_and_glob(tmp_path, name):
+    # what a SIGKILL inside the block leaves is what the commands' clean-ups must find, and nothing else
+    with atomic_path(tmp_path / "sub" / name) as tmp:
+        assert temporary_target(tmp.name) == name
+        assert list(tmp_path.glob(temporary_glob("sub/" + name))) == [tmp]
+        assert list(tmp_path.glob(temporary_glob("sub/*" + Path(name).suffix))) == [tmp]
+    for other in (name, "." + name, f".{name}.tmp", f".{Path(name).stem}.short.tmp{Path(name).suffix}"):
+        assert temporary_target(other) is None
 
 
 def test_npz_writer_streams_arrays_in_pieces_and_gives_the_same_bytes(tmp_path):

@@ -21,13 +21,15 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from blursynth.io import temporary_glob
+
 MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
 PIXEL_LOSSES = ("l1", "charbonnier")
 BLUR_MODELS = ("network", "kernel", "shake")
 PER_INVOCATION = ("stop_at", "resume", "progress", "overwrite")  # not inherited by --resume from the saved config
 # What a killed write leaves in a run folder (blursynth.io.atomic_path's temporaries): removed on --resume.
-RUN_TEMPORARIES = (".metrics.*.tmp.jsonl", ".config.*.tmp.json", "checkpoints/.*.tmp.pt", "samples/.step_*.tmp.png")
+RUN_TEMPORARIES = tuple(map(temporary_glob, ("metrics.jsonl", "config.json", "checkpoints/*.pt", "samples/step_*.png")))
 # What a run writes in its folder (--overwrite removes these and nothing else).
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt", "samples/step_*.png",
              *RUN_TEMPORARIES)

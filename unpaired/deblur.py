@@ -18,7 +18,6 @@ import argparse
 import errno
 import math
 import pickle
-import re
 import sys
 from pathlib import Path
 
@@ -30,7 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from blursynth.interrupt import exit_code, sigterm_interrupts
-from blursynth.io import DEEP_SUFFIXES, ImageError, atomic_path, first_line, read_image, write_image
+from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, first_line, read_image, temporary_target,
+                          write_image)
 from unpaired.config import pick_device
 from unpaired.data import list_images
 from unpaired.models import build_generator, size_factor
@@ -246,16 +246,12 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
     return plan
 
 
-_TEMPORARY = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(.*)")  # (groups: the output's stem and suffix)
-
-
 def _remove_temporaries(out_dir: Path, plan: list[tuple[Path, Path]]) -> None:
     """Delete the temporaries of these outputs (``blursynth.io.atomic_path``'s
     ``.NAME.XXXXXXXX.tmp.SUFFIX``) that a run killed while writing them left in ``out_dir``."""
     names = {dst.name for _, dst in plan}
     for path in out_dir.glob(".*.tmp*"):
-        match = _TEMPORARY.fullmatch(path.name)
-        if match and match[1] + match[2] in names and path.is_file():
+        if temporary_target(path.name) in names and path.is_file():
             path.unlink(missing_ok=True)
 
 
