@@ -271,7 +271,8 @@ def _frame_motion(recipe: Recipe, idx: torch.Tensor, seed: int):
     return _camera_motion(recipe, idx, seed, full)
 
 
-def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, device: torch.device | str = "cpu"):
+def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = None,
+                   device: torch.device | str = "cpu"):
     """Kernels ``0 .. n - 1`` of a recipe in chunks of bounded memory, drawn as :func:`make_pairs`
     draws pair ``i`` with procedural scenes: its trajectory, focal length (on ``recipe.frame_px``),
     depth, ``kernel.size`` and ``kernel.fit``. For a uniform recipe kernel ``i`` is pair ``i``'s
@@ -281,10 +282,13 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int = 4096, dev
     Yields :class:`blursynth.kernel.KernelChunk` as :func:`blursynth.kernel.generate` does; each
     chunk's ``trajectory.params`` also holds the camera's ``focal_mm``, ``focal_px`` and ``depth_m``
     (inf: rotation only). ``n``: an integer >= 0; ``chunk``: kernels per chunk, an integer >= 1 (others
-    are a ValueError); kernels are float32 ``(chunk, size, size)`` on ``device``. Raises
+    are a ValueError), or None for :func:`blursynth.kernel.default_chunk`; kernels are float32
+    ``(chunk, size, size)`` on ``device``. Raises
     :class:`~blursynth.kernel.KernelFitError` worded with the recipe's keys when a path does not fit."""
-    from .kernel import KernelChunk, KernelFitError
+    from .kernel import KernelChunk, KernelFitError, default_chunk
     seed = rng.check_seed(seed)
+    if chunk is None:
+        chunk = default_chunk(recipe.kernel_size, device)
     for name, value, low in (("n", n, 0), ("chunk", chunk, 1)):  # (n=-1 gave no kernel, chunk=0 range()'s error)
         if not rng.is_integer(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")

@@ -257,6 +257,16 @@ def test_item_is_identical_alone_in_a_batch_or_in_chunks(model):
     assert not torch.equal(whole, other)
 
 
+def test_default_chunk_fills_16_mib_on_the_cpu_and_changes_no_kernel():
+    assert [K.default_chunk(s) for s in (15, 31, 64, (64, 128), 128, 4096)] == [4096, 4096, 1024, 512, 256, 1]
+    assert K.default_chunk(64, "cuda") == 4096  # (a device name needs no GPU to be read)
+    cam = Camera.from_35mm(50, 1200, 800)
+    chunks = list(K.generate(CameraShake(), 1100, cam, 64, seed=2))
+    assert [len(c.kernels) for c in chunks] == [1024, 76] and [c.start for c in chunks] == [0, 1024]
+    small = torch.cat([c.kernels for c in K.generate(CameraShake(), 1100, cam, 64, seed=2, chunk=300)])
+    assert torch.equal(torch.cat([c.kernels for c in chunks]), small)
+
+
 def test_resample_redraws_misfits_and_records_it():
     cam = Camera.from_35mm(200, 4000, 3000)  # long lens: many paths are too long for 15 px
     model = CameraShake()
