@@ -348,7 +348,7 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m) -> t
     sinc = torch.where(small, 1 - a2 / 6 + a2 * a2 / 120, torch.sin(safe) / safe)
     cosc = torch.where(small, 0.5 - a2 / 24 + a2 * a2 / 720, (1 - torch.cos(safe)) / (safe * safe))
     cos = 1 - a2 * cosc
-    if u is None:  # the same terms with u = e_z written out (r x e_z = (r_y, -r_x, 0)): a quarter of the time
+    if u is None:  # the same terms with u = e_z written out (r x e_z = (r_y, -r_x, 0)): half the time
         rx, ry, rz = r.unbind(-1)
         sinc, cosc, cos = sinc[..., 0], cosc[..., 0], cos[..., 0]
         along = cosc * rz
@@ -435,6 +435,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         raise ValueError(f"chunk must be a positive integer or None, got {chunk!r}")
     if not rng.is_integer(max_redraws) or max_redraws < 0:
         raise ValueError(f"max_redraws must be a non-negative integer, got {max_redraws!r}")
+    _size(size)
     n, start, chunk = int(n), int(start), int(default_chunk(size, device) if chunk is None else chunk)
     seed = rng.check_seed(seed)
     for a in range(start, start + n, chunk):
