@@ -72,6 +72,7 @@ def fit_error_message(what: str, extent: str, size: tuple[int, int], needed: int
 
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
 _PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
+_F32_INDEX_MAX = 1 << 24  # sub-step indices up to this are exact in float32 (one item may pass it)
 # Default chunk on the CPU: as many kernels as fill 16 MiB, at most 4096. A chunk's kernels are
 # written and then read again by the later passes; past about this size they fall out of the cache,
 # and 4096 kernels per chunk ran 1.4x (64x64), 1.8x (96x96) and 2x (128x128) slower here than this
@@ -285,8 +286,10 @@ def _splat_piece(out, start, seg, count, weight, h, w) -> None:
     else:
         owner = torch.repeat_interleave(torch.arange(n * segments, device=out.device), flat_count)
         rows = rows.index_select(0, owner)
-        # (the counts and first indices are exact in float32: below 2**24 sub-steps per piece)
-        step = torch.arange(owner.shape[0], device=out.device, dtype=rows.dtype) - rows[:, 6]
+        if owner.shape[0] <= _F32_INDEX_MAX:  # the first indices and the arange are exact in float32
+            step = torch.arange(owner.shape[0], device=out.device, dtype=rows.dtype) - rows[:, 6]
+        else:  # (a piece holds at least one whole item, and one long path can pass 2**24 sub-steps)
+            step = (torch.arange(owner.shape[0], device=out.device) - first[owner]).to(rows.dtype)
         c = rows[:, 5]
         frac = (step + 0.5) / c  # sub-step k of c sits at (k + 0.5) / c along its segment
         mass = rows[:, 4] / c

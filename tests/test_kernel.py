@@ -326,6 +326,24 @@ def test_pieces_bound_memory_and_agree():
     assert torch.equal(full, pieces)
 
 
+def test_an_item_past_2_24_sub_steps_splats_where_its_path_is():
+    """A piece holds at least one whole item, so one long path can have more than 2**24 sub-steps,
+    past which float32 no longer counts every integer. A prefix of zero-weight segments (its times do
+    not advance) pushes a short path's sub-steps past 2**24: it adds only zeros, so the kernel must be
+    the short path's, bit for bit (center=False and whole-number times keep every other value equal)."""
+    tail = torch.stack([torch.tensor([-5.0, 5.3]).repeat(1000), torch.linspace(-6, 6, 2000)], -1)
+    tail_t = torch.arange(2000, dtype=torch.float32)
+    long_steps = 150_000  # 28 px each, 113 sub-steps: ~1.7e7 sub-steps before the tail
+    prefix = torch.stack([torch.tensor([-14.0, 14.0]).repeat(long_steps // 2), torch.zeros(long_steps)], -1)
+    path = torch.cat([prefix, tail])[None]
+    t = torch.cat([torch.zeros(long_steps), tail_t])[None]
+    seg = path[0, 1:] - path[0, :-1]
+    count = (seg.norm(dim=-1) * (1 / K.MAX_STEP_PX) + K._COUNT_OFFSET).long() + 1
+    assert int(count[:long_steps].sum()) > 2 ** 24
+    alone = K.rasterize(tail[None], 31, tail_t[None], center=False)
+    assert torch.equal(K.rasterize(path, 31, t, center=False), alone)
+
+
 @given(st.integers(0, 2 ** 31 - 1))
 @settings(max_examples=20, deadline=None)
 def test_splat_sums_do_not_depend_on_the_order_of_the_additions(seed):
