@@ -466,7 +466,8 @@ class CameraShake:
         def pose(drift_amp, tremor_amp):
             """(N, T, 3) sum of the sinusoids with amplitudes (N, 3, 2) and (N, 3)."""
             w = sines * torch.cat([drift_amp.reshape(n, 6), tremor_amp], 1)[:, :, None]
-            return (w[:, 0:6:2] + w[:, 1:6:2] + w[:, 6:]).transpose(1, 2).contiguous()
+            # (+ 0.0: -0.0 + -0.0 is -0.0, where the sum over the drift's pair, from +0, gave +0.0 at t = 0)
+            return ((w[:, 0:6:2] + w[:, 1:6:2]).add_(0.0) + w[:, 6:]).transpose(1, 2).contiguous()
         rotation, translation = pose(a_d, a_t), pose(b_d, b_t)
 
         # Shutter jerk, mostly pitch: negative pitch tips the lens down.

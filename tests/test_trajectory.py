@@ -86,6 +86,16 @@ def test_tremor_oscillates_at_its_frequency():
     assert ((crossings >= 19) & (crossings <= 21)).all()  # 10 Hz over 1 s: 20 sign changes
 
 
+def test_camera_shake_starts_at_positive_zero():
+    """Every sinusoid's integral is 0 at t = 0, and a sum of them must be +0.0 there, as a sum over the
+    sinusoids (torch's, from +0) gave before they were laid out time-innermost: a -0.0 changed the
+    bytes of the rotation and translation that ``blursynth generate`` writes to kernels.npz."""
+    traj = CameraShake().sample(500, seed=3)
+    for pose in (traj.rotation, traj.translation):
+        assert torch.equal(pose[:, 0], torch.zeros_like(pose[:, 0]))
+        assert not bool(torch.signbit(pose[:, 0]).any())
+
+
 def test_drift_amplitude_is_its_rms_speed():
     model = CameraShake(drift_rad_s=(0.02, 0.02), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0, 0),
                         exposure_s=(20, 20), samples=4000)
