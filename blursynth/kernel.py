@@ -397,12 +397,13 @@ def redraw_seed(seed: int, attempt: int) -> int:
     return rng._python_mix(rng._python_mix(rng.check_seed(seed)) ^ rng._python_mix(0x5EED0000 + attempt)) >> 1
 
 
-def default_chunk(size, device: torch.device | str = "cpu") -> int:
-    """Kernels per chunk when none is given: on the CPU as many ``size`` kernels as fill
-    :data:`CHUNK_BYTES` (16 MiB), between 1 and :data:`MAX_CHUNK` (4096 at 31x31, 1024 at 64x64);
-    elsewhere (a GPU, where larger batches only help) :data:`MAX_CHUNK`."""
+def default_chunk(size, device: torch.device | str | None = "cpu") -> int:
+    """Kernels per chunk when none is given: on the CPU (``device`` None too, as
+    :func:`blursynth.rng.as_index` reads it) as many ``size`` kernels as fill :data:`CHUNK_BYTES`
+    (16 MiB), between 1 and :data:`MAX_CHUNK` (4096 at 31x31, 1024 at 64x64); elsewhere (a GPU,
+    where larger batches only help) :data:`MAX_CHUNK`."""
     h, w = _size(size)
-    if torch.device(device).type != "cpu":
+    if device is not None and torch.device(device).type != "cpu":
         return MAX_CHUNK
     return max(1, min(MAX_CHUNK, CHUNK_BYTES // (4 * h * w)))
 
@@ -439,8 +440,8 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     if not rng.is_integer(max_redraws) or max_redraws < 0:
         raise ValueError(f"max_redraws must be a non-negative integer, got {max_redraws!r}")
     _size(size)
+    seed = rng.check_seed(seed)  # (before default_chunk reads the device, as when a chunk is given)
     n, start, chunk = int(n), int(start), int(default_chunk(size, device) if chunk is None else chunk)
-    seed = rng.check_seed(seed)
     for a in range(start, start + n, chunk):
         index = rng.as_index(range(a, min(start + n, a + chunk)), device=device)
         ones = torch.ones(len(index), device=index.device)

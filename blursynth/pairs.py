@@ -287,11 +287,11 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = No
     :class:`~blursynth.kernel.KernelFitError` worded with the recipe's keys when a path does not fit."""
     from .kernel import KernelChunk, KernelFitError, default_chunk
     seed = rng.check_seed(seed)
-    if chunk is None:
-        chunk = default_chunk(recipe.kernel_size, device)
     for name, value, low in (("n", n, 0), ("chunk", chunk, 1)):  # (n=-1 gave no kernel, chunk=0 range()'s error)
-        if not rng.is_integer(value) or value < low:
+        if (value is not None or name == "n") and (not rng.is_integer(value) or value < low):
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if chunk is None:  # (after the checks: it reads the device)
+        chunk = default_chunk(recipe.kernel_size, device)
     n, chunk = int(n), int(chunk)
     for a in range(0, n, chunk):
         idx = rng.as_index(range(a, min(n, a + chunk)), device=device)

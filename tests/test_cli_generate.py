@@ -168,6 +168,17 @@ def test_recipe_kernels_of_a_redrawing_and_a_projective_recipe():
     assert {"focal_mm", "focal_px", "depth_m", "fit_scale", "redraws"} <= set(chunk.trajectory.params)
 
 
+def test_recipe_kernels_checks_n_before_it_reads_the_device_and_takes_device_none():
+    """chunk=None reads the device for the default chunk: n=-1 must still be named first, and
+    device=None (the CPU, as before the default chunk) still work."""
+    levin = load_recipe("levin-like")
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="n must be an integer >= 0"):
+            next(recipe_kernels(levin, bad, device="no_such_device"))
+    assert torch.equal(next(recipe_kernels(levin, 2, seed=1, device=None)).kernels,
+                       next(recipe_kernels(levin, 2, seed=1, chunk=2)).kernels)
+
+
 def _fails(capsys, tmp_path, argv, option):
     before = set(os.listdir(tmp_path))
     code = main(argv)

@@ -430,3 +430,15 @@ def test_generate_refuses_a_negative_max_redraws():
         with pytest.raises(ValueError, match=rf"max_redraws must be a non-negative integer, got {bad!r}"):
             next(K.generate(model, 2, size=15, max_redraws=bad))
     assert len(next(K.generate(model, 2, size=15, max_redraws=np.int64(0))).kernels) == 2
+
+
+def test_the_default_chunk_keeps_generates_checks_and_device_none():
+    """With chunk=None the device is read for the default chunk: device=None (the CPU, as
+    rng.as_index takes it, which generate accepted before) must still work, and a bad seed must still
+    be named before a device name is read, as it was with a chunk given."""
+    model = RandomWalk2D(steps=50, samples=16, length_px=(4.0, 8.0))
+    assert K.default_chunk(15, None) == K.default_chunk(15)
+    got = next(K.generate(model, 3, size=15, device=None)).kernels
+    assert torch.equal(got, next(K.generate(model, 3, size=15, chunk=3)).kernels)
+    with pytest.raises(ValueError, match="seed must be"):
+        next(K.generate(model, 3, size=15, seed=-1, device="no_such_device"))
