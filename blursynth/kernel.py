@@ -20,7 +20,7 @@ says what happens instead:
   conditioned on fitting. :func:`rasterize` and :func:`kernels` reject it with a message saying so.
 
 Everything runs on the input's device; the work is a single ``index_add_`` into a flat buffer per
-piece of the batch, with pieces of at most 2M splats (each temporary <= 16 MB, ~100 MB in all). Off
+piece of the batch, with pieces of at most 2M splats (temporaries of ~100 MB in all). Off
 the CPU the buffer holds integers (fixed point, 2^-48 per unit), so the sums are exact and do not
 depend on the order of the additions: on CUDA, where ``index_add_`` of floats adds in whatever order
 the threads run, the same seed still gives the same bytes.
@@ -71,7 +71,7 @@ def fit_error_message(what: str, extent: str, size: tuple[int, int], needed: int
             f"at least {needed}, or set fit to 'scale' to shrink paths that do not fit")
 
 MAX_STEP_PX = 0.25  # consecutive splats are closer than this
-_PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: each temporary <= 16 MB, ~100 MB in all
+_PIECE_ENTRIES = 1 << 21  # sub-step splats per piece: temporaries <= 16 MB (the 7-column table 56 MB), ~100 MB in all
 _F32_INDEX_MAX = 1 << 24  # sub-step indices up to this are exact in float32 (one item may pass it)
 # Default chunk on the CPU: as many kernels as fill 16 MiB, at most 4096. A chunk's kernels are
 # written and then read again by the later passes; past about this size they fall out of the cache,

@@ -287,8 +287,9 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = No
     :class:`~blursynth.kernel.KernelFitError` worded with the recipe's keys when a path does not fit."""
     from .kernel import KernelChunk, KernelFitError, default_chunk
     seed = rng.check_seed(seed)
-    for name, value, low in (("n", n, 0), ("chunk", chunk, 1)):  # (n=-1 gave no kernel, chunk=0 range()'s error)
-        if (value is not None or name == "n") and (not rng.is_integer(value) or value < low):
+    checks = [("n", n, 0)] + ([("chunk", chunk, 1)] if chunk is not None else [])
+    for name, value, low in checks:  # (n=-1 gave no kernel, chunk=0 range()'s error)
+        if not rng.is_integer(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if chunk is None:  # (after the checks: it reads the device)
         chunk = default_chunk(recipe.kernel_size, device)
