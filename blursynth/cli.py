@@ -283,7 +283,7 @@ def add_generate(subparsers) -> None:
                    help="paths larger than the kernel: redraw them (default), shrink them, or stop with an error")
     p.add_argument("--chunk", type=positive_int, default=None,
                    help="kernels per chunk (bounds memory; default: as many as fill 16 MiB on the CPU, at most "
-                        "4096: 4096 at 31x31, 1024 at 64x64)")
+                        "4096: 4096 at 31x31, 992 at 65x65)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--out", type=Path, default=Path("blursynth-kernels"), help="output folder (default ./blursynth-kernels)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
