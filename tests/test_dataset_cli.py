@@ -205,6 +205,16 @@ def test_two_workers_equal_one(tmp_path, photos, recipe_file, reference):
     assert _snapshot(out) == reference[1]
 
 
+def test_spawned_workers_equal_one(tmp_path, photos, recipe_file, reference, monkeypatch):
+    # --device cuda starts its workers with spawn (CUDA cannot be forked): a fresh interpreter that
+    # gets the chunk writer by pickle. Run that path on the CPU, where CI can.
+    import multiprocessing
+    monkeypatch.setattr(ds, "_context", lambda device: multiprocessing.get_context("spawn"))
+    out = tmp_path / "set"
+    _run(out, photos, recipe_file, "--workers", "2")
+    assert _snapshot(out) == reference[1]
+
+
 def test_refuses_foreign_output_unless_overwrite(tmp_path, photos, recipe_file, reference, capsys):
     other = tmp_path / "other"
     other.mkdir()
