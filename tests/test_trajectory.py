@@ -1,7 +1,5 @@
 """Trajectory models: shapes, reproducibility, and the physics their parameters promise."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
