@@ -313,6 +313,12 @@ def _parse(data: dict, source: str) -> Recipe:
     if mode == "projective" and model == "random_walk_2d":
         raise _fail(source, "blur.mode", "projective blur needs a 6-DoF trajectory model "
                     "(trajectory.model = \"camera_shake\"); a 2-D path is spatially uniform")
+    boundary = _choice(source, "blur.boundary", blur.get("boundary", "valid"), BOUNDARIES)
+    if mode == "projective" and boundary == "circular":
+        # projective blur warps the image (grid_sample), which pads by reflection and cannot wrap around:
+        # "circular" was accepted and silently rendered as "reflect"
+        raise _fail(source, "blur.boundary", "\"circular\" is not available with projective blur (its warps cannot "
+                    "wrap around the frame); use \"valid\" (no boundary artefact) or \"reflect\"")
     grid = blur.get("grid", [3, 3])
     if not isinstance(grid, (list, tuple)) or len(grid) != 2:
         raise _fail(source, "blur.grid", f"must be [rows, cols], got {grid!r}")
@@ -329,7 +335,7 @@ def _parse(data: dict, source: str) -> Recipe:
         kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, KERNEL_SIZE_MAX, odd=True),
         kernel_fit=_choice(source, "kernel.fit", kernel.get("fit", "scale"), KERNEL_FITS),
         blur_mode=mode,
-        boundary=_choice(source, "blur.boundary", blur.get("boundary", "valid"), BOUNDARIES),
+        boundary=boundary,
         kernel_grid=tuple(_int(source, "blur.grid", g, 1, 15) for g in grid),
         sensor=sensor,
         source=source,

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from blursynth.recipe import RECIPE_DIR, Recipe, RecipeError, load_recipe, recipe_names
 
@@ -70,6 +70,8 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[blur]\nmode = \"wobbly\"\n", "blur.mode"),
     ("[blur]\nboundary = \"zero\"\n", "blur.boundary"),
     ("[blur]\ngrid = [0, 3]\n", "blur.grid"),
+    # projective warps pad by reflection: "circular" was taken and rendered as "reflect"
+    ("[blur]\nmode = \"projective\"\nboundary = \"circular\"\n", "blur.boundary"),
     ("[trajectory]\nmodel = \"random_walk_2d\"\n[blur]\nmode = \"projective\"\n", "blur.mode"),
     ("[trajectory]\nmodel = \"spline\"\n", "trajectory.model"),
     ("[trajectory]\nroll_ratio = -1.0\n", "trajectory.roll_ratio"),
@@ -124,6 +126,7 @@ def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
        boundary=st.sampled_from(["valid", "reflect", "circular"]))
 @settings(max_examples=30, deadline=None)
 def test_dict_round_trip(size, crop, lo, span, mode, boundary):
+    assume(not (mode == "projective" and boundary == "circular"))  # (refused: see above)
     data = {"crop": crop, "kernel": {"size": size}, "camera": {"focal_mm": [lo, lo * span], "frame_px": [1000, 1000]},
             "blur": {"mode": mode, "boundary": boundary}, "sensor": {"jpeg_quality": [60, 90], "shot_noise": "off"}}
     recipe = Recipe.from_dict(data)
