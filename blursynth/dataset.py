@@ -190,7 +190,9 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
         raise DatasetError(f"--out {out}: {theirs[0]}{more} lie where this dataset writes but no earlier dataset "
                            "run in it wrote them (its dataset.json does not name them); move them away or choose "
                            "another --out (--overwrite deletes only a dataset's own files)")
-    for name in sorted(own):
+    # dataset.json last: it names the rest, so a run interrupted here (Ctrl-C amid many files) leaves a folder
+    # the same command still recognises and finishes clearing, not old pairs it would take for someone else's
+    for name in sorted(own, key=lambda n: (n == "dataset.json", n)):
         (out / name).unlink(missing_ok=True)
     for sub in MANAGED:
         with contextlib.suppress(OSError):  # not there, or holds files of the user's: kept

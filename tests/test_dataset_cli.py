@@ -364,6 +364,28 @@ def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, photos, recipe_
     assert not (out / "parts").exists()
 
 
+def test_an_overwrite_interrupted_while_deleting_is_finished_by_the_same_command(tmp_path, photos, recipe_file,
+                                                                                 reference, monkeypatch):
+    # Ctrl-C while --overwrite deleted the old pairs (many files: it takes a while) removed dataset.json,
+    # the file that names them, before the rest; the same command then took the old pairs left behind
+    # for someone else's files and refused the folder for good.
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    unlink, deleted = Path.unlink, []
+
+    def interrupted(self, *args, **kwargs):
+        if len(deleted) == 30:
+            raise KeyboardInterrupt
+        deleted.append(self)
+        return unlink(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "unlink", interrupted)
+    _run(out, photos, recipe_file, "--pairs", "4", "--overwrite", expect=130)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    _run(out, photos, recipe_file, "--pairs", "4", "--overwrite")
+    made = {f"{d}/{i:06d}.{e}" for d, e in (("sharp", "png"), ("blur", "png"), ("kernels", "npy")) for i in range(4)}
+    assert set(_snapshot(out)) == made | {"manifest.jsonl", "dataset.json"}
+
+
 def test_overwrite_of_a_folder_that_is_no_dataset_keeps_everything(tmp_path, photos, recipe_file, capsys):
     out = tmp_path / "other"
     (out / "sharp").mkdir(parents=True)
