@@ -24,6 +24,24 @@ from .trajectory import Trajectory
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 
 
+class SceneReachedError(ValueError):
+    """The camera's translation carries it to (or through) the scene plane ``depth_m`` during the
+    exposure: the plane would then lie behind the camera, where projecting it means nothing (the image
+    motion grows without bound as the plane nears: a render tried to allocate terabytes)."""
+
+
+def check_short_of_plane(forward: torch.Tensor, depth) -> None:
+    """Raise :class:`SceneReachedError` unless ``forward`` (the camera centre's displacement along the
+    optical axis, metres, any shape) stays below ``depth`` (metres, broadcast against it)."""
+    reach = forward / depth
+    if bool((reach >= 1).any()):
+        error = SceneReachedError(f"the camera moves {float(reach.max()):.3g} times the scene depth towards the "
+                                  "scene plane during the exposure, reaching it; use a larger depth_m (or a smaller "
+                                  "translation)")
+        error.reach = float(reach.max())  # (for callers that word the fix in their own terms)
+        raise error
+
+
 @dataclass(frozen=True)
 class Camera:
     """A pinhole camera.
@@ -112,6 +130,7 @@ class Camera:
                 raise ValueError(f"depth_m must be a float or an ({n},) tensor, got shape {tuple(depth.shape)}")
             if not bool((depth > 0).all()):
                 raise ValueError("scene depth must be positive metres (use inf for a distant scene)")
+            check_short_of_plane(trajectory.translation[..., 2].to(dtype), depth[..., 0])
             normal = torch.tensor([0.0, 0.0, 1.0], device=t.device, dtype=dtype)
             # c n^T / d: zero for an infinitely distant plane.
             c = trajectory.translation.to(dtype) / depth

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .interrupt import exit_code, sigterm_interrupts
-from .recipe import FOCAL_MM_RANGE, FRAME_PX_MAX, KERNEL_SIZE_MAX  # (the recipe's bounds; no torch import)
+from .recipe import FOCAL_MM_RANGE, FRAME_PX_MAX, KERNEL_SIZE_MAX, MIN_DEPTH_M  # (the recipe's bounds; no torch import)
 
 try:
     import fcntl
@@ -228,7 +228,6 @@ class _StagedDir:
 SHAKE_DEFAULT_EXPOSURE = (1 / 30, 1 / 4)
 SHAKE_DEFAULTS = {"focal_length": 50.0, "image_size": (1200, 800), "depth": math.inf}
 MAX_EXPOSURE_S = 10.0  # hand-held shake; longer exposures would also take memory in proportion
-MIN_DEPTH_M = 0.01  # closer, the camera's own shake (mm) moves it through the scene plane: NaN paths
 MAX_LENGTH_PX = 10 * KERNEL_SIZE_MAX  # random walk: ten times the largest kernel
 
 
@@ -477,9 +476,13 @@ def _size(n: float) -> str:
 def _fit_errors(chunks, fit: str):
     """``chunks``, with the generator's ValueError (a path that cannot fit under ``--fit error``, or
     redraws exhausted) turned into a usage error; errors of the loop that consumes them pass as they are."""
+    from .camera import SceneReachedError
     from .kernel import KernelFitError
     try:
         yield from chunks
+    except SceneReachedError as exc:  # (the shake's translation against --depth: a traceback before)
+        raise UsageError(f"--depth: the camera moves {exc.reach:.3g} times the scene depth towards the scene plane "
+                         "during the exposure, reaching it; use a larger --depth or a shorter --exposure") from None
     except KernelFitError as exc:  # (its text names parameters; here they are options)
         fix = (f"use --kernel-size {exc.needed} or more, or --fit scale" if exc.needed is not None
                else "use a larger --kernel-size, a shorter --exposure or --length, or --fit scale")

@@ -36,6 +36,7 @@ from typing import Iterator
 import torch
 
 from . import rng
+from .camera import check_short_of_plane
 from .trajectory import Trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
@@ -341,6 +342,7 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m) -> t
         if depth.shape[0] not in (1, n) or not bool((depth > 0).all()):
             raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene)")
         if not bool(torch.isinf(depth).all()):
+            check_short_of_plane(trajectory.translation[..., 2], depth.reshape(-1, 1))
             u = torch.zeros_like(r)
             u[..., 2] = 1.0
             u = u - trajectory.translation / depth.reshape(-1, 1, 1)

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from . import rng
-from .camera import FULL_FRAME_DIAGONAL_MM, Camera
+from .camera import FULL_FRAME_DIAGONAL_MM, Camera, SceneReachedError
 from .io import ImageError, probe_images, read_image
-from .recipe import KERNEL_SIZE_MAX, Recipe
+from .recipe import KERNEL_SIZE_MAX, Recipe, RecipeError
 from .trajectory import Trajectory
 
 # Pairs made at once on the CPU: a batch's full-size temporaries then stay nearer the cache. CPU time
@@ -222,6 +222,8 @@ def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFo
         traj, path, scale, camera = _camera_motion(recipe, idx, seed, full)
     except KernelFitError as err:  # fit="resample" gave up; err.item is the pair's index
         raise _recipe_fit_error(recipe, err.item, err) from None
+    except SceneReachedError as err:  # a scene closer than the camera's travel: a traceback, or terabytes asked for
+        raise _scene_reached(recipe, err) from None
     focal_px, depth = camera["focal_px"], camera["depth_m"]
     sensor = recipe.sensor_model().sample_at(idx, component_seed(seed, "sensor"))
     linear = pre_blur(sharp, sensor)
@@ -302,6 +304,8 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = No
         except KernelFitError as err:  # resample gave up (item: the index) or fit="error" (its place in idx)
             item = err.item if recipe.kernel_fit == "resample" else a + err.item
             raise _recipe_fit_error(recipe, item, err, "kernel") from None
+        except SceneReachedError as err:
+            raise _scene_reached(recipe, err) from None
         traj.params.update(camera, fit_scale=scale)
         traj.params.setdefault("redraws", torch.zeros_like(scale))
         yield KernelChunk(start=a, kernels=kernels, trajectory=traj, paths_px=path)
@@ -319,6 +323,13 @@ def _records(recipe: Recipe, sources: list[dict], traj: Trajectory, scale: torch
                   "sensor": sensor[k]}
         records.append({"source": source, "params": params})
     return records
+
+
+def _scene_reached(recipe: Recipe, err) -> RecipeError:
+    """A :class:`~blursynth.camera.SceneReachedError` worded with the recipe keys that cause it."""
+    return RecipeError(f"{recipe.source}: camera.depth_m: the camera moves {err.reach:.3g} times the scene depth "
+                       "towards the scene plane during the exposure, reaching it; raise camera.depth_m (or lower "
+                       "trajectory.translation_m_s or exposure_s)")
 
 
 def _rasterize(path, size, t, fit):

@@ -42,6 +42,7 @@ KERNEL_FITS = ("error", "scale", "resample")
 KERNEL_SIZE_MAX = 255  # largest kernel.size a recipe accepts
 FOCAL_MM_RANGE = (4.0, 2000.0)  # 35 mm-equivalent focal lengths a recipe accepts
 FRAME_PX_MAX = 65536  # largest side of camera.frame_px
+MIN_DEPTH_M = 0.01  # closest camera.depth_m (and generate --depth): nearer, hand shake carries the camera to the plane
 
 # The top-level keys and the keys of each fixed section (trajectory and sensor are open: their keys
 # are checked against the model constructors).
@@ -70,8 +71,8 @@ class Recipe:
         trajectory_params: keyword arguments of the trajectory model's constructor.
         focal_mm: ``(low, high)`` 35 mm-equivalent focal length range (within 4-2000), drawn log-uniformly per pair;
             the focal length in pixels follows from the source image's full size.
-        depth_m: ``(low, high)`` scene-plane depth in metres, drawn log-uniformly (``inf`` = distant
-            scene, where camera translation makes no blur).
+        depth_m: ``(low, high)`` scene-plane depth in metres (at least :data:`MIN_DEPTH_M`), drawn
+            log-uniformly (``inf`` = distant scene, where camera translation makes no blur).
         frame_px: ``(height, width)`` of the virtual photograph a procedural scene is a crop of (the
             focal length in pixels, hence the blur size, scales with the frame; photographs from a
             folder use their own size), each 8-65536. The crop's position in it is drawn per pair.
@@ -297,11 +298,9 @@ def _parse(data: dict, source: str) -> Recipe:
 
     crop_hw = tuple(_int(source, "crop", c, 8, 16384) for c in _size(source, "crop", data.get("crop", 256)))
 
-    def positive(key):
-        def check(v):
-            if not v > 0:
-                raise _fail(source, key, f"must be > 0, got {v}")
-        return check
+    def depth_check(v):  # (0.001 m was taken, and the shake then moved the camera through the scene plane)
+        if not v >= MIN_DEPTH_M:
+            raise _fail(source, "camera.depth_m", f"must be at least {MIN_DEPTH_M:g} m (or inf), got {v}")
 
     def focal_check(v):
         if not FOCAL_MM_RANGE[0] <= v <= FOCAL_MM_RANGE[1]:
@@ -329,7 +328,7 @@ def _parse(data: dict, source: str) -> Recipe:
         trajectory_model=model,
         trajectory_params=traj,
         focal_mm=_pair(source, "camera.focal_mm", camera.get("focal_mm", [24.0, 50.0]), _float, focal_check),
-        depth_m=_depth_range(source, camera.get("depth_m", math.inf), positive("camera.depth_m")),
+        depth_m=_depth_range(source, camera.get("depth_m", math.inf), depth_check),
         frame_px=tuple(_int(source, "camera.frame_px", v, 8, FRAME_PX_MAX) for v in _size(source, "camera.frame_px",
                                                                                       camera.get("frame_px", [720, 1280]))),
         kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, KERNEL_SIZE_MAX, odd=True),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from blursynth.camera import Camera
+from blursynth.camera import Camera, SceneReachedError
 from blursynth.trajectory import Trajectory
 
 
@@ -84,3 +84,19 @@ def test_camera_refuses_fractional_sizes_and_a_non_finite_principal_point():
             Camera(100.0, 64, 48, cx=cx, cy=cy)
     cam = Camera(100.0, np.int64(64), 48, cx=np.float32(70.5), cy=-3)  # outside the frame is fine
     assert cam.principal_point == (70.5, -3)
+
+
+def test_a_camera_that_reaches_the_scene_plane_is_refused():
+    # Moving 2 cm forward towards a plane 1 cm away puts the plane behind the camera: the paths were
+    # meaningless (and a projective render of such a shake asked for terabytes of memory).
+    from blursynth.kernel import kernel_paths
+    from blursynth.nonuniform import render_nonuniform
+    tr = torch.zeros(1, 5, 3)
+    tr[0, :, 2] = torch.linspace(0, 0.02, 5)
+    traj = Trajectory(t=torch.linspace(0, 0.1, 5)[None], translation=tr)
+    cam = Camera(100.0, 16, 16)
+    for call in (lambda: cam.homographies(traj, depth_m=0.01), lambda: kernel_paths(traj, cam, 0.01),
+                 lambda: render_nonuniform(torch.rand(1, 3, 16, 16), traj, cam, depth_m=0.01)):
+        with pytest.raises(SceneReachedError, match="times the scene depth.*larger depth_m"):
+            call()
+    assert torch.isfinite(kernel_paths(traj, cam, 0.05)).all()  # short of the plane: fine

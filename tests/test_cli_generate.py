@@ -468,3 +468,18 @@ def test_unknown_options_and_the_dataset_command_report_one_line(capsys, tmp_pat
     _fails(capsys, tmp_path, ["dataset", "--pairs", "0", "--out", str(tmp_path / "d")], "--pairs")
     assert main(["dataset", "--help"]) == 0
     assert "--pairs" in capsys.readouterr().out
+
+
+def test_a_camera_that_reaches_the_scene_is_one_line_naming_depth(capsys, tmp_path, monkeypatch):
+    # The shake model's own translation stays millimetres short of --depth's 0.01 m, but a camera that
+    # reached the scene plane raised from the library as a traceback; it is a usage error like the fit's.
+    from blursynth.camera import check_short_of_plane
+
+    def reaching(*args, **kwargs):
+        check_short_of_plane(torch.tensor([0.02]), 0.01)
+        yield from ()
+    monkeypatch.setattr(K, "generate", reaching)
+    code, out = _generate(tmp_path, "--depth", "0.01")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--depth" in err and "reaching it" in err
+    assert not out.exists()

@@ -371,3 +371,14 @@ def test_make_pairs_and_recipe_kernels_refuse_empty_or_bad_counts():
     assert torch.equal(torch.cat([c.kernels for c in chunks]), make_pairs(recipe, 3)["kernel"])
     with pytest.raises(ValueError, match="component must be one of source"):
         component_seed(0, "kernel")
+
+
+def test_a_scene_the_camera_reaches_is_a_recipe_error_naming_the_depth():
+    # translation_m_s has no upper bound in a recipe: a camera that travelled past a near scene plane gave
+    # meaningless pairs (uniform) or asked for terabytes of memory (projective), never a word on the recipe
+    from blursynth.recipe import RecipeError
+    recipe = _recipe(trajectory={"translation_m_s": [1.0, 2.0]}, camera={"depth_m": [0.01, 0.01]})
+    with pytest.raises(RecipeError, match=r"camera\.depth_m: the camera moves .* raise camera\.depth_m"):
+        make_pairs(recipe, 4, seed=0)
+    with pytest.raises(RecipeError, match=r"camera\.depth_m"):
+        next(recipe_kernels(recipe, 4, seed=0))

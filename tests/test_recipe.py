@@ -67,6 +67,7 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[camera]\ndepth_m = -2.0\n", "camera.depth_m"),
     ("[camera]\ndepth_m = [1.0, inf]\n", "camera.depth_m"),  # log-uniform to inf: every draw inf (one NaN)
     ("[camera]\ndepth_m = [0.5, 1e300]\n", "camera.depth_m"),  # beyond float32: draws inf
+    ("[camera]\ndepth_m = [0.001, 0.002]\n", "camera.depth_m"),  # closer than generate's --depth takes
     ("[blur]\nmode = \"wobbly\"\n", "blur.mode"),
     ("[blur]\nboundary = \"zero\"\n", "blur.boundary"),
     ("[blur]\ngrid = [0, 3]\n", "blur.grid"),
