@@ -81,7 +81,9 @@ def _raw(path: Path) -> np.ndarray:
     if raw.ndim not in (2, 3) or raw.size == 0:
         raise ImageError(f"{path}: unsupported image shape {raw.shape}; expected H x W or H x W x C")
     if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
-        raise ImageError(f"{path}: contains NaN or infinite values")
+        # (with the fix, as the other reasons a --sharp scan lists: this one alone named none)
+        raise ImageError(f"{path}: contains NaN or infinite values; remove it or re-export it with finite values "
+                         "(e.g. as PNG)")
     return raw
 
 

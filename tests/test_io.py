@@ -519,7 +519,7 @@ def test_probe_decodes_without_converting_to_float(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2000 * 1500  # (float RGB: 36 MB)
-    with pytest.raises(ImageError, match=r"nan\.tif: contains NaN or infinite values"):
+    with pytest.raises(ImageError, match=r"nan\.tif: contains NaN or infinite values; remove it or re-export it"):
         probe_image(tmp_path / "nan.tif")
 
 
