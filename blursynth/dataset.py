@@ -131,6 +131,11 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
     if not overwrite:
         raise DatasetError(f"--out {out}: exists and is not empty; choose another --out or pass --overwrite "
                            "(which deletes only the files an earlier dataset run wrote in it)")
+    if previous == json.loads(json.dumps(settings)) and not (out / "manifest.jsonl").is_file():
+        # An unfinished run of these very settings, killed or interrupted, re-run as it says with the same
+        # command, --overwrite included: resumed. Deleting its finished chunks, to write the same bytes
+        # again, threw away hours of work (a finished dataset is still made anew, as asked).
+        return
     _remove_own_files(out, previous, settings)
 
 

@@ -143,6 +143,31 @@ def test_resume_after_a_kill_is_byte_identical(tmp_path, photos, recipe_file, re
     assert _snapshot(out) == reference[1]
 
 
+def test_a_killed_overwrite_run_resumes_with_the_same_command(tmp_path, photos, recipe_file, reference, monkeypatch):
+    # The interrupt says "run the same command again to complete"; when that command has --overwrite (as
+    # the README's own example does) it deleted every finished chunk and began again from nothing.
+    out = tmp_path / "set"
+    real_write = ds.write_image
+    calls = {"n": 0}
+
+    def counting_write(path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 16 * 2 + 5 and interrupt:
+            raise KeyboardInterrupt
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "write_image", counting_write)
+    interrupt = True
+    _run(out, photos, recipe_file, "--overwrite", expect=130)
+    interrupt, calls["n"] = False, 0
+    _run(out, photos, recipe_file, "--overwrite")
+    assert calls["n"] == 2 * 4  # only the unfinished chunk's 4 pairs were made again
+    assert _snapshot(out) == reference[1]
+    calls["n"] = 0
+    _run(out, photos, recipe_file, "--overwrite")  # a finished dataset: --overwrite still makes it anew
+    assert calls["n"] == 2 * 20 and _snapshot(out) == reference[1]
+
+
 def test_a_kill_while_the_first_dataset_json_is_written_resumes(tmp_path, photos, recipe_file, reference):
     # A SIGKILL between atomic_path's mkstemp and its rename leaves only the temporary of dataset.json,
     # the run's first write: the same command used to refuse the folder as "not empty", for good.
