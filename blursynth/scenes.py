@@ -135,7 +135,8 @@ class DeadLeaves:
 
     @classmethod
     def from_dict(cls, options: dict) -> "DeadLeaves":
-        """Build from a mapping such as a TOML table.
+        """Build from a mapping such as a TOML table (the string ``"off"`` stands for None, e.g. ``rmax``,
+        as in recipes: TOML has no null).
 
         Raises:
             ValueError: an unknown key (the message lists the valid ones) or an out-of-range value.
@@ -144,7 +145,7 @@ class DeadLeaves:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown dead-leaves option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**options)
+        return cls(**{k: None if isinstance(v, str) and v == "off" else v for k, v in options.items()})
 
     # ------------------------------------------------------------------- sizes
 

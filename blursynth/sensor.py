@@ -204,7 +204,8 @@ class SensorModel:
 
     @classmethod
     def from_dict(cls, options: dict) -> "SensorModel":
-        """Build from a mapping such as a TOML table (lists are accepted for pairs).
+        """Build from a mapping such as a TOML table (lists are accepted for pairs; the string ``"off"``
+        stands for None, as in recipes: TOML has no null).
 
         Raises:
             ValueError: an unknown key (the message lists the valid ones) or an out-of-range value.
@@ -213,7 +214,8 @@ class SensorModel:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown sensor option(s) {unknown}; valid options: {sorted(known)}")
-        return cls(**options)
+        # (a recipe's [sensor] table, read with tomllib, failed on its jpeg_quality = "off")
+        return cls(**{k: None if isinstance(v, str) and v == "off" else v for k, v in options.items()})
 
     def to_dict(self) -> dict:
         """The configuration as a JSON/TOML-ready dict (tuples as lists; ``None`` for steps that are off)."""

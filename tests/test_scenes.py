@@ -261,3 +261,8 @@ def test_rmax_and_max_leaves_must_be_finite_numbers_and_an_integer():
     assert torch.equal(DeadLeaves(max_leaves=np.int64(40)).render(1, 16, 0), DeadLeaves(max_leaves=40).render(1, 16, 0))
     opt = DeadLeaves(rmax=np.float32(8.0))
     assert type(opt.rmax) is float and torch.equal(opt.render(1, 16, 0), DeadLeaves(rmax=8.0).render(1, 16, 0))
+
+
+def test_from_dict_takes_off_for_none_as_in_toml():
+    # TOML has no null: "off" stands for None there (as in recipes), e.g. rmax's default
+    assert DeadLeaves.from_dict({"rmax": "off", "alpha": 3.5}) == DeadLeaves(rmax=None, alpha=3.5)

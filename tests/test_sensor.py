@@ -478,3 +478,14 @@ def test_jpeg_refuses_integer_images_as_quantize_does():
         with pytest.raises(TypeError, match=r"jpeg takes float images .*torch.uint8.*x.float\(\) / 255"):
             S.jpeg(img, quality)
     assert S.jpeg(img.float() / 255, 90).dtype == torch.float32
+
+
+def test_from_dict_reads_a_recipes_toml_sensor_table():
+    # README: from_dict reads the configuration "as a TOML/JSON table"; TOML has no null, and a recipe's
+    # [sensor] table read with tomllib (jpeg_quality = "off") was refused
+    import tomllib
+
+    from blursynth.recipe import RECIPE_DIR, load_recipe
+    for name in ("default", "gopro-like"):
+        table = tomllib.loads((RECIPE_DIR / f"{name}.toml").read_text())["sensor"]
+        assert S.SensorModel.from_dict(table) == load_recipe(name).sensor_model()
