@@ -293,8 +293,9 @@ def _parse(data: dict, source: str) -> Recipe:
     for name, keys in _SECTIONS.items():
         _check_keys(source, _section(source, data, name), keys, prefix=f"{name}.")
     camera, kernel, blur = (_section(source, data, s) for s in ("camera", "kernel", "blur"))
-    traj = dict(_section(source, data, "trajectory"))
-    sensor = {k: (None if v == "off" else v) for k, v in _section(source, data, "sensor").items()}
+    traj = {k: _plain(v) for k, v in _section(source, data, "trajectory").items()}
+    sensor = {k: (None if v == "off" else v) for k, v in
+              ((k, _plain(v)) for k, v in _section(source, data, "sensor").items())}
 
     crop_hw = tuple(_int(source, "crop", c, 8, 16384) for c in _size(source, "crop", data.get("crop", 256)))
 
@@ -341,6 +342,17 @@ def _parse(data: dict, source: str) -> Recipe:
     )
     _check_delegated(recipe)
     return recipe
+
+
+def _plain(value):
+    """A value of the open [trajectory] / [sensor] tables as TOML gives it: NumPy (or torch) numbers and
+    arrays become Python numbers and lists, tuples lists. The constructors took them, but dataset.json
+    could not store them ("Object of type float32 is not JSON serializable", after validation passed)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if not isinstance(value, (str, bytes)) and hasattr(value, "tolist"):  # (duck-typed: no NumPy import here)
+        return _plain(value.tolist())
+    return value
 
 
 def _size(source, key, value) -> list:

@@ -175,6 +175,14 @@ def test_python_forms_of_sizes_and_numbers_are_taken():
     made = Recipe.from_dict({"crop": (64, 32), "camera": {"focal_mm": (np.float32(24), 50)},
                              "blur": {"mode": "projective", "grid": (2, np.int64(4))}})
     assert made.crop == (64, 32) and made.focal_mm == (24.0, 50.0) and made.kernel_grid == (2, 4)
+    # NumPy numbers and arrays in the open [trajectory] and [sensor] tables passed the constructors' checks,
+    # then write_dataset failed on dataset.json: "Object of type float32 is not JSON serializable"
+    numeric = Recipe.from_dict({"trajectory": {"exposure_s": np.array([0.05, 0.2]), "roll_ratio": np.float32(0.5)},
+                                "sensor": {"jpeg_quality": (np.int64(70), np.int64(90)), "bits": np.int64(8),
+                                           "clip": np.bool_(True)}})
+    json.dumps(numeric.to_dict())
+    assert numeric == Recipe.from_dict({"trajectory": {"exposure_s": [0.05, 0.2], "roll_ratio": 0.5},
+                                        "sensor": {"jpeg_quality": [70, 90], "bits": 8, "clip": True}})
     with pytest.raises(RecipeError, match=r"<dict>: a recipe is a table of keys"):
         Recipe.from_dict([("crop", 64)])  # was "can only concatenate str (not "int") to str"
     with pytest.raises(TypeError, match=r"recipe must be a name \(default, .*got 3"):
