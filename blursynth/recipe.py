@@ -319,6 +319,12 @@ def _parse(data: dict, source: str) -> Recipe:
         # "circular" was accepted and silently rendered as "reflect"
         raise _fail(source, "blur.boundary", "\"circular\" is not available with projective blur (its warps cannot "
                     "wrap around the frame); use \"valid\" (no boundary artefact) or \"reflect\"")
+    depth_m = _depth_range(source, camera.get("depth_m", math.inf), depth_check)
+    if model == "random_walk_2d" and not math.isinf(depth_m[0]):
+        # (taken and ignored: a 2-D image-plane path has no camera translation to show a near scene's
+        # parallax, as generate --model randomwalk refuses --depth)
+        raise _fail(source, "camera.depth_m", "a scene depth needs a 6-DoF trajectory model (trajectory.model = "
+                    "\"camera_shake\"): the random walk is an image-plane path in pixels; use depth_m = inf")
     grid = blur.get("grid", [3, 3])
     if not isinstance(grid, (list, tuple)) or len(grid) != 2:
         raise _fail(source, "blur.grid", f"must be [rows, cols], got {grid!r}")
@@ -329,7 +335,7 @@ def _parse(data: dict, source: str) -> Recipe:
         trajectory_model=model,
         trajectory_params=traj,
         focal_mm=_pair(source, "camera.focal_mm", camera.get("focal_mm", [24.0, 50.0]), _float, focal_check),
-        depth_m=_depth_range(source, camera.get("depth_m", math.inf), depth_check),
+        depth_m=depth_m,
         frame_px=tuple(_int(source, "camera.frame_px", v, 8, FRAME_PX_MAX) for v in _size(source, "camera.frame_px",
                                                                                       camera.get("frame_px", [720, 1280]))),
         kernel_size=_int(source, "kernel.size", kernel.get("size", 31), 3, KERNEL_SIZE_MAX, odd=True),

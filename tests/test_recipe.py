@@ -75,6 +75,8 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[blur]\nmode = \"projective\"\nboundary = \"circular\"\n", "blur.boundary"),
     ("[trajectory]\nmodel = \"random_walk_2d\"\n[blur]\nmode = \"projective\"\n", "blur.mode"),
     ("[trajectory]\nmodel = \"spline\"\n", "trajectory.model"),
+    # a 2-D walk has no translation: the depth was taken and ignored (generate refuses --depth with it)
+    ("[trajectory]\nmodel = \"random_walk_2d\"\n[camera]\ndepth_m = [0.5, 2.0]\n", "camera.depth_m"),
     ("[trajectory]\nroll_ratio = -1.0\n", "trajectory.roll_ratio"),
     ("[sensor]\nbits = 12\n", "sensor.bits"),
     ("[sensor]\nshot_noise = [-1.0, 0.1]\n", "sensor.shot_noise"),
