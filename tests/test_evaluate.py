@@ -301,9 +301,30 @@ def test_border_and_radius_are_checked(tmp_path, capsys, refused):
         code, err = _refused(["--benchmark", "levin", "--data", data, option, -3], capsys)
         assert code == 2 and f"argument {option}: must be >= 0, got -3" in err
     # a border eating the whole image names the image and the largest border it allows
+    # (that largest border leaves SSIM's 11 px window: 31, once advised, left 2 px and a traceback)
     with refused(rf"^error: .*im1\.png: {SIZE}x{SIZE} is too small for a 40 px border; "
-                                         rf"use --border {SIZE // 2 - 1} or less"):
+                                         rf"use --border {(SIZE - 11) // 2} or less"):
         _run(["--benchmark", "levin", "--data", data, "--border", 40])
+    for border in (SIZE // 2 - 1, (SIZE - 11) // 2 + 1):
+        with refused(rf"^error: .*im1\.png: {SIZE}x{SIZE} is too small for a {border} px border; "
+                     rf"use --border {(SIZE - 11) // 2} or less \(and --radius below it\)$"):
+            _run(["--benchmark", "levin", "--data", data, "--border", border])
+    assert _run(["--benchmark", "levin", "--data", data, "--border", (SIZE - 11) // 2])["count"] == 1
+    # --radius 30 raises the border to 31 (with a note): the same error, not a traceback
+    with refused(rf"too small for a 31 px border; use --border {(SIZE - 11) // 2} or less \(and --radius below it\)$"):
+        _run(["--benchmark", "levin", "--data", data, "--radius", 30])
+
+
+@pytest.mark.parametrize("side", [1, 5, 10])
+def test_an_image_smaller_than_the_ssim_window_is_named(tmp_path, refused, side):
+    # it ended in metrics.levin_scores' traceback (exit status 1), naming no file and advising border 0
+    for d in ("b", "s"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "x.png", np.full((side, side + 3, 3), 128, np.uint8))
+    for method in ("identity", "wiener"):
+        with refused(rf"^error: .*x\.png: {side + 3}x{side} is smaller than the 11 px window of SSIM and cannot "
+                     r"be scored; remove the pair or use larger images$"):
+            _run(["--benchmark", "folder", "--blurry", tmp_path / "b", "--sharp", tmp_path / "s", "--method", method])
 
 
 def test_a_stray_file_in_a_levin_folder_is_skipped_and_named(tmp_path, capsys):

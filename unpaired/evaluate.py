@@ -43,6 +43,8 @@ from .inference import load_restorer
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
+SSIM_WINDOW = 11  # px a side that the scored area must keep (metrics.ssim's window)
+
 LEVIN_NAME = re.compile(r"im(\d+)_kernel(\d+)\.png")
 
 
@@ -217,13 +219,18 @@ def checkpoint_restorer(path: str | Path, device: str = "cpu") -> Restorer:
 
 
 def _check_border(path: Path, image: torch.Tensor, radius: int, border: int) -> None:
-    """Refuse a border crop that leaves nothing of ``image`` (read from ``path``) to score, before
-    any restoration runs; the scorer's own complaint would not name the image."""
+    """Refuse a border crop that leaves too little of ``image`` (read from ``path``) to score, before
+    any restoration runs; the scorer's own complaint would not name the image. What is left must
+    hold SSIM's 11 px window (metrics.levin_scores' rule): a border that only left 1 px ended in a
+    traceback, and the border advised here must be one that works."""
     h, w = image.shape[-2:]
-    if min(h, w) <= 2 * border:
+    if min(h, w) < SSIM_WINDOW:  # (no border helps)
+        raise EvaluationError(f"{path}: {w}x{h} is smaller than the {SSIM_WINDOW} px window of SSIM and cannot be "
+                              "scored; remove the pair or use larger images")
+    if min(h, w) - 2 * border < SSIM_WINDOW:
         below = " (and --radius below it)" if radius > 0 else ""
         raise EvaluationError(f"{path}: {w}x{h} is too small for a {border} px border; use --border "
-                              f"{(min(h, w) - 1) // 2} or less{below}")
+                              f"{(min(h, w) - SSIM_WINDOW) // 2} or less{below}")
 
 
 def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: int = 10, border: int = 15,
