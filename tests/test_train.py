@@ -68,6 +68,13 @@ def test_config_toml_then_command_line_override(tmp_path):
     ('mode = "gan"\n', "--mode must be one of paired, cyclegan, reblur"),
     ("crop = 30\n", "--crop 30 must be a multiple of 8"),
     ("lr = -1\n", "--lr must be >= 0"),
+    # NaN passed every `< 0` check: torch's "Invalid learning rate: nan", NaN weights, or a loss left off
+    ("lr = nan\n", "--lr must be >= 0 and finite, got nan"),
+    ("lr = inf\n", "--lr must be >= 0 and finite, got inf"),
+    ("perceptual = nan\n", "--perceptual must be >= 0 and finite, got nan"),
+    ("grad_clip = nan\n", "--grad-clip must be >= 0 and finite, got nan"),
+    ("mode = 'cyclegan'\nlambda_cycle = nan\n", "--lambda-cycle must be >= 0 and finite, got nan"),
+    ("mode = 'cyclegan'\nlambda_identity = inf\n", "--lambda-identity must be >= 0 and finite, got inf"),
     ("stop_at = 0\n", "--stop-at must be a step >= 1"),
     ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),
@@ -135,6 +142,7 @@ def test_options_of_the_mode_or_at_their_defaults_are_accepted():
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "kernel", "--blur-kernel", "9"]).blur_kernel == 9
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "shake",
                               "--blur-recipe", "gopro-like"]).blur_recipe == "gopro-like"
+    assert config.parse_args(["--grad-clip", "inf"]).grad_clip == float("inf")  # (no clip, the norm still logged)
 
 
 def test_lr_schedule_constant_then_linear():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import sys
 import tomllib
@@ -155,8 +156,12 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+            # (`not >= 0` also catches NaN, which every comparison lets through: --lr nan failed in torch
+            # without naming the option, --lambda-cycle nan or --lr inf trained to NaN weights, and
+            # --perceptual nan or --grad-clip nan were silently off; an infinite --grad-clip is "no clip")
+            value = getattr(self, name)
+            if not value >= 0 or (value == math.inf and name != "grad_clip"):
+                raise ConfigError(f"--{_flag(name)} must be >= 0 and finite, got {value}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"--beta1/--beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
         synthetic = not (self.pairs if self.mode == "paired" else self.blurry)
