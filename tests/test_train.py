@@ -68,6 +68,10 @@ def test_config_toml_then_command_line_override(tmp_path):
     ('mode = "gan"\n', "--mode must be one of paired, cyclegan, reblur"),
     ("crop = 30\n", "--crop 30 must be a multiple of 8"),
     ("lr = -1\n", "--lr must be >= 0"),
+    # seed * 1000 + rank beyond 2**63 failed after the data was made ("Overflow when unpacking long long"),
+    # or at the first CycleGAN step, naming that derived seed rather than --seed
+    (f"seed = {2 ** 63 // 1000}\n", f"--seed must be at most {2 ** 63 // 1000 - 1} "),
+    (f"seed = {2 ** 62}\n", "--seed must be at most"),
     # NaN passed every `< 0` check: torch's "Invalid learning rate: nan", NaN weights, or a loss left off
     ("lr = nan\n", "--lr must be >= 0 and finite, got nan"),
     ("lr = inf\n", "--lr must be >= 0 and finite, got inf"),
@@ -326,6 +330,13 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
     assert len(keys) >= 4  # (no identity loss with the shake F)
     np.testing.assert_allclose([[r[k] for k in keys] for r in records(b) if "loss_D" in r],
                                [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
+
+
+def test_the_largest_seed_trains(tmp_path):
+    # every seed the trainer derives from it (per process, validation, F, the sharp domain) stays in range
+    main(TINY_GAN + ["--pair-pool", "2", "--pair-pool-size", "32", "--steps", "2", "--seed", str(config.MAX_SEED),
+                     "--run-dir", str(tmp_path / "r")])
+    assert (tmp_path / "r" / "checkpoints" / "step_0000002.pt").is_file()
 
 
 def test_kernel_blur_f_learns_from_its_discriminator_only():

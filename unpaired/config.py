@@ -47,6 +47,11 @@ GENERATOR_ONLY = {"n_blocks": "resnet", "unet_depth": "unet"}
 BLUR_MODEL_ONLY = {"blur_kernel": ("kernel", "shake"), "blur_recipe": ("shake",)}
 
 
+# The trainer seeds each process's RNG and image pools with seed * 1000 + rank, and blursynth.rng takes
+# seeds below 2**63 (larger ones would repeat smaller ones' draws): room for 1000 ranks.
+MAX_SEED = (2 ** 63 - 1000) // 1000
+
+
 class ConfigError(ValueError):
     """A bad option; the message names the option (or file) and the fix."""
 
@@ -155,6 +160,9 @@ class TrainConfig:
         for name in ("val_size", "workers", "n_blocks", "pool_size", "seed", "pair_pool"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.seed > MAX_SEED:  # (else refused by blursynth.rng mid-run, naming a derived seed, not --seed)
+            raise ConfigError(f"--seed must be at most {MAX_SEED} (each process draws from seed * 1000 + its rank, "
+                              f"which must stay below 2**63), got {self.seed}")
         for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity", "grad_clip"):
             # (`not >= 0` also catches NaN, which every comparison lets through: --lr nan failed in torch
             # without naming the option, --lambda-cycle nan or --lr inf trained to NaN weights, and
