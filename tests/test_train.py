@@ -290,25 +290,43 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
+def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_path):
+    # the --stop-at step was logged and validated off the schedule: the resumed run's metrics.jsonl had
+    # records an uninterrupted run lacks, and the model of that step could become its best.pt
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY + ["--device", "cpu", "--steps", "6", "--log-every", "4", "--eval-every", "4"]
+    main(opts + ["--run-dir", str(a)])
+    main(opts + ["--stop-at", "3", "--run-dir", str(b)])
+    assert not (b / "metrics.jsonl").exists() and not (b / "checkpoints" / "best.pt").exists()
+    assert (b / "checkpoints" / "step_0000003.pt").is_file()
+    main(["--resume", str(b), "--no-progress"])
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert drop(records(b)) == drop(records(a))
+    assert [r["step"] for r in records(a)] == [4, 4, 6, 6]
+    best_a, best_b = (torch.load(r / "checkpoints" / "best.pt", weights_only=False) for r in (a, b))
+    assert best_b["step"] == best_a["step"] and best_b["best"] == best_a["best"]
+    assert sorted(p.name for p in (b / "samples").iterdir()) == sorted(p.name for p in (a / "samples").iterdir())
+
+
 def test_resume_on_other_validation_images_starts_the_best_afresh(tmp_path, capsys):
     # best.pt's score was kept across a resume with another --val-size, and compared with scores of
     # other images: a model that scored higher on the new set never replaced it
     run = tmp_path / "r"
-    main(TINY + ["--steps", "4", "--stop-at", "2", "--eval-every", "2", "--run-dir", str(run)])
+    main(TINY + ["--steps", "6", "--stop-at", "2", "--eval-every", "2", "--run-dir", str(run)])
     ckpt = run / "checkpoints" / "step_0000002.pt"
     state = torch.load(ckpt, weights_only=False)
     state["best"] = 99.0  # as if the old validation images had been easy
     torch.save(state, ckpt)
     capsys.readouterr()
-    main(["--resume", str(run), "--stop-at", "3", "--no-progress"])  # the same images: the best stands
-    assert "validation" not in capsys.readouterr().err
+    main(["--resume", str(run), "--stop-at", "4", "--no-progress"])  # the same images: the best stands
+    assert "validation" not in capsys.readouterr().err and records(run)[-1]["step"] == 4
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=False)["step"] == 2
     main(["--resume", str(run), "--val-size", "3", "--no-progress"])
     err = capsys.readouterr().err
-    assert "resume: other validation images than at step 3 (another --val-size, --val-crop, --val-pairs or --seed); " \
+    assert "resume: other validation images than at step 4 (another --val-size, --val-crop, --val-pairs or --seed); " \
            "best.pt's 99.00 dB" in err
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
-    assert best["step"] == 4 and best["best"] == records(run)[-1]["val_psnr"] < 99
+    assert best["step"] == 6 and best["best"] == records(run)[-1]["val_psnr"] < 99
 
 
 @pytest.mark.parametrize("blur_model", ["network", "kernel", "shake"])

@@ -456,12 +456,16 @@ def main(argv: list[str] | None = None) -> dict:
                 done = step + 1
                 bar.update(1)
 
-                if done % cfg.log_every == 0 or done == end:
+                # The run's last step logs and validates off the schedule, but not a --stop-at end before
+                # it: a run split there and resumed would log a record and validate a model that an
+                # uninterrupted run does not, and that model could become its best.pt.
+                final = done == cfg.steps
+                if done % cfg.log_every == 0 or final:
                     last = {k: float(v.detach()) for k, v in losses.items()}
                     bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
                     log({"step": done, "lr": lr, **last,
                          "seconds": round(time.time() - t0, 2)})
-                if master and (done % cfg.eval_every == 0 or done == end) and val:
+                if master and (done % cfg.eval_every == 0 or final) and val:
                     record = evaluate(done)
                     if len(record) > 1:  # (photos without sharp twins: a sample grid, no scores to log)
                         log(record)
