@@ -254,6 +254,9 @@ def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path, 
     (run / "config.json").write_bytes(before[run / "config.json"])
     with pytest.raises(ValueError, match="--stop-at 1: the run in .* is already at step 2"):
         main(["--resume", str(run), "--stop-at", "1"])
+    # a --steps below the run's step: it named "--stop-at -1", an option not given
+    with refused(r"^error: --steps 1: the run in .* is already at step 2$"):
+        cli(["--resume", str(run), "--steps", "1"])
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
     main(["--resume", str(run) + "/", "--out", str(run), "--steps", "3", "--ngf", "4",  # the same folder spelt
           "--no-progress"])                                                               # otherwise, and longer

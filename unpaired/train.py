@@ -297,8 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
             if device.type == "cuda" and mine.get("cuda") is not None:
                 torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
         start, best = state["step"], state["best"]
-        if start > end:
-            raise ValueError(f"--stop-at {cfg.stop_at}: the run in {run} is already at step {start}")
+        if start > end:  # (name the option that set the end: blaming "--stop-at -1" for a short --steps misled)
+            option = f"--stop-at {cfg.stop_at}" if 0 < cfg.stop_at < cfg.steps else f"--steps {cfg.steps}"
+            raise ValueError(f"{option}: the run in {run} is already at step {start}")
         then = state.get("data_files", {})
         changed = [f"{k} ({then[k][0]} files then, {data_files[k][0]} now)" for k in data_files
                    if k in then and tuple(then[k]) != data_files[k]]
