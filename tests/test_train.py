@@ -448,9 +448,33 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
     main(TINY + ["--steps", "1", "--val-crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                  "--overwrite"])
     assert [r["step"] for r in records(run) if "val_psnr" in r] == [1]
-    with pytest.raises(ImageError, match=r"lq/.\.png \(and its sharp twin\): 24x24 is smaller than --crop 32"):
+    with pytest.raises(ImageError, match=r"--pairs \S*pairs: no usable pair; \S*lq/0\.png: 24x24 is smaller than "
+                                         r"--crop 32; lower --crop or remove the pair"):
         main(TINY + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                      "--overwrite"])
+
+
+def test_unusable_training_pairs_are_skipped_and_listed_at_start(tmp_path, capsys):
+    # a pair that does not decode, differs in size from its twin or is smaller than --crop was read only
+    # when a step drew it: the run ended there (hours in, with --steps 20000), and a resume drew it again
+    pairs = tmp_path / "pairs"
+    _folder_pairs(pairs, seed=4, n=6)
+    (pairs / "lq" / "1.png").write_text("not an image")
+    write_image(pairs / "gt" / "2.png", np.zeros((3, 24, 32), np.float32))
+    for d in ("lq", "gt"):
+        write_image(pairs / d / "3.png", np.zeros((3, 8, 24), np.float32))
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "8", "--eval-every", "100", "--pairs", str(pairs), "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert "--pairs: skipped 3 of 4 pairs:\n" in err
+    assert f"{pairs / 'lq' / '1.png'}: cannot be read as an image" in err
+    assert f"{pairs / 'lq' / '2.png'} is 24x24 but {pairs / 'gt' / '2.png'} is 32x24; a blurry image and its " \
+           "sharp twin must have the same size" in err
+    assert f"{pairs / 'lq' / '3.png'}: 24x8 is smaller than --crop 16; lower --crop or remove the pair" in err
+    assert "pairs: 1 pairs for training, the last 2 held out" in err
+    assert (run / "checkpoints" / "step_0000008.pt").is_file()
+    main(["--resume", str(run), "--steps", "9", "--no-progress"])  # the same usable pairs: nothing to say
+    assert "resume: other usable files" not in capsys.readouterr().err
 
 
 def test_bad_inputs_are_explained(tmp_path):
@@ -698,9 +722,10 @@ def test_an_unreadable_photo_folder_is_not_called_a_write_error(tmp_path, capsys
     assert "cannot write" not in err and "make room" not in err
 
 
-def test_a_bad_pair_read_in_a_dataloader_worker_is_one_line(tmp_path, refused):
+def test_a_bad_pair_read_in_a_dataloader_worker_is_one_line(tmp_path, refused, monkeypatch):
     # --workers N: the worker's ImageError comes back wrapped by the DataLoader ("Caught ImageError in
     # DataLoader worker process 0." and the worker's traceback); it must read as with --workers 0
+    monkeypatch.setattr("unpaired.train.usable_pairs", lambda *args: [])  # as if they broke after the start
     _folder_pairs(tmp_path / "pairs", seed=2)
     for i in range(2):  # both training pairs (the last 2 are held out)
         (tmp_path / "pairs" / "lq" / f"{i}.png").write_text("not an image")

@@ -160,6 +160,39 @@ def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
         raise FileNotFoundError(f"{option} {exc}") from None
 
 
+def usable_pairs(source: PairedFolder, option: str, min_side: int) -> list[str]:
+    """Leave out of ``source.records`` (in place) the pairs that training cannot read, and return why,
+    one ``"path: reason; fix"`` each: a file that does not decode, a blurry image and its twin of
+    different sizes, or a pair smaller than ``min_side`` (``--crop``). As :class:`FolderImages` does
+    for photo folders: read only when a step first drew it, such a pair ended the run there, hours
+    in, and a resume drew it again. ``option`` names the folder in errors.
+
+    Raises:
+        ImageError: no usable pair.
+    """
+    paths = [source.root / rec[k] for rec in source.records for k in ("blur", "sharp")]
+    probed = probe_images(paths)
+    kept, skipped = [], []
+    for i, rec in enumerate(source.records):
+        (blur, sharp), (blur_size, sharp_size) = paths[2 * i:2 * i + 2], probed[2 * i:2 * i + 2]
+        bad = next((p for p in (blur_size, sharp_size) if isinstance(p, ImageError)), None)
+        if bad is not None:
+            skipped.append(str(bad))
+        elif blur_size != sharp_size:
+            skipped.append(f"{blur} is {blur_size[1]}x{blur_size[0]} but {sharp} is {sharp_size[1]}x{sharp_size[0]}; "
+                           "a blurry image and its sharp twin must have the same size")
+        elif min(blur_size) < min_side:
+            skipped.append(f"{blur}: {blur_size[1]}x{blur_size[0]} is smaller than --crop {min_side}; lower --crop "
+                           "or remove the pair")
+        else:
+            kept.append(rec)
+    if not kept:
+        raise ImageError(f"{option} {source.root}: no usable pair; " + "; ".join(skipped[:3])
+                         + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
+    source.records = kept
+    return skipped
+
+
 # --------------------------------------------------------------------------- positions -> crops
 
 def permuted(seed: int, n: int, p: int, stream: int = _S_PERM) -> int:

@@ -44,7 +44,7 @@ from blursynth.io import atomic_path, first_line
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
-                           validation_pairs)
+                           usable_pairs, validation_pairs)
 from unpaired.deblur import read_checkpoint
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
 from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ShakeKernels, build_generator,
@@ -204,6 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
                   + "\n  ".join(folder.skipped[:10])
                   + (f"\n  and {len(folder.skipped) - 10} more" if len(folder.skipped) > 10 else ""), file=sys.stderr)
     val, pair_source = validation_pairs(cfg, blurry)
+    if pair_source is not None:  # (checked now, as the photo folders are, not when a step first draws a bad pair)
+        skipped = usable_pairs(pair_source, "--pairs", cfg.crop)
+        if master and skipped:
+            print(f"--pairs: skipped {len(skipped)} of {len(skipped) + len(pair_source)} pairs:\n  "
+                  + "\n  ".join(skipped[:10])
+                  + (f"\n  and {len(skipped) - 10} more" if len(skipped) > 10 else ""), file=sys.stderr)
     if master and cfg.mode == "paired" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
         print(f"--pairs {cfg.pairs}: {len(pair_source)} pairs for training, the last {len(val)} held out for "
               "validation (--val-size, or --val-pairs DIR)", file=sys.stderr)
