@@ -376,6 +376,29 @@ def test_tile_larger_than_image_shrinks_to_it():
     assert seen == [(32, 32)]
 
 
+def test_tiles_hold_two_strides_of_the_network(tmp_path, checkpoint):
+    # --tile 8, or --overlap 0 on a tiny image, gave the default U-Net (size factor 8) 8 px tiles, 1 px at
+    # its coarsest level, and its reflect padding failed in a traceback
+    seen = []
+
+    def net(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    for tile, overlap, size in ((8, 4, (40, 50)), (256, 0, (1, 1)), (256, 0, (3, 2))):
+        seen.clear()
+        x = torch.rand(1, 3, *size)
+        torch.testing.assert_close(deblur_image(net, x, tile=tile, overlap=overlap, factor=8), x)
+        assert seen and all(s[0] >= 16 and s[1] >= 16 for s in seen)
+    for name, size in (("tiny.png", (1, 1)), ("small.png", (3, 2)), ("photo.png", (40, 50))):
+        write_image(tmp_path / name, np.random.default_rng(0).random((3, *size)).astype(np.float32))
+    for options in (["--overlap", "0"], ["--tile", "4", "--overlap", "2"]):  # (this checkpoint: factor 4)
+        out = tmp_path / f"out{options[1]}"
+        assert main([str(tmp_path / n) for n in ("tiny.png", "small.png", "photo.png")]
+                    + ["--checkpoint", str(checkpoint), "--out", str(out), "--quiet"] + options) == 0
+        assert iio.imread(out / "small.png").shape == (3, 2, 3)
+
+
 def test_load_restorer_refuses_integer_images_and_a_missing_cuda(checkpoint):
     from unpaired.inference import load_restorer
 

@@ -107,9 +107,10 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
                  factor: int = 4, batch: int = 4, progress: bool = False) -> torch.Tensor:
     """Restore ``(B, 3, H, W)`` images in ``[0, 1]`` tile by tile; returns ``(B, 3, H, W)`` in ``[0, 1]``.
 
-    ``tile`` (rounded up to a multiple of ``factor``) is the side the network sees at once; along an
-    axis where the image padded by ``overlap // 2`` on each side is shorter, the tile shrinks to that
-    length (rounded up to a multiple of ``factor``, and above ``overlap``), so a large ``tile`` costs
+    ``tile`` (rounded up to a multiple of ``factor``, and at least ``2 * factor``) is the side the network
+    sees at once; along an axis where the image padded by ``overlap // 2`` on each side is shorter, the
+    tile shrinks to that length (rounded up to a multiple of ``factor``, above ``overlap`` and at least
+    ``2 * factor``), so a large ``tile`` costs
     nothing on a small image. ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``).
     A shift-equivariant model (stride-1 convolutions, pointwise layers) whose receptive radius r is
     at most ``overlap // 4`` gives the untiled result ``net(image)`` except within r pixels of the
@@ -123,7 +124,10 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
-    tile = math.ceil(tile / factor) * factor
+    # At least two strides of the network: the generators here need 2 px at their coarsest scale (the
+    # U-Net's reflect padding, the ResNet's instance norm), and a smaller tile (--tile 8, or --overlap 0
+    # on a tiny image) ended in a traceback from inside the network.
+    tile = max(math.ceil(tile / factor) * factor, 2 * factor)
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must lie in [0, tile), got overlap={overlap}, tile={tile}")
     b, c, h, w = image.shape
@@ -132,8 +136,8 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     # A tile longer than the padded image along an axis shrinks to it (a multiple of factor, still
     # above overlap): one tile covers that axis either way, and padding it to the full tile would
     # only cost time and memory (a 4096 px tile on a 40x50 image).
-    th = min(tile, math.ceil(max(pad + h + pad, overlap + 1) / factor) * factor)
-    tw = min(tile, math.ceil(max(pad + w + pad, overlap + 1) / factor) * factor)
+    th = min(tile, math.ceil(max(pad + h + pad, overlap + 1, 2 * factor) / factor) * factor)
+    tw = min(tile, math.ceil(max(pad + w + pad, overlap + 1, 2 * factor) / factor) * factor)
     sy, sx = th - overlap, tw - overlap
     ny, nx = 1 + math.ceil(max(0, pad + h + pad - th) / sy), 1 + math.ceil(max(0, pad + w + pad - tw) / sx)
     hp, wp = th + (ny - 1) * sy, tw + (nx - 1) * sx
