@@ -67,6 +67,10 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("residual = 1\n", "'residual' must be bool"),
     ('mode = "gan"\n', "--mode must be one of paired, cyclegan, reblur"),
     ("crop = 30\n", "--crop 30 must be a multiple of 8"),
+    # sides the generator cannot take: the data was made, then step 1 failed in a traceback
+    ("crop = 8\n", r"--crop 8 is below 16 px, the least the unet generator takes \(2 px at its coarsest scale\)"),
+    ("mode = 'cyclegan'\ncrop = 4\n", "--crop 4 is below 8 px, the least the resnet generator takes"),
+    ("unet_depth = 4\ncrop = 64\nval_crop = 16\n", "--val-crop 16 is below 32 px"),
     ("lr = -1\n", "--lr must be >= 0"),
     # seed * 1000 + rank beyond 2**63 failed after the data was made ("Overflow when unpacking long long"),
     # or at the first CycleGAN step, naming that derived seed rather than --seed
@@ -452,6 +456,24 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
                                          r"--crop 32; lower --crop or remove the pair"):
         main(TINY + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                      "--overwrite"])
+
+
+def test_validation_images_too_small_to_validate_on_are_refused_at_start(tmp_path, refused):
+    # all are cropped to the smallest one's side: below what the generator (or SSIM) takes, the first
+    # validation, --eval-every steps in, failed in a traceback (exit status 1)
+    _folder_pairs(tmp_path / "pairs", seed=5)  # 24 px
+    for d in ("lq", "gt"):
+        write_image(tmp_path / "pairs" / d / "3.png", np.zeros((3, 10, 40), np.float32))
+    opts = ["--steps", "2", "--eval-every", "2", "--run-dir", str(tmp_path / "r")]
+    with refused(r"^error: --pairs \(held out for validation\): \S*lq/3\.png is 40x10, too small to validate on "
+                 r"\(validation crops must be at least 11 px, in multiples of 4, for the unet generator and SSIM\); "
+                 r"remove it, or pass --val-size 0$"):
+        cli(TINY + opts + ["--pairs", str(tmp_path / "pairs")])
+    with refused(r"^error: --val-pairs: \S*lq/3\.png is 40x10, too small to validate on \(validation crops must "
+                 r"be at least 16 px, in multiples of 8, for the unet generator\)"):
+        cli(TINY + opts + ["--unet-depth", "3", "--val-size", "4", "--val-pairs", str(tmp_path / "pairs")])
+    assert not (tmp_path / "r").exists()
+    main(TINY + opts + ["--val-size", "3", "--val-pairs", str(tmp_path / "pairs")])  # (the first 3: 24 px)
 
 
 def test_unusable_training_pairs_are_skipped_and_listed_at_start(tmp_path, capsys):

@@ -321,22 +321,42 @@ def validation_pairs(cfg, blurry: FolderImages | None = None) -> tuple[list[dict
     if cfg.val_pairs:
         source = open_pairs(cfg.val_pairs, "--val-pairs")
         val = [source[i] for i in range(min(n, len(source)))]
+        _check_sides(val, [source.root / r["blur"] for r in source.records], cfg, "--val-pairs")
     elif cfg.mode == "paired" and cfg.pairs:
         source = open_pairs(cfg.pairs)
         if len(source) <= n:
             raise ValueError(f"--pairs {cfg.pairs}: {len(source)} pairs cannot spare --val-size {n} for "
                              "validation; pass --val-pairs DIR or a smaller --val-size")
         val = [source[i] for i in range(len(source) - n, len(source))]
+        _check_sides(val, [source.root / r["blur"] for r in source.records[len(source) - n:]], cfg,
+                     "--pairs (held out for validation)")
         source.records = source.records[: len(source) - n]
         return _crop_items(val, cfg.val_crop), source
     elif cfg.mode == "cyclegan" and cfg.blurry:
         images = blurry if blurry is not None else FolderImages(cfg.blurry, "--blurry", cfg.crop)
-        return _crop_items([{"blur": images[i]} for i in range(min(n, len(images), 8))], cfg.val_crop), None
+        val = [{"blur": images[i]} for i in range(min(n, len(images), 8))]
+        _check_sides(val, images.files, cfg, "--blurry")
+        return _crop_items(val, cfg.val_crop), None
     else:
         # held-out synthetic pairs: a seed the training stream never uses
         held_out = synthetic_pairs(cfg.seed + 1_000_003, cfg.val_crop)
         val = [held_out[i] for i in range(n)]
     return _crop_items(val, cfg.val_crop), (open_pairs(cfg.pairs) if cfg.pairs else None)
+
+
+def _check_sides(items: list[dict], names: list, cfg, option: str) -> None:
+    """Refuse validation images too small to validate on, naming the first: they are all cropped to
+    the smallest one's side (then to a multiple of the generator's size factor), which must hold 2 px
+    at the generator's coarsest scale and, when there are sharp twins, SSIM's 11 px window. Checked
+    at start: the first validation, ``--eval-every`` steps in, failed in a traceback."""
+    factor = cfg.size_factor()
+    need = max(2 * factor, 11 if any("sharp" in item for item in items) else 0)
+    for item, name in zip(items, names):
+        h, w = item["blur"].shape[-2:]
+        if min(h, w) // factor * factor < need:
+            raise ImageError(f"{option}: {name} is {w}x{h}, too small to validate on (validation crops must "
+                             f"be at least {need} px, in multiples of {factor}, for the {cfg.generator} generator"
+                             f"{' and SSIM' if need > 2 * factor else ''}); remove it, or pass --val-size 0")
 
 
 def _crop_items(items: list[dict], size: int) -> list[dict]:
