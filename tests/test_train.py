@@ -511,6 +511,15 @@ def test_bad_inputs_are_explained(tmp_path):
     main(TINY + ["--steps", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "r")])
 
 
+def test_a_run_dir_below_a_file_is_refused_before_the_data_is_made(tmp_path, refused):
+    # making the folder failed in a NotADirectoryError traceback, once the data had been made
+    (tmp_path / "afile").write_text("")
+    for run in (tmp_path / "afile" / "run", tmp_path / "afile" / "a" / "b"):
+        with refused(rf"^error: --run-dir {run}: {tmp_path / 'afile'} is a file, so the folder cannot be made "
+                     r"there; choose another --run-dir$"):
+            cli(TINY + ["--steps", "1", "--run-dir", str(run)])
+
+
 def test_command_line_reports_errors_in_one_line(tmp_path, refused):
     with refused("^error: --mode must be one of"):
         cli(["--mode", "gan"])

@@ -448,6 +448,11 @@ def _check_run_dir(cfg: TrainConfig) -> None:
     run = Path(cfg.run_dir)
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--run-dir {cfg.run_dir}: is a file; choose a folder (it is made if missing)")
+    # (a file above it: making the folder failed in a NotADirectoryError traceback, after the data was made)
+    above = next((p for p in run.absolute().parents if p.exists()), None)
+    if not run.exists() and above is not None and not above.is_dir():
+        raise ConfigError(f"--run-dir {cfg.run_dir}: {above} is a file, so the folder cannot be made there; "
+                          "choose another --run-dir")
     if cfg.resume:
         return
     config = run / "config.json"
