@@ -84,6 +84,7 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("mode = 'cyclegan'\nlambda_cycle = nan\n", "--lambda-cycle must be >= 0 and finite, got nan"),
     ("mode = 'cyclegan'\nlambda_identity = inf\n", "--lambda-identity must be >= 0 and finite, got inf"),
     ("stop_at = 0\n", "--stop-at must be a step >= 1"),
+    ("decay_steps = -5\n", r"--decay-steps must be >= 0 \(or -1: half of --steps\), got -5"),  # (was read as -1)
     ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),
     ("mode = 'reblur'\n", "not implemented yet"),

@@ -178,6 +178,8 @@ class TrainConfig:
                               "(crops are cut from the pre-made pairs); raise --pair-pool-size")
         if self.stop_at == 0 or self.stop_at < -1:
             raise ConfigError(f"--stop-at must be a step >= 1 (or -1: run to --steps), got {self.stop_at}")
+        if self.decay_steps < -1:  # (any negative value was read as -1)
+            raise ConfigError(f"--decay-steps must be >= 0 (or -1: half of --steps), got {self.decay_steps}")
         if self.decay_steps > self.steps:
             raise ConfigError(f"--decay-steps ({self.decay_steps}) cannot exceed --steps ({self.steps})")
         factor = self.size_factor()
