@@ -215,6 +215,22 @@ def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_diverged_run_logs_valid_json(tmp_path, capsys):
+    # its NaN losses and scores were written as bare NaN tokens: not JSON, refused by strict readers
+    run = tmp_path / "run"
+    result = main(TINY + ["--steps", "4", "--eval-every", "2", "--grad-clip", "0", "--lr", "1e30", "--run-dir", str(run)])
+
+    def strict(token):
+        raise ValueError(f"{token} is not JSON")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=strict) for line in lines]
+    assert rows[-1]["step"] == 4 and rows[-1]["val_psnr"] is None and rows[-2]["loss_pixel"] is None
+    assert np.isnan(result["val_psnr"]) and np.isfinite(result["val_psnr_blurry"])
+    assert "model output nan dB (+nan dB)" in capsys.readouterr().out
+    main(["--resume", str(run), "--steps", "5", "--no-progress"])  # (its nulls are read back)
+    assert [json.loads(line, parse_constant=strict)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 5
+
+
 def test_keeps_last_k_checkpoints(tmp_path):
     run = tmp_path / "run"
     main(TINY + ["--steps", "5", "--ckpt-every", "1", "--keep-last", "2", "--eval-every", "100",

@@ -24,6 +24,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import signal
 import sys
@@ -362,8 +363,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     def log(record: dict) -> None:
         if master:
+            # JSON has no NaN or Infinity: json.dumps wrote a diverged run's losses and scores as bare
+            # NaN tokens, which strict readers (jq, JavaScript, pandas' default engine) refuse; null instead
+            record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
             with open(run / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+                fh.write(json.dumps(record, allow_nan=False) + "\n")
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:
@@ -565,7 +569,8 @@ def _last_eval(path: Path) -> dict:
         return {}
     records = [record for record, _ in _records(path)]
     evals = [r for r in records if "val_psnr" in r]
-    return evals[-1] if evals else {}
+    # (a score logged as null, not finite, is NaN again here: the summary line formats it as a number)
+    return {k: float("nan") if v is None else v for k, v in evals[-1].items()} if evals else {}
 
 
 def cli(argv: list[str] | None = None) -> None:
