@@ -381,6 +381,17 @@ def test_the_largest_seed_trains(tmp_path):
     assert (tmp_path / "r" / "checkpoints" / "step_0000002.pt").is_file()
 
 
+def test_resume_refuses_another_pool_size(tmp_path, refused):
+    # the checkpoint's image pools kept their size: --pool-size was ignored, while config.json recorded it
+    run = tmp_path / "run"
+    main(TINY_GAN + ["--pair-pool", "2", "--pair-pool-size", "32", "--steps", "2", "--stop-at", "1",
+                     "--run-dir", str(run)])
+    with refused(r"^error: --pool-size 6: the run in .* was trained with 2, and a resumed run keeps"):
+        cli(["--resume", str(run), "--pool-size", "6", "--no-progress"])
+    assert json.loads((run / "config.json").read_text())["pool_size"] == 2
+    main(["--resume", str(run), "--pool-size", "2", "--no-progress"])  # (the same: harmless)
+
+
 def test_kernel_blur_f_learns_from_its_discriminator_only():
     """With --blur-model kernel there is no blurry->sharp->blurry cycle and the sharp->blurry->sharp
     cycle does not reach F (it would shrink F's kernels towards the identity); the identity loss is G's."""
