@@ -133,3 +133,15 @@ def test_crop_and_permutation_refuse_bad_input():
         random_crop([torch.rand(3, 17, 23)], 0, 0, 3)
     with pytest.raises(ValueError, match="n=0"):
         permuted(0, 0, 5)
+
+
+def test_validation_crops_do_not_keep_their_whole_images():
+    # centre crops were views: each kept its full-size photo in memory for the whole run
+    from unpaired.data import _crop_items
+    items = [{"blur": torch.rand(3, 300, 400), "sharp": torch.rand(3, 300, 400)}, {"blur": torch.rand(3, 200, 100)}]
+    crops = _crop_items(items, 64)
+    for item, crop in zip(items, crops):
+        for k in crop:
+            assert crop[k].shape == (3, 64, 64) and torch.equal(crop[k], item[k][:, item[k].shape[1] // 2 - 32:][:, :64,
+                                                                                   item[k].shape[2] // 2 - 32:][:, :, :64])
+            assert crop[k].untyped_storage().nbytes() == 3 * 64 * 64 * 4
