@@ -314,7 +314,7 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
-def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_path):
+def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_path, capsys):
     # the --stop-at step was logged and validated off the schedule: the resumed run's metrics.jsonl had
     # records an uninterrupted run lacks, and the model of that step could become its best.pt
     a, b = tmp_path / "a", tmp_path / "b"
@@ -323,6 +323,9 @@ def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_p
     main(opts + ["--stop-at", "3", "--run-dir", str(b)])
     assert not (b / "metrics.jsonl").exists() and not (b / "checkpoints" / "best.pt").exists()
     assert (b / "checkpoints" / "step_0000003.pt").is_file()
+    assert main(["--resume", str(b), "--stop-at", "5", "--no-progress"]) == {"step": 5, **{
+        k: v for k, v in records(b)[-1].items() if k != "step"}}  # (the scores of step 4, the last validated)
+    assert "validation PSNR on 2 held-out pairs at step 4: blurry input" in capsys.readouterr().out
     main(["--resume", str(b), "--no-progress"])
     drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert drop(records(b)) == drop(records(a))

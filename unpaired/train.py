@@ -500,9 +500,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {"step": end}
     if master and val:
-        result.update(_last_eval(run / "metrics.jsonl"))
+        # A --stop-at end is validated only on the schedule, so the last scores may be of an earlier
+        # step: they say so, and the result's "step" stays the run's.
+        scores = _last_eval(run / "metrics.jsonl")
+        result.update({k: v for k, v in scores.items() if k != "step"})
         if "val_psnr" in result:
-            print(f"validation PSNR on {len(val)} held-out pairs: blurry input {result['val_psnr_blurry']:.2f} dB, "
+            at = "" if scores["step"] == end else f" at step {scores['step']}"
+            print(f"validation PSNR on {len(val)} held-out pairs{at}: blurry input {result['val_psnr_blurry']:.2f} dB, "
                   f"model output {result['val_psnr']:.2f} dB ({result['val_psnr'] - result['val_psnr_blurry']:+.2f} dB); "
                   f"SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
         print(f"run folder: {run}")
