@@ -238,6 +238,20 @@ def test_keeps_last_k_checkpoints(tmp_path):
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000004.pt", "step_0000005.pt"]
 
 
+def test_checkpoints_past_step_9999999_are_ordered_by_step(tmp_path):
+    # 7-digit names: step_10000000.pt sorted before step_9999999.pt, so keeping the last removed the
+    # newest checkpoint, and a resume (or deblur given the run folder) took an older one
+    from unpaired.deblur import checkpoint_file
+    from unpaired.train import _keep_last
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for step in (9999998, 9999999, 10000000):
+        (ckpts / f"step_{step:07d}.pt").write_bytes(b"")
+    assert checkpoint_file(tmp_path) == ckpts / "step_10000000.pt"
+    _keep_last(ckpts, 2)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_10000000.pt", "step_9999999.pt"]
+
+
 def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):
     run = tmp_path / "run"
     main(TINY + ["--steps", "2", "--ckpt-every", "1", "--eval-every", "100", "--run-dir", str(run)])

@@ -36,13 +36,23 @@ from unpaired.data import list_images
 from unpaired.models import build_generator, size_factor
 
 
+def step_checkpoints(folder: Path) -> list[Path]:
+    """The ``step_*.pt`` of a run's ``checkpoints/`` folder, oldest first. By step, not by name: the
+    names have 7 digits, so from step 10,000,000 on the newest sorted first, and was the one a run
+    removed to keep the last --keep-last (or passed over by a resume and by a run folder here)."""
+    def step(path: Path) -> tuple[int, str]:
+        digits = path.stem.removeprefix("step_")
+        return (int(digits) if digits.isdigit() else -1, path.name)
+    return sorted(folder.glob("step_*.pt"), key=step)
+
+
 def checkpoint_file(path: str | Path) -> Path:
     """The file ``--checkpoint`` names: a file as given, or for a run folder of ``unpaired.train`` its
     ``checkpoints/best.pt`` (best validation PSNR), else its latest ``checkpoints/step_*.pt`` (CycleGAN
     on photo folders has no validation PSNR, so no ``best.pt``)."""
     path = Path(path)
     if path.is_dir():
-        best, steps = path / "checkpoints" / "best.pt", sorted((path / "checkpoints").glob("step_*.pt"))
+        best, steps = path / "checkpoints" / "best.pt", step_checkpoints(path / "checkpoints")
         if best.is_file():
             return best
         if steps:

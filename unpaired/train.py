@@ -46,7 +46,7 @@ from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
                            usable_pairs, validation_pairs)
-from unpaired.deblur import read_checkpoint
+from unpaired.deblur import read_checkpoint, step_checkpoints
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
 from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ShakeKernels, build_generator,
                              generator_spec, init_weights, kernel_centroid)
@@ -157,7 +157,7 @@ def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
     killed before its first checkpoint: it starts again at step 0); ValueError naming the file (and the
     one before it, to resume from) when it is damaged, or when none is left of a run that logged steps
     beyond its first checkpoint."""
-    ckpts = sorted(ckpt_dir.glob("step_*.pt"))
+    ckpts = step_checkpoints(ckpt_dir)
     if not ckpts:
         metrics = ckpt_dir.parent / "metrics.jsonl"
         logged = max((r["step"] for r, _ in _records(metrics)), default=0) if metrics.is_file() else 0
@@ -535,7 +535,7 @@ def _remove_run_files(run: Path) -> None:
 
 def _keep_last(ckpt_dir: Path, keep: int) -> None:
     """Delete all but the last ``keep`` ``step_*.pt``."""
-    for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+    for old in step_checkpoints(ckpt_dir)[:-keep]:
         old.unlink()
 
 
