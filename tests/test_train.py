@@ -247,9 +247,10 @@ def test_checkpoints_past_step_9999999_are_ordered_by_step(tmp_path):
     ckpts.mkdir()
     for step in (9999998, 9999999, 10000000):
         (ckpts / f"step_{step:07d}.pt").write_bytes(b"")
+    (ckpts / "step_9999998_copy.pt").write_bytes(b"")  # (not the run's: neither taken nor removed)
     assert checkpoint_file(tmp_path) == ckpts / "step_10000000.pt"
     _keep_last(ckpts, 2)
-    assert sorted(p.name for p in ckpts.iterdir()) == ["step_10000000.pt", "step_9999999.pt"]
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_10000000.pt", "step_9999998_copy.pt", "step_9999999.pt"]
 
 
 def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):

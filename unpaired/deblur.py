@@ -39,11 +39,10 @@ from unpaired.models import build_generator, size_factor
 def step_checkpoints(folder: Path) -> list[Path]:
     """The ``step_*.pt`` of a run's ``checkpoints/`` folder, oldest first. By step, not by name: the
     names have 7 digits, so from step 10,000,000 on the newest sorted first, and was the one a run
-    removed to keep the last --keep-last (or passed over by a resume and by a run folder here)."""
-    def step(path: Path) -> tuple[int, str]:
-        digits = path.stem.removeprefix("step_")
-        return (int(digits) if digits.isdigit() else -1, path.name)
-    return sorted(folder.glob("step_*.pt"), key=step)
+    removed to keep the last --keep-last (or passed over by a resume and by a run folder here).
+    Only ``step_<digits>.pt``: a copy such as ``step_0000500_backup.pt`` is neither resumed nor removed."""
+    steps = {path: path.stem.removeprefix("step_") for path in folder.glob("step_*.pt")}
+    return sorted((path for path, digits in steps.items() if digits.isdigit()), key=lambda path: int(steps[path]))
 
 
 def checkpoint_file(path: str | Path) -> Path:
