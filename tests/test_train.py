@@ -14,9 +14,10 @@ from blursynth.io import ImageError, write_image
 from unpaired import config
 from unpaired.train import cli, lr_factor, main
 
-TINY = ["--generator", "unet", "--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16",
-        "--val-size", "2", "--batch", "2", "--log-every", "1", "--no-progress", "--pair-pool", "3",
-        "--pair-pool-size", "24"]
+# TINY_NET for runs on pairs from disk, which have no synthetic pool to size
+TINY_NET = ["--generator", "unet", "--ngf", "4", "--unet-depth", "2", "--crop", "16", "--val-crop", "16",
+            "--val-size", "2", "--batch", "2", "--log-every", "1", "--no-progress"]
+TINY = TINY_NET + ["--pair-pool", "3", "--pair-pool-size", "24"]
 TINY_GAN = ["--mode", "cyclegan", "--generator", "resnet", "--ngf", "4", "--n-blocks", "1", "--ndf", "4",
             "--n-layers-d", "2", "--crop", "32", "--val-crop", "32", "--val-size", "2", "--batch", "2",
             "--pool-size", "2", "--log-every", "1", "--no-progress"]
@@ -134,6 +135,9 @@ def test_config_missing_file_and_bad_flag(tmp_path):
     (["--n-blocks", "9"], "--n-blocks 9: only read with --generator resnet"),
     (["--mode", "cyclegan", "--unet-depth", "2"], "--unet-depth 2: only read with --generator unet"),
     (["--perceptual-weights", "vgg.pth"], "--perceptual-weights vgg.pth: only read with --perceptual > 0"),
+    (["--pairs", "set", "--pair-pool", "64"], r"--pair-pool 64: only read with synthetic data \(no --pairs"),
+    (["--mode", "cyclegan", "--blurry", "a", "--sharp", "b", "--pair-pool-size", "256"],
+     "--pair-pool-size 256: only read with synthetic data"),
 ])
 def test_options_another_mode_would_ignore_are_refused(tmp_path, argv, match):
     with pytest.raises(config.ConfigError, match=match):
@@ -211,7 +215,7 @@ def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
     (tmp_path / "empty" / "lq").mkdir(parents=True)
     (tmp_path / "empty" / "gt").mkdir()
     with pytest.raises(Exception, match="empty"):
-        main(TINY + ["--steps", "2", "--run-dir", str(run), "--overwrite", "--pairs", str(tmp_path / "empty")])
+        main(TINY_NET + ["--steps", "2", "--run-dir", str(run), "--overwrite", "--pairs", str(tmp_path / "empty")])
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
@@ -486,7 +490,7 @@ def _folder_pairs(root: Path, seed: int, n: int = 4) -> None:
 def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
     _folder_pairs(tmp_path / "pairs", seed=1)
     run = tmp_path / "run"
-    result = main(TINY + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
+    result = main(TINY_NET + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
     assert result["val_psnr_blurry"] < 20  # the held-out pairs are the half-bright ones
     assert "pairs: 2 pairs for training, the last 2 held out for validation" in capsys.readouterr().err
     # held-out pairs smaller than --val-crop, of different sizes: one crop size that fits them all
@@ -495,12 +499,12 @@ def test_paired_on_folder_pairs_holds_out_validation(tmp_path, capsys):
         img = rng.random((3, h, w)).astype(np.float32)
         write_image(tmp_path / "pairs" / "gt" / f"{i}.png", img)
         write_image(tmp_path / "pairs" / "lq" / f"{i}.png", img * 0.5)
-    main(TINY + ["--steps", "1", "--val-crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
+    main(TINY_NET + ["--steps", "1", "--val-crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                  "--overwrite"])
     assert [r["step"] for r in records(run) if "val_psnr" in r] == [1]
     with pytest.raises(ImageError, match=r"--pairs \S*pairs: no usable pair; \S*lq/0\.png: 24x24 is smaller than "
                                          r"--crop 32; lower --crop or remove the pair"):
-        main(TINY + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
+        main(TINY_NET + ["--steps", "1", "--crop", "32", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run),
                      "--overwrite"])
 
 
@@ -514,7 +518,7 @@ def test_validation_images_too_small_to_validate_on_are_refused_at_start(tmp_pat
     with refused(r"^error: --pairs \(held out for validation\): \S*lq/3\.png is 40x10, too small to validate on "
                  r"\(validation crops must be at least 11 px, in multiples of 4, for the unet generator and SSIM\); "
                  r"remove it, or pass --val-size 0$"):
-        cli(TINY + opts + ["--pairs", str(tmp_path / "pairs")])
+        cli(TINY_NET + opts + ["--pairs", str(tmp_path / "pairs")])
     with refused(r"^error: --val-pairs: \S*lq/3\.png is 40x10, too small to validate on \(validation crops must "
                  r"be at least 16 px, in multiples of 8, for the unet generator\)"):
         cli(TINY + opts + ["--unet-depth", "3", "--val-size", "4", "--val-pairs", str(tmp_path / "pairs")])
@@ -532,7 +536,7 @@ def test_unusable_training_pairs_are_skipped_and_listed_at_start(tmp_path, capsy
     for d in ("lq", "gt"):
         write_image(pairs / d / "3.png", np.zeros((3, 8, 24), np.float32))
     run = tmp_path / "run"
-    main(TINY + ["--steps", "8", "--eval-every", "100", "--pairs", str(pairs), "--run-dir", str(run)])
+    main(TINY_NET + ["--steps", "8", "--eval-every", "100", "--pairs", str(pairs), "--run-dir", str(run)])
     err = capsys.readouterr().err
     assert "--pairs: skipped 3 of 4 pairs:\n" in err
     assert f"{pairs / 'lq' / '1.png'}: cannot be read as an image" in err
@@ -547,7 +551,7 @@ def test_unusable_training_pairs_are_skipped_and_listed_at_start(tmp_path, capsy
 
 def test_bad_inputs_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="--pairs .*neither manifest.jsonl nor lq/ \\+ gt/"):
-        main(TINY + ["--steps", "1", "--pairs", str(tmp_path), "--run-dir", str(tmp_path / "r")])
+        main(TINY_NET + ["--steps", "1", "--pairs", str(tmp_path), "--run-dir", str(tmp_path / "r")])
     with pytest.raises(FileNotFoundError, match="--blurry .*no such folder"):
         main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "x"), "--sharp", str(tmp_path),
                          "--run-dir", str(tmp_path / "r")])
@@ -570,7 +574,7 @@ def test_command_line_reports_errors_in_one_line(tmp_path, refused):
     with refused("^error: --mode must be one of"):
         cli(["--mode", "gan"])
     with refused("^error: --pairs .*neither manifest.jsonl"):
-        cli(TINY + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
+        cli(TINY_NET + ["--pairs", str(tmp_path / "nope"), "--run-dir", str(tmp_path / "r")])
     with refused(r"^error: --val-crop 8 is smaller than SSIM's 11 px window"):  # (it failed at the first validation)
         cli(TINY + ["--val-crop", "8", "--run-dir", str(tmp_path / "r")])
     cli(TINY + ["--val-crop", "8", "--val-size", "0", "--steps", "1", "--run-dir", str(tmp_path / "ok")])
@@ -808,7 +812,7 @@ def test_a_bad_pair_read_in_a_dataloader_worker_is_one_line(tmp_path, refused, m
         (tmp_path / "pairs" / "lq" / f"{i}.png").write_text("not an image")
     for workers in ("0", "1"):
         with refused(r"^error: \S*lq/[01]\.png: cannot be read as an image [^\n]*\n\Z"):
-            cli(TINY + ["--steps", "1", "--workers", workers, "--pairs", str(tmp_path / "pairs"),
+            cli(TINY_NET + ["--steps", "1", "--workers", workers, "--pairs", str(tmp_path / "pairs"),
                         "--run-dir", str(tmp_path / f"r{workers}")])
 
 

@@ -432,6 +432,8 @@ def _unused(cfg: TrainConfig) -> dict[str, str]:
                    if cfg.blur_model not in models}
     if cfg.perceptual == 0:
         unused.setdefault("perceptual_weights", "--perceptual > 0")
+    if cfg.pairs if cfg.mode == "paired" else cfg.blurry:  # (the pool is of synthetic pairs: none are made)
+        unused.update(dict.fromkeys(("pair_pool", "pair_pool_size"), "synthetic data (no --pairs, --blurry or --sharp)"))
     return unused
 
 
