@@ -287,6 +287,10 @@ def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path, 
                         (["--out", str(tmp_path / "elsewhere")], "--resume .* continues the run in that folder; drop --run-dir/--out")):
         with refused(f"^error: {match}"):
             cli(["--resume", str(run), "--steps", "3"] + argv)
+    toml = tmp_path / "c.toml"  # a --config file's out, too (it was silently replaced by the resumed folder)
+    toml.write_text(f"out = '{tmp_path / 'elsewhere'}'\n")
+    with refused(r"^error: --resume .* continues the run in that folder; drop --run-dir/--out .*elsewhere in --config"):
+        cli(["--resume", str(run), "--steps", "3", "--config", str(toml)])
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before and not (tmp_path / "elsewhere").exists()
     (run / "config.json").write_text("{not json")
     with pytest.raises(config.ConfigError, match=r"config.json is not the JSON that unpaired.train writes"):

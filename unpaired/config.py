@@ -377,9 +377,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                           f"run with --resume {toml['resume']} (the run's config.json gives its options)")
     saved = None
     if args.get("resume"):
-        if Path(args.get("run_dir", args["resume"])).resolve() != Path(args["resume"]).resolve():
-            raise ConfigError(f"--resume {args['resume']} continues the run in that folder; drop --run-dir/--out "
-                              f"{args['run_dir']} (a resumed run stays where it is)")
+        # (a --config file's run_dir or out too: it was silently replaced by the resumed folder)
+        for where, values in (("", args), (f" in --config {config_file}", toml)):
+            if Path(values.get("run_dir", args["resume"])).resolve() != Path(args["resume"]).resolve():
+                raise ConfigError(f"--resume {args['resume']} continues the run in that folder; drop --run-dir/--out "
+                                  f"{values['run_dir']}{where} (a resumed run stays where it is)")
         saved = _saved_config(args["resume"])
     base = from_mapping(toml, saved, where=str(config_file))
     cfg = from_mapping(args, base, where="command line").resolve()
