@@ -178,8 +178,8 @@ class DeadLeaves:
     def render(self, n: int, size, seed: int, start: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
         """Images ``start .. start + n - 1``: ``(n, 3, H, W)`` float32 sRGB in [0, 1] on ``device``."""
         h, w = _size(size)
-        if n < 0 or start < 0:
-            raise ValueError(f"dead_leaves needs n >= 0 and start >= 0, got n={n}, start={start}")
+        if not (rng.is_integer(n) and rng.is_integer(start)) or n < 0 or start < 0:  # (2.5: range()'s words, no name)
+            raise ValueError(f"dead_leaves needs integers n >= 0 and start >= 0, got n={n!r}, start={start!r}")
         return self.render_at(rng.as_index(range(start, start + n), device=device), (h, w), seed)
 
     def render_at(self, index: torch.Tensor, size, seed: int) -> torch.Tensor:

@@ -234,6 +234,9 @@ def test_tiny_and_badly_typed_sizes():
             dead_leaves(1, bad, seed=0)
     with pytest.raises(ValueError, match="defocus.*larger than 9 px.*got 4x4"):
         dead_leaves(1, 4, seed=0, defocus=1.0)
+    for n, start in ((2.5, 0), (-1, 0), (1, 1.0), (True, 0)):  # (2.5 gave range()'s words, naming nothing)
+        with pytest.raises(ValueError, match=r"dead_leaves needs integers n >= 0 and start >= 0"):
+            dead_leaves(n, 16, seed=0, start=start)
 
 
 def test_numpy_integers_for_sizes_and_options():
