@@ -321,7 +321,8 @@ def shrink_hyper_laplacian(v: torch.Tensor, beta: float, alpha: float, newton_st
     non-zero candidate ``r = |w|`` is the larger root of ``r - |v| + (alpha/beta) r^(alpha-1) = 0``
     (for alpha = 1/2 and 2/3 the cubic and quartic of Krishnan & Fergus once ``r = u^2`` or
     ``u^3``), found by Newton's method from ``r = |v|``: the function is convex on ``r > 0``, so the
-    iterates fall monotonically onto that root. It is then compared with ``w = 0``.
+    iterates fall monotonically onto that root. It is then compared with ``w = 0``. For
+    ``1 < alpha < 2`` that root is unique and is bisected.
 
     Args:
         v: any shape, float. beta: splitting weight (> 0). alpha: exponent in ``(0, 2]``.
@@ -338,6 +339,21 @@ def shrink_hyper_laplacian(v: torch.Tensor, beta: float, alpha: float, newton_st
         return torch.sign(v) * (v.abs() - 1.0 / beta).clamp_min(0.0)
     a = v.abs()
     c = alpha / beta
+    if alpha > 1:
+        # Here g is increasing and concave on r > 0, from -|v| at 0 to >= 0 at |v|: its one root in
+        # [0, |v|] is the minimiser (w = 0 only for v = 0). r_min below has a negative base for
+        # alpha > 1 (a complex number: a crash, or at 1.5 a wrong clamp) and Newton from |v| would
+        # overshoot below 0, so bisect; a last Newton step from the (detached) bracket carries the
+        # gradient dr/d|v| = 1 / g'(r) of the root.
+        lo, hi, a0 = torch.zeros_like(a), a.detach(), a.detach()
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            above = mid - a0 + c * mid.pow(alpha - 1.0) > 0
+            lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
+        r = hi
+        dg = 1.0 + c * (alpha - 1.0) * r.pow(alpha - 2.0)  # (infinite at r = 0, v = 0: the step is 0)
+        r = (r - (r - a + c * r.pow(alpha - 1.0)) / dg).clamp_min(0.0)
+        return torch.sign(v) * r
     # Below r_min, g'(r) < 0: the larger root (if any) lies above it, so clamp there.
     r_min = (c * (1.0 - alpha)) ** (1.0 / (2.0 - alpha))
     r = a.clamp_min(r_min)
