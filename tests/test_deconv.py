@@ -128,6 +128,27 @@ def test_hyper_laplacian_runs_with_an_exponent_between_one_and_two():
         assert _interior_psnr(restored, sharp) > _interior_psnr(blurry, sharp) + 2.0
 
 
+def test_rl_tv_step_is_dey_et_al():
+    """Dey et al. 2006: x' = x * K^T(y / Kx) / (1 - tv * div(grad x / |grad x|)), the TV term of the
+    current iterate x. The solver took it of the half-updated x * K^T(y / Kx) instead."""
+    g = torch.Generator().manual_seed(5)
+    y = 0.2 + 0.6 * torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64)
+    k = torch.rand(3, 3, generator=g, dtype=torch.float64)
+    k /= k.sum()
+    tv = 0.02
+
+    def div_unit_grad(x):  # div(grad x / |grad x|) with forward differences and backward divergence (periodic)
+        gx, gy = x.roll(-1, -1) - x, x.roll(-1, -2) - x
+        n = torch.sqrt(gx ** 2 + gy ** 2 + 1e-6)
+        px, py = gx / n, gy / n
+        return (px - px.roll(1, -1)) + (py - py.roll(1, -2))
+    x = y.clone()
+    for _ in range(3):
+        rl = x * blur(y / blur(x, k, "circular"), k.flip(-2, -1), "circular")
+        x = rl / (1 - tv * div_unit_grad(x)).clamp_min(0.1)
+    torch.testing.assert_close(deconv.richardson_lucy(y, k, iterations=3, tv=tv, taper=False), x)
+
+
 def test_noise_estimate():
     g = torch.Generator().manual_seed(4)
     clean = _scene(96)

@@ -307,10 +307,12 @@ def richardson_lucy(y: torch.Tensor, kernel: torch.Tensor, iterations: int = 50,
     x = yp.clamp_min(eps)
     for _ in range(iterations):
         ratio = yp / apply(x, kspec).clamp_min(eps)
+        # Dey et al.: dividing by 1 - tv * div(...) of the current iterate (not of the half-updated
+        # x * K^T(y / Kx), which the TV term was once taken of); keep the denominator positive.
+        denom = (1.0 - tv * _tv_gradient(x, eps=1e-3)).clamp_min(0.1) if tv > 0 else None
         x = x * apply(ratio, kspec.conj()).clamp_min(0.0)
         if tv > 0:
-            # Dey et al.: dividing by 1 - tv * div(...) ; keep the denominator positive.
-            x = x / (1.0 - tv * _tv_gradient(x, eps=1e-3)).clamp_min(0.1)
+            x = x / denom
     return crop(x, offset, size)
 
 
