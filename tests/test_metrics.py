@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
+from blursynth.blur import blur
 from unpaired import metrics
 
 
@@ -41,6 +42,10 @@ def test_levin_scores_forgive_a_shift_but_not_blur():
     assert float(scores["psnr"][0]) > 45 and float(scores["ssim"][0]) > 0.99
     unaligned = metrics.levin_scores(shifted, ref, radius=0, border=15)
     assert float(unaligned["psnr"][0]) < 30
+    # ... but not blur: the same shifted scene through a 9x9 box loses ~15 dB however it is aligned
+    # (the test once scored no blurred image: a scorer that, once aligned, ignored the restored image passed it)
+    blurred = metrics.levin_scores(blur(shifted, torch.ones(9, 9) / 81, "reflect"), ref)
+    assert float(blurred["psnr"][0]) < 35 and float(blurred["ssim"][0]) < 0.98
 
 
 def test_psnr_of_a_known_error():
