@@ -420,7 +420,7 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
         y: ``(B, C, H, W)`` blurry images in ``[0, 1]`` (``lam`` is tuned for that scale).
         kernel: blur kernels, non-negative, each summing to 1 (see module docstring).
         lam: data weight (> 0), a float or a tensor broadcastable to ``(B, C, 1, 1)`` (on ``y``'s device); larger for less
-            noise (about 1e3 at 1% noise, 5e3 for clean 8-bit photographs). ``None`` sets it from the
+            noise (about 800 at 1% noise, 5e3 for clean 8-bit photographs). ``None`` sets it from the
             estimated noise of each image (:func:`auto_lambda`).
         alpha: prior exponent, 2/3 or 1/2 as in the paper (any value in (0, 2]).
         beta0, beta_max, beta_rate: continuation schedule of the splitting weight (``beta0 > 0``,
