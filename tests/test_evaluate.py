@@ -116,6 +116,18 @@ def test_restorer_hook_with_kernel_estimates(tmp_path):
     result = evaluate.evaluate(pairs, wrong, channels=1, reference=reference, progress=False)
     for rec in result["per_image"]:
         assert rec["kernel_ncc"] < 0.9 and rec["error_ratio"] > 1.5
+    # A network's estimate sums only nearly to 1, may dip below 0, and may keep a batch axis: it is scored
+    # as the normalised kernel (it stopped the evaluation in the deconvolution's checks, or was taken for
+    # a true kernel of the wrong shape).
+    for near in (lambda k: 0.99 * k, lambda k: (k - 1e-4)[None], lambda k: 3 * k[None, None]):
+        result = evaluate.evaluate(pairs, lambda b, k: (reference(b, k), near(k)), channels=1, reference=reference,
+                                   progress=False)
+        for rec in result["per_image"]:
+            assert rec["kernel_ncc"] > 0.99 and rec["error_ratio"] == pytest.approx(1.0, abs=0.05)
+    for bad in (lambda k: torch.zeros_like(k), lambda k: torch.stack([k, k])):
+        with pytest.raises(evaluate.EvaluationError, match=r"im1_kernel1.png: the method's kernel estimate has shape"):
+            evaluate.evaluate(pairs, lambda b, k: (reference(b, k), bad(k)), channels=1, reference=reference,
+                              progress=False)
 
 
 def test_checkpoint_is_scored_through_its_generator(tmp_path, capsys):

@@ -5,7 +5,8 @@
     python -m unpaired.evaluate --benchmark folder --blurry DATASET/blur --sharp DATASET/sharp --method wiener
 
 A method is a *restorer*: a callable ``restore(blurry (1, C, H, W), kernel (h, w) or None)`` returning
-the restored ``(1, C, H, W)``, or ``(restored, estimated kernel)``. :func:`evaluate` scores any
+the restored ``(1, C, H, W)``, or ``(restored, estimated kernel)`` (``(h, w)``, or ``(1, h, w)``; its
+negative taps are cut to 0 and it is normalised to sum 1 before it is scored). :func:`evaluate` scores any
 restorer; the command line builds one from ``--method`` (non-blind methods get the TRUE kernel) or
 from ``--checkpoint`` (a trained network, loaded by ``unpaired.inference.load_restorer``).
 
@@ -233,6 +234,21 @@ def _check_border(path: Path, image: torch.Tensor, radius: int, border: int) -> 
                               f"{(min(h, w) - SSIM_WINDOW) // 2} or less{below}")
 
 
+def _estimate(k_est: torch.Tensor, pair: Pair) -> torch.Tensor:
+    """A method's kernel estimate as the 2-D, non-negative, unit-sum kernel the protocol scores: a
+    network's estimate is only nearly one (a sum of 0.99, taps of -1e-4 stopped the evaluation in the
+    deconvolution's checks), and Levin et al. normalise theirs as well."""
+    k = torch.as_tensor(k_est).detach().float()
+    while k.dim() > 2 and k.shape[0] == 1:  # (1, h, w) or (1, 1, h, w): one image's
+        k = k[0]
+    total = k.clamp_min(0).sum() if k.dim() == 2 else None
+    if total is None or not bool(torch.isfinite(total)) or float(total) <= 0:
+        raise EvaluationError(f"{pair.blurry}: the method's kernel estimate has shape {tuple(k.shape)} and sum "
+                              f"{None if total is None else float(total)}; return one (h, w) kernel per image, "
+                              "with a positive, finite sum")
+    return k.clamp_min(0) / total
+
+
 def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: int = 10, border: int = 15,
              reference: Restorer | None = None, device: str = "cpu", progress: bool = True,
              keep_images: int | None = None) -> dict:
@@ -275,6 +291,8 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
         restored, k_est = out if isinstance(out, tuple) else (out, None)
+        if k_est is not None:
+            k_est = _estimate(k_est, pair)
         if restored.shape != sharp.shape:
             raise EvaluationError(f"{pair.blurry}: the method returned {tuple(restored.shape)}, expected "
                                   f"{tuple(sharp.shape)}")
