@@ -113,6 +113,24 @@ def test_image_pool_fills_then_mixes_history():
     assert any(v >= 10 for v in stored)  # history was refreshed
 
 
+def test_image_pool_swaps_half_the_queries_at_uniform_slots():
+    """The reference's rule once full: each query is swapped with probability 1/2 for a stored image
+    drawn uniformly (the fill test above would pass with any rate, 0 and 1 included)."""
+    pool, n = ImagePool(size=5, seed=3), 4000
+    pool.query(torch.full((5, 1, 1, 1), -1.0))
+    slots = torch.zeros(5)
+    swapped = 0
+    for k in range(n):
+        before = [float(t) for t in pool.images]
+        out = float(pool.query(torch.full((1, 1, 1, 1), float(k))))
+        if out != k:
+            swapped += 1
+            slots[before.index(out)] += 1  # (values are distinct: the slot it came from)
+    # binomial(4000, 1/2): std 32, so 5 std either side; the slots, 2000/5 each, std ~18
+    assert abs(swapped - n / 2) < 160
+    assert bool((slots - swapped / 5).abs().max() < 100)
+
+
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 2 ** 31), st.integers(1, 5))
 def test_image_pool_resume_is_exact(seed, warm):
