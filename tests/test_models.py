@@ -188,6 +188,25 @@ def test_perceptual_loss_with_local_weights(tmp_path):
     assert not any(p.requires_grad for p in loss.parameters())
 
 
+def test_perceptual_loss_is_l1_of_relu1_2_relu2_2_relu3_3_on_imagenet_normalised_inputs(tmp_path):
+    """Against torchvision's own VGG16 with the same weights: the layers and the input normalisation
+    (the test above would pass with any layers and none)."""
+    from torchvision.models import vgg16
+    net = vgg16(weights=None).features.eval()
+    path = tmp_path / "vgg.pth"
+    torch.save({f"features.{k}": v for k, v in net.state_dict().items()}, path)
+    gen = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 40, 36, generator=gen), torch.rand(2, 3, 40, 36, generator=gen)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def relus(x):  # outputs of relu1_2, relu2_2, relu3_3: the ends of torchvision's blocks 1-3
+        x = (x - mean) / std
+        return [x := net[a:b](x) for a, b in ((0, 4), (4, 9), (9, 16))]
+    with torch.no_grad():
+        expected = sum((u - v).abs().mean() for u, v in zip(relus(pred), relus(target)))
+        torch.testing.assert_close(VGGPerceptual(path)(pred, target), expected, rtol=1e-5, atol=1e-7)
+
+
 @settings(max_examples=30, deadline=None)
 @given(size=st.sampled_from([1, 3, 7, 11]), n=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
 def test_kernel_blur_generator_draws_normalised_kernels_and_blurs_with_them(size, n, seed):
