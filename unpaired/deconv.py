@@ -282,7 +282,7 @@ def richardson_lucy(y: torch.Tensor, kernel: torch.Tensor, iterations: int = 50,
         y: ``(B, C, H, W)`` non-negative blurry images (negative values are clamped to 0).
         kernel: non-negative kernels summing to 1 (see module docstring).
         iterations: fixed-point iterations, an integer >= 0 (more = sharper and noisier unless
-            ``tv > 0``; 0 returns the clamped input).
+            ``tv > 0``; 0 returns the input clamped at ``eps``, the floor the iterations start from).
         tv: TV weight (>= 0), ``0`` for plain RL; about ``0.002``-``0.01`` for images in ``[0, 1]``.
         taper: pad and edge-taper first (:func:`prepare`).
         eps: floor of the divisions (> 0), in image units.
