@@ -349,16 +349,24 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
                          "one point is points_px[None] or [[x, y]]")
     if not torch.isfinite(pts).all():
         raise ValueError("points_px contains NaN or infinite coordinates")
-    flat, t = local_paths(pts, trajectory, camera, depth_m, center, max_step_px)
     n, p = len(trajectory), pts.shape[0]
-    try:
-        k = rasterize(flat, size, t=t, fit=fit, center=False)
-    except KernelFitError as err:  # name the item and the point, not the flattened (item, point) index
-        item, point = divmod(err.item, p)
-        x, y = pts[point].tolist()
-        raise KernelFitError(fit_error_message(f"the local path at pixel ({x:g}, {y:g}) of item {item}", err.extent,
-                                               err.size, err.needed), item, err.size, err.needed, err.extent) from None
-    return k.reshape(n, p, *k.shape[-2:])
+    per_item_depth = not isinstance(depth_m, numbers.Real) and torch.as_tensor(depth_m).numel() == n > 1
+    out = []
+    # One item at a time, as render_nonuniform: densify's pose grid follows the fastest motion it is
+    # given, so a grid shared by the batch made an item's kernels depend on the rest of it (DESIGN.md)
+    # and differ from the ones its render used.
+    for item in range(n):
+        depth = torch.as_tensor(depth_m).reshape(-1)[item:item + 1] if per_item_depth else depth_m
+        flat, t = local_paths(pts, trajectory[item] if n > 1 else trajectory, camera, depth, center, max_step_px)
+        try:
+            k = rasterize(flat, size, t=t, fit=fit, center=False)
+        except KernelFitError as err:  # name the item and the point, not the flattened (item, point) index
+            x, y = pts[err.item].tolist()
+            raise KernelFitError(fit_error_message(f"the local path at pixel ({x:g}, {y:g}) of item {item}",
+                                                   err.extent, err.size, err.needed),
+                                 item, err.size, err.needed, err.extent) from None
+        out.append(k.reshape(1, p, *k.shape[-2:]))
+    return torch.cat(out)
 
 
 def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,

@@ -329,3 +329,19 @@ def test_grid_points_refuses_counts_that_are_not_positive_integers():
         with pytest.raises(ValueError, match="rows and cols as integers >= 1"):
             grid_points(cam, rows, cols)
     assert torch.equal(grid_points(cam, np.int64(2), 3), grid_points(cam, 2, 3))
+
+
+def test_an_items_local_kernels_are_the_same_alone_as_in_any_batch():
+    """kernels_at densified the poses of the whole batch on one grid, fine enough for its fastest item:
+    an item's local kernels then depended on the other items (1.7e-3 apart here) and were not the ones
+    its render_nonuniform, which works item by item, used (DESIGN.md: results do not depend on the batch)."""
+    from blursynth.trajectory import CameraShake
+    cam = Camera.from_35mm(35.0, 480, 320)
+    shakes = CameraShake(samples=8).sample(3, seed=0)
+    pts = torch.tensor([[10.0, 10.0], [240.0, 160.0], [470.0, 300.0]])
+    depth = torch.tensor([0.5, 2.0, math.inf])
+    for d in (math.inf, depth):
+        both = kernels_at(pts, shakes, cam, 31, depth_m=d, fit="scale")
+        for i in range(3):
+            alone = kernels_at(pts, shakes[i], cam, 31, depth_m=d[i:i + 1] if torch.is_tensor(d) else d, fit="scale")
+            assert torch.equal(both[i:i + 1], alone), (d, i)
