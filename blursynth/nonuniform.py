@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import replace
 
 import torch
 
@@ -46,14 +47,20 @@ def exposure_weights(t: torch.Tensor) -> torch.Tensor:
     dtype and device.
 
     Trapezoidal rule on the (possibly uneven) sample times ``t`` ``(N, T)`` seconds; a zero-length
-    exposure gives equal weights.
+    exposure weighs its samples as if they were evenly spaced (its segments equally, as
+    :func:`blursynth.kernel.rasterize` does, so the centring shift stays the kernel's centre of mass).
     """
     dt = t[:, 1:] - t[:, :-1]
     w = torch.zeros_like(t)
     w[:, :-1] += dt / 2
     w[:, 1:] += dt / 2
     total = w.sum(1, keepdim=True)
-    equal = torch.full_like(w, 1.0 / t.shape[1])
+    # (not 1 / T per sample: that put the centre of a zero-length exposure's renders and local kernels
+    # off the centre of mass of its uniform kernel)
+    equal = torch.ones_like(w)
+    if t.shape[1] > 1:
+        equal[:, [0, -1]] = 0.5
+    equal = equal / equal.sum(1, keepdim=True)
     moving = total > 0  # (dividing by 1 where it is not keeps NaN out of gradients, for any total)
     return torch.where(moving, w / torch.where(moving, total, 1.0), equal)
 
@@ -86,6 +93,9 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
     segment; every item of the batch gets the same subdivision (the largest any item needs), so the
     result stays one ``(N, T', ...)`` batch. The probes are the corners, edge midpoints and centre of
     ``camera``'s frame (motion over a frame is largest at its border for shake-sized rotations).
+    An item whose times do not advance (a zero-length exposure) is first given evenly spaced times
+    from 0 to 1: its segments then keep equal shares of the exposure, as :func:`blursynth.kernel.rasterize`
+    gives them, however finely they are cut.
 
     Returns:
         A :class:`Trajectory` with ``T' >= T`` samples on the same device, same ``params``.
@@ -103,6 +113,12 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
     :func:`motion_samples` instead of projecting again)."""
     _check_step(max_step_px)
     probes = _probe_points(camera, trajectory.t.device)
+    still = trajectory.t[:, -1] <= trajectory.t[:, 0]
+    if trajectory.t.shape[1] > 1 and bool(still.any()):
+        # Cut into equal-time pieces, a zero-length exposure's segments would share its weight by their
+        # number of pieces, i.e. by their length in pixels, not equally as in its uniform kernel.
+        even = torch.linspace(0, 1, trajectory.t.shape[1], dtype=trajectory.t.dtype, device=trajectory.t.device)
+        trajectory = replace(trajectory, t=torch.where(still[:, None], even, trajectory.t))
     # Pixel motion is not exactly linear in the interpolated pose (a rotation's image moves on a slight
     # curve), so a segment cut by its chord length can still exceed the step by a hair: re-measure and
     # cut again until every step is within bounds (one extra pass in practice).

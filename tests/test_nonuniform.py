@@ -345,3 +345,24 @@ def test_an_items_local_kernels_are_the_same_alone_as_in_any_batch():
         for i in range(3):
             alone = kernels_at(pts, shakes[i], cam, 31, depth_m=d[i:i + 1] if torch.is_tensor(d) else d, fit="scale")
             assert torch.equal(both[i:i + 1], alone), (d, i)
+
+
+def test_a_zero_length_exposure_is_centred_as_its_uniform_kernel():
+    """A zero-length exposure (times that do not advance) weighs its segments equally in kernel.rasterize,
+    i.e. as if its samples were evenly spaced. exposure_weights gave it 1 / T per sample instead, so the
+    centring shift (3 px for this path) was not its kernel's centre of mass (3.25 px), and densify's
+    equal-time pieces weighed its segments by their length: the render and the local kernels were those
+    of another motion (the render 0.17 off that of the evenly spaced samples, on a random image)."""
+    path = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [5.0, 0.0]]])
+    still = Trajectory(t=torch.zeros(1, 3), path_px=path)
+    even = Trajectory(t=torch.tensor([[0.0, 0.5, 1.0]]), path_px=path)
+    assert torch.equal(exposure_weights(still.t), exposure_weights(even.t))
+    assert abs(float(exposure_weights(torch.zeros(1, 1)).sum()) - 1) < 1e-7
+    cam = Camera(500.0, 30, 20)
+    from blursynth.nonuniform import centering_shift
+    assert torch.allclose(centering_shift(still, cam), torch.tensor([[3.25, 0.0]]))
+    assert torch.equal(kernels(still, size=15), kernels(even, size=15))
+    pts = [cam.principal_point, [3.0, 4.0]]
+    assert torch.equal(kernels_at(pts, still, cam, 15), kernels_at(pts, even, cam, 15))
+    img = torch.rand(1, 3, 20, 30, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(render_nonuniform(img, still, cam), render_nonuniform(img, even, cam))
