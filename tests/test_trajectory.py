@@ -330,3 +330,19 @@ def test_random_walk_is_boracchi_and_fois_recurrence(seed):
         assert traj.params["big_shakes"][i] == shakes
         total += shakes
     assert total > 0  # the abrupt shakes are exercised
+
+
+def test_roll_is_roll_ratio_of_pitch_and_yaw_and_the_jerk_tips_the_lens_down():
+    """Two documented properties no test checked (a roll weight of 1, or a jerk tipping the lens up,
+    passed them all): roll amplitudes are roll_ratio times pitch's and yaw's, and the shutter press
+    starts with negative pitch, which tips the lens down (+z towards +y)."""
+    quiet = dict(jerk_rad_s=(0, 0), exposure_s=(0.1, 0.1), samples=64)
+    # (each item's amplitudes are drawn with these scales, then normalised together to its RMS speed,
+    # which lifts the small roll's share a little: 0.59 for 0.5 here, against 1.0 with no roll weight)
+    for ratio, lo, hi in ((0.0, 0.0, 0.0), (0.5, 0.45, 0.7)):
+        traj = CameraShake(roll_ratio=ratio, **quiet).sample(2000, seed=1)
+        speed = (traj.rotation[:, 1:] - traj.rotation[:, :-1]).pow(2).mean((0, 1)).sqrt()  # per axis
+        assert lo <= float(speed[2] / speed[:2].mean()) <= hi
+    jerk = CameraShake(drift_rad_s=(1e-9, 1e-9), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0.05, 0.05),
+                       exposure_s=(0.2, 0.2), samples=201).sample(200, seed=6)
+    assert bool((jerk.rotation[:, 1, 0] < 0).all())
