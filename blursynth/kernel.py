@@ -118,7 +118,10 @@ def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor
     n, steps = path.shape[:2]
     if t is None:
         return torch.full((n, steps - 1), 1.0 / (steps - 1), device=path.device)
-    t = torch.as_tensor(t, device=path.device, dtype=torch.float32)
+    t = torch.as_tensor(t, device=path.device)
+    # Differences in float64 times are taken in float64: rounded to float32 first, timestamps (seconds
+    # since an epoch, 1.7e9) lost their durations to rounding; float32 times give the same values as before.
+    t = t if t.dtype == torch.float64 else t.to(torch.float32)
     if t.shape != (n, steps):
         raise ValueError(f"t must be ({n}, {steps}) sample times matching path_px, got {tuple(t.shape)}")
     dt = t[:, 1:] - t[:, :-1]
@@ -126,7 +129,7 @@ def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor
         raise ValueError("t must be finite and non-decreasing along each path")
     total = dt.sum(1, keepdim=True)
     moving = total > 0  # (dividing by 1 where it is not keeps NaN out of gradients, for any total)
-    return torch.where(moving, dt / torch.where(moving, total, 1.0), torch.full_like(dt, 1.0 / (steps - 1)))
+    return torch.where(moving, dt / torch.where(moving, total, 1.0), torch.full_like(dt, 1.0 / (steps - 1))).float()
 
 
 @dataclass

@@ -442,3 +442,15 @@ def test_the_default_chunk_keeps_generates_checks_and_device_none():
     assert torch.equal(got, next(K.generate(model, 3, size=15, chunk=3)).kernels)
     with pytest.raises(ValueError, match="seed must be"):
         next(K.generate(model, 3, size=15, seed=-1, device="no_such_device"))
+
+
+@pytest.mark.parametrize("origin", [1000.0, 1.7e9])
+def test_float64_sample_times_keep_their_durations_whatever_their_origin(origin):
+    """rasterize rounded t to float32 before taking its differences: times counted from an epoch
+    (a gyro log's timestamps, 1.7e9 s) lost their durations to rounding and the kernel came out up
+    to 0.078 off the one of the same times counted from 0."""
+    path = torch.tensor([[[0.0, 0.0], [3.0, 1.0], [4.0, -2.0], [6.0, 0.0]]])
+    t = torch.tensor([[0.0, 0.004, 0.005, 0.0123]], dtype=torch.float64)
+    want = K.rasterize(path, 15, t)
+    assert torch.allclose(K.rasterize(path, 15, t + origin), want, atol=2e-5)
+    assert torch.allclose(want, K.rasterize(path, 15, t.float()), atol=1e-6)
