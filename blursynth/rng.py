@@ -102,7 +102,13 @@ def as_index(index: torch.Tensor | int | range | list, device: torch.device | st
     if is_integer(index):
         index = range(int(index))
     if isinstance(index, range):
-        idx = torch.arange(index.start, index.stop, index.step, dtype=torch.int64, device=device)
+        # Built from the range's first item and step, not its stop: torch.arange refused the stop
+        # 2**63 (one past the largest int64) of valid last items, e.g. range(2**63 - 3, 2**63), with
+        # a RuntimeError about int64_t; items past int64 get a message that says what is wrong.
+        if len(index) and max(index[0], index[-1]) >= 1 << 63:
+            raise ValueError(f"item indices must be < 2**63, got {max(index[0], index[-1])}")
+        step = index.step if len(index) > 1 else 1
+        idx = torch.arange(len(index), dtype=torch.int64, device=device).mul_(step).add_(index[0] if len(index) else 0)
     else:
         idx = torch.as_tensor(index, device=device).reshape(-1)
         # (an empty list or tuple comes back float32: no indices, nothing to refuse)

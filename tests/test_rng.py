@@ -167,3 +167,18 @@ def test_uniform_ranges_refuse_nan_and_infinite_bounds():
     for low, high in ((1.0, math.inf), (math.nan, 1.0)):
         with pytest.raises(ValueError, match="low <= high"):
             rng.log_uniform(0, idx, low, high)
+
+
+def test_ranges_reach_the_last_int64_item():
+    # torch.arange refused the stop 2**63 that a range ending at the largest valid index has
+    # ("value cannot be converted to type int64_t"), e.g. RandomWalk2D().sample(3, start=2**63 - 3)
+    top = 2**63 - 1
+    for r in (range(top - 2, top + 1), range(top, top - 3, -1), range(top - 4, top + 1, 2), range(top, top + 1)):
+        assert rng.as_index(r).tolist() == list(r)
+        assert torch.equal(rng.bits(1, rng.as_index(r), (2,), 0), rng.bits(1, torch.tensor(list(r)), (2,), 0))
+    for r in (range(5), range(3, 10, 3), range(9, -1, -2), range(4, 4), range(0), range(7, 2), range(2, 3, 10)):
+        assert rng.as_index(r).tolist() == list(r), r
+    with pytest.raises(ValueError, match=r"item indices must be < 2\*\*63"):
+        rng.as_index(range(top, top + 2))
+    with pytest.raises(ValueError, match="item indices must be >= 0"):
+        rng.as_index(range(3, -2, -1))
