@@ -509,7 +509,20 @@ def _decode(path: Path) -> np.ndarray:
         # and read_image composites it over white, as it does an alpha channel.
         keyed = mode in ("1", "L", "P", "RGB") and "transparency" in meta
         wanted = "RGB" if mode == "CMYK" else ("LA" if mode in ("1", "L") else "RGBA") if keyed else None
+        if keyed and mode == "L" and (depth := _png_gray_depth(path)) in (2, 4):
+            # Pillow scales 2- and 4-bit gray samples to 8 bits (1 -> 85 or 17) but not the tRNS gray
+            # value that marks the transparent ones, so its "LA" left them opaque: compare here.
+            gray = file.read(index=0, rotate=True, mode="L")
+            key = meta["transparency"] * 255 // ((1 << depth) - 1)
+            return np.dstack([gray, np.where(gray == key, 0, 255).astype(gray.dtype)])
         return file.read(index=0, rotate=True, mode=wanted)
+
+
+def _png_gray_depth(path: Path) -> int | None:
+    """The bit depth of a gray PNG (colour type 0), from its header; None for other files."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    return head[24] if head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[25] == 0 else None
 
 
 _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16

@@ -86,6 +86,27 @@ def test_a_transparent_colour_of_a_16_bit_png_is_composited_too(tmp_path, channe
     np.testing.assert_allclose(out, want, rtol=1e-6)
 
 
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4, 8])
+def test_a_transparent_gray_of_a_low_bit_depth_png_is_composited_too(tmp_path, depth):
+    # Pillow scales 2- and 4-bit gray samples to 8 bits but kept tRNS's gray unscaled (1, not 85 or
+    # 17), so the transparent pixels of such files came in opaque, as their gray
+    top = (1 << depth) - 1
+    values = [0, top, 1, 1, top // 2, 0, 1]
+    bits = "".join(format(v, f"0{depth}b") for v in values)
+    row = int(bits + "0" * (-len(bits) % 8), 2).to_bytes((len(bits) + 7) // 8, "big")
+    plain = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", len(values), 1, depth, 0, 0, 0, 0))
+             + _chunk(b"IDAT", zlib.compress(b"\0" + row)) + _chunk(b"IEND", b""))
+    (tmp_path / "g.png").write_bytes(_with_chunk(plain, b"tRNS", struct.pack(">H", 1)))
+    out, bits_read = read_image(tmp_path / "g.png", channels=None)
+    want = [1.0 if v == 1 else v / top for v in values]
+    assert bits_read == 8 and out.shape == (1, 1, len(values))
+    np.testing.assert_allclose(out[0, 0], want, atol=1e-6)
+
+
 def test_a_transparent_colour_beside_an_alpha_channel_is_ignored(tmp_path):
     # (the standard forbids it there, and libpng ignores it: a second alpha made gray + alpha read as RGB)
     img = np.zeros((2, 3, 2), np.uint16)
