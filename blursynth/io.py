@@ -625,6 +625,8 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in _PNG_COLOUR_TYPE:
         raise ValueError(f"PNG needs uint8 or uint16 (H, W) or (H, W, 1-4) data, got {data.dtype} {data.shape}")
     h, w = data.shape[:2]
+    if not h or not w:  # (a PNG of width 0 was written, which no decoder reads; height 0 failed in a reshape)
+        raise ValueError(f"PNG needs at least one row and one column, got an image of shape {data.shape}")
     rows = np.ascontiguousarray(data.astype(">u2") if data.dtype == np.uint16 else data).view(np.uint8).reshape(h, -1)
     up = rows.copy()
     up[1:] -= rows[:-1]
@@ -678,6 +680,8 @@ def pnm_bytes(data: np.ndarray) -> bytes:
     if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in (1, 3):
         raise ValueError(f"PGM/PPM needs uint8 or uint16 (H, W) or (H, W, 1|3) data, got {data.dtype} {data.shape}")
     height, width = data.shape[:2]
+    if not height or not width:  # (was written, and no decoder reads it back)
+        raise ValueError(f"PGM/PPM needs at least one row and one column, got an image of shape {data.shape}")
     deep = data.dtype == np.uint16
     header = b"P%d\n%d %d\n%d\n" % (5 if channels == 1 else 6, width, height, 65535 if deep else 255)
     return header + np.ascontiguousarray(data, dtype=">u2" if deep else np.uint8).tobytes()

@@ -364,6 +364,16 @@ def test_png_writer_refuses_what_png_cannot_hold():
         png_bytes(np.zeros((4, 4, 5), np.uint8))
 
 
+@pytest.mark.parametrize("shape", [(3, 0, 5), (3, 4, 0), (1, 0, 0)])
+@pytest.mark.parametrize("name", ["e.png", "e.ppm", "e.pgm"])
+def test_an_empty_image_is_refused_not_written_unreadable(tmp_path, shape, name):
+    # png_bytes wrote a PNG of width 0 and pnm_bytes PGM/PPMs of no pixels, which no decoder reads
+    # (imageio's own writers refuse them); a height of 0 failed in png_bytes' reshape
+    with pytest.raises(ValueError, match="at least one row and one column"):
+        write_image(tmp_path / name, np.zeros(shape, np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_16bit_gray_alpha_png_keeps_all_bits(tmp_path):
     deep = _ramp(c=2, top=65535)
     (tmp_path / "la.png").write_bytes(png_bytes(deep))
