@@ -182,3 +182,51 @@ def test_ranges_reach_the_last_int64_item():
         rng.as_index(range(top, top + 2))
     with pytest.raises(ValueError, match="item indices must be >= 0"):
         rng.as_index(range(3, -2, -1))
+
+
+def test_draws_pass_statistical_tests():
+    """KS tests, serial pairs, correlations between streams, seeds and items, unique words and
+    balanced bits, with fixed seeds: each check fails on a generator broken in one way (the
+    Box-Muller radius and angle from the same bits; the stream or the seed's high bits left out of
+    the key; the item counter added to the element counter unmixed, which makes item i's element
+    e + 1 item i + 1's element e; one round of the SplitMix64 finaliser instead of three)."""
+    from scipy import stats
+    idx = rng.as_index(range(1000, 1000 + 100_000))
+    u = rng.uniform(123, idx, (4,), stream=2, dtype=torch.float64).numpy()
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-4
+    z = rng.normal(123, idx, (4,), stream=3, dtype=torch.float64).numpy()
+    assert np.isfinite(z).all() and stats.kstest(z.ravel(), "norm").pvalue > 1e-4
+    # pairs of neighbouring elements and of neighbouring items fill the unit square evenly
+    for name, a, b in (("elements", u[:, 0], u[:, 1]), ("items", u[:-1, 0], u[1:, 0])):
+        counts = np.histogram2d(a, b, bins=16, range=[[0, 1], [0, 1]])[0]
+        assert stats.chisquare(counts.ravel()).pvalue > 1e-4, name
+    others = {"stream": rng.uniform(123, idx, (4,), stream=3, dtype=torch.float64),
+              "seed": rng.uniform(124, idx, (4,), stream=2, dtype=torch.float64),
+              "seed's high bits": rng.uniform(123 + 2**62, idx, (4,), stream=2, dtype=torch.float64),
+              "item + 1 of seed + 1": rng.uniform(124, idx + 1, (4,), stream=2, dtype=torch.float64),
+              "element + 1": rng.uniform(123, idx, (5,), stream=2, dtype=torch.float64)[:, 1:]}
+    for name, v in others.items():  # 5 standard errors of a correlation of 400,000 pairs
+        assert abs(np.corrcoef(u.ravel(), v.numpy().ravel())[0, 1]) < 5 / math.sqrt(u.size), name
+    # no 64-bit word repeats across items, elements, streams and seeds (overlapping counters would)
+    words = torch.cat([rng.bits(s, rng.as_index(2000), (64,), t).ravel() for s in (0, 1) for t in (0, 1)])
+    assert len(torch.unique(words)) == len(words)
+    # every bit of the words is balanced, and so is each bit of the XOR of neighbouring elements'
+    # and neighbouring items' words (a weak mix of the counters leaves some biased)
+    w = rng.bits(9, rng.as_index(4000), (64,), 5)
+    for name, x in (("bits", w), ("elements", w[:, 1:] ^ w[:, :-1]), ("items", w[1:] ^ w[:-1])):
+        ones = torch.stack([((x >> b) & 1).sum() for b in range(64)]).double()
+        assert float(((ones - x.numel() / 2) / math.sqrt(x.numel() / 4)).abs().max()) < 5, name
+
+
+def test_extreme_words_give_finite_draws_inside_their_ranges(monkeypatch):
+    # The Box-Muller radius takes the word's top 24 bits + 0.5: a word of zeros must not give
+    # log(0); all ones must give a uniform below 1 in float32 too. The tails end at
+    # sqrt(2 * 25 * ln 2) = 5.89 standard deviations (P(|z| > 5.89) is 4e-9).
+    words = torch.tensor([0, -1, 0xFFFFFF, (1 << 40) - 1, 1 << 40, -(1 << 40)], dtype=torch.int64)
+    z = rng._box_muller(words.clone())
+    assert torch.isfinite(z).all() and float(z.abs().max()) <= math.sqrt(50 * math.log(2)) + 1e-12
+    assert float(z.abs().max()) > 5.8  # (the zero word is the far tail)
+    monkeypatch.setattr(rng, "bits", lambda *a, **k: words.view(1, -1))
+    for dtype in (torch.float32, torch.float64):
+        u = rng.uniform(0, rng.as_index(1), dtype=dtype)
+        assert float(u.min()) == 0.0 and float(u.max()) == 1 - 2.0 ** -24 and float(u.max()) < 1.0
