@@ -622,12 +622,15 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     then zlib at ``compress_level``.
     """
     channels = data.shape[2] if data.ndim == 3 else 1
-    if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in _PNG_COLOUR_TYPE:
+    # (newbyteorder("="): a big-endian uint16 array, e.g. from np.fromfile(..., ">u2"), is uint16 too,
+    # and was refused as "needs uint16, got >u2"; the samples are written big-endian either way)
+    if data.dtype.newbyteorder("=") not in (np.uint8, np.uint16) or data.ndim not in (2, 3) \
+            or channels not in _PNG_COLOUR_TYPE:
         raise ValueError(f"PNG needs uint8 or uint16 (H, W) or (H, W, 1-4) data, got {data.dtype} {data.shape}")
     h, w = data.shape[:2]
     if not h or not w:  # (a PNG of width 0 was written, which no decoder reads; height 0 failed in a reshape)
         raise ValueError(f"PNG needs at least one row and one column, got an image of shape {data.shape}")
-    rows = np.ascontiguousarray(data.astype(">u2") if data.dtype == np.uint16 else data).view(np.uint8).reshape(h, -1)
+    rows = np.ascontiguousarray(data.astype(">u2") if data.itemsize == 2 else data).view(np.uint8).reshape(h, -1)
     up = rows.copy()
     up[1:] -= rows[:-1]
     raw = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1).tobytes()  # filter byte 2 (Up) per row
@@ -677,12 +680,12 @@ def pnm_bytes(data: np.ndarray) -> bytes:
     """Binary PGM (``(H, W)`` or ``(H, W, 1)``) or PPM (``(H, W, 3)``) file bytes of uint8 or uint16
     data: maxval 255 or 65535, 16-bit samples big-endian."""
     channels = data.shape[2] if data.ndim == 3 else 1
-    if data.dtype not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in (1, 3):
+    if data.dtype.newbyteorder("=") not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in (1, 3):
         raise ValueError(f"PGM/PPM needs uint8 or uint16 (H, W) or (H, W, 1|3) data, got {data.dtype} {data.shape}")
     height, width = data.shape[:2]
     if not height or not width:  # (was written, and no decoder reads it back)
         raise ValueError(f"PGM/PPM needs at least one row and one column, got an image of shape {data.shape}")
-    deep = data.dtype == np.uint16
+    deep = data.itemsize == 2
     header = b"P%d\n%d %d\n%d\n" % (5 if channels == 1 else 6, width, height, 65535 if deep else 255)
     return header + np.ascontiguousarray(data, dtype=">u2" if deep else np.uint8).tobytes()
 

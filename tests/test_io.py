@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, probe_image, probe_images, read_image,
-                          read_npz, temporary_glob, temporary_target, to_uint, write_image)
+from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, pnm_bytes, probe_image, probe_images,
+                          read_image, read_npz, temporary_glob, temporary_target, to_uint, write_image)
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -355,6 +355,17 @@ def test_written_pngs_decode_to_the_same_samples(dtype, shape):
         high = (data >> 8).astype(np.uint8)
         assert np.array_equal(pillow, high[:, :, [0, 0, 0, 1]] if shape[2] == 2 else high)
     assert png_bytes(data, compress_level=9) != encoded  # the level reaches zlib
+
+
+@pytest.mark.parametrize("name", ["b.png", "b.pgm", "b.ppm"])
+def test_big_endian_16_bit_arrays_are_written_as_uint16(tmp_path, name):
+    # (e.g. from np.fromfile(..., ">u2"), as netpbm and FITS store them) were refused as
+    # "needs uint8 or uint16, got >u2"
+    deep = _ramp(c=1 if name.endswith(".pgm") else 3, top=65535)
+    write_image(tmp_path / name, deep.astype(">u2"))
+    img, bits = read_image(tmp_path / name, channels=None)
+    assert bits == 16 and np.array_equal(np.rint(img * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
+    assert (tmp_path / name).read_bytes() == (png_bytes(deep) if name.endswith(".png") else pnm_bytes(deep))
 
 
 def test_png_writer_refuses_what_png_cannot_hold():
