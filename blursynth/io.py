@@ -655,7 +655,13 @@ def _pnm16_header(path: Path) -> tuple[int, int, int, int, int] | None:
     """``(channels, width, height, maxval, offset of the samples)`` of a binary PGM/PPM with more
     than 8 bits per sample, else None (Pillow reads the rest)."""
     with open(path, "rb") as fh:
-        match = _PNM_HEADER.match(fh.read(4096))
+        head = fh.read(4096)
+        match = _PNM_HEADER.match(head)
+        # A header longer than that (a long # comment) is read on until it ends: left to Pillow, a
+        # 16-bit PGM came in flat gray. (No prefix of a header matches: the maxval needs a space after.)
+        while match is None and head[:2] in _PNM_CHANNELS and (more := fh.read(len(head))):
+            head += more
+            match = _PNM_HEADER.match(head)
     if match is None or not 255 < int(match[4]) < 65536:
         return None
     return _PNM_CHANNELS[match[1]], int(match[2]), int(match[3]), int(match[4]), match.end()

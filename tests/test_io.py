@@ -336,6 +336,19 @@ def test_16bit_pgm_and_ppm_keep_all_bits(tmp_path, maxval):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "8bit.ppm")), np.rint(deep / maxval * 255))
 
 
+@pytest.mark.parametrize("comment", [10, 5000, 70000])
+@pytest.mark.parametrize("kind", ["P5", "P6"])
+def test_16bit_pgm_and_ppm_with_a_long_header_keep_their_values(tmp_path, comment, kind):
+    # The header was looked for in the first 4096 bytes only; past that the file went to Pillow,
+    # which read a 16-bit PGM as flat gray (32768 everywhere)
+    deep = _ramp(c=1 if kind == "P5" else 3, top=65535)
+    header = b"%s\n# %s\n%d %d\n# %s\n65535\n" % (kind.encode(), b"x" * comment, 10, 12, b"y" * comment)
+    (tmp_path / "long.pnm").write_bytes(header + deep.astype(">u2").tobytes())
+    img, bits = read_image(tmp_path / "long.pnm", channels=None)
+    assert bits == 16 and np.array_equal(np.rint(img * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
+    assert probe_image(tmp_path / "long.pnm") == (12, 10)
+
+
 @pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 1), (7, 9, 2), (1, 1, 3), (6, 5, 3), (7, 9, 4)])
