@@ -647,13 +647,14 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
 # files with more than 8 bits are read and all PGM/PPMs written here. The format is a text header
 # (magic, width, height, maxval, with # comments) then the samples, 16-bit ones big-endian.
 
-_PNM_CHANNELS = {b"P5": 1, b"P6": 3}
-_PNM_HEADER = re.compile(rb"(P[56])" + rb"(?:\s|#[^\r\n]*[\r\n])+(\d+)" * 3 + rb"\s")
+# (P2/P3, the plain ASCII forms, too: Pillow reads a plain PGM over 8 bits as 32-bit integers as well)
+_PNM_CHANNELS = {b"P5": 1, b"P6": 3, b"P2": 1, b"P3": 3}
+_PNM_HEADER = re.compile(rb"(P[2356])" + rb"(?:\s|#[^\r\n]*[\r\n])+(\d+)" * 3 + rb"\s")
 
 
-def _pnm16_header(path: Path) -> tuple[int, int, int, int, int] | None:
-    """``(channels, width, height, maxval, offset of the samples)`` of a binary PGM/PPM with more
-    than 8 bits per sample, else None (Pillow reads the rest)."""
+def _pnm16_header(path: Path) -> tuple[int, int, int, int, int, bool] | None:
+    """``(channels, width, height, maxval, offset of the samples, plain)`` of a binary or plain
+    (ASCII, ``plain``) PGM/PPM with more than 8 bits per sample, else None (Pillow reads the rest)."""
     with open(path, "rb") as fh:
         head = fh.read(4096)
         match = _PNM_HEADER.match(head)
@@ -664,16 +665,21 @@ def _pnm16_header(path: Path) -> tuple[int, int, int, int, int] | None:
             match = _PNM_HEADER.match(head)
     if match is None or not 255 < int(match[4]) < 65536:
         return None
-    return _PNM_CHANNELS[match[1]], int(match[2]), int(match[3]), int(match[4]), match.end()
+    return _PNM_CHANNELS[match[1]], int(match[2]), int(match[3]), int(match[4]), match.end(), match[1] in (b"P2", b"P3")
 
 
-def _read_pnm16(path: Path, header: tuple[int, int, int, int, int]) -> np.ndarray:
+def _read_pnm16(path: Path, header: tuple[int, int, int, int, int, bool]) -> np.ndarray:
     """The ``(H, W, C)`` uint16 samples of a PGM/PPM with :func:`_pnm16_header`, scaled from
     ``[0, maxval]`` to ``[0, 65535]``."""
-    channels, width, height, maxval, offset = header
+    channels, width, height, maxval, offset, plain = header
     _check_pixels(path, height, width)
     count = width * height * channels
-    samples = np.fromfile(path, ">u2", count=count, offset=offset)
+    if plain:  # decimal numbers separated by white space (a non-number is a ValueError, named by _decoding)
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            samples = np.clip(np.array(fh.read().split()[:count], dtype=np.int64), 0, maxval)
+    else:
+        samples = np.fromfile(path, ">u2", count=count, offset=offset)
     if samples.size < count:
         raise ImageError(f"{path}: cut short ({samples.size} of {count} samples); re-export it")
     samples = samples.reshape(height, width, channels)

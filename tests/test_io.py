@@ -349,6 +349,25 @@ def test_16bit_pgm_and_ppm_with_a_long_header_keep_their_values(tmp_path, commen
     assert probe_image(tmp_path / "long.pnm") == (12, 10)
 
 
+@pytest.mark.parametrize("maxval", [65535, 1000])
+@pytest.mark.parametrize("kind", ["P2", "P3"])
+def test_plain_16bit_pgm_and_ppm_keep_their_values(tmp_path, maxval, kind):
+    # The plain (ASCII) forms went to Pillow, which reads a plain PGM over 8 bits as 32-bit integers:
+    # read_image made it a flat 0.5 gray. (A plain PPM came in at 8 bits.)
+    deep = _ramp(c=1 if kind == "P2" else 3, top=65535).astype(np.int64) % (maxval + 1)
+    text = " ".join(map(str, deep.ravel())).encode()
+    (tmp_path / "plain.pgm").write_bytes(b"%s\n# a comment\n10 12\n%d\n%s\n" % (kind.encode(), maxval, text))
+    img, bits = read_image(tmp_path / "plain.pgm", channels=None)
+    assert bits == 16 and img.shape == (deep.shape[2], 12, 10)
+    np.testing.assert_allclose(img.transpose(1, 2, 0), np.rint(deep * (65535 / maxval)) / 65535, atol=1e-7)
+    (tmp_path / "bad.pgm").write_bytes(b"P2\n2 1\n65535\n7 x\n")
+    with pytest.raises(ImageError, match="bad.pgm: cannot be read"):
+        read_image(tmp_path / "bad.pgm")
+    (tmp_path / "short.pgm").write_bytes(b"P2\n2 1\n65535\n7\n")
+    with pytest.raises(ImageError, match="cut short"):
+        read_image(tmp_path / "short.pgm")
+
+
 @pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 1), (7, 9, 2), (1, 1, 3), (6, 5, 3), (7, 9, 4)])
