@@ -590,6 +590,9 @@ def _read_png16(path: Path) -> np.ndarray:
     _check_pixels(path, height, width)
     # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
     img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
+    # torchvision before 0.21 (pyproject allows 0.16) gives 16-bit PNGs as int32 in [0, 65535], which
+    # read_image would scale by the int32 range (a flat 0.5 gray): uint16, as later versions give
+    img = img.astype(np.uint16, copy=False)
     chunks = dict(_png_chunks(memoryview(data)))
     key = chunks.get(b"tRNS")
     # (gray or RGB only, one 16-bit sample per channel: the PNG standard forbids it beside an alpha
