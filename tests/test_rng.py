@@ -230,3 +230,14 @@ def test_extreme_words_give_finite_draws_inside_their_ranges(monkeypatch):
     for dtype in (torch.float32, torch.float64):
         u = rng.uniform(0, rng.as_index(1), dtype=dtype)
         assert float(u.min()) == 0.0 and float(u.max()) == 1 - 2.0 ** -24 and float(u.max()) < 1.0
+
+
+def test_an_item_is_the_same_in_batches_of_any_size():
+    # From 512 items up a block holds 64 of each item's elements and spans torch's parallel grain;
+    # alone, an item's 130 elements are one block: the float64 Box-Muller values must not change.
+    for n in (1, 3, 600, 1500):
+        idx = rng.as_index(range(7, 7 + n))
+        for draw in (rng.normal, rng.uniform):
+            whole = draw(5, idx, (2, 65), 1, dtype=torch.float64)
+            for k in sorted({0, n // 2, n - 1}):
+                assert torch.equal(whole[k], draw(5, idx[k:k + 1], (2, 65), 1, dtype=torch.float64)[0]), (n, k)
