@@ -324,7 +324,8 @@ DEEP_SUFFIXES = {".png", ".pgm", ".ppm", ".tif", ".tiff"}  # formats write_image
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwargs) -> None:
-    """Atomically write float ``(C, H, W)`` in ``[0, 1]`` (or an integer array) as an image file.
+    """Atomically write float ``(C, H, W)`` in ``[0, 1]`` (or an integer array, written as it is: laid out
+    as :func:`to_uint` returns it, ``(H, W[, C])``, not ``(C, H, W)``) as an image file.
 
     The format follows the suffix. PNGs (8 or 16 bits, gray, gray + alpha, RGB or RGBA) are encoded by
     :func:`png_bytes`, whose only option is ``compress_level`` (zlib, 0-9, default 6), PGM/PPMs (8 or
