@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, pnm_bytes, probe_image, probe_images,
-                          read_image, read_npz, temporary_glob, temporary_target, to_uint, write_image)
+from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, pnm_bytes, probe_image,
+                          probe_images, read_image, read_npz, temporary_glob, temporary_target, to_uint, write_image)
 
 
 def _ramp(h=12, w=10, c=3, top=255):
