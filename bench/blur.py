@@ -101,7 +101,7 @@ def uniform(repeats: int, threads: list[int], device: str = "cpu") -> None:
                     if "zero pad" not in name:
                         ours = blur(x, k, boundary)
                         diff = (torch.as_tensor(fn()).to(device).reshape(ours.shape) - ours).abs().max().item()
-                        if diff > 1e-4:
+                        if diff > 1e-3:  # (TF32 convolutions on a GPU; a shifted or wrong-boundary result: > 1e-2)
                             raise AssertionError(f"{name} differs from blur {boundary} by {diff:.2e} ({size}^2)")
             fns = {name: fn for name, (fn, _) in peers.items()}
             fns.update({"blur " + b: (lambda b=b: blur(x, k, b)) for b in ("valid", "reflect", "circular")})
