@@ -101,15 +101,16 @@ PEER_BATCHES = {"deepinv MotionBlurGenerator (batched)": (deepinv_peer, (64, 256
 
 def throughput(n: int, repeat: int) -> None:
     print(f"== kernels/s, one thread, best of {repeat} round-robin rounds (ours: n = {n}, default chunk; "
-          f"peers: n / 10, at least the largest batch, at their fastest batch size of those listed)")
-    # At least the largest batch listed: with fewer kernels (2,000 at the default n) "batch 4096" ran
-    # one batch of 2,000 and was printed as batches of 4096.
-    count = max(500, n // 10, max(max(batches) for _, batches in PEER_BATCHES.values()))
+          f"peers: n / 10 rounded up to whole batches, at their fastest batch size of those listed)")
+    count = max(500, n // 10)
+    # Whole batches only: with n / 10 kernels (2,000 at the default n) "batch 4096" ran one batch of
+    # 2,000 and was printed as batches of 4096, and a last partial batch is not the batch size named.
+    counts = {batch: -(-count // batch) * batch for _, batches in PEER_BATCHES.values() for batch in batches}
     for size in (31, 64):
         fns = {"ours": ours(n, size)}
         for name, (make, batches) in PEER_BATCHES.items():
             for batch in batches:
-                fn = make(count, size, batch)
+                fn = make(counts[batch], size, batch)
                 if fn is None:
                     print(f"{size}x{size}  {name}: not installed")
                     break
@@ -119,10 +120,10 @@ def throughput(n: int, repeat: int) -> None:
         print(f"{size}x{size}  ours (CameraShake 6-DoF + projection + sub-pixel splat, chunk "
               f"{K.default_chunk(size)}): {mine:10,.0f} kernels/s")
         for name, (_, batches) in PEER_BATCHES.items():
-            timed = {batch: best[name, batch] for batch in batches if (name, batch) in best}
-            if timed:
-                batch = min(timed, key=timed.get)
-                theirs = count / timed[batch]
+            rate = {batch: counts[batch] / best[name, batch] for batch in batches if (name, batch) in best}
+            if rate:
+                batch = max(rate, key=rate.get)
+                theirs = rate[batch]
                 label = f"{name}, batch {batch}" if len(batches) > 1 else name
                 print(f"{size}x{size}  {label}: {theirs:10,.0f} kernels/s   ratio ours/theirs {mine / theirs:6.2f}x")
 
