@@ -9,6 +9,12 @@ device. No global RNG state is read or written.
 ``stream`` separates the independent quantities one sampler draws for the same item (one small
 integer constant per quantity), so adding a new quantity never changes the others.
 
+A known limit of the key (``mix(mix(seed) ^ mix((stream + 1) * G))``, G the golden-ratio constant of
+:func:`_key`): it is symmetric between a seed of the form ``(t + 1) * G mod 2**64`` and stream ``t``,
+so seed ``(t + 1) * G`` on stream ``s`` draws what seed ``(s + 1) * G`` draws on stream ``t`` (when
+both are valid seeds). Seeds chosen by hand or at random never take that form except by a chance
+of the order of 2**-58 a seed; changing the key would change every set ever generated, so it stays.
+
 A seed is an integer in ``[0, 2**63)`` (:data:`SEED_LIMIT`); :func:`check_seed` is the one place
 that says so, and every draw goes through it.
 """
