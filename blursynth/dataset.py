@@ -192,8 +192,10 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     theirs = sorted((_written_names(settings["pairs"], settings["layout"]) & existing) - own)
     if theirs:
         more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
-        raise DatasetError(f"--out {out}: {theirs[0]}{more} lie where this dataset writes but no earlier dataset "
-                           "run in it wrote them (its dataset.json does not name them); move them away or choose "
+        lies, them = ("lie", "them") if len(theirs) > 1 else ("lies", "it")
+        why = "its dataset.json does not name" if previous is not None else "there is no dataset.json to name"
+        raise DatasetError(f"--out {out}: {theirs[0]}{more} {lies} where this dataset writes but no earlier dataset "
+                           f"run in it wrote {them} ({why} {them}); move {them} away or choose "
                            "another --out (--overwrite deletes only a dataset's own files)")
     # dataset.json last: it names the rest, so a run interrupted here (Ctrl-C amid many files) leaves a folder
     # the same command still recognises and finishes clearing, not old pairs it would take for someone else's
