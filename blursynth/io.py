@@ -506,6 +506,8 @@ def _decode(path: Path) -> np.ndarray:
         _check_pixels(path, *file.properties(index=0).shape[:2])
         meta = file.metadata(index=0, exclude_applied=False)
         mode = meta.get("mode")
+        if mode in ("RGB", "L") and (fast := _decode_jpeg(path)) is not None:
+            return fast
         # A transparent colour (PNG's tRNS chunk, GIF's transparent index) is alpha too: read with it,
         # and read_image composites it over white, as it does an alpha channel.
         keyed = mode in ("1", "L", "P", "RGB") and "transparency" in meta
@@ -578,6 +580,31 @@ def _is_png16(path: Path) -> bool:
         head = fh.read(26)
     # Signature, IHDR length and type, width, height, then bit depth (byte 24) and colour type (byte 25).
     return head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] in (0, 2, 4, 6)
+
+
+def _decode_jpeg(path: Path) -> np.ndarray | None:
+    """An 8-bit RGB or gray JPEG decoded by torchvision's libjpeg-turbo, upright, ``(H, W[, 3])``
+    uint8; None for any other file, or when torchvision cannot (too old, or a warning or error:
+    Pillow then reads it, and words any failure). The same samples as Pillow's, in half the time
+    (a 12 Mpx photo: 56 against 106 ms on one core), which is most of a pair's time when
+    ``blursynth dataset`` crops photos."""
+    with open(path, "rb") as fh:
+        if fh.read(3) != b"\xff\xd8\xff":
+            return None
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+        with warnings.catch_warnings():  # (libjpeg's "premature end of data" is a warning: Pillow's call)
+            warnings.simplefilter("error")
+            # torchvision 0.29 marks its codecs deprecated (they still work; without them, Pillow reads)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_jpeg(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.UNCHANGED,
+                              apply_exif_orientation=True)
+    except Exception:  # (TypeError: a torchvision without EXIF orientation, before 0.19)
+        return None
+    if img.dtype != torch.uint8 or img.shape[0] not in (1, 3):
+        return None
+    return img[0].numpy() if img.shape[0] == 1 else img.numpy().transpose(1, 2, 0)
 
 
 def _read_png16(path: Path) -> np.ndarray:

@@ -189,6 +189,35 @@ def test_tiff_size_is_checked_before_decoding(tmp_path, monkeypatch):
             read(tmp_path / "scan.tif")
 
 
+@pytest.mark.parametrize("orientation", sorted(UPRIGHT))
+@pytest.mark.parametrize("mode, progressive", [("RGB", False), ("L", False), ("RGB", True)])
+def test_jpegs_decoded_by_torchvision_equal_pillows(tmp_path, monkeypatch, orientation, mode, progressive):
+    """JPEGs take torchvision's decoder (twice as fast): the same samples as Pillow's, upright."""
+    import blursynth.io as bio
+    rng = np.random.default_rng(orientation)
+    image = Image.fromarray((rng.random((37, 53, 3)) * 255).astype(np.uint8)).convert(mode)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(tmp_path / "p.jpg", quality=90, exif=exif, progressive=progressive)
+    real, used = bio._decode_jpeg, []
+    monkeypatch.setattr(bio, "_decode_jpeg", lambda path: used.append(path) or real(path))
+    fast, bits = read_image(tmp_path / "p.jpg", channels=None)
+    assert used and real(tmp_path / "p.jpg") is not None and bits == 8  # (it was torchvision's)
+    monkeypatch.setattr(bio, "_decode_jpeg", lambda path: None)
+    slow, _ = read_image(tmp_path / "p.jpg", channels=None)
+    assert fast.shape == slow.shape and fast.shape[0] == len(mode) and np.array_equal(fast, slow)
+    stored = np.asarray(image)
+    assert fast.shape[1:] == UPRIGHT[orientation](stored if stored.ndim == 3 else stored[..., None]).shape[:2]
+
+
+def test_a_cut_jpeg_is_left_to_pillow(tmp_path):
+    data = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 99, np.uint8)).save(data, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(data.getvalue()[:300])
+    import blursynth.io as bio
+    assert bio._decode_jpeg(tmp_path / "cut.jpg") is None
+
+
 def test_cmyk_jpeg_is_converted_to_rgb(tmp_path):
     rgb = np.zeros((16, 32, 3), np.uint8)
     rgb[:, :16] = (255, 0, 0)
