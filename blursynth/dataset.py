@@ -215,7 +215,8 @@ def _check_apart(out: Path, sharp) -> None:
         raise DatasetError(f"--out {out} is inside --sharp {sharp}: the pairs written there would be read as photos "
                            "by the next run; choose an --out outside the photo folder")
     for sub in MANAGED:
-        if p == o / sub or o / sub in p.parents:
+        # (resolved: an --out whose sharp/ is a link to the photo folder wrote its crops among the photos)
+        if p == (o / sub).resolve() or (o / sub).resolve() in p.parents:
             raise DatasetError(f"--sharp {sharp} is inside --out {out}'s {sub}/ folder, where the dataset writes; "
                                f"move the photos elsewhere (e.g. {Path(out) / 'photos'}) or choose another --out")
 

@@ -440,6 +440,18 @@ def test_photos_in_the_output_folders_are_refused(tmp_path, photos, recipe_file,
     assert _snapshot(sharp) == before
 
 
+def test_an_output_folder_linked_to_the_photos_is_refused(tmp_path, photos, recipe_file, capsys):
+    """out/sharp a link to the photo folder: the dataset wrote its crops among the user's photos."""
+    sharp = tmp_path / "photos"
+    shutil.copytree(photos, sharp)
+    before = _snapshot(sharp)
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "sharp").symlink_to(sharp)
+    _run(tmp_path / "set", sharp, recipe_file, "--pairs", "4", "--overwrite", expect=2)
+    assert "--sharp" in capsys.readouterr().err
+    assert _snapshot(sharp) == before
+
+
 def test_photos_beside_the_output_folders_are_fine(tmp_path, photos, recipe_file):
     shutil.copytree(photos, tmp_path / "mydata" / "photos")
     _run(tmp_path / "mydata", tmp_path / "mydata" / "photos", recipe_file, "--pairs", "4", "--overwrite")
