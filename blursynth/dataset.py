@@ -393,8 +393,19 @@ def _merge(out: Path, chunks: int) -> bool:
     with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
         for p in parts:
             fh.write(p.read_text())
-    shutil.rmtree(out / "parts", ignore_errors=True)
+    _remove_parts(out, chunks)
     return True
+
+
+def _remove_parts(out: Path, chunks: int) -> None:
+    """Delete the part files of ``chunks`` chunks, and ``parts/`` if that empties it.
+
+    Not rmtree: a folder of the user's own named parts/ in --out (--overwrite keeps its files) lost them all.
+    """
+    for c in range(chunks):
+        (out / "parts" / f"{c:06d}.jsonl").unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not there, or holds files of the user's: kept
+        (out / "parts").rmdir()
 
 
 def _png_bits(recipe: Recipe) -> int:
@@ -596,7 +607,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
                 raise
             raise DatasetError(_unreadable_after_scan(exc)) from None
         if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
-            shutil.rmtree(out / "parts", ignore_errors=True)
+            _remove_parts(out, chunks)
             return {"written": written, "done": pairs, "complete": True}
         complete = _merge(out, chunks)
         done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())

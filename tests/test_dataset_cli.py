@@ -389,6 +389,20 @@ def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, photos, recipe_
     assert not (out / "parts").exists()
 
 
+def test_the_users_own_parts_folder_is_kept(tmp_path, photos, recipe_file):
+    """A folder of the user's named parts/ (photos of machine parts) in --out: --overwrite keeps its files,
+    and so must the merge, which removed the whole folder, and the re-run of a finished dataset."""
+    out = tmp_path / "mydata"
+    (out / "parts").mkdir(parents=True)
+    (out / "parts" / "engine.jpg").write_bytes(b"user photo")
+    _run(out, photos, recipe_file, "--pairs", "4", "--overwrite")
+    assert (out / "parts" / "engine.jpg").read_bytes() == b"user photo"
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["engine.jpg"]  # the part files are gone
+    (out / "parts" / "000000.jsonl").write_text("{}\n")  # as a kill after the merge leaves it
+    _run(out, photos, recipe_file, "--pairs", "4")
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["engine.jpg"]
+
+
 def test_an_overwrite_interrupted_while_deleting_is_finished_by_the_same_command(tmp_path, photos, recipe_file,
                                                                                  reference, monkeypatch):
     # Ctrl-C while --overwrite deleted the old pairs (many files: it takes a while) removed dataset.json,
