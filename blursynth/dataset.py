@@ -377,12 +377,34 @@ def _context(device: str):
     return mp.get_context("fork")
 
 
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last 12 bytes of every PNG
+
+
+def _whole(path: Path) -> bool:
+    """Whether ``path``, an image or kernel file of the dataset, exists and is not cut short.
+
+    Our writes are atomic, but shard folders are copied in by cp, which a kill or a full disk leaves
+    with a truncated last file: with its chunk's part file copied first, it was taken as done.
+    """
+    try:
+        with open(path, "rb") as fh:
+            if path.suffix == ".png":
+                fh.seek(-len(_PNG_END), os.SEEK_END)
+                return fh.read() == _PNG_END
+            version = np.lib.format.read_magic(fh)
+            # (np.save writes version 1.0; any other: not ours, made again)
+            shape, _, dtype = getattr(np.lib.format, f"read_array_header_{version[0]}_0")(fh)
+            return os.fstat(fh.fileno()).st_size == fh.tell() + dtype.itemsize * math.prod(shape)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _files_present(out: Path, chunk: int, pairs: int, layout: str) -> bool:
-    """Whether every image and kernel file of ``chunk`` exists."""
+    """Whether every image and kernel file of ``chunk`` exists, whole."""
     sharp_dir, blur_dir = LAYOUTS[layout]
     names = (_name(i, pairs) for i in range(chunk * CHUNK, min((chunk + 1) * CHUNK, pairs)))
-    return all((out / sharp_dir / f"{n}.png").is_file() and (out / blur_dir / f"{n}.png").is_file()
-               and (out / "kernels" / f"{n}.npy").is_file() for n in names)
+    return all(_whole(out / sharp_dir / f"{n}.png") and _whole(out / blur_dir / f"{n}.png")
+               and _whole(out / "kernels" / f"{n}.npy") for n in names)
 
 
 def _merge(out: Path, chunks: int) -> bool:

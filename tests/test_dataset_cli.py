@@ -191,6 +191,18 @@ def test_finished_run_rerun_is_a_no_op_and_killed_merge_finishes(tmp_path, photo
     assert _snapshot(out) == reference[1]
 
 
+def test_a_file_cut_short_by_a_killed_copy_is_made_again(tmp_path, photos, recipe_file, reference):
+    """A shard folder copied in by cp, killed: its chunk's part file there, an image or kernel cut short."""
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    for name in ("blur/000003.png", "kernels/000017.npy", "sharp/000005.png"):
+        data = (out / name).read_bytes()
+        (out / name).write_bytes(data[:len(data) // 2])
+    (out / "kernels" / "000009.npy").write_bytes(b"")
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
+
 def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, reference):
     merged = tmp_path / "merged"
     for i in range(2):
