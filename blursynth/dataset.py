@@ -30,7 +30,6 @@ import multiprocessing.connection
 import os
 import pickle
 import re
-import shutil
 import signal
 import sys
 from pathlib import Path
