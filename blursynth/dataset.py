@@ -629,7 +629,9 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             raise DatasetError(_unreadable_after_scan(exc)) from None
         if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
             _remove_parts(out, chunks)
-            return {"written": written, "done": pairs, "complete": True}
+            # (a shard made only its own chunks: another's missing files were reported "200/200 present, complete")
+            missing = [c for c in sorted(set(range(chunks)) - set(mine)) if not _files_present(out, c, pairs, layout)]
+            return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
         complete = _merge(out, chunks)
         done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())
         return {"written": written, "done": done, "complete": complete}

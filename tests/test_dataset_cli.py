@@ -191,6 +191,18 @@ def test_finished_run_rerun_is_a_no_op_and_killed_merge_finishes(tmp_path, photo
     assert _snapshot(out) == reference[1]
 
 
+def test_a_shard_run_in_a_finished_folder_does_not_call_another_shards_loss_complete(tmp_path, photos, recipe_file,
+                                                                                   reference, capsys):
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    (out / "blur" / "000017.png").unlink()  # chunk 1, shard 1/2's
+    _run(out, photos, recipe_file, "--shard", "0/2")
+    said = capsys.readouterr().out
+    assert "16/20 present" in said and "complete" not in said.replace("run without --shard", "")
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
+
 def test_a_file_cut_short_by_a_killed_copy_is_made_again(tmp_path, photos, recipe_file, reference):
     """A shard folder copied in by cp, killed: its chunk's part file there, an image or kernel cut short."""
     out = tmp_path / "set"
