@@ -406,10 +406,24 @@ def _files_present(out: Path, chunk: int, pairs: int, layout: str) -> bool:
                and _whole(out / "kernels" / f"{n}.npy") for n in names)
 
 
-def _merge(out: Path, chunks: int) -> bool:
+def _part_done(out: Path, chunk: int, seed: int) -> bool:
+    """Whether ``chunk``'s part file exists and its records are of ``seed``.
+
+    Shard folders made with different --seed values and copied into one were merged without a word (the
+    last dataset.json copied in won), a silently mixed dataset: such a chunk is made again with this seed.
+    (Only the seed is in the records; other settings that differ between shards are not seen.)
+    """
+    try:
+        lines = (out / "parts" / f"{chunk:06d}.jsonl").read_text().splitlines()
+        return all(json.loads(line).get("seed") == seed for line in lines)
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def _merge(out: Path, chunks: int, seed: int) -> bool:
     """Write ``manifest.jsonl`` from all part files, in order, if every chunk is done; True if written."""
     parts = [out / "parts" / f"{c:06d}.jsonl" for c in range(chunks)]
-    if not all(p.is_file() for p in parts):
+    if not all(_part_done(out, c, seed) for c in range(chunks)):
         return False
     with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
         for p in parts:
@@ -615,7 +629,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         mine = list(range(shard[0], chunks, shard[1]))
         # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
         # a pair lost later is made again, byte-identical, so the folder matches its manifest.
-        todo = [c for c in mine if not ((finished or (out / "parts" / f"{c:06d}.jsonl").is_file())
+        todo = [c for c in mine if not ((finished or _part_done(out, c, seed))
                                         and _files_present(out, c, pairs, layout))]
         writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits)
         size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
@@ -632,7 +646,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             # (a shard made only its own chunks: another's missing files were reported "200/200 present, complete")
             missing = [c for c in sorted(set(range(chunks)) - set(mine)) if not _files_present(out, c, pairs, layout)]
             return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
-        complete = _merge(out, chunks)
-        done = pairs if complete else sum(size(c) for c in range(chunks) if (out / "parts" / f"{c:06d}.jsonl").is_file())
+        complete = _merge(out, chunks, seed)
+        done = pairs if complete else sum(size(c) for c in range(chunks) if _part_done(out, c, seed))
         return {"written": written, "done": done, "complete": complete}
 

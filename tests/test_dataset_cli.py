@@ -226,6 +226,18 @@ def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, ref
     assert _snapshot(merged) == reference[1]
 
 
+def test_shards_made_with_another_seed_are_not_mixed_in(tmp_path, photos, recipe_file, reference):
+    """Shard 1 run with --seed 4 by mistake, copied in last: its chunk was merged into a seed-3 dataset."""
+    _run(tmp_path / "s0", photos, recipe_file, "--shard", "0/2")
+    _run(tmp_path / "s1", photos, recipe_file, "--shard", "1/2", "--seed", "4")
+    out = tmp_path / "set"
+    for s in ("s0", "s1"):
+        shutil.copytree(tmp_path / s, out, dirs_exist_ok=True)
+    (out / "dataset.json").write_bytes((tmp_path / "s0" / "dataset.json").read_bytes())  # (or refused: other seed)
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
+
 def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file, reference):
     moved = tmp_path / "elsewhere"
     shutil.copytree(photos, moved)
