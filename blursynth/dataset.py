@@ -193,9 +193,11 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
         more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
         lies, them = ("lie", "them") if len(theirs) > 1 else ("lies", "it")
         why = "its dataset.json does not name" if previous is not None else "there is no dataset.json to name"
+        # (a shard folder copied in without its dataset.json comes here: say how to merge it)
+        shard = "" if previous is not None else "; if they are a shard's, copy its dataset.json in too"
         raise DatasetError(f"--out {out}: {theirs[0]}{more} {lies} where this dataset writes but no earlier dataset "
                            f"run in it wrote {them} ({why} {them}); move {them} away or choose "
-                           "another --out (--overwrite deletes only a dataset's own files)")
+                           f"another --out (--overwrite deletes only a dataset's own files){shard}")
     # dataset.json last: it names the rest, so a run interrupted here (Ctrl-C amid many files) leaves a folder
     # the same command still recognises and finishes clearing, not old pairs it would take for someone else's
     for name in sorted(own, key=lambda n: (n == "dataset.json", n)):

@@ -475,6 +475,7 @@ def test_overwrite_of_a_folder_that_is_no_dataset_keeps_everything(tmp_path, pho
     assert len(err.splitlines()) == 1 and "blur/000002.png" in err
     # one file, and a folder with no dataset.json: said so (it read "lie ... its dataset.json does not name them")
     assert "blur/000002.png lies where" in err and "there is no dataset.json to name it" in err
+    assert "if they are a shard's, copy its dataset.json in too" in err
     assert (foreign / "blur" / "000002.png").read_bytes() == b"someone else's"
 
 
