@@ -31,6 +31,8 @@ from blursynth.io import IMAGE_SUFFIXES, ImageError, probe_images, read_image
 from blursynth.pairs import make_pairs
 from blursynth.scenes import dead_leaves
 
+from .metrics import SSIM_WINDOW
+
 # rng streams of this module
 _S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM, _S_ROT = 40, 41, 42, 43, 44
 
@@ -350,7 +352,7 @@ def _check_sides(items: list[dict], names: list, cfg, option: str) -> None:
     at the generator's coarsest scale and, when there are sharp twins, SSIM's 11 px window. Checked
     at start: the first validation, ``--eval-every`` steps in, failed in a traceback."""
     factor = cfg.size_factor()
-    need = max(2 * factor, 11 if any("sharp" in item for item in items) else 0)
+    need = max(2 * factor, SSIM_WINDOW if any("sharp" in item for item in items) else 0)
     for item, name in zip(items, names):
         h, w = item["blur"].shape[-2:]
         if min(h, w) // factor * factor < need:

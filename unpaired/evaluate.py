@@ -44,8 +44,6 @@ from .inference import load_restorer
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
 
-SSIM_WINDOW = 11  # px a side that the scored area must keep (metrics.ssim's window)
-
 LEVIN_NAME = re.compile(r"im(\d+)_kernel(\d+)\.png")
 
 
@@ -225,13 +223,13 @@ def _check_border(path: Path, image: torch.Tensor, radius: int, border: int) -> 
     hold SSIM's 11 px window (metrics.levin_scores' rule): a border that only left 1 px ended in a
     traceback, and the border advised here must be one that works."""
     h, w = image.shape[-2:]
-    if min(h, w) < SSIM_WINDOW:  # (no border helps)
-        raise EvaluationError(f"{path}: {w}x{h} is smaller than the {SSIM_WINDOW} px window of SSIM and cannot be "
-                              "scored; remove the pair or use larger images")
-    if min(h, w) - 2 * border < SSIM_WINDOW:
+    if min(h, w) < metrics.SSIM_WINDOW:  # (no border helps)
+        raise EvaluationError(f"{path}: {w}x{h} is smaller than the {metrics.SSIM_WINDOW} px window of SSIM and "
+                              "cannot be scored; remove the pair or use larger images")
+    if min(h, w) - 2 * border < metrics.SSIM_WINDOW:
         below = " (and --radius below it)" if radius > 0 else ""
         raise EvaluationError(f"{path}: {w}x{h} is too small for a {border} px border; use --border "
-                              f"{(min(h, w) - SSIM_WINDOW) // 2} or less{below}")
+                              f"{(min(h, w) - metrics.SSIM_WINDOW) // 2} or less{below}")
 
 
 def _estimate(k_est: torch.Tensor, pair: Pair) -> torch.Tensor:

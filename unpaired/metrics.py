@@ -27,7 +27,10 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tens
     return torch.stack([kornia.metrics.psnr(a, b, max_val) for a, b in zip(x, ref)])
 
 
-def ssim(x: torch.Tensor, ref: torch.Tensor, window_size: int = 11, max_val: float = 1.0) -> torch.Tensor:
+SSIM_WINDOW = 11  # px a side of the SSIM window (Wang et al.'s 11x11 Gaussian): what a scored image must hold
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor, window_size: int = SSIM_WINDOW, max_val: float = 1.0) -> torch.Tensor:
     """Mean SSIM per image, ``(B,)``: kornia's Gaussian-window SSIM over the positions where the
     whole window fits (no padding, so borders are not invented; Gaussian sigma 1.5, constants
     ``(0.01 max_val)^2`` and ``(0.03 max_val)^2``), averaged over channels: images must be at least
@@ -144,9 +147,10 @@ def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: i
     _check_pair(x, ref)
     _check_pixels("radius", radius)
     side = min(x.shape[-2:])
-    if not rng.is_integer(border) or border < 0 or side - 2 * border < 11:
-        raise ValueError(f"border must be an integer >= 0 that leaves the 11 px SSIM window of {x.shape[-2]}x"
-                         f"{x.shape[-1]} images, got {border!r}; pass a border of at most {max(side - 11, 0) // 2}")
+    if not rng.is_integer(border) or border < 0 or side - 2 * border < SSIM_WINDOW:
+        raise ValueError(f"border must be an integer >= 0 that leaves the {SSIM_WINDOW} px SSIM window of "
+                         f"{x.shape[-2]}x{x.shape[-1]} images, got {border!r}; pass a border of at most "
+                         f"{max(side - SSIM_WINDOW, 0) // 2}")
     if radius > 0:
         x, shift = align(x, ref, radius=radius, border=border)
     else:
