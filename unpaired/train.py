@@ -200,17 +200,13 @@ def main(argv: list[str] | None = None) -> dict:
     blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
     sharp = FolderImages(cfg.sharp, "--sharp", cfg.crop) if cfg.sharp else None
     for option, folder in (("--blurry", blurry), ("--sharp", sharp)):
-        if master and folder is not None and folder.skipped:
-            print(f"{option}: skipped {len(folder.skipped)} of {len(folder.skipped) + len(folder)} files:\n  "
-                  + "\n  ".join(folder.skipped[:10])
-                  + (f"\n  and {len(folder.skipped) - 10} more" if len(folder.skipped) > 10 else ""), file=sys.stderr)
+        if master and folder is not None:
+            _report_skipped(option, folder.skipped, len(folder), "files")
     val, pair_source = validation_pairs(cfg, blurry)
     if pair_source is not None:  # (checked now, as the photo folders are, not when a step first draws a bad pair)
         skipped = usable_pairs(pair_source, "--pairs", cfg.crop)
-        if master and skipped:
-            print(f"--pairs: skipped {len(skipped)} of {len(skipped) + len(pair_source)} pairs:\n  "
-                  + "\n  ".join(skipped[:10])
-                  + (f"\n  and {len(skipped) - 10} more" if len(skipped) > 10 else ""), file=sys.stderr)
+        if master:
+            _report_skipped("--pairs", skipped, len(pair_source), "pairs")
     if master and cfg.mode == "paired" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
         print(f"--pairs {cfg.pairs}: {len(pair_source)} pairs for training, the last {len(val)} held out for "
               "validation (--val-size, or --val-pairs DIR)", file=sys.stderr)
@@ -520,6 +516,13 @@ def _fit(x: torch.Tensor, factor: int) -> torch.Tensor:
     """Crop ``(B, C, H, W)`` to sides that are multiples of ``factor`` (validation crops of odd images)."""
     h, w = x.shape[-2] // factor * factor, x.shape[-1] // factor * factor
     return x[..., :h, :w]
+
+
+def _report_skipped(option: str, skipped: list[str], kept: int, what: str) -> None:
+    """Say on stderr which inputs of ``option`` were left out and why (the first 10), if any."""
+    if skipped:
+        print(f"{option}: skipped {len(skipped)} of {len(skipped) + kept} {what}:\n  " + "\n  ".join(skipped[:10])
+              + (f"\n  and {len(skipped) - 10} more" if len(skipped) > 10 else ""), file=sys.stderr)
 
 
 def _remove_run_files(run: Path) -> None:
