@@ -188,15 +188,17 @@ class TrainConfig:
             if getattr(self, name) % factor:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be a multiple of {factor} "
                                   f"for the {self.generator} generator")
-        # (2 px at the generator's coarsest scale, for the U-Net's reflect padding and the ResNet's instance
-        # norm: --crop 8 with the default U-Net passed, made the data, then failed in a traceback at step 1)
+        from unpaired.metrics import SSIM_WINDOW
+        from unpaired.models import min_side
+
+        # (--crop 8 with the default U-Net passed, made the data, then failed in a traceback at step 1)
         for name in ("crop",) + (("val_crop",) if self.val_size else ()):
-            if getattr(self, name) < 2 * factor:
-                raise ConfigError(f"--{_flag(name)} {getattr(self, name)} is below {2 * factor} px, the least the "
-                                  f"{self.generator} generator takes (2 px at its coarsest scale); raise it")
-        if self.val_size and self.val_crop < 11:  # (metrics.ssim's 11 px window must fit: else the first validation fails)
-            raise ConfigError(f"--val-crop {self.val_crop} is smaller than SSIM's 11 px window; use at least 11 "
-                              "(or --val-size 0 for no validation)")
+            if getattr(self, name) < min_side(factor):
+                raise ConfigError(f"--{_flag(name)} {getattr(self, name)} is below {min_side(factor)} px, the least "
+                                  f"the {self.generator} generator takes (2 px at its coarsest scale); raise it")
+        if self.val_size and self.val_crop < SSIM_WINDOW:  # (else the first validation fails)
+            raise ConfigError(f"--val-crop {self.val_crop} is smaller than SSIM's {SSIM_WINDOW} px window; use at "
+                              f"least {SSIM_WINDOW} (or --val-size 0 for no validation)")
         if self.mode == "reblur":
             raise ConfigError("--mode reblur is not implemented yet; use --mode paired or --mode cyclegan")
         if self.mode == "cyclegan" and (self.blurry is None) != (self.sharp is None):

@@ -32,6 +32,7 @@ from blursynth.pairs import make_pairs
 from blursynth.scenes import dead_leaves
 
 from .metrics import SSIM_WINDOW
+from .models import min_side
 
 # rng streams of this module
 _S_CROP_Y, _S_CROP_X, _S_FLIP, _S_PERM, _S_ROT = 40, 41, 42, 43, 44
@@ -352,13 +353,13 @@ def _check_sides(items: list[dict], names: list, cfg, option: str) -> None:
     at the generator's coarsest scale and, when there are sharp twins, SSIM's 11 px window. Checked
     at start: the first validation, ``--eval-every`` steps in, failed in a traceback."""
     factor = cfg.size_factor()
-    need = max(2 * factor, SSIM_WINDOW if any("sharp" in item for item in items) else 0)
+    need = max(min_side(factor), SSIM_WINDOW if any("sharp" in item for item in items) else 0)
     for item, name in zip(items, names):
         h, w = item["blur"].shape[-2:]
         if min(h, w) // factor * factor < need:
             raise ImageError(f"{option}: {name} is {w}x{h}, too small to validate on (validation crops must "
                              f"be at least {need} px, in multiples of {factor}, for the {cfg.generator} generator"
-                             f"{' and SSIM' if need > 2 * factor else ''}); remove it, or pass --val-size 0")
+                             f"{' and SSIM' if need > min_side(factor) else ''}); remove it, or pass --val-size 0")
 
 
 def _crop_items(items: list[dict], size: int) -> list[dict]:

@@ -33,7 +33,7 @@ from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, first_line, re
                           write_image)
 from unpaired.config import pick_device
 from unpaired.data import list_images
-from unpaired.models import build_generator, size_factor
+from unpaired.models import build_generator, min_side, size_factor
 
 
 def step_checkpoints(folder: Path) -> list[Path]:
@@ -133,10 +133,10 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
-    # At least two strides of the network: the generators here need 2 px at their coarsest scale (the
-    # U-Net's reflect padding, the ResNet's instance norm), and a smaller tile (--tile 8, or --overlap 0
-    # on a tiny image) ended in a traceback from inside the network.
-    tile = max(math.ceil(tile / factor) * factor, 2 * factor)
+    # (a tile below min_side, --tile 8 or --overlap 0 on a tiny image, ended in a traceback from inside
+    # the network)
+    least = min_side(factor)
+    tile = max(math.ceil(tile / factor) * factor, least)
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must lie in [0, tile), got overlap={overlap}, tile={tile}")
     b, c, h, w = image.shape
@@ -145,8 +145,8 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     # A tile longer than the padded image along an axis shrinks to it (a multiple of factor, still
     # above overlap): one tile covers that axis either way, and padding it to the full tile would
     # only cost time and memory (a 4096 px tile on a 40x50 image).
-    th = min(tile, math.ceil(max(pad + h + pad, overlap + 1, 2 * factor) / factor) * factor)
-    tw = min(tile, math.ceil(max(pad + w + pad, overlap + 1, 2 * factor) / factor) * factor)
+    th = min(tile, math.ceil(max(pad + h + pad, overlap + 1, least) / factor) * factor)
+    tw = min(tile, math.ceil(max(pad + w + pad, overlap + 1, least) / factor) * factor)
     sy, sx = th - overlap, tw - overlap
     ny, nx = 1 + math.ceil(max(0, pad + h + pad - th) / sy), 1 + math.ceil(max(0, pad + w + pad - tw) / sx)
     hp, wp = th + (ny - 1) * sy, tw + (nx - 1) * sx

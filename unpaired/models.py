@@ -289,6 +289,13 @@ def size_factor(spec: dict) -> int:
     return 2 ** spec.get("depth", 3) if spec["kind"] == "unet" else 4
 
 
+def min_side(factor: int) -> int:
+    """The smallest image side a generator of size factor ``factor`` (:func:`size_factor`) takes: 2 px
+    at its coarsest scale, which the U-Net's reflect padding and the ResNet's instance norm need
+    (smaller inputs fail inside the network, in a traceback)."""
+    return 2 * factor
+
+
 def build_generator(spec: dict, seed: int | None = None) -> nn.Module:
     """Generator from a spec dict (stored in checkpoints so inference can rebuild it):
     ``{"kind": "resnet", "ngf", "n_blocks", "residual"}`` or ``{"kind": "unet", "ngf", "depth", "residual"}``
