@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import torch
@@ -507,18 +507,10 @@ def _sample_fitting(model, index, seed, size, paths_of, max_redraws):
         sub = model.sample_items(index[where], redraw_seed(seed, attempt))
         sub_paths = paths_of(sub, where)
         traj = traj.replace_items(where, sub)
-        paths = _put(paths, where, sub_paths)
+        paths = paths.index_put((where,), sub_paths)  # (copies: the caller's tensors are left as they were)
         redraws[where] = attempt
         sub_prep = _prepare(sub_paths, size, sub.t, True)
-        prep = _Prepared(_put(prep.offset, where, sub_prep.offset), _put(prep.weight, where, sub_prep.weight),
-                         _put(prep.lo, where, sub_prep.lo), _put(prep.hi, where, sub_prep.hi), prep.room_lo,
-                         prep.room_hi)
-        bad = _put(bad, where, ~_fits_of(sub_prep))
+        prep = replace(prep, **{f: getattr(prep, f).index_put((where,), getattr(sub_prep, f))
+                                for f in ("offset", "weight", "lo", "hi")})  # (room_*: the canvas's, shared)
+        bad = bad.index_put((where,), ~_fits_of(sub_prep))
     return traj, paths, redraws, prep
-
-
-def _put(full: torch.Tensor, where: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
-    """A copy of ``full`` with its rows ``where`` replaced by ``part``."""
-    full = full.clone()
-    full[where] = part
-    return full

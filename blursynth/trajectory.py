@@ -96,11 +96,7 @@ class Trajectory:
         Params present only here are kept as they are.
         """
         def put(full, part):
-            if full is None:
-                return None
-            full = full.clone()
-            full[where] = part
-            return full
+            return None if full is None else full.index_put((where,), part)  # (a copy)
         params = {k: put(v, sub.params[k]) if k in sub.params else v for k, v in self.params.items()}
         return Trajectory(t=put(self.t, sub.t), rotation=put(self.rotation, sub.rotation),
                           translation=put(self.translation, sub.translation), path_px=put(self.path_px, sub.path_px),
