@@ -329,13 +329,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
 
     The format follows the suffix. PNGs (8 or 16 bits, gray, gray + alpha, RGB or RGBA) are encoded by
     :func:`png_bytes`, whose only option is ``compress_level`` (zlib, 0-9, default 6), PGM/PPMs (8 or
-    16 bits, gray or RGB) by :func:`pnm_bytes`; other formats go through imageio, with extra keyword
+    16 bits; a .pgm gray, a .ppm RGB) by :func:`pnm_bytes`; other formats go through imageio, with extra keyword
     arguments passed on (e.g. ``quality=90`` for JPEG). 16 bits go only to PNG, PGM/PPM and TIFF. An
     existing file is replaced; missing folders are made.
 
     Raises:
-        ValueError: a suffix that names no image format imageio writes, or 16 bits for a format that
-            holds 8; the message names ``path``. As :func:`to_uint` for NaN samples.
+        ValueError: a suffix that names no image format imageio writes, 16 bits for a format that
+            holds 8, or a colour image for a .pgm; the message names ``path``. As :func:`to_uint` for NaN
+            samples.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -352,7 +353,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
         if suffix == ".png":
             tmp.write_bytes(png_bytes(data, **kwargs))
         elif suffix in (".pgm", ".ppm"):
-            tmp.write_bytes(pnm_bytes(data))
+            tmp.write_bytes(pnm_bytes(_pnm_channels(path, data)))
         else:
             iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
 
@@ -717,6 +718,21 @@ def _read_pnm16(path: Path, header: tuple[int, int, int, int, int, bool]) -> np.
     if maxval != 65535:
         return np.rint(np.minimum(samples, maxval) * (65535 / maxval)).astype(np.uint16)
     return samples.astype(np.uint16)
+
+
+def _pnm_channels(path: Path, data: np.ndarray) -> np.ndarray:
+    """``data`` as the suffix's format holds it: a PPM is RGB (gray is repeated into its three
+    channels), a PGM gray (RGB refused: which weighting of the channels is the user's choice). A .pgm
+    name used to get PPM data, which readers that go by the name take for a broken file."""
+    channels = data.shape[2] if data.ndim == 3 else 1
+    if not data.size:
+        return data  # (pnm_bytes refuses it, saying why)
+    if path.suffix.lower() == ".ppm" and channels == 1:
+        return np.repeat(data.reshape(*data.shape[:2], 1), 3, axis=2)
+    if path.suffix.lower() == ".pgm" and channels != 1 and data.ndim == 3:
+        raise ValueError(f"{path}: a .pgm holds one gray channel, not the {channels} of this image; "
+                         "name it .ppm or .png, or convert it to gray first")
+    return data
 
 
 def pnm_bytes(data: np.ndarray) -> bytes:

@@ -228,6 +228,7 @@ def test_output_options_are_checked_before_evaluating(tmp_path, capsys, monkeypa
     for option, message in ((["--grid", tmp_path / "g.png", "--grid-rows", 0], "--grid-rows"),
                             (["--grid", tmp_path / "g.png", "--grid-rows", -1], "--grid-rows"),
                             (["--grid", tmp_path / "gridout"], r"--grid .*gridout: .*\.png"),
+                            (["--grid", tmp_path / "g.pgm"], r"--grid .*g\.pgm: not a colour image .*\.png"),
                             (["--json", tmp_path], r"--json .*: is a folder"),
                             (["--grid", tmp_path], r"--grid .*: is a folder"),
                             (["--json", tmp_path / "file" / "r.json"], r"--json .*file.*not a folder")):

@@ -444,6 +444,22 @@ def test_big_endian_16_bit_arrays_are_written_as_uint16(tmp_path, name):
     assert (tmp_path / name).read_bytes() == (png_bytes(deep) if name.endswith(".png") else pnm_bytes(deep))
 
 
+@pytest.mark.parametrize("bits", [8, 16])
+def test_the_suffix_decides_between_pgm_and_ppm(tmp_path, bits):
+    # (a .pgm name got PPM data, P6, when the image was RGB: readers that go by the name failed on it)
+    gray = _ramp(c=1, top=2 ** bits - 1).astype(np.uint8 if bits == 8 else np.uint16)
+    write_image(tmp_path / "g.ppm", gray)
+    assert (tmp_path / "g.ppm").read_bytes().startswith(b"P6")
+    img, got = read_image(tmp_path / "g.ppm", channels=None)
+    assert got == bits and img.shape[0] == 3 and np.array_equal(img[0], img[2])
+    assert np.array_equal(np.rint(img[1] * (2 ** bits - 1)), gray[:, :, 0])
+    with pytest.raises(ValueError, match=r"rgb\.pgm: a \.pgm holds one gray channel, not the 3 .*\.ppm or \.png"):
+        write_image(tmp_path / "rgb.pgm", np.repeat(gray, 3, axis=2))
+    assert not (tmp_path / "rgb.pgm").exists()
+    write_image(tmp_path / "g.pgm", gray)  # gray stays gray
+    assert (tmp_path / "g.pgm").read_bytes() == pnm_bytes(gray)
+
+
 def test_png_writer_refuses_what_png_cannot_hold():
     with pytest.raises(ValueError, match="uint8 or uint16"):
         png_bytes(np.zeros((4, 4, 3), np.float32))

@@ -432,8 +432,9 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"{option} {path}: {folder} is not a folder; choose another path")
         if not os.access(folder, os.W_OK | os.X_OK) or not _can_make_in(folder):
             parser.error(f"{option} {path}: cannot write in {folder}; choose a writable path")
-    if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES:  # the suffix picks the format
-        parser.error(f"--grid {args.grid}: not an image file name ({args.grid.suffix or 'no suffix'}); "
+    if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES - {".pgm"}:  # (the suffix picks the
+        # format; a .pgm holds gray, the sheet is in colour)
+        parser.error(f"--grid {args.grid}: not a colour image file name ({args.grid.suffix or 'no suffix'}); "
                      "end it in .png")
 
 
