@@ -1,5 +1,6 @@
 """Training data: which item each step sees, crops, and the embedded synthetic pairs."""
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -121,6 +122,17 @@ def test_photo_folders_leave_out_hidden_files(tmp_path):
     assert list_images(tmp_path, "--blurry") == [tmp_path / "photo.png"]
     images = FolderImages(tmp_path, "--blurry", 16)
     assert images.files == [tmp_path / "photo.png"] and images.skipped == []
+
+
+def test_photo_folders_take_gifs(tmp_path):
+    # (read_image reads a GIF's first frame, as the README says, but folders passed them over unlisted)
+    from PIL import Image
+    from unpaired.data import FolderImages, list_images
+    frames = [Image.fromarray(np.full((20, 24, 3), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert list_images(tmp_path, "--blurry") == [tmp_path / "anim.gif"]
+    images = FolderImages(tmp_path, "--blurry", 16)
+    assert images.files == [tmp_path / "anim.gif"] and images.skipped == []
 
 
 def test_crop_and_permutation_refuse_bad_input():
