@@ -9,9 +9,10 @@ Layout of ``DIR`` (see ``datasets/README.md``)::
     kernels/NNNNNN.npy  float32 (kh, kw) uniform kernel, or (rows, cols, kh, kw) local kernels
 
 Work is cut into fixed chunks of :data:`CHUNK` consecutive pairs. A chunk writes its images, then its
-records to ``parts/CCCCCC.jsonl`` (atomically): a part file is the proof that the chunk is complete.
-A re-run of the same command redoes only chunks without a part file (rewriting identical bytes), then
-merges the parts, in index order, into ``manifest.jsonl`` and removes ``parts/``. Chunk ``c`` belongs to
+records to ``parts/CCCCCC.jsonl`` (atomically), after a first line with the SHA-256 of the run's settings
+(:func:`_part_header`): a part file of these settings is the proof that the chunk is complete. A re-run
+of the same command redoes only chunks without one (rewriting identical bytes), then merges the parts'
+records, in index order, into ``manifest.jsonl`` and removes ``parts/``. Chunk ``c`` belongs to
 shard ``c mod N``; shard folders copied into one and finalised by running the command without
 ``--shard`` give the same files as one run. Every pair depends only on ``(seed, index)`` and chunks
 are fixed, so the worker count changes nothing but the speed.
@@ -106,6 +107,16 @@ def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
         sources = {"images": len(folder.files), "sha256": digest.hexdigest()}
     return {"format": FORMAT, "blursynth_version": __version__, "pairs": pairs, "seed": seed,
             "sharp": sources, "layout": layout, "recipe": recipe.to_dict()}
+
+
+def _part_header(settings: dict) -> str:
+    """The first line of a part file: the SHA-256 of ``settings`` as canonical JSON.
+
+    It says which settings made the chunk, which its records do not (they carry the seed only), and the merge
+    drops it, so no byte of the finished dataset depends on it.
+    """
+    canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return json.dumps({"settings_sha256": hashlib.sha256(canonical.encode()).hexdigest()})
 
 
 def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
@@ -303,9 +314,9 @@ class _ChunkWriter:
     """Makes and writes one chunk; picklable so spawned worker processes can run it."""
 
     def __init__(self, out: Path, recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
-                 layout: str, device: str, bits: int = 8):
+                 layout: str, device: str, bits: int, header: str):
         self.out, self.recipe, self.pairs, self.seed = out, recipe, pairs, seed
-        self.folder, self.layout, self.device, self.bits = folder, layout, device, bits
+        self.folder, self.layout, self.device, self.bits, self.header = folder, layout, device, bits, header
 
     def __call__(self, chunk: int) -> int:
         indices = range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.pairs))
@@ -333,7 +344,7 @@ class _ChunkWriter:
             lines.append(json.dumps(rec, sort_keys=True))
         _exit_if_orphaned()
         with atomic_path(self.out / "parts" / f"{chunk:06d}.jsonl") as tmp:
-            tmp.write_text("\n".join(lines) + "\n")
+            tmp.write_text("\n".join([self.header, *lines]) + "\n")
         return len(indices)
 
 
@@ -408,28 +419,31 @@ def _files_present(out: Path, chunk: int, pairs: int, layout: str) -> bool:
                and _whole(out / "kernels" / f"{n}.npy") for n in names)
 
 
-def _part_done(out: Path, chunk: int, seed: int) -> bool:
-    """Whether ``chunk``'s part file exists and its records are of ``seed``.
+def _part_done(out: Path, chunk: int, header: str, pairs: int) -> bool:
+    """Whether ``chunk``'s part file exists, begins with ``header`` (:func:`_part_header`) and is whole.
 
-    Shard folders made with different --seed values and copied into one were merged without a word (the
-    last dataset.json copied in won), a silently mixed dataset: such a chunk is made again with this seed.
-    (Only the seed is in the records; other settings that differ between shards are not seen.)
+    Shard folders made with different settings (--seed, --recipe, --crop, photos, --layout, --pairs or
+    blursynth version) and copied into one were merged without a word (the last dataset.json copied in
+    won), a silently mixed dataset: such a chunk is made again under this run's settings, as is one whose
+    part file has no header (written by a blursynth before it had one). Whole: a line per pair of the
+    chunk after the header, the last one ended (a part file cut short by a killed copy is made again too).
     """
     try:
-        lines = (out / "parts" / f"{chunk:06d}.jsonl").read_text().splitlines()
-        return all(json.loads(line).get("seed") == seed for line in lines)
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        lines = (out / "parts" / f"{chunk:06d}.jsonl").read_text().split("\n")
+    except (OSError, UnicodeDecodeError):
         return False
+    return lines[0] == header and len(lines) == 2 + min(CHUNK, pairs - chunk * CHUNK) and lines[-1] == ""
 
 
-def _merge(out: Path, chunks: int, seed: int) -> bool:
-    """Write ``manifest.jsonl`` from all part files, in order, if every chunk is done; True if written."""
+def _merge(out: Path, chunks: int, header: str, pairs: int) -> bool:
+    """Write ``manifest.jsonl`` from all part files' records (not their headers), in order, if every chunk
+    is done; True if written."""
     parts = [out / "parts" / f"{c:06d}.jsonl" for c in range(chunks)]
-    if not all(_part_done(out, c, seed) for c in range(chunks)):
+    if not all(_part_done(out, c, header, pairs) for c in range(chunks)):
         return False
     with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
         for p in parts:
-            fh.write(p.read_text())
+            fh.write(p.read_text().split("\n", 1)[1])
     _remove_parts(out, chunks)
     return True
 
@@ -618,6 +632,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
                                                          crop_name="--crop")
     settings = _settings(recipe, pairs, seed, folder, layout)
+    header = _part_header(settings)
     with _one_run_at_a_time(out):
         _check_output(out, settings, overwrite)
         chunks = math.ceil(pairs / CHUNK)
@@ -631,9 +646,9 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         mine = list(range(shard[0], chunks, shard[1]))
         # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
         # a pair lost later is made again, byte-identical, so the folder matches its manifest.
-        todo = [c for c in mine if not ((finished or _part_done(out, c, seed))
+        todo = [c for c in mine if not ((finished or _part_done(out, c, header, pairs))
                                         and _files_present(out, c, pairs, layout))]
-        writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits)
+        writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits, header)
         size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
         try:
             with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
@@ -648,7 +663,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             # (a shard made only its own chunks: another's missing files were reported "200/200 present, complete")
             missing = [c for c in sorted(set(range(chunks)) - set(mine)) if not _files_present(out, c, pairs, layout)]
             return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
-        complete = _merge(out, chunks, seed)
-        done = pairs if complete else sum(size(c) for c in range(chunks) if _part_done(out, c, seed))
+        complete = _merge(out, chunks, header, pairs)
+        done = pairs if complete else sum(size(c) for c in range(chunks) if _part_done(out, c, header, pairs))
         return {"written": written, "done": done, "complete": complete}
 

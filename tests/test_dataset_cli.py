@@ -237,6 +237,56 @@ def test_shards_made_with_another_seed_are_not_mixed_in(tmp_path, photos, recipe
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
 
+@pytest.mark.parametrize("other", ["recipe", "crop"])
+def test_shards_made_with_other_settings_are_made_again_not_mixed_in(tmp_path, photos, recipe_file, reference, other,
+                                                                     capsys):
+    """Shard 0 made with another recipe or --crop (the same seed), copied in: its chunk was merged into the other's."""
+    edited = tmp_path / "tiny.toml"
+    edited.write_text(RECIPE.replace("[70, 90]", "[60, 90]"))  # (the same name, "tiny": only a sensor range differs)
+    changed = {"recipe": ["--recipe", str(edited)], "crop": ["--crop", "16"]}[other]
+    _run(tmp_path / "s0", photos, recipe_file, "--shard", "0/2", *changed)
+    _run(tmp_path / "s1", photos, recipe_file, "--shard", "1/2")
+    out = tmp_path / "set"
+    for s in ("s0", "s1"):  # (s1's dataset.json, copied last, is this command's: it resumes)
+        shutil.copytree(tmp_path / s, out, dirs_exist_ok=True)
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+    # s0's copied last: its dataset.json names other settings, so the command is refused, then with --overwrite
+    # (which deletes both shards' files, the folder's user file kept) makes every pair anew
+    out = tmp_path / "other"
+    for s in ("s1", "s0"):
+        shutil.copytree(tmp_path / s, out, dirs_exist_ok=True)
+    (out / "notes.txt").write_text("mine")
+    _run(out, photos, recipe_file, expect=2)
+    assert "other settings (" in capsys.readouterr().err
+    _run(out, photos, recipe_file, "--overwrite")
+    assert _snapshot(out) == {**reference[1], "notes.txt": b"mine"}
+
+
+def test_a_part_file_of_an_older_blursynth_or_cut_short_is_made_again(tmp_path, photos, recipe_file, reference,
+                                                                      monkeypatch):
+    """A part file with no settings line (written before it had one) closed its chunk whatever its settings; one
+    cut short at the end of a line by a killed copy closed it with records missing from the manifest."""
+    out = tmp_path / "set"
+    for i in range(2):
+        _run(tmp_path / f"s{i}", photos, recipe_file, "--shard", f"{i}/2")
+        shutil.copytree(tmp_path / f"s{i}", out, dirs_exist_ok=True)
+    part = out / "parts" / "000000.jsonl"
+    part.write_text("".join(line for line in part.read_text().splitlines(True) if "settings_sha256" not in line))
+    part = out / "parts" / "000001.jsonl"
+    part.write_text("".join(part.read_text().splitlines(True)[:-1]))  # (the last of chunk 1's 4 records lost)
+    real_write = ds.write_image
+    calls = {"n": 0}
+
+    def counting_write(path, *args, **kwargs):
+        calls["n"] += 1
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(ds, "write_image", counting_write)
+    _run(out, photos, recipe_file)
+    assert calls["n"] == 2 * 20  # both chunks made again
+    assert _snapshot(out) == reference[1]
+
 
 def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file, reference):
     moved = tmp_path / "elsewhere"
