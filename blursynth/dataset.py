@@ -190,15 +190,8 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     if previous is not None and isinstance(previous.get("pairs"), int) and previous.get("layout") in LAYOUTS:
         own |= _written_names(previous["pairs"], previous["layout"]) & existing
         for listing in ["manifest.jsonl", *sorted(n for n in existing if n.startswith("parts/"))]:
-            if listing not in own:
-                continue
-            for line in (out / listing).read_text(errors="replace").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                named = [rec.get(k) for k in ("sharp", "blur", "kernel")] if isinstance(rec, dict) else []
-                own |= {n for n in named if isinstance(n, str) and n in existing and n.split("/")[0] in MANAGED}
+            if listing in own:
+                own |= _named_files((out / listing).read_text(errors="replace")) & existing
     theirs = sorted((_written_names(settings["pairs"], settings["layout"]) & existing) - own)
     if theirs:
         more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
@@ -216,6 +209,21 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     for sub in MANAGED:
         with contextlib.suppress(OSError):  # not there, or holds files of the user's: kept
             (out / sub).rmdir()
+
+
+def _named_files(text: str) -> set[str]:
+    """The files that the records in ``text`` (a manifest or part file) name, those of the dataset's names in
+    its :data:`MANAGED` folders only (a record edited to name ``../x`` or a folder deletes nothing)."""
+    named = set()
+    for line in text.splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            named |= {n for n in (rec.get(k) for k in ("sharp", "blur", "kernel")) if isinstance(n, str)}
+    return {n for n in named if n.count("/") == 1 and n.split("/")[0] in MANAGED
+            and _OWN_FILE.fullmatch(n.split("/")[1])}
 
 
 def _check_apart(out: Path, sharp) -> None:
@@ -435,6 +443,21 @@ def _part_done(out: Path, chunk: int, header: str, pairs: int) -> bool:
     return lines[0] == header and len(lines) == 2 + min(CHUNK, pairs - chunk * CHUNK) and lines[-1] == ""
 
 
+def _remove_named_pairs(out: Path, chunk: int) -> None:
+    """Delete the files that ``chunk``'s part file names, before the chunk is made again.
+
+    When the chunk was made with other settings (a shard's, copied in), those of another --layout, or of
+    the pairs a larger --pairs put in this run's last chunk, would stay beside this run's (the others it
+    overwrites anyway).
+    """
+    try:
+        text = (out / "parts" / f"{chunk:06d}.jsonl").read_text(errors="replace")
+    except OSError:  # (none: nothing named)
+        return
+    for name in _named_files(text):
+        (out / name).unlink(missing_ok=True)
+
+
 def _merge(out: Path, chunks: int, header: str, pairs: int) -> bool:
     """Write ``manifest.jsonl`` from all part files' records (not their headers), in order, if every chunk
     is done; True if written."""
@@ -648,6 +671,8 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         # a pair lost later is made again, byte-identical, so the folder matches its manifest.
         todo = [c for c in mine if not ((finished or _part_done(out, c, header, pairs))
                                         and _files_present(out, c, pairs, layout))]
+        for c in todo:
+            _remove_named_pairs(out, c)
         writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits, header)
         size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
         try:

@@ -237,13 +237,14 @@ def test_shards_made_with_another_seed_are_not_mixed_in(tmp_path, photos, recipe
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
 
-@pytest.mark.parametrize("other", ["recipe", "crop"])
+@pytest.mark.parametrize("other", ["recipe", "crop", "layout"])
 def test_shards_made_with_other_settings_are_made_again_not_mixed_in(tmp_path, photos, recipe_file, reference, other,
                                                                      capsys):
-    """Shard 0 made with another recipe or --crop (the same seed), copied in: its chunk was merged into the other's."""
+    """Shard 0 made with another recipe or --crop (the same seed), copied in: its chunk was merged into the other's.
+    Made with another --layout, its files were left in gt/ and lq/ beside the chunk made again."""
     edited = tmp_path / "tiny.toml"
     edited.write_text(RECIPE.replace("[70, 90]", "[60, 90]"))  # (the same name, "tiny": only a sensor range differs)
-    changed = {"recipe": ["--recipe", str(edited)], "crop": ["--crop", "16"]}[other]
+    changed = {"recipe": ["--recipe", str(edited)], "crop": ["--crop", "16"], "layout": ["--layout", "basicsr"]}[other]
     _run(tmp_path / "s0", photos, recipe_file, "--shard", "0/2", *changed)
     _run(tmp_path / "s1", photos, recipe_file, "--shard", "1/2")
     out = tmp_path / "set"
