@@ -458,17 +458,13 @@ def _remove_named_pairs(out: Path, chunk: int) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _merge(out: Path, chunks: int, header: str, pairs: int) -> bool:
-    """Write ``manifest.jsonl`` from all part files' records (not their headers), in order, if every chunk
-    is done; True if written."""
-    parts = [out / "parts" / f"{c:06d}.jsonl" for c in range(chunks)]
-    if not all(_part_done(out, c, header, pairs) for c in range(chunks)):
-        return False
+def _merge(out: Path, chunks: int) -> None:
+    """Write ``manifest.jsonl`` from the records of all part files (not their headers), in order, and remove
+    them; every chunk must be done (:func:`_part_done`)."""
     with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
-        for p in parts:
-            fh.write(p.read_text().split("\n", 1)[1])
+        for c in range(chunks):
+            fh.write((out / "parts" / f"{c:06d}.jsonl").read_text().split("\n", 1)[1])
     _remove_parts(out, chunks)
-    return True
 
 
 def _remove_parts(out: Path, chunks: int) -> None:
@@ -667,10 +663,11 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         _remove_stray_temporaries(out)
         finished = (out / "manifest.jsonl").is_file()
         mine = list(range(shard[0], chunks, shard[1]))
+        # Every part file read once, here (the merge and the count of pairs done, other shards' included, go by it).
+        closed = set() if finished else {c for c in range(chunks) if _part_done(out, c, header, pairs)}
         # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
         # a pair lost later is made again, byte-identical, so the folder matches its manifest.
-        todo = [c for c in mine if not ((finished or _part_done(out, c, header, pairs))
-                                        and _files_present(out, c, pairs, layout))]
+        todo = [c for c in mine if not ((finished or c in closed) and _files_present(out, c, pairs, layout))]
         for c in todo:
             _remove_named_pairs(out, c)
         writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits, header)
@@ -688,7 +685,8 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             # (a shard made only its own chunks: another's missing files were reported "200/200 present, complete")
             missing = [c for c in sorted(set(range(chunks)) - set(mine)) if not _files_present(out, c, pairs, layout)]
             return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
-        complete = _merge(out, chunks, header, pairs)
-        done = pairs if complete else sum(size(c) for c in range(chunks) if _part_done(out, c, header, pairs))
-        return {"written": written, "done": done, "complete": complete}
+        closed.update(todo)  # (each written: a chunk that failed ended the run above)
+        if len(closed) == chunks:
+            _merge(out, chunks)
+        return {"written": written, "done": sum(map(size, closed)), "complete": len(closed) == chunks}
 
