@@ -237,6 +237,7 @@ def test_shards_made_with_another_seed_are_not_mixed_in(tmp_path, photos, recipe
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
 
+
 @pytest.mark.parametrize("other", ["recipe", "crop", "layout"])
 def test_shards_made_with_other_settings_are_made_again_not_mixed_in(tmp_path, photos, recipe_file, reference, other,
                                                                      capsys):
