@@ -173,6 +173,18 @@ def test_logged_lr_is_the_rate_of_that_update(tmp_path):
     assert logged[-1][1] > 0
 
 
+def test_a_resume_may_change_the_learning_rate(tmp_path):
+    # the fix for a run that diverged: --lr was fixed by the checkpoint, whose optimiser state held the old rate
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "4", "--decay-steps", "2", "--stop-at", "2", "--eval-every", "100", "--device", "cpu",
+                 "--run-dir", str(run)])
+    main(["--resume", str(run), "--lr", "1e-4", "--no-progress"])
+    logged = [(r["step"], r["lr"]) for r in records(run) if "lr" in r]
+    assert logged == [(1, pytest.approx(1e-3)), (2, pytest.approx(1e-3)), (3, pytest.approx(1e-4)),
+                      (4, pytest.approx(1e-4 * lr_factor(3, 4, 2)))]
+    assert json.loads((run / "config.json").read_text())["lr"] == 1e-4  # (kept by the next resume)
+
+
 # ---------------------------------------------------------------- runs
 
 def test_paired_run_writes_run_folder(tmp_path, capsys):
@@ -282,7 +294,7 @@ def test_resume_refuses_what_the_checkpoint_fixes_and_changes_nothing(tmp_path, 
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     for argv, match in ((["--ngf", "8"], "--ngf 8: the run in .* was trained with 4, and a resumed run keeps its "
                                          "networks and optimiser; drop --ngf"),
-                        (["--lr", "1e-05"], "--lr 1e-05: .*trained with 0.001"),  # (the optimiser's state would win)
+                        (["--beta1", "0.5"], "--beta1 0.5: .*trained with 0.9"),  # (the optimiser's state would win)
                         (["--mode", "cyclegan"], "--mode cyclegan: .*trained with paired"),
                         (["--out", str(tmp_path / "elsewhere")], "--resume .* continues the run in that folder; drop --run-dir/--out")):
         with refused(f"^error: {match}"):

@@ -34,11 +34,12 @@ RUN_TEMPORARIES = tuple(map(temporary_glob, ("metrics.jsonl", "config.json", "ch
 # What a run writes in its folder (--overwrite removes these and nothing else).
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt", "samples/step_*.png",
              *RUN_TEMPORARIES)
-# Fixed by a run's checkpoint: the networks' shapes and the optimiser's settings, which loading the
-# checkpoint would fail on or silently restore (so would the image pools their size: --pool-size was
-# ignored, while config.json recorded it). A resume may change anything else (e.g. --steps).
+# Fixed by a run's checkpoint: the networks' shapes and Adam's betas, which loading the checkpoint
+# would fail on or silently restore (so would the image pools their size: --pool-size was ignored,
+# while config.json recorded it). A resume may change anything else (e.g. --steps; --lr, the fix for
+# a run that diverged: the trainer rebuilds the schedule from it).
 RESUME_FIXED = ("mode", "generator", "ngf", "n_blocks", "unet_depth", "residual", "blur_model", "blur_kernel",
-                "blur_recipe", "ndf", "n_layers_d", "lr", "beta1", "beta2", "pool_size")
+                "blur_recipe", "ndf", "n_layers_d", "beta1", "beta2", "pool_size")
 # Options that only one mode, generator or --blur-model reads: given for another, they would be ignored.
 MODE_ONLY = {"pairs": "paired", "pixel_loss": "paired", "perceptual": "paired", "perceptual_weights": "paired",
              "grad_clip": "paired", "blurry": "cyclegan", "sharp": "cyclegan", "blur_model": "cyclegan",

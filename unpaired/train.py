@@ -263,10 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
     if world > 1:
         units = {k: DDP(m, device_ids=[device.index] if device.type == "cuda" else None) for k, m in units.items()}
 
-    # ---- optimisers and schedules
-    decay = cfg.total_decay_steps()
+    # ---- optimisers (their schedules follow the resume, which sets the step)
     optims = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2)) for k, m in raw_units.items()}
-    scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, cfg.steps, decay)) for k, o in optims.items()}
     pools = {"sharp": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 0),
              "blur": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 1)}
 
@@ -280,7 +278,6 @@ def main(argv: list[str] | None = None) -> dict:
                 m.load_state_dict(state["models"][k])
             for k in optims:
                 optims[k].load_state_dict(state["optimizers"][k])
-                scheds[k].load_state_dict(state["schedulers"][k])
             scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:  # options fixed by the run are checked in config
             raise ValueError(f"--resume {cfg.resume}: {resume_from} does not fit this run's options "
@@ -323,6 +320,15 @@ def main(argv: list[str] | None = None) -> dict:
         # run is refused in the folder, which holds metrics, so --resume starts the run again
         _truncate_metrics(run / "metrics.jsonl", 0)
         print(f"no checkpoint in {ckpt_dir} yet (the run was killed before its first): starting it again at step 0")
+    # The schedule is a function of the step, with --lr as its base rather than the rate the loaded
+    # optimiser holds: a resume may lower --lr (the fix for a run that diverged), and a new --steps
+    # sets the decay from the first resumed step on.
+    decay = cfg.total_decay_steps()
+    for o in optims.values():
+        for group in o.param_groups:
+            group["initial_lr"] = cfg.lr
+    scheds = {k: torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, cfg.steps, decay), last_epoch=start - 1)
+              for k, o in optims.items()}
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
     if master:  # only now: a start or resume that failed above has written (or removed) nothing
         if cfg.overwrite:  # the earlier run's files go, and nothing else in the folder
