@@ -88,6 +88,15 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+class Diverged(FloatingPointError):
+    """A loss (or the weights) became NaN or inf: the run stopped before that update, or before writing
+    anything of it. ``report``: this process says so (rank 0; every rank raises it at the same step)."""
+
+    def __init__(self, message: str, report: bool = True):
+        super().__init__(message)
+        self.report = report
+
+
 @contextlib.contextmanager
 def _stop_requests(enabled: bool):
     """Within: the first SIGINT or SIGTERM is recorded in the yielded list, so the loop can finish its
@@ -149,6 +158,32 @@ def lr_factor(step: int, steps: int, decay_steps: int) -> float:
     """Constant, then linear decay to 0 over the last ``decay_steps`` steps (reference schedule)."""
     start = steps - decay_steps
     return 1.0 if step < start else max(0.0, (steps - step) / max(1, decay_steps))
+
+
+def _finite(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """One flag on ``device``: no NaN or inf in ``tensors`` (left on the device, so that the flags of a
+    check are read back, and reduced across processes, at once)."""
+    return torch.stack([t.detach().isfinite().all().to(device) for t in tensors]).all()
+
+
+def _floats(state) -> list[torch.Tensor]:
+    """The floating-point tensors of a state of nested dicts and lists (weights, Adam's moments)."""
+    if torch.is_tensor(state):
+        return [state] if state.is_floating_point() else []
+    items = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else ()
+    return [t for item in items for t in _floats(item)]
+
+
+def _diverged(cfg: config_mod.TrainConfig, step: int, what: list[str], latest: Path | None) -> str:
+    """Why the run stopped at ``step``, the checkpoint it keeps, and how to go on from it. Resumed as it
+    is, the run would take the same steps (its data is a function of the step) and diverge again."""
+    kept = (f"its last checkpoint, {latest}, holds finite weights" if latest is not None
+            else "it wrote no checkpoint before it, so --resume starts it again at step 0")
+    clip = (f" (or clip the gradient norm, which is off: --grad-clip {config_mod.TrainConfig.grad_clip:g})"
+            if cfg.mode == "paired" and cfg.grad_clip == 0 else "")
+    return (f"the run diverged at step {step}: {' and '.join(what)} became NaN or inf, and it stopped without "
+            f"saving that step; {kept}. Resumed as it is, it would repeat the same steps, so resume with a lower "
+            f"learning rate: --resume {cfg.run_dir} --lr {cfg.lr / 2:g}{clip}")
 
 
 def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
@@ -337,6 +372,11 @@ def main(argv: list[str] | None = None) -> dict:
         (run / "samples").mkdir(parents=True, exist_ok=True)
         config_mod.save(cfg, run / "config.json")
 
+    def trained() -> dict:
+        """What the steps change: the weights and the optimisers' states."""
+        return {"models": {k: m.state_dict() for k, m in nets.items()},
+                "optimizers": {k: o.state_dict() for k, o in optims.items()}}
+
     def checkpoint(step: int, name: str | None = None) -> None:
         """Atomically write the full training state; ``step_*.pt`` is collective (every rank's image
         pools and RNG states are gathered), ``best.pt`` is written by rank 0 alone with its own."""
@@ -350,9 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not master:
             return
         state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best, "data_files": data_files,
-                 "validation": val_digest,
-                 "models": {k: m.state_dict() for k, m in nets.items()},
-                 "optimizers": {k: o.state_dict() for k, o in optims.items()},
+                 "validation": val_digest, **trained(),
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
                  "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
@@ -362,6 +400,18 @@ def main(argv: list[str] | None = None) -> dict:
             tmp.write_bytes(data.getbuffer())
         if name is None:
             _keep_last(ckpt_dir, cfg.keep_last)
+
+    def stop_if_diverged(step: int, values: dict[str, list[torch.Tensor]]) -> None:
+        """Raise :class:`Diverged` when one of ``values`` holds a NaN or inf on any process. Every rank
+        reads the same reduced flags, so all stop at this step: one stopping alone would leave the
+        others waiting for it in their next all-reduce."""
+        bad = torch.stack([~_finite(tensors, device) for tensors in values.values()]).float()
+        if world > 1:
+            dist.all_reduce(bad)
+        what = [name for name, count in zip(values, bad.tolist()) if count]
+        if what:
+            latest = step_checkpoints(ckpt_dir)
+            raise Diverged(_diverged(cfg, step, what, latest[-1] if latest else None), report=master)
 
     def log(record: dict) -> None:
         if master:
@@ -427,6 +477,7 @@ def main(argv: list[str] | None = None) -> dict:
                         if perceptual is not None:
                             losses["loss_perceptual"] = perceptual(out.float(), sharp)
                             loss = loss + cfg.perceptual * losses["loss_perceptual"]
+                    stop_if_diverged(step + 1, {k: [v] for k, v in losses.items()})  # (before its gradients reach Adam)
                     optims["gen"].zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     if cfg.grad_clip > 0:  # bounds each update: unclipped, deeper U-Nets at lr 1e-3 blew up within 100 steps
@@ -449,6 +500,7 @@ def main(argv: list[str] | None = None) -> dict:
                         if "kernel" in o:  # F's kernels centred like the photos' (off-centre blur would teach G to shift)
                             losses["loss_centre"] = kernel_centroid(o["kernel"]).square().sum(-1).mean()
                             loss = loss + losses["loss_centre"]
+                    stop_if_diverged(step + 1, {k: [v] for k, v in losses.items()})
                     optims["gen"].zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optims["gen"])
@@ -459,6 +511,7 @@ def main(argv: list[str] | None = None) -> dict:
                     with autocast():
                         loss_d = units["disc"](sharp, fake_sharp, blur, fake_blur)
                     losses["loss_D"] = loss_d
+                    stop_if_diverged(step + 1, {"loss_D": [loss_d]})
                     optims["disc"].zero_grad(set_to_none=True)
                     scaler.scale(loss_d).backward()
                     scaler.step(optims["disc"])
@@ -473,19 +526,23 @@ def main(argv: list[str] | None = None) -> dict:
                 # it: a run split there and resumed would log a record and validate a model that an
                 # uninterrupted run does not, and that model could become its best.pt.
                 final = done == cfg.steps
+                validate = (done % cfg.eval_every == 0 or final) and bool(val)
+                save = done % cfg.ckpt_every == 0 or done == end or stop  # (stop: SIGINT/SIGTERM came in this step)
+                if validate or save:  # (weights can also go NaN with finite losses, from a gradient that overflowed)
+                    stop_if_diverged(done, {"the weights or Adam's moments": _floats(trained())})
                 if done % cfg.log_every == 0 or final:
                     last = {k: float(v.detach()) for k, v in losses.items()}
                     bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
                     log({"step": done, "lr": lr, **last,
                          "seconds": round(time.time() - t0, 2)})
-                if master and (done % cfg.eval_every == 0 or final) and val:
+                if master and validate:
                     record = evaluate(done)
                     if len(record) > 1:  # (photos without sharp twins: a sample grid, no scores to log)
                         log(record)
                     if record.get("val_psnr", -float("inf")) > best:
                         best = record["val_psnr"]
                         checkpoint(done, "best.pt")  # master only: pools of rank 0 alone
-                if done % cfg.ckpt_every == 0 or done == end or stop:  # (stop: SIGINT/SIGTERM came in this step)
+                if save:
                     checkpoint(done)
                 if stop:
                     break
@@ -495,7 +552,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise
         finally:
             _close(batches)
-    bar.close()
+            bar.close()  # (before an error's line, which would otherwise follow the bar's on one line)
     if stop and done < end:  # SIGINT/SIGTERM: the step it came in was finished and checkpointed
         raise Stopped(stop[0], f"stopped at step {done} of {cfg.steps} ({signal.Signals(stop[0]).name}); "
                                f"{ckpt_dir / f'step_{done:07d}.pt'} written: continue with --resume {run}")
@@ -597,6 +654,13 @@ def cli(argv: list[str] | None = None) -> None:
     except Stopped as exc:  # the step under way was finished and checkpointed
         print(exc, file=sys.stderr)
         raise SystemExit(exit_code(exc)) from None
+    except Diverged as exc:  # nothing of the step that diverged was saved
+        if exc.report:  # (rank 0 alone: every rank stops at that step)
+            print(f"error: {exc}", file=sys.stderr)
+        if dist.is_initialized():  # the others wait for that line: the first process to exit has torchrun end the rest
+            dist.barrier()
+            dist.destroy_process_group()
+        raise SystemExit(1) from None
     except KeyboardInterrupt as exc:  # before the first step (making data), or a second Ctrl-C
         print("interrupted; the run folder keeps its last checkpoint (continue with --resume, if one was "
               "written)", file=sys.stderr)
