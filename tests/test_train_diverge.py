@@ -147,6 +147,23 @@ def test_a_run_that_diverges_before_its_first_checkpoint_says_so(tmp_path, capsy
     assert main(["--resume", str(run), "--lr", "5e-4", "--no-progress"])["step"] == 4
 
 
+def test_resume_refuses_a_checkpoint_of_nan_weights_and_names_the_one_before(tmp_path, refused):
+    # as the trainer saved them when it went on after diverging: resumed, the run diverged at once
+    run = tmp_path / "run"
+    main(TINY + ["--device", "cpu", "--steps", "4", "--ckpt-every", "2", "--eval-every", "100", "--run-dir", str(run)])
+    last = run / "checkpoints" / "step_0000004.pt"
+    state = torch.load(last, weights_only=True)
+    next(iter(state["models"]["G"].values())).fill_(float("nan"))
+    torch.save(state, last)
+    before = files(run)
+    with refused(rf"^error: --resume {run}: {last}: holds weights that are NaN or inf \(saved after the run diverged\); "
+                 r"move it aside to resume from step_0000002.pt$"):
+        cli(["--resume", str(run), "--steps", "6", "--no-progress"])
+    assert files(run) == before
+    last.unlink()
+    assert main(["--resume", str(run), "--steps", "6", "--no-progress"])["step"] == 6
+
+
 def test_ddp_ranks_stop_together_when_one_diverges(tmp_path):
     # rank 1's loss alone is NaN: rank 0 must stop at the same step (alone, rank 1 left rank 0 waiting
     # in the all-reduce of its gradients), and say so once

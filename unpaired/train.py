@@ -190,8 +190,8 @@ def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
                        ckpt_every: int) -> tuple[Path | None, dict | None]:
     """The run's latest ``step_*.pt`` and its training state, or ``(None, None)`` when it has none (a run
     killed before its first checkpoint: it starts again at step 0); ValueError naming the file (and the
-    one before it, to resume from) when it is damaged, or when none is left of a run that logged steps
-    beyond its first checkpoint."""
+    one before it, to resume from) when it is damaged or holds weights that are not finite, or when none
+    is left of a run that logged steps beyond its first checkpoint."""
     ckpts = step_checkpoints(ckpt_dir)
     if not ckpts:
         metrics = ckpt_dir.parent / "metrics.jsonl"
@@ -201,8 +201,13 @@ def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
                              f"reaches step {logged}; put them back, or pass --overwrite to start the run again")
         return None, None
     try:
-        return ckpts[-1], read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {resume}: {ckpts[-1]}",
-                                          map_location=device)
+        state = read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {resume}: {ckpts[-1]}",
+                                map_location=device)
+        # (trainers before the divergence check went on and saved such weights: resumed, they diverge at once)
+        if not all(t.isfinite().all() for t in _floats({k: state[k] for k in ("models", "optimizers")})):
+            raise ValueError(f"--resume {resume}: {ckpts[-1]}: holds weights that are NaN or inf (saved after the run "
+                             "diverged)")
+        return ckpts[-1], state
     except ValueError as exc:
         earlier = f"; move it aside to resume from {ckpts[-2].name}" if len(ckpts) > 1 else ""
         raise ValueError(f"{exc}{earlier}") from None
