@@ -15,6 +15,7 @@ optimisers, schedulers, AMP scaler, every rank's image pools and RNG state, and 
 where the run stopped. A new run in a folder that holds one is refused unless ``--overwrite`` (which
 removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
 (gloo on CPU, nccl on CUDA) and only rank 0 writes. On CUDA, mixed precision and channels-last are on.
+A loss that becomes NaN or inf (on any rank) stops the run before its update, and nothing of that step is saved.
 """
 
 from __future__ import annotations
@@ -650,8 +651,8 @@ def _last_eval(path: Path) -> dict:
 
 def cli(argv: list[str] | None = None) -> None:
     """Command-line entry: bad options and inputs end with one ``error: ...`` line and exit status 2,
-    a disk that takes no more writes (full, read-only) or a file this user may not access with one
-    line and status 1; SIGINT (Ctrl-C) or SIGTERM with one line and status 130 or 143, after the step
+    a disk that takes no more writes (full, read-only), a file this user may not access or a run that
+    diverged with one line and status 1; SIGINT (Ctrl-C) or SIGTERM with one line and status 130 or 143, after the step
     under way is finished and checkpointed; no traceback."""
     try:
         with sigterm_interrupts():  # (a kill before the first step ends as Ctrl-C does)
