@@ -66,10 +66,11 @@ class ImageFolder:
     @classmethod
     def scan(cls, root: str | os.PathLike, min_size: tuple[int, int], sharp_name: str = "sharp",
              crop_name: str = "crop") -> "ImageFolder":
-        """Check every file under ``root`` (recursively, hidden files ignored) and keep the usable ones.
+        """Check every file under ``root`` (recursively, following links to folders; hidden files and
+        folders ignored) and keep the usable ones.
 
-        Corrupt, empty and non-image files, broken symbolic links, and images smaller than ``min_size``
-        ``(height, width)``, are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
+        Corrupt, empty and non-image files, broken symbolic links, links to a folder that holds them (a
+        loop), and images smaller than ``min_size`` ``(height, width)``, are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
         on read). Files are checked by :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one
         thread per core).
 
@@ -87,7 +88,7 @@ class ImageFolder:
         if not root.is_dir():
             raise FileNotFoundError(f"{named}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
-        visible = sorted(p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts))
+        visible, loops = _visible_paths(root)
         paths = [p for p in visible if p.is_file()]
         # photos are checked here (on every core) but read one crop at a time, later
         probes = dict(zip(paths, probe_images(paths)))
@@ -99,6 +100,9 @@ class ImageFolder:
                     broken = True
                     found.skipped.append({"file": rel, "reason": f"broken symbolic link (to {os.readlink(path)}, "
                                           "which does not exist); fix or remove the link"})
+                elif path in loops:
+                    found.skipped.append({"file": rel, "reason": f"symbolic link to a folder that holds it (to "
+                                          f"{os.readlink(path)}), not followed: it would repeat forever; remove the link"})
                 continue
             probed = probes[path]
             if isinstance(probed, ImageError):
@@ -123,6 +127,35 @@ class ImageFolder:
             raise ImageError(f"{named}: no usable image (skipped {len(found.skipped)} files: "
                              + "; ".join(f"{s['file']}: {s['reason']}" for s in found.skipped[:3]) + ")")
         return found
+
+
+def _visible_paths(root: Path) -> tuple[list[Path], set[Path]]:
+    """Every path under ``root`` (sorted), hidden ones and those in hidden folders left out, following
+    symbolic links to folders; and the links to a folder that holds them, listed but not followed.
+
+    ``Path.rglob`` lists a link to a folder but does not look inside it, so the photos of a linked
+    folder (``ln -s /data/DIV2K photos/div2k``) were left out without a word.
+    """
+    found, loops = [], set()
+
+    def walk(folder: Path, above: frozenset) -> None:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:  # an unreadable folder holds nothing, as for rglob
+            return
+        for path in entries:
+            if path.name.startswith("."):
+                continue
+            found.append(path)
+            if path.is_dir():
+                real = path.resolve()
+                if real in above:  # a link back up the tree: followed, it would never end
+                    loops.add(path)
+                else:
+                    walk(path, above | {real})
+
+    walk(root, frozenset({root.resolve()}))
+    return sorted(found), loops
 
 
 def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device):

@@ -382,3 +382,18 @@ def test_a_scene_the_camera_reaches_is_a_recipe_error_naming_the_depth():
         make_pairs(recipe, 4, seed=0)
     with pytest.raises(RecipeError, match=r"camera\.depth_m"):
         next(recipe_kernels(recipe, 4, seed=0))
+
+
+def test_photo_folder_scan_follows_links_to_folders_and_lists_loops(tmp_path):
+    """A linked subfolder (ln -s /data/DIV2K photos/div2k) was listed by rglob but never looked into:
+    its photos were left out without a word. A link back up the tree is listed, not followed."""
+    elsewhere, photos = tmp_path / "elsewhere", tmp_path / "photos"
+    for folder, name in ((elsewhere, "far.png"), (photos, "near.png"), (photos / ".cache", "hidden.png")):
+        write_image(folder / name, np.zeros((3, 40, 40), np.float32))
+    (photos / "linked").symlink_to(elsewhere)
+    (photos / "sub").mkdir()
+    (photos / "sub" / "up").symlink_to(photos)
+    found = ImageFolder.scan(photos, (30, 30))
+    assert found.files == ["linked/far.png", "near.png"]
+    assert [s["file"] for s in found.skipped] == ["sub/up"]
+    assert "symbolic link to a folder that holds it" in found.skipped[0]["reason"]
