@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import check_pair_sizes, read_image
+from .io import ImageError, check_pair_sizes, first_line, read_image
 from .pairs import ImageFolder, make_pairs
 from .recipe import Recipe, load_recipe
 from .rng import check_seed, is_integer
@@ -155,17 +155,19 @@ class PairedFolder(Dataset):
 
     Item ``i`` (an integer; negative counts from the end), on the CPU: dict with ``"blur"``, ``"sharp"``:
     ``(3, H, W)`` float32 sRGB in [0, 1] (16-bit files keep their 16 bits; gray ones are repeated to 3
-    channels), ``"index"`` (int), and, when a manifest is present, ``"kernel"`` (float32 array as stored: ``(kh, kw)`` or
-    ``(rows, cols, kh, kw)``) and ``"params"`` (flat dict). Reading an item raises
-    :class:`~blursynth.io.ImageError` naming the file when an image does not decode or when the two
-    differ in size.
+    channels), ``"index"`` (int), and, when a manifest is present, ``"kernel"`` (float32 tensor as stored:
+    ``(kh, kw)`` or ``(rows, cols, kh, kw)``) and ``"params"`` (flat dict). Reading an item raises
+    :class:`~blursynth.io.ImageError` naming the file when one of its files is missing or does not
+    decode (in a ``blursynth dataset`` folder, saying how to remake it) or when the two images differ
+    in size.
     """
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         manifest = self.root / "manifest.jsonl"
-        if manifest.is_file():
-            self.records = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        self.written = manifest.is_file()  # by `blursynth dataset`, which can remake any of its files
+        if self.written:
+            self.records = _read_manifest(manifest)
         elif (unfinished := _unfinished_run(self.root)) is not None:
             # A `blursynth dataset` folder without its manifest (a killed run, or one shard): its lq/ + gt/
             # (--layout basicsr) hold only some of its pairs, and read as a plain folder they would pass
@@ -195,11 +197,50 @@ class PairedFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[_item_index(i, len(self.records), f"pairs in {self.root}")]
-        blur, sharp = (torch.from_numpy(read_image(self.root / rec[k])[0]) for k in ("blur", "sharp"))
+        blur, sharp = (self._read(rec, k, lambda path: torch.from_numpy(read_image(path)[0])) for k in ("blur", "sharp"))
         check_pair_sizes(self.root / rec["blur"], blur, self.root / rec["sharp"], sharp)
         item = {"blur": blur, "sharp": sharp, "index": rec["index"]}
         if "kernel" in rec:
-            item["kernel"] = torch.from_numpy(np.load(self.root / rec["kernel"]))
+            item["kernel"] = self._read(rec, "kernel", _read_kernel)
         if "params" in rec:
             item["params"] = flatten_params(rec["params"])
         return item
+
+    def _read(self, rec: dict, key: str, read):
+        """``read(path)`` of the file ``rec[key]`` names. In a written dataset a file that is missing or does
+        not decode is an ImageError naming it and how to remake it: io's own advice ("re-export it") is for
+        a photo, and a damaged kernel's NumPy error named neither the file nor what was wrong with it."""
+        path = self.root / rec[key]
+        if not self.written:
+            return read(path)
+        try:
+            return read(path)
+        except (ImageError, OSError, ValueError, EOFError) as exc:
+            # (io's messages are "path: what; advice": the advice is replaced)
+            what = str(exc).split("; ", 1)[0] if isinstance(exc, ImageError) else \
+                f"{path}: cannot be read as a .npy array ({type(exc).__name__}: {first_line(exc)})"
+            raise ImageError(f"{what}; it is pair {rec['index']} of the `blursynth dataset` folder {self.root}: "
+                             "delete the file if it is there and run the command that wrote the folder again (its "
+                             "settings are in dataset.json), which remakes it exactly") from None
+
+
+def _read_kernel(path: Path) -> torch.Tensor:
+    """A ``.npy`` file's array as a tensor. (``np.load`` takes a file without the ``.npy`` magic for a
+    pickle, and then says it "contains pickled (object) data": read_array says the magic is wrong.)"""
+    with open(path, "rb") as fh:
+        return torch.from_numpy(np.lib.format.read_array(fh, allow_pickle=False))
+
+
+def _read_manifest(path: Path) -> list[dict]:
+    """The records of ``manifest.jsonl``; a line that is not a JSON record is a ValueError naming it (a
+    copy cut short ends mid-record, and json's own error named no file)."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {number} is not a JSON record ({exc}); the file is damaged or cut "
+                             "short (an interrupted copy?): copy the dataset folder again") from None
+    return records

@@ -397,3 +397,35 @@ def test_photo_folder_scan_follows_links_to_folders_and_lists_loops(tmp_path):
     assert found.files == ["linked/far.png", "near.png"]
     assert [s["file"] for s in found.skipped] == ["sub/up"]
     assert "symbolic link to a folder that holds it" in found.skipped[0]["reason"]
+
+
+def test_a_damaged_file_of_a_written_dataset_names_it_and_how_to_remake_it(tmp_path):
+    """Mid-epoch, a cut-short kernel said only "cannot reshape array" (or, not a .npy at all, that it "contains
+    pickled (object) data"), naming no file; a damaged image advised re-exporting it, as for a photo."""
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 3, _recipe(), seed=2, progress=False)
+    intact = [PairedFolder(tmp_path / "set")[i] for i in range(3)]
+    kernel = tmp_path / "set" / "kernels" / "000001.npy"
+    kernel.write_bytes(kernel.read_bytes()[:-8])
+    (tmp_path / "set" / "blur" / "000000.png").unlink()
+    (tmp_path / "set" / "kernels" / "000002.npy").write_bytes(b"not an array")
+    pairs = PairedFolder(tmp_path / "set")
+    for i, name in enumerate(["blur/000000.png", "kernels/000001.npy", "kernels/000002.npy"]):
+        with pytest.raises(ImageError, match=rf"set/{name}: .*pair {i} of the `blursynth dataset` folder .*"
+                                             r"run the command that wrote the folder again") as err:
+            pairs[i]
+        assert "pickled" not in str(err.value) and "re-export" not in str(err.value)
+    # the advice holds: the same command remakes them, byte for byte
+    write_dataset(tmp_path / "set", 3, _recipe(), seed=2, progress=False)
+    for i in range(3):
+        assert all(torch.equal(pairs[i][k], intact[i][k]) for k in ("blur", "sharp", "kernel"))
+
+
+def test_a_manifest_cut_short_is_named(tmp_path):
+    """A manifest cut mid-record (an interrupted copy) raised json's 'Unterminated string', naming no file."""
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 3, _recipe(), seed=2, progress=False)
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text()[:-40])
+    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 3 is not a JSON record .*copy the dataset folder again"):
+        PairedFolder(tmp_path / "set")
