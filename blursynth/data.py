@@ -4,7 +4,11 @@
 index at a time, so item ``i`` is the pair ``i`` the writer would make with the same recipe, seed and
 sources. Everything is derived from the index (no per-worker or global random state), so a
 multi-worker ``DataLoader`` never draws the same pair twice and the order of workers changes nothing.
-For a fresh set every epoch, pass a different ``seed`` (e.g. ``seed=epoch``) or a longer ``length``.
+
+Item ``i`` is the same pair every epoch. For fresh pairs, make one ``epochs`` times longer and read it
+once (its items are independent draws already), or build a new dataset with another ``seed`` (e.g.
+``seed=epoch``) and a new ``DataLoader`` each epoch, which scans ``sharp`` again. Setting ``.seed`` on
+a dataset whose ``DataLoader`` has ``persistent_workers=True`` changes nothing: its workers hold copies.
 """
 
 from __future__ import annotations

@@ -429,3 +429,17 @@ def test_a_manifest_cut_short_is_named(tmp_path):
     manifest.write_text(manifest.read_text()[:-40])
     with pytest.raises(ValueError, match=r"manifest\.jsonl: line 3 is not a JSON record .*copy the dataset folder again"):
         PairedFolder(tmp_path / "set")
+
+
+def test_items_are_the_same_every_epoch_with_persistent_shuffling_workers():
+    # the documented behaviour: fresh pairs come from a longer dataset or a new one, not from the epoch
+    data = SyntheticPairs(5, _recipe(crop=12), seed=3)
+    alone = {i: data[i] for i in range(5)}
+    loader = DataLoader(data, batch_size=2, num_workers=2, shuffle=True, persistent_workers=True,
+                        generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        batches = list(loader)
+        assert sorted(torch.cat([b["index"] for b in batches]).tolist()) == list(range(5))
+        for b in batches:
+            for k, i in enumerate(b["index"].tolist()):
+                assert torch.equal(b["blur"][k], alone[i]["blur"]) and torch.equal(b["kernel"][k], alone[i]["kernel"])
