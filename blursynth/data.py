@@ -201,7 +201,8 @@ class PairedFolder(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[_item_index(i, len(self.records), f"pairs in {self.root}")]
-        blur, sharp = (self._read(rec, k, lambda path: torch.from_numpy(read_image(path)[0])) for k in ("blur", "sharp"))
+        image = lambda path: torch.from_numpy(read_image(path)[0])  # noqa: E731
+        blur, sharp = (self._read(rec, k, image) for k in ("blur", "sharp"))
         check_pair_sizes(self.root / rec["blur"], blur, self.root / rec["sharp"], sharp)
         item = {"blur": blur, "sharp": sharp, "index": rec["index"]}
         if "kernel" in rec:

@@ -70,9 +70,9 @@ class ImageFolder:
         folders ignored) and keep the usable ones.
 
         Corrupt, empty and non-image files, broken symbolic links, links to a folder that holds them (a
-        loop), and images smaller than ``min_size`` ``(height, width)``, are listed in ``skipped``; gray, RGBA, palette, CMYK and 16-bit images are usable (converted
-        on read). Files are checked by :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one
-        thread per core).
+        loop), and images smaller than ``min_size`` ``(height, width)``, are listed in ``skipped``; gray,
+        RGBA, palette, CMYK and 16-bit images are usable (converted on read). Files are checked by
+        :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one thread per core).
 
         ``sharp_name`` and ``crop_name`` are how messages and skip reasons name the folder and the crop
         size: by default the Python arguments (``sharp='photos'``, ``crop``); the command line passes
@@ -102,7 +102,8 @@ class ImageFolder:
                                           "which does not exist); fix or remove the link"})
                 elif path in loops:
                     found.skipped.append({"file": rel, "reason": f"symbolic link to a folder that holds it (to "
-                                          f"{os.readlink(path)}), not followed: it would repeat forever; remove the link"})
+                                          f"{os.readlink(path)}), not followed: it would repeat forever; "
+                                          "remove the link"})
                 continue
             probed = probes[path]
             if isinstance(probed, ImageError):

@@ -427,7 +427,7 @@ def test_a_manifest_cut_short_is_named(tmp_path):
     write_dataset(tmp_path / "set", 3, _recipe(), seed=2, progress=False)
     manifest = tmp_path / "set" / "manifest.jsonl"
     manifest.write_text(manifest.read_text()[:-40])
-    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 3 is not a JSON record .*copy the dataset folder again"):
+    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 3 is not a JSON record .*copy the dataset folder"):
         PairedFolder(tmp_path / "set")
 
 
