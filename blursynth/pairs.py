@@ -453,7 +453,9 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
         scales.append(scale)
     kern = torch.cat(kernels)  # (n, rows * cols + 1, kh, kw): the grid, then the crop centre
     grid = kern[:, :-1].reshape(len(kern), rows, cols, *kern.shape[-2:])
-    return torch.cat(out), kern[:, -1], grid, (pts[:-1] - m), torch.tensor(scales, device=linear.device)
+    # (grid_points are on the CPU: grid_px stayed there, whatever the device make_pairs was given)
+    grid_px = (pts[:-1] - m).to(linear.device)
+    return torch.cat(out), kern[:, -1], grid, grid_px, torch.tensor(scales, device=linear.device)
 
 
 def _fit_motion(motion: Trajectory, pts: torch.Tensor, cam: Camera, size: int, depth_m: float,

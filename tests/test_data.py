@@ -443,3 +443,12 @@ def test_items_are_the_same_every_epoch_with_persistent_shuffling_workers():
         for b in batches:
             for k, i in enumerate(b["index"].tolist()):
                 assert torch.equal(b["blur"][k], alone[i]["blur"]) and torch.equal(b["kernel"][k], alone[i]["kernel"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["uniform", "projective"])
+def test_make_pairs_on_cuda_returns_every_tensor_there(mode):
+    # "All tensors on device": grid_px (projective) came back on the CPU
+    made = make_pairs(_recipe(crop=16, blur={"mode": mode, "grid": [2, 2]}), [0, 1], 1, device="cuda")
+    tensors = {k: v for k, v in made.items() if isinstance(v, torch.Tensor)}
+    assert {k: v.device.type for k, v in tensors.items()} == dict.fromkeys(tensors, "cuda")
