@@ -98,7 +98,8 @@ class SyntheticPairs(Dataset):
 
     Item ``i`` (an integer; negative counts from the end, like a list), its tensors on ``device``: dict
     with ``"blur"``, ``"sharp"``: ``(3, h, w)`` float32 sRGB in [0, 1] (``"blur"``
-    quantised as the recipe's sensor says; ``"sharp"`` the crop as it is, not quantised, where
+    quantised as the recipe's sensor says, and outside [0, 1] where its sensor neither clips nor
+    quantises: ``clip = false`` with ``bits = "off"``; ``"sharp"`` the crop as it is, not quantised, where
     ``blursynth dataset`` writes it rounded to the sensor's bit depth: the written file is this
     target exactly for 8-bit photographs and 8-bit output, within half a level otherwise);
     ``"kernel"``: ``(kh, kw)`` float32, summing to 1 (the local kernel at the crop centre for projective recipes);

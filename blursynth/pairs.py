@@ -215,7 +215,9 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         device: where the pixels are computed.
 
     Returns:
-        dict with ``"sharp"``, ``"blur"``: ``(N, 3, h, w)`` float32 sRGB in [0, 1] (h, w = recipe crop);
+        dict with ``"sharp"``, ``"blur"``: ``(N, 3, h, w)`` float32 sRGB in [0, 1] (h, w = recipe crop;
+        ``"blur"`` outside [0, 1] where the sensor neither clips nor quantises: ``clip = false`` with
+        ``bits = "off"``);
         ``"kernel"``: ``(N, kh, kw)`` the uniform kernel, or in projective mode the local kernel at the
         crop centre; ``"kernel_grid"``: ``(N, rows, cols, kh, kw)`` local kernels (projective) or None;
         ``"grid_px"``: ``(rows * cols, 2)`` float32 crop pixel coordinates ``(x, y)`` of the grid kernels, or

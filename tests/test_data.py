@@ -452,3 +452,13 @@ def test_make_pairs_on_cuda_returns_every_tensor_there(mode):
     made = make_pairs(_recipe(crop=16, blur={"mode": mode, "grid": [2, 2]}), [0, 1], 1, device="cuda")
     tensors = {k: v for k, v in made.items() if isinstance(v, torch.Tensor)}
     assert {k: v.device.type for k, v in tensors.items()} == dict.fromkeys(tensors, "cuda")
+
+
+def test_an_unclipped_float_sensor_gives_blur_outside_0_1_as_documented():
+    """The docstrings promised "blur" in [0, 1], which noise without clip or quantisation breaks."""
+    recipe = _recipe(sensor={"clip": False, "bits": "off", "jpeg_quality": "off", "crf": ["linear"],
+                             "shot_noise": [0.01, 0.02]})
+    blur = make_pairs(recipe, 2, 0)["blur"]
+    assert float(blur.max()) > 1 or float(blur.min()) < 0
+    for doc in (SyntheticPairs.__doc__, make_pairs.__doc__):
+        assert "outside [0, 1] where" in doc and 'clip = false`` with ``bits = "off"``' in " ".join(doc.split())
