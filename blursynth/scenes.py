@@ -320,7 +320,9 @@ def _zbuffer(leaves: dict, n: int, h: int, w: int, m: int) -> torch.Tensor:
     # Leaves that reach no pixel centre are dropped before any per-pixel work.
     hits = (cx + reach >= 0) & (cx - reach <= w - 1) & (cy + reach >= 0) & (cy - reach <= h - 1)
     item, leaf = hits.nonzero(as_tuple=True)
-    half = torch.ceil(reach[item, leaf]).long()
+    # A box of half-size >= max(h, w) is the whole image (see _boxes), so capping it there changes
+    # no pixel, and keeps leaves wider than the ladder's top rung (rmin up to 1e6 px) on it.
+    half = torch.ceil(reach[item, leaf]).clamp(max=max(h, w)).long()
     ladder = torch.tensor(_LADDER, device=dev)
     rung = torch.bucketize(half, ladder)  # half <= ladder[rung]
     front = torch.full((n * h * w,), m, dtype=torch.int64, device=dev)

@@ -119,6 +119,26 @@ def test_zbuffer_matches_brute_force(data):
             assert int(front[0, y * w + x]) == cover[0]
 
 
+def test_leaves_wider_than_every_box_class_render():
+    """DeadLeaves(rmin=6e5) is a valid option (rmin up to 1e6 px) but rendering raised 'IndexError:
+    list index out of range': a leaf reaching over 522,024 px had no bounding-box size class."""
+    img = dead_leaves(2, (9, 12), seed=0, rmin=6e5, rmax=7e5)
+    assert img.shape == (2, 3, 9, 12) and bool(((img >= 0) & (img <= 1)).all())
+    # The z-buffer against brute force: a giant leaf whose rim crosses the image, in front of one
+    # covering it all. float32 distances near 6e5 px resolve the rim to ~0.03 px: pixels within 0.1
+    # px of it are left out.
+    h, w, r0, cx0 = 9, 12, 6e5, -6e5 + 5.3
+    leaves = {"radius": torch.tensor([[r0, 9e5, math.inf]]), "cx": torch.tensor([[cx0, 4.0, 0.0]]),
+              "cy": torch.tensor([[4.0, 4.0, 0.0]])}
+    front = _zbuffer(leaves, 1, h, w, 2).view(h, w)
+    cx0, cy0 = float(leaves["cx"][0, 0]), 4.0
+    for y in range(h):
+        for x in range(w):
+            d = math.hypot(x - cx0, y - cy0) - (r0 + 0.5)
+            if abs(d) > 0.1:
+                assert int(front[y, x]) == (0 if d < 0 else 1)
+
+
 def test_leaf_count_follows_coverage_and_cap():
     opt = DeadLeaves()
     assert opt.leaves(128, 128) < opt.leaves(256, 256)
