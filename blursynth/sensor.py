@@ -577,6 +577,15 @@ def _check_float(img: torch.Tensor, what: str) -> None:
                         "convert with x.float() / 255 (8-bit) or x.float() / 65535 (16-bit)")
 
 
+def _check_finite(img: torch.Tensor, what: str) -> None:
+    """Refuse NaN and infinite values: NaN passed through every step (the clamps keep it) and came out
+    as NaN, or as an arbitrary byte from JPEG's uint8 cast; +-inf met the noise as inf - inf = NaN."""
+    bad = ~torch.isfinite(img)
+    if bool(bad.any()):
+        raise ValueError(f"{what} holds {int(bad.sum())} NaN or infinite value(s); find where they came from "
+                         "or replace them, e.g. torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0)")
+
+
 def _check_batch(img: torch.Tensor, what: str) -> None:
     if not isinstance(img, torch.Tensor) or img.dim() != 4:
         shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
@@ -621,8 +630,8 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
 
     Args:
         img: ``(B, 3, H, W)`` RGB or ``(B, 1, H, W)`` grayscale display values in [0, 1], a float dtype
-            (an integer image is a TypeError), quantised to 8 bits for coding; a 1-channel image is
-            coded as a grayscale JPEG.
+            (an integer image is a TypeError), finite (NaN or inf is a ValueError), quantised to 8 bits
+            for coding; a 1-channel image is coded as a grayscale JPEG.
         quality: an int or ``(B,)`` tensor of integer qualities 1-100 (0 = leave that item unchanged).
     Returns:
         ``img``'s shape, dtype and device: coded items hold multiples of 1/255 (divided in ``img``'s
@@ -630,6 +639,7 @@ def jpeg(img: torch.Tensor, quality: int | torch.Tensor) -> torch.Tensor:
     """
     _check_batch(img, "jpeg")
     _check_float(img, "jpeg takes")
+    _check_finite(img, "jpeg: the image")
     if img.shape[1] not in (1, 3):
         raise ValueError(f"jpeg codes RGB (B, 3, H, W) or grayscale (B, 1, H, W) images, got shape "
                          f"{tuple(img.shape)}")
@@ -668,12 +678,13 @@ def pre_blur(sharp: torch.Tensor, params: SensorParams) -> torch.Tensor:
 
     Args:
         sharp: ``(B, 3, H, W)`` display-referred (sRGB) values in [0, 1], a float dtype (an integer
-            image is a TypeError: divide 8-bit values by 255 first).
+            image is a TypeError: divide 8-bit values by 255 first), finite (NaN or inf is a ValueError).
     Returns:
         ``(B, 3, H, W)`` linear values in ``[0, 1 + highlight_gain]``: :func:`to_linear` then
         :func:`boost_highlights`.
     """
     _check_image(sharp, params)
+    _check_finite(sharp, "pre_blur: the sharp image")
     # float64 inside, rounded once at the end: float32 kernels differ in the last bit between their
     # vectorised and scalar paths, so an item's result would depend on its place in the batch.
     return boost_highlights(to_linear(sharp.double(), params), params).to(sharp.dtype)
@@ -686,7 +697,8 @@ def post_blur(blurred: torch.Tensor, params: SensorParams, seed: int, index) -> 
     :func:`jpeg`, each as ``params`` says (a step that is off is skipped).
 
     Args:
-        blurred: ``(B, 3, H, W)`` linear values (output of the blur of :func:`pre_blur`'s image).
+        blurred: ``(B, 3, H, W)`` finite linear values (output of the blur of :func:`pre_blur`'s image;
+            NaN or inf is a ValueError).
         index: the ``B`` item indices: the noise of item ``i`` depends only on ``(seed, i)``.
     Returns:
         ``(B, 3, H, W)`` display-referred (sRGB) values of ``blurred``'s dtype, in [0, 1] when
@@ -694,6 +706,7 @@ def post_blur(blurred: torch.Tensor, params: SensorParams, seed: int, index) -> 
         same in any batch (up to a float64 ulp landing on a float32 rounding boundary).
     """
     _check_image(blurred, params)
+    _check_finite(blurred, "post_blur: the blurred image")
     x = add_noise(blurred.double(), params, seed, index)  # float64 inside: see pre_blur
     x = clip(x, params)
     if bool((params.bayer >= 0).any()):

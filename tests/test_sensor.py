@@ -489,3 +489,18 @@ def test_from_dict_reads_a_recipes_toml_sensor_table():
     for name in ("default", "gopro-like"):
         table = tomllib.loads((RECIPE_DIR / f"{name}.toml").read_text())["sensor"]
         assert S.SensorModel.from_dict(table) == load_recipe(name).sensor_model()
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_images_are_refused(bad):
+    """A NaN pixel came out of post_blur as NaN (the clamps keep it), or, with JPEG on, as whatever
+    byte the uint8 cast made of it; +inf met the noise as inf - inf = NaN. Each composite, and jpeg,
+    now refuses it, naming the image and the fix."""
+    img = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    img[1, 2, 3, 4] = bad
+    p = S.SensorModel(jpeg_quality=(80, 90)).sample(2, seed=0)
+    for call, name in ((lambda: S.pre_blur(img, p), "pre_blur: the sharp image"),
+                       (lambda: S.post_blur(img, p, 0, range(2)), "post_blur: the blurred image"),
+                       (lambda: S.jpeg(img, 80), "jpeg: the image")):
+        with pytest.raises(ValueError, match=rf"{name} holds 1 NaN or infinite value.*torch.nan_to_num"):
+            call()
