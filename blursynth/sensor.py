@@ -608,15 +608,17 @@ def _per_image(name: str, value, batch: int) -> torch.Tensor:
 def quantize(img: torch.Tensor, bits: int | torch.Tensor) -> torch.Tensor:
     """Round display values to ``2**bits`` levels: ``(B, C, H, W)`` in [0, 1] -> same, on the grid ``k / (2**bits - 1)``.
 
-    ``bits`` is a non-negative int or a ``(B,)`` tensor of them (0 = leave that item as float).
+    ``bits`` is an int in 0-32 or a ``(B,)`` tensor of them (0 = leave that item as float).
     ``img`` is float (an integer image is a TypeError); float16 and bfloat16 images are rounded in
     float32 and come back in their own dtype.
     """
     _check_batch(img, "quantize")
     _check_float(img, "quantize takes")
     bits_t = _per_image("bits", bits, img.shape[0])
-    if bits_t.is_floating_point() or bits_t.dtype == torch.bool or bool((bits_t < 0).any()):
-        raise ValueError(f"bits must be non-negative integers (0 = float output), got {bits_t.tolist()}")
+    # (2**bits - 1 levels overflowed float32 to inf from 128 bits, and the image to NaN; past 32 bits
+    # no image format stores the grid, and float32 cannot hold it)
+    if bits_t.is_floating_point() or bits_t.dtype == torch.bool or bool(((bits_t < 0) | (bits_t > 32)).any()):
+        raise ValueError(f"bits must be non-negative integers up to 32 (0 = float output), got {bits_t.tolist()}")
     bits_t = bits_t.to(img.device).view(-1, 1, 1, 1)
     # 2**16 - 1 levels overflow float16 to inf (and the image to NaN): round in float32 at least
     work = img if img.dtype in (torch.float32, torch.float64) else img.float()

@@ -271,7 +271,7 @@ def test_quantize_refuses_integer_images_and_bits_that_are_not_counts():
     bits gave a grid of 2**bits - 1 'levels' that is no bit depth."""
     with pytest.raises(TypeError, match=r"float\(\) / 255"):
         S.quantize(torch.full((1, 3, 2, 2), 200, dtype=torch.uint8), 8)
-    for bits in (8.5, -1, torch.tensor([8.0]), True):
+    for bits in (8.5, -1, torch.tensor([8.0]), True, 33, 1000, torch.tensor([200])):  # (1000: a NaN image)
         with pytest.raises(ValueError, match="bits must be non-negative integers"):
             S.quantize(torch.rand(1, 3, 2, 2), bits)
 
