@@ -357,25 +357,57 @@ class SensorParams:
         images, and ``to_records`` of them gives the same records. One field is not the one drawn:
         ``gamma`` of an item whose curve is not ``"gamma"`` (recorded as ``None``, unused by its
         curve) comes back as 1.0.
+
+        Raises:
+            ValueError: a record that lacks a field or holds a value no :class:`SensorModel` draws
+                (a negative or NaN noise variance, ``bits`` 12, ...); the message names the record
+                and the field.
         """
         try:
             col = lambda key, conv: [conv(r[key]) for r in records]  # noqa: E731
             f32 = lambda v: torch.tensor(v, dtype=torch.float32, device=device)  # noqa: E731
             i64 = lambda v: torch.tensor(v, dtype=torch.int64, device=device)  # noqa: E731
-            return cls(
+            params = cls(
                 crf=i64(col("crf", CRFS.index)),
                 gamma=f32(col("gamma", lambda g: 1.0 if g is None else float(g))),
                 highlight_gain=f32(col("highlight_gain", float)),
                 highlight_threshold=f32(col("highlight_threshold", float)),
                 shot_noise=f32(col("shot_noise", float)),
                 read_noise=f32(col("read_noise", float)),
-                clip=torch.tensor(col("clip", bool), dtype=torch.bool, device=device),
+                clip=torch.tensor(col("clip", _strict_bool), dtype=torch.bool, device=device),
                 bayer=i64(col("bayer", lambda b: -1 if b is None else BAYER.index(b))),
                 bits=i64(col("bits", lambda b: 0 if b is None else int(b))),
                 jpeg_quality=i64(col("jpeg_quality", lambda q: 0 if q is None else int(q))),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"sensor record is not one written by SensorParams.to_records: {err!r}") from None
+        params._check_drawable(records)
+        return params
+
+    def _check_drawable(self, records: Sequence[dict]) -> None:
+        """Refuse values no :class:`SensorModel` draws, which a hand-edited record may hold: a negative
+        or NaN noise variance made NaN pixels without a word, bits 12 a grid no dataset file stores."""
+        finite = torch.isfinite
+        rules = {
+            "gamma": ((self.gamma > 0) & finite(self.gamma), "a positive number, or None"),
+            "highlight_gain": ((self.highlight_gain >= 0) & finite(self.highlight_gain), "a number >= 0"),
+            "highlight_threshold": ((self.highlight_threshold > 0) & (self.highlight_threshold <= 1), "in (0, 1]"),
+            "shot_noise": ((self.shot_noise >= 0) & finite(self.shot_noise), "a variance >= 0"),
+            "read_noise": ((self.read_noise >= 0) & finite(self.read_noise), "a variance >= 0"),
+            "bits": ((self.bits == 0) | (self.bits == 8) | (self.bits == 16), "8, 16 or None"),
+            "jpeg_quality": ((self.jpeg_quality >= 0) & (self.jpeg_quality <= 100), "1-100 or None"),
+        }
+        for name, (ok, valid) in rules.items():
+            if not bool(ok.all()):
+                i = int((~ok).nonzero()[0])
+                raise ValueError(f"sensor record {i}: {name}={records[i][name]!r} is out of range: it must be {valid}")
+
+
+def _strict_bool(value) -> bool:
+    """A record's ``clip``: a bool (``bool("false")`` is True, so strings are refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"clip must be true or false, got {value!r}")
+    return bool(value)
 
 
 # --------------------------------------------------------------------------- tone curves

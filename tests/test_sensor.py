@@ -504,3 +504,25 @@ def test_non_finite_images_are_refused(bad):
                        (lambda: S.jpeg(img, 80), "jpeg: the image")):
         with pytest.raises(ValueError, match=rf"{name} holds 1 NaN or infinite value.*torch.nan_to_num"):
             call()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("shot_noise", -0.01), ("read_noise", math.nan), ("read_noise", -1e-4), ("highlight_gain", math.inf),
+    ("highlight_threshold", 0.0), ("bits", 12), ("jpeg_quality", 101), ("gamma", -2.2),
+])
+def test_records_holding_values_no_model_draws_are_refused(field, value):
+    """from_records took a hand-edited record's negative or NaN noise variance, and post_blur then
+    made NaN pixels (the square root of a negative variance) without a word; bits 12 or quality 101
+    went through too. Each is refused, naming the record and the field."""
+    records = S.SensorModel(crf=["gamma"], jpeg_quality=(60, 90)).sample(3, seed=0).to_records()
+    records[2][field] = value
+    with pytest.raises(ValueError, match=rf"sensor record 2: {field}=.* is out of range"):
+        S.SensorParams.from_records(records)
+
+
+def test_record_clip_must_be_a_bool():
+    """bool("false") is True: a record's clip written as a string flipped on."""
+    records = S.SensorModel().sample(1, seed=0).to_records()
+    records[0]["clip"] = "false"
+    with pytest.raises(ValueError, match="clip must be true or false"):
+        S.SensorParams.from_records(records)
