@@ -184,9 +184,11 @@ class DeadLeaves:
 
     def render_at(self, index: torch.Tensor, size, seed: int) -> torch.Tensor:
         """Images of arbitrary item indices ``(N,)`` int64 tensor: ``(N, 3, H, W)`` float32 sRGB in [0, 1],
-        rendered on ``index.device``."""
+        rendered on ``index.device``; negative or float indices are refused (a float was truncated
+        into another item's draws)."""
         h, w = _size(size)
         seed = rng.check_seed(seed)
+        index = rng.as_index(index)
         reach = math.ceil(3 * self.defocus_sigma[1])  # the defocus blur pads by reflection this far
         if self.defocus > 0 and min(h, w) <= reach:
             raise ValueError(f"dead leaves with defocus={self.defocus} need images larger than {reach} px a side "

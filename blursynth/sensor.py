@@ -237,14 +237,16 @@ class SensorModel:
         Returns:
             :class:`SensorParams` of ``(n,)`` tensors on ``device``.
         """
-        if n < 0 or start < 0:
-            raise ValueError(f"SensorModel.sample needs n >= 0 and start >= 0, got n={n}, start={start}")
+        if not (rng.is_integer(n) and rng.is_integer(start)) or n < 0 or start < 0:  # (2.5: range()'s words)
+            raise ValueError(f"SensorModel.sample needs integers n >= 0 and start >= 0, got n={n!r}, start={start!r}")
         idx = rng.as_index(range(start, start + n), device=device)
         return self.sample_at(idx, seed)
 
     def sample_at(self, index: torch.Tensor, seed: int) -> "SensorParams":
-        """Like :meth:`sample` for arbitrary item indices ``(N,)`` int64 (on the device wanted)."""
+        """Like :meth:`sample` for arbitrary item indices ``(N,)`` int64 (on the device wanted); negative
+        or float indices are refused (a float was truncated into another item's draws)."""
         seed = rng.check_seed(seed)
+        index = rng.as_index(index)
         n = index.shape[0]
         zeros = torch.zeros(n, device=index.device)
         crf_names = torch.tensor([CRFS.index(c) for c in self.crf], device=index.device)

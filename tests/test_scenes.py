@@ -286,6 +286,14 @@ def test_rmax_and_max_leaves_must_be_finite_numbers_and_an_integer():
     assert type(opt.rmax) is float and torch.equal(opt.render(1, 16, 0), DeadLeaves(rmax=8.0).render(1, 16, 0))
 
 
+def test_render_at_refuses_float_and_negative_indices():
+    """render_at(tensor([1.7])) rendered item 1, and render_at(tensor([-1])) an image no item has."""
+    with pytest.raises(TypeError, match="item indices must be integers"):
+        DeadLeaves().render_at(torch.tensor([1.7]), 8, seed=0)
+    with pytest.raises(ValueError, match="item indices must be >= 0"):
+        DeadLeaves().render_at(torch.tensor([-1]), 8, seed=0)
+
+
 def test_from_dict_takes_off_for_none_as_in_toml():
     # TOML has no null: "off" stands for None there (as in recipes), e.g. rmax's default
     assert DeadLeaves.from_dict({"rmax": "off", "alpha": 3.5}) == DeadLeaves(rmax=None, alpha=3.5)

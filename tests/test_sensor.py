@@ -526,3 +526,17 @@ def test_record_clip_must_be_a_bool():
     records[0]["clip"] = "false"
     with pytest.raises(ValueError, match="clip must be true or false"):
         S.SensorParams.from_records(records)
+
+
+def test_sample_refuses_counts_and_indices_that_are_not_non_negative_integers():
+    """sample(2.5, 0) failed with range()'s words, naming nothing, and sample(True, 0) drew one item;
+    sample_at(tensor([1.7])) drew item 1's values, and sample_at(tensor([-1])) drew values no item has."""
+    model = S.SensorModel()
+    for n, start in ((2.5, 0), (True, 0), (1, 1.0)):
+        with pytest.raises(ValueError, match="SensorModel.sample needs integers n >= 0 and start >= 0"):
+            model.sample(n, 0, start=start)
+    with pytest.raises(TypeError, match="item indices must be integers"):
+        model.sample_at(torch.tensor([1.7]), 0)
+    with pytest.raises(ValueError, match="item indices must be >= 0"):
+        model.sample_at(torch.tensor([-1]), 0)
+    assert model.sample_at(torch.tensor([3, 1], dtype=torch.int32), 0).to_records() == model.sample(4, 0)[[3, 1]].to_records()
