@@ -107,7 +107,7 @@ class DeadLeaves:
             if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
                 value = value.item() if hasattr(value, "item") else float(value)  # NumPy scalars: plain numbers
                 object.__setattr__(self, name, value)
-            if not isinstance(value, (int, float)) or not lo <= value <= hi:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
                 raise ValueError(f"dead leaves option {name}={value!r} is out of range [{lo}, {hi}]")
         if self.alpha == 1.0:
             raise ValueError("dead leaves option alpha=1 is degenerate; use a value in (1, 10]")
@@ -122,9 +122,16 @@ class DeadLeaves:
                                  f">= rmin={self.rmin}, or None")
             object.__setattr__(self, "rmax", rmax)
         try:
-            lo, hi = (float(v) for v in self.defocus_sigma)
+            # (a string's characters passed as numbers: "13" was (1.0, 3.0))
+            if isinstance(self.defocus_sigma, (str, bytes)):
+                raise TypeError
+            lo, hi = (float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else None
+                      for v in self.defocus_sigma)
+            if lo is None or hi is None:
+                raise TypeError
         except (TypeError, ValueError):
-            raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} must be a (lo, hi) pair") from None
+            raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} must be a (lo, hi) pair "
+                             "of numbers") from None
         object.__setattr__(self, "defocus_sigma", (lo, hi))  # lists from TOML become tuples
         if not 0.0 < lo <= hi <= 20.0:
             raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} needs 0 < lo <= hi <= 20")

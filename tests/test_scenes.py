@@ -286,6 +286,17 @@ def test_rmax_and_max_leaves_must_be_finite_numbers_and_an_integer():
     assert type(opt.rmax) is float and torch.equal(opt.render(1, 16, 0), DeadLeaves(rmax=8.0).render(1, 16, 0))
 
 
+def test_options_refuse_bools_and_strings():
+    """DeadLeaves(chroma=True) was chroma 1 (and wrote true into manifests), defocus_sigma="13" was
+    (1.0, 3.0): a string's characters read as numbers."""
+    for kwargs in ({"chroma": True}, {"coverage": True}, {"rmin": True}, {"defocus_sigma": "13"},
+                   {"defocus_sigma": (True, 2.0)}, {"defocus_sigma": (1.0, "2")}):
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"dead leaves option {name}="):
+            DeadLeaves(**kwargs)
+    assert DeadLeaves(defocus_sigma=[np.float32(1.0), 2]).defocus_sigma == (1.0, 2.0)
+
+
 def test_render_at_refuses_float_and_negative_indices():
     """render_at(tensor([1.7])) rendered item 1, and render_at(tensor([-1])) an image no item has."""
     with pytest.raises(TypeError, match="item indices must be integers"):
