@@ -535,8 +535,9 @@ def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> t
     """Add shot and read noise to linear values: ``x + sqrt(a x + b) * z``, ``z`` standard normal.
 
     The Poisson shot noise is approximated by a Gaussian of the same variance, as in Brooks et al.
-    (exact for the photon counts of all but the darkest pixels). The field ``z`` of item ``i`` is
-    ``rng.normal(seed, i, (3, H, W))``: it depends only on ``(seed, i)`` and the image size.
+    (close for the photon counts of all but the darkest pixels). The field ``z`` of item ``i`` is
+    ``rng.normal(seed, torch.tensor([i]), (3, H, W), stream=307, dtype=linear.dtype)`` (float64 inside
+    :func:`post_blur`): it depends only on ``(seed, i)`` and the image size.
 
     Args:
         linear: ``(B, 3, H, W)`` linear values (may exceed 1 after a highlight boost).

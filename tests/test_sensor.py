@@ -540,3 +540,20 @@ def test_sample_refuses_counts_and_indices_that_are_not_non_negative_integers():
     with pytest.raises(ValueError, match="item indices must be >= 0"):
         model.sample_at(torch.tensor([-1]), 0)
     assert model.sample_at(torch.tensor([3, 1], dtype=torch.int32), 0).to_records() == model.sample(4, 0)[[3, 1]].to_records()
+
+
+def test_noise_field_is_the_documented_draw():
+    """add_noise's docstring and the README gave the field as rng.normal(seed, i, (3, H, W)), stream 0;
+    it is drawn on stream 307, so the documented call gave another field."""
+    import pathlib
+
+    from blursynth import rng
+    p = _params(2, read_noise=1e-2)
+    x = torch.full((2, 3, 5, 6), 0.5, dtype=torch.float64)
+    z = (S.add_noise(x, p, 7, [4, 9]) - x) / p.read_noise.double().sqrt().view(-1, 1, 1, 1)
+    for k, i in enumerate((4, 9)):
+        field = rng.normal(7, torch.tensor([i]), (3, 5, 6), stream=307, dtype=torch.float64)[0]
+        assert torch.allclose(z[k], field, rtol=1e-12, atol=1e-12)
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for text in (" ".join(S.add_noise.__doc__.split()), " ".join(readme.split())):
+        assert "rng.normal(seed, torch.tensor([i]), (3, H, W), stream=307" in text
