@@ -248,14 +248,16 @@ class SensorModel:
         seed = rng.check_seed(seed)
         index = rng.as_index(index)
         n = index.shape[0]
-        zeros = torch.zeros(n, device=index.device)
+        # A new tensor per field: one shared by several fields let an in-place edit of one
+        # (params.read_noise += 1e-3) change the others too.
+        zeros = lambda: torch.zeros(n, device=index.device)  # noqa: E731
         crf_names = torch.tensor([CRFS.index(c) for c in self.crf], device=index.device)
         crf = crf_names[(rng.uniform(seed, index, (), _S_CRF) * len(self.crf)).long().clamp(max=len(self.crf) - 1)]
         gamma = rng.range_uniform(seed, index, *self.gamma, stream=_S_GAMMA)
-        gain = zeros if self.highlight_gain is None else rng.range_uniform(seed, index, *self.highlight_gain,
+        gain = zeros() if self.highlight_gain is None else rng.range_uniform(seed, index, *self.highlight_gain,
                                                                            stream=_S_GAIN)
         if self.shot_noise is None:
-            shot, read = zeros, zeros
+            shot, read = zeros(), zeros()
         else:
             shot = rng.log_uniform(seed, index, *self.shot_noise, stream=_S_SHOT)
             slope, intercept = self.read_noise_line

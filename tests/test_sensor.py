@@ -557,3 +557,11 @@ def test_noise_field_is_the_documented_draw():
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     for text in (" ".join(S.add_noise.__doc__.split()), " ".join(readme.split())):
         assert "rng.normal(seed, torch.tensor([i]), (3, H, W), stream=307" in text
+
+
+def test_params_fields_are_separate_tensors():
+    """With noise and the boost off, shot_noise, read_noise and highlight_gain were one tensor, so
+    p.read_noise += 1e-3 in place also gave every item shot noise and a highlight boost."""
+    p = S.SensorModel.off().sample(3, seed=0)
+    p.read_noise += 1e-3
+    assert bool((p.shot_noise == 0).all()) and bool((p.highlight_gain == 0).all())
