@@ -95,7 +95,9 @@ def _check_range(name: str, value, low: float, high: float, *, integer: bool = F
     ``optional``: whether None (step off) is a valid value, for the message (the caller handles None)."""
     lo, hi = _two_numbers(name, value, "a (low, high) pair of numbers", optional)
     if not (low <= lo <= hi <= high) or math.isnan(lo) or math.isnan(hi):
-        raise ValueError(f"SensorModel.{name}={value!r} is out of range: need {low} <= low <= high <= {high}")
+        # (shot_noise=(0, 0) is how one asks for no noise: say how)
+        off = f"; {name}=None switches the step off" if optional else ""
+        raise ValueError(f"SensorModel.{name}={value!r} is out of range: need {low} <= low <= high <= {high}{off}")
     if integer:
         if lo != int(lo) or hi != int(hi):
             raise ValueError(f"SensorModel.{name}={value!r} must hold integers")
@@ -174,9 +176,8 @@ class SensorModel:
         set_("highlight_threshold", _check_number("highlight_threshold", self.highlight_threshold, 0.0, 1.0,
                                                   low_open=True))
         if self.shot_noise is not None:
+            # (> 0: it is drawn log-uniformly)
             set_("shot_noise", _check_range("shot_noise", self.shot_noise, 1e-12, 1.0))
-            if self.shot_noise[0] <= 0:
-                raise ValueError("SensorModel.shot_noise must be > 0 (it is drawn log-uniformly)")
         slope, intercept = _two_numbers("read_noise_line", self.read_noise_line,
                                         "a (slope, intercept) pair of numbers", optional=False)
         if not (math.isfinite(slope) and math.isfinite(intercept)):

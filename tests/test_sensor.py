@@ -342,6 +342,16 @@ def test_bad_options_are_named(kwargs, words):
         S.SensorModel(**kwargs)
 
 
+def test_out_of_range_steps_say_none_switches_them_off():
+    """shot_noise=(0, 0), the natural way to ask for no noise, said only that it was out of range."""
+    for kwargs, name in (({"shot_noise": (0, 0)}, "shot_noise"), ({"highlight_gain": (-1, 0)}, "highlight_gain"),
+                         ({"jpeg_quality": (0, 0)}, "jpeg_quality")):
+        with pytest.raises(ValueError, match=rf"{name}=.* is out of range: .*; {name}=None switches the step off"):
+            S.SensorModel(**kwargs)
+    with pytest.raises(ValueError, match=r"out of range: need 0.1 <= low <= high <= 10.0$"):
+        S.SensorModel(gamma=(0, 1))  # not a step: None is no choice
+
+
 def test_none_switches_clip_and_the_tone_curve_off():
     """A recipe's `clip = "off"` is clip=None: no clipping, not a crash when the first item is drawn."""
     model = S.SensorModel(clip=None, crf=None)
