@@ -256,7 +256,7 @@ class SensorModel:
         crf = crf_names[(rng.uniform(seed, index, (), _S_CRF) * len(self.crf)).long().clamp(max=len(self.crf) - 1)]
         gamma = rng.range_uniform(seed, index, *self.gamma, stream=_S_GAMMA)
         gain = zeros() if self.highlight_gain is None else rng.range_uniform(seed, index, *self.highlight_gain,
-                                                                           stream=_S_GAIN)
+                                                                             stream=_S_GAIN)
         if self.shot_noise is None:
             shot, read = zeros(), zeros()
         else:
