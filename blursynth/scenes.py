@@ -121,17 +121,11 @@ class DeadLeaves:
                 raise ValueError(f"dead leaves option rmax={self.rmax!r} must be a finite number of pixels "
                                  f">= rmin={self.rmin}, or None")
             object.__setattr__(self, "rmax", rmax)
-        try:
-            # (a string's characters passed as numbers: "13" was (1.0, 3.0))
-            if isinstance(self.defocus_sigma, (str, bytes)):
-                raise TypeError
-            lo, hi = (float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else None
-                      for v in self.defocus_sigma)
-            if lo is None or hi is None:
-                raise TypeError
-        except (TypeError, ValueError):
-            raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} must be a (lo, hi) pair "
-                             "of numbers") from None
+        pair = self.defocus_sigma  # (a string's characters passed as numbers: "13" was (1.0, 3.0))
+        if (isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)):
+            raise ValueError(f"dead leaves option defocus_sigma={pair!r} must be a (lo, hi) pair of numbers")
+        lo, hi = (float(v) for v in pair)
         object.__setattr__(self, "defocus_sigma", (lo, hi))  # lists from TOML become tuples
         if not 0.0 < lo <= hi <= 20.0:
             raise ValueError(f"dead leaves option defocus_sigma={self.defocus_sigma!r} needs 0 < lo <= hi <= 20")
