@@ -15,7 +15,8 @@ from blursynth.sensor import linear_to_srgb, srgb_to_linear
 from test_kernel import _moments  # tests/ is on the path under pytest's default import mode
 from unpaired.losses import ImagePool, VGGPerceptual, charbonnier, lsgan_loss
 from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ResnetGenerator,
-                             ShakeKernels, UNet, build_generator, init_weights, kernel_centroid)
+                             ShakeKernels, UNet, build_generator, discriminator_min_side, init_weights,
+                             kernel_centroid)
 
 
 def n_params(net):
@@ -43,6 +44,19 @@ def test_patchgan_receptive_field_is_70():
     cols = grad.abs().sum(dim=(0, 1, 2)).nonzero()
     assert int(rows.max() - rows.min() + 1) == 70
     assert int(cols.max() - cols.min() + 1) == 70
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 4])
+def test_patchgan_takes_exactly_the_sides_from_its_min_side(n_layers):
+    """--crop 16 in cyclegan mode passed the config and failed at the first step, in the last
+    instance norm (one value per channel): the rule, not one size, is checked for each depth."""
+    d = init_weights(PatchDiscriminator(4, n_layers), seed=0)
+    least = discriminator_min_side(n_layers)
+    for side in (least, least + 1, least + 5):
+        out = d(torch.rand(1, 3, side, side))
+        assert out.shape[-2:] == (side // 2 ** n_layers - 2,) * 2 and out.shape[-1] >= 1
+    with pytest.raises(ValueError):
+        d(torch.rand(1, 3, least - 1, least - 1))
 
 
 @pytest.mark.parametrize("net", [ResnetGenerator(8, 2), UNet(8, 2)])

@@ -72,6 +72,10 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("crop = 8\n", r"--crop 8 is below 16 px, the least the unet generator takes \(2 px at its coarsest scale\)"),
     ("mode = 'cyclegan'\ncrop = 4\n", "--crop 4 is below 8 px, the least the resnet generator takes"),
     ("unet_depth = 4\ncrop = 64\nval_crop = 16\n", "--val-crop 16 is below 32 px"),
+    # and the discriminators (validation images do not go through them)
+    ("mode = 'cyclegan'\ncrop = 16\n", r"--crop 16 is below 24 px, the least the PatchGAN discriminator takes "
+                                        r"with --n-layers-d 3 \(3 \* 2\*\*3\)"),
+    ("mode = 'cyclegan'\nn_layers_d = 5\n", "--crop 64 is below 96 px, the least the PatchGAN discriminator"),
     ("lr = -1\n", "--lr must be >= 0"),
     # seed * 1000 + rank beyond 2**63 failed after the data was made ("Overflow when unpacking long long"),
     # or at the first CycleGAN step, naming that derived seed rather than --seed

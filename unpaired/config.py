@@ -190,13 +190,19 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be a multiple of {factor} "
                                   f"for the {self.generator} generator")
         from unpaired.metrics import SSIM_WINDOW
-        from unpaired.models import min_side
+        from unpaired.models import discriminator_min_side, min_side
 
         # (--crop 8 with the default U-Net passed, made the data, then failed in a traceback at step 1)
         for name in ("crop",) + (("val_crop",) if self.val_size else ()):
             if getattr(self, name) < min_side(factor):
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} is below {min_side(factor)} px, the least "
                                   f"the {self.generator} generator takes (2 px at its coarsest scale); raise it")
+        # (the discriminators see training crops only: --crop 16 in cyclegan mode failed at the first step)
+        least = discriminator_min_side(self.n_layers_d)
+        if self.mode == "cyclegan" and self.crop < least:
+            raise ConfigError(f"--crop {self.crop} is below {least} px, the least the PatchGAN discriminator takes "
+                              f"with --n-layers-d {self.n_layers_d} (3 * 2**{self.n_layers_d}); raise --crop or lower "
+                              "--n-layers-d")
         if self.val_size and self.val_crop < SSIM_WINDOW:  # (else the first validation fails)
             raise ConfigError(f"--val-crop {self.val_crop} is smaller than SSIM's {SSIM_WINDOW} px window; use at "
                               f"least {SSIM_WINDOW} (or --val-size 0 for no validation)")

@@ -236,7 +236,8 @@ class PatchDiscriminator(nn.Module):
     """PatchGAN (Isola et al. 2017): with ``n_layers=3`` each output score sees a 70x70 patch.
 
     Input ``(B, 3, H, W)`` in ``[0, 1]``, float32; output ``(B, 1, H', W')`` raw scores (LSGAN: real -> 1),
-    ``H' = H // 8 - 2`` with ``n_layers=3`` (sides of at least 24 px).
+    ``H' = H // 2**n_layers - 2`` (``H // 8 - 2`` with ``n_layers=3``), sides of at least
+    :func:`discriminator_min_side` (24 px with ``n_layers=3``).
     """
 
     def __init__(self, ndf: int = 64, n_layers: int = 3, channels: int = 3):
@@ -294,6 +295,14 @@ def min_side(factor: int) -> int:
     at its coarsest scale, which the U-Net's reflect padding and the ResNet's instance norm need
     (smaller inputs fail inside the network, in a traceback)."""
     return 2 * factor
+
+
+def discriminator_min_side(n_layers: int) -> int:
+    """The smallest image side a :class:`PatchDiscriminator` of ``n_layers`` takes: ``3 * 2**n_layers``.
+    Its ``n_layers`` stride-2 convolutions halve the side (rounding down), then two 4x4 stride-1
+    ones take 1 px each: at 3 px they leave 2x2 for the last instance norm and one score; at
+    2 px the instance norm gets one value per channel and fails (in a traceback at the first step)."""
+    return 3 * 2 ** n_layers
 
 
 def build_generator(spec: dict, seed: int | None = None) -> nn.Module:
