@@ -2,9 +2,10 @@
 
 Any image :func:`blursynth.io.read_image` reads, any size: the image is cut into overlapping tiles,
 restored one row of tiles at a time, and the tiles are blended with weights that vanish near tile
-edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams; a
-shift-equivariant model whose receptive radius r is at most ``overlap // 4`` gives the same output
-tiled as untiled except within r pixels of the image border (see :func:`deblur_image`). Outputs keep
+edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams; an image
+that one tile holds is restored as the network restores it whole, and a shift-equivariant model
+whose receptive radius r is at most ``overlap // 4`` gives the same output tiled as untiled except
+within r pixels of the image border (see :func:`deblur_image`). Outputs keep
 the input's size, file format, bit depth and colour type (a gray file stays gray, an RGB file RGB).
 A file that fails is reported and skipped (but a full or read-only disk stops the run at the first
 output it cannot write); nothing is written where an output would replace an input, or an earlier
@@ -117,40 +118,36 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     """Restore ``(B, 3, H, W)`` images in ``[0, 1]`` tile by tile; returns ``(B, 3, H, W)`` in ``[0, 1]``.
 
     ``tile`` (rounded up to a multiple of ``factor``, and at least ``2 * factor``) is the side the network
-    sees at once; along an axis where the image padded by ``overlap // 2`` on each side is shorter, the
-    tile shrinks to that length (rounded up to a multiple of ``factor``, above ``overlap`` and at least
-    ``2 * factor``), so a large ``tile`` costs
-    nothing on a small image. ``overlap`` pixels are shared by neighbouring tiles (must be < ``tile``).
+    sees at once. Along an axis that one tile holds (its length rounded up to a multiple of ``factor``,
+    and at least ``2 * factor``, is at most ``tile``) the tile is that rounded length: the axis itself,
+    padded only at its end up to the size factor, so a large ``tile`` costs nothing on a small image,
+    and an image whose sides are multiples of ``factor`` (at least ``2 * factor``) and at most ``tile``
+    is restored as ``net(image)`` exactly, as training validates it. A longer axis is cut into tiles of
+    ``tile`` px that share ``overlap`` pixels (must be < ``tile``), over the axis padded by
+    ``overlap // 2`` px of reflected context at each end.
     A shift-equivariant model (stride-1 convolutions, pointwise layers) whose receptive radius r is
     at most ``overlap // 4`` gives the untiled result ``net(image)`` except within r pixels of the
     image border, where the tiles see reflected padding instead of the network's own: the blending
     weights are zero on the outer ``overlap // 4`` pixels of each tile, so every pixel that counts saw
-    its whole receptive field inside its tile. Other models (the U-Net, which downsamples) differ
-    slightly everywhere. One row of tiles is restored at a
-    time and added into the output, so memory is about three images (input, padded copy, output)
-    plus one row of tiles, whatever the image size. Runs on ``image.device``; ``progress`` shows a
-    bar over the rows of tiles (after 2 s).
+    its whole receptive field inside its tile. Other models differ everywhere when the image takes
+    several tiles: slightly for the U-Net, which downsamples and sees further, and more for the ResNet,
+    whose instance norm normalises each tile by that tile's own statistics. One row of tiles is
+    restored at a time and added into the output, so memory is about three images (input, padded
+    copy, output) plus one row of tiles, whatever the image size. Runs on ``image.device``, with
+    ``net`` there; the output is float32; ``progress`` shows a bar over the rows of tiles (after 2 s).
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
     # (a tile below min_side, --tile 8 or --overlap 0 on a tiny image, ended in a traceback from inside
     # the network)
-    least = min_side(factor)
-    tile = max(math.ceil(tile / factor) * factor, least)
+    tile = max(math.ceil(tile / factor) * factor, min_side(factor))
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must lie in [0, tile), got overlap={overlap}, tile={tile}")
     b, c, h, w = image.shape
-    # pad: half an overlap of context on each side, then up to a whole number of strides
-    pad = overlap // 2
-    # A tile longer than the padded image along an axis shrinks to it (a multiple of factor, still
-    # above overlap): one tile covers that axis either way, and padding it to the full tile would
-    # only cost time and memory (a 4096 px tile on a 40x50 image).
-    th = min(tile, math.ceil(max(pad + h + pad, overlap + 1, least) / factor) * factor)
-    tw = min(tile, math.ceil(max(pad + w + pad, overlap + 1, least) / factor) * factor)
-    sy, sx = th - overlap, tw - overlap
-    ny, nx = 1 + math.ceil(max(0, pad + h + pad - th) / sy), 1 + math.ceil(max(0, pad + w + pad - tw) / sx)
+    th, sy, ny, top = _axis_tiles(h, tile, overlap, factor)
+    tw, sx, nx, left = _axis_tiles(w, tile, overlap, factor)
     hp, wp = th + (ny - 1) * sy, tw + (nx - 1) * sx
-    padded = _pad(image, pad, hp - h - pad, pad, wp - w - pad)
+    padded = _pad(image, top, hp - h - top, left, wp - w - left)
     wy = _edge_weights(ny, _window(th, overlap, image.device))  # (ny, th): a tile's weight is wy ⊗ wx
     wx = _edge_weights(nx, _window(tw, overlap, image.device))  # (nx, tw)
     num = image.new_zeros(b, c, hp, wp, dtype=torch.float32)
@@ -162,15 +159,31 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
         outs = outs.reshape(b, nx, c, th, tw) * (wy[i, :, None] * wx[:, None, :])[None, :, None]
         num[:, :, y:y + th] += F.fold(outs.reshape(b, nx, -1).transpose(1, 2), (th, wp), (th, tw), stride=(1, sx))
     # The weights are separable, so their sum over the tiles is the product of the two axes' sums.
-    out = num[..., pad:pad + h, pad:pad + w]
-    out /= _coverage(wy, sy)[pad:pad + h, None] * _coverage(wx, sx)[None, pad:pad + w]
+    out = num[..., top:top + h, left:left + w]
+    out /= _coverage(wy, sy)[top:top + h, None] * _coverage(wx, sx)[None, left:left + w]
     return out
+
+
+def _axis_tiles(n: int, tile: int, overlap: int, factor: int) -> tuple[int, int, int, int]:
+    """How :func:`deblur_image` cuts an axis of ``n`` px: ``(side, stride, count, before)``, ``count``
+    tiles of ``side`` px, ``stride`` apart, over the axis padded by ``before`` px in front (and after
+    as far as the last tile reaches). ``tile`` is a multiple of ``factor``, at least ``min_side(factor)``."""
+    whole = math.ceil(max(n, min_side(factor)) / factor) * factor
+    if whole <= tile:
+        # One tile holds the axis: no context pad, which the network would see as part of the image
+        # (its instance norm would average it in) while there is no neighbouring tile to blend with.
+        return whole, whole, 1, 0
+    pad = overlap // 2  # half an overlap of context at each end, then up to a whole number of strides
+    stride = tile - overlap
+    return tile, stride, 1 + math.ceil((pad + n + pad - tile) / stride), pad
 
 
 def _edge_weights(n: int, win: torch.Tensor) -> torch.Tensor:
     """``(n, T)`` weights of ``n`` tiles along one axis: the window, except that the sides facing the
     image border are 1 (no neighbour will cover them), so the weights never sum to zero."""
     tile = win.shape[0]
+    if n == 1:  # (the window of a tile shorter than the overlap can vanish mid-tile)
+        return torch.ones_like(win)[None]
     half = tile // 2
     weights = win[None, :].repeat(n, 1)
     weights[0, :half] = 1.0
