@@ -376,6 +376,9 @@ def test_tile_larger_than_image_shrinks_to_it():
     x = torch.rand(1, 3, 1, 5)
     torch.testing.assert_close(deblur_image(net, x, tile=64, overlap=31, factor=4), x)
     assert seen == [(8, 8)]
+    # ... and, of an odd side (size factor 1) shorter than the overlap, is weighted 1 throughout
+    x = torch.rand(1, 3, 5, 7)
+    torch.testing.assert_close(deblur_image(net, x, tile=64, overlap=40, factor=1), x)
 
 
 @settings(max_examples=12, deadline=None)
