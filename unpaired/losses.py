@@ -46,7 +46,8 @@ def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 class VGGPerceptual(nn.Module):
-    """Mean L1 distance between VGG16 features (relu1_2, relu2_2, relu3_3) of two image batches.
+    """Perceptual loss (Johnson et al. 2016): the sum over relu1_2, relu2_2 and relu3_3 of the mean L1
+    distance between the two image batches' VGG16 features at that layer.
 
     The pretrained weights come from a local file (torchvision's ``vgg16-397923af.pth``, or any state
     dict holding at least its ``features.0`` .. ``features.14`` tensors); nothing is downloaded.
