@@ -275,6 +275,22 @@ def test_kernel_blur_generator_saturated_light_smears_into_a_saturated_streak():
         assert (y[0, :, 4, [0, 1, 7, 8]] == 0).all() and (y[0, :, [3, 5]] == 0).all()
 
 
+@pytest.mark.parametrize("size", [9, 21])  # the direct blur (at most 100 taps) and the FFT
+def test_kernel_blur_generator_runs_in_float32_under_mixed_precision(size):
+    """Under autocast (on by default on CUDA) the kernel MLP ran in bfloat16, and for small kernels the
+    blur too, returning a bfloat16 image: the formation model is the same with and without it."""
+    f = init_weights(KernelBlurGenerator(size), seed=0)
+    x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(size))
+    torch.manual_seed(0)
+    y, k = f(x)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y_amp, k_amp = f(x)
+    assert y_amp.dtype == k_amp.dtype == torch.float32
+    torch.testing.assert_close(k_amp, k, atol=1e-7, rtol=1e-5)
+    torch.testing.assert_close(y_amp, y, atol=1e-6, rtol=1e-5)
+
+
 def test_kernel_blur_generator_size_must_be_odd():
     with pytest.raises(ValueError, match="odd"):
         KernelBlurGenerator(4)

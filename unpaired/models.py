@@ -187,8 +187,9 @@ class KernelBlurGenerator(nn.Module):
     that Adam's steps of about ``lr`` move them.
 
     Input ``(B, 3, H, W)`` sRGB in ``[0, 1]`` (clamped; any float dtype); returns the blurred image
-    (reflect boundary, same size, float32 in ``[0, 1]``, on the input's device) and the kernels
-    ``(B, size, size)``. ``size`` (of the default sampler, or the sampler's) odd, >= 1.
+    (reflect boundary, same size, float32 in ``[0, 1]``, on the input's device; computed in float32
+    under autocast too) and the kernels ``(B, size, size)``. ``size`` (of the default sampler, or the
+    sampler's) odd, >= 1.
     """
 
     def __init__(self, size: int = 21, sampler: nn.Module | None = None):
@@ -213,6 +214,12 @@ class KernelBlurGenerator(nn.Module):
         return F.softplus(10 * self.highlight) * (0.5 / math.log(2))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # The formation model runs in float32 under mixed precision too: autocast ran the kernel MLP and
+        # the direct blur of small kernels in bfloat16, whose steps (2**-9 relative) exceed the read noise.
+        with torch.autocast(x.device.type, enabled=False):
+            return self._form(x)
+
+    def _form(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.kernels(x.shape[0], x.device)
         linear = srgb_to_linear(x.float().clamp(0, 1))
         saturated = linear >= SensorModel.highlight_threshold  # the sensor model's own threshold (0.98)
