@@ -396,12 +396,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     cfg = from_mapping(args, base, where="command line").resolve()
     if cfg.resume:
         cfg.run_dir = cfg.resume
+    given = set(args) | set(toml)
+    if saved is not None:  # first: a changed --mode or network is the cause of what validate would find
+        _check_resume(cfg, saved, given)  # (--mode cyclegan on a paired run's 16 px crops: "below 24 px")
     cfg.validate()
     if cfg.resume and cfg.overwrite:
         raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
-    given = set(args) | set(toml)
-    if saved is not None:
-        _check_resume(cfg, saved, given)
     _check_used(cfg, given)
     _check_run_dir(cfg)
     return cfg
