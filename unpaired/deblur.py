@@ -3,10 +3,11 @@
 Any image :func:`blursynth.io.read_image` reads, any size: the image is cut into overlapping tiles,
 restored one row of tiles at a time, and the tiles are blended with weights that vanish near tile
 edges (where a tile lacks context) and sum to one elsewhere, so the result has no seams; an image
-that one tile holds is restored as the network restores it whole, and a shift-equivariant model
-whose receptive radius r is at most ``overlap // 4`` gives the same output tiled as untiled except
-within r pixels of the image border (see :func:`deblur_image`). Outputs keep
-the input's size, file format, bit depth and colour type (a gray file stays gray, an RGB file RGB).
+that one tile holds (sides multiples of the network's size factor) is restored as the network
+restores it whole, and a shift-equivariant model whose receptive radius r is at most
+``overlap // 4`` gives the same output tiled as untiled except within r pixels of the image border
+(see :func:`deblur_image`). Outputs keep the input's size, file format, bit depth and colour type
+(a gray file stays gray, an RGB file RGB).
 A file that fails is reported and skipped (but a full or read-only disk stops the run at the first
 output it cannot write); nothing is written where an output would replace an input, or an earlier
 output without ``--overwrite``; ``--skip-existing`` deblurs only the inputs whose output is not there
