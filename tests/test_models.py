@@ -81,6 +81,10 @@ def test_residual_generator_starts_as_identity():
 def test_bad_size_is_explained():
     with pytest.raises(ValueError, match="multiples of 4"):
         ResnetGenerator(8, 1)(torch.rand(1, 3, 30, 32))
+    # sides below min_side failed inside the network (instance norm, reflect padding)
+    for net, shape in ((ResnetGenerator(4, 1), (4, 8)), (UNet(4, 2), (8, 4))):  # (both: factor 4, least 8)
+        with pytest.raises(ValueError, match=r"multiples of 4 and at least 8; got \(1, 3, "):
+            init_weights(net, seed=0)(torch.rand(1, 3, *shape))
 
 
 def test_init_is_seeded_and_reference_scaled():

@@ -9,7 +9,8 @@ a generator predicts a correction added to its input (sharp = blurry + residual)
 the identity and so trains much faster for deblurring; its output is not clamped during training
 (clamping would stop gradients), :func:`deblur`-style inference clamps to ``[0, 1]``.
 
-Sides must be multiples of :func:`size_factor` (4 for the ResNet generator, ``2**depth`` for the U-Net).
+Sides must be multiples of :func:`size_factor` (4 for the ResNet generator, ``2**depth`` for the U-Net),
+and at least :func:`min_side` of it (twice it); other sides raise ValueError.
 Weights are drawn from N(0, 0.02) by :func:`init_weights` with a seeded generator, never the global RNG,
 except the U-Net's (no normalisation layers), which get He-scaled weights so that its signal neither
 vanishes nor explodes with depth (and the kernel MLP's, He-scaled so its kernels vary with the code).
@@ -264,9 +265,11 @@ class PatchDiscriminator(nn.Module):
 
 
 def _check_size(x: torch.Tensor, factor: int) -> None:
-    if x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor:
-        raise ValueError(f"generator input must be (B, C, H, W) with H, W multiples of {factor}; "
-                         f"got {tuple(x.shape)} (pad the image, e.g. with unpaired.deblur.deblur_image)")
+    # (a side below min_side failed inside the network, in torch's instance norm or reflect padding)
+    if x.ndim != 4 or x.shape[-1] % factor or x.shape[-2] % factor or min(x.shape[-2:]) < min_side(factor):
+        raise ValueError(f"generator input must be (B, C, H, W) with H, W multiples of {factor} and at least "
+                         f"{min_side(factor)}; got {tuple(x.shape)} (pad the image, e.g. with "
+                         "unpaired.deblur.deblur_image)")
 
 
 def init_weights(net: nn.Module, seed: int, std: float = 0.02) -> nn.Module:
