@@ -42,6 +42,27 @@ def check_short_of_plane(forward: torch.Tensor, depth) -> None:
         raise error
 
 
+class BehindCameraError(ValueError):
+    """A scene point the frame shows is at or behind the camera at some pose of the exposure: the camera
+    turned (or moved) so far that it faces away from part of the scene, where a pinhole image means
+    nothing (the point's image runs off through infinity and comes back mirrored: a render asked for
+    tens of gigabytes, or read mirrored pixels without a word)."""
+
+
+def check_in_front(w: torch.Tensor, points: torch.Tensor, t: torch.Tensor, what: str) -> None:
+    """Raise :class:`BehindCameraError` unless every homogeneous scale ``w`` ``(N, T, P)`` is positive
+    (in front of the camera); ``points`` ``(P, 2)`` are the pixels they belong to, named with ``what``,
+    and ``t`` ``(N, T)`` the sample times in seconds."""
+    behind = w <= 0  # (NaN poses pass: they are reported as such where they are checked)
+    if bool(behind.any()):
+        item, step, p = behind.nonzero()[0].tolist()
+        x, y = points[p].tolist()
+        when = f"t = {float(t[item, step]):.4g} s" + (f" of item {item}" if w.shape[0] > 1 else "")
+        raise BehindCameraError(f"{what} ({x:g}, {y:g}) is at or behind the camera at {when}: "
+                                "the camera turns (or moves) so far that it faces away from the scene there; "
+                                "camera motion is in radians and metres")
+
+
 @dataclass(frozen=True)
 class Camera:
     """A pinhole camera.
@@ -150,11 +171,15 @@ class Camera:
         Returns:
             ``(N, T, P, 2)`` float32 positions of those points at each sample time, in pixels, on the
             trajectory's device (computed in float64).
+
+        Raises:
+            BehindCameraError: a point's scene point is at or behind the camera at some sample.
         """
         h = self.homographies(trajectory, depth_m).double()
         pts = torch.as_tensor(points_px, device=h.device, dtype=torch.float64).reshape(-1, 2)
         homog = torch.cat([pts, torch.ones_like(pts[:, :1])], dim=1)  # (P, 3)
         mapped = torch.einsum("ntij,pj->ntpi", h, homog)
+        check_in_front(mapped[..., 2], pts, trajectory.t, "the scene point of pixel")
         return (mapped[..., :2] / mapped[..., 2:]).float()
 
     def center_path(self, trajectory: Trajectory, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:

@@ -27,7 +27,7 @@ from dataclasses import replace
 import torch
 
 from . import rng
-from .camera import Camera
+from .camera import Camera, check_in_front
 from .trajectory import Trajectory
 
 
@@ -281,9 +281,26 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     # Sampling maps: each output pixel p reads the sharp image at H^-1 p (pixels -> grid_sample's [-1, 1]).
     norm = torch.tensor([[2.0 / max(w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(h - 1, 1), -1.0], [0.0, 0.0, 1.0]],
                         dtype=torch.float64)
-    sample = (norm @ torch.linalg.inv(hom.double())).to(image)  # (B, K, 3, 3)
+    inverse = torch.linalg.inv(hom.double())  # (B, K, 3, 3): blurred-frame pixel -> sharp-image pixel
+    _check_reads_in_front(inverse, camera, poses.t)
+    sample = (norm @ inverse).to(image)
     per_call = 1 if image.device.type == "cpu" else max(1, WARP_PIXELS // (b * h * w))
     return _warp_sum(image, sample, weights, padding_mode, per_call)
+
+
+def _check_reads_in_front(inverse: torch.Tensor, camera: Camera, t: torch.Tensor) -> None:
+    """Raise :class:`~blursynth.camera.BehindCameraError` if a pixel of the blurred frame reads a scene
+    point behind the camera at ``t = 0`` under one of the maps ``inverse`` ``(B, K, 3, 3)`` of the poses
+    at times ``t`` ``(1 | B, K)`` seconds: grid_sample would read the mirrored pixel without a word.
+
+    Not implied by :meth:`Camera.project`'s test of the sharp frame's points: a camera turned far to
+    one side sees past the sharp frame's cone on that side. The homogeneous scale is affine in the
+    pixel, so it is positive over the whole frame when it is at the four corners.
+    """
+    right, bottom = camera.width - 1.0, camera.height - 1.0
+    corners = torch.tensor([[0.0, 0.0], [right, 0.0], [0.0, bottom], [right, bottom]], dtype=inverse.dtype)
+    w = inverse[..., 2, :2] @ corners.T + inverse[..., 2, 2:]  # (B, K, 4)
+    check_in_front(w, corners, t.expand(w.shape[0], -1), "the blurred frame's pixel")
 
 
 def _warp_sum(image: torch.Tensor, sample: torch.Tensor, weights: torch.Tensor, padding_mode: str,

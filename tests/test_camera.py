@@ -100,3 +100,20 @@ def test_a_camera_that_reaches_the_scene_plane_is_refused():
         with pytest.raises(SceneReachedError, match="times the scene depth.*larger depth_m"):
             call()
     assert torch.isfinite(kernel_paths(traj, cam, 0.05)).all()  # short of the plane: fine
+
+
+def test_a_point_turned_behind_the_camera_is_refused():
+    """A rotation past 90 degrees projected the point through infinity to a mirrored, finite position:
+    its image path was garbage, and a render of such a motion asked for tens of gigabytes."""
+    from blursynth.camera import BehindCameraError
+    cam = Camera(30.0, 32, 24)
+    rot = torch.zeros(1, 3, 3)
+    rot[0, :, 1] = torch.tensor([0.0, 0.5, 2.0])  # yaw: the camera ends up facing sideways and back
+    traj = Trajectory(t=torch.tensor([[0.0, 0.05, 0.1]]), rotation=rot)
+    with pytest.raises(BehindCameraError, match=r"pixel \(0, 12\) is at or behind the camera at t = 0.1 s: "):
+        cam.project(traj, torch.tensor([[0.0, 12.0]]))
+    with pytest.raises(BehindCameraError, match=r"at t = 0.1 s of item 1: "):  # (in a batch, the item too)
+        cam.project(Trajectory.cat([Trajectory(t=traj.t, rotation=0 * rot), traj]), torch.tensor([[0.0, 12.0]]))
+    # Up to 0.5 rad (the left edge's points 56 degrees off the new axis) they are in front of it.
+    first = Trajectory(t=traj.t[:, :2], rotation=traj.rotation[:, :2])
+    assert torch.isfinite(cam.project(first, torch.tensor([[0.0, 12.0]]))).all()

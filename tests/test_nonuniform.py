@@ -366,3 +366,23 @@ def test_a_zero_length_exposure_is_centred_as_its_uniform_kernel():
     assert torch.equal(kernels_at(pts, still, cam, 15), kernels_at(pts, even, cam, 15))
     img = torch.rand(1, 3, 20, 30, generator=torch.Generator().manual_seed(0))
     assert torch.equal(render_nonuniform(img, still, cam), render_nonuniform(img, even, cam))
+
+
+def test_a_camera_turned_to_face_away_is_refused():
+    """Turning past 90 degrees from part of the scene made the render read mirrored pixels without a
+    word (the blurred frame's side seeing past the sharp frame's cone), or ask for tens of gigabytes
+    (sharp-frame points passing through infinity)."""
+    from blursynth.camera import BehindCameraError
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1, 1] = math.pi / 4  # yaw, turning right
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot)
+    # The principal point on the left edge: the frame spans 0 to 63 degrees right of the axis, so
+    # every sharp-frame point stays in front, while the right edge then looks 108 degrees off it.
+    cam = Camera(16.0, 32, 8, cx=0.0)
+    assert torch.isfinite(kernels_at([[31.0, 4.0]], traj, cam, 63, center=False)).all()
+    image = torch.rand(1, 1, 8, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(BehindCameraError, match=r"blurred frame's pixel \(31, 0\) is at or behind the camera"):
+        render_nonuniform(image, traj, cam)
+    rot[0, 1, 1] = 2.0  # sharp-frame points end behind the camera
+    with pytest.raises(BehindCameraError, match=r"scene point of pixel \(0, 0\) is at or behind the camera"):
+        render_nonuniform(image, Trajectory(t=traj.t, rotation=rot), cam)
