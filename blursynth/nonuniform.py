@@ -151,16 +151,25 @@ def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | tor
 
 
 def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf,
-                   max_step_px: float = 0.5) -> tuple[Trajectory, torch.Tensor]:
+                   max_step_px: float = 0.5, shift_px: torch.Tensor | None = None) -> tuple[Trajectory, torch.Tensor]:
     """The fewest poses, with weights, that integrate the exposure to ``max_step_px`` resolution.
 
     A camera that dwells (slow motion) needs few warps, one that sweeps needs many: the poses are
     re-sampled evenly in the *motion* parameter ``s`` (the cumulative largest displacement of any
-    probe pixel of the frame), so consecutive poses are at most ``max_step_px`` apart everywhere in
-    the frame, and each pose gets the share of exposure time spent near it (linear "tent" split of
-    the time between neighbouring poses, which keeps the time-weighted mean motion along the path;
-    the image-plane mean is kept up to how far the path bends off the chords between poses). The
-    trajectory is first densified to a quarter of the step so the time shares are accurate.
+    probe pixel of the frame), and each pose gets the share of exposure time spent near it (linear
+    "tent" split of the time between neighbouring poses, which keeps the time-weighted mean motion
+    along the path; the image-plane mean is kept up to how far the path bends off the chords between
+    poses). The trajectory is first densified to a quarter of the step so the time shares are accurate.
+
+    Consecutive poses are at most ``max_step_px`` apart everywhere in the frame, both for the sharp
+    frame's points and for the content seen at the pixels of the blurred frame (these differ where the
+    motion is large: a camera backing away from a near plane shows, at the blurred frame's edge, points
+    from outside the sharp frame that move faster); where the grid in ``s`` misses the second, it is
+    made finer until it holds.
+
+    Args:
+        shift_px: ``(N, 2)`` shift ``(x, y)`` in pixels that the renderer removes from every pose (its
+            centring, :func:`centering_shift`); None: no shift.
 
     Returns:
         ``(poses, weights)``: a :class:`Trajectory` of ``K`` samples (same ``K`` for the batch; times
@@ -171,12 +180,25 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
     step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2)).double()  # (T-1,)
     s = torch.cat([step.new_zeros(1), step.cumsum(0)])  # (T,) shared by the batch
     w = exposure_weights(fine.t).double()  # (N, T)
+    if float(s[-1]) <= 0:  # a still camera: one pose
+        return _pick(fine, torch.zeros(1, dtype=torch.long, device=s.device)), w.sum(1, keepdim=True).float()
     # At least MIN_INTERVALS: a motion shorter than a few steps would otherwise be cut to its chords
     # (over 3,000 small drawn shakes, 2 or 3 poses put the mean up to 0.075 px off the exposure's,
     # at least 4 poses at most 0.026).
     k = max(MIN_INTERVALS, math.ceil(float(s[-1]) / max_step_px))
-    if float(s[-1]) <= 0:  # a still camera: one pose
-        return _pick(fine, torch.zeros(1, dtype=torch.long, device=s.device)), w.sum(1, keepdim=True).float()
+    while True:
+        poses, weights = _resample(fine, s, w, k)
+        worst = _blurred_frame_step(poses, camera, depth_m, shift_px)
+        if not worst > max_step_px:
+            return poses, weights
+        # The step shrinks about in proportion to the grid spacing: one or two rounds.
+        k = max(k + 1, math.ceil(k * worst / max_step_px))
+
+
+def _resample(fine: Trajectory, s: torch.Tensor, w: torch.Tensor, k: int) -> tuple[Trajectory, torch.Tensor]:
+    """``k + 1`` poses evenly spaced in the motion ``s`` ``(T,)`` of ``fine``'s samples, and ``(N, k + 1)``
+    float32 weights: each fine sample's exposure weight ``w`` ``(N, T)`` split between its two
+    neighbouring poses."""
     delta = float(s[-1]) / k
     grid = torch.arange(k + 1, dtype=torch.float64, device=s.device) * delta
     # Time shares: each fine sample's weight split linearly between its two neighbouring grid poses.
@@ -191,6 +213,26 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
     a, b = s[j - 1], s[j]
     t_frac = ((grid - a) / (b - a).clamp_min(1e-12)).clamp(0, 1).float()
     return _blend(fine, j - 1, j, t_frac), weights.float()
+
+
+def _blurred_frame_step(poses: Trajectory, camera: Camera, depth_m, shift_px: torch.Tensor | None) -> float:
+    """Largest distance, over the probe pixels of the blurred frame and the batch, that the content seen
+    there moves from one pose to the next or back: ``|G q - q|`` for ``G = H_{j+1} H_j^-1`` and its
+    inverse, at ``q = p + shift_px`` (the renderer's pixel ``p`` in the frame of the uncentred
+    homographies). Both ways, so that reversed poses get the same verdict (and render the same)."""
+    hom = camera.homographies(poses, depth_m).double()  # (N, K, 3, 3)
+    if hom.shape[1] < 2:
+        return 0.0
+    ahead = hom[:, 1:] @ torch.linalg.inv(hom[:, :-1])  # (N, K-1, 3, 3): pose j's image -> pose j+1's
+    q = _probe_points(camera, hom.device).double()[None]  # (1, P, 2)
+    if shift_px is not None:
+        q = q + shift_px.to(q)[:, None]  # (N, P, 2)
+    qh = torch.cat([q, torch.ones_like(q[..., :1])], -1)
+    worst = 0.0
+    for relative in (ahead, torch.linalg.inv(ahead)):
+        moved = torch.einsum("nkij,npj->nkpi", relative, qh)
+        worst = max(worst, float((moved[..., :2] / moved[..., 2:] - q[:, None]).norm(dim=-1).max()))
+    return worst
 
 
 def _pick(traj: Trajectory, i: torch.Tensor) -> Trajectory:
@@ -221,9 +263,10 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
         camera: pinhole camera of the frame.
         depth_m: scene-plane depth in metres (float or ``(B,)``), ``inf`` for a distant scene.
         center: remove the principal point's mean displacement (agrees with the centred uniform kernel).
-        max_step_px: largest motion of any frame point between consecutive poses (:func:`motion_samples`);
-            the error against the continuous exposure falls faster than the step (measured on a smooth
-            image: 1.4e-2 at 0.5 px, 4e-3 at 0.25 px), the cost grows as its inverse.
+        max_step_px: largest motion, between consecutive poses, of any sharp-frame point and of the
+            content seen at any pixel of the blurred frame (:func:`motion_samples`); the error against
+            the continuous exposure falls faster than the step (measured on a smooth image: 1.4e-2 at
+            0.5 px, 4e-3 at 0.25 px), the cost grows as its inverse.
         padding_mode: ``grid_sample`` padding for pixels that come from outside the frame
             (``"reflection"``, ``"border"``, ``"zeros"``); use a larger crop and keep the interior to avoid
             the question.
@@ -270,10 +313,10 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     trajectory = trajectory.to("cpu")
     if torch.is_tensor(depth_m):
         depth_m = depth_m.cpu()
-    poses, weights = motion_samples(trajectory, camera, depth_m, max_step_px)
+    shift = centering_shift(densify(trajectory, camera, depth_m, max_step_px), camera, depth_m) if center else None
+    poses, weights = motion_samples(trajectory, camera, depth_m, max_step_px, shift)
     hom = camera.homographies(poses, depth_m)  # (N, K, 3, 3)
     if center:
-        shift = centering_shift(densify(trajectory, camera, depth_m, max_step_px), camera, depth_m)
         move = torch.eye(3).repeat(shift.shape[0], 1, 1)
         move[:, :2, 2] = -shift
         hom = move[:, None] @ hom
