@@ -108,10 +108,26 @@ def _check_step(max_step_px: float) -> None:
         raise ValueError(f"max_step_px must be > 0 (pixels), got {max_step_px}")
 
 
+def _check_motion(trajectory: Trajectory) -> None:
+    """Refuse a trajectory the exposure integral cannot be taken over: no samples, sample times that are
+    not finite and non-decreasing (they weigh the poses: decreasing ones gave negative weights), or
+    poses that are not finite."""
+    t = trajectory.t
+    if t.shape[1] < 1:
+        raise ValueError("the trajectory has no samples (T = 0); a motion needs at least one pose")
+    if not (bool(torch.isfinite(t).all()) and bool((t[:, 1:] >= t[:, :-1]).all())):
+        raise ValueError("trajectory.t must be finite sample times in seconds, non-decreasing along each item")
+    for name in ("rotation", "translation", "path_px"):
+        pose = getattr(trajectory, name)
+        if pose is not None and not bool(torch.isfinite(pose).all()):
+            raise ValueError(f"trajectory.{name} contains NaN or infinite values")
+
+
 def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float) -> tuple[Trajectory, torch.Tensor]:
     """:func:`densify`, and the probe pixels' positions ``(N, T', P, 2)`` along the result (reused by
     :func:`motion_samples` instead of projecting again)."""
     _check_step(max_step_px)
+    _check_motion(trajectory)
     probes = _probe_points(camera, trajectory.t.device)
     still = trajectory.t[:, -1] <= trajectory.t[:, 0]
     if trajectory.t.shape[1] > 1 and bool(still.any()):

@@ -428,3 +428,28 @@ def test_rendered_content_moves_at_most_the_step_between_poses_at_every_pixel(ya
     q = torch.einsum("kij,pj->kpi", relative, p)
     step = (q[..., :2] / q[..., 2:] - p[:, :2]).norm(dim=-1)
     assert step.numel() == 0 or float(step.max()) <= 0.5 * (1 + 1e-3)  # (a still camera: one pose)
+
+
+def test_times_that_go_back_and_poses_that_are_not_finite_are_refused():
+    """render_nonuniform took sample times that go back (weighing poses negatively) or are NaN without
+    a word, where kernels_at refused them; a NaN pose failed with 'cannot convert float NaN to integer',
+    a trajectory of no samples with an IndexError."""
+    cam = Camera(100.0, 32, 24)
+    image = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    yaw = torch.tensor([0.0, 0.01, 0.02, 0.04])
+    rotation = torch.stack([torch.zeros(4), yaw, torch.zeros(4)], -1)[None]
+    for t in ([0.0, 0.08, 0.02, 0.1], [0.0, math.nan, 0.05, 0.1], [0.0, 0.02, 0.05, math.inf]):
+        traj = Trajectory(t=torch.tensor([t]), rotation=rotation)
+        for call in (lambda: render_nonuniform(image, traj, cam), lambda: kernels_at([[3.0, 4.0]], traj, cam, 15)):
+            with pytest.raises(ValueError, match=r"trajectory\.t must be finite sample times in seconds, non-decreasing"):
+                call()
+    times = torch.tensor([[0.0, 0.02, 0.05, 0.1]])
+    for name in ("rotation", "translation"):
+        bad = rotation.clone()
+        bad[0, 2, 1] = math.nan
+        with pytest.raises(ValueError, match=rf"trajectory\.{name} contains NaN or infinite values"):
+            render_nonuniform(image, Trajectory(t=times, **{name: bad}), cam, depth_m=1.0)
+    with pytest.raises(ValueError, match=r"no samples \(T = 0\)"):
+        render_nonuniform(image, Trajectory(t=torch.zeros(1, 0), rotation=torch.zeros(1, 0, 3)), cam)
+    # a zero-length exposure (times that do not advance) is a valid motion
+    assert render_nonuniform(image, Trajectory(t=torch.zeros(1, 4), rotation=rotation), cam).isfinite().all()
