@@ -307,15 +307,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
         raise ValueError(f"trajectory has {len(trajectory)} items for a batch of {b} images")
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
-    if not isinstance(depth_m, numbers.Real) or isinstance(depth_m, bool):
-        try:
-            depth_t = torch.as_tensor(depth_m)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"depth_m must be metres, a float or a ({b},) tensor, got {type(depth_m).__name__}") from None
-        if depth_t.ndim > 1 or depth_t.numel() not in (1, b):
-            raise ValueError(f"depth_m must be a float or a ({b},) tensor, one depth per image of the batch of {b}; "
-                             f"got shape {tuple(depth_t.shape)}")
-        depth_m = depth_t  # (lists and arrays become tensors)
+    depth_m = _check_depth(depth_m, b, "image of the batch")
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     if b > 1 and (len(trajectory) > 1 or per_item_depth):
         # One item at a time: the pose grid follows the fastest motion it is built for, so a grid
@@ -360,6 +352,22 @@ def _check_reads_in_front(inverse: torch.Tensor, camera: Camera, t: torch.Tensor
     corners = torch.tensor([[0.0, 0.0], [right, 0.0], [0.0, bottom], [right, bottom]], dtype=inverse.dtype)
     w = inverse[..., 2, :2] @ corners.T + inverse[..., 2, 2:]  # (B, K, 4)
     check_in_front(w, corners, t.expand(w.shape[0], -1), "the blurred frame's pixel")
+
+
+def _check_depth(depth_m, n: int, per: str):
+    """``depth_m`` as given if it is a number, else as a tensor of 1 or ``n`` depths (one per ``per``
+    of ``n``): other shapes are refused naming the one passed, before any work (homographies would
+    name an internal shape, or ignore depths it does not need for a rotation-only motion)."""
+    if isinstance(depth_m, numbers.Real) and not isinstance(depth_m, bool):
+        return depth_m
+    try:
+        depth = torch.as_tensor(depth_m)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"depth_m must be metres, a float or a ({n},) tensor, got {type(depth_m).__name__}") from None
+    if depth.ndim > 1 or depth.numel() not in (1, n):
+        raise ValueError(f"depth_m must be a float or a ({n},) tensor, one depth per {per} of {n}; "
+                         f"got shape {tuple(depth.shape)}")
+    return depth.reshape(-1)  # (lists and arrays become tensors)
 
 
 def _warp_sum(image: torch.Tensor, sample: torch.Tensor, weights: torch.Tensor, padding_mode: str,
@@ -442,13 +450,14 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     if not torch.isfinite(pts).all():
         raise ValueError("points_px contains NaN or infinite coordinates")
     n, p = len(trajectory), pts.shape[0]
-    per_item_depth = not isinstance(depth_m, numbers.Real) and torch.as_tensor(depth_m).numel() == n > 1
+    depth_m = _check_depth(depth_m, n, "item of the trajectory")
+    per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     out = []
     # One item at a time, as render_nonuniform: densify's pose grid follows the fastest motion it is
     # given, so a grid shared by the batch made an item's kernels depend on the rest of it (DESIGN.md)
     # and differ from the ones its render used.
     for item in range(n):
-        depth = torch.as_tensor(depth_m).reshape(-1)[item:item + 1] if per_item_depth else depth_m
+        depth = depth_m[item:item + 1] if per_item_depth else depth_m
         flat, t = local_paths(pts, trajectory[item] if n > 1 else trajectory, camera, depth, center, max_step_px)
         try:
             k = rasterize(flat, size, t=t, fit=fit, center=False)

@@ -453,3 +453,18 @@ def test_times_that_go_back_and_poses_that_are_not_finite_are_refused():
         render_nonuniform(image, Trajectory(t=torch.zeros(1, 0), rotation=torch.zeros(1, 0, 3)), cam)
     # a zero-length exposure (times that do not advance) is a valid motion
     assert render_nonuniform(image, Trajectory(t=torch.zeros(1, 4), rotation=rotation), cam).isfinite().all()
+
+
+def test_kernels_at_checks_depth_m_against_its_items_as_the_renderer_does():
+    """kernels_at ignored a depth_m of the wrong length for a rotation-only motion, and for one with
+    translation reported an internal (1,) tensor and shape (3, 1, 1)."""
+    from blursynth.trajectory import CameraShake
+    cam = Camera(100.0, 32, 24)
+    shakes = CameraShake().sample(2, seed=0)
+    for traj in (shakes, Trajectory(t=shakes.t, rotation=shakes.rotation)):
+        for depth, shape in ((torch.tensor([1.0, 2.0, 3.0]), r"\(3,\)"), (torch.ones(2, 1), r"\(2, 1\)")):
+            with pytest.raises(ValueError, match=rf"depth_m must be a float or a \(2,\) tensor, one depth per item "
+                                                 rf"of the trajectory of 2; got shape {shape}$"):
+                kernels_at([[3.0, 4.0]], traj, cam, 15, depth_m=depth)
+        two = kernels_at([[3.0, 4.0]], traj, cam, 15, depth_m=[1.0, 2.0])
+        assert torch.equal(two[1:], kernels_at([[3.0, 4.0]], traj[1], cam, 15, depth_m=2.0))
