@@ -308,6 +308,8 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     depth_m = _check_depth(depth_m, b, "image of the batch")
+    if b == 0:  # an empty batch (as blursynth.blur takes): nothing to warp
+        return image.clone()
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     if b > 1 and (len(trajectory) > 1 or per_item_depth):
         # One item at a time: the pose grid follows the fastest motion it is built for, so a grid
@@ -467,6 +469,9 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
                                                    err.extent, err.size, err.needed),
                                  item, err.size, err.needed, err.extent) from None
         out.append(k.reshape(1, p, *k.shape[-2:]))
+    if not out:  # an empty trajectory (N = 0): no kernels, of the size asked for
+        k = rasterize(pts.new_zeros(0, 1, 2), size, fit=fit, center=False)
+        return k.reshape(0, p, *k.shape[-2:])
     return torch.cat(out)
 
 

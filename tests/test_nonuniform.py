@@ -468,3 +468,14 @@ def test_kernels_at_checks_depth_m_against_its_items_as_the_renderer_does():
                 kernels_at([[3.0, 4.0]], traj, cam, 15, depth_m=depth)
         two = kernels_at([[3.0, 4.0]], traj, cam, 15, depth_m=[1.0, 2.0])
         assert torch.equal(two[1:], kernels_at([[3.0, 4.0]], traj[1], cam, 15, depth_m=2.0))
+
+
+def test_empty_batches_give_empty_results():
+    """A batch of no images (and a trajectory of no items, which the models' sample_items draws)
+    failed inside amax and torch.cat instead of giving an empty result, as blursynth.blur does."""
+    from blursynth.trajectory import CameraShake
+    cam = Camera(100.0, 32, 24)
+    none = CameraShake().sample_items(torch.zeros(0, dtype=torch.long))
+    for traj in (none, CameraShake().sample(1)):
+        assert render_nonuniform(torch.zeros(0, 3, 24, 32), traj, cam).shape == (0, 3, 24, 32)
+    assert kernels_at([[3.0, 4.0], [5.0, 6.0]], none, cam, (7, 9)).shape == (0, 2, 7, 9)
