@@ -117,3 +117,17 @@ def test_a_point_turned_behind_the_camera_is_refused():
     # Up to 0.5 rad (the left edge's points 56 degrees off the new axis) they are in front of it.
     first = Trajectory(t=traj.t[:, :2], rotation=traj.rotation[:, :2])
     assert torch.isfinite(cam.project(first, torch.tensor([[0.0, 12.0]]))).all()
+
+
+def test_a_bool_or_a_string_is_not_a_focal_length_or_a_principal_point():
+    """Camera(True, 64, 48) was a 1 px focal length, cx=True a principal point at 1 px; a string
+    focal length failed comparing str with int (a TypeError naming neither)."""
+    import numpy as np
+    for focal in (True, "500", None):
+        with pytest.raises(ValueError, match="focal length must be a positive number of pixels"):
+            Camera(focal, 64, 48)
+        with pytest.raises(ValueError, match="35 mm-equivalent focal length must be a positive number"):
+            Camera.from_35mm(focal, 64, 48)
+    with pytest.raises(ValueError, match="principal point cx must be a finite number"):
+        Camera(500.0, 64, 48, cx=True)
+    assert Camera(np.float32(500.0), 64, 48).focal_px == 500.0 and Camera.from_35mm(np.int64(50), 64, 48).focal_px > 0
