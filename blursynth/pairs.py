@@ -435,6 +435,11 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
     rows, cols = recipe.kernel_grid
     crop_cam = Camera(1.0, w, h)
     pts = torch.cat([grid_points(crop_cam, rows, cols), torch.tensor([[(w - 1) / 2, (h - 1) / 2]])]) + m
+    # The motion must fit the kernel at the crop's corners too, where roll moves content furthest:
+    # fitted at the grid alone, a corner's blur could reach past the margin into the render's
+    # reflection padding (2 of 40 realblur-like items, by about 1 px). Their kernels are not stored.
+    corners = torch.tensor([[0.0, 0.0], [w - 1, 0.0], [0.0, h - 1], [w - 1, h - 1]]) + m
+    checked = torch.cat([pts, corners])
     fit = "scale" if recipe.kernel_fit == "resample" else recipe.kernel_fit  # local kernels cannot be redrawn
     out, kernels, scales = [], [], []
     for k in range(linear.shape[0]):
@@ -445,11 +450,11 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
         d = depth[k].item()
         motion, scale = traj[k], 1.0
         if fit == "scale":
-            motion, scale = _fit_motion(motion, pts, cam, recipe.kernel_size, d)
+            motion, scale = _fit_motion(motion, checked, cam, recipe.kernel_size, d)
         rendered = render_nonuniform(linear[k:k + 1], motion, cam, depth_m=d, center=True)
         out.append(rendered[:, :, m:m + h, m:m + w])
         try:
-            kernels.append(kernels_at(pts, motion, cam, recipe.kernel_size, depth_m=d, fit=fit))
+            kernels.append(kernels_at(checked, motion, cam, recipe.kernel_size, depth_m=d, fit=fit)[:, :len(pts)])
         except KernelFitError as err:
             raise KernelFitError(str(err), k, err.size, err.needed, err.extent) from None
         scales.append(scale)
