@@ -11,4 +11,4 @@ homographies (:mod:`blursynth.nonuniform`), in linear light through a sensor mod
 serves as torch Datasets. Every draw is a pure function of (seed, index) (:mod:`blursynth.rng`).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
