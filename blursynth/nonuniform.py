@@ -38,6 +38,10 @@ from .trajectory import Trajectory
 WARP_PIXELS = 8 * 1280 * 720
 # Fewest pose intervals of a moving camera (see motion_samples).
 MIN_INTERVALS = 3
+# Longest path, in pixels, that a point of the frame may travel over the exposure. Hand-held shake
+# moves points by tens to a few thousand pixels; a camera turned to within a hair of 90 degrees from
+# part of the scene sends its image towards infinity, and densifying that path asked for gigabytes.
+MAX_MOTION_PX = 100_000
 # grid_sample's padding modes, checked before any work (its own message names its internals).
 PADDING_MODES = ("reflection", "border", "zeros")
 
@@ -146,6 +150,10 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
         over = step > max_step_px
         if trajectory.t.shape[1] < 2 or not bool(over.any()):
             return trajectory, pos
+        if not float(step.sum()) <= MAX_MOTION_PX:  # (the sum of the worst steps bounds every point's path)
+            raise ValueError(f"a point of the frame travels {float(step.sum()):.3g} px during the exposure, more than "
+                             f"{MAX_MOTION_PX} px: the camera turns to within a hair of 90 degrees from part of the "
+                             "scene, or the motion is far too large for a blur; shorten the exposure or the rotation")
         steps = torch.where(over, torch.ceil(step / max_step_px).clamp_min(2), 1).to(torch.int64).cpu()
 
         def dense(x):

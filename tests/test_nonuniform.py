@@ -390,6 +390,21 @@ def test_a_camera_turned_to_face_away_is_refused():
         render_nonuniform(image, Trajectory(t=traj.t, rotation=rot), cam)
 
 
+def test_a_camera_turned_to_a_hair_of_90_degrees_is_refused_not_densified():
+    """Turned to 1e-4 rad short of 90 degrees from the frame's edge, the edge's image runs out towards
+    infinity while staying in front: densifying its path to 0.125 px asked for gigabytes (killed for
+    memory), rather than naming the motion."""
+    cam = Camera(16.0, 32, 8)  # the right edge 15.5 px off the axis: atan(15.5 / 16) from it
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1, 1] = math.pi / 2 - math.atan(15.5 / 16) - 1e-4
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot)
+    message = r"travels 1\.\d+e\+05 px during the exposure, more than 100000 px: the camera turns to within a hair of 90"
+    with pytest.raises(ValueError, match=message):
+        render_nonuniform(torch.rand(1, 1, 8, 32), traj, cam)
+    with pytest.raises(ValueError, match=message):
+        kernels_at([[31.0, 4.0]], traj, cam, 63)
+
+
 def _render_poses(image, traj, cam, **kw):
     """The maps ``H'_j`` (blurred-frame pixel at pose j <- sharp pixel, centring included) of a render,
     recovered from the sampling maps it hands to the warps: ``sample_j = norm @ H'_j^-1``."""
