@@ -150,3 +150,27 @@ def test_shift_image_takes_a_shift_of_another_dtype():
     moved = metrics.shift_image(x, torch.tensor([[1.0, -2.0]], dtype=torch.float64))
     assert moved.dtype == torch.float32
     torch.testing.assert_close(moved[..., :-1, 2:], x[..., 1:, :-2], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("max_val", [255, np.int64(255), 255.0])
+def test_an_integer_data_range_scores_as_its_float(max_val):
+    """max_val=255 (an int, the natural spelling for 8-bit-range images) stopped ssim and levin_scores
+    with kornia's 'Input max_val type is not a float'. SSIM and PSNR are unchanged when the images and
+    their data range are scaled together, which is what is checked here."""
+    g = torch.Generator().manual_seed(1)
+    x, ref = torch.rand(2, 3, 40, 40, generator=g, dtype=torch.float64).unbind(0)
+    x, ref = x[None], ref[None]
+    torch.testing.assert_close(metrics.ssim(255 * x, 255 * ref, max_val=max_val), metrics.ssim(x, ref))
+    torch.testing.assert_close(metrics.psnr(255 * x, 255 * ref, max_val=max_val), metrics.psnr(x, ref))
+    scaled = metrics.levin_scores(255 * x, 255 * ref, radius=0, border=5, max_val=max_val)
+    plain = metrics.levin_scores(x, ref, radius=0, border=5)
+    torch.testing.assert_close(scaled["ssim"], plain["ssim"])
+    torch.testing.assert_close(scaled["ssd"], 255 ** 2 * plain["ssd"])
+
+
+@pytest.mark.parametrize("max_val", [0, -1.0, float("nan"), float("inf")])
+def test_a_data_range_that_is_not_positive_is_named(max_val):
+    x = torch.rand(1, 1, 16, 16)
+    for score in (metrics.psnr, metrics.ssim):
+        with pytest.raises(ValueError, match="max_val must be a finite number above 0"):
+            score(x, x, max_val=max_val)

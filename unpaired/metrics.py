@@ -11,6 +11,8 @@ error of a non-blind deconvolution that was given the true kernel.
 
 from __future__ import annotations
 
+import math
+
 import kornia
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, max_val: float = 1.0) -> torch.Tens
     """PSNR in dB per image, ``(B,)`` (kornia's, applied image by image): ``10 log10(max_val^2 / MSE)``
     over all channels and pixels, ``inf`` for identical images; nothing is clipped."""
     _check_pair(x, ref)
+    max_val = _data_range(max_val)
     if x.shape[0] == 0:  # (torch.stack of no images fails)
         return x.new_zeros(0, dtype=torch.promote_types(x.dtype, torch.float32))
     return torch.stack([kornia.metrics.psnr(a, b, max_val) for a, b in zip(x, ref)])
@@ -39,8 +42,17 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, window_size: int = SSIM_WINDOW, max
     if window_size < 1 or window_size % 2 == 0 or min(x.shape[-2:]) < window_size:
         raise ValueError(f"ssim needs an odd window_size no larger than the images, got window_size={window_size} "
                          f"for {x.shape[-2]}x{x.shape[-1]} images; pass a smaller odd window_size")
-    smap = kornia.metrics.ssim(x, ref, window_size, max_val=max_val, padding="valid")
+    smap = kornia.metrics.ssim(x, ref, window_size, max_val=_data_range(max_val), padding="valid")
     return smap.flatten(1).mean(dim=1)
+
+
+def _data_range(max_val: float) -> float:
+    """``max_val`` as the Python float kornia insists on: an int (255, the natural spelling for
+    images in [0, 255]) stopped ssim with kornia's TypeError. It must be finite and above 0."""
+    value = float(max_val)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"max_val must be a finite number above 0 (the images' data range), got {max_val!r}")
+    return value
 
 
 def _check_pair(x: torch.Tensor, ref: torch.Tensor) -> None:
