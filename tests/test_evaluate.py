@@ -417,3 +417,33 @@ def test_only_the_grid_rows_keep_their_images(tmp_path, monkeypatch):
     _run(["--benchmark", "levin", "--data", data, "--grid", tmp_path / "g.png", "--grid-rows", 3])
     assert kept == [0, 3]
     assert iio.imread(tmp_path / "g.png").shape[0] == 3 * (SIZE + 4) + 4  # 3 rows of 64 px, 4 px apart
+
+
+def test_the_cumulative_error_ratios_are_reported(tmp_path, capsys):
+    # Levin et al. score a method by the share of images under each error ratio (below 2 to 3 is a
+    # success), not by the mean, which one failed image dominates; only the mean was reported.
+    data = _write_levin(tmp_path / "levin", n_images=2, n_kernels=2)
+    reference = evaluate.method_restorer("wiener")
+
+    def half(blurry, kernel):  # kernel 1: the reference itself (ratio 1); kernel 2: a flat grey guess
+        same = torch.equal(kernel.cpu(), torch.from_numpy(_kernel(1)))
+        return reference(blurry, kernel) if same else torch.full_like(blurry, 0.5)
+    result = evaluate.evaluate(evaluate.levin_pairs(data), half, channels=1, reference=reference, progress=False)
+    ratios = [rec["error_ratio"] for rec in result["per_image"]]
+    assert sorted(ratios)[:2] == pytest.approx([1.0, 1.0]) and min(sorted(ratios)[2:]) > 4
+    assert result["error_ratio_below"] == {key: 0.5 for key in ("1.5", "2", "2.5", "3", "3.5", "4")}
+    assert "error ratio at most 1.5 / 2 / 2.5 / 3 / 3.5 / 4: 50% / 50% / 50% / 50% / 50% / 50%" in \
+        evaluate.format_table(result)
+    # the command writes them; without kernels there are none, written as null
+    saved = _run(["--benchmark", "levin", "--data", data, "--method", "wiener", "--json", tmp_path / "r.json"])
+    ratios = [rec["error_ratio"] for rec in saved["per_image"]]
+    assert json.loads((tmp_path / "r.json").read_text())["error_ratio_below"] == {
+        f"{t:g}": sum(r <= t for r in ratios) / 4 for t in (1.5, 2, 2.5, 3, 3.5, 4)}
+    assert "error ratio at most" in capsys.readouterr().out
+    for d in ("b", "s"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "x.png", _u8(np.stack([_scene(2)] * 3, -1)))
+    out = _run(["--benchmark", "folder", "--blurry", tmp_path / "b", "--sharp", tmp_path / "s", "--json",
+                tmp_path / "f.json"])
+    assert out["error_ratio_below"] is None and json.loads((tmp_path / "f.json").read_text())["error_ratio_below"] is None
+    assert "error ratio at most" not in capsys.readouterr().out
