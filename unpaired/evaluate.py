@@ -10,9 +10,15 @@ negative taps are cut to 0 and it is normalised to sum 1 before it is scored). :
 restorer; the command line builds one from ``--method`` (non-blind methods get the TRUE kernel) or
 from ``--checkpoint`` (a trained network, loaded by ``unpaired.inference.load_restorer``).
 
-Scoring follows Levin et al. (CVPR 2009): align up to a shift, crop a border, then PSNR/SSIM. The
-error ratio divides a method's squared error by that of the reference non-blind deconvolution
-(:func:`unpaired.deconv.hyper_laplacian`) run with the true kernel; it is null without kernels.
+Scoring follows Levin et al. (CVPR 2009): align up to a shift, crop a border, then PSNR/SSIM
+(:func:`unpaired.metrics.levin_scores`). The error ratio is Levin's: a method's sum of squared errors
+over that of the reference non-blind deconvolution run with the true kernel; it is null without
+kernels, and the share of images under each of :data:`ERROR_RATIO_THRESHOLDS` is reported beside its
+mean. Two departures from the published scripts (measured in the README's evaluation section): the
+reference is :func:`unpaired.deconv.hyper_laplacian`, not Levin et al. 2007's sparse deconvolution,
+and the sub-pixel alignment is bicubic to 0.05 px, not bilinear on a 0.25 px grid. (SelfDeblur's
+table of "error ratios" divides matrix 2-norms of the error images, not squared errors: another
+quantity.)
 """
 
 from __future__ import annotations
@@ -270,7 +276,9 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
         pairs: from :func:`levin_pairs` or :func:`folder_pairs`.
         restore: see the module docstring; called once per pair with tensors on ``device``.
         channels: 1 (gray) or 3 (RGB) images.
-        radius, border: the alignment search radius (0 = no alignment) and border crop, in pixels.
+        radius, border: the alignment search radius (0 = no alignment) and border crop, in pixels;
+            with alignment the border must exceed the radius (the command raises it; here it is a
+            ValueError from :func:`unpaired.metrics.align`).
         reference: non-blind restorer run with the TRUE kernel for the error ratio (default: the
             hyper-Laplacian solver); ``None`` ratios where a pair has no 2-D kernel.
         device: where restoration runs ("cpu", "cuda").

@@ -6,7 +6,10 @@ them, on the images' device, float32 or float64 as they are (a batch of no image
 what a deblurring method cannot know, the translation of the recorded blur: it aligns the restored
 image to the sharp one up to a shift (integer search within a radius, then sub-pixel refinement),
 crops a border, and only then scores. The error ratio compares a restoration's error with the
-error of a non-blind deconvolution that was given the true kernel.
+error of a non-blind deconvolution that was given the true kernel. Levin's own ``comp_upto_shift.m``
+searches a 0.25 px grid within 5 px and resamples bilinearly; the search here is finer and bicubic
+(bilinear resampling at a fractional shift also smooths the image, which lowers the error of a noisy
+restoration). On the 32 Levin images the mean scores differ by under 0.2 dB (measured in the README).
 """
 
 from __future__ import annotations
@@ -153,8 +156,9 @@ def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: i
 
     Returns:
         dict of ``(B,)`` tensors: ``psnr`` (dB), ``ssim``, ``ssd`` (sum of squared errors over the
-        cropped pixels and channels, the quantity the error ratio divides), and ``shift`` ``(B, 2)``
-        (dy, dx, pixels) that was applied.
+        cropped pixels and channels, in the images' units: for ``[0, 1]`` images, those of Levin's
+        scripts, which read images with ``im2double``; the quantity the error ratio divides), and
+        ``shift`` ``(B, 2)`` (dy, dx, pixels) that was applied.
     """
     _check_pair(x, ref)
     _check_pixels("radius", radius)
