@@ -132,16 +132,28 @@ def align(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15
     best = ssd.argmin(dim=1)
     side = 2 * radius + 1
     shift = torch.stack([best // side - radius, best % side - radius], dim=1).to(x.dtype)
-    offsets = torch.arange(-3, 4, dtype=x.dtype, device=x.device)
-    grid = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), dim=-1).reshape(-1, 2)  # (49, 2)
     inner = (..., slice(border, x.shape[-2] - border), slice(border, x.shape[-1] - border))
     for step in subpixel:
-        cand = shift[:, None, :] + step * grid[None]  # (B, 49, 2)
-        n = cand.shape[1]
-        moved = shift_image(x.repeat_interleave(n, dim=0), cand.reshape(-1, 2))
-        err = (moved[inner] - ref.repeat_interleave(n, dim=0)[inner]).square().flatten(1).sum(1)
-        shift = cand[torch.arange(b, device=x.device), err.reshape(b, n).argmin(dim=1)]
+        shift = _refine(x, ref, shift, step, inner)
     return shift_image(x, shift), shift
+
+
+def _refine(x: torch.Tensor, ref: torch.Tensor, shift: torch.Tensor, step: float, inner: tuple) -> torch.Tensor:
+    """One sub-pixel step of :func:`align`: the best ``(B, 2)`` of the 7 x 7 candidates ``shift + step *
+    (i, j)``, ``|i|, |j| <= 3``, by squared error over ``inner``. A row of 7 is resampled at a time,
+    against ``ref`` broadcast: all 49 at once held 49 copies of the image, of its sampling grid and of
+    the reference (2.5 GB for one 1280x720 RGB image)."""
+    b = x.shape[0]
+    offsets = torch.arange(-3, 4, dtype=x.dtype, device=x.device)
+    target = ref[inner][:, None]  # (B, 1, C, h, w)
+    errors, candidates = [], []
+    for dy in offsets:
+        cand = shift[:, None, :] + step * torch.stack([dy.expand(7), offsets], dim=-1)  # (B, 7, 2)
+        moved = shift_image(x.repeat_interleave(7, dim=0), cand.reshape(-1, 2))[inner]
+        errors.append((moved.reshape(b, 7, *moved.shape[1:]) - target).square().flatten(2).sum(2))
+        candidates.append(cand)
+    best = torch.cat(errors, dim=1).argmin(dim=1)  # (candidates in row-major order: the first of ties as before)
+    return torch.cat(candidates, dim=1)[torch.arange(b, device=x.device), best]
 
 
 def levin_scores(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15,
