@@ -5,10 +5,12 @@
     python -m unpaired.evaluate --benchmark folder --blurry DATASET/blur --sharp DATASET/sharp --method wiener
 
 A method is a *restorer*: a callable ``restore(blurry (1, C, H, W), kernel (h, w) or None)`` returning
-the restored ``(1, C, H, W)``, or ``(restored, estimated kernel)`` (``(h, w)``, or ``(1, h, w)``; its
-negative taps are cut to 0 and it is normalised to sum 1 before it is scored). :func:`evaluate` scores any
-restorer; the command line builds one from ``--method`` (non-blind methods get the TRUE kernel) or
-from ``--checkpoint`` (a trained network, loaded by ``unpaired.inference.load_restorer``).
+the restored ``(1, C, H, W)``, or ``(restored, estimated kernel)`` (``(h, w)``, or ``(1, h, w)``, in the
+convention of the true kernels: the blurry image is the sharp one convolved with it, not correlated,
+which would score its flip; its negative taps are cut to 0 and it is normalised to sum 1 before it is
+scored). :func:`evaluate` scores any restorer; the command line builds one from ``--method`` (non-blind
+methods get the TRUE kernel) or from ``--checkpoint`` (a trained network, loaded by
+``unpaired.inference.load_restorer``).
 
 Scoring follows Levin et al. (CVPR 2009): align up to a shift, crop a border, then PSNR/SSIM
 (:func:`unpaired.metrics.levin_scores`). The error ratio is Levin's: a method's sum of squared errors
