@@ -36,7 +36,7 @@ from typing import Iterator
 import torch
 
 from . import rng
-from .camera import check_short_of_plane
+from .camera import check_in_front, check_short_of_plane
 from .trajectory import Trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
@@ -324,11 +324,15 @@ def kernel_paths(trajectory: Trajectory, camera=None, depth_m: float | torch.Ten
         return trajectory.path_px
     if camera is None:
         raise ValueError("a 6-DoF trajectory needs a Camera to project it (camera=Camera(focal_px, w, h))")
-    return _principal_point_path(trajectory, float(camera.focal_px), depth_m)
+    return _principal_point_path(trajectory, float(camera.focal_px), depth_m, camera.principal_point)
 
 
-def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m) -> torch.Tensor:
+def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m,
+                          principal_point: tuple[float, float] = (0.0, 0.0)) -> torch.Tensor:
     """Closed form of ``Camera.center_path`` for the principal point, ~20x faster (the hot path).
+
+    Like ``Camera.center_path`` it raises :class:`~blursynth.camera.BehindCameraError` (naming
+    ``principal_point``, pixels) where the principal point's scene point is at or behind the camera.
 
     The principal point's ray is ``e_z``; at time t its scene point is seen along ``R^T (e_z - c / d)``
     (camera.py's convention), and the pixel displacement is ``f (v_x, v_y) / v_z``. ``R^T u`` comes from
@@ -363,6 +367,9 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m) -> t
         v = torch.stack([along * rx - sinc * ry, sinc * rx + along * ry, cos + along * rz], -1)
     else:
         v = u * cos - sinc * torch.linalg.cross(r, u) + cosc * (r * u).sum(-1, keepdim=True) * r
+    # A camera turned (or moved) to face away from the scene point: f v / v_z is then its mirror image,
+    # a finite path that made a kernel where the camera and the projective renderer refuse the motion.
+    check_in_front(v[..., 2:], torch.tensor([principal_point], dtype=torch.float64), t, "the scene point of pixel")
     return focal_px * v[..., :2] / v[..., 2:]
 
 
