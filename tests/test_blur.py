@@ -323,3 +323,61 @@ def test_image_of_no_pixels_gives_an_empty_result(hw, boundary, method):
     assert blur_adjoint(out, k, boundary, method=method).shape == (2, 3, *hw)
     back = blur_adjoint(torch.rand(2, 3, 0, 6), k, "valid", method=method)
     assert back.shape == (2, 3, 2, 10) and not back.any()
+
+
+def _random_kernel(rng, h, w):
+    k = rng.random((h, w)) ** 3  # (lopsided, so that its centre of mass is off its centre pixel)
+    return k / k.sum()
+
+
+@given(size=sizes, boundary=st.sampled_from(["reflect", "circular"]), method=st.sampled_from(["fft", "direct"]),
+       level=st.floats(0.0, 10.0), seed=st.integers(0, 2**31 - 1))
+@settings(max_examples=40, deadline=None)
+def test_a_flat_image_stays_flat_and_circular_blur_keeps_the_mass(size, boundary, method, level, seed):
+    """Mass is conserved: a kernel summing to 1 keeps a flat image flat (reflect and circular, up to the
+    border) and, with circular boundaries, keeps every image's total."""
+    hh, ww, h, w = size
+    rng = np.random.default_rng(seed)
+    k = torch.from_numpy(_random_kernel(rng, h, w))
+    flat = torch.full((2, 3, hh, ww), level, dtype=torch.float64)
+    torch.testing.assert_close(blur(flat, k, boundary, method=method), flat, atol=1e-12 * (1 + level), rtol=0)
+    x = torch.from_numpy(rng.random((2, 3, hh, ww)))
+    if boundary == "circular":
+        torch.testing.assert_close(blur(x, k, boundary, method=method).sum((-2, -1)), x.sum((-2, -1)),
+                                   atol=1e-10, rtol=0)
+
+
+@given(size=sizes, boundary=st.sampled_from(["reflect", "circular", "valid"]), method=st.sampled_from(["fft", "direct"]),
+       seed=st.integers(0, 2**31 - 1), data=st.data())
+@settings(max_examples=60, deadline=None)
+def test_a_point_becomes_the_kernel_placed_on_it_and_moves_by_the_kernels_centre_of_mass(size, boundary, method,
+                                                                                         seed, data):
+    """The first moment, with the documented sign (DESIGN.md: true convolution, centre at (h // 2, w // 2),
+    mass right of centre moves content right): a point at (y0, x0) becomes the kernel with its centre
+    pixel on (y0, x0), and an image's centroid moves by the kernel's centre of mass (x right, y down)."""
+    hh, ww, h, w = size
+    hh, ww = hh + 2 * h, ww + 2 * w  # room for a whole kernel around the point
+    rng = np.random.default_rng(seed)
+    k = _random_kernel(rng, h, w)
+    y0 = data.draw(st.integers(h, hh - h - 1), label="y0")
+    x0 = data.draw(st.integers(w, ww - w - 1), label="x0")
+    point = torch.zeros(1, 1, hh, ww, dtype=torch.float64)
+    point[0, 0, y0, x0] = 1.0
+    want = np.zeros((hh, ww))
+    want[y0 - h // 2:y0 - h // 2 + h, x0 - w // 2:x0 - w // 2 + w] = k  # out[y0 + a - h//2, x0 + b - w//2] = k[a, b]
+    out = blur(point, torch.from_numpy(k), boundary, method=method)[0, 0].numpy()
+    if boundary == "valid":  # (the valid output's pixel (i, j) is the full frame's (i + h - 1 - h//2, j + w - 1 - w//2))
+        want = want[h - 1 - h // 2:hh - h // 2, w - 1 - w // 2:ww - w // 2]
+    np.testing.assert_allclose(out, want, atol=1e-12)
+    # an image of compact support: its centroid moves by the kernel's centre of mass
+    image = np.zeros((hh, ww))
+    image[h:hh - h, w:ww - w] = rng.random((hh - 2 * h, ww - 2 * w))
+    ys, xs = np.mgrid[0:hh, 0:ww]
+    kys, kxs = np.mgrid[0:h, 0:w]
+    shift = np.array([(k * (kxs - w // 2)).sum(), (k * (kys - h // 2)).sum()])
+    if boundary != "valid":
+        blurred = blur(torch.from_numpy(image)[None, None], torch.from_numpy(k), boundary, method=method)[0, 0].numpy()
+
+        def centroid(a):
+            return np.array([(a * xs).sum(), (a * ys).sum()]) / a.sum()
+        np.testing.assert_allclose(centroid(blurred) - centroid(image), shift, atol=1e-9)
