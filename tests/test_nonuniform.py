@@ -561,3 +561,185 @@ def test_float64_agrees_with_float32_and_a_flat_image_stays_flat(yaw, pitch, rol
     # The exposure weights sum to 1 and reflection padding keeps a flat image flat, to the border.
     flat = render_nonuniform(torch.full((1, 3, 24, 32), 0.3, dtype=torch.float64), traj, cam, depth_m=0.5)
     assert (flat - 0.3).abs().max() < 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# The maths' standard for the projective path: the still camera, first moments of local kernels
+# (against a projection written out here), agreement with the uniform path where the motion is uniform,
+# and a quarter turn of the motion about the optical axis turning renders and local kernels.
+# ---------------------------------------------------------------------------------------------
+
+def _kernel_centre_of_mass(k):
+    """``(..., 2)`` centre of mass (x, y) of kernels ``(..., h, w)`` relative to their centre pixel, float64."""
+    h, w = k.shape[-2:]
+    k = k.double() / k.double().sum((-2, -1), keepdim=True)
+    xs = torch.arange(w, dtype=torch.float64) - w // 2
+    ys = torch.arange(h, dtype=torch.float64) - h // 2
+    return torch.stack([(k.sum(-2) * xs).sum(-1), (k.sum(-1) * ys).sum(-1)], -1)
+
+
+def _rotation_matrices(r):
+    """Rodrigues' formula: ``(..., 3, 3)`` rotation matrices of rotation vectors ``r`` ``(..., 3)``, float64."""
+    r = r.double()
+    angle = r.norm(dim=-1)[..., None, None]
+    axis = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    x, y, z = axis.unbind(-1)
+    zero = torch.zeros_like(x)
+    skew = torch.stack([torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1),
+                        torch.stack([-y, x, zero], -1)], -2)
+    return torch.eye(3, dtype=torch.float64) + torch.sin(angle) * skew + (1 - torch.cos(angle)) * skew @ skew
+
+
+def _mean_image_of(point, traj, cam, depth, per_segment=400):
+    """Exposure-time average ``(2,)`` of where pixel ``point`` of the frame at t = 0 is imaged, in pixels,
+    written out here: the poses interpolated linearly ``per_segment`` times finer, the scene point
+    ``X = d K^-1 p`` (the ray ``K^-1 p`` for a distant scene) seen at ``R(t)^T (X - c(t))``, averaged
+    over time by the trapezoidal rule (one item, float64)."""
+    t = traj.t[0].double()
+    s = torch.linspace(0, 1, per_segment + 1, dtype=torch.float64)[:-1]
+
+    def fine(v):  # (T, D) -> (per_segment * (T - 1) + 1, D)
+        v = v.double()
+        a, b = v[:-1], v[1:]
+        return torch.cat([(a[:, None] + s[None, :, None] * (b - a)[:, None]).reshape(-1, v.shape[-1]), v[-1:]])
+    times = fine(t[:, None])[:, 0]
+    rot = _rotation_matrices(fine(traj.rotation[0])) if traj.rotation is not None else torch.eye(3, dtype=torch.float64)
+    cx, cy = cam.principal_point
+    ray = torch.tensor([(point[0] - cx) / cam.focal_px, (point[1] - cy) / cam.focal_px, 1.0], dtype=torch.float64)
+    if math.isinf(depth) or traj.translation is None:
+        scene = ray.expand(len(times), 3)
+    else:
+        scene = depth * ray - fine(traj.translation[0])
+    seen = (rot.transpose(-1, -2) @ scene[..., None])[..., 0]
+    image = cam.focal_px * seen[:, :2] / seen[:, 2:] + torch.tensor([cx, cy], dtype=torch.float64)
+    dt = times[1:] - times[:-1]
+    return ((image[1:] + image[:-1]) / 2 * dt[:, None]).sum(0) / dt.sum()
+
+
+@given(**_motion, x=st.floats(-8.0, 40.0), y=st.floats(-8.0, 30.0), center=st.booleans(), uneven=st.booleans())
+@settings(max_examples=20, deadline=None)
+def test_a_local_kernels_centre_of_mass_is_the_time_average_of_its_points_image(yaw, pitch, roll, tx, ty, tz, x, y,
+                                                                                 center, uneven):
+    """First moments of kernels_at: the local kernel at p sums to 1 and its centre of mass is the
+    exposure-time average of p's image less p, less (center=True) the same average for the principal
+    point, which the render removes. The projection is written out here (Rodrigues, K, R^T (X - c)),
+    with a principal point off the frame's centre, so a centring on the wrong point shows under roll."""
+    cam = Camera(100.0, 32, 24, cx=14.0, cy=9.0)
+    traj = _moving(yaw, pitch, roll, tx, ty, tz)
+    if uneven:  # the same poses at uneven times (slow at the start)
+        traj = Trajectory(t=0.1 * torch.linspace(0, 1, traj.t.shape[1])[None] ** 2, rotation=traj.rotation,
+                          translation=traj.translation)
+    k = kernels_at([[x, y]], traj, cam, 41, depth_m=1.0, center=center)[0, 0]
+    assert (k >= 0).all() and abs(float(k.sum()) - 1) < 1e-5
+    want = _mean_image_of((x, y), traj, cam, 1.0) - torch.tensor([x, y], dtype=torch.float64)
+    if center:
+        want = want - (_mean_image_of(cam.principal_point, traj, cam, 1.0)
+                       - torch.tensor(cam.principal_point, dtype=torch.float64))
+    assert float((_kernel_centre_of_mass(k) - want).abs().max()) < 5e-3  # (2.3e-4 seen over 80 draws)
+
+
+@given(steps=st.integers(1, 6), seed=st.integers(0, 1000), depth=st.floats(0.2, 50.0) | st.just(math.inf),
+       kind=st.sampled_from(["6-DoF", "2-D"]), center=st.booleans(), cx=st.floats(-10.0, 40.0),
+       cy=st.floats(-10.0, 30.0), focal=st.floats(20.0, 2000.0))
+@settings(max_examples=20, deadline=None)
+def test_a_still_camera_renders_the_identity_and_has_the_identity_kernel_everywhere(steps, seed, depth, kind, center,
+                                                                                    cx, cy, focal):
+    cam = Camera(focal, 24, 20, cx=cx, cy=cy)
+    g = torch.Generator().manual_seed(seed)
+    t = (torch.rand(1, steps, generator=g) * 0.1).sort(1).values
+    if kind == "2-D":
+        traj = Trajectory(t=t, path_px=torch.zeros(1, steps, 2))
+    else:
+        traj = Trajectory(t=t, rotation=torch.zeros(1, steps, 3), translation=torch.zeros(1, steps, 3))
+    image = torch.rand(2, 3, 20, 24, generator=g)
+    out = render_nonuniform(image, traj, cam, depth_m=depth, center=center)
+    assert (out - image).abs().max() < 1e-5
+    pts = torch.tensor([[0.0, 0.0], [23.0, 19.0], [cx, cy], [-50.0, 70.0]])
+    k = kernels_at(pts, traj, cam, (5, 7), depth_m=depth, center=center)
+    delta = torch.zeros(5, 7)
+    delta[2, 3] = 1
+    assert torch.equal(k * (1 - delta), torch.zeros_like(k))
+    assert (k[..., 2, 3] - 1).abs().max() < 1e-6
+
+
+def _uniform_motion(kind, data):
+    """A motion that moves every pixel of a frame alike, with a camera for it, and the scene depth:
+    "translation" (in-plane, 6-DoF, a plane at a finite depth), "path" (a 2-D path) or "rotation"
+    (small pitch and yaw of a long lens, distant scene: uniform to 1e-3 px over the frame)."""
+    steps = data.draw(st.integers(2, 6), label="steps")
+    gaps = data.draw(st.lists(st.floats(0.1, 1.0), min_size=steps - 1, max_size=steps - 1), label="gaps")
+    t = torch.cat([torch.zeros(1), torch.tensor(gaps).cumsum(0)])[None] * 0.02
+    def values(lo, hi):
+        v = data.draw(st.lists(st.floats(lo, hi), min_size=2 * (steps - 1), max_size=2 * (steps - 1)), label=kind)
+        return torch.cat([torch.zeros(1, 2), torch.tensor(v).reshape(steps - 1, 2)])[None]
+    if kind == "translation":
+        depth = data.draw(st.floats(0.5, 3.0), label="depth")
+        move = values(-0.02, 0.02)
+        traj = Trajectory(t=t, translation=torch.cat([move, torch.zeros(1, steps, 1)], -1))
+        return traj, Camera(100.0, 40, 32, cx=25.0, cy=12.0), depth
+    if kind == "path":
+        return Trajectory(t=t, path_px=values(-4.0, 4.0)), Camera(100.0, 40, 32), math.inf
+    turn = values(-2e-3, 2e-3)
+    return Trajectory(t=t, rotation=torch.cat([turn, torch.zeros(1, steps, 1)], -1)), Camera(2000.0, 40, 32), math.inf
+
+
+@given(kind=st.sampled_from(["translation", "path", "rotation"]), data=st.data())
+@settings(max_examples=12, deadline=None)
+def test_where_the_motion_is_uniform_the_render_is_the_uniform_blur_and_every_local_kernel_the_uniform_kernel(kind,
+                                                                                                             data):
+    """Uniform and projective agree where they must: an in-plane translation in front of a plane at any
+    depth, a 2-D path, or a small pitch and yaw of a distant scene (uneven times, random polylines) renders
+    as blursynth.blur with the principal point's kernel away from the border, and kernels_at gives that
+    kernel at every point, in and out of the frame. (test_distant_scene_without_roll_matches_uniform_blur
+    covers one family of smooth rotations; test_small_in_plane_translation_path_matches_uniform_blur one
+    2-D path; neither compared local kernels away from the principal point.)"""
+    traj, cam, depth = _uniform_motion(kind, data)
+    k = kernels(traj, cam, 21, depth_m=depth)[0]
+    img = _smooth_image(32, 40, seed=6)
+    out = render_nonuniform(img, traj, cam, depth_m=depth, max_step_px=0.125)[0]
+    ref = blur(img, k, boundary="reflect")[0]
+    m = 11  # away from the border, where the padding differs
+    assert float((out - ref)[:, m:-m, m:-m].abs().max()) < 3e-3
+    pts = torch.cat([grid_points(cam, 3, 3), torch.tensor([[-30.0, 60.0], [cam.principal_point[0], cam.principal_point[1]]])])
+    local = kernels_at(pts, traj, cam, 21, depth_m=depth)[0]
+    # The same centre of mass everywhere: exactly (to float rounding) for a translation, to how far a
+    # corner's image path departs from the principal point's for the rotation (7.8e-4 px seen).
+    com_tol = 2e-3 if kind == "rotation" else 1e-4
+    assert float((_kernel_centre_of_mass(local) - _kernel_centre_of_mass(k)).abs().max()) < com_tol
+    if kind != "rotation":  # every point's local path is the same: so is its kernel
+        assert float((local - local[-1]).abs().max()) < 1e-5
+    # The same kernel, up to its rasterisation: kernels_at rasterises the path cut at the densified poses,
+    # and a segment cut in two gets other sub-steps (kernel._splat: 1e-2 on a 1 px segment).
+    assert float((local - k).abs().max()) < 3e-2 and float((local - k).abs().sum((-2, -1)).max()) < 0.1
+
+
+def _quarter_turn(traj):
+    """The motion turned by 90 degrees about the optical axis: every rotation vector and translation
+    mapped by R_z(90 degrees), (x, y, z) -> (-y, x, z); its image motion is the original's turned by 90
+    degrees about the principal point, (dx, dy) -> (-dy, dx), clockwise on screen with y down."""
+    def turn(v):
+        return None if v is None else torch.stack([-v[..., 1], v[..., 0], v[..., 2]], -1)
+    return Trajectory(t=traj.t, rotation=turn(traj.rotation), translation=turn(traj.translation))
+
+
+@given(**_motion, x=st.integers(0, 23), y=st.integers(0, 23), center=st.booleans())
+@settings(max_examples=12, deadline=None)
+def test_a_quarter_turn_of_the_motion_about_the_optical_axis_turns_the_render_and_the_local_kernels(
+        yaw, pitch, roll, tx, ty, tz, x, y, center):
+    """Rotating the motion by 90 degrees about the optical axis, on a square frame whose principal point
+    is its centre, turns everything by 90 degrees: the render of the turned image is the turned render,
+    and the local kernel at the turned point is the turned kernel (np.rot90(., -1): (x, y) -> (-y, x)
+    about the centre, x right and y down), up to float rounding. A transposed axis, a roll taken the other
+    way, or a centre half a pixel off does not commute with the turn."""
+    cam = Camera(60.0, 24, 24)  # principal point (11.5, 11.5)
+    traj = _moving(yaw, pitch, roll, tx, ty, tz)
+    turned = _quarter_turn(traj)
+    image = _smooth_image(24, 24, seed=7)
+    out = render_nonuniform(image, traj, cam, depth_m=0.5, center=center)
+    out_turned = render_nonuniform(torch.rot90(image, -1, (-2, -1)), turned, cam, depth_m=0.5, center=center)
+    assert float((out_turned - torch.rot90(out, -1, (-2, -1))).abs().max()) < 1e-4
+    pts = torch.tensor([[float(x), float(y)], [0.0, 0.0], [23.0, 5.0], [-7.0, 30.0]])
+    turned_pts = torch.stack([23.0 - pts[:, 1], pts[:, 0]], -1)  # p -> c + R90 (p - c), c = (11.5, 11.5)
+    k = kernels_at(pts, traj, cam, 31, depth_m=0.5, center=center)
+    k_turned = kernels_at(turned_pts, turned, cam, 31, depth_m=0.5, center=center)
+    assert float((k_turned - torch.rot90(k, -1, (-2, -1))).abs().max()) < 1e-4
