@@ -532,11 +532,14 @@ def test_a_points_rendered_streak_is_its_local_kernel(yaw, pitch, roll, tx, ty, 
     assert float((streak - kernel).abs().sum()) < 0.15
 
 
-@given(**_motion, center=st.booleans())
+@given(**_motion, center=st.booleans(), uneven=st.booleans())
 @settings(max_examples=15, deadline=None)
-def test_reversing_time_changes_neither_the_render_nor_the_local_kernels(yaw, pitch, roll, tx, ty, tz, center):
+def test_reversing_time_changes_neither_the_render_nor_the_local_kernels(yaw, pitch, roll, tx, ty, tz, center, uneven):
     cam = Camera(60.0, 32, 24, cx=20.0, cy=8.0)
     traj = _moving(yaw, pitch, roll, tx, ty, tz)
+    if uneven:  # (with evenly spaced times, a reversal that left the poses or the times as they were went unseen)
+        traj = Trajectory(t=0.1 * torch.linspace(0, 1, traj.t.shape[1])[None] ** 2, rotation=traj.rotation,
+                          translation=traj.translation)
     image = _smooth_image(24, 32, seed=4)
     back = traj.reversed()
     # (float32 rounding of the interpolated poses: 3e-5 seen; a pose grid chosen differently either
