@@ -27,7 +27,7 @@ from dataclasses import replace
 import torch
 
 from . import rng
-from .camera import Camera, check_in_front
+from .camera import BehindCameraError, Camera, check_in_front
 from .trajectory import Trajectory
 
 
@@ -331,9 +331,15 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if b > 1 and (len(trajectory) > 1 or per_item_depth):
         # One item at a time: the pose grid follows the fastest motion it is built for, so a grid
         # shared by the batch would make an item's result depend on the others (DESIGN.md).
-        return torch.cat([render_nonuniform(image[i:i + 1], trajectory[i] if len(trajectory) > 1 else trajectory,
-                                            camera, depth_m.reshape(-1)[i:i + 1] if per_item_depth else depth_m,
-                                            center, max_step_px, padding_mode) for i in range(b)])
+        out = []
+        for i in range(b):
+            try:
+                out.append(render_nonuniform(image[i:i + 1], trajectory[i] if len(trajectory) > 1 else trajectory,
+                                             camera, depth_m.reshape(-1)[i:i + 1] if per_item_depth else depth_m,
+                                             center, max_step_px, padding_mode))
+            except BehindCameraError as err:  # (rendered alone, the item is item 0 of its own call)
+                raise BehindCameraError(f"item {i}: {err}") from None
+        return torch.cat(out)
     # The poses (a few hundred numbers) are worked out on the CPU whatever the image's device: on a
     # GPU their hundreds of tiny operations cost more in launches and syncs than all the warps, and
     # the same arithmetic on every device gives the same warps.
@@ -483,7 +489,10 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     # and differ from the ones its render used.
     for item in range(n):
         depth = depth_m[item:item + 1] if per_item_depth else depth_m
-        flat, t = local_paths(pts, trajectory[item] if n > 1 else trajectory, camera, depth, center, max_step_px)
+        try:
+            flat, t = local_paths(pts, trajectory[item] if n > 1 else trajectory, camera, depth, center, max_step_px)
+        except BehindCameraError as err:  # (as in render_nonuniform)
+            raise BehindCameraError(f"item {item}: {err}") from None
         try:
             k = rasterize(flat, size, t=t, fit=fit, center=False)
         except KernelFitError as err:  # name the item and the point, not the flattened (item, point) index

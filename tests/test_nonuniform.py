@@ -390,6 +390,20 @@ def test_a_camera_turned_to_face_away_is_refused():
         render_nonuniform(image, Trajectory(t=traj.t, rotation=rot), cam)
 
 
+def test_a_camera_facing_away_names_its_item_in_a_batch():
+    """Each item is rendered (and its local paths worked out) alone, so the message said "item 0" or
+    nothing whichever item it was."""
+    from blursynth.camera import BehindCameraError
+    rot = torch.zeros(3, 2, 3)
+    rot[1, 1, 1] = 2.0  # item 1 turns 115 degrees
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]).repeat(3, 1), rotation=rot)
+    cam = Camera(16.0, 32, 8)
+    with pytest.raises(BehindCameraError, match=r"^item 1: .* is at or behind the camera at t = 0\.1 s: "):
+        render_nonuniform(torch.rand(3, 1, 8, 32), traj, cam)
+    with pytest.raises(BehindCameraError, match=r"^item 1: .* is at or behind the camera at t = 0\.1 s: "):
+        kernels_at([[16.0, 4.0]], traj, cam, 15)
+
+
 def test_a_camera_turned_to_a_hair_of_90_degrees_is_refused_not_densified():
     """Turned to 1e-4 rad short of 90 degrees from the frame's edge, the edge's image runs out towards
     infinity while staying in front: densifying its path to 0.125 px asked for gigabytes (killed for
