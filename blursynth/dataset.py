@@ -162,7 +162,7 @@ def _written_names(pairs: int, layout: str) -> set[str]:
     """Paths (relative to ``--out``) of every file a dataset of ``pairs`` pairs in ``layout`` writes."""
     names = [_name(i, pairs) for i in range(pairs)]
     sharp_dir, blur_dir = LAYOUTS[layout]
-    return {"dataset.json", "manifest.jsonl", *(f"parts/{c:06d}.jsonl" for c in range(math.ceil(pairs / CHUNK))),
+    return {"dataset.json", "manifest.jsonl", *(_part_name(c) for c in range(math.ceil(pairs / CHUNK))),
             *(f"{d}/{n}.png" for d in (sharp_dir, blur_dir) for n in names), *(f"kernels/{n}.npy" for n in names)}
 
 
@@ -318,6 +318,16 @@ def _name(index: int, pairs: int) -> str:
     return f"{index:0{max(6, len(str(pairs - 1)))}d}"
 
 
+def _chunk(chunk: int, pairs: int) -> range:
+    """The pair indices of ``chunk`` in a dataset of ``pairs`` pairs."""
+    return range(chunk * CHUNK, min((chunk + 1) * CHUNK, pairs))
+
+
+def _part_name(chunk: int) -> str:
+    """Where ``chunk``'s part file lies, relative to ``--out``."""
+    return f"parts/{chunk:06d}.jsonl"
+
+
 class _ChunkWriter:
     """Makes and writes one chunk; picklable so spawned worker processes can run it."""
 
@@ -327,7 +337,7 @@ class _ChunkWriter:
         self.folder, self.layout, self.device, self.bits, self.header = folder, layout, device, bits, header
 
     def __call__(self, chunk: int) -> int:
-        indices = range(chunk * CHUNK, min((chunk + 1) * CHUNK, self.pairs))
+        indices = _chunk(chunk, self.pairs)
         made = make_pairs(self.recipe, indices, self.seed, self.folder, self.device)
         sharp_dir, blur_dir = LAYOUTS[self.layout]
         lines = []
@@ -351,7 +361,7 @@ class _ChunkWriter:
                 tmp.write_bytes(npy.getvalue())
             lines.append(json.dumps(rec, sort_keys=True))
         _exit_if_orphaned()
-        with atomic_path(self.out / "parts" / f"{chunk:06d}.jsonl") as tmp:
+        with atomic_path(self.out / _part_name(chunk)) as tmp:
             tmp.write_text("\n".join([self.header, *lines]) + "\n")
         return len(indices)
 
@@ -422,7 +432,7 @@ def _whole(path: Path) -> bool:
 def _files_present(out: Path, chunk: int, pairs: int, layout: str) -> bool:
     """Whether every image and kernel file of ``chunk`` exists, whole."""
     sharp_dir, blur_dir = LAYOUTS[layout]
-    names = (_name(i, pairs) for i in range(chunk * CHUNK, min((chunk + 1) * CHUNK, pairs)))
+    names = (_name(i, pairs) for i in _chunk(chunk, pairs))
     return all(_whole(out / sharp_dir / f"{n}.png") and _whole(out / blur_dir / f"{n}.png")
                and _whole(out / "kernels" / f"{n}.npy") for n in names)
 
@@ -437,10 +447,10 @@ def _part_done(out: Path, chunk: int, header: str, pairs: int) -> bool:
     chunk after the header, the last one ended (a part file cut short by a killed copy is made again too).
     """
     try:
-        lines = (out / "parts" / f"{chunk:06d}.jsonl").read_text().split("\n")
+        lines = (out / _part_name(chunk)).read_text().split("\n")
     except (OSError, UnicodeDecodeError):
         return False
-    return lines[0] == header and len(lines) == 2 + min(CHUNK, pairs - chunk * CHUNK) and lines[-1] == ""
+    return lines[0] == header and len(lines) == 2 + len(_chunk(chunk, pairs)) and lines[-1] == ""
 
 
 def _remove_named_pairs(out: Path, chunk: int) -> None:
@@ -451,7 +461,7 @@ def _remove_named_pairs(out: Path, chunk: int) -> None:
     overwrites anyway).
     """
     try:
-        text = (out / "parts" / f"{chunk:06d}.jsonl").read_text(errors="replace")
+        text = (out / _part_name(chunk)).read_text(errors="replace")
     except OSError:  # (none: nothing named)
         return
     for name in _named_files(text):
@@ -463,7 +473,7 @@ def _merge(out: Path, chunks: int) -> None:
     them; every chunk must be done (:func:`_part_done`)."""
     with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
         for c in range(chunks):
-            fh.write((out / "parts" / f"{c:06d}.jsonl").read_text().split("\n", 1)[1])
+            fh.write((out / _part_name(c)).read_text().split("\n", 1)[1])
     _remove_parts(out, chunks)
 
 
@@ -473,7 +483,7 @@ def _remove_parts(out: Path, chunks: int) -> None:
     Not rmtree: a folder of the user's own named parts/ in --out (--overwrite keeps its files) lost them all.
     """
     for c in range(chunks):
-        (out / "parts" / f"{c:06d}.jsonl").unlink(missing_ok=True)
+        (out / _part_name(c)).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not there, or holds files of the user's: kept
         (out / "parts").rmdir()
 
@@ -671,7 +681,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         for c in todo:
             _remove_named_pairs(out, c)
         writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits, header)
-        size = lambda c: min(CHUNK, pairs - c * CHUNK)  # noqa: E731
+        size = lambda c: len(_chunk(c, pairs))  # noqa: E731
         try:
             with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
                                              disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
