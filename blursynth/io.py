@@ -646,6 +646,22 @@ _UPRIGHT = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1],
 _PNG_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA
 
 
+def _check_encodable(data: np.ndarray, fmt: str, channels_held, said: str) -> int:
+    """The channel count of ``data``, after refusing what the ``fmt`` encoder cannot write: a dtype
+    other than uint8/uint16, a shape other than ``(H, W)`` or ``(H, W, C)`` with ``C`` in
+    ``channels_held`` (``said``: those counts as the message writes them), or no pixel (an image of
+    width 0 was written, which no decoder reads)."""
+    channels = data.shape[2] if data.ndim == 3 else 1
+    # (newbyteorder("="): a big-endian uint16 array, e.g. from np.fromfile(..., ">u2"), is uint16 too,
+    # and was refused as "needs uint16, got >u2"; the samples are written big-endian either way)
+    if data.dtype.newbyteorder("=") not in (np.uint8, np.uint16) or data.ndim not in (2, 3) \
+            or channels not in channels_held:
+        raise ValueError(f"{fmt} needs uint8 or uint16 (H, W) or (H, W, {said}) data, got {data.dtype} {data.shape}")
+    if not data.shape[0] or not data.shape[1]:
+        raise ValueError(f"{fmt} needs at least one row and one column, got an image of shape {data.shape}")
+    return channels
+
+
 def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     """PNG file bytes of a uint8 or uint16 ``(H, W)`` or ``(H, W, 1|2|3|4)`` array.
 
@@ -653,15 +669,8 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     pass, which compresses photos and noisy renders about as well as choosing a filter per row),
     then zlib at ``compress_level``.
     """
-    channels = data.shape[2] if data.ndim == 3 else 1
-    # (newbyteorder("="): a big-endian uint16 array, e.g. from np.fromfile(..., ">u2"), is uint16 too,
-    # and was refused as "needs uint16, got >u2"; the samples are written big-endian either way)
-    if data.dtype.newbyteorder("=") not in (np.uint8, np.uint16) or data.ndim not in (2, 3) \
-            or channels not in _PNG_COLOUR_TYPE:
-        raise ValueError(f"PNG needs uint8 or uint16 (H, W) or (H, W, 1-4) data, got {data.dtype} {data.shape}")
+    channels = _check_encodable(data, "PNG", _PNG_COLOUR_TYPE, "1-4")
     h, w = data.shape[:2]
-    if not h or not w:  # (a PNG of width 0 was written, which no decoder reads; height 0 failed in a reshape)
-        raise ValueError(f"PNG needs at least one row and one column, got an image of shape {data.shape}")
     rows = np.ascontiguousarray(data.astype(">u2") if data.itemsize == 2 else data).view(np.uint8).reshape(h, -1)
     up = rows.copy()
     up[1:] -= rows[:-1]
@@ -729,7 +738,7 @@ def _pnm_channels(path: Path, data: np.ndarray) -> np.ndarray:
         return data  # (pnm_bytes refuses it, saying why)
     if path.suffix.lower() == ".ppm" and channels == 1:
         return np.repeat(data.reshape(*data.shape[:2], 1), 3, axis=2)
-    if path.suffix.lower() == ".pgm" and channels != 1 and data.ndim == 3:
+    if path.suffix.lower() == ".pgm" and channels != 1:
         raise ValueError(f"{path}: a .pgm holds one gray channel, not the {channels} of this image; "
                          "name it .ppm or .png, or convert it to gray first")
     return data
@@ -738,12 +747,8 @@ def _pnm_channels(path: Path, data: np.ndarray) -> np.ndarray:
 def pnm_bytes(data: np.ndarray) -> bytes:
     """Binary PGM (``(H, W)`` or ``(H, W, 1)``) or PPM (``(H, W, 3)``) file bytes of uint8 or uint16
     data: maxval 255 or 65535, 16-bit samples big-endian."""
-    channels = data.shape[2] if data.ndim == 3 else 1
-    if data.dtype.newbyteorder("=") not in (np.uint8, np.uint16) or data.ndim not in (2, 3) or channels not in (1, 3):
-        raise ValueError(f"PGM/PPM needs uint8 or uint16 (H, W) or (H, W, 1|3) data, got {data.dtype} {data.shape}")
+    channels = _check_encodable(data, "PGM/PPM", (1, 3), "1|3")
     height, width = data.shape[:2]
-    if not height or not width:  # (was written, and no decoder reads it back)
-        raise ValueError(f"PGM/PPM needs at least one row and one column, got an image of shape {data.shape}")
     deep = data.itemsize == 2
     header = b"P%d\n%d %d\n%d\n" % (5 if channels == 1 else 6, width, height, 65535 if deep else 255)
     return header + np.ascontiguousarray(data, dtype=">u2" if deep else np.uint8).tobytes()
