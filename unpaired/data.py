@@ -163,10 +163,10 @@ def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
         raise FileNotFoundError(f"{option} {exc}") from None
 
 
-def usable_pairs(source: PairedFolder, option: str, min_side: int) -> list[str]:
+def usable_pairs(source: PairedFolder, option: str, crop: int) -> list[str]:
     """Leave out of ``source.records`` (in place) the pairs that training cannot read, and return why,
     one ``"path: reason; fix"`` each: a file that does not decode, a blurry image and its twin of
-    different sizes, or a pair smaller than ``min_side`` (``--crop``). As :class:`FolderImages` does
+    different sizes, or a pair smaller than ``crop`` (``--crop``). As :class:`FolderImages` does
     for photo folders: read only when a step first drew it, such a pair ended the run there, hours
     in, and a resume drew it again. ``option`` names the folder in errors.
 
@@ -184,8 +184,8 @@ def usable_pairs(source: PairedFolder, option: str, min_side: int) -> list[str]:
         elif blur_size != sharp_size:
             skipped.append(f"{blur} is {blur_size[1]}x{blur_size[0]} but {sharp} is {sharp_size[1]}x{sharp_size[0]}; "
                            "a blurry image and its sharp twin must have the same size")
-        elif min(blur_size) < min_side:
-            skipped.append(f"{blur}: {blur_size[1]}x{blur_size[0]} is smaller than --crop {min_side}; lower --crop "
+        elif min(blur_size) < crop:
+            skipped.append(f"{blur}: {blur_size[1]}x{blur_size[0]} is smaller than --crop {crop}; lower --crop "
                            "or remove the pair")
         else:
             kept.append(rec)
