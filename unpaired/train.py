@@ -205,7 +205,7 @@ def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
         state = read_checkpoint(ckpts[-1], ("models", "optimizers", "step"), f"--resume {resume}: {ckpts[-1]}",
                                 map_location=device)
         # (trainers before the divergence check went on and saved such weights: resumed, they diverge at once)
-        if not all(t.isfinite().all() for t in _floats({k: state[k] for k in ("models", "optimizers")})):
+        if not bool(_finite(_floats({k: state[k] for k in ("models", "optimizers")}), device)):
             raise ValueError(f"--resume {resume}: {ckpts[-1]}: holds weights that are NaN or inf (saved after the run "
                              "diverged)")
         return ckpts[-1], state
