@@ -454,7 +454,9 @@ def _projective(recipe: Recipe, linear, traj, focal_px, depth, full, corner):
         rendered = render_nonuniform(linear[k:k + 1], motion, cam, depth_m=d, center=True)
         out.append(rendered[:, :, m:m + h, m:m + w])
         try:
-            kernels.append(kernels_at(checked, motion, cam, recipe.kernel_size, depth_m=d, fit=fit)[:, :len(pts)])
+            # (fit="error" checks the corners here; "scale" fitted them above, so only the stored ones are made)
+            at = checked if fit == "error" else pts
+            kernels.append(kernels_at(at, motion, cam, recipe.kernel_size, depth_m=d, fit=fit)[:, :len(pts)])
         except KernelFitError as err:
             raise KernelFitError(str(err), k, err.size, err.needed, err.extent) from None
         scales.append(scale)
