@@ -92,7 +92,7 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("decay_steps = -5\n", r"--decay-steps must be >= 0 \(or -1: half of --steps\), got -5"),  # (was read as -1)
     ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),
-    ("mode = 'reblur'\n", "not implemented yet"),
+    ("mode = 'reblur'\nblur_kernel = 65\n", "--crop 64 is smaller than --blur-kernel 65"),
     ("not toml [", "not valid TOML"),
     ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
     ("crop = 160\n", "--crop 160 must be at most --pair-pool-size 128"),
@@ -129,7 +129,7 @@ def test_config_missing_file_and_bad_flag(tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--mode", "cyclegan", "--pairs", "set"], "--pairs set: only read with --mode paired, which this run does not use"),
+    (["--mode", "cyclegan", "--pairs", "set"], "--pairs set: only read with --mode paired or reblur, which this run does not use"),
     (["--mode", "cyclegan", "--grad-clip", "0.1"], "--grad-clip 0.1: only read with --mode paired"),
     (["--pool-size", "3"], "--pool-size 3: only read with --mode cyclegan"),
     (["--lambda-cycle", "50"], "--lambda-cycle 50.0: only read with --mode cyclegan"),
@@ -643,12 +643,18 @@ def test_cuda_training_selects_mixed_precision(tmp_path, opts):
 
 # ---------------------------------------------------------------- DDP
 
-def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path):
+@pytest.mark.parametrize("mode", ["paired", "reblur"])
+def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path, mode):
     # rank r of step s reads positions (2 s + r) * 2 + [0, 2), i.e. exactly the 4 positions one
     # process with batch 4 reads; averaged gradients of the two halves equal the whole batch's
     one, two = tmp_path / "one", tmp_path / "two"
     i = TINY.index("--batch")
     args = TINY[:i] + TINY[i + 2:] + ["--steps", "3", "--eval-every", "100", "--device", "cpu"]  # gloo
+    if mode == "reblur":  # (G and the kernel predictor in one DDP unit, the photos' crops by position too)
+        (tmp_path / "photos").mkdir()
+        for j in range(3):
+            write_image(tmp_path / "photos" / f"p{j}.png", torch.rand(3, 24 + 8 * j, 32, generator=torch.Generator().manual_seed(j)))
+        args += ["--mode", "reblur", "--blur-kernel", "5", "--blurry", str(tmp_path / "photos")]
     main(args + ["--batch", "4", "--run-dir", str(one)])
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "unpaired.train", *args, "--batch", "2", "--run-dir", str(two)]

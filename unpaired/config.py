@@ -41,10 +41,13 @@ RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoin
 RESUME_FIXED = ("mode", "generator", "ngf", "n_blocks", "unet_depth", "residual", "blur_model", "blur_kernel",
                 "blur_recipe", "ndf", "n_layers_d", "beta1", "beta2", "pool_size")
 # Options that only one mode, generator or --blur-model reads: given for another, they would be ignored.
-MODE_ONLY = {"pairs": "paired", "pixel_loss": "paired", "perceptual": "paired", "perceptual_weights": "paired",
-             "grad_clip": "paired", "blurry": "cyclegan", "sharp": "cyclegan", "blur_model": "cyclegan",
-             "blur_kernel": "cyclegan", "blur_recipe": "cyclegan", "ndf": "cyclegan", "n_layers_d": "cyclegan",
-             "lambda_cycle": "cyclegan", "lambda_identity": "cyclegan", "pool_size": "cyclegan"}
+SUPERVISED = ("paired", "reblur")  # the modes that learn from pairs
+MODE_ONLY = {"pairs": SUPERVISED, "pixel_loss": SUPERVISED, "perceptual": SUPERVISED,
+             "perceptual_weights": SUPERVISED, "grad_clip": SUPERVISED, "blurry": ("cyclegan", "reblur"),
+             "sharp": ("cyclegan",), "blur_model": ("cyclegan",), "blur_kernel": ("cyclegan", "reblur"),
+             "blur_recipe": ("cyclegan",), "ndf": ("cyclegan",), "n_layers_d": ("cyclegan",),
+             "lambda_cycle": ("cyclegan",), "lambda_identity": ("cyclegan",), "pool_size": ("cyclegan",),
+             "lambda_reblur": ("reblur",), "photo_curve": ("reblur",)}
 GENERATOR_ONLY = {"n_blocks": "resnet", "unet_depth": "unet"}
 BLUR_MODEL_ONLY = {"blur_kernel": ("kernel", "shake"), "blur_recipe": ("shake",)}
 
@@ -70,10 +73,10 @@ class TrainConfig:
     """Every option of the trainer. Sizes in pixels, steps in optimiser updates, lr per step."""
 
     # what to train on
-    mode: str = "paired"                   # paired | cyclegan | reblur (reblur: not implemented yet)
-    pairs: str | None = None               # paired: folder written by `blursynth dataset` (default: synthetic)
+    mode: str = "paired"                   # paired | cyclegan | reblur
+    pairs: str | None = None               # paired, reblur: folder written by `blursynth dataset` (default: synthetic)
     val_pairs: str | None = None           # paired folder for validation (default: held-out synthetic pairs)
-    blurry: str | None = None              # cyclegan: folder of blurry photos (domain A)
+    blurry: str | None = None              # cyclegan: folder of blurry photos (domain A); reblur: photos without sharp twin
     sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)
     pair_pool: int = 512                   # synthetic data: pairs (cyclegan: images per domain) made once and cropped (0: on the fly)
     pair_pool_size: int = 128              # side of the pooled pairs, >= crop (crops are cut, flipped and turned)
@@ -89,24 +92,26 @@ class TrainConfig:
     unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
     residual: bool = True                  # predict sharp = blurry + residual (trains much faster)
     blur_model: str = "network"            # cyclegan F (sharp -> blurry): network (reference) | kernel (learned blur kernels + noise) | shake (camera-shake kernels of --blur-recipe, learned size + noise)
-    blur_kernel: int | None = None         # side of F's kernels (odd); default: 21 with --blur-model kernel, the recipe's kernel size with shake
+    blur_kernel: int | None = None         # side of F's kernels (odd); default: 21 with --blur-model kernel, the recipe's kernel size with shake; reblur: of the predicted kernels (21)
     blur_recipe: str = "default"           # --blur-model shake: recipe (name or TOML file) whose camera shake F draws
     ndf: int = 64                          # PatchGAN base width
     n_layers_d: int = 3                    # PatchGAN strided layers (3 -> 70x70 receptive field)
     # losses
-    pixel_loss: str = "l1"                 # l1 | charbonnier (paired mode)
-    perceptual: float = 0.0                # weight of the VGG16 perceptual loss (paired mode)
+    pixel_loss: str = "l1"                 # l1 | charbonnier (paired, reblur)
+    perceptual: float = 0.0                # weight of the VGG16 perceptual loss (paired, reblur)
     perceptual_weights: str | None = None  # local file of torchvision's VGG16 weights (vgg16-397923af.pth)
     lambda_cycle: float | None = None      # cycle-consistency weight per direction; default: 10 (reference), 50 with --blur-model shake
     lambda_identity: float | None = None   # identity weight as a fraction of lambda_cycle; default: 0.5 (reference), 0 with --blur-model shake
     pool_size: int = 50                    # image pool of past fakes shown to the discriminators
+    lambda_reblur: float = 1.0             # reblur: weight of the photos' re-blur loss (G's output blurred by the predicted kernel against the photo)
+    photo_curve: str = "srgb"              # reblur: tone curve of the --blurry photos, undone to blur in linear light: srgb (camera output) | linear (linear values, e.g. Levin et al. 2009's)
     # optimisation
     steps: int = 2000                      # total optimiser steps
     decay_steps: int = -1                  # final steps of linear lr decay to 0 (-1: half of steps)
     lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
     beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
     beta2: float = 0.999
-    grad_clip: float = 0.05                # paired: clip the generator's gradient norm to this (0: off)
+    grad_clip: float = 0.05                # paired, reblur: clip the generator's gradient norm to this (0: off)
     seed: int = 0                          # seeds data order, crops, pools and initial weights
     # bookkeeping
     run_dir: str = "runs/train"            # folder for config, metrics.jsonl, samples, checkpoints
@@ -165,7 +170,7 @@ class TrainConfig:
         if self.seed > MAX_SEED:  # (else refused by blursynth.rng mid-run, naming a derived seed, not --seed)
             raise ConfigError(f"--seed must be at most {MAX_SEED} (each process draws from seed * 1000 + its rank, "
                               f"which must stay below 2**63), got {self.seed}")
-        for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity", "grad_clip"):
+        for name in ("lr", "perceptual", "lambda_cycle", "lambda_identity", "grad_clip", "lambda_reblur"):
             # (`not >= 0` also catches NaN, which every comparison lets through: --lr nan failed in torch
             # without naming the option, --lambda-cycle nan or --lr inf trained to NaN weights, and
             # --perceptual nan or --grad-clip nan were silently off; an infinite --grad-clip is "no clip")
@@ -174,7 +179,7 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} must be >= 0 and finite, got {value}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"--beta1/--beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
-        synthetic = not (self.pairs if self.mode == "paired" else self.blurry)
+        synthetic = not (self.blurry if self.mode == "cyclegan" else self.pairs)
         if synthetic and self.pair_pool and self.crop > self.pair_pool_size:
             raise ConfigError(f"--crop {self.crop} must be at most --pair-pool-size {self.pair_pool_size} "
                               "(crops are cut from the pre-made pairs); raise --pair-pool-size")
@@ -190,8 +195,9 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be a multiple of {factor} "
                                   f"for the {self.generator} generator")
         from unpaired.metrics import SSIM_WINDOW
-        from unpaired.models import discriminator_min_side, min_side
+        from unpaired.models import REBLUR_CURVES, discriminator_min_side, min_side
 
+        _choice("photo_curve", self.photo_curve, REBLUR_CURVES)
         # (--crop 8 with the default U-Net passed, made the data, then failed in a traceback at step 1)
         for name in ("crop",) + (("val_crop",) if self.val_size else ()):
             if getattr(self, name) < min_side(factor):
@@ -206,13 +212,19 @@ class TrainConfig:
         if self.val_size and self.val_crop < SSIM_WINDOW:  # (else the first validation fails)
             raise ConfigError(f"--val-crop {self.val_crop} is smaller than SSIM's {SSIM_WINDOW} px window; use at "
                               f"least {SSIM_WINDOW} (or --val-size 0 for no validation)")
-        if self.mode == "reblur":
-            raise ConfigError("--mode reblur is not implemented yet; use --mode paired or --mode cyclegan")
+        if self.mode == "reblur" and self.crop < self.blur_kernel:  # (no pixel to compare the re-blurred crop on)
+            raise ConfigError(f"--crop {self.crop} is smaller than --blur-kernel {self.blur_kernel}: the re-blur loss "
+                              "compares the pixels whose whole kernel lies inside the crop; raise --crop or lower "
+                              "--blur-kernel")
+        if self.mode == "reblur" and self.sharp:
+            raise ConfigError("--sharp is for --mode cyclegan; reblur mode learns from pairs (--pairs DIR or "
+                              "synthetic) and blurry photos without sharp twin (--blurry DIR)")
         if self.mode == "cyclegan" and (self.blurry is None) != (self.sharp is None):
             raise ConfigError("--mode cyclegan needs both --blurry DIR and --sharp DIR (or neither, for "
                               "synthetic unpaired domains)")
         if self.mode == "paired" and (self.blurry or self.sharp):
-            raise ConfigError("--blurry/--sharp are for --mode cyclegan; paired mode reads --pairs DIR")
+            raise ConfigError("--blurry/--sharp are for --mode cyclegan (--blurry also for --mode reblur); paired mode "
+                              "reads --pairs DIR")
         if self.perceptual > 0 and not self.perceptual_weights:
             raise ConfigError("--perceptual > 0 needs --perceptual-weights PATH to torchvision's VGG16 weights "
                               "(download https://download.pytorch.org/models/vgg16-397923af.pth on a "
@@ -436,14 +448,16 @@ def _check_resume(cfg: TrainConfig, saved: TrainConfig, given: set[str]) -> None
 
 def _unused(cfg: TrainConfig) -> dict[str, str]:
     """Options this run does not read, each with what it is for."""
-    unused = {name: f"--mode {mode}" for name, mode in MODE_ONLY.items() if mode != cfg.mode}
+    unused = {name: f"--mode {' or '.join(modes)}" for name, modes in MODE_ONLY.items() if cfg.mode not in modes}
     unused |= {name: f"--generator {gen}" for name, gen in GENERATOR_ONLY.items() if gen != cfg.generator}
     if cfg.mode == "cyclegan":
         unused |= {name: f"--blur-model {' or '.join(models)}" for name, models in BLUR_MODEL_ONLY.items()
                    if cfg.blur_model not in models}
     if cfg.perceptual == 0:
         unused.setdefault("perceptual_weights", "--perceptual > 0")
-    if cfg.pairs if cfg.mode == "paired" else cfg.blurry:  # (the pool is of synthetic pairs: none are made)
+    if not cfg.blurry:
+        unused.setdefault("photo_curve", "--blurry photos")
+    if cfg.blurry if cfg.mode == "cyclegan" else cfg.pairs:  # (the pool is of synthetic pairs: none are made)
         unused.update(dict.fromkeys(("pair_pool", "pair_pool_size"), "synthetic data (no --pairs, --blurry or --sharp)"))
     return unused
 

@@ -293,6 +293,23 @@ class UnpairedCrops(Dataset):
         return {"blur": a, "sharp": b}
 
 
+class WithPhotos(Dataset):
+    """Position ``p`` -> the item of ``pairs`` at ``p`` plus ``"photo"``: a random ``crop`` of one of
+    ``photos`` (:class:`FolderImages`, blurry photos without sharp twin: ``--mode reblur``), the photo
+    and crop drawn from ``(seed, p)`` on streams of their own."""
+
+    def __init__(self, pairs: Dataset, photos: FolderImages, crop: int, seed: int):
+        self.pairs, self.photos, self.crop, self.seed = pairs, photos, crop, seed
+
+    def __len__(self) -> int:
+        return 2 ** 62
+
+    def __getitem__(self, p: int) -> dict:
+        i = permuted(self.seed, len(self.photos), p, stream=_S_PERM + 2)
+        (photo,) = random_crop([self.photos[i]], self.crop, self.seed, p, stream=5, name=str(self.photos.files[i]))
+        return {**self.pairs[p], "photo": photo}
+
+
 def seed_b(seed: int) -> int:
     """Seed of the sharp synthetic domain of CycleGAN runs (disjoint from the blurry domain's scenes)."""
     return seed + 7919
@@ -325,7 +342,7 @@ def validation_pairs(cfg, blurry: FolderImages | None = None) -> tuple[list[dict
         source = open_pairs(cfg.val_pairs, "--val-pairs")
         val = [source[i] for i in range(min(n, len(source)))]
         _check_sides(val, [source.root / r["blur"] for r in source.records], cfg, "--val-pairs")
-    elif cfg.mode == "paired" and cfg.pairs:
+    elif cfg.mode != "cyclegan" and cfg.pairs:
         source = open_pairs(cfg.pairs)
         if len(source) <= n:
             raise ValueError(f"--pairs {cfg.pairs}: {len(source)} pairs cannot spare --val-size {n} for "

@@ -1,4 +1,4 @@
-"""Losses of the trainers: LSGAN, cycle/identity L1, L1/Charbonnier, VGG16 perceptual, and the image pool.
+"""Losses of the trainers: LSGAN, cycle/identity L1, L1/Charbonnier, VGG16 perceptual, re-blur, and the image pool.
 
 Images are ``(B, 3, H, W)`` in ``[0, 1]`` on any device, ``pred`` and ``target`` of one shape (not
 checked: torch broadcasts or refuses a mismatch); every loss is computed in float32 and returns a float32 scalar
@@ -16,6 +16,8 @@ from torch import nn
 
 from blursynth import rng
 from blursynth.io import first_line
+
+from .models import reblur, valid_part
 
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 VGG16_ADVICE = (f"Download torchvision's VGG16 weights from {VGG16_URL} on a machine with internet access, "
@@ -43,6 +45,26 @@ def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
     if name == "charbonnier":
         return charbonnier(pred, target)
     raise ValueError(f"unknown pixel loss {name!r}; expected 'l1' or 'charbonnier'")
+
+
+def reblur_losses(out: dict, blur: torch.Tensor, sharp: torch.Tensor, photo: torch.Tensor | None,
+                  photo_curve: str = "srgb") -> dict:
+    """The two losses of ``--mode reblur`` (L1, over the pixels whose whole kernel lies in the crop), from
+    :class:`~unpaired.train.ReblurNets`' outputs ``out``:
+
+    - ``loss_kernel``: the true sharp image of each pair blurred by K's kernel for its blurry image,
+      against that blurry image. K learns here alone, where the true sharp image pins its kernel.
+    - ``loss_reblur``: G's output for each photo blurred by K's kernel for it, against the photo (the
+      pairs' blurry images when ``photo`` is None), through the photos' tone curve ``photo_curve``
+      (:func:`~unpaired.models.reblur`; the pairs are sRGB, as blursynth's recipes make them). K's
+      kernel is held fixed here (no gradient): trained on this loss too, K and G fall together to the
+      identity, as a 1-tap kernel and G(photo) = photo re-blur perfectly.
+    """
+    size = out["kernel"].shape[-2:]
+    return {"loss_kernel": pixel_loss("l1", reblur(sharp, out["kernel"]), valid_part(blur, size)),
+            "loss_reblur": pixel_loss("l1", reblur(out["photo_sharp"], out["photo_kernel"].detach(),
+                                                   "srgb" if photo is None else photo_curve),
+                                      valid_part(blur if photo is None else photo, size))}
 
 
 class VGGPerceptual(nn.Module):

@@ -1,7 +1,8 @@
 """Networks: the reference CycleGAN ResNet generator, the 70x70 PatchGAN, a small U-Net, and
 :class:`KernelBlurGenerator`, a CycleGAN F that can only blur (highlight gain and noise learned; kernels
 from :class:`LearnedKernels`, a learned distribution, or :class:`ShakeKernels`, a recipe's camera shake
-of learned size).
+of learned size); and for ``--mode reblur``, :class:`KernelPredictor` (the blur kernel of a photo,
+from the photo) and :func:`reblur`, the image formation its loss applies.
 
 All generators take and return ``(B, 3, H, W)`` images in ``[0, 1]`` (display-referred sRGB) on the
 input's device, float32 like their weights (float64 inputs are refused by torch); internally they work in ``[-1, 1]`` like the reference code. With ``residual=True``
@@ -229,6 +230,70 @@ class KernelBlurGenerator(nn.Module):
         s_a, s_b = self.noise_std()
         noisy = y + (s_a ** 2 * y.clamp(min=0) + s_b ** 2).sqrt() * torch.randn_like(y)
         return linear_to_srgb(noisy.clamp(0, 1)), k
+
+
+class KernelPredictor(nn.Module):
+    """The blur kernel of a photo, predicted from the photo: for ``--mode reblur``.
+
+    Four 3x3 convolutions (three of stride 2; ``width`` to ``4 * width`` channels, leaky ReLU) and a
+    mean over the whole image, then a linear layer to ``size x size`` logits, added to a Gaussian
+    prior of 2 px as :class:`LearnedKernels` does; their softmax is the kernel. The mean makes it one
+    kernel per image (uniform blur), from images of any size of at least 8 px.
+
+    Input ``(B, 3, H, W)`` sRGB in ``[0, 1]``; returns ``(B, size, size)`` kernels, float32 (the softmax
+    runs in float32 under autocast too), non-negative, each summing to 1, on the input's device.
+    ``size`` odd, >= 1.
+    """
+
+    def __init__(self, size: int = 21, width: int = 32, channels: int = 3):
+        super().__init__()
+        if size < 1 or size % 2 == 0:
+            raise ValueError(f"kernel size must be odd and >= 1, got {size}")
+        self.size = size
+        widths = [width, width, 2 * width, 4 * width]
+        layers, cin = [], channels
+        for i, w in enumerate(widths):
+            conv = nn.Conv2d(cin, w, 3, stride=1 if i == 0 else 2, padding=1)
+            conv.he_gain = nn.init.calculate_gain("leaky_relu", 0.2)  # (no normalisation: keep the signal at 1)
+            layers += [conv, nn.LeakyReLU(0.2, True)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, size * size)
+        r = torch.arange(size) - size // 2
+        self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or min(x.shape[-2:]) < 8:
+            raise ValueError(f"kernel predictor input must be (B, C, H, W) with sides of at least 8; got {tuple(x.shape)}")
+        logits = self.head(self.features(x * 2 - 1).mean((-2, -1)))
+        return (self.prior + logits.float()).softmax(-1).view(-1, self.size, self.size)
+
+
+REBLUR_CURVES = ("srgb", "linear")
+
+
+def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str = "srgb") -> torch.Tensor:
+    """The image formation of ``--mode reblur``: ``srgb(clip(k * linear(sharp)))`` with one kernel per
+    image, blurred in linear light as blursynth does (no noise, no highlight boost: the loss compares
+    means); ``curve="linear"`` for images whose values are linear already (``clip(k * sharp)``).
+    ``sharp`` ``(B, 3, H, W)`` in ``[0, 1]`` (clamped), ``kernel`` ``(B, h, w)``; returns the "valid" part
+    ``(B, 3, H - h + 1, W - w + 1)``, float32 (autocast off), where the whole kernel lies inside the
+    image: a photo's pixel nearer its edge was blurred from scene the crop does not hold."""
+    if curve not in REBLUR_CURVES:
+        raise ValueError(f"curve must be one of {REBLUR_CURVES}, got {curve!r}")
+    with torch.autocast(sharp.device.type, enabled=False):
+        x = sharp.float().clamp(0, 1)
+        if curve == "linear":
+            return blur(x, kernel.float(), "valid").clamp(0, 1)
+        return linear_to_srgb(blur(srgb_to_linear(x), kernel.float(), "valid").clamp(0, 1))
+
+
+def valid_part(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The pixels of ``image (..., H, W)`` that :func:`reblur` with an ``h x w`` kernel returns (kernel
+    centred at ``(h // 2, w // 2)``): rows ``h - 1 - h // 2`` to ``H - h // 2``, likewise columns."""
+    (hh, ww), (h, w) = image.shape[-2:], size
+    top, left = h - 1 - h // 2, w - 1 - w // 2
+    return image[..., top:hh - h // 2, left:ww - w // 2]
 
 
 def kernel_centroid(k: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,16 @@
 """Train a deblurring network: ``python -m unpaired.train [options]`` (see ``--help``).
 
 One loop, read top to bottom: options -> processes/device -> data -> models -> optimisers -> resume
--> steps (update, log, validate, checkpoint) -> final validation. Two modes share it:
+-> steps (update, log, validate, checkpoint) -> final validation. Three modes share it:
 
 - ``paired``: a generator G (blurry -> sharp) trained with L1/Charbonnier (+ optional VGG16 perceptual)
   on synthetic pairs made on the fly (default) or on a folder of pairs (``--pairs DIR``);
 - ``cyclegan``: G (blurry -> sharp), F (sharp -> blurry) and two PatchGAN discriminators trained on
-  unpaired blurry and sharp photos (``--blurry DIR --sharp DIR``; default: synthetic unpaired domains).
+  unpaired blurry and sharp photos (``--blurry DIR --sharp DIR``; default: synthetic unpaired domains);
+- ``reblur``: G and a kernel predictor K (blurry -> its blur kernel). On pairs (as ``paired``) G learns
+  the sharp image and K the kernel that blurs the true sharp image into the blurry one; on blurry
+  photos without sharp twin (``--blurry DIR``; default: the pairs' blurry images) G's output blurred by
+  K's kernel must give back the photo.
 
 Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record per log/evaluation),
 ``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
@@ -45,12 +49,12 @@ from blursynth.interrupt import Terminated, exit_code, sigterm_interrupts
 from blursynth.io import atomic_path, first_line
 from unpaired import config as config_mod
 from unpaired import metrics
-from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, synthetic_pairs,
-                           usable_pairs, validation_pairs)
+from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, WithPhotos,
+                           synthetic_pairs, usable_pairs, validation_pairs)
 from unpaired.deblur import read_checkpoint, step_checkpoints
-from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss
-from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ShakeKernels, build_generator,
-                             generator_spec, init_weights, kernel_centroid)
+from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss, reblur_losses
+from unpaired.models import (KernelBlurGenerator, KernelPredictor, LearnedKernels, PatchDiscriminator, ShakeKernels,
+                             build_generator, generator_spec, init_weights, kernel_centroid)
 
 
 class CycleGenerators(nn.Module):
@@ -78,6 +82,27 @@ class CycleGenerators(nn.Module):
                 out["idt_blur"] = self.F(blur)
         if identity:  # G should leave sharp images alone (and a network F blurry ones)
             out["idt_sharp"] = self.G(sharp)
+        return out
+
+
+class ReblurNets(nn.Module):
+    """G (blurry -> sharp) and K (:class:`~unpaired.models.KernelPredictor`) in one forward, so DDP sees a single call.
+
+    ``forward(blur, photo)`` -> ``{"fake_sharp": G(blur), "kernel": K(blur)}`` for the synthetic pairs,
+    plus ``"photo_sharp": G(photo)`` and ``"photo_kernel": K(photo)`` for the photos without sharp twin
+    (``photo`` None: the pairs' blurry images stand in, and G and K run once).
+    """
+
+    def __init__(self, g: nn.Module, k: nn.Module):
+        super().__init__()
+        self.G, self.K = g, k
+
+    def forward(self, blur: torch.Tensor, photo: torch.Tensor | None = None) -> dict:
+        out = {"fake_sharp": self.G(blur), "kernel": self.K(blur)}
+        if photo is None:
+            out["photo_sharp"], out["photo_kernel"] = out["fake_sharp"], out["kernel"]
+        else:
+            out["photo_sharp"], out["photo_kernel"] = self.G(photo), self.K(photo)
         return out
 
 
@@ -181,7 +206,7 @@ def _diverged(cfg: config_mod.TrainConfig, step: int, what: list[str], latest: P
     kept = (f"its last checkpoint, {latest}, holds finite weights" if latest is not None
             else "it wrote no checkpoint before it, so --resume starts it again at step 0")
     clip = (f" (or clip the gradient norm, which is off: --grad-clip {config_mod.TrainConfig.grad_clip:g})"
-            if cfg.mode == "paired" and cfg.grad_clip == 0 else "")
+            if cfg.mode in config_mod.SUPERVISED and cfg.grad_clip == 0 else "")
     return (f"the run diverged at step {step}: {' and '.join(what)} became NaN or inf, and it stopped without "
             f"saving that step; {kept}. Resumed as it is, it would repeat the same steps, so resume with a lower "
             f"learning rate: --resume {cfg.run_dir} --lr {cfg.lr / 2:g}{clip}")
@@ -248,10 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
         skipped = usable_pairs(pair_source, "--pairs", cfg.crop)
         if master:
             _report_skipped("--pairs", skipped, len(pair_source), "pairs")
-    if master and cfg.mode == "paired" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
+    if master and cfg.mode != "cyclegan" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
         print(f"--pairs {cfg.pairs}: {len(pair_source)} pairs for training, the last {len(val)} held out for "
               "validation (--val-size, or --val-pairs DIR)", file=sys.stderr)
-    if cfg.mode == "paired":
+    if cfg.mode != "cyclegan":
         if pair_source is not None:
             train_set = PairedCrops(pair_source, cfg.crop, cfg.seed, synthetic=False)
         elif cfg.pair_pool:  # made once: a pair costs more CPU than a step of the default network
@@ -259,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict:
                                       progress=master and cfg.progress)
         else:
             train_set = PairedCrops(synthetic_pairs(cfg.seed, cfg.crop), cfg.crop, cfg.seed, synthetic=True)
+        if blurry is not None:  # (reblur: photos without sharp twin beside the pairs)
+            train_set = WithPhotos(train_set, blurry, cfg.crop, cfg.seed)
     else:
         train_set = UnpairedCrops(blurry, sharp, cfg.crop, cfg.seed, cfg.pair_pool, cfg.pair_pool_size,
                                   progress=master and cfg.progress)
@@ -291,6 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
             nets["F"] = init_weights(KernelBlurGenerator(sampler=sampler), cfg.seed + 1)
         for i, name in enumerate(("D_sharp", "D_blur")):
             nets[name] = init_weights(PatchDiscriminator(cfg.ndf, cfg.n_layers_d), cfg.seed + 2 + i)
+    elif cfg.mode == "reblur":
+        nets["K"] = init_weights(KernelPredictor(cfg.blur_kernel), cfg.seed + 1)
     for net in nets.values():
         net.to(device, memory_format=memory_format)
     perceptual = VGGPerceptual(cfg.perceptual_weights).to(device) if cfg.perceptual > 0 else None
@@ -298,6 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
     # modules that are trained as one DDP unit each
     if cfg.mode == "paired":
         units = {"gen": nets["G"]}
+    elif cfg.mode == "reblur":
+        units = {"gen": ReblurNets(nets["G"], nets["K"])}
     else:
         units = {"gen": CycleGenerators(nets["G"], nets["F"]), "disc": CycleDiscriminators(nets["D_sharp"], nets["D_blur"])}
     raw_units = dict(units)
@@ -475,14 +506,20 @@ def main(argv: list[str] | None = None) -> dict:
                 blur = batch["blur"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 sharp = batch["sharp"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
-                if cfg.mode == "paired":
+                if cfg.mode != "cyclegan":
+                    photo = batch["photo"].to(device, non_blocking=True).contiguous(
+                        memory_format=memory_format) if "photo" in batch else None
                     with autocast():
-                        out = units["gen"](blur)
+                        o = units["gen"](blur, photo) if cfg.mode == "reblur" else {"fake_sharp": units["gen"](blur)}
+                        out = o["fake_sharp"]
                         loss = pixel_loss(cfg.pixel_loss, out, sharp)
                         losses = {"loss_pixel": loss}
                         if perceptual is not None:
                             losses["loss_perceptual"] = perceptual(out.float(), sharp)
                             loss = loss + cfg.perceptual * losses["loss_perceptual"]
+                        if cfg.mode == "reblur":
+                            losses.update(reblur_losses(o, blur, sharp, photo, cfg.photo_curve))
+                            loss = loss + losses["loss_kernel"] + cfg.lambda_reblur * losses["loss_reblur"]
                     stop_if_diverged(step + 1, {k: [v] for k, v in losses.items()})  # (before its gradients reach Adam)
                     optims["gen"].zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()

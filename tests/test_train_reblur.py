@@ -1,0 +1,182 @@
+"""--mode reblur: the kernel predictor, the re-blur formation and losses, and runs of the trainer."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from blursynth.blur import blur
+from blursynth.io import write_image
+from blursynth.sensor import linear_to_srgb, srgb_to_linear
+from unpaired.deblur import load_generator
+from unpaired.losses import reblur_losses
+from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, valid_part
+from unpaired.train import ReblurNets, main
+
+from test_train import TINY, records, weights
+
+TINY_REBLUR = TINY + ["--mode", "reblur", "--blur-kernel", "5", "--device", "cpu"]
+
+
+def _photos(folder: Path, n: int = 3, side: int = 40) -> Path:
+    folder.mkdir()
+    g = torch.Generator().manual_seed(5)
+    for i in range(n):
+        write_image(folder / f"p{i}.png", torch.rand(3, side, side + 8 * i, generator=g))
+    return folder
+
+
+# ---------------------------------------------------------------- kernel predictor
+
+@settings(max_examples=12, deadline=None)
+@given(size=st.sampled_from([1, 3, 7]), h=st.integers(8, 40), w=st.integers(8, 40), b=st.integers(1, 3),
+       seed=st.integers(0, 2 ** 16))
+def test_predicted_kernels_are_non_negative_and_sum_to_one(size, h, w, b, seed):
+    net = init_weights(KernelPredictor(size, width=4), seed)
+    x = torch.rand(b, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    k = net(x)
+    assert k.shape == (b, size, size) and k.dtype == torch.float32
+    assert (k >= 0).all()
+    torch.testing.assert_close(k.sum((-2, -1)), torch.ones(b), atol=1e-6, rtol=0)
+
+
+def test_predicted_kernels_follow_the_image_and_stay_float32_under_autocast():
+    net = init_weights(KernelPredictor(5, width=4), 0)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    k = net(x)
+    assert not torch.allclose(k[0], k[1])  # one kernel per image, from that image
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(x).dtype == torch.float32
+
+
+def test_kernel_predictor_refuses_even_sizes_and_tiny_images():
+    with pytest.raises(ValueError, match="odd"):
+        KernelPredictor(4)
+    with pytest.raises(ValueError, match="at least 8"):
+        KernelPredictor(3)(torch.rand(1, 3, 7, 16))
+
+
+# ---------------------------------------------------------------- formation and losses
+
+@pytest.mark.parametrize("size", [(5, 5), (4, 6)])
+def test_reblur_of_the_true_sharp_image_gives_back_the_blurry_one_where_the_kernel_fits(size):
+    # a blurry image made the other way round (same-size "reflect" blur of the linear scene): the pixels
+    # valid_part keeps are those reblur returns, exactly; a misplaced window or a flipped kernel is not
+    g = torch.Generator().manual_seed(2)
+    sharp = torch.rand(2, 3, 20, 23, generator=g)
+    k = torch.rand(2, *size, generator=g)
+    k = k / k.sum((-2, -1), keepdim=True)
+    blurry = linear_to_srgb(blur(srgb_to_linear(sharp), k, "reflect"))
+    again = reblur(sharp, k)
+    assert again.shape == (2, 3, 20 - size[0] + 1, 23 - size[1] + 1)
+    torch.testing.assert_close(again, valid_part(blurry, size), atol=2e-6, rtol=0)
+    assert (reblur(sharp, k.flip(-2, -1)) - valid_part(blurry, size)).abs().max() > 1e-2
+    assert (again - blurry[..., :again.shape[-2], :again.shape[-1]]).abs().max() > 1e-2
+
+
+def test_reblur_of_linear_images_blurs_the_values_themselves():
+    g = torch.Generator().manual_seed(4)
+    sharp, k = torch.rand(1, 3, 12, 12, generator=g), torch.rand(1, 3, 3, generator=g)
+    k = k / k.sum()
+    torch.testing.assert_close(reblur(sharp, k, "linear"), blur(sharp, k, "valid"))
+    assert (reblur(sharp, k, "linear") - reblur(sharp, k)).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="curve must be one of"):
+        reblur(sharp, k, "gamma")
+
+
+def test_the_photo_curve_applies_to_the_photos_only():
+    nets = ReblurNets(init_weights(build_generator({"kind": "unet", "ngf": 4, "depth": 2, "residual": True}), 0),
+                      init_weights(KernelPredictor(5, width=4), 1))
+    gen = torch.Generator().manual_seed(3)
+    blurry, sharp, photo = (torch.rand(2, 3, 16, 16, generator=gen) for _ in range(3))
+    with torch.no_grad():
+        out = nets(blurry, photo)
+        srgb, linear = (reblur_losses(out, blurry, sharp, photo, curve) for curve in ("srgb", "linear"))
+        assert srgb["loss_kernel"] == linear["loss_kernel"] and srgb["loss_reblur"] != linear["loss_reblur"]
+        out = nets(blurry)  # no photos: the pairs' blurry images stand in, and they are sRGB
+        assert reblur_losses(out, blurry, sharp, None, "linear") == reblur_losses(out, blurry, sharp, None)
+
+
+def test_the_photo_loss_trains_g_and_not_the_kernel_predictor():
+    g = init_weights(build_generator({"kind": "unet", "ngf": 4, "depth": 2, "residual": True}), 0)
+    k = init_weights(KernelPredictor(5, width=4), 1)
+    nets = ReblurNets(g, k)
+    gen = torch.Generator().manual_seed(3)
+    blurry, sharp, photo = (torch.rand(2, 3, 16, 16, generator=gen) for _ in range(3))
+    for use_photo in (photo, None):
+        losses = reblur_losses(nets(blurry, use_photo), blurry, sharp, use_photo)
+        nets.zero_grad()
+        losses["loss_reblur"].backward(retain_graph=True)
+        assert all(p.grad is None or not p.grad.any() for p in k.parameters())
+        assert any(p.grad is not None and p.grad.any() for p in g.parameters())
+        nets.zero_grad()
+        losses["loss_kernel"].backward()
+        assert any(p.grad is not None and p.grad.any() for p in k.parameters())
+        assert all(p.grad is None or not p.grad.any() for p in g.parameters())  # (the true sharp image: no G)
+
+
+# ---------------------------------------------------------------- runs
+
+def test_a_reblur_run_trains_both_networks_and_deblur_reads_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    result = main(TINY_REBLUR + ["--steps", "3", "--eval-every", "3", "--run-dir", str(run)])
+    assert "val_psnr" in result
+    state = torch.load(run / "checkpoints" / "step_0000003.pt", weights_only=False)
+    assert set(state["models"]) == {"G", "K"}
+    start = init_weights(KernelPredictor(5), 1).state_dict()  # (the trainer's K: --seed 0 + 1)
+    assert any(not torch.equal(state["models"]["K"][n], start[n]) for n in start)  # K was trained
+    logged = [r for r in records(run) if "loss_pixel" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    assert all(r["loss_kernel"] > 0 and r["loss_reblur"] > 0 for r in logged)
+    net, _ = load_generator(run / "checkpoints" / "best.pt")  # inference needs G alone
+    assert net(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+
+
+def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):
+    photos = _photos(tmp_path / "photos")
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY_REBLUR + ["--blurry", str(photos), "--eval-every", "100"]
+    main(opts + ["--steps", "4", "--run-dir", str(a)])
+    main(opts + ["--steps", "4", "--stop-at", "2", "--run-dir", str(b)])
+    main(["--resume", str(b), "--no-progress"])
+    wa, wb = weights(a, 4), weights(b, 4)
+    assert wa.keys() == wb.keys() and any(k.startswith("K.") for k in wa)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+    la = [r["loss_reblur"] for r in records(a) if "loss_reblur" in r]
+    lb = [r["loss_reblur"] for r in records(b) if "loss_reblur" in r]
+    assert len(la) == 4 and lb == pytest.approx(la, rel=1e-5)
+
+
+def test_photos_change_g_but_not_the_kernel_predictor(tmp_path):
+    # K learns from the pairs alone: with or without the photos' loss its weights come out the same
+    # (--grad-clip 0: a clip of the joint gradient norm would let G's gradients scale K's steps)
+    photos = _photos(tmp_path / "photos")
+    opts = TINY_REBLUR + ["--blurry", str(photos), "--eval-every", "100", "--steps", "3", "--grad-clip", "0"]
+    main(opts + ["--run-dir", str(tmp_path / "on")])
+    main(opts + ["--run-dir", str(tmp_path / "off"), "--lambda-reblur", "0"])
+    on, off = weights(tmp_path / "on", 3), weights(tmp_path / "off", 3)
+    assert all(torch.equal(on[k], off[k]) for k in on if k.startswith("K."))
+    assert any(not torch.equal(on[k], off[k]) for k in on if k.startswith("G."))
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--sharp", "x"], "--sharp is for --mode cyclegan"),
+    (["--blur-kernel", "21"], r"--crop 16 is smaller than --blur-kernel 21"),
+    (["--lambda-reblur", "nan"], "--lambda-reblur must be >= 0"),
+    (["--photo-curve", "gamma"], "--photo-curve must be one of srgb, linear"),
+    (["--photo-curve", "linear"], r"--photo-curve linear: only read with --blurry photos"),
+])
+def test_reblur_options_are_checked(tmp_path, argv, match):
+    with pytest.raises(ValueError, match=match):
+        main(TINY_REBLUR + ["--steps", "1", "--run-dir", str(tmp_path / "r")] + argv)
+    assert not (tmp_path / "r").exists()
+
+
+def test_reblur_options_are_refused_in_other_modes(tmp_path):
+    with pytest.raises(ValueError, match=r"--lambda-reblur 2.0: only read with --mode reblur"):
+        main(TINY + ["--steps", "1", "--lambda-reblur", "2", "--run-dir", str(tmp_path / "r")])
+    # (at its default value it changes nothing: accepted, as other modes' options are)
+    main(TINY + ["--steps", "1", "--lambda-reblur", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "ok")])
