@@ -111,7 +111,7 @@ class TrainConfig:
     lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
     beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
     beta2: float = 0.999
-    grad_clip: float = 0.05                # paired, reblur: clip the generator's gradient norm to this (0: off)
+    grad_clip: float = 0.05                # paired, reblur: clip the generator's gradient norm to this (reblur: K's too, on its own; 0: off)
     seed: int = 0                          # seeds data order, crops, pools and initial weights
     # bookkeeping
     run_dir: str = "runs/train"            # folder for config, metrics.jsonl, samples, checkpoints

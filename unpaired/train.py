@@ -525,7 +525,10 @@ def main(argv: list[str] | None = None) -> dict:
                     scaler.scale(loss).backward()
                     if cfg.grad_clip > 0:  # bounds each update: unclipped, deeper U-Nets at lr 1e-3 blew up within 100 steps
                         scaler.unscale_(optims["gen"])
-                        losses["grad_norm"] = nn.utils.clip_grad_norm_(raw_units["gen"].parameters(), cfg.grad_clip)
+                        # each network on its own (G; reblur: and K): one clip of their joint norm let the
+                        # photos' gradients in G scale K's steps, which should follow the pairs alone
+                        norms = {k: nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip) for k, net in nets.items()}
+                        losses["grad_norm"] = norms["G"]
                     scaler.step(optims["gen"])
                 else:
                     # generators: fool both discriminators, cycle back, keep identities
