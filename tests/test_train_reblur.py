@@ -51,11 +51,22 @@ def test_predicted_kernels_follow_the_image_and_stay_float32_under_autocast():
         assert net(x).dtype == torch.float32
 
 
-def test_kernel_predictor_refuses_even_sizes_and_tiny_images():
+def test_kernel_predictor_refuses_even_sizes_and_takes_images_of_any_size():
     with pytest.raises(ValueError, match="odd"):
         KernelPredictor(4)
-    with pytest.raises(ValueError, match="at least 8"):
-        KernelPredictor(3)(torch.rand(1, 3, 7, 16))
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        KernelPredictor(3)(torch.rand(3, 16, 16))
+    # (its padded convolutions leave at least 1 px: it refused sides under 8, which --crop allows with
+    # --unet-depth 1, so such a run failed at its first step)
+    for side in (1, 4, 7):
+        assert KernelPredictor(3, width=4)(torch.rand(2, 3, side, side + 1)).shape == (2, 3, 3)
+
+
+def test_a_reblur_run_on_crops_under_8_px(tmp_path):
+    i = TINY_REBLUR.index("--unet-depth")
+    opts = TINY_REBLUR[:i] + ["--unet-depth", "1"] + TINY_REBLUR[i + 2:]
+    main(opts + ["--crop", "4", "--blur-kernel", "3", "--steps", "1", "--run-dir", str(tmp_path / "r")])
+    assert (tmp_path / "r" / "checkpoints" / "step_0000001.pt").is_file()
 
 
 # ---------------------------------------------------------------- formation and losses

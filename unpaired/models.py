@@ -238,7 +238,7 @@ class KernelPredictor(nn.Module):
     Four 3x3 convolutions (three of stride 2; ``width`` to ``4 * width`` channels, leaky ReLU) and a
     mean over the whole image, then a linear layer to ``size x size`` logits, added to a Gaussian
     prior of 2 px as :class:`LearnedKernels` does; their softmax is the kernel. The mean makes it one
-    kernel per image (uniform blur), from images of any size of at least 8 px.
+    kernel per image (uniform blur), from images of any size (the padded convolutions leave >= 1 px).
 
     Input ``(B, 3, H, W)`` sRGB in ``[0, 1]``; returns ``(B, size, size)`` kernels, float32 (the softmax
     runs in float32 under autocast too), non-negative, each summing to 1, on the input's device.
@@ -263,8 +263,8 @@ class KernelPredictor(nn.Module):
         self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or min(x.shape[-2:]) < 8:
-            raise ValueError(f"kernel predictor input must be (B, C, H, W) with sides of at least 8; got {tuple(x.shape)}")
+        if x.ndim != 4:
+            raise ValueError(f"kernel predictor input must be (B, C, H, W); got {tuple(x.shape)}")
         logits = self.head(self.features(x * 2 - 1).mean((-2, -1)))
         return (self.prior + logits.float()).softmax(-1).view(-1, self.size, self.size)
 
