@@ -178,6 +178,7 @@ def test_photos_change_g_but_not_the_kernel_predictor(tmp_path, clip):
 @pytest.mark.parametrize("argv, match", [
     (["--sharp", "x"], "--sharp is for --mode cyclegan"),
     (["--blur-kernel", "21"], r"--crop 16 is smaller than --blur-kernel 21"),
+    (["--blur-kernel", "1"], r"--blur-kernel 1 .*1-tap kernel"),  # (K untrainable, G taught the identity)
     (["--lambda-reblur", "nan"], "--lambda-reblur must be >= 0"),
     (["--photo-curve", "gamma"], "--photo-curve must be one of srgb, linear"),
     (["--photo-curve", "linear"], r"--photo-curve linear: only read with --blurry photos"),

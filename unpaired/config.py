@@ -212,6 +212,9 @@ class TrainConfig:
         if self.val_size and self.val_crop < SSIM_WINDOW:  # (else the first validation fails)
             raise ConfigError(f"--val-crop {self.val_crop} is smaller than SSIM's {SSIM_WINDOW} px window; use at "
                               f"least {SSIM_WINDOW} (or --val-size 0 for no validation)")
+        if self.mode == "reblur" and self.blur_kernel == 1:  # (the softmax of one logit: K has no gradient)
+            raise ConfigError("--blur-kernel 1 with --mode reblur predicts the 1-tap kernel alone, which blurs "
+                              "nothing: K cannot learn and the re-blur loss teaches G the identity; use 3 or more")
         if self.mode == "reblur" and self.crop < self.blur_kernel:  # (no pixel to compare the re-blurred crop on)
             raise ConfigError(f"--crop {self.crop} is smaller than --blur-kernel {self.blur_kernel}: the re-blur loss "
                               "compares the pixels whose whole kernel lies inside the crop; raise --crop or lower "
