@@ -15,7 +15,7 @@ from unpaired.losses import reblur_losses
 from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, valid_part
 from unpaired.train import ReblurNets, main
 
-from test_train import TINY, records, weights
+from test_train import TINY, TINY_GAN, records, weights
 
 TINY_REBLUR = TINY + ["--mode", "reblur", "--blur-kernel", "5", "--device", "cpu"]
 
@@ -192,5 +192,7 @@ def test_reblur_options_are_checked(tmp_path, argv, match):
 def test_reblur_options_are_refused_in_other_modes(tmp_path):
     with pytest.raises(ValueError, match=r"--lambda-reblur 2.0: only read with --mode reblur"):
         main(TINY + ["--steps", "1", "--lambda-reblur", "2", "--run-dir", str(tmp_path / "r")])
+    with pytest.raises(ValueError, match=r"--photo-curve linear: only read with --mode reblur"):
+        main(TINY_GAN + ["--steps", "1", "--photo-curve", "linear", "--run-dir", str(tmp_path / "r")])
     # (at its default value it changes nothing: accepted, as other modes' options are)
     main(TINY + ["--steps", "1", "--lambda-reblur", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "ok")])

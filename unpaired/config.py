@@ -86,7 +86,7 @@ class TrainConfig:
     batch: int = 8                         # crops per step per process
     workers: int = 0                       # DataLoader worker processes
     # models
-    generator: str | None = None           # unet | resnet (reference CycleGAN); default: unet paired, resnet cyclegan
+    generator: str | None = None           # unet | resnet (reference CycleGAN); default: resnet cyclegan, else unet
     ngf: int = 16                          # generator base width (CPU-sized; the reference CycleGAN uses 64)
     n_blocks: int = 6                      # resnet residual blocks (reference: 9 at 256 px, 6 at 128 px)
     unet_depth: int = 3                    # unet down-sampling levels (input sides must divide 2**depth)
@@ -108,8 +108,8 @@ class TrainConfig:
     # optimisation
     steps: int = 2000                      # total optimiser steps
     decay_steps: int = -1                  # final steps of linear lr decay to 0 (-1: half of steps)
-    lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired
-    beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired
+    lr: float | None = None                # Adam step size; default: 2e-4 cyclegan (reference), 1e-3 paired and reblur
+    beta1: float | None = None             # Adam beta1; default: 0.5 cyclegan (reference), 0.9 paired and reblur
     beta2: float = 0.999
     grad_clip: float = 0.05                # paired, reblur: clip the generator's gradient norm to this (reblur: K's too, on its own; 0: off)
     seed: int = 0                          # seeds data order, crops, pools and initial weights
@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     """One flag per dataclass field; flags not given stay unset (``argparse.SUPPRESS``)."""
     parser = argparse.ArgumentParser(
         prog="python -m unpaired.train",
-        description="Train a deblurring network: supervised on (synthetic) pairs, or CycleGAN on unpaired "
-                    "folders of blurry and sharp photos. With no argument: a small CPU run on synthetic pairs.")
+        description="Train a deblurring network: supervised on (synthetic) pairs, CycleGAN on unpaired folders "
+                    "of blurry and sharp photos, or (--mode reblur) on pairs plus blurry photos without sharp "
+                    "twin, by re-blurring. With no argument: a small CPU run on synthetic pairs.")
     parser.add_argument("--config", help="TOML file of options (keys are the option names)")
     defaults = TrainConfig()
     notes = _field_notes()
