@@ -1,7 +1,8 @@
 """Training data for the trainers: where pairs come from, and which item each step sees.
 
 Every source is a map from a *position* ``p`` (a non-negative int) to a dict of ``(3, H, W)``
-float32 sRGB tensors in ``[0, 1]``: ``"blur"`` and, when known, ``"sharp"``. Position ``p`` of the
+float32 sRGB tensors in ``[0, 1]``: ``"blur"`` and, when known, ``"sharp"`` (``--mode reblur``: and
+``"photo"``). Position ``p`` of the
 run is consumed at step ``p // (world * batch)`` by rank ``(p // batch) % world``, so the data order
 is a function of (seed, step) alone and a resumed run sees exactly what an uninterrupted one would.
 Random crops and flips are drawn through :mod:`blursynth.rng` keyed on ``p``, never a global RNG.
@@ -14,7 +15,8 @@ Sources:
   the fly (``--pair-pool 0``);
 - :class:`UnpairedCrops`: the two CycleGAN domains, from folders or synthetic (pooled by default);
 - :func:`open_pairs`: :class:`blursynth.data.PairedFolder`, a written dataset or ``lq/`` + ``gt/``;
-- :class:`FolderImages`: a folder of unrelated photos (one CycleGAN domain).
+- :class:`FolderImages`: a folder of unrelated photos (one CycleGAN domain, or reblur's photos);
+- :class:`WithPhotos`: pairs plus a crop of a photo without sharp twin (``--mode reblur``).
 """
 
 from __future__ import annotations

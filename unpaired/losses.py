@@ -50,7 +50,9 @@ def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
 def reblur_losses(out: dict, blur: torch.Tensor, sharp: torch.Tensor, photo: torch.Tensor | None,
                   photo_curve: str = "srgb") -> dict:
     """The two losses of ``--mode reblur`` (L1, over the pixels whose whole kernel lies in the crop), from
-    :class:`~unpaired.train.ReblurNets`' outputs ``out``:
+    :class:`~unpaired.train.ReblurNets`' outputs ``out`` for ``blur``, ``sharp`` and ``photo`` (None: no
+    photos), each ``(B, 3, H, W)`` sRGB in ``[0, 1]``; ``photo_curve`` is ``"srgb"`` or ``"linear"``.
+    Returns ``{"loss_kernel", "loss_reblur"}``, float32 scalars:
 
     - ``loss_kernel``: the true sharp image of each pair blurred by K's kernel for its blurry image,
       against that blurry image. K learns here alone, where the true sharp image pins its kernel.
