@@ -181,6 +181,8 @@ def test_photos_change_g_but_not_the_kernel_predictor(tmp_path, clip):
     (["--blur-kernel", "1"], r"--blur-kernel 1 .*1-tap kernel"),  # (K untrainable, G taught the identity)
     (["--lambda-reblur", "nan"], "--lambda-reblur must be >= 0"),
     (["--photo-curve", "gamma"], "--photo-curve must be one of srgb, linear"),
+    # the synthetic pairs are made unless --pairs is given: --blurry photos do not replace them
+    (["--pairs", "x", "--pair-pool", "64"], r"--pair-pool 64: only read with synthetic data \(no --pairs\)"),
     (["--photo-curve", "linear"], r"--photo-curve linear: only read with --blurry photos"),
 ])
 def test_reblur_options_are_checked(tmp_path, argv, match):

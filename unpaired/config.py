@@ -462,7 +462,8 @@ def _unused(cfg: TrainConfig) -> dict[str, str]:
     if not cfg.blurry:
         unused.setdefault("photo_curve", "--blurry photos")
     if cfg.blurry if cfg.mode == "cyclegan" else cfg.pairs:  # (the pool is of synthetic pairs: none are made)
-        unused.update(dict.fromkeys(("pair_pool", "pair_pool_size"), "synthetic data (no --pairs, --blurry or --sharp)"))
+        given = "--blurry or --sharp" if cfg.mode == "cyclegan" else "--pairs"
+        unused.update(dict.fromkeys(("pair_pool", "pair_pool_size"), f"synthetic data (no {given})"))
     return unused
 
 
