@@ -117,6 +117,14 @@ def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(convs[0], nn.LeakyReLU(0.2, True), convs[1], nn.LeakyReLU(0.2, True))
 
 
+def gaussian_logits(size: int, sigma: float = 2.0) -> torch.Tensor:
+    """Logits ``(size * size,)`` float32 whose softmax is a round Gaussian kernel of ``sigma`` px centred on
+    tap ``(size // 2, size // 2)``: the prior that learned kernels start from (so blur shows from the
+    first step)."""
+    r = torch.arange(size) - size // 2
+    return -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * sigma ** 2)
+
+
 class LearnedKernels(nn.Module):
     """Kernels from a learned distribution: ``z ~ N(0, I)`` (``z_dim``, torch's global RNG) goes
     through a small MLP to ``size x size`` logits added to a Gaussian prior of 2 px (so G sees blur
@@ -128,8 +136,7 @@ class LearnedKernels(nn.Module):
         self.size, self.z_dim = size, z_dim
         self.mlp = nn.Sequential(nn.Linear(z_dim, width), nn.ReLU(True), nn.Linear(width, size * size))
         self.mlp[0].he_gain, self.mlp[2].he_gain = 2 ** 0.5, 1.0  # kernels vary with z from the start
-        r = torch.arange(size) - size // 2
-        self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
+        self.register_buffer("prior", gaussian_logits(size))
 
     def forward(self, n: int, device) -> torch.Tensor:
         logits = self.prior + self.mlp(torch.randn(n, self.z_dim, device=device))
@@ -259,8 +266,7 @@ class KernelPredictor(nn.Module):
             cin = w
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, size * size)
-        r = torch.arange(size) - size // 2
-        self.register_buffer("prior", -(r[:, None] ** 2 + r[None] ** 2).flatten().float() / (2 * 2.0 ** 2))
+        self.register_buffer("prior", gaussian_logits(size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
