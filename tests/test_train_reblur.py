@@ -161,6 +161,14 @@ def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):
     assert len(la) == 4 and lb == pytest.approx(la, rel=1e-5)
 
 
+def test_photos_given_only_on_resume_are_named(tmp_path, capsys):
+    photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
+    main(TINY_REBLUR + ["--steps", "2", "--stop-at", "1", "--eval-every", "100", "--run-dir", str(run)])
+    main(["--resume", str(run), "--blurry", str(photos), "--no-progress"])
+    assert ("resume: other usable files than at step 1 in --blurry (not given then, 3 files now)"
+            in capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("clip", ["0", "0.05"])
 def test_photos_change_g_but_not_the_kernel_predictor(tmp_path, clip):
     # K learns from the pairs alone: with or without the photos' loss its weights come out the same,

@@ -374,9 +374,12 @@ def main(argv: list[str] | None = None) -> dict:
         if start > end:  # (name the option that set the end: blaming "--stop-at -1" for a short --steps misled)
             option = f"--stop-at {cfg.stop_at}" if 0 < cfg.stop_at < cfg.steps else f"--steps {cfg.steps}"
             raise ValueError(f"{option}: the run in {run} is already at step {start}")
-        then = state.get("data_files", {})
-        changed = [f"{k} ({then[k][0]} files then, {data_files[k][0]} now)" for k in data_files
-                   if k in then and tuple(then[k]) != data_files[k]]
+        then = state.get("data_files")  # (None: a checkpoint older than the digests)
+        files = lambda d, k: f"{d[k][0]} files" if k in d else "not given"  # noqa: E731
+        # (a folder given now and not then counts too: reblur's --blurry may be added on resume)
+        changed = [] if then is None else [f"{k} ({files(then, k)} then, {files(data_files, k)} now)"
+                                           for k in [*data_files, *(k for k in then if k not in data_files)]
+                                           if tuple(then.get(k, ())) != tuple(data_files.get(k, ()))]
         if master and changed:
             print(f"resume: other usable files than at step {start} in {' and '.join(changed)}; the run goes on, "
                   "but no longer repeats an uninterrupted one", file=sys.stderr)
