@@ -58,7 +58,7 @@ def reblur_losses(out: dict, blur: torch.Tensor, sharp: torch.Tensor, photo: tor
       against that blurry image. K learns here alone, where the true sharp image pins its kernel.
     - ``loss_reblur``: G's output for each photo blurred by K's kernel for it, against the photo (the
       pairs' blurry images when ``photo`` is None), through the photos' tone curve ``photo_curve``
-      (:func:`~unpaired.models.reblur`; the pairs are sRGB, as blursynth's recipes make them). K's
+      (:func:`~unpaired.models.reblur`; the pairs are taken as sRGB, the curve of most blursynth recipes). K's
       kernel is held fixed here (no gradient): trained on this loss too, K and G fall together to the
       identity, as a 1-tap kernel and G(photo) = photo re-blur perfectly.
     """
