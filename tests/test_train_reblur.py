@@ -161,11 +161,21 @@ def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):
     assert len(la) == 4 and lb == pytest.approx(la, rel=1e-5)
 
 
+def test_photos_get_a_re_blur_score_at_validation(tmp_path):
+    photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
+    main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "2", "--eval-every", "1", "--run-dir", str(run)])
+    scores = [r for r in records(run) if "val_psnr" in r]
+    assert [r["step"] for r in scores] == [1, 2] and all(0 < r["val_reblur"] < 1 for r in scores)
+    assert scores[0]["val_reblur"] != scores[1]["val_reblur"]  # (G trained in between)
+    main(TINY_REBLUR + ["--steps", "1", "--eval-every", "1", "--run-dir", str(tmp_path / "none")])
+    assert not any("val_reblur" in r for r in records(tmp_path / "none"))  # no photos, no score
+
+
 def test_photos_given_only_on_resume_are_named(tmp_path, capsys):
     photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
     main(TINY_REBLUR + ["--steps", "2", "--stop-at", "1", "--eval-every", "100", "--run-dir", str(run)])
     main(["--resume", str(run), "--blurry", str(photos), "--no-progress"])
-    assert ("resume: other usable files than at step 1 in --blurry (not given then, 3 files now)"
+    assert ("resume: other usable files than at step 1 in --blurry (not given then, 3 now)"
             in capsys.readouterr().err)
 
 
@@ -189,6 +199,8 @@ def test_photos_change_g_but_not_the_kernel_predictor(tmp_path, clip):
     (["--blur-kernel", "1"], r"--blur-kernel 1 .*1-tap kernel"),  # (K untrainable, G taught the identity)
     (["--lambda-reblur", "nan"], "--lambda-reblur must be >= 0"),
     (["--photo-curve", "gamma"], "--photo-curve must be one of srgb, linear"),
+    (["--blurry", "x", "--blur-kernel", "13", "--val-crop", "12"],
+     "--val-crop 12 is smaller than --blur-kernel 13"),
     # the synthetic pairs are made unless --pairs is given: --blurry photos do not replace them
     (["--pairs", "x", "--pair-pool", "64"], r"--pair-pool 64: only read with synthetic data \(no --pairs\)"),
     (["--photo-curve", "linear"], r"--photo-curve linear: only read with --blurry photos"),

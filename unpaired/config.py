@@ -219,6 +219,10 @@ class TrainConfig:
             raise ConfigError(f"--crop {self.crop} is smaller than --blur-kernel {self.blur_kernel}: the re-blur loss "
                               "compares the pixels whose whole kernel lies inside the crop; raise --crop or lower "
                               "--blur-kernel")
+        if self.mode == "reblur" and self.blurry and self.val_size and self.val_crop < self.blur_kernel:
+            raise ConfigError(f"--val-crop {self.val_crop} is smaller than --blur-kernel {self.blur_kernel}: the photos' "
+                              "re-blur score compares the pixels whose whole kernel lies inside the crop; raise "
+                              "--val-crop")
         if self.mode == "reblur" and self.sharp:
             raise ConfigError("--sharp is for --mode cyclegan; reblur mode learns from pairs (--pairs DIR or "
                               "synthetic) and blurry photos without sharp twin (--blurry DIR)")

@@ -355,15 +355,22 @@ def validation_pairs(cfg, blurry: FolderImages | None = None) -> tuple[list[dict
         source.records = source.records[: len(source) - n]
         return _crop_items(val, cfg.val_crop), source
     elif cfg.mode == "cyclegan" and cfg.blurry:
-        images = blurry if blurry is not None else FolderImages(cfg.blurry, "--blurry", cfg.crop)
-        val = [{"blur": images[i]} for i in range(min(n, len(images), 8))]
-        _check_sides(val, images.files, cfg, "--blurry")
-        return _crop_items(val, cfg.val_crop), None
+        return validation_photos(cfg, blurry), None
     else:
         # held-out synthetic pairs: a seed the training stream never uses
         held_out = synthetic_pairs(cfg.seed + 1_000_003, cfg.val_crop)
         val = [held_out[i] for i in range(n)]
     return _crop_items(val, cfg.val_crop), (open_pairs(cfg.pairs) if cfg.pairs else None)
+
+
+def validation_photos(cfg, blurry: FolderImages | None = None) -> list[dict]:
+    """``{"blur"}`` items of the first ``--val-size`` (at most 8) ``--blurry`` photos, centre crops as in
+    :func:`validation_pairs`: CycleGAN's sample grids, and reblur's re-blur score on photos without
+    sharp twin. ``blurry`` is scanned here when not given."""
+    images = blurry if blurry is not None else FolderImages(cfg.blurry, "--blurry", cfg.crop)
+    val = [{"blur": images[i]} for i in range(min(cfg.val_size, len(images), 8))]
+    _check_sides(val, images.files, cfg, "--blurry")
+    return _crop_items(val, cfg.val_crop)
 
 
 def _check_sides(items: list[dict], names: list, cfg, option: str) -> None:

@@ -50,11 +50,11 @@ from blursynth.io import atomic_path, first_line
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, WithPhotos,
-                           synthetic_pairs, usable_pairs, validation_pairs)
+                           synthetic_pairs, usable_pairs, validation_pairs, validation_photos)
 from unpaired.deblur import read_checkpoint, step_checkpoints
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss, reblur_losses
 from unpaired.models import (KernelBlurGenerator, KernelPredictor, LearnedKernels, PatchDiscriminator, ShakeKernels,
-                             build_generator, generator_spec, init_weights, kernel_centroid)
+                             build_generator, generator_spec, init_weights, kernel_centroid, reblur, valid_part)
 
 
 class CycleGenerators(nn.Module):
@@ -271,6 +271,8 @@ def main(argv: list[str] | None = None) -> dict:
         if master and folder is not None:
             _report_skipped(option, folder.skipped, len(folder), "files")
     val, pair_source = validation_pairs(cfg, blurry)
+    # reblur: G's re-blur error on held-out crops of the photos, which have no sharp twin to score on
+    val_photos = validation_photos(cfg, blurry) if cfg.mode == "reblur" and blurry is not None else []
     if pair_source is not None:  # (checked now, as the photo folders are, not when a step first draws a bad pair)
         skipped = usable_pairs(pair_source, "--pairs", cfg.crop)
         if master:
@@ -375,9 +377,9 @@ def main(argv: list[str] | None = None) -> dict:
             option = f"--stop-at {cfg.stop_at}" if 0 < cfg.stop_at < cfg.steps else f"--steps {cfg.steps}"
             raise ValueError(f"{option}: the run in {run} is already at step {start}")
         then = state.get("data_files")  # (None: a checkpoint older than the digests)
-        files = lambda d, k: f"{d[k][0]} files" if k in d else "not given"  # noqa: E731
+        files = lambda d, k, unit: f"{d[k][0]}{unit}" if k in d else "not given"  # noqa: E731
         # (a folder given now and not then counts too: reblur's --blurry may be added on resume)
-        changed = [] if then is None else [f"{k} ({files(then, k)} then, {files(data_files, k)} now)"
+        changed = [] if then is None else [f"{k} ({files(then, k, ' files')} then, {files(data_files, k, '')} now)"
                                            for k in [*data_files, *(k for k in then if k not in data_files)]
                                            if tuple(then.get(k, ())) != tuple(data_files.get(k, ()))]
         if master and changed:
@@ -483,15 +485,21 @@ def main(argv: list[str] | None = None) -> dict:
                 rows += [t for j in range(len(chunk)) for t in (blur[j], out[j], sharp[j])]
             else:
                 rows += [t for j in range(len(chunk)) for t in (blur[j], out[j])]
+        scores = {}
+        if val_photos:  # (one batch: at most 8 crops)
+            photos = _fit(torch.stack([v["blur"] for v in val_photos]).to(device), cfg.size_factor())
+            with autocast():
+                out, k = g(photos.contiguous(memory_format=memory_format)), nets["K"](photos)
+            scores["val_reblur"] = float(pixel_loss("l1", reblur(out, k, cfg.photo_curve), valid_part(photos, k.shape[-2:])))
         g.train()
         ncol = 3 if psnr else 2
         grid = make_grid(torch.stack(rows[: 4 * ncol]).cpu(), nrow=ncol, padding=2, pad_value=1.0)
         with atomic_path(run / "samples" / f"step_{step:07d}.png") as tmp:
             save_image(grid, tmp, format="png")
         if not psnr:
-            return {"step": step}
+            return {"step": step, **scores}
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        return {"step": step, "val_psnr": mean(psnr), "val_ssim": mean(ssim),
+        return {"step": step, **scores, "val_psnr": mean(psnr), "val_ssim": mean(ssim),
                 "val_psnr_blurry": mean(psnr_in), "val_ssim_blurry": mean(ssim_in)}
 
     # ---- the loop
