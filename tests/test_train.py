@@ -905,6 +905,27 @@ def test_a_sigterm_to_the_whole_group_stops_a_run_with_workers_in_one_line(tmp_p
     assert lines[0].startswith(("stopped at step ", "interrupted; the run folder keeps its last checkpoint")), err
 
 
+def test_a_worker_lost_while_handing_over_a_batch_after_sigterm_is_a_clean_stop(tmp_path, monkeypatch):
+    # The race of the test above, made certain: the SIGTERM comes in, and the batch being received
+    # from a worker that it ended fails with a reset connection instead of the DataLoader's RuntimeError.
+    import signal
+
+    from torch.utils.data import DataLoader
+
+    import unpaired.train as train_mod
+    from blursynth.interrupt import Terminated
+
+    class Dying(DataLoader):
+        def __iter__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise ConnectionResetError(104, "Connection reset by peer")
+            yield
+
+    monkeypatch.setattr(train_mod, "DataLoader", Dying)
+    with pytest.raises(Terminated):
+        main(TINY + ["--steps", "3", "--eval-every", "100", "--device", "cpu", "--run-dir", str(tmp_path / "r")])
+
+
 def test_workers_left_running_at_exit_do_not_keep_the_process_alive(tmp_path):
     # The workers ignored SIGTERM too, which is how multiprocessing ends the workers of a DataLoader
     # still iterating when Python exits: such a process never exited (the test suite hung in CI).
