@@ -377,11 +377,12 @@ def main(argv: list[str] | None = None) -> dict:
             option = f"--stop-at {cfg.stop_at}" if 0 < cfg.stop_at < cfg.steps else f"--steps {cfg.steps}"
             raise ValueError(f"{option}: the run in {run} is already at step {start}")
         then = state.get("data_files")  # (None: a checkpoint older than the digests)
-        files = lambda d, k, unit: f"{d[k][0]}{unit}" if k in d else "not given"  # noqa: E731
+        changed = []
         # (a folder given now and not then counts too: reblur's --blurry may be added on resume)
-        changed = [] if then is None else [f"{k} ({files(then, k, ' files')} then, {files(data_files, k, '')} now)"
-                                           for k in [*data_files, *(k for k in then if k not in data_files)]
-                                           if tuple(then.get(k, ())) != tuple(data_files.get(k, ()))]
+        for k in [] if then is None else [*data_files, *(k for k in then if k not in data_files)]:
+            if tuple(then.get(k, ())) != tuple(data_files.get(k, ())):
+                was = f"{then[k][0]} files" if k in then else "not given"
+                changed.append(f"{k} ({was} then, {data_files[k][0] if k in data_files else 'not given'} now)")
         if master and changed:
             print(f"resume: other usable files than at step {start} in {' and '.join(changed)}; the run goes on, "
                   "but no longer repeats an uninterrupted one", file=sys.stderr)
