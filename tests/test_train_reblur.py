@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import imageio.v3 as iio
 import pytest
 import torch
 from hypothesis import given, settings
@@ -169,6 +170,10 @@ def test_photos_get_a_re_blur_score_at_validation(tmp_path):
     assert scores[0]["val_reblur"] != scores[1]["val_reblur"]  # (G trained in between)
     main(TINY_REBLUR + ["--steps", "1", "--eval-every", "1", "--run-dir", str(tmp_path / "none")])
     assert not any("val_reblur" in r for r in records(tmp_path / "none"))  # no photos, no score
+    # the sample grid gains rows of photo | output | output re-blurred: 2 pairs and 2 photos of 16 px
+    with_photos = iio.imread(run / "samples" / "step_0000002.png")
+    without = iio.imread(tmp_path / "none" / "samples" / "step_0000001.png")
+    assert with_photos.shape[:2] == (4 * 18 + 2, 3 * 18 + 2) and without.shape[:2] == (2 * 18 + 2, 3 * 18 + 2)
 
 
 def test_photos_given_only_on_resume_are_named(tmp_path, capsys):

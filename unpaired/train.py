@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
@@ -486,15 +487,24 @@ def main(argv: list[str] | None = None) -> dict:
                 rows += [t for j in range(len(chunk)) for t in (blur[j], out[j], sharp[j])]
             else:
                 rows += [t for j in range(len(chunk)) for t in (blur[j], out[j])]
-        scores = {}
+        ncol = 3 if psnr else 2
+        rows, scores = rows[: 4 * ncol], {}
         if val_photos:  # (one batch: at most 8 crops)
             photos = _fit(torch.stack([v["blur"] for v in val_photos]).to(device), cfg.size_factor())
             with autocast():
-                out, k = g(photos.contiguous(memory_format=memory_format)), nets["K"](photos)
-            scores["val_reblur"] = float(pixel_loss("l1", reblur(out, k, cfg.photo_curve), valid_part(photos, k.shape[-2:])))
+                restored, k = g(photos.contiguous(memory_format=memory_format)), nets["K"](photos)
+            again = reblur(restored, k, cfg.photo_curve)
+            scores["val_reblur"] = float(pixel_loss("l1", again, valid_part(photos, k.shape[-2:])))
+            # rows of photo | output | output re-blurred, in the photo's frame where the kernel fits
+            shown = photos.clone()
+            valid_part(shown, k.shape[-2:]).copy_(again)
+            restored = restored.float().clamp(0, 1)
+            rows += [t for j in range(min(4, len(photos))) for t in (photos[j], restored[j], shown[j])]
         g.train()
-        ncol = 3 if psnr else 2
-        grid = make_grid(torch.stack(rows[: 4 * ncol]).cpu(), nrow=ncol, padding=2, pad_value=1.0)
+        # (the photos' crops may be smaller or larger than the pairs': each cell is padded with white)
+        h, w = max(r.shape[-2] for r in rows), max(r.shape[-1] for r in rows)
+        cells = [F.pad(r, (0, w - r.shape[-1], 0, h - r.shape[-2]), value=1.0) for r in rows]
+        grid = make_grid(torch.stack(cells).cpu(), nrow=ncol, padding=2, pad_value=1.0)
         with atomic_path(run / "samples" / f"step_{step:07d}.png") as tmp:
             save_image(grid, tmp, format="png")
         if not psnr:
