@@ -12,7 +12,6 @@ default) is a distant scene, where only rotation matters.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -63,11 +62,6 @@ def check_in_front(w: torch.Tensor, points: torch.Tensor, t: torch.Tensor, what:
                                 "camera motion is in radians and metres")
 
 
-def _is_real(value) -> bool:
-    """Whether ``value`` is a real number (NumPy's too), not a bool (True read as 1 px) or a string."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class Camera:
     """A pinhole camera.
@@ -90,20 +84,20 @@ class Camera:
     cy: float | None = None
 
     def __post_init__(self) -> None:
-        if not (_is_real(self.focal_px) and self.focal_px > 0 and math.isfinite(self.focal_px)):
+        if not (rng.is_real(self.focal_px) and self.focal_px > 0 and math.isfinite(self.focal_px)):
             raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px!r}")
         size = (self.width, self.height)
         if not all(map(rng.is_integer, size)) or min(size) < 1:
             raise ValueError(f"image size must be positive integers (pixels), got {self.width!r}x{self.height!r}")
         for name in ("cx", "cy"):
             value = getattr(self, name)
-            if value is not None and not (_is_real(value) and math.isfinite(value)):
+            if value is not None and not (rng.is_real(value) and math.isfinite(value)):
                 raise ValueError(f"principal point {name} must be a finite number of pixels or None, got {value!r}")
 
     @classmethod
     def from_35mm(cls, focal_mm: float, width: int, height: int) -> "Camera":
         """A camera whose field of view matches a ``focal_mm`` lens on a 36 x 24 mm frame (by the diagonal)."""
-        if not (_is_real(focal_mm) and focal_mm > 0):
+        if not (rng.is_real(focal_mm) and focal_mm > 0):
             raise ValueError(f"35 mm-equivalent focal length must be a positive number, got {focal_mm!r} mm")
         return cls(focal_px=focal_mm * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, width=width, height=height)
 

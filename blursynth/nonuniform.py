@@ -21,7 +21,6 @@ motion that is uniform in practice renders like ``blur(image, centred kernel)``.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import replace
 
 import torch
@@ -383,7 +382,7 @@ def _check_depth(depth_m, n: int, per: str):
     """``depth_m`` as given if it is a number, else as a tensor of 1 or ``n`` depths (one per ``per``
     of ``n``): other shapes are refused naming the one passed, before any work (homographies would
     name an internal shape, or ignore depths it does not need for a rotation-only motion)."""
-    if isinstance(depth_m, numbers.Real) and not isinstance(depth_m, bool):
+    if rng.is_real(depth_m):
         return depth_m
     try:
         depth = torch.as_tensor(depth_m)

@@ -41,6 +41,12 @@ def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_real(value) -> bool:
+    """Whether ``value`` is a real number, Python's or NumPy's (not a bool, which would be read as 0
+    or 1, nor a string): what physical quantities and options take."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_seed(seed, name: str = "seed") -> int:
     """``seed`` as a Python int, or a clear error: the one check of every seed in the package.
 

@@ -125,7 +125,7 @@ class DeadLeaves:
             object.__setattr__(self, "rmax", rmax)
         pair = self.defocus_sigma  # (a string's characters passed as numbers: "13" was (1.0, 3.0))
         if (isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2
-                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in pair)):
+                or not all(map(rng.is_real, pair))):
             raise ValueError(f"dead leaves option defocus_sigma={pair!r} must be a (lo, hi) pair of numbers")
         lo, hi = (float(v) for v in pair)
         object.__setattr__(self, "defocus_sigma", (lo, hi))  # lists from TOML become tuples

@@ -59,9 +59,7 @@ _S_CRF, _S_GAMMA, _S_GAIN, _S_SHOT, _S_READ, _S_BAYER, _S_JPEG, _S_NOISE = range
 
 def _real(value) -> float | None:
     """``value`` as a float if it is a real number (not a bool, a string or None), else None."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
+    return float(value) if rng.is_real(value) else None  # (NumPy's bool is no numbers.Real either)
 
 
 def _check_number(name: str, value, low: float, high: float, *, low_open: bool = False) -> float:

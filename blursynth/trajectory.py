@@ -9,7 +9,6 @@ camera motion (rotation vectors in radians and translations in metres, in the ca
 from __future__ import annotations
 
 import math as _math
-import numbers as _numbers
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -156,9 +155,7 @@ class Trajectory:
 
 def _real(value) -> float | None:
     """``value`` as a float if it is a real number (not a bool, a string or None), else None."""
-    if isinstance(value, bool) or not isinstance(value, _numbers.Real):
-        return None
-    return float(value)
+    return float(value) if _rng.is_real(value) else None
 
 
 def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
