@@ -217,11 +217,11 @@ class PairedFolder(Dataset):
         not decode is an ImageError naming it and how to remake it: io's own advice ("re-export it") is for
         a photo, and a damaged kernel's NumPy error named neither the file nor what was wrong with it."""
         path = self.root / rec[key]
-        if not self.written:
-            return read(path)
         try:
             return read(path)
         except (ImageError, OSError, ValueError, EOFError) as exc:
+            if not self.written:
+                raise
             # (io's messages are "path: what; advice": the advice is replaced)
             what = str(exc).split("; ", 1)[0] if isinstance(exc, ImageError) else \
                 f"{path}: cannot be read as a .npy array ({type(exc).__name__}: {first_line(exc)})"
