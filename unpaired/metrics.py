@@ -147,9 +147,10 @@ def _refine(x: torch.Tensor, ref: torch.Tensor, shift: torch.Tensor, step: float
     offsets = torch.arange(-3, 4, dtype=x.dtype, device=x.device)
     target = ref[inner][:, None]  # (B, 1, C, h, w)
     errors, candidates = [], []
+    copies = x.repeat_interleave(7, dim=0)  # (one row's 7 copies, made once for the 7 rows)
     for dy in offsets:
         cand = shift[:, None, :] + step * torch.stack([dy.expand(7), offsets], dim=-1)  # (B, 7, 2)
-        moved = shift_image(x.repeat_interleave(7, dim=0), cand.reshape(-1, 2))[inner]
+        moved = shift_image(copies, cand.reshape(-1, 2))[inner]
         errors.append((moved.reshape(b, 7, *moved.shape[1:]) - target).square().flatten(2).sum(2))
         candidates.append(cand)
     best = torch.cat(errors, dim=1).argmin(dim=1)  # (candidates in row-major order: the first of ties as before)
