@@ -129,6 +129,17 @@ def test_the_photo_loss_trains_g_and_not_the_kernel_predictor():
         assert all(p.grad is None or not p.grad.any() for p in g.parameters())  # (the true sharp image: no G)
 
 
+def test_the_photos_kernels_keep_no_graph_and_are_k_s_kernels():
+    k = init_weights(KernelPredictor(5, width=4), 1)
+    nets = ReblurNets(init_weights(build_generator({"kind": "unet", "ngf": 4, "depth": 2, "residual": True}), 0), k)
+    gen = torch.Generator().manual_seed(4)
+    blurry, photo = (torch.rand(2, 3, 16, 16, generator=gen) for _ in range(2))
+    out = nets(blurry, photo)
+    assert out["kernel"].requires_grad and out["photo_sharp"].requires_grad
+    assert not out["photo_kernel"].requires_grad  # (no autograd graph kept for a kernel no loss trains)
+    assert torch.equal(out["photo_kernel"], k(photo))
+
+
 # ---------------------------------------------------------------- runs
 
 def test_a_reblur_run_trains_both_networks_and_deblur_reads_it(tmp_path, capsys):

@@ -90,7 +90,7 @@ class ReblurNets(nn.Module):
     """G (blurry -> sharp) and K (:class:`~unpaired.models.KernelPredictor`) in one forward, so DDP sees a single call.
 
     ``forward(blur, photo)`` -> ``{"fake_sharp": G(blur), "kernel": K(blur)}`` for the pairs, plus
-    ``"photo_sharp": G(photo)`` and ``"photo_kernel": K(photo)`` for the photos without sharp twin
+    ``"photo_sharp": G(photo)`` and ``"photo_kernel": K(photo)`` (made without autograd) for the photos without sharp twin
     (``photo`` None: the pairs' blurry images stand in, and G and K run once). ``blur`` and ``photo``
     ``(B, 3, H, W)`` sRGB in ``[0, 1]``; images come back ``(B, 3, H, W)``, kernels ``(B, k, k)``
     float32 (``k``: K's ``size``, ``--blur-kernel``).
@@ -105,7 +105,9 @@ class ReblurNets(nn.Module):
         if photo is None:
             out["photo_sharp"], out["photo_kernel"] = out["fake_sharp"], out["kernel"]
         else:
-            out["photo_sharp"], out["photo_kernel"] = self.G(photo), self.K(photo)
+            out["photo_sharp"] = self.G(photo)
+            with torch.no_grad():  # K's photo kernel is held fixed (losses.reblur_losses): no graph to keep
+                out["photo_kernel"] = self.K(photo)
         return out
 
 
