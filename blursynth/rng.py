@@ -225,7 +225,7 @@ def log_uniform(seed: int, index: torch.Tensor, low: float, high: float, shape: 
         raise ValueError(f"log-uniform range needs 0 < low <= high < inf, got ({low}, {high})")
     u = uniform(seed, index, shape, stream, dtype=torch.float64)
     lo, hi = math.log(low), math.log(high)
-    return torch.exp(lo + (hi - lo) * u).to(torch.float32)
+    return _inside32(torch.exp(lo + (hi - lo) * u).to(torch.float32), low, high, high)
 
 
 def range_uniform(seed: int, index: torch.Tensor, low: float, high: float, shape: tuple[int, ...] = (),
@@ -239,11 +239,18 @@ def range_uniform(seed: int, index: torch.Tensor, low: float, high: float, shape
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         raise ValueError(f"uniform range needs finite low <= high, got ({low}, {high})")
     out = (low + (high - low) * uniform(seed, index, shape, stream, dtype=torch.float64)).to(torch.float32)
+    return _inside32(out, low, high, math.nextafter(high, -math.inf))
+
+
+def _inside32(out: torch.Tensor, low: float, high: float, top: float) -> torch.Tensor:
+    """float32 draws from ``[low, top]`` (``top``: ``high``, or just below it for a half-open range) moved
+    onto the nearest float32 inside where rounding took them past a bound float32 cannot hold; ``low ==
+    high`` is left as rounded."""
     if low < high:
-        lo32, hi32 = np.float32(low), np.float32(high)
+        lo32, hi32 = np.float32(low), np.float32(top)
         if float(lo32) < low:  # (compared as Python floats: NumPy would compare in float32)
             lo32 = np.nextafter(lo32, np.float32(np.inf))
-        if float(hi32) >= high:
+        if float(hi32) > top:
             hi32 = np.nextafter(hi32, np.float32(-np.inf))
         out = out.clamp(float(lo32), float(hi32))
     return out

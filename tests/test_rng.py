@@ -158,6 +158,19 @@ def test_range_uniform_stays_below_high_after_rounding_to_float32(monkeypatch):
     assert float(rng.range_uniform(0, idx, 2.6, 3.0).min()) >= 2.6
 
 
+def test_log_uniform_stays_inside_its_closed_range_after_rounding_to_float32(monkeypatch):
+    # float32(1e-4) lies below 1e-4 and float32(0.012) above 0.012 (the default recipe's shot noise):
+    # the draws at the ends of the range rounded past them.
+    real_uniform = rng.uniform
+    idx = rng.as_index(2)
+    for u, low, high in ((0.0, 1e-4, 0.012), (1.0 - 2.0 ** -53, 1e-4, 0.012)):
+        monkeypatch.setattr(rng, "uniform", lambda *a, u=u, **k: torch.full_like(real_uniform(*a, **k), u))
+        r = rng.log_uniform(0, idx, low, high)
+        assert r.dtype == torch.float32 and low <= float(r.min()) <= float(r.max()) <= high, (u, low, high, r)
+    monkeypatch.setattr(rng, "uniform", real_uniform)
+    assert float(rng.log_uniform(0, idx, 0.012, 0.012)[0]) == float(np.float32(0.012))  # one value: as rounded
+
+
 def test_uniform_ranges_refuse_nan_and_infinite_bounds():
     import pytest
     idx = rng.as_index(3)
