@@ -137,7 +137,8 @@ class SensorModel:
             within ``[1e-12, 1]``, drawn log-uniformly; Brooks et al. use ``(1e-4, 1.2e-2)``. ``None``:
             no noise.
         read_noise_line: ``(slope, intercept)`` of ``log b = slope * log a + intercept`` giving the
-            read-noise variance ``b`` from ``a`` (Brooks et al.: ``(2.18, 1.20)``).
+            read-noise variance ``b`` from ``a`` (Brooks et al.: ``(2.18, 1.20)``); it must keep ``b <= 1``
+            (the whole signal range) over ``shot_noise``, before the scatter.
         read_noise_scatter: standard deviation of the Gaussian scatter added to ``log b`` (0.26), in [0, 5].
         clip: clip at the white level 1 (and at 0) after the noise, as a sensor saturates: a bool;
             ``None`` (off) is ``False``.
@@ -181,6 +182,15 @@ class SensorModel:
         if not (math.isfinite(slope) and math.isfinite(intercept)):
             raise ValueError(f"SensorModel.read_noise_line must be finite, got {self.read_noise_line!r}")
         set_("read_noise_line", (slope, intercept))
+        if self.shot_noise is not None:
+            # A read-noise variance above 1 (the whole signal range) is noise alone, and a line steep
+            # enough overflows exp() to inf. The line is straight in log a: its ends bound it.
+            worst = max(slope * math.log(a) + intercept for a in self.shot_noise)
+            if worst > 0:
+                raise ValueError(f"SensorModel.read_noise_line={self.read_noise_line!r} gives a read-noise "
+                                 f"variance of {math.exp(min(worst, 700)):.3g} within shot_noise "
+                                 f"{self.shot_noise!r}, above 1 (the whole signal range): lower the intercept "
+                                 "or the shot_noise range")
         set_("read_noise_scatter", _check_number("read_noise_scatter", self.read_noise_scatter, 0.0, 5.0))
         if self.clip is None:
             set_("clip", False)

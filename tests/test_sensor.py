@@ -330,6 +330,9 @@ def test_full_pipeline_output_is_8_bit_display_image():
     ({"read_noise_line": None}, "read_noise_line"),
     ({"read_noise_line": "12"}, "read_noise_line"),
     ({"read_noise_line": (2.18, math.inf)}, "read_noise_line"),
+    # a variance above the signal range (or inf: exp overflowed), at either end of the shot-noise range
+    ({"shot_noise": (1e-12, 1e-2), "read_noise_line": (-10.0, 0.0)}, "variance of 1.*e\\+12.*lower the intercept"),
+    ({"shot_noise": (1e-4, 1.0)}, "read_noise_line=\\(2.18, 1.2\\) gives a read-noise variance of 3.32"),
     ({"read_noise_scatter": None}, "read_noise_scatter must be a number"),
     ({"read_noise_scatter": True}, "read_noise_scatter must be a number"),
     ({"bayer": 5}, "bayer"),
