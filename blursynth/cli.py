@@ -778,12 +778,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _joined_shard(argv: list[str]) -> list[str]:
+    """``argv`` with ``--shard -1/4`` as ``--shard=-1/4``: argparse takes a value starting with "-" for an
+    option ("expected one argument"), where parse_shard names the valid range."""
+    out: list[str] = []
+    for a in argv:
+        if out and out[-1] == "--shard" and a[:1] == "-" and a[1:2].isdigit():
+            out[-1] = f"--shard={a}"
+        else:
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 success, 1 a run that could not write, 2 bad input,
     130/143 interrupted by SIGINT/SIGTERM) instead of exiting."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
     try:

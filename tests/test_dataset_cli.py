@@ -371,6 +371,7 @@ def test_basicsr_layout_reads_back(tmp_path, photos, recipe_file, reference):
 @pytest.mark.parametrize("extra, message", [
     (["--shard", "2/2"], "--shard"),
     (["--shard", "x"], "--shard"),
+    (["--shard", "-1/4"], "--shard '-1/4': need 0 <= I < N"),  # (argparse alone: "expected one argument")
     (["--crop", "3"], "--crop"),
     (["--crop", "20000"], "with crop 20000x20000: crop: must be in [8, 16384], got 20000"),
     (["--workers", "0"], "--workers"),
