@@ -8,6 +8,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,7 @@ def test_tiled_equals_untiled_away_from_border(h, w, tile, overlap):
     x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
     with torch.no_grad():
         whole = net(x).clamp(0, 1)
-    tiled = deblur_image(net, x, tile=tile, overlap=overlap, factor=4)
+    tiled = deblur_image(net, x, tile=tile, overlap=overlap, factor=1)  # (plain convolutions: any grid)
     assert tiled.shape == x.shape
     torch.testing.assert_close(tiled[..., 2:-2, 2:-2], whole[..., 2:-2, 2:-2], atol=1e-5, rtol=0)
 
@@ -64,12 +65,24 @@ def test_the_tiling_condition_is_exact(radius):
         whole = net(x).clamp(0, 1)
     r = radius
     for overlap in (4 * r, 4 * r + 3):  # overlap // 4 == r
-        tiled = deblur_image(net, x, tile=24, overlap=overlap, factor=4)
+        tiled = deblur_image(net, x, tile=24, overlap=overlap, factor=1)
         torch.testing.assert_close(tiled[..., r:-r, r:-r], whole[..., r:-r, r:-r], atol=1e-5, rtol=0)
-    tiled = deblur_image(net, x, tile=24, overlap=4 * r - 1, factor=4)  # overlap // 4 == r - 1
+    tiled = deblur_image(net, x, tile=24, overlap=4 * r - 1, factor=1)  # overlap // 4 == r - 1
     assert (tiled - whole)[..., r:-r, r:-r].abs().max() > 1e-4
     readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
     assert "receptive radius r is at most `--overlap` // 4" in readme and "except within r px of the image border" in readme
+
+
+def test_tiles_start_on_the_network_s_grid():
+    # A network that pools 4x4 cells: exactly tileable only if every tile starts on the image's grid of 4.
+    # --overlap 20 put tiles at -10 + 28 k before (10 px of context), off that grid: all 4 px cells shifted.
+    def net(x):
+        return F.interpolate(F.avg_pool2d(x, 4), scale_factor=4, mode="nearest")
+
+    x = torch.rand(1, 3, 96, 100, generator=torch.Generator().manual_seed(0))
+    for overlap in (20, 21, 30):
+        tiled = deblur_image(net, x, tile=48, overlap=overlap, factor=4)
+        torch.testing.assert_close(tiled[..., 4:-4, 4:-4], net(x)[..., 4:-4, 4:-4], atol=1e-6, rtol=0)
 
 
 @given(st.integers(8, 64).flatmap(lambda t: st.tuples(st.just(t), st.integers(0, t // 2))))

@@ -124,8 +124,10 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     padded only at its end up to the size factor, so a large ``tile`` costs nothing on a small image,
     and an image whose sides are multiples of ``factor`` (at least ``2 * factor``) and at most ``tile``
     is restored as ``net(image)`` exactly, as training validates it. A longer axis is cut into tiles of
-    ``tile`` px that share ``overlap`` pixels (must be < ``tile``), over the axis padded by
-    ``overlap // 2`` px of reflected context at each end.
+    ``tile`` px that share ``overlap`` pixels (must be < ``tile``; rounded up to a multiple of ``factor``
+    where that stays below ``tile``), over the axis padded by ``overlap // 2`` px of reflected context at
+    each end (rounded up to a multiple of ``factor``): tiles start on the network's grid, so a network
+    that downsamples by ``factor`` pools each tile as it pools the whole image.
     A shift-equivariant model (stride-1 convolutions, pointwise layers) whose receptive radius r is
     at most ``overlap // 4`` gives the untiled result ``net(image)`` except within r pixels of the
     image border, where the tiles see reflected padding instead of the network's own: the blending
@@ -144,6 +146,11 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     tile = max(math.ceil(tile / factor) * factor, min_side(factor))
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap must lie in [0, tile), got overlap={overlap}, tile={tile}")
+    # Tiles start on the network's grid of `factor` px (strides and context pads multiples of it), so a
+    # network that downsamples pools a tile's pixels as it pools the whole image's: the overlap is
+    # rounded up to a multiple of `factor`, unless that reaches the tile.
+    if math.ceil(overlap / factor) * factor < tile:
+        overlap = math.ceil(overlap / factor) * factor
     b, c, h, w = image.shape
     th, sy, ny, top = _axis_tiles(h, tile, overlap, factor)
     tw, sx, nx, left = _axis_tiles(w, tile, overlap, factor)
@@ -174,7 +181,7 @@ def _axis_tiles(n: int, tile: int, overlap: int, factor: int) -> tuple[int, int,
         # One tile holds the axis: no context pad, which the network would see as part of the image
         # (its instance norm would average it in) while there is no neighbouring tile to blend with.
         return whole, whole, 1, 0
-    pad = overlap // 2  # half an overlap of context at each end, then up to a whole number of strides
+    pad = math.ceil(overlap // 2 / factor) * factor  # half an overlap of context at each end, on the grid
     stride = tile - overlap
     return tile, stride, 1 + math.ceil((pad + n + pad - tile) / stride), pad
 
