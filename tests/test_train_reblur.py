@@ -1,6 +1,7 @@
 """--mode reblur: the kernel predictor, the re-blur formation and losses, and runs of the trainer."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import imageio.v3 as iio
 import pytest
@@ -9,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blursynth.blur import blur
+from blursynth.cli import main as blursynth_main
 from blursynth.io import write_image
 from blursynth.sensor import linear_to_srgb, srgb_to_linear
+from unpaired.data import open_pairs, pairs_curve
 from unpaired.deblur import load_generator
 from unpaired.losses import reblur_losses
 from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, valid_part
@@ -96,6 +99,49 @@ def test_reblur_of_linear_images_blurs_the_values_themselves():
     assert (reblur(sharp, k, "linear") - reblur(sharp, k)).abs().max() > 1e-2
     with pytest.raises(ValueError, match="curve must be one of"):
         reblur(sharp, k, "gamma")
+
+
+@pytest.mark.parametrize("recipe, crop", [("levin-like", 40), ("gopro-like", 80)])
+def test_pairs_re_blurred_through_their_own_curve_give_back_the_written_blurry_images(tmp_path, recipe, crop):
+    # levin-like pairs are blurred in linear values, gopro-like ones through a gamma of 2.2 (no noise in
+    # either): the true kernel re-blurs the written sharp image to the written blurry one, to 8-bit
+    # rounding, only through the curve the manifest records
+    out = tmp_path / recipe
+    assert blursynth_main(["dataset", "--out", str(out), "--pairs", "2", "--recipe", recipe, "--crop", str(crop),
+                           "--quiet"]) == 0
+    pairs = open_pairs(out)
+    curve = pairs_curve(pairs)
+    assert curve == {"levin-like": "linear", "gopro-like": ("gamma", pytest.approx(2.2))}[recipe]
+    for item in (pairs[0], pairs[1]):
+        k, sharp, blurry = item["kernel"][None], item["sharp"][None], valid_part(item["blur"][None], item["kernel"].shape)
+        assert (reblur(sharp, k, curve) - blurry).abs().max() < 4 / 255
+        wrong = {"levin-like": "srgb", "gopro-like": "linear"}[recipe]  # (sRGB is close to a gamma of 2.2)
+        assert (reblur(sharp, k, wrong) - blurry).abs().max() > 2e-2
+
+
+def test_the_pairs_curve_is_their_one_curve_or_refused(tmp_path):
+    made = lambda *curves: SimpleNamespace(root=tmp_path, records=[  # noqa: E731 (a PairedFolder's records)
+        {"params": {"sensor": {"crf": c, "gamma": g}}} for c, g in curves])
+    assert pairs_curve(None) == "srgb"  # the default recipe's synthetic pairs
+    assert pairs_curve(SimpleNamespace(root=tmp_path, records=[{"blur": "lq/a.png"}])) == "srgb"  # lq/ + gt/: none recorded
+    assert pairs_curve(made(("linear", None), ("linear", None))) == "linear"
+    assert pairs_curve(made(("gamma", 2.0), ("gamma", 2.0))) == ("gamma", 2.0)
+    for mixed in (made(("srgb", None), ("linear", None)), made(("gamma", 2.0), ("gamma", 2.4))):
+        with pytest.raises(ValueError, match=f"--pairs {tmp_path}: its pairs were made through several tone curves"):
+            pairs_curve(mixed)
+
+
+def test_a_gamma_curve_re_blurs_black_with_finite_gradients():
+    # x ** (1 / 2.2) has an infinite slope at 0, where a black crop re-blurs: K's gradients stay finite
+    k = torch.full((1, 3, 3), 1 / 9, requires_grad=True)
+    sharp = torch.zeros(1, 3, 8, 8)
+    sharp[..., 4, 4] = 1.0
+    for curve in (("gamma", 2.2), "brooks", "srgb", "linear"):
+        reblur(sharp, k, curve).sum().backward()
+        assert torch.isfinite(k.grad).all(), curve
+        k.grad = None
+    with pytest.raises(ValueError, match="curve must be one of"):
+        reblur(sharp, k, ("srgb", 2.2))
 
 
 def test_the_photo_curve_applies_to_the_photos_only():

@@ -52,6 +52,30 @@ def synthetic_pairs(seed: int, size: int) -> SyntheticPairs:
     return SyntheticPairs(SYNTHETIC_LENGTH, "default", seed=seed, crop=(size, size))
 
 
+def pairs_curve(source: PairedFolder | None, option: str = "--pairs") -> str | tuple[str, float]:
+    """The tone curve through which ``--mode reblur`` re-blurs its training pairs
+    (:func:`~unpaired.models.reblur`'s ``curve``), that of the pairs' own formation: the one curve a
+    ``blursynth dataset`` folder's manifest records for every pair (``source``); ``"srgb"`` for an
+    ``lq/`` + ``gt/`` folder, which records none, as for camera output; the ``default`` recipe's for
+    synthetic pairs (``source`` None).
+
+    Raises:
+        ValueError: the pairs were made through several curves (``option`` names the folder).
+    """
+    if source is None:
+        sensor = synthetic_pairs(0, 8).recipe.sensor_model()
+        curves = {(c, *sorted(set(sensor.gamma))) if c == "gamma" else c for c in sensor.crf}
+    else:
+        made = [r["params"]["sensor"] for r in source.records if "params" in r]
+        curves = {(m["crf"], m["gamma"]) if m["crf"] == "gamma" else m["crf"] for m in made} or {"srgb"}
+    if len(curves) > 1 or any(len(c) > 2 for c in curves if isinstance(c, tuple)):
+        where = "the default recipe" if source is None else f"{option} {source.root}"
+        raise ValueError(f"{where}: its pairs were made through several tone curves ({sorted(map(str, curves))}), "
+                         "and --mode reblur re-blurs them through one; make the pairs with one curve (the "
+                         "recipe's [sensor] crf and gamma)")
+    return curves.pop()
+
+
 class SyntheticPool(Dataset):
     """Position ``p`` -> ``{"blur", "sharp"}`` ``(3, crop, crop)``: a random crop of one of ``n`` synthetic
     pairs made once, turned by one of the 8 flips/quarter-turns (a turned blur pair is still a valid

@@ -48,24 +48,25 @@ def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 def reblur_losses(out: dict, blur: torch.Tensor, sharp: torch.Tensor, photo: torch.Tensor | None,
-                  photo_curve: str = "srgb") -> dict:
+                  photo_curve: str = "srgb", pairs_curve: str | tuple[str, float] = "srgb") -> dict:
     """The two losses of ``--mode reblur`` (L1, over the pixels whose whole kernel lies in the crop), from
     :class:`~unpaired.train.ReblurNets`' outputs ``out`` for ``blur``, ``sharp`` and ``photo`` (None: no
-    photos), each ``(B, 3, H, W)`` sRGB in ``[0, 1]``; ``photo_curve`` is ``"srgb"`` or ``"linear"``.
-    Returns ``{"loss_kernel", "loss_reblur"}``, float32 scalars:
+    photos), each ``(B, 3, H, W)`` in ``[0, 1]``; ``photo_curve`` (``"srgb"`` or ``"linear"``) and
+    ``pairs_curve`` (:func:`~unpaired.data.pairs_curve`) are their tone curves, as
+    :func:`~unpaired.models.reblur` takes them. Returns ``{"loss_kernel", "loss_reblur"}``, float32 scalars:
 
     - ``loss_kernel``: the true sharp image of each pair blurred by K's kernel for its blurry image,
-      against that blurry image. K learns here alone, where the true sharp image pins its kernel.
-    - ``loss_reblur``: G's output for each photo blurred by K's kernel for it, against the photo (the
-      pairs' blurry images when ``photo`` is None), through the photos' tone curve ``photo_curve``
-      (:func:`~unpaired.models.reblur`; the pairs are taken as sRGB, the curve of most blursynth recipes). K's
-      kernel is held fixed here (no gradient): trained on this loss too, K and G fall together to the
-      identity, as a 1-tap kernel and G(photo) = photo re-blur perfectly.
+      through the pairs' curve, against that blurry image. K learns here alone, where the true sharp
+      image pins its kernel.
+    - ``loss_reblur``: G's output for each photo blurred by K's kernel for it, through the photos'
+      curve, against the photo (the pairs' blurry images, through theirs, when ``photo`` is None).
+      K's kernel is held fixed here (no gradient): trained on this loss too, K and G fall together to
+      the identity, as a 1-tap kernel and G(photo) = photo re-blur perfectly.
     """
     size = out["kernel"].shape[-2:]
-    return {"loss_kernel": pixel_loss("l1", reblur(sharp, out["kernel"]), valid_part(blur, size)),
+    return {"loss_kernel": pixel_loss("l1", reblur(sharp, out["kernel"], pairs_curve), valid_part(blur, size)),
             "loss_reblur": pixel_loss("l1", reblur(out["photo_sharp"], out["photo_kernel"].detach(),
-                                                   "srgb" if photo is None else photo_curve),
+                                                   pairs_curve if photo is None else photo_curve),
                                       valid_part(blur if photo is None else photo, size))}
 
 

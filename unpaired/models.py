@@ -20,13 +20,14 @@ vanishes nor explodes with depth (and the kernel MLP's, He-scaled so its kernels
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from blursynth.blur import blur
-from blursynth.sensor import SensorModel, linear_to_srgb, srgb_to_linear
+from blursynth.sensor import CRFS, SensorModel, from_linear, linear_to_srgb, srgb_to_linear, to_linear
 
 
 class ResnetBlock(nn.Module):
@@ -275,23 +276,27 @@ class KernelPredictor(nn.Module):
         return (self.prior + logits.float()).softmax(-1).view(-1, self.size, self.size)
 
 
-REBLUR_CURVES = ("srgb", "linear")
+REBLUR_CURVES = ("srgb", "linear")  # --photo-curve; pairs may also carry "gamma" and "brooks" (pairs_curve)
 
 
-def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str = "srgb") -> torch.Tensor:
-    """The image formation of ``--mode reblur``: ``srgb(clip(k * linear(sharp)))`` with one kernel per
+def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str | tuple[str, float] = "srgb") -> torch.Tensor:
+    """The image formation of ``--mode reblur``: ``curve(clip(k * curve^-1(sharp)))`` with one kernel per
     image, blurred in linear light as blursynth does (no noise, no highlight boost: the loss compares
-    means); ``curve="linear"`` for images whose values are linear already (``clip(k * sharp)``).
+    means). ``curve``: a tone curve of :data:`blursynth.sensor.CRFS` by name, ``"srgb"`` for camera
+    output, ``"linear"`` for images whose values are linear already (``clip(k * sharp)``), or
+    ``(name, gamma)`` for the ``"gamma"`` curve (:func:`~unpaired.data.pairs_curve`).
     ``sharp`` ``(B, 3, H, W)`` in ``[0, 1]`` (clamped), ``kernel`` ``(B, h, w)``; returns the "valid" part
     ``(B, 3, H - h + 1, W - w + 1)``, float32 (autocast off), where the whole kernel lies inside the
     image: a photo's pixel nearer its edge was blurred from scene the crop does not hold."""
-    if curve not in REBLUR_CURVES:
-        raise ValueError(f"curve must be one of {REBLUR_CURVES}, got {curve!r}")
+    name, gamma = (curve, None) if isinstance(curve, str) else curve
+    if name not in CRFS or (name == "gamma") != (gamma is not None):
+        raise ValueError(f"curve must be one of {tuple(c for c in CRFS if c != 'gamma')} or ('gamma', exponent), "
+                         f"got {curve!r}")
+    tone = replace(SensorModel.off(), crf=(name,), **({} if gamma is None else {"gamma": (gamma, gamma)}))
     with torch.autocast(sharp.device.type, enabled=False):
         x = sharp.float().clamp(0, 1)
-        if curve == "linear":
-            return blur(x, kernel.float(), "valid").clamp(0, 1)
-        return linear_to_srgb(blur(srgb_to_linear(x), kernel.float(), "valid").clamp(0, 1))
+        params = tone.sample(x.shape[0], 0, device=x.device)
+        return from_linear(blur(to_linear(x, params), kernel.float(), "valid").clamp(0, 1), params)
 
 
 def valid_part(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -51,7 +51,7 @@ from blursynth.io import atomic_path, first_line
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, WithPhotos,
-                           synthetic_pairs, usable_pairs, validation_pairs, validation_photos)
+                           pairs_curve, synthetic_pairs, usable_pairs, validation_pairs, validation_photos)
 from unpaired.deblur import read_checkpoint, step_checkpoints
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss, reblur_losses
 from unpaired.models import (KernelBlurGenerator, KernelPredictor, LearnedKernels, PatchDiscriminator, ShakeKernels,
@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
     if master and cfg.mode != "cyclegan" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
         print(f"--pairs {cfg.pairs}: {len(pair_source)} pairs for training, the last {len(val)} held out for "
               "validation (--val-size, or --val-pairs DIR)", file=sys.stderr)
+    # reblur: the pairs are re-blurred through the tone curve they were made with
+    curve = pairs_curve(pair_source) if cfg.mode == "reblur" else None
     if cfg.mode != "cyclegan":
         if pair_source is not None:
             train_set = PairedCrops(pair_source, cfg.crop, cfg.seed, synthetic=False)
@@ -544,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict:
                             losses["loss_perceptual"] = perceptual(out.float(), sharp)
                             loss = loss + cfg.perceptual * losses["loss_perceptual"]
                         if cfg.mode == "reblur":
-                            losses.update(reblur_losses(o, blur, sharp, photo, cfg.photo_curve))
+                            losses.update(reblur_losses(o, blur, sharp, photo, cfg.photo_curve, curve))
                             loss = loss + losses["loss_kernel"] + cfg.lambda_reblur * losses["loss_reblur"]
                     stop_if_diverged(step + 1, {k: [v] for k, v in losses.items()})  # (before its gradients reach Adam)
                     optims["gen"].zero_grad(set_to_none=True)
