@@ -198,3 +198,49 @@ def test_subpixel_alignment_resamples_a_row_of_candidates_at_a_time(monkeypatch)
         errors = [float((real(x[i:i + 1], c[None]) - refs[i:i + 1])[..., 10:-10, 10:-10].square().sum())
                   for c in cands]
         torch.testing.assert_close(shift[i], cands[int(np.argmin(errors))])
+
+
+_SHIFTS = st.one_of(st.integers(-6, 6).map(float), st.floats(-6.0, 6.0, allow_nan=False, width=32))
+
+
+@given(data=st.data(), h=st.integers(1, 23), w=st.integers(1, 23), batch=st.integers(1, 2),
+       channels=st.integers(1, 3), double=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_separable_translations_match_shift_image(data, h, w, batch, channels, double):
+    """align's refinement resamples its candidates with _translations (a 4-tap cubic filter per axis),
+    not grid_sample: every copy must be shift_image's, for integer, negative and many-pixel shifts
+    (past the image, where border replication decides everything), over the whole image and over any
+    inner window (the refinement scores x[border:-border])."""
+    dtype = torch.float64 if double else torch.float32
+    m, n = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    dy = torch.tensor(data.draw(st.lists(_SHIFTS, min_size=batch * m, max_size=batch * m)), dtype=dtype)
+    dx = torch.tensor(data.draw(st.lists(_SHIFTS, min_size=batch * n, max_size=batch * n)), dtype=dtype)
+    dy, dx = dy.reshape(batch, m), dx.reshape(batch, n)
+    border = data.draw(st.integers(0, (min(h, w) - 1) // 2))
+    x = torch.rand(batch, channels, h, w, generator=torch.Generator().manual_seed(h * 31 + w), dtype=dtype)
+    rows = list(metrics._translations(x, dy, dx, border))
+    assert len(rows) == m
+    tol = 1e-12 if double else 1e-5
+    for i, moved in enumerate(rows):
+        assert moved.shape == (batch, n, channels, h - 2 * border, w - 2 * border) and moved.dtype == dtype
+        for j in range(n):
+            want = metrics.shift_image(x, torch.stack([dy[:, i], dx[:, j]], dim=1))
+            torch.testing.assert_close(moved[:, j], want[..., border:h - border, border:w - border],
+                                       atol=tol, rtol=0)
+
+
+def test_separable_translation_weights_by_hand():
+    """An impulse moved by (+0.3, -0.3): aligned[p] = x[p + shift], so the copy holds, around the impulse,
+    Keys' cubic (A = -0.75) weights at distances 1.7, 0.7, 0.3, 1.3 along y and mirrored along x; a filter
+    with its taps reversed, its axes swapped or the floor of a negative shift taken wrongly gives other
+    numbers. (Worked by hand from torch's get_cubic_upsample_coefficients.)"""
+    x = torch.zeros(1, 1, 9, 11, dtype=torch.float64)
+    x[0, 0, 4, 5] = 1.0
+    profile = torch.tensor([-0.04725, 0.32625, 0.83125, -0.11025], dtype=torch.float64)  # at p = impulse - 2 .. + 1
+    want = torch.zeros(9, 11, dtype=torch.float64)
+    want[2:6, 5 - 1:5 + 3] = profile[:, None] * profile.flip(0)[None, :]
+    moved = next(metrics._translations(x, torch.tensor([[0.3]], dtype=torch.float64),
+                                       torch.tensor([[-0.3]], dtype=torch.float64)))[0, 0, 0]
+    torch.testing.assert_close(moved, want, atol=1e-12, rtol=0)
+    shift = torch.tensor([[0.3, -0.3]], dtype=torch.float64)
+    torch.testing.assert_close(metrics.shift_image(x, shift)[0, 0], want, atol=1e-12, rtol=0)  # (the convention is torch's)
