@@ -57,6 +57,7 @@ LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
 # it named them, but photos there would be read back as inputs or mistaken for outputs.
 MANAGED = ("parts", "kernels", *(d for pair in LAYOUTS.values() for d in pair))
 _OWN_FILE = re.compile(r"(\d{6,}|dataset|manifest)\.(png|npy|jsonl|json)")  # (the names the dataset writes)
+_PART = re.compile(r"parts/(\d{6}|[1-9]\d{6,})\.jsonl")  # (the names _part_name gives, relative to --out)
 
 
 class DatasetError(ValueError):
@@ -189,6 +190,9 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     own = {name for name in existing if _is_temporary(name.rsplit("/", 1)[-1])}
     if previous is not None and isinstance(previous.get("pairs"), int) and previous.get("layout") in LAYOUTS:
         own |= _written_names(previous["pairs"], previous["layout"]) & existing
+        # (and a part file beyond its last chunk, a shard's of a larger --pairs copied in: it and its pairs are a
+        # dataset's too, not someone else's files to refuse the folder over)
+        own |= {n for n in existing if _PART.fullmatch(n)}
         for listing in ["manifest.jsonl", *sorted(n for n in existing if n.startswith("parts/"))]:
             if listing in own:
                 own |= _named_files((out / listing).read_text(errors="replace")) & existing
@@ -453,6 +457,11 @@ def _part_done(out: Path, chunk: int, header: str, pairs: int) -> bool:
     return lines[0] == header and len(lines) == 2 + len(_chunk(chunk, pairs)) and lines[-1] == ""
 
 
+def _part_chunks(out: Path) -> set[int]:
+    """The chunks whose part file is in ``out/parts/`` (one listing of the folder)."""
+    return {int(m[1]) for m in map(_PART.fullmatch, _existing_files(out)) if m}
+
+
 def _remove_named_pairs(out: Path, chunk: int) -> None:
     """Delete the files that ``chunk``'s part file names, before the chunk is made again.
 
@@ -672,6 +681,12 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         write_json(out / "dataset.json", meta)  # first: it marks the folder as a resumable run
         _remove_stray_temporaries(out)
         finished = (out / "manifest.jsonl").is_file()
+        for c in sorted(c for c in _part_chunks(out) if c >= chunks):
+            # Beyond this run's last chunk: a shard's of a larger --pairs, copied in. Its pairs are no part of this
+            # dataset, yet they stayed beside it, forever, unlisted by the manifest, and BasicSR, which lists
+            # gt/ + lq/, would train on them: deleted (the files it names, then it), as for a chunk made again.
+            _remove_named_pairs(out, c)
+            (out / _part_name(c)).unlink()
         mine = list(range(shard[0], chunks, shard[1]))
         # Every part file read once, here (the merge and the count of pairs done, other shards' included, go by it).
         closed = set() if finished else {c for c in range(chunks) if _part_done(out, c, header, pairs)}

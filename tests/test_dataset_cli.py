@@ -265,6 +265,26 @@ def test_shards_made_with_other_settings_are_made_again_not_mixed_in(tmp_path, p
     assert _snapshot(out) == {**reference[1], "notes.txt": b"mine"}
 
 
+def test_a_shard_of_a_larger_pairs_leaves_nothing_beyond_the_last_chunk(tmp_path, photos, recipe_file, reference,
+                                                                        capsys):
+    """Shard 0/2 of --pairs 40 (chunks 0 and 2) copied in with shard 1/2 of --pairs 20: chunk 0 was made again, but
+    chunk 2's part file and pairs 32-39 stayed beside the finished dataset, in no manifest, where a loader that
+    lists gt/ + lq/ (BasicSR) would train on them; and --pairs 40 --overwrite refused them as someone else's."""
+    _run(tmp_path / "s0", photos, recipe_file, "--shard", "0/2", "--pairs", "40")
+    _run(tmp_path / "s1", photos, recipe_file, "--shard", "1/2")
+    for out in (tmp_path / "set", tmp_path / "set40"):
+        for s in ("s0", "s1"):  # (s1's dataset.json, copied last, is this command's: it resumes)
+            shutil.copytree(tmp_path / s, out, dirs_exist_ok=True)
+        (out / "parts" / "engine.jpg").write_bytes(b"user photo")  # (a file of the user's in parts/: kept)
+    _run(tmp_path / "set", photos, recipe_file)
+    assert _snapshot(tmp_path / "set") == {**reference[1], "parts/engine.jpg": b"user photo"}
+    _run(tmp_path / "set40", photos, recipe_file, "--pairs", "40", "--overwrite")
+    files = _snapshot(tmp_path / "set40")
+    assert len(files["manifest.jsonl"].splitlines()) == 40 and files["parts/engine.jpg"] == b"user photo"
+    assert {k: files[k] for k in reference[1] if k.endswith(".png")} == {k: v for k, v in reference[1].items()
+                                                                          if k.endswith(".png")}
+
+
 def test_a_part_file_of_an_older_blursynth_or_cut_short_is_made_again(tmp_path, photos, recipe_file, reference,
                                                                       monkeypatch):
     """A part file with no settings line (written before it had one) closed its chunk whatever its settings; one
