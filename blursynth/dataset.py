@@ -458,8 +458,13 @@ def _part_done(out: Path, chunk: int, header: str, pairs: int) -> bool:
 
 
 def _part_chunks(out: Path) -> set[int]:
-    """The chunks whose part file is in ``out/parts/`` (one listing of the folder)."""
-    return {int(m[1]) for m in map(_PART.fullmatch, _existing_files(out)) if m}
+    """The chunks whose part file is in ``out/parts/`` (one listing of that folder only)."""
+    try:
+        entries = list(os.scandir(out / "parts"))
+    except OSError:  # (none)
+        return set()
+    return {int(m[1]) for e in entries if (e.is_file(follow_symlinks=False) or e.is_symlink())
+            and (m := _PART.fullmatch(f"parts/{e.name}"))}
 
 
 def _remove_named_pairs(out: Path, chunk: int) -> None:
@@ -483,15 +488,15 @@ def _merge(out: Path, chunks: int) -> None:
     with atomic_path(out / "manifest.jsonl") as tmp, open(tmp, "w") as fh:
         for c in range(chunks):
             fh.write((out / _part_name(c)).read_text().split("\n", 1)[1])
-    _remove_parts(out, chunks)
+    _remove_parts(out, range(chunks))
 
 
-def _remove_parts(out: Path, chunks: int) -> None:
-    """Delete the part files of ``chunks`` chunks, and ``parts/`` if that empties it.
+def _remove_parts(out: Path, chunks) -> None:
+    """Delete the part files of ``chunks`` (chunk numbers), and ``parts/`` if that empties it.
 
     Not rmtree: a folder of the user's own named parts/ in --out (--overwrite keeps its files) lost them all.
     """
-    for c in range(chunks):
+    for c in chunks:
         (out / _part_name(c)).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not there, or holds files of the user's: kept
         (out / "parts").rmdir()
@@ -681,7 +686,8 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         write_json(out / "dataset.json", meta)  # first: it marks the folder as a resumable run
         _remove_stray_temporaries(out)
         finished = (out / "manifest.jsonl").is_file()
-        for c in sorted(c for c in _part_chunks(out) if c >= chunks):
+        parts = _part_chunks(out)
+        for c in sorted(c for c in parts if c >= chunks):
             # Beyond this run's last chunk: a shard's of a larger --pairs, copied in. Its pairs are no part of this
             # dataset, yet they stayed beside it, forever, unlisted by the manifest, and BasicSR, which lists
             # gt/ + lq/, would train on them: deleted (the files it names, then it), as for a chunk made again.
@@ -689,10 +695,17 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             (out / _part_name(c)).unlink()
         mine = list(range(shard[0], chunks, shard[1]))
         # Every part file read once, here (the merge and the count of pairs done, other shards' included, go by it).
-        closed = set() if finished else {c for c in range(chunks) if _part_done(out, c, header, pairs)}
+        closed = {c for c in sorted(parts) if c < chunks and _part_done(out, c, header, pairs)}
+        if finished:
+            # The manifest closed every chunk, but not one whose part file is there again and not of these settings:
+            # a shard copied in after the merge, its files over this run's. Trusted through the manifest, another
+            # --seed's pairs stayed under this one's records (and its part file was removed, the evidence with it):
+            # made again, as in an unfinished folder. (A part file of these settings, the merge's own left by a kill
+            # or a shard of this very command, names the same bytes: nothing is made for it.)
+            closed |= set(range(chunks)) - parts
         # A chunk is done when it was closed (its part file, or the manifest) and its files are all there:
         # a pair lost later is made again, byte-identical, so the folder matches its manifest.
-        todo = [c for c in mine if not ((finished or c in closed) and _files_present(out, c, pairs, layout))]
+        todo = [c for c in mine if not (c in closed and _files_present(out, c, pairs, layout))]
         for c in todo:
             _remove_named_pairs(out, c)
         writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits, header)
@@ -705,12 +718,14 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             if folder is None:
                 raise
             raise DatasetError(_unreadable_after_scan(exc)) from None
-        if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
-            _remove_parts(out, chunks)
-            # (a shard made only its own chunks: another's missing files were reported "200/200 present, complete")
-            missing = [c for c in sorted(set(range(chunks)) - set(mine)) if not _files_present(out, c, pairs, layout)]
-            return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
         closed.update(todo)  # (each written: a chunk that failed ended the run above)
+        if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
+            # (not the part file of another shard's chunk still to be made again: it tells the run that makes it)
+            _remove_parts(out, closed)
+            # (a shard made only its own chunks: another's missing files were reported "200/200 present, complete")
+            missing = [c for c in sorted(set(range(chunks)) - set(mine))
+                       if not (c in closed and _files_present(out, c, pairs, layout))]
+            return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
         if len(closed) == chunks:
             _merge(out, chunks)
         return {"written": written, "done": sum(map(size, closed)), "complete": len(closed) == chunks}

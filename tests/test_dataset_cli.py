@@ -203,6 +203,29 @@ def test_a_shard_run_in_a_finished_folder_does_not_call_another_shards_loss_comp
     assert _snapshot(out) == reference[1]
 
 
+def test_a_shard_copied_into_a_finished_folder_is_checked_not_trusted(tmp_path, photos, recipe_file, reference,
+                                                                      capsys, monkeypatch):
+    """Once manifest.jsonl was written, a re-run went by it alone: shard 1/2 of another --seed copied in since (the
+    folder's dataset.json put back, as in the test above) left that seed's pairs under this seed's records, and the
+    run removed the shard's part file, the only sign of it. One of this command's shards costs no pair."""
+    _run(tmp_path / "s1", photos, recipe_file, "--shard", "1/2", "--seed", "4")
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    shutil.copytree(tmp_path / "s1", out, dirs_exist_ok=True)
+    (out / "dataset.json").write_bytes(reference[1]["dataset.json"])
+    capsys.readouterr()
+    _run(out, photos, recipe_file, "--shard", "0/2")  # not its chunk: left, with its part file, to the run that makes it
+    assert "16/20 present" in capsys.readouterr().out and (out / "parts" / "000001.jsonl").is_file()
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+    _run(tmp_path / "s1b", photos, recipe_file, "--shard", "1/2")
+    shutil.copytree(tmp_path / "s1b", out, dirs_exist_ok=True)
+    made = []
+    monkeypatch.setattr(ds, "make_pairs", lambda *args, **kwargs: made.append(args))
+    _run(out, photos, recipe_file)
+    assert made == [] and _snapshot(out) == reference[1]
+
+
 def test_a_file_cut_short_by_a_killed_copy_is_made_again(tmp_path, photos, recipe_file, reference):
     """A shard folder copied in by cp, killed: its chunk's part file there, an image or kernel cut short."""
     out = tmp_path / "set"
