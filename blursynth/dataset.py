@@ -245,6 +245,33 @@ def _check_apart(out: Path, sharp) -> None:
                                f"move the photos elsewhere (e.g. {Path(out) / 'photos'}) or choose another --out")
 
 
+def _links_into(out: Path):
+    """For :meth:`ImageFolder.scan`'s ``avoid``: why a link in the photo folder to ``target`` must not be followed.
+
+    A link to one of ``out``'s :data:`MANAGED` folders, or to a folder that holds them, read this run's pairs back as
+    photos: too small to use with a "valid" boundary, they were listed as skipped on a resume but not on the first
+    run (dataset.json differed); otherwise photos, the resume was refused ("1 photos then, 17 photos now") and
+    --overwrite deleted the very files it was reading. As with nesting (:func:`_check_apart`), a link to ``out``'s
+    other folders (your photos in ``out/photos``) is fine.
+    """
+    o = Path(out).resolve()
+    subs = {sub: (o / sub).resolve() for sub in MANAGED}  # (resolved: a sub-folder may itself be a link)
+
+    def why(target: Path) -> str | None:
+        inside = next((sub for sub, s in subs.items() if target == s or s in target.parents), None)
+        if inside is not None:
+            where = f"inside --out {out}'s {inside}/ folder"
+        elif target == o:
+            where = f"--out {out} itself"
+        elif any(target in s.parents for s in subs.values()):
+            where = f"a folder that holds --out {out}"
+        else:
+            return None
+        return (f"{where}, where the dataset writes its pairs: they would be read back as photos; not followed "
+                "(remove the link, or link the photo folders themselves)")
+    return why
+
+
 def _differences(previous: dict | None, now: dict) -> str:
     """What differs between an earlier run's settings and this one's, in the command line's words."""
     if not isinstance(previous, dict):
@@ -673,7 +700,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     _check_apart(out, sharp)
     # (messages name the command line's options, as this function's others do)
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
-                                                         crop_name="--crop")
+                                                         crop_name="--crop", avoid=_links_into(out))
     settings = _settings(recipe, pairs, seed, folder, layout)
     header = _part_header(settings)
     with _one_run_at_a_time(out):

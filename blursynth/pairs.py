@@ -65,7 +65,7 @@ class ImageFolder:
 
     @classmethod
     def scan(cls, root: str | os.PathLike, min_size: tuple[int, int], sharp_name: str = "sharp",
-             crop_name: str = "crop") -> "ImageFolder":
+             crop_name: str = "crop", avoid=None) -> "ImageFolder":
         """Check every file under ``root`` (recursively, following links to folders; hidden files and
         folders ignored) and keep the usable ones.
 
@@ -78,6 +78,10 @@ class ImageFolder:
         size: by default the Python arguments (``sharp='photos'``, ``crop``); the command line passes
         its options (``--sharp``, ``--crop``), which messages then write as ``--sharp photos``.
 
+        ``avoid``: None, or a function of a symbolic link's resolved target (whether it exists or not) that
+        returns why it must not be read, or None; such a link is skipped with that reason, not followed
+        (``blursynth dataset`` passes its output folders: the pairs it writes there are no photos).
+
         Raises:
             FileNotFoundError: ``root`` is not a folder.
             ImageError: no usable image (or no file at all) in it.
@@ -88,15 +92,18 @@ class ImageFolder:
         if not root.is_dir():
             raise FileNotFoundError(f"{named}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
-        visible, loops = _visible_paths(root)
-        paths = [p for p in visible if p.is_file()]
+        visible, loops, avoided = _visible_paths(root, avoid)
+        paths = [p for p in visible if p not in avoided and p.is_file()]
         # photos are checked here (on every core) but read one crop at a time, later
         probes = dict(zip(paths, probe_images(paths)))
         broken = False
         for path in visible:
             rel = path.relative_to(root).as_posix()
             if path not in probes:
-                if path.is_symlink() and not path.exists():  # is_file() is False for it: say so, not pass it over
+                if path in avoided:
+                    found.skipped.append({"file": rel, "reason": f"symbolic link to {os.readlink(path)}, "
+                                          f"{avoided[path]}"})
+                elif path.is_symlink() and not path.exists():  # is_file() is False for it: say so, not pass it over
                     broken = True
                     found.skipped.append({"file": rel, "reason": f"broken symbolic link (to {os.readlink(path)}, "
                                           "which does not exist); fix or remove the link"})
@@ -130,14 +137,15 @@ class ImageFolder:
         return found
 
 
-def _visible_paths(root: Path) -> tuple[list[Path], set[Path]]:
+def _visible_paths(root: Path, avoid=None) -> tuple[list[Path], set[Path], dict[Path, str]]:
     """Every path under ``root`` (sorted), hidden ones and those in hidden folders left out, following
-    symbolic links to folders; and the links to a folder that holds them, listed but not followed.
+    symbolic links to folders; the links to a folder that holds them, listed but not followed; and the
+    links that ``avoid`` refuses (:meth:`ImageFolder.scan`), listed with its reason, not followed.
 
     ``Path.rglob`` lists a link to a folder but does not look inside it, so the photos of a linked
     folder (``ln -s /data/DIV2K photos/div2k``) were left out without a word.
     """
-    found, loops = [], set()
+    found, loops, avoided = [], set(), {}
 
     def walk(folder: Path, above: frozenset) -> None:
         try:
@@ -148,6 +156,17 @@ def _visible_paths(root: Path) -> tuple[list[Path], set[Path]]:
             if path.name.startswith("."):
                 continue
             found.append(path)
+            # Links only: without one, no path under root leads elsewhere than root's own tree (where root lies is
+            # the caller's to check). By the target's path, not its contents, so that the answer is the same before
+            # the folder it points into exists as after (a link into a dataset's sharp/ is broken until its first run).
+            if avoid is not None and path.is_symlink():
+                try:
+                    why = avoid(path.resolve())
+                except (OSError, RuntimeError):  # (a loop of links: skipped below as broken)
+                    why = None
+                if why:
+                    avoided[path] = why
+                    continue
             if path.is_dir():
                 real = path.resolve()
                 if real in above:  # a link back up the tree: followed, it would never end
@@ -156,7 +175,7 @@ def _visible_paths(root: Path) -> tuple[list[Path], set[Path]]:
                     walk(path, above | {real})
 
     walk(root, frozenset({root.resolve()}))
-    return sorted(found), loops
+    return sorted(found), loops, avoided
 
 
 def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device):

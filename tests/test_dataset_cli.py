@@ -605,6 +605,38 @@ def test_photos_beside_the_output_folders_are_fine(tmp_path, photos, recipe_file
     _run(tmp_path / "mydata", tmp_path / "mydata" / "photos", recipe_file, "--pairs", "4")  # resumes: same photos
 
 
+def test_links_in_the_photo_folder_to_the_output_folders_are_skipped(tmp_path, photos, recipe_file, capsys):
+    """Photo folders follow links, and only --out inside --sharp (and the reverse) was checked: a link to --out's
+    sharp/, broken before the first run, read the pairs back as photos. With a "reflect" boundary (no margin) they
+    were usable: the resume was refused ("9 photos then, 90 photos now"), and --overwrite would have deleted the
+    photos it had just scanned. Links to --out, into it and to a folder holding it are skipped, the same each run."""
+    recipe = tmp_path / "reflect.toml"
+    recipe.write_text(RECIPE.replace("[sensor]", '[blur]\nboundary = "reflect"\n[sensor]'))
+    sharp, out = tmp_path / "photos", tmp_path / "data" / "set"
+    shutil.copytree(photos, sharp)
+    links = {"more": out / "sharp", "all": out, "sub/one.png": out / "blur" / "000001.png", "up": out.parent,
+             "mine": out / "photos"}  # (your photos beside the pairs: fine, as --sharp DIR/photos is)
+    for name, target in links.items():
+        (sharp / name).symlink_to(target)
+    (out / "photos").mkdir(parents=True)
+    (out / "photos" / "p.png").write_bytes((photos / "rgb.png").read_bytes())
+    _run(out, sharp, recipe, "--overwrite")  # (--out holds photos/: not empty)
+    whole = _snapshot(out)
+    for name in ("sharp", "blur", "kernels", "manifest.jsonl", "dataset.json"):
+        (shutil.rmtree if (out / name).is_dir() else Path.unlink)(out / name)
+    _run(out, sharp, recipe, "--shard", "0/2", "--overwrite")
+    _run(out, sharp, recipe)  # the pairs of shard 0 are in sharp/ now: still no photos
+    assert _snapshot(out) == whole
+    meta = json.loads(whole["dataset.json"])
+    reasons = {s["file"]: s["reason"] for s in meta["skipped"]}
+    assert meta["counts"]["sources"] == 7 and set(reasons) - {"corrupt.png", "empty.jpg", "notes.txt", "tiny.png"} \
+        == {"more", "all", "sub/one.png", "up"}
+    assert reasons["more"] == (f"symbolic link to {out / 'sharp'}, inside --out {out}'s sharp/ folder, where the "
+                               "dataset writes its pairs: they would be read back as photos; not followed (remove "
+                               "the link, or link the photo folders themselves)")
+    assert f"--out {out} itself," in reasons["all"] and f"a folder that holds --out {out}," in reasons["up"]
+
+
 SIXTEEN = RECIPE.replace("jpeg_quality = [70, 90]", "bits = 16")
 
 
