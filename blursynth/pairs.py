@@ -107,10 +107,14 @@ class ImageFolder:
                     broken = True
                     found.skipped.append({"file": rel, "reason": f"broken symbolic link (to {os.readlink(path)}, "
                                           "which does not exist); fix or remove the link"})
-                elif path in loops:
+                elif path in loops and path.is_symlink():
                     found.skipped.append({"file": rel, "reason": f"symbolic link to a folder that holds it (to "
                                           f"{os.readlink(path)}), not followed: it would repeat forever; "
                                           "remove the link"})
+                elif path in loops:  # (no link itself: `ln -s .. photos/up` shows as up/photos; readlink failed)
+                    found.skipped.append({"file": rel, "reason": "a folder that holds it, reached again through a "
+                                          "symbolic link above it; not followed: it would repeat forever; remove "
+                                          "that link"})
                 continue
             probed = probes[path]
             if isinstance(probed, ImageError):

@@ -689,6 +689,17 @@ def test_broken_links_are_listed_and_sizes_read_as_the_crop_option(tmp_path, pho
     assert reasons["gray.png"].startswith("image is 50x40 (height x width), smaller than the 32x48 needed")
 
 
+def test_a_link_to_a_folder_above_the_photos_is_a_loop_not_an_error(tmp_path, photos):
+    """`ln -s .. photos/up`: the loop shows one level down, at up/photos, which is no link itself, and reading it as
+    one (os.readlink) stopped `blursynth dataset` with "--out ...: cannot write .../up/photos (Invalid argument)"."""
+    from blursynth.pairs import ImageFolder
+    shutil.copytree(photos, tmp_path / "top" / "photos")
+    (tmp_path / "top" / "photos" / "up").symlink_to("..")
+    found = ImageFolder.scan(tmp_path / "top" / "photos", (32, 32))
+    reasons = {s["file"]: s["reason"] for s in found.skipped}
+    assert "repeat forever" in reasons["up/photos"] and found.files == ImageFolder.scan(photos, (32, 32)).files
+
+
 def test_an_empty_photo_folder_says_so(tmp_path, recipe_file, capsys):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     _run(tmp_path / "out", tmp_path / "in", recipe_file, expect=2)
