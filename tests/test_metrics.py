@@ -244,3 +244,66 @@ def test_separable_translation_weights_by_hand():
     torch.testing.assert_close(moved, want, atol=1e-12, rtol=0)
     shift = torch.tensor([[0.3, -0.3]], dtype=torch.float64)
     torch.testing.assert_close(metrics.shift_image(x, shift)[0, 0], want, atol=1e-12, rtol=0)  # (the convention is torch's)
+
+
+def _direct_ssd(x, ref, radius, border):
+    """The integer search's SSD map by hand: ``ref[border:-border]`` against ``x`` cut at ``p + (dy, dx)``,
+    one slice per shift, row-major, summed over channels, in float64."""
+    hh, ww = x.shape[-2:]
+    target = ref[..., border:hh - border, border:ww - border].double()
+    maps = [(x[..., border + dy:hh - border + dy, border + dx:ww - border + dx].double() - target).square()
+            .sum((1, 2, 3)) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
+    return torch.stack(maps, dim=1).reshape(x.shape[0], 2 * radius + 1, 2 * radius + 1)
+
+
+@given(data=st.data(), radius=st.integers(0, 4), batch=st.integers(1, 2), channels=st.integers(1, 3),
+       double=st.booleans(), alike=st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_integer_search_ssd_matches_the_direct_sums(data, radius, batch, channels, double, alike):
+    """align's integer search takes the SSD of every shift from FFTs (sum x^2 - 2 corr + sum ref^2); it
+    must be the direct sum of squared differences, for windows of any size (small odd ones too) and for
+    images alike (a shifted copy plus a little noise), where the three terms cancel down to the noise."""
+    dtype = torch.float64 if double else torch.float32
+    border = radius + 1 + data.draw(st.integers(0, 3))
+    h, w = (2 * border + 1 + data.draw(st.integers(0, 12)) for _ in range(2))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2 ** 16)))
+    ref = torch.rand(batch, channels, h, w, generator=g, dtype=dtype)
+    if alike:
+        x = ref.roll((1, -1), (2, 3)) + 1e-3 * torch.randn(ref.shape, generator=g, dtype=dtype)
+    else:
+        x = torch.rand(batch, channels, h, w, generator=g, dtype=dtype)
+    got = metrics._window_ssd(x, ref, radius, border)
+    want = _direct_ssd(x, ref, radius, border)
+    assert got.shape == want.shape and got.dtype == torch.float64
+    energy = (x.double().square() + ref.double().square()).flatten(1).sum(1)  # what cancels in the FFT's sums
+    assert ((got - want).abs() <= 1e-12 * energy[:, None, None]).all(), (got - want).abs().max()
+
+
+@given(data=st.data(), radius=st.integers(1, 4), channels=st.integers(1, 3), double=st.booleans())
+@settings(max_examples=30, deadline=None)
+def test_align_finds_a_planted_integer_shift_exactly(data, radius, channels, double):
+    """Two images cut from one random scene at offsets (dy, dx) apart, each image of the batch its own:
+    align must return exactly that shift (aligned[p] = x[p + shift]), the refinement keeping it."""
+    dtype = torch.float64 if double else torch.float32
+    border = radius + 1 + data.draw(st.integers(0, 3))
+    h, w = (2 * border + 1 + data.draw(st.integers(0, 20)) for _ in range(2))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2 ** 16)))
+    shifts = [(data.draw(st.integers(-radius, radius)), data.draw(st.integers(-radius, radius))) for _ in range(2)]
+    scenes = torch.rand(2, channels, h + 2 * radius, w + 2 * radius, generator=g, dtype=dtype)
+    ref = scenes[..., radius:radius + h, radius:radius + w]
+    x = torch.stack([scene[..., radius - dy:radius - dy + h, radius - dx:radius - dx + w]
+                     for scene, (dy, dx) in zip(scenes, shifts)])  # x[q] = scene[q - shift], so x[p + shift] = ref[p]
+    _, shift = metrics.align(x, ref, radius=radius, border=border)
+    assert shift.dtype == dtype and shift.tolist() == [[float(dy), float(dx)] for dy, dx in shifts]
+
+
+def test_integer_search_ties_go_to_the_first_shift_in_row_major_order():
+    """A flat image ties every shift exactly (its SSD against ref is the same at each); the FFT's rounding
+    must not choose among them: the first, (-radius, -radius), wins, as argmin of direct sums chose. The
+    other image of the batch is moved by (2, -1) and must still be found."""
+    g = torch.Generator().manual_seed(3)
+    scene = torch.rand(1, 2, 44, 44, generator=g, dtype=torch.float64)
+    ref = torch.cat([torch.rand(1, 2, 40, 40, generator=g, dtype=torch.float64), scene[..., 2:42, 2:42]])
+    x = torch.cat([torch.full((1, 2, 40, 40), 0.3, dtype=torch.float64), scene[..., 0:40, 3:43]])
+    _, shift = metrics.align(x, ref, radius=2, border=5, subpixel=())
+    assert shift.tolist() == [[-2.0, -2.0], [2.0, -1.0]]

@@ -71,20 +71,35 @@ def _check_pixels(name: str, value: int) -> None:
 
 def _window_ssd(x: torch.Tensor, ref: torch.Tensor, radius: int, border: int) -> torch.Tensor:
     """SSD between ``ref[border:-border]`` and ``x`` moved by every integer shift ``(dy, dx)`` in
-    ``[-radius, radius]^2`` (``x`` sampled at ``p + shift``), ``(B, 2r+1, 2r+1)``, summed over
-    channels. One correlation for the cross term and one box sum for the energy, both conv2d."""
-    b, c, hh, ww = x.shape
-    target = ref[..., border:hh - border, border:ww - border]
+    ``[-radius, radius]^2`` (``x`` sampled at ``p + shift``), ``(B, 2r+1, 2r+1)`` float64, summed over
+    channels: ``sum x_shifted^2 - 2 corr + sum ref^2``, the first two for all shifts at once by FFT (0.1 s
+    for a 1280x720 RGB image on one thread; the direct correlation by conv2d took 0.8 s). In float64
+    because the terms are each near the images' energy and cancel: float32 would err by ~1e-7 of it."""
+    hh, ww = x.shape[-2:]
+    h, w, side = hh - 2 * border, ww - 2 * border, 2 * radius + 1
     lo = border - radius
-    region = x[..., lo:hh - lo, lo:ww - lo]  # every window position the shifts visit
-    groups = b * c
-    cross = F.conv2d(region.reshape(1, groups, *region.shape[-2:]),
-                     target.reshape(groups, 1, *target.shape[-2:]), groups=groups)
-    ones = torch.ones(1, 1, *target.shape[-2:], dtype=x.dtype, device=x.device)
-    energy = F.conv2d(region.reshape(groups, 1, *region.shape[-2:]).square(), ones)
-    ssd = energy.reshape(1, groups, *energy.shape[-2:]) - 2 * cross + target.square().sum((-2, -1)).reshape(
-        1, groups, 1, 1)
-    return ssd.reshape(b, c, *ssd.shape[-2:]).sum(1)
+    region = x[..., lo:hh - lo, lo:ww - lo].double()  # every window position the shifts visit
+    target = ref[..., border:hh - border, border:ww - border].double()
+    # Circular correlation over a zero-padded, FFT-friendly size at least the region's: at lags 0..2r the
+    # window never wraps (p + lag < h + 2r), and lag (i, j) is shift (i - r, j - r).
+    size = [_fft_size(n) for n in region.shape[-2:]]
+    spec = torch.fft.rfft2(region.square().sum(1), s=size) * torch.fft.rfft2(target.new_ones(h, w), s=size).conj()
+    spec -= 2 * (torch.fft.rfft2(region, s=size) * torch.fft.rfft2(target, s=size).conj()).sum(1)
+    return torch.fft.irfft2(spec, s=size)[:, :side, :side] + target.square().sum((1, 2, 3))[:, None, None]
+
+
+def _fft_size(n: int) -> int:
+    """The smallest ``m >= n`` with no prime factor above 5 (a 710-point FFT, 2 * 5 * 71, took 2.5 times as
+    long as a 720-point one)."""
+    m = n
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
 
 
 def shift_image(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -131,7 +146,11 @@ def align(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15
     if b == 0 or x.shape[1] == 0:  # (no images, or no channels: conv2d refuses zero groups)
         return x.clone(), x.new_zeros(b, 2)
     ssd = _window_ssd(x, ref, radius, border).flatten(1)
-    best = ssd.argmin(dim=1)
+    # Shifts whose SSDs agree to 1e-12 of the energy that cancels in them count as tied, and the first in
+    # row-major order wins, as argmin's first of exact ties did: the FFT's rounding (~3e-16 of that
+    # energy, measured) must not pick among shifts that tie exactly, as those of a flat image do.
+    scale = (x.double().square() + ref.double().square()).flatten(1).sum(1, keepdim=True)
+    best = (ssd <= ssd.amin(1, keepdim=True) + 1e-12 * scale).byte().argmax(dim=1)
     side = 2 * radius + 1
     shift = torch.stack([best // side - radius, best % side - radius], dim=1).to(x.dtype)
     for step in subpixel:
