@@ -2,9 +2,9 @@
 
 Every source is a map from a *position* ``p`` (a non-negative int) to a dict of ``(3, H, W)``
 float32 tensors in ``[0, 1]``, values as stored (sRGB for most; see :func:`pairs_curve`): ``"blur"``
-and, when known, ``"sharp"`` (``--mode reblur``: and ``"photo"``). Position ``p`` of the run is consumed at step ``p // (world * batch)`` by rank
-``(p // batch) % world``, so the data order is a function of (seed, step) alone and a resumed run
-sees exactly what an uninterrupted one would.
+and, when known, ``"sharp"`` (``--mode reblur``: and ``"photo"``). Position ``p`` of the run is
+consumed at step ``p // (world * batch)`` by rank ``(p // batch) % world``, so the data order is a
+function of (seed, step) alone and a resumed run sees exactly what an uninterrupted one would.
 Random crops and flips are drawn through :mod:`blursynth.rng` keyed on ``p``, never a global RNG.
 
 Sources:
