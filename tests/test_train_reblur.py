@@ -1,7 +1,6 @@
 """--mode reblur: the kernel predictor, the re-blur formation and losses, and runs of the trainer."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import imageio.v3 as iio
 import pytest
@@ -10,16 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blursynth.blur import blur
+from blursynth.data import PairedFolder
+from blursynth.recipe import load_recipe
 from blursynth.cli import main as blursynth_main
 from blursynth.io import write_image
-from blursynth.sensor import linear_to_srgb, srgb_to_linear
-from unpaired.data import open_pairs, pairs_curve
+from blursynth.sensor import CRFS, linear_to_srgb, srgb_to_linear
+from unpaired.data import PairedCrops, tone_of
 from unpaired.deblur import load_generator
 from unpaired.losses import reblur_losses
-from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, valid_part
+from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, tone_params, valid_part
+from unpaired import train as train_module
 from unpaired.train import ReblurNets, main
 
-from test_train import TINY, TINY_GAN, records, weights
+from test_train import TINY, TINY_GAN, TINY_NET, records, weights
 
 TINY_REBLUR = TINY + ["--mode", "reblur", "--blur-kernel", "5", "--device", "cpu"]
 
@@ -109,26 +111,46 @@ def test_pairs_re_blurred_through_their_own_curve_give_back_the_written_blurry_i
     out = tmp_path / recipe
     assert blursynth_main(["dataset", "--out", str(out), "--pairs", "2", "--recipe", recipe, "--crop", str(crop),
                            "--quiet"]) == 0
-    pairs = open_pairs(out)
-    curve = pairs_curve(pairs)
-    assert curve == {"levin-like": "linear", "gopro-like": ("gamma", pytest.approx(2.2))}[recipe]
+    pairs = PairedFolder(out)
     for item in (pairs[0], pairs[1]):
+        tone = tone_of(item["params"])
+        assert CRFS[int(tone["crf"])] == {"levin-like": "linear", "gopro-like": "gamma"}[recipe]
+        curve = tone_params(tone["crf"][None], tone["gamma"][None])
         k, sharp, blurry = item["kernel"][None], item["sharp"][None], valid_part(item["blur"][None], item["kernel"].shape)
         assert (reblur(sharp, k, curve) - blurry).abs().max() < 4 / 255
         wrong = {"levin-like": "srgb", "gopro-like": "linear"}[recipe]  # (sRGB is close to a gamma of 2.2)
         assert (reblur(sharp, k, wrong) - blurry).abs().max() > 2e-2
 
 
-def test_the_pairs_curve_is_their_one_curve_or_refused(tmp_path):
-    made = lambda *curves: SimpleNamespace(root=tmp_path, records=[  # noqa: E731 (a PairedFolder's records)
-        {"params": {"sensor": {"crf": c, "gamma": g}}} for c, g in curves])
-    assert pairs_curve(None) == "srgb"  # the default recipe's synthetic pairs
-    assert pairs_curve(SimpleNamespace(root=tmp_path, records=[{"blur": "lq/a.png"}])) == "srgb"  # lq/ + gt/: none recorded
-    assert pairs_curve(made(("linear", None), ("linear", None))) == "linear"
-    assert pairs_curve(made(("gamma", 2.0), ("gamma", 2.0))) == ("gamma", 2.0)
-    for mixed in (made(("srgb", None), ("linear", None)), made(("gamma", 2.0), ("gamma", 2.4))):
-        with pytest.raises(ValueError, match=f"--pairs {tmp_path}: its pairs were made through several tone curves"):
-            pairs_curve(mixed)
+def test_each_pair_is_re_blurred_through_its_own_curve():
+    g = torch.Generator().manual_seed(6)
+    sharp, k = torch.rand(4, 3, 12, 12, generator=g), torch.rand(4, 3, 3, generator=g)
+    k = k / k.sum((-2, -1), keepdim=True)
+    names = ["srgb", "linear", "gamma", "brooks"]
+    mixed = reblur(sharp, k, tone_params(torch.tensor([CRFS.index(n) for n in names]),
+                                         torch.tensor([1.0, 1.0, 2.2, 1.0])))
+    for i, name in enumerate(names):
+        alone = tone_params(torch.tensor([CRFS.index(name)]), torch.tensor([2.2])) if name == "gamma" else name
+        torch.testing.assert_close(mixed[i:i + 1], reblur(sharp[i:i + 1], k[i:i + 1], alone), atol=1e-6, rtol=0)
+    assert (mixed[2] - reblur(sharp[2:3], k[2:3], tone_params(torch.tensor([2]), torch.tensor([1.8])))).abs().max() > 1e-3
+    # pairs with no curve recorded are taken as sRGB: the synthetic ones are the default recipe's, which says so
+    assert load_recipe("default").sensor_model().crf == ("srgb",)
+
+
+def test_a_dataset_mixing_tone_curves_trains_each_pair_through_its_own(tmp_path, monkeypatch):
+    recipe = tmp_path / "mixed.toml"
+    recipe.write_text('name = "mixed"\ndescription = "two curves"\ncrop = 24\n[kernel]\nsize = 9\n'
+                      '[sensor]\ncrf = ["srgb", "linear"]\nshot_noise = "off"\n')
+    out = tmp_path / "pairs"
+    assert blursynth_main(["dataset", "--out", str(out), "--pairs", "12", "--recipe", str(recipe), "--quiet"]) == 0
+    crops = PairedCrops(PairedFolder(out), 16, 0, synthetic=False)
+    assert {int(crops[p]["crf"]) for p in range(12)} == {CRFS.index("srgb"), CRFS.index("linear")}
+    seen = []  # the curves each step's loss was given, per pair
+    real = train_module.reblur_losses
+    monkeypatch.setattr(train_module, "reblur_losses", lambda *a: seen.append(a[5].crf.tolist()) or real(*a))
+    assert main(TINY_NET + ["--mode", "reblur", "--blur-kernel", "5", "--device", "cpu", "--pairs", str(out),
+                            "--steps", "3", "--out", str(tmp_path / "run")])["step"] == 3
+    assert len(seen) == 3 and {c for step in seen for c in step} == {CRFS.index("srgb"), CRFS.index("linear")}
 
 
 def test_a_gamma_curve_re_blurs_black_with_finite_gradients():
@@ -136,12 +158,12 @@ def test_a_gamma_curve_re_blurs_black_with_finite_gradients():
     k = torch.full((1, 3, 3), 1 / 9, requires_grad=True)
     sharp = torch.zeros(1, 3, 8, 8)
     sharp[..., 4, 4] = 1.0
-    for curve in (("gamma", 2.2), "brooks", "srgb", "linear"):
+    for curve in (tone_params(torch.tensor([CRFS.index("gamma")]), torch.tensor([2.2])), "brooks", "srgb", "linear"):
         reblur(sharp, k, curve).sum().backward()
         assert torch.isfinite(k.grad).all(), curve
         k.grad = None
     with pytest.raises(ValueError, match="curve must be one of"):
-        reblur(sharp, k, ("srgb", 2.2))
+        reblur(sharp, k, "gamma")  # (a gamma curve needs its exponent)
 
 
 def test_the_photo_curve_applies_to_the_photos_only():

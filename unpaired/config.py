@@ -74,7 +74,7 @@ class TrainConfig:
 
     # what to train on
     mode: str = "paired"                   # paired | cyclegan | reblur
-    pairs: str | None = None               # paired, reblur: folder written by `blursynth dataset` (default: synthetic); reblur re-blurs them through the tone curve their manifest records
+    pairs: str | None = None               # paired, reblur: folder written by `blursynth dataset` (default: synthetic); reblur re-blurs each through the tone curve its manifest record names
     val_pairs: str | None = None           # paired folder for validation (default: held-out synthetic pairs)
     blurry: str | None = None              # cyclegan: folder of blurry photos (domain A); reblur: photos without sharp twin
     sharp: str | None = None               # cyclegan: folder of unrelated sharp photos (domain B)

@@ -1,7 +1,7 @@
 """Training data for the trainers: where pairs come from, and which item each step sees.
 
 Every source is a map from a *position* ``p`` (a non-negative int) to a dict of ``(3, H, W)``
-float32 tensors in ``[0, 1]``, values as stored (sRGB for most; see :func:`pairs_curve`): ``"blur"``
+float32 tensors in ``[0, 1]``, values as stored (sRGB for most; see :func:`tone_of`): ``"blur"``
 and, when known, ``"sharp"`` (``--mode reblur``: and ``"photo"``). Position ``p`` of the run is
 consumed at step ``p // (world * batch)`` by rank ``(p // batch) % world``, so the data order is a
 function of (seed, step) alone and a resumed run sees exactly what an uninterrupted one would.
@@ -32,6 +32,7 @@ from blursynth.data import PairedFolder, SyntheticPairs
 from blursynth.io import IMAGE_SUFFIXES, ImageError, probe_images, read_image
 from blursynth.pairs import make_pairs
 from blursynth.scenes import dead_leaves
+from blursynth.sensor import CRFS
 
 from .metrics import SSIM_WINDOW
 from .models import min_side
@@ -50,30 +51,6 @@ def synthetic_pairs(seed: int, size: int) -> SyntheticPairs:
     scenes, blurred in linear light with the sensor model), ``(3, size, size)``, item ``i`` a pure
     function of ``(seed, i)``."""
     return SyntheticPairs(SYNTHETIC_LENGTH, "default", seed=seed, crop=(size, size))
-
-
-def pairs_curve(source: PairedFolder | None, option: str = "--pairs") -> str | tuple[str, float]:
-    """The tone curve through which ``--mode reblur`` re-blurs its training pairs
-    (:func:`~unpaired.models.reblur`'s ``curve``), that of the pairs' own formation: the one curve a
-    ``blursynth dataset`` folder's manifest records for every pair (``source``); ``"srgb"`` for an
-    ``lq/`` + ``gt/`` folder, which records none, as for camera output; the ``default`` recipe's for
-    synthetic pairs (``source`` None).
-
-    Raises:
-        ValueError: the pairs were made through several curves (``option`` names the folder).
-    """
-    if source is None:
-        sensor = synthetic_pairs(0, 8).recipe.sensor_model()
-        curves = {(c, *sorted(set(sensor.gamma))) if c == "gamma" else c for c in sensor.crf}
-    else:
-        made = [r["params"]["sensor"] for r in source.records if "params" in r]
-        curves = {(m["crf"], m["gamma"]) if m["crf"] == "gamma" else m["crf"] for m in made} or {"srgb"}
-    if len(curves) > 1 or any(len(c) > 2 for c in curves if isinstance(c, tuple)):
-        where = "the default recipe" if source is None else f"{option} {source.root}"
-        raise ValueError(f"{where}: its pairs were made through several tone curves ({sorted(map(str, curves))}), "
-                         "and --mode reblur re-blurs them through one; make the pairs with one curve (the "
-                         "recipe's [sensor] crf and gamma)")
-    return curves.pop()
 
 
 class SyntheticPool(Dataset):
@@ -264,7 +241,9 @@ def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
 
 class PairedCrops(Dataset):
     """Position ``p`` -> ``{"blur", "sharp"}`` ``(3, crop, crop)`` from a pair source (synthetic at crop
-    size, or full-size pairs cropped at their own scale)."""
+    size, or full-size pairs cropped at their own scale), plus, for pairs whose manifest records how
+    they were made, the tone curve they went through (:func:`tone_of`): ``--mode reblur`` re-blurs
+    them through it."""
 
     def __init__(self, source, crop: int, seed: int, synthetic: bool, items: int | None = None):
         self.source, self.crop, self.seed, self.synthetic = source, crop, seed, synthetic
@@ -281,7 +260,17 @@ class PairedCrops(Dataset):
         item = self.source[k]
         name = f"{self.source.root / self.source.records[k]['blur']} (and its sharp twin)"
         blur, sharp = random_crop([item["blur"], item["sharp"]], self.crop, self.seed, p, name=name)
-        return {"blur": blur, "sharp": sharp}
+        return {"blur": blur, "sharp": sharp, **(tone_of(item["params"]) if "params" in item else {})}
+
+
+def tone_of(params: dict) -> dict:
+    """The tone curve a written pair was made through, from its flat manifest ``params``
+    (:func:`~blursynth.data.flatten_params`): ``{"crf"}`` (int64, an index into
+    :data:`blursynth.sensor.CRFS`) and ``{"gamma"}`` (float32; 1 where the curve has none), 0-d tensors
+    that batch into :func:`~unpaired.models.reblur`'s per-image curves (:func:`~unpaired.models.tone_params`)."""
+    gamma = params["sensor.gamma"]
+    return {"crf": torch.tensor(CRFS.index(params["sensor.crf"])),
+            "gamma": torch.tensor(1.0 if gamma is None else gamma, dtype=torch.float32)}
 
 
 class UnpairedCrops(Dataset):

@@ -16,6 +16,7 @@ from torch import nn
 
 from blursynth import rng
 from blursynth.io import first_line
+from blursynth.sensor import SensorParams
 
 from .models import reblur, valid_part
 
@@ -48,11 +49,11 @@ def pixel_loss(name: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 def reblur_losses(out: dict, blur: torch.Tensor, sharp: torch.Tensor, photo: torch.Tensor | None,
-                  photo_curve: str = "srgb", pairs_curve: str | tuple[str, float] = "srgb") -> dict:
+                  photo_curve: str = "srgb", pairs_curve: str | SensorParams = "srgb") -> dict:
     """The two losses of ``--mode reblur`` (L1, over the pixels whose whole kernel lies in the crop), from
     :class:`~unpaired.train.ReblurNets`' outputs ``out`` for ``blur``, ``sharp`` and ``photo`` (None: no
     photos), each ``(B, 3, H, W)`` in ``[0, 1]``; ``photo_curve`` (``"srgb"`` or ``"linear"``) and
-    ``pairs_curve`` (:func:`~unpaired.data.pairs_curve`) are their tone curves, as
+    ``pairs_curve`` (per pair: :func:`~unpaired.models.tone_params`) are their tone curves, as
     :func:`~unpaired.models.reblur` takes them. Returns ``{"loss_kernel", "loss_reblur"}``, float32 scalars:
 
     - ``loss_kernel``: the true sharp image of each pair blurred by K's kernel for its blurry image,

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from blursynth.blur import blur
-from blursynth.sensor import CRFS, SensorModel, from_linear, linear_to_srgb, srgb_to_linear, to_linear
+from blursynth.sensor import (CRFS, SensorModel, SensorParams, from_linear, linear_to_srgb, srgb_to_linear,
+                              to_linear)
 
 
 class ResnetBlock(nn.Module):
@@ -276,27 +277,34 @@ class KernelPredictor(nn.Module):
         return (self.prior + logits.float()).softmax(-1).view(-1, self.size, self.size)
 
 
-REBLUR_CURVES = ("srgb", "linear")  # --photo-curve; pairs may also carry "gamma" and "brooks" (pairs_curve)
+REBLUR_CURVES = ("srgb", "linear")  # --photo-curve
 
 
-def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str | tuple[str, float] = "srgb") -> torch.Tensor:
+def tone_params(crf: torch.Tensor, gamma: torch.Tensor) -> SensorParams:
+    """Sensor parameters ``(B,)`` that apply tone curve ``crf[i]`` (an index into
+    :data:`blursynth.sensor.CRFS`) with exponent ``gamma[i]`` (used by ``"gamma"`` only) to image
+    ``i``, every other step off: :func:`reblur`'s per-image curves, on ``crf``'s device."""
+    return replace(SensorModel.off().sample(crf.shape[0], 0, device=crf.device), crf=crf,
+                   gamma=gamma.to(crf.device, torch.float32))
+
+
+def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str | SensorParams = "srgb") -> torch.Tensor:
     """The image formation of ``--mode reblur``: ``curve(clip(k * curve^-1(sharp)))`` with one kernel per
     image, blurred in linear light as blursynth does (no noise, no highlight boost: the loss compares
-    means). ``curve``: a tone curve of :data:`blursynth.sensor.CRFS` by name, ``"srgb"`` for camera
-    output, ``"linear"`` for images whose values are linear already (``clip(k * sharp)``), or
-    ``(name, gamma)`` for the ``"gamma"`` curve (:func:`~unpaired.data.pairs_curve`).
+    means). ``curve``: ``"srgb"`` for camera output, ``"linear"`` for images whose values are linear
+    already (``clip(k * sharp)``), or any curve of :data:`blursynth.sensor.CRFS` but ``"gamma"`` by
+    name; or per image, as :func:`tone_params` (a written dataset's pairs: :func:`~unpaired.data.tone_of`).
     ``sharp`` ``(B, 3, H, W)`` in ``[0, 1]`` (clamped), ``kernel`` ``(B, h, w)``; returns the "valid" part
     ``(B, 3, H - h + 1, W - w + 1)``, float32 (autocast off), where the whole kernel lies inside the
     image: a photo's pixel nearer its edge was blurred from scene the crop does not hold."""
-    name, gamma = (curve, None) if isinstance(curve, str) else curve
-    if name not in CRFS or (name == "gamma") != (gamma is not None):
-        raise ValueError(f"curve must be one of {tuple(c for c in CRFS if c != 'gamma')} or ('gamma', exponent), "
-                         f"got {curve!r}")
-    tone = replace(SensorModel.off(), crf=(name,), **({} if gamma is None else {"gamma": (gamma, gamma)}))
+    if isinstance(curve, str):
+        if curve not in CRFS or curve == "gamma":  # (a gamma curve needs its exponent: tone_params)
+            raise ValueError(f"curve must be one of {tuple(c for c in CRFS if c != 'gamma')} or tone_params(...), "
+                             f"got {curve!r}")
+        curve = replace(SensorModel.off(), crf=(curve,)).sample(sharp.shape[0], 0, device=sharp.device)
     with torch.autocast(sharp.device.type, enabled=False):
         x = sharp.float().clamp(0, 1)
-        params = tone.sample(x.shape[0], 0, device=x.device)
-        return from_linear(blur(to_linear(x, params), kernel.float(), "valid").clamp(0, 1), params)
+        return from_linear(blur(to_linear(x, curve), kernel.float(), "valid").clamp(0, 1), curve)
 
 
 def valid_part(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

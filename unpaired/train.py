@@ -51,11 +51,12 @@ from blursynth.io import atomic_path, first_line
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, WithPhotos,
-                           pairs_curve, synthetic_pairs, usable_pairs, validation_pairs, validation_photos)
+                           synthetic_pairs, usable_pairs, validation_pairs, validation_photos)
 from unpaired.deblur import read_checkpoint, step_checkpoints
 from unpaired.losses import ImagePool, VGGPerceptual, lsgan_loss, pixel_loss, reblur_losses
 from unpaired.models import (KernelBlurGenerator, KernelPredictor, LearnedKernels, PatchDiscriminator, ShakeKernels,
-                             build_generator, generator_spec, init_weights, kernel_centroid, reblur, valid_part)
+                             build_generator, generator_spec, init_weights, kernel_centroid, reblur, tone_params,
+                             valid_part)
 
 
 class CycleGenerators(nn.Module):
@@ -283,8 +284,6 @@ def main(argv: list[str] | None = None) -> dict:
     if master and cfg.mode != "cyclegan" and cfg.pairs and not cfg.val_pairs:  # the split is easy to overlook
         print(f"--pairs {cfg.pairs}: {len(pair_source)} pairs for training, the last {len(val)} held out for "
               "validation (--val-size, or --val-pairs DIR)", file=sys.stderr)
-    # reblur: the pairs are re-blurred through the tone curve they were made with
-    curve = pairs_curve(pair_source) if cfg.mode == "reblur" else None
     if cfg.mode != "cyclegan":
         if pair_source is not None:
             train_set = PairedCrops(pair_source, cfg.crop, cfg.seed, synthetic=False)
@@ -546,6 +545,9 @@ def main(argv: list[str] | None = None) -> dict:
                             losses["loss_perceptual"] = perceptual(out.float(), sharp)
                             loss = loss + cfg.perceptual * losses["loss_perceptual"]
                         if cfg.mode == "reblur":
+                            # (the pairs re-blurred through the curves their manifest records; else sRGB:
+                            # the default recipe's synthetic pairs, lq/ + gt/ folders)
+                            curve = tone_params(batch["crf"].to(device), batch["gamma"]) if "crf" in batch else "srgb"
                             losses.update(reblur_losses(o, blur, sharp, photo, cfg.photo_curve, curve))
                             loss = loss + losses["loss_kernel"] + cfg.lambda_reblur * losses["loss_reblur"]
                     stop_if_diverged(step + 1, {k: [v] for k, v in losses.items()})  # (before its gradients reach Adam)
