@@ -91,8 +91,8 @@ class ReblurNets(nn.Module):
     """G (blurry -> sharp) and K (:class:`~unpaired.models.KernelPredictor`) in one forward, so DDP sees a single call.
 
     ``forward(blur, photo)`` -> ``{"fake_sharp": G(blur), "kernel": K(blur)}`` for the pairs, plus
-    ``"photo_sharp": G(photo)`` and ``"photo_kernel": K(photo)`` (made without autograd) for the photos without sharp twin
-    (``photo`` None: the pairs' blurry images stand in, and G and K run once). ``blur`` and ``photo``
+    ``"photo_sharp": G(photo)`` and ``"photo_kernel": K(photo)`` (made without autograd) for the photos
+    without sharp twin (``photo`` None: the pairs' blurry images stand in, and G and K run once). ``blur`` and ``photo``
     ``(B, 3, H, W)`` in ``[0, 1]``; images come back ``(B, 3, H, W)``, kernels ``(B, k, k)``
     float32 (``k``: K's ``size``, ``--blur-kernel``).
     """
