@@ -5,6 +5,9 @@
     python bench/train.py paired   [--steps N]  # paired training on the embedded defaults, PSNR gain (goal +2 dB, <= 15 min)
     python bench/train.py cyclegan [--steps N]  # CycleGAN on unpaired synthetic domains, PSNR gain (goal +0.5 dB, <= 30 min)
     python bench/train.py cyclegan --blur-model network --steps 1800 --generator resnet   # the reference F
+    python bench/train.py reblur   [--steps N] [--levin DATA] [--blurry DIR --photo-curve C ...]
+                                                # kernel-prediction self-supervision; with --levin, every step
+                                                # checkpoint and the blurry input scored on Levin et al. 2009
 
 ``speed`` times ``python -m unpaired.train --mode cyclegan`` (data, forward, backward, both optimisers,
 image pools, logging) against a bare PyTorch loop of the same networks and losses on random tensors
@@ -16,6 +19,8 @@ override its settings).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from unpaired.config import parse_args, pick_device  # noqa: E402
 from unpaired.data import validation_pairs  # noqa: E402
 from unpaired.deblur import load_generator  # noqa: E402
+from unpaired.evaluate import main as evaluate  # noqa: E402
 from unpaired.losses import ImagePool, lsgan_loss  # noqa: E402
 from unpaired.models import PatchDiscriminator, ResnetGenerator, init_weights  # noqa: E402
 from unpaired.train import main as train  # noqa: E402
@@ -38,6 +44,8 @@ PAIRED_STEPS = 8000
 # cyclegan: steps of its setting below (5-10 min on the idle 2-core CPU: +0.38 dB at 240 steps,
 # +0.56 at 720, +0.66 at 1200)
 CYCLEGAN_STEPS = 1200
+# reblur: the paired defaults' length (3.5 min on one thread without photos, 6.2 with Levin's 32)
+REBLUR_STEPS = 2000
 SETTINGS = {"reference 256px ngf64 9 blocks": (256, 64, 9), "cpu 128px ngf32 6 blocks": (128, 32, 6)}
 
 
@@ -147,33 +155,62 @@ def artefacts(run: Path, argv: list[str]) -> str:
 def quality(args, mode: str) -> None:
     run = Path(args.out) / mode
     common = ["--steps", str(args.steps), "--val-size", str(args.val_size), "--run-dir", str(run), "--overwrite",
-              "--eval-every", str(max(1, args.steps // 5)), "--ckpt-every", str(max(1, args.steps // 5))]
+              "--eval-every", str(max(1, args.steps // 5)), "--ckpt-every", str(max(1, args.steps // 5)),
+              "--keep-last", "5"]  # (the five step checkpoints, which --levin scores)
     # cyclegan: batches of 8 small crops (at batch 1 a discriminator trained alone on these domains
     # stayed near chance, 55-60%, for 600 steps; at batch 8 it reached 91% in 300); the F that draws
     # camera shake of the default recipe, with that F's defaults of 41 px kernels, cycle weight 50 and
     # no identity loss (the reference network F leaves G the identity, then paints specks); the U-Net
     # (the ResNet generator's transposed convolutions left a faint checkerboard: 5x the power of the
     # neighbouring frequencies)
-    extra = [] if mode == "paired" else ["--mode", "cyclegan", "--generator", "unet", "--ngf", "16", "--crop", "64",
-                                          "--batch", "8", "--blur-model", "shake"]
+    extra = {"paired": [], "reblur": ["--mode", "reblur"],
+             "cyclegan": ["--mode", "cyclegan", "--generator", "unet", "--ngf", "16", "--crop", "64", "--batch", "8",
+                          "--blur-model", "shake"]}[mode]
     t = time.time()
     result = train(common + extra + args.rest)
     minutes = (time.time() - t) / 60
     gain = result["val_psnr"] - result["val_psnr_blurry"]
-    goal, limit = (2.0, 15) if mode == "paired" else (0.5, 30)
-    print(f"{mode}: {args.steps} steps in {minutes:.1f} min (budget {limit} min); held-out PSNR "
-          f"{result['val_psnr_blurry']:.2f} dB blurry -> {result['val_psnr']:.2f} dB ({gain:+.2f} dB; goal "
-          f"+{goal} dB: {'met' if gain >= goal and minutes <= limit else 'NOT met'}); SSIM "
-          f"{result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}; samples in {run / 'samples'}")
+    goal = {"paired": (2.0, 15), "cyclegan": (0.5, 30)}.get(mode)  # (reblur: no goal set)
+    verdict = "" if goal is None else (f"; goal +{goal[0]} dB in {goal[1]} min: "
+                                       f"{'met' if gain >= goal[0] and minutes <= goal[1] else 'NOT met'}")
+    print(f"{mode}: {args.steps} steps in {minutes:.1f} min; held-out PSNR {result['val_psnr_blurry']:.2f} dB "
+          f"blurry -> {result['val_psnr']:.2f} dB ({gain:+.2f} dB{verdict}); SSIM {result['val_ssim_blurry']:.4f} -> "
+          f"{result['val_ssim']:.4f}; samples in {run / 'samples'}")
     print(artefacts(run, common + extra + args.rest))
+    if args.levin:
+        levin_table(run, args.levin)
+
+
+def levin_table(run: Path, data: str) -> None:
+    """Levin et al. 2009's protocol (``unpaired.evaluate --benchmark levin``) for the blurry input and
+    every step checkpoint of ``run``, with the photos' re-blur error logged at that step (``--mode
+    reblur --blurry``): synthetic validation, which picks ``best.pt``, need not follow real photos."""
+    logged = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "val_reblur" in record:
+            logged[record["step"]] = record["val_reblur"]
+    print(f"Levin 2009 ({data}): PSNR dB / SSIM / the photos' re-blur error logged at that step")
+    for name, method in [("blurry input", ["--method", "identity"])] + [
+            (f"step {int(p.stem.split('_')[1])}", ["--checkpoint", str(p)])
+            for p in sorted((run / "checkpoints").glob("step_*.pt"))]:
+        with contextlib.redirect_stdout(io.StringIO()):  # (evaluate prints its own table)
+            scores = evaluate(["--benchmark", "levin", "--data", data, "--quiet", *method])
+        step = int(name.split()[1]) if name.startswith("step") else None
+        print(f"  {name:>14}: {scores['psnr']:.2f} / {scores['ssim']:.3f}"
+              + (f" / {logged[step]:.4f}" if step in logged else ""))
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("speed", "paired", "cyclegan"))
+    parser.add_argument("what", choices=("speed", "paired", "cyclegan", "reblur"))
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per setting (speed)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats per setting (speed)")
-    parser.add_argument("--steps", type=int, default=None, help=f"training steps (paired: {PAIRED_STEPS}, cyclegan: {CYCLEGAN_STEPS})")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training steps (paired: {PAIRED_STEPS}, cyclegan: {CYCLEGAN_STEPS}, reblur: {REBLUR_STEPS})")
+    parser.add_argument("--levin", default=None, metavar="DATA",
+                        help="after training, score every step checkpoint on Levin et al. 2009 (the folder with sharp/, "
+                             "blurry/, kernels/)")
     parser.add_argument("--val-size", type=int, default=64, help="held-out pairs")
     parser.add_argument("--out", default="runs/bench")
     parser.add_argument("--device", default="auto", help="speed: auto (default: CUDA when present), cpu or cuda")
@@ -183,7 +220,7 @@ def cli() -> None:
     if args.what == "speed":
         speed(args)
     else:
-        args.steps = args.steps or (PAIRED_STEPS if args.what == "paired" else CYCLEGAN_STEPS)
+        args.steps = args.steps or {"paired": PAIRED_STEPS, "cyclegan": CYCLEGAN_STEPS, "reblur": REBLUR_STEPS}[args.what]
         quality(args, args.what)
 
 
