@@ -753,7 +753,10 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             missing = [c for c in sorted(set(range(chunks)) - set(mine))
                        if not (c in closed and _files_present(out, c, pairs, layout))]
             return {"written": written, "done": pairs - sum(map(size, missing)), "complete": not missing}
-        if len(closed) == chunks:
+        # Another shard's chunk is done when its files are there too, not by its part file alone: with one of
+        # them lost, a --shard run merged the manifest and said "complete" over it.
+        done = {c for c in closed if c in mine or _files_present(out, c, pairs, layout)}
+        if len(done) == chunks:
             _merge(out, chunks)
-        return {"written": written, "done": sum(map(size, closed)), "complete": len(closed) == chunks}
+        return {"written": written, "done": sum(map(size, done)), "complete": len(done) == chunks}
 

@@ -203,6 +203,21 @@ def test_a_shard_run_in_a_finished_folder_does_not_call_another_shards_loss_comp
     assert _snapshot(out) == reference[1]
 
 
+def test_a_shard_run_does_not_merge_over_another_shards_missing_file(tmp_path, photos, recipe_file, reference,
+                                                                    capsys):
+    # in a folder not yet merged, another shard's chunk counted as done from its part file alone: the
+    # --shard 0/2 run merged the manifest and said "20/20 present, complete" with blur/000017.png gone
+    out = tmp_path / "set"
+    _run(out, photos, recipe_file, "--shard", "1/2")
+    (out / "blur" / "000017.png").unlink()
+    capsys.readouterr()
+    _run(out, photos, recipe_file, "--shard", "0/2")
+    said = capsys.readouterr().out
+    assert "16/20 present" in said and not (out / "manifest.jsonl").exists()
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
+
 def test_a_shard_copied_into_a_finished_folder_is_checked_not_trusted(tmp_path, photos, recipe_file, reference,
                                                                       capsys, monkeypatch):
     """Once manifest.jsonl was written, a re-run went by it alone: shard 1/2 of another --seed copied in since (the
