@@ -239,6 +239,9 @@ def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):
     la = [r["loss_reblur"] for r in records(a) if "loss_reblur" in r]
     lb = [r["loss_reblur"] for r in records(b) if "loss_reblur" in r]
     assert len(la) == 4 and lb == pytest.approx(la, rel=1e-5)
+    # best_reblur.pt: the same step either way (a resume carries the score to beat)
+    steps = [torch.load(r / "checkpoints" / "best_reblur.pt", weights_only=False)["step"] for r in (a, b)]
+    assert steps[0] == steps[1]
 
 
 def test_photos_get_a_re_blur_score_at_validation(tmp_path):
@@ -253,6 +256,35 @@ def test_photos_get_a_re_blur_score_at_validation(tmp_path):
     with_photos = iio.imread(run / "samples" / "step_0000002.png")
     without = iio.imread(tmp_path / "none" / "samples" / "step_0000001.png")
     assert with_photos.shape[:2] == (4 * 18 + 2, 3 * 18 + 2) and without.shape[:2] == (2 * 18 + 2, 3 * 18 + 2)
+
+
+def test_best_reblur_holds_the_model_with_the_lowest_re_blur_error_on_the_photos(tmp_path):
+    photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
+    # (a high rate, so that the error goes up and down, and the lowest is not the latest)
+    main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "6", "--eval-every", "1", "--lr", "3e-2",
+                        "--run-dir", str(run)])
+    scores = {r["step"]: r["val_reblur"] for r in records(run) if "val_reblur" in r}
+    best = torch.load(run / "checkpoints" / "best_reblur.pt", weights_only=False)
+    assert len(set(scores.values())) == 6 and best["step"] == min(scores, key=scores.get) < 6
+    assert best["best_reblur"] == min(scores.values())
+    assert (run / "checkpoints" / "best.pt").is_file()  # (still chosen on the pairs' PSNR)
+    main(TINY_REBLUR + ["--steps", "1", "--eval-every", "1", "--run-dir", str(tmp_path / "none")])
+    assert not (tmp_path / "none" / "checkpoints" / "best_reblur.pt").exists()  # no photos, no such choice
+
+
+def test_a_resume_on_other_photos_judges_best_reblur_afresh(tmp_path):
+    photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
+    main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "3", "--stop-at", "2", "--eval-every", "1",
+                        "--run-dir", str(run)])
+    other = tmp_path / "other"
+    other.mkdir()
+    board = (torch.arange(40)[:, None] + torch.arange(40)[None, :]) % 2  # (fine detail: far worse re-blur errors)
+    for i in range(3):
+        write_image(other / f"q{i}.png", board.float().expand(3, 40, 40))
+    main(["--resume", str(run), "--blurry", str(other), "--no-progress"])
+    scores = {r["step"]: r["val_reblur"] for r in records(run) if "val_reblur" in r}
+    assert scores[3] > max(scores[1], scores[2])  # (so only a fresh judgement writes it at step 3)
+    assert torch.load(run / "checkpoints" / "best_reblur.pt", weights_only=False)["step"] == 3
 
 
 def test_photos_given_only_on_resume_are_named(tmp_path, capsys):

@@ -32,8 +32,8 @@ PER_INVOCATION = ("stop_at", "resume", "progress", "overwrite")  # not inherited
 # What a killed write leaves in a run folder (blursynth.io.atomic_path's temporaries): removed on --resume.
 RUN_TEMPORARIES = tuple(map(temporary_glob, ("metrics.jsonl", "config.json", "checkpoints/*.pt", "samples/step_*.png")))
 # What a run writes in its folder (--overwrite removes these and nothing else).
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt", "samples/step_*.png",
-             *RUN_TEMPORARIES)
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints/step_*.pt", "checkpoints/best.pt",
+             "checkpoints/best_reblur.pt", "samples/step_*.png", *RUN_TEMPORARIES)
 # Fixed by a run's checkpoint: the networks' shapes and Adam's betas, which loading the checkpoint
 # would fail on or silently restore (so would the image pools their size: --pool-size was ignored,
 # while config.json recorded it). A resume may change anything else (e.g. --steps; --lr, the fix for

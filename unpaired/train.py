@@ -14,7 +14,8 @@ One loop, read top to bottom: options -> processes/device -> data -> models -> o
 
 Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record per log/evaluation),
 ``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
-``--keep-last``) and ``checkpoints/best.pt`` (highest validation PSNR). Checkpoints hold models,
+``--keep-last``), ``checkpoints/best.pt`` (highest validation PSNR) and, in reblur mode with photos,
+``checkpoints/best_reblur.pt`` (lowest re-blur error on them). Checkpoints hold models,
 optimisers, schedulers, AMP scaler, every rank's image pools and RNG state, and the step, so ``--resume RUN_DIR`` continues exactly
 where the run stopped. A new run in a folder that holds one is refused unless ``--overwrite`` (which
 removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
@@ -308,11 +309,13 @@ def main(argv: list[str] | None = None) -> dict:
                   for k, v in names.items()}
     # ... and of the validation images, which best.pt's score was measured on: another --val-size,
     # --val-crop, --val-pairs or --seed on resume makes scores that cannot be compared with it.
-    digest = hashlib.sha256()
-    for item in val:
-        for k in sorted(item):
-            digest.update(item[k].cpu().contiguous().numpy().tobytes())
-    val_digest = (len(val), digest.hexdigest())
+    def images_digest(items: list[dict]) -> tuple[int, str]:
+        digest = hashlib.sha256()
+        for item in items:
+            for k in sorted(item):
+                digest.update(item[k].cpu().contiguous().numpy().tobytes())
+        return len(items), digest.hexdigest()
+    val_digest, photos_digest = images_digest(val), images_digest(val_photos)  # (the latter: best_reblur.pt's)
 
     # ---- models (seeded init, then the same weights on every rank)
     spec = generator_spec(cfg)
@@ -349,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
              "blur": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 1)}
 
     # ---- resume (else: seed the global RNG, which draws the kernels and noise of a kernel-blur F)
-    start, best = 0, -float("inf")
+    start, best, best_reblur = 0, -float("inf"), float("inf")
     end = cfg.steps if cfg.stop_at < 0 else min(cfg.steps, cfg.stop_at)
     torch.manual_seed(cfg.seed * 1000 + rank)
     if state is not None:
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
             torch.set_rng_state(mine["torch"].cpu())  # map_location may have moved it to the GPU
             if device.type == "cuda" and mine.get("cuda") is not None:
                 torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
-        start, best = state["step"], state["best"]
+        start, best, best_reblur = state["step"], state["best"], state.get("best_reblur", float("inf"))
         if start > end:  # (name the option that set the end: blaming "--stop-at -1" for a short --steps misled)
             option = f"--stop-at {cfg.stop_at}" if 0 < cfg.stop_at < cfg.steps else f"--steps {cfg.steps}"
             raise ValueError(f"{option}: the run in {run} is already at step {start}")
@@ -396,6 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
                       f"--val-pairs or --seed); best.pt's {best:.2f} dB was measured on the others, so the next "
                       "validation starts the best afresh", file=sys.stderr)
             best = -float("inf")
+        if tuple(state.get("validation_photos", photos_digest)) != photos_digest:
+            best_reblur = float("inf")  # (best_reblur.pt's score was measured on other photos)
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
             _keep_last(ckpt_dir, cfg.keep_last)  # (a run killed between writing a checkpoint and removing the oldest)
@@ -438,8 +443,9 @@ def main(argv: list[str] | None = None) -> dict:
             pool_states, rng_states = [g[0] for g in gathered], [g[1] for g in gathered]
         if not master:
             return
-        state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best, "data_files": data_files,
-                 "validation": val_digest, **trained(),
+        state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best,
+                 "best_reblur": best_reblur, "data_files": data_files,
+                 "validation": val_digest, "validation_photos": photos_digest, **trained(),
                  "schedulers": {k: s.state_dict() for k, s in scheds.items()},
                  "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
@@ -618,6 +624,11 @@ def main(argv: list[str] | None = None) -> dict:
                     if record.get("val_psnr", -float("inf")) > best:
                         best = record["val_psnr"]
                         checkpoint(done, "best.pt")  # master only: pools of rank 0 alone
+                    # reblur: the model whose output re-blurs best into the photos, a choice made on them, not
+                    # on synthetic pairs (on Levin's photos it picked a better model than best.pt; see README)
+                    if record.get("val_reblur", float("inf")) < best_reblur:
+                        best_reblur = record["val_reblur"]
+                        checkpoint(done, "best_reblur.pt")
                 if save:
                     checkpoint(done)
                 if stop:
