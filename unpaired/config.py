@@ -118,7 +118,7 @@ class TrainConfig:
     log_every: int = 50
     eval_every: int = 250                  # validation PSNR/SSIM and a sample grid every N steps
     ckpt_every: int = 500
-    keep_last: int = 3                     # checkpoints kept besides best.pt
+    keep_last: int = 3                     # checkpoints kept besides best.pt (and reblur's best_reblur.pt)
     stop_at: int = -1                      # stop (with a checkpoint) after this step; -1: run to `steps`
     resume: str | None = None              # run folder to continue from its latest checkpoint
     overwrite: bool = False                # replace a run already in run_dir (else starting there is refused)
