@@ -1,6 +1,5 @@
 """Metrics: planted shifts are found, PSNR/SSIM basics, kernel similarity, error ratio."""
 
-
 import numpy as np
 import pytest
 import torch
