@@ -16,6 +16,7 @@ from blursynth.io import write_image
 from blursynth.sensor import CRFS, linear_to_srgb, srgb_to_linear
 from unpaired.data import PairedCrops, tone_of
 from unpaired.deblur import load_generator
+from unpaired.deblur import main as deblur_main
 from unpaired.losses import reblur_losses
 from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, tone_params, valid_part
 from unpaired import train as train_module
@@ -258,7 +259,7 @@ def test_photos_get_a_re_blur_score_at_validation(tmp_path):
     assert with_photos.shape[:2] == (4 * 18 + 2, 3 * 18 + 2) and without.shape[:2] == (2 * 18 + 2, 3 * 18 + 2)
 
 
-def test_best_reblur_holds_the_model_with_the_lowest_re_blur_error_on_the_photos(tmp_path):
+def test_best_reblur_holds_the_model_with_the_lowest_re_blur_error_on_the_photos(tmp_path, capsys):
     photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
     # (a high rate, so that the error goes up and down, and the lowest is not the latest)
     main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "6", "--eval-every", "1", "--lr", "3e-2",
@@ -268,6 +269,12 @@ def test_best_reblur_holds_the_model_with_the_lowest_re_blur_error_on_the_photos
     assert len(set(scores.values())) == 6 and best["step"] == min(scores, key=scores.get) < 6
     assert best["best_reblur"] == min(scores.values())
     assert (run / "checkpoints" / "best.pt").is_file()  # (still chosen on the pairs' PSNR)
+    # deblur given the run folder takes best.pt, and names the other choice
+    write_image(tmp_path / "in" / "a.png", torch.rand(3, 24, 24))
+    assert deblur_main([str(tmp_path / "in" / "a.png"), "--checkpoint", str(run), "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().err
+    assert f"checkpoint: {run / 'checkpoints' / 'best.pt'} (the run's other choice" in said
+    assert str(run / "checkpoints" / "best_reblur.pt") in said
     main(TINY_REBLUR + ["--steps", "1", "--eval-every", "1", "--run-dir", str(tmp_path / "none")])
     assert not (tmp_path / "none" / "checkpoints" / "best_reblur.pt").exists()  # no photos, no such choice
 

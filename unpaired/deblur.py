@@ -66,6 +66,17 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+def checkpoint_note(given: str | Path, chosen: Path) -> str | None:
+    """The stderr line naming the file a run folder ``given`` stood for (:func:`checkpoint_file`), with
+    a reblur run's other choice beside ``best.pt``; None when ``given`` named the file itself."""
+    if Path(given) == chosen:
+        return None
+    other = chosen.parent / "best_reblur.pt"
+    also = (f" (the run's other choice, chosen on its photos' re-blur error rather than on the pairs: {other})"
+            if chosen.name == "best.pt" and other.is_file() else "")
+    return f"checkpoint: {chosen}{also}"
+
+
 def read_checkpoint(path: Path, keys: tuple[str, ...], name: str, map_location="cpu") -> dict:
     """A checkpoint of ``unpaired.train`` loaded as tensors and plain containers only, with ``keys``.
     Anything else raises ValueError with one line that starts with ``name``: a file that is no
@@ -331,8 +342,8 @@ def _run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if checkpoint != Path(args.checkpoint):
-        print(f"checkpoint: {checkpoint}", file=sys.stderr)
+    if (note := checkpoint_note(args.checkpoint, checkpoint)) is not None:
+        print(note, file=sys.stderr)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

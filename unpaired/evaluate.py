@@ -47,7 +47,7 @@ from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_imag
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device, refuse
-from .deblur import checkpoint_file
+from .deblur import checkpoint_file, checkpoint_note
 from .inference import load_restorer
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -544,8 +544,8 @@ def _run(args: argparse.Namespace) -> dict:
     except (EvaluationError, ImageError, ConfigError) as exc:
         refuse(exc)
     images = result.pop("images")
-    if args.checkpoint and method != str(args.checkpoint):  # a run folder: name the file it stands for
-        print(f"checkpoint: {method}", file=sys.stderr)
+    if args.checkpoint and (note := checkpoint_note(args.checkpoint, Path(method))) is not None:
+        print(note, file=sys.stderr)  # (a run folder: the file it stands for)
     result.update(benchmark=args.benchmark, method=method, radius=radius, border=border)
     print(format_table(result))  # first: the scores stay on screen if a write below fails
     if args.json:
