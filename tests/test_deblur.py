@@ -107,6 +107,22 @@ def checkpoint(tmp_path_factory):
     return run / "checkpoints" / "step_0000001.pt"
 
 
+def test_a_model_that_outputs_nan_writes_nothing_and_says_why(tmp_path, checkpoint, capsys):
+    # a float TIFF was written with the NaN values as they were; an 8-bit PNG failed naming no cause
+    state = torch.load(checkpoint, weights_only=True)
+    for v in state["models"]["G"].values():
+        if v.is_floating_point():
+            v.fill_(float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    iio.imwrite(tmp_path / "float.tif", np.random.default_rng(0).random((17, 22, 3)).astype(np.float32))
+    write_image(tmp_path / "a.png", np.random.default_rng(1).random((3, 20, 20)).astype(np.float32))
+    assert main([str(tmp_path / "float.tif"), str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "nan.pt"),
+                 "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "float.tif: the network's output holds 1122 NaN or infinite values" in err and "a.png: the network's" in err
+    assert not list((tmp_path / "out").glob("*"))
+
+
 def test_cli_keeps_size_format_and_bit_depth(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(0)
     write_image(tmp_path / "in" / "rgb16.tif", rng.random((3, 37, 53)).astype(np.float32), bits=16)

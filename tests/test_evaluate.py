@@ -130,6 +130,18 @@ def test_restorer_hook_with_kernel_estimates(tmp_path):
                               progress=False)
 
 
+def test_a_restoration_with_nan_or_inf_is_refused_naming_the_image(tmp_path):
+    # a diverged model's NaN outputs were scored: NaN means, printed as results, exit status 0
+    pairs = evaluate.levin_pairs(_write_levin(tmp_path / "levin", n_images=1, n_kernels=2))
+    for value in (float("nan"), float("inf")):
+        def broken(blurry, kernel, value=value):
+            out = blurry.clone()
+            out[..., 3, 4] = value
+            return out
+        with pytest.raises(evaluate.EvaluationError, match=r"im1_kernel1.png: the restoration holds 1 NaN or infinite"):
+            evaluate.evaluate(pairs, broken, channels=1, progress=False)
+
+
 def test_checkpoint_is_scored_through_its_generator(tmp_path, capsys):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
     run = tmp_path / "run"

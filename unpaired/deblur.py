@@ -242,6 +242,10 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
                          "rename it to the suffix of its format or convert it to 16-bit PNG or TIFF")
     image = torch.from_numpy(array)[None].to(device).expand(-1, 3, -1, -1)  # the network sees RGB
     out = deblur_image(net, image, tile, overlap, factor, progress=progress)[0].cpu().numpy()
+    bad = int((~np.isfinite(out)).sum())
+    if bad:  # (a float TIFF took them as they were; 8/16-bit writes named no cause)
+        raise ImageError(f"{src}: the network's output holds {bad} NaN or infinite values; the checkpoint "
+                         "diverged or is damaged: use an earlier one")
     if gray:
         out = out.mean(0, keepdims=True)
     if bits == 32 and dst.suffix.lower() in (".tif", ".tiff"):  # float TIFF in, float TIFF out

@@ -319,6 +319,10 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
         if restored.shape != sharp.shape:
             raise EvaluationError(f"{pair.blurry}: the method returned {tuple(restored.shape)}, expected "
                                   f"{tuple(sharp.shape)}")
+        bad = int((~torch.isfinite(restored)).sum())
+        if bad:  # (scored, they made NaN means, printed as results with exit status 0)
+            raise EvaluationError(f"{pair.blurry}: the restoration holds {bad} NaN or infinite values; the model "
+                                  "or method diverged or is damaged (for a checkpoint, score an earlier one)")
         scores = metrics.levin_scores(restored.float(), sharp, radius=radius, border=border)
         record = {"name": pair.name, "psnr": float(scores["psnr"][0]), "ssim": float(scores["ssim"][0]),
                   "error_ratio": None, "shift": [round(float(v), 3) for v in scores["shift"][0]],
