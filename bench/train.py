@@ -184,12 +184,18 @@ def quality(args, mode: str) -> None:
 def levin_table(run: Path, data: str) -> None:
     """Levin et al. 2009's protocol (``unpaired.evaluate --benchmark levin``) for the blurry input and
     every step checkpoint of ``run``, with the photos' re-blur error logged at that step (``--mode
-    reblur --blurry``): synthetic validation, which picks ``best.pt``, need not follow real photos."""
+    reblur --blurry``) and which of ``best.pt`` (synthetic validation, which need not follow real
+    photos) and ``best_reblur.pt`` (the photos' re-blur error) hold that step."""
     logged = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         if "val_reblur" in record:
             logged[record["step"]] = record["val_reblur"]
+    chosen = {}  # step -> the best*.pt files that hold it
+    for name in ("best.pt", "best_reblur.pt"):
+        if (run / "checkpoints" / name).is_file():
+            step = torch.load(run / "checkpoints" / name, map_location="cpu", weights_only=True)["step"]
+            chosen.setdefault(step, []).append(name)
     print(f"Levin 2009 ({data}): PSNR dB / SSIM / the photos' re-blur error logged at that step")
     for name, method in [("blurry input", ["--method", "identity"])] + [
             (f"step {int(p.stem.split('_')[1])}", ["--checkpoint", str(p)])
@@ -198,7 +204,8 @@ def levin_table(run: Path, data: str) -> None:
             scores = evaluate(["--benchmark", "levin", "--data", data, "--quiet", *method])
         step = int(name.split()[1]) if name.startswith("step") else None
         print(f"  {name:>14}: {scores['psnr']:.2f} / {scores['ssim']:.3f}"
-              + (f" / {logged[step]:.4f}" if step in logged else ""))
+              + (f" / {logged[step]:.4f}" if step in logged else "")
+              + (f"  ({', '.join(chosen[step])})" if step in chosen else ""))
 
 
 def cli() -> None:
