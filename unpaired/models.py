@@ -301,7 +301,8 @@ def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str | SensorParams 
         if curve not in CRFS or curve == "gamma":  # (a gamma curve needs its exponent: tone_params)
             raise ValueError(f"curve must be one of {tuple(c for c in CRFS if c != 'gamma')} or tone_params(...), "
                              f"got {curve!r}")
-        curve = replace(SensorModel.off(), crf=(curve,)).sample(sharp.shape[0], 0, device=sharp.device)
+        n = sharp.shape[0]
+        curve = tone_params(torch.full((n,), CRFS.index(curve), device=sharp.device), torch.ones(n))
     with torch.autocast(sharp.device.type, enabled=False):
         x = sharp.float().clamp(0, 1)
         return from_linear(blur(to_linear(x, curve), kernel.float(), "valid").clamp(0, 1), curve)
