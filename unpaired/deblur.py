@@ -160,8 +160,9 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     # Tiles start on the network's grid of `factor` px (strides and context pads multiples of it), so a
     # network that downsamples pools a tile's pixels as it pools the whole image's: the overlap is
     # rounded up to a multiple of `factor`, unless that reaches the tile.
-    if math.ceil(overlap / factor) * factor < tile:
-        overlap = math.ceil(overlap / factor) * factor
+    aligned = math.ceil(overlap / factor) * factor
+    if aligned < tile:
+        overlap = aligned
     b, c, h, w = image.shape
     th, sy, ny, top = _axis_tiles(h, tile, overlap, factor)
     tw, sx, nx, left = _axis_tiles(w, tile, overlap, factor)

@@ -93,9 +93,9 @@ class ReblurNets(nn.Module):
 
     ``forward(blur, photo)`` -> ``{"fake_sharp": G(blur), "kernel": K(blur)}`` for the pairs, plus
     ``"photo_sharp": G(photo)`` and ``"photo_kernel": K(photo)`` (made without autograd) for the photos
-    without sharp twin (``photo`` None: the pairs' blurry images stand in, and G and K run once). ``blur`` and ``photo``
-    ``(B, 3, H, W)`` in ``[0, 1]``; images come back ``(B, 3, H, W)``, kernels ``(B, k, k)``
-    float32 (``k``: K's ``size``, ``--blur-kernel``).
+    without sharp twin (``photo`` None: the pairs' blurry images stand in, and G and K run once).
+    ``blur`` and ``photo`` ``(B, 3, H, W)`` in ``[0, 1]``; images come back ``(B, 3, H, W)``, kernels
+    ``(B, k, k)`` float32 (``k``: K's ``size``, ``--blur-kernel``).
     """
 
     def __init__(self, g: nn.Module, k: nn.Module):
