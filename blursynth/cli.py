@@ -158,12 +158,16 @@ def _hold(folder: Path) -> int | None:
     return fd
 
 
+STAGING_GRACE_S = 60.0  # see _StagedDir._remove_killed_runs_folders
+
+
 class _StagedDir:
     """A temporary folder beside ``out`` that replaces ``out`` only on success.
 
     A run killed outright (SIGKILL, a crash) cannot remove its staged folder, nor the old ``out`` it
-    was deleting: the next run with that ``out`` does. Each run holds a lock on its folders, so a
-    run still writing (one with the same ``--out``, started at the same time) keeps its own.
+    was deleting: the next run with that ``out`` does, once they are a minute old. Each run holds a
+    lock on its folders, so a run still writing (one with the same ``--out``, started at the same
+    time) keeps its own.
     """
 
     def __init__(self, out: Path):
@@ -186,10 +190,17 @@ class _StagedDir:
 
     def _remove_killed_runs_folders(self) -> None:
         """Delete the staged folders (``.NAME.XXXXXXXX.tmp``) and old outputs (``.NAME.old-PID``) that
-        runs killed outright left beside ``out``: those no live run holds."""
+        runs killed outright left beside ``out``: those no live run holds, and none changed in the last
+        :data:`STAGING_GRACE_S` seconds (a run starting beside this one has made its folder but may not
+        hold it yet: ``mkdtemp`` and the lock are two steps)."""
         name = re.compile(rf"\.{re.escape(self.out.name)}\.([a-z0-9_]{{8}}\.tmp|old-\d+)")
         for path in self.out.parent.iterdir():
             if path == self.tmp or not name.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+                continue
+            try:
+                if time.time() - path.stat().st_mtime < STAGING_GRACE_S:
+                    continue
+            except OSError:  # (gone meanwhile: its run finished)
                 continue
             fd = _hold(path)
             if fd is not None:

@@ -289,15 +289,20 @@ def test_the_next_run_removes_what_runs_killed_outright_left_behind(tmp_path):
     for folder in killed:
         (folder / ".kernels.abcdefgh.parts").mkdir(parents=True)
         (folder / ".kernels.abcdefgh.parts" / "kernels.npy").write_bytes(b"x" * 100)
+        os.utime(folder, (time.time() - 3600,) * 2)  # killed an hour ago
     live = tmp_path / ".out.l1ve_run.tmp"  # a run with the same --out, still writing
     live.mkdir()
+    os.utime(live, (time.time() - 3600,) * 2)  # (its lock alone keeps it)
+    # a run that started at the same instant: mkdtemp has made its folder, flock not yet taken
+    starting = tmp_path / ".out.st4rt1ng.tmp"
+    starting.mkdir()
     fd = os.open(live, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         assert _generate(tmp_path)[0] == 0
     finally:
         os.close(fd)
-    assert sorted(os.listdir(tmp_path)) == [".out.l1ve_run.tmp", "out"]
+    assert sorted(os.listdir(tmp_path)) == [".out.l1ve_run.tmp", ".out.st4rt1ng.tmp", "out"]
 
 
 def test_a_run_the_disk_cannot_hold_is_refused_at_its_first_chunk(capsys, tmp_path, monkeypatch):
