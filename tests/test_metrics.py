@@ -91,6 +91,16 @@ def test_bad_input():
         metrics.align(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64), radius=10, border=5)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("which", ["x", "ref"])
+def test_align_refuses_non_finite_images(bad, which):
+    # NaN compares false with every score, so the search returned the shift (-r, -r) as if it were found
+    images = {"x": torch.rand(1, 3, 64, 64), "ref": torch.rand(1, 3, 64, 64)}
+    images[which][0, 1, 30, 30] = bad
+    with pytest.raises(ValueError, match=f"{which} holds NaN or infinite values"):
+        metrics.align(images["x"], images["ref"], radius=3, border=8)
+
+
 def test_psnr_and_ssim_of_an_empty_batch_are_empty():
     """psnr of a batch of no images raised 'stack expects a non-empty TensorList' while ssim gave (0,)."""
     x = torch.rand(0, 3, 16, 16)

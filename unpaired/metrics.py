@@ -121,6 +121,9 @@ def align(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15
     Returns:
         ``(aligned x (B, C, H, W), shift (B, 2))`` in ``x``'s dtype with ``aligned[p] = x[p + shift]``,
         ``shift`` within ``radius + 3 * sum(subpixel)`` of 0.
+
+    Raises:
+        ValueError: shapes differ, bad ``radius``/``border``, images too small, or non-finite values.
     """
     _check_pair(x, ref)
     _check_pixels("radius", radius)
@@ -130,6 +133,10 @@ def align(x: torch.Tensor, ref: torch.Tensor, radius: int = 10, border: int = 15
                          "stay inside the image")
     if min(x.shape[-2:]) <= 2 * border:
         raise ValueError(f"image {tuple(x.shape[-2:])} too small for a {border} px border")
+    for name, image in (("x", x), ("ref", ref)):  # (NaN compares false everywhere: the search gave (-r, -r))
+        if not torch.isfinite(image).all():
+            raise ValueError(f"{name} holds NaN or infinite values, so no shift can be scored; "
+                             "align finite images")
     b = x.shape[0]
     if b == 0 or x.shape[1] == 0:  # (no images, or no channels: conv2d refuses zero groups)
         return x.clone(), x.new_zeros(b, 2)
