@@ -221,9 +221,11 @@ def _decoding(path: Path):
         if path.suffix.lower() not in IMAGE_SUFFIXES:  # a stray notes.txt: the decoder's complaint would only confuse
             raise ImageError(f"{path}: not a readable image ({path.suffix or 'no suffix'}; the formats read are "
                              f"{', '.join(sorted(IMAGE_SUFFIXES))}); remove it or convert it to PNG or JPEG") from None
-        # (imageio appends plugin install hints)
-        raise ImageError(f"{path}: cannot be read as an image ({type(exc).__name__}: {first_line(exc)}); "
-                         "remove it or re-export it as PNG or JPEG") from None
+        # (imageio appends plugin install hints, and says "Could not find a backend to open `x.png``
+        # with iomode `r`" when no decoder knows the contents: plugins, backends and iomodes are its words)
+        why = (f"no decoder recognises its contents as {path.suffix} or another format: not an image, or damaged"
+               if "could not find a backend" in str(exc).lower() else f"{type(exc).__name__}: {first_line(exc)}")
+        raise ImageError(f"{path}: cannot be read as an image ({why}); remove it or re-export it as PNG or JPEG") from None
 
 
 def first_line(message) -> str:
