@@ -381,3 +381,25 @@ def test_a_point_becomes_the_kernel_placed_on_it_and_moves_by_the_kernels_centre
         def centroid(a):
             return np.array([(a * xs).sum(), (a * ys).sum()]) / a.sum()
         np.testing.assert_allclose(centroid(blurred) - centroid(image), shift, atol=1e-9)
+
+
+@pytest.mark.parametrize("boundary", ["valid", "reflect", "circular"])
+def test_thread_count_does_not_change_the_bytes(boundary):
+    """`blursynth dataset --workers 1` blurs with torch's default threads, each of `--workers 2` with
+    one, and the two must write the same bytes: the transforms MKL splits across threads (the slabs
+    of a 1280x720 image, the one real transform of a smaller one) must round as on one thread."""
+    g = torch.Generator().manual_seed(12)
+    threads = torch.get_num_threads()
+    for shape, size, slabs in (((1, 3, 720, 1280), 31, True), ((2, 3, 300, 200), 9, False)):
+        x, k = torch.rand(shape, generator=g), torch.rand(shape[0], size, size, generator=g)
+        assert (_slab_plan(x, k[:, None], boundary) is not None) == slabs
+        y = torch.rand_like(blur(x, k, boundary))
+        out = []
+        try:
+            for n in (1, 2, 3):
+                torch.set_num_threads(n)
+                out.append((blur(x, k, boundary), blur_adjoint(y, k, boundary)))
+        finally:
+            torch.set_num_threads(threads)
+        for n, (blurred, adjoint) in zip((2, 3), out[1:]):
+            assert torch.equal(blurred, out[0][0]) and torch.equal(adjoint, out[0][1]), (shape, n)

@@ -482,3 +482,25 @@ def test_an_unclipped_float_sensor_gives_blur_outside_0_1_as_documented():
     assert float(blur.max()) > 1 or float(blur.min()) < 0
     for doc in (SyntheticPairs.__doc__, make_pairs.__doc__):
         assert "outside [0, 1] where" in doc and 'clip = false`` with ``bits = "off"``' in " ".join(doc.split())
+
+
+@pytest.mark.parametrize("mode", ["uniform", "projective"])
+def test_thread_count_does_not_change_a_pair(mode):
+    # `blursynth dataset --workers 1` makes pairs with torch's default threads, each worker of --workers 2
+    # with one: a crop large enough for the slab transform, with every sensor step on, must come out the same.
+    from blursynth.blur import _slab_plan
+    recipe = _recipe(crop=600, kernel={"size": 31}, camera={"frame_px": [720, 1280]},
+                     blur={"mode": mode, "grid": [2, 2]}, sensor={"bayer": ["RGGB"], "jpeg_quality": [60, 90]})
+    if mode == "uniform":
+        assert _slab_plan(torch.zeros(1, 3, *recipe.input_size), torch.zeros(1, 1, 31, 31), "valid") is not None
+    threads = torch.get_num_threads()
+    made = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            made.append(make_pairs(recipe, [3], seed=4))
+    finally:
+        torch.set_num_threads(threads)
+    assert made[0]["records"] == made[1]["records"]
+    for key in ("sharp", "blur", "kernel"):
+        assert torch.equal(made[0][key], made[1][key]), key
