@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, pnm_bytes, probe_image,
-                          probe_images, read_image, read_npz, temporary_glob, temporary_target, to_uint, write_image)
+                          probe_images, read_image, read_npz, read_samples, temporary_glob, temporary_target, to_float,
+                          to_uint, write_image)
 
 
 def _ramp(h=12, w=10, c=3, top=255):
@@ -728,3 +731,32 @@ def test_probe_images_refuses_one_path_and_bad_thread_counts(tmp_path):
         with pytest.raises(ValueError, match="threads must be an integer >= 1"):
             probe_images([tmp_path / "a.png"], threads=bad)
     assert probe_images([tmp_path / "a.png"], threads=np.int64(2)) == [(12, 10)]
+
+
+_SAMPLE_FILES = {  # name -> samples (H, W[, C]) of the file's own type
+    "rgb.png": _ramp(23, 17, 3), "rgba.png": _ramp(23, 17, 4), "gray.png": _ramp(23, 17, 1)[:, :, 0],
+    "gray_alpha.png": _ramp(23, 17, 2), "rgb16.png": _ramp(23, 17, 3, 65535), "gray16.png": _ramp(23, 17, 1, 65535)[:, :, 0],
+    "rgb.tif": _ramp(23, 17, 3).astype(np.float32) / 300, "int32.tif": _ramp(23, 17, 1, 65535)[:, :, 0].astype(np.int32) - 999,
+}
+
+
+@settings(max_examples=30, deadline=None)
+@given(name=st.sampled_from(sorted(_SAMPLE_FILES)), channels=st.sampled_from([1, 3, None]),
+       y=st.integers(0, 22), x=st.integers(0, 16), h=st.integers(1, 23), w=st.integers(1, 17))
+def test_a_window_of_the_samples_converts_as_read_image_converts_it(tmp_path_factory, name, channels, y, x, h, w):
+    # blursynth dataset and the trainers convert only the crop they take of a photo: it must hold the
+    # values read_image gives that window, for every sample type and channel choice
+    import imageio.v3 as iio
+    path = tmp_path_factory.getbasetemp() / f"window_{name}"
+    if not path.exists():
+        data = _SAMPLE_FILES[name]
+        if name.endswith(".png"):
+            path.write_bytes(png_bytes(data))
+        else:
+            iio.imwrite(path, data)
+    whole, bits = read_image(path, channels)
+    samples = read_samples(path)
+    assert samples.dtype == _SAMPLE_FILES[name].dtype or name.endswith(".tif")
+    window, window_bits = to_float(samples[y:y + h, x:x + w], channels, path)
+    assert window_bits == bits and window.flags.c_contiguous
+    assert np.array_equal(window, whole[:, y:y + h, x:x + w])
