@@ -504,3 +504,27 @@ def test_thread_count_does_not_change_a_pair(mode):
     assert made[0]["records"] == made[1]["records"]
     for key in ("sharp", "blur", "kernel"):
         assert torch.equal(made[0][key], made[1][key]), key
+
+
+def test_photo_crops_equal_the_read_image_window(tmp_path):
+    # Only each crop is converted to float (not the whole photo): every file type must give the values
+    # read_image gives that window, whichever photos a batch draws, in any order.
+    import imageio.v3 as iio
+    from PIL import Image
+    rs = np.random.RandomState(3)
+    iio.imwrite(tmp_path / "rgba.png", (rs.rand(60, 70, 4) * 255).astype(np.uint8))
+    iio.imwrite(tmp_path / "gray16.png", (rs.rand(55, 64) * 65535).astype(np.uint16))
+    iio.imwrite(tmp_path / "photo.jpg", (rs.rand(64, 66, 3) * 255).astype(np.uint8), quality=90)
+    Image.fromarray((rs.rand(50, 60, 3) * 255).astype(np.uint8)).convert("P").save(tmp_path / "palette.png")
+    recipe = _recipe(sensor=SENSOR_OFF)
+    folder = ImageFolder.scan(tmp_path, recipe.input_size)
+    assert len(folder.files) == 4
+    made = make_pairs(recipe, range(24), 2, folder)
+    m = recipe.margin
+    assert len({rec["source"]["image"] for rec in made["records"]}) == 4
+    for k, rec in enumerate(made["records"]):
+        x, y, w, h = rec["source"]["box"]
+        photo = torch.from_numpy(read_image(tmp_path / rec["source"]["image"])[0])
+        assert torch.equal(made["sharp"][k], photo[:, y:y + h, x:x + w]), rec["source"]
+        alone = make_pairs(recipe, [k], 2, folder)
+        assert torch.equal(alone["blur"][0], made["blur"][k]) and alone["records"][0] == rec

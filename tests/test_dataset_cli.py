@@ -502,14 +502,14 @@ def test_png_with_sound_crcs_but_corrupt_data_is_skipped_at_the_scan(tmp_path, p
 def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, recipe_file, capsys, monkeypatch):
     from blursynth import pairs
     from blursynth.io import ImageError
-    real_read = pairs.read_image
+    real_read = pairs.read_samples
 
     def damaged(path, *args, **kwargs):  # as if rgb.png were damaged after the scan
         if Path(path).name == "rgb.png":
             raise ImageError(f"{path}: cannot be read as an image (OSError: broken); remove it or re-export it")
         return real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(pairs, "read_image", damaged)
+    monkeypatch.setattr(pairs, "read_samples", damaged)
     _run(tmp_path / "set", photos, recipe_file, expect=2)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "rgb.png" in err

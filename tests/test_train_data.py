@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unpaired.data import (StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop, seed_b, synthetic_pairs,
-                           synthetic_sharp)
+from unpaired.data import (FolderImages, StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop, seed_b,
+                           synthetic_pairs, synthetic_sharp)
 
 
 @given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5), st.integers(1, 4))
@@ -157,3 +157,20 @@ def test_validation_crops_do_not_keep_their_whole_images():
             assert crop[k].shape == (3, 64, 64) and torch.equal(crop[k], item[k][:, item[k].shape[1] // 2 - 32:][:, :64,
                                                                                    item[k].shape[2] // 2 - 32:][:, :, :64])
             assert crop[k].untyped_storage().nbytes() == 3 * 64 * 64 * 4
+
+
+def test_a_photo_crop_converts_only_the_crop_to_the_same_values(tmp_path):
+    # FolderImages.random_crop (every CycleGAN and reblur step's photos) decodes the photo and converts
+    # only the crop to float: it must equal random_crop of the whole photo read_image gives, flips included
+    import imageio.v3 as iio
+    rs = np.random.RandomState(5)
+    iio.imwrite(tmp_path / "a.png", (rs.rand(40, 57, 4) * 255).astype(np.uint8))  # RGBA: composited over white
+    iio.imwrite(tmp_path / "b.jpg", (rs.rand(33, 36) * 255).astype(np.uint8))      # gray: repeated to RGB
+    photos = FolderImages(tmp_path, "--blurry", 16)
+    for p in range(24):  # (about half of them flipped)
+        for i in range(len(photos)):
+            crop = photos.random_crop(i, 16, 7, p, stream=5)
+            (expected,) = random_crop([photos[i]], 16, 7, p, stream=5)
+            assert torch.equal(crop, expected) and crop.is_contiguous()
+    with pytest.raises(Exception, match="a.png: 57x40 is smaller than --crop 41"):
+        photos.random_crop(0, 41, 7, 0)
