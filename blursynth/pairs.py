@@ -201,13 +201,15 @@ def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder
     s = component_seed(seed, "source")
     u = rng.uniform(s, index.cpu(), (3,), stream=0, dtype=torch.float64)
     pick = (u[:, 0] * len(folder.files)).long().clamp_max(len(folder.files) - 1).tolist()
-    n = len(pick)
+    n, drew = len(pick), {}
+    for k, j in enumerate(pick):
+        drew.setdefault(j, []).append(k)
     crops, full, corner, records = [None] * n, [None] * n, [None] * n, [None] * n
-    for j in dict.fromkeys(pick):  # each photo decoded once for the items that drew it
+    for j, items in drew.items():  # each photo decoded once for the items that drew it
         path = folder.root / folder.files[j]
         samples = read_samples(path)
         h, w = samples.shape[:2]
-        for k in (k for k, jk in enumerate(pick) if jk == j):
+        for k in items:
             x0 = min(int(u[k, 1] * (w - win + 1)), w - win)
             y0 = min(int(u[k, 2] * (h - hin + 1)), h - hin)
             # only the crop is converted to float: a whole 12 Mpx JPEG's conversion took 3x its decoding
