@@ -48,19 +48,30 @@ def _test_kernel(size: int) -> torch.Tensor:
 def uniform(repeats: int, threads: list[int], device: str = "cpu") -> None:
     """Uniform blur of a 1280x720 RGB image with one kernel, against scipy.signal.fftconvolve,
     kornia.filters.filter2d and fft_conv, and deepinv.physics.functional.conv2d_fft (kernel passed at
-    every call, as when every image of a dataset has its own kernel), once per thread count: every
-    library gets the same number of threads (torch's intra-op threads, and scipy.fft.set_workers for
-    scipy). On CUDA the thread counts do not apply and scipy (CPU only) is left out."""
+    every call, as when every image of a dataset has its own kernel), and OpenCV's filter2D where it is
+    installed, once per thread count: every library gets the same number of threads (torch's intra-op
+    threads, scipy.fft.set_workers for scipy, cv2.setNumThreads for OpenCV). On CUDA the thread counts
+    do not apply and scipy and OpenCV (CPU only) are left out."""
     import kornia
+    import numpy as np
     import scipy.fft
     import scipy.signal
     from deepinv.physics.functional import conv2d_fft
 
+    try:  # optional: not a dependency of the package
+        import cv2
+    except ImportError:
+        cv2 = None
+        print("(OpenCV not installed, so cv2.filter2D, albumentations' blur, is left out: pip install -e \".[bench]\")")
+
     cuda = device.startswith("cuda")
     x = torch.rand(1, 3, 720, 1280).to(device)
     xn = x[0].cpu().numpy()
+    xhwc = np.ascontiguousarray(xn.transpose(1, 2, 0))
     for n_threads in [1] if cuda else threads:
         torch.set_num_threads(n_threads)
+        if cv2 is not None:
+            cv2.setNumThreads(n_threads)
         where = device if cuda else f"{n_threads} thread(s) each"
         print(f"\n## uniform blur, 1280x720 RGB float32, {where}, median of {repeats} (ms per image)")
         print(f"{'kernel':>7} {'peer':<34} {'peer ms':>9} {'ours':<22} {'ours ms':>8} {'ours/peer':>9}")
@@ -89,6 +100,13 @@ def uniform(repeats: int, threads: list[int], device: str = "cpu") -> None:
                 "deepinv conv2d_fft reflect": (lambda: conv2d_fft(x, k[None, None], padding="reflect"), "reflect"),
                 "deepinv conv2d_fft circular": (lambda: conv2d_fft(x, k[None, None], padding="circular"), "circular"),
             }
+            if cv2 is not None and not cuda:
+                # albumentations' blurs (MotionBlur ...) call this: OpenCV correlates, so the kernel is
+                # flipped, with its anchor on our centre tap; BORDER_REFLECT_101 is torch's "reflect"
+                flipped, anchor = kn[0, ::-1, ::-1].copy(), ((size - 1) // 2,) * 2
+                peers["opencv filter2D reflect"] = (
+                    lambda: cv2.filter2D(xhwc, -1, flipped, anchor=anchor, borderType=cv2.BORDER_REFLECT_101).transpose(2, 0, 1),
+                    "reflect")
             if cuda:
                 peers = {name: peer for name, peer in peers.items() if not name.startswith("scipy")}
             if not hasattr(kornia.filters, "fft_conv"):  # (kornia releases before it)
