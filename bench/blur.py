@@ -104,9 +104,8 @@ def uniform(repeats: int, threads: list[int], device: str = "cpu") -> None:
                 # albumentations' blurs (MotionBlur ...) call this: OpenCV correlates, so the kernel is
                 # flipped, with its anchor on our centre tap; BORDER_REFLECT_101 is torch's "reflect"
                 flipped, anchor = kn[0, ::-1, ::-1].copy(), ((size - 1) // 2,) * 2
-                peers["opencv filter2D reflect"] = (
-                    lambda: cv2.filter2D(xhwc, -1, flipped, anchor=anchor, borderType=cv2.BORDER_REFLECT_101).transpose(2, 0, 1),
-                    "reflect")
+                peers["opencv filter2D reflect"] = (lambda: cv2.filter2D(
+                    xhwc, -1, flipped, anchor=anchor, borderType=cv2.BORDER_REFLECT_101).transpose(2, 0, 1), "reflect")
             if cuda:
                 peers = {name: peer for name, peer in peers.items() if not name.startswith("scipy")}
             if not hasattr(kornia.filters, "fft_conv"):  # (kornia releases before it)

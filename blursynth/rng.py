@@ -47,6 +47,11 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def as_real(value) -> float | None:
+    """``value`` as a float if :func:`is_real` (NumPy's bool is no ``numbers.Real`` either), else None."""
+    return float(value) if is_real(value) else None
+
+
 def check_seed(seed, name: str = "seed") -> int:
     """``seed`` as a Python int, or a clear error: the one check of every seed in the package.
 

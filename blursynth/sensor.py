@@ -57,14 +57,9 @@ _S_CRF, _S_GAMMA, _S_GAIN, _S_SHOT, _S_READ, _S_BAYER, _S_JPEG, _S_NOISE = range
 # --------------------------------------------------------------------------- configuration
 
 
-def _real(value) -> float | None:
-    """``value`` as a float if it is a real number (not a bool, a string or None), else None."""
-    return float(value) if rng.is_real(value) else None  # (NumPy's bool is no numbers.Real either)
-
-
 def _check_number(name: str, value, low: float, high: float, *, low_open: bool = False) -> float:
     """Validate a number in ``[low, high]`` (``(low, high]`` with ``low_open``); returns it as a float."""
-    x = _real(value)
+    x = rng.as_real(value)
     lo_ok = x is not None and (x > low if low_open else x >= low)
     if not lo_ok or not x <= high:  # NaN fails both
         interval = f"{'(' if low_open else '['}{low}, {high}]"
@@ -80,7 +75,7 @@ def _two_numbers(name: str, value, what: str, optional: bool) -> tuple[float, fl
             items = tuple(value)
         except TypeError:
             pass
-    pair = None if items is None or len(items) != 2 else tuple(_real(v) for v in items)
+    pair = None if items is None or len(items) != 2 else tuple(rng.as_real(v) for v in items)
     if pair is None or None in pair:
         off = " or None (off)" if optional else ""
         raise ValueError(f"SensorModel.{name} must be {what}{off}, got {value!r}")

@@ -153,17 +153,12 @@ class Trajectory:
 # its own stream number, so item i is a pure function of (seed, i).
 # ---------------------------------------------------------------------------------------------
 
-def _real(value) -> float | None:
-    """``value`` as a float if it is a real number (not a bool, a string or None), else None."""
-    return float(value) if _rng.is_real(value) else None
-
-
 def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
     """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
     try:
         if isinstance(value, (str, bytes)):
             raise TypeError
-        lo, hi = (_real(v) for v in value)
+        lo, hi = (_rng.as_real(v) for v in value)
         if lo is None or hi is None:
             raise TypeError
     except (TypeError, ValueError):
@@ -234,13 +229,14 @@ class RandomWalk2D:
                 raise ValueError(f"{owner}.{name} must be an integer >= 2, got {value!r}")
             object.__setattr__(self, name, int(value))  # (a NumPy integer becomes a Python int)
         try:
-            fr = () if isinstance(self.exposure_fractions, (str, bytes)) else tuple(map(_real, self.exposure_fractions))
+            fr = () if isinstance(self.exposure_fractions, (str, bytes)) else \
+                tuple(map(_rng.as_real, self.exposure_fractions))
         except TypeError:
             fr = ()
         if not fr or any(f is None or not (0 < f <= 1) for f in fr):
             raise ValueError(f"{owner}.exposure_fractions must be a list of numbers in (0, 1], "
                              f"got {self.exposure_fractions!r}")
-        exposure = _real(self.exposure_s)
+        exposure = _rng.as_real(self.exposure_s)
         if exposure is None or not (0 < exposure < _math.inf):
             raise ValueError(f"{owner}.exposure_s must be positive seconds, got {self.exposure_s!r}")
 
@@ -381,7 +377,7 @@ class CameraShake:
                      "jerk_decay_s", "translation_m_s"):
             _check_range(owner, name, getattr(self, name), positive=True)
         _check_range(owner, "jerk_rad_s", self.jerk_rad_s)
-        ratio = _real(self.roll_ratio)
+        ratio = _rng.as_real(self.roll_ratio)
         if ratio is None or not (ratio >= 0 and _math.isfinite(ratio)):
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
         if self.samples is not None:

@@ -520,7 +520,6 @@ def test_photo_crops_equal_the_read_image_window(tmp_path):
     folder = ImageFolder.scan(tmp_path, recipe.input_size)
     assert len(folder.files) == 4
     made = make_pairs(recipe, range(24), 2, folder)
-    m = recipe.margin
     assert len({rec["source"]["image"] for rec in made["records"]}) == 4
     for k, rec in enumerate(made["records"]):
         x, y, w, h = rec["source"]["box"]
