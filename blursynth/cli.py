@@ -121,18 +121,34 @@ def _check_range(name: str, pair, unit: str) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Output folders: built under a temporary name beside the target, renamed into place at the end.
+# Output folders: generate's files are staged in a hidden folder and moved into place at the end.
 # ----------------------------------------------------------------------------------------------
 
+GENERATE_FILES = ("kernels.npz", "contact_sheet.png", "summary.json")  # summary.json last: it marks a whole output
+
+
+def _staged_name(out: Path) -> re.Pattern:
+    """The names of the folders that runs with this ``--out`` stage in (``.NAME.XXXXXXXX.tmp``, mkdtemp's)."""
+    return re.compile(rf"\.{re.escape(out.name)}\.[a-z0-9_]{{8}}\.tmp")
+
+
 def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.resolve().name in ("", ".", "..") or out.name in ("", ".", ".."):  # (a folder is replaced by renaming)
+    if out.resolve().name in ("", ".", "..") or out.name in ("", ".", ".."):  # (a new folder is renamed into place)
         raise UsageError(f"--out {str(out)!r}: name a folder to create, e.g. --out kernels")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; choose another --out")
-    if out.exists() and not overwrite:
-        raise UsageError(f"--out {out}: folder already exists; pass --overwrite to replace it or choose another --out")
+    if out.is_dir():
+        staged = _staged_name(out)
+        if not overwrite and any(not staged.fullmatch(e.name) for e in os.scandir(out)):
+            raise UsageError(f"--out {out}: folder exists and is not empty; pass --overwrite to replace the files "
+                             f"generate writes there ({', '.join(GENERATE_FILES)}; other files are kept) or choose "
+                             "another --out")
+        for name in GENERATE_FILES:
+            if (out / name).is_dir():
+                raise UsageError(f"--out {out}: {name} there is a folder, where generate writes a file; move it away "
+                                 "or choose another --out")
     parent = out.parent if str(out.parent) else Path(".")
-    probe = parent
+    probe = out if out.is_dir() else parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
@@ -162,24 +178,29 @@ STAGING_GRACE_S = 60.0  # see _StagedDir._remove_killed_runs_folders
 
 
 class _StagedDir:
-    """A temporary folder beside ``out`` that replaces ``out`` only on success.
+    """A hidden folder where generate's files are written, moved into ``out`` only on success.
 
-    A run killed outright (SIGKILL, a crash) cannot remove its staged folder, nor the old ``out`` it
-    was deleting: the next run with that ``out`` does, once they are a minute old. Each run holds a
-    lock on its folders, so a run still writing (one with the same ``--out``, started at the same
-    time) keeps its own.
+    A new ``out`` is the staged folder (beside it) renamed. An existing one (empty, or ``--overwrite``)
+    gets the staged files (staged inside it: one file system, even where ``out`` is a mount point) one
+    by one, each renamed over its old version: its old summary.json is removed first and the new one
+    comes last, so a folder with a summary.json is always one run's whole output. Other files in ``out``
+    are the user's, and stay.
+
+    A run killed outright (SIGKILL, a crash) cannot remove its staged folder: the next run with that
+    ``out`` does, once it is a minute old. Each run holds a lock on its staged folder, so a run still
+    writing (one with the same ``--out``, started at the same time) keeps its own.
     """
 
     def __init__(self, out: Path):
-        # a link to a folder (say, on a larger disk) is followed: replacing the link itself left its
-        # target untouched and the old link behind as a hidden .NAME.old-PID (rmtree refuses links)
+        # a link to a folder (say, on a larger disk) is followed: its target is the output
         self.out = out.resolve() if out.is_symlink() else out
 
     def __enter__(self) -> Path:
         from .io import umask
+        home = self.out if self.out.is_dir() else self.out.parent
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=self.out.parent))
+            home.mkdir(parents=True, exist_ok=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=home))
         except OSError as exc:  # (a read-only or virtual file system: /proc, a full disk)
             raise UsageError(f"--out {self.out}: cannot make a folder there ({exc.strerror}); choose another --out") from None
         self.lock = _hold(self.tmp)
@@ -189,12 +210,17 @@ class _StagedDir:
         return self.tmp
 
     def _remove_killed_runs_folders(self) -> None:
-        """Delete the staged folders (``.NAME.XXXXXXXX.tmp``) and old outputs (``.NAME.old-PID``) that
-        runs killed outright left beside ``out``: those no live run holds, and none changed in the last
-        :data:`STAGING_GRACE_S` seconds (a run starting beside this one has made its folder but may not
-        hold it yet: ``mkdtemp`` and the lock are two steps)."""
-        name = re.compile(rf"\.{re.escape(self.out.name)}\.([a-z0-9_]{{8}}\.tmp|old-\d+)")
-        for path in self.out.parent.iterdir():
+        """Delete the staged folders that runs killed outright left beside ``out`` or in it: those no live
+        run holds, and none changed in the last :data:`STAGING_GRACE_S` seconds (a run starting beside
+        this one has made its folder but may not hold it yet: ``mkdtemp`` and the lock are two steps)."""
+        def entries(home: Path) -> list[Path]:
+            try:
+                return list(home.iterdir())
+            except OSError:  # (out: not there yet)
+                return []
+
+        name = _staged_name(self.out)
+        for path in entries(self.out.parent) + entries(self.out):
             if path == self.tmp or not name.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
                 continue
             try:
@@ -213,19 +239,13 @@ class _StagedDir:
         try:
             if exc_type is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
-                return False
-            old = held = None
-            if self.out.exists():
-                old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-                held = _hold(self.out)  # (so that no other run takes it for a killed run's while it goes)
-                os.replace(self.out, old)
-            try:
+            elif not self.out.is_dir():
                 os.replace(self.tmp, self.out)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-            finally:
-                if held is not None:
-                    os.close(held)
+            else:
+                (self.out / "summary.json").unlink(missing_ok=True)
+                for name in GENERATE_FILES:
+                    os.replace(self.tmp / name, self.out / name)
+                self.tmp.rmdir()
             return False
         finally:
             if self.lock is not None:
@@ -296,7 +316,8 @@ def add_generate(subparsers) -> None:
                         "4096: 4096 at 31x31, 992 at 65x65)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
     p.add_argument("--out", type=Path, default=Path("blursynth-kernels"), help="output folder (default ./blursynth-kernels)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files generate writes in a non-empty --out (others there are kept)")
     p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
 

@@ -113,20 +113,59 @@ def test_random_walk_model(tmp_path):
     assert np.allclose(data["param_length_px"], 60 / 64 * 15)
 
 
-def test_overwrite_replaces_the_folder(tmp_path):
+def test_overwrite_replaces_generates_files_and_keeps_the_users(tmp_path):
     code, out = _generate(tmp_path)
-    (out / "stale.txt").write_text("old")
-    assert _generate(tmp_path, "--overwrite")[0] == 0
-    assert not (out / "stale.txt").exists()
+    (out / "notes.txt").write_text("mine")
+    (out / "mine").mkdir()
+    (out / "mine" / "photo.jpg").write_bytes(b"x")
+    assert _generate(tmp_path, "--overwrite", "--seed", "5")[0] == 0
+    assert sorted(os.listdir(out)) == ["contact_sheet.png", "kernels.npz", "mine", "notes.txt", "summary.json"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "mine" / "photo.jpg").read_bytes() == b"x"
+    assert int(np.load(out / "kernels.npz")["seed"]) == 5 and json.loads((out / "summary.json").read_text())["seed"] == 5
 
 
 def test_overwrite_through_a_link_writes_in_its_target(tmp_path):
     (tmp_path / "disk" / "kernels").mkdir(parents=True)
-    (tmp_path / "disk" / "kernels" / "stale.txt").write_text("x")
+    (tmp_path / "disk" / "kernels" / "notes.txt").write_text("x")
     (tmp_path / "out").symlink_to(tmp_path / "disk" / "kernels")
     assert _generate(tmp_path, "--overwrite")[0] == 0
-    assert (tmp_path / "out").is_symlink() and sorted(os.listdir(tmp_path)) == ["disk", "out"]  # no .out.old-PID
-    assert sorted(os.listdir(tmp_path / "disk" / "kernels")) == ["contact_sheet.png", "kernels.npz", "summary.json"]
+    assert (tmp_path / "out").is_symlink() and sorted(os.listdir(tmp_path)) == ["disk", "out"]
+    assert sorted(os.listdir(tmp_path / "disk" / "kernels")) == ["contact_sheet.png", "kernels.npz", "notes.txt",
+                                                                 "summary.json"]
+
+
+def test_an_existing_folder_gets_the_files_in_place_summary_last(tmp_path, monkeypatch):
+    # A folder that cannot be renamed (a mount point: EBUSY) is written in place, file by file; the old
+    # summary.json goes first and the new one comes last, so a folder with one is one run's whole output.
+    code, out = _generate(tmp_path)
+    replace, moves = os.replace, []
+
+    def no_folder_renames(src, dst):
+        if Path(dst) == out:
+            raise OSError(16, "Device or resource busy")
+        if Path(dst).parent == out:  # (not the atomic writes into the staged folder)
+            moves.append((Path(dst).name, (out / "summary.json").exists()))
+        replace(src, dst)
+    monkeypatch.setattr(cli.os, "replace", no_folder_renames)
+    assert _generate(tmp_path, "--overwrite", "--seed", "3")[0] == 0
+    assert moves == [("kernels.npz", False), ("contact_sheet.png", False), ("summary.json", False)]
+    assert sorted(os.listdir(out)) == ["contact_sheet.png", "kernels.npz", "summary.json"]  # (no staged folder left)
+    assert json.loads((out / "summary.json").read_text())["seed"] == 3
+
+
+def test_an_empty_existing_folder_needs_no_overwrite(tmp_path):
+    (tmp_path / "out").mkdir()
+    assert _generate(tmp_path)[0] == 0
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["contact_sheet.png", "kernels.npz", "summary.json"]
+
+
+def test_a_folder_where_generate_writes_a_file_is_refused(capsys, tmp_path):
+    (tmp_path / "out" / "kernels.npz").mkdir(parents=True)
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out"), "--overwrite"],
+                 "--out")
+    assert "kernels.npz there is a folder" in err
+    assert os.listdir(tmp_path / "out") == ["kernels.npz"]
 
 
 def test_recipe_kernels_are_the_kernels_of_the_recipes_pairs(tmp_path):
@@ -247,8 +286,9 @@ def test_an_unknown_recipe_or_one_whose_kernel_is_too_small_is_one_line(capsys, 
 
 def test_existing_or_unwritable_output_is_refused(capsys, tmp_path):
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("x")
     err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out")], "--out")
-    assert "--overwrite" in err
+    assert "--overwrite" in err and "other files are kept" in err
     (tmp_path / "file").write_text("x")
     _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file")], "--out")
     _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "file" / "sub")], "--out")
@@ -282,10 +322,11 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no advisory locks")
 def test_the_next_run_removes_what_runs_killed_outright_left_behind(tmp_path):
-    # SIGKILL cannot be cleaned up after: the staged folder (up to twice kernels.npz's size) and, if it
-    # came while an --overwrite run deleted the old output, that output stayed beside --out for good.
+    # SIGKILL cannot be cleaned up after: the staged folder (up to twice kernels.npz's size), beside a new
+    # --out or inside an existing one, stayed for good.
     import fcntl
-    killed = [tmp_path / ".out.k1ll3d_x.tmp", tmp_path / ".out.old-4242"]
+    (tmp_path / "out").mkdir()
+    killed = [tmp_path / ".out.k1ll3d_x.tmp", tmp_path / "out" / ".out.k1ll3d_y.tmp"]
     for folder in killed:
         (folder / ".kernels.abcdefgh.parts").mkdir(parents=True)
         (folder / ".kernels.abcdefgh.parts" / "kernels.npy").write_bytes(b"x" * 100)
@@ -294,15 +335,17 @@ def test_the_next_run_removes_what_runs_killed_outright_left_behind(tmp_path):
     live.mkdir()
     os.utime(live, (time.time() - 3600,) * 2)  # (its lock alone keeps it)
     # a run that started at the same instant: mkdtemp has made its folder, flock not yet taken
-    starting = tmp_path / ".out.st4rt1ng.tmp"
+    starting = tmp_path / "out" / ".out.st4rt1ng.tmp"
     starting.mkdir()
     fd = os.open(live, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        assert _generate(tmp_path)[0] == 0
+        assert _generate(tmp_path)[0] == 0  # (out holds only staged folders: empty, no --overwrite needed)
     finally:
         os.close(fd)
-    assert sorted(os.listdir(tmp_path)) == [".out.l1ve_run.tmp", ".out.st4rt1ng.tmp", "out"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".out.st4rt1ng.tmp", "contact_sheet.png", "kernels.npz",
+                                                    "summary.json"]
+    assert sorted(os.listdir(tmp_path)) == [".out.l1ve_run.tmp", "out"]
 
 
 def test_a_run_the_disk_cannot_hold_is_refused_at_its_first_chunk(capsys, tmp_path, monkeypatch):
