@@ -216,6 +216,10 @@ def _nonempty_file(path: str | os.PathLike) -> Path:
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file; remove it or replace it with a valid image")
+    try:  # (a file that cannot be opened failed later as a write error, blaming --out)
+        open(path, "rb").close()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be opened ({exc.strerror}); make it readable (chmod +r) or remove it") from None
     return path
 
 

@@ -1002,3 +1002,26 @@ def test_write_dataset_checks_its_arguments_before_writing(tmp_path):
     assert settings["seed"] == 1 and settings["pairs"] == 2 and settings["recipe"]["crop"] == [16, 24]
     # the same dataset as with Python ints: the call resumes, writing nothing
     assert ds.write_dataset(out, 2, crop=(16, 24), seed=1, progress=False)["written"] == 0
+
+
+def test_a_photo_that_cannot_be_opened_is_skipped_with_its_reason(tmp_path, photos, monkeypatch):
+    """A photo without read permission stopped the run, reported as "--out ...: cannot write .../locked.png
+    (Permission denied); choose a writable --out". (root reads any file, so the refusal is stood in for.)"""
+    import builtins
+
+    import blursynth.io as io_module
+    from blursynth.pairs import ImageFolder
+    folder = tmp_path / "in"
+    shutil.copytree(photos, folder)
+    shutil.copy(folder / "rgb.png", folder / "locked.png")
+    os.chmod(folder / "locked.png", 0)
+    if os.geteuid() == 0:
+        def refuse(path, *args, **kwargs):
+            if Path(path).name == "locked.png":
+                raise PermissionError(13, "Permission denied", str(path))
+            return builtins.open(path, *args, **kwargs)
+        monkeypatch.setattr(io_module, "open", refuse, raising=False)
+    found = ImageFolder.scan(folder, (32, 32))
+    reasons = {s["file"]: s["reason"] for s in found.skipped}
+    assert reasons["locked.png"] == "cannot be opened (Permission denied); make it readable (chmod +r) or remove it"
+    assert "locked.png" not in found.files and "rgb.png" in found.files
