@@ -51,6 +51,7 @@ except ImportError:  # (not on Windows: no lock there)
     fcntl = None
 
 CHUNK = 16  # pairs per unit of work, of resumption and of sharding (a pair's bytes do not depend on it)
+PAIRS_MAX = 10**8  # (a pair takes at least 3 files; --pairs 10**20 ran out of memory before its first pair)
 FORMAT = 1
 LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
 # The folders of --out the dataset writes in (any layout): files in them are the dataset's only if
@@ -126,9 +127,7 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
 
     ``overwrite`` deletes only what an earlier dataset run wrote in ``out`` (:func:`_remove_own_files`).
     """
-    # (a run killed while writing its first file, dataset.json, leaves only that write's temporary:
-    # still an empty folder, whose temporary the run then removes)
-    if out.is_dir() and all(e.is_file() and _is_temporary(e.name) for e in out.iterdir()):
+    if out.is_dir() and _holds_no_pair(out):
         return
     if not out.is_dir():
         raise DatasetError(f"--out {out}: exists and is not a folder")
@@ -148,6 +147,17 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
         # again, threw away hours of work (a finished dataset is still made anew, as asked).
         return
     _remove_own_files(out, previous, settings)
+
+
+def _holds_no_pair(out: Path) -> bool:
+    """Whether ``out`` holds nothing a run made but its ``dataset.json``, temporaries and empty dataset folders:
+    a run stopped before its first pair (say by a recipe whose kernels do not fit), or killed while writing its
+    first file. Nothing there is worth keeping, so any command may take the folder: the corrected one was refused
+    as "other settings" until --overwrite."""
+    top = {e.name for e in os.scandir(out)}
+    if any(name not in ("dataset.json", *MANAGED) and not _is_temporary(name) for name in top):
+        return False
+    return all(name == "dataset.json" or _is_temporary(name.rsplit("/", 1)[-1]) for name in _existing_files(out))
 
 
 def _previous_settings(out: Path) -> dict | None:
@@ -550,6 +560,9 @@ def _unreadable_after_scan(exc: ImageError) -> str:
 def _check_options(pairs, workers, layout, shard) -> None:
     if not rng.is_integer(pairs) or pairs < 1:
         raise DatasetError(f"--pairs {pairs!r}: must be a positive integer")
+    if pairs > PAIRS_MAX:  # (the run's bookkeeping, a few numbers per chunk, must fit in memory)
+        raise DatasetError(f"--pairs {pairs}: at most {PAIRS_MAX:,} pairs in one dataset; for more, write several "
+                           "with different --seed values")
     if not rng.is_integer(workers) or workers < 1:
         raise DatasetError(f"--workers {workers!r}: must be an integer >= 1")
     if layout not in LAYOUTS:

@@ -898,6 +898,29 @@ def test_a_kernel_that_does_not_fit_is_one_line_naming_the_recipe_keys(tmp_path,
     assert len(err.splitlines()) == 1 and 'kernel.size = 3, kernel.fit = "error"' in err, err
 
 
+def test_a_run_stopped_before_its_first_pair_does_not_hold_the_folder(tmp_path, capsys):
+    # It leaves a dataset.json alone, and the corrected command was refused as "other settings" until --overwrite.
+    recipe, out = tmp_path / "fit.toml", tmp_path / "f"
+    recipe.write_text('crop = 16\n[kernel]\nsize = 3\nfit = "error"\n')  # (pair 5's shake does not fit)
+    assert main(["dataset", "--out", str(out), "--pairs", "8", "--recipe", str(recipe), "--quiet"]) == 2
+    assert os.listdir(out) == ["dataset.json"]
+    recipe.write_text('crop = 16\n[kernel]\nsize = 3\nfit = "scale"\n')
+    assert main(["dataset", "--out", str(out), "--pairs", "8", "--recipe", str(recipe), "--quiet"]) == 0
+    assert json.loads((out / "dataset.json").read_text())["settings"]["recipe"]["kernel"]["fit"] == "scale"
+    # a folder with a pair in it is still refused to another command
+    (out / "dataset.json").unlink()
+    (out / "manifest.jsonl").unlink()
+    assert main(["dataset", "--out", str(out), "--pairs", "8", "--quiet"]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_absurd_pair_counts_are_refused_before_out_is_touched(tmp_path, capsys):
+    # --pairs 10**20 ran out of memory after dataset.json was written, which then held the folder
+    assert main(["dataset", "--out", str(tmp_path / "o"), "--pairs", str(10**20), "--quiet"]) == 2
+    assert "at most 100,000,000 pairs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_photo_names_that_are_not_utf8_are_used(tmp_path, recipe_file):
     # a name from an old Windows share or a Latin-1 camera card (b"\xe9t\xe9.jpg") is a valid file
     # name: it must not crash the run's folder digest, and the run resumes on the same folder
