@@ -368,26 +368,29 @@ def shrink_hyper_laplacian(v: torch.Tensor, beta: float, alpha: float, newton_st
     return torch.where(cost_r < cost_0, torch.sign(v) * r, torch.zeros_like(v))
 
 
-def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> torch.Tensor:
+def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096, dim: int | None = None) -> torch.Tensor:
     """:func:`shrink_hyper_laplacian` through a lookup table, as Krishnan & Fergus do for speed.
 
     The exact solution is computed once at ``size`` points of ``|v|`` in ``[0, max|v|]`` and
     interpolated linearly, except in the cell where ``w`` jumps from 0, where the cheaper of the two
-    ends is taken. ``v`` any shape, float; returns ``w`` alike. ``beta > 0``, ``alpha`` in ``(0, 2]``,
-    ``size >= 2``.
+    ends is taken. With ``dim``, each index along it (an image of a batch) gets a table over its own
+    ``max|v|``, so its result does not depend on the rest of the batch. ``v`` any shape, float;
+    returns ``w`` alike. ``beta > 0``, ``alpha`` in ``(0, 2]``, ``size >= 2``.
     """
     if not rng.is_integer(size) or size < 2:
         raise ValueError(f"size must be an integer >= 2 (table points), got {size!r}")
-    a = v.abs()
-    top = float(a.detach().max()) if a.numel() else 0.0  # a bound for the table, not part of the graph
-    if top == 0.0:
+    if v.numel() == 0:
         return torch.zeros_like(v)
-    grid = torch.linspace(0.0, top, size, dtype=torch.float64, device=v.device)
-    table = shrink_hyper_laplacian(grid, beta, alpha).to(v.dtype)
-    pos = a * ((size - 1) / top)
+    a = v.abs().unsqueeze(0) if dim is None else v.abs().movedim(dim, 0)  # (items, ...)
+    top = a.detach().flatten(1).amax(1).to(torch.float64)  # a bound for each table, not part of the graph
+    top = torch.where(top > 0, top, 1.0)  # (an item of zeros: any table gives it 0)
+    grid = top[:, None] * torch.linspace(0.0, 1.0, size, dtype=torch.float64, device=v.device)
+    table = shrink_hyper_laplacian(grid, beta, alpha).to(v.dtype).flatten()
+    per_item = (-1,) + (1,) * (a.dim() - 1)
+    pos = a * ((size - 1) / top).to(v.dtype).view(per_item)
     i0 = pos.floor().clamp(max=size - 2)
     frac = pos - i0
-    i0 = i0.long()
+    i0 = i0.long() + (torch.arange(len(top), device=v.device) * size).view(per_item)
     lo, hi = table[i0], table[i0 + 1]
     r = lo * (1.0 - frac) + hi * frac
     # In the cell where w jumps from 0, interpolating would land between the two minima: take
@@ -395,6 +398,7 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096) -> 
     jump = (lo == 0) & (hi > 0)
     better = hi.pow(alpha) + 0.5 * beta * (hi - a).square() < 0.5 * beta * a.square()
     r = torch.where(jump, torch.where(better, hi, torch.zeros_like(hi)), r)
+    r = r.squeeze(0) if dim is None else r.movedim(0, dim)
     return torch.sign(v) * r
 
 
@@ -464,7 +468,7 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
         for _ in range(inner):
             gx, gy = _grad(x)
             if lut:
-                w = shrink_lut(torch.stack([gx, gy]), beta, alpha)
+                w = shrink_lut(torch.stack([gx, gy]), beta, alpha, dim=1)  # a table per image
                 wx, wy = w[0], w[1]
             else:
                 wx = shrink_hyper_laplacian(gx, beta, alpha)
