@@ -357,6 +357,20 @@ def test_cli_bad_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "ran").exists()
 
 
+@pytest.mark.parametrize("spec", [{"kind": "unet", "ngf": 4, "depth": 2, "residual": True}, "unet",
+                                  {"kind": "unet", "ngf": 8, "depth": 2, "residual": True, "colour": 1}])
+def test_cli_checkpoint_whose_weights_do_not_fit_its_spec(tmp_path, capsys, spec):
+    # weights of another size, a spec that is no dict, a key the network does not take: each was a traceback (exit 1)
+    weights = build_generator({"kind": "unet", "ngf": 8, "depth": 2, "residual": True}, seed=0).state_dict()
+    torch.save({"generator_spec": spec, "models": {"G": weights}}, tmp_path / "edited.pt")
+    write_image(tmp_path / "x.png", np.zeros((3, 16, 16), np.float32))
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "edited.pt"), "--out", str(tmp_path / "out"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --checkpoint ") and "edited.pt: its weights G do not fit its generator_spec" in err
+    assert len(err.splitlines()) == 1
+
+
 def test_cli_bad_device(tmp_path, checkpoint, capsys):
     write_image(tmp_path / "x.png", np.zeros((3, 8, 8), np.float32))  # (a missing input is refused first)
     args = [str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]

@@ -110,9 +110,15 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tupl
     state = read_checkpoint(path, ("generator_spec", "models"), f"--checkpoint {path}")
     if not isinstance(state["models"], dict) or "G" not in state["models"]:
         raise ValueError(f"--checkpoint {path}: not a checkpoint written by unpaired.train (it has no models.G)")
-    net = build_generator(state["generator_spec"])
-    net.load_state_dict(state["models"]["G"])
-    return net.to(device).eval(), size_factor(state["generator_spec"])
+    spec = state["generator_spec"]
+    try:  # (edited or damaged: weights of another size, a spec that is no dict; each was a traceback)
+        net = build_generator(spec)
+        net.load_state_dict(state["models"]["G"])
+        factor = size_factor(spec)
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError) as exc:
+        raise ValueError(f"--checkpoint {path}: its weights G do not fit its generator_spec {spec!r} "
+                         f"({first_line(exc)}); use a checkpoint unpaired.train wrote, unedited") from None
+    return net.to(device).eval(), factor
 
 
 def _window(tile: int, overlap: int, device) -> torch.Tensor:
