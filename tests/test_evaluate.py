@@ -400,6 +400,16 @@ def test_a_kernel_of_the_wrong_shape_stops_any_method(tmp_path, refused):
     assert _run(["--benchmark", "levin", "--data", data])["error_ratio"] is None
 
 
+@pytest.mark.parametrize("values, kind", [(np.array([["a", "b"], ["c", "d"]]), "<U1"),
+                                          (np.full((3, 3), 1 / 9 + 0.5j), "complex128")])
+def test_a_kernel_that_holds_no_real_numbers_is_refused(tmp_path, refused, values, kind):
+    # strings escaped as numpy's "could not convert string to float" (a traceback); complex lost its imaginary part
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    np.save(data / "kernels" / "kernel1.npy", values)
+    with refused(rf"kernel1\.npy: holds {kind} values, not real numbers"):
+        _run(["--benchmark", "levin", "--data", data])
+
+
 def test_folder_benchmark_leaves_out_hidden_files(tmp_path):
     # macOS leaves ._name beside each file it copies to other file systems: not an image, not a pair
     for d in ("blur", "sharp"):

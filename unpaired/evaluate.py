@@ -164,7 +164,10 @@ def load_kernel(path: Path) -> torch.Tensor:
         k = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise EvaluationError(f"{path}: cannot be read as a .npy array ({exc})") from None
-    k = np.asarray(k, dtype=np.float32)
+    if k.dtype.kind not in "buif":  # (strings failed in the cast, a traceback; complex lost its imaginary part)
+        raise EvaluationError(f"{path}: holds {k.dtype} values, not real numbers; a kernel is a 2-D array of "
+                              "non-negative weights summing to 1")
+    k = k.astype(np.float32)
     if k.ndim not in (2, 4) or min(k.shape) == 0:
         raise EvaluationError(f"{path}: a kernel must be a 2-D array (or a rows x cols grid of them, as "
                               f"blursynth writes for projective blur), got shape {k.shape}")
