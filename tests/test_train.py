@@ -46,6 +46,9 @@ def test_config_toml_then_command_line_override(tmp_path):
     toml.write_text('out = "a"\nrun-dir = "b"\n')
     with pytest.raises(config.ConfigError, match="c.toml: give one of run_dir and out, not both"):
         config.parse_args(["--config", str(toml)])
+    toml.write_text('val_size = 4\nval-size = 6\n')  # (the last one silently won)
+    with pytest.raises(config.ConfigError, match="c.toml: 'val_size' and 'val-size' are the same option; keep one"):
+        config.parse_args(["--config", str(toml)])
     assert config.parse_args(["--quiet"]).progress is False  # blursynth's spelling of --no-progress
     assert config.parse_args([]).progress is True
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])

@@ -347,7 +347,12 @@ def _read_toml(path: str | Path) -> dict:
                           "as TOML requires") from None
     except OSError as exc:  # a folder, no permission
         raise ConfigError(f"--config {path}: cannot be read ({exc.strerror}); pass a TOML file") from None
-    values = {k.replace("-", "_"): v for k, v in data.items()}
+    values, spelled = {}, {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in spelled:  # (both spellings of one option: the last one silently won)
+            raise ConfigError(f"--config {path}: {spelled[name]!r} and {key!r} are the same option; keep one")
+        values[name], spelled[name] = value, key
     for name, flags in ALIASES.items():  # `out = "runs/x"` as the command line's --out
         for alias in (flag.lstrip("-").replace("-", "_") for flag in flags):
             if alias in values:
