@@ -160,6 +160,23 @@ def test_shift_image_takes_a_shift_of_another_dtype():
     torch.testing.assert_close(moved[..., :-1, 2:], x[..., 1:, :-2], atol=1e-5, rtol=0)
 
 
+@given(data=st.data(), double=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_a_whole_pixel_shift_is_exact_and_a_perfect_restoration_scores_infinite_psnr(data, double):
+    """grid_sample's normalised coordinates round: the zero shift changed the image by ~1e-7 and an image
+    scored against itself gave about 127 dB (the README promises the infinite PSNR of a perfect restoration)."""
+    dtype = torch.float64 if double else torch.float32
+    h, w = data.draw(st.integers(17, 40)), data.draw(st.integers(17, 40))
+    x = torch.rand(2, 2, h, w, generator=torch.Generator().manual_seed(data.draw(st.integers(0, 2 ** 16))), dtype=dtype)
+    dy, dx = data.draw(st.integers(-h - 2, h + 2)), data.draw(st.integers(-w - 2, w + 2))
+    moved = metrics.shift_image(x, torch.tensor([[dy, dx], [0.5, dx]], dtype=dtype))
+    rows, cols = (torch.arange(h) + dy).clamp(0, h - 1), (torch.arange(w) + dx).clamp(0, w - 1)
+    assert torch.equal(moved[0], x[0][:, rows][:, :, cols])  # x[p + shift], the border repeated beyond it
+    torch.testing.assert_close(moved[1], metrics.shift_image(x[1:], torch.tensor([[0.5, dx]], dtype=dtype))[0])
+    scores = metrics.levin_scores(x, x, radius=2, border=3)
+    assert torch.isinf(scores["psnr"]).all() and (scores["ssd"] == 0).all()
+
+
 @pytest.mark.parametrize("max_val", [255, np.int64(255), 255.0])
 def test_an_integer_data_range_scores_as_its_float(max_val):
     """max_val=255 (an int, the natural spelling for 8-bit-range images) stopped ssim and levin_scores
