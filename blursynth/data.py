@@ -182,14 +182,14 @@ class PairedFolder(Dataset):
             names = sorted(p.name for p in (self.root / "gt").iterdir() if p.is_file() and not p.name.startswith("."))
             missing = [n for n in names if not (self.root / "lq" / n).is_file()]
             if missing:
-                raise FileNotFoundError(f"{self.root / 'lq'}: no blurry twin for {missing[:3]} in gt/")
+                raise FileNotFoundError(f"{self.root / 'gt'}: {missing[:3]} have no blurry twin in lq/")
             # and the other way, as BasicSR's paired_paths_from_folder checks: a blurry image left out
             # without a word would shrink the set unnoticed
             unpaired = sorted(p.name for p in (self.root / "lq").iterdir()
                               if p.is_file() and not p.name.startswith(".") and not (self.root / "gt" / p.name).is_file())
             if unpaired:
-                raise FileNotFoundError(f"{self.root / 'gt'}: no sharp twin for {unpaired[:3]} in lq/"
-                                        + (f" and {len(unpaired) - 3} more" if len(unpaired) > 3 else ""))
+                more = f" and {len(unpaired) - 3} more" if len(unpaired) > 3 else ""
+                raise FileNotFoundError(f"{self.root / 'lq'}: {unpaired[:3]}{more} have no sharp twin in gt/")
             self.records = [{"index": k, "sharp": f"gt/{n}", "blur": f"lq/{n}"} for k, n in enumerate(names)]
         else:
             raise FileNotFoundError(f"{self.root}: neither manifest.jsonl nor lq/ + gt/ found; "

@@ -173,10 +173,13 @@ def test_paired_folder_refuses_an_lq_image_without_a_gt_twin(tmp_path):
     for name in ("a.png", "b.png"):
         write_image(tmp_path / "lq" / name, rng.random((3, 8, 8)).astype(np.float32))
     write_image(tmp_path / "gt" / "a.png", rng.random((3, 8, 8)).astype(np.float32))
-    with pytest.raises(FileNotFoundError, match=r"no sharp twin for \['b\.png'\] in lq/"):
+    with pytest.raises(FileNotFoundError, match=r"/lq: \['b\.png'\] have no sharp twin in gt/$"):
         PairedFolder(tmp_path)
     write_image(tmp_path / "gt" / "b.png", rng.random((3, 8, 8)).astype(np.float32))
     assert len(PairedFolder(tmp_path)) == 2
+    write_image(tmp_path / "gt" / "c.png", rng.random((3, 8, 8)).astype(np.float32))
+    with pytest.raises(FileNotFoundError, match=r"/gt: \['c\.png'\] have no blurry twin in lq/$"):
+        PairedFolder(tmp_path)
 
 
 def test_paired_folder_refuses_a_pair_of_two_sizes(tmp_path):
