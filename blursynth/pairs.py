@@ -69,8 +69,9 @@ class ImageFolder:
         """Check every file under ``root`` (recursively, following links to folders; hidden files and
         folders ignored) and keep the usable ones.
 
-        Corrupt, empty and non-image files, broken symbolic links, links to a folder that holds them (a
-        loop), and images smaller than ``min_size`` ``(height, width)``, are listed in ``skipped``; gray,
+        Corrupt, empty, unreadable and non-image files, FIFOs and devices, folders that cannot be listed,
+        broken symbolic links, links to a folder that holds them (a loop), and images smaller than
+        ``min_size`` ``(height, width)``, are listed in ``skipped``; gray,
         RGBA, palette, CMYK and 16-bit images are usable (converted on read). Files are checked by
         :func:`blursynth.io.probe_images` (JPEGs decoded at 1/8 scale, one thread per core).
 
@@ -92,7 +93,7 @@ class ImageFolder:
         if not root.is_dir():
             raise FileNotFoundError(f"{named}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
-        visible, loops, avoided = _visible_paths(root, avoid)
+        visible, loops, avoided, unlisted = _visible_paths(root, avoid)
         paths = [p for p in visible if p not in avoided and p.is_file()]
         # photos are checked here (on every core) but read one crop at a time, later
         probes = dict(zip(paths, probe_images(paths)))
@@ -115,6 +116,12 @@ class ImageFolder:
                     found.skipped.append({"file": rel, "reason": "a folder that holds it, reached again through a "
                                           "symbolic link above it; not followed: it would repeat forever; remove "
                                           "that link"})
+                elif path in unlisted:  # (its photos were left out without a word)
+                    found.skipped.append({"file": rel, "reason": f"a folder that cannot be listed ({unlisted[path]}); "
+                                          "make it readable (chmod +rx) or remove it"})
+                elif path.exists() and not path.is_dir():  # (reading a FIFO would wait forever, /dev/zero never end)
+                    found.skipped.append({"file": rel, "reason": "not a regular file (a FIFO, socket or device); "
+                                          "remove it"})
                 continue
             probed = probes[path]
             if isinstance(probed, ImageError):
@@ -141,20 +148,22 @@ class ImageFolder:
         return found
 
 
-def _visible_paths(root: Path, avoid=None) -> tuple[list[Path], set[Path], dict[Path, str]]:
+def _visible_paths(root: Path, avoid=None) -> tuple[list[Path], set[Path], dict[Path, str], dict[Path, str]]:
     """Every path under ``root`` (sorted), hidden ones and those in hidden folders left out, following
-    symbolic links to folders; the links to a folder that holds them, listed but not followed; and the
-    links that ``avoid`` refuses (:meth:`ImageFolder.scan`), listed with its reason, not followed.
+    symbolic links to folders; the links to a folder that holds them, listed but not followed; the
+    links that ``avoid`` refuses (:meth:`ImageFolder.scan`), listed with its reason, not followed; and
+    the folders that cannot be listed, with the reason.
 
     ``Path.rglob`` lists a link to a folder but does not look inside it, so the photos of a linked
     folder (``ln -s /data/DIV2K photos/div2k``) were left out without a word.
     """
-    found, loops, avoided = [], set(), {}
+    found, loops, avoided, unlisted = [], set(), {}, {}
 
     def walk(folder: Path, above: frozenset) -> None:
         try:
             entries = list(folder.iterdir())
-        except OSError:  # an unreadable folder holds nothing, as for rglob
+        except OSError as exc:
+            unlisted[folder] = exc.strerror or str(exc)
             return
         for path in entries:
             if path.name.startswith("."):
@@ -179,7 +188,7 @@ def _visible_paths(root: Path, avoid=None) -> tuple[list[Path], set[Path], dict[
                     walk(path, above | {real})
 
     walk(root, frozenset({root.resolve()}))
-    return sorted(found), loops, avoided
+    return sorted(found), loops, avoided, unlisted
 
 
 def _sources(recipe: Recipe, index: torch.Tensor, seed: int, folder: ImageFolder | None, device):

@@ -704,6 +704,28 @@ def test_broken_links_are_listed_and_sizes_read_as_the_crop_option(tmp_path, pho
     assert reasons["gray.png"].startswith("image is 50x40 (height x width), smaller than the 32x48 needed")
 
 
+def test_fifos_devices_and_folders_that_cannot_be_listed_are_listed_as_skipped(tmp_path, photos, monkeypatch):
+    # they were passed over without a word: a folder of photos the user thought used, or a FIFO named photo.png
+    from blursynth.pairs import ImageFolder
+    folder = tmp_path / "in"
+    shutil.copytree(photos, folder)
+    os.mkfifo(folder / "fifo.png")
+    (folder / "zero.png").symlink_to("/dev/zero")
+    (folder / "locked").mkdir()
+    iterdir = Path.iterdir
+
+    def refuse(self):  # (root lists any folder: the refusal of chmod 000 is stood in for)
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    found = ImageFolder.scan(folder, (32, 32))
+    reasons = {s["file"]: s["reason"] for s in found.skipped}
+    assert reasons["fifo.png"] == reasons["zero.png"] == "not a regular file (a FIFO, socket or device); remove it"
+    assert reasons["locked"] == "a folder that cannot be listed (Permission denied); make it readable (chmod +rx) or remove it"
+    assert found.files == ImageFolder.scan(photos, (32, 32)).files
+
+
 def test_a_link_to_a_folder_above_the_photos_is_a_loop_not_an_error(tmp_path, photos):
     """`ln -s .. photos/up`: the loop shows one level down, at up/photos, which is no link itself, and reading it as
     one (os.readlink) stopped `blursynth dataset` with "--out ...: cannot write .../up/photos (Invalid argument)"."""
