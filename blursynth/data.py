@@ -76,6 +76,8 @@ def _check_device(device) -> torch.device:
 
 def _item_index(i, length: int, what: str) -> int:
     """``i`` (negative counts from the end) as an index in ``[0, length)``, or an IndexError naming both."""
+    if isinstance(i, torch.Tensor) and i.ndim == 0 and not i.is_floating_point() and i.dtype != torch.bool:
+        i = int(i)  # (a sampler may hand out 0-d integer tensors)
     if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
         raise TypeError(f"{what} indices must be integers, got {i!r}")
     if not -length <= i < length:
@@ -109,8 +111,9 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, length: int, recipe: str | Recipe = "default", sharp: str | os.PathLike | None = None,
                  seed: int = 0, crop: int | tuple[int, int] | None = None, device: str = "cpu"):
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
-            raise ValueError(f"length must be an integer >= 1 (the number of pairs), got {length!r}")
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or not 1 <= length < 2**63:
+            # (an index is a 64-bit integer where pairs are drawn: 10**30 failed at its first item)
+            raise ValueError(f"length must be an integer from 1 to 2**63 - 1 (the number of pairs), got {length!r}")
         length = int(length)
         seed = check_seed(seed)
         _check_device(device)

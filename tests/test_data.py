@@ -283,10 +283,18 @@ def test_crop_device_and_index_edges_are_clear(tmp_path):
 
 def test_a_length_that_is_not_a_positive_integer_is_refused_when_built():
     """SyntheticPairs(2.5) was accepted and failed later in len()."""
-    for bad in (2.5, "3", True, 0, -1, None):
-        with pytest.raises(ValueError, match=rf"length must be an integer >= 1 \(the number of pairs\), got {bad!r}"):
+    for bad in (2.5, "3", True, 0, -1, None, 2**63, 10**30):  # (10**30 failed at its first item, an int64 overflow)
+        with pytest.raises(ValueError, match=rf"length must be an integer from 1 to 2\*\*63 - 1 \(the number of "
+                                             rf"pairs\), got {bad!r}"):
             SyntheticPairs(bad, _recipe())
     assert len(SyntheticPairs(np.int64(3), _recipe())) == 3
+    huge = SyntheticPairs(2**63 - 1, _recipe())
+    assert huge[2**63 - 2]["index"] == 2**63 - 2
+    # a sampler's 0-d integer tensor is an index (it was a TypeError); a float or bool one is not
+    assert torch.equal(huge[torch.tensor(1)]["blur"], huge[1]["blur"])
+    for bad in (torch.tensor(1.0), torch.tensor(True), torch.tensor([1])):
+        with pytest.raises(TypeError, match="pairs indices must be integers"):
+            huge[bad]
 
 
 def test_folder_errors_name_the_python_argument(tmp_path):
