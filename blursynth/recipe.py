@@ -328,9 +328,12 @@ def _parse(data: dict, source: str) -> Recipe:
     grid = blur.get("grid", [3, 3])
     if not isinstance(grid, (list, tuple)) or len(grid) != 2:
         raise _fail(source, "blur.grid", f"must be [rows, cols], got {grid!r}")
+    for key in ("name", "description"):  # (name = 5 was taken as "5", a table as its repr)
+        if not isinstance(data.get(key, ""), str):
+            raise _fail(source, key, f"must be a string (in quotes), got {data[key]!r}")
     recipe = Recipe(
-        name=str(data.get("name", "default")),
-        description=str(data.get("description", "")),
+        name=data.get("name", "default"),
+        description=data.get("description", ""),
         crop=crop_hw,
         trajectory_model=model,
         trajectory_params=traj,

@@ -83,6 +83,8 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[sensor]\nclip = \"yes\"\n", "sensor.clip"),
     ("[sensor]\ngamma = \"off\"\n", "sensor.gamma"),
     ("[sensor]\nread_noise_scatter = \"off\"\n", "sensor.read_noise_scatter"),
+    ("name = 5\n", "name: must be a string"),  # (taken as "5")
+    ("description = [\"a\"]\n", "description: must be a string"),
 ])
 def test_out_of_range_values_are_named(tmp_path, text, key):
     path = _write(tmp_path, text)
