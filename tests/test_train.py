@@ -67,6 +67,7 @@ def test_config_toml_then_command_line_override(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("learning_rate = 1\n", "unknown option.*learning_rate"),
+    ("lrr = 1\n", r"unknown option\(s\) lrr \(did you mean lr\?\); valid options are "),
     ('steps = "ten"\n', "'steps' must be int"),
     ("residual = 1\n", "'residual' must be bool"),
     ('mode = "gan"\n', "--mode must be one of paired, cyclegan, reblur"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -318,8 +319,8 @@ def from_mapping(values: dict, base: TrainConfig | None = None, where: str = "co
     types = _field_types()
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; valid options are "
-                          f"{', '.join(types)}")
+        near = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, types, n=1)) else k for k in unknown]
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(near)}; valid options are {', '.join(types)}")
     cfg = dataclasses.replace(base or TrainConfig(),
                               **{k: _coerce(k, v, where) for k, v in values.items()})
     return cfg
