@@ -93,6 +93,8 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("mode = 'cyclegan'\nlambda_cycle = nan\n", "--lambda-cycle must be >= 0 and finite, got nan"),
     ("mode = 'cyclegan'\nlambda_identity = inf\n", "--lambda-identity must be >= 0 and finite, got inf"),
     ("stop_at = 0\n", "--stop-at must be a step >= 1"),
+    ("steps = 5\nstop_at = 10\n", "--stop-at 10 is past --steps 5, where the run ends anyway"),
+    ("pair_pool = 0\npair_pool_size = -3\n", "--pair-pool-size must be >= 1, got -3"),
     ("decay_steps = -5\n", r"--decay-steps must be >= 0 \(or -1: half of --steps\), got -5"),  # (was read as -1)
     ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),

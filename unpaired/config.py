@@ -162,7 +162,7 @@ class TrainConfig:
             raise ConfigError(f"--blur-kernel must be odd and >= 1, got {self.blur_kernel}")
         _check_device(self.device)
         for name in ("crop", "val_crop", "batch", "ngf", "ndf", "n_layers_d", "steps", "log_every",
-                     "eval_every", "ckpt_every", "keep_last", "unet_depth"):
+                     "eval_every", "ckpt_every", "keep_last", "unet_depth", "pair_pool_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("val_size", "workers", "n_blocks", "pool_size", "seed", "pair_pool"):
@@ -186,6 +186,9 @@ class TrainConfig:
                               "(crops are cut from the pre-made pairs); raise --pair-pool-size")
         if self.stop_at == 0 or self.stop_at < -1:
             raise ConfigError(f"--stop-at must be a step >= 1 (or -1: run to --steps), got {self.stop_at}")
+        if self.stop_at > self.steps:  # (the run ended at --steps without a word)
+            raise ConfigError(f"--stop-at {self.stop_at} is past --steps {self.steps}, where the run ends anyway; "
+                              "leave --stop-at out or raise --steps")
         if self.decay_steps < -1:  # (any negative value was read as -1)
             raise ConfigError(f"--decay-steps must be >= 0 (or -1: half of --steps), got {self.decay_steps}")
         if self.decay_steps > self.steps:
