@@ -104,6 +104,8 @@ def _kernel_dims(kernel: torch.Tensor) -> torch.Tensor:
     """A ``(h, w)``, ``(Bk, h, w)`` or ``(Bk, Ck, h, w)`` kernel tensor as 4-D, or a clear error."""
     if not isinstance(kernel, torch.Tensor):
         raise TypeError(f"kernel must be a torch.Tensor, got {type(kernel).__name__}")
+    if kernel.is_complex():  # (the cast to the image's dtype dropped the imaginary part, with a warning at most)
+        raise TypeError(f"kernel must be real, got {kernel.dtype}")
     if kernel.dim() == 2:
         kernel = kernel[None, None]
     elif kernel.dim() == 3:

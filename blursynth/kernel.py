@@ -345,7 +345,11 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m,
     r = trajectory.rotation if trajectory.rotation is not None else torch.zeros(n, steps, 3, device=t.device)
     u = None  # the ray e_z, unless the camera's translation moves it (a scene at a finite depth)
     if trajectory.translation is not None:
-        depth = torch.as_tensor(depth_m, device=t.device, dtype=torch.float32).reshape(-1)
+        try:
+            depth = torch.as_tensor(depth_m, device=t.device, dtype=torch.float32).reshape(-1)
+        except (TypeError, ValueError, RuntimeError):  # ("far": torch's words did not name it)
+            raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene), "
+                             f"got {depth_m!r}") from None
         if depth.shape[0] not in (1, n) or not bool((depth > 0).all()):
             raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene)")
         if not bool(torch.isinf(depth).all()):

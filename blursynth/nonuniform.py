@@ -107,8 +107,15 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
 
 
 def _check_step(max_step_px: float) -> None:
-    if not max_step_px > 0:  # also refuses NaN
-        raise ValueError(f"max_step_px must be > 0 (pixels), got {max_step_px}")
+    # (a string failed in the comparison without a name; inf took 4 poses whatever the motion: ghosts, no streak)
+    step = rng.as_real(max_step_px)
+    if step is None or not 0 < step < math.inf:
+        raise ValueError(f"max_step_px must be a finite number > 0 (pixels), got {max_step_px!r}")
+
+
+def _check_center(center) -> None:
+    if not isinstance(center, bool):  # (center="no" is truthy: it centred)
+        raise TypeError(f"center must be True or False, got {center!r}")
 
 
 def _check_motion(trajectory: Trajectory) -> None:
@@ -324,6 +331,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     depth_m = _check_depth(depth_m, b, "image of the batch")
+    _check_center(center)
     if b == 0:  # an empty batch (as blursynth.blur takes): nothing to warp
         return image.clone()
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
@@ -481,6 +489,7 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
         raise ValueError("points_px contains NaN or infinite coordinates")
     n, p = len(trajectory), pts.shape[0]
     depth_m = _check_depth(depth_m, n, "item of the trajectory")
+    _check_center(center)
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     out = []
     # One item at a time, as render_nonuniform: densify's pose grid follows the fastest motion it is
@@ -515,6 +524,7 @@ def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
     Path ``i * P + j`` is the image of pixel ``points_px[j]`` ``(P, 2)`` under item ``i``'s motion,
     ``H(t) p - p`` on the densified poses, minus the renderer's centring shift when ``center``.
     """
+    _check_center(center)
     pts = torch.as_tensor(points_px, dtype=torch.float32, device=trajectory.t.device).reshape(-1, 2)
     dense = densify(trajectory, camera, depth_m, max_step_px)
     path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)

@@ -181,7 +181,7 @@ class RandomWalk2D:
     """The 2-D random-walk blur trajectories of Boracchi & Foi (2012), vectorised over a batch.
 
     Boracchi & Foi, "Modeling the performance of image restoration from motion blur", IEEE TIP 21(8),
-    2012, section II: a particle moves ``steps`` times at constant speed ``length_px / (steps - 1)``; at
+    2012, section II: a particle visits ``steps`` positions at constant speed ``length_px / (steps - 1)``; at
     each step its velocity changes by a Gaussian kick, a pull back towards the start (``centripetal``)
     and, with probability ``big_shake_probability * anxiety``, an impulsive near-reversal. The defaults
     are theirs (total length 60 px for a 64 px canvas, 2000 steps, anxiety ~ U(0, 0.1), centripetal ~

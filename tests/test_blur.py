@@ -232,6 +232,8 @@ def test_bad_input_errors_name_the_fix():
         blur(torch.rand(10, 10), torch.ones(3, 3))
     with pytest.raises(TypeError, match="float"):
         blur(torch.zeros(1, 1, 10, 10, dtype=torch.uint8), torch.ones(3, 3))
+    with pytest.raises(TypeError, match=r"kernel must be real, got torch.complex64"):  # (its imaginary part was dropped)
+        blur(x, torch.full((3, 3), 1 / 9 + 0.1j, dtype=torch.complex64))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -137,6 +137,9 @@ def test_still_6dof_camera_gives_delta():
     traj = Trajectory(t=torch.linspace(0, 0.1, 9)[None], rotation=torch.zeros(1, 9, 3), translation=torch.zeros(1, 9, 3))
     k = K.kernels(traj, Camera(1000.0, 640, 480), 5, depth_m=1.0)
     assert k[0, 2, 2] == 1 and k.sum() == 1
+    for bad in ("far", [[1.0]] * 2, 0.0):  # ("far" failed in torch's words, naming nothing)
+        with pytest.raises(ValueError, match=r"depth_m must be positive metres, a float or an \(1,\) tensor"):
+            K.kernels(traj, Camera(1000.0, 640, 480), 5, depth_m=bad)
 
 
 @given(batch=path_batches())

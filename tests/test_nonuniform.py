@@ -161,11 +161,17 @@ def test_bad_arguments_are_named():
         render_nonuniform(torch.zeros(1, 3, 20, 31), traj, cam)
     with pytest.raises(ValueError, match="2 items for a batch of 3"):
         render_nonuniform(torch.zeros(3, 3, 20, 30), Trajectory.cat([traj, traj]), cam)
-    for bad in (-1.0, 0.0, math.nan):
-        with pytest.raises(ValueError, match=rf"max_step_px must be > 0 \(pixels\), got {bad}$"):
+    # (a string or None failed in a comparison without a name; inf took 4 poses whatever the motion: ghosts)
+    for bad in (-1.0, 0.0, math.nan, math.inf, "1", None):
+        with pytest.raises(ValueError, match=rf"max_step_px must be a finite number > 0 \(pixels\), got {bad!r}$"):
             render_nonuniform(torch.zeros(1, 3, 20, 30), traj, cam, max_step_px=bad)
-        with pytest.raises(ValueError, match=rf"max_step_px must be > 0 \(pixels\), got {bad}$"):
+        with pytest.raises(ValueError, match=rf"max_step_px must be a finite number > 0 \(pixels\), got {bad!r}$"):
             kernels_at(torch.zeros(1, 2), traj, cam, 5, max_step_px=bad)
+    for bad in ("no", 1, None):  # ("no" is truthy: it centred)
+        with pytest.raises(TypeError, match=rf"center must be True or False, got {bad!r}"):
+            render_nonuniform(torch.zeros(1, 3, 20, 30), traj, cam, center=bad)
+        with pytest.raises(TypeError, match=rf"center must be True or False, got {bad!r}"):
+            kernels_at(torch.zeros(1, 2), traj, cam, 5, center=bad)
 
 
 @given(roll=st.floats(-0.05, 0.05), yaw=st.floats(-0.02, 0.02), pitch=st.floats(-0.02, 0.02),
