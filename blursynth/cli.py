@@ -138,8 +138,13 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; choose another --out")
     if out.is_dir():
-        staged = _staged_name(out)
-        if not overwrite and any(not staged.fullmatch(e.name) for e in os.scandir(out)):
+        staged = _staged_name(out.resolve() if out.is_symlink() else out)  # (named as _StagedDir names them)
+        try:
+            with os.scandir(out) as entries:
+                others = any(not staged.fullmatch(e.name) for e in entries)
+        except OSError as exc:
+            raise UsageError(f"--out {out}: cannot list it ({exc.strerror}); choose another --out") from None
+        if others and not overwrite:
             raise UsageError(f"--out {out}: folder exists and is not empty; pass --overwrite to replace the files "
                              f"generate writes there ({', '.join(GENERATE_FILES)}; other files are kept) or choose "
                              "another --out")
@@ -197,7 +202,8 @@ class _StagedDir:
 
     def __enter__(self) -> Path:
         from .io import umask
-        home = self.out if self.out.is_dir() else self.out.parent
+        self.new = not self.out.is_dir()
+        home = self.out.parent if self.new else self.out
         try:
             home.mkdir(parents=True, exist_ok=True)
             self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp", dir=home))
@@ -239,17 +245,37 @@ class _StagedDir:
         try:
             if exc_type is not None:
                 shutil.rmtree(self.tmp, ignore_errors=True)
-            elif not self.out.is_dir():
-                os.replace(self.tmp, self.out)
+            elif self.new:
+                try:
+                    os.replace(self.tmp, self.out)
+                except OSError:  # (made by something else meanwhile: not ours to write into unasked)
+                    shutil.rmtree(self.tmp, ignore_errors=True)
+                    raise UsageError(f"--out {self.out}: appeared while the run wrote; run again with --overwrite "
+                                     "or choose another --out") from None
             else:
-                (self.out / "summary.json").unlink(missing_ok=True)
-                for name in GENERATE_FILES:
-                    os.replace(self.tmp / name, self.out / name)
-                self.tmp.rmdir()
+                self._move_in()
             return False
         finally:
             if self.lock is not None:
                 os.close(self.lock)
+
+    def _move_in(self) -> None:
+        """Move the staged files into the existing ``out``, under a lock on it: two runs ending at once
+        each move all their files, one after the other, never a mix of both under one summary.json."""
+        fd = os.open(self.out, os.O_RDONLY)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # (blocking: the other run's moves take a moment)
+            (self.out / "summary.json").unlink(missing_ok=True)
+            for name in GENERATE_FILES:
+                os.replace(self.tmp / name, self.out / name)
+            self.tmp.rmdir()
+        except OSError as exc:  # (a folder put where a file goes, meanwhile)
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise UsageError(f"--out {self.out}: cannot move {getattr(exc, 'filename', None) or 'the files'} into "
+                             f"place ({exc.strerror}); choose another --out") from None
+        finally:
+            os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------

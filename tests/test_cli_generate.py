@@ -160,6 +160,52 @@ def test_an_empty_existing_folder_needs_no_overwrite(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["contact_sheet.png", "kernels.npz", "summary.json"]
 
 
+def test_a_link_to_a_folder_holding_only_a_killed_runs_staging_is_empty(tmp_path):
+    # the staged folders are named after the link's target, and were counted as content through the link
+    (tmp_path / "disk" / "kernels" / ".kernels.k1ll3d_x.tmp").mkdir(parents=True)
+    (tmp_path / "out").symlink_to(tmp_path / "disk" / "kernels")
+    assert _generate(tmp_path)[0] == 0
+    assert (tmp_path / "disk" / "kernels" / "summary.json").is_file()
+
+
+def test_an_out_that_cannot_be_listed_is_one_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "out").mkdir()
+    scandir = os.scandir
+
+    def refuse(path="."):  # (root lists any folder: the refusal of a folder without read permission is stood in for)
+        if Path(path) == tmp_path / "out":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+    monkeypatch.setattr(cli.os, "scandir", refuse)
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out")], "--out")
+    assert "cannot list it (Permission denied)" in err
+
+
+def test_runs_ending_at_once_in_one_folder_never_mix_their_files(tmp_path, monkeypatch):
+    # Two runs into one existing folder: run B's moves came between run A's, leaving B's kernels.npz under A's
+    # summary.json. The moves now hold a lock on the folder: here B ends while A holds it, and waits.
+    import threading
+    out = tmp_path / "out"
+    out.mkdir()
+    replace, started, b_done = os.replace, threading.Event(), []
+
+    def slow_replace(src, dst):
+        replace(src, dst)
+        if Path(dst) == out / "kernels.npz" and not started.is_set():  # run A, after its first move
+            started.set()
+            b = threading.Thread(target=lambda: b_done.append(_generate(tmp_path, "--seed", "2", "--overwrite")[0]))
+            b.start()
+            b.join(timeout=3)  # B blocks on the lock: it cannot finish while A moves
+            assert b.is_alive() and not b_done
+            slow_replace.b = b
+    monkeypatch.setattr(cli.os, "replace", slow_replace)
+    assert _generate(tmp_path, "--seed", "1")[0] == 0
+    slow_replace.b.join(timeout=120)
+    assert b_done == [0]
+    seeds = {int(np.load(out / "kernels.npz")["seed"]), json.loads((out / "summary.json").read_text())["seed"]}
+    assert seeds == {2}
+
+
 def test_a_folder_where_generate_writes_a_file_is_refused(capsys, tmp_path):
     (tmp_path / "out" / "kernels.npz").mkdir(parents=True)
     err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out"), "--overwrite"],
