@@ -157,6 +157,10 @@ def _holds_no_pair(out: Path) -> bool:
     top = {e.name for e in os.scandir(out)}
     if any(name not in ("dataset.json", *MANAGED) and not _is_temporary(name) for name in top):
         return False
+    if "dataset.json" in top and _previous_settings(out) is None:  # a file (or folder) of the user's by that name
+        return False
+    if any(e.is_dir() for sub in MANAGED if (out / sub).is_dir() for e in os.scandir(out / sub)):
+        return False  # (a folder of the user's in sharp/, say: not ours to write beside without --overwrite)
     return all(name == "dataset.json" or _is_temporary(name.rsplit("/", 1)[-1]) for name in _existing_files(out))
 
 

@@ -94,10 +94,11 @@ class ImageFolder:
             raise FileNotFoundError(f"{named}: not a folder; pass a folder of sharp photographs")
         found = cls(root=root)
         visible, loops, avoided, unlisted = _visible_paths(root, avoid)
+        if root in unlisted:
+            raise ImageError(f"{named}: the folder cannot be listed ({unlisted[root]}); make it readable (chmod +rx)")
         paths = [p for p in visible if p not in avoided and p.is_file()]
         # photos are checked here (on every core) but read one crop at a time, later
         probes = dict(zip(paths, probe_images(paths)))
-        broken = False
         for path in visible:
             rel = path.relative_to(root).as_posix()
             if path not in probes:
@@ -105,7 +106,6 @@ class ImageFolder:
                     found.skipped.append({"file": rel, "reason": f"symbolic link to {os.readlink(path)}, "
                                           f"{avoided[path]}"})
                 elif path.is_symlink() and not path.exists():  # is_file() is False for it: say so, not pass it over
-                    broken = True
                     found.skipped.append({"file": rel, "reason": f"broken symbolic link (to {os.readlink(path)}, "
                                           "which does not exist); fix or remove the link"})
                 elif path in loops and path.is_symlink():
@@ -138,7 +138,7 @@ class ImageFolder:
                 continue
             found.files.append(rel)
             found.sizes.append((h, w))
-        if not paths and not broken:
+        if not paths and not found.skipped:  # (else the reasons below say why nothing is usable)
             instead = f"leave {sharp_name} out" if option else f"pass {sharp_name}=None"
             raise ImageError(f"{named}: the folder has no image files (looked in its subfolders too, hidden "
                              f"files left out); put photos in it, or {instead} for procedural scenes")

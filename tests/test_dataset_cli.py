@@ -737,6 +737,25 @@ def test_a_link_to_a_folder_above_the_photos_is_a_loop_not_an_error(tmp_path, ph
     assert "repeat forever" in reasons["up/photos"] and found.files == ImageFolder.scan(photos, (32, 32)).files
 
 
+def test_a_folder_of_nothing_usable_says_why(tmp_path, monkeypatch):
+    # a FIFO alone, or a root that cannot be listed, was reported as "the folder has no image files"
+    from blursynth.io import ImageError
+    from blursynth.pairs import ImageFolder
+    (tmp_path / "in").mkdir()
+    os.mkfifo(tmp_path / "in" / "fifo.png")
+    with pytest.raises(ImageError, match=r"no usable image \(skipped 1 files: fifo\.png: not a regular file"):
+        ImageFolder.scan(tmp_path / "in", (32, 32))
+    iterdir = Path.iterdir
+
+    def refuse(self):  # (root lists any folder: the refusal of chmod 000 is stood in for)
+        if self.name == "in":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(ImageError, match=r"in'?: the folder cannot be listed \(Permission denied\)"):
+        ImageFolder.scan(tmp_path / "in", (32, 32))
+
+
 def test_an_empty_photo_folder_says_so(tmp_path, recipe_file, capsys):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     _run(tmp_path / "out", tmp_path / "in", recipe_file, expect=2)
@@ -934,6 +953,23 @@ def test_a_run_stopped_before_its_first_pair_does_not_hold_the_folder(tmp_path, 
     (out / "manifest.jsonl").unlink()
     assert main(["dataset", "--out", str(out), "--pairs", "8", "--quiet"]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_a_dataset_json_of_the_users_is_not_taken_for_a_stopped_run(tmp_path, capsys):
+    # a run stopped before its first pair frees its folder; a dataset.json someone else wrote does not
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "dataset.json").write_text('{"license": "CC"}')
+    assert main(["dataset", "--out", str(out), "--pairs", "2", "--quiet"]) == 2
+    assert "its dataset.json is unreadable); choose another --out or pass --overwrite" in capsys.readouterr().err
+    assert (out / "dataset.json").read_text() == '{"license": "CC"}'
+    (out / "dataset.json").unlink()
+    (out / "dataset.json").mkdir()
+    assert main(["dataset", "--out", str(out), "--pairs", "2", "--quiet"]) == 2
+    (out / "dataset.json").rmdir()
+    (out / "sharp" / "mine").mkdir(parents=True)  # a folder of the user's where the pairs go
+    assert main(["dataset", "--out", str(out), "--pairs", "2", "--quiet"]) == 2
+    assert os.listdir(out) == ["sharp"] and os.listdir(out / "sharp") == ["mine"]
 
 
 def test_absurd_pair_counts_are_refused_before_out_is_touched(tmp_path, capsys):
