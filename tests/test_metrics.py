@@ -177,6 +177,17 @@ def test_a_whole_pixel_shift_is_exact_and_a_perfect_restoration_scores_infinite_
     assert torch.isinf(scores["psnr"]).all() and (scores["ssd"] == 0).all()
 
 
+def test_the_gradient_in_the_shift_does_not_vanish_at_whole_pixels():
+    # the exact path for whole-pixel shifts has no gradient in the shift: it gave 0 at the zero shift
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for start in (0.0, 1e-9):
+        s = torch.full((1, 2), start, dtype=torch.float64, requires_grad=True)
+        (metrics.shift_image(x, s) * torch.arange(16.0, dtype=torch.float64)[:, None]).sum().backward()
+        grads.append(s.grad)
+    assert grads[0].abs().min() > 1 and torch.allclose(grads[0], grads[1], rtol=1e-6)
+
+
 @pytest.mark.parametrize("max_val", [255, np.int64(255), 255.0])
 def test_an_integer_data_range_scores_as_its_float(max_val):
     """max_val=255 (an int, the natural spelling for 8-bit-range images) stopped ssim and levin_scores

@@ -93,7 +93,8 @@ def _window_ssd(x: torch.Tensor, ref: torch.Tensor, radius: int, border: int) ->
 def shift_image(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Resample ``x (B, C, H, W)`` float at ``p + shift`` (``shift (B, 2)`` as ``(dy, dx)`` pixels, any
     real value, cast to ``x``'s dtype and device) by bicubic interpolation; samples outside the image
-    repeat the border. Returns ``(B, C, H, W)`` like ``x``, not clipped (bicubic overshoots)."""
+    repeat the border; a whole-pixel shift moves the pixels exactly (unless ``shift`` needs a gradient).
+    Returns ``(B, C, H, W)`` like ``x``, not clipped (bicubic overshoots)."""
     b, _, hh, ww = x.shape
     shift = torch.as_tensor(shift, dtype=x.dtype, device=x.device)  # (grid_sample wants one dtype)
     ys = torch.arange(hh, dtype=x.dtype, device=x.device)
@@ -103,9 +104,10 @@ def shift_image(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     grid = torch.stack([gx.expand(b, hh, ww), gy.expand(b, hh, ww)], dim=-1)
     out = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=True)
     # A whole-pixel shift, taken exactly: the normalised coordinates round, so grid_sample changed even the zero
-    # shift by ~1e-7, and a restoration equal to the sharp image scored 127 dB, not an infinite PSNR.
+    # shift by ~1e-7, and a restoration equal to the sharp image scored 127 dB, not an infinite PSNR. (Not where a
+    # gradient in the shift is wanted: the exact path has none, and grid_sample's is the one to follow.)
     whole = (shift == shift.round()).all(1)
-    if whole.any():
+    if whole.any() and not (torch.is_grad_enabled() and shift.requires_grad):
         iy = (ys[None] + shift[:, :1]).clamp(0, hh - 1).long()[:, None, :, None].expand_as(x)
         ix = (xs[None] + shift[:, 1:]).clamp(0, ww - 1).long()[:, None, None, :].expand_as(x)
         out = torch.where(whole[:, None, None, None], x.gather(2, iy).gather(3, ix), out)
