@@ -367,3 +367,7 @@ def test_hyper_laplacian_restores_each_image_as_if_alone():
     per_item = torch.stack([deconv.shrink_lut(v[:, i], 4.0, 0.5) for i in range(2)], dim=1)
     assert torch.equal(deconv.shrink_lut(v, 4.0, 0.5, dim=1), per_item)
     assert torch.equal(deconv.shrink_lut(torch.zeros(2, 3), 4.0, 0.5, dim=0), torch.zeros(2, 3))
+    # any shape, 0-d and 1-D included (flatten(1) failed on them)
+    assert torch.equal(deconv.shrink_lut(v[0, 0, 7], 4.0, 0.5), deconv.shrink_lut(v[0, 0, 7:8], 4.0, 0.5)[0])
+    one_d = deconv.shrink_lut(v[0, 0], 4.0, 0.5, dim=0)
+    assert torch.equal(one_d, torch.stack([deconv.shrink_lut(e, 4.0, 0.5) for e in v[0, 0]]))

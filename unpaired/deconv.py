@@ -382,7 +382,7 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096, dim
     if v.numel() == 0:
         return torch.zeros_like(v)
     a = v.abs().unsqueeze(0) if dim is None else v.abs().movedim(dim, 0)  # (items, ...)
-    top = a.detach().flatten(1).amax(1).to(torch.float64)  # a bound for each table, not part of the graph
+    top = a.detach().reshape(len(a), -1).amax(1).to(torch.float64)  # a bound for each table, not part of the graph
     top = torch.where(top > 0, top, 1.0)  # (an item of zeros: any table gives it 0)
     grid = top[:, None] * torch.linspace(0.0, 1.0, size, dtype=torch.float64, device=v.device)
     table = shrink_hyper_laplacian(grid, beta, alpha).to(v.dtype).flatten()
