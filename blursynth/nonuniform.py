@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 from . import rng
@@ -108,13 +109,17 @@ def densify(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tenso
 
 def _check_step(max_step_px: float) -> None:
     # (a string failed in the comparison without a name; inf took 4 poses whatever the motion: ghosts, no streak)
-    step = rng.as_real(max_step_px)
+    step = max_step_px
+    if torch.is_tensor(step) and step.numel() == 1 and not (step.is_complex() or step.dtype == torch.bool):
+        step = step.item()
+    step = rng.as_real(step)
     if step is None or not 0 < step < math.inf:
         raise ValueError(f"max_step_px must be a finite number > 0 (pixels), got {max_step_px!r}")
 
 
 def _check_center(center) -> None:
-    if not isinstance(center, bool):  # (center="no" is truthy: it centred)
+    if not (isinstance(center, (bool, np.bool_)) or torch.is_tensor(center) and center.dtype == torch.bool
+            and center.numel() == 1):  # (center="no" is truthy: it centred)
         raise TypeError(f"center must be True or False, got {center!r}")
 
 
