@@ -410,6 +410,14 @@ def test_a_kernel_that_holds_no_real_numbers_is_refused(tmp_path, refused, value
         _run(["--benchmark", "levin", "--data", data])
 
 
+def test_a_kernel_file_that_is_an_archive_is_refused(tmp_path, refused):
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    with open(data / "kernels" / "kernel1.npy", "wb") as fh:  # (np.savez into a .npy name: np.load gives an NpzFile)
+        np.savez(fh, k=_kernel(1))
+    with refused(r"kernel1\.npy: holds an archive of arrays, not one array"):
+        _run(["--benchmark", "levin", "--data", data])
+
+
 def test_folder_benchmark_leaves_out_hidden_files(tmp_path):
     # macOS leaves ._name beside each file it copies to other file systems: not an image, not a pair
     for d in ("blur", "sharp"):

@@ -164,6 +164,8 @@ def load_kernel(path: Path) -> torch.Tensor:
         k = np.load(path, allow_pickle=False)
     except Exception as exc:
         raise EvaluationError(f"{path}: cannot be read as a .npy array ({exc})") from None
+    if not isinstance(k, np.ndarray):  # (a .npz archive named .npy)
+        raise EvaluationError(f"{path}: holds an archive of arrays, not one array; save the kernel with np.save")
     if k.dtype.kind not in "buif":  # (strings failed in the cast, a traceback; complex lost its imaginary part)
         raise EvaluationError(f"{path}: holds {k.dtype} values, not real numbers; a kernel is a 2-D array of "
                               "non-negative weights summing to 1")
