@@ -262,20 +262,22 @@ class _StagedDir:
     def _move_in(self) -> None:
         """Move the staged files into the existing ``out``, under a lock on it: two runs ending at once
         each move all their files, one after the other, never a mix of both under one summary.json."""
-        fd = os.open(self.out, os.O_RDONLY)
+        fd = None
         try:
+            fd = os.open(self.out, os.O_RDONLY)
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # (blocking: the other run's moves take a moment)
             (self.out / "summary.json").unlink(missing_ok=True)
             for name in GENERATE_FILES:
                 os.replace(self.tmp / name, self.out / name)
             self.tmp.rmdir()
-        except OSError as exc:  # (a folder put where a file goes, meanwhile)
+        except OSError as exc:  # (a folder put where a file goes, or --out removed, meanwhile)
             shutil.rmtree(self.tmp, ignore_errors=True)
-            raise UsageError(f"--out {self.out}: cannot move {getattr(exc, 'filename', None) or 'the files'} into "
-                             f"place ({exc.strerror}); choose another --out") from None
+            raise UsageError(f"--out {self.out}: cannot move {exc.filename or 'the files'} into place "
+                             f"({exc.strerror}); choose another --out") from None
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------
