@@ -704,6 +704,18 @@ def test_broken_links_are_listed_and_sizes_read_as_the_crop_option(tmp_path, pho
     assert reasons["gray.png"].startswith("image is 50x40 (height x width), smaller than the 32x48 needed")
 
 
+def _unlistable(monkeypatch, name: str) -> None:
+    """Make listing any folder called ``name`` fail as chmod 000 does (root lists any folder, so the
+    refusal is stood in for)."""
+    iterdir = Path.iterdir
+
+    def refuse(self):
+        if self.name == name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+    monkeypatch.setattr(Path, "iterdir", refuse)
+
+
 def test_fifos_devices_and_folders_that_cannot_be_listed_are_listed_as_skipped(tmp_path, photos, monkeypatch):
     # they were passed over without a word: a folder of photos the user thought used, or a FIFO named photo.png
     from blursynth.pairs import ImageFolder
@@ -712,13 +724,7 @@ def test_fifos_devices_and_folders_that_cannot_be_listed_are_listed_as_skipped(t
     os.mkfifo(folder / "fifo.png")
     (folder / "zero.png").symlink_to("/dev/zero")
     (folder / "locked").mkdir()
-    iterdir = Path.iterdir
-
-    def refuse(self):  # (root lists any folder: the refusal of chmod 000 is stood in for)
-        if self.name == "locked":
-            raise PermissionError(13, "Permission denied", str(self))
-        return iterdir(self)
-    monkeypatch.setattr(Path, "iterdir", refuse)
+    _unlistable(monkeypatch, "locked")
     found = ImageFolder.scan(folder, (32, 32))
     reasons = {s["file"]: s["reason"] for s in found.skipped}
     assert reasons["fifo.png"] == reasons["zero.png"] == "not a regular file (a FIFO, socket or device); remove it"
@@ -745,13 +751,7 @@ def test_a_folder_of_nothing_usable_says_why(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "in" / "fifo.png")
     with pytest.raises(ImageError, match=r"no usable image \(skipped 1 files: fifo\.png: not a regular file"):
         ImageFolder.scan(tmp_path / "in", (32, 32))
-    iterdir = Path.iterdir
-
-    def refuse(self):  # (root lists any folder: the refusal of chmod 000 is stood in for)
-        if self.name == "in":
-            raise PermissionError(13, "Permission denied", str(self))
-        return iterdir(self)
-    monkeypatch.setattr(Path, "iterdir", refuse)
+    _unlistable(monkeypatch, "in")
     with pytest.raises(ImageError, match=r"in'?: the folder cannot be listed \(Permission denied\)"):
         ImageFolder.scan(tmp_path / "in", (32, 32))
 
