@@ -553,6 +553,7 @@ def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> t
         when no item has noise).
     """
     _check_image(linear, params)
+    seed = rng.check_seed(seed)  # before the no-noise shortcut: a bad seed fails on every batch, not on some
     index = rng.as_index(index, device=linear.device)
     if index.shape[0] != linear.shape[0]:
         raise ValueError(f"add_noise: {index.shape[0]} item indices for a batch of {linear.shape[0]} images")

@@ -374,6 +374,14 @@ def test_bad_images_are_refused():
         S.add_noise(torch.rand(2, 3, 4, 4), p, 0, [0])
 
 
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5, "7"])
+def test_add_noise_refuses_a_bad_seed_with_or_without_noise(noise, seed):
+    """A bad seed must fail on every batch: with noise off the call used to return before looking at it."""
+    with pytest.raises((TypeError, ValueError), match="seed must be an integer"):
+        S.add_noise(torch.rand(1, 3, 4, 4), _params(read_noise=noise), seed, [0])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     model = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, bits=None)
