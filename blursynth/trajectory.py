@@ -267,35 +267,42 @@ class RandomWalk2D:
         fractions = torch.tensor(self.exposure_fractions, dtype=dt64, device=idx.device)
         pick = (_rng.uniform(seed, idx, (), stream=7, dtype=dt64) * len(fractions)).long()
         fraction = fractions[pick.clamp(max=len(fractions) - 1)]
-        # Per-step draws: impulsive-shake trigger, its angle jitter, and the complex Gaussian kick.
+        # Per-step draws: impulsive-shake trigger, its angle jitter, and the Gaussian kick (x and y).
         u_big = _rng.uniform(seed, idx, (steps - 1,), stream=8, dtype=dt64)
         u_turn = _rng.uniform(seed, idx, (steps - 1,), stream=9, dtype=dt64)
-        kick = torch.complex(_rng.normal(seed, idx, (steps - 1,), stream=10, dtype=dt64),
-                             _rng.normal(seed, idx, (steps - 1,), stream=11, dtype=dt64))
+        kick_x = _rng.normal(seed, idx, (steps - 1,), stream=10, dtype=dt64)
+        kick_y = _rng.normal(seed, idx, (steps - 1,), stream=11, dtype=dt64)
 
+        # Real arithmetic throughout, x and y apart: torch's complex multiply and abs round
+        # differently in their vectorised and scalar code, so an item's walk would depend on its
+        # batch (which lanes it falls in); +, -, *, / and sqrt round the same either way.
         step_len = length / (steps - 1)
-        v0 = torch.polar(torch.ones_like(angle), angle)
-        v = torch.where(anxiety > 0, v0 * anxiety, v0 * step_len)
+        speed0 = torch.where(anxiety > 0, anxiety, step_len)
+        vx, vy = torch.cos(angle) * speed0, torch.sin(angle) * speed0
         big = u_big < (p_big * anxiety)[:, None]
-        turn = torch.polar(torch.ones_like(u_turn), torch.pi + (u_turn - 0.5))
-        x = torch.zeros(n, steps, dtype=torch.complex128, device=idx.device)
-        pos = x[:, 0]
+        turn_x, turn_y = torch.cos(torch.pi + (u_turn - 0.5)), torch.sin(torch.pi + (u_turn - 0.5))
+        x = torch.zeros(2, n, steps, dtype=dt64, device=idx.device)
+        pos_x, pos_y = x[0, :, 0], x[1, :, 0]
         # The recurrence is sequential in time (the pull depends on the position); it is vectorised
         # over the batch, which is what makes it fast.
         for k in range(steps - 1):
-            dv = (anxiety * (gauss * kick[:, k] - centripetal * pos)) * step_len
-            dv = dv + torch.where(big[:, k], 2 * v * turn[:, k], 0)
-            v = v + dv
-            v = v / v.abs().clamp_min(1e-300) * step_len
-            pos = pos + v
-            x[:, k + 1] = pos
+            dvx = (anxiety * (gauss * kick_x[:, k] - centripetal * pos_x)) * step_len
+            dvy = (anxiety * (gauss * kick_y[:, k] - centripetal * pos_y)) * step_len
+            # an impulsive shake adds twice the velocity turned by about 180 degrees
+            dvx = dvx + torch.where(big[:, k], 2 * (vx * turn_x[:, k] - vy * turn_y[:, k]), 0)
+            dvy = dvy + torch.where(big[:, k], 2 * (vx * turn_y[:, k] + vy * turn_x[:, k]), 0)
+            vx, vy = vx + dvx, vy + dvy
+            norm = (vx * vx + vy * vy).sqrt().clamp_min(1e-300)
+            vx, vy = vx / norm * step_len, vy / norm * step_len
+            pos_x, pos_y = pos_x + vx, pos_y + vy
+            x[0, :, k + 1], x[1, :, k + 1] = pos_x, pos_y
 
         # Keep the first `fraction` of the walk and resample it to `samples` points.
         s = torch.linspace(0, 1, self.samples, dtype=dt64, device=idx.device)[None, :] * (fraction * (steps - 1))[:, None]
         i0 = s.floor().long().clamp(max=steps - 2)
         w = (s - i0).to(dt64)
-        path_c = torch.gather(x, 1, i0) * (1 - w) + torch.gather(x, 1, i0 + 1) * w
-        path = torch.stack([path_c.real, path_c.imag], dim=-1).float()
+        path_xy = x.gather(2, i0.expand(2, -1, -1)) * (1 - w) + x.gather(2, (i0 + 1).expand(2, -1, -1)) * w
+        path = path_xy.permute(1, 2, 0).float()
         t = (torch.linspace(0, 1, self.samples, dtype=dt64, device=idx.device)[None, :]
              * (fraction * self.exposure_s)[:, None]).float()
         params = {"length_px": length.float(), "anxiety": anxiety.float(), "centripetal": centripetal.float(),

@@ -105,6 +105,14 @@ def test_chunking_does_not_change_the_output(tmp_path):
         assert {info.date_time for info in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
 
+def test_random_walk_kernels_do_not_depend_on_the_chunk(tmp_path):
+    # item 149 is the one whose walk used to round differently in a chunk of 1 (see test_trajectory)
+    args = ["generate", "--model", "randomwalk", "--kernel-size", "65", "--trajectories", "152", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--chunk", "149", "--out", str(tmp_path / "b")]) == 0  # items 149-151 apart
+    assert (tmp_path / "a" / "kernels.npz").read_bytes() == (tmp_path / "b" / "kernels.npz").read_bytes()
+
+
 def test_random_walk_model(tmp_path):
     code, out = _generate(tmp_path, "--model", "randomwalk")
     assert code == 0
