@@ -749,3 +749,105 @@ def test_a_camera_turned_to_face_away_from_the_scene_is_refused_by_kernels_as_by
         start = Trajectory(t=t[:, :2], rotation=traj.rotation[:, :2],
                            translation=None if traj.translation is None else traj.translation[:, :2])
         assert torch.allclose(K.kernel_paths(start, cam, depth), cam.center_path(start, depth), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- review F: mutation-testing gaps
+
+
+@given(batch=path_batches(reach=40.0), h=st.integers(3, 16), w=st.integers(3, 16), center=st.booleans())
+@SETTINGS
+def test_fit_scale_is_the_largest_factor_that_fits_on_any_canvas_even_sides_too(batch, h, w, center):
+    """fit_scale is documented as the *largest* factor <= 1 that brings the path inside the canvas, and
+    even sizes are accepted, centred on (h // 2, w // 2): the canvas then reaches one pixel further left
+    (up) than right (down). Checked against the canvas's own reach, worked out here: the scaled path
+    stays within [-(w // 2), w - 1 - w // 2] x [-(h // 2), h - 1 - h // 2] of the centre pixel, touches
+    that boundary when it was shrunk, and its kernel keeps the path's centre of mass (a point pushed
+    past the edge would be clamped onto it). Odd-only sizes hid a left/right (up/down) swap of the
+    reach, in fit_scale (over-shrinking) and in fits (paths spilling one pixel off the canvas)."""
+    path, t = batch
+    s = K.fit_scale(path, (h, w), t, center=center).double()
+    assert ((s > 0) & (s <= 1)).all()
+    p = path.double()
+    if center:  # the time-weighted mean, worked out independently of the code (as _path_variance)
+        steps = p.shape[1]
+        if steps == 1:
+            mean = p[:, 0]
+        else:
+            dt = torch.ones(p.shape[0], steps - 1, dtype=torch.float64) if t is None else (t[:, 1:] - t[:, :-1]).double()
+            mean = ((p[:, :-1] + p[:, 1:]) / 2 * dt[..., None]).sum(1) / dt.sum(1, keepdim=True)
+        p = p - mean[:, None]
+    scaled = p * s[:, None, None]
+    lo = torch.tensor([-(w // 2), -(h // 2)], dtype=torch.float64)
+    hi = torch.tensor([w - 1 - w // 2, h - 1 - h // 2], dtype=torch.float64)
+    tol = 2e-3 + 1e-5 * float(p.abs().max())
+    assert (scaled.amin(1) >= lo - tol).all() and (scaled.amax(1) <= hi + tol).all()
+    shrunk = s < 1
+    touches = ((scaled.amin(1) - lo).abs() <= tol) | ((scaled.amax(1) - hi).abs() <= tol)
+    assert touches.any(1)[shrunk].all(), "a shrunk path should reach the canvas edge (largest factor)"
+    # fits agrees with the reach: the path scaled by s fits, and one 2% larger past the edge does not
+    grown = (p * (s * 1.02)[:, None, None]).float()
+    assert K.fits((p * s[:, None, None]).float(), (h, w), t, center=center).all()
+    assert not K.fits(grown, (h, w), t, center=center)[shrunk & (p.abs().amax((1, 2)) * s > 1.0)].any()
+    # nothing is clamped onto the border: the kernel's centre of mass is the (scaled) path's mean
+    k = K.rasterize(path, (h, w), t, fit="scale", center=center)
+    com = _moments(k)[0]
+    want = torch.zeros_like(com) if center else (scaled[:, :1] if path.shape[1] == 1 else
+                                                 _time_mean(scaled, t))
+    assert torch.allclose(com, want, atol=2e-3 + 1e-5 * float(p.abs().max()))
+
+
+def _time_mean(p, t):
+    dt = torch.ones(p.shape[0], p.shape[1] - 1, dtype=torch.float64) if t is None else (t[:, 1:] - t[:, :-1]).double()
+    return (((p[:, :-1] + p[:, 1:]) / 2 * dt[..., None]).sum(1) / dt.sum(1, keepdim=True))
+
+
+@given(quarters=st.integers(1, 60), axis=st.sampled_from([0, 1]), seed=st.integers(0, 2**31 - 1))
+@SETTINGS
+def test_a_rounded_translation_of_a_path_of_round_lengths_gives_the_same_kernel(quarters, axis, seed):
+    """Translation changes nothing physical. Hand-made and axis-aligned paths have segment lengths on
+    multiples of 0.25 px (the sub-step), where a copy translated by an amount float32 cannot hold
+    exactly comes out a hair shorter or longer; the sub-step count must not jump there (kernel._splat
+    shifts its thresholds off round lengths for this). A jump changed the kernel by ~6e-3; float
+    rounding alone stays near 1e-7."""
+    length = 0.25 * quarters
+    base = torch.zeros(1, 3, 2)
+    base[0, 1, axis] = length
+    base[0, 2, axis] = length
+    base[0, 2, 1 - axis] = 0.5 * length
+    g = torch.Generator().manual_seed(seed)
+    moved = base + (2 * torch.rand(64, 1, 2, generator=g) - 1)  # 64 copies, offsets in (-1, 1) px
+    size = 2 * int(length) + 5
+    ref = K.rasterize(base, size)
+    assert (K.rasterize(moved, size) - ref).abs().max() < 1e-5
+
+
+@given(theta=st.floats(1e-3, 0.02), focal=st.floats(300, 20000), axis=st.sampled_from([0, 1]),
+       sign=st.sampled_from([-1.0, 1.0]))
+@SETTINGS
+@example(theta=0.0099, focal=20000.0, axis=1, sign=1.0)
+def test_pure_yaw_or_pitch_moves_the_principal_point_by_f_tan_theta_to_float_precision(theta, focal, axis, sign):
+    """The closed form switches to Taylor series for |r| < 0.01 rad, which is where hand-held shake
+    lives: a wrong coefficient there is a wrong kernel for nearly every item. f tan(theta) (worked out
+    in float64 here) must come out to float32 precision on both sides of the switch; the 1e-4 relative
+    tolerance of test_pure_yaw_moves_the_principal_point_by_f_theta let a sign slip in the sinc series
+    (3e-5 relative at the switch) through."""
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1, axis] = sign * theta
+    traj = Trajectory(t=torch.tensor([[0.0, 0.01]]), rotation=rot)
+    path = K.kernel_paths(traj, Camera(focal, 4000, 3000)).double()
+    expected = focal * math.tan(theta)
+    moved = float(path[0, 1, 1 - axis])  # yaw (about y) moves x, pitch (about x) moves y
+    assert abs(abs(moved) - expected) <= 2e-6 * expected + 1e-5
+    assert abs(float(path[0, 1, axis])) <= 1e-5
+
+
+@pytest.mark.parametrize("size", [5, (5, 7), (6, 4)])
+def test_a_still_point_placed_anywhere_on_the_canvas_is_a_delta_there(size):
+    """center=False places the path as given (local kernels of kernels_at): a still point on any pixel
+    of the canvas, its corners and edges included, is all its mass on that pixel, whichever item of
+    the batch it is (the last pixel of the last item is the last entry of the splat buffer)."""
+    h, w = (size, size) if isinstance(size, int) else size
+    ys, xs = torch.meshgrid(torch.arange(h) - h // 2, torch.arange(w) - w // 2, indexing="ij")
+    points = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float()  # every pixel, row-major
+    k = K.rasterize(points[:, None, :], (h, w), center=False)
+    assert torch.equal(k, torch.eye(h * w).reshape(h * w, h, w))
