@@ -131,3 +131,30 @@ def test_a_bool_or_a_string_is_not_a_focal_length_or_a_principal_point():
     with pytest.raises(ValueError, match="principal point cx must be a finite number"):
         Camera(500.0, 64, 48, cx=True)
     assert Camera(np.float32(500.0), 64, 48).focal_px == 500.0 and Camera.from_35mm(np.int64(50), 64, 48).focal_px > 0
+
+
+# --------------------------------------------------------------------------- review F: mutation-testing gaps
+
+
+@pytest.mark.parametrize("depth", [0.5, 2.0, 8.0])
+def test_a_camera_that_reaches_the_scene_plane_exactly_is_refused(depth):
+    """The camera must stay short of the plane (check_short_of_plane: 'stays below depth'). At exactly
+    the depth, I - c n^T / d is singular and the plane passes through the camera centre; a '>' for
+    '>=' in the check let that pose through and homographies returned a singular matrix."""
+    steps = 4
+    translation = torch.zeros(1, steps, 3)
+    translation[0, -1, 2] = depth  # the last pose sits on the plane (depth / depth == 1 exactly)
+    traj = Trajectory(t=torch.linspace(0, 0.1, steps)[None], translation=translation)
+    with pytest.raises(SceneReachedError):
+        Camera(800.0, 64, 48).homographies(traj, depth_m=depth)
+
+
+def test_a_scene_point_exactly_on_the_camera_plane_counts_as_behind():
+    """check_in_front refuses every homogeneous scale that is not positive: w == 0 is a point at
+    infinity in the image (a division by zero), not one in front of the camera."""
+    from blursynth.camera import BehindCameraError, check_in_front
+    w = torch.ones(2, 3, 1, dtype=torch.float64)
+    w[1, 2, 0] = 0.0
+    with pytest.raises(BehindCameraError, match=r"\(1, 2\).*t = 0.2 s of item 1"):
+        check_in_front(w, torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 0.1, 0.2]]).expand(2, 3), "pixel")
+    check_in_front(w.clamp_min(1e-300), torch.tensor([[1.0, 2.0]]), torch.zeros(2, 3), "pixel")  # positive: passes
