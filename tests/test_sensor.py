@@ -587,3 +587,47 @@ def test_params_fields_are_separate_tensors():
     p = S.SensorModel.off().sample(3, seed=0)
     p.read_noise += 1e-3
     assert bool((p.shot_noise == 0).all()) and bool((p.highlight_gain == 0).all())
+
+
+# --------------------------------------------------------------------------- review F: mutation-testing gaps
+
+
+@given(crf=st.sampled_from(S.CRFS), gamma=st.floats(1.5, 3.0), seed=st.integers(0, 2**31))
+@settings(max_examples=20, deadline=None)
+def test_post_blur_stores_display_values_through_the_items_tone_curve(crf, gamma, seed):
+    """post_blur ends with the item's tone curve: with no noise, clipping of values in [0, 1] only,
+    and no quantisation, it undoes pre_blur exactly (nothing blurred in between), for every curve;
+    and a linear 0.214041 is stored as sRGB 0.5 (IEC 61966-2-1, as in
+    test_srgb_curve_matches_the_standard_at_known_points). Dropping from_linear from post_blur (blurry
+    images stored as linear light, far too dark) passed every test of the suite."""
+    torch.manual_seed(seed % 1000)  # test data only
+    sharp = torch.rand(2, 3, 8, 9)
+    p = _params(2, crf=S.CRFS.index(crf), gamma=gamma, clip=True)
+    back = S.post_blur(S.pre_blur(sharp, p), p, seed, range(2))
+    tol = 2e-4 if crf == "brooks" else 2e-6  # (the S-curve's inverse amplifies rounding at its ends)
+    assert (back - sharp).abs().max() <= tol
+    q = _params(1, crf=S.CRFS.index("srgb"), clip=True)
+    assert float(S.post_blur(torch.full((1, 3, 2, 2), 0.214041), q, 0, [0]).sub(0.5).abs().max()) < 2e-6
+
+
+@pytest.mark.parametrize("offset", [-0.45, -0.2, 0.0, 0.2, 0.45])
+def test_jpeg_codes_the_nearest_8_bit_level(offset):
+    """jpeg quantises to 8 bits for coding by rounding to the nearest level: a flat grey image, which
+    a quality-100 grayscale JPEG stores exactly (DC only, quantiser step 1), comes back on the level
+    nearest its value. Truncating instead (darker by half a level on average) went unnoticed."""
+    levels = torch.arange(1, 255, dtype=torch.float64)
+    img = ((levels + offset) / 255.0).float().view(-1, 1, 1, 1).expand(-1, 1, 16, 16).contiguous()
+    out = S.jpeg(img, 100)
+    expected = (levels.float() / 255.0).view(-1, 1, 1, 1).expand_as(out)
+    assert torch.equal(out, expected)
+
+
+def test_the_default_highlight_threshold_is_srgb_253():
+    """SensorModel documents highlight_threshold 0.98 as 'sRGB 253/255': with the default model a
+    sharp sRGB value of 253/255 or more counts as saturated and is boosted, 252/255 is not (linear
+    0.9823 and 0.9734 by the sRGB standard)."""
+    p = S.SensorModel(shot_noise=None, highlight_gain=(1.0, 1.0)).sample(1, seed=0)
+    v = torch.tensor([252.0, 253.0, 255.0]) / 255.0
+    lin_standard = ((v + 0.055) / 1.055) ** 2.4
+    out = S.pre_blur(v.view(1, 1, 1, 3).expand(1, 3, 1, 3).contiguous(), p)[0, 0, 0]
+    assert torch.allclose(out, lin_standard + torch.tensor([0.0, 1.0, 1.0]), atol=1e-5)
