@@ -308,3 +308,40 @@ def test_render_at_refuses_float_and_negative_indices():
 def test_from_dict_takes_off_for_none_as_in_toml():
     # TOML has no null: "off" stands for None there (as in recipes), e.g. rmax's default
     assert DeadLeaves.from_dict({"rmax": "off", "alpha": 3.5}) == DeadLeaves(rmax=None, alpha=3.5)
+
+
+# --------------------------------------------------------------------------- review F: mutation-testing gaps
+
+
+@pytest.mark.parametrize("alpha, rmin, rmax, size", [(3.0, 2.0, None, (64, 64)), (2.5, 1.0, 20.0, (48, 80)),
+                                                     (4.0, 3.0, None, (100, 60)), (3.0, 5.0, 5.0, (32, 32))])
+def test_leaf_count_is_coverage_over_the_mean_leaf_area_of_the_power_law(alpha, rmin, rmax, size):
+    """The module docstring: M leaves, enough that the uncovered fraction of the domain (image plus
+    margin) is exp(-coverage), i.e. M = ceil(coverage * domain / (pi E[r^2])) with r drawn from the
+    truncated density r^-alpha on [rmin, rmax]. E[r^2] is integrated numerically here (scipy), not
+    with the module's closed form; halving the count or a wrong moment in that closed form passed
+    the suite (test_leaf_count_follows_coverage_and_cap only compares counts with each other)."""
+    from scipy.integrate import quad
+    h, w = size
+    opt = DeadLeaves(alpha=alpha, rmin=rmin, rmax=rmax, coverage=3.0)
+    hi = float(max(h, w)) if rmax is None else rmax
+    if hi == rmin:
+        mean_r2 = rmin ** 2
+    else:
+        mean_r2 = quad(lambda r: r ** (2 - alpha), rmin, hi)[0] / quad(lambda r: r ** -alpha, rmin, hi)[0]
+    margin = min(hi, 0.25 * max(h, w))  # leaves centred up to this far outside can reach in
+    domain = (h + 2 * margin) * (w + 2 * margin)
+    assert opt.leaves(h, w) == math.ceil(3.0 * domain / (math.pi * mean_r2))
+
+
+def test_images_are_srgb_encoded():
+    """Images are sRGB, not linear light. With grey leaves and no shading, texture or grating, every
+    pixel is a leaf's CIE lightness L* ~ N(50, 22) clamped to [3, 97], so the mean L* over the pixels,
+    decoded from sRGB by the standard formulas (written out here), is about 50. Returning the linear
+    values read as sRGB would put it near 20; that mutation passed the suite."""
+    x = dead_leaves(16, 64, seed=3, chroma=0.0, texture=0.0, grating=0.0, shading=0.0).double()
+    v = x.mean(1)  # grey: the channels agree to 2e-3
+    lin = torch.where(v > 0.04045, ((v + 0.055) / 1.055) ** 2.4, v / 12.92)
+    lightness = torch.where(lin > (6 / 29) ** 3, 116 * lin.pow(1 / 3) - 16, lin * (29 / 3) ** 3)
+    assert 3 - 0.5 <= float(lightness.min()) and float(lightness.max()) <= 97 + 0.5
+    assert abs(float(lightness.mean()) - 50) < 8
