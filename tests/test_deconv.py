@@ -371,3 +371,39 @@ def test_hyper_laplacian_restores_each_image_as_if_alone():
     assert torch.equal(deconv.shrink_lut(v[0, 0, 7], 4.0, 0.5), deconv.shrink_lut(v[0, 0, 7:8], 4.0, 0.5)[0])
     one_d = deconv.shrink_lut(v[0, 0], 4.0, 0.5, dim=0)
     assert torch.equal(one_d, torch.stack([deconv.shrink_lut(e, 4.0, 0.5) for e in v[0, 0]]))
+
+
+# --------------------------------------------------------------------------- review F: mutation-testing gaps
+
+
+@given(h=st.integers(8, 40), w=st.integers(8, 40), kh=st.integers(1, 4), kw=st.integers(1, 4),
+       margin=st.none() | st.integers(0, 12), seed=st.integers(0, 1000))
+@settings(max_examples=25, deadline=None)
+def test_prepare_pads_every_side_and_leaves_the_image_itself_untouched(h, w, kh, kw, margin, seed):
+    """prepare pads 'with at least margin pixels per side' (default: the kernel's larger side), and the
+    edge taper only blends within about one kernel length of the padded frame's border, so the image
+    comes back from crop() unchanged. Padding all on the bottom/right (top = left = 0) tapered the
+    image's own top rows and left columns towards their blurred copy; that passed the suite."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.rand(1, 2, h, w, generator=g, dtype=torch.float64)
+    k = torch.rand(2 * kh + 1, 2 * kw + 1, generator=g, dtype=torch.float64)
+    k = k / k.sum()
+    padded, (top, left) = deconv.prepare(y, k, margin=margin)
+    need = max(k.shape) if margin is None else margin
+    hp, wp = padded.shape[-2:]
+    assert min(top, left, hp - h - top, wp - w - left) >= need
+    if need >= max(k.shape):  # the taper's reach: the image lies wholly where its weight is 1
+        assert torch.allclose(deconv.crop(padded, (top, left), (h, w)), y, atol=1e-12)
+
+
+@pytest.mark.parametrize("total, ok", [(1.0 + 5e-4, True), (1.0 - 5e-4, True), (1.0 + 2e-3, False),
+                                       (1.0 - 2e-3, False), (1.05, False)])
+def test_kernel_sum_tolerance_is_one_thousandth(total, ok):
+    """check_kernel: kernels must sum to 1 within KERNEL_SUM_TOLERANCE = 1e-3 (the module docstring: the
+    solvers take the kernel as the whole blur, so its sum scales the brightness of the result)."""
+    k = torch.full((3, 3), total / 9, dtype=torch.float64)
+    if ok:
+        deconv.check_kernel(k)
+    else:
+        with pytest.raises(ValueError, match="not 1"):
+            deconv.check_kernel(k)
