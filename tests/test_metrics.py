@@ -343,3 +343,67 @@ def test_integer_search_ties_go_to_the_first_shift_in_row_major_order():
     x = torch.cat([torch.full((1, 2, 40, 40), 0.3, dtype=torch.float64), scene[..., 0:40, 3:43]])
     _, shift = metrics.align(x, ref, radius=2, border=5, subpixel=())
     assert shift.tolist() == [[-2.0, -2.0], [2.0, -1.0]]
+
+
+# --------------------------------------------------------------------------- review F: mutation-testing gaps
+
+
+def _ssim_reference(x: np.ndarray, y: np.ndarray, max_val: float) -> float:
+    """Wang et al.'s SSIM written out: 11x11 Gaussian window (sigma 1.5), constants (0.01 L)^2 and
+    (0.03 L)^2, mean over the positions where the whole window fits, then over channels."""
+    from scipy.signal import correlate2d
+    g = np.exp(-((np.arange(11) - 5) ** 2) / (2 * 1.5 ** 2))
+    win = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    values = []
+    for a, b in zip(x, y):
+        f = lambda z: correlate2d(z, win, mode="valid")  # noqa: E731
+        ma, mb = f(a), f(b)
+        va, vb, cov = f(a * a) - ma ** 2, f(b * b) - mb ** 2, f(a * b) - ma * mb
+        values.append((((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2))).mean())
+    return float(np.mean(values))
+
+
+@given(seed=st.integers(0, 1000), h=st.integers(11, 30), w=st.integers(11, 30), noise=st.floats(0.0, 0.3),
+       max_val=st.sampled_from([1.0, 255.0]))
+@settings(max_examples=15, deadline=None)
+def test_ssim_is_wangs_over_the_valid_window_positions(seed, h, w, noise, max_val):
+    """ssim's docstring: Gaussian-window SSIM over the positions where the whole window fits (no
+    padding, so borders are not invented). Compared with a direct implementation; kornia's 'same'
+    padding (zeros invented around the border) passed every earlier test, which only checked SSIM = 1
+    for identical images and < 0.9 for noisy ones."""
+    g = np.random.default_rng(seed)
+    ref = g.random((2, h, w)) * max_val
+    x = np.clip(ref + noise * max_val * g.standard_normal((2, h, w)), 0, max_val)
+    got = metrics.ssim(torch.from_numpy(x)[None], torch.from_numpy(ref)[None], max_val=max_val)
+    assert float(got[0]) == pytest.approx(_ssim_reference(x, ref, max_val), abs=1e-6)
+
+
+@given(seed=st.integers(0, 1000), scale=st.floats(0.1, 10.0), shift=st.tuples(st.integers(-3, 3), st.integers(-3, 3)))
+@settings(max_examples=20, deadline=None)
+def test_kernel_ncc_forgives_translation_and_scale_and_never_exceeds_one(seed, scale, shift):
+    """kernel_similarity's ncc is 1 for identical kernels 'up to translation and scale', and at most 1
+    for any pair (Cauchy-Schwarz). A denominator using one kernel's norm twice passed the suite, whose
+    kernels all summed to 1."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.zeros(15, 15, dtype=torch.float64)
+    k[4:11, 4:11] = torch.rand(7, 7, generator=g, dtype=torch.float64)
+    other = torch.rand(15, 15, generator=g, dtype=torch.float64)
+    moved = scale * torch.roll(k, shifts=shift, dims=(0, 1))
+    sim = metrics.kernel_similarity(torch.stack([moved, scale * other]), torch.stack([k, k]))
+    assert float(sim["ncc"][0]) == pytest.approx(1.0, abs=1e-9)
+    assert float(sim["ncc"][1]) <= 1.0 + 1e-9
+
+
+def test_levin_scores_clip_the_restoration_to_the_data_range():
+    """levin_scores' docstring: x is clipped to [0, max_val] after the alignment, then scored. A
+    restoration that overshoots is scored by its clipped values: PSNR and SSD worked out here."""
+    ref = _blobs(48).double()
+    x = ref.clone()
+    x[..., :24, :] += 0.8  # overshoots above 1 in the top half
+    x[..., 30:40, :] -= 0.9  # and below 0 in a band
+    scores = metrics.levin_scores(x, ref, radius=0, border=5)
+    clipped, r = x.clamp(0, 1)[..., 5:-5, 5:-5], ref[..., 5:-5, 5:-5]
+    ssd = float((clipped - r).square().sum())
+    assert float(scores["ssd"][0]) == pytest.approx(ssd, rel=1e-9)
+    assert float(scores["psnr"][0]) == pytest.approx(10 * np.log10(1.0 / (ssd / r.numel())), abs=1e-6)
