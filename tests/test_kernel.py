@@ -791,7 +791,7 @@ def test_fit_scale_is_the_largest_factor_that_fits_on_any_canvas_even_sides_too(
     # nothing is clamped onto the border: the kernel's centre of mass is the (scaled) path's mean
     k = K.rasterize(path, (h, w), t, fit="scale", center=center)
     com = _moments(k)[0]
-    want = torch.zeros_like(com) if center else (scaled[:, :1] if path.shape[1] == 1 else
+    want = torch.zeros_like(com) if center else (scaled[:, 0] if path.shape[1] == 1 else
                                                  _time_mean(scaled, t))
     assert torch.allclose(com, want, atol=2e-3 + 1e-5 * float(p.abs().max()))
 
