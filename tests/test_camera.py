@@ -133,9 +133,6 @@ def test_a_bool_or_a_string_is_not_a_focal_length_or_a_principal_point():
     assert Camera(np.float32(500.0), 64, 48).focal_px == 500.0 and Camera.from_35mm(np.int64(50), 64, 48).focal_px > 0
 
 
-# --------------------------------------------------------------------------- review F: mutation-testing gaps
-
-
 @pytest.mark.parametrize("depth", [0.5, 2.0, 8.0])
 def test_a_camera_that_reaches_the_scene_plane_exactly_is_refused(depth):
     """The camera must stay short of the plane (check_short_of_plane: 'stays below depth'). At exactly

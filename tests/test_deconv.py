@@ -373,9 +373,6 @@ def test_hyper_laplacian_restores_each_image_as_if_alone():
     assert torch.equal(one_d, torch.stack([deconv.shrink_lut(e, 4.0, 0.5) for e in v[0, 0]]))
 
 
-# --------------------------------------------------------------------------- review F: mutation-testing gaps
-
-
 @given(h=st.integers(8, 40), w=st.integers(8, 40), kh=st.integers(1, 4), kw=st.integers(1, 4),
        margin=st.none() | st.integers(0, 12), seed=st.integers(0, 1000))
 @settings(max_examples=25, deadline=None)

@@ -751,9 +751,6 @@ def test_a_camera_turned_to_face_away_from_the_scene_is_refused_by_kernels_as_by
         assert torch.allclose(K.kernel_paths(start, cam, depth), cam.center_path(start, depth), atol=1e-4)
 
 
-# --------------------------------------------------------------------------- review F: mutation-testing gaps
-
-
 @given(batch=path_batches(reach=40.0), h=st.integers(3, 16), w=st.integers(3, 16), center=st.booleans())
 @SETTINGS
 def test_fit_scale_is_the_largest_factor_that_fits_on_any_canvas_even_sides_too(batch, h, w, center):
@@ -768,14 +765,8 @@ def test_fit_scale_is_the_largest_factor_that_fits_on_any_canvas_even_sides_too(
     s = K.fit_scale(path, (h, w), t, center=center).double()
     assert ((s > 0) & (s <= 1)).all()
     p = path.double()
-    if center:  # the time-weighted mean, worked out independently of the code (as _path_variance)
-        steps = p.shape[1]
-        if steps == 1:
-            mean = p[:, 0]
-        else:
-            dt = torch.ones(p.shape[0], steps - 1, dtype=torch.float64) if t is None else (t[:, 1:] - t[:, :-1]).double()
-            mean = ((p[:, :-1] + p[:, 1:]) / 2 * dt[..., None]).sum(1) / dt.sum(1, keepdim=True)
-        p = p - mean[:, None]
+    if center:  # the time-weighted mean, worked out independently of the code
+        p = p - _time_mean(p, t)[:, None]
     scaled = p * s[:, None, None]
     lo = torch.tensor([-(w // 2), -(h // 2)], dtype=torch.float64)
     hi = torch.tensor([w - 1 - w // 2, h - 1 - h // 2], dtype=torch.float64)
@@ -791,12 +782,14 @@ def test_fit_scale_is_the_largest_factor_that_fits_on_any_canvas_even_sides_too(
     # nothing is clamped onto the border: the kernel's centre of mass is the (scaled) path's mean
     k = K.rasterize(path, (h, w), t, fit="scale", center=center)
     com = _moments(k)[0]
-    want = torch.zeros_like(com) if center else (scaled[:, 0] if path.shape[1] == 1 else
-                                                 _time_mean(scaled, t))
+    want = torch.zeros_like(com) if center else _time_mean(scaled, t)
     assert torch.allclose(com, want, atol=2e-3 + 1e-5 * float(p.abs().max()))
 
 
 def _time_mean(p, t):
+    """The time-weighted mean of (N, T, 2) paths, segments averaged by the trapezoid rule."""
+    if p.shape[1] == 1:
+        return p[:, 0]
     dt = torch.ones(p.shape[0], p.shape[1] - 1, dtype=torch.float64) if t is None else (t[:, 1:] - t[:, :-1]).double()
     return (((p[:, :-1] + p[:, 1:]) / 2 * dt[..., None]).sum(1) / dt.sum(1, keepdim=True))
 

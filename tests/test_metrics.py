@@ -345,9 +345,6 @@ def test_integer_search_ties_go_to_the_first_shift_in_row_major_order():
     assert shift.tolist() == [[-2.0, -2.0], [2.0, -1.0]]
 
 
-# --------------------------------------------------------------------------- review F: mutation-testing gaps
-
-
 def _ssim_reference(x: np.ndarray, y: np.ndarray, max_val: float) -> float:
     """Wang et al.'s SSIM written out: 11x11 Gaussian window (sigma 1.5), constants (0.01 L)^2 and
     (0.03 L)^2, mean over the positions where the whole window fits, then over channels."""

@@ -310,9 +310,6 @@ def test_from_dict_takes_off_for_none_as_in_toml():
     assert DeadLeaves.from_dict({"rmax": "off", "alpha": 3.5}) == DeadLeaves(rmax=None, alpha=3.5)
 
 
-# --------------------------------------------------------------------------- review F: mutation-testing gaps
-
-
 @pytest.mark.parametrize("alpha, rmin, rmax, size", [(3.0, 2.0, None, (64, 64)), (2.5, 1.0, 20.0, (48, 80)),
                                                      (4.0, 3.0, None, (100, 60)), (3.0, 5.0, 5.0, (32, 32))])
 def test_leaf_count_is_coverage_over_the_mean_leaf_area_of_the_power_law(alpha, rmin, rmax, size):

@@ -589,9 +589,6 @@ def test_params_fields_are_separate_tensors():
     assert bool((p.shot_noise == 0).all()) and bool((p.highlight_gain == 0).all())
 
 
-# --------------------------------------------------------------------------- review F: mutation-testing gaps
-
-
 @given(crf=st.sampled_from(S.CRFS), gamma=st.floats(1.5, 3.0), seed=st.integers(0, 2**31))
 @settings(max_examples=20, deadline=None)
 def test_post_blur_stores_display_values_through_the_items_tone_curve(crf, gamma, seed):
