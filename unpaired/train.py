@@ -16,7 +16,8 @@ Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record 
 ``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
 ``--keep-last``), ``checkpoints/best.pt`` (highest validation PSNR) and, in reblur mode with photos,
 ``checkpoints/best_reblur.pt`` (lowest re-blur error on them). Checkpoints hold models,
-optimisers, schedulers, AMP scaler, every rank's image pools and RNG state, and the step, so ``--resume RUN_DIR`` continues exactly
+optimisers, AMP scaler, every rank's image pools and RNG state, and the step (the learning-rate
+schedule is a function of the step), so ``--resume RUN_DIR`` continues exactly
 where the run stopped. A new run in a folder that holds one is refused unless ``--overwrite`` (which
 removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
 (gloo on CPU, nccl on CUDA) and only rank 0 writes. On CUDA, mixed precision and channels-last are on.
@@ -446,7 +447,6 @@ def main(argv: list[str] | None = None) -> dict:
         state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best,
                  "best_reblur": best_reblur, "data_files": data_files,
                  "validation": val_digest, "validation_photos": photos_digest, **trained(),
-                 "schedulers": {k: s.state_dict() for k, s in scheds.items()},
                  "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
         data = io.BytesIO()  # (then written at once: torch's own file writer reports a full disk as
