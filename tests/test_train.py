@@ -310,8 +310,22 @@ def test_checkpoints_past_step_9999999_are_ordered_by_step(tmp_path):
         (ckpts / f"step_{step:07d}.pt").write_bytes(b"")
     (ckpts / "step_9999998_copy.pt").write_bytes(b"")  # (not the run's: neither taken nor removed)
     assert checkpoint_file(tmp_path) == ckpts / "step_10000000.pt"
-    _keep_last(ckpts, 2)
+    _keep_last(ckpts, config.TrainConfig(keep_last=2, ckpt_every=1))
     assert sorted(p.name for p in ckpts.iterdir()) == ["step_10000000.pt", "step_9999998_copy.pt", "step_9999999.pt"]
+
+
+def test_a_run_stopped_off_the_checkpoint_schedule_and_resumed_keeps_the_same_checkpoints(tmp_path):
+    # --stop-at 5 writes step 5 (the resume needs it), and keeping the last 2 then removed step 2 and
+    # later step 4: the finished run kept steps 5 and 6 where an uninterrupted one keeps 4 and 6
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY + ["--device", "cpu", "--steps", "6", "--ckpt-every", "2", "--keep-last", "2", "--eval-every", "100"]
+    names = lambda run: sorted(p.name for p in (run / "checkpoints").glob("step_*.pt"))  # noqa: E731
+    main(opts + ["--run-dir", str(a)])
+    main(opts + ["--stop-at", "5", "--run-dir", str(b)])
+    assert names(b) == ["step_0000002.pt", "step_0000004.pt", "step_0000005.pt"]
+    main(["--resume", str(b), "--no-progress"])
+    assert names(a) == names(b) == ["step_0000004.pt", "step_0000006.pt"]
+    assert_resumed_as_uninterrupted(a, b, 6)
 
 
 def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):

@@ -404,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
             best_reblur = float("inf")  # (best_reblur.pt's score was measured on other photos)
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
-            _keep_last(ckpt_dir, cfg.keep_last)  # (a run killed between writing a checkpoint and removing the oldest)
+            _keep_last(ckpt_dir, cfg)  # (a run killed between writing a checkpoint and removing the oldest)
             print(f"resumed {resume_from} at step {start}")
     elif cfg.resume and master:  # killed before its first checkpoint, after logging (or validating): a new
         # run is refused in the folder, which holds metrics, so --resume starts the run again
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data.getbuffer())
         if name is None:
-            _keep_last(ckpt_dir, cfg.keep_last)
+            _keep_last(ckpt_dir, cfg)
 
     def stop_if_diverged(step: int, values: dict[str, list[torch.Tensor]]) -> None:
         """Raise :class:`Diverged` when one of ``values`` holds a NaN or inf on any process. Every rank
@@ -689,10 +689,17 @@ def _remove_run_files(run: Path) -> None:
             (run / folder).rmdir()
 
 
-def _keep_last(ckpt_dir: Path, keep: int) -> None:
-    """Delete all but the last ``keep`` ``step_*.pt``."""
-    for old in step_checkpoints(ckpt_dir)[:-keep]:
-        old.unlink()
+def _keep_last(ckpt_dir: Path, cfg: config_mod.TrainConfig) -> None:
+    """Delete all but the last ``--keep-last`` ``step_*.pt`` of the schedule (every ``--ckpt-every``
+    steps, and the last step). One written off it, at a ``--stop-at`` end or a stop, is kept while it
+    is the latest (a resume needs it) and goes once a later one is written: a run stopped and resumed
+    then keeps the checkpoints an uninterrupted run keeps."""
+    found = step_checkpoints(ckpt_dir)
+    scheduled = [p for p in found if (step := int(p.stem.removeprefix("step_"))) % cfg.ckpt_every == 0
+                 or step == cfg.steps]
+    for old in found[:-1]:
+        if old not in scheduled[-cfg.keep_last:]:
+            old.unlink()
 
 
 def _records(path: Path) -> list[tuple[dict, str]]:
