@@ -273,36 +273,40 @@ class RandomWalk2D:
         kick_x = _rng.normal(seed, idx, (steps - 1,), stream=10, dtype=dt64)
         kick_y = _rng.normal(seed, idx, (steps - 1,), stream=11, dtype=dt64)
 
-        # Real arithmetic throughout, x and y apart: torch's complex multiply and abs round
+        # Real arithmetic, x and y as rows of one tensor: torch's complex multiply and abs round
         # differently in their vectorised and scalar code, so an item's walk would depend on its
         # batch (which lanes it falls in); +, -, *, / and sqrt round the same either way.
         step_len = length / (steps - 1)
         speed0 = torch.where(anxiety > 0, anxiety, step_len)
-        vx, vy = torch.cos(angle) * speed0, torch.sin(angle) * speed0
+        v = torch.stack([torch.cos(angle), torch.sin(angle)]) * speed0  # (2, N) velocity
+        # An impulsive shake adds twice the velocity turned by about 180 degrees: v times
+        # (c, s) = 2 (cos, sin) of the turn, or 0 with no shake: (v_x c - v_y s, v_x s + v_y c).
         big = u_big < (p_big * anxiety)[:, None]
-        turn_x, turn_y = torch.cos(torch.pi + (u_turn - 0.5)), torch.sin(torch.pi + (u_turn - 0.5))
-        x = torch.zeros(2, n, steps, dtype=dt64, device=idx.device)
-        pos_x, pos_y = x[0, :, 0], x[1, :, 0]
+        twice = torch.where(big, 2.0, 0.0)
+        turn = torch.pi + (u_turn - 0.5)
+        turn_c = (twice * torch.cos(turn)).T.contiguous()  # (steps - 1, N): each step's slice contiguous
+        turn_s = twice * torch.sin(turn)
+        turn_s = torch.stack([-turn_s, turn_s]).permute(2, 0, 1).contiguous()  # (steps - 1, 2, N)
+        gauss_kick = (gauss[:, None] * torch.stack([kick_x, kick_y])).permute(2, 0, 1).contiguous()
+        x = torch.zeros(steps, 2, n, dtype=dt64, device=idx.device)
+        pos = x[0]
         # The recurrence is sequential in time (the pull depends on the position); it is vectorised
         # over the batch, which is what makes it fast.
         for k in range(steps - 1):
-            dvx = (anxiety * (gauss * kick_x[:, k] - centripetal * pos_x)) * step_len
-            dvy = (anxiety * (gauss * kick_y[:, k] - centripetal * pos_y)) * step_len
-            # an impulsive shake adds twice the velocity turned by about 180 degrees
-            dvx = dvx + torch.where(big[:, k], 2 * (vx * turn_x[:, k] - vy * turn_y[:, k]), 0)
-            dvy = dvy + torch.where(big[:, k], 2 * (vx * turn_y[:, k] + vy * turn_x[:, k]), 0)
-            vx, vy = vx + dvx, vy + dvy
-            norm = (vx * vx + vy * vy).sqrt().clamp_min(1e-300)
-            vx, vy = vx / norm * step_len, vy / norm * step_len
-            pos_x, pos_y = pos_x + vx, pos_y + vy
-            x[0, :, k + 1], x[1, :, k + 1] = pos_x, pos_y
+            dv = (anxiety * (gauss_kick[k] - centripetal * pos)) * step_len
+            v = v + (dv + (v * turn_c[k] + v.flip(0) * turn_s[k]))
+            vv = v * v
+            v = v / (vv[0] + vv[1]).sqrt().clamp_min(1e-300) * step_len
+            pos = pos + v
+            x[k + 1] = pos
 
         # Keep the first `fraction` of the walk and resample it to `samples` points.
         s = torch.linspace(0, 1, self.samples, dtype=dt64, device=idx.device)[None, :] * (fraction * (steps - 1))[:, None]
         i0 = s.floor().long().clamp(max=steps - 2)
         w = (s - i0).to(dt64)
-        path_xy = x.gather(2, i0.expand(2, -1, -1)) * (1 - w) + x.gather(2, (i0 + 1).expand(2, -1, -1)) * w
-        path = path_xy.permute(1, 2, 0).float()
+        x = x.permute(2, 0, 1)  # (N, steps, 2)
+        i0, w = i0[..., None].expand(-1, -1, 2), w[..., None]
+        path = (x.gather(1, i0) * (1 - w) + x.gather(1, i0 + 1) * w).float()
         t = (torch.linspace(0, 1, self.samples, dtype=dt64, device=idx.device)[None, :]
              * (fraction * self.exposure_s)[:, None]).float()
         params = {"length_px": length.float(), "anxiety": anxiety.float(), "centripetal": centripetal.float(),
