@@ -404,3 +404,16 @@ def test_kernel_sum_tolerance_is_one_thousandth(total, ok):
     else:
         with pytest.raises(ValueError, match="not 1"):
             deconv.check_kernel(k)
+
+
+@given(sigma=st.floats(0.004, 0.03), factor=st.floats(1.2, 3.0), seed=st.integers(0, 2**16))
+@settings(max_examples=15, deadline=None)
+def test_auto_lambda_falls_as_the_noise_to_the_power_1_5(sigma, factor, seed):
+    """The data weight is ``0.8 * sigma^-1.5``: the same noise pattern ``factor`` times stronger (no
+    clipping, above the 8-bit floor) divides it by ``factor^1.5``."""
+    z = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).clamp(-5, 5)
+    weak, strong = 0.5 + sigma * z, 0.5 + factor * sigma * z
+    assert float(strong.min()) >= 0 and float(strong.max()) <= 1
+    ratio = deconv.auto_lambda(weak) / deconv.auto_lambda(strong)
+    assert ratio.shape == (2, 3, 1, 1)
+    assert torch.allclose(ratio, torch.full_like(ratio, factor ** 1.5), rtol=1e-9)

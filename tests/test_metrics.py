@@ -404,3 +404,12 @@ def test_levin_scores_clip_the_restoration_to_the_data_range():
     ssd = float((clipped - r).square().sum())
     assert float(scores["ssd"][0]) == pytest.approx(ssd, rel=1e-9)
     assert float(scores["psnr"][0]) == pytest.approx(10 * np.log10(1.0 / (ssd / r.numel())), abs=1e-6)
+
+
+@pytest.mark.parametrize("dy, dx", [(8.37, -9.62), (-9.88, 6.13)])
+def test_align_defaults_reach_10_px_and_refine_to_a_twentieth(dy, dx):
+    """With its defaults (radius 10, refinement steps 0.25 then 0.05 px) align finds shifts up to 10 px
+    and places them to about 0.05 px: a quarter-pixel grid alone would leave these 0.12 px off."""
+    ref = _blobs(64)
+    aligned, shift = metrics.align(_blobs(64, shift=(dy, dx)), ref)
+    assert abs(float(shift[0, 0]) - dy) < 0.04 and abs(float(shift[0, 1]) - dx) < 0.04, (shift, dy, dx)

@@ -342,3 +342,33 @@ def test_images_are_srgb_encoded():
     lightness = torch.where(lin > (6 / 29) ** 3, 116 * lin.pow(1 / 3) - 16, lin * (29 / 3) ** 3)
     assert 3 - 0.5 <= float(lightness.min()) and float(lightness.max()) <= 97 + 0.5
     assert abs(float(lightness.mean()) - 50) < 8
+
+
+@given(seed=st.integers(0, 2**40), start=st.integers(0, 10**6))
+@settings(max_examples=5, deadline=None)
+def test_the_texture_field_has_a_one_over_f_amplitude_spectrum(seed, start):
+    """The micro-texture is a ``1/f`` (amplitude) field: power ~ f^-2, zero mean, unit std; a ``1/f^2``
+    field (power ~ f^-4) would be a smooth ripple instead of texture."""
+    from blursynth.scenes import _noise_field
+    field = _noise_field(seed, torch.arange(start, start + 4), 128, 128)
+    assert field.shape == (4, 128, 128)
+    assert float(field.mean((-2, -1)).abs().max()) < 1e-9
+    assert torch.allclose(field.flatten(1).std(dim=1), torch.ones(4, dtype=field.dtype))
+    assert -2.3 < _spectrum_slope(field[:, None], 4, 32) < -1.7
+
+
+@given(seed=st.integers(0, 2**40), index=st.integers(0, 10**6))
+@settings(max_examples=10, deadline=None)
+def test_defocus_blurs_the_leaves_behind_the_focus_depth_and_keeps_the_near_ones_sharp(seed, index):
+    """Leaf numbers count from the front (0) back to the background (m); the focus depth lies in the
+    front 2-30% of the stack. Left half: the front leaf, in focus, untouched; right half: background,
+    out of focus, blurred (a noise image loses most of its variance under a sigma-2 Gaussian)."""
+    from blursynth.scenes import _defocus
+    m, h, w = 100, 40, 80
+    linear = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(index % 1000), dtype=torch.float64)
+    front = torch.full((1, 1, h, w), m, dtype=torch.int64)
+    front[..., : w // 2] = 0
+    out = _defocus(DeadLeaves(defocus=1.0, defocus_sigma=(2.0, 2.0)), linear, front, torch.tensor([index]), seed, m)
+    assert torch.equal(out[..., : w // 2], linear[..., : w // 2])
+    inner = (..., slice(8, h - 8), slice(w // 2 + 8, w - 8))  # (away from the halves' seam and the border)
+    assert float(out[inner].std()) < 0.4 * float(linear[inner].std())
