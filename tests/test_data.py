@@ -538,3 +538,48 @@ def test_photo_crops_equal_the_read_image_window(tmp_path):
         assert torch.equal(made["sharp"][k], photo[:, y:y + h, x:x + w]), rec["source"]
         alone = make_pairs(recipe, [k], 2, folder)
         assert torch.equal(alone["blur"][0], made["blur"][k]) and alone["records"][0] == rec
+
+
+@pytest.mark.parametrize("photo", [True, False])
+def test_crop_positions_are_independent_uniform_draws_over_every_fitting_box(tmp_path, photo):
+    """A pair's crop lies anywhere its box fits in the photo (or, for a procedural scene, in the
+    ``frame_px`` frame), each position as likely, left and top drawn independently: one draw shared by
+    both put every crop on the diagonal, and one fewer position never reached the last row or column."""
+    from blursynth.pairs import _sources
+    recipe = _recipe(crop=[12, 14], kernel={"size": 5}, camera={"frame_px": [28, 30]})  # input 16 x 18: margin 2
+    folder = None
+    if photo:
+        write_image(tmp_path / "p.png", np.random.RandomState(0).rand(3, 28, 30))  # (frame_px's size)
+        folder = ImageFolder.scan(tmp_path, recipe.input_size)
+    n = 500
+    records = _sources(recipe, torch.arange(n), 4, folder, "cpu")[3]
+    boxes = np.array([rec["source"]["box"] if "source" in rec else rec["box"] for rec in records])
+    left, top = boxes[:, 0] - 2, boxes[:, 1] - 2  # (the box is the crop, inside the margin)
+    assert (boxes[:, 2:] == [14, 12]).all()  # (x, y, width, height)
+    assert set(left) == set(range(30 - 18 + 1)) and set(top) == set(range(28 - 16 + 1))
+    assert abs(np.corrcoef(left, top)[0, 1]) < 0.15
+
+
+def test_focal_length_and_scene_depth_are_drawn_independently_and_focal_px_is_35mm_equivalent():
+    """``camera.focal_mm`` and ``camera.depth_m`` are separate log-uniform draws: drawn from one stream,
+    every long lens would meet a far scene (their logs perfectly correlated)."""
+    recipe = _recipe(camera={"focal_mm": [20.0, 80.0], "depth_m": [1.0, 50.0]})
+    params = next(recipe_kernels(recipe, 400, seed=6)).trajectory.params
+    focal, depth = params["focal_mm"].double().log(), params["depth_m"].double().log()
+    assert focal.min() >= math.log(20.0) and focal.max() <= math.log(80.0)
+    assert depth.min() >= math.log(1.0) and depth.max() <= math.log(50.0)
+    assert abs(float(torch.corrcoef(torch.stack([focal, depth]))[0, 1])) < 0.15
+    # 35 mm-equivalent: the 36 x 24 mm frame's diagonal maps onto the photo's (frame_px 100 x 120) diagonal
+    expected = params["focal_mm"].double() * math.hypot(120, 100) / math.hypot(36, 24)
+    assert torch.allclose(params["focal_px"].double(), expected, rtol=1e-6)
+
+
+def test_projective_grid_px_are_the_cell_centres_of_the_crop(photos):
+    """``grid_px`` (the manifest's ``kernel_grid_px``) are crop pixel coordinates ``(x, y)`` of the centres
+    of an even rows x cols grid of cells over the crop, not positions in the larger sharp input."""
+    recipe = _recipe(crop=[20, 24], blur={"mode": "projective", "grid": [2, 3]})
+    assert recipe.margin == 3
+    made = make_pairs(recipe, [0], 0, ImageFolder.scan(photos, recipe.input_size))
+    xs = [(c + 0.5) * 24 / 3 - 0.5 for c in range(3)]
+    ys = [(r + 0.5) * 20 / 2 - 0.5 for r in range(2)]
+    assert made["grid_px"].tolist() == [[x, y] for y in ys for x in xs]

@@ -254,3 +254,16 @@ def test_an_item_is_the_same_in_batches_of_any_size():
             whole = draw(5, idx, (2, 65), 1, dtype=torch.float64)
             for k in sorted({0, n // 2, n - 1}):
                 assert torch.equal(whole[k], draw(5, idx[k:k + 1], (2, 65), 1, dtype=torch.float64)[0]), (n, k)
+
+
+@pytest.mark.parametrize("module", ["blursynth.scenes", "blursynth.sensor", "unpaired.data"])
+def test_each_quantity_of_a_sampler_draws_its_own_stream(module):
+    """A sampler names the stream of each quantity it draws by a module constant ``_S_NAME``; two names
+    on one number would draw the same words, so the two quantities would move together (crops only
+    along the diagonal, the defocus blur tied to the focus depth, read noise to shot noise)."""
+    import importlib
+    mod = importlib.import_module(module)
+    streams = {name: value for name, value in vars(mod).items() if name.startswith("_S_") and rng.is_integer(value)}
+    assert len(streams) >= 5
+    shared = {v: [k for k in streams if streams[k] == v] for v in streams.values()}
+    assert len(set(streams.values())) == len(streams), {v: k for v, k in shared.items() if len(k) > 1}

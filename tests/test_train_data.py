@@ -174,3 +174,24 @@ def test_a_photo_crop_converts_only_the_crop_to_the_same_values(tmp_path):
             assert torch.equal(crop, expected) and crop.is_contiguous()
     with pytest.raises(Exception, match="a.png: 57x40 is smaller than --crop 41"):
         photos.random_crop(0, 41, 7, 0)
+
+
+def test_crop_offsets_and_flips_are_independent_uniform_draws():
+    """Over many positions, a crop's top and left are independent uniform draws over every offset that
+    fits (``0 .. h - size``, both ends included), and about half the crops are flipped: one draw shared by
+    top and left would crop along the diagonal only, and one fewer offset would never reach the last rows."""
+    h = w = 40
+    size, n = 8, 600
+    a = torch.arange(h * w, dtype=torch.float32).view(1, h, w)
+    ys, xs, flips = [], [], 0
+    for p in range(n):
+        crop = random_crop([a], size, seed=11, p=p)[0][0]
+        corner = int(crop.min())  # (the top-left sample of the window, wherever a flip put it)
+        ys.append(corner // w)
+        xs.append(corner % w)
+        flips += int(crop[0, 0]) != corner
+    assert set(ys) == set(range(h - size + 1)) and set(xs) == set(range(w - size + 1))
+    y, x = torch.tensor(ys, dtype=torch.float64), torch.tensor(xs, dtype=torch.float64)
+    assert abs(float(torch.corrcoef(torch.stack([y, x]))[0, 1])) < 0.15
+    assert sum(top == left for top, left in zip(ys, xs)) < 3 * n / (h - size + 1)  # (about 1 in 33 by chance)
+    assert 0.4 < flips / n < 0.6
