@@ -760,3 +760,42 @@ def test_a_window_of_the_samples_converts_as_read_image_converts_it(tmp_path_fac
     window, window_bits = to_float(samples[y:y + h, x:x + w], channels, path)
     assert window_bits == bits and window.flags.c_contiguous
     assert np.array_equal(window, whole[:, y:y + h, x:x + w])
+
+
+def test_gray_from_rgb_uses_the_rec_709_luma_weights(tmp_path):
+    """channels=1 turns RGB into Y = 0.2126 R + 0.7152 G + 0.0722 B (Rec. 709): pure red, green and blue
+    come out as their own weights (red and blue swapped would be 0.0722 and 0.2126)."""
+    rgb = np.zeros((3, 4, 6), np.float32)
+    rgb[0, :, :2] = rgb[1, :, 2:4] = rgb[2, :, 4:] = 1.0
+    write_image(tmp_path / "rgb.png", rgb)
+    gray = read_image(tmp_path / "rgb.png", channels=1)[0]
+    assert gray.shape == (1, 4, 6)
+    assert np.allclose(gray[0, 0], [0.2126, 0.2126, 0.7152, 0.7152, 0.0722, 0.0722], atol=1e-6)
+
+
+def test_other_integer_and_one_bit_samples_are_scaled_by_their_range():
+    """Integer types other than 8/16-bit unsigned map their whole range onto [0, 1] (a signed type's
+    minimum to 0, not to a negative value clipped later); 1-bit (bool) samples are 0 and exactly 1."""
+    signed = np.array([[-32768, 0, 32767]], np.int16)
+    img, bits = to_float(signed, 1)
+    assert bits == 16 and np.allclose(img[0, 0], [0.0, 32768 / 65535, 1.0], atol=1e-7)
+    img, bits = to_float(np.array([[-2**31, 2**31 - 1]], np.int32), 1)
+    assert np.array_equal(img[0, 0], [0.0, 1.0])
+    img, bits = to_float(np.array([[False, True]]), 3)
+    assert bits == 8 and img.shape == (3, 1, 2) and np.array_equal(img[:, 0], [[0.0, 1.0]] * 3)
+
+
+@pytest.mark.parametrize("mask", [0o002, 0o027])
+def test_written_files_get_the_permissions_of_the_umask(tmp_path, mask):
+    """atomic_path's temporary is made 0600; the result gets what open() would give a new file under the
+    process umask (0666 less the mask), whatever that mask is, not a fixed 0644."""
+    import os
+    saved = os.umask(mask)
+    try:
+        write_image(tmp_path / "a.png", np.zeros((3, 2, 2), np.float32))
+        with atomic_path(tmp_path / "b.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(saved)
+    for name in ("a.png", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
