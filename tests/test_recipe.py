@@ -191,3 +191,32 @@ def test_python_forms_of_sizes_and_numbers_are_taken():
         Recipe.from_dict([("crop", 64)])  # was "can only concatenate str (not "int") to str"
     with pytest.raises(TypeError, match=r"recipe must be a name \(default, .*got 3"):
         load_recipe(3)  # was "expected str, bytes or os.PathLike object, not int"
+
+
+@pytest.mark.parametrize("data, attribute, value", [
+    ({"crop": 8}, "crop", (8, 8)), ({"crop": [16384, 8]}, "crop", (16384, 8)),
+    ({"camera": {"frame_px": [8, 65536]}}, "frame_px", (8, 65536)),
+    ({"kernel": {"size": 3}}, "kernel_size", 3), ({"kernel": {"size": 255}}, "kernel_size", 255),
+    ({"blur": {"mode": "projective", "grid": [1, 15]}}, "kernel_grid", (1, 15)),
+    ({"camera": {"focal_mm": [4.0, 2000.0]}}, "focal_mm", (4.0, 2000.0)),
+    ({"camera": {"depth_m": [0.01, 0.01]}}, "depth_m", (0.01, 0.01)),
+])
+def test_the_documented_range_ends_are_accepted(data, attribute, value):
+    """Every documented range is closed: crop 8-16384, frame_px 8-65536, kernel.size 3-255, blur.grid
+    1-15, focal_mm 4-2000 mm, depth_m from 0.01 m (a `<` written as `<=` refused the end values)."""
+    assert getattr(Recipe.from_dict(data), attribute) == value
+
+
+def test_a_frame_just_large_enough_for_the_crop_and_margin_is_accepted():
+    recipe = Recipe.from_dict({"crop": [40, 50], "kernel": {"size": 9}, "camera": {"frame_px": [48, 58]}})
+    assert recipe.input_size == (48, 58)
+    recipe.check_frame()  # (frame == crop + 2 * margin: one position, but it fits)
+    with pytest.raises(RecipeError, match="camera.frame_px"):
+        Recipe.from_dict({"crop": [40, 50], "kernel": {"size": 9}, "camera": {"frame_px": [47, 58]}}).check_frame()
+
+
+def test_an_empty_recipe_has_the_documented_defaults():
+    """A recipe that leaves every key out is the dataclass's defaults (24-50 mm, distant scene, 720x1280
+    frame, 31 px kernels fitted by scaling, uniform valid blur, 3x3 grid, 256 px crops)."""
+    assert Recipe.from_dict({}) == Recipe()
+    assert Recipe().focal_mm == (24.0, 50.0) and Recipe().kernel_fit == "scale" and Recipe().crop == (256, 256)
