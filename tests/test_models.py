@@ -351,3 +351,17 @@ def test_image_pool_refuses_a_bad_size(size):
 
 def test_image_pool_takes_a_numpy_integer_size():
     assert ImagePool(np.int64(3)).size == 3
+
+
+@given(h=st.integers(1, 8), w=st.integers(1, 8), seed=st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_valid_part_is_where_reblur_puts_a_centred_delta(h, w, seed):
+    """A delta kernel at its centre tap ``(h // 2, w // 2)`` re-blurs an image (linear curve) into
+    ``valid_part`` of it, for odd and even kernel sides alike."""
+    from unpaired.models import reblur, valid_part
+    image = torch.rand(1, 3, 14, 15, generator=torch.Generator().manual_seed(seed))
+    delta = torch.zeros(1, h, w)
+    delta[0, h // 2, w // 2] = 1.0
+    again = reblur(image, delta, "linear")
+    assert again.shape[-2:] == (14 - h + 1, 15 - w + 1)
+    assert torch.allclose(again, valid_part(image, (h, w)), atol=1e-6)
