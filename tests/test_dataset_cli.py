@@ -1106,3 +1106,20 @@ def test_a_photo_that_cannot_be_opened_is_skipped_with_its_reason(tmp_path, phot
     reasons = {s["file"]: s["reason"] for s in found.skipped}
     assert reasons["locked.png"] == "cannot be opened (Permission denied); make it readable (chmod +r) or remove it"
     assert "locked.png" not in found.files and "rgb.png" in found.files
+
+
+def test_crop_is_height_by_width_and_shards_and_pair_counts_are_bounded(tmp_path):
+    """``--crop HxW`` is height then width (as every size in the package); ``--shard I/N`` needs
+    ``0 <= I < N`` (shard N/N would own no chunk and write nothing); ``--pairs`` at least 1."""
+    assert ds.parse_crop("24x40") == (24, 40) and ds.parse_crop("32") == (32, 32) and ds.parse_crop(None) is None
+    assert ds.parse_shard("3/4") == (3, 4)
+    for text in ("4/4", "5/4", "-1/4"):
+        with pytest.raises(ds.DatasetError, match="need 0 <= I < N"):
+            ds.parse_shard(text)
+    out = tmp_path / "out"
+    for pairs in (0, -3):
+        with pytest.raises(ds.DatasetError, match=f"--pairs {pairs}: must be a positive integer"):
+            ds.write_dataset(out, pairs, crop=16, progress=False)
+    with pytest.raises(ds.DatasetError, match="need 0 <= I < N"):
+        ds.write_dataset(out, 2, crop=16, shard=(2, 2), progress=False)
+    assert not out.exists()

@@ -976,3 +976,17 @@ def test_workers_left_running_at_exit_do_not_keep_the_process_alive(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], timeout=120,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_decay_steps_zero_is_no_decay_and_the_ends_of_steps_are_accepted():
+    """--decay-steps 0 keeps the rate constant to the end (only -1 means half of --steps); --decay-steps and
+    --stop-at may equal --steps (only past it are they refused)."""
+    cfg = config.from_mapping({"steps": 10, "decay_steps": 0}).resolve()
+    cfg.validate()
+    assert cfg.total_decay_steps() == 0 and [lr_factor(s, 10, 0) for s in range(10)] == [1.0] * 10
+    assert config.from_mapping({"steps": 10}).resolve().total_decay_steps() == 5
+    for values in ({"steps": 10, "decay_steps": 10}, {"steps": 10, "stop_at": 10}):
+        config.from_mapping(values).resolve().validate()
+    for values, flag in (({"steps": 10, "decay_steps": 11}, "decay-steps"), ({"steps": 10, "stop_at": 11}, "stop-at")):
+        with pytest.raises(config.ConfigError, match=flag):
+            config.from_mapping(values).resolve().validate()
