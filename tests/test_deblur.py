@@ -481,6 +481,16 @@ def test_load_restorer_refuses_integer_images_and_a_missing_cuda(checkpoint):
             assert "no CUDA device is visible; use --device cpu" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_load_restorer_gives_a_gray_image_the_mean_of_its_three_restored_channels(checkpoint):
+    from unpaired.inference import load_restorer
+
+    restore = load_restorer(checkpoint)
+    gray = torch.rand(2, 1, 20, 24, generator=torch.Generator().manual_seed(0))
+    rgb = restore(gray.expand(-1, 3, -1, -1))
+    assert not torch.equal(rgb[:, :1], rgb[:, 1:2])  # (the net treats the channels apart: a real choice)
+    assert torch.equal(restore(gray), rgb.mean(1, keepdim=True))
+
+
 def test_checkpoint_restorer_for_evaluate(checkpoint):
     from unpaired.evaluate import checkpoint_restorer
 

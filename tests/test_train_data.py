@@ -195,3 +195,17 @@ def test_crop_offsets_and_flips_are_independent_uniform_draws():
     assert abs(float(torch.corrcoef(torch.stack([y, x]))[0, 1])) < 0.15
     assert sum(top == left for top, left in zip(ys, xs)) < 3 * n / (h - size + 1)  # (about 1 in 33 by chance)
     assert 0.4 < flips / n < 0.6
+
+
+def test_pool_positions_take_each_of_the_eight_flips_and_quarter_turns():
+    """A pool position is its pair turned by one of the 8 flips/quarter-turns (the dihedral group of the
+    square): with the crop the whole image, every returned image is exactly one of them, and all 8 come."""
+    pool = SyntheticPool(seed=0, n=1, size=16, crop=16, keep=("sharp",))
+    base = pool.sharp[0]
+    variants = [base.rot90(k, (-2, -1)) for k in range(4)] + [base.flip(-1).rot90(k, (-2, -1)) for k in range(4)]
+    seen = []
+    for p in range(160):
+        matches = [j for j, v in enumerate(variants) if torch.equal(pool[p]["sharp"], v)]
+        assert len(matches) == 1, p
+        seen += matches
+    assert sorted(set(seen)) == list(range(8))
