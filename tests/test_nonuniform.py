@@ -201,6 +201,28 @@ def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, ya
     assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 0.05
 
 
+
+def test_motion_sample_weights_are_the_time_spent_near_each_pose():
+    """Each pose's weight is the exposure time spent near it (a tent of one grid spacing around it), which
+    motion_samples gets right by first cutting the path to a quarter of the step. Cut only to the step,
+    the slow stretch here (80 % of the time within 0.25 px of 1.5 px) is one segment whose time is split
+    between its two ends alone: weights up to 0.03 off the time spent near each pose."""
+    from blursynth.nonuniform import motion_samples
+    t = np.array([0.0, 0.1, 0.9, 1.0])
+    x = np.array([0.0, 1.25, 1.75, 3.0])  # fast, slow (80 % of the time over 0.5 px), fast
+    traj = Trajectory(t=torch.tensor(t, dtype=torch.float32)[None],
+                      path_px=torch.tensor(np.stack([x, 0 * x], -1), dtype=torch.float32)[None])
+    poses, weights = motion_samples(traj, Camera(500.0, 30, 20))
+    at = poses.path_px[0, :, 0].double().numpy()
+    spacing = np.diff(at)
+    assert np.allclose(spacing, spacing[0], atol=1e-5) and spacing[0] <= 0.5 + 1e-6
+    assert at[0] == 0 and abs(at[-1] - 3) < 1e-5 and np.all(poses.path_px[0, :, 1].numpy() == 0)
+    # reference: the time average of each pose's tent, over a fine uniform sampling of the exposure
+    time = (np.arange(200_000) + 0.5) / 200_000
+    where = np.interp(time, t, x)
+    expected = [np.clip(1 - np.abs(where - a) / spacing[0], 0, None).mean() for a in at]
+    assert np.abs(weights[0].double().numpy() - expected).max() < 1e-4
+
 def _random_sampling(b, k, seed):
     """``(b, k, 3, 3)`` maps from pixels to grid_sample coordinates of near-identity homographies."""
     g = torch.Generator().manual_seed(seed)
