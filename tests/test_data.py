@@ -583,3 +583,25 @@ def test_projective_grid_px_are_the_cell_centres_of_the_crop(photos):
     xs = [(c + 0.5) * 24 / 3 - 0.5 for c in range(3)]
     ys = [(r + 0.5) * 20 / 2 - 0.5 for r in range(2)]
     assert made["grid_px"].tolist() == [[x, y] for y in ys for x in xs]
+
+
+def test_projective_roll_turns_about_the_centre_of_the_photo_the_crop_was_cut_from():
+    """A crop keeps its photo's principal point, the centre ((W - 1) / 2, (H - 1) / 2) of the W x H frame
+    (pixel centres at integers). A pure roll leaves that point still: when it falls on the crop centre,
+    the crop centre's kernel is a delta and its blurred pixel is the sharp one. Placed at W / 2 instead,
+    the point 0.5 px off turned and the kernel lost 5 % of its centre."""
+    from blursynth.pairs import _projective
+    from blursynth.trajectory import Trajectory
+    recipe = _recipe(crop=[15, 21], kernel={"size": 9, "fit": "error"}, blur={"mode": "projective", "grid": [1, 1]})
+    m, (hin, win) = recipe.margin, recipe.input_size
+    s = torch.linspace(0, 1, 5)
+    roll = Trajectory(t=0.1 * s[None], rotation=torch.stack([0 * s, 0 * s, 0.2 * s], -1)[None])
+    linear = torch.rand(1, 3, hin, win, generator=torch.Generator().manual_seed(0))
+    for x0, y0 in [(0, 0), (7, 3)]:
+        # a photo with the crop (and its margin) cut from its middle, x0, y0 from its left and top edges
+        full = torch.tensor([[win + 2 * x0, hin + 2 * y0]], dtype=torch.float64)
+        corner = torch.tensor([[x0, y0]], dtype=torch.float64)
+        out, centre, _, _, _ = _projective(recipe, linear, roll, torch.tensor([200.0]), torch.tensor([math.inf]),
+                                           full, corner)
+        assert float(centre[0, 4, 4]) > 1 - 1e-5, (x0, y0)
+        assert (out[0, :, 7, 10] - linear[0, :, m + 7, m + 10]).abs().max() < 1e-5, (x0, y0)
