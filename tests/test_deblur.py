@@ -85,6 +85,19 @@ def test_tiles_start_on_the_network_s_grid():
         torch.testing.assert_close(tiled[..., 4:-4, 4:-4], net(x)[..., 4:-4, 4:-4], atol=1e-6, rtol=0)
 
 
+
+def test_the_overlap_is_rounded_up_to_the_network_s_grid():
+    # deblur_image: the overlap is rounded *up* to a multiple of factor (below the tile), so what a user
+    # asks for is the least context a tile gets: --overlap 9 with factor 4 tiles as 12, and a receptive
+    # radius of 12 // 4 = 3 is still restored exactly (rounded down to 8 it would not be)
+    x = torch.rand(1, 3, 45, 61, generator=torch.Generator().manual_seed(7))
+    net = conv_stack(3)
+    with torch.no_grad():
+        whole = net(x).clamp(0, 1)
+    tiled = deblur_image(net, x, tile=24, overlap=9, factor=4)
+    assert torch.equal(tiled, deblur_image(net, x, tile=24, overlap=12, factor=4))
+    torch.testing.assert_close(tiled[..., 3:-3, 3:-3], whole[..., 3:-3, 3:-3], atol=1e-5, rtol=0)
+
 @given(st.integers(8, 64).flatmap(lambda t: st.tuples(st.just(t), st.integers(0, t // 2))))
 def test_window_is_a_partition_of_unity(args):
     # with overlap <= tile / 2 at most two tiles share a pixel and their weights add to exactly 1
