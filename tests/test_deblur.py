@@ -504,6 +504,17 @@ def test_load_restorer_gives_a_gray_image_the_mean_of_its_three_restored_channel
     assert torch.equal(restore(gray), rgb.mean(1, keepdim=True))
 
 
+
+def test_load_restorer_tiles_as_the_deblur_command_does_by_default(checkpoint):
+    # load_restorer (and evaluate --checkpoint through it) restores an image wider than a tile as
+    # `unpaired.deblur` with its defaults --tile 256 --overlap 32 does: blended tiles, no seams
+    from unpaired.deblur import load_generator
+    from unpaired.inference import load_restorer
+
+    net, factor = load_generator(checkpoint)
+    x = torch.rand(1, 3, 24, 300, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(load_restorer(checkpoint)(x), deblur_image(net, x, tile=256, overlap=32, factor=factor))
+
 def test_checkpoint_restorer_for_evaluate(checkpoint):
     from unpaired.evaluate import checkpoint_restorer
 
