@@ -107,6 +107,9 @@ def test_config_toml_then_command_line_override(tmp_path):
                                         r"with --n-layers-d 3 \(3 \* 2\*\*3\)"),
     ("mode = 'cyclegan'\nn_layers_d = 5\n", "--crop 64 is below 96 px, the least the PatchGAN discriminator"),
     ("lr = -1\n", "--lr must be >= 0"),
+    # Adam divides by 1 - beta ** step: a beta of 1 divides by zero (torch refuses it, in a traceback)
+    ("beta1 = 1.0\n", r"--beta1/--beta2 must lie in \[0, 1\), got 1.0, 0.999"),
+    ("beta2 = 1.0\n", r"--beta1/--beta2 must lie in \[0, 1\), got 0.9, 1.0"),
     # seed * 1000 + rank beyond 2**63 failed after the data was made ("Overflow when unpacking long long"),
     # or at the first CycleGAN step, naming that derived seed rather than --seed
     (f"seed = {2 ** 63 // 1000}\n", f"--seed must be at most {2 ** 63 // 1000 - 1} "),
