@@ -209,3 +209,19 @@ def test_pool_positions_take_each_of_the_eight_flips_and_quarter_turns():
         assert len(matches) == 1, p
         seen += matches
     assert sorted(set(seen)) == list(range(8))
+
+
+def test_a_pair_exactly_the_crop_size_is_used_and_a_smaller_one_skipped(tmp_path):
+    # usable_pairs leaves out the pairs *smaller* than --crop: one whose short side is the crop holds
+    # exactly one crop and trains
+    from blursynth.data import PairedFolder
+    from blursynth.io import write_image
+    from unpaired.data import usable_pairs
+
+    for name, (h, w) in {"exact.png": (32, 45), "small.png": (45, 31)}.items():
+        for sub in ("lq", "gt"):
+            write_image(tmp_path / sub / name, np.full((h, w, 3), 100, np.uint8))
+    source = PairedFolder(tmp_path)
+    skipped = usable_pairs(source, "--pairs", 32)
+    assert [rec["blur"] for rec in source.records] == ["lq/exact.png"]
+    assert len(skipped) == 1 and "small.png: 31x45 is smaller than --crop 32" in skipped[0]
