@@ -225,3 +225,21 @@ def test_a_pair_exactly_the_crop_size_is_used_and_a_smaller_one_skipped(tmp_path
     skipped = usable_pairs(source, "--pairs", 32)
     assert [rec["blur"] for rec in source.records] == ["lq/exact.png"]
     assert len(skipped) == 1 and "small.png: 31x45 is smaller than --crop 32" in skipped[0]
+
+
+def test_the_last_pairs_are_held_out_for_validation_and_only_the_others_train(tmp_path):
+    # --pairs without --val-pairs: the last --val-size pairs (in the folder's order) validate and are
+    # taken out of training, so no pair is both trained on and scored
+    from blursynth.io import write_image
+    from unpaired import config
+    from unpaired.data import validation_pairs
+
+    for k in range(5):  # pair k is a flat image of value 40 * k (the blurry twin half of it)
+        for sub, value in (("gt", 40 * k), ("lq", 20 * k)):
+            write_image(tmp_path / sub / f"{k}.png", np.full((24, 24, 3), value, np.uint8))
+    cfg = config.parse_args(["--pairs", str(tmp_path), "--val-size", "2", "--val-crop", "16", "--crop", "16"])
+    val, train = validation_pairs(cfg)
+    assert [rec["sharp"] for rec in train.records] == ["gt/0.png", "gt/1.png", "gt/2.png"]
+    assert [round(float(item["sharp"].mean()) * 255) for item in val] == [120, 160]
+    assert [round(float(item["blur"].mean()) * 255) for item in val] == [60, 80]
+    assert all(item["sharp"].shape == (3, 16, 16) for item in val)
