@@ -470,6 +470,26 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
                                [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
 
 
+
+def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle_weight(tmp_path, monkeypatch):
+    # --lambda-identity is a fraction of --lambda-cycle (config, and the CycleGAN reference): G and F
+    # minimise gan_G + gan_F + lc * cycle + lc * li * identity, from the losses the step logs
+    seen = []
+
+    class Recording(torch.amp.GradScaler):
+        def scale(self, outputs):
+            seen.append(float(outputs.detach()))
+            return super().scale(outputs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Recording)
+    run = tmp_path / "r"
+    # (--no-residual: a residual G starts as the identity, with no identity loss to weigh)
+    main(TINY_GAN + ["--steps", "1", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32", "--no-residual",
+                     "--lambda-cycle", "7", "--lambda-identity", "0.3", "--run-dir", str(run)])
+    (rec,) = [r for r in records(run) if "loss_identity" in r]
+    objective = rec["loss_gan_G"] + rec["loss_gan_F"] + 7 * rec["loss_cycle"] + 7 * 0.3 * rec["loss_identity"]
+    assert rec["loss_identity"] > 0.01 and seen[0] == pytest.approx(objective, rel=1e-5)
+
 def test_the_largest_seed_trains(tmp_path):
     # every seed the trainer derives from it (per process, validation, F, the sharp domain) stays in range
     main(TINY_GAN + ["--pair-pool", "2", "--pair-pool-size", "32", "--steps", "2", "--seed", str(config.MAX_SEED),
