@@ -409,6 +409,25 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
+
+def test_a_resume_continues_the_amp_scaler_where_it_stopped(tmp_path, monkeypatch):
+    # float16 autocast (CUDA without bfloat16) scales the loss with a GradScaler whose scale and growth
+    # count go into the checkpoint; a resume must carry on from them, not from a fresh scaler. Forced on
+    # here on the CPU (where the run itself uses bfloat16 and no scaler), it counts one per clean step.
+    class Scaler(torch.amp.GradScaler):
+        def __init__(self, device, enabled=True):
+            super().__init__(device, enabled=True)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Scaler)
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY + ["--device", "cpu", "--steps", "4", "--eval-every", "100"]
+    main(opts + ["--run-dir", str(a)])
+    main(opts + ["--stop-at", "2", "--run-dir", str(b)])
+    main(["--resume", str(b), "--no-progress"])
+    for run in (a, b):
+        scaler = torch.load(run / "checkpoints" / "step_0000004.pt", weights_only=False)["scaler"]
+        assert scaler["_growth_tracker"] == 4 and scaler["scale"] == 2.0 ** 16, run
+
 def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_path, capsys):
     # the --stop-at step was logged and validated off the schedule: the resumed run's metrics.jsonl had
     # records an uninterrupted run lacks, and the model of that step could become its best.pt
