@@ -253,6 +253,17 @@ def test_a_file_cut_short_by_a_killed_copy_is_made_again(tmp_path, photos, recip
     assert _snapshot(out) == reference[1]
 
 
+
+def test_an_image_cut_short_alone_is_made_again(tmp_path, photos, recipe_file, reference):
+    """As above with only a PNG cut short (no kernel file of its chunk damaged to give it away): a PNG
+    ends in its IEND chunk, which the cut removed."""
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    data = (out / "sharp" / "000005.png").read_bytes()
+    (out / "sharp" / "000005.png").write_bytes(data[:-100])
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+
 def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, reference):
     merged = tmp_path / "merged"
     for i in range(2):
