@@ -370,6 +370,19 @@ def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file
     _run(out, moved, recipe_file, expect=2)
 
 
+
+def test_a_photo_replaced_by_another_of_the_same_name_and_size_is_another_dataset(tmp_path, photos, recipe_file):
+    """The photos are identified by their names, sizes in bytes and pixels: a photo edited in place
+    (same name, same width and height, other pixels) is another dataset, not one to resume."""
+    mine = tmp_path / "photos"
+    shutil.copytree(photos, mine)
+    out = tmp_path / "set"
+    _run(out, mine, recipe_file, "--shard", "0/2")
+    before = (mine / "rgb.png").stat().st_size
+    iio.imwrite(mine / "rgb.png", np.full((60, 70, 3), 90, np.uint8))  # flat: far fewer bytes than the noise
+    assert (mine / "rgb.png").stat().st_size != before
+    _run(out, mine, recipe_file, expect=2)
+
 def test_projective_recipe_writes_kernel_grids(tmp_path, recipe_file):
     recipe = tmp_path / "proj.toml"
     recipe.write_text(recipe_file.read_text().replace("[sensor]", "[blur]\nmode = \"projective\"\ngrid = [2, 3]\n[sensor]"))
