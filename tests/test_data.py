@@ -204,7 +204,6 @@ def test_bad_lengths_and_indices(photos):
 
 
 def test_resample_fit_redraws_shakes_until_they_fit_and_stays_per_index():
-    from blursynth.kernel import fits
     # Long exposures and a 7 px kernel: many first draws do not fit and are redrawn.
     recipe = _recipe(crop=12, kernel={"fit": "resample"}, trajectory={"exposure_s": [0.2, 0.25], "drift_rad_s": [0.05, 0.1]},
                      camera={"focal_mm": [150.0, 200.0]}, sensor=SENSOR_OFF)

@@ -253,7 +253,6 @@ def test_a_file_cut_short_by_a_killed_copy_is_made_again(tmp_path, photos, recip
     assert _snapshot(out) == reference[1]
 
 
-
 def test_an_image_cut_short_alone_is_made_again(tmp_path, photos, recipe_file, reference):
     """As above with only a PNG cut short (no kernel file of its chunk damaged to give it away): a PNG
     ends in its IEND chunk, which the cut removed."""
@@ -263,6 +262,7 @@ def test_an_image_cut_short_alone_is_made_again(tmp_path, photos, recipe_file, r
     (out / "sharp" / "000005.png").write_bytes(data[:-100])
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
+
 
 def test_shards_copied_together_equal_one_run(tmp_path, photos, recipe_file, reference):
     merged = tmp_path / "merged"
@@ -370,7 +370,6 @@ def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file
     _run(out, moved, recipe_file, expect=2)
 
 
-
 def test_a_photo_replaced_by_another_of_the_same_name_and_size_is_another_dataset(tmp_path, photos, recipe_file):
     """The photos are identified by their names, sizes in bytes and pixels: a photo edited in place
     (same name, same width and height, other pixels) is another dataset, not one to resume."""
@@ -382,6 +381,7 @@ def test_a_photo_replaced_by_another_of_the_same_name_and_size_is_another_datase
     iio.imwrite(mine / "rgb.png", np.full((60, 70, 3), 90, np.uint8))  # flat: far fewer bytes than the noise
     assert (mine / "rgb.png").stat().st_size != before
     _run(out, mine, recipe_file, expect=2)
+
 
 def test_projective_recipe_writes_kernel_grids(tmp_path, recipe_file):
     recipe = tmp_path / "proj.toml"

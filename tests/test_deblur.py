@@ -85,7 +85,6 @@ def test_tiles_start_on_the_network_s_grid():
         torch.testing.assert_close(tiled[..., 4:-4, 4:-4], net(x)[..., 4:-4, 4:-4], atol=1e-6, rtol=0)
 
 
-
 def test_the_overlap_is_rounded_up_to_the_network_s_grid():
     # deblur_image: the overlap is rounded *up* to a multiple of factor (below the tile), so what a user
     # asks for is the least context a tile gets: --overlap 9 with factor 4 tiles as 12, and a receptive
@@ -97,6 +96,7 @@ def test_the_overlap_is_rounded_up_to_the_network_s_grid():
     tiled = deblur_image(net, x, tile=24, overlap=9, factor=4)
     assert torch.equal(tiled, deblur_image(net, x, tile=24, overlap=12, factor=4))
     torch.testing.assert_close(tiled[..., 3:-3, 3:-3], whole[..., 3:-3, 3:-3], atol=1e-5, rtol=0)
+
 
 @given(st.integers(8, 64).flatmap(lambda t: st.tuples(st.just(t), st.integers(0, t // 2))))
 def test_window_is_a_partition_of_unity(args):
@@ -504,7 +504,6 @@ def test_load_restorer_gives_a_gray_image_the_mean_of_its_three_restored_channel
     assert torch.equal(restore(gray), rgb.mean(1, keepdim=True))
 
 
-
 def test_load_restorer_tiles_as_the_deblur_command_does_by_default(checkpoint):
     # load_restorer (and evaluate --checkpoint through it) restores an image wider than a tile as
     # `unpaired.deblur` with its defaults --tile 256 --overlap 32 does: blended tiles, no seams
@@ -514,6 +513,7 @@ def test_load_restorer_tiles_as_the_deblur_command_does_by_default(checkpoint):
     net, factor = load_generator(checkpoint)
     x = torch.rand(1, 3, 24, 300, generator=torch.Generator().manual_seed(1))
     assert torch.equal(load_restorer(checkpoint)(x), deblur_image(net, x, tile=256, overlap=32, factor=factor))
+
 
 def test_checkpoint_restorer_for_evaluate(checkpoint):
     from unpaired.evaluate import checkpoint_restorer

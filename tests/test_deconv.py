@@ -1,7 +1,5 @@
 """Non-blind deconvolution on small synthetic cases with a known kernel and 1% noise."""
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st

@@ -201,7 +201,6 @@ def test_motion_samples_are_half_a_pixel_apart_and_keep_the_mean_motion(roll, ya
     assert (mean - centering_shift(densify(traj, cam, max_step_px=0.05), cam)).abs().max() < 0.05
 
 
-
 def test_motion_sample_weights_are_the_time_spent_near_each_pose():
     """Each pose's weight is the exposure time spent near it (a tent of one grid spacing around it), which
     motion_samples gets right by first cutting the path to a quarter of the step. Cut only to the step,
@@ -222,6 +221,7 @@ def test_motion_sample_weights_are_the_time_spent_near_each_pose():
     where = np.interp(time, t, x)
     expected = [np.clip(1 - np.abs(where - a) / spacing[0], 0, None).mean() for a in at]
     assert np.abs(weights[0].double().numpy() - expected).max() < 1e-4
+
 
 def _random_sampling(b, k, seed):
     """``(b, k, 3, 3)`` maps from pixels to grid_sample coordinates of near-identity homographies."""
@@ -619,6 +619,7 @@ def test_float64_agrees_with_float32_and_a_flat_image_stays_flat(yaw, pitch, rol
 # (against a projection written out here), agreement with the uniform path where the motion is uniform,
 # and a quarter turn of the motion about the optical axis turning renders and local kernels.
 # ---------------------------------------------------------------------------------------------
+
 
 def _kernel_centre_of_mass(k):
     """``(..., 2)`` centre of mass (x, y) of kernels ``(..., h, w)`` relative to their centre pixel, float64."""

@@ -60,6 +60,7 @@ def records(run: Path) -> list[dict]:
 
 # ---------------------------------------------------------------- config
 
+
 def test_config_toml_then_command_line_override(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('mode = "cyclegan"\nlr = 1\nn-blocks = 4\nresidual = false\nrun_dir = "x"\n')
@@ -225,6 +226,7 @@ def test_a_resume_may_change_the_learning_rate(tmp_path):
 
 
 # ---------------------------------------------------------------- runs
+
 
 def test_paired_run_writes_run_folder(tmp_path, capsys):
     run = tmp_path / "run"
@@ -409,7 +411,6 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
-
 def test_a_resume_continues_the_amp_scaler_where_it_stopped(tmp_path, monkeypatch):
     # float16 autocast (CUDA without bfloat16) scales the loss with a GradScaler whose scale and growth
     # count go into the checkpoint; a resume must carry on from them, not from a fresh scaler. Forced on
@@ -427,6 +428,7 @@ def test_a_resume_continues_the_amp_scaler_where_it_stopped(tmp_path, monkeypatc
     for run in (a, b):
         scaler = torch.load(run / "checkpoints" / "step_0000004.pt", weights_only=False)["scaler"]
         assert scaler["_growth_tracker"] == 4 and scaler["scale"] == 2.0 ** 16, run
+
 
 def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_path, capsys):
     # the --stop-at step was logged and validated off the schedule: the resumed run's metrics.jsonl had
@@ -489,7 +491,6 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
                                [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
 
 
-
 def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle_weight(tmp_path, monkeypatch):
     # --lambda-identity is a fraction of --lambda-cycle (config, and the CycleGAN reference): G and F
     # minimise gan_G + gan_F + lc * cycle + lc * li * identity, from the losses the step logs
@@ -508,6 +509,7 @@ def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle
     (rec,) = [r for r in records(run) if "loss_identity" in r]
     objective = rec["loss_gan_G"] + rec["loss_gan_F"] + 7 * rec["loss_cycle"] + 7 * 0.3 * rec["loss_identity"]
     assert rec["loss_identity"] > 0.01 and seen[0] == pytest.approx(objective, rel=1e-5)
+
 
 def test_the_largest_seed_trains(tmp_path):
     # every seed the trainer derives from it (per process, validation, F, the sharp domain) stays in range
@@ -726,6 +728,7 @@ def test_cuda_training_selects_mixed_precision(tmp_path, opts):
 
 
 # ---------------------------------------------------------------- DDP
+
 
 @pytest.mark.parametrize("mode", ["paired", "reblur"])
 def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path, mode):
