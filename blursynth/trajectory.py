@@ -267,27 +267,28 @@ class RandomWalk2D:
         fractions = torch.tensor(self.exposure_fractions, dtype=dt64, device=idx.device)
         pick = (_rng.uniform(seed, idx, (), stream=7, dtype=dt64) * len(fractions)).long()
         fraction = fractions[pick.clamp(max=len(fractions) - 1)]
-        # Per-step draws: impulsive-shake trigger, its angle jitter, and the Gaussian kick (x and y).
-        u_big = _rng.uniform(seed, idx, (steps - 1,), stream=8, dtype=dt64)
-        u_turn = _rng.uniform(seed, idx, (steps - 1,), stream=9, dtype=dt64)
-        kick_x = _rng.normal(seed, idx, (steps - 1,), stream=10, dtype=dt64)
-        kick_y = _rng.normal(seed, idx, (steps - 1,), stream=11, dtype=dt64)
-
         # Real arithmetic, x and y as rows of one tensor: torch's complex multiply and abs round
         # differently in their vectorised and scalar code, so an item's walk would depend on its
         # batch (which lanes it falls in); +, -, *, / and sqrt round the same either way.
         step_len = length / (steps - 1)
         speed0 = torch.where(anxiety > 0, anxiety, step_len)
         v = torch.stack([torch.cos(angle), torch.sin(angle)]) * speed0  # (2, N) velocity
-        # An impulsive shake adds twice the velocity turned by about 180 degrees: v times
+
+        def per_step(values):  # (N, steps - 1) -> (steps - 1, N): each step's slice contiguous
+            return values.T.contiguous()
+
+        # Per-step draws, each made ready and let go in turn (a chunk of 4096 walks holds 65 MB per
+        # quantity): an impulsive shake adds twice the velocity turned by about 180 degrees, v times
         # (c, s) = 2 (cos, sin) of the turn, or 0 with no shake: (v_x c - v_y s, v_x s + v_y c).
-        big = u_big < (p_big * anxiety)[:, None]
+        big = _rng.uniform(seed, idx, (steps - 1,), stream=8, dtype=dt64) < (p_big * anxiety)[:, None]
         twice = torch.where(big, 2.0, 0.0)
-        turn = torch.pi + (u_turn - 0.5)
-        turn_c = (twice * torch.cos(turn)).T.contiguous()  # (steps - 1, N): each step's slice contiguous
-        turn_s = twice * torch.sin(turn)
-        turn_s = torch.stack([-turn_s, turn_s]).permute(2, 0, 1).contiguous()  # (steps - 1, 2, N)
-        gauss_kick = (gauss[:, None] * torch.stack([kick_x, kick_y])).permute(2, 0, 1).contiguous()
+        turn = torch.pi + (_rng.uniform(seed, idx, (steps - 1,), stream=9, dtype=dt64) - 0.5)
+        turn_c = per_step(twice * torch.cos(turn))
+        turn_s = per_step(twice * torch.sin(turn))
+        del twice, turn
+        turn_s = torch.stack([-turn_s, turn_s], 1)  # (steps - 1, 2, N)
+        gauss_kick = torch.stack([per_step(gauss[:, None] * _rng.normal(seed, idx, (steps - 1,), stream=stream,
+                                                                          dtype=dt64)) for stream in (10, 11)], 1)
         x = torch.zeros(steps, 2, n, dtype=dt64, device=idx.device)
         pos = x[0]
         # The recurrence is sequential in time (the pull depends on the position); it is vectorised
