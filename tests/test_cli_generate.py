@@ -585,3 +585,120 @@ def test_a_camera_that_reaches_the_scene_is_one_line_naming_depth(capsys, tmp_pa
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--depth" in err and "reaching it" in err
     assert not out.exists()
+
+
+def test_summary_counts_the_redrawn_and_the_scaled_items_and_names_the_version(tmp_path):
+    # README: summary.json holds the redrawn / scaled counts (items with param_redraws > 0, with
+    # param_fit_scale < 1) and the version; these runs have one of each at this seed
+    from blursynth import __version__
+    for fit in ("resample", "scale"):
+        code, out = _generate(tmp_path, "--fit", fit, name=fit)
+        assert code == 0
+        data = np.load(out / "kernels.npz")
+        summary = json.loads((out / "summary.json").read_text())
+        redrawn, scaled = int((data["param_redraws"] > 0).sum()), int((data["param_fit_scale"] < 1).sum())
+        assert 0 < redrawn + scaled < 70
+        assert (summary["redrawn"], summary["scaled"]) == (redrawn, scaled)
+        assert summary["version"] == __version__
+
+
+def test_contact_sheet_shows_the_first_64_kernels_in_order_across_chunks(tmp_path):
+    # README: the first 64 kernels, 8 per row, each scaled to its maximum (tiles of 15 * 3 px, 2 px apart)
+    code, out = _generate(tmp_path, "--chunk", "20")
+    assert code == 0
+    data = np.load(out / "kernels.npz")
+    assert data["index"].tolist() == list(range(70))
+    sheet = iio.imread(out / "contact_sheet.png").astype(np.float64) / 255
+    for i in (0, 19, 20, 41, 63):
+        k = data["kernels"][i].astype(np.float64)
+        tile = np.kron(k / k.max(), np.ones((3, 3)))
+        y, x = 2 + (i // 8) * 47, 2 + (i % 8) * 47
+        np.testing.assert_allclose(sheet[y:y + 45, x:x + 45], tile, atol=1 / 255, err_msg=f"tile {i}")
+
+
+def test_summary_percentiles_cover_every_chunk(tmp_path):
+    # percentiles of the whole run (README: of the path's extent and length), not of one chunk
+    code, out = _generate(tmp_path, "--chunk", "20")
+    data = np.load(out / "kernels.npz")
+    summary = json.loads((out / "summary.json").read_text())
+    paths = data["paths_px"].astype(np.float64)
+    extent = (paths.max(1) - paths.min(1)).max(1)
+    length = np.sqrt((np.diff(paths, axis=1) ** 2).sum(-1)).sum(1)
+    for name, values in (("extent_px", extent), ("length_px", length)):
+        for q in (5, 25, 50, 75, 95):
+            assert summary["percentiles"][name][str(q)] == pytest.approx(np.percentile(values, q), abs=2e-3), (name, q)
+
+
+def test_kernel_measures_on_kernels_and_paths_measured_by_hand():
+    # extent: longer side of the path's bounding box; length: sum of its segments; RMS radius: root of
+    # the kernel's total second central moment (about its own centre of mass, not the kernel centre)
+    k = np.zeros((2, 5, 5), np.float32)
+    k[0, 2, 0] = k[0, 2, 2] = 0.5  # x at -2 and 0: mean -1, variance 1
+    k[1, 0, 3] = k[1, 3, 3] = 0.5  # y at -2 and 1: mean -0.5, variance 2.25
+    paths = np.array([[[0, 0], [3, 0], [3, 4]], [[0, 0], [1, 1], [2, 2]]], np.float32)
+    m = cli.kernel_measures(k, paths)
+    np.testing.assert_allclose(m["rms_radius_px"], [1.0, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(m["extent_px"], [4.0, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(m["length_px"], [7.0, 2 * 2 ** 0.5], rtol=1e-6)
+
+
+def test_generate_defaults_are_the_documented_ones(tmp_path):
+    # README: --trajectories 10000, --kernel-size 31, --fit resample (the shake6d model), --exposure 1/30 1/4,
+    # --focal-length 50 on --image-size 1200x800, --depth inf, --out ./blursynth-kernels
+    args = cli.build_parser().parse_args(["generate"])
+    assert args.trajectories == 10000 and args.out == Path("blursynth-kernels") and args.seed == 0
+    out = tmp_path / "o"
+    assert main(["generate", "--trajectories", "3", "--out", str(out), "--quiet"]) == 0
+    data = np.load(out / "kernels.npz")
+    config = json.loads(str(data["config"]))
+    assert (config["model"], config["kernel_size"], config["fit"]) == ("shake6d", 31, "resample")
+    assert data["kernels"].shape == (3, 31, 31)
+    assert config["model_config"]["exposure_s"] == pytest.approx([1 / 30, 1 / 4])
+    assert (config["focal_length_mm"], config["image_size"], config["depth_m"]) == (50, [1200, 800], None)
+    assert config["focal_px"] == pytest.approx(50 * 1442.2205 / 43.2666, rel=1e-4)  # diagonals: px over mm
+
+
+def test_generate_uses_and_records_the_camera_options(tmp_path):
+    code, out = _generate(tmp_path, "--exposure", "0.02", "0.03", "--focal-length", "85", "--image-size", "640x480",
+                          "--depth", "0.2")
+    assert code == 0
+    data = np.load(out / "kernels.npz")
+    config = json.loads(str(data["config"]))
+    summary = json.loads((out / "summary.json").read_text())
+    for record in (config, summary):
+        assert (record["focal_length_mm"], record["image_size"], record["depth_m"]) == (85, [640, 480], 0.2)
+        assert record["focal_px"] == pytest.approx(85 * 800 / 43.2666, rel=1e-4)  # 640x480: an 800 px diagonal
+    exposure = data["param_exposure_s"]
+    assert ((exposure >= 0.02 * (1 - 1e-6)) & (exposure <= 0.03 * (1 + 1e-6))).all()
+    # the depth was used: the recorded trajectories give the kernels back at 0.2 m, and not at infinity
+    traj = Trajectory(t=torch.from_numpy(data["t"]), rotation=torch.from_numpy(data["rotation"]),
+                      translation=torch.from_numpy(data["translation"]))
+    cam = Camera(config["focal_px"], 640, 480)
+    kernels = torch.from_numpy(data["kernels"])
+    assert torch.equal(K.kernels(traj, cam, 15, depth_m=0.2), kernels)
+    assert not torch.equal(K.kernels(traj, cam, 15), kernels)
+
+
+def test_a_range_of_one_value_is_taken(tmp_path):
+    # LOW == HIGH is a valid range (the refusal asks for LOW <= HIGH): every item gets that value
+    code, out = _generate(tmp_path, "--exposure", "0.05", "0.05", name="shake")
+    assert code == 0
+    np.testing.assert_allclose(np.load(out / "kernels.npz")["param_exposure_s"], 0.05, rtol=1e-6)
+    code, out = _generate(tmp_path, "--model", "randomwalk", "--length", "9", "9", name="walk")
+    assert code == 0
+    np.testing.assert_allclose(np.load(out / "kernels.npz")["param_length_px"], 9, rtol=1e-6)
+
+
+def test_an_exposure_range_reaching_past_10_s_is_refused(capsys, tmp_path):
+    # README: --exposure at most 10 s; the upper end alone past it is refused too
+    err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "5", "--quiet",
+                                    "--exposure", "0.1", "20"], "--exposure")
+    assert "at most 10 s" in err
+
+
+def test_recipe_kernels_record_the_frame_as_width_x_height(tmp_path):
+    # image_size is spelt as --image-size takes it, WxH: gopro-like's frames are 1280x720
+    out = tmp_path / "k"
+    assert main(["generate", "--recipe", "gopro-like", "--trajectories", "2", "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["image_size"] == [1280, 720]
+    assert json.loads(str(np.load(out / "kernels.npz")["config"]))["image_size"] == [1280, 720]
