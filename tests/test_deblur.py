@@ -555,3 +555,77 @@ def test_cli_stops_at_a_full_disk_and_names_an_out_it_cannot_create(tmp_path, ch
     assert main(args + ["--out", str(tmp_path / "nowhere")]) == 2  # (a PermissionError traceback before)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "error: --out" in err and "cannot create it (Permission denied)" in err
+
+
+def test_cli_gives_a_gray_file_the_mean_of_its_three_restored_channels(tmp_path, checkpoint):
+    # a gray file goes through the RGB network as three equal channels and comes back gray: as their
+    # mean (as load_restorer, and so evaluate --checkpoint, gives it), not one of them. A residual
+    # generator whose head has zero weights adds its bias to the input: here a different one per channel.
+    state = torch.load(checkpoint, weights_only=True)
+    state["models"]["G"]["head.weight"].zero_()
+    state["models"]["G"]["head.bias"].copy_(torch.tensor([0.1, -0.2, 0.04]))
+    torch.save(state, tmp_path / "biased.pt")
+    write_image(tmp_path / "in" / "gray.png", np.random.default_rng(6).random((1, 20, 24)).astype(np.float32), bits=16)
+    assert main([str(tmp_path / "in"), "--checkpoint", str(tmp_path / "biased.pt"), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    x = iio.imread(tmp_path / "in" / "gray.png").astype(np.float64) / 65535
+    expected = np.mean([np.clip(x + b, 0, 1) for b in (0.1, -0.2, 0.04)], axis=0)
+    out = iio.imread(tmp_path / "out" / "gray.png")
+    assert out.dtype == np.uint16
+    np.testing.assert_allclose(out / 65535, expected, atol=1.5 / 65535)
+
+
+def test_cli_tiles_with_the_documented_defaults_and_the_options_given(tmp_path, checkpoint, monkeypatch):
+    # --tile 256 and --overlap 32 unless given (the help text; the README measures the default 32)
+    seen = []
+
+    def spy(net, image, tile, overlap, factor, **kwargs):
+        seen.append((tile, overlap))
+        return image.float()
+    monkeypatch.setattr(deblur, "deblur_image", spy)
+    write_image(tmp_path / "a.png", np.random.default_rng(7).random((3, 20, 24)).astype(np.float32))
+    args = [str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "defaults")]) == 0
+    assert main(args + ["--out", str(tmp_path / "given"), "--tile", "64", "--overlap", "8"]) == 0
+    assert seen == [(256, 32), (64, 8)]
+
+
+def test_cli_writes_jpeg_spelt_jpeg_at_quality_95_too(tmp_path, checkpoint):
+    from PIL import Image
+    photo = np.random.default_rng(8).random((3, 24, 32)).astype(np.float32)
+    write_image(tmp_path / "in" / "photo.jpeg", photo, quality=98)
+    write_image(tmp_path / "q95.jpg", photo, quality=95)
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    with Image.open(tmp_path / "out" / "photo.jpeg") as out, Image.open(tmp_path / "q95.jpg") as q95:
+        assert out.quantization == q95.quantization
+
+
+def test_cli_keeps_a_float_tiff_float_when_its_suffix_is_tiff(tmp_path, checkpoint):
+    name = "float.tiff"
+    (tmp_path / "in").mkdir()
+    iio.imwrite(tmp_path / "float.tif", np.random.default_rng(9).random((17, 22, 3)).astype(np.float32))
+    (tmp_path / "float.tif").rename(tmp_path / "in" / name)
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    (tmp_path / "out" / name).rename(tmp_path / "out.tif")
+    out = iio.imread(tmp_path / "out.tif")
+    assert out.shape == (17, 22, 3) and out.dtype == np.float32
+
+
+def test_cli_refuses_to_replace_even_a_single_earlier_output(tmp_path, checkpoint, capsys):
+    write_image(tmp_path / "in" / "a.png", np.random.default_rng(10).random((3, 20, 24)).astype(np.float32))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.png").write_bytes(b"earlier")
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
+    assert "a.png already exist; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "out" / "a.png").read_bytes() == b"earlier"
+
+
+def test_cli_names_the_input_of_a_16_bit_file_it_cannot_write(tmp_path, checkpoint, capsys):
+    # the file to rename or convert is the input, not the output that was never written
+    write_image(tmp_path / "deep.png", np.random.default_rng(11).random((1, 20, 24)).astype(np.float32), bits=16)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "deep.png").rename(tmp_path / "in" / "deep.jpg")
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    assert f"error: {tmp_path / 'in' / 'deep.jpg'}: a 16-bit image, but .jpg holds 8 bits" in capsys.readouterr().err
