@@ -477,3 +477,74 @@ def test_the_cumulative_error_ratios_are_reported(tmp_path, capsys):
                 tmp_path / "f.json"])
     assert out["error_ratio_below"] is None and json.loads((tmp_path / "f.json").read_text())["error_ratio_below"] is None
     assert "error ratio at most" not in capsys.readouterr().out
+
+
+def test_error_ratio_below_counts_ratios_at_most_each_threshold():
+    # "the share of images whose ratio is at most" each threshold: a ratio equal to one counts
+    assert evaluate.error_ratio_below([1.5, 2.0, 3.2, 5.0]) == {"1.5": 0.25, "2": 0.5, "2.5": 0.5, "3": 0.5,
+                                                                 "3.5": 0.75, "4": 0.75}
+    assert evaluate.error_ratio_below([]) is None
+
+
+def test_the_summary_scores_are_plain_means_of_the_per_image_records(tmp_path):
+    data = _write_levin(tmp_path / "levin", n_images=2, n_kernels=2)
+    out = _run(["--benchmark", "levin", "--data", data, "--method", "wiener"])
+    records = out["per_image"]
+    assert len({round(r["psnr"], 3) for r in records}) == 4  # (different scores: a median or a subset would differ)
+    for key in ("psnr", "ssim", "error_ratio"):
+        assert out[key] == pytest.approx(sum(r[key] for r in records) / 4, rel=1e-9), key
+    assert out["seconds_per_image"] == pytest.approx(sum(r["seconds"] for r in records) / 4, rel=1e-2)
+
+
+def test_the_default_radius_and_border_of_each_benchmark(tmp_path, capsys):
+    # README: levin aligns within 10 px and crops 15; folder neither aligns nor crops
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    out = _run(["--benchmark", "levin", "--data", data])
+    assert (out["benchmark"], out["radius"], out["border"]) == ("levin", 10, 15)
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.png").write_bytes((data / "blurry" / "im1_kernel1.png").read_bytes())
+    out = _run(["--benchmark", "folder", "--blurry", tmp_path / "f", "--sharp", tmp_path / "f"])
+    assert (out["benchmark"], out["radius"], out["border"]) == ("folder", 0, 0)
+    assert out["per_image"][0]["shift"] == [0, 0]
+    assert "note:" not in capsys.readouterr().err
+
+
+def test_a_border_equal_to_the_radius_is_raised(tmp_path, capsys):
+    # "a border not above the radius is raised to radius + 1, with a note"
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+    out = _run(["--benchmark", "levin", "--data", data, "--radius", 6, "--border", 6])
+    assert out["border"] == 7
+    assert "note: border raised from 6 to 7 px: it must exceed --radius 6" in capsys.readouterr().err
+
+
+def test_levin_pairs_are_ordered_by_number_not_by_name(tmp_path):
+    # im1_kernel10 sorts before im1_kernel2 as text
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=11)
+    assert [p.name for p in evaluate.levin_pairs(data)] == [f"im1_kernel{j}" for j in range(1, 12)]
+
+
+def test_folder_pairs_take_suffixes_in_capitals(tmp_path):
+    # cameras write IMG_0001.JPG: such files are images, paired by name as the others
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "IMG_0001.PNG", _u8(np.stack([_scene(4)] * 3, -1)), extension=".png")
+    assert [p.name for p in evaluate.folder_pairs(tmp_path / "blur", tmp_path / "sharp")] == ["IMG_0001"]
+
+
+def test_the_error_ratio_of_a_kernel_estimate_is_the_reference_deconvolution_s_with_it(tmp_path):
+    # Levin's definition: a method that returns a kernel is judged by the reference run with that kernel,
+    # not by its own image: the true kernel beside a flat grey image has ratio 1
+    pairs = evaluate.levin_pairs(_write_levin(tmp_path / "levin", n_images=1, n_kernels=1))
+    reference = evaluate.method_restorer("wiener")
+    result = evaluate.evaluate(pairs, lambda b, k: (torch.full_like(b, 0.5), k), channels=1, reference=reference,
+                               progress=False)
+    assert result["per_image"][0]["error_ratio"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_border_leaving_exactly_the_ssim_window_is_taken(tmp_path):
+    # the advised largest border, (side - 11) // 2, leaves 11 px of a 33 px image: SSIM's window fits
+    for d in ("b", "s"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "x.png", _u8(np.stack([_scene(5)[:33, :33]] * 3, -1)))
+    out = _run(["--benchmark", "folder", "--blurry", tmp_path / "b", "--sharp", tmp_path / "s", "--border", 11])
+    assert out["count"] == 1 and out["border"] == 11
