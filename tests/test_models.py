@@ -365,3 +365,23 @@ def test_valid_part_is_where_reblur_puts_a_centred_delta(h, w, seed):
     again = reblur(image, delta, "linear")
     assert again.shape[-2:] == (14 - h + 1, 15 - w + 1)
     assert torch.allclose(again, valid_part(image, (h, w)), atol=1e-6)
+
+
+def test_pixel_loss_is_the_mean_absolute_error_or_charbonnier_and_nothing_else():
+    from unpaired.losses import pixel_loss
+    a, b = torch.zeros(4), torch.tensor([0.5, -0.5, 0.25, 0.0])
+    assert pixel_loss("l1", a, b).item() == pytest.approx(1.25 / 4)
+    assert pixel_loss("charbonnier", a, b).item() == pytest.approx(
+        sum((v * v + 1e-6) ** 0.5 for v in (0.5, 0.5, 0.25, 0.0)) / 4)
+    with pytest.raises(ValueError, match="unknown pixel loss 'l2'"):
+        pixel_loss("l2", a, b)
+
+
+def test_perceptual_loss_sends_gradients_to_pred_only(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers
+
+    path = tmp_path / "vgg.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"])[:16].state_dict().items()}, path)
+    pred, target = torch.rand(1, 3, 16, 16, requires_grad=True), torch.rand(1, 3, 16, 16, requires_grad=True)
+    VGGPerceptual(path)(pred, target).backward()
+    assert pred.grad is not None and target.grad is None
