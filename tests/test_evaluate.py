@@ -548,3 +548,13 @@ def test_a_border_leaving_exactly_the_ssim_window_is_taken(tmp_path):
         iio.imwrite(tmp_path / d / "x.png", _u8(np.stack([_scene(5)[:33, :33]] * 3, -1)))
     out = _run(["--benchmark", "folder", "--blurry", tmp_path / "b", "--sharp", tmp_path / "s", "--border", 11])
     assert out["count"] == 1 and out["border"] == 11
+
+
+def test_the_grid_has_a_column_for_the_estimated_kernel(tmp_path):
+    # README: blurry | restored | sharp | [estimated] | true kernel, cells of 64 px 4 px apart
+    pairs = evaluate.levin_pairs(_write_levin(tmp_path / "levin", n_images=1, n_kernels=1))
+    reference = evaluate.method_restorer("wiener")
+    for name, restore, columns in (("plain", reference, 4), ("blind", lambda b, k: (reference(b, k), k), 5)):
+        result = evaluate.evaluate(pairs, restore, channels=1, reference=reference, progress=False)
+        evaluate.write_grid(tmp_path / f"{name}.png", result["images"])
+        assert iio.imread(tmp_path / f"{name}.png").shape[1] == columns * (SIZE + 4) + 4, name
