@@ -382,7 +382,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
         elif suffix in (".pgm", ".ppm"):
             tmp.write_bytes(pnm_bytes(_pnm_channels(path, data)))
         else:
-            iio.imwrite(tmp, data, extension=path.suffix, **kwargs)
+            iio.imwrite(tmp, data, extension=suffix, **kwargs)  # (lower case: imageio picks its TIFF writer for .tif only)
 
 
 # Pillow refuses images over 179 Mpx, a guard against decompression bombs from the web; a user's own

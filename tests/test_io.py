@@ -182,6 +182,16 @@ def test_16bit_colour_tiff_keeps_all_bits_under_any_suffix(tmp_path, name):
     assert np.array_equal(np.rint(img.astype(np.float64) * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
 
 
+@pytest.mark.parametrize("name", ["deep.TIF", "deep.Tiff", "deep.PNG"])
+def test_16_bit_colour_is_written_under_a_suffix_in_capitals(tmp_path, name):
+    # the format is the suffix's in any case: for .TIF imageio chose Pillow, which cannot write 16-bit RGB
+    deep = _ramp(h=12, w=10, top=65535)
+    write_image(tmp_path / name, deep)
+    img, bits = read_image(tmp_path / name)
+    assert bits == 16
+    assert np.array_equal(np.rint(img.astype(np.float64) * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
+
+
 def test_tiff_size_is_checked_before_decoding(tmp_path, monkeypatch):
     # Pillow's size check does not cover TIFFs (read by tifffile): the header is checked instead,
     # so an over-large scan is refused in one line, not decoded until memory runs out

@@ -258,7 +258,8 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
     if bits == 32 and dst.suffix.lower() in (".tif", ".tiff"):  # float TIFF in, float TIFF out
         pixels = out.transpose(1, 2, 0).astype(np.float32)
         with atomic_path(dst) as tmp:
-            iio.imwrite(tmp, np.ascontiguousarray(pixels[..., 0] if gray else pixels), extension=dst.suffix)
+            # (lower case: for .TIF imageio chose Pillow, which cannot write float RGB)
+            iio.imwrite(tmp, np.ascontiguousarray(pixels[..., 0] if gray else pixels), extension=dst.suffix.lower())
     else:
         quality = LOSSY_QUALITY.get(dst.suffix.lower())
         write_image(dst, out, bits=16 if bits > 8 else 8, **({} if quality is None else {"quality": quality}))
