@@ -244,6 +244,25 @@ def test_paired_run_writes_run_folder(tmp_path, capsys):
     assert "validation PSNR on 2 held-out pairs: blurry input" in capsys.readouterr().out
 
 
+def test_the_sample_grid_is_blurry_output_sharp_and_the_blurry_score_is_the_inputs(tmp_path):
+    # samples/: rows of blurry | output | sharp (README); val_psnr_blurry scores the blurry input, val_psnr
+    # the output, each against the sharp image (--no-residual: the output is far from the input)
+    import imageio.v3 as iio
+
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "1", "--eval-every", "1", "--no-residual", "--run-dir", str(run)])
+    (rec,) = [r for r in records(run) if "val_psnr" in r]
+    grid = iio.imread(run / "samples" / "step_0000001.png").astype(np.float64) / 255
+    assert grid.shape[:2] == (2 * 18 + 2, 3 * 18 + 2)
+    cell = lambda r, c: grid[2 + 18 * r:18 + 18 * r, 2 + 18 * c:18 + 18 * c]  # noqa: E731
+    psnr = lambda a, b: 10 * np.log10(1 / np.mean((a - b) ** 2))  # noqa: E731
+    blurry = np.mean([psnr(cell(r, 0), cell(r, 2)) for r in range(2)])
+    output = np.mean([psnr(cell(r, 1), cell(r, 2)) for r in range(2)])
+    assert abs(rec["val_psnr_blurry"] - output) > 3  # (the output is far from the input: the test can tell)
+    assert rec["val_psnr_blurry"] == pytest.approx(blurry, abs=0.3)
+    assert rec["val_psnr"] == pytest.approx(output, abs=0.3)
+
+
 def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
     run = tmp_path / "run"
     main(TINY + ["--steps", "4", "--ckpt-every", "4", "--eval-every", "2", "--run-dir", str(run)])
@@ -546,6 +565,30 @@ def test_kernel_blur_f_learns_from_its_discriminator_only():
     out = gens(blur, sharp, identity=False)
     out["fake_blur"].mean().backward()  # the adversarial loss does reach F
     assert all(p.grad is not None for p in gens.F.parameters())
+
+
+def test_a_network_f_closes_both_cycles_and_each_cycle_trains_both_generators():
+    """The reference CycleGAN: rec_blur = F(G(blur)), rec_sharp = G(F(sharp)), idt_sharp = G(sharp),
+    idt_blur = F(blur), and each cycle loss reaches both G and F (nothing detached in between)."""
+    from unpaired.models import ResnetGenerator, init_weights
+    from unpaired.train import CycleGenerators
+
+    g, f = init_weights(ResnetGenerator(4, 1, residual=False), 0), init_weights(ResnetGenerator(4, 1, residual=False), 1)
+    gens = CycleGenerators(g, f)
+    gen = torch.Generator().manual_seed(2)
+    blur, sharp = torch.rand(2, 3, 16, 16, generator=gen), torch.rand(2, 3, 16, 16, generator=gen)
+    out = gens(blur, sharp, identity=True)
+    with torch.no_grad():
+        expected = {"fake_sharp": g(blur), "fake_blur": f(sharp), "rec_blur": f(g(blur)), "rec_sharp": g(f(sharp)),
+                    "idt_sharp": g(sharp), "idt_blur": f(blur)}
+    assert set(out) == set(expected)
+    for k, v in expected.items():
+        torch.testing.assert_close(out[k].detach(), v, msg=k)
+    for rec, target in (("rec_blur", blur), ("rec_sharp", sharp)):
+        gens.zero_grad(set_to_none=True)
+        torch.nn.functional.l1_loss(out[rec], target).backward(retain_graph=True)
+        for name, net in (("G", g), ("F", f)):
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()), (rec, name)
 
 
 def test_cyclegan_on_folders_with_names_that_are_not_utf8(tmp_path):
