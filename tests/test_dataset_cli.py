@@ -1147,3 +1147,20 @@ def test_crop_is_height_by_width_and_shards_and_pair_counts_are_bounded(tmp_path
     with pytest.raises(ds.DatasetError, match="need 0 <= I < N"):
         ds.write_dataset(out, 2, crop=16, shard=(2, 2), progress=False)
     assert not out.exists()
+
+
+def test_a_refusal_names_another_layout_and_photos_changed_in_place():
+    now = {"format": 1, "blursynth_version": "1", "pairs": 20, "seed": 3, "layout": "basicsr",
+           "sharp": {"images": 6, "sha256": "b"}, "recipe": {"name": "tiny"}}
+    then = dict(now, layout="blursynth", sharp={"images": 6, "sha256": "a"})
+    said = ds._differences(then, now)
+    assert "--layout blursynth then, basicsr now" in said
+    assert "--sharp: 6 photos then, 6 photos now (files or sizes changed)" in said
+
+
+def test_records_name_only_the_datasets_own_files_for_deletion():
+    # an edited manifest or part file must not make --overwrite delete anything outside the dataset's folders
+    text = "\n".join(json.dumps(r) for r in [
+        {"sharp": "sharp/000001.png", "blur": "../000001.png", "kernel": "kernels/sub/000001.npy"},
+        {"sharp": "photos/000002.png", "blur": "blur/notes.txt", "kernel": "kernels/000002.npy"}])
+    assert ds._named_files(text + "\nnot json") == {"sharp/000001.png", "kernels/000002.npy"}
