@@ -530,6 +530,64 @@ def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle
     assert rec["loss_identity"] > 0.01 and seen[0] == pytest.approx(objective, rel=1e-5)
 
 
+def test_cyclegan_discriminators_judge_their_own_domain_with_lsgan_targets():
+    # D_sharp: real sharp -> 1, fake sharp -> 0; D_blur likewise; the loss is half their sum. With D(x) = x
+    # and constant images: 0.5 * ((0.8 - 1)^2 + 0.3^2 + (0.6 - 1)^2 + 0.1^2) = 0.15
+    from unpaired.train import CycleDiscriminators
+
+    discs = CycleDiscriminators(torch.nn.Identity(), torch.nn.Identity())
+    const = lambda v: torch.full((2, 1, 4, 4), v)  # noqa: E731
+    assert float(discs(const(0.8), const(0.3), const(0.6), const(0.1))) == pytest.approx(0.15)
+
+
+def test_a_cyclegan_step_routes_each_domain_to_its_discriminator_through_the_pool(tmp_path, monkeypatch):
+    # G's adversarial loss asks D_sharp about G's output and F's asks D_blur about F's; the discriminators
+    # then see the real batch of their domain and that domain's fakes, as the image pool returns them;
+    # the cycle loss is the L1 of both cycles (--no-residual: a residual G and F start as the identity)
+    from unpaired import train
+
+    seen, outs = [], []
+
+    class Recording(train.PatchDiscriminator):
+        def forward(self, x):
+            seen.append((self.which, x.detach().clone()))
+            return super().forward(x)
+
+    made = []
+
+    def make(*args, **kwargs):
+        d = Recording(*args, **kwargs)
+        d.which = ("D_sharp", "D_blur")[len(made)]
+        made.append(d)
+        return d
+
+    forward = train.CycleGenerators.forward
+
+    def recording_forward(self, blur, sharp, identity):
+        o = forward(self, blur, sharp, identity)
+        outs.append((blur.clone(), sharp.clone(), {k: v.detach().clone() for k, v in o.items()}))
+        return o
+
+    monkeypatch.setattr(train, "PatchDiscriminator", make)
+    monkeypatch.setattr(train.CycleGenerators, "forward", recording_forward)
+    run = tmp_path / "r"
+    main(TINY_GAN + ["--steps", "1", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32",
+                     "--lambda-identity", "0", "--no-residual", "--run-dir", str(run)])
+    ((blur, sharp, o),) = outs
+    expected = [("D_sharp", o["fake_sharp"]), ("D_blur", o["fake_blur"]), ("D_sharp", sharp), ("D_sharp", o["fake_sharp"]),
+                ("D_blur", blur), ("D_blur", o["fake_blur"])]
+    assert [w for w, _ in seen] == [w for w, _ in expected]
+    for (w, x), (_, y) in zip(seen, expected):
+        torch.testing.assert_close(x, y, msg=w)
+    (rec,) = [r for r in records(run) if "loss_cycle" in r]
+    l1 = lambda a, b: float((a - b).abs().mean())  # noqa: E731
+    assert min(l1(o["rec_blur"], blur), l1(o["rec_sharp"], sharp)) > 0.01  # (--no-residual: both cycles count)
+    assert rec["loss_cycle"] == pytest.approx(l1(o["rec_blur"], blur) + l1(o["rec_sharp"], sharp), rel=1e-5)
+    pools = torch.load(run / "checkpoints" / "step_0000001.pt", weights_only=False)["pools"][0]
+    for k, fake in (("sharp", o["fake_sharp"]), ("blur", o["fake_blur"])):  # (pool of 2: both kept, as they came)
+        assert pools[k]["count"] == 2 and torch.equal(torch.stack(pools[k]["images"]), fake)
+
+
 def test_the_largest_seed_trains(tmp_path):
     # every seed the trainer derives from it (per process, validation, F, the sharp domain) stays in range
     main(TINY_GAN + ["--pair-pool", "2", "--pair-pool-size", "32", "--steps", "2", "--seed", str(config.MAX_SEED),
