@@ -1164,3 +1164,12 @@ def test_records_name_only_the_datasets_own_files_for_deletion():
         {"sharp": "sharp/000001.png", "blur": "../000001.png", "kernel": "kernels/sub/000001.npy"},
         {"sharp": "photos/000002.png", "blur": "blur/notes.txt", "kernel": "kernels/000002.npy"}])
     assert ds._named_files(text + "\nnot json") == {"sharp/000001.png", "kernels/000002.npy"}
+
+
+def test_overwrite_of_a_finished_dataset_of_the_same_settings_makes_it_anew(tmp_path, photos, recipe_file, reference):
+    # --overwrite resumes only an unfinished run of these settings; a finished one is made again, as asked
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    shutil.copy(out / "sharp" / "000001.png", out / "sharp" / "000000.png")  # (a whole PNG, but the wrong one)
+    _run(out, photos, recipe_file, "--overwrite")
+    assert _snapshot(out) == reference[1]
