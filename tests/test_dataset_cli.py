@@ -1173,3 +1173,23 @@ def test_overwrite_of_a_finished_dataset_of_the_same_settings_makes_it_anew(tmp_
     shutil.copy(out / "sharp" / "000001.png", out / "sharp" / "000000.png")  # (a whole PNG, but the wrong one)
     _run(out, photos, recipe_file, "--overwrite")
     assert _snapshot(out) == reference[1]
+
+
+def test_sigterm_interrupts_outside_the_main_thread_changes_nothing():
+    import threading
+
+    from blursynth.interrupt import sigterm_interrupts
+
+    before, errors = signal.getsignal(signal.SIGTERM), []
+
+    def body():
+        try:
+            with sigterm_interrupts():
+                pass
+        except Exception as exc:  # (signal.signal raises ValueError outside the main thread)
+            errors.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert errors == [] and signal.getsignal(signal.SIGTERM) is before

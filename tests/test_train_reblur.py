@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -255,6 +256,23 @@ def test_photos_get_a_re_blur_score_at_validation(tmp_path):
     with_photos = iio.imread(run / "samples" / "step_0000002.png")
     without = iio.imread(tmp_path / "none" / "samples" / "step_0000001.png")
     assert with_photos.shape[:2] == (4 * 18 + 2, 3 * 18 + 2) and without.shape[:2] == (2 * 18 + 2, 3 * 18 + 2)
+
+
+def test_a_photo_row_shows_the_output_re_blurred_where_the_kernel_fits(tmp_path):
+    # rows of photo | output | output re-blurred (in the photo's frame where the 5 px kernel fits, the photo
+    # in the 2 px border): the mean |re-blurred - photo| over that region is the logged val_reblur
+    photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
+    main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "1", "--eval-every", "1", "--run-dir", str(run)])
+    (rec,) = [r for r in records(run) if "val_reblur" in r]
+    grid = iio.imread(run / "samples" / "step_0000001.png").astype(np.float64) / 255
+    cell = lambda r, c: grid[2 + 18 * r:18 + 18 * r, 2 + 18 * c:18 + 18 * c]  # noqa: E731
+    photo, shown = np.stack([cell(r, 0) for r in (2, 3)]), np.stack([cell(r, 2) for r in (2, 3)])
+    inner = (slice(None), slice(2, 14), slice(2, 14))
+    border = np.ones(photo.shape[:3], bool)
+    border[inner] = False
+    assert np.array_equal(shown[border], photo[border])
+    assert rec["val_reblur"] > 0.01 and np.abs(shown[inner] - photo[inner]).mean() == pytest.approx(rec["val_reblur"],
+                                                                                                     abs=2e-3)
 
 
 def test_best_reblur_holds_the_model_with_the_lowest_re_blur_error_on_the_photos(tmp_path, capsys):
