@@ -588,6 +588,27 @@ def test_a_cyclegan_step_routes_each_domain_to_its_discriminator_through_the_poo
         assert pools[k]["count"] == 2 and torch.equal(torch.stack(pools[k]["images"]), fake)
 
 
+def test_a_kernel_blur_f_s_centre_penalty_is_part_of_the_generators_objective(tmp_path, monkeypatch):
+    # --blur-model kernel: F's kernels are held centred by a penalty (README) added, unweighted, to the
+    # objective of G and F: gan_G + gan_F + lc * cycle + lc * li * identity + centre
+    seen = []
+
+    class Recording(torch.amp.GradScaler):
+        def scale(self, outputs):
+            seen.append(float(outputs.detach()))
+            return super().scale(outputs)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Recording)
+    run = tmp_path / "r"
+    main(TINY_GAN + ["--steps", "1", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32", "--no-residual",
+                     "--blur-model", "kernel", "--blur-kernel", "5", "--lambda-cycle", "7", "--lambda-identity", "0.3",
+                     "--device", "cpu", "--run-dir", str(run)])
+    (rec,) = [r for r in records(run) if "loss_centre" in r]
+    objective = (rec["loss_gan_G"] + rec["loss_gan_F"] + 7 * rec["loss_cycle"] + 7 * 0.3 * rec["loss_identity"]
+                 + rec["loss_centre"])
+    assert rec["loss_centre"] > 1e-4 * abs(objective) and seen[0] == pytest.approx(objective, rel=1e-6)
+
+
 def test_the_largest_seed_trains(tmp_path):
     # every seed the trainer derives from it (per process, validation, F, the sharp domain) stays in range
     main(TINY_GAN + ["--pair-pool", "2", "--pair-pool-size", "32", "--steps", "2", "--seed", str(config.MAX_SEED),
