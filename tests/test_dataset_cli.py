@@ -1193,3 +1193,18 @@ def test_sigterm_interrupts_outside_the_main_thread_changes_nothing():
     thread.start()
     thread.join()
     assert errors == [] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_overwrite_with_another_layout_leaves_no_empty_folders_of_the_old_one(tmp_path, photos, recipe_file, reference):
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    _run(out, photos, recipe_file, "--layout", "basicsr", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "gt", "kernels", "lq", "manifest.jsonl"]
+
+
+def test_one_pair_more_than_the_limit_is_refused():
+    # the limit is 100,000,000 pairs (PAIRS_MAX), not an order of magnitude more (checked alone: a run of
+    # that many pairs that is not refused would start writing them)
+    ds._check_options(10**8, 1, "blursynth", (0, 1))
+    with pytest.raises(ds.DatasetError, match=r"--pairs 100000001: at most 100,000,000 pairs"):
+        ds._check_options(10**8 + 1, 1, "blursynth", (0, 1))
