@@ -510,9 +510,8 @@ def test_cyclegan_resume_equals_uninterrupted(tmp_path, blur_model):
                                [[r[k] for k in keys] for r in records(a) if "loss_D" in r], rtol=1e-5, atol=1e-7)
 
 
-def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle_weight(tmp_path, monkeypatch):
-    # --lambda-identity is a fraction of --lambda-cycle (config, and the CycleGAN reference): G and F
-    # minimise gan_G + gan_F + lc * cycle + lc * li * identity, from the losses the step logs
+def scaled_objectives(monkeypatch) -> list[float]:
+    """The values each step hands to its GradScaler (the objectives being minimised), as they come."""
     seen = []
 
     class Recording(torch.amp.GradScaler):
@@ -521,6 +520,13 @@ def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle
             return super().scale(outputs)
 
     monkeypatch.setattr(torch.amp, "GradScaler", Recording)
+    return seen
+
+
+def test_cyclegan_generator_objective_weighs_identity_as_a_fraction_of_the_cycle_weight(tmp_path, monkeypatch):
+    # --lambda-identity is a fraction of --lambda-cycle (config, and the CycleGAN reference): G and F
+    # minimise gan_G + gan_F + lc * cycle + lc * li * identity, from the losses the step logs
+    seen = scaled_objectives(monkeypatch)
     run = tmp_path / "r"
     # (--no-residual: a residual G starts as the identity, with no identity loss to weigh)
     main(TINY_GAN + ["--steps", "1", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32", "--no-residual",
@@ -591,14 +597,7 @@ def test_a_cyclegan_step_routes_each_domain_to_its_discriminator_through_the_poo
 def test_a_kernel_blur_f_s_centre_penalty_is_part_of_the_generators_objective(tmp_path, monkeypatch):
     # --blur-model kernel: F's kernels are held centred by a penalty (README) added, unweighted, to the
     # objective of G and F: gan_G + gan_F + lc * cycle + lc * li * identity + centre
-    seen = []
-
-    class Recording(torch.amp.GradScaler):
-        def scale(self, outputs):
-            seen.append(float(outputs.detach()))
-            return super().scale(outputs)
-
-    monkeypatch.setattr(torch.amp, "GradScaler", Recording)
+    seen = scaled_objectives(monkeypatch)
     run = tmp_path / "r"
     main(TINY_GAN + ["--steps", "1", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32", "--no-residual",
                      "--blur-model", "kernel", "--blur-kernel", "5", "--lambda-cycle", "7", "--lambda-identity", "0.3",
