@@ -244,6 +244,23 @@ def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):
     assert steps[0] == steps[1]
 
 
+@pytest.mark.parametrize("curve", ["linear", "srgb"])
+def test_validation_re_blurs_the_photos_through_photo_curve(tmp_path, monkeypatch, curve):
+    # val_reblur and the photo rows re-blur G's output of a photo in the light --photo-curve names, as
+    # training does (an sRGB re-blur of linear photos would score the wrong blur)
+    from unpaired import train
+    curves, real = [], train.reblur
+
+    def recording(image, kernel, photo_curve, *args, **kwargs):
+        curves.append(photo_curve)
+        return real(image, kernel, photo_curve, *args, **kwargs)
+
+    monkeypatch.setattr(train, "reblur", recording)
+    main(TINY_REBLUR + ["--blurry", str(_photos(tmp_path / "photos")), "--photo-curve", curve, "--steps", "1",
+                        "--eval-every", "1", "--run-dir", str(tmp_path / "run")])
+    assert curves and set(curves) == {curve}
+
+
 def test_photos_get_a_re_blur_score_at_validation(tmp_path):
     photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
     main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "2", "--eval-every", "1", "--run-dir", str(run)])
