@@ -249,6 +249,10 @@ class TrainConfig:
     def total_decay_steps(self) -> int:
         return self.steps // 2 if self.decay_steps < 0 else self.decay_steps
 
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether the checkpoint schedule writes one at ``step``: every --ckpt-every steps, and the last."""
+        return step % self.ckpt_every == 0 or step == self.steps
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

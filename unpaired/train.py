@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> dict:
                 # uninterrupted run does not, and that model could become its best.pt.
                 final = done == cfg.steps
                 validate = (done % cfg.eval_every == 0 or final) and bool(val)
-                save = done % cfg.ckpt_every == 0 or done == end or stop  # (stop: SIGINT/SIGTERM came in this step)
+                save = cfg.checkpoint_due(done) or done == end or stop  # (stop: SIGINT/SIGTERM came in this step)
                 if validate or save:  # (weights can also go NaN with finite losses, from a gradient that overflowed)
                     stop_if_diverged(done, {"the weights or Adam's moments": _floats(trained())})
                 if done % cfg.log_every == 0 or final:
@@ -695,8 +695,7 @@ def _keep_last(ckpt_dir: Path, cfg: config_mod.TrainConfig) -> None:
     is the latest (a resume needs it) and goes once a later one is written: a run stopped and resumed
     then keeps the checkpoints an uninterrupted run keeps."""
     found = step_checkpoints(ckpt_dir)
-    scheduled = [p for p in found if (step := int(p.stem.removeprefix("step_"))) % cfg.ckpt_every == 0
-                 or step == cfg.steps]
+    scheduled = [p for p in found if cfg.checkpoint_due(int(p.stem.removeprefix("step_")))]
     for old in found[:-1]:
         if old not in scheduled[-cfg.keep_last:]:
             old.unlink()
