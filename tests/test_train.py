@@ -54,6 +54,12 @@ def assert_resumed_as_uninterrupted(a: Path, b: Path, step: int) -> None:
     assert_same_state(sa, sb)
 
 
+def sample_cell(grid, row: int, col: int, side: int = 16):
+    """Image (row, col) of a samples/ grid of ``side`` px crops, 2 px apart and 2 px from the edge."""
+    step = side + 2
+    return grid[2 + step * row:step * (row + 1), 2 + step * col:step * (col + 1)]
+
+
 def records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -254,7 +260,7 @@ def test_the_sample_grid_is_blurry_output_sharp_and_the_blurry_score_is_the_inpu
     (rec,) = [r for r in records(run) if "val_psnr" in r]
     grid = iio.imread(run / "samples" / "step_0000001.png").astype(np.float64) / 255
     assert grid.shape[:2] == (2 * 18 + 2, 3 * 18 + 2)
-    cell = lambda r, c: grid[2 + 18 * r:18 + 18 * r, 2 + 18 * c:18 + 18 * c]  # noqa: E731
+    cell = lambda r, c: sample_cell(grid, r, c)  # noqa: E731
     psnr = lambda a, b: 10 * np.log10(1 / np.mean((a - b) ** 2))  # noqa: E731
     blurry = np.mean([psnr(cell(r, 0), cell(r, 2)) for r in range(2)])
     output = np.mean([psnr(cell(r, 1), cell(r, 2)) for r in range(2)])

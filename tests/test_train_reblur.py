@@ -23,7 +23,7 @@ from unpaired.models import KernelPredictor, build_generator, init_weights, rebl
 from unpaired import train as train_module
 from unpaired.train import ReblurNets, main
 
-from test_train import TINY, TINY_GAN, TINY_NET, assert_resumed_as_uninterrupted, records, weights
+from test_train import TINY, TINY_GAN, TINY_NET, assert_resumed_as_uninterrupted, records, sample_cell, weights
 
 TINY_REBLUR = TINY + ["--mode", "reblur", "--blur-kernel", "5", "--device", "cpu"]
 
@@ -282,7 +282,7 @@ def test_a_photo_row_shows_the_output_re_blurred_where_the_kernel_fits(tmp_path)
     main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "1", "--eval-every", "1", "--run-dir", str(run)])
     (rec,) = [r for r in records(run) if "val_reblur" in r]
     grid = iio.imread(run / "samples" / "step_0000001.png").astype(np.float64) / 255
-    cell = lambda r, c: grid[2 + 18 * r:18 + 18 * r, 2 + 18 * c:18 + 18 * c]  # noqa: E731
+    cell = lambda r, c: sample_cell(grid, r, c)  # noqa: E731
     photo, shown = np.stack([cell(r, 0) for r in (2, 3)]), np.stack([cell(r, 2) for r in (2, 3)])
     inner = (slice(None), slice(2, 14), slice(2, 14))
     border = np.ones(photo.shape[:3], bool)
