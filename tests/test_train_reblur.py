@@ -19,7 +19,8 @@ from unpaired.data import PairedCrops, tone_of
 from unpaired.deblur import load_generator
 from unpaired.deblur import main as deblur_main
 from unpaired.losses import reblur_losses
-from unpaired.models import KernelPredictor, build_generator, init_weights, reblur, tone_params, valid_part
+from unpaired.models import (KernelPredictor, build_generator, curve_by_name, init_weights, reblur, tone_params,
+                             valid_part)
 from unpaired import train as train_module
 from unpaired.train import ReblurNets, main
 
@@ -101,7 +102,7 @@ def test_reblur_of_linear_images_blurs_the_values_themselves():
     k = k / k.sum()
     torch.testing.assert_close(reblur(sharp, k, "linear"), blur(sharp, k, "valid"))
     assert (reblur(sharp, k, "linear") - reblur(sharp, k)).abs().max() > 1e-2
-    with pytest.raises(ValueError, match="curve must be one of"):
+    with pytest.raises(ValueError, match="curve must be srgb, linear, brooks or gamma:G"):
         reblur(sharp, k, "gamma")
 
 
@@ -164,8 +165,35 @@ def test_a_gamma_curve_re_blurs_black_with_finite_gradients():
         reblur(sharp, k, curve).sum().backward()
         assert torch.isfinite(k.grad).all(), curve
         k.grad = None
-    with pytest.raises(ValueError, match="curve must be one of"):
+    with pytest.raises(ValueError, match="curve must be srgb, linear"):
         reblur(sharp, k, "gamma")  # (a gamma curve needs its exponent)
+
+
+@pytest.mark.parametrize("name, expected", [("srgb", ("srgb", 1.0)), ("linear", ("linear", 1.0)),
+                                            ("brooks", ("brooks", 1.0)), ("gamma:2.2", ("gamma", 2.2)),
+                                            ("gamma:0.1", ("gamma", 0.1)), ("gamma:10", ("gamma", 10.0))])
+def test_curve_names_are_read(name, expected):
+    assert curve_by_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["gamma", "gamma:", "gamma:x", "gamma:0.09", "gamma:10.5", "gamma:nan",
+                                  "gamma:inf", "srgb:2.2", "sRGB", "", "log", None])
+def test_other_curve_names_are_refused(name):
+    with pytest.raises(ValueError, match=r"curve must be srgb, linear, brooks or gamma:G \(G from 0.1 to 10\)"):
+        curve_by_name(name)
+
+
+def test_a_named_gamma_curve_re_blurs_in_its_linear_light():
+    # "gamma:G" takes the photo to linear light as x ** G and back as x ** (1 / G), around the blur
+    # (checked here with scipy's convolution, not the package's)
+    from scipy.signal import convolve2d
+    g = torch.Generator().manual_seed(8)
+    sharp, k = torch.rand(1, 3, 14, 14, generator=g), torch.rand(1, 5, 5, generator=g)
+    k = k / k.sum()
+    linear = [convolve2d(c ** 1.8, k[0].double().numpy(), mode="valid") for c in sharp[0].double().numpy()]
+    expected = torch.from_numpy(np.stack(linear).clip(0, 1) ** (1 / 1.8))[None].float()
+    torch.testing.assert_close(reblur(sharp, k, "gamma:1.8"), expected, atol=2e-6, rtol=0)
+    assert (reblur(sharp, k, "gamma:1.8") - reblur(sharp, k, "gamma:2.2")).abs().max() > 1e-3
 
 
 def test_the_photo_curve_applies_to_the_photos_only():
@@ -244,7 +272,7 @@ def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):
     assert steps[0] == steps[1]
 
 
-@pytest.mark.parametrize("curve", ["linear", "srgb"])
+@pytest.mark.parametrize("curve", ["linear", "srgb", "gamma:2.2", "brooks"])
 def test_validation_re_blurs_the_photos_through_photo_curve(tmp_path, monkeypatch, curve):
     # val_reblur and the photo rows re-blur G's output of a photo in the light --photo-curve names, as
     # training does (an sRGB re-blur of linear photos would score the wrong blur)
@@ -354,7 +382,9 @@ def test_photos_change_g_but_not_the_kernel_predictor(tmp_path, clip):
     (["--blur-kernel", "21"], r"--crop 16 is smaller than --blur-kernel 21"),
     (["--blur-kernel", "1"], r"--blur-kernel 1 .*1-tap kernel"),  # (K untrainable, G taught the identity)
     (["--lambda-reblur", "nan"], "--lambda-reblur must be >= 0"),
-    (["--photo-curve", "gamma"], "--photo-curve must be one of srgb, linear"),
+    (["--photo-curve", "gamma"], r"--photo-curve must be srgb, linear, brooks or gamma:G \(G from 0.1 to 10\); "
+                                 "got 'gamma'"),
+    (["--blurry", "x", "--photo-curve", "gamma:0"], "--photo-curve must be .*; got 'gamma:0'"),
     (["--blurry", "x", "--blur-kernel", "13", "--val-crop", "12"],
      "--val-crop 12 is smaller than --blur-kernel 13"),
     # the synthetic pairs are made unless --pairs is given: --blurry photos do not replace them

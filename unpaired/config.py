@@ -105,7 +105,7 @@ class TrainConfig:
     lambda_identity: float | None = None   # identity weight as a fraction of lambda_cycle; default: 0.5 (reference), 0 with --blur-model shake
     pool_size: int = 50                    # image pool of past fakes shown to the discriminators
     lambda_reblur: float = 1.0             # reblur: weight of the photos' re-blur loss (G's output blurred by the predicted kernel against the photo)
-    photo_curve: str = "srgb"              # reblur: tone curve of the --blurry photos, undone to blur in linear light: srgb (camera output) | linear (linear values, e.g. Levin et al. 2009's)
+    photo_curve: str = "srgb"              # reblur: tone curve of the --blurry photos, undone to blur in linear light: srgb (camera output) | linear (linear values, e.g. Levin et al. 2009's) | brooks | gamma:G
     # optimisation
     steps: int = 2000                      # total optimiser steps
     decay_steps: int = -1                  # final steps of linear lr decay to 0 (-1: half of steps)
@@ -199,9 +199,12 @@ class TrainConfig:
                 raise ConfigError(f"--{_flag(name)} {getattr(self, name)} must be a multiple of {factor} "
                                   f"for the {self.generator} generator")
         from unpaired.metrics import SSIM_WINDOW
-        from unpaired.models import REBLUR_CURVES, discriminator_min_side, min_side
+        from unpaired.models import PHOTO_CURVES, curve_by_name, discriminator_min_side, min_side
 
-        _choice("photo_curve", self.photo_curve, REBLUR_CURVES)
+        try:
+            curve_by_name(self.photo_curve)
+        except ValueError:
+            raise ConfigError(f"--photo-curve must be {PHOTO_CURVES}; got {self.photo_curve!r}") from None
         # (--crop 8 with the default U-Net passed, made the data, then failed in a traceback at step 1)
         for name in ("crop",) + (("val_crop",) if self.val_size else ()):
             if getattr(self, name) < min_side(factor):

@@ -52,7 +52,7 @@ def reblur_losses(out: dict, blur: torch.Tensor, sharp: torch.Tensor, photo: tor
                   photo_curve: str = "srgb", pairs_curve: str | SensorParams = "srgb") -> dict:
     """The two losses of ``--mode reblur`` (L1, over the pixels whose whole kernel lies in the crop), from
     :class:`~unpaired.train.ReblurNets`' outputs ``out`` for ``blur``, ``sharp`` and ``photo`` (None: no
-    photos), each ``(B, 3, H, W)`` in ``[0, 1]``; ``photo_curve`` (``"srgb"`` or ``"linear"``) and
+    photos), each ``(B, 3, H, W)`` in ``[0, 1]``; ``photo_curve`` (a name, as ``--photo-curve`` takes it) and
     ``pairs_curve`` (per pair: :func:`~unpaired.models.tone_params`) are their tone curves, as
     :func:`~unpaired.models.reblur` takes them. Returns ``{"loss_kernel", "loss_reblur"}``, float32 scalars:
 

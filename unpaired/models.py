@@ -277,9 +277,6 @@ class KernelPredictor(nn.Module):
         return (self.prior + logits.float()).softmax(-1).view(-1, self.size, self.size)
 
 
-REBLUR_CURVES = ("srgb", "linear")  # --photo-curve
-
-
 def tone_params(crf: torch.Tensor, gamma: torch.Tensor) -> SensorParams:
     """Sensor parameters ``(B,)`` that apply tone curve ``crf[i]`` (an index into
     :data:`blursynth.sensor.CRFS`) with exponent ``gamma[i]`` (used by ``"gamma"`` only) to image
@@ -288,21 +285,40 @@ def tone_params(crf: torch.Tensor, gamma: torch.Tensor) -> SensorParams:
                    gamma=gamma.to(crf.device, torch.float32))
 
 
+PHOTO_CURVES = "srgb, linear, brooks or gamma:G (G from 0.1 to 10)"  # what --photo-curve takes
+
+
+def curve_by_name(name: str) -> tuple[str, float]:
+    """``(curve, exponent)`` for a tone curve named as ``--photo-curve`` takes it: ``"srgb"``, ``"linear"``,
+    ``"brooks"`` (:data:`blursynth.sensor.CRFS`; the exponent is then 1, unused) or ``"gamma:G"``, the
+    display value ``x ** (1 / G)`` of linear ``x``, as the sensor's ``"gamma"`` curve with that exponent.
+    Raises ``ValueError`` for anything else."""
+    curve, colon, exponent = name.partition(":") if isinstance(name, str) else ("", "", "")
+    if curve in CRFS and curve != "gamma" and not colon:
+        return curve, 1.0
+    if curve == "gamma":
+        try:
+            gamma = float(exponent)
+        except ValueError:
+            gamma = math.nan
+        if 0.1 <= gamma <= 10:  # (the sensor's range for its gamma curve; NaN fails it)
+            return curve, gamma
+    raise ValueError(f"curve must be {PHOTO_CURVES}; got {name!r}")
+
+
 def reblur(sharp: torch.Tensor, kernel: torch.Tensor, curve: str | SensorParams = "srgb") -> torch.Tensor:
     """The image formation of ``--mode reblur``: ``curve(clip(k * curve^-1(sharp)))`` with one kernel per
     image, blurred in linear light as blursynth does (no noise, no highlight boost: the loss compares
-    means). ``curve``: ``"srgb"`` for camera output, ``"linear"`` for images whose values are linear
-    already (``clip(k * sharp)``), or any curve of :data:`blursynth.sensor.CRFS` but ``"gamma"`` by
-    name; or per image, as :func:`tone_params` (a written dataset's pairs: :func:`~unpaired.data.tone_of`).
+    means). ``curve``: a name :func:`curve_by_name` reads (``"srgb"`` for camera output, ``"linear"``
+    for images whose values are linear already, ``clip(k * sharp)``), or one per image, as
+    :func:`tone_params` (a written dataset's pairs: :func:`~unpaired.data.tone_of`).
     ``sharp`` ``(B, 3, H, W)`` in ``[0, 1]`` (clamped), ``kernel`` ``(B, h, w)``; returns the "valid" part
     ``(B, 3, H - h + 1, W - w + 1)``, float32 (autocast off), where the whole kernel lies inside the
     image: a photo's pixel nearer its edge was blurred from scene the crop does not hold."""
     if isinstance(curve, str):
-        if curve not in CRFS or curve == "gamma":  # (a gamma curve needs its exponent: tone_params)
-            raise ValueError(f"curve must be one of {tuple(c for c in CRFS if c != 'gamma')} or tone_params(...), "
-                             f"got {curve!r}")
+        name, gamma = curve_by_name(curve)
         n = sharp.shape[0]
-        curve = tone_params(torch.full((n,), CRFS.index(curve), device=sharp.device), torch.ones(n))
+        curve = tone_params(torch.full((n,), CRFS.index(name), device=sharp.device), torch.full((n,), gamma))
     with torch.autocast(sharp.device.type, enabled=False):
         x = sharp.float().clamp(0, 1)
         return from_linear(blur(to_linear(x, curve), kernel.float(), "valid").clamp(0, 1), curve)
