@@ -24,7 +24,8 @@ from unpaired.models import (KernelPredictor, build_generator, curve_by_name, in
 from unpaired import train as train_module
 from unpaired.train import ReblurNets, main
 
-from test_train import TINY, TINY_GAN, TINY_NET, assert_resumed_as_uninterrupted, records, sample_cell, weights
+from test_train import (TINY, TINY_GAN, TINY_NET, assert_resumed_as_uninterrupted, records, sample_cell,
+                        scaled_objectives, weights)
 
 TINY_REBLUR = TINY + ["--mode", "reblur", "--blur-kernel", "5", "--device", "cpu"]
 
@@ -361,6 +362,17 @@ def test_photos_given_only_on_resume_are_named(tmp_path, capsys):
     main(["--resume", str(run), "--blurry", str(photos), "--no-progress"])
     assert ("resume: other usable files than at step 1 in --blurry (not given then, 3 now)"
             in capsys.readouterr().err)
+
+
+def test_the_reblur_objective_adds_the_kernel_loss_and_weighs_the_photos_loss(tmp_path, monkeypatch):
+    # G and K minimise pixel + kernel + lambda_reblur * reblur, from the losses the step logs
+    seen = scaled_objectives(monkeypatch)
+    run = tmp_path / "r"
+    main(TINY_REBLUR + ["--blurry", str(_photos(tmp_path / "photos")), "--lambda-reblur", "3", "--steps", "1",
+                        "--eval-every", "100", "--run-dir", str(run)])
+    (rec,) = [r for r in records(run) if "loss_kernel" in r]
+    assert min(rec["loss_pixel"], rec["loss_kernel"], rec["loss_reblur"]) > 1e-3
+    assert seen[0] == pytest.approx(rec["loss_pixel"] + rec["loss_kernel"] + 3 * rec["loss_reblur"], rel=1e-5)
 
 
 @pytest.mark.parametrize("clip", ["0", "0.05"])
