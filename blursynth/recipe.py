@@ -189,7 +189,9 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
     if path.is_dir() and not (path.suffix != ".toml" and named.is_file()):
         raise RecipeError(f"{path}: is a folder, not a recipe file; pass a .toml file such as "
                           f"{path / 'recipe.toml'} or a recipe name ({', '.join(recipe_names())})")
-    if path.suffix != ".toml" and not path.is_file():
+    # (nor does a file there named like one: a notes file called "default" made every command without
+    # --recipe fail as "not valid TOML", and one that parsed was used under the shipped recipe's name)
+    if path.suffix != ".toml" and (named.is_file() or not path.is_file()):
         path = named
         if not path.is_file():
             raise RecipeError(f"unknown recipe '{name_or_path}'; use one of {', '.join(recipe_names())} "

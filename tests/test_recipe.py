@@ -126,6 +126,18 @@ def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
     assert load_recipe("gopro-like") == load_recipe(RECIPE_DIR / "gopro-like.toml")
 
 
+def test_a_file_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    # a file in the working directory called "default" (no .toml) was read as the recipe of every
+    # command without --recipe; one that parsed was used under the shipped recipe's name
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").write_text("some notes\n")
+    (tmp_path / "realblur-like").write_text("crop = 16\n")
+    assert load_recipe() == load_recipe(RECIPE_DIR / "default.toml")
+    assert load_recipe("realblur-like") == load_recipe(RECIPE_DIR / "realblur-like.toml")
+    (tmp_path / "mine").write_text("crop = 16\n")  # a file named like no recipe is still read
+    assert load_recipe("mine").crop == (16, 16)
+
+
 @given(size=st.integers(1, 60).map(lambda k: 2 * k + 1), crop=st.integers(8, 200),
        lo=st.floats(10, 100), span=st.floats(1, 3), mode=st.sampled_from(["uniform", "projective"]),
        boundary=st.sampled_from(["valid", "reflect", "circular"]))
