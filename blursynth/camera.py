@@ -84,11 +84,13 @@ class Camera:
     cy: float | None = None
 
     def __post_init__(self) -> None:
-        if not (rng.is_real(self.focal_px) and self.focal_px > 0 and math.isfinite(self.focal_px)):
-            raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px!r}")
+        # (the size first: from_35mm derives the focal length from it, and Camera.from_35mm(50, 0, 0) blamed
+        # "focal length ... got 0.0" on a 50 mm lens)
         size = (self.width, self.height)
         if not all(map(rng.is_integer, size)) or min(size) < 1:
             raise ValueError(f"image size must be positive integers (pixels), got {self.width!r}x{self.height!r}")
+        if not (rng.is_real(self.focal_px) and self.focal_px > 0 and math.isfinite(self.focal_px)):
+            raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px!r}")
         for name in ("cx", "cy"):
             value = getattr(self, name)
             if value is not None and not (rng.is_real(value) and math.isfinite(value)):

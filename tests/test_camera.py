@@ -86,6 +86,14 @@ def test_camera_refuses_fractional_sizes_and_a_non_finite_principal_point():
     assert cam.principal_point == (70.5, -3)
 
 
+def test_from_35mm_names_a_bad_size_not_the_focal_length():
+    # the focal length in pixels follows from the size: a 0x0 frame was "focal length ... got 0.0"
+    for w, h in ((0, 0), (64, 0), (1.5, 48)):
+        with pytest.raises(ValueError, match="image size must be positive integers") as err:
+            Camera.from_35mm(50.0, w, h)
+        assert "focal" not in str(err.value)
+
+
 def test_a_camera_that_reaches_the_scene_plane_is_refused():
     # Moving 2 cm forward towards a plane 1 cm away puts the plane behind the camera: the paths were
     # meaningless (and a projective render of such a shake asked for terabytes of memory).
