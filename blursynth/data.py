@@ -71,6 +71,15 @@ def _check_device(device) -> torch.device:
         raise ValueError(f"device={device!r} is not a torch device; use 'cpu' or 'cuda'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r}: CUDA is not available on this machine; use device='cpu'")
+    # (as `--device` refuses them: "meta" failed at the first pair with "Tensor.item() cannot be called on
+    # meta tensors", after write_dataset had written its dataset.json)
+    if dev.type == "meta":
+        raise ValueError(f"device={device!r} holds no data, only shapes; use 'cpu' or 'cuda'")
+    if dev.type not in ("cpu", "cuda"):
+        try:
+            torch.zeros(1, device=dev)
+        except Exception:
+            raise ValueError(f"device={device!r}: cannot allocate on it here; use device='cpu'") from None
     return dev
 
 
