@@ -514,13 +514,36 @@ def _decode(path: Path) -> np.ndarray:
     are turned upright by their Orientation tag and size-checked from their header
     (:func:`_tiff_header`); other plugins read as they are.
     """
-    from imageio.plugins.pillow import PillowPlugin
     tiff = _tiff_header(path)
     # imageio picks its plugin by the suffix: a TIFF under another name (a 16-bit scan saved as
     # "scan.png") would go to Pillow, which reads 16-bit colour as 8 bits
     extension = ".tif" if tiff is not None else None
-    with _pillow_unlimited():
-        file = iio.imopen(path, "r", extension=extension)  # Pillow checks the size here, when it parses the header
+    with contextlib.ExitStack() as stack:
+        source = path
+        if not _utf8_name(path):
+            # When Pillow cannot read a file, imageio tries its other plugins, OpenCV among them, which crashes the
+            # process (a segmentation fault, nothing said) on a name that is not UTF-8: a stray b"\xe9t\xe9.txt"
+            # killed a whole --sharp scan. An open file takes the same plugins, and OpenCV a copy of it.
+            source = stack.enter_context(open(path, "rb"))
+            extension = extension or path.suffix.lower() or None
+        with _pillow_unlimited():
+            file = iio.imopen(source, "r", extension=extension)  # Pillow checks the size here, when it parses the header
+        return _read_decoded(path, file, tiff)
+
+
+def _utf8_name(path: Path) -> bool:
+    """Whether ``path`` is text a C library can take: a name that is not UTF-8 comes from ``os.listdir`` with
+    lone surrogates in it (Python's "surrogateescape"), which cannot be encoded back."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_decoded(path: Path, file, tiff) -> np.ndarray:
+    """:func:`_decode`'s reading of the first frame from ``file``, an open imageio plugin."""
+    from imageio.plugins.pillow import PillowPlugin
     with file:
         if not isinstance(file, PillowPlugin):
             # imageio reads a TIFF through its own tifffile, which neither checks the size before

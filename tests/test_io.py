@@ -809,3 +809,29 @@ def test_written_files_get_the_permissions_of_the_umask(tmp_path, mask):
         os.umask(saved)
     for name in ("a.png", "b.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_name_that_is_not_utf8_does_not_crash_the_decoders(tmp_path):
+    """A file Pillow cannot read goes on to imageio's other plugins; OpenCV's (where installed) took the
+    name's lone surrogates and crashed the process with a segmentation fault: a stray notes file named in
+    Latin-1 ended a whole --sharp scan without a word. In a child process, so that a crash is a failure."""
+    import os
+    import subprocess
+    import sys
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for raw, data in ((b"not\xe9s.txt", b"hello"), (b"broken\xff.jpg", b"x"), (b"good\xe9.png", png_bytes(
+            np.full((12, 10, 3), 200, np.uint8)))):
+        try:
+            (folder / os.fsdecode(raw)).write_bytes(data)
+        except (OSError, UnicodeError):  # (a file system that takes UTF-8 names only, as macOS's)
+            pytest.skip("this file system refuses names that are not UTF-8")
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys; from blursynth.pairs import ImageFolder\n"
+            "f = ImageFolder.scan(sys.argv[1], (8, 8))\n"
+            "print(len(f.files), sorted(s['reason'].split(' ')[0] for s in f.skipped))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["1", "['cannot',", "'not']"]
