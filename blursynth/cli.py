@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .interrupt import exit_code, sigterm_interrupts
@@ -31,6 +32,9 @@ try:
     import fcntl
 except ImportError:  # (not on Windows: no locks there, and staged folders of killed runs stay)
     fcntl = None
+
+if TYPE_CHECKING:  # (annotations only: numpy is imported where it is used, after the arguments are checked)
+    import numpy as np
 
 
 class UsageError(Exception):
