@@ -416,12 +416,14 @@ def _recipe_from_args(args):
 
 
 def _recipe_fit_errors(chunks):
-    """``chunks`` of :func:`blursynth.pairs.recipe_kernels`, a path that does not fit as a usage error
-    (already worded with the recipe's keys)."""
+    """``chunks`` of :func:`blursynth.pairs.recipe_kernels`, a path that does not fit, or a camera that
+    reaches the scene plane (a RecipeError naming camera.depth_m), as a usage error (already worded with
+    the recipe's keys)."""
     from .kernel import KernelFitError
+    from .recipe import RecipeError
     try:
         yield from chunks
-    except KernelFitError as exc:
+    except (KernelFitError, RecipeError) as exc:  # (the second came out as a traceback, exit status 1)
         raise UsageError(str(exc)) from None
 
 

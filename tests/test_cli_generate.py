@@ -587,6 +587,18 @@ def test_a_camera_that_reaches_the_scene_is_one_line_naming_depth(capsys, tmp_pa
     assert not out.exists()
 
 
+def test_a_recipe_whose_camera_reaches_the_scene_is_one_line_naming_its_key(capsys, tmp_path):
+    # recipe_kernels words it as a RecipeError on camera.depth_m: generate --recipe let it out as a traceback
+    near = tmp_path / "near.toml"
+    near.write_text("[trajectory]\nexposure_s = [2.0, 3.0]\ntranslation_m_s = [0.5, 1.0]\ndrift_hz = [0.3, 0.31]\n"
+                    "[camera]\ndepth_m = 0.01\nframe_px = [100, 100]\n")
+    out = tmp_path / "out"
+    err = _fails(capsys, tmp_path, ["generate", "--recipe", str(near), "--trajectories", "5", "--quiet",
+                                    "--out", str(out)], "camera.depth_m")
+    assert "near.toml" in err and "reaching it" in err
+    assert not out.exists()
+
+
 def test_summary_counts_the_redrawn_and_the_scaled_items_and_names_the_version(tmp_path):
     # README: summary.json holds the redrawn / scaled counts (items with param_redraws > 0, with
     # param_fit_scale < 1) and the version; these runs have one of each at this seed
