@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import rng
-from .camera import FULL_FRAME_DIAGONAL_MM, Camera, SceneReachedError
+from .camera import FULL_FRAME_DIAGONAL_MM, BehindCameraError, Camera, SceneReachedError
 from .io import ImageError, probe_images, read_samples, to_float
 from .recipe import KERNEL_SIZE_MAX, Recipe, RecipeError
 from .trajectory import Trajectory
@@ -295,6 +295,8 @@ def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFo
         raise _recipe_fit_error(recipe, err.item, err) from None
     except SceneReachedError as err:  # a scene closer than the camera's travel: a traceback, or terabytes asked for
         raise _scene_reached(recipe, err) from None
+    except BehindCameraError:  # (a traceback naming pixels and times of no pair: degrees written as radians)
+        raise _behind_camera(recipe) from None
     focal_px, depth = camera["focal_px"], camera["depth_m"]
     sensor = recipe.sensor_model().sample_at(idx, component_seed(seed, "sensor"))
     linear = pre_blur(sharp, sensor)
@@ -308,6 +310,8 @@ def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFo
             blurred, kernel, grid, grid_px, scale = _projective(recipe, linear, traj, focal_px, depth, full, corner)
     except KernelFitError as err:  # fit="error"; err.item is the position in this batch
         raise _recipe_fit_error(recipe, int(index[err.item]), err) from None
+    except BehindCameraError:  # (projective: a crop's corner, away from the principal point, turned behind)
+        raise _behind_camera(recipe) from None
     blurry = post_blur(blurred, sensor, component_seed(seed, "noise"), idx)
     records = _records(recipe, src_records, traj, scale, camera, sensor.to_records())
     return {"sharp": sharp[:, :, m:m + h, m:m + w].float().clamp(0, 1), "blur": blurry.float(), "kernel": kernel,
@@ -377,6 +381,8 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = No
             raise _recipe_fit_error(recipe, item, err, "kernel") from None
         except SceneReachedError as err:
             raise _scene_reached(recipe, err) from None
+        except BehindCameraError:
+            raise _behind_camera(recipe) from None
         traj.params.update(camera, fit_scale=scale)
         traj.params.setdefault("redraws", torch.zeros_like(scale))
         yield KernelChunk(start=a, kernels=kernels, trajectory=traj, paths_px=path)
@@ -401,6 +407,14 @@ def _scene_reached(recipe: Recipe, err) -> RecipeError:
     return RecipeError(f"{recipe.source}: camera.depth_m: the camera moves {err.reach:.3g} times the scene depth "
                        "towards the scene plane during the exposure, reaching it; raise camera.depth_m (or lower "
                        "trajectory.translation_m_s or exposure_s)")
+
+
+def _behind_camera(recipe: Recipe) -> RecipeError:
+    """A :class:`~blursynth.camera.BehindCameraError` worded with the recipe keys that cause it."""
+    return RecipeError(f"{recipe.source}: trajectory: the camera turns (or moves) so far during the exposure that it "
+                       "faces away from the scene; the [trajectory] speeds are radians (drift_rad_s, tremor_rad_s, "
+                       "jerk_rad_s) and metres (translation_m_s) per second, and degrees written as radians do this: "
+                       "lower them (or exposure_s)")
 
 
 def _rasterize(path, size, t, fit):

@@ -422,6 +422,24 @@ def test_a_scene_the_camera_reaches_is_a_recipe_error_naming_the_depth():
         next(recipe_kernels(recipe, 4, seed=0))
 
 
+def test_a_camera_turned_to_face_away_is_a_recipe_error_naming_the_trajectory():
+    # angular speeds have no upper bound in a recipe (degrees per second written as radians): a camera
+    # that turned past 90 degrees was a BehindCameraError traceback about pixel (0, 0) of "item 0"
+    from blursynth.recipe import RecipeError
+    why = r"trajectory: the camera turns .* faces away from the scene; .*drift_rad_s"
+    recipe = _recipe(trajectory={"drift_rad_s": [30.0, 40.0]})  # the principal point itself turns behind
+    with pytest.raises(RecipeError, match=why):
+        make_pairs(recipe, 2, seed=0)
+    with pytest.raises(RecipeError, match=why):
+        next(recipe_kernels(recipe, 2, seed=0))
+    # a wide projective crop: the principal point stays in front, the crop's corners turn behind
+    wide = _recipe(crop=96, kernel={"size": 3}, camera={"focal_mm": 4.0, "frame_px": [100, 100]},
+                   trajectory={"drift_rad_s": [2.0, 2.0], "exposure_s": [0.2, 0.25]},
+                   blur={"mode": "projective"})
+    with pytest.raises(RecipeError, match=why):
+        make_pairs(wide, 2, seed=0)
+
+
 def test_photo_folder_scan_follows_links_to_folders_and_lists_loops(tmp_path):
     """A linked subfolder (ln -s /data/DIV2K photos/div2k) was listed by rglob but never looked into:
     its photos were left out without a word. A link back up the tree is listed, not followed."""
