@@ -173,12 +173,20 @@ def _previous_settings(out: Path) -> dict | None:
     return previous if isinstance(previous, dict) else None
 
 
-def _written_names(pairs: int, layout: str) -> set[str]:
-    """Paths (relative to ``--out``) of every file a dataset of ``pairs`` pairs in ``layout`` writes."""
-    names = [_name(i, pairs) for i in range(pairs)]
+def _written_name(name: str, pairs: int, layout: str) -> bool:
+    """Whether ``name`` (a path relative to ``--out``) is one of the files a dataset of ``pairs`` pairs in
+    ``layout`` writes. (A test of each file there, not a set of every name: for --pairs 100,000,000 that
+    set took tens of GB, and --overwrite in a shard's folder of such a run died of it.)"""
+    if name in ("dataset.json", "manifest.jsonl"):
+        return True
+    if (part := _PART.fullmatch(name)) is not None:
+        return int(part[1]) < math.ceil(pairs / CHUNK)
     sharp_dir, blur_dir = LAYOUTS[layout]
-    return {"dataset.json", "manifest.jsonl", *(_part_name(c) for c in range(math.ceil(pairs / CHUNK))),
-            *(f"{d}/{n}.png" for d in (sharp_dir, blur_dir) for n in names), *(f"kernels/{n}.npy" for n in names)}
+    pair = re.fullmatch(rf"(?:(?:{sharp_dir}|{blur_dir})/([0-9]+)\.png|kernels/([0-9]+)\.npy)", name)
+    if pair is None:
+        return False
+    stem = pair[1] or pair[2]
+    return len(stem) == len(_name(0, pairs)) and int(stem) < pairs
 
 
 def _existing_files(out: Path) -> set[str]:
@@ -203,14 +211,14 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     existing = _existing_files(out)
     own = {name for name in existing if _is_temporary(name.rsplit("/", 1)[-1])}
     if previous is not None and isinstance(previous.get("pairs"), int) and previous.get("layout") in LAYOUTS:
-        own |= _written_names(previous["pairs"], previous["layout"]) & existing
+        own |= {n for n in existing if _written_name(n, previous["pairs"], previous["layout"])}
         # (and a part file beyond its last chunk, a shard's of a larger --pairs copied in: it and its pairs are a
         # dataset's too, not someone else's files to refuse the folder over)
         own |= {n for n in existing if _PART.fullmatch(n)}
         for listing in ["manifest.jsonl", *sorted(n for n in existing if n.startswith("parts/"))]:
             if listing in own:
                 own |= _named_files((out / listing).read_text(errors="replace")) & existing
-    theirs = sorted((_written_names(settings["pairs"], settings["layout"]) & existing) - own)
+    theirs = sorted(n for n in existing - own if _written_name(n, settings["pairs"], settings["layout"]))
     if theirs:
         more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
         lies, them = ("lie", "them") if len(theirs) > 1 else ("lies", "it")

@@ -560,6 +560,24 @@ def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, photos, recipe_
     assert not (out / "parts").exists()
 
 
+def test_overwrite_in_the_shard_folder_of_a_huge_dataset_takes_little_memory(tmp_path, recipe_file):
+    """--overwrite listed every name the old and the new dataset.json could name, three per pair: in the
+    folder of one shard of a --pairs 100,000,000 run (the most allowed) that was tens of GB (a MemoryError,
+    or the machine's out-of-memory killer) before a file was deleted. Here 2,000,000 pairs: 6 million names."""
+    import tracemalloc
+    out = tmp_path / "shard"
+    assert main(["dataset", "--out", str(out), "--pairs", "2000000", "--shard", "0/125000", "--recipe",
+                 str(recipe_file), "--crop", "16", "--quiet"]) == 0  # chunk 0 of 125,000: 16 pairs
+    tracemalloc.start()
+    try:
+        ds._remove_own_files(out, ds._previous_settings(out), {**ds._previous_settings(out), "pairs": 4})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert sorted(os.listdir(out)) == []  # its 16 pairs, part file and dataset.json deleted, the folders too
+
+
 def test_the_users_own_parts_folder_is_kept(tmp_path, photos, recipe_file):
     """A folder of the user's named parts/ (photos of machine parts) in --out: --overwrite keeps its files,
     and so must the merge, which removed the whole folder, and the re-run of a finished dataset."""
