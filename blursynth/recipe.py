@@ -199,7 +199,9 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = tomllib.loads(path.read_text())
+        # UTF-8, as TOML is, whatever the locale's encoding; a byte-order mark (Windows editors write one) is
+        # dropped: it was "Invalid statement (at line 1, column 1)" on a file that looks right in any editor
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML ({exc})") from None
     except OSError as exc:  # (a file that cannot be read: its permissions, an I/O error)

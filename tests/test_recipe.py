@@ -126,6 +126,15 @@ def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
     assert load_recipe("gopro-like") == load_recipe(RECIPE_DIR / "gopro-like.toml")
 
 
+def test_a_recipe_saved_with_a_byte_order_mark_and_crlf_reads(tmp_path):
+    # Windows editors (PowerShell's Set-Content -Encoding utf8, older Notepad) start UTF-8 with a BOM: the
+    # recipe was refused as "Invalid statement (at line 1, column 1)"
+    path = tmp_path / "win.toml"
+    path.write_bytes("\ufeffname = \"K\u00f6hler\"\r\ncrop = 16\r\n[kernel]\r\nsize = 5\r\n".encode("utf-8"))
+    recipe = load_recipe(path)
+    assert (recipe.name, recipe.crop, recipe.kernel_size) == ("K\u00f6hler", (16, 16), 5)
+
+
 def test_a_file_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
     # a file in the working directory called "default" (no .toml) was read as the recipe of every
     # command without --recipe; one that parsed was used under the shipped recipe's name
