@@ -200,9 +200,10 @@ class _StagedDir:
     writing (one with the same ``--out``, started at the same time) keeps its own.
     """
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, overwrite: bool = False):
         # a link to a folder (say, on a larger disk) is followed: its target is the output
         self.out = out.resolve() if out.is_symlink() else out
+        self.overwrite = overwrite  # (an --out that appears meanwhile then gets the files, as an existing one does)
 
     def __enter__(self) -> Path:
         from .io import umask
@@ -253,6 +254,11 @@ class _StagedDir:
                 try:
                     os.replace(self.tmp, self.out)
                 except OSError:  # (made by something else meanwhile: not ours to write into unasked)
+                    if self.overwrite and self.out.is_dir() and not self.out.is_symlink():
+                        # asked: the files go in as into any existing --out (a second run with the same --out
+                        # that ended first threw away this one's whole output, and advised --overwrite)
+                        self._move_in()
+                        return False
                     shutil.rmtree(self.tmp, ignore_errors=True)
                     raise UsageError(f"--out {self.out}: appeared while the run wrote; run again with --overwrite "
                                      "or choose another --out") from None
@@ -475,7 +481,7 @@ def run_generate(args) -> int:
     # and what the summary needs is kept per item as a few numbers (any --trajectories fits in RAM).
     measures: list[dict[str, np.ndarray]] = []
     sheet, redrawn, scaled = [], 0, 0
-    with _StagedDir(args.out) as tmp, NpzWriter(tmp / "kernels.npz") as npz:
+    with _StagedDir(args.out, args.overwrite) as tmp, NpzWriter(tmp / "kernels.npz") as npz:
         npz.add("seed", np.int64(args.seed))
         npz.add("config", np.array(json.dumps(config)))
         if recipe is not None:

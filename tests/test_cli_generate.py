@@ -714,3 +714,27 @@ def test_recipe_kernels_record_the_frame_as_width_x_height(tmp_path):
     assert main(["generate", "--recipe", "gopro-like", "--trajectories", "2", "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["image_size"] == [1280, 720]
     assert json.loads(str(np.load(out / "kernels.npz")["config"]))["image_size"] == [1280, 720]
+
+
+def test_an_out_that_appears_during_an_overwrite_run_gets_its_files(capsys, tmp_path, monkeypatch):
+    """Two runs with the same new --out and --overwrite (say, two seeds in a job array): the one that ended
+    second found the folder made and threw its whole output away, advising --overwrite, which it had."""
+    out = tmp_path / "out"
+    sheet = cli.write_contact_sheet
+
+    def another_run_ends_first(path, kernels, *args, **kwargs):
+        out.mkdir(exist_ok=True)
+        (out / "summary.json").write_text("{}")
+        (out / "notes.txt").write_text("mine")
+        return sheet(path, kernels, *args, **kwargs)
+    monkeypatch.setattr(cli, "write_contact_sheet", another_run_ends_first)
+    assert main(["generate", "--trajectories", "5", "--seed", "4", "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert sorted(os.listdir(out)) == ["contact_sheet.png", "kernels.npz", "notes.txt", "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["seed"] == 4 and int(np.load(out / "kernels.npz")["seed"]) == 4
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staged folder left beside it
+    # not asked to overwrite: refused as before, the folder that appeared left as it is
+    shutil.rmtree(out)
+    capsys.readouterr()
+    assert main(["generate", "--trajectories", "5", "--out", str(out), "--quiet"]) == 2
+    assert "appeared while the run wrote" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["notes.txt", "summary.json"] and sorted(os.listdir(tmp_path)) == ["out"]
