@@ -313,7 +313,10 @@ class SensorParams:
         return self.crf.shape[0]
 
     def __getitem__(self, items) -> "SensorParams":
-        """The parameters of a subset of items (an index tensor, slice, list or int)."""
+        """The parameters of a subset of items (an index tensor, slice, list or int; a 0-d integer tensor is an int)."""
+        if isinstance(items, torch.Tensor) and items.ndim == 0 and not items.is_floating_point() \
+                and items.dtype != torch.bool:
+            items = int(items)  # (it gave 0-d fields: len() and to_records() then failed, far from here)
         if rng.is_integer(items):
             items = [int(items)]  # (a NumPy integer indexes like an int, not as a 0-d array)
         return SensorParams(**{f.name: getattr(self, f.name)[items] for f in fields(self)})

@@ -485,7 +485,8 @@ def test_params_index_with_a_numpy_integer_like_an_int():
     """params[np.int64(2)] raised 'IndexError: tuple index out of range' (the 0-d index dropped the
     batch axis, and len() of the result failed): it now selects one item, as params[2] does."""
     params = S.SensorModel(jpeg_quality=(60, 90)).sample(4, seed=1)
-    for i in (np.int64(2), np.int32(-1)):
+    for i in (np.int64(2), np.int32(-1), torch.tensor(2), torch.tensor(-1, dtype=torch.int32)):
+        # (a 0-d tensor, as `for i in torch.arange(n)` gives, made 0-d fields too: len() failed)
         one = params[i]
         assert len(one) == 1 and one.to_records() == params[int(i)].to_records()
 

@@ -233,10 +233,11 @@ def test_an_int_index_out_of_range_is_an_index_error():
     """traj[5] of 2 items (or traj[-3]) used to return an empty trajectory."""
     import numpy as np
     shake = CameraShake().sample(2, seed=0)
-    for bad in (2, 5, -3, np.int64(5)):
-        with pytest.raises(IndexError, match=rf"index {bad} is out of range for 2 items"):
+    for bad in (2, 5, -3, np.int64(5), torch.tensor(5)):
+        with pytest.raises(IndexError, match=rf"index {int(bad)} is out of range for 2 items"):
             shake[bad]
-    for i, same in ((-1, 1), (-2, 0), (1, 1), (np.int64(0), 0)):
+    # (a 0-d tensor, as `for i in torch.arange(n)` gives, dropped the batch axis: "Trajectory.t must be (N, T)")
+    for i, same in ((-1, 1), (-2, 0), (1, 1), (np.int64(0), 0), (torch.tensor(1), 1), (torch.tensor(-2), 0)):
         item = shake[i]
         assert len(item) == 1 and torch.equal(item.rotation, shake.rotation[same:same + 1])
         assert torch.equal(item.params["exposure_s"], shake.params["exposure_s"][same:same + 1])
