@@ -217,7 +217,10 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
         own |= {n for n in existing if _PART.fullmatch(n)}
         for listing in ["manifest.jsonl", *sorted(n for n in existing if n.startswith("parts/"))]:
             if listing in own:
-                own |= _named_files((out / listing).read_text(errors="replace")) & existing
+                # line by line: the manifest of a large dataset read whole, and every name it lists, took GBs
+                with open(out / listing, errors="replace") as fh:
+                    for line in fh:
+                        own |= _named_files(line) & existing
     theirs = sorted(n for n in existing - own if _written_name(n, settings["pairs"], settings["layout"]))
     if theirs:
         more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""

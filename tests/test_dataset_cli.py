@@ -578,6 +578,31 @@ def test_overwrite_in_the_shard_folder_of_a_huge_dataset_takes_little_memory(tmp
     assert sorted(os.listdir(out)) == []  # its 16 pairs, part file and dataset.json deleted, the folders too
 
 
+def test_overwrite_reads_a_large_manifest_in_little_memory(tmp_path):
+    """--overwrite read the earlier manifest whole, split it into lines and listed every file it names,
+    all at once: GBs for a finished dataset of a few million pairs. 200,000 records here."""
+    import tracemalloc
+    out = tmp_path / "big"
+    out.mkdir()
+    with open(out / "manifest.jsonl", "w") as fh:
+        for i in range(200_000):
+            fh.write(json.dumps({"blur": f"blur/{i:06d}.png", "index": i, "kernel": f"kernels/{i:06d}.npy",
+                                 "sharp": f"sharp/{i:06d}.png"}) + "\n")
+    settings = {"pairs": 4, "layout": "blursynth"}
+    (out / "dataset.json").write_text(json.dumps({"settings": {"pairs": 200_000, "layout": "blursynth"}}))
+    (out / "sharp").mkdir()
+    (out / "sharp" / "000007.png").write_bytes(b"a pair of it")
+    (out / "sharp" / "mine.png").write_bytes(b"a photo of the user's")
+    tracemalloc.start()
+    try:
+        ds._remove_own_files(out, ds._previous_settings(out), settings)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["sharp", "sharp/mine.png"]
+
+
 def test_the_end_of_a_run_of_many_chunks_takes_time_linear_in_them(tmp_path, recipe_file, monkeypatch):
     """The count of the chunks done, at the end of every run, looked each one up in a list of this shard's
     chunks: quadratic, 11 s for --pairs 1,000,000 (62,500 chunks) and hours for the 100,000,000 allowed.
