@@ -26,11 +26,17 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-def _recipe_dir() -> Path:
-    """``datasets/`` beside the package (a checkout or editable install), else ``<prefix>/share`` (pip install)."""
-    beside = Path(__file__).resolve().parent.parent / "datasets"
-    installed = Path(sys.prefix) / "share" / "blursynth" / "datasets"
-    return beside if beside.is_dir() or not installed.is_dir() else installed
+def _recipe_dir(package: Path | None = None, prefix: str | os.PathLike | None = None) -> Path:
+    """``datasets/`` beside the package (a checkout or editable install), else ``<prefix>/share`` (pip install).
+
+    Beside the package only when it holds the recipes: installed, the folder beside the package is
+    ``site-packages/datasets``, which is Hugging Face's ``datasets`` package wherever that is installed
+    (every recipe was then "unknown", the list of known ones empty). ``package`` and ``prefix`` default
+    to this package's folder and ``sys.prefix``.
+    """
+    beside = (package or Path(__file__).resolve().parent).parent / "datasets"
+    installed = Path(sys.prefix if prefix is None else prefix) / "share" / "blursynth" / "datasets"
+    return beside if (beside / "default.toml").is_file() or not installed.is_dir() else installed
 
 
 RECIPE_DIR = _recipe_dir()

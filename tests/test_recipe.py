@@ -126,6 +126,27 @@ def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
     assert load_recipe("gopro-like") == load_recipe(RECIPE_DIR / "gopro-like.toml")
 
 
+def test_an_installed_package_finds_its_recipes_beside_hugging_faces_datasets(tmp_path):
+    # pip install puts the package in site-packages and the recipes in <prefix>/share/blursynth/datasets;
+    # the folder "beside the package" is then site-packages/datasets, Hugging Face's datasets package where
+    # that is installed, and it was taken for the recipes: every name unknown, "use one of " an empty list
+    from blursynth.recipe import _recipe_dir
+    site, prefix = tmp_path / "site-packages", tmp_path / "prefix"
+    (site / "blursynth").mkdir(parents=True)
+    (site / "datasets").mkdir()
+    (site / "datasets" / "__init__.py").write_text("# Hugging Face datasets\n")
+    share = prefix / "share" / "blursynth" / "datasets"
+    share.mkdir(parents=True)
+    (share / "default.toml").write_text("crop = 16\n")
+    assert _recipe_dir(site / "blursynth", prefix) == share
+    checkout = tmp_path / "checkout"  # a checkout (or an editable install) keeps its own datasets/
+    (checkout / "blursynth").mkdir(parents=True)
+    (checkout / "datasets").mkdir()
+    (checkout / "datasets" / "default.toml").write_text("crop = 16\n")
+    assert _recipe_dir(checkout / "blursynth", prefix) == checkout / "datasets"
+    assert _recipe_dir() == RECIPE_DIR and (RECIPE_DIR / "default.toml").is_file()
+
+
 def test_a_recipe_saved_with_a_byte_order_mark_and_crlf_reads(tmp_path):
     # Windows editors (PowerShell's Set-Content -Encoding utf8, older Notepad) start UTF-8 with a BOM: the
     # recipe was refused as "Invalid statement (at line 1, column 1)"
