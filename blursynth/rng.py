@@ -41,6 +41,15 @@ def is_integer(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def plain_index(items):
+    """``items`` with a 0-d integer tensor (what ``for i in torch.arange(n)`` gives) as the int it holds,
+    so that it selects one item as an int does, not as a 0-d index that drops the batch axis."""
+    if isinstance(items, torch.Tensor) and items.ndim == 0 and not items.is_floating_point() \
+            and items.dtype != torch.bool:
+        return int(items)
+    return items
+
+
 def is_real(value) -> bool:
     """Whether ``value`` is a real number, Python's or NumPy's (not a bool, which would be read as 0
     or 1, nor a string): what physical quantities and options take."""

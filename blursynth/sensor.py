@@ -314,9 +314,7 @@ class SensorParams:
 
     def __getitem__(self, items) -> "SensorParams":
         """The parameters of a subset of items (an index tensor, slice, list or int; a 0-d integer tensor is an int)."""
-        if isinstance(items, torch.Tensor) and items.ndim == 0 and not items.is_floating_point() \
-                and items.dtype != torch.bool:
-            items = int(items)  # (it gave 0-d fields: len() and to_records() then failed, far from here)
+        items = rng.plain_index(items)
         if rng.is_integer(items):
             items = [int(items)]  # (a NumPy integer indexes like an int, not as a 0-d array)
         return SensorParams(**{f.name: getattr(self, f.name)[items] for f in fields(self)})

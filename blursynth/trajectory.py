@@ -75,9 +75,7 @@ class Trajectory:
         An int gives a one-item trajectory; it counts from the end when negative, as for a list, and
         one outside ``-len(self) .. len(self) - 1`` is an IndexError. A 0-d integer tensor counts as an int.
         """
-        if isinstance(items, torch.Tensor) and items.ndim == 0 and not items.is_floating_point() \
-                and items.dtype != torch.bool:
-            items = int(items)  # (it dropped the batch axis: "Trajectory.t must be (N, T), got shape (32,)")
+        items = _rng.plain_index(items)
         if _rng.is_integer(items):
             n = len(self)
             if not -n <= items < n:
