@@ -169,6 +169,8 @@ class PairedFolder(Dataset):
             ``gt/`` holding images of the same file names. A ``blursynth dataset`` folder without its
             manifest (a killed run, or one shard not yet merged) is refused with a FileNotFoundError
             saying how to finish it, in either layout: its ``lq/`` + ``gt/`` hold only some pairs.
+        kernels: False: items leave out ``"kernel"`` and its ``.npy`` file is not read (for users of
+            the images alone, such as the trainers, which a missing kernel file stopped mid-run).
 
     Item ``i`` (an integer; negative counts from the end), on the CPU: dict with ``"blur"``, ``"sharp"``:
     ``(3, H, W)`` float32 sRGB in [0, 1] (16-bit files keep their 16 bits; gray ones are repeated to 3
@@ -179,8 +181,8 @@ class PairedFolder(Dataset):
     in size.
     """
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike, kernels: bool = True):
+        self.root, self.kernels = Path(root), kernels
         manifest = self.root / "manifest.jsonl"
         self.written = manifest.is_file()  # by `blursynth dataset`, which can remake any of its files
         if self.written:
@@ -218,7 +220,7 @@ class PairedFolder(Dataset):
         blur, sharp = (self._read(rec, k, image) for k in ("blur", "sharp"))
         check_pair_sizes(self.root / rec["blur"], blur, self.root / rec["sharp"], sharp)
         item = {"blur": blur, "sharp": sharp, "index": rec["index"]}
-        if "kernel" in rec:
+        if "kernel" in rec and self.kernels:
             item["kernel"] = self._read(rec, "kernel", _read_kernel)
         if "params" in rec:
             item["params"] = flatten_params(rec["params"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from blursynth.cli import main as blursynth_main
 from blursynth.io import ImageError, write_image
 from unpaired import config
 from unpaired.train import cli, lr_factor, main
@@ -789,6 +790,19 @@ def test_unusable_training_pairs_are_skipped_and_listed_at_start(tmp_path, capsy
     assert (run / "checkpoints" / "step_0000008.pt").is_file()
     main(["--resume", str(run), "--steps", "9", "--no-progress"])  # the same usable pairs: nothing to say
     assert "resume: other usable files" not in capsys.readouterr().err
+
+
+def test_a_written_dataset_missing_a_kernel_file_trains_on_its_images(tmp_path):
+    # the trainers use a written dataset's images and tone curves, never its true kernels: a missing or
+    # damaged kernel file was read anyway, and ended the run at the step that first drew its pair
+    # (after its images had passed the check at start)
+    pairs = tmp_path / "pairs"
+    assert blursynth_main(["dataset", "--out", str(pairs), "--pairs", "6", "--crop", "24", "--quiet"]) == 0
+    (pairs / "kernels" / "000001.npy").unlink()
+    (pairs / "kernels" / "000002.npy").write_text("not an array")
+    run = tmp_path / "run"
+    main(TINY_NET + ["--steps", "4", "--pairs", str(pairs), "--run-dir", str(run)])
+    assert (run / "checkpoints" / "step_0000004.pt").is_file()
 
 
 def test_bad_inputs_are_explained(tmp_path):

@@ -167,9 +167,11 @@ class FolderImages(Dataset):
 
 
 def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
-    """A folder of pairs: written by ``blursynth dataset`` (``manifest.jsonl``) or ``lq/`` + ``gt/``."""
+    """A folder of pairs: written by ``blursynth dataset`` (``manifest.jsonl``) or ``lq/`` + ``gt/``. Its
+    kernel files are not read: the trainers never use them, and one missing stopped a run at the step
+    that first drew its pair, though its images had passed the check at start."""
     try:
-        return PairedFolder(folder)
+        return PairedFolder(folder, kernels=False)
     except (FileNotFoundError, ValueError) as exc:
         raise FileNotFoundError(f"{option} {exc}") from None
 
