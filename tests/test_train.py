@@ -179,6 +179,11 @@ def test_config_missing_file_and_bad_flag(tmp_path):
     (["--mode", "cyclegan", "--blur-kernel", "9"], "--blur-kernel 9: only read with --blur-model kernel or shake"),
     (["--mode", "cyclegan", "--blur-model", "kernel", "--blur-recipe", "gopro-like"],
      "--blur-recipe gopro-like: only read with --blur-model shake"),
+    # (F's model set K's kernel size in reblur mode: 41 px with shake, for the default 21)
+    (["--blur-model", "kernel"], "--blur-model kernel: only read with --mode cyclegan"),
+    (["--mode", "reblur", "--blur-model", "shake", "--crop", "48"], "--blur-model shake: only read with --mode cyclegan"),
+    (["--mode", "reblur", "--blur-model", "shake", "--blur-recipe", "gopro-like", "--crop", "48"],
+     "--blur-model shake: only read with --mode cyclegan"),
     (["--n-blocks", "9"], "--n-blocks 9: only read with --generator resnet"),
     (["--mode", "cyclegan", "--unet-depth", "2"], "--unet-depth 2: only read with --generator unet"),
     (["--perceptual-weights", "vgg.pth"], "--perceptual-weights vgg.pth: only read with --perceptual > 0"),
@@ -202,6 +207,7 @@ def test_options_of_the_mode_or_at_their_defaults_are_accepted():
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "kernel", "--blur-kernel", "9"]).blur_kernel == 9
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "shake",
                               "--blur-recipe", "gopro-like"]).blur_recipe == "gopro-like"
+    assert config.parse_args(["--mode", "reblur", "--blur-model", "network"]).blur_kernel == 21
     assert config.parse_args(["--grad-clip", "inf"]).grad_clip == float("inf")  # (no clip, the norm still logged)
 
 

@@ -136,7 +136,7 @@ class TrainConfig:
             self.lr = 2e-4 if cyclegan else 1e-3
         if self.beta1 is None:
             self.beta1 = 0.5 if cyclegan else 0.9
-        shake = self.blur_model == "shake"
+        shake = cyclegan and self.blur_model == "shake"  # (F, which --blur-model sets, is CycleGAN's alone)
         if self.lambda_identity is None:
             # With F drawing realistic shake (slight to strong), "leave sharp images alone" outweighs
             # the cycle: G could not tell slight blur from sharp and stayed the identity (+0.01 dB).
@@ -490,7 +490,10 @@ def _unused(cfg: TrainConfig) -> dict[str, str]:
 def _check_used(cfg: TrainConfig, given: set[str]) -> None:
     """Refuse an option given with a value the run would ignore: one other than it would have anyway
     (``--lambda-cycle 10`` in paired mode is harmless, ``--lambda-cycle 50`` is not)."""
-    kept = ("mode", "generator", "blur_model") + (("blur_recipe",) if cfg.blur_model == "shake" else ())
+    # (--blur-model, and with shake --blur-recipe, set the defaults of other CycleGAN options; in another
+    # mode they are unused themselves, and were let through as if they had their value anyway)
+    kept = ("mode", "generator") + ((("blur_model",) + (("blur_recipe",) if cfg.blur_model == "shake" else ()))
+                                    if cfg.mode == "cyclegan" else ())
     anyway = dataclasses.replace(TrainConfig(), **{k: getattr(cfg, k) for k in kept}).resolve()
     for name, what in sorted(_unused(cfg).items()):
         if name in given and getattr(cfg, name) != getattr(anyway, name):
