@@ -356,6 +356,18 @@ def test_a_resume_on_other_photos_judges_best_reblur_afresh(tmp_path):
     assert torch.load(run / "checkpoints" / "best_reblur.pt", weights_only=False)["step"] == 3
 
 
+def test_a_resume_with_another_photo_curve_judges_best_reblur_afresh(tmp_path):
+    # the re-blur error of the photos through another curve is another score (a run started with the
+    # wrong --photo-curve and resumed with the right one kept the old curve's best as the one to beat)
+    photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
+    main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "3", "--stop-at", "2", "--eval-every", "1",
+                        "--photo-curve", "linear", "--run-dir", str(run)])
+    main(["--resume", str(run), "--photo-curve", "srgb", "--no-progress"])
+    scores = {r["step"]: r["val_reblur"] for r in records(run) if "val_reblur" in r}
+    assert scores[3] > min(scores[1], scores[2])  # (so only a fresh judgement writes it at step 3)
+    assert torch.load(run / "checkpoints" / "best_reblur.pt", weights_only=False)["step"] == 3
+
+
 def test_photos_given_only_on_resume_are_named(tmp_path, capsys):
     photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
     main(TINY_REBLUR + ["--steps", "2", "--stop-at", "1", "--eval-every", "100", "--run-dir", str(run)])
