@@ -290,9 +290,14 @@ def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
     # also inside the run's subfolders
     (run / "checkpoints" / "other_model.pt").write_text("mine")
     (run / "samples" / "figure1.png").write_text("mine")
+    # (copies named after the run's files, which no run writes: keep_last and resume leave them alone,
+    # and --overwrite removed them with its step_*.pt and step_*.png patterns)
+    (run / "checkpoints" / "step_0000004_good.pt").write_text("mine")
+    (run / "samples" / "step_0000004_marked.png").write_text("mine")
     main(TINY + ["--steps", "2", "--ckpt-every", "2", "--eval-every", "2", "--run-dir", str(run), "--overwrite"])
-    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000002.pt"]
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["figure1.png", "step_0000002.png"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000002.pt", "step_0000004_good.pt"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["figure1.png", "step_0000002.png",
+                                                                    "step_0000004_marked.png"]
     assert [r["step"] for r in records(run) if "loss_pixel" in r] == [1, 2]
     assert [(run / f).read_text() for f in ("notes.txt", "checkpoints/other_model.pt")] == ["mine", "mine"]
     # an --overwrite whose start fails (here on its data) removes nothing of the run it was to replace

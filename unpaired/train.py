@@ -49,7 +49,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from blursynth.interrupt import Terminated, exit_code, sigterm_interrupts
-from blursynth.io import atomic_path, first_line
+from blursynth.io import atomic_path, first_line, temporary_target
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, WithPhotos,
@@ -685,7 +685,11 @@ def _remove_run_files(run: Path) -> None:
     ``checkpoints/`` or ``samples/`` folder only if that leaves it empty."""
     for pattern in config_mod.RUN_FILES:
         for path in run.glob(pattern):
-            path.unlink()
+            # (step_ and digits alone: a copy such as step_0000500_good.pt is the user's, which resume and
+            # --keep-last leave alone too, and the step_*.pt pattern removed it)
+            stem = Path(temporary_target(path.name) or path.name).stem
+            if not stem.startswith("step_") or stem.removeprefix("step_").isdigit():
+                path.unlink()
     for folder in ("checkpoints", "samples"):
         with contextlib.suppress(OSError):  # (kept when it holds other files)
             (run / folder).rmdir()
