@@ -136,6 +136,7 @@ def test_config_toml_then_command_line_override(tmp_path):
     ("mode = 'cyclegan'\nblurry = 'a'\n", "needs both --blurry DIR and --sharp DIR"),
     ("perceptual = 0.1\n", "vgg16-397923af.pth"),
     ("mode = 'reblur'\nblur_kernel = 65\n", "--crop 64 is smaller than --blur-kernel 65"),
+    ('pairs = ""\n', r"--pairs is empty; give it a value \(an unset shell variable\?\) or leave it out"),
     ("not toml [", "not valid TOML"),
     ("device = 'gpu'\n", "--device must be auto, cpu, cuda or cuda:N"),
     ("crop = 160\n", "--crop 160 must be at most --pair-pool-size 128"),
@@ -198,6 +199,17 @@ def test_options_another_mode_would_ignore_are_refused(tmp_path, argv, match):
     toml.write_text("".join(f"{k[2:]} = {v if v[0].isdigit() else repr(v)}\n" for k, v in zip(argv[::2], argv[1::2])))
     with pytest.raises(config.ConfigError, match=match):
         config.parse_args(["--config", str(toml)])
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--pairs", ""], "--pairs"), (["--mode", "reblur", "--blurry", ""], "--blurry"), (["--val-pairs", ""], "--val-pairs"),
+    (["--mode", "cyclegan", "--blurry", "", "--sharp", ""], "--blurry"), (["--out", ""], "--run-dir"),
+    (["--resume", ""], "--resume")])
+def test_an_empty_path_is_refused_rather_than_read_as_not_given(argv, option):
+    # (`--pairs "$DATA"` with DATA unset trained on synthetic pairs, `--blurry ""` without photos, `--resume ""`
+    # started a new run, `--out ""` wrote the run into the current folder)
+    with pytest.raises(config.ConfigError, match=f"{option} is empty; give it a value"):
+        config.parse_args(argv)
 
 
 def test_options_of_the_mode_or_at_their_defaults_are_accepted():

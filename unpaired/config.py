@@ -321,6 +321,10 @@ def _coerce(name: str, value, where: str):
         return float(value)
     if base is int and isinstance(value, bool) or not isinstance(value, base):
         raise ConfigError(f"{where}: '{name}' must be {base.__name__}, got {value!r}")
+    if base is str and not value.strip():  # (`--pairs "$DATA"` with DATA unset trained on synthetic pairs, and
+        # `--resume ""` started a new run: an empty path read as "not given")
+        raise ConfigError(f"{where}: --{_flag(name)} is empty; give it a value (an unset shell variable?) or leave "
+                          "it out")
     return value
 
 
