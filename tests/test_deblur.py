@@ -288,6 +288,24 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
     assert main(base + [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
 
 
+def test_cli_refuses_an_empty_path_rather_than_take_the_current_folder(tmp_path, checkpoint, capsys, monkeypatch):
+    # an unset shell variable: --out "$OUT" wrote into the current folder, --overwrite replacing its files of the
+    # inputs' names, and an input "$PHOTOS" deblurred the current folder's images
+    rng = np.random.default_rng(3)
+    write_image(tmp_path / "in" / "a.png", rng.random((3, 20, 24)).astype(np.float32))
+    write_image(tmp_path / "here" / "a.png", rng.random((3, 20, 24)).astype(np.float32))
+    monkeypatch.chdir(tmp_path / "here")
+    before = (tmp_path / "here" / "a.png").read_bytes()
+    base = ["--tile", "16", "--overlap", "4", "--checkpoint", str(checkpoint), "--quiet"]
+    for argv, option in (([str(tmp_path / "in"), "--out", "", "--overwrite"], "--out"),
+                         (["", "--out", str(tmp_path / "out")], "input"),
+                         ([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", ""], "--checkpoint")):
+        with pytest.raises(SystemExit) as exit_:
+            main(base + argv)
+        assert exit_.value.code == 2 and f"error: {option} is empty" in capsys.readouterr().err
+    assert (tmp_path / "here" / "a.png").read_bytes() == before and not (tmp_path / "out").exists()
+
+
 def test_skip_existing_finishes_a_stopped_run_as_an_uninterrupted_one(tmp_path, checkpoint, capsys):
     # a run stopped half way could only be redone in full (--overwrite), and a kill mid-write left
     # atomic_path's temporary in --out for good

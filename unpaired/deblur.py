@@ -327,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="deblur only the inputs whose output is not in --out yet (to finish a stopped run)")
     parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    # (an unset shell variable: "" is the current folder, so --out "$OUT" --overwrite replaced its files
+    # of the inputs' names, and an input "" deblurred its images)
+    for option, value in [("--out", args.out), ("--checkpoint", args.checkpoint)] + [("input", i) for i in args.inputs]:
+        if not value.strip():
+            parser.error(f"{option} is empty; give a path (an unset shell variable?) or '.' for the current folder")
     # deblur_image checks these too, but only once the checkpoint is loaded, and then once per file
     if args.tile < 1:
         parser.error(f"--tile must be at least 1 pixel, got {args.tile}")
