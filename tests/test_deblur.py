@@ -288,6 +288,17 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
     assert main(base + [str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--overwrite"]) == 0
 
 
+def test_cli_writes_an_output_for_a_link_to_another_input(tmp_path, checkpoint, capsys):
+    # b.png -> a.png: two names, two outputs; inputs were told apart by their resolved path alone, so b.png
+    # was left out without a word (a file named twice is still deblurred once)
+    write_image(tmp_path / "in" / "a.png", np.random.default_rng(4).random((3, 20, 24)).astype(np.float32))
+    (tmp_path / "in" / "b.png").symlink_to("a.png")
+    assert main([str(tmp_path / "in"), str(tmp_path / "in" / "a.png"), "--checkpoint", str(checkpoint), "--out",
+                 str(tmp_path / "out"), "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert (tmp_path / "out" / "a.png").read_bytes() == (tmp_path / "out" / "b.png").read_bytes()
+
+
 def test_cli_refuses_an_empty_path_rather_than_take_the_current_folder(tmp_path, checkpoint, capsys, monkeypatch):
     # an unset shell variable: --out "$OUT" wrote into the current folder, --overwrite replacing its files of the
     # inputs' names, and an input "$PHOTOS" deblurred the current folder's images

@@ -278,14 +278,16 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a folder; choose a folder")
-    sources: dict[Path, Path] = {}  # resolved -> as given; a file named twice is deblurred once
+    # (resolved, name) -> as given: a file named twice is deblurred once, but a link to it under another name
+    # (b.png -> a.png) has an output of its own, which keying on the resolved path alone left out without a word
+    sources: dict[tuple[Path, str], Path] = {}
     for name in inputs:
         if not Path(name).exists():  # a typo, or a shell pattern that matched nothing: before anything is made
             raise ValueError(f"{name}: no such file or folder; check the path (nothing was written)")
         for src in list_images(name, "input") if Path(name).is_dir() else [Path(name)]:
-            sources.setdefault(src.resolve(), src)
+            sources.setdefault((src.resolve(), src.name), src)
     plan, taken = [], {}
-    for resolved, src in sources.items():
+    for (resolved, _), src in sources.items():
         dst = output_path(src, out_dir)
         if src.exists() and dst.resolve() == resolved:
             raise ValueError(f"--out {out_dir}: would overwrite the input {src}; choose another --out")
