@@ -1,5 +1,7 @@
 """Inference: seamless tiling, same size/bit depth out, per-file errors."""
 
+import io
+import os
 import shutil
 import signal
 from pathlib import Path
@@ -297,6 +299,20 @@ def test_cli_writes_an_output_for_a_link_to_another_input(tmp_path, checkpoint, 
                  str(tmp_path / "out"), "--tile", "16", "--overlap", "4", "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
     assert (tmp_path / "out" / "a.png").read_bytes() == (tmp_path / "out" / "b.png").read_bytes()
+
+
+def test_cli_deblurs_and_names_a_file_whose_name_is_not_utf8(tmp_path, checkpoint, monkeypatch):
+    # stdout is strict under a UTF-8 locale other than C: the line naming b"\xe9t\xe9.png" failed after its
+    # output was written, which was then counted as failed (exit status 1, a message naming no file)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdout", stdout)
+    name = os.fsdecode(b"\xe9t\xe9.png")
+    write_image(tmp_path / "in" / name, np.random.default_rng(5).random((3, 20, 24)).astype(np.float32))
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    assert (tmp_path / "out" / name).is_file()
+    stdout.flush()
+    assert b"\\udce9t\\udce9.png" in stdout.buffer.getvalue()
 
 
 def test_cli_refuses_an_empty_path_rather_than_take_the_current_folder(tmp_path, checkpoint, capsys, monkeypatch):

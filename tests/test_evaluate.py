@@ -1,5 +1,6 @@
 """python -m unpaired.evaluate on tiny synthetic benchmarks written to a temporary folder."""
 
+import io
 import json
 import os
 import re
@@ -284,6 +285,21 @@ def test_a_perfect_restoration_is_valid_json(tmp_path):
         raise AssertionError(f"{name} in the JSON")
     saved = json.loads((tmp_path / "r.json").read_text(), parse_constant=refuse)
     assert saved["psnr"] is None and saved["per_image"][0]["psnr"] is None and saved["ssim"] == pytest.approx(1)
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_and_scored(tmp_path, monkeypatch):
+    # stdout is strict under a UTF-8 locale other than C: the table of a pair named b"\xe9t\xe9" failed to print
+    # in a traceback after every image was scored, and --json was never written
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdout", stdout)
+    root = tmp_path / "same"
+    root.mkdir()
+    iio.imwrite(os.fsdecode(os.fsencode(root) + b"/\xe9t\xe9.png"), _u8(np.stack([_scene(3)] * 3, -1)))
+    out = _run(["--benchmark", "folder", "--blurry", root, "--sharp", root, "--method", "identity",
+                "--json", tmp_path / "r.json"])
+    assert out["count"] == 1 and (tmp_path / "r.json").is_file()
+    stdout.flush()
+    assert b"\\udce9t\\udce9" in stdout.buffer.getvalue()
 
 
 def test_a_failed_write_is_one_line(tmp_path, capsys, monkeypatch):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import io
 import json
 import math
 import re
@@ -67,6 +68,15 @@ def refuse(exc) -> typing.NoReturn:
     argparse and the blursynth commands do (1 stays for failures while running)."""
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def printable_stdout() -> None:
+    """Let stdout print any file name, as stderr does: under a UTF-8 locale other than C its errors are
+    strict, so a name that is not UTF-8 (``b"\\xe9t\\xe9.png"``, held as surrogates) failed to print
+    after its work was done (evaluate's table, in a traceback that lost the scores; deblur's line,
+    counting a written output as failed). Such a byte is shown as ``\\udce9``."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 @dataclass

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, first_line, read_image, temporary_target,
                           write_image)
-from unpaired.config import pick_device
+from unpaired.config import pick_device, printable_stdout
 from unpaired.data import list_images
 from unpaired.models import build_generator, min_side, size_factor
 
@@ -329,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="deblur only the inputs whose output is not in --out yet (to finish a stopped run)")
     parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    printable_stdout()
     # (an unset shell variable: "" is the current folder, so --out "$OUT" --overwrite replaced its files
     # of the inputs' names, and an input "" deblurred its images)
     for option, value in [("--out", args.out), ("--checkpoint", args.checkpoint)] + [("input", i) for i in args.inputs]:

@@ -46,7 +46,7 @@ from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
 
 from . import deconv, metrics
-from .config import ConfigError, pick_device, refuse
+from .config import ConfigError, pick_device, printable_stdout, refuse
 from .deblur import checkpoint_file, checkpoint_note
 from .inference import load_restorer
 
@@ -512,6 +512,7 @@ def _write(option: str, path: Path, write: Callable[[], None]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    printable_stdout()
     _check_benchmark_inputs(parser, args)
     _check_outputs(parser, args)
     try:

@@ -249,6 +249,7 @@ def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
 
 def main(argv: list[str] | None = None) -> dict:
     cfg = config_mod.parse_args(argv)
+    config_mod.printable_stdout()  # (a run folder's name that is not UTF-8 failed to print, after the run)
 
     # ---- processes and device: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK
     world = int(os.environ.get("WORLD_SIZE", "1"))
