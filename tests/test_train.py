@@ -479,6 +479,22 @@ def test_a_resume_continues_the_amp_scaler_where_it_stopped(tmp_path, monkeypatc
         assert scaler["_growth_tracker"] == 4 and scaler["scale"] == 2.0 ** 16, run
 
 
+def test_a_run_without_a_scaler_resumes_where_one_is_needed(tmp_path, monkeypatch):
+    # a run on the CPU or with bfloat16 saves an empty scaler state; resumed with --device on a GPU without
+    # bfloat16 (float16, loss scaling), its empty state stopped the resume ("was config.json edited?")
+    run = tmp_path / "run"
+    main(TINY + ["--device", "cpu", "--steps", "4", "--stop-at", "2", "--eval-every", "100", "--run-dir", str(run)])
+
+    class Scaler(torch.amp.GradScaler):  # (as on such a GPU: the scaler is on)
+        def __init__(self, device, enabled=True):
+            super().__init__(device, enabled=True)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Scaler)
+    main(["--resume", str(run), "--no-progress"])
+    scaler = torch.load(run / "checkpoints" / "step_0000004.pt", weights_only=False)["scaler"]
+    assert scaler["scale"] == 2.0 ** 16 and scaler["_growth_tracker"] == 2  # a fresh scaler's, two clean steps on
+
+
 def test_a_run_split_by_stop_at_logs_and_validates_as_an_uninterrupted_one(tmp_path, capsys):
     # the --stop-at step was logged and validated off the schedule: the resumed run's metrics.jsonl had
     # records an uninterrupted run lacks, and the model of that step could become its best.pt

@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> dict:
                 m.load_state_dict(state["models"][k])
             for k in optims:
                 optims[k].load_state_dict(state["optimizers"][k])
-            scaler.load_state_dict(state["scaler"])
+            if state["scaler"]:  # (empty when the run had no scaler: on the CPU or with bfloat16; resumed on a
+                # GPU without bfloat16, which scales float16 losses, it failed as "was config.json edited?")
+                scaler.load_state_dict(state["scaler"])
         except (KeyError, RuntimeError, ValueError) as exc:  # options fixed by the run are checked in config
             raise ValueError(f"--resume {cfg.resume}: {resume_from} does not fit this run's options "
                              f"({type(exc).__name__}: {first_line(exc)}); was config.json edited?") from None
