@@ -850,6 +850,10 @@ def test_bad_inputs_are_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="--blurry .*no such folder"):
         main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "x"), "--sharp", str(tmp_path),
                          "--run-dir", str(tmp_path / "r")])
+    (tmp_path / "photo.png").write_bytes(b"")  # (a photo given for its folder was called "no such folder")
+    with pytest.raises(FileNotFoundError, match="--blurry .*photo.png: is a file, not a folder; pass the folder"):
+        main(TINY_GAN + ["--steps", "1", "--blurry", str(tmp_path / "photo.png"), "--sharp", str(tmp_path),
+                         "--run-dir", str(tmp_path / "r")])
     with pytest.raises(config.ConfigError, match="--resume .*no config.json"):
         main(["--resume", str(tmp_path)])
     assert not (tmp_path / "r").exists()  # a start that failed writes nothing

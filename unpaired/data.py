@@ -113,6 +113,8 @@ def list_images(folder: str | Path, option: str) -> list[Path]:
     writes ``._photo.jpg`` beside ``photo.jpg`` on other file systems: no image); ``option`` names it
     in errors."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():  # (a photo given for its folder was called "no such folder")
+        raise FileNotFoundError(f"{option} {folder}: is a file, not a folder; pass the folder that holds the images")
     if not folder.is_dir():
         raise FileNotFoundError(f"{option} {folder}: no such folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
