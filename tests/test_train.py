@@ -672,6 +672,19 @@ def test_resume_refuses_another_pool_size(tmp_path, refused):
     main(["--resume", str(run), "--pool-size", "2", "--no-progress"])  # (the same: harmless)
 
 
+def test_a_cyclegan_resume_with_another_crop_starts_its_image_pools_empty(tmp_path, capsys):
+    # the pools held past fakes of the old --crop: mixed with new ones, the first resumed step failed in a
+    # traceback ("stack expects each tensor to be equal size")
+    run = tmp_path / "run"
+    main(TINY_GAN + ["--pair-pool", "2", "--pair-pool-size", "48", "--steps", "3", "--stop-at", "2",
+                     "--run-dir", str(run)])
+    main(["--resume", str(run), "--crop", "48", "--no-progress"])
+    assert "resume: checkpoint has image pools of 32x32 px images, this run's --crop is 48; pools start empty" \
+        in capsys.readouterr().err
+    pools = torch.load(run / "checkpoints" / "step_0000003.pt", weights_only=False)["pools"][0]
+    assert [tuple(t.shape) for t in pools["sharp"]["images"]] == [(3, 48, 48)] * 2
+
+
 def test_kernel_blur_f_learns_from_its_discriminator_only():
     """With --blur-model kernel there is no blurry->sharp->blurry cycle and the sharp->blurry->sharp
     cycle does not reach F (it would shrink F's kernels towards the identity); the identity loss is G's."""

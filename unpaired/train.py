@@ -369,12 +369,16 @@ def main(argv: list[str] | None = None) -> dict:
         except (KeyError, RuntimeError, ValueError) as exc:  # options fixed by the run are checked in config
             raise ValueError(f"--resume {cfg.resume}: {resume_from} does not fit this run's options "
                              f"({type(exc).__name__}: {first_line(exc)}); was config.json edited?") from None
-        if len(state["pools"]) == world:
+        # (a resume with another --crop: past fakes of the old size, mixed with new ones, failed the first
+        # step in a traceback as the pool stacked them)
+        sides = {tuple(t.shape[-2:]) for ranks in state["pools"] for p in ranks.values() for t in p["images"]}
+        if len(state["pools"]) == world and sides <= {(cfg.crop, cfg.crop)}:
             for k, p in pools.items():
                 p.load_state_dict(state["pools"][rank][k], device)
         elif master and cfg.mode == "cyclegan":  # (paired mode never fills its pools: nothing to say)
-            print(f"resume: checkpoint has image pools of {len(state['pools'])} processes, this run has "
-                  f"{world}; pools start empty", file=sys.stderr)
+            why = (f"{len(state['pools'])} processes, this run has {world}" if len(state["pools"]) != world else
+                   f"{' and '.join(f'{w}x{h}' for h, w in sorted(sides))} px images, this run's --crop is {cfg.crop}")
+            print(f"resume: checkpoint has image pools of {why}; pools start empty", file=sys.stderr)
         # each process's own RNG (kernels and noise of a kernel-blur F); with a checkpoint of another
         # process count, or an older one (rank 0's state alone, as torch_rng), the other ranks keep their seed
         rngs = state.get("rng") or [{"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}]
