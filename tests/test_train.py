@@ -1187,9 +1187,11 @@ def test_a_sigterm_to_the_whole_group_stops_a_run_with_workers_in_one_line(tmp_p
     assert lines[0].startswith(("stopped at step ", "interrupted; the run folder keeps its last checkpoint")), err
 
 
-def test_a_worker_lost_while_handing_over_a_batch_after_sigterm_is_a_clean_stop(tmp_path, monkeypatch):
+@pytest.mark.parametrize("lost", [ConnectionResetError(104, "Connection reset by peer"), EOFError()])
+def test_a_worker_lost_while_handing_over_a_batch_after_sigterm_is_a_clean_stop(tmp_path, monkeypatch, lost):
     # The race of the test above, made certain: the SIGTERM comes in, and the batch being received
-    # from a worker that it ended fails with a reset connection instead of the DataLoader's RuntimeError.
+    # from a worker that it ended fails instead of the DataLoader's RuntimeError: a reset connection,
+    # or the end of one (EOFError) when the worker died while sharing the batch's memory.
     import signal
 
     from torch.utils.data import DataLoader
@@ -1200,7 +1202,7 @@ def test_a_worker_lost_while_handing_over_a_batch_after_sigterm_is_a_clean_stop(
     class Dying(DataLoader):
         def __iter__(self):
             os.kill(os.getpid(), signal.SIGTERM)
-            raise ConnectionResetError(104, "Connection reset by peer")
+            raise lost
             yield
 
     monkeypatch.setattr(train_mod, "DataLoader", Dying)

@@ -642,10 +642,10 @@ def main(argv: list[str] | None = None) -> dict:
                     checkpoint(done)
                 if stop:
                     break
-        except (RuntimeError, ConnectionError):
+        except (RuntimeError, ConnectionError, EOFError):
             # A SIGTERM sent to the whole process group also ends --workers processes mid-step: the
             # DataLoader reports a killed worker (RuntimeError), or, when one died while handing over
-            # a batch's shared memory, a reset connection (seen once, in the test suite under load).
+            # a batch's shared memory, a reset or ended connection (each seen in the test suite under load).
             if stop:
                 raise (Terminated() if stop[0] == signal.SIGTERM else KeyboardInterrupt()) from None
             raise
