@@ -25,6 +25,23 @@ def test_each_epoch_is_a_permutation(seed, n, epoch):
     assert sorted(items) == list(range(n))
 
 
+def test_positions_in_any_order_give_the_same_items():
+    # each epoch's order is kept between calls: one kept under too short a key would answer for another
+    # seed, set size, epoch or stream
+    from unpaired.data import _epoch_order
+    calls = [(seed, n, p, stream) for seed in (0, 1) for n in (5, 7) for p in (0, 3, 6, 12) for stream in (0, 1)]
+    _epoch_order.cache_clear()
+    in_order = [permuted(seed, n, p, stream) for seed, n, p, stream in calls]
+    _epoch_order.cache_clear()
+    backwards = [permuted(seed, n, p, stream) for seed, n, p, stream in reversed(calls)][::-1]
+    _epoch_order.cache_clear()
+    alone = []
+    for seed, n, p, stream in calls:
+        alone.append(permuted(seed, n, p, stream))
+        _epoch_order.cache_clear()
+    assert in_order == backwards == alone and len(set(in_order)) > 3
+
+
 def test_epochs_differ():
     assert [permuted(0, 20, k) for k in range(20)] != [permuted(0, 20, 20 + k) for k in range(20)]
 
