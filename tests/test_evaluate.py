@@ -244,7 +244,10 @@ def test_output_options_are_checked_before_evaluating(tmp_path, capsys, monkeypa
                             (["--grid", tmp_path / "g.pgm"], r"--grid .*g\.pgm: not a colour image .*\.png"),
                             (["--json", tmp_path], r"--json .*: is a folder"),
                             (["--grid", tmp_path], r"--grid .*: is a folder"),
-                            (["--json", tmp_path / "file" / "r.json"], r"--json .*file.*not a folder")):
+                            (["--json", tmp_path / "file" / "r.json"], r"--json .*file.*not a folder"),
+                            # (into the benchmark's own files: it replaced an image, or was read as one next time)
+                            (["--grid", data / "blurry" / "im1_kernel1.png"], r"--grid .*: inside --data "),
+                            (["--json", data / "r.json"], r"--json .*r\.json: inside --data .*write it elsewhere")):
         code, err = _refused(levin + option, capsys)
         assert code == 2 and re.search(message, err), (option, err)
 

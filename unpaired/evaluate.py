@@ -472,6 +472,13 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             parser.error(f"{option} {path}: {folder} is not a folder; choose another path")
         if not os.access(folder, os.W_OK | os.X_OK) or not _can_make_in(folder):
             parser.error(f"{option} {path}: cannot write in {folder}; choose a writable path")
+        for given in ("data", "blurry", "sharp", "kernels"):
+            inputs = getattr(args, given)
+            # (deblur refuses an output over its input too: here one replaced a benchmark image, or a
+            # sheet left in --blurry was read as a blurry image with no sharp twin by the next run)
+            if inputs is not None and path.resolve().is_relative_to(inputs.resolve()):
+                parser.error(f"{option} {path}: inside --{given} {inputs}, the benchmark's own files; "
+                             "write it elsewhere")
     if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES - {".pgm"}:  # (the suffix picks the
         # format; a .pgm holds gray, the sheet is in colour)
         parser.error(f"--grid {args.grid}: not a colour image file name ({args.grid.suffix or 'no suffix'}); "
