@@ -7,6 +7,8 @@ depend on which examples a lucky or unlucky run drew; local runs keep exploring 
 import contextlib
 import os
 import re
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -22,6 +24,24 @@ if os.environ.get("CI"):
 if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_removed():
+    """Temporary files of the tests and of the commands they start go into one folder, removed at the
+    end: torchrun leaves a ``torchelastic_*`` folder at every launch, and a process the tests kill its
+    ``pymp-*`` one (hundreds of each had gathered in /tmp). A short path, beside the usual ones, as
+    multiprocessing makes sockets there (their paths may not exceed 104-108 bytes)."""
+    folder = tempfile.mkdtemp(prefix="blursynth-tests-")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    yield
+    tempfile.tempdir = None
+    if before is None:
+        del os.environ["TMPDIR"]
+    else:
+        os.environ["TMPDIR"] = before
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
