@@ -361,21 +361,11 @@ def add_generate(subparsers) -> None:
 
 
 def _device(name: str):
-    import torch
+    from .data import check_device
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r}: not a torch device; use cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "meta":  # (allocates, but holds no values: the run failed on its first number, in a traceback)
-        raise UsageError(f"--device {name}: holds no data, only shapes; use --device cpu or cuda")
-    if device.type not in ("cpu", "cuda"):
-        try:
-            torch.zeros(1, device=device)
-        except Exception:
-            raise UsageError(f"--device {name}: cannot allocate on it; use --device cpu") from None
-    return device
+        return check_device(name, f"--device {name}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _model_from_args(args):

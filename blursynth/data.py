@@ -63,23 +63,28 @@ def _crop_size(crop) -> tuple[int, int]:
     return pair
 
 
-def _check_device(device) -> torch.device:
-    """``device`` as a torch device that exists here, or a ValueError saying what to use instead."""
+def check_device(device, named: str | None = None) -> torch.device:
+    """``device`` as a torch device that exists here, or a ValueError naming it as ``named`` (by default
+    ``device='...'``; the command line passes ``--device ...``) and saying what to use instead."""
+    named = named or f"device={device!r}"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r} is not a torch device; use 'cpu' or 'cuda'") from None
+        raise ValueError(f"{named}: not a torch device; use cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available on this machine; use device='cpu'")
-    # (as `--device` refuses them: "meta" failed at the first pair with "Tensor.item() cannot be called on
-    # meta tensors", after write_dataset had written its dataset.json)
+        raise ValueError(f"{named}: CUDA is not available on this machine; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()  # (else a traceback at the first tensor put there)
+        raise ValueError(f"{named}: {count} GPU(s) are visible, numbered from 0; use cuda:0 to cuda:{count - 1}")
+    # "meta" allocates but holds no values: it failed at the first pair with "Tensor.item() cannot be
+    # called on meta tensors", after write_dataset had written its dataset.json
     if dev.type == "meta":
-        raise ValueError(f"device={device!r} holds no data, only shapes; use 'cpu' or 'cuda'")
+        raise ValueError(f"{named}: holds no data, only shapes; use cpu or cuda")
     if dev.type not in ("cpu", "cuda"):
         try:
             torch.zeros(1, device=dev)
         except Exception:
-            raise ValueError(f"device={device!r}: cannot allocate on it here; use device='cpu'") from None
+            raise ValueError(f"{named}: cannot allocate on it here; use cpu") from None
     return dev
 
 
@@ -125,7 +130,7 @@ class SyntheticPairs(Dataset):
             raise ValueError(f"length must be an integer from 1 to 2**63 - 1 (the number of pairs), got {length!r}")
         length = int(length)
         seed = check_seed(seed)
-        _check_device(device)
+        check_device(device)
         recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if crop is not None:
             recipe = recipe.with_crop(_crop_size(crop))

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from . import __version__, rng
-from .data import _check_device
+from .data import check_device
 from .interrupt import sigterm_interrupts
 from .io import ImageError, atomic_path, temporary_target, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
@@ -714,7 +714,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     pairs, workers, shard = int(pairs), int(workers), (int(shard[0]), int(shard[1]))
     try:
         seed = rng.check_seed(seed, "--seed")
-        _check_device(device)
+        check_device(device)
     except (TypeError, ValueError) as exc:
         raise DatasetError(str(exc)) from None
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)

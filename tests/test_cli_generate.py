@@ -422,6 +422,13 @@ def test_unavailable_device_is_refused(capsys, tmp_path):
            "--device")
 
 
+def test_a_gpu_number_beyond_those_visible_is_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--device", "cuda:1", "--out", str(tmp_path / "o")],
+           "--device cuda:1: 1 GPU(s) are visible, numbered from 0; use cuda:0 to cuda:0")
+
+
 @pytest.mark.parametrize("command", ["generate", "dataset"])
 def test_the_meta_device_is_refused(capsys, tmp_path, command):
     # torch allocates on "meta" but its tensors hold no values: the run ended in a traceback

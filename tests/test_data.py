@@ -263,19 +263,19 @@ def test_crop_device_and_index_edges_are_clear(tmp_path):
     for bad in ("16", (16,), 16.0):
         with pytest.raises(ValueError, match="crop"):
             SyntheticPairs(2, _recipe(), crop=bad)
-    with pytest.raises(ValueError, match="device='tpu-ish' is not a torch device"):
+    with pytest.raises(ValueError, match="device='tpu-ish': not a torch device"):
         SyntheticPairs(2, _recipe(), device="tpu-ish")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available.*device='cpu'"):
+        with pytest.raises(ValueError, match="device='cuda': CUDA is not available.*use cpu"):
             SyntheticPairs(2, _recipe(), device="cuda")
     with pytest.raises(IndexError, match=r"index 5 is out of range for 2 pairs"):
         SyntheticPairs(2, _recipe())[5]
     # "meta" holds no values: accepted, it failed at the first pair in a traceback (write_dataset after
     # writing its dataset.json), where --device meta is refused up front
-    with pytest.raises(ValueError, match="device='meta' holds no data"):
+    with pytest.raises(ValueError, match="device='meta': holds no data"):
         SyntheticPairs(2, _recipe(), device="meta")
     from blursynth.dataset import DatasetError, write_dataset
-    with pytest.raises(DatasetError, match="device='meta' holds no data"):
+    with pytest.raises(DatasetError, match="device='meta': holds no data"):
         write_dataset(tmp_path / "meta", 2, _recipe(), device="meta", progress=False)
     assert not (tmp_path / "meta").exists()
     # a written folder: a bare 'list index out of range' before

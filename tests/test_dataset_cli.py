@@ -1151,7 +1151,7 @@ def test_write_dataset_checks_its_arguments_before_writing(tmp_path):
     not JSON serialisable, True made one pair and workers=1.5 or shard=(0,) ran or failed inside."""
     out = tmp_path / "out"
     for kwargs, said in [({"seed": -1}, "--seed must be an integer in"), ({"seed": 1.5}, "--seed must be an integer"),
-                         ({"device": "gpu"}, "device='gpu' is not a torch device"),
+                         ({"device": "gpu"}, "device='gpu': not a torch device"),
                          ({"pairs": True}, "--pairs True"), ({"workers": 1.5}, "--workers 1.5"),
                          ({"workers": "2"}, "--workers '2'"), ({"shard": (0,)}, r"--shard \(0,\): expected")]:
         with pytest.raises(ds.DatasetError, match=said):

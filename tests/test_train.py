@@ -905,6 +905,14 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     assert config.pick_device("cpu", 1) == torch.device("cpu")
 
 
+def test_a_gpu_number_beyond_those_visible_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert config.pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(config.ConfigError, match=r"--device cuda:2: 2 GPU\(s\) are visible.*cuda:0 to cuda:1"):
+        config.pick_device("cuda:2")
+
+
 @pytest.mark.parametrize("opts", [TINY, TINY_GAN + ["--blur-model", "shake", "--blur-kernel", "9"]])
 def test_mixed_precision_trains(tmp_path, opts):
     # --amp on runs every forward under autocast (bfloat16 here on the CPU; on CUDA --amp auto selects it)

@@ -298,7 +298,11 @@ def pick_device(name: str, local_rank: int = 0):
         return torch.device("cuda", local_rank)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu")
-    return torch.device("cpu" if name == "auto" else name)
+    device = torch.device("cpu" if name == "auto" else name)
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():  # (else a traceback at the first tensor)
+        raise ConfigError(f"--device {name}: {torch.cuda.device_count()} GPU(s) are visible, numbered from 0; "
+                          f"use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return device
 
 
 def _flag(name: str) -> str:
