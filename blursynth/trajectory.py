@@ -224,10 +224,12 @@ class RandomWalk2D:
             _check_range(owner, name, getattr(self, name))
         if self.big_shake_probability[1] * self.anxiety[1] > 1:
             raise ValueError(f"{owner}: big_shake_probability * anxiety must stay <= 1")
-        for name in ("steps", "samples"):
+        # (no upper bound let a typo such as steps = 10000000 run for hours and ask for terabytes: each
+        # item holds every step's position; 2000 steps are Boracchi and Foi's)
+        for name, most in (("steps", MAX_WALK_STEPS), ("samples", MAX_SAMPLES)):
             value = getattr(self, name)
-            if not _rng.is_integer(value) or value < 2:
-                raise ValueError(f"{owner}.{name} must be an integer >= 2, got {value!r}")
+            if not _rng.is_integer(value) or not 2 <= value <= most:
+                raise ValueError(f"{owner}.{name} must be an integer from 2 to {most}, got {value!r}")
             object.__setattr__(self, name, int(value))  # (a NumPy integer becomes a Python int)
         try:
             fr = () if isinstance(self.exposure_fractions, (str, bytes)) else \
@@ -316,6 +318,10 @@ class RandomWalk2D:
                   "exposure_fraction": fraction.float(), "big_shakes": big.sum(1).float()}
         return Trajectory(t=t, path_px=path, params=params)
 
+
+# Random-walk steps per item at most: ten times Boracchi and Foi's 2000 (a chunk of 4096 walks then holds
+# 1.3 GB of positions).
+MAX_WALK_STEPS = 20_000
 
 # Poses per item at most: 10 s of hand-held shake at the fastest default tremor is about 1,200; a
 # chunk of 4096 items then holds at most 4096 x 4096 poses (400 MB of rotations and translations).

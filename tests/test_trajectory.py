@@ -282,10 +282,20 @@ def test_models_take_numpy_integer_counts_and_refuse_bools():
     shake = CameraShake(samples=np.int64(40))
     assert shake.samples == 40 and type(shake.samples) is int and shake.sample(1).t.shape == (1, 40)
     for kwargs in ({"steps": True}, {"samples": 16.0}):
-        with pytest.raises(ValueError, match="must be an integer >= 2"):
+        with pytest.raises(ValueError, match="must be an integer from 2 to"):
             RandomWalk2D(**kwargs)
     with pytest.raises(ValueError, match="must be an integer >= 2 or None"):
         CameraShake(samples=True)
+
+
+def test_a_random_walk_of_too_many_steps_or_samples_is_refused():
+    # (steps = 10000000, a typo, ran for hours and asked for terabytes: every step's position is held)
+    RandomWalk2D(steps=20_000, samples=4096)
+    for kwargs, match in (({"steps": 20_001}, "RandomWalk2D.steps must be an integer from 2 to 20000, got 20001"),
+                          ({"samples": 4097}, "RandomWalk2D.samples must be an integer from 2 to 4096, got 4097"),
+                          ({"steps": 1}, "steps must be an integer from 2 to 20000, got 1")):
+        with pytest.raises(ValueError, match=match):
+            RandomWalk2D(**kwargs)
 
 
 def _boracchi_foi_walk(length, anxiety, centripetal, p_big, gauss, angle, u_big, u_turn, kick, steps):
