@@ -159,9 +159,18 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
         return _probe(path)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system has one (a Slurm job or
+    ``taskset`` is given a few cores of a large machine, whose every core ``os.cpu_count`` counts)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # (no affinity on macOS and Windows)
+        return os.cpu_count() or 1
+
+
 def probe_images(paths: list[str | os.PathLike], threads: int | None = None) -> list[tuple[int, int] | ImageError]:
     """:func:`probe_image` of each path, in order: ``(height, width)``, or for an unreadable file its
-    :class:`ImageError` (returned, not raised). Runs on ``threads`` threads (default: one per core;
+    :class:`ImageError` (returned, not raised). Runs on ``threads`` threads (default: one per usable core, :func:`usable_cores`;
     the decoders release the GIL, so a folder of JPEGs is checked about that many times faster).
     ``paths`` is a list of paths (one path alone is a TypeError: it would be taken letter by letter);
     ``threads`` an integer >= 1 or None."""
@@ -176,7 +185,7 @@ def probe_images(paths: list[str | os.PathLike], threads: int | None = None) -> 
         except ImageError as exc:
             return exc
     # warnings are filtered here, once: catch_warnings in each thread would restore each other's filters
-    with _quiet(), ThreadPoolExecutor(int(threads or os.cpu_count() or 1)) as pool:
+    with _quiet(), ThreadPoolExecutor(int(threads or usable_cores())) as pool:
         return list(pool.map(one, paths))
 
 

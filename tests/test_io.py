@@ -733,6 +733,20 @@ def test_write_image_of_a_16_bit_array_in_an_8_bit_format_names_the_fix_that_wor
     assert not list(tmp_path.iterdir())
 
 
+def test_probe_images_uses_the_cores_this_process_may_run_on(tmp_path, monkeypatch):
+    # (a Slurm job given 2 cores of a 128-core machine started 128 decoding threads)
+    import blursynth.io as io_mod
+    Image.fromarray(_ramp()).save(tmp_path / "a.png")
+    pools = []
+    real = io_mod.ThreadPoolExecutor
+    monkeypatch.setattr(io_mod, "ThreadPoolExecutor", lambda n: pools.append(n) or real(n))
+    monkeypatch.setattr(io_mod.os, "sched_getaffinity", lambda pid: {3, 5}, raising=False)
+    monkeypatch.setattr(io_mod.os, "cpu_count", lambda: 128)
+    assert probe_images([tmp_path / "a.png"]) == [(12, 10)] and pools == [2]
+    monkeypatch.delattr(io_mod.os, "sched_getaffinity")  # (macOS, Windows)
+    assert probe_images([tmp_path / "a.png"]) == [(12, 10)] and pools == [2, 128]
+
+
 def test_probe_images_refuses_one_path_and_bad_thread_counts(tmp_path):
     Image.fromarray(_ramp()).save(tmp_path / "a.png")
     with pytest.raises(TypeError, match=r"list of paths.*pass \[path\]"):  # was one "no such file" per letter
