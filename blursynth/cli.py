@@ -167,20 +167,12 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def _hold(folder: Path) -> int | None:
-    """An exclusive advisory lock on ``folder``: its descriptor (the lock goes when it is closed or the
-    process dies), or None when another process holds it or the file system has no locks."""
-    if fcntl is None:
-        return None
+    """:func:`blursynth.io.lock_folder`, None also when another process holds the lock or the folder is gone."""
+    from .io import lock_folder
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return lock_folder(folder)
     except OSError:  # (BlockingIOError: a live run's)
-        os.close(fd)
         return None
-    return fd
 
 
 STAGING_GRACE_S = 60.0  # see _StagedDir._remove_killed_runs_folders

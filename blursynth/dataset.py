@@ -41,14 +41,9 @@ import torch
 from . import __version__, rng
 from .data import check_device
 from .interrupt import sigterm_interrupts
-from .io import ImageError, atomic_path, temporary_target, to_uint, write_image, write_json
+from .io import ImageError, atomic_path, lock_folder, temporary_target, to_uint, write_image, write_json
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
-
-try:
-    import fcntl
-except ImportError:  # (not on Windows: no lock there)
-    fcntl = None
 
 CHUNK = 16  # pairs per unit of work, of resumption and of sharding (a pair's bytes do not depend on it)
 PAIRS_MAX = 10**8  # (a pair takes at least 3 files; --pairs 10**20 ran out of memory before its first pair)
@@ -338,22 +333,20 @@ def _one_run_at_a_time(out: Path):
         except OSError as exc:  # (a file on the way, or /proc: a refused --out, not a run to resume)
             raise DatasetError(f"--out {out}: cannot make a folder there ({exc.strerror or exc}); "
                                "choose another --out") from None
-    if fcntl is None or not out.is_dir():  # (a file: refused by _check_output)
+    if not out.is_dir():  # (a file: refused by _check_output)
         yield
         return
-    fd = os.open(out, os.O_RDONLY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatasetError(f"--out {out}: another blursynth dataset run is writing in it; wait for it to end and "
-                               "run again (it resumes), or give each shard its own --out and copy the folders into "
-                               "one (two runs in one folder delete each other's temporary files)") from None
-        except OSError:
-            pass  # no locks on this file system
+        fd = lock_folder(out)
+    except BlockingIOError:
+        raise DatasetError(f"--out {out}: another blursynth dataset run is writing in it; wait for it to end and "
+                           "run again (it resumes), or give each shard its own --out and copy the folders into "
+                           "one (two runs in one folder delete each other's temporary files)") from None
+    try:
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _remove_stray_temporaries(out: Path) -> None:

@@ -27,6 +27,11 @@ import imageio.config as iio_config
 import imageio.v3 as iio
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # (not on Windows: no folder locks there)
+    fcntl = None
+
 
 def umask() -> int:
     """The process umask (read by setting and restoring it; there is no read-only call)."""
@@ -157,6 +162,24 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
     """
     with _quiet():
         return _probe(path)
+
+
+def lock_folder(folder: str | os.PathLike) -> int | None:
+    """An exclusive advisory lock (``flock``) on ``folder``: its open descriptor, the lock going when
+    that is closed or the process dies; None where there are no locks (Windows, some network file
+    systems). Raises BlockingIOError while another process holds it."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:  # no locks on this file system
+        os.close(fd)
+        return None
+    return fd
 
 
 def usable_cores() -> int:
