@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -380,6 +381,28 @@ def test_a_run_stopped_off_the_checkpoint_schedule_and_resumed_keeps_the_same_ch
     main(["--resume", str(b), "--no-progress"])
     assert names(a) == names(b) == ["step_0000004.pt", "step_0000006.pt"]
     assert_resumed_as_uninterrupted(a, b, 6)
+
+
+def test_a_run_folder_in_use_by_another_trainer_is_refused_and_left_alone(tmp_path, refused):
+    # (a job requeued while its first copy still ran: both wrote the folder's metrics and checkpoints)
+    from blursynth.io import lock_folder
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--ckpt-every", "1", "--eval-every", "100", "--run-dir", str(run)])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    fd = lock_folder(run)  # (what the other trainer holds)
+    if fd is None:
+        pytest.skip("no folder locks on this file system")
+    try:
+        for argv in (["--resume", str(run), "--steps", "4"],
+                     TINY + ["--steps", "2", "--overwrite", "--run-dir", str(run)]):
+            with refused(rf"^error: --out {re.escape(str(run))}: another training run is using this folder; "
+                         "wait for it to end"):
+                cli(argv + ["--no-progress"])
+    finally:
+        os.close(fd)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    main(["--resume", str(run), "--steps", "4", "--no-progress"])  # once it is free
+    main(["--resume", str(run), "--steps", "5", "--no-progress"])  # (and this process let it go at its end)
 
 
 def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):

@@ -49,7 +49,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm import tqdm
 
 from blursynth.interrupt import Terminated, exit_code, sigterm_interrupts
-from blursynth.io import atomic_path, first_line, temporary_target
+from blursynth.io import atomic_path, first_line, lock_folder, temporary_target
 from unpaired import config as config_mod
 from unpaired import metrics
 from unpaired.data import (FolderImages, PairedCrops, StepSampler, SyntheticPool, UnpairedCrops, WithPhotos,
@@ -250,7 +250,25 @@ def _latest_checkpoint(resume: str, ckpt_dir: Path, device: torch.device,
 def main(argv: list[str] | None = None) -> dict:
     cfg = config_mod.parse_args(argv)
     config_mod.printable_stdout()  # (a run folder's name that is not UTF-8 failed to print, after the run)
+    with contextlib.ExitStack() as held:  # (the run folder's lock, :func:`_hold_run`, until the run ends)
+        return _train(cfg, held)
 
+
+def _hold_run(run: Path, held: contextlib.ExitStack) -> None:
+    """Lock the run folder for this process until ``held`` closes (or the process dies): a second trainer
+    in it at the same time (a job requeued while its first copy still runs) would interleave its metrics
+    and checkpoints with this one's and delete this one's temporary files."""
+    try:
+        fd = lock_folder(run)
+    except BlockingIOError:
+        raise config_mod.ConfigError(f"--out {run}: another training run is using this folder; wait for it to end "
+                                     "(then continue it with --resume), or choose another --out") from None
+    if fd is not None:
+        held.callback(os.close, fd)
+
+
+def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
+    """:func:`main`'s run of ``cfg``, the run folder held in ``held``."""
     # ---- processes and device: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -268,6 +286,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     run = Path(cfg.run_dir)
     ckpt_dir = run / "checkpoints"
+    if master and run.is_dir():  # (a resume, or --overwrite: held before anything there is read or changed)
+        _hold_run(run, held)
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
     resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device, cfg.ckpt_every) if cfg.resume
                           else (None, None))
@@ -430,6 +450,9 @@ def main(argv: list[str] | None = None) -> dict:
               for k, o in optims.items()}
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
     if master:  # only now: a start or resume that failed above has written (or removed) nothing
+        if not run.is_dir():  # a new run's folder, held at once (two started together: the second stops here)
+            run.mkdir(parents=True, exist_ok=True)
+            _hold_run(run, held)
         if cfg.overwrite:  # the earlier run's files go, and nothing else in the folder
             _remove_run_files(run)
         _remove_temporaries(run)  # (of writes a killed run was in: a resumed one, or a start killed early)
