@@ -84,6 +84,11 @@ def test_config_toml_then_command_line_override(tmp_path):
     toml.write_text('val_size = 4\nval-size = 6\n')  # (the last one silently won)
     with pytest.raises(config.ConfigError, match="c.toml: 'val_size' and 'val-size' are the same option; keep one"):
         config.parse_args(["--config", str(toml)])
+    # a path's ~ is the home folder, as the shell makes it on the command line (a folder named ~ was made)
+    toml.write_text('mode = "reblur"\nout = "~/runs/a"\npairs = "~/pairs"\nblurry = "~"\nval_pairs = "a/~"\n')
+    cfg = config.load_toml(toml)
+    home = os.path.expanduser("~")
+    assert (cfg.run_dir, cfg.pairs, cfg.blurry, cfg.val_pairs) == (f"{home}/runs/a", f"{home}/pairs", home, "a/~")
     assert config.parse_args(["--quiet"]).progress is False  # blursynth's spelling of --no-progress
     assert config.parse_args([]).progress is True
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])

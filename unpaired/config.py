@@ -17,6 +17,7 @@ import difflib
 import io
 import json
 import math
+import os
 import re
 import sys
 import tomllib
@@ -354,9 +355,18 @@ def from_mapping(values: dict, base: TrainConfig | None = None, where: str = "co
     return cfg
 
 
+PATH_OPTIONS = ("pairs", "val_pairs", "blurry", "sharp", "perceptual_weights", "run_dir")
+
+
 def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
-    """Read a TOML file of ``name = value`` lines (field names, underscores or dashes)."""
-    return from_mapping(_read_toml(path), base, where=str(path))
+    """Read a TOML file of ``name = value`` lines (field names, underscores or dashes). A path option's
+    leading ``~`` is the home folder, as the shell makes it on the command line (``out = "~/runs/a"``
+    made a folder named ``~``)."""
+    values = _read_toml(path)
+    for name in PATH_OPTIONS:
+        if isinstance(values.get(name), str):
+            values[name] = os.path.expanduser(values[name])
+    return from_mapping(values, base, where=str(path))
 
 
 # Second spellings of a flag: `--out` is what blursynth's commands and unpaired.deblur call an output folder.
