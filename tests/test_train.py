@@ -388,6 +388,14 @@ def test_a_run_stopped_off_the_checkpoint_schedule_and_resumed_keeps_the_same_ch
     assert_resumed_as_uninterrupted(a, b, 6)
 
 
+@pytest.mark.parametrize("val_size", ["0", "2"])
+def test_a_run_ends_naming_its_folder(tmp_path, capsys, val_size):
+    # (without validation it ended without a word of where its checkpoints are)
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "1", "--val-size", val_size, "--eval-every", "1", "--no-progress", "--run-dir", str(run)])
+    assert capsys.readouterr().out.splitlines()[-1] == f"run folder: {run}"
+
+
 def test_a_run_folder_in_use_by_another_trainer_is_refused_and_left_alone(tmp_path, refused):
     # (a job requeued while its first copy still ran: both wrote the folder's metrics and checkpoints)
     from blursynth.io import lock_folder

@@ -690,6 +690,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             print(f"validation PSNR on {len(val)} held-out pairs{at}: blurry input {result['val_psnr_blurry']:.2f} dB, "
                   f"model output {result['val_psnr']:.2f} dB ({result['val_psnr'] - result['val_psnr_blurry']:+.2f} dB); "
                   f"SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
+    if master:  # (--val-size 0 too: a run without validation ended without naming its folder)
         print(f"run folder: {run}")
     if world > 1:
         dist.barrier()
