@@ -8,6 +8,7 @@ interrupted run never leaves a half-written file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import numbers
@@ -379,6 +380,22 @@ def _naming(exc: OSError, path: Path) -> OSError:
     return OSError(exc.errno, exc.strerror, str(path))
 
 
+def _short_write_error(tmp: Path, cause: OSError) -> OSError:
+    """The file system's own error for a write into ``tmp`` that fell short: NumPy's ``tofile`` reports
+    one with no errno ("180000 requested and 32384 written"), so that a full disk would not read as one.
+    Writing on where it stopped gives the reason (ENOSPC, EDQUOT, EFBIG ...)."""
+    if cause.errno is not None:
+        return cause
+    try:
+        with open(tmp, "ab") as fh:
+            fh.write(bytes(1 << 20))
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as probe:
+        return OSError(probe.errno, probe.strerror, str(tmp))
+    return OSError(errno.EIO, f"the write fell short ({cause})", str(tmp))
+
+
 DEEP_SUFFIXES = {".png", ".pgm", ".ppm", ".tif", ".tiff"}  # formats write_image can give 16 bits
 
 
@@ -414,7 +431,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
         elif suffix in (".pgm", ".ppm"):
             tmp.write_bytes(pnm_bytes(_pnm_channels(path, data)))
         else:
-            iio.imwrite(tmp, data, extension=suffix, **kwargs)  # (lower case: imageio picks its TIFF writer for .tif only)
+            try:
+                iio.imwrite(tmp, data, extension=suffix, **kwargs)  # (lower case: imageio picks its TIFF writer for .tif only)
+            except AttributeError as exc:
+                # imageio's bundled TIFF writer answers a write that falls short (a full disk) by writing
+                # again through ndarray.tostring, which NumPy 2 removed: the AttributeError hid the OSError.
+                if not isinstance(exc.__context__, OSError):
+                    raise
+                raise _short_write_error(tmp, exc.__context__) from None
 
 
 # Pillow refuses images over 179 Mpx, a guard against decompression bombs from the web; a user's own

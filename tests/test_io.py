@@ -849,3 +849,30 @@ def test_a_name_that_is_not_utf8_does_not_crash_the_decoders(tmp_path):
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["1", "['cannot',", "'not']"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="RLIMIT_FSIZE and SIGXFSZ are POSIX")
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_a_write_that_falls_short_is_an_oserror_naming_the_file(tmp_path, suffix):
+    # A disk that fills up during a write: imageio's TIFF writer answered NumPy's short write with
+    # ndarray.tostring, gone in NumPy 2, so deblur died in "AttributeError: ... tostring" instead of
+    # stopping with one line. A file-size limit makes the write fall short as a full disk does (EFBIG).
+    import os
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / f"out{suffix}"
+    code = ("import errno, resource, signal, sys, numpy as np\n"
+            "from blursynth.io import write_image\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))\n"
+            "try:\n"
+            "    write_image(sys.argv[1], np.random.default_rng(0).integers(0, 256, (200, 300, 3), np.uint8))\n"
+            "except OSError as exc:\n"
+            "    print(errno.errorcode.get(exc.errno), exc.filename)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert run.stdout.split() == ["EFBIG", str(out)]
+    assert list(tmp_path.iterdir()) == []  # (no temporary left, no file cut short)
