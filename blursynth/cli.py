@@ -866,6 +866,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"blursynth {args.command}: interrupted; nothing was written to the output folder", file=sys.stderr)
         return exit_code(exc)
+    except OSError as exc:
+        # A disk that fills up (or turns read-only) after generate's check of the free space: one line, as
+        # `dataset` says it, not a traceback. The staged files are already removed.
+        if args.command != "generate" or exc.errno is None:
+            raise
+        name = Path(exc.filename).name if exc.filename else "kernels.npz"  # (its staged arrays' writes name no file)
+        print(f"blursynth generate: error: --out {args.out}: cannot write {name} ({exc.strerror}); free some "
+              "space there or choose another --out, then run the command again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -358,6 +358,24 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(capsys, tmp_path, monk
     assert "cannot make a folder there (Permission denied)" in err
 
 
+@pytest.mark.skipif(not hasattr(__import__("resource"), "RLIMIT_FSIZE") if os.name == "posix" else True,
+                    reason="a file-size limit stands for a disk that fills up")
+def test_a_disk_that_fills_up_after_the_space_check_is_one_line(tmp_path):
+    # The free-space check passes (the disk is large), then writes fail: another job filled the disk, or
+    # the staging's headers, contact sheet and summary did not fit beside twice the arrays. That was an
+    # OSError traceback; it is one line naming the file, exit code 1, the staged files removed.
+    import resource
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    run = subprocess.run([sys.executable, "-m", "blursynth", "generate", "--trajectories", "300", "--out",
+                          str(tmp_path / "k"), "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": path}, timeout=120,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000)))
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert re.match(r"blursynth generate: error: --out .*k: cannot write \S+ \(File too large\)", run.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     # a run long enough to be stopped half way, by the signal a job scheduler or `kill` sends
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # (keeping where the deps are)
