@@ -1141,6 +1141,37 @@ def test_a_full_disk_is_one_line_and_leaves_no_checkpoint(tmp_path, capsys, monk
     assert not list((run / "checkpoints").glob("*.pt")) and not list((run / "checkpoints").glob(".*"))
 
 
+def test_a_full_disk_while_logging_names_metrics_jsonl(tmp_path, capsys, monkeypatch):
+    # A write() that fails names no file: the line said "cannot write None (No space left on device)".
+    import builtins
+    import errno
+
+    class Full:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    def full_metrics(file, mode="r", *a, **kw):
+        fh = builtins.open(file, mode, *a, **kw)
+        return Full(fh) if Path(file).name == "metrics.jsonl" and "a" in mode else fh
+
+    monkeypatch.setattr("unpaired.train.open", full_metrics, raising=False)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        cli(TINY + ["--device", "cpu", "--steps", "2", "--log-every", "1", "--no-progress", "--run-dir", str(run)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 1 and "Traceback" not in err
+    assert f"error: cannot write {run / 'metrics.jsonl'} (No space left on device)" in err and "--resume" in err
+
+
 def test_an_unreadable_photo_folder_is_not_called_a_write_error(tmp_path, capsys, monkeypatch):
     # EACCES comes from reading inputs too: "cannot write <the photo folder> ... make room there" was wrong
     import errno

@@ -505,8 +505,14 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             # JSON has no NaN or Infinity: json.dumps wrote a diverged run's losses and scores as bare
             # NaN tokens, which strict readers (jq, JavaScript, pandas' default engine) refuse; null instead
             record = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-            with open(run / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record, allow_nan=False) + "\n")
+            path = run / "metrics.jsonl"
+            try:
+                with open(path, "a") as fh:
+                    fh.write(json.dumps(record, allow_nan=False) + "\n")
+            except OSError as exc:  # (a write or flush that fails, on a full disk, names no file)
+                if exc.filename is not None:
+                    raise
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
 
     @torch.no_grad()
     def evaluate(step: int) -> dict:
