@@ -267,3 +267,19 @@ def test_each_quantity_of_a_sampler_draws_its_own_stream(module):
     assert len(streams) >= 5
     shared = {v: [k for k in streams if streams[k] == v] for v in streams.values()}
     assert len(set(streams.values())) == len(streams), {v: k for v, k in shared.items() if len(k) > 1}
+
+
+def test_plain_index_turns_only_a_0d_integer_tensor_into_an_int():
+    """A 0-d integer tensor (``for i in torch.arange(n)``) selects one item as an int does; anything else is
+    left as it is: a 0-d bool or float tensor is no item number (True is not item 1), and an index tensor
+    of one or more items still selects those items."""
+    for zero_d in (torch.tensor(3), torch.tensor(-1, dtype=torch.int32), torch.tensor(2, dtype=torch.uint8)):
+        got = rng.plain_index(zero_d)
+        assert type(got) is int and got == int(zero_d)
+    for kept in (torch.tensor(True), torch.tensor(1.0), torch.tensor([1]), torch.tensor([2, 0]), 2, slice(1, None),
+                 [0, 1]):
+        assert rng.plain_index(kept) is kept
+    from blursynth.trajectory import CameraShake
+    shake = CameraShake().sample(3, seed=0)
+    picked = shake[torch.tensor([2, 0])]
+    assert len(picked) == 2 and torch.equal(picked.rotation, shake.rotation[[2, 0]])
