@@ -747,6 +747,40 @@ def test_probe_images_uses_the_cores_this_process_may_run_on(tmp_path, monkeypat
     assert probe_images([tmp_path / "a.png"]) == [(12, 10)] and pools == [2, 128]
 
 
+def test_lock_folder_is_exclusive_and_none_where_there_are_no_locks(tmp_path, monkeypatch):
+    # (NFS mounted without a lock daemon: flock fails with ENOLCK; a dataset, generate or training run there
+    # goes on unlocked rather than stopping in a traceback)
+    import errno
+    import os
+
+    import blursynth.io as io_mod
+    from blursynth.io import lock_folder
+    if io_mod.fcntl is None:
+        pytest.skip("no folder locks on this system")
+    fd = lock_folder(tmp_path)
+    if fd is None:
+        pytest.skip("no folder locks on this file system")
+    try:
+        with pytest.raises(BlockingIOError):  # (another open of the folder: another process's, as it were)
+            lock_folder(tmp_path)
+    finally:
+        os.close(fd)
+    fd = lock_folder(tmp_path)  # free again once closed
+    assert isinstance(fd, int)
+    os.close(fd)
+    tried = []
+
+    def no_locks(fd, operation):
+        tried.append(fd)
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(io_mod.fcntl, "flock", no_locks)
+    assert lock_folder(tmp_path) is None and len(tried) == 1
+    with pytest.raises(OSError, match="Bad file descriptor"):  # (and its descriptor closed, not leaked)
+        os.fstat(tried[0])
+    monkeypatch.setattr(io_mod, "fcntl", None)  # (Windows)
+    assert lock_folder(tmp_path) is None
+
+
 def test_probe_images_refuses_one_path_and_bad_thread_counts(tmp_path):
     Image.fromarray(_ramp()).save(tmp_path / "a.png")
     with pytest.raises(TypeError, match=r"list of paths.*pass \[path\]"):  # was one "no such file" per letter
