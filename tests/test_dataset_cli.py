@@ -1223,6 +1223,23 @@ def test_records_name_only_the_datasets_own_files_for_deletion():
     assert ds._named_files(text + "\nnot json") == {"sharp/000001.png", "kernels/000002.npy"}
 
 
+def test_overwrite_takes_as_the_datasets_only_the_names_it_writes():
+    # what --overwrite may delete (of the earlier run's settings) or refuses the folder over (of this run's):
+    # a file of another width of number, beyond the last pair or chunk, or of the other layout is the user's
+    for name in ("dataset.json", "manifest.jsonl", "parts/000000.jsonl", "parts/000001.jsonl", "sharp/000000.png",
+                 "blur/000019.png", "kernels/000019.npy"):
+        assert ds._written_name(name, 20, "blursynth"), name
+    for name in ("parts/000002.jsonl", "sharp/000020.png", "kernels/000020.npy", "sharp/0000019.png",
+                 "sharp/00019.png", "gt/000003.png", "sharp/000003.jpg", "blur/000003.npy", "kernels/000003.png",
+                 "notes.txt", "sharp/sub/000003.png"):
+        assert not ds._written_name(name, 20, "blursynth"), name
+    assert ds._written_name("gt/000003.png", 20, "basicsr") and ds._written_name("lq/000003.png", 20, "basicsr")
+    assert not ds._written_name("sharp/000003.png", 20, "basicsr")
+    # (past 1,000,000 pairs the numbers are as wide as the largest: 7 digits, and 6 are not the dataset's)
+    assert ds._written_name("sharp/0999999.png", 1_000_001, "blursynth")
+    assert not ds._written_name("sharp/999999.png", 1_000_001, "blursynth")
+
+
 def test_overwrite_of_a_finished_dataset_of_the_same_settings_makes_it_anew(tmp_path, photos, recipe_file, reference):
     # --overwrite resumes only an unfinished run of these settings; a finished one is made again, as asked
     out = tmp_path / "set"
