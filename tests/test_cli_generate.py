@@ -454,6 +454,14 @@ def test_the_meta_device_is_refused(capsys, tmp_path, command):
     _fails(capsys, tmp_path, [command, *size, "--device", "meta", "--quiet", "--out", str(tmp_path / "o")], "--device meta")
 
 
+@pytest.mark.parametrize("command", ["generate", "dataset"])
+def test_a_device_type_this_machine_cannot_allocate_on_is_refused(capsys, tmp_path, command):
+    # (a device torch names but this machine lacks: the run ended in a traceback at its first tensor there)
+    size = ["--trajectories", "5"] if command == "generate" else ["--pairs", "2", "--crop", "16"]
+    _fails(capsys, tmp_path, [command, *size, "--device", "fpga", "--quiet", "--out", str(tmp_path / "o")],
+           "--device fpga: cannot allocate on it here; use cpu")
+
+
 def test_inspect_prints_the_summary_and_renders(capsys, tmp_path):
     _, out = _generate(tmp_path)
     capsys.readouterr()
