@@ -396,6 +396,19 @@ def test_a_run_ends_naming_its_folder(tmp_path, capsys, val_size):
     assert capsys.readouterr().out.splitlines()[-1] == f"run folder: {run}"
 
 
+def test_a_run_folder_whose_name_is_not_utf8_is_named_at_the_end(tmp_path, monkeypatch):
+    # stdout is strict under a UTF-8 locale other than C: the last line, naming the run folder, failed after
+    # the run had finished (a traceback, exit status 1, for a run that had written all its checkpoints)
+    import io
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    monkeypatch.setattr("sys.stdout", stdout)
+    run = tmp_path / os.fsdecode(b"r\xe9sultat")
+    main(TINY + ["--steps", "1", "--val-size", "0", "--run-dir", str(run)])
+    assert (run / "checkpoints" / "step_0000001.pt").is_file()
+    stdout.flush()
+    assert stdout.buffer.getvalue().decode().splitlines()[-1].endswith("r\\udce9sultat")
+
+
 def test_a_run_folder_in_use_by_another_trainer_is_refused_and_left_alone(tmp_path, refused):
     # (a job requeued while its first copy still ran: both wrote the folder's metrics and checkpoints)
     from blursynth.io import lock_folder
