@@ -252,6 +252,33 @@ def test_output_options_are_checked_before_evaluating(tmp_path, capsys, monkeypa
         assert code == 2 and re.search(message, err), (option, err)
 
 
+def test_outputs_inside_the_folder_benchmarks_inputs_are_refused(tmp_path, capsys, monkeypatch):
+    # (a --grid left in --blurry was read by the next run as a blurry image without a sharp twin; a --json in
+    # --sharp or --kernels lies among the benchmark's own files)
+    root = tmp_path / "ds"
+    for d in ("blur", "sharp", "kernels"):
+        (root / d).mkdir(parents=True)
+    for d in ("blur", "sharp"):
+        iio.imwrite(root / d / "000000.png", _u8(np.stack([_scene(1)] * 3, -1)))
+    np.save(root / "kernels" / "000000.npy", _kernel(1))
+
+    class Evaluated(Exception):
+        pass
+
+    def evaluated(*args, **kwargs):
+        raise Evaluated
+    monkeypatch.setattr(evaluate, "evaluate", evaluated)
+    inputs = ["--benchmark", "folder", "--blurry", root / "blur", "--sharp", root / "sharp", "--kernels",
+              root / "kernels"]
+    for option, given in ((["--grid", root / "blur" / "g.png"], "--blurry"),
+                          (["--json", root / "sharp" / "sub" / "r.json"], "--sharp"),
+                          (["--json", root / "kernels" / "r.json"], "--kernels")):
+        code, err = _refused(inputs + option, capsys)
+        assert code == 2 and re.search(rf"{option[0]} .*: inside {given} .*write it elsewhere", err), (option, err)
+    with pytest.raises(Evaluated):  # beside them is fine, in a folder whose name merely starts alike too
+        _run(inputs + ["--json", root / "r.json", "--grid", root / "blur2" / "g.png"])
+
+
 def test_unwritable_output_paths_are_refused_before_evaluating(tmp_path, capsys, monkeypatch):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
 
