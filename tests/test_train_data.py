@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unpaired.data import (FolderImages, StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop, seed_b,
-                           synthetic_pairs, synthetic_sharp)
+from unpaired.data import (_S_PERM, FolderImages, StepSampler, SyntheticPool, UnpairedCrops, permuted, random_crop,
+                           seed_b, synthetic_pairs, synthetic_sharp)
 
 
 @given(st.integers(0, 50), st.integers(1, 20), st.integers(1, 5), st.integers(1, 4))
@@ -44,6 +44,13 @@ def test_positions_in_any_order_give_the_same_items():
 
 def test_epochs_differ():
     assert [permuted(0, 20, k) for k in range(20)] != [permuted(0, 20, 20 + k) for k in range(20)]
+
+
+def test_streams_differ():
+    # (CycleGAN draws its blurry and its sharp photos on two streams: one order for both would pair them up
+    # the same way every epoch, though the folders are unpaired)
+    orders = [[permuted(0, 20, k, stream) for k in range(20)] for stream in (_S_PERM, _S_PERM + 1, _S_PERM + 2)]
+    assert orders[0] != orders[1] != orders[2] != orders[0]
 
 
 @settings(max_examples=20)
