@@ -431,6 +431,29 @@ def test_a_run_folder_in_use_by_another_trainer_is_refused_and_left_alone(tmp_pa
     main(["--resume", str(run), "--steps", "5", "--no-progress"])  # (and this process let it go at its end)
 
 
+def test_a_new_run_holds_its_folder_while_it_trains(tmp_path, monkeypatch):
+    # (two trainers started together on one new --out: the second found no lock on the folder the first had
+    # just made, and both wrote their checkpoints and metrics there)
+    from blursynth.io import lock_folder
+    from unpaired import train
+    probe = lock_folder(tmp_path)
+    if probe is None:
+        pytest.skip("no folder locks on this file system")
+    os.close(probe)
+    run, refused = tmp_path / "run", []
+    remove = train._remove_temporaries
+
+    def another_trainer_tries(folder):  # (called once the new run's folder is made and held)
+        try:
+            os.close(lock_folder(folder))
+        except BlockingIOError:
+            refused.append(folder)
+        return remove(folder)
+    monkeypatch.setattr(train, "_remove_temporaries", another_trainer_tries)
+    main(TINY + ["--steps", "1", "--val-size", "0", "--run-dir", str(run)])
+    assert refused == [run]
+
+
 def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):
     run = tmp_path / "run"
     main(TINY + ["--steps", "2", "--ckpt-every", "1", "--eval-every", "100", "--run-dir", str(run)])
