@@ -326,7 +326,8 @@ def test_cli_refuses_an_empty_path_rather_than_take_the_current_folder(tmp_path,
     base = ["--tile", "16", "--overlap", "4", "--checkpoint", str(checkpoint), "--quiet"]
     for argv, option in (([str(tmp_path / "in"), "--out", "", "--overwrite"], "--out"),
                          (["", "--out", str(tmp_path / "out")], "input"),
-                         ([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", ""], "--checkpoint")):
+                         ([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--checkpoint", ""], "--checkpoint"),
+                         ([str(tmp_path / "in"), "--out", " "], "--out")):  # ("$DIR $NAME", both unset)
         with pytest.raises(SystemExit) as exit_:
             main(base + argv)
         assert exit_.value.code == 2 and f"error: {option} is empty" in capsys.readouterr().err

@@ -210,7 +210,7 @@ def test_options_another_mode_would_ignore_are_refused(tmp_path, argv, match):
 @pytest.mark.parametrize("argv, option", [
     (["--pairs", ""], "--pairs"), (["--mode", "reblur", "--blurry", ""], "--blurry"), (["--val-pairs", ""], "--val-pairs"),
     (["--mode", "cyclegan", "--blurry", "", "--sharp", ""], "--blurry"), (["--out", ""], "--run-dir"),
-    (["--resume", ""], "--resume")])
+    (["--resume", ""], "--resume"), (["--out", " "], "--run-dir"), (["--pairs", "\t"], "--pairs")])
 def test_an_empty_path_is_refused_rather_than_read_as_not_given(argv, option):
     # (`--pairs "$DATA"` with DATA unset trained on synthetic pairs, `--blurry ""` without photos, `--resume ""`
     # started a new run, `--out ""` wrote the run into the current folder)
