@@ -89,6 +89,9 @@ def test_config_toml_then_command_line_override(tmp_path):
     cfg = config.load_toml(toml)
     home = os.path.expanduser("~")
     assert (cfg.run_dir, cfg.pairs, cfg.blurry, cfg.val_pairs) == (f"{home}/runs/a", f"{home}/pairs", home, "a/~")
+    toml.write_text('mode = "cyclegan"\nsharp = "~/s"\nval_pairs = "~/v"\nperceptual_weights = "~/vgg.pth"\n')
+    cfg = config.load_toml(toml)
+    assert (cfg.sharp, cfg.val_pairs, cfg.perceptual_weights) == (f"{home}/s", f"{home}/v", f"{home}/vgg.pth")
     assert config.parse_args(["--quiet"]).progress is False  # blursynth's spelling of --no-progress
     assert config.parse_args([]).progress is True
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])
