@@ -53,6 +53,17 @@ def test_streams_differ():
     assert orders[0] != orders[1] != orders[2] != orders[0]
 
 
+def test_an_epochs_order_is_drawn_once_for_sets_drawn_in_turn():
+    # CycleGAN takes an item of its blurry, its sharp and its photo set in turn: each set's epoch order must
+    # stay kept while the others are drawn (redrawn at each item, an epoch took time quadratic in its size)
+    from unpaired.data import _epoch_order
+    _epoch_order.cache_clear()
+    for p in range(40):
+        for stream, n in ((_S_PERM, 20), (_S_PERM + 1, 20), (_S_PERM + 2, 10)):
+            permuted(7, n, p, stream)
+    assert _epoch_order.cache_info().misses == 2 + 2 + 4  # (two epochs of each 20, four of the 10)
+
+
 @settings(max_examples=20)
 @given(st.integers(0, 10 ** 6), st.integers(8, 40), st.integers(8, 40))
 def test_crop_is_shared_and_in_bounds(p, h, w):
