@@ -65,6 +65,9 @@ def test_35mm_equivalent_and_bad_values():
     assert abs(cam.focal_px - 5000.0) < 1e-6  # 36 mm frame mapped to 3600 px: 100 px/mm
     with pytest.raises(ValueError, match="focal"):
         Camera(-1.0, 10, 10)
+    for focal in (0, 0.0, math.inf, math.nan, "50", True):  # (0 px would put every scene point on the principal point)
+        with pytest.raises(ValueError, match="focal length must be a positive number of pixels"):
+            Camera(focal, 64, 48)
     with pytest.raises(ValueError, match="focal"):
         Camera.from_35mm(0.0, 10, 10)
     with pytest.raises(ValueError, match="depth"):
