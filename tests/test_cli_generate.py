@@ -420,6 +420,23 @@ def test_the_next_run_removes_what_runs_killed_outright_left_behind(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".out.l1ve_run.tmp", "out"]
 
 
+def test_a_killed_runs_staged_folder_gone_before_its_lock_is_passed_over(tmp_path, monkeypatch):
+    # (another run's clean-up removed it between the listing and the lock: this run is not stopped by that)
+    killed = tmp_path / ".out.k1ll3d_x.tmp"
+    killed.mkdir()
+    os.utime(killed, (time.time() - 3600,) * 2)
+    hold = cli._hold
+
+    def removed_first(folder):
+        if folder == killed:
+            killed.rmdir()
+        return hold(folder)
+    monkeypatch.setattr(cli, "_hold", removed_first)
+    assert _generate(tmp_path)[0] == 0
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert cli._hold(tmp_path / "nowhere") is None
+
+
 def test_a_run_the_disk_cannot_hold_is_refused_at_its_first_chunk(capsys, tmp_path, monkeypatch):
     import blursynth.cli as cli
     usage = shutil.disk_usage(tmp_path)
