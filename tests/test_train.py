@@ -92,6 +92,11 @@ def test_config_toml_then_command_line_override(tmp_path):
     toml.write_text('mode = "cyclegan"\nsharp = "~/s"\nval_pairs = "~/v"\nperceptual_weights = "~/vgg.pth"\n')
     cfg = config.load_toml(toml)
     assert (cfg.sharp, cfg.val_pairs, cfg.perceptual_weights) == (f"{home}/s", f"{home}/v", f"{home}/vgg.pth")
+    # (and a --blur-recipe given as a file: "~/shake.toml: recipe file not found")
+    toml.write_text('mode = "cyclegan"\nblur_model = "shake"\nblur_recipe = "~/shake.toml"\n')
+    assert config.load_toml(toml).blur_recipe == f"{home}/shake.toml"
+    toml.write_text('mode = "cyclegan"\nblur_model = "shake"\nblur_recipe = "default"\n')  # (a name stays one)
+    assert config.load_toml(toml).blur_recipe == "default"
     assert config.parse_args(["--quiet"]).progress is False  # blursynth's spelling of --no-progress
     assert config.parse_args([]).progress is True
     paired, gan = config.parse_args([]), config.parse_args(["--mode", "cyclegan"])

@@ -355,7 +355,8 @@ def from_mapping(values: dict, base: TrainConfig | None = None, where: str = "co
     return cfg
 
 
-PATH_OPTIONS = ("pairs", "val_pairs", "blurry", "sharp", "perceptual_weights", "run_dir")
+# (blur_recipe is a recipe's name or its TOML file; a name is left as it is, not starting with ~)
+PATH_OPTIONS = ("pairs", "val_pairs", "blurry", "sharp", "perceptual_weights", "run_dir", "blur_recipe")
 
 
 def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
