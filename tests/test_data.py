@@ -265,6 +265,8 @@ def test_crop_device_and_index_edges_are_clear(tmp_path):
             SyntheticPairs(2, _recipe(), crop=bad)
     with pytest.raises(ValueError, match="device='tpu-ish': not a torch device"):
         SyntheticPairs(2, _recipe(), device="tpu-ish")
+    with pytest.raises(ValueError, match="device=None: not a torch device"):  # (not torch's TypeError)
+        SyntheticPairs(2, _recipe(), device=None)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device='cuda': CUDA is not available.*use cpu"):
             SyntheticPairs(2, _recipe(), device="cuda")
