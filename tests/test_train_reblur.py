@@ -1,5 +1,6 @@
 """--mode reblur: the kernel predictor, the re-blur formation and losses, and runs of the trainer."""
 
+import re
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -356,13 +357,16 @@ def test_a_resume_on_other_photos_judges_best_reblur_afresh(tmp_path):
     assert torch.load(run / "checkpoints" / "best_reblur.pt", weights_only=False)["step"] == 3
 
 
-def test_a_resume_with_another_photo_curve_judges_best_reblur_afresh(tmp_path):
+def test_a_resume_with_another_photo_curve_judges_best_reblur_afresh(tmp_path, capsys):
     # the re-blur error of the photos through another curve is another score (a run started with the
     # wrong --photo-curve and resumed with the right one kept the old curve's best as the one to beat)
     photos, run = _photos(tmp_path / "photos"), tmp_path / "run"
     main(TINY_REBLUR + ["--blurry", str(photos), "--steps", "3", "--stop-at", "2", "--eval-every", "1",
                         "--photo-curve", "linear", "--run-dir", str(run)])
+    capsys.readouterr()
     main(["--resume", str(run), "--photo-curve", "srgb", "--no-progress"])
+    assert re.search(r"resume: best_reblur.pt's re-blur error 0\.\d{4} was measured with --photo-curve linear; "
+                     "the next validation starts the best afresh", capsys.readouterr().err)
     scores = {r["step"]: r["val_reblur"] for r in records(run) if "val_reblur" in r}
     assert scores[3] > min(scores[1], scores[2])  # (so only a fresh judgement writes it at step 3)
     assert torch.load(run / "checkpoints" / "best_reblur.pt", weights_only=False)["step"] == 3

@@ -427,10 +427,15 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
                       f"--val-pairs or --seed); best.pt's {best:.2f} dB was measured on the others, so the next "
                       "validation starts the best afresh", file=sys.stderr)
             best = -float("inf")
-        if (tuple(state.get("validation_photos", photos_digest)) != photos_digest
-                or state.get("config", {}).get("photo_curve", cfg.photo_curve) != cfg.photo_curve):
-            best_reblur = float("inf")  # (best_reblur.pt's score was measured on other photos, or re-blurred them
-            # through another --photo-curve: kept, it could stay unbeaten by every model of the right curve)
+        curve_was = state.get("config", {}).get("photo_curve", cfg.photo_curve)
+        if tuple(state.get("validation_photos", photos_digest)) != photos_digest or curve_was != cfg.photo_curve:
+            # (best_reblur.pt's score was measured on other photos, or re-blurred them through another
+            # --photo-curve: kept, it could stay unbeaten by every model of the right curve)
+            if master and best_reblur < float("inf"):
+                why = "other photos" if curve_was == cfg.photo_curve else f"--photo-curve {curve_was}"
+                print(f"resume: best_reblur.pt's re-blur error {best_reblur:.4f} was measured with {why}; the next "
+                      "validation starts the best afresh", file=sys.stderr)
+            best_reblur = float("inf")
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
             _keep_last(ckpt_dir, cfg)  # (a run killed between writing a checkpoint and removing the oldest)
