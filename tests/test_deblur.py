@@ -676,3 +676,16 @@ def test_cli_names_the_input_of_a_16_bit_file_it_cannot_write(tmp_path, checkpoi
     (tmp_path / "deep.png").rename(tmp_path / "in" / "deep.jpg")
     assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     assert f"error: {tmp_path / 'in' / 'deep.jpg'}: a 16-bit image, but .jpg holds 8 bits" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_an_image_of_another_float_dtype_goes_through_the_network_in_its_weights_dtype(dtype):
+    # a float64 image (NumPy's default: torch.from_numpy(photo / 255)) or a half one met the float32
+    # weights in a traceback from inside the network ("Input type (double) and bias type (float)")
+    net = build_generator({"kind": "unet", "ngf": 4, "depth": 2, "residual": True}, seed=0).eval()
+    x = torch.rand(2, 3, 37, 51, generator=torch.Generator().manual_seed(0)).to(dtype)
+    out = deblur_image(net, x, tile=16, overlap=8, factor=4)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    assert torch.equal(out, deblur_image(net, x.float(), tile=16, overlap=8, factor=4))
+    with pytest.raises(TypeError, match="float"):
+        deblur_image(net, (x.float() * 255).to(torch.uint8), tile=16, overlap=8, factor=4)

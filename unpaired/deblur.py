@@ -154,10 +154,18 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     whose instance norm normalises each tile by that tile's own statistics. One row of tiles is
     restored at a time and added into the output, so memory is about three images (input, padded
     copy, output) plus one row of tiles, whatever the image size. Runs on ``image.device``, with
-    ``net`` there; the output is float32; ``progress`` shows a bar over the rows of tiles (after 2 s).
+    ``net`` there; ``image`` is any float dtype (the tiles go in the dtype of ``net``'s weights, when
+    it has any); the output is float32; ``progress`` shows a bar over the rows of tiles (after 2 s).
     """
     if image.ndim != 4:
         raise ValueError(f"image must be (B, C, H, W), got {tuple(image.shape)}")
+    if not image.is_floating_point():  # (0-255 values would be restored as if far above white)
+        raise TypeError(f"image must be float in [0, 1], got {image.dtype}; convert with .float() / 255 for "
+                        "8-bit images (/ 65535 for 16-bit)")
+    # (a float64 image, or a half one, met float32 weights in a traceback from inside the network)
+    weights = next((p for p in net.parameters() if p.is_floating_point()), None) if isinstance(net, nn.Module) else None
+    if weights is not None:
+        image = image.to(weights.dtype)
     # (a tile below min_side, --tile 8 or --overlap 0 on a tiny image, ended in a traceback from inside
     # the network)
     tile = max(math.ceil(tile / factor) * factor, min_side(factor))
