@@ -689,3 +689,12 @@ def test_an_image_of_another_float_dtype_goes_through_the_network_in_its_weights
     assert torch.equal(out, deblur_image(net, x.float(), tile=16, overlap=8, factor=4))
     with pytest.raises(TypeError, match="float"):
         deblur_image(net, (x.float() * 255).to(torch.uint8), tile=16, overlap=8, factor=4)
+
+
+def test_a_batch_of_no_images_gives_a_batch_of_no_images(checkpoint):
+    # the network takes a batch of none; tiling it ended in torch.cat's "expected a non-empty list"
+    from unpaired.inference import load_restorer
+    net = build_generator({"kind": "unet", "ngf": 4, "depth": 2, "residual": True}, seed=0).eval()
+    out = deblur_image(net, torch.rand(0, 3, 37, 51), tile=16, overlap=8, factor=4)
+    assert out.shape == (0, 3, 37, 51) and out.dtype == torch.float32
+    assert load_restorer(checkpoint)(torch.rand(0, 1, 20, 20)).shape == (0, 1, 20, 20)

@@ -166,6 +166,8 @@ def deblur_image(net: nn.Module, image: torch.Tensor, tile: int = 256, overlap: 
     weights = next((p for p in net.parameters() if p.is_floating_point()), None) if isinstance(net, nn.Module) else None
     if weights is not None:
         image = image.to(weights.dtype)
+    if image.numel() == 0:  # (a batch of no images: no tiles to concatenate, a traceback from torch.cat)
+        return image.new_zeros(image.shape, dtype=torch.float32)
     # (a tile below min_side, --tile 8 or --overlap 0 on a tiny image, ended in a traceback from inside
     # the network)
     tile = max(math.ceil(tile / factor) * factor, min_side(factor))
