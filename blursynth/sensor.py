@@ -483,7 +483,7 @@ def to_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
         1: lambda v, i: srgb_to_linear(v),
         2: lambda v, i: _power(v, gamma[i]),
         # Brooks et al.: inverse smoothstep, then gamma expansion.
-        3: lambda v, i: _power((0.5 - torch.sin(torch.asin(1.0 - 2.0 * v) / 3.0)).clamp(min=0.0), _BROOKS_GAMMA),
+        3: lambda v, i: _power(_inverse_smoothstep(v).clamp(min=0.0), _BROOKS_GAMMA),
     })
 
 
@@ -504,6 +504,18 @@ def from_linear(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
         2: lambda v, i: _power(v, 1.0 / gamma[i]),
         3: lambda v, i: _smoothstep(_power(v.clamp(max=1.0), 1.0 / _BROOKS_GAMMA)),
     })
+
+
+def _inverse_smoothstep(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_smoothstep` on [0, 1]. Its slope is infinite at 0 and 1: under autograd
+    the argument of ``asin`` is kept a machine epsilon inside [-1, 1], else a value within about 3e-8
+    of black (1 - 2y rounding to 1 in float32) got a NaN gradient, which made --mode reblur with
+    --photo-curve brooks diverge at its first step; without autograd (datasets) the values are exact."""
+    a = 1.0 - 2.0 * y
+    if y.requires_grad:
+        eps = torch.finfo(y.dtype).eps
+        a = a.clamp(-1.0 + eps, 1.0 - eps)
+    return 0.5 - torch.sin(torch.asin(a) / 3.0)
 
 
 def _smoothstep(y: torch.Tensor) -> torch.Tensor:

@@ -171,6 +171,18 @@ def test_a_gamma_curve_re_blurs_black_with_finite_gradients():
         reblur(sharp, k, "gamma")  # (a gamma curve needs its exponent)
 
 
+@pytest.mark.parametrize("curve", ["srgb", "linear", "gamma:2.2", "gamma:0.5", "brooks"])
+def test_g_gets_finite_gradients_next_to_black_and_white(curve):
+    # the inverse of the brooks curve has an infinite slope at 0: G's output within 3e-8 of black got a NaN
+    # gradient, and a reblur run with --photo-curve brooks diverged at its first step
+    k = torch.full((1, 3, 3), 1 / 9)
+    for v in (0.0, 1e-12, 1e-9, 1e-8, 3e-8, 1e-7, 1 - 1e-7, 1 - 6e-8, 1.0):
+        sharp = torch.full((1, 3, 8, 8), v, requires_grad=True)
+        out = reblur(sharp, k, curve)
+        out.sum().backward()
+        assert torch.isfinite(out).all() and torch.isfinite(sharp.grad).all(), (curve, v)
+
+
 @pytest.mark.parametrize("name, expected", [("srgb", ("srgb", 1.0)), ("linear", ("linear", 1.0)),
                                             ("brooks", ("brooks", 1.0)), ("gamma:2.2", ("gamma", 2.2)),
                                             ("gamma:0.1", ("gamma", 0.1)), ("gamma:10", ("gamma", 10.0))])
