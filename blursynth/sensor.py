@@ -441,8 +441,13 @@ def _power(x: torch.Tensor, p) -> torch.Tensor:
     ``p log x``. float32 ``pow`` is vectorised, and kept; so is ``pow`` under autograd, whose
     gradient at ``x = 0`` the logarithm would turn into NaN.
     """
-    if x.dtype == torch.float64 and not (torch.is_grad_enabled() and x.requires_grad):
+    grad = torch.is_grad_enabled() and x.requires_grad
+    if x.dtype == torch.float64 and not grad:
         return torch.exp(torch.log(x) * p)
+    if grad:
+        # pow's gradient at 0 is inf for p < 1, which torch 2.11 carried on as NaN through the zero slope
+        # of what follows (a gamma curve re-blurring black in --mode reblur): 0 stays 0, with gradient 0
+        return torch.where(x > 0, x.clamp(min=torch.finfo(x.dtype).tiny).pow(p), torch.zeros_like(x))
     return x.pow(p)
 
 
