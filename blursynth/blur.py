@@ -483,8 +483,9 @@ def _circular_exact(x: torch.Tensor, kernel: torch.Tensor, adjoint: bool) -> tor
         kspec = _kernel_spectrum(kk, hh, ww, row0=h // 2, col0=w // 2)
         return kspec.conj() if adjoint else kspec
 
+    # (contiguous: a transposed or channels_last image gave other bytes than its copy on torch 2.11's MKL)
     return _by_image(x, kernel, (hh, ww), spectrum,
-                    lambda xi, kspec: torch.fft.irfft2(_times(torch.fft.rfft2(xi), kspec), s=(hh, ww)))
+                    lambda xi, kspec: torch.fft.irfft2(_times(torch.fft.rfft2(xi.contiguous()), kspec), s=(hh, ww)))
 
 
 def _check_sizes(shape: tuple[int, ...], kernel: torch.Tensor, boundary: str, what: str) -> None:
