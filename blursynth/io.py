@@ -439,6 +439,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
                 if not isinstance(exc.__context__, OSError):
                     raise
                 raise _short_write_error(tmp, exc.__context__) from None
+            except OSError as exc:  # (tifffile, where installed, reports the short write itself, without errno)
+                raise _short_write_error(tmp, exc) from None
 
 
 # Pillow refuses images over 179 Mpx, a guard against decompression bombs from the web; a user's own
