@@ -27,11 +27,12 @@ if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _temporary_files_removed():
+def _temporary_files_removed(tmp_path_factory):
     """Temporary files of the tests and of the commands they start go into one folder, removed at the
     end: torchrun leaves a ``torchelastic_*`` folder at every launch, and a process the tests kill its
     ``pymp-*`` one (hundreds of each had gathered in /tmp). A short path, beside the usual ones, as
     multiprocessing makes sockets there (their paths may not exceed 104-108 bytes)."""
+    tmp_path_factory.getbasetemp()  # (pytest's own folders stay where pytest keeps them, for a look after a failure)
     folder = tempfile.mkdtemp(prefix="blursynth-tests-")
     before = os.environ.get("TMPDIR")
     os.environ["TMPDIR"], tempfile.tempdir = folder, folder

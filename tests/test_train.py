@@ -703,14 +703,15 @@ def test_a_cyclegan_step_routes_each_domain_to_its_discriminator_through_the_poo
     monkeypatch.setattr(train, "PatchDiscriminator", make)
     monkeypatch.setattr(train.CycleGenerators, "forward", recording_forward)
     run = tmp_path / "r"
+    # (--device cpu: on a GPU, --amp auto runs G in bfloat16 and the pool keeps float32 copies)
     main(TINY_GAN + ["--steps", "1", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32",
-                     "--lambda-identity", "0", "--no-residual", "--run-dir", str(run)])
+                     "--lambda-identity", "0", "--no-residual", "--device", "cpu", "--run-dir", str(run)])
     ((blur, sharp, o),) = outs
     expected = [("D_sharp", o["fake_sharp"]), ("D_blur", o["fake_blur"]), ("D_sharp", sharp), ("D_sharp", o["fake_sharp"]),
                 ("D_blur", blur), ("D_blur", o["fake_blur"])]
     assert [w for w, _ in seen] == [w for w, _ in expected]
     for (w, x), (_, y) in zip(seen, expected):
-        torch.testing.assert_close(x, y, msg=w)
+        torch.testing.assert_close(x, y, msg=lambda m, w=w: f"{w}: {m}")
     (rec,) = [r for r in records(run) if "loss_cycle" in r]
     l1 = lambda a, b: float((a - b).abs().mean())  # noqa: E731
     assert min(l1(o["rec_blur"], blur), l1(o["rec_sharp"], sharp)) > 0.01  # (--no-residual: both cycles count)
