@@ -299,11 +299,11 @@ def pick_device(name: str, local_rank: int = 0):
         return torch.device("cuda", local_rank)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device is visible; use --device cpu")
-    device = torch.device("cpu" if name == "auto" else name)
-    if device.type == "cuda" and device.index >= torch.cuda.device_count():  # (else a traceback at the first tensor)
-        raise ConfigError(f"--device {name}: {torch.cuda.device_count()} GPU(s) are visible, numbered from 0; "
-                          f"use --device cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-    return device
+    from blursynth.data import check_device
+    try:  # (cuda:N beyond the visible GPUs, as blursynth's commands refuse it)
+        return check_device("cpu" if name == "auto" else name, f"--device {name}")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _flag(name: str) -> str:
