@@ -413,3 +413,25 @@ def test_align_defaults_reach_10_px_and_refine_to_a_twentieth(dy, dx):
     ref = _blobs(64)
     aligned, shift = metrics.align(_blobs(64, shift=(dy, dx)), ref)
     assert abs(float(shift[0, 0]) - dy) < 0.04 and abs(float(shift[0, 1]) - dx) < 0.04, (shift, dy, dx)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_align_on_cuda_finds_the_shifts_the_cpu_finds():
+    """cuFFT rounds otherwise than the CPU's FFT: on a GPU the integer search must still give a flat
+    image's exact ties to the first shift and find a planted one, and the sub-pixel search must land on
+    the grid point the CPU lands on for planted shifts up to 10 px, the defaults Levin's scoring uses."""
+    g = torch.Generator().manual_seed(3)
+    scene = torch.rand(1, 2, 44, 44, generator=g, dtype=torch.float64)
+    ref = torch.cat([torch.rand(1, 2, 40, 40, generator=g, dtype=torch.float64), scene[..., 2:42, 2:42]])
+    x = torch.cat([torch.full((1, 2, 40, 40), 0.3, dtype=torch.float64), scene[..., 0:40, 3:43]])
+    _, shift = metrics.align(x.cuda(), ref.cuda(), radius=2, border=5, subpixel=())
+    assert shift.tolist() == [[-2.0, -2.0], [2.0, -1.0]]
+
+    planted = [(8.37, -9.62), (-9.88, 6.13), (0.4, 0.0), (-3.21, 2.77)]
+    moved = torch.cat([_blobs(64, shift=s, channels=3) for s in planted])
+    ref = _blobs(64, channels=3).expand_as(moved)
+    aligned, on_gpu = metrics.align(moved.cuda(), ref.cuda())
+    on_cpu = metrics.align(moved, ref)[1]
+    assert aligned.is_cuda and on_gpu.is_cuda
+    assert (on_gpu.cpu() - torch.tensor(planted)).abs().max() < 0.08, on_gpu
+    torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
