@@ -194,8 +194,13 @@ def _pad_adjoint(y: torch.Tensor, size: tuple[int, int], h: int, w: int, boundar
 def _kernel_spectrum(kernel: torch.Tensor, n: int, m: int, row0: int = 0, col0: int = 0) -> torch.Tensor:
     """rfft2 of the kernel placed in an ``n x m`` zero array with tap ``(row0, col0)`` at the origin
     (circularly), ``(Bk, Ck, n, m // 2 + 1)`` complex. Only the kernel's own rows are transformed
-    along x, so this costs a fraction of a full-size rfft2."""
+    along x, so this costs a fraction of a full-size rfft2 on the CPU. Off the CPU a call costs more
+    than its arithmetic, and the one rfft2 of the padded kernel (two transform calls fewer) is faster:
+    on an H200, 1280x720 RGB "circular" blur took 0.35 ms with the two steps, deepinv's one rfft2 0.30."""
     h, w = kernel.shape[-2:]
+    if kernel.device.type != "cpu":
+        padded = F.pad(kernel, (0, m - w, 0, n - h))
+        return torch.fft.rfft2(torch.roll(padded, (-row0, -col0), (-2, -1)) if row0 or col0 else padded)
     if col0:  # (pad and roll: few launches on a GPU)
         spec = torch.fft.rfft(torch.roll(F.pad(kernel, (0, m - w)), -col0, -1), dim=-1)
     else:
