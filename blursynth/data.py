@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from array import array
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -191,7 +193,7 @@ class PairedFolder(Dataset):
         manifest = self.root / "manifest.jsonl"
         self.written = manifest.is_file()  # by `blursynth dataset`, which can remake any of its files
         if self.written:
-            self.records = _read_manifest(manifest)
+            self.records = _Manifest.read(manifest)
         elif (unfinished := _unfinished_run(self.root)) is not None:
             # A `blursynth dataset` folder without its manifest (a killed run, or one shard): its lq/ + gt/
             # (--layout basicsr) hold only some of its pairs, and read as a plain folder they would pass
@@ -218,6 +220,13 @@ class PairedFolder(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def keep(self, indices) -> None:
+        """Leave only the pairs at ``indices`` (a sequence of ints), in that order: items are numbered
+        afresh from 0, and each keeps its ``"index"`` in the dataset. The trainers leave out so the pairs
+        they cannot read."""
+        records = self.records
+        self.records = records.subset(indices) if isinstance(records, _Manifest) else [records[i] for i in indices]
 
     def __getitem__(self, i: int) -> dict:
         rec = self.records[_item_index(i, len(self.records), f"pairs in {self.root}")]
@@ -256,16 +265,71 @@ def _read_kernel(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.lib.format.read_array(fh, allow_pickle=False))
 
 
-def _read_manifest(path: Path) -> list[dict]:
-    """The records of ``manifest.jsonl``; a line that is not a JSON record is a ValueError naming it (a
-    copy cut short ends mid-record, and json's own error named no file)."""
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+class _Manifest(Sequence):
+    """The records of a ``manifest.jsonl``, each parsed when it is asked for: only its byte offset is
+    held, 8 bytes a pair. The parsed dicts, held whole, took about 5 KB a pair (GBs at millions of
+    pairs), in the process and again in each ``DataLoader`` worker, whose reference counts copy the
+    pages they touch. A slice, or :meth:`subset`, is another such view of the same file."""
+
+    def __init__(self, path: Path, offsets: np.ndarray, stamp: tuple):
+        self.path, self.offsets, self.stamp = path, offsets, stamp
+
+    @classmethod
+    def read(cls, path: Path) -> "_Manifest":
+        """Index ``path``, parsing every record once, so that a damaged file is refused at the start."""
+        offsets, at = array("q"), 0  # (a list of Python ints took 28 bytes an offset while it grew)
+        with open(path, "rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    cls._parse(path, line, number)
+                    offsets.append(at)
+                at += len(line)
+            stamp = cls._stamp(fh)
+        return cls(path, np.frombuffer(offsets, dtype=np.int64), stamp)
+
+    @staticmethod
+    def _parse(path: Path, line: bytes, number) -> dict:
+        """A line's record; a line that is not a JSON record is a ValueError naming it (a copy cut short
+        ends mid-record, and json's own error named no file)."""
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {number} is not a JSON record ({exc}); the file is damaged or cut "
-                             "short (an interrupted copy?): copy the dataset folder again") from None
-    return records
+            record = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            record = exc
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON record ({record}); the file is damaged or cut "
+                             "short (an interrupted copy?): copy the dataset folder again")
+        return record
+
+    @staticmethod
+    def _stamp(fh) -> tuple:
+        st = os.fstat(fh.fileno())
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _open(self):
+        fh = open(self.path, "rb")
+        if self._stamp(fh) != self.stamp:  # (offsets into another file would read pieces of lines)
+            fh.close()
+            raise ValueError(f"{self.path} changed since the dataset was opened; open the dataset again")
+        return fh
+
+    def _record(self, fh, offset) -> dict:
+        fh.seek(int(offset))
+        return self._parse(self.path, fh.readline(), f"at byte {int(offset)}")
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return _Manifest(self.path, self.offsets[i], self.stamp)
+        with self._open() as fh:
+            return self._record(fh, self.offsets[i])
+
+    def __iter__(self):
+        with self._open() as fh:
+            for offset in self.offsets:
+                yield self._record(fh, offset)
+
+    def subset(self, indices) -> "_Manifest":
+        """The records at ``indices`` (a sequence of ints), in that order."""
+        return _Manifest(self.path, self.offsets[np.asarray(indices, dtype=np.int64)], self.stamp)

@@ -632,3 +632,71 @@ def test_projective_roll_turns_about_the_centre_of_the_photo_the_crop_was_cut_fr
                                            full, corner)
         assert float(centre[0, 4, 4]) > 1 - 1e-5, (x0, y0)
         assert (out[0, :, 7, 10] - linear[0, :, m + 7, m + 10]).abs().max() < 1e-5, (x0, y0)
+
+
+def _manifest_of(folder, n, params_bytes=0):
+    """A manifest of ``n`` records (no files behind them: PairedFolder reads those per item), each with a
+    ``params`` string of ``params_bytes`` characters standing for the drawn values of a real record."""
+    import json
+    folder.mkdir()
+    lines = [json.dumps({"index": i, "sharp": f"sharp/{i:06d}.png", "blur": f"blur/{i:06d}.png",
+                         "params": {"note": "x" * params_bytes, "i": i}}) for i in range(n)]
+    (folder / "manifest.jsonl").write_text("\n".join(lines[:2] + [""] + lines[2:]) + "\n")  # (a blank line too)
+    return [json.loads(line) for line in lines]
+
+
+def test_a_written_dataset_holds_offsets_not_records():
+    """PairedFolder held every manifest record as a dict (~5 KB a pair in a real dataset: GBs at millions
+    of pairs), in the process and in each DataLoader worker. What it holds, which is what a spawned
+    worker is sent, must not grow with the records' size: 10 KB of params per record changes it by
+    less than a byte a pair, while a pair costs at most 16 bytes."""
+    import pickle
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes = {}
+        for params_bytes in (0, 10_000):
+            _manifest_of(Path(tmp) / f"p{params_bytes}", 500, params_bytes)
+            sizes[params_bytes] = len(pickle.dumps(PairedFolder(Path(tmp) / f"p{params_bytes}")))
+        _manifest_of(Path(tmp) / "more", 1000)
+        more = len(pickle.dumps(PairedFolder(Path(tmp) / "more")))
+    assert abs(sizes[10_000] - sizes[0]) < 500, sizes
+    assert more - sizes[0] <= 16 * 500, (more, sizes)
+
+
+def test_manifest_records_read_back_in_order_sliced_and_kept(tmp_path):
+    records = _manifest_of(tmp_path / "set", 7, params_bytes=3)
+    pairs = PairedFolder(tmp_path / "set")
+    assert len(pairs) == 7 and list(pairs.records) == records
+    assert [pairs.records[i] for i in range(7)] == records and pairs.records[-1] == records[-1]
+    assert list(pairs.records[2:5]) == records[2:5] and len(pairs.records[:0]) == 0
+    pairs.keep([5, 0, 3])
+    assert len(pairs) == 3 and list(pairs.records) == [records[5], records[0], records[3]]
+    assert pairs.records[1]["index"] == 0
+    # the basicsr layout (no manifest) keeps alike
+    for side in ("lq", "gt"):
+        (tmp_path / "b" / side).mkdir(parents=True)
+        for name in ("a.png", "b.png", "c.png"):
+            (tmp_path / "b" / side / name).write_bytes(b"")
+    plain = PairedFolder(tmp_path / "b")
+    plain.keep([2, 1])
+    assert [r["blur"] for r in plain.records] == ["lq/c.png", "lq/b.png"]
+
+
+def test_a_manifest_replaced_after_opening_is_refused_by_name(tmp_path):
+    """Offsets into another file would read pieces of its lines as records."""
+    _manifest_of(tmp_path / "set", 4)
+    pairs = PairedFolder(tmp_path / "set")
+    assert pairs.records[3]["index"] == 3
+    (tmp_path / "set" / "manifest.jsonl").write_text('{"index": 0, "sharp": "s.png", "blur": "b.png"}\n')
+    for read in (lambda: pairs.records[3], lambda: list(pairs.records), lambda: pairs[0]):
+        with pytest.raises(ValueError, match=r"set/manifest\.jsonl changed since the dataset was opened"):
+            read()
+
+
+def test_a_manifest_line_that_is_json_but_not_a_record_is_named(tmp_path):
+    _manifest_of(tmp_path / "set", 3)
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    manifest.write_text(manifest.read_text() + "[1, 2]\n")
+    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 5 is not a JSON record"):
+        PairedFolder(tmp_path / "set")

@@ -180,7 +180,7 @@ def open_pairs(folder: str | Path, option: str = "--pairs") -> PairedFolder:
 
 
 def usable_pairs(source: PairedFolder, option: str, crop: int) -> list[str]:
-    """Leave out of ``source.records`` (in place) the pairs that training cannot read, and return why,
+    """Leave out of ``source`` (in place) the pairs that training cannot read, and return why,
     one ``"path: reason; fix"`` each: a file that does not decode, a blurry image and its twin of
     different sizes, or a pair smaller than ``crop`` (``--crop``). As :class:`FolderImages` does
     for photo folders: read only when a step first drew it, such a pair ended the run there, hours
@@ -192,7 +192,7 @@ def usable_pairs(source: PairedFolder, option: str, crop: int) -> list[str]:
     paths = [source.root / rec[k] for rec in source.records for k in ("blur", "sharp")]
     probed = probe_images(paths)
     kept, skipped = [], []
-    for i, rec in enumerate(source.records):
+    for i in range(len(source)):
         (blur, sharp), (blur_size, sharp_size) = paths[2 * i:2 * i + 2], probed[2 * i:2 * i + 2]
         bad = next((p for p in (blur_size, sharp_size) if isinstance(p, ImageError)), None)
         if bad is not None:
@@ -204,11 +204,11 @@ def usable_pairs(source: PairedFolder, option: str, crop: int) -> list[str]:
             skipped.append(f"{blur}: {blur_size[1]}x{blur_size[0]} is smaller than --crop {crop}; lower --crop "
                            "or remove the pair")
         else:
-            kept.append(rec)
+            kept.append(i)
     if not kept:
         raise ImageError(f"{option} {source.root}: no usable pair; " + "; ".join(skipped[:3])
                          + (f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""))
-    source.records = kept
+    source.keep(kept)
     return skipped
 
 
