@@ -354,7 +354,7 @@ def test_scores_that_are_not_finite_are_logged_as_valid_json(tmp_path, capsys, m
     rows = [json.loads(line, parse_constant=strict) for line in lines]
     assert rows[-1]["step"] == 4 and rows[-1]["val_psnr"] is None
     assert np.isnan(result["val_psnr"]) and np.isfinite(result["val_psnr_blurry"])
-    assert "model output nan dB (+nan dB)" in capsys.readouterr().out
+    assert "model output not finite; SSIM" in capsys.readouterr().out
     monkeypatch.undo()
     main(["--resume", str(run), "--steps", "5", "--no-progress"])  # (its nulls are read back)
     assert [json.loads(line, parse_constant=strict)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 5
@@ -1354,3 +1354,19 @@ def test_decay_steps_zero_is_no_decay_and_the_ends_of_steps_are_accepted():
     for values, flag in (({"steps": 10, "decay_steps": 11}, "decay-steps"), ({"steps": 10, "stop_at": 11}, "stop-at")):
         with pytest.raises(config.ConfigError, match=flag):
             config.from_mapping(values).resolve().validate()
+
+
+def test_an_infinite_validation_psnr_is_said_not_finite_not_nan(tmp_path, capsys):
+    """Held-out pairs whose blurry image equals the sharp one (made without blur) score an infinite PSNR,
+    logged as null: the summary printed "nan dB" and a "+nan dB" gain."""
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        img = rng.random((3, 24, 24)).astype(np.float32)
+        for side in ("gt", "lq"):
+            write_image(tmp_path / "pairs" / side / f"{i}.png", img)
+    run = tmp_path / "run"
+    main(TINY_NET + ["--steps", "2", "--pairs", str(tmp_path / "pairs"), "--run-dir", str(run)])
+    assert [r["val_psnr_blurry"] for r in records(run) if "val_psnr" in r] == [None]
+    out = capsys.readouterr().out
+    assert "blurry input not finite, model output " in out and "nan" not in out, out
+    assert "null in metrics.jsonl, is infinite where the images equal their sharp twins" in out

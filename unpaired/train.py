@@ -698,9 +698,13 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
         result.update({k: v for k, v in scores.items() if k != "step"})
         if "val_psnr" in result:
             at = "" if scores["step"] == end else f" at step {scores['step']}"
-            print(f"validation PSNR on {len(val)} held-out pairs{at}: blurry input {result['val_psnr_blurry']:.2f} dB, "
-                  f"model output {result['val_psnr']:.2f} dB ({result['val_psnr'] - result['val_psnr_blurry']:+.2f} dB); "
-                  f"SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
+            before, after = result["val_psnr_blurry"], result["val_psnr"]
+            gain = f" ({after - before:+.2f} dB)" if math.isfinite(after - before) else ""
+            print(f"validation PSNR on {len(val)} held-out pairs{at}: blurry input {_db(before)}, model output "
+                  f"{_db(after)}{gain}; SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
+            if not (math.isfinite(before) and math.isfinite(after)):
+                print("(a PSNR that is not finite, null in metrics.jsonl, is infinite where the images equal their "
+                      "sharp twins, as in pairs made without blur, or NaN where the model's output is)")
     if master:  # (--val-size 0 too: a run without validation ended without naming its folder)
         print(f"run folder: {run}")
     if world > 1:
@@ -776,6 +780,11 @@ def _truncate_metrics(path: Path, step: int) -> None:
     keep = [line for record, line in _records(path) if record["step"] <= step]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in keep))
+
+
+def _db(psnr: float) -> str:
+    """A PSNR for the summary line: "not finite" for a score logged as null (infinite, or NaN)."""
+    return f"{psnr:.2f} dB" if math.isfinite(psnr) else "not finite"
 
 
 def _last_eval(path: Path) -> dict:
