@@ -69,7 +69,7 @@ def records(run: Path) -> list[dict]:
 # ---------------------------------------------------------------- config
 
 
-def test_config_toml_then_command_line_override(tmp_path):
+def test_config_toml_then_command_line_override(tmp_path, capsys):
     toml = tmp_path / "c.toml"
     toml.write_text('mode = "cyclegan"\nlr = 1\nn-blocks = 4\nresidual = false\nrun_dir = "x"\n')
     cfg = config.parse_args(["--config", str(toml), "--lr", "1e-4", "--residual"])
@@ -78,6 +78,12 @@ def test_config_toml_then_command_line_override(tmp_path):
     assert config.parse_args(["--out", str(tmp_path / "r")]).run_dir == str(tmp_path / "r")  # --run-dir's alias
     toml.write_text(f'out = "{tmp_path / "o"}"\n')  # ... in a file too (it was an unknown option)
     assert config.parse_args(["--config", str(toml)]).run_dir == str(tmp_path / "o")
+    # both spellings on the command line: the last silently won (the same value twice is harmless)
+    with pytest.raises(SystemExit) as exc:
+        config.parse_args(["--out", "a", "--lr", "1", "--run-dir", "b"])
+    assert exc.value.code == 2
+    assert "error: --out a and --run-dir b are the same option; give one" in capsys.readouterr().err
+    assert config.parse_args(["--out", "a", "--run-dir", "a"]).run_dir == "a"
     toml.write_text('out = "a"\nrun-dir = "b"\n')
     with pytest.raises(config.ConfigError, match="c.toml: give one of run_dir and out, not both"):
         config.parse_args(["--config", str(toml)])

@@ -402,6 +402,18 @@ def _read_toml(path: str | Path) -> dict:
     return values
 
 
+class _OneSpelling(argparse.Action):
+    """Store an option that has a second spelling, refusing both spellings with different values
+    (``--out a --run-dir b``: the last silently won), as a ``--config`` file does."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        spelled = namespace.__dict__.setdefault("_spelled", {})
+        first = spelled.setdefault(self.dest, (option_string, value))
+        if first[0] != option_string and first[1] != value:
+            parser.error(f"{first[0]} {first[1]} and {option_string} {value} are the same option; give one")
+        setattr(namespace, self.dest, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per dataclass field; flags not given stay unset (``argparse.SUPPRESS``)."""
     parser = argparse.ArgumentParser(
@@ -422,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 default=argparse.SUPPRESS, help=text)
         else:
             parser.add_argument(*flags, dest=name, type=base, default=argparse.SUPPRESS,
-                                metavar=base.__name__.upper(), help=text)
+                                metavar=base.__name__.upper(), help=text,
+                                **({"action": _OneSpelling} if name in ALIASES else {}))
     # (blursynth's commands and unpaired.evaluate call it --quiet)
     parser.add_argument("--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
                         help="no progress bar (the same as --no-progress)")
@@ -444,6 +457,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """Command line -> validated :class:`TrainConfig` (``--resume`` loads the run's saved config)."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
+    args.pop("_spelled", None)
     config_file = args.pop("config", None)
     toml = _read_toml(config_file) if config_file else {}
     if "resume" in toml:  # (read here, it would start from the defaults, not the run's saved options)
