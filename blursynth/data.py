@@ -223,8 +223,8 @@ class PairedFolder(Dataset):
 
     def keep(self, indices) -> None:
         """Leave only the pairs at ``indices`` (a sequence of ints), in that order: items are numbered
-        afresh from 0, and each keeps its ``"index"`` in the dataset. The trainers leave out so the pairs
-        they cannot read."""
+        afresh from 0, and each keeps its ``"index"`` in the dataset (the trainers leave out the pairs
+        they cannot read so)."""
         records = self.records
         self.records = records.subset(indices) if isinstance(records, _Manifest) else [records[i] for i in indices]
 
@@ -293,10 +293,11 @@ class _Manifest(Sequence):
         ends mid-record, and json's own error named no file)."""
         try:
             record = json.loads(line)
+            why = f"a JSON {type(record).__name__}"
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            record = exc
+            record, why = None, exc
         if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {number} is not a JSON record ({record}); the file is damaged or cut "
+            raise ValueError(f"{path}: line {number} is not a JSON record ({why}); the file is damaged or cut "
                              "short (an interrupted copy?): copy the dataset folder again")
         return record
 

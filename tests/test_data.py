@@ -698,5 +698,5 @@ def test_a_manifest_line_that_is_json_but_not_a_record_is_named(tmp_path):
     _manifest_of(tmp_path / "set", 3)
     manifest = tmp_path / "set" / "manifest.jsonl"
     manifest.write_text(manifest.read_text() + "[1, 2]\n")
-    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 5 is not a JSON record"):
+    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 5 is not a JSON record \(a JSON list\)"):
         PairedFolder(tmp_path / "set")
