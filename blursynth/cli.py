@@ -778,6 +778,9 @@ def add_dataset(subparsers) -> None:
     p.add_argument("--shard", default="0/1", metavar="I/N", help="make only shard I of N (default 0/1: all)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace the dataset files in an existing --out")
+    p.add_argument("--verify", action="store_true",
+                   help="write nothing: make the pairs again and compare them with the finished dataset in --out "
+                        "(files and manifest records); exit status 1 lists those that differ")
     p.add_argument("--layout", choices=("blursynth", "basicsr"), default="blursynth",
                    help="blursynth: sharp/ + blur/ (default); basicsr: gt/ + lq/")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -786,16 +789,19 @@ def add_dataset(subparsers) -> None:
 
 
 def run_dataset(args) -> int:
-    from .dataset import DatasetError, WorkerDied, parse_shard, write_dataset
+    from .dataset import DatasetError, WorkerDied, parse_shard, verify_dataset, write_dataset
     from .io import ImageError
     from .kernel import KernelFitError
     from .recipe import RecipeError
 
+    if args.verify and args.overwrite:
+        raise UsageError("--verify writes nothing and --overwrite replaces the dataset: give one")
     try:
-        result = write_dataset(args.out, args.pairs, recipe=args.recipe, sharp=args.sharp, crop=args.crop,
-                               seed=args.seed, shard=parse_shard(args.shard), workers=args.workers,
-                               overwrite=args.overwrite, layout=args.layout, device=str(_device(args.device)),
-                               progress=not args.quiet)
+        options = dict(recipe=args.recipe, sharp=args.sharp, crop=args.crop, seed=args.seed, shard=parse_shard(args.shard),
+                       workers=args.workers, layout=args.layout, device=str(_device(args.device)), progress=not args.quiet)
+        if args.verify:
+            return _report_check(args.out, verify_dataset(args.out, args.pairs, **options))
+        result = write_dataset(args.out, args.pairs, overwrite=args.overwrite, **options)
     except (DatasetError, RecipeError, ImageError, KernelFitError) as exc:
         raise UsageError(str(exc)) from None  # (a kernel that does not fit: worded with the recipe's keys)
     except OSError as exc:  # a full disk, a read-only --out, or a folder removed while the run wrote in it
@@ -813,11 +819,27 @@ def run_dataset(args) -> int:
         print(f"blursynth dataset: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped
-        print(f"blursynth dataset: interrupted; run the same command again to complete {args.out}", file=sys.stderr)
+        print("blursynth dataset: interrupted; " + (f"nothing was written, and {args.out} was not all checked"
+              if args.verify else f"run the same command again to complete {args.out}"), file=sys.stderr)
         return exit_code(exc)
     state = "complete" if result["complete"] else "this shard done; run without --shard once all shards are copied in"
     print(f"{args.out}: {result['written']} pairs written, {result['done']}/{args.pairs} present, {state}")
     return 0
+
+
+def _report_check(out, result: dict, shown: int = 20) -> int:
+    """Print what ``blursynth dataset --verify`` found; exit status 0 when everything matched, else 1."""
+    problems, found = result["problems"], result["found"]
+    if not found:
+        print(f"{out}: {result['checked']} pairs checked, every file and record is the one this command makes")
+        return 0
+    listed = problems[:shown]
+    more = f"\n  ... and {found - len(listed)} more" if found > len(listed) else ""
+    what = "1 difference" if found == 1 else f"{found} differences"
+    print(f"{out}: {what} in {result['checked']} pairs checked:\n  " + "\n  ".join(listed)
+          + more + "\n(a file that differs or is missing is made again, byte for byte, by the same command without "
+          "--verify once it is deleted; a dataset made on another kind of device is checked on that kind)")
+    return 1
 
 
 COMMANDS = [add_generate, add_inspect, add_dataset]

@@ -39,13 +39,15 @@ import numpy as np
 import torch
 
 from . import __version__, rng
-from .data import check_device
+from .data import _Manifest, check_device
 from .interrupt import sigterm_interrupts
-from .io import ImageError, atomic_path, lock_folder, temporary_target, to_uint, write_image, write_json
+from .io import (ImageError, atomic_path, first_line, lock_folder, read_samples, temporary_target, to_uint,
+                 write_image, write_json)
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
 
 CHUNK = 16  # pairs per unit of work, of resumption and of sharding (a pair's bytes do not depend on it)
+PROBLEMS_KEPT = 1000  # the differences --verify lists at most (then counts)
 PAIRS_MAX = 10**8  # (a pair takes at least 3 files; --pairs 10**20 ran out of memory before its first pair)
 FORMAT = 1
 LAYOUTS = {"blursynth": ("sharp", "blur"), "basicsr": ("gt", "lq")}
@@ -385,11 +387,12 @@ class _ChunkWriter:
         self.out, self.recipe, self.pairs, self.seed = out, recipe, pairs, seed
         self.folder, self.layout, self.device, self.bits, self.header = folder, layout, device, bits, header
 
-    def __call__(self, chunk: int) -> int:
+    def _made(self, chunk: int):
+        """Yield, for each pair of ``chunk``, its record and its arrays: the two images as the files hold
+        their samples (``(H, W, 3)`` uint8 or uint16) and the float32 kernel."""
         indices = _chunk(chunk, self.pairs)
         made = make_pairs(self.recipe, indices, self.seed, self.folder, self.device)
         sharp_dir, blur_dir = LAYOUTS[self.layout]
-        lines = []
         for k, i in enumerate(indices):
             _exit_if_orphaned()  # a worker whose parent died writes nothing more
             name = _name(i, self.pairs)
@@ -400,19 +403,69 @@ class _ChunkWriter:
                 kernel = made["kernel_grid"][k]
             else:
                 kernel = made["kernel"][k]
-            # zlib level 1: 2.3x faster than Pillow's default at the same size on noisy 256 px pairs.
             # Both images at the sensor's bit depth (8 or 16): the sharp one is the target a model learns.
-            write_image(self.out / rec["sharp"], to_uint(as_numpy_image(made["sharp"][k]), self.bits), compress_level=1)
-            write_image(self.out / rec["blur"], to_uint(as_numpy_image(made["blur"][k]), self.bits), compress_level=1)
+            yield rec, {"sharp": to_uint(as_numpy_image(made["sharp"][k]), self.bits),
+                        "blur": to_uint(as_numpy_image(made["blur"][k]), self.bits),
+                        "kernel": kernel.detach().float().cpu().numpy()}
+
+    def __call__(self, chunk: int) -> tuple[int, list]:
+        """Write ``chunk``; ``(pairs written, [])``."""
+        lines = []
+        for rec, arrays in self._made(chunk):
+            # zlib level 1: 2.3x faster than Pillow's default at the same size on noisy 256 px pairs.
+            write_image(self.out / rec["sharp"], arrays["sharp"], compress_level=1)
+            write_image(self.out / rec["blur"], arrays["blur"], compress_level=1)
             npy = io.BytesIO()  # (then written at once: np.save's own writes fail on a full disk with no errno)
-            np.save(npy, kernel.detach().float().cpu().numpy())
+            np.save(npy, arrays["kernel"])
             with atomic_path(self.out / rec["kernel"]) as tmp:
                 tmp.write_bytes(npy.getvalue())
             lines.append(json.dumps(rec, sort_keys=True))
         _exit_if_orphaned()
         with atomic_path(self.out / _part_name(chunk)) as tmp:
             tmp.write_text("\n".join([self.header, *lines]) + "\n")
-        return len(indices)
+        return len(lines), []
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as fh:  # (np.load takes a file without the .npy magic for a pickle, and says so)
+        return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+class _ChunkChecker(_ChunkWriter):
+    """Makes one chunk and compares it with the files in ``out``, writing nothing: a pair's images by
+    their decoded samples (not their bytes, which another zlib may compress otherwise), its kernel by
+    its array and its record by its manifest line (``offsets``: the byte offset of each index's line)."""
+
+    def __init__(self, writer: _ChunkWriter, offsets: np.ndarray):
+        self.__dict__.update(vars(writer))
+        self.offsets = offsets
+
+    def __call__(self, chunk: int) -> tuple[int, list]:
+        """``(pairs checked, ["path: what is wrong", ...])``, paths relative to ``out``."""
+        problems, n = [], 0
+        with open(self.out / "manifest.jsonl", "rb") as manifest:
+            for rec, arrays in self._made(chunk):
+                n += 1
+                manifest.seek(int(self.offsets[rec["index"]]))
+                try:
+                    listed = json.loads(manifest.readline())
+                except ValueError:
+                    listed = None
+                if listed != json.loads(json.dumps(rec)):
+                    problems.append(f"manifest.jsonl: the record of pair {rec['index']} differs")
+                for key, want in arrays.items():
+                    path = self.out / rec[key]
+                    if not path.is_file():
+                        problems.append(f"{rec[key]}: missing")
+                        continue
+                    try:
+                        got = _read_npy(path) if key == "kernel" else read_samples(path)
+                    except (ImageError, OSError, ValueError, EOFError) as exc:
+                        problems.append(f"{rec[key]}: does not decode ({first_line(exc)})")
+                        continue
+                    if got.shape != want.shape or got.dtype != want.dtype or not np.array_equal(got, want):
+                        problems.append(f"{rec[key]}: differs")
+        return n, problems
 
 
 _PARENT: int | None = None  # in a worker process: the pid of the run that started it
@@ -581,15 +634,22 @@ def _check_options(pairs, workers, layout, shard) -> None:
         raise DatasetError(f"--shard {shard[0]}/{shard[1]}: need 0 <= I < N")
 
 
-def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str, done) -> int:
-    """Write chunks ``todo``, in this process or ``workers`` processes; ``done(n)`` after each. Returns pairs written."""
-    written = 0
+def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str, done) -> tuple[int, list, int]:
+    """Run ``writer`` (a :class:`_ChunkWriter` or :class:`_ChunkChecker`) on chunks ``todo``, in this process
+    or ``workers`` processes; ``done(n)`` after each. Returns the pairs done, the first :data:`PROBLEMS_KEPT`
+    problems found and their number."""
+    written, problems, count = 0, [], 0
+
+    def add(n: int, found: list) -> None:
+        nonlocal written, count
+        written, count = written + n, count + len(found)
+        problems.extend(found[:PROBLEMS_KEPT - len(problems)])  # (a dataset of another device: every file)
+        done(n)
+
     if workers == 1 or len(todo) <= 1:
         for c in todo:
-            n = writer(c)
-            written += n
-            done(n)
-        return written
+            add(*writer(c))
+        return written, problems, count
     # Processes of our own, each with its own two pipes, rather than multiprocessing.Pool: the Pool's
     # workers share one result queue and its lock, and Pool.terminate() hung for good when it killed a
     # worker holding that lock (CPython issue 96995), which Ctrl-C just as a chunk finished could do.
@@ -623,7 +683,7 @@ def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str
                     continue
                 proc, give = busy[read]
                 try:  # (ready: its result, or if it has exited, the end of its pipe, which also polls as ready)
-                    n, error = read.recv()
+                    (n, found), error = read.recv()
                 except EOFError:  # exited with a chunk under way: killed (the OOM killer), or crashed
                     proc.join()
                     how = (f"killed by {signal.Signals(-proc.exitcode).name}" if proc.exitcode < 0
@@ -632,8 +692,7 @@ def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str
                                      "again to complete the dataset (with fewer --workers if memory ran out)") from None
                 if error is not None:
                     raise error
-                written += n
-                done(n)
+                add(n, found)
                 if not _hand_out(give, pending):
                     del busy[read]
     finally:  # done, an error, Ctrl-C or SIGTERM: the workers stop at once, mid-chunk or idle
@@ -643,7 +702,7 @@ def _run_chunks(writer: _ChunkWriter, todo: list[int], workers: int, device: str
             proc.join()
             give.close()
             read.close()
-    return written
+    return written, problems, count
 
 
 def _hand_out(give, pending) -> bool:
@@ -655,8 +714,8 @@ def _hand_out(give, pending) -> bool:
 
 
 def _work(writer: _ChunkWriter, get, send, parent: int) -> None:
-    """A worker process: write each chunk it is sent until None; send ``(pairs written, None)`` or
-    ``(0, the exception)``, which ends it."""
+    """A worker process: write (or check) each chunk it is sent until None; send ``(writer's result, None)``
+    or ``((0, []), the exception)``, which ends it."""
     _init_worker(parent)
     for chunk in iter(get.recv, None):
         try:
@@ -666,8 +725,36 @@ def _work(writer: _ChunkWriter, get, send, parent: int) -> None:
                 pickle.loads(pickle.dumps(exc))  # (as the pipe will: a class whose arguments it drops fails here)
             except Exception:
                 exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-            send.send((0, exc))
+            send.send(((0, []), exc))
             return
+
+
+def _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device):
+    """The options of :func:`write_dataset` checked, before ``out`` is touched, and the chunk writer they
+    make: ``(out, pairs, shard, writer)``."""
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
+    _check_options(pairs, workers, layout, shard)
+    # All checked before --out is touched: a bad seed used to fail after dataset.json recorded it, and the
+    # same command with a good one was then refused as "other settings".
+    pairs, shard = int(pairs), (int(shard[0]), int(shard[1]))
+    try:
+        seed = rng.check_seed(seed, "--seed")
+        check_device(device)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(str(exc)) from None
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    crop = parse_crop(crop) if not isinstance(crop, (tuple, list)) else crop
+    if crop is not None:
+        recipe = recipe.with_crop(crop)
+    out = Path(out)
+    if sharp is None:
+        recipe.check_frame()  # a procedural scene stands for a crop of a frame_px photo
+    _check_apart(out, sharp)
+    # (messages name the command line's options, as this function's others do)
+    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
+                                                         crop_name="--crop", avoid=_links_into(out))
+    header = _part_header(_settings(recipe, pairs, seed, folder, layout))
+    return out, pairs, shard, _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, _png_bits(recipe), header)
 
 
 def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "default", sharp=None,
@@ -700,30 +787,9 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     """
     from tqdm import tqdm
 
-    shard = parse_shard(shard) if isinstance(shard, str) else shard
-    _check_options(pairs, workers, layout, shard)
-    # All checked before --out is touched: a bad seed used to fail after dataset.json recorded it, and the
-    # same command with a good one was then refused as "other settings".
-    pairs, workers, shard = int(pairs), int(workers), (int(shard[0]), int(shard[1]))
-    try:
-        seed = rng.check_seed(seed, "--seed")
-        check_device(device)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(str(exc)) from None
-    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    crop = parse_crop(crop) if not isinstance(crop, (tuple, list)) else crop
-    if crop is not None:
-        recipe = recipe.with_crop(crop)
-    bits = _png_bits(recipe)
-    out = Path(out)
-    if sharp is None:
-        recipe.check_frame()  # a procedural scene stands for a crop of a frame_px photo
-    _check_apart(out, sharp)
-    # (messages name the command line's options, as this function's others do)
-    folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
-                                                         crop_name="--crop", avoid=_links_into(out))
+    out, pairs, shard, writer = _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device)
+    recipe, seed, folder, header = writer.recipe, writer.seed, writer.folder, writer.header
     settings = _settings(recipe, pairs, seed, folder, layout)
-    header = _part_header(settings)
     with _one_run_at_a_time(out):
         _check_output(out, settings, overwrite)
         chunks = math.ceil(pairs / CHUNK)
@@ -758,12 +824,11 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         todo = [c for c in mine if not (c in closed and _files_present(out, c, pairs, layout))]
         for c in todo:
             _remove_named_pairs(out, c)
-        writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, bits, header)
         size = lambda c: len(_chunk(c, pairs))  # noqa: E731
         try:
             with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),
                                              disable=not progress, desc=f"pairs -> {out}", unit="pair") as bar:
-                written = _run_chunks(writer, todo, workers, device, bar.update)
+                written = _run_chunks(writer, todo, int(workers), device, bar.update)[0]
         except ImageError as exc:
             if folder is None:
                 raise
@@ -783,3 +848,52 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
             _merge(out, chunks)
         return {"written": written, "done": sum(map(size, done)), "complete": len(done) == chunks}
 
+
+
+def verify_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "default", sharp=None,
+                   crop=None, seed: int = 0, shard: tuple[int, int] = (0, 1), workers: int = 1,
+                   layout: str = "blursynth", device: str = "cpu", progress: bool = True) -> dict:
+    """Check the finished dataset in ``out`` against the pairs :func:`write_dataset` makes with the same
+    arguments, writing nothing: every pair of ``shard`` is made again and compared with its files (images
+    by their decoded samples, kernels by their arrays) and its ``manifest.jsonl`` record. Finds files
+    replaced, damaged or missing, a manifest or files copied in from another dataset, and pairs that
+    another machine or device makes otherwise (``device="cuda"`` rounds otherwise than the CPU: check a
+    dataset on the kind of device that wrote it).
+
+    Returns:
+        ``{"checked": pairs compared, "problems": ["path: what is wrong", ...], "found": how many}`` (paths
+        relative to ``out``; at most :data:`PROBLEMS_KEPT` listed).
+
+    Raises:
+        DatasetError: bad options, as :func:`write_dataset`'s; ``out`` holds no finished dataset of these
+            settings.
+    """
+    from tqdm import tqdm
+
+    out, pairs, shard, writer = _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device)
+    settings = json.loads(json.dumps(_settings(writer.recipe, pairs, writer.seed, writer.folder, layout)))
+    if not (out / "dataset.json").is_file():
+        raise DatasetError(f"--out {out}: holds no dataset (no dataset.json); check the folder a dataset "
+                           "run wrote")
+    with _one_run_at_a_time(out):  # (not while a run writes in it)
+        previous = _previous_settings(out)
+        if previous != settings:
+            raise DatasetError(f"--out {out}: holds a dataset made with other settings "
+                               f"({_differences(previous, settings)}); give the options it was made with")
+        manifest = out / "manifest.jsonl"
+        if not manifest.is_file():
+            raise DatasetError(f"--out {out}: the dataset is unfinished (no manifest.jsonl); run the same command "
+                               "without --verify to complete it")
+        try:
+            records = _Manifest.read(manifest)
+        except ValueError as exc:  # (a line that is not a record: cut short, or damaged)
+            return {"checked": 0, "problems": [str(exc)], "found": 1}
+        if len(records) != pairs:
+            return {"checked": 0, "problems": [f"{manifest}: holds {len(records)} records, not the {pairs} pairs of "
+                                               "these settings"], "found": 1}
+        checker = _ChunkChecker(writer, records.offsets)
+        mine = range(shard[0], math.ceil(pairs / CHUNK), shard[1])
+        with sigterm_interrupts(), tqdm(total=sum(len(_chunk(c, pairs)) for c in mine), disable=not progress,
+                                         desc=f"checking {out}", unit="pair") as bar:
+            checked, problems, found = _run_chunks(checker, list(mine), int(workers), device, bar.update)
+    return {"checked": checked, "problems": sorted(problems), "found": found}  # (sorted: workers finish in any order)

@@ -948,7 +948,7 @@ class _DiesAtChunkOne:
         if chunk == 1:
             time.sleep(0.1)  # (after chunk 0's result: the parent, busy with it, finds this worker long dead)
             os._exit(3)
-        return 1
+        return 1, []  # (pairs done, problems found), as a chunk writer returns
 
 
 def test_a_worker_found_dead_after_its_pipe_closed_is_worker_died_too():
@@ -1282,3 +1282,59 @@ def test_one_pair_more_than_the_limit_is_refused():
     ds._check_options(10**8, 1, "blursynth", (0, 1))
     with pytest.raises(ds.DatasetError, match=r"--pairs 100000001: at most 100,000,000 pairs"):
         ds._check_options(10**8 + 1, 1, "blursynth", (0, 1))
+
+
+def test_verify_finds_what_changed_in_a_finished_dataset_and_writes_nothing(reference, photos, recipe_file, tmp_path,
+                                                                            capsys, monkeypatch):
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    _run(out, photos, recipe_file, "--verify")
+    _run(out, photos, recipe_file, "--verify", "--workers", "2")
+    assert "20 pairs checked, every file and record is the one this command makes" in capsys.readouterr().out
+    # Damage of every kind: a file gone, an image replaced by another pair's (whole, so a resume keeps it), a
+    # kernel cut short, a record of the manifest changed.
+    (out / "blur" / "000003.png").unlink()
+    shutil.copy(out / "sharp" / "000012.png", out / "sharp" / "000007.png")
+    (out / "kernels" / "000015.npy").write_bytes((out / "kernels" / "000015.npy").read_bytes()[:-8])
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    record = json.loads(lines[18])
+    record["params"]["camera"]["focal_mm"] += 1
+    lines[18] = json.dumps(record, sort_keys=True)
+    (out / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    for workers in ("1", "2"):
+        _run(out, photos, recipe_file, "--verify", "--workers", workers, expect=1)
+        said = capsys.readouterr().out
+        assert "4 differences in 20 pairs checked:" in said, said
+        found = [line.strip().split(":")[0] for line in said.splitlines()[1:5]]
+        assert sorted(found) == ["blur/000003.png", "kernels/000015.npy", "manifest.jsonl", "sharp/000007.png"]
+        assert "the record of pair 18 differs" in said and "blur/000003.png: missing" in said
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before  # nothing written
+    # --shard checks only that shard's chunks (pairs 16-19 are chunk 1's)
+    _run(out, photos, recipe_file, "--verify", "--shard", "1/2", expect=1)
+    said = capsys.readouterr().out
+    assert "1 difference in 4 pairs checked:" in said and "pair 18" in said and "000015" not in said
+    _run(out, photos, recipe_file, "--verify", "--shard", "0/2", expect=1)
+    said = capsys.readouterr().out
+    assert "3 differences in 16 pairs checked:" in said and "pair 18" not in said
+    # the differences listed are capped (a dataset of another device differs in every file), not their count
+    monkeypatch.setattr(ds, "PROBLEMS_KEPT", 2)
+    _run(out, photos, recipe_file, "--verify", expect=1)
+    said = capsys.readouterr().out
+    assert "4 differences in 20 pairs checked:\n  blur/000003.png: missing\n  " in said and "... and 2 more" in said
+
+
+def test_verify_refuses_other_settings_an_unfinished_run_and_overwrite(reference, photos, recipe_file, tmp_path, capsys):
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    args = ["dataset", "--out", str(out), "--pairs", "20", "--sharp", str(photos), "--recipe", str(recipe_file),
+            "--quiet", "--verify"]
+    assert main(args + ["--seed", "4"]) == 2
+    assert "made with other settings (--seed 3 then, 4 now); give the options it was made with" in capsys.readouterr().err
+    assert main(args + ["--seed", "3", "--overwrite"]) == 2
+    assert "--verify writes nothing and --overwrite replaces the dataset: give one" in capsys.readouterr().err
+    (out / "manifest.jsonl").unlink()
+    assert main(args + ["--seed", "3"]) == 2
+    assert "unfinished (no manifest.jsonl); run the same command without --verify" in capsys.readouterr().err
+    assert main(args[:1] + ["--out", str(tmp_path / "none")] + args[3:] + ["--seed", "3"]) == 2
+    assert "holds no dataset (no dataset.json)" in capsys.readouterr().err and not (tmp_path / "none").exists()
