@@ -181,6 +181,15 @@ def test_noise_then_clip_saturates_at_white():
     assert torch.equal(out, torch.ones_like(out))
 
 
+def test_noise_std_takes_negative_values_as_zero():
+    """noise_std is documented as sqrt(a * max(x, 0) + b): a blurred value a little below black (FFT
+    rounding, a negative lobe) has the read noise alone, never the square root of a negative variance."""
+    p = _params(1, shot_noise=0.01, read_noise=1e-4)
+    x = torch.tensor([-0.5, -1e-3, 0.0]).view(1, 1, 1, 3).expand(1, 3, 1, 3)
+    assert torch.allclose(S.noise_std(x, p)[0, 0, 0], torch.full((3,), 1e-2))
+    assert bool(torch.isfinite(S.add_noise(x, p, 0, [0])).all())
+
+
 # --------------------------------------------------------------------------- highlights
 
 
