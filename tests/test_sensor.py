@@ -190,6 +190,20 @@ def test_noise_std_takes_negative_values_as_zero():
     assert bool(torch.isfinite(S.add_noise(x, p, 0, [0])).all())
 
 
+def test_clip_clamps_below_black_as_well_as_at_white():
+    """clip is sensor saturation on [0, 1]: noise around black goes negative and must come back at 0
+    (with the linear curve and float output nothing after clip would clamp it)."""
+    x = torch.tensor([-0.3, 0.0, 0.5, 1.0, 1.4]).view(1, 1, 1, 5).expand(2, 3, 1, 5)
+    p = _params(2, clip=True)
+    p.clip = torch.tensor([True, False])
+    out = S.clip(x, p)
+    assert torch.equal(out[0, :, 0], torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]).expand(3, 5))
+    assert torch.equal(out[1], x[1])
+    q = _params(1, shot_noise=1e-3, read_noise=1e-3, clip=True)
+    dark = S.post_blur(torch.zeros(1, 3, 32, 32), q, 0, [0])
+    assert float(dark.min()) == 0.0 and float(dark.max()) > 0.0
+
+
 # --------------------------------------------------------------------------- highlights
 
 
