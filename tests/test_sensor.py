@@ -111,6 +111,20 @@ def test_params_depend_only_on_seed_and_index(seed, start, split):
     assert model.sample(8, seed + 1, start=start).to_records() != whole
 
 
+def test_every_choice_is_drawn_about_equally_often():
+    """Tone curves and Bayer patterns are drawn uniformly from the lists given, JPEG quality uniformly
+    from the integers lo..hi inclusive: over 4000 items each of 4 choices comes ~1000 times (binomial
+    std 27; 5 std allowed). Scaling the uniform draw by one choice too few, which never drew the last
+    curve or pattern or the top quality, passed every test."""
+    n = 4000
+    p = S.SensorModel(crf=S.CRFS, bayer=S.BAYER, jpeg_quality=(90, 93)).sample(n, seed=3)
+    bound = 5 * math.sqrt(n * 0.25 * 0.75)
+    for values, choices in ((p.crf, range(4)), (p.bayer, range(4)), (p.jpeg_quality, range(90, 94))):
+        counts = torch.bincount(values - choices[0], minlength=4)
+        assert counts.numel() == 4 and values.min() == choices[0] and values.max() == choices[-1]
+        assert float((counts - n / 4).abs().max()) <= bound, counts
+
+
 @pytest.mark.parametrize("bits, jpeg", [(None, None), (8, (50, 90))])
 def test_item_output_is_the_same_in_any_batch(bits, jpeg):
     # Float output exposes any last-bit dependence on an item's place in the batch; odd sizes make
