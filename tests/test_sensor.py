@@ -370,6 +370,8 @@ def test_full_pipeline_output_is_8_bit_display_image():
     # a variance above the signal range (or inf: exp overflowed), at either end of the shot-noise range
     ({"shot_noise": (1e-12, 1e-2), "read_noise_line": (-10.0, 0.0)}, "variance of 1.*e\\+12.*lower the intercept"),
     ({"shot_noise": (1e-4, 1.0)}, "read_noise_line=\\(2.18, 1.2\\) gives a read-noise variance of 3.32"),
+    # just above the bound: log b = 0.5 is b = e^0.5 = 1.65 > 1 (the check must be log b > 0, not > 1)
+    ({"read_noise_line": (0.0, 0.5)}, "read_noise_line=\\(0.0, 0.5\\) gives a read-noise variance of 1.65"),
     ({"read_noise_scatter": None}, "read_noise_scatter must be a number"),
     ({"read_noise_scatter": True}, "read_noise_scatter must be a number"),
     ({"bayer": 5}, "bayer"),
