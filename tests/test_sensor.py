@@ -347,6 +347,7 @@ def test_full_pipeline_output_is_8_bit_display_image():
     ({"shot_noise": (0.0, 0.01)}, "shot_noise"),
     ({"shot_noise": 0.01}, "shot_noise"),
     ({"highlight_threshold": 1.5}, "highlight_threshold"),
+    ({"highlight_threshold": 0.0}, "highlight_threshold must be a number in \\(0.0, 1.0\\]"),  # 0 boosts black
     ({"highlight_gain": (-1.0, 1.0)}, "highlight_gain"),
     ({"bayer": ("RGBG",)}, "bayer"),
     ({"bits": 12}, "bits"),
