@@ -252,6 +252,21 @@ def test_mosaic_samples_the_named_pattern():
         assert torch.allclose(raw, torch.tensor(cell).repeat(2, 2))
 
 
+@pytest.mark.parametrize("h, w", [(5, 7), (4, 7), (5, 6)])
+def test_mosaic_of_odd_sizes_samples_each_pixel_in_place(h, w):
+    """Raw pixel (i, j) is the colour the pattern names at (i % 2, j % 2) of RGB pixel (i, j), also when
+    an odd size is padded (padding on the wrong side shifted every sample by a pixel, which flat-colour
+    and even-size tests cannot see)."""
+    rgb = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(7))
+    for pattern in S.BAYER:
+        raw = S.mosaic(rgb, pattern)[0, 0]
+        expected = torch.empty(h, w)
+        for i in range(h):
+            for j in range(w):
+                expected[i, j] = rgb[0, "RGB".index(pattern[2 * (i % 2) + j % 2]), i, j]
+        assert torch.equal(raw, expected), pattern
+
+
 @given(pattern=st.sampled_from(S.BAYER), h=st.integers(2, 9), w=st.integers(2, 9))
 @settings(max_examples=30, deadline=None)
 def test_demosaic_of_flat_colour_is_exact_at_any_size(pattern, h, w):
