@@ -86,6 +86,16 @@ def test_curves_at_known_values():
     assert torch.allclose(out, torch.tensor([0.5 ** (1 / 2.5), 3 * y * y - 2 * y ** 3, 0.5]), atol=1e-6)
 
 
+def test_brooks_curve_holds_values_above_white_at_1():
+    """from_linear documents that the S-shaped "brooks" curve clamps values above 1 to 1: the smoothstep
+    3y^2 - 2y^3 falls past y = 1 (1.2 -> 0.864), so an unclamped highlight with clipping off came out
+    darker than white."""
+    lin = torch.tensor([0.9, 1.0, 1.2, 2.0]).view(1, 1, 1, 4).expand(1, 3, 1, 4)
+    out = S.from_linear(lin, _params(1, crf=S.CRFS.index("brooks")))[0, 0, 0]
+    y = 0.9 ** (1 / 2.2)
+    assert torch.allclose(out, torch.tensor([3 * y * y - 2 * y ** 3, 1.0, 1.0, 1.0]), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- identity and reproducibility
 
 
