@@ -153,6 +153,22 @@ def test_wide_padding_beyond_image_size():
         assert torch.isclose((blur(xx, kk, boundary) * yy).sum(), (xx * blur_adjoint(yy, kk, boundary)).sum())
 
 
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_reflect_padding_as_wide_as_the_image(method):
+    """A reflect pad exactly the image's size (3 rows padded by 3, 4 columns by 4) is one step past
+    what F.pad's reflect takes: blur and its adjoint must take the generic path there, as numpy's
+    reflect does (the cases either side of it were tested, this one was not)."""
+    rng = np.random.default_rng(4)
+    x, k = rng.random((3, 4)), rng.random((7, 9))
+    xx, kk = torch.from_numpy(x)[None, None], torch.from_numpy(k)
+    y = blur(xx, kk, "reflect", method=method)[0, 0].numpy()
+    np.testing.assert_allclose(y, _scipy_blur(x, k, "reflect"), atol=1e-10)
+    yy = torch.from_numpy(rng.standard_normal((1, 1, 3, 4)))
+    lhs = (blur(xx, kk, "reflect", method=method) * yy).sum()
+    rhs = (xx * blur_adjoint(yy, kk, "reflect", method=method)).sum()
+    assert torch.isclose(lhs, rhs, rtol=1e-10, atol=1e-10), (lhs, rhs)
+
+
 def test_mass_right_of_centre_moves_content_right():
     x = torch.zeros(1, 1, 9, 9)
     x[0, 0, 4, 4] = 1.0
