@@ -169,6 +169,21 @@ def test_reflect_padding_as_wide_as_the_image(method):
     assert torch.isclose(lhs, rhs, rtol=1e-10, atol=1e-10), (lhs, rhs)
 
 
+@pytest.mark.parametrize("hw", [(1, 6), (5, 1), (1, 1)])
+def test_reflect_blur_of_a_one_pixel_wide_image(hw):
+    """Mirroring a single row or column repeats it (numpy's reflect); the mirror's period 2 (size - 1)
+    is 0 there, so that case needs its own branch: blur and adjoint checked against numpy + scipy."""
+    rng = np.random.default_rng(6)
+    x, k = rng.random(hw), rng.random((3, 5))
+    xx, kk = torch.from_numpy(x)[None, None], torch.from_numpy(k)
+    for method in ("fft", "direct"):
+        y = blur(xx, kk, "reflect", method=method)
+        np.testing.assert_allclose(y[0, 0].numpy(), _scipy_blur(x, k, "reflect"), atol=1e-10)
+        yy = torch.from_numpy(rng.standard_normal((1, 1, *hw)))
+        rhs = (xx * blur_adjoint(yy, kk, "reflect", method=method)).sum()
+        assert torch.isclose((y * yy).sum(), rhs, rtol=1e-10, atol=1e-10)
+
+
 def test_mass_right_of_centre_moves_content_right():
     x = torch.zeros(1, 1, 9, 9)
     x[0, 0, 4, 4] = 1.0
