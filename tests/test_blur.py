@@ -257,6 +257,8 @@ def test_bad_input_errors_name_the_fix():
         blur(x, torch.ones(3, 3) / 9, "zeros")
     with pytest.raises(ValueError, match="at least as large as the kernel"):
         blur(x, torch.ones(11, 11), "valid")
+    with pytest.raises(ValueError, match="at least as large as the kernel"):  # too wide only
+        blur(x, torch.ones(3, 11), "valid")
     with pytest.raises(ValueError, match="does not match the image batch"):
         blur(torch.rand(2, 3, 10, 10), torch.ones(3, 3, 3))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
