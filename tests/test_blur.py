@@ -265,6 +265,11 @@ def test_bad_input_errors_name_the_fix():
         blur(torch.rand(10, 10), torch.ones(3, 3))
     with pytest.raises(TypeError, match="float"):
         blur(torch.zeros(1, 1, 10, 10, dtype=torch.uint8), torch.ones(3, 3))
+    for half in (torch.float16, torch.bfloat16):  # documented float32/float64 only (CPU FFTs take no half)
+        with pytest.raises(TypeError, match="float32 or float64"):
+            blur(torch.zeros(1, 1, 10, 10, dtype=half), torch.ones(3, 3))
+        with pytest.raises(TypeError, match="float32 or float64"):
+            blur_adjoint(torch.zeros(1, 1, 8, 8, dtype=half), torch.ones(3, 3))
     with pytest.raises(TypeError, match=r"kernel must be real, got torch.complex64"):  # (its imaginary part was dropped)
         blur(x, torch.full((3, 3), 1 / 9 + 0.1j, dtype=torch.complex64))
 
