@@ -239,6 +239,18 @@ def test_kernel_spectrum_is_circular_blur():
             kernel_spectrum(bad, (12, 10))
 
 
+@pytest.mark.parametrize("kshape", [(4, 6), (2, 3), (5, 8)])
+def test_kernel_spectrum_of_even_kernels_centres_them_at_h2_w2(kshape):
+    """kernel_spectrum places tap (h // 2, w // 2) at the origin for even sizes too (the convention
+    of blur): its product with rfft2(x) is numpy's wrap-padded convolution with that centre. Only odd
+    kernels were tested, where (w - 1) - w // 2 is the same number."""
+    rng = np.random.default_rng(8)
+    x, k = rng.random((12, 10)), rng.random(kshape)
+    otf = kernel_spectrum(torch.from_numpy(k), (12, 10))
+    via_otf = torch.fft.irfft2(torch.fft.rfft2(torch.from_numpy(x)) * otf, s=(12, 10))[0, 0].numpy()
+    np.testing.assert_allclose(via_otf, _scipy_blur(x, k, "circular"), atol=1e-10)
+
+
 def test_fast_length():
     for n in (1, 7, 11, 97, 721, 1310):
         m = fast_length(n)
