@@ -237,6 +237,9 @@ def test_kernel_spectrum_is_circular_blur():
     for bad in (torch.rand(5), torch.rand(1, 1, 1, 5, 5), torch.rand(0, 5)):  # (a 1-D one failed to unpack)
         with pytest.raises(ValueError, match=r"kernel must be (\(h, w\), \(B, h, w\) or \(B, C, h, w\)|at least 1x1)"):
             kernel_spectrum(bad, (12, 10))
+    for big in (torch.rand(13, 3), torch.rand(3, 11), torch.rand(2, 5, 11)):  # too tall, too wide
+        with pytest.raises(ValueError, match="larger than the 12x10 grid"):
+            kernel_spectrum(big, (12, 10))
 
 
 @pytest.mark.parametrize("kshape", [(4, 6), (2, 3), (5, 8)])
