@@ -94,6 +94,24 @@ def test_radii_follow_the_truncated_power_law(alpha, rmin):
     assert float(radius.min()) >= rmin - 1e-4 and float(radius.max()) <= 64.0 + 1e-3
 
 
+def test_leaf_centres_are_uniform_over_the_image_plus_margin():
+    """Centres are uniform over the image plus a margin on every side (so large leaves centred outside
+    reach in on all four sides equally), on a non-square image; the background leaf is centred on the
+    image. margin = min(rmax, max(h, w) / 4) = 24 here."""
+    h, w, margin, m = 48, 96, 24.0, 20000
+    leaves = _draw_leaves(DeadLeaves(), rng.as_index(2), 5, m, h, w)
+    for key, size in (("cx", w), ("cy", h)):
+        c = leaves[key][:, :m].double()
+        lo, hi = -margin, size - 1 + margin
+        assert float(c.min()) >= lo - 1e-3 and float(c.max()) <= hi + 1e-3
+        assert float(c.min()) < lo + 0.01 * (hi - lo) and float(c.max()) > hi - 0.01 * (hi - lo)
+        # uniform: mean at the middle (5 standard errors), a quarter of the draws in each quarter
+        assert abs(float(c.mean()) - (lo + hi) / 2) < 5 * (hi - lo) / math.sqrt(12 * c.numel())
+        assert abs(float((c < lo + (hi - lo) / 4).double().mean()) - 0.25) < 0.02
+    assert torch.equal(leaves["cx"][:, m], torch.full((2,), (w - 1) / 2))
+    assert torch.equal(leaves["cy"][:, m], torch.full((2,), (h - 1) / 2))
+
+
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_zbuffer_matches_brute_force(data):
