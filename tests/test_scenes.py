@@ -220,6 +220,7 @@ def _flat_leaves(discs, background):
 @given(cx=st.floats(-4, 36), cy=st.floats(-4, 36), r=st.floats(1.0, 7.0))
 @example(cx=8.0, cy=24.0, r=7.0)  # rim on the bottom row: what lies behind is outside the image
 @example(cx=-3.0, cy=16.0, r=5.0)  # disc cut by the left edge
+@example(cx=14.5355, cy=6.3432, r=7.0)  # rim on the top row: 1 px above (16, 0) is still the leaf, 2 px is not
 @settings(max_examples=40, deadline=None)
 def test_edge_pixels_mix_leaf_and_background_by_coverage(cx, cy, r):
     # Everywhere, the image border included, an edge pixel blends the leaf and what lies behind.
