@@ -376,6 +376,25 @@ def test_the_texture_field_has_a_one_over_f_amplitude_spectrum(seed, start):
     assert -2.3 < _spectrum_slope(field[:, None], 4, 32) < -1.7
 
 
+def test_the_texture_field_is_isotropic():
+    """A 1/f amplitude field has power ~ 1/|f|^2 with |f| the Euclidean frequency, the same in every
+    direction: power * |f|^2 averages alike near the axes and near the diagonals. (An L1 |f| made
+    diagonal power half the axial one, at the same radial slope; thousands of bins per group, so the
+    mean of the exponentially distributed bin powers is known to a few percent.)"""
+    from blursynth.scenes import _noise_field
+    n = 128
+    field = _noise_field(7, torch.arange(8), n, n)
+    power = torch.fft.fft2(field).abs().pow(2).mean(0)
+    f = torch.fft.fftfreq(n, dtype=torch.float64)
+    fy, fx = f.view(-1, 1).expand(n, n), f.view(1, -1).expand(n, n)
+    radius2 = fx ** 2 + fy ** 2
+    angle = torch.rad2deg(torch.atan2(fy.abs(), fx.abs()))  # 0-90 degrees
+    ring = (radius2.sqrt() > 4 / n) & (radius2.sqrt() < 40 / n)
+    axial = float((power * radius2)[ring & ((angle < 10) | (angle > 80))].mean())
+    diagonal = float((power * radius2)[ring & ((angle - 45).abs() < 10)].mean())
+    assert 0.85 < diagonal / axial < 1.15
+
+
 @given(seed=st.integers(0, 2**40), index=st.integers(0, 10**6))
 @settings(max_examples=10, deadline=None)
 def test_defocus_blurs_the_leaves_behind_the_focus_depth_and_keeps_the_near_ones_sharp(seed, index):
