@@ -410,3 +410,19 @@ def test_defocus_blurs_the_leaves_behind_the_focus_depth_and_keeps_the_near_ones
     assert torch.equal(out[..., : w // 2], linear[..., : w // 2])
     inner = (..., slice(8, h - 8), slice(w // 2 + 8, w - 8))  # (away from the halves' seam and the border)
     assert float(out[inner].std()) < 0.4 * float(linear[inner].std())
+
+
+def test_defocus_blur_is_a_gaussian_of_the_drawn_sigma():
+    """Out-of-focus leaves get a Gaussian blur of sigma pixels: a point spreads with variance sigma^2
+    along each axis (the kernel reaches 3 sigma, which drops 2.7% of the variance) and keeps its mass.
+    A kernel cut at 1 sigma still blurred, softer than the sharp image, and passed."""
+    from blursynth.scenes import _defocus
+    m, h, w, sigma = 100, 41, 41, 2.0
+    linear = torch.zeros(1, 3, h, w, dtype=torch.float64)
+    linear[..., 20, 20] = 1.0
+    front = torch.full((1, 1, h, w), m, dtype=torch.int64)
+    out = _defocus(DeadLeaves(defocus=1.0, defocus_sigma=(sigma, sigma)), linear, front, torch.tensor([3]), 0, m)[0, 0]
+    assert abs(float(out.sum()) - 1.0) < 1e-9
+    x = torch.arange(w, dtype=torch.float64) - 20
+    var_x, var_y = float((out.sum(0) * x * x).sum()), float((out.sum(1) * x * x).sum())
+    assert abs(var_x / sigma ** 2 - 1) < 0.04 and abs(var_y / sigma ** 2 - 1) < 0.04
