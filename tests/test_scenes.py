@@ -169,6 +169,7 @@ def test_leaf_count_follows_coverage_and_cap():
     ({"alpha": 0.5}, "alpha"), ({"alpha": 1.0}, "alpha"), ({"rmin": 0.0}, "rmin"),
     ({"rmin": 5.0, "rmax": 2.0}, "rmax"), ({"coverage": 0.0}, "coverage"), ({"vivid": 1.5}, "vivid"),
     ({"defocus_sigma": (3.0, 1.0)}, "defocus_sigma"), ({"texture": -0.1}, "texture"),
+    ({"defocus_sigma": (0.0, 2.0)}, "defocus_sigma"),  # sigma 0 is no Gaussian (kornia refuses it at render time)
 ])
 def test_bad_options_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
