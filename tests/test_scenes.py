@@ -377,6 +377,16 @@ def test_the_texture_field_has_a_one_over_f_amplitude_spectrum(seed, start):
     assert -2.3 < _spectrum_slope(field[:, None], 4, 32) < -1.7
 
 
+def test_defocus_needs_images_larger_than_its_reach():
+    """Defocus pads by reflection 3 x the top sigma (6 px for sigma up to 2), which needs a side
+    longer than that: a 6-px side is refused with the documented message, 7 px renders."""
+    opt = DeadLeaves(defocus=1.0, defocus_sigma=(1.0, 2.0))
+    for size in ((6, 20), (20, 6)):
+        with pytest.raises(ValueError, match="larger than 6 px a side"):
+            opt.render(1, size, seed=0)
+    assert opt.render(1, (7, 20), seed=0).shape == (1, 3, 7, 20)
+
+
 def test_the_texture_field_is_isotropic():
     """A 1/f amplitude field has power ~ 1/|f|^2 with |f| the Euclidean frequency, the same in every
     direction: power * |f|^2 averages alike near the axes and near the diagonals. (An L1 |f| made
