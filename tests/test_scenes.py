@@ -74,6 +74,25 @@ def test_colours_vary_like_a_natural_scene():
     assert float((grey - grey.mean(1, keepdim=True)).abs().max()) < 2e-3
 
 
+def _leaf_lab(**options):
+    """CIE Lab (kornia, from sRGB) of 2 x 5001 leaf colours drawn with the given options: (3, N)."""
+    import kornia.color as kc
+
+    from blursynth.scenes import _leaf_colours
+    from blursynth.sensor import linear_to_srgb
+    linear = _leaf_colours(DeadLeaves(**options), 3, rng.as_index(2), 5000)  # (N, k, 3)
+    lab = kc.rgb_to_lab(linear_to_srgb(linear).permute(0, 2, 1).unsqueeze(-1))  # (N, 3, k, 1)
+    return lab.squeeze(-1).permute(1, 0, 2).reshape(3, -1)
+
+
+def test_a_vivid_fraction_of_leaves_has_larger_chroma():
+    """`vivid` is the fraction of leaves drawn with 2.5x chroma (the sRGB gamut clips some of it): all
+    vivid has ~2-2.5x the mean chroma of none, and 15% vivid lies 15% of the way between them."""
+    chroma = {v: float(_leaf_lab(vivid=v)[1:].norm(dim=0).mean()) for v in (0.0, 0.15, 1.0)}
+    assert 1.8 < chroma[1.0] / chroma[0.0] < 2.6
+    assert abs(chroma[0.15] - (0.85 * chroma[0.0] + 0.15 * chroma[1.0])) < 0.03 * chroma[0.0]
+
+
 def test_edges_are_anti_aliased():
     # Intermediate values between two flat leaves appear only on edges, and do appear.
     x = dead_leaves(2, 128, seed=11, texture=0.0, grating=0.0, shading=0.0)
