@@ -93,6 +93,14 @@ def test_a_vivid_fraction_of_leaves_has_larger_chroma():
     assert abs(chroma[0.15] - (0.85 * chroma[0.0] + 0.15 * chroma[1.0])) < 0.03 * chroma[0.0]
 
 
+def test_leaf_colours_spread_more_in_b_than_a_with_a_warm_bias():
+    """As documented: chroma spread larger along blue-yellow (b*) than red-green (a*), and a slight warm
+    bias (b* drawn around +4, a* around 0; the gamut clips a little of it). Without vivid leaves."""
+    _, a, b = _leaf_lab(vivid=0.0)
+    assert abs(float(a.mean())) < 1.0 and 2.5 < float(b.mean()) < 5.5
+    assert float(b.std()) > 1.2 * float(a.std())
+
+
 def test_edges_are_anti_aliased():
     # Intermediate values between two flat leaves appear only on edges, and do appear.
     x = dead_leaves(2, 128, seed=11, texture=0.0, grating=0.0, shading=0.0)
