@@ -139,6 +139,17 @@ def test_leaf_centres_are_uniform_over_the_image_plus_margin():
     assert torch.equal(leaves["cy"][:, m], torch.full((2,), (h - 1) / 2))
 
 
+def test_grating_periods_are_log_uniform_from_3_to_40_px():
+    """A grating's period is drawn log-uniformly in 3-40 px: log period uniform on [log 3, log 40]
+    (mean at the middle, a quarter of the draws in each quarter, both ends reached)."""
+    f = _draw_leaves(DeadLeaves(), rng.as_index(2), 9, 20000, 32, 32)["grating_f"].double()
+    t = ((1 / f).log() - math.log(3)) / math.log(40 / 3)  # uniform on [0, 1]
+    assert float(t.min()) >= -1e-6 and float(t.max()) <= 1 + 1e-6
+    assert float(t.min()) < 0.01 and float(t.max()) > 0.99
+    assert abs(float(t.mean()) - 0.5) < 0.01
+    assert abs(float((t < 0.25).double().mean()) - 0.25) < 0.02
+
+
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_zbuffer_matches_brute_force(data):
