@@ -275,6 +275,25 @@ def test_edge_pixels_mix_leaf_and_background_by_coverage(cx, cy, r):
     assert torch.allclose(img[0], expected.to(img.dtype), atol=1e-6)
 
 
+@pytest.mark.parametrize("h, w", [(12, 20), (20, 12)])
+def test_micro_texture_is_a_wrapped_window_of_the_noise_field(h, w):
+    """A leaf's micro-texture is the noise field read through a shifted, wrapped window: on a flat
+    background leaf with texture amplitude 1, log(image / colour) is np.roll of the field by some
+    offset. Non-square sizes: indexing the flat field with the wrong row length passed on squares."""
+    from blursynth.scenes import _compose
+
+    leaves = _flat_leaves([(-100.0, -100.0, 1.0, (0.5, 0.5, 0.5))], (0.5, 0.5, 0.5))
+    leaves["tex"] = torch.tensor([[0.0, 1.0]])
+    leaves["tex_dx"], leaves["tex_dy"] = torch.tensor([[0.0, 0.3]]), torch.tensor([[0.0, 0.6]])
+    field = torch.randn(1, h, w, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    _, img = _compose(leaves, field, 1, h, w, 1)
+    seen = (img[0] / 0.5).log().numpy()
+    f = field[0].numpy()
+    windows = [(dy, dx) for dy in range(h) for dx in range(w)
+               if all(np.allclose(seen[c], np.roll(f, (-dy, -dx), (0, 1)), atol=1e-9) for c in range(3))]
+    assert len(windows) == 1
+
+
 def test_edge_over_another_leaf_shows_that_leaf_behind():
     from blursynth.scenes import _compose
 
