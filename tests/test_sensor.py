@@ -135,6 +135,18 @@ def test_every_choice_is_drawn_about_equally_often():
         assert float((counts - n / 4).abs().max()) <= bound, counts
 
 
+def test_ranges_are_drawn_uniformly():
+    """gamma and highlight_gain are drawn uniformly over their (lo, hi) ranges (shot noise is the one
+    log-uniform draw): mean at the middle within 5 standard errors, a quarter of the draws in the
+    bottom quarter. A log-uniform gamma passed."""
+    n, lo, hi = 4000, 0.5, 8.0
+    p = S.SensorModel(gamma=(lo, hi), highlight_gain=(lo, hi)).sample(n, seed=4)
+    for values in (p.gamma.double(), p.highlight_gain.double()):
+        assert float(values.min()) >= lo and float(values.max()) <= hi
+        assert abs(float(values.mean()) - (lo + hi) / 2) < 5 * (hi - lo) / math.sqrt(12 * n)
+        assert abs(float((values < lo + (hi - lo) / 4).double().mean()) - 0.25) < 5 * math.sqrt(0.25 * 0.75 / n)
+
+
 @pytest.mark.parametrize("bits, jpeg", [(None, None), (8, (50, 90))])
 def test_item_output_is_the_same_in_any_batch(bits, jpeg):
     # Float output exposes any last-bit dependence on an item's place in the batch; odd sizes make
