@@ -563,6 +563,18 @@ def test_records_round_trip_restores_what_is_applied_and_says_what_it_does_not()
     assert "comes back as 1.0" in " ".join(S.SensorParams.from_records.__doc__.split())
 
 
+def test_records_say_none_for_steps_that_are_off():
+    """to_records documents that switched-off steps read None (no Bayer, float output, no JPEG) and 0
+    (no noise, no boost): a manifest must not say bits 0 for float output. Steps that are on read
+    their values."""
+    off = S.SensorModel.off().sample(1, seed=0).to_records()[0]
+    assert off["bayer"] is None and off["bits"] is None and off["jpeg_quality"] is None
+    assert off["shot_noise"] == 0 and off["read_noise"] == 0 and off["highlight_gain"] == 0
+    assert off["crf"] == "linear" and off["gamma"] is None and off["clip"] is False
+    on = S.SensorModel(bayer=("RGGB",), jpeg_quality=(70, 70)).sample(1, seed=0).to_records()[0]
+    assert on["bayer"] == "RGGB" and on["bits"] == 8 and on["jpeg_quality"] == 70
+
+
 def test_params_index_with_a_numpy_integer_like_an_int():
     """params[np.int64(2)] raised 'IndexError: tuple index out of range' (the 0-d index dropped the
     batch axis, and len() of the result failed): it now selects one item, as params[2] does."""
