@@ -454,6 +454,9 @@ def test_bad_images_are_refused():
         S.pre_blur(torch.rand(3, 3, 4, 4), p)
     with pytest.raises(ValueError, match="indices"):
         S.add_noise(torch.rand(2, 3, 4, 4), p, 0, [0])
+    for hw in ((1, 4), (4, 1)):  # a Bayer cell is 2x2: one row or column holds two colours at most
+        with pytest.raises(ValueError, match="at least 2x2 pixels"):
+            S.demosaic(torch.rand(1, 1, *hw), "RGGB")
 
 
 @pytest.mark.parametrize("noise", [0.0, 1e-3])
