@@ -270,6 +270,11 @@ def test_bad_input_errors_name_the_fix():
     x = torch.rand(1, 3, 10, 10)
     with pytest.raises(ValueError, match="boundary"):
         blur(x, torch.ones(3, 3) / 9, "zeros")
+    for bad_method in ("fast", "FFT"):  # (an unknown method silently took the FFT)
+        with pytest.raises(ValueError, match="method must be one of"):
+            blur(x, torch.ones(3, 3) / 9, method=bad_method)
+        with pytest.raises(ValueError, match="method must be one of"):
+            blur_adjoint(x, torch.ones(3, 3) / 9, method=bad_method)
     with pytest.raises(ValueError, match="at least as large as the kernel"):
         blur(x, torch.ones(11, 11), "valid")
     with pytest.raises(ValueError, match="at least as large as the kernel"):  # too wide only
