@@ -144,10 +144,12 @@ def test_wide_padding_beyond_image_size():
     # Kernels larger than the image under reflect/circular use the generic index path.
     rng = np.random.default_rng(2)
     x, k = rng.random((5, 6)), rng.random((13, 11))
-    for boundary in ("reflect", "circular"):
+    # also a kernel wider, not taller, than a fast-sized 8x6 image: the exact-size circular FFT must not take it
+    cases = [("reflect", x, k), ("circular", x, k), ("circular", rng.random((8, 6)), rng.random((3, 11)))]
+    for boundary, x, k in cases:
         y = blur(torch.from_numpy(x)[None, None], torch.from_numpy(k), boundary, method="fft")[0, 0].numpy()
         np.testing.assert_allclose(y, _scipy_blur(x, k, boundary), atol=1e-10)
-        yy = torch.randn(1, 1, 5, 6, dtype=torch.float64)
+        yy = torch.randn(1, 1, *x.shape, dtype=torch.float64)
         xx = torch.from_numpy(x)[None, None]
         kk = torch.from_numpy(k)
         assert torch.isclose((blur(xx, kk, boundary) * yy).sum(), (xx * blur_adjoint(yy, kk, boundary)).sum())
