@@ -132,6 +132,29 @@ def test_every_slab_count_matches_scipy(slabs, dim, monkeypatch):
                 np.testing.assert_allclose(y[b, c], _scipy_blur(x[b, c], k[b, c], boundary), atol=1e-10)
 
 
+@pytest.mark.parametrize("dim", [-1, -2])
+def test_slab_transform_longer_than_the_image_matches_scipy(dim, monkeypatch):
+    # A 14-wide image and a 13-wide kernel: 2 valid outputs, one per slab, each needing 13 columns,
+    # and 13 rounds up to a 16-point FFT, longer than the image; the slab is cut to the image and
+    # _pack zero-pads it (reading 16 columns of 14 failed).
+    from blursynth import blur as blur_module
+    shape, ksize = ((9, 14), (3, 13)) if dim == -1 else ((14, 9), (13, 3))
+
+    def plan(hh, ww, h, w):
+        size, k = (ww, w) if dim == -1 else (hh, h)
+        slab = fast_length(-(-(size - k + 1) // 2) + k - 1)
+        return (dim, fast_length(hh), slab, 2) if dim == -1 else (dim, slab, fast_length(ww), 2)
+
+    assert plan(*shape, *ksize)[2 if dim == -1 else 1] == 16 > 14
+    monkeypatch.setattr(blur_module, "_split_plan", plan)
+    rng = np.random.default_rng(11)
+    x, k = rng.random((1, 2, *shape)), rng.random((1, 2, *ksize))
+    for boundary in ("valid", "reflect", "circular"):
+        y = blur(torch.from_numpy(x), torch.from_numpy(k), boundary, method="fft").numpy()
+        for c in range(2):
+            np.testing.assert_allclose(y[0, c], _scipy_blur(x[0, c], k[0, c], boundary), atol=1e-10)
+
+
 def test_slab_transform_is_differentiable(monkeypatch):
     monkeypatch.setattr("blursynth.blur.LARGE_PIXELS", 0)
     assert _split_plan(16, 30, 3, 3) is not None
