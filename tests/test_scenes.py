@@ -294,6 +294,22 @@ def test_micro_texture_is_a_wrapped_window_of_the_noise_field(h, w):
     assert len(windows) == 1
 
 
+def test_shading_changes_brightness_by_the_gradient_across_the_radius():
+    """`grad` is the log-brightness change of a leaf's shading across its radius, whatever its size:
+    along the gradient's direction a point half a radius from the centre is exp(grad / 2) brighter,
+    for a small leaf and a large one alike (a gradient per pixel: 8x brighter at 7 px out)."""
+    from blursynth.scenes import _compose
+
+    for r in (6.0, 14.0):
+        leaves = _flat_leaves([(16.0, 16.0, r, (0.2, 0.2, 0.2))], (0.5, 0.5, 0.5))
+        leaves["grad"] = torch.tensor([[0.3, 0.0]])  # grad_dir 0: along +x
+        _, img = _compose(leaves, torch.zeros(1, 32, 32, dtype=torch.float64), 1, 32, 32, 1)
+        half = int(r / 2)
+        ratio = img[0, :, 16, 16 + half] / img[0, :, 16, 16]
+        assert torch.allclose(ratio, torch.full((3,), math.exp(0.3 * half / r), dtype=ratio.dtype), rtol=1e-9)
+        assert torch.allclose(img[0, :, 16, 16], torch.full((3,), 0.2, dtype=img.dtype), rtol=1e-9)
+
+
 def test_edge_over_another_leaf_shows_that_leaf_behind():
     from blursynth.scenes import _compose
 
