@@ -150,6 +150,16 @@ def test_grating_periods_are_log_uniform_from_3_to_40_px():
     assert abs(float((t < 0.25).double().mean()) - 0.25) < 0.02
 
 
+def test_gratings_are_on_a_fraction_of_leaves_with_amplitude_up_to_a_quarter():
+    """A `grating` fraction of leaves carries a grating, of log-brightness amplitude uniform up to 0.25
+    (stripes, not a brightness swing of e^2.5); the others none."""
+    amp = _draw_leaves(DeadLeaves(grating=0.3), rng.as_index(2), 9, 20000, 32, 32)["grating"].double()
+    on = amp > 0
+    assert abs(float(on.double().mean()) - 0.3) < 0.02
+    assert float(amp.max()) <= 0.25 and float(amp.max()) > 0.24
+    assert abs(float(amp[on].mean()) - 0.125) < 0.005
+
+
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_zbuffer_matches_brute_force(data):
