@@ -506,6 +506,23 @@ def test_defocus_blurs_the_leaves_behind_the_focus_depth_and_keeps_the_near_ones
     assert float(out[inner].std()) < 0.4 * float(linear[inner].std())
 
 
+def test_defocus_focus_depth_lies_in_the_front_2_to_30_percent_of_the_leaves():
+    """The focus depth is drawn uniformly in the front 2-30% of the m leaves: on an image whose row y
+    shows leaf y, rows up to the depth stay exactly sharp and the rest are blurred; over 200 items
+    the depth spans 2..30 (of m = 100) and no further."""
+    from blursynth.scenes import _defocus
+    m, n = 100, 200
+    noise = torch.rand(n, 1, m, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    linear = noise.expand(n, 3, m, 16)
+    front = torch.arange(m).view(1, 1, m, 1).expand(n, 1, m, 16)
+    out = _defocus(DeadLeaves(defocus=1.0), linear, front, torch.arange(n), 5, m)
+    sharp_rows = (out == linear).all(dim=-1).all(dim=1)  # (n, m)
+    depth = sharp_rows.sum(dim=1) - 1
+    assert bool((sharp_rows == (torch.arange(m) <= depth.view(-1, 1))).all())  # the front rows, and only them
+    assert int(depth.min()) >= 2 and int(depth.max()) <= 30
+    assert int(depth.min()) <= 4 and int(depth.max()) >= 28
+
+
 def test_defocus_blur_is_a_gaussian_of_the_drawn_sigma():
     """Out-of-focus leaves get a Gaussian blur of sigma pixels: a point spreads with variance sigma^2
     along each axis (the kernel reaches 3 sigma, which drops 2.7% of the variance) and keeps its mass.
