@@ -247,6 +247,23 @@ def test_fft_and_direct_agree_and_auto_picks_one():
         torch.testing.assert_close(blur(x, k, "reflect"), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_kernel_takes_the_images_dtype():
+    """The kernel is moved to the image's dtype (as documented): a float64 kernel on a float32 image
+    and the reverse blur (and adjoint) in the image's dtype; values checked against scipy."""
+    rng = np.random.default_rng(9)
+    x, k = rng.random((1, 2, 20, 20)), rng.random((7, 7))  # 7x7: direct by default; 15x15 below: FFT
+    big = rng.random((15, 15))
+    k, big = k / k.sum(), big / big.sum()
+    for img_dtype, k_dtype in ((torch.float32, torch.float64), (torch.float64, torch.float32)):
+        for kern in (k, big):
+            xt, kt = torch.from_numpy(x).to(img_dtype), torch.from_numpy(kern).to(k_dtype)
+            y = blur(xt, kt, "reflect")
+            assert y.dtype == img_dtype and blur_adjoint(y, kt, "reflect").dtype == img_dtype
+            ref = _scipy_blur(x[0, 1], kt.double().numpy(), "reflect")
+            tol = 1e-5 if img_dtype == torch.float32 else 1e-10
+            np.testing.assert_allclose(y[0, 1].double().numpy(), ref, atol=tol)
+
+
 def test_differentiable_in_image_and_kernel():
     x = torch.rand(1, 1, 12, 12, dtype=torch.float64, requires_grad=True)
     k = torch.rand(1, 5, 5, dtype=torch.float64, requires_grad=True)
