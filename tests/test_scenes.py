@@ -218,6 +218,7 @@ def test_leaf_count_follows_coverage_and_cap():
     ({"rmin": 5.0, "rmax": 2.0}, "rmax"), ({"coverage": 0.0}, "coverage"), ({"vivid": 1.5}, "vivid"),
     ({"defocus_sigma": (3.0, 1.0)}, "defocus_sigma"), ({"texture": -0.1}, "texture"),
     ({"defocus_sigma": (0.0, 2.0)}, "defocus_sigma"),  # sigma 0 is no Gaussian (kornia refuses it at render time)
+    ({"alpha": 10.5}, "alpha"),  # (rmin ** (1 - alpha) overflows a float for steep laws and small rmin)
 ])
 def test_bad_options_are_named(kwargs, name):
     with pytest.raises(ValueError, match=name):
