@@ -160,6 +160,18 @@ def test_gratings_are_on_a_fraction_of_leaves_with_amplitude_up_to_a_quarter():
     assert abs(float(amp[on].mean()) - 0.125) < 0.005
 
 
+def test_texture_and_shading_amplitudes_are_uniform_up_to_their_options():
+    """`texture` and `shading` are the largest amplitudes: per leaf the texture amplitude and the
+    shading gradient's size (its direction is drawn apart) are uniform on [0, texture] and [0, shading]
+    (mean at the middle, a quarter of the draws in the bottom quarter, both ends reached)."""
+    leaves = _draw_leaves(DeadLeaves(texture=0.4, shading=0.6), rng.as_index(2), 9, 20000, 32, 32)
+    for values, lo, hi in ((leaves["tex"], 0.0, 0.4), (leaves["grad"].abs(), 0.0, 0.6)):
+        t = (values.double() - lo) / (hi - lo)  # uniform on [0, 1]
+        assert float(t.min()) >= 0 and float(t.max()) <= 1 + 1e-6
+        assert float(t.min()) < 0.01 and float(t.max()) > 0.99
+        assert abs(float(t.mean()) - 0.5) < 0.01 and abs(float((t < 0.25).double().mean()) - 0.25) < 0.02
+
+
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_zbuffer_matches_brute_force(data):
