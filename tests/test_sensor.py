@@ -69,6 +69,17 @@ def test_power_gradient_at_zero_is_pows():
     assert float(y.grad[0]) == 0.0 and float(y.grad[1]) == pytest.approx(0.5 ** (1 / 2.2 - 1) / 2.2, rel=1e-12)
 
 
+def test_brooks_curve_gradient_is_finite_next_to_black_and_white():
+    """The inverse S-curve's slope is infinite at 0 and 1; under autograd _inverse_smoothstep keeps
+    asin's argument inside [-1, 1] by an epsilon, so values within ~3e-8 of black (1 - 2y rounding
+    to 1 in float32) and of white get finite gradients (they got NaN, as documented there)."""
+    p = _params(1, crf=S.CRFS.index("brooks"))
+    for v in (0.0, 1e-9, 3e-8, 1e-7, 1 - 6e-8, 1.0):
+        x = torch.full((1, 3, 2, 2), v, requires_grad=True)
+        S.to_linear(x, p).sum().backward()
+        assert bool(torch.isfinite(x.grad).all()), v
+
+
 def test_srgb_curves_are_kornias():
     import kornia.color as kc
     torch.manual_seed(0)
