@@ -205,3 +205,15 @@ def test_project_and_center_path_match_a_pinhole_written_out(rot, move, depth, f
         want = _pinhole(points, traj.rotation[0, j].double(), traj.translation[0, j].double(), focal, cx, cy, depth)
         np.testing.assert_allclose(got[j], want, atol=2e-3, rtol=1e-5)
         np.testing.assert_allclose(path[j], want[-1] - [cx, cy], atol=2e-3, rtol=1e-5)
+
+
+def test_a_2d_path_is_an_image_translation_by_its_x_and_y():
+    """Only the renders in test_nonuniform noticed a 2-D path's homography translating by -path or by
+    (y, x): the camera's own tests had no 2-D trajectory."""
+    path = torch.tensor([[[0.0, 0.0], [3.0, -2.0], [-1.5, 4.0]]])
+    traj = Trajectory(t=torch.tensor([[0.0, 0.01, 0.02]]), path_px=path)
+    cam = Camera(500.0, 64, 48)
+    pts = torch.tensor([[5.0, 7.0], [60.0, 1.0]])
+    assert torch.allclose(cam.project(traj, pts), pts + path[:, :, None, :], atol=1e-5)
+    assert torch.equal(cam.center_path(traj), path)
+
