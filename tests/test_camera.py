@@ -217,3 +217,11 @@ def test_a_2d_path_is_an_image_translation_by_its_x_and_y():
     assert torch.allclose(cam.project(traj, pts), pts + path[:, :, None, :], atol=1e-5)
     assert torch.equal(cam.center_path(traj), path)
 
+
+def test_from_35mm_keeps_the_diagonal_field_of_view_for_any_aspect_ratio():
+    """The equivalence is by the diagonal: a square or 16:9 frame sees the diagonal angle of a 36 x 24 mm
+    frame behind a focal_mm lens. Only a 3:2 frame was checked, where the long side gives the same number."""
+    for focal_mm, w, h in ((50.0, 1000, 1000), (24.0, 1920, 1080), (35.0, 480, 640)):
+        cam = Camera.from_35mm(focal_mm, w, h)
+        want = 2 * math.atan(math.hypot(36.0, 24.0) / 2 / focal_mm)
+        assert abs(2 * math.atan(math.hypot(w, h) / 2 / cam.focal_px) - want) < 1e-9
