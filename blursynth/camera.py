@@ -147,9 +147,10 @@ class Camera:
             rot = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
         m = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
         if trajectory.translation is not None:
-            depth = torch.as_tensor(depth_m, device=t.device, dtype=dtype).reshape(-1, 1, 1)
-            if depth.shape[0] not in (1, n):
-                raise ValueError(f"depth_m must be a float or an ({n},) tensor, got shape {tuple(depth.shape)}")
+            given = torch.as_tensor(depth_m, device=t.device, dtype=dtype)
+            depth = given.reshape(-1, 1, 1)
+            if depth.shape[0] not in (1, n):  # (the shape passed: this named the internal (3, 1, 1))
+                raise ValueError(f"depth_m must be a float or an ({n},) tensor, got shape {tuple(given.shape)}")
             if not bool((depth > 0).all()):
                 raise ValueError("scene depth must be positive metres (use inf for a distant scene)")
             check_short_of_plane(trajectory.translation[..., 2].to(dtype), depth[..., 0])

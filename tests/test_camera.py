@@ -225,3 +225,21 @@ def test_from_35mm_keeps_the_diagonal_field_of_view_for_any_aspect_ratio():
         cam = Camera.from_35mm(focal_mm, w, h)
         want = 2 * math.atan(math.hypot(36.0, 24.0) / 2 / focal_mm)
         assert abs(2 * math.atan(math.hypot(w, h) / 2 / cam.focal_px) - want) < 1e-9
+
+
+def test_depth_m_is_checked_and_a_camera_backing_away_from_the_plane_is_fine():
+    """A zero depth (every translation divided by 0) and a depth tensor of the wrong length were not
+    refused in homographies; a camera moving away from the plane by more than its depth is valid (the
+    plane stays in front), and its content shrinks towards the principal point by d / (d - c_z)."""
+    cam = Camera(100.0, 64, 48)
+    tr = torch.zeros(2, 2, 3)
+    tr[:, 1, 2] = -2.0  # 2 m back from a plane 1 m away
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]).repeat(2, 1), translation=tr)
+    corner = cam.project(traj, torch.tensor([[0.0, 0.0]]), depth_m=1.0)[:, 1, 0]
+    pp = torch.tensor([31.5, 23.5])
+    assert torch.allclose(corner, pp + (torch.zeros(2) - pp) * 1.0 / (1.0 + 2.0), atol=1e-4)  # d / (d - c_z) = 1 / 3
+    with pytest.raises(ValueError, match="scene depth must be positive"):
+        cam.homographies(traj, depth_m=0.0)
+    # (the shape passed, not the internal (3, 1, 1) it once named)
+    with pytest.raises(ValueError, match=r"depth_m must be a float or an \(2,\) tensor, got shape \(3,\)$"):
+        cam.homographies(traj, depth_m=torch.tensor([1.0, 2.0, 3.0]))
