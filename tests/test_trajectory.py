@@ -367,3 +367,18 @@ def test_roll_is_roll_ratio_of_pitch_and_yaw_and_the_jerk_tips_the_lens_down():
     jerk = CameraShake(drift_rad_s=(1e-9, 1e-9), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0.05, 0.05),
                        exposure_s=(0.2, 0.2), samples=201).sample(200, seed=6)
     assert bool((jerk.rotation[:, 1, 0] < 0).all())
+
+
+def test_a_trajectory_of_the_wrong_shapes_is_refused():
+    """A 1-D or 3-D t, or poses of the wrong width (2 rotation components, 3 path ones), were not
+    refused by any test: they fail later, far from the cause, or are read wrongly."""
+    t = torch.zeros(2, 4)
+    for bad, match in ((dict(t=torch.zeros(4), rotation=torch.zeros(1, 4, 3)), r"Trajectory\.t must be \(N, T\)"),
+                       (dict(t=torch.zeros(2, 4, 1), rotation=torch.zeros(2, 4, 3)), r"Trajectory\.t must be \(N, T\)"),
+                       (dict(t=t, rotation=torch.zeros(2, 4, 2)), r"Trajectory\.rotation must be \(2, 4, 3\)"),
+                       (dict(t=t, translation=torch.zeros(2, 4, 4)), r"Trajectory\.translation must be \(2, 4, 3\)"),
+                       (dict(t=t, path_px=torch.zeros(2, 4, 3)), r"Trajectory\.path_px must be \(2, 4, 2\)"),
+                       (dict(t=t, path_px=torch.zeros(2, 5, 2)), r"Trajectory\.path_px must be \(2, 4, 2\)"),
+                       (dict(t=t), "needs path_px")):
+        with pytest.raises(ValueError, match=match):
+            Trajectory(**bad)
