@@ -382,3 +382,24 @@ def test_a_trajectory_of_the_wrong_shapes_is_refused():
                        (dict(t=t), "needs path_px")):
         with pytest.raises(ValueError, match=match):
             Trajectory(**bad)
+
+
+@pytest.mark.parametrize("kind", ["6-DoF", "2-D"])
+def test_reversed_visits_the_poses_backwards_in_time(kind):
+    """reversed() had no test here: the pose at time s of the reversed motion is the original's at
+    exposure - s (checked by linear interpolation at uneven times, where leaving t or one pose array as
+    it was shows), and it runs from 0 to the same exposure."""
+    t = torch.tensor([[0.0, 0.01, 0.05, 0.06, 0.1]])
+    g = torch.Generator().manual_seed(0)
+    poses = {"rotation": torch.randn(1, 5, 3, generator=g), "translation": torch.randn(1, 5, 3, generator=g)} \
+        if kind == "6-DoF" else {"path_px": torch.randn(1, 5, 2, generator=g)}
+    traj = Trajectory(t=t, **poses)
+    back = traj.reversed()
+    assert float(back.t[0, 0]) == 0 and torch.allclose(back.exposure_s, traj.exposure_s)
+    assert bool((back.t[:, 1:] >= back.t[:, :-1]).all())
+    s = np.linspace(0, 0.1, 23)
+    for name in poses:
+        for d in range(poses[name].shape[-1]):
+            there = np.interp(s, back.t[0].numpy(), getattr(back, name)[0, :, d].numpy())
+            here = np.interp(0.1 - s, t[0].numpy(), poses[name][0, :, d].numpy())
+            np.testing.assert_allclose(there, here, atol=1e-5)  # (float32 times)
