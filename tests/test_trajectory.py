@@ -403,3 +403,21 @@ def test_reversed_visits_the_poses_backwards_in_time(kind):
             there = np.interp(s, back.t[0].numpy(), getattr(back, name)[0, :, d].numpy())
             here = np.interp(0.1 - s, t[0].numpy(), poses[name][0, :, d].numpy())
             np.testing.assert_allclose(there, here, atol=1e-5)  # (float32 times)
+
+
+def test_replace_items_puts_the_sub_items_in_place_with_their_times_and_params():
+    """replace_items (kernel.generate's redraws) had no test: times or params left as they were passed."""
+    full = CameraShake().sample(4, seed=0)
+    sub = CameraShake(exposure_s=(0.2, 0.2)).sample(2, seed=5)  # other exposures (same T): t differs
+    where = torch.tensor([3, 1])
+    out = full.replace_items(where, sub)
+    for i, j in ((3, 0), (1, 1)):
+        assert torch.equal(out.t[i], sub.t[j]) and torch.equal(out.rotation[i], sub.rotation[j])
+        assert torch.equal(out.translation[i], sub.translation[j])
+        assert all(torch.equal(out.params[k][i], sub.params[k][j]) for k in full.params)
+    for i in (0, 2):
+        assert torch.equal(out.t[i], full.t[i]) and torch.equal(out.rotation[i], full.rotation[i])
+        assert all(torch.equal(out.params[k][i], full.params[k][i]) for k in full.params)
+    extra = Trajectory(t=full.t, rotation=full.rotation, translation=full.translation,
+                       params={**full.params, "extra": torch.arange(4.0)})
+    assert torch.equal(extra.replace_items(where, sub).params["extra"], torch.arange(4.0))  # kept as it is
