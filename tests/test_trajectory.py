@@ -163,6 +163,9 @@ def test_random_walk_impulsive_shakes_follow_their_probability():
     (dict(jerk_rad_s=(-1, 0)), "CameraShake.jerk_rad_s"),
     (dict(samples=1), "CameraShake.samples"),
     (dict(roll_ratio=-1.0), "CameraShake.roll_ratio"),
+    (dict(roll_ratio=np.inf), "CameraShake.roll_ratio"),
+    (dict(exposure_s=(0.01, np.inf)), "CameraShake.exposure_s"),
+    (dict(drift_hz=(np.nan, 3.0)), "CameraShake.drift_hz"),
 ])
 def test_camera_shake_rejects_bad_parameters(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -173,6 +176,9 @@ def test_camera_shake_rejects_bad_parameters(bad, match):
     (dict(length_px=(0, 10)), "RandomWalk2D.length_px"),
     (dict(exposure_fractions=(0.0,)), "RandomWalk2D.exposure_fractions"),
     (dict(steps=1), "RandomWalk2D.steps"),
+    (dict(length_px=(10.0, np.inf)), "RandomWalk2D.length_px"),
+    (dict(exposure_s=0.0), "RandomWalk2D.exposure_s"),
+    (dict(anxiety=(0.5, 1.0), big_shake_probability=(0.0, 2.0)), r"big_shake_probability \* anxiety must stay <= 1"),
 ])
 def test_random_walk_rejects_bad_parameters(bad, match):
     with pytest.raises(ValueError, match=match):
