@@ -233,6 +233,9 @@ def test_a_pose_count_that_could_not_fit_in_memory_is_refused_when_built():
     with pytest.raises(ValueError, match=r"poses per item from exposure_s and tremor_hz .*shorten exposure_s"):
         CameraShake(exposure_s=(1.0, 1e6))
     assert CameraShake(exposure_s=(1.0, 10.0)).n_samples <= 4096  # the longest exposure the CLI allows
+    assert CameraShake(samples=4096).n_samples == 4096  # the limit itself is allowed
+    with pytest.raises(ValueError, match=r"4097 poses per item from samples; at most 4096"):
+        CameraShake(samples=4097)
 
 
 def test_an_int_index_out_of_range_is_an_index_error():
