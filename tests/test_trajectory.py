@@ -430,3 +430,20 @@ def test_replace_items_puts_the_sub_items_in_place_with_their_times_and_params()
     extra = Trajectory(t=full.t, rotation=full.rotation, translation=full.translation,
                        params={**full.params, "extra": torch.arange(4.0)})
     assert torch.equal(extra.replace_items(where, sub).params["extra"], torch.arange(4.0))  # kept as it is
+
+
+def test_shutter_jerk_is_the_integral_of_a_damped_cosine_and_has_no_roll_without_roll_ratio():
+    """The jerk's angular velocity is jerk_rad_s exp(-t / decay) cos(2 pi f t) along a unit direction, so
+    the rotation vector's length is jerk_rad_s times that integral (SciPy's quad here). Only its start
+    (the peak speed) and its mostly-pitch direction were checked: a decay rate of decay instead of
+    1 / decay, or a jerk's roll not scaled by roll_ratio, passed."""
+    from scipy.integrate import quad
+    model = CameraShake(drift_rad_s=(1e-9, 1e-9), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0.05, 0.05),
+                        jerk_hz=(2.0, 2.0), jerk_decay_s=(0.05, 0.05), exposure_s=(0.3, 0.3), samples=61,
+                        roll_ratio=0.0)
+    traj = model.sample(5, seed=2)
+    t = traj.t[0].double().numpy()
+    integral = np.array([quad(lambda s: np.exp(-s / 0.05) * np.cos(2 * np.pi * 2.0 * s), 0, ti)[0] for ti in t])
+    length = traj.rotation.double().norm(dim=-1).numpy()  # (5, 61)
+    np.testing.assert_allclose(length, np.broadcast_to(0.05 * np.abs(integral), length.shape), rtol=1e-4, atol=1e-8)
+    assert float(traj.rotation[..., 2].abs().max()) == 0.0  # no roll at all with roll_ratio = 0
