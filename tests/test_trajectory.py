@@ -447,3 +447,26 @@ def test_shutter_jerk_is_the_integral_of_a_damped_cosine_and_has_no_roll_without
     length = traj.rotation.double().norm(dim=-1).numpy()  # (5, 61)
     np.testing.assert_allclose(length, np.broadcast_to(0.05 * np.abs(integral), length.shape), rtol=1e-4, atol=1e-8)
     assert float(traj.rotation[..., 2].abs().max()) == 0.0  # no roll at all with roll_ratio = 0
+
+
+def test_translation_speed_is_translation_m_s_with_tremor_at_half_the_drifts_amplitude():
+    """The camera centre's RMS speed is translation_m_s, made of drift (two sinusoids per axis, N(0, 1)
+    amplitudes) and tremor (one per axis, 0.5 N(0, 1)) before the scaling. Only 'smaller than the
+    rotation's image motion at 2 m' was checked: ten times the speed, or tremor at the drift's
+    amplitude, passed. The tremor's share of the power is measured at its frequency (200 whole cycles)
+    and compared with that model drawn here with NumPy."""
+    model = CameraShake(translation_m_s=(0.005, 0.005), tremor_hz=(10.0, 10.0), exposure_s=(20.0, 20.0),
+                        samples=4001, jerk_rad_s=(0.0, 0.0))
+    traj = model.sample(1000, seed=3)
+    t = traj.t[0].double()
+    v = (traj.translation[:, 1:] - traj.translation[:, :-1]).double() / (t[1:] - t[:-1])[None, :, None]
+    mid = (t[1:] + t[:-1]) / 2
+    rms = v.pow(2).sum(-1).mean(1).sqrt()
+    assert 0.9 < float(rms.median() / 0.005) < 1.1
+    # tremor power (A_cos^2 + A_sin^2) / 2 per axis, as a share of translation_m_s ** 2
+    share = sum((2 * (v * f(2 * np.pi * 10.0 * mid)[None, :, None]).mean(1)) ** 2 / 2 for f in (torch.cos, torch.sin))
+    share = share.sum(-1) / 0.005 ** 2
+    rs = np.random.default_rng(0)
+    tremor = 0.25 * (rs.standard_normal((200_000, 3)) ** 2).sum(1)
+    drift = (rs.standard_normal((200_000, 6)) ** 2).sum(1)
+    assert abs(float(share.mean()) - (tremor / (tremor + drift)).mean()) < 0.03  # (0.13; 0.33 at equal amplitudes)
