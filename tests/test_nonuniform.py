@@ -811,3 +811,11 @@ def test_reversing_a_strong_zoom_renders_the_same(yaw, pitch, roll, tx, ty, tz, 
     image = _smooth_image(24, 32, seed=4)
     forward = render_nonuniform(image, traj, cam, depth_m=0.5, center=center)
     assert (forward - render_nonuniform(image, traj.reversed(), cam, depth_m=0.5, center=center)).abs().max() < 1e-4
+
+
+def test_grid_points_are_row_major():
+    """Row-major order (x varies fastest) was not checked: only the first and last point were, which a
+    column-major order keeps."""
+    cam = Camera(500.0, 30, 20)
+    xs, ys = [4.5, 14.5, 24.5], [4.5, 14.5]  # cell centres: (i + 0.5) * size / count - 0.5
+    assert torch.equal(grid_points(cam, 2, 3), torch.tensor([[x, y] for y in ys for x in xs]))
