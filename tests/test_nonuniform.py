@@ -819,3 +819,19 @@ def test_grid_points_are_row_major():
     cam = Camera(500.0, 30, 20)
     xs, ys = [4.5, 14.5, 24.5], [4.5, 14.5]  # cell centres: (i + 0.5) * size / count - 0.5
     assert torch.equal(grid_points(cam, 2, 3), torch.tensor([[x, y] for y in ys for x in xs]))
+
+
+def test_a_camera_turned_towards_the_far_corner_is_refused_at_that_corner():
+    """The homogeneous scale of a sampling map is affine in the pixel, so it is positive over the frame
+    when it is at all four corners, but not when it is at three: a camera turned 0.4 rad towards the
+    bottom-right, its principal point at the top-left corner, looks 93 degrees off its first axis at the
+    bottom-right corner (rays 70 degrees off the axis there) and under 90 at the other three. Only a
+    turn seen at the top-right corner was checked."""
+    from blursynth.camera import BehindCameraError
+    cam = Camera(16.0, 32, 32, cx=0.0, cy=0.0)
+    rot = torch.zeros(1, 2, 3)
+    rot[0, 1] = 0.4 * torch.tensor([-1.0, 1.0, 0.0]) / math.sqrt(2)  # turns +z towards (1, 1, 0): right and down
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot)
+    assert torch.isfinite(kernels_at([[31.0, 31.0]], traj, cam, 63, center=False)).all()  # sharp points in front
+    with pytest.raises(BehindCameraError, match=r"blurred frame's pixel \(31, 31\) is at or behind the camera"):
+        render_nonuniform(torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)), traj, cam)
