@@ -266,7 +266,10 @@ def test_cat_says_what_differs():
     with pytest.raises(TypeError, match="non-empty list of Trajectory"):
         Trajectory.cat([])
     both = Trajectory.cat([shake, CameraShake().sample(1, seed=0, start=2)])
-    assert torch.equal(both.rotation, CameraShake().sample(3, seed=0).rotation)
+    whole = CameraShake().sample(3, seed=0)
+    assert torch.equal(both.rotation, whole.rotation)
+    assert both.params.keys() == whole.params.keys()  # (params kept only items[0]'s went unseen)
+    assert all(torch.equal(both.params[k], whole.params[k]) for k in whole.params)
 
 
 @pytest.mark.parametrize("model", [CameraShake(), RandomWalk2D(steps=50, samples=16)])
