@@ -473,3 +473,12 @@ def test_translation_speed_is_translation_m_s_with_tremor_at_half_the_drifts_amp
     tremor = 0.25 * (rs.standard_normal((200_000, 3)) ** 2).sum(1)
     drift = (rs.standard_normal((200_000, 6)) ** 2).sum(1)
     assert abs(float(share.mean()) - (tremor / (tremor + drift)).mean()) < 0.03  # (0.13; 0.33 at equal amplitudes)
+
+
+@pytest.mark.parametrize("model", [CameraShake(), RandomWalk2D(steps=50, samples=16)])
+def test_to_moves_every_tensor_params_included(model):
+    """to(device) left params behind with no test to see it (only the CUDA test could have, and it does not
+    look): the "meta" device shows it on any machine."""
+    moved = model.sample(2, seed=0).to("meta")
+    tensors = [moved.t, moved.rotation, moved.translation, moved.path_px, *moved.params.values()]
+    assert all(x.device.type == "meta" for x in tensors if x is not None)
