@@ -482,3 +482,15 @@ def test_to_moves_every_tensor_params_included(model):
     moved = model.sample(2, seed=0).to("meta")
     tensors = [moved.t, moved.rotation, moved.translation, moved.path_px, *moved.params.values()]
     assert all(x.device.type == "meta" for x in tensors if x is not None)
+
+
+def test_recorded_rms_angular_speed_includes_the_shutter_jerk():
+    """rms_angular_speed_rad_s is measured over the exposure on the whole motion: for a jerk alone it is
+    the RMS of jerk_rad_s exp(-t / decay) cos(2 pi f t) over the exposure (SciPy's quad here). A value
+    measured before the jerk was added passed every test (the default shake's median barely moves)."""
+    from scipy.integrate import quad
+    model = CameraShake(drift_rad_s=(1e-9, 1e-9), tremor_rad_s=(1e-9, 1e-9), jerk_rad_s=(0.05, 0.05),
+                        jerk_hz=(2.0, 2.0), jerk_decay_s=(0.05, 0.05), exposure_s=(0.3, 0.3), samples=2001)
+    speed = model.sample(3, seed=1).params["rms_angular_speed_rad_s"]
+    mean_square = quad(lambda s: (0.05 * np.exp(-s / 0.05) * np.cos(2 * np.pi * 2.0 * s)) ** 2, 0, 0.3)[0] / 0.3
+    assert torch.allclose(speed.double(), torch.full((3,), np.sqrt(mean_square), dtype=torch.float64), rtol=1e-3)
