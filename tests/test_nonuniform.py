@@ -835,3 +835,13 @@ def test_a_camera_turned_towards_the_far_corner_is_refused_at_that_corner():
     assert torch.isfinite(kernels_at([[31.0, 31.0]], traj, cam, 63, center=False)).all()  # sharp points in front
     with pytest.raises(BehindCameraError, match=r"blurred frame's pixel \(31, 31\) is at or behind the camera"):
         render_nonuniform(torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)), traj, cam)
+
+
+def test_a_path_longer_than_the_limit_in_many_short_steps_is_refused():
+    """MAX_MOTION_PX bounds a point's whole path, the sum of its steps: a check of the largest single
+    step passed the only test (one segment), and let 29 steps of 5,000 px through to be cut into 290,000
+    poses."""
+    path = torch.stack([torch.linspace(0, 145_000.0, 30), torch.zeros(30)], -1)[None]
+    traj = Trajectory(t=torch.linspace(0, 0.1, 30)[None], path_px=path)
+    with pytest.raises(ValueError, match=r"travels 1\.45e\+05 px during the exposure, more than 100000 px"):
+        densify(traj, Camera(100.0, 32, 24))
