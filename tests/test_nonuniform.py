@@ -845,3 +845,13 @@ def test_a_path_longer_than_the_limit_in_many_short_steps_is_refused():
     traj = Trajectory(t=torch.linspace(0, 0.1, 30)[None], path_px=path)
     with pytest.raises(ValueError, match=r"travels 1\.45e\+05 px during the exposure, more than 100000 px"):
         densify(traj, Camera(100.0, 32, 24))
+
+
+def test_exposure_weights_of_a_zero_length_exposure_have_finite_gradients():
+    """A zero-length exposure takes the equal weights; dividing by its zero total in the branch not taken
+    still put NaN in the gradient with respect to the times (0 * inf), which the division by 1 there avoids."""
+    for t in ([0.0, 0.0, 0.0], [0.02, 0.02]):
+        times = torch.tensor([t], dtype=torch.float64, requires_grad=True)
+        w = exposure_weights(times)
+        (w * torch.arange(1.0, len(t) + 1, dtype=torch.float64)).sum().backward()
+        assert torch.isfinite(times.grad).all() and abs(float(w.detach().sum()) - 1) < 1e-12
