@@ -166,6 +166,8 @@ def test_random_walk_impulsive_shakes_follow_their_probability():
     (dict(roll_ratio=np.inf), "CameraShake.roll_ratio"),
     (dict(exposure_s=(0.01, np.inf)), "CameraShake.exposure_s"),
     (dict(drift_hz=(np.nan, 3.0)), "CameraShake.drift_hz"),
+    (dict(translation_m_s=(0.0, 0.01)), "CameraShake.translation_m_s"),  # (log-uniform: 0 has no log)
+    (dict(jerk_decay_s=(0.0, 0.1)), "CameraShake.jerk_decay_s"),  # (its rate is 1 / decay)
 ])
 def test_camera_shake_rejects_bad_parameters(bad, match):
     with pytest.raises(ValueError, match=match):
