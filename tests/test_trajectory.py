@@ -496,3 +496,21 @@ def test_recorded_rms_angular_speed_includes_the_shutter_jerk():
     speed = model.sample(3, seed=1).params["rms_angular_speed_rad_s"]
     mean_square = quad(lambda s: (0.05 * np.exp(-s / 0.05) * np.cos(2 * np.pi * 2.0 * s)) ** 2, 0, 0.3)[0] / 0.3
     assert torch.allclose(speed.double(), torch.full((3,), np.sqrt(mean_square), dtype=torch.float64), rtol=1e-3)
+
+
+def test_camera_shake_draws_its_scalars_log_uniform_or_uniform_as_documented():
+    """exposure_s, drift_rad_s, tremor_rad_s, translation_m_s and drift_hz are log-uniform, the rest uniform
+    (the class docstring): only their ranges were checked, which a uniform draw keeps. Kolmogorov-Smirnov
+    distances against the documented distributions (SciPy), and the mean of the recorded drift_hz (the
+    mean of six log-uniform draws) against (hi - lo) / ln(hi / lo)."""
+    from scipy import stats
+    model = CameraShake()
+    params = model.sample(4000, seed=11).params
+    for name in ("exposure_s", "drift_rad_s", "tremor_rad_s", "translation_m_s"):
+        lo, hi = np.log(getattr(model, name))
+        assert stats.kstest(np.log(params[name].double().numpy()), stats.uniform(lo, hi - lo).cdf).statistic < 0.03, name
+    for name in ("tremor_hz", "jerk_hz", "jerk_decay_s", "jerk_rad_s"):
+        lo, hi = getattr(model, name)
+        assert stats.kstest(params[name].double().numpy(), stats.uniform(lo, hi - lo).cdf).statistic < 0.03, name
+    lo, hi = model.drift_hz
+    assert abs(float(params["drift_hz"].double().mean()) / ((hi - lo) / np.log(hi / lo)) - 1) < 0.02
