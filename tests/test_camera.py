@@ -242,3 +242,14 @@ def test_depth_m_is_checked_and_a_camera_backing_away_from_the_plane_is_fine():
     # (the shape passed, not the internal (3, 1, 1) it once named)
     with pytest.raises(ValueError, match=r"depth_m must be a float or an \(2,\) tensor, got shape \(3,\)$"):
         cam.homographies(traj, depth_m=torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_a_point_behind_the_camera_is_reported_at_the_first_sample_it_is_behind():
+    """The message names the time the point is behind: a camera that turns away at 0.05 s and back by
+    0.1 s is reported at 0.05 s (every test had it behind at the last sample only)."""
+    from blursynth.camera import BehindCameraError
+    rot = torch.zeros(1, 3, 3)
+    rot[0, 1, 1] = 2.0  # yaw 115 degrees at the middle sample only
+    traj = Trajectory(t=torch.tensor([[0.0, 0.05, 0.1]]), rotation=rot)
+    with pytest.raises(BehindCameraError, match=r"pixel \(0, 12\) is at or behind the camera at t = 0.05 s: "):
+        Camera(30.0, 32, 24).project(traj, torch.tensor([[0.0, 12.0]]))
