@@ -730,8 +730,8 @@ def _work(writer: _ChunkWriter, get, send, parent: int) -> None:
 
 
 def _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device):
-    """The options of :func:`write_dataset` checked, before ``out`` is touched, and the chunk writer they
-    make: ``(out, pairs, shard, writer)``."""
+    """The options of :func:`write_dataset` checked, before ``out`` is touched, with the settings and the
+    chunk writer they make: ``(out, pairs, shard, settings, writer)``."""
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     _check_options(pairs, workers, layout, shard)
     # All checked before --out is touched: a bad seed used to fail after dataset.json recorded it, and the
@@ -753,8 +753,9 @@ def _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, devi
     # (messages name the command line's options, as this function's others do)
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
                                                          crop_name="--crop", avoid=_links_into(out))
-    header = _part_header(_settings(recipe, pairs, seed, folder, layout))
-    return out, pairs, shard, _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, _png_bits(recipe), header)
+    settings = _settings(recipe, pairs, seed, folder, layout)
+    writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, _png_bits(recipe), _part_header(settings))
+    return out, pairs, shard, settings, writer
 
 
 def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "default", sharp=None,
@@ -787,9 +788,8 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
     """
     from tqdm import tqdm
 
-    out, pairs, shard, writer = _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device)
-    recipe, seed, folder, header = writer.recipe, writer.seed, writer.folder, writer.header
-    settings = _settings(recipe, pairs, seed, folder, layout)
+    out, pairs, shard, settings, writer = _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device)
+    folder, header = writer.folder, writer.header
     with _one_run_at_a_time(out):
         _check_output(out, settings, overwrite)
         chunks = math.ceil(pairs / CHUNK)
@@ -870,8 +870,8 @@ def verify_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "d
     """
     from tqdm import tqdm
 
-    out, pairs, shard, writer = _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device)
-    settings = json.loads(json.dumps(_settings(writer.recipe, pairs, writer.seed, writer.folder, layout)))
+    out, pairs, shard, settings, writer = _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, device)
+    settings = json.loads(json.dumps(settings))  # (as dataset.json reads back: tuples as lists)
     if not (out / "dataset.json").is_file():
         raise DatasetError(f"--out {out}: holds no dataset (no dataset.json); check the folder a dataset "
                            "run wrote")
