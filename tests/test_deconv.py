@@ -441,3 +441,31 @@ def test_on_the_cpu_each_image_is_deconvolved_alone(name, monkeypatch):
     alone = [deconv.METHODS[name](y[i:i + 1], k[i], **{param: values[i:i + 1] if torch.is_tensor(values) else values})
              for i in range(3)]
     assert torch.equal(out, torch.cat(alone))
+
+
+
+@pytest.mark.parametrize("lut", [True, False])
+def test_hyper_laplacian_with_alpha_2_is_the_closed_form_splitting(lut):
+    """alpha = 2: w = beta / (beta + 2) grad x, then X = (conj(Dx) Wx + conj(Dy) Wy + lam/beta conj(K) Y) /
+    (|Dx|^2 + |Dy|^2 + lam/beta |K|^2), once for each beta = beta0 * rate^i below beta_max (here 1, 2, 4),
+    written out with numpy's FFT."""
+    import numpy as np
+    rs = np.random.default_rng(7)
+    y = rs.random((10, 12))
+    k = rs.random((3, 3))
+    k /= k.sum()
+    lam, (h, w) = 30.0, y.shape
+    kpad = np.zeros((h, w))
+    kpad[:3, :3] = k
+    fk = np.fft.fft2(np.roll(kpad, (-1, -1), axis=(0, 1)))  # kernel centre at the origin: true convolution
+    fdx = (np.exp(2j * np.pi * np.arange(w) / w) - 1)[None, :]  # x[j + 1] - x[j] in frequency
+    fdy = (np.exp(2j * np.pi * np.arange(h) / h) - 1)[:, None]
+    x = y.copy()
+    for beta in (1.0, 2.0, 4.0):
+        wx = (np.roll(x, -1, axis=1) - x) * beta / (beta + 2)
+        wy = (np.roll(x, -1, axis=0) - x) * beta / (beta + 2)
+        num = np.conj(fdx) * np.fft.fft2(wx) + np.conj(fdy) * np.fft.fft2(wy) + lam / beta * np.conj(fk) * np.fft.fft2(y)
+        x = np.fft.ifft2(num / (abs(fdx) ** 2 + abs(fdy) ** 2 + lam / beta * abs(fk) ** 2)).real
+    got = deconv.hyper_laplacian(torch.from_numpy(y)[None, None], torch.from_numpy(k), lam=lam, alpha=2.0,
+                                 beta0=1.0, beta_max=8.0, beta_rate=2.0, taper=False, lut=lut)
+    torch.testing.assert_close(got[0, 0], torch.from_numpy(x), rtol=0, atol=1e-9)

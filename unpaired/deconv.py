@@ -413,8 +413,9 @@ def shrink_lut(v: torch.Tensor, beta: float, alpha: float, size: int = 4096, dim
     lo, hi = table[i0], table[i0 + 1]
     r = lo * (1.0 - frac) + hi * frac
     # In the cell where w jumps from 0, interpolating would land between the two minima: take
-    # whichever of 0 and the cell's non-zero end costs less at this v.
-    jump = (lo == 0) & (hi > 0)
+    # whichever of 0 and the cell's non-zero end costs less at this v. (Only alpha < 1 jumps: for
+    # alpha >= 1, w is continuous and the first non-zero cell is interpolated like the others.)
+    jump = (lo == 0) & (hi > 0) & (alpha < 1)
     better = hi.pow(alpha) + 0.5 * beta * (hi - a).square() < 0.5 * beta * a.square()
     r = torch.where(jump, torch.where(better, hi, torch.zeros_like(hi)), r)
     r = r.squeeze(0) if dim is None else r.movedim(0, dim)
