@@ -469,3 +469,19 @@ def test_hyper_laplacian_with_alpha_2_is_the_closed_form_splitting(lut):
     got = deconv.hyper_laplacian(torch.from_numpy(y)[None, None], torch.from_numpy(k), lam=lam, alpha=2.0,
                                  beta0=1.0, beta_max=8.0, beta_rate=2.0, taper=False, lut=lut)
     torch.testing.assert_close(got[0, 0], torch.from_numpy(x), rtol=0, atol=1e-9)
+
+
+
+
+
+def test_rl_starts_from_the_input_clamped_at_eps_and_clamps_negative_input_to_zero():
+    # Docstring: 0 iterations return the input clamped at eps (a black pixel must not start at 0, where
+    # the multiplicative update could never lift it), and negative input values are clamped to 0.
+    g = torch.Generator().manual_seed(3)
+    y = torch.rand(1, 1, 12, 12, generator=g, dtype=torch.float64) - 0.2
+    y[0, 0, 4, 4] = 0.0
+    k = torch.rand(3, 3, generator=g, dtype=torch.float64)
+    k /= k.sum()
+    assert torch.equal(deconv.richardson_lucy(y, k, iterations=0, taper=False, eps=1e-6), y.clamp_min(1e-6))
+    torch.testing.assert_close(deconv.richardson_lucy(y, k, iterations=3, taper=False),
+                               deconv.richardson_lucy(y.clamp_min(0.0), k, iterations=3, taper=False), rtol=0, atol=0)
