@@ -485,3 +485,16 @@ def test_rl_starts_from_the_input_clamped_at_eps_and_clamps_negative_input_to_ze
     assert torch.equal(deconv.richardson_lucy(y, k, iterations=0, taper=False, eps=1e-6), y.clamp_min(1e-6))
     torch.testing.assert_close(deconv.richardson_lucy(y, k, iterations=3, taper=False),
                                deconv.richardson_lucy(y.clamp_min(0.0), k, iterations=3, taper=False), rtol=0, atol=0)
+
+
+
+def test_shrinkage_threshold_is_the_closed_form_one():
+    # For min |w|^p + beta/2 (w - v)^2 (lam = 1/beta) w jumps from 0 at tau = (2 lam (1 - p))^(1 / (2 - p)) +
+    # lam p (2 lam (1 - p))^((p - 1) / (2 - p)), to r = (2 lam (1 - p))^(1 / (2 - p)) (Zuo et al. 2013).
+    for p, beta in ((0.5, 1.0), (2 / 3, 4.0)):
+        lam = 1.0 / beta
+        base = 2 * lam * (1 - p)
+        tau, r = base ** (1 / (2 - p)) + lam * p * base ** ((p - 1) / (2 - p)), base ** (1 / (2 - p))
+        v = torch.tensor([tau - 1e-5, -(tau - 1e-5), tau + 1e-5], dtype=torch.float64)
+        w = deconv.shrink_hyper_laplacian(v, beta, p)
+        assert w[0] == 0 and w[1] == 0 and abs(float(w[2]) - r) < 1e-2, (p, beta, w)
