@@ -498,3 +498,35 @@ def test_shrinkage_threshold_is_the_closed_form_one():
         v = torch.tensor([tau - 1e-5, -(tau - 1e-5), tau + 1e-5], dtype=torch.float64)
         w = deconv.shrink_hyper_laplacian(v, beta, p)
         assert w[0] == 0 and w[1] == 0 and abs(float(w[2]) - r) < 1e-2, (p, beta, w)
+
+
+
+@pytest.mark.parametrize("alpha, beta", [(0.5, 2.0), (2 / 3, 10.0)])
+def test_lookup_table_interpolates_its_points_and_takes_the_cheaper_end_at_the_jump(alpha, beta):
+    """Docstring of shrink_lut: the exact w at `size` points of |v| in [0, max|v|], interpolated linearly,
+    except in the cell where w jumps from 0, where the cheaper of 0 and the cell's upper end is taken. The
+    table points here are minimised by scipy, independently of shrink_hyper_laplacian."""
+    import numpy as np
+    from scipy.optimize import minimize_scalar
+    size, top = 9, 2.0
+
+    def cost(w, v):
+        return abs(w) ** alpha + 0.5 * beta * (w - v) ** 2
+
+    def exact(a):
+        if a == 0:
+            return 0.0
+        r = minimize_scalar(lambda t: cost(t, a), bounds=(0.0, a), method="bounded", options={"xatol": 1e-13}).x
+        return r if cost(r, a) < cost(0.0, a) else 0.0
+    grid = np.linspace(0.0, top, size)
+    table = np.array([exact(a) for a in grid])
+    v = np.concatenate([np.linspace(0.0, top, 401), [top]])
+    got = deconv.shrink_lut(torch.from_numpy(v), beta, alpha, size=size).numpy()
+    jump = int(np.argmax(table > 0))  # the table's first non-zero point: the jump is in the cell below it
+    for vi, gi in zip(v, got):
+        cell = min(int(vi / top * (size - 1)), size - 2)
+        if cell == jump - 1:
+            want = table[jump] if cost(table[jump], vi) < cost(0.0, vi) else 0.0
+        else:
+            want = np.interp(vi, grid, table)
+        assert abs(gi - want) < 1e-6, (vi, gi, want)
