@@ -530,3 +530,19 @@ def test_lookup_table_interpolates_its_points_and_takes_the_cheaper_end_at_the_j
         else:
             want = np.interp(vi, grid, table)
         assert abs(gi - want) < 1e-6, (vi, gi, want)
+
+
+
+def test_shrinkage_between_one_and_two_has_the_implicit_function_gradient():
+    # Differentiable (module docstring): r = |w| solves r - |v| + c r^(alpha - 1) = 0 (c = alpha / beta), so
+    # dw/dv = 1 / (1 + c (alpha - 1) r^(alpha - 2)); the root here by scipy's brentq.
+    from scipy.optimize import brentq
+    alpha, beta = 1.5, 2.0
+    c = alpha / beta
+    for v0 in (0.7, -1.3):
+        r = brentq(lambda t: t - abs(v0) + c * t ** (alpha - 1), 0.0, abs(v0), xtol=1e-15)
+        v = torch.tensor(v0, dtype=torch.float64, requires_grad=True)
+        w = deconv.shrink_hyper_laplacian(v, beta, alpha)
+        (grad,) = torch.autograd.grad(w, v)
+        assert abs(float(w.detach()) - (r if v0 > 0 else -r)) < 1e-9
+        assert abs(float(grad) - 1 / (1 + c * (alpha - 1) * r ** (alpha - 2))) < 1e-8
