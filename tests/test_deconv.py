@@ -546,3 +546,15 @@ def test_shrinkage_between_one_and_two_has_the_implicit_function_gradient():
         (grad,) = torch.autograd.grad(w, v)
         assert abs(float(w.detach()) - (r if v0 > 0 else -r)) < 1e-9
         assert abs(float(grad) - 1 / (1 + c * (alpha - 1) * r ** (alpha - 2))) < 1e-8
+
+
+
+def test_kernels_negative_beyond_float_rounding_are_refused():
+    # check_kernel forgives -1e-6 (float rounding), not a real negative tap of -1e-3.
+    k = torch.full((3, 3), 1 / 9, dtype=torch.float64)
+    k[0, 0] -= 1e-3 + 1 / 9
+    k[1, 1] += 1e-3 + 1 / 9
+    with pytest.raises(ValueError, match="negative"):
+        deconv.check_kernel(k)
+    k[0, 0], k[1, 1] = -5e-7, 2 / 9 + 5e-7
+    deconv.check_kernel(k)
