@@ -443,7 +443,6 @@ def test_on_the_cpu_each_image_is_deconvolved_alone(name, monkeypatch):
     assert torch.equal(out, torch.cat(alone))
 
 
-
 @pytest.mark.parametrize("lut", [True, False])
 def test_hyper_laplacian_with_alpha_2_is_the_closed_form_splitting(lut):
     """alpha = 2: w = beta / (beta + 2) grad x, then X = (conj(Dx) Wx + conj(Dy) Wy + lam/beta conj(K) Y) /
@@ -471,9 +470,6 @@ def test_hyper_laplacian_with_alpha_2_is_the_closed_form_splitting(lut):
     torch.testing.assert_close(got[0, 0], torch.from_numpy(x), rtol=0, atol=1e-9)
 
 
-
-
-
 def test_rl_starts_from_the_input_clamped_at_eps_and_clamps_negative_input_to_zero():
     # Docstring: 0 iterations return the input clamped at eps (a black pixel must not start at 0, where
     # the multiplicative update could never lift it), and negative input values are clamped to 0.
@@ -487,7 +483,6 @@ def test_rl_starts_from_the_input_clamped_at_eps_and_clamps_negative_input_to_ze
                                deconv.richardson_lucy(y.clamp_min(0.0), k, iterations=3, taper=False), rtol=0, atol=0)
 
 
-
 def test_shrinkage_threshold_is_the_closed_form_one():
     # For min |w|^p + beta/2 (w - v)^2 (lam = 1/beta) w jumps from 0 at tau = (2 lam (1 - p))^(1 / (2 - p)) +
     # lam p (2 lam (1 - p))^((p - 1) / (2 - p)), to r = (2 lam (1 - p))^(1 / (2 - p)) (Zuo et al. 2013).
@@ -498,7 +493,6 @@ def test_shrinkage_threshold_is_the_closed_form_one():
         v = torch.tensor([tau - 1e-5, -(tau - 1e-5), tau + 1e-5], dtype=torch.float64)
         w = deconv.shrink_hyper_laplacian(v, beta, p)
         assert w[0] == 0 and w[1] == 0 and abs(float(w[2]) - r) < 1e-2, (p, beta, w)
-
 
 
 @pytest.mark.parametrize("alpha, beta", [(0.5, 2.0), (2 / 3, 10.0)])
@@ -532,7 +526,6 @@ def test_lookup_table_interpolates_its_points_and_takes_the_cheaper_end_at_the_j
         assert abs(gi - want) < 1e-6, (vi, gi, want)
 
 
-
 def test_shrinkage_between_one_and_two_has_the_implicit_function_gradient():
     # Differentiable (module docstring): r = |w| solves r - |v| + c r^(alpha - 1) = 0 (c = alpha / beta), so
     # dw/dv = 1 / (1 + c (alpha - 1) r^(alpha - 2)); the root here by scipy's brentq.
@@ -546,7 +539,6 @@ def test_shrinkage_between_one_and_two_has_the_implicit_function_gradient():
         (grad,) = torch.autograd.grad(w, v)
         assert abs(float(w.detach()) - (r if v0 > 0 else -r)) < 1e-9
         assert abs(float(grad) - 1 / (1 + c * (alpha - 1) * r ** (alpha - 2))) < 1e-8
-
 
 
 def test_kernels_negative_beyond_float_rounding_are_refused():
