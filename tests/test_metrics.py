@@ -435,3 +435,17 @@ def test_align_on_cuda_finds_the_shifts_the_cpu_finds():
     assert aligned.is_cuda and on_gpu.is_cuda
     assert (on_gpu.cpu() - torch.tensor(planted)).abs().max() < 0.08, on_gpu
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
+
+
+
+
+def test_align_border_limits_are_exact():
+    # Docstring: border >= radius + 1 (so shifted windows stay inside) and sides above 2 * border; one
+    # pixel less of either is refused, the limit itself is taken.
+    x = _blobs(29)
+    metrics.align(x, x, radius=3, border=4, subpixel=())
+    with pytest.raises(ValueError, match="must exceed the shift radius"):
+        metrics.align(x, x, radius=4, border=4)
+    metrics.align(x, x, radius=3, border=14, subpixel=())
+    with pytest.raises(ValueError, match="too small"):
+        metrics.align(x[..., :28, :28], x[..., :28, :28], radius=3, border=14)
