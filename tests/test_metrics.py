@@ -449,3 +449,13 @@ def test_align_border_limits_are_exact():
     metrics.align(x, x, radius=3, border=14, subpixel=())
     with pytest.raises(ValueError, match="too small"):
         metrics.align(x[..., :28, :28], x[..., :28, :28], radius=3, border=14)
+
+
+@pytest.mark.parametrize("planted", [(3.7, -2.3), (-3.7, 2.3)])
+def test_subpixel_refinement_reaches_three_steps_either_way(planted):
+    # Docstring: each refinement step searches +-3 steps around the integer best; with one 0.1 px step the
+    # integer best 4 (or -2) of a 3.7 (or -2.3) px shift must still reach 0.3 px below it, and above for -3.7.
+    ref = _blobs(64)
+    moved = _blobs(64, shift=planted)
+    _, shift = metrics.align(moved, ref, radius=6, border=15, subpixel=(0.1,))
+    assert abs(float(shift[0, 0]) - planted[0]) < 0.05 and abs(float(shift[0, 1]) - planted[1]) < 0.05, shift
