@@ -459,3 +459,10 @@ def test_subpixel_refinement_reaches_three_steps_either_way(planted):
     moved = _blobs(64, shift=planted)
     _, shift = metrics.align(moved, ref, radius=6, border=15, subpixel=(0.1,))
     assert abs(float(shift[0, 0]) - planted[0]) < 0.05 and abs(float(shift[0, 1]) - planted[1]) < 0.05, shift
+
+
+def test_error_ratio_floors_only_a_true_kernel_error_of_zero_at_1e_12():
+    # Docstring: a true-kernel error of 0 counts as 1e-12; small non-zero errors are divided as they are.
+    est = torch.tensor([2e-9, 3e-7, 5.0], dtype=torch.float64)
+    true = torch.tensor([1e-9, 1e-7, 0.0], dtype=torch.float64)
+    torch.testing.assert_close(metrics.error_ratio(est, true), torch.tensor([2.0, 3.0, 5e12], dtype=torch.float64))
