@@ -466,3 +466,17 @@ def test_error_ratio_floors_only_a_true_kernel_error_of_zero_at_1e_12():
     est = torch.tensor([2e-9, 3e-7, 5.0], dtype=torch.float64)
     true = torch.tensor([1e-9, 1e-7, 0.0], dtype=torch.float64)
     torch.testing.assert_close(metrics.error_ratio(est, true), torch.tensor([2.0, 3.0, 5e12], dtype=torch.float64))
+
+
+def test_kernel_ncc_forgives_a_translation_across_the_whole_canvas():
+    # "the maximum over all shifts": the same blob in opposite corners of a 15x15 kernel is 12 px away,
+    # more than half the canvas, and still correlates perfectly.
+    blob = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 0.5], [1.0, 0.0, 3.0]], dtype=torch.float64)
+    a = torch.zeros(15, 15, dtype=torch.float64)
+    b = torch.zeros(15, 15, dtype=torch.float64)
+    a[:3, :3] = blob
+    b[-3:, -3:] = blob
+    assert abs(float(metrics.kernel_similarity(a, b)["ncc"][0]) - 1.0) < 1e-12
+    b2 = torch.zeros(15, 15, dtype=torch.float64)
+    b2[-3:, :3] = blob  # 12 px down, 0 across
+    assert abs(float(metrics.kernel_similarity(a, b2)["ncc"][0]) - 1.0) < 1e-12
