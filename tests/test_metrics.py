@@ -437,8 +437,6 @@ def test_align_on_cuda_finds_the_shifts_the_cpu_finds():
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-5, rtol=0)
 
 
-
-
 def test_align_border_limits_are_exact():
     # Docstring: border >= radius + 1 (so shifted windows stay inside) and sides above 2 * border; one
     # pixel less of either is refused, the limit itself is taken.
