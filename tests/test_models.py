@@ -162,6 +162,16 @@ def test_image_pool_resume_is_exact(seed, warm):
         assert torch.equal(a.query(q), b.query(q))
 
 
+def test_image_pool_holds_at_most_size_images():
+    # "Until size images are stored each query image is stored", then swapped: never more than size.
+    for size in (1, 3):
+        pool = ImagePool(size=size, seed=1)
+        for k in range(4 * size + 5):
+            pool.query(torch.full((1, 1, 1, 1), float(k)))
+            assert len(pool.images) == min(k + 1, size)
+        assert len(pool.state_dict()["images"]) == size
+
+
 def test_image_pool_size_zero_is_passthrough():
     x = torch.rand(2, 3, 4, 4)
     assert torch.equal(ImagePool(0).query(x), x)
