@@ -573,17 +573,19 @@ def test_crop_positions_are_independent_uniform_draws_over_every_fitting_box(tmp
     ``frame_px`` frame), each position as likely, left and top drawn independently: one draw shared by
     both put every crop on the diagonal, and one fewer position never reached the last row or column."""
     from blursynth.pairs import _sources
-    recipe = _recipe(crop=[12, 14], kernel={"size": 5}, camera={"frame_px": [28, 30]})  # input 16 x 18: margin 2
+    # (a frame wider than tall: with as many left as top positions, left and top drawn over each
+    # other's range went unseen)
+    recipe = _recipe(crop=[12, 14], kernel={"size": 5}, camera={"frame_px": [28, 36]})  # input 16 x 18: margin 2
     folder = None
     if photo:
-        write_image(tmp_path / "p.png", np.random.RandomState(0).rand(3, 28, 30))  # (frame_px's size)
+        write_image(tmp_path / "p.png", np.random.RandomState(0).rand(3, 28, 36))  # (frame_px's size)
         folder = ImageFolder.scan(tmp_path, recipe.input_size)
     n = 500
     records = _sources(recipe, torch.arange(n), 4, folder, "cpu")[3]
     boxes = np.array([rec["source"]["box"] if "source" in rec else rec["box"] for rec in records])
     left, top = boxes[:, 0] - 2, boxes[:, 1] - 2  # (the box is the crop, inside the margin)
     assert (boxes[:, 2:] == [14, 12]).all()  # (x, y, width, height)
-    assert set(left) == set(range(30 - 18 + 1)) and set(top) == set(range(28 - 16 + 1))
+    assert set(left) == set(range(36 - 18 + 1)) and set(top) == set(range(28 - 16 + 1))
     assert abs(np.corrcoef(left, top)[0, 1]) < 0.15
 
 
