@@ -702,3 +702,29 @@ def test_a_manifest_line_that_is_json_but_not_a_record_is_named(tmp_path):
     manifest.write_text(manifest.read_text() + "[1, 2]\n")
     with pytest.raises(ValueError, match=r"manifest\.jsonl: line 5 is not a JSON record \(a JSON list\)"):
         PairedFolder(tmp_path / "set")
+
+
+def test_a_projective_pair_turns_about_the_centre_of_its_own_non_square_photo(tmp_path, monkeypatch):
+    """``_sources`` hands ``_projective`` each photo's full size as (width, height): given as (height,
+    width), a non-square photo's principal point moved off its centre, and a pure roll blurred the
+    pixel at the centre, which a roll leaves still."""
+    from blursynth.trajectory import Trajectory
+
+    class Roll:  # every item a pure roll of 0.15 rad about the optical axis
+        def sample_items(self, index, seed=0):
+            s = torch.linspace(0, 1, 9).expand(len(index), 9)
+            zero = torch.zeros_like(s)
+            return Trajectory(t=0.1 * s, rotation=torch.stack([zero, zero, 0.15 * s], -1))
+
+    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: Roll())
+    recipe = _recipe(crop=[31, 51], kernel={"size": 11}, blur={"mode": "projective", "grid": [1, 1]},
+                     sensor=SENSOR_OFF)
+    assert recipe.input_size == (41, 61)
+    photo = np.random.RandomState(3).rand(3, 41, 61)  # the input size exactly: the crop is its middle
+    write_image(tmp_path / "p.png", photo)
+    made = make_pairs(recipe, [0], 0, ImageFolder.scan(tmp_path, recipe.input_size))
+    assert made["records"][0]["source"]["box"] == [5, 5, 51, 31]
+    sharp, blurry = made["sharp"][0].numpy(), made["blur"][0].numpy()
+    # the photo's centre (30, 20) is the crop's pixel (25, 15): unmoved there, blurred elsewhere
+    assert np.abs(blurry[:, 15, 25] - sharp[:, 15, 25]).max() < 1e-4
+    assert np.abs(blurry[:, 5, 5] - sharp[:, 5, 5]).max() > 1e-2
