@@ -728,3 +728,18 @@ def test_a_projective_pair_turns_about_the_centre_of_its_own_non_square_photo(tm
     # the photo's centre (30, 20) is the crop's pixel (25, 15): unmoved there, blurred elsewhere
     assert np.abs(blurry[:, 15, 25] - sharp[:, 15, 25]).max() < 1e-4
     assert np.abs(blurry[:, 5, 5] - sharp[:, 5, 5]).max() > 1e-2
+
+
+def test_the_photo_is_drawn_independently_of_the_crop_position(tmp_path):
+    """Which photo a pair is cut from and where its crop lies are separate uniform draws: one draw shared
+    by both cut the first photos only near their left edge and the last ones near their right."""
+    from blursynth.pairs import _sources
+    recipe = _recipe(crop=[12, 14], kernel={"size": 5})  # input 16 x 18
+    for k in range(4):
+        write_image(tmp_path / f"p{k}.png", np.random.RandomState(k).rand(3, 40, 50))
+    folder = ImageFolder.scan(tmp_path, recipe.input_size)
+    records = _sources(recipe, torch.arange(600), 4, folder, "cpu")[3]
+    photo = np.array([folder.files.index(rec["image"]) for rec in records])
+    left, top = (np.array([rec["box"][j] for rec in records]) for j in (0, 1))
+    assert set(photo) == {0, 1, 2, 3}
+    assert abs(np.corrcoef(photo, left)[0, 1]) < 0.15 and abs(np.corrcoef(photo, top)[0, 1]) < 0.15
