@@ -743,3 +743,28 @@ def test_the_photo_is_drawn_independently_of_the_crop_position(tmp_path):
     left, top = (np.array([rec["box"][j] for rec in records]) for j in (0, 1))
     assert set(photo) == {0, 1, 2, 3}
     assert abs(np.corrcoef(photo, left)[0, 1]) < 0.15 and abs(np.corrcoef(photo, top)[0, 1]) < 0.15
+
+
+def test_projective_fit_shrinks_rotation_and_translation_by_the_recorded_scale():
+    """``_fit_motion`` (kernel.fit = "scale", projective) returns the motion times the factor it records as
+    ``fit_scale``, rotation and translation alike, and that motion's local kernels fit. Only the last
+    round's factor recorded, or the translation left at full size (a near scene's parallax unshrunk),
+    went unseen."""
+    from blursynth.camera import Camera
+    from blursynth.kernel import KernelFitError
+    from blursynth.nonuniform import kernels_at
+    from blursynth.pairs import _fit_motion
+    from blursynth.trajectory import Trajectory
+    s = torch.linspace(0, 1, 17)
+    rotation = torch.stack([0.2 * s, -0.1 * s ** 2, 0.4 * s], -1)[None]
+    translation = torch.stack([0.06 * s, 0.02 * s, 0.1 * s], -1)[None]
+    motion = Trajectory(t=0.1 * s[None], rotation=rotation, translation=translation)
+    cam, depth = Camera(300.0, 41, 41), 2.0
+    pts = torch.tensor([[0.0, 0.0], [40.0, 0.0], [0.0, 40.0], [40.0, 40.0], [20.0, 20.0]])
+    with pytest.raises(KernelFitError):  # far too large for a 9 px kernel as it is
+        kernels_at(pts, motion, cam, 9, depth_m=depth, fit="error")
+    fitted, scale = _fit_motion(motion, pts, cam, 9, depth)
+    assert 0 < scale < 0.5
+    assert torch.allclose(fitted.rotation, rotation * scale, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(fitted.translation, translation * scale, rtol=1e-5, atol=1e-9)
+    kernels_at(pts, fitted, cam, 9, depth_m=depth, fit="error")  # fits now
