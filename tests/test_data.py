@@ -768,3 +768,19 @@ def test_projective_fit_shrinks_rotation_and_translation_by_the_recorded_scale()
     assert torch.allclose(fitted.rotation, rotation * scale, rtol=1e-5, atol=1e-9)
     assert torch.allclose(fitted.translation, translation * scale, rtol=1e-5, atol=1e-9)
     kernels_at(pts, fitted, cam, 9, depth_m=depth, fit="error")  # fits now
+
+
+def test_uniform_fit_scale_records_the_shrink_applied_to_paths_too_large_for_the_kernel():
+    """kernel.fit = "scale" records per pair the factor its path was shrunk by: below 1 exactly where the
+    path's extent exceeds the kernel, and shrinking it to fit. Recorded as 1 for every pair, a manifest
+    described motions far larger than the blur the pairs received."""
+    from blursynth.pairs import shake_paths
+    recipe = _recipe(crop=16, kernel={"fit": "scale"}, camera={"focal_mm": [150.0, 200.0]}, sensor=SENSOR_OFF,
+                     trajectory={"exposure_s": [0.2, 0.25], "drift_rad_s": [0.05, 0.1]})
+    made = make_pairs(recipe, range(8), 3)
+    path, _ = shake_paths(recipe, range(8), 3)  # (the same paths, by their documented contract)
+    extent = (path.amax(1) - path.amin(1)).amax(-1).numpy()  # pixels, the larger of x and y
+    scales = np.array([r["params"]["trajectory"]["fit_scale"] for r in made["records"]])
+    assert (extent > 7).any() and (extent < 5).any()  # (both kinds of path here)
+    assert (scales[extent < 5] == 1.0).all()
+    assert (scales[extent > 7] < 1.0).all() and (scales[extent > 7] * extent[extent > 7] <= 7).all()
