@@ -784,3 +784,22 @@ def test_uniform_fit_scale_records_the_shrink_applied_to_paths_too_large_for_the
     assert (extent > 7).any() and (extent < 5).any()  # (both kinds of path here)
     assert (scales[extent < 5] == 1.0).all()
     assert (scales[extent > 7] < 1.0).all() and (scales[extent > 7] * extent[extent > 7] <= 7).all()
+
+
+def test_a_kernel_that_does_not_fit_is_named_by_its_index_in_any_chunk():
+    """recipe_kernels with kernel.fit = "error" names the kernel that does not fit by its index in the set:
+    in chunks of one, the kernels before it come out and the error names the next; other chunk sizes
+    name the same one (named by its place in its chunk, it was "kernel 0" from a chunk of one)."""
+    from blursynth.kernel import KernelFitError
+    recipe = _recipe(crop=16, kernel={"fit": "error"}, camera={"focal_mm": [150.0, 200.0]}, sensor=SENSOR_OFF,
+                     trajectory={"exposure_s": [0.2, 0.25], "drift_rad_s": [0.05, 0.1]})
+    named = {}
+    for chunk in (1, 2, 3, None):
+        made = 0
+        with pytest.raises(KernelFitError) as err:
+            for part in recipe_kernels(recipe, 8, seed=3, chunk=chunk):
+                made += len(part.kernels)
+        named[chunk] = str(err.value).split(": kernel ")[1].split(":")[0]
+        if chunk == 1:
+            assert made >= 1 and named[1] == str(made)  # (kernels that fit come out first)
+    assert set(named.values()) == {named[1]}, named
