@@ -803,3 +803,19 @@ def test_a_kernel_that_does_not_fit_is_named_by_its_index_in_any_chunk():
         if chunk == 1:
             assert made >= 1 and named[1] == str(made)  # (kernels that fit come out first)
     assert set(named.values()) == {named[1]}, named
+
+
+def test_sensor_draws_and_noise_field_are_keyed_by_their_own_components():
+    """A pair's sensor parameters are drawn with ``component_seed(seed, "sensor")`` and its noise field with
+    ``component_seed(seed, "noise")`` (the field ``z`` of :func:`blursynth.sensor.add_noise`, stream 307):
+    one component's seed used for another went unseen, as their streams differ."""
+    from blursynth import rng
+    from blursynth.sensor import SensorModel
+    noisy = _recipe(sensor={**SENSOR_OFF, "shot_noise": [0.01, 0.02]})
+    made, clean = make_pairs(noisy, [5], 2), make_pairs(_recipe(sensor=SENSOR_OFF), [5], 2)
+    drawn = SensorModel(**noisy.sensor).sample_at(torch.tensor([5]), component_seed(2, "sensor")).to_records()
+    assert made["records"][0]["params"]["sensor"] == drawn[0]
+    # the blur is linear here (no CRF, clip, quantisation): the difference is the noise, sqrt(a x + b) z
+    residual = (made["blur"] - clean["blur"])[0].double().flatten()
+    z = rng.normal(component_seed(2, "noise"), torch.tensor([5]), (3, 20, 20), stream=307, dtype=torch.float64)
+    assert np.corrcoef(residual.numpy(), z.flatten().numpy())[0, 1] > 0.9
