@@ -83,6 +83,11 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[sensor]\nclip = \"yes\"\n", "sensor.clip"),
     ("[sensor]\ngamma = \"off\"\n", "sensor.gamma"),
     ("[sensor]\nread_noise_scatter = \"off\"\n", "sensor.read_noise_scatter"),
+    # one past each documented upper end (a `>` written as `>= high + 1` let them through)
+    ("[kernel]\nsize = 257\n", "kernel.size"),
+    ("crop = [8, 16385]\n", "crop"),
+    ("[blur]\ngrid = [1, 16]\n", "blur.grid"),
+    ("[camera]\nframe_px = [8, 65537]\n", "camera.frame_px"),
     ("name = 5\n", "name: must be a string"),  # (taken as "5")
     ("description = [\"a\"]\n", "description: must be a string"),
 ])
