@@ -270,3 +270,16 @@ def test_an_empty_recipe_has_the_documented_defaults():
     frame, 31 px kernels fitted by scaling, uniform valid blur, 3x3 grid, 256 px crops)."""
     assert Recipe.from_dict({}) == Recipe()
     assert Recipe().focal_mm == (24.0, 50.0) and Recipe().kernel_fit == "scale" and Recipe().crop == (256, 256)
+
+
+def test_to_dict_is_strict_json_with_inf_and_off_as_toml_writes_them():
+    """``to_dict`` (stored in dataset.json) writes an infinite depth as "inf" and a switched-off sensor
+    stage as "off": as floats and None, dataset.json held ``Infinity`` (no JSON reader outside Python's takes
+    it) and ``null`` (no TOML value)."""
+    recipe = Recipe.from_dict({"sensor": {"shot_noise": "off"}})
+    assert recipe.depth_m == (math.inf, math.inf) and recipe.sensor["shot_noise"] is None
+    data = recipe.to_dict()
+    assert data["camera"]["depth_m"] == ["inf", "inf"] and data["sensor"]["shot_noise"] == "off"
+    text = json.dumps(data, allow_nan=False)  # strict JSON: raises on inf or NaN
+    assert "null" not in text
+    assert Recipe.from_dict(json.loads(text)) == recipe
