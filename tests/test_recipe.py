@@ -283,3 +283,16 @@ def test_to_dict_is_strict_json_with_inf_and_off_as_toml_writes_them():
     text = json.dumps(data, allow_nan=False)  # strict JSON: raises on inf or NaN
     assert "null" not in text
     assert Recipe.from_dict(json.loads(text)) == recipe
+
+
+def test_to_dict_is_a_copy_that_leaves_the_recipe_unchanged():
+    """A recipe is frozen: editing the nested lists of its ``to_dict`` (as ``with_crop`` and callers building
+    variants do) must not change it. The trajectory table's lists were shared, and an edit changed the
+    recipe's draws."""
+    recipe = Recipe.from_dict({"trajectory": {"exposure_s": [0.05, 0.2]}, "sensor": {"jpeg_quality": [60, 90]}})
+    data = recipe.to_dict()
+    data["trajectory"]["exposure_s"][1] = 5.0
+    data["sensor"]["jpeg_quality"][0] = 10
+    data["camera"]["focal_mm"][0] = 1.0
+    assert recipe.trajectory_params["exposure_s"] == [0.05, 0.2] and recipe.sensor["jpeg_quality"] == [60, 90]
+    assert recipe.focal_mm == (24.0, 50.0)
