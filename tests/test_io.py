@@ -910,3 +910,12 @@ def test_a_write_that_falls_short_is_an_oserror_naming_the_file(tmp_path, suffix
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert run.stdout.split() == ["EFBIG", str(out)]
     assert list(tmp_path.iterdir()) == []  # (no temporary left, no file cut short)
+
+
+def test_float_samples_outside_the_unit_range_are_clipped():
+    """Float samples (a 32-bit TIFF, e.g. an HDR export) are clipped to [0, 1], as documented: left as they
+    were, -0.5 and 1.5 went on into a pipeline that takes display values in [0, 1]."""
+    samples = np.array([[[-0.5, 0.25, 1.5], [0.0, 1.0, 3.0]]], np.float32)  # (1, 2, 3): H, W, RGB
+    img, bits = to_float(samples, 3)
+    assert bits == 32 and img.dtype == np.float32 and img.shape == (3, 1, 2)
+    assert np.array_equal(img[:, 0, 0], [0.0, 0.25, 1.0]) and np.array_equal(img[:, 0, 1], [0.0, 1.0, 1.0])
