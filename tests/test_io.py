@@ -919,3 +919,13 @@ def test_float_samples_outside_the_unit_range_are_clipped():
     img, bits = to_float(samples, 3)
     assert bits == 32 and img.dtype == np.float32 and img.shape == (3, 1, 2)
     assert np.array_equal(img[:, 0, 0], [0.0, 0.25, 1.0]) and np.array_equal(img[:, 0, 1], [0.0, 1.0, 1.0])
+
+
+def test_samples_with_more_than_four_channels_keep_their_first_three_as_rgb():
+    """A file with extra channels (a TIFF with extra samples: 5 here) reads as its first three channels, RGB,
+    rather than being refused as having too many."""
+    raw = _ramp(4, 6, 5)
+    img, bits = to_float(raw, 3)
+    assert bits == 8 and img.shape == (3, 4, 6)
+    assert np.array_equal(img, raw[:, :, :3].transpose(2, 0, 1) / np.float32(255))
+    assert to_float(raw, None)[0].shape == (3, 4, 6)
