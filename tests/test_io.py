@@ -929,3 +929,18 @@ def test_samples_with_more_than_four_channels_keep_their_first_three_as_rgb():
     assert bits == 8 and img.shape == (3, 4, 6)
     assert np.array_equal(img, raw[:, :, :3].transpose(2, 0, 1) / np.float32(255))
     assert to_float(raw, None)[0].shape == (3, 4, 6)
+
+
+def test_a_png_row_with_an_unknown_filter_type_is_refused_by_the_probe_as_by_reading(tmp_path):
+    """Sound chunks (CRCs) and a sound zlib stream of the right length, but one row's filter type is 5
+    (PNG defines 0-4): decoders refuse it, so the probe must not pass it as readable (a scan would keep a
+    photo that fails later, mid-run)."""
+    h, w = 6, 5
+    rows = b"".join(bytes([5 if y == 3 else 0]) + bytes(range(y, y + w)) for y in range(h))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    (tmp_path / "filter5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    assert _probe_png(tmp_path / "filter5.png") is None
+    assert _probe_agrees(tmp_path / "filter5.png")  # both refuse it, with the same message
