@@ -91,6 +91,7 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[camera]\nfocal_mm = [24.0, 2400.0]\n", "camera.focal_mm"),  # high end past 2000 mm
     ("[camera]\ndepth_m = true\n", "camera.depth_m"),  # a boolean is no number (taken as 1 m)
     ("[blur]\ngrid = [3, 3, 3]\n", "blur.grid"),  # (three numbers were taken as a grid of three sides)
+    ("kernel = 5\n", "kernel: must be a table"),  # (a number for a section was a bare TypeError)
     ("name = 5\n", "name: must be a string"),  # (taken as "5")
     ("description = [\"a\"]\n", "description: must be a string"),
 ])
