@@ -297,3 +297,10 @@ def test_to_dict_is_a_copy_that_leaves_the_recipe_unchanged():
     data["camera"]["focal_mm"][0] = 1.0
     assert recipe.trajectory_params["exposure_s"] == [0.05, 0.2] and recipe.sensor["jpeg_quality"] == [60, 90]
     assert recipe.focal_mm == (24.0, 50.0)
+
+
+def test_a_single_number_for_a_range_is_that_fixed_value(tmp_path):
+    """``focal_mm = 35`` (or ``depth_m = 2.0``) means every pair at 35 mm (2 m): both ends of the drawn range
+    are that number."""
+    recipe = load_recipe(_write(tmp_path, "[camera]\nfocal_mm = 35\ndepth_m = 2.0\n"))
+    assert recipe.focal_mm == (35.0, 35.0) and recipe.depth_m == (2.0, 2.0)
