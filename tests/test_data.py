@@ -704,19 +704,24 @@ def test_a_manifest_line_that_is_json_but_not_a_record_is_named(tmp_path):
         PairedFolder(tmp_path / "set")
 
 
+class _PureRoll:
+    """A trajectory model whose every item is a pure roll of ``angle`` radians about the optical axis."""
+
+    def __init__(self, angle):
+        self.angle = angle
+
+    def sample_items(self, index, seed=0):
+        from blursynth.trajectory import Trajectory
+        s = torch.linspace(0, 1, 9).expand(len(index), 9)
+        zero = torch.zeros_like(s)
+        return Trajectory(t=0.1 * s, rotation=torch.stack([zero, zero, self.angle * s], -1))
+
+
 def test_a_projective_pair_turns_about_the_centre_of_its_own_non_square_photo(tmp_path, monkeypatch):
     """``_sources`` hands ``_projective`` each photo's full size as (width, height): given as (height,
     width), a non-square photo's principal point moved off its centre, and a pure roll blurred the
     pixel at the centre, which a roll leaves still."""
-    from blursynth.trajectory import Trajectory
-
-    class Roll:  # every item a pure roll of 0.15 rad about the optical axis
-        def sample_items(self, index, seed=0):
-            s = torch.linspace(0, 1, 9).expand(len(index), 9)
-            zero = torch.zeros_like(s)
-            return Trajectory(t=0.1 * s, rotation=torch.stack([zero, zero, 0.15 * s], -1))
-
-    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: Roll())
+    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: _PureRoll(0.15))
     recipe = _recipe(crop=[31, 51], kernel={"size": 11}, blur={"mode": "projective", "grid": [1, 1]},
                      sensor=SENSOR_OFF)
     assert recipe.input_size == (41, 61)
@@ -819,3 +824,20 @@ def test_sensor_draws_and_noise_field_are_keyed_by_their_own_components():
     residual = (made["blur"] - clean["blur"])[0].double().flatten()
     z = rng.normal(component_seed(2, "noise"), torch.tensor([5]), (3, 20, 20), stream=307, dtype=torch.float64)
     assert np.corrcoef(residual.numpy(), z.flatten().numpy())[0, 1] > 0.9
+
+
+def test_projective_fit_error_checks_the_crop_corners_not_only_the_stored_kernels(tmp_path, monkeypatch):
+    """kernel.fit = "error" refuses a projective pair whose blur at a crop corner overflows the kernel, even
+    when every stored (grid) kernel fits: a roll about the crop centre leaves the one grid kernel a delta
+    but sweeps the corners, 29 px away, over 0.3 rad * 29 px = 8.7 px, past an 11 px kernel's 5 px reach.
+    Unchecked, their blur read the render's padding beyond the margin."""
+    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: _PureRoll(0.3))
+    recipe = _recipe(crop=[31, 51], kernel={"size": 11, "fit": "error"}, blur={"mode": "projective", "grid": [1, 1]},
+                     sensor=SENSOR_OFF)
+    write_image(tmp_path / "p.png", np.random.RandomState(3).rand(3, 41, 61))  # centre = crop centre
+    folder = ImageFolder.scan(tmp_path, recipe.input_size)
+    from blursynth.kernel import KernelFitError
+    with pytest.raises(KernelFitError, match="kernel.fit"):
+        make_pairs(recipe, [0], 0, folder)
+    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: _PureRoll(0.1))  # 2.9 px: fits
+    assert make_pairs(recipe, [0], 0, folder)["kernel"].shape == (1, 11, 11)
