@@ -841,3 +841,17 @@ def test_projective_fit_error_checks_the_crop_corners_not_only_the_stored_kernel
         make_pairs(recipe, [0], 0, folder)
     monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: _PureRoll(0.1))  # 2.9 px: fits
     assert make_pairs(recipe, [0], 0, folder)["kernel"].shape == (1, 11, 11)
+
+
+def test_projective_resample_shrinks_local_paths_that_still_do_not_fit(tmp_path, monkeypatch):
+    """kernel.fit = "resample" in projective mode redraws the principal point's path, and shrinks the motion
+    where a local path (a corner's, under roll) still overflows (local kernels cannot be redrawn), as the
+    recipe documents: a pure roll redraws the same, so its pair is shrunk to fit, not refused."""
+    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: _PureRoll(0.3))
+    recipe = _recipe(crop=[31, 51], kernel={"size": 11, "fit": "resample"}, blur={"mode": "projective", "grid": [1, 1]},
+                     sensor=SENSOR_OFF)
+    write_image(tmp_path / "p.png", np.random.RandomState(3).rand(3, 41, 61))
+    made = make_pairs(recipe, [0], 0, ImageFolder.scan(tmp_path, recipe.input_size))
+    scale = made["records"][0]["params"]["trajectory"]["fit_scale"]
+    assert 0 < scale < 5 / 8.7 + 0.05  # (the corners' 8.7 px sweep brought within the 5 px reach)
+    assert torch.allclose(made["kernel"].sum((-1, -2)), torch.ones(1), atol=1e-5)
