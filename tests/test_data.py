@@ -855,3 +855,11 @@ def test_projective_resample_shrinks_local_paths_that_still_do_not_fit(tmp_path,
     scale = made["records"][0]["params"]["trajectory"]["fit_scale"]
     assert 0 < scale < 5 / 8.7 + 0.05  # (the corners' 8.7 px sweep brought within the 5 px reach)
     assert torch.allclose(made["kernel"].sum((-1, -2)), torch.ones(1), atol=1e-5)
+
+
+def test_a_scan_records_each_photos_size_as_height_by_width(tmp_path):
+    """``ImageFolder.sizes`` are ``(height, width)``, as documented (the dataset's identity hashes them)."""
+    write_image(tmp_path / "wide.png", np.zeros((3, 30, 50)))
+    write_image(tmp_path / "tall.png", np.zeros((3, 60, 20)))
+    folder = ImageFolder.scan(tmp_path, (16, 16))
+    assert folder.files == ["tall.png", "wide.png"] and folder.sizes == [(60, 20), (30, 50)]
