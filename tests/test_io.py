@@ -944,3 +944,22 @@ def test_a_png_row_with_an_unknown_filter_type_is_refused_by_the_probe_as_by_rea
                                            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
     assert _probe_png(tmp_path / "filter5.png") is None
     assert _probe_agrees(tmp_path / "filter5.png")  # both refuse it, with the same message
+
+
+@pytest.mark.parametrize("kind", [b"P5", b"P2"])
+def test_16bit_pgm_samples_above_maxval_read_as_white_not_wrapped(tmp_path, kind):
+    """A netpbm sample above its maxval (a damaged or sloppily written file) is taken as maxval, white: scaled
+    as it was, 1500 of maxval 1000 came to 98302, which wrapped round in 16 bits to a dark 32766."""
+    values = np.array([[0, 500, 1000, 1500]], np.uint16)
+    header = kind + b"\n4 1\n1000\n"
+    body = values.astype(">u2").tobytes() if kind == b"P5" else b" ".join(b"%d" % v for v in values.ravel()) + b"\n"
+    (tmp_path / "over.pgm").write_bytes(header + body)
+    img, bits = read_image(tmp_path / "over.pgm", channels=1)
+    assert bits == 16 and np.abs(img[0, 0] - [0.0, 0.5, 1.0, 1.0]).max() <= 0.5 / 65535 + 1e-7
+
+
+def test_to_uint_of_a_single_value_rounds_and_clips():
+    """A 0-d array converts as each sample of an image does: rounded to the nearest level, clipped."""
+    assert to_uint(np.array(0.9 / 255)) == 1 and to_uint(np.array(0.4 / 255)) == 0
+    assert to_uint(np.array(1.7)) == 255 and to_uint(np.array(-0.2), 16) == 0
+    assert to_uint(np.float32(0.5), 16) == 32768  # (65535 * 0.5 = 32767.5: half to even)
