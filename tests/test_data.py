@@ -863,3 +863,14 @@ def test_a_scan_records_each_photos_size_as_height_by_width(tmp_path):
     write_image(tmp_path / "tall.png", np.zeros((3, 60, 20)))
     folder = ImageFolder.scan(tmp_path, (16, 16))
     assert folder.files == ["tall.png", "wide.png"] and folder.sizes == [(60, 20), (30, 50)]
+
+
+def test_procedural_pairs_refuse_a_frame_smaller_than_the_crop_and_margin():
+    """make_pairs (and so SyntheticPairs) with procedural scenes checks camera.frame_px itself, not only the
+    command line: a frame smaller than the sharp input drew crop positions outside it (negative corners, a
+    principal point and focal length for a photo that cannot hold the crop)."""
+    from blursynth.recipe import RecipeError
+    recipe = _recipe(crop=20, camera={"frame_px": [24, 120]})  # input 26 x 26: the frame is 2 rows short
+    with pytest.raises(RecipeError, match="camera.frame_px"):
+        make_pairs(recipe, [0], 0)
+    assert make_pairs(_recipe(crop=20, camera={"frame_px": [26, 26]}), [0], 0)["blur"].shape == (1, 3, 20, 20)
