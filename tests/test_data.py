@@ -874,3 +874,16 @@ def test_procedural_pairs_refuse_a_frame_smaller_than_the_crop_and_margin():
     with pytest.raises(RecipeError, match="camera.frame_px"):
         make_pairs(recipe, [0], 0)
     assert make_pairs(_recipe(crop=20, camera={"frame_px": [26, 26]}), [0], 0)["blur"].shape == (1, 3, 20, 20)
+
+
+def test_a_projective_procedural_pair_turns_about_the_centre_of_its_non_square_frame(monkeypatch):
+    """A procedural scene stands for a crop of a ``frame_px`` photo, whose centre is the principal point: a
+    frame of exactly the sharp input's size puts it on the crop centre, where a pure roll's local kernel is
+    a delta. With the frame's size handed over as (height, width), that kernel was a 2 px arc."""
+    monkeypatch.setattr(Recipe, "trajectory_sampler", lambda self: _PureRoll(0.15))
+    recipe = _recipe(crop=[31, 51], kernel={"size": 11}, blur={"mode": "projective", "grid": [1, 1]},
+                     camera={"frame_px": [41, 61]}, sensor=SENSOR_OFF)
+    assert recipe.input_size == (41, 61)
+    made = make_pairs(recipe, [0, 1], 0)
+    assert [rec["source"]["box"] for rec in made["records"]] == [[5, 5, 51, 31]] * 2
+    assert (made["kernel"][:, 5, 5] > 1 - 1e-4).all()  # the crop centre's kernel: a delta
