@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from . import __version__, rng
-from .data import _Manifest, check_device
+from .data import _Manifest, _read_kernel, check_device
 from .interrupt import sigterm_interrupts
 from .io import (ImageError, atomic_path, first_line, lock_folder, read_samples, temporary_target, to_uint,
                  write_image, write_json)
@@ -426,11 +426,6 @@ class _ChunkWriter:
         return len(lines), []
 
 
-def _read_npy(path: Path) -> np.ndarray:
-    with open(path, "rb") as fh:  # (np.load takes a file without the .npy magic for a pickle, and says so)
-        return np.lib.format.read_array(fh, allow_pickle=False)
-
-
 class _ChunkChecker(_ChunkWriter):
     """Makes one chunk and compares it with the files in ``out``, writing nothing: a pair's images by
     their decoded samples (not their bytes, which another zlib may compress otherwise), its kernel by
@@ -459,7 +454,7 @@ class _ChunkChecker(_ChunkWriter):
                         problems.append(f"{rec[key]}: missing")
                         continue
                     try:
-                        got = _read_npy(path) if key == "kernel" else read_samples(path)
+                        got = _read_kernel(path).numpy() if key == "kernel" else read_samples(path)
                     except (ImageError, OSError, ValueError, EOFError) as exc:
                         problems.append(f"{rec[key]}: does not decode ({first_line(exc)})")
                         continue
