@@ -429,37 +429,36 @@ class _ChunkWriter:
 class _ChunkChecker(_ChunkWriter):
     """Makes one chunk and compares it with the files in ``out``, writing nothing: a pair's images by
     their decoded samples (not their bytes, which another zlib may compress otherwise), its kernel by
-    its array and its record by its manifest line (``offsets``: the byte offset of each index's line)."""
+    its array and its record by its line of ``manifest`` (a :class:`~blursynth.data._Manifest` of one
+    line per pair, in index order)."""
 
-    def __init__(self, writer: _ChunkWriter, offsets: np.ndarray):
+    def __init__(self, writer: _ChunkWriter, manifest: _Manifest):
         self.__dict__.update(vars(writer))
-        self.offsets = offsets
+        self.manifest = manifest
 
     def __call__(self, chunk: int) -> tuple[int, list]:
         """``(pairs checked, ["path: what is wrong", ...])``, paths relative to ``out``."""
         problems, n = [], 0
-        with open(self.out / "manifest.jsonl", "rb") as manifest:
-            for rec, arrays in self._made(chunk):
-                n += 1
-                manifest.seek(int(self.offsets[rec["index"]]))
+        try:
+            listed = list(self.manifest.subset(_chunk(chunk, self.pairs)))
+        except ValueError as exc:  # (replaced since it was read: offsets into another file)
+            raise DatasetError(str(exc)) from None
+        for (rec, arrays), record in zip(self._made(chunk), listed):
+            n += 1
+            if record != json.loads(json.dumps(rec)):
+                problems.append(f"manifest.jsonl: the record of pair {rec['index']} differs")
+            for key, want in arrays.items():
+                path = self.out / rec[key]
+                if not path.is_file():
+                    problems.append(f"{rec[key]}: missing")
+                    continue
                 try:
-                    listed = json.loads(manifest.readline())
-                except ValueError:
-                    listed = None
-                if listed != json.loads(json.dumps(rec)):
-                    problems.append(f"manifest.jsonl: the record of pair {rec['index']} differs")
-                for key, want in arrays.items():
-                    path = self.out / rec[key]
-                    if not path.is_file():
-                        problems.append(f"{rec[key]}: missing")
-                        continue
-                    try:
-                        got = _read_kernel(path).numpy() if key == "kernel" else read_samples(path)
-                    except (ImageError, OSError, ValueError, EOFError) as exc:
-                        problems.append(f"{rec[key]}: does not decode ({first_line(exc)})")
-                        continue
-                    if got.shape != want.shape or got.dtype != want.dtype or not np.array_equal(got, want):
-                        problems.append(f"{rec[key]}: differs")
+                    got = _read_kernel(path).numpy() if key == "kernel" else read_samples(path)
+                except (ImageError, OSError, ValueError, EOFError) as exc:
+                    problems.append(f"{rec[key]}: does not decode ({first_line(exc)})")
+                    continue
+                if got.shape != want.shape or got.dtype != want.dtype or not np.array_equal(got, want):
+                    problems.append(f"{rec[key]}: differs")
         return n, problems
 
 
@@ -886,7 +885,7 @@ def verify_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "d
         if len(records) != pairs:
             return {"checked": 0, "problems": [f"{manifest}: holds {len(records)} records, not the {pairs} pairs of "
                                                "these settings"], "found": 1}
-        checker = _ChunkChecker(writer, records.offsets)
+        checker = _ChunkChecker(writer, records)
         mine = range(shard[0], math.ceil(pairs / CHUNK), shard[1])
         with sigterm_interrupts(), tqdm(total=sum(len(_chunk(c, pairs)) for c in mine), disable=not progress,
                                          desc=f"checking {out}", unit="pair") as bar:
