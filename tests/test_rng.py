@@ -283,3 +283,30 @@ def test_plain_index_turns_only_a_0d_integer_tensor_into_an_int():
     shake = CameraShake().sample(3, seed=0)
     picked = shake[torch.tensor([2, 0])]
     assert len(picked) == 2 and torch.equal(picked.rotation, shake.rotation[[2, 0]])
+
+
+def test_range_and_log_uniform_draw_on_the_stream_they_are_given():
+    """``range_uniform`` and ``log_uniform`` map the ``uniform`` draws of their own stream: a range drawn
+    on the words of stream 0 whatever stream it names would move together with every other quantity
+    drawn on stream 0 (an exposure tied to a focal length)."""
+    idx = rng.as_index(range(3, 40))
+    for stream in (0, 3, 7):
+        u = rng.uniform(4, idx, (5,), stream, dtype=torch.float64)
+        # on [0, 1) the 24-bit uniform draws are float32 values already: nothing to round
+        assert torch.equal(rng.range_uniform(4, idx, 0.0, 1.0, (5,), stream).double(), u), stream
+        # log of a draw on [1, 4] over log 4 is the uniform draw, to float32 rounding
+        lu = rng.log_uniform(4, idx, 1.0, 4.0, (5,), stream).double()
+        assert torch.allclose(torch.log(lu) / math.log(4.0), u, atol=1e-6), stream
+    assert not torch.equal(rng.normal(4, idx, (5,), 1), rng.normal(4, idx, (5,), 2))
+
+
+def test_a_draw_at_the_lower_bound_stays_on_it(monkeypatch):
+    """A bound float32 holds exactly is a value of the range ([low, high) and [low, high] both take
+    low): the smallest draw must give it, not be moved one float32 step inside."""
+    real_uniform = rng.uniform
+    monkeypatch.setattr(rng, "uniform", lambda *a, **k: torch.zeros_like(real_uniform(*a, **k)))
+    idx = rng.as_index(3)
+    for low, high in ((1.0, 2.0), (-0.5, 0.25), (0.0, 3.0)):
+        assert rng.range_uniform(0, idx, low, high).tolist() == [low] * 3, (low, high)
+    for low, high in ((0.25, 4.0), (1.0, 8.0)):
+        assert rng.log_uniform(0, idx, low, high).tolist() == [low] * 3, (low, high)
