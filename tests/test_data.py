@@ -887,3 +887,33 @@ def test_a_projective_procedural_pair_turns_about_the_centre_of_its_non_square_f
     made = make_pairs(recipe, [0, 1], 0)
     assert [rec["source"]["box"] for rec in made["records"]] == [[5, 5, 51, 31]] * 2
     assert (made["kernel"][:, 5, 5] > 1 - 1e-4).all()  # the crop centre's kernel: a delta
+
+
+def test_synthetic_pairs_count_negative_indices_from_the_end_and_refuse_bools():
+    """Item ``-1`` is the last pair, as in a list (its ``"index"`` the pair's own number, not -1); a bool is no
+    index (True would be pair 1)."""
+    data = SyntheticPairs(3, _recipe(crop=16), seed=1)
+    last = data[-1]
+    assert last["index"] == 2 and torch.equal(last["blur"], data[2]["blur"])
+    assert data[np.int64(-3)]["index"] == 0
+    for bad in (True, False, 1.0):
+        with pytest.raises(TypeError, match="pairs indices must be integers"):
+            data[bad]
+
+
+def test_synthetic_pairs_check_the_frame_when_built_and_list_skipped_photos(tmp_path, photos):
+    """A procedural scene's frame_px too small for the crop and margin is refused when the dataset is built,
+    not at its first item in a DataLoader worker; photos use their own size, and the unusable ones are
+    listed in ``skipped``."""
+    from blursynth.recipe import RecipeError
+    small_frame = _recipe(crop=20, camera={"frame_px": [24, 120]})  # input 26 x 26: 2 rows short
+    with pytest.raises(RecipeError, match="camera.frame_px"):
+        SyntheticPairs(2, small_frame)
+    import shutil
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    write_image(folder / "tiny.png", np.zeros((8, 8, 3), np.uint8))  # smaller than the 26 x 26 input
+    data = SyntheticPairs(2, small_frame, sharp=folder)
+    assert [s["file"] for s in data.skipped] == ["tiny.png"] and "smaller than" in data.skipped[0]["reason"]
+    assert data[0]["blur"].shape == (3, 20, 20)
+    assert SyntheticPairs(2, _recipe()).skipped == []
