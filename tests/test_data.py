@@ -917,3 +917,39 @@ def test_synthetic_pairs_check_the_frame_when_built_and_list_skipped_photos(tmp_
     assert [s["file"] for s in data.skipped] == ["tiny.png"] and "smaller than" in data.skipped[0]["reason"]
     assert data[0]["blur"].shape == (3, 20, 20)
     assert SyntheticPairs(2, _recipe()).skipped == []
+
+
+def test_a_plain_folder_ignores_hidden_files_counts_the_unpaired_and_refuses_emptiness(tmp_path):
+    """Hidden files (``._a.png`` left by a copy from macOS, ``.DS_Store``) in gt/ and lq/ are not pairs; the
+    unpaired lq/ files are named three at a time, with how many more; an lq/ + gt/ pair of empty folders
+    is refused (a trainer would divide by zero later)."""
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "lq").mkdir()
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        PairedFolder(tmp_path)
+    rng = np.random.default_rng(0)
+    for name in ("gt", "lq"):
+        write_image(tmp_path / name / "a.png", rng.random((3, 8, 8)).astype(np.float32))
+        (tmp_path / name / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+        (tmp_path / name / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    pairs = PairedFolder(tmp_path)
+    assert len(pairs) == 1 and pairs[0]["blur"].shape == (3, 8, 8)
+    for name in ("b.png", "c.png", "d.png"):
+        write_image(tmp_path / "lq" / name, rng.random((3, 8, 8)).astype(np.float32))
+    with pytest.raises(FileNotFoundError, match=r"/lq: \['b\.png', 'c\.png', 'd\.png'\] have no sharp twin in gt/$"):
+        PairedFolder(tmp_path)
+    write_image(tmp_path / "lq" / "e.png", rng.random((3, 8, 8)).astype(np.float32))
+    with pytest.raises(FileNotFoundError, match=r"/lq: \['b\.png', 'c\.png', 'd\.png'\] and 1 more have no sharp twin"):
+        PairedFolder(tmp_path)
+
+
+def test_a_plain_folders_unreadable_image_keeps_the_advice_for_a_photo(tmp_path):
+    """In an lq/ + gt/ folder no command remakes a damaged file: its error is io's own, not the advice to run
+    `blursynth dataset` again that a written dataset's gets."""
+    rng = np.random.default_rng(0)
+    for name in ("gt", "lq"):
+        write_image(tmp_path / name / "a.png", rng.random((3, 8, 8)).astype(np.float32))
+    (tmp_path / "lq" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(ImageError, match=r"lq/a\.png") as err:
+        PairedFolder(tmp_path)[0]
+    assert "blursynth dataset" not in str(err.value)
