@@ -953,3 +953,20 @@ def test_a_plain_folders_unreadable_image_keeps_the_advice_for_a_photo(tmp_path)
     with pytest.raises(ImageError, match=r"lq/a\.png") as err:
         PairedFolder(tmp_path)[0]
     assert "blursynth dataset" not in str(err.value)
+
+
+def test_kernels_false_reads_no_kernel_file_and_a_pickled_kernel_is_refused(tmp_path):
+    """``kernels=False`` leaves the kernel file alone (a lost one does not stop a trainer that uses only the
+    images); a kernel ``.npy`` holding pickled objects, which loading would run as code, is refused as a
+    damaged file, not unpickled."""
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 2, _recipe(crop=16), seed=2, progress=False)
+    (tmp_path / "set" / "kernels" / "000000.npy").unlink()
+    images = PairedFolder(tmp_path / "set", kernels=False)[0]
+    assert "kernel" not in images and images["blur"].shape == (3, 16, 16)
+    with pytest.raises(ImageError, match=r"set/kernels/000000\.npy: "):
+        PairedFolder(tmp_path / "set")[0]
+    np.save(tmp_path / "set" / "kernels" / "000001.npy", np.array([{"not": "a kernel"}], dtype=object),
+            allow_pickle=True)
+    with pytest.raises(ImageError, match=r"set/kernels/000001\.npy: cannot be read as a \.npy array.*pair 1 of"):
+        PairedFolder(tmp_path / "set")[1]
