@@ -970,3 +970,37 @@ def test_kernels_false_reads_no_kernel_file_and_a_pickled_kernel_is_refused(tmp_
             allow_pickle=True)
     with pytest.raises(ImageError, match=r"set/kernels/000001\.npy: cannot be read as a \.npy array.*pair 1 of"):
         PairedFolder(tmp_path / "set")[1]
+
+
+def test_a_manifest_line_that_is_not_utf8_is_named(tmp_path):
+    """A record damaged into bytes that are not UTF-8 raised the codec's error, naming no file."""
+    _manifest_of(tmp_path / "set", 3)
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    manifest.write_bytes(manifest.read_bytes() + b'{"index": 3, "blur": "\xe9.png"}\n')
+    with pytest.raises(ValueError, match=r"manifest\.jsonl: line 5 is not a JSON record .*copy the dataset folder"):
+        PairedFolder(tmp_path / "set")
+
+
+def test_a_manifest_edited_in_place_is_refused_by_its_time_or_its_size(tmp_path):
+    """The same file (inode) edited after opening: an edit of the same length shows only in the modification
+    time, an append within one tick of a coarse clock only in the size. Either way the offsets are stale."""
+    import os
+    _manifest_of(tmp_path / "set", 4)
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    pairs = PairedFolder(tmp_path / "set")
+    st = manifest.stat()
+    with open(manifest, "r+b") as fh:  # same length, same inode: the record of pair 1 now names pair 7's files
+        text = fh.read().replace(b"sharp/000001.png", b"sharp/000007.png")
+        fh.seek(0)
+        fh.write(text)
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert manifest.stat().st_size == st.st_size and manifest.stat().st_ino == st.st_ino
+    with pytest.raises(ValueError, match=r"set/manifest\.jsonl changed since the dataset was opened"):
+        pairs.records[1]
+    pairs = PairedFolder(tmp_path / "set")
+    st = manifest.stat()
+    with open(manifest, "ab") as fh:
+        fh.write(b'{"index": 4, "sharp": "sharp/000004.png", "blur": "blur/000004.png"}\n')
+    os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))  # (as a clock of coarse ticks leaves it)
+    with pytest.raises(ValueError, match=r"set/manifest\.jsonl changed since the dataset was opened"):
+        pairs.records[1]
