@@ -1338,3 +1338,18 @@ def test_verify_refuses_other_settings_an_unfinished_run_and_overwrite(reference
     assert "unfinished (no manifest.jsonl); run the same command without --verify" in capsys.readouterr().err
     assert main(args[:1] + ["--out", str(tmp_path / "none")] + args[3:] + ["--seed", "3"]) == 2
     assert "holds no dataset (no dataset.json)" in capsys.readouterr().err and not (tmp_path / "none").exists()
+
+
+def test_a_photo_replaced_by_its_transpose_of_the_same_byte_size_is_another_dataset(tmp_path, recipe_file):
+    """A PPM's byte size does not change when it is turned 90 degrees (``70 60`` for ``60 70`` in its header):
+    only its height and width tell the photo apart, and the pairs cut from it are others."""
+    from blursynth.io import write_image
+    mine = tmp_path / "photos"
+    rs = np.random.RandomState(4)
+    write_image(mine / "shot.ppm", (rs.rand(60, 70, 3) * 255).astype(np.uint8))
+    out = tmp_path / "set"
+    _run(out, mine, recipe_file, "--pairs", "2", "--shard", "0/2")
+    before = (mine / "shot.ppm").stat().st_size
+    write_image(mine / "shot.ppm", (rs.rand(70, 60, 3) * 255).astype(np.uint8))
+    assert (mine / "shot.ppm").stat().st_size == before
+    _run(out, mine, recipe_file, "--pairs", "2", expect=2)
