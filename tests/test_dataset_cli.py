@@ -1353,3 +1353,17 @@ def test_a_photo_replaced_by_its_transpose_of_the_same_byte_size_is_another_data
     write_image(mine / "shot.ppm", (rs.rand(70, 60, 3) * 255).astype(np.uint8))
     assert (mine / "shot.ppm").stat().st_size == before
     _run(out, mine, recipe_file, "--pairs", "2", expect=2)
+
+
+def test_a_link_of_the_users_where_the_dataset_writes_is_kept(tmp_path, photos, recipe_file):
+    """A symbolic link in sharp/ by a pair's name, not made by a dataset run, is someone else's file: the
+    folder is not empty, and --overwrite refuses to replace it, as it would a file there."""
+    out = tmp_path / "set"
+    (out / "sharp").mkdir(parents=True)
+    target = tmp_path / "mine.png"
+    target.write_bytes(b"mine")
+    (out / "sharp" / "000000.png").symlink_to(target)
+    for extra in ((), ("--overwrite",)):
+        _run(out, photos, recipe_file, "--pairs", "2", *extra, expect=2)
+        assert (out / "sharp" / "000000.png").is_symlink() and target.read_bytes() == b"mine"
+        assert not (out / "blur").exists()
