@@ -1367,3 +1367,11 @@ def test_a_link_of_the_users_where_the_dataset_writes_is_kept(tmp_path, photos, 
         _run(out, photos, recipe_file, "--pairs", "2", *extra, expect=2)
         assert (out / "sharp" / "000000.png").is_symlink() and target.read_bytes() == b"mine"
         assert not (out / "blur").exists()
+
+
+def test_a_record_naming_a_path_below_a_dataset_file_names_nothing():
+    # "sharp/000001.png/x" passes the folder check and the file-name check of its second part: taken as the
+    # dataset's, unlinking it before its chunk is made again raised NotADirectoryError and ended the run
+    text = json.dumps({"sharp": "sharp/000001.png/x", "blur": "blur/000001.png/000001.png",
+                       "kernel": "kernels/000001.npy"})
+    assert ds._named_files(text) == {"kernels/000001.npy"}
