@@ -1375,3 +1375,13 @@ def test_a_record_naming_a_path_below_a_dataset_file_names_nothing():
     text = json.dumps({"sharp": "sharp/000001.png/x", "blur": "blur/000001.png/000001.png",
                        "kernel": "kernels/000001.npy"})
     assert ds._named_files(text) == {"kernels/000001.npy"}
+
+
+def test_pair_names_are_as_wide_as_the_largest_index():
+    # datasets/README.md: a file is named by its pair index, zero-padded to at least 6 digits, all of one width; a
+    # million pairs end at 999999 and keep 6 (a width taken from the count, not the last index, made them 7)
+    assert ds._name(0, 1_000_000) == "000000" and ds._name(999_999, 1_000_000) == "999999"
+    assert ds._name(0, 1_000_001) == "0000000" and ds._name(1_000_000, 1_000_001) == "1000000"
+    assert ds._name(7, 1) == ds._name(7, 20) == "000007"
+    assert ds._written_name("sharp/999999.png", 1_000_000, "blursynth")
+    assert not ds._written_name("sharp/0999999.png", 1_000_000, "blursynth")
