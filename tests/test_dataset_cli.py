@@ -1385,3 +1385,19 @@ def test_pair_names_are_as_wide_as_the_largest_index():
     assert ds._name(7, 1) == ds._name(7, 20) == "000007"
     assert ds._written_name("sharp/999999.png", 1_000_000, "blursynth")
     assert not ds._written_name("sharp/0999999.png", 1_000_000, "blursynth")
+
+
+def test_manifest_records_are_strict_json_with_sorted_keys(reference):
+    # datasets/README.md: "manifest.jsonl record (keys sorted; strict JSON, no NaN or Infinity ...)"
+    def sorted_keys(value):
+        if isinstance(value, dict):
+            return list(value) == sorted(value) and all(map(sorted_keys, value.values()))
+        return all(map(sorted_keys, value)) if isinstance(value, list) else True
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not strict JSON")
+
+    lines = reference[1]["manifest.jsonl"].decode().splitlines()
+    assert len(lines) == 20
+    for line in lines:
+        assert sorted_keys(json.loads(line, parse_constant=refuse)), line
