@@ -1401,3 +1401,19 @@ def test_manifest_records_are_strict_json_with_sorted_keys(reference):
     assert len(lines) == 20
     for line in lines:
         assert sorted_keys(json.loads(line, parse_constant=refuse)), line
+
+
+def test_verify_finds_an_image_rewritten_at_another_bit_depth(reference, photos, recipe_file, tmp_path, capsys):
+    # a 16-bit PNG holding the 8-bit samples decodes to the same numbers, but it is another image: readers
+    # divide it by 65535 (nearly black), not 255
+    from blursynth.io import read_samples, write_image
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    name = out / "blur" / "000017.png"
+    eight = read_samples(name)
+    write_image(name, eight.astype(np.uint16))
+    assert read_samples(name).dtype == np.uint16 and np.array_equal(read_samples(name), eight)
+    capsys.readouterr()
+    _run(out, photos, recipe_file, "--verify", "--shard", "1/2", expect=1)
+    said = capsys.readouterr().out
+    assert "1 difference in 4 pairs checked:" in said and "blur/000017.png: differs" in said, said
