@@ -1417,3 +1417,21 @@ def test_verify_finds_an_image_rewritten_at_another_bit_depth(reference, photos,
     _run(out, photos, recipe_file, "--verify", "--shard", "1/2", expect=1)
     said = capsys.readouterr().out
     assert "1 difference in 4 pairs checked:" in said and "blur/000017.png: differs" in said, said
+
+
+def test_a_shard_linked_into_a_finished_folder_is_checked_not_trusted(tmp_path, photos, recipe_file, reference):
+    """Shard 1/2 of another --seed merged by symbolic links (``cp -rs``) into a finished folder: its part file, a
+    link, is a part file all the same, so its chunk is made again under this seed, not trusted to the manifest."""
+    _run(tmp_path / "s1", photos, recipe_file, "--shard", "1/2", "--seed", "4")
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    for path in sorted((tmp_path / "s1").rglob("*")):
+        if path.is_file() and path.name != "dataset.json":
+            link = out / path.relative_to(tmp_path / "s1")
+            link.parent.mkdir(exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(path)
+    assert (out / "parts" / "000001.jsonl").is_symlink()
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == reference[1]
+    assert not [p for p in out.rglob("*") if p.is_symlink()]
