@@ -1435,3 +1435,17 @@ def test_a_shard_linked_into_a_finished_folder_is_checked_not_trusted(tmp_path, 
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
     assert not [p for p in out.rglob("*") if p.is_symlink()]
+
+
+def test_write_dataset_refuses_no_workers_and_a_negative_shard_before_writing(tmp_path):
+    # workers=0 started no process and reported the run done with nothing written; shard=(-1, 2) owned chunk -1,
+    # pairs -16 to -1. The command line's own parsing keeps both out, the library call must too.
+    out = tmp_path / "out"
+    for kwargs, said in [({"workers": 0}, "--workers 0: must be an integer >= 1"),
+                         ({"workers": -2}, "--workers -2: must be an integer >= 1"),
+                         ({"shard": (-1, 2)}, r"--shard -1/2: need 0 <= I < N")]:
+        with pytest.raises(ds.DatasetError, match=said):
+            ds.write_dataset(out, **{"pairs": 2, "crop": 16, "progress": False, **kwargs})
+        with pytest.raises(ds.DatasetError, match=said):
+            ds.verify_dataset(out, **{"pairs": 2, "crop": 16, "progress": False, **kwargs})
+        assert not out.exists(), kwargs
