@@ -1449,3 +1449,12 @@ def test_write_dataset_refuses_no_workers_and_a_negative_shard_before_writing(tm
         with pytest.raises(ds.DatasetError, match=said):
             ds.verify_dataset(out, **{"pairs": 2, "crop": 16, "progress": False, **kwargs})
         assert not out.exists(), kwargs
+
+
+def test_a_frame_too_small_for_procedural_scenes_is_refused_before_out_is_made(tmp_path, recipe_file, capsys):
+    # as every other option: found before --out is touched (made in a worker, the error left a dataset.json behind)
+    recipe = tmp_path / "small_frame.toml"
+    recipe.write_text(RECIPE.replace("frame_px = [200, 300]", "frame_px = [32, 32]"))
+    out = tmp_path / "dl"
+    assert main(["dataset", "--out", str(out), "--pairs", "4", "--recipe", str(recipe), "--crop", "28", "--quiet"]) == 2
+    assert "camera.frame_px" in capsys.readouterr().err and not out.exists()
