@@ -1458,3 +1458,22 @@ def test_a_frame_too_small_for_procedural_scenes_is_refused_before_out_is_made(t
     out = tmp_path / "dl"
     assert main(["dataset", "--out", str(out), "--pairs", "4", "--recipe", str(recipe), "--crop", "28", "--quiet"]) == 2
     assert "camera.frame_px" in capsys.readouterr().err and not out.exists()
+
+
+def test_verify_lists_its_findings_sorted_and_counts_the_manifests_records(reference, photos, recipe_file, tmp_path,
+                                                                           capsys):
+    # the listing is sorted (workers finish in any order; one worker lists a pair's sharp file before its blurry
+    # one); a manifest with a record more than the pairs, a duplicate line pasted in, is no manifest of this dataset
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    (out / "sharp" / "000017.png").unlink()
+    (out / "blur" / "000017.png").unlink()
+    capsys.readouterr()
+    _run(out, photos, recipe_file, "--verify", "--shard", "1/2", expect=1)
+    said = capsys.readouterr().out
+    assert "2 differences in 4 pairs checked:\n  blur/000017.png: missing\n  sharp/000017.png: missing" in said, said
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    (out / "manifest.jsonl").write_text("\n".join(lines + lines[-1:]) + "\n")
+    _run(out, photos, recipe_file, "--verify", "--shard", "1/2", expect=1)
+    said = capsys.readouterr().out
+    assert "manifest.jsonl: holds 21 records, not the 20 pairs of these settings" in said, said
