@@ -1477,3 +1477,15 @@ def test_verify_lists_its_findings_sorted_and_counts_the_manifests_records(refer
     _run(out, photos, recipe_file, "--verify", "--shard", "1/2", expect=1)
     said = capsys.readouterr().out
     assert "manifest.jsonl: holds 21 records, not the 20 pairs of these settings" in said, said
+
+
+def test_verify_reports_a_manifest_cut_short_as_a_finding(reference, photos, recipe_file, tmp_path, capsys):
+    # a damaged manifest is what --verify is for: exit status 1 with the line named, not a refused command (2)
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    manifest = out / "manifest.jsonl"
+    manifest.write_text(manifest.read_text()[:-40])
+    capsys.readouterr()
+    _run(out, photos, recipe_file, "--verify", expect=1)
+    said = capsys.readouterr().out
+    assert "manifest.jsonl: line 20 is not a JSON record" in said, said
