@@ -1489,3 +1489,21 @@ def test_verify_reports_a_manifest_cut_short_as_a_finding(reference, photos, rec
     _run(out, photos, recipe_file, "--verify", expect=1)
     said = capsys.readouterr().out
     assert "manifest.jsonl: line 20 is not a JSON record" in said, said
+
+
+class _TwoArgumentError(Exception):
+    """An exception that pickles but does not unpickle (pickle calls it again with its one message)."""
+
+    def __init__(self, what, why):
+        super().__init__(f"{what}: {why}")
+
+
+def test_a_worker_error_that_does_not_unpickle_still_says_what_went_wrong(tmp_path, monkeypatch):
+    # raised in a worker process, such an exception failed to unpickle in the parent, which then ended in
+    # an unrelated TypeError about __init__'s arguments instead of the worker's message
+    def failing(*args, **kwargs):
+        raise _TwoArgumentError("pair 0", "the scene is out of reach")
+
+    monkeypatch.setattr(ds, "make_pairs", failing)  # (the workers are forked: they inherit it)
+    with pytest.raises(RuntimeError, match=r"_TwoArgumentError: pair 0: the scene is out of reach"):
+        ds.write_dataset(tmp_path / "set", 2 * ds.CHUNK, crop=16, workers=2, progress=False)
