@@ -165,6 +165,14 @@ def test_config_toml_then_command_line_override(tmp_path, capsys):
     ("blur_model = 'shake'\nblur_recipe = 'nope'\n", "--blur-recipe nope: .*default, gopro-like"),
     # read from a file, it resumed the run's checkpoint with the defaults, not the run's options
     ("resume = 'runs/x'\n", "'resume' belongs on the command line; .* run with --resume runs/x"),
+    ("keep_last = 0\n", "--keep-last must be >= 1, got 0"),
+    ("val_size = -1\n", "--val-size must be >= 0, got -1"),
+    ("workers = -1\n", "--workers must be >= 0, got -1"),
+    ("val_crop = 60\n", "--val-crop 60 must be a multiple of 8 for the unet generator"),
+    ("device = 'cuda:'\n", "--device must be auto, cpu, cuda or cuda:N"),
+    # TOML's booleans are no numbers (Python's bool is an int: True trained 1 step, or at lr 1.0)
+    ("steps = true\n", "'steps' must be int, got True"),
+    ("lr = true\n", "'lr' must be float, got True"),
 ])
 def test_config_errors_name_the_option(tmp_path, text, match):
     toml = tmp_path / "c.toml"
@@ -241,6 +249,58 @@ def test_options_of_the_mode_or_at_their_defaults_are_accepted():
                               "--blur-recipe", "gopro-like"]).blur_recipe == "gopro-like"
     assert config.parse_args(["--mode", "reblur", "--blur-model", "network"]).blur_kernel == 21
     assert config.parse_args(["--grad-clip", "inf"]).grad_clip == float("inf")  # (no clip, the norm still logged)
+
+
+def test_limits_of_options_a_run_does_not_use_are_not_enforced(tmp_path):
+    # the crop is cut from the synthetic pool only when there is one (not with --pair-pool 0, --pairs, or
+    # CycleGAN's --blurry/--sharp photos); validation crops are not checked without validation; and the
+    # PatchGAN's least crop, 3 * 2**n_layers_d, is itself allowed
+    big = ["--crop", "160", "--val-crop", "160"]
+    assert config.parse_args(["--pair-pool", "0"] + big).crop == 160
+    assert config.parse_args(["--pairs", str(tmp_path)] + big).crop == 160
+    assert config.parse_args(["--mode", "cyclegan", "--blurry", str(tmp_path), "--sharp", str(tmp_path)] + big).crop == 160
+    assert config.parse_args(["--val-size", "0", "--val-crop", "8"]).val_crop == 8
+    assert config.parse_args(["--mode", "cyclegan", "--crop", "24"]).crop == 24
+
+
+def test_a_resume_takes_the_run_s_options_but_not_those_of_its_invocation(tmp_path):
+    # a run started with --overwrite (replacing an older one), --no-progress and --stop-at, its folder moved
+    # since: resumed, it continues in the folder given, with a bar, to --steps, and is not refused for
+    # "--resume and --overwrite" it was never given
+    run = tmp_path / "moved"
+    run.mkdir()
+    started = config.parse_args(["--out", str(tmp_path / "old"), "--overwrite", "--no-progress", "--stop-at", "5",
+                                 "--steps", "9", "--ngf", "8"])
+    config.save(started, run / "config.json")
+    cfg = config.parse_args(["--resume", str(run)])
+    assert (cfg.run_dir, cfg.resume, cfg.overwrite, cfg.progress, cfg.stop_at) == (str(run), str(run), False, True, -1)
+    assert (cfg.steps, cfg.ngf) == (9, 8)
+    # what the checkpoint fixes (the networks' shapes, Adam's betas) is refused, each named
+    for argv in (["--beta2", "0.99"], ["--no-residual"], ["--unet-depth", "2"], ["--n-blocks", "3"],
+                 ["--generator", "resnet"], ["--ndf", "8"], ["--n-layers-d", "2"], ["--blur-kernel", "9"]):
+        with pytest.raises(config.ConfigError, match=f"^{argv[0].replace('--no-', '--')} .*: the run in .* was trained with "):
+            config.parse_args(["--resume", str(run)] + argv)
+
+
+def test_a_run_folder_holding_only_checkpoints_holds_a_run(tmp_path):
+    # a run stopped (--stop-at) before its first log line has checkpoints and no metrics.jsonl
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "step_0000003.pt").write_bytes(b"")
+    with pytest.raises(config.ConfigError, match=r"holds a run \(checkpoints\); pass --resume"):
+        config.parse_args(["--out", str(tmp_path / "run")])
+
+
+def test_keeping_the_last_checkpoints_counts_the_last_step_as_scheduled(tmp_path):
+    # --steps 5 --ckpt-every 2 --keep-last 2: the schedule writes steps 2, 4 and the last, 5, and keeps 4 and 5
+    from unpaired.train import _keep_last
+    cfg = config.TrainConfig(steps=5, ckpt_every=2, keep_last=2)
+    assert [s for s in range(1, 6) if cfg.checkpoint_due(s)] == [2, 4, 5]
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    for step in (2, 4, 5):
+        (ckpts / f"step_{step:07d}.pt").write_bytes(b"")
+    _keep_last(ckpts, cfg)
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_0000004.pt", "step_0000005.pt"]
 
 
 def test_lr_schedule_constant_then_linear():
