@@ -70,6 +70,7 @@ def test_crop_is_shared_and_in_bounds(p, h, w):
     a = torch.arange(h * w, dtype=torch.float32).view(1, h, w)
     ca, cb = random_crop([a, a * 2], 8, seed=3, p=p)
     assert ca.shape == (1, 8, 8) and torch.equal(cb, ca * 2)
+    assert ca.is_contiguous() and cb.is_contiguous()  # (as documented: not views of the whole images)
     # the crop is a contiguous window of the source (possibly mirrored)
     flat = ca[0].flatten().long()
     rows = flat.view(8, 8) // w
@@ -130,6 +131,7 @@ def test_pool_pairs_are_the_synthetic_pairs_and_positions_are_their_turned_crops
         assert found, p
         i, y, x, d = found[0]
         assert torch.equal(_dihedral(pool.sharp[i][:, y:y + 16, x:x + 16])[d], item["sharp"])
+        assert i == permuted(2, 3, p)  # (an epoch's order is shuffled, as the class says, not 0, 1, 2)
         turns.add(d)
     assert len(turns) > 2  # the turns vary with the position
 
@@ -141,6 +143,10 @@ def test_pool_positions_are_a_function_of_seed_and_position():
     assert not torch.equal(a[0]["blur"], a[1]["blur"])
     with pytest.raises(ValueError, match="--crop 32 at most --pair-pool-size 24"):
         SyntheticPool(4, 2, 24, 32)
+    with pytest.raises(ValueError, match="--pair-pool 0 must be >= 1"):
+        SyntheticPool(4, 0, 24, 8)
+    with pytest.raises(ValueError, match="keep must name 'blur' and/or 'sharp'"):
+        SyntheticPool(4, 1, 24, 8, keep=("sharp", "blurry"))
 
 
 APPLEDOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60)  # what macOS leaves as ._name
@@ -278,3 +284,175 @@ def test_the_last_pairs_are_held_out_for_validation_and_only_the_others_train(tm
     assert [round(float(item["sharp"].mean()) * 255) for item in val] == [120, 160]
     assert [round(float(item["blur"].mean()) * 255) for item in val] == [60, 80]
     assert all(item["sharp"].shape == (3, 16, 16) for item in val)
+
+
+def test_a_sharp_only_pool_made_in_chunks_holds_scenes_0_to_n():
+    # each chunk renders the scenes from its own start: every chunk of CycleGAN's sharp domain (512 scenes,
+    # 32 a chunk, by default) repeated the first chunk's scenes when they all started at scene 0
+    pool = SyntheticPool(seed=3, n=3, size=16, crop=16, chunk=2, keep=("sharp",))
+    for i in range(3):
+        assert torch.equal(pool.sharp[i], synthetic_sharp(3, 16, i)), i
+
+
+def test_the_orders_of_two_epochs_are_unrelated():
+    # each epoch's order is drawn afresh: of the item pairs, about half keep their relative order from one
+    # epoch to the next (keyed on overlapping indices, consecutive epochs kept nearly all of it)
+    import itertools
+    n = 40
+    for seed in (0, 1, 5):
+        order = [[permuted(seed, n, e * n + k) for k in range(n)] for e in (0, 1)]
+        first, second = ({item: k for k, item in enumerate(o)} for o in order)
+        same = sum((first[a] < first[b]) == (second[a] < second[b]) for a, b in itertools.combinations(range(n), 2))
+        assert same / (n * (n - 1) / 2) < 0.7, seed
+        # ... nor is an epoch the one before with its items renumbered (item k where k + 1 was)
+        shifts = [(b - a) % n for a, b in zip(*order)]
+        assert max(shifts.count(d) for d in set(shifts)) < n // 4, seed
+
+
+def test_crops_of_different_streams_flip_independently():
+    # CycleGAN's blurry and sharp crops (streams 1 and 2) and reblur's photo crops (stream 5) draw their flips
+    # on their own streams: one draw for all mirrored every domain together
+    a = torch.arange(12 * 12, dtype=torch.float32).view(1, 12, 12)
+    flipped = {s: [bool(c[0, 0, 0] > c[0, 0, -1]) for c in (random_crop([a], 8, 0, p, stream=s)[0] for p in range(200))]
+               for s in (1, 2, 5)}
+    for s, t in ((1, 2), (1, 5)):
+        agree = sum(x == y for x, y in zip(flipped[s], flipped[t])) / 200
+        assert 0.35 < agree < 0.65, (s, t)
+    assert 0.35 < sum(flipped[1]) / 200 < 0.65
+
+
+def _photos(folder, images):
+    from blursynth.io import write_image
+    for k, image in enumerate(images):
+        write_image(folder / f"{k}.png", image)
+    return FolderImages(folder, str(folder), 8)
+
+
+def test_unpaired_photo_folders_are_drawn_apart(tmp_path):
+    # CycleGAN's two folders are unpaired: each is drawn in its own order over its own size, and cropped at
+    # its own position. Flat photos of distinct values tell which photo a crop is of.
+    flat = lambda values: [np.full((12, 16, 3), v, np.uint8) for v in values]  # noqa: E731
+    which = lambda crop: round(float(crop.mean()) * 255) // 10  # noqa: E731
+    blurry = _photos(tmp_path / "a", flat((10, 20, 30)))
+    for sharp, values in ((_photos(tmp_path / "b", flat((40, 50, 60))), (4, 5, 6)),
+                          (_photos(tmp_path / "c", flat((40, 50, 60, 70, 80))), (4, 5, 6, 7, 8))):
+        crops = UnpairedCrops(blurry, sharp, crop=8, seed=0)
+        i = [which(crops[p]["blur"]) - 1 for p in range(15)]
+        j = [which(crops[p]["sharp"]) - 4 for p in range(15)]
+        n = len(values)
+        assert all(sorted(j[e:e + n]) == list(range(n)) for e in range(0, 15, n))  # every sharp photo, each epoch
+        assert i != j  # (one order for both: blurry photo k met sharp photo k every epoch)
+    noise = [(np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)]
+    crops = UnpairedCrops(_photos(tmp_path / "d", noise), _photos(tmp_path / "e", noise), crop=8, seed=0)
+    assert sum(torch.equal(crops[p]["blur"], crops[p]["sharp"]) for p in range(20)) < 5
+
+
+class _Pairs:
+    """A pair source of flat pairs: pair k has the value k / 10 (blur) and k / 20 (sharp)."""
+
+    def __init__(self, n):
+        from pathlib import Path
+        self.root, self.records = Path("."), [{"blur": f"{k}.png"} for k in range(n)]
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, k):
+        return {"blur": torch.full((3, 12, 12), k / 10), "sharp": torch.full((3, 12, 12), k / 20)}
+
+
+def test_pairs_from_a_folder_are_shuffled_each_epoch():
+    # a written dataset lists its pairs in order (a GoPro-like one frame by frame of each video): drawn in that
+    # order every epoch, each batch held neighbouring frames, and the same ones each epoch
+    from unpaired.data import PairedCrops
+    crops = PairedCrops(_Pairs(8), crop=8, seed=0, synthetic=False)
+    items = [round(float(crops[p]["blur"].mean()) * 10) for p in range(16)]
+    assert sorted(items[:8]) == sorted(items[8:]) == list(range(8))
+    assert items[:8] != list(range(8)) and items[:8] != items[8:]
+    assert all(torch.equal(crops[p]["sharp"] * 2, crops[p]["blur"]) for p in range(4))
+
+
+def test_synthetic_validation_pairs_are_not_training_pairs():
+    # held-out synthetic pairs come from a seed the training stream never uses: with the training seed,
+    # validation at the pool's size (--val-crop 128 and --pair-pool-size 128 by default) scored the pool's pairs
+    from unpaired import config
+    from unpaired.data import validation_pairs
+    cfg = config.parse_args(["--val-size", "2", "--val-crop", "16", "--crop", "16", "--pair-pool", "2",
+                             "--pair-pool-size", "16"])
+    val, source = validation_pairs(cfg)
+    train = synthetic_pairs(cfg.seed, 16)
+    assert source is None and len(val) == 2
+    for item in val:
+        assert not any(torch.equal(item["sharp"], train[q]["sharp"]) for q in range(4))
+
+
+def test_validation_takes_at_most_8_photos(tmp_path):
+    # CycleGAN's --blurry photos give its sample grids: the first few, at most 8, whatever --val-size (32 by
+    # default: each held at full size while it is cropped)
+    from unpaired import config
+    from unpaired.data import validation_photos
+    _photos(tmp_path, [np.full((32, 40, 3), 10 * k, np.uint8) for k in range(10)])
+    cfg = config.parse_args(["--mode", "cyclegan", "--blurry", str(tmp_path), "--sharp", str(tmp_path), "--crop", "32",
+                             "--val-crop", "32"])
+    assert cfg.val_size > 8 and len(validation_photos(cfg)) == 8
+
+
+def test_photo_folders_take_capital_suffixes_and_photos_exactly_the_crop_size(tmp_path):
+    # cameras write IMG_0001.JPG; a photo whose short side is the crop holds exactly one crop
+    from unpaired.data import list_images
+    _photos(tmp_path, [np.full((16, 20, 3), 50, np.uint8)])
+    (tmp_path / "0.png").rename(tmp_path / "IMG_0001.PNG")
+    assert list_images(tmp_path, "--blurry") == [tmp_path / "IMG_0001.PNG"]
+    images = FolderImages(tmp_path, "--blurry", 16)
+    assert images.files == [tmp_path / "IMG_0001.PNG"] and images.skipped == []
+    (tmp_path / "IMG_0001.PNG").unlink()
+    with pytest.raises(FileNotFoundError, match="--blurry .*: no image files"):
+        list_images(tmp_path, "--blurry")
+
+
+def test_a_pair_whose_sharp_twin_does_not_decode_is_skipped(tmp_path):
+    from blursynth.data import PairedFolder
+    from blursynth.io import write_image
+    from unpaired.data import usable_pairs
+    for name in ("a.png", "b.png"):
+        for sub in ("lq", "gt"):
+            write_image(tmp_path / sub / name, np.full((20, 20, 3), 100, np.uint8))
+    (tmp_path / "gt" / "a.png").write_bytes(b"not an image")
+    source = PairedFolder(tmp_path)
+    skipped = usable_pairs(source, "--pairs", 16)
+    assert [rec["blur"] for rec in source.records] == ["lq/b.png"]
+    assert len(skipped) == 1 and "gt/a.png" in skipped[0]
+
+
+def test_val_pairs_give_val_size_pairs_checked_at_start(tmp_path):
+    # --val-pairs DIR: the first --val-size of its pairs, too small ones refused at start (not at the first
+    # validation, --eval-every steps in); --pairs must keep at least one pair besides the held-out ones
+    from blursynth.io import ImageError, write_image
+    from unpaired import config
+    from unpaired.data import validation_pairs
+    for k in range(4):
+        for sub in ("gt", "lq"):
+            write_image(tmp_path / "val" / sub / f"{k}.png", np.full((24, 24, 3), 40 * k, np.uint8))
+    cfg = config.parse_args(["--val-pairs", str(tmp_path / "val"), "--val-size", "2", "--val-crop", "16",
+                             "--crop", "16"])
+    val, _ = validation_pairs(cfg)
+    assert [round(float(item["sharp"].mean()) * 255) for item in val] == [0, 40]
+    for sub in ("gt", "lq"):
+        write_image(tmp_path / "val" / sub / "0.png", np.full((12, 12, 3), 0, np.uint8))
+    with pytest.raises(ImageError, match=r"--val-pairs: .*0.png is 12x12, too small to validate on"):
+        validation_pairs(cfg)
+    cfg = config.parse_args(["--pairs", str(tmp_path / "val"), "--val-size", "4", "--val-crop", "16", "--crop", "16"])
+    with pytest.raises(ValueError, match="4 pairs cannot spare --val-size 4 for validation"):
+        validation_pairs(cfg)
+
+
+def test_validation_sides_are_counted_in_whole_multiples_of_the_size_factor():
+    # an 11 px image holds SSIM's window, but the ResNet's validation crop of it is 8 px (a multiple of 4)
+    from blursynth.io import ImageError
+    from unpaired import config
+    from unpaired.data import _check_sides
+    cfg = config.TrainConfig(generator="resnet")
+    items = [{"blur": torch.rand(3, 11, 11), "sharp": torch.rand(3, 11, 11)}]
+    with pytest.raises(ImageError, match="is 11x11, too small to validate on .* at least 11 px, in multiples of 4"):
+        _check_sides(items, ["a.png"], cfg, "--val-pairs")
+    _check_sides([{k: torch.rand(3, 12, 12) for k in ("blur", "sharp")}], ["a.png"], cfg, "--val-pairs")
