@@ -278,6 +278,7 @@ def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_pat
         assert main(one + ["--checkpoint", str(folder), "--out", str(tmp_path / "by-folder")]) == 0
         assert f"checkpoint: {used}" in capsys.readouterr().err
         assert main(one + ["--checkpoint", str(used), "--out", str(tmp_path / "by-file")]) == 0
+        assert "checkpoint:" not in capsys.readouterr().err  # (a file is the one given: nothing to say)
         assert (tmp_path / "by-folder" / "a.png").read_bytes() == (tmp_path / "by-file" / "a.png").read_bytes()
         for out in ("by-folder", "by-file"):
             shutil.rmtree(tmp_path / out)
@@ -402,6 +403,9 @@ def test_cli_bad_checkpoint(tmp_path, capsys):
     write_image(tmp_path / "x.png", np.zeros((3, 8, 8), np.float32))  # (a missing input is refused first)
     assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+    # (not "not a checkpoint ... or cut short": the file is not there at all)
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "out")]) == 2
+    assert f"--checkpoint {tmp_path / 'none.pt'}: no such file" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     torch.save({"something": 1}, bad)
     assert main([str(tmp_path / "x.png"), "--checkpoint", str(bad), "--out", str(tmp_path / "out")]) == 2
@@ -449,11 +453,14 @@ def test_cli_checks_tile_and_overlap_before_loading(tmp_path, options, named, ca
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert named in err and "none.pt" not in err
+    assert err.split("error: ", 1)[1].startswith(f"{named} must")  # (the option at fault, not one it bounds)
 
 
 def test_overlap_must_fit_in_tile():
     with pytest.raises(ValueError, match="overlap"):
         deblur_image(conv_net(), torch.rand(1, 3, 20, 20), tile=16, overlap=16)
+    with pytest.raises(ValueError, match=r"image must be \(B, C, H, W\), got \(3, 20, 20\)"):
+        deblur_image(conv_net(), torch.rand(3, 20, 20), tile=16, overlap=4)
 
 
 def test_tile_larger_than_image_shrinks_to_it():
@@ -640,11 +647,13 @@ def test_cli_writes_jpeg_spelt_jpeg_at_quality_95_too(tmp_path, checkpoint):
     from PIL import Image
     photo = np.random.default_rng(8).random((3, 24, 32)).astype(np.float32)
     write_image(tmp_path / "in" / "photo.jpeg", photo, quality=98)
+    write_image(tmp_path / "in" / "IMG_0001.JPG", photo, quality=98)  # (as cameras name them)
     write_image(tmp_path / "q95.jpg", photo, quality=95)
     assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
                  "--tile", "16", "--overlap", "4", "--quiet"]) == 0
-    with Image.open(tmp_path / "out" / "photo.jpeg") as out, Image.open(tmp_path / "q95.jpg") as q95:
-        assert out.quantization == q95.quantization
+    for name in ("photo.jpeg", "IMG_0001.JPG"):
+        with Image.open(tmp_path / "out" / name) as out, Image.open(tmp_path / "q95.jpg") as q95:
+            assert out.quantization == q95.quantization, name
 
 
 @pytest.mark.parametrize("name", ["float.tiff", "FLOAT.TIF"])
@@ -698,3 +707,62 @@ def test_a_batch_of_no_images_gives_a_batch_of_no_images(checkpoint):
     out = deblur_image(net, torch.rand(0, 3, 37, 51), tile=16, overlap=8, factor=4)
     assert out.shape == (0, 3, 37, 51) and out.dtype == torch.float32
     assert load_restorer(checkpoint)(torch.rand(0, 1, 20, 20)).shape == (0, 1, 20, 20)
+
+
+def test_tiles_round_the_tile_up_to_the_size_factor_and_keep_an_overlap_rounding_to_it():
+    # --tile 30 with size factor 4 tiles at 32 (rounded up, as documented); --overlap 13 with --tile 16 stays 13,
+    # since rounded up to 16 it would leave no stride between the tiles
+    seen = []
+
+    def net(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    x = torch.rand(1, 3, 40, 300, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(deblur_image(net, x, tile=30, overlap=8, factor=4), x)
+    assert seen and all(s == (32, 32) for s in seen)
+    torch.testing.assert_close(deblur_image(net, x, tile=16, overlap=13, factor=4), x)
+
+
+def test_the_context_beyond_the_image_border_is_reflected():
+    # a 3x3 mean (receptive radius 1) restores the image as it restores the image padded by reflection, up to
+    # the border itself: the tiles at the border see reflected context (edge replication gave other border rows)
+    def net(x):
+        return F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+
+    x = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(4))
+    expected = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+    torch.testing.assert_close(deblur_image(net, x, tile=24, overlap=8, factor=1), expected, atol=1e-6, rtol=0)
+
+
+def test_a_float_tiff_cut_short_by_a_full_disk_leaves_no_output(tmp_path, checkpoint, capsys, monkeypatch):
+    # outputs are written whole or not at all (--skip-existing keeps what is there): a float TIFF was written
+    # in place, so a full disk (or a kill) mid-write left a partial file that looked complete
+    import errno
+    iio.imwrite(tmp_path / "float.tif", np.random.default_rng(12).random((17, 22, 3)).astype(np.float32))
+    real = iio.imwrite
+
+    def full(path, image, **kwargs):
+        Path(path).write_bytes(b"II*\x00 cut short")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(deblur.iio, "imwrite", full)
+    assert main([str(tmp_path / "float.tif"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
+    monkeypatch.setattr(deblur.iio, "imwrite", real)
+
+
+def test_a_reblur_run_folder_names_its_other_best_checkpoint(tmp_path, checkpoint, capsys):
+    # a reblur run keeps best.pt (pairs' PSNR) and best_reblur.pt (photos' re-blur error): given the folder,
+    # deblur takes best.pt and names the other choice
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for name in ("best.pt", "best_reblur.pt"):
+        shutil.copy(checkpoint, ckpts / name)
+    write_image(tmp_path / "a.png", np.random.default_rng(13).random((3, 20, 24)).astype(np.float32))
+    assert main([str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"checkpoint: {ckpts / 'best.pt'} (the run's other choice" in err and f"{ckpts / 'best_reblur.pt'})" in err
