@@ -540,6 +540,11 @@ def test_load_restorer_refuses_integer_images_and_a_missing_cuda(checkpoint):
     with pytest.raises(TypeError, match=r"float in \[0, 1\], got torch.uint8; convert with .float\(\) / 255"):
         restore((x * 255).to(torch.uint8))  # was restored as if its 0-255 values were far above white
     assert restore(x).shape == x.shape
+    with pytest.raises(TypeError, match="blurry image must be a torch.Tensor, got ndarray"):
+        restore(x.numpy())
+    for bad in (x[0], x[:, :2]):  # (no batch axis; two channels: neither gray nor RGB)
+        with pytest.raises(ValueError, match=r"blurry image must be \(B, 1 or 3, H, W\), got "):
+            restore(bad)
     if not torch.cuda.is_available():  # was torch's own multi-line error, after the checkpoint was read
         for device in ("cuda", torch.device("cuda", 0)):
             with pytest.raises(ValueError) as err:
