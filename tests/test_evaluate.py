@@ -317,6 +317,65 @@ def test_a_perfect_restoration_is_valid_json(tmp_path):
     assert saved["psnr"] is None and saved["per_image"][0]["psnr"] is None and saved["ssim"] == pytest.approx(1)
 
 
+def test_a_perfect_restoration_s_error_ratio_of_0_is_counted(tmp_path):
+    # an error ratio of 0 (no error at all) is under every threshold, not a missing ratio
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "a.png", _u8(np.stack([_scene(3)] * 3, -1)))
+    (tmp_path / "kernels").mkdir()
+    np.save(tmp_path / "kernels" / "a.npy", _kernel(1))
+    out = _run(["--benchmark", "folder", "--blurry", tmp_path / "blur", "--sharp", tmp_path / "sharp"])
+    assert out["per_image"][0]["error_ratio"] == 0
+    assert out["error_ratio_below"] == {f"{t:g}": 1.0 for t in evaluate.ERROR_RATIO_THRESHOLDS}
+
+
+def test_a_kernel_panel_shows_the_kernel_scaled_to_its_maximum_and_centred():
+    # (its taps, about 1/7 each, were drawn as they are: a near-black panel)
+    k = torch.from_numpy(_kernel(1))
+    panel = evaluate._kernel_panel(k, (3, 20, 24))
+    assert panel.shape == (3, 20, 24) and float(panel.max()) == pytest.approx(1.0)
+    big = panel[0, 1:19, 3:21]  # the 9x9 kernel enlarged twice, centred
+    torch.testing.assert_close(big, (k / k.max()).repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert float(panel.sum()) == pytest.approx(3 * 4 * float((k / k.max()).sum()), rel=1e-5)
+
+
+def test_the_grid_rows_are_blurry_restored_sharp_and_at_most_max_rows(tmp_path):
+    # write_grid's contact sheet: one row per pair, blurry | restored | sharp (4 px apart), the first max_rows pairs
+    h, w = 12, 16
+    flat = lambda v: torch.full((1, 3, h, w), v)  # noqa: E731
+    images = [{"blurry": flat(0.0), "restored": flat(0.5), "sharp": flat(1.0), "k_est": None, "k_true": None}] * 3
+    evaluate.write_grid(tmp_path / "g.png", images, max_rows=2)
+    grid = iio.imread(tmp_path / "g.png").astype(np.float64) / 255
+    assert grid.shape[:2] == (2 * (h + 4) + 4, 3 * (w + 4) + 4)
+    for row in range(2):
+        cells = [grid[4 + row * (h + 4):][:h, 4 + col * (w + 4):][:, :w] for col in range(3)]
+        assert [round(float(c.mean()), 2) for c in cells] == [0.0, 0.5, 1.0]
+
+
+def test_the_levin_benchmark_is_scored_in_gray(tmp_path, monkeypatch):
+    # Levin et al.'s images are gray: a network restorer sees them as one channel (its three outputs averaged),
+    # not as three equal channels scored apart
+    seen, real = [], evaluate.method_restorer
+
+    def recording(name):
+        restore = real(name)
+        return lambda blurry, kernel: seen.append(blurry.shape[1]) or restore(blurry, kernel)
+    monkeypatch.setattr(evaluate, "method_restorer", recording)
+    _run(["--benchmark", "levin", "--data", _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)])
+    assert seen and set(seen) == {1}
+
+
+def test_a_non_blind_method_needs_a_2d_kernel_and_gives_values_in_0_1():
+    restore = evaluate.method_restorer("wiener")
+    blurry = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    for kernel in (None, torch.ones(2, 2, 3, 3) / 9):  # (none, or a projective grid of local kernels)
+        with pytest.raises(evaluate.EvaluationError, match="--method wiener needs a 2-D true kernel"):
+            restore(blurry, kernel)
+    # (Richardson-Lucy on noise overshoots white: the scores are of the image as displayed, clipped to [0, 1])
+    out = evaluate.method_restorer("rl")(blurry, torch.from_numpy(_kernel(1)))
+    assert out.shape == blurry.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+
+
 def test_a_file_name_that_is_not_utf8_is_printed_and_scored(tmp_path, monkeypatch):
     # stdout is strict under a UTF-8 locale other than C: the table of a pair named b"\xe9t\xe9" failed to print
     # in a traceback after every image was scored, and --json was never written
@@ -402,6 +461,7 @@ def test_a_stray_file_in_a_levin_folder_is_skipped_and_named(tmp_path, capsys):
     data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
     (data / "blurry" / "im1_kernel1 copy.png").write_bytes((data / "blurry" / "im1_kernel1.png").read_bytes())
     (data / "blurry" / "notes.txt").write_text("")
+    (data / "blurry" / "._im1_kernel1.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")  # (hidden: skipped unnamed)
     out = _run(["--benchmark", "levin", "--data", data])
     assert [r["name"] for r in out["per_image"]] == ["im1_kernel1", "im1_kernel2"]
     err = capsys.readouterr().err
@@ -462,6 +522,38 @@ def test_a_kernel_file_that_is_an_archive_is_refused(tmp_path, refused):
         np.savez(fh, k=_kernel(1))
     with refused(r"kernel1\.npy: holds an archive of arrays, not one array"):
         _run(["--benchmark", "levin", "--data", data])
+
+
+def test_a_folder_pair_without_its_kernel_is_refused_before_evaluating(tmp_path):
+    # (else the benchmark stopped at that pair, after scoring the ones before it)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        for name in ("0.png", "1.png"):
+            iio.imwrite(tmp_path / d / name, _u8(np.stack([_scene(1)] * 3, -1)))
+    (tmp_path / "kernels").mkdir()
+    np.save(tmp_path / "kernels" / "0.npy", _kernel(1))
+    with pytest.raises(evaluate.EvaluationError, match=r"1\.png: no kernel .*1\.npy; add it or pass --kernels"):
+        evaluate.folder_pairs(tmp_path / "blur", tmp_path / "sharp")
+
+
+def test_a_kernel_larger_than_its_image_is_refused(tmp_path):
+    for name in ("b.png", "s.png"):
+        iio.imwrite(tmp_path / name, np.zeros((12, 14, 3), np.uint8))
+    np.save(tmp_path / "k.npy", np.full((15, 15), 1 / 225, np.float32))
+    pair = evaluate.Pair("b", tmp_path / "b.png", tmp_path / "s.png", tmp_path / "k.npy")
+    with pytest.raises(evaluate.EvaluationError, match=r"k\.npy: \(15, 15\) kernel is larger than .*b\.png"):
+        evaluate.load_pair(pair, 3)
+
+
+def test_a_restoration_of_another_size_is_refused_naming_the_image(tmp_path):
+    # (it reached the scorer, whose error named neither the image nor the method)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "0.png", _u8(np.stack([_scene(1)] * 3, -1)))
+    pairs = evaluate.folder_pairs(tmp_path / "blur", tmp_path / "sharp")
+    with pytest.raises(evaluate.EvaluationError,
+                       match=r"0\.png: the method returned \(1, 3, 84, 83\), expected \(1, 3, 84, 84\)"):
+        evaluate.evaluate(pairs, lambda blurry, kernel: blurry[..., :-1], radius=0, border=0, progress=False)
 
 
 def test_folder_benchmark_leaves_out_hidden_files(tmp_path):
