@@ -862,8 +862,10 @@ def signal_reference(tmp_path_factory):
 
 def _start(out):
     cmd = [sys.executable, "-m", "blursynth", "dataset", "--out", str(out), "--workers", "2", *SIGNAL_ARGS]
+    # Ctrl-C at a terminal reaches a command that takes SIGINT; pytest started in the background (`&`,
+    # nohup) hands its children SIGINT ignored, which Python then leaves ignored
     proc = subprocess.Popen(cmd, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any((out / "parts").glob("0*.jsonl")):  # working: a chunk is done, the next ones are being made
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
