@@ -1,5 +1,6 @@
 """`blursynth generate` and `blursynth inspect`: outputs, reproducibility and bad input."""
 
+import argparse
 import json
 import os
 import re
@@ -788,3 +789,37 @@ def test_an_out_that_appears_during_an_overwrite_run_gets_its_files(capsys, tmp_
     assert main(["generate", "--trajectories", "5", "--out", str(out), "--quiet"]) == 2
     assert "appeared while the run wrote" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["notes.txt", "summary.json"] and sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_a_negative_seed_is_refused_in_one_line(capsys, tmp_path):
+    # (non_negative_int: -1 is a value to refuse, not a seed for the library to trip over)
+    _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "5", "--quiet",
+                              "--seed", "-1"], "--seed")
+
+
+def test_option_bounds_take_their_ends_and_refuse_just_past_them(capsys, tmp_path):
+    # README: --kernel-size 3..KERNEL_SIZE_MAX, --focal-length within FOCAL_MM_RANGE, --length above 0 and at most
+    # MAX_LENGTH_PX, --zoom 1..MAX_ZOOM, --image-size sides of 1 px or more: each end is taken, the next value past it is refused
+    assert cli.kernel_size(str(cli.KERNEL_SIZE_MAX)) == cli.KERNEL_SIZE_MAX
+    lo, hi = cli.FOCAL_MM_RANGE
+    focal = cli.bounded_float(lo, hi, "mm", "--focal-length 85")
+    assert focal(str(lo)) == lo and focal(str(hi)) == hi
+    length = cli.bounded_float(0, cli.MAX_LENGTH_PX, "pixels", "--length 10 29", above=True)
+    assert length(str(cli.MAX_LENGTH_PX)) == cli.MAX_LENGTH_PX
+    assert cli.zoom(str(cli.MAX_ZOOM)) == cli.MAX_ZOOM
+    for parse, text in ((cli.kernel_size, str(cli.KERNEL_SIZE_MAX + 2)), (focal, str(hi * 1.001)), (length, "0"),
+                        (cli.zoom, str(cli.MAX_ZOOM + 1))):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)
+    for args, option in ((["--kernel-size", str(cli.KERNEL_SIZE_MAX + 2)], "--kernel-size"),
+                         (["--model", "randomwalk", "--length", "0", "5"], "--length"),
+                         (["--image-size", "640x0"], "--image-size"), (["--image-size", "0x480"], "--image-size")):
+        _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "5", "--quiet",
+                                  *args], option)
+
+
+def test_length_with_the_camera_shake_model_is_refused_not_ignored(capsys, tmp_path):
+    # (--length sets the random walk; shake6d, the default model, would draw its own extent and drop it)
+    err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "5", "--quiet",
+                                    "--length", "5", "9"], "--length")
+    assert "--exposure" in err
