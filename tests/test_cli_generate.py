@@ -823,3 +823,17 @@ def test_length_with_the_camera_shake_model_is_refused_not_ignored(capsys, tmp_p
     err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "5", "--quiet",
                                     "--length", "5", "9"], "--length")
     assert "--exposure" in err
+
+
+def test_a_range_is_drawn_across_from_low_to_high(tmp_path):
+    # --exposure and --length LOW HIGH: the model gets the whole range, and 70 draws fall within it, not all on LOW
+    code, out = _generate(tmp_path, "--exposure", "0.01", "0.2", name="shake")
+    assert code == 0
+    data = np.load(out / "kernels.npz")
+    assert json.loads(str(data["config"]))["model_config"]["exposure_s"] == [0.01, 0.2]
+    drawn = data["param_exposure_s"]
+    assert drawn.min() >= 0.01 * (1 - 1e-6) and drawn.max() <= 0.2 * (1 + 1e-6) and drawn.max() > 0.05
+    code, out = _generate(tmp_path, "--model", "randomwalk", "--length", "4", "12", name="walk")
+    assert code == 0
+    drawn = np.load(out / "kernels.npz")["param_length_px"]
+    assert drawn.min() >= 4 - 1e-4 and drawn.max() <= 12 + 1e-4 and drawn.max() > 8
