@@ -837,3 +837,26 @@ def test_a_range_is_drawn_across_from_low_to_high(tmp_path):
     assert code == 0
     drawn = np.load(out / "kernels.npz")["param_length_px"]
     assert drawn.min() >= 4 - 1e-4 and drawn.max() <= 12 + 1e-4 and drawn.max() > 8
+
+
+def test_an_out_holding_only_a_users_folder_is_not_empty(capsys, tmp_path):
+    (tmp_path / "out" / "mine").mkdir(parents=True)
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out")], "--out")
+    assert "--overwrite" in err
+
+
+def test_an_out_in_a_folder_that_cannot_be_written_is_refused_before_the_run(capsys, tmp_path, monkeypatch):
+    # (root may write anywhere: the refusal is checked with os.access saying what it says to other users)
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & os.W_OK)
+    err = _fails(capsys, tmp_path, ["generate", "--trajectories", "5", "--out", str(tmp_path / "out")], "--out")
+    assert "cannot write" in err
+
+
+def test_a_link_to_a_folder_gets_a_killed_runs_staging_there_removed(tmp_path):
+    # the link is followed: the staged folders of runs killed outright are those named after its target
+    killed = tmp_path / "disk" / "kernels" / ".kernels.k1ll3d_x.tmp"
+    killed.mkdir(parents=True)
+    os.utime(killed, (time.time() - 3600,) * 2)
+    (tmp_path / "out").symlink_to(tmp_path / "disk" / "kernels")
+    assert _generate(tmp_path)[0] == 0
+    assert sorted(os.listdir(tmp_path / "disk" / "kernels")) == ["contact_sheet.png", "kernels.npz", "summary.json"]
