@@ -860,3 +860,14 @@ def test_a_link_to_a_folder_gets_a_killed_runs_staging_there_removed(tmp_path):
     (tmp_path / "out").symlink_to(tmp_path / "disk" / "kernels")
     assert _generate(tmp_path)[0] == 0
     assert sorted(os.listdir(tmp_path / "disk" / "kernels")) == ["contact_sheet.png", "kernels.npz", "summary.json"]
+
+
+def test_a_path_that_does_not_fit_names_the_kernel_size_it_needs(capsys, tmp_path):
+    # --fit error: the one line gives the fix as a kernel size that holds the path, not only "a larger" one
+    err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "50", "--quiet",
+                                    "--kernel-size", "3", "--fit", "error", "--focal-length", "400"], "--fit")
+    spans = re.search(r"spans ([\d.]+) x ([\d.]+) px", err)
+    needed = re.search(r"use --kernel-size (\d+) or more", err)
+    assert spans and needed, err
+    size = int(needed.group(1))
+    assert size % 2 == 1 and size > 3 and size >= max(float(spans.group(1)), float(spans.group(2))), err
