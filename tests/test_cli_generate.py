@@ -871,3 +871,15 @@ def test_a_path_that_does_not_fit_names_the_kernel_size_it_needs(capsys, tmp_pat
     assert spans and needed, err
     size = int(needed.group(1))
     assert size % 2 == 1 and size > 3 and size >= max(float(spans.group(1)), float(spans.group(2))), err
+
+
+def test_inspect_draws_a_scaled_items_path_shrunk_as_its_kernel_was(tmp_path, monkeypatch):
+    # --fit scale: the path is drawn with the item's own param_fit_scale, as the kernel was rasterised
+    _, out = _generate(tmp_path, "--fit", "scale")
+    fit_scale = np.load(out / "kernels.npz")["param_fit_scale"]
+    i = int(np.argmin(fit_scale))
+    assert fit_scale[i] < 1  # (this seed has a scaled item)
+    drawn = []
+    monkeypatch.setattr(cli, "render_item", lambda path, kernel, path_px, t, zoom, scale: drawn.append(scale))
+    assert main(["inspect", str(out / "kernels.npz"), "--render", str(i), "--out", str(tmp_path / "png")]) == 0
+    assert drawn == [pytest.approx(float(fit_scale[i]))]
