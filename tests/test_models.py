@@ -14,9 +14,9 @@ from blursynth.blur import blur
 from blursynth.sensor import linear_to_srgb, srgb_to_linear
 from test_kernel import _moments  # tests/ is on the path under pytest's default import mode
 from unpaired.losses import ImagePool, VGGPerceptual, charbonnier, lsgan_loss
-from unpaired.models import (KernelBlurGenerator, LearnedKernels, PatchDiscriminator, ResnetGenerator,
-                             ShakeKernels, UNet, build_generator, discriminator_min_side, init_weights,
-                             kernel_centroid)
+from unpaired.models import (KernelBlurGenerator, KernelPredictor, LearnedKernels, PatchDiscriminator, ResnetBlock,
+                             ResnetGenerator, ShakeKernels, UNet, build_generator, discriminator_min_side,
+                             generator_spec, init_weights, kernel_centroid, min_side, size_factor)
 
 
 def n_params(net):
@@ -395,3 +395,100 @@ def test_perceptual_loss_sends_gradients_to_pred_only(tmp_path):
     pred, target = torch.rand(1, 3, 16, 16, requires_grad=True), torch.rand(1, 3, 16, 16, requires_grad=True)
     VGGPerceptual(path)(pred, target).backward()
     assert pred.grad is not None and target.grad is None
+
+
+def test_a_resnet_block_adds_an_instance_normalised_correction_to_its_input():
+    """Each block is ``x + IN(conv(relu(IN(conv(x)))))``: what it adds has zero mean and unit variance per
+    channel (the last instance norm), and it adds it to ``x`` rather than replacing it."""
+    block = init_weights(ResnetBlock(8), seed=0)
+    x = torch.randn(2, 8, 12, 12, generator=torch.Generator().manual_seed(0)) * 3 + 5
+    added = block(x) - x
+    torch.testing.assert_close(added.mean((-2, -1)), torch.zeros(2, 8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(added.var((-2, -1), unbiased=False), torch.ones(2, 8), atol=1e-2, rtol=0)
+
+
+def test_a_non_residual_resnet_generator_is_the_reference_tanh_network_on_minus_one_to_one():
+    """As in the reference code, the network sees ``2x - 1`` and its tanh output is mapped back to [0, 1]."""
+    net = init_weights(ResnetGenerator(8, 1), seed=0)
+    for m in net.modules():  # (weights large enough that tanh is far from linear)
+        if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3:
+            m.weight.data *= 50
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = net.net(x * 2 - 1)
+        assert y.abs().max() > 2  # (tanh saturates: its formula is tested, not its linear part)
+        torch.testing.assert_close(net(x), (torch.tanh(y) + 1) / 2)
+        assert not torch.allclose(net.net(x), y, atol=1e-3)  # (the input scaling matters)
+
+
+def test_the_patch_discriminator_scores_its_input_mapped_to_minus_one_to_one():
+    d = init_weights(PatchDiscriminator(4, 2), seed=0)
+    x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(d(x), d.net(x * 2 - 1))
+        assert not torch.allclose(d.net(x), d.net(x * 2 - 1), atol=1e-3)
+
+
+@pytest.mark.parametrize("spec", [{"kind": "resnet", "ngf": 4, "n_blocks": 1, "residual": False},
+                                  {"kind": "unet", "ngf": 4, "depth": 2, "residual": True},
+                                  {"kind": "unet", "ngf": 4, "depth": 3, "residual": True}])
+def test_generators_take_exactly_the_sides_size_factor_and_min_side_say(spec):
+    """The sides a generator takes are the multiples of size_factor from min_side up: each other side refused."""
+    net, factor = build_generator(spec, seed=0), size_factor(spec)
+    least = min_side(factor)
+    for h, w in ((least, least), (least + factor, least), (least, 3 * factor)):
+        assert net(torch.rand(1, 3, h, w)).shape == (1, 3, h, w)
+    for h, w in ((least + factor // 2, least), (least, least + 1), (least - factor, least)):
+        with pytest.raises(ValueError, match="multiples of"):
+            net(torch.rand(1, 3, h, w))
+
+
+@pytest.mark.parametrize("generator", ["resnet", "unet"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_the_generator_spec_carries_the_options_of_its_kind(generator, residual):
+    """What a checkpoint stores to rebuild G: every option of its kind, --residual and --no-residual alike."""
+    from unpaired.config import parse_args
+    shape = {"n_blocks": 2} if generator == "resnet" else {"depth": 2}
+    cfg = parse_args(["--generator", generator, "--ngf", "8", "--n-blocks" if generator == "resnet" else "--unet-depth",
+                      "2", "--residual" if residual else "--no-residual"])
+    assert generator_spec(cfg) == {"kind": generator, "ngf": 8, **shape, "residual": residual}
+    net = build_generator(generator_spec(cfg), seed=0)
+    assert net.residual is residual
+
+
+def test_learned_kernels_and_the_kernel_predictor_start_from_a_centred_gaussian_of_2_px():
+    """Their logits are added to a prior whose softmax is a round Gaussian of sigma 2 px centred on the
+    centre tap: with the last layer at zero the kernel is that Gaussian, whatever the code or photo."""
+    r = torch.arange(11.0) - 5
+    g = torch.exp(-(r[:, None] ** 2 + r[None] ** 2) / (2 * 2.0 ** 2))
+    g = g / g.sum()
+    sampler, predictor = LearnedKernels(11, z_dim=4, width=8), KernelPredictor(11, width=4)
+    for layer in (sampler.mlp[2], predictor.head):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    with torch.no_grad():
+        for k in (sampler(3, "cpu"), predictor(torch.rand(3, 3, 16, 16))):
+            torch.testing.assert_close(k, g.expand(3, 11, 11))
+
+
+def test_kernel_blur_generator_noise_starts_at_the_middle_of_the_default_sensor_model():
+    """Shot-noise variance ``a`` about 1.1e-3 and read-noise variance ``b`` on Brooks et al.'s (2019) line
+    ``ln b = 2.18 ln a + 1.20``: the read noise is the far smaller one."""
+    s_a, s_b = KernelBlurGenerator(5).noise_std().tolist()
+    a, b = s_a ** 2, s_b ** 2
+    assert abs(a / 1.1e-3 - 1) < 0.05
+    assert abs(math.log(b) - (2.18 * math.log(a) + 1.20)) < 0.1
+
+
+def test_the_kernel_predictor_averages_its_features_over_the_image():
+    """Four 3x3 convolutions (the last three of stride 2) on ``2x - 1``, a mean over the image, a linear
+    layer to logits added to the prior, a softmax: one kernel per image, from any size."""
+    predictor = init_weights(KernelPredictor(7, width=4), seed=0)
+    convs = [m for m in predictor.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    x = torch.rand(2, 3, 20, 12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = predictor.features(x * 2 - 1)
+        assert features.shape[-2:] == (3, 2)
+        logits = predictor.head(features.mean((-2, -1))) + predictor.prior
+        torch.testing.assert_close(predictor(x), logits.softmax(-1).view(2, 7, 7))
