@@ -444,3 +444,20 @@ def test_reblur_options_are_refused_in_other_modes(tmp_path):
         main(TINY_GAN + ["--steps", "1", "--photo-curve", "linear", "--run-dir", str(tmp_path / "r")])
     # (at its default value it changes nothing: accepted, as other modes' options are)
     main(TINY + ["--steps", "1", "--lambda-reblur", "1", "--eval-every", "100", "--run-dir", str(tmp_path / "ok")])
+
+
+def test_reblur_nets_run_g_and_k_on_the_photos_when_there_are_photos():
+    """G's output on the photos (not on the pairs' blurry images) is what the photos' re-blur loss judges."""
+    nets = ReblurNets(build_generator({"kind": "unet", "ngf": 4, "depth": 2, "residual": False}, seed=0),
+                      init_weights(KernelPredictor(5, width=4), seed=1))
+    gen = torch.Generator().manual_seed(0)
+    blur, photo = torch.rand(2, 3, 16, 16, generator=gen), torch.rand(2, 3, 16, 16, generator=gen)
+    o = nets(blur, photo)
+    with torch.no_grad():
+        torch.testing.assert_close(o["fake_sharp"], nets.G(blur))
+        torch.testing.assert_close(o["kernel"], nets.K(blur))
+        torch.testing.assert_close(o["photo_sharp"], nets.G(photo))
+        torch.testing.assert_close(o["photo_kernel"], nets.K(photo))
+        assert not torch.allclose(nets.G(photo), nets.G(blur), atol=1e-4)
+    alone = nets(blur)
+    assert alone["photo_sharp"] is alone["fake_sharp"] and alone["photo_kernel"] is alone["kernel"]
