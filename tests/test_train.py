@@ -1436,3 +1436,26 @@ def test_an_infinite_validation_psnr_is_said_not_finite_not_nan(tmp_path, capsys
     out = capsys.readouterr().out
     assert "blurry input not finite, model output " in out and "nan" not in out, out
     assert "null in metrics.jsonl, is infinite where the images equal their sharp twins" in out
+
+
+def test_a_signal_the_run_was_started_with_ignored_stays_ignored():
+    # `python -m unpaired.train ... &` in a script: the shell ignores SIGINT for it, since it shares the
+    # script's Ctrl-C; taking it anyway stopped a background run when the user stopped the script's foreground
+    import signal
+    from unpaired.train import _stop_requests
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for ignored in (signal.SIGINT, signal.SIGTERM):
+            other = signal.SIGTERM if ignored == signal.SIGINT else signal.SIGINT
+            signal.signal(ignored, signal.SIG_IGN)
+            signal.signal(other, signal.default_int_handler)
+            with _stop_requests(True) as stop:
+                os.kill(os.getpid(), ignored)
+                assert stop == []
+                os.kill(os.getpid(), other)  # (handlers run between bytecodes of the main thread)
+                assert stop == [other]
+            assert signal.getsignal(ignored) is signal.SIG_IGN
+            assert signal.getsignal(other) is signal.default_int_handler
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)

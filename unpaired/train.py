@@ -136,7 +136,9 @@ def _stop_requests(enabled: bool):
     """Within: the first SIGINT or SIGTERM is recorded in the yielded list, so the loop can finish its
     step and checkpoint it (a step cut in half would leave G and the discriminators a step apart);
     a second one interrupts at once. Off under torchrun (the ranks would stop at different steps,
-    and the checkpoint is collective) and outside the main thread, where handlers cannot be set."""
+    and the checkpoint is collective) and outside the main thread, where handlers cannot be set. A
+    signal the run was started with ignored stays ignored, as Python leaves SIGINT (a command started
+    with ``&`` from a script shares the script's Ctrl-C, and the shell ignores it for that reason)."""
     stop: list[int] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield stop
@@ -147,7 +149,8 @@ def _stop_requests(enabled: bool):
             raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         stop.append(signum)
 
-    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, request) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield stop
     finally:
