@@ -26,8 +26,10 @@ def _raise_terminated(signum, frame):
 @contextlib.contextmanager
 def sigterm_interrupts():
     """Within: SIGTERM raises :class:`Terminated` in the main thread (elsewhere, where Python cannot
-    install handlers, nothing changes); the previous handler is restored on exit."""
-    if threading.current_thread() is not threading.main_thread():
+    install handlers, nothing changes); the previous handler is restored on exit. A SIGTERM the
+    process was started with ignored stays ignored, as Python leaves an ignored SIGINT."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN):
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)

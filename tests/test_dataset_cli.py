@@ -1509,3 +1509,24 @@ def test_a_worker_error_that_does_not_unpickle_still_says_what_went_wrong(tmp_pa
     monkeypatch.setattr(ds, "make_pairs", failing)  # (the workers are forked: they inherit it)
     with pytest.raises(RuntimeError, match=r"_TwoArgumentError: pair 0: the scene is out of reach"):
         ds.write_dataset(tmp_path / "set", 2 * ds.CHUNK, crop=16, workers=2, progress=False)
+
+
+def test_sigterm_interrupts_leaves_an_ignored_sigterm_ignored():
+    # as Python leaves SIGINT when a process starts with it ignored: the starter chose so
+    from blursynth.interrupt import Terminated, sigterm_interrupts
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            with sigterm_interrupts():
+                os.kill(os.getpid(), signal.SIGTERM)  # (handlers run between bytecodes of the main thread)
+                assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        except Terminated:  # (a KeyboardInterrupt: uncaught, it would end the whole test session)
+            pytest.fail("an ignored SIGTERM interrupted")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with pytest.raises(Terminated), sigterm_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(10))
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, before)
