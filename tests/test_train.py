@@ -1459,3 +1459,23 @@ def test_a_signal_the_run_was_started_with_ignored_stays_ignored():
     finally:
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+def test_cyclegan_discriminators_follow_the_generators_learning_rate_schedule(tmp_path):
+    # the reference CycleGAN decays both optimisers; D left at the full rate passed every other test
+    run = tmp_path / "run"
+    main(TINY_GAN + ["--steps", "4", "--decay-steps", "2", "--lr", "1e-3", "--stop-at", "3", "--eval-every", "100",
+                     "--device", "cpu", "--run-dir", str(run)])
+    optimizers = torch.load(run / "checkpoints" / "step_0000003.pt", weights_only=False)["optimizers"]
+    assert set(optimizers) == {"gen", "disc"}
+    for name, state in optimizers.items():  # (the rate of the next update, step index 3)
+        assert [g["lr"] for g in state["param_groups"]] == [pytest.approx(1e-3 * lr_factor(3, 4, 2))], name
+
+
+def test_paired_records_log_gs_gradient_norm_before_clipping(tmp_path):
+    # README: "grad_norm" (G's, paired and reblur, before clipping) in every --log-every record
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--log-every", "1", "--grad-clip", "1e-6", "--eval-every", "100", "--device", "cpu",
+                 "--run-dir", str(run)])
+    norms = [r["grad_norm"] for r in records(run) if "lr" in r]
+    assert len(norms) == 2 and all(n > 1e-6 for n in norms)  # (before clipping: above the clip itself)
