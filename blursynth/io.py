@@ -709,7 +709,7 @@ def _decode_jpeg(path: Path) -> np.ndarray | None:
             warnings.simplefilter("ignore", DeprecationWarning)
             img = decode_jpeg(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.UNCHANGED,
                               apply_exif_orientation=True)
-    except Exception:  # (TypeError: a torchvision without EXIF orientation, before 0.19)
+    except Exception:  # (a warning, or a file libjpeg-turbo cannot decode)
         return None
     if img.dtype != torch.uint8 or img.shape[0] not in (1, 3):
         return None
@@ -726,10 +726,7 @@ def _read_png16(path: Path) -> np.ndarray:
     width, height = struct.unpack(">II", data[16:24].tobytes())  # IHDR
     _check_pixels(path, height, width)
     # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
-    img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)
-    # torchvision before 0.21 (pyproject allows 0.16) gives 16-bit PNGs as int32 in [0, 65535], which
-    # read_image would scale by the int32 range (a flat 0.5 gray): uint16, as later versions give
-    img = img.astype(np.uint16, copy=False)
+    img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)  # uint16
     chunks = dict(_png_chunks(memoryview(data)))
     key = chunks.get(b"tRNS")
     # (gray or RGB only, one 16-bit sample per channel: the PNG standard forbids it beside an alpha

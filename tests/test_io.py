@@ -342,21 +342,6 @@ def test_16bit_colour_png_keeps_all_bits(tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "deep.png").convert("RGB")), (deep >> 8).astype(np.uint8))
 
 
-@pytest.mark.parametrize("channels", [1, 2, 3, 4])
-def test_16bit_png_reads_the_same_from_torchvision_before_0_21(tmp_path, monkeypatch, channels):
-    # pyproject allows torchvision 0.16; before 0.21 its decode_png gave 16-bit PNGs as int32 tensors
-    # in [0, 65535], which read_image scaled by the int32 range into a flat 0.5 gray
-    import torch
-    import torchvision.io
-    deep = _ramp(c=channels, top=65535)
-    (tmp_path / "d.png").write_bytes(png_bytes(deep))
-    want = read_image(tmp_path / "d.png", channels=None)
-    real = torchvision.io.decode_png
-    monkeypatch.setattr(torchvision.io, "decode_png", lambda *a, **k: real(*a, **k).to(torch.int32))
-    got = read_image(tmp_path / "d.png", channels=None)
-    assert got[1] == want[1] == 16 and np.array_equal(got[0], want[0])
-
-
 def test_16bit_gray_png(tmp_path):
     deep = _ramp(c=1, top=65535)[:, :, 0]
     Image.fromarray(deep).save(tmp_path / "g16.png")

@@ -38,3 +38,19 @@ def test_readme_example_runs(code, tmp_path, monkeypatch):
     if not torch.cuda.is_available():
         code = code.replace('device="cuda"', 'device="cpu"')  # the rest of the call still runs
     exec(compile(code, f"{README.name} example", "exec"), {"__name__": "readme_example"})
+
+
+def test_the_oldest_releases_tested_are_pyprojects_bounds_and_the_readmes():
+    # .ci/oldest installs .ci/oldest.txt's pins: a bound raised or lowered without them (or the
+    # README's list) would claim releases nobody ran the tests on
+    import tomllib
+    root = README.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    bounds = dict(re.fullmatch(r"([a-z]+)>=([0-9.]+)", spec).groups() for spec in wanted)
+    lines = (root / ".ci" / "oldest.txt").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert pins == bounds
+    listed = re.search(r"The oldest releases the package takes .*?\n\n", README.read_text(encoding="utf-8"), re.S)
+    assert listed and set(re.findall(r"([a-z]+) ([0-9]+\.[0-9.]+)", listed.group(0).replace("\n", " "))) \
+        == set(pins.items())
