@@ -120,6 +120,30 @@ def test_path_too_big_raises_naming_item_and_fix():
         K.rasterize(torch.zeros(1, 3, 2), 31, t=torch.tensor([[0.0, 1.0, 0.5]]))
 
 
+@pytest.mark.parametrize("fit", ["error", "scale"])
+def test_a_path_or_times_not_finite_are_named_as_such(fit):
+    # Without the check, a NaN path failed in math.ceil ("cannot convert float NaN to integer", which the
+    # match="NaN" above took for the check's own words) and an infinite one in torch ("repeats can not be
+    # negative"); an infinite last sample time in math.ceil too.
+    for bad in (math.nan, math.inf, -math.inf):
+        path = torch.tensor([[[0.0, 0.0], [bad, 1.0], [2.0, 2.0]]])
+        with pytest.raises(ValueError, match=r"^path_px contains NaN or infinite values$"):
+            K.rasterize(path, 31, fit=fit)
+    path = torch.tensor([[[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]])
+    for t in ([0.0, 1.0, math.inf], [-math.inf, 0.0, 1.0]):
+        with pytest.raises(ValueError, match=r"^t must be finite and non-decreasing along each path$"):
+            K.rasterize(path, 31, torch.tensor([t]), fit=fit)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_a_path_of_any_float_dtype_gives_the_float32_kernel(dtype):
+    # rasterize takes "any float dtype": a float64 path reached index_add_ as float64 and failed there
+    path = torch.tensor([[[0.0, 0.0], [3.0, 1.0], [4.0, -2.0]]])  # (exact in every one of these dtypes)
+    t = torch.tensor([[0.0, 0.25, 1.0]])
+    k = K.rasterize(path.to(dtype), 11, t.to(dtype))
+    assert k.dtype == torch.float32 and torch.equal(k, K.rasterize(path, 11, t))
+
+
 @given(point=st.tuples(st.floats(-50, 50), st.floats(-50, 50)), steps=st.integers(1, 6))
 @SETTINGS
 def test_still_camera_gives_delta_and_identity_blur(point, steps):
