@@ -336,6 +336,19 @@ def test_resample_gives_up_with_a_clear_message():
     assert "--" not in str(err.value)  # the library names parameters, not command-line options
 
 
+def test_fit_error_names_the_first_misfit_its_extent_and_the_side_its_longer_reach_needs():
+    # Placed as given (center=False): item 1 reaches 12 px left and 3 px down, so it spans 12 x 3 (W x H)
+    # and needs a side of 2 * 12 + 1 = 25; item 2 does not fit either, but item 1 comes first.
+    path = torch.zeros(3, 2, 2)
+    path[1, 1] = torch.tensor([-12.0, 3.0])
+    path[2, 1, 0] = 40.0
+    with pytest.raises(K.KernelFitError, match=r"path of item 1 spans 12\.0 x 3\.0 px .* at least 25,") as err:
+        K.rasterize(path, 15, center=False)
+    assert (err.value.item, err.value.needed, err.value.extent) == (1, 25, "12.0 x 3.0")
+    assert torch.equal(K.fits(path[:2], 25, center=False), torch.tensor([True, True]))  # the smallest odd side
+    assert torch.equal(K.fits(path[:2], 23, center=False), torch.tensor([True, False]))
+
+
 def test_fit_error_names_parameters_not_command_line_options():
     """The hint used to read '(--kernel-size)' / '(--fit scale)' from the Python API too."""
     path = torch.zeros(1, 2, 2)
