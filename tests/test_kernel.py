@@ -349,6 +349,31 @@ def test_fit_error_names_the_first_misfit_its_extent_and_the_side_its_longer_rea
     assert torch.equal(K.fits(path[:2], 23, center=False), torch.tensor([True, False]))
 
 
+class _ScriptedLines:
+    """A 2-D model (``sample_items``) for the fit policies: item i on draw ``a`` (0 the first draw, a >= 1
+    generate's a-th redraw for ``seed``) is the horizontal path ``x(i, a)`` (pixels) at sample times ``t``."""
+
+    def __init__(self, seed, x, t):
+        self.attempt = {seed: 0, **{K.redraw_seed(seed, a): a for a in range(1, 10)}}
+        self.x, self.t = x, torch.tensor(t)
+
+    def sample_items(self, index, seed):
+        a = self.attempt[seed]
+        x = torch.tensor([self.x(i, a) for i in index.tolist()], dtype=torch.float32)
+        return Trajectory(t=self.t.expand(len(index), -1).clone(), path_px=torch.stack([x, torch.zeros_like(x)], -1),
+                          params={"draw": torch.full((len(index),), float(a))})
+
+
+def test_resample_records_the_redraw_that_fitted_and_gives_up_after_max_redraws():
+    fit_at = [0, 2, 1]  # item i is a 4 px line on draw fit_at[i], a 60 px one (too long for 15 px) before
+    model = _ScriptedLines(7, lambda i, a: [0.0, 4.0 if a == fit_at[i] else 60.0], [0.0, 1.0])
+    chunk = next(K.generate(model, 3, None, 15, seed=7, max_redraws=2))
+    assert chunk.trajectory.params["redraws"].tolist() == [0.0, 2.0, 1.0] == chunk.trajectory.params["draw"].tolist()
+    assert torch.equal(chunk.paths_px[:, 1, 0], torch.full((3,), 4.0))
+    with pytest.raises(K.KernelFitError, match=r"item 1: no path out of 2 draws fits a 15x15 kernel"):
+        next(K.generate(model, 3, None, 15, seed=7, max_redraws=1))
+
+
 def test_fit_error_names_parameters_not_command_line_options():
     """The hint used to read '(--kernel-size)' / '(--fit scale)' from the Python API too."""
     path = torch.zeros(1, 2, 2)
