@@ -374,6 +374,16 @@ def test_resample_records_the_redraw_that_fitted_and_gives_up_after_max_redraws(
         next(K.generate(model, 3, None, 15, seed=7, max_redraws=1))
 
 
+def test_generate_fit_error_names_the_item_by_its_index_in_the_whole_set():
+    # items 4 and 5 (chunk 0) fit, items 6 and 7 (chunk 1) do not: the error names item 6, not 0 or 2
+    model = _ScriptedLines(0, lambda i, a: [0.0, 4.0 if i < 6 else 60.0], [0.0, 1.0])
+    chunks = K.generate(model, 4, None, 15, start=4, chunk=2, fit="error")
+    assert next(chunks).start == 4
+    with pytest.raises(K.KernelFitError, match=r"path of item 6 spans") as err:
+        next(chunks)
+    assert err.value.item == 6
+
+
 def test_fit_error_names_parameters_not_command_line_options():
     """The hint used to read '(--kernel-size)' / '(--fit scale)' from the Python API too."""
     path = torch.zeros(1, 2, 2)
