@@ -384,6 +384,15 @@ def test_generate_fit_error_names_the_item_by_its_index_in_the_whole_set():
     assert err.value.item == 6
 
 
+def test_generate_records_the_fit_scale_of_the_time_weighted_centre():
+    # x = 0 -> 12 over the first 0.1 of the exposure, then still at 12: the time-weighted mean is
+    # 0.1 * 6 + 0.9 * 12 = 11.4, so the path reaches 11.4 px left of it and a 15 px kernel's 7 px of room
+    # take a factor 7 / 11.4 (evenly weighted samples would have put the mean at 9: 7 / 9)
+    model = _ScriptedLines(0, lambda i, a: [0.0, 12.0, 12.0], [0.0, 0.1, 1.0])
+    chunk = next(K.generate(model, 2, None, 15, fit="scale"))
+    assert chunk.trajectory.params["fit_scale"].tolist() == pytest.approx([7 / 11.4] * 2, rel=1e-5)
+
+
 def test_fit_error_names_parameters_not_command_line_options():
     """The hint used to read '(--kernel-size)' / '(--fit scale)' from the Python API too."""
     path = torch.zeros(1, 2, 2)
