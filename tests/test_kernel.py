@@ -393,6 +393,14 @@ def test_generate_records_the_fit_scale_of_the_time_weighted_centre():
     assert chunk.trajectory.params["fit_scale"].tolist() == pytest.approx([7 / 11.4] * 2, rel=1e-5)
 
 
+def test_generate_refuses_no_kernels_and_an_empty_chunk_by_name():
+    model = RandomWalk2D(steps=50, samples=16, length_px=(4.0, 8.0))
+    with pytest.raises(ValueError, match=r"number of kernels must be a positive integer, got 0"):
+        next(K.generate(model, 0, size=15))
+    with pytest.raises(ValueError, match=r"chunk must be a positive integer or None, got 0"):
+        next(K.generate(model, 2, size=15, chunk=0))
+
+
 def test_fit_error_names_parameters_not_command_line_options():
     """The hint used to read '(--kernel-size)' / '(--fit scale)' from the Python API too."""
     path = torch.zeros(1, 2, 2)
