@@ -933,3 +933,14 @@ def test_a_still_point_placed_anywhere_on_the_canvas_is_a_delta_there(size):
     points = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float()  # every pixel, row-major
     k = K.rasterize(points[:, None, :], (h, w), center=False)
     assert torch.equal(k, torch.eye(h * w).reshape(h * w, h, w))
+
+
+def test_per_item_depths_mixing_a_distant_scene_and_a_near_one_project_each_item_at_its_own():
+    # depth_m=(inf, 0.5): the near item's translation counts (0.02 m at 0.5 m is tens of pixels at f=1200),
+    # the distant one's does not; the camera's projection of each item alone is the reference
+    traj = _random_motion(3, 2, 6, 0.01, 0.02, uneven=False)
+    cam = Camera(1200.0, 1000, 800)
+    ours = K.kernel_paths(traj, cam, torch.tensor([math.inf, 0.5])).double()
+    near, far = cam.center_path(traj[1], 0.5).double(), cam.center_path(traj[0], math.inf).double()
+    assert not torch.allclose(near, cam.center_path(traj[1], math.inf).double(), atol=1.0)
+    assert torch.allclose(ours[1:], near, rtol=1e-4, atol=1e-3) and torch.allclose(ours[:1], far, rtol=1e-4, atol=1e-3)
