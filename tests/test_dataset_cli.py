@@ -1530,3 +1530,24 @@ def test_sigterm_interrupts_leaves_an_ignored_sigterm_ignored():
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_interrupts_restores_the_handler_it_found_nested_too():
+    # the command line's sigterm_interrupts holds dataset's own: leaving the inner one put SIG_DFL back in
+    # place of the outer's handler, and a kill after it ended the process without any clean-up
+    from blursynth.interrupt import sigterm_interrupts
+    before = signal.getsignal(signal.SIGTERM)
+
+    def mine(signum, frame):
+        pass
+    try:
+        signal.signal(signal.SIGTERM, mine)
+        with sigterm_interrupts():
+            outer = signal.getsignal(signal.SIGTERM)
+            assert outer is not mine
+            with sigterm_interrupts():
+                pass
+            assert signal.getsignal(signal.SIGTERM) is outer
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
