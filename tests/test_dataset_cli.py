@@ -1551,3 +1551,20 @@ def test_sigterm_interrupts_restores_the_handler_it_found_nested_too():
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_the_verify_report_lists_what_it_found_and_counts_what_it_left_out(capsys):
+    from blursynth.cli import _report_check
+    assert _report_check("set", {"problems": [], "found": 0, "checked": 5}) == 0
+    assert capsys.readouterr().out == "set: 5 pairs checked, every file and record is the one this command makes\n"
+    listed = ["blur/000001.png: missing", "sharp/000002.png: differs"]
+    assert _report_check("set", {"problems": listed, "found": 2, "checked": 5}) == 1
+    said = capsys.readouterr().out
+    assert said.startswith("set: 2 differences in 5 pairs checked:\n  blur/000001.png: missing\n"
+                           "  sharp/000002.png: differs\n(a file that differs"), said
+    assert "more" not in said  # (every finding is listed: no "... and 0 more")
+    assert _report_check("set", {"problems": listed[:1], "found": 1, "checked": 5}) == 1
+    assert capsys.readouterr().out.startswith("set: 1 difference in 5 pairs checked:\n  blur/000001.png: missing\n(")
+    assert _report_check("set", {"problems": listed, "found": 9, "checked": 5}, shown=1) == 1
+    assert capsys.readouterr().out.startswith("set: 9 differences in 5 pairs checked:\n  blur/000001.png: missing\n"
+                                              "  ... and 8 more\n(")
