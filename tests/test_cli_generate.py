@@ -612,6 +612,22 @@ def test_inspect_into_a_closed_pipe_is_quiet(tmp_path):
     assert proc.wait() == 0 and err == ""
 
 
+def test_an_os_error_of_inspect_is_not_reported_as_generates_full_disk(tmp_path, capsys, monkeypatch):
+    # main words an OSError as generate's "cannot write ... free some space" only for generate: inspect's
+    # summary printed to a full disk (`> /full/summary.txt`) would have read "blursynth generate: error:
+    # --out None: cannot write kernels.npz"
+    import errno
+    _, out = _generate(tmp_path)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cli, "percentiles", full_disk)
+    capsys.readouterr()
+    with pytest.raises(OSError, match="No space left on device"):
+        main(["inspect", str(out / "kernels.npz")])
+    assert "generate" not in capsys.readouterr().err
+
+
 def test_module_entry_point_exit_code_and_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "blursynth", "generate", "--kernel-size", "8",
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
