@@ -933,6 +933,13 @@ def test_a_still_point_placed_anywhere_on_the_canvas_is_a_delta_there(size):
     points = torch.stack([xs.reshape(-1), ys.reshape(-1)], 1).float()  # every pixel, row-major
     k = K.rasterize(points[:, None, :], (h, w), center=False)
     assert torch.equal(k, torch.eye(h * w).reshape(h * w, h, w))
+    # A point past the edge by less than the fit's float allowance (1e-3 px) fits, and its mass stays on
+    # the edge pixel: not partly on the pixel before it in the buffer (the previous row's last, or the
+    # previous item's), nor split with a negative weight on the right and bottom edges.
+    lo = torch.tensor([-(w // 2), -(h // 2)]).float()
+    hi = torch.tensor([w - 1 - w // 2, h - 1 - h // 2]).float()
+    nudged = points + 5e-4 * ((points == hi).float() - (points == lo).float())
+    assert torch.equal(K.rasterize(nudged[:, None, :], (h, w), center=False), k)
 
 
 def test_per_item_depths_mixing_a_distant_scene_and_a_near_one_project_each_item_at_its_own():
