@@ -342,9 +342,9 @@ def test_fit_error_names_the_first_misfit_its_extent_and_the_side_its_longer_rea
     path = torch.zeros(3, 2, 2)
     path[1, 1] = torch.tensor([-12.0, 3.0])
     path[2, 1, 0] = 40.0
-    with pytest.raises(K.KernelFitError, match=r"path of item 1 spans 12\.0 x 3\.0 px .* at least 25,") as err:
-        K.rasterize(path, 15, center=False)
-    assert (err.value.item, err.value.needed, err.value.extent) == (1, 25, "12.0 x 3.0")
+    with pytest.raises(K.KernelFitError, match=r"item 1 spans 12\.0 x 3\.0 px .* a 15x17 kernel; .* at least 25,") as err:
+        K.rasterize(path, (15, 17), center=False)  # (h, w): 8 px of room to the left, 7 below
+    assert (err.value.item, err.value.size, err.value.needed, err.value.extent) == (1, (15, 17), 25, "12.0 x 3.0")
     assert torch.equal(K.fits(path[:2], 25, center=False), torch.tensor([True, True]))  # the smallest odd side
     assert torch.equal(K.fits(path[:2], 23, center=False), torch.tensor([True, False]))
 
