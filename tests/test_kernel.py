@@ -135,6 +135,19 @@ def test_a_path_or_times_not_finite_are_named_as_such(fit):
             K.rasterize(path, 31, torch.tensor([t]), fit=fit)
 
 
+def test_bad_shapes_and_a_6dof_trajectory_without_camera_are_named():
+    # each reached torch and failed there ("The size of tensor a (3) must match ...", "stack expects each
+    # tensor to be equal size", "'NoneType' object has no attribute 'focal_px'") without the checks
+    with pytest.raises(ValueError, match=r"path_px must be an \(N, T, 2\) tensor .*got \(1, 2, 3\)"):
+        K.rasterize(torch.zeros(1, 2, 3), 11)
+    path = torch.tensor([[[0.0, 0.0], [3.0, 1.0], [4.0, 1.0]]])
+    for t in ([[0.0, 1.0]], [[0.0, 0.5, 0.7, 1.0]]):
+        with pytest.raises(ValueError, match=r"t must be \(1, 3\) sample times matching path_px"):
+            K.rasterize(path, 11, torch.tensor(t))
+    with pytest.raises(ValueError, match=r"a 6-DoF trajectory needs a Camera"):
+        K.kernels(Trajectory(t=torch.linspace(0, 1, 3)[None], rotation=torch.zeros(1, 3, 3)), size=11)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_a_path_of_any_float_dtype_gives_the_float32_kernel(dtype):
     # rasterize takes "any float dtype": a float64 path reached index_add_ as float64 and failed there
