@@ -454,6 +454,8 @@ def test_basicsr_layout_reads_back(tmp_path, photos, recipe_file, reference):
     (["--shard", "2/2"], "--shard"),
     (["--shard", "x"], "--shard"),
     (["--shard", "-1/4"], "--shard '-1/4': need 0 <= I < N"),  # (argparse alone: "expected one argument")
+    (["--shard", "1/2/3"], "--shard '1/2/3': expected I/N"),  # (not shard 1/2 with the rest ignored)
+    (["--shard", "0/0"], "--shard '0/0': need 0 <= I < N"),
     (["--crop", "3"], "--crop"),
     (["--crop", "20000"], "with crop 20000x20000: crop: must be in [8, 16384], got 20000"),
     (["--workers", "0"], "--workers"),
