@@ -378,13 +378,14 @@ class _ScriptedLines:
 
 
 def test_resample_records_the_redraw_that_fitted_and_gives_up_after_max_redraws():
-    fit_at = [0, 2, 1]  # item i is a 4 px line on draw fit_at[i], a 60 px one (too long for 15 px) before
+    fit_at = {10: 0, 11: 2, 12: 1}  # item i is a 4 px line on draw fit_at[i], a 60 px one (too long for 15 px) before
     model = _ScriptedLines(7, lambda i, a: [0.0, 4.0 if a == fit_at[i] else 60.0], [0.0, 1.0])
-    chunk = next(K.generate(model, 3, None, 15, seed=7, max_redraws=2))
+    chunk = next(K.generate(model, 3, None, 15, seed=7, start=10, max_redraws=2))
     assert chunk.trajectory.params["redraws"].tolist() == [0.0, 2.0, 1.0] == chunk.trajectory.params["draw"].tolist()
     assert torch.equal(chunk.paths_px[:, 1, 0], torch.full((3,), 4.0))
-    with pytest.raises(K.KernelFitError, match=r"item 1: no path out of 2 draws fits a 15x15 kernel"):
-        next(K.generate(model, 3, None, 15, seed=7, max_redraws=1))
+    with pytest.raises(K.KernelFitError, match=r"item 11: no path out of 2 draws fits a 15x15 kernel") as err:
+        next(K.generate(model, 3, None, 15, seed=7, start=10, max_redraws=1))
+    assert err.value.item == 11  # (the item's index in the set, not its place in the batch)
 
 
 def test_generate_fit_error_names_the_item_by_its_index_in_the_whole_set():
