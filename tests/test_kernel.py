@@ -965,3 +965,11 @@ def test_per_item_depths_mixing_a_distant_scene_and_a_near_one_project_each_item
     near, far = cam.center_path(traj[1], 0.5).double(), cam.center_path(traj[0], math.inf).double()
     assert not torch.allclose(near, cam.center_path(traj[1], math.inf).double(), atol=1.0)
     assert torch.allclose(ours[1:], near, rtol=1e-4, atol=1e-3) and torch.allclose(ours[:1], far, rtol=1e-4, atol=1e-3)
+
+
+def test_kernels_and_generate_default_to_the_31_px_kernel_of_the_command_line_and_recipes():
+    # (generate --kernel-size's help and Recipe.kernel_size say 31: the library's defaults agree)
+    model = RandomWalk2D(steps=50, samples=16, length_px=(4.0, 8.0))
+    chunk = next(K.generate(model, 2))
+    assert chunk.kernels.shape == (2, 31, 31)
+    assert K.kernels(chunk.trajectory).shape == (2, 31, 31)
