@@ -105,7 +105,9 @@ def test_seeds_are_checked_in_one_place():
     for big in (2**63, 2**64, 5 + 2**64):
         with pytest.raises(ValueError, match=r"seed.*\[0, 2\*\*63\)"):
             rng.uniform(big, idx)
-    for bad in (1.0, 0.5, "3", True, None, torch.tensor(1.0), torch.tensor([1, 2]), np.float64(2.0)):
+    # (np.bool_ explicitly: NumPy 1.x still takes it as an index, with only a DeprecationWarning)
+    for bad in (1.0, 0.5, "3", True, None, torch.tensor(1.0), torch.tensor([1, 2]), np.float64(2.0), np.bool_(True),
+                torch.tensor(True)):
         with pytest.raises(TypeError, match="seed must be an integer"):
             rng.uniform(bad, idx)
     expected = rng.uniform(7, idx)
