@@ -1472,6 +1472,23 @@ def test_cyclegan_discriminators_follow_the_generators_learning_rate_schedule(tm
         assert [g["lr"] for g in state["param_groups"]] == [pytest.approx(1e-3 * lr_factor(3, 4, 2))], name
 
 
+def test_each_cyclegan_step_updates_the_generators_and_the_discriminators_once(tmp_path):
+    # one step is one Adam update of G and F (optimiser "gen") and one of both discriminators ("disc"):
+    # D's update stepping G's optimiser a second time, or G's update left out, passed every other test (a
+    # resumed run still repeats an uninterrupted one). Adam counts the updates of each parameter.
+    run = tmp_path / "run"
+    main(TINY_GAN + ["--steps", "2", "--ckpt-every", "1", "--keep-last", "2", "--val-size", "0", "--pair-pool", "2",
+                     "--pair-pool-size", "32", "--eval-every", "100", "--device", "cpu", "--run-dir", str(run)])
+    optimizers = torch.load(run / "checkpoints" / "step_0000002.pt", weights_only=False)["optimizers"]
+    assert set(optimizers) == {"gen", "disc"}
+    for name, state in optimizers.items():
+        params = [i for g in state["param_groups"] for i in g["params"]]
+        assert sorted(state["state"]) == sorted(params), name  # (every parameter of the unit was updated)
+        assert {float(s["step"]) for s in state["state"].values()} == {2.0}, name
+    before, after = weights(run, 1), weights(run, 2)
+    for net in ("G", "F", "D_sharp", "D_blur"):
+        assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(f"{net}.")), net
+
 def test_paired_records_log_gs_gradient_norm_before_clipping(tmp_path):
     # README: "grad_norm" (G's, paired and reblur, before clipping) in every --log-every record
     run = tmp_path / "run"
