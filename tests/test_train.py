@@ -318,6 +318,33 @@ def test_logged_lr_is_the_rate_of_that_update(tmp_path):
     assert logged[-1][1] > 0
 
 
+def test_logged_seconds_are_the_time_since_the_run_began(tmp_path):
+    # README: "seconds" in each --log-every record, the run's elapsed time (not a clock reading)
+    import time
+    run = tmp_path / "run"
+    began = time.time()
+    main(TINY + ["--steps", "3", "--eval-every", "100", "--device", "cpu", "--run-dir", str(run)])
+    took = time.time() - began
+    seconds = [r["seconds"] for r in records(run) if "lr" in r]
+    assert len(seconds) == 3 and seconds == sorted(seconds)
+    assert 0 <= seconds[0] and seconds[-1] <= took + 0.01  # (rounded to 0.01 s)
+
+
+def test_the_perceptual_loss_is_weighed_by_perceptual(tmp_path, monkeypatch):
+    # paired objective: pixel + --perceptual x perceptual, from the losses the step logs (a random VGG16
+    # trunk stands in for torchvision's weights)
+    from torchvision.models.vgg import cfgs, make_layers
+    torch.manual_seed(0)
+    vgg = tmp_path / "vgg.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"])[:16].state_dict().items()}, vgg)
+    seen = scaled_objectives(monkeypatch)
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "1", "--val-size", "0", "--perceptual", "3", "--perceptual-weights", str(vgg),
+                 "--device", "cpu", "--run-dir", str(run)])
+    (rec,) = [r for r in records(run) if "lr" in r]
+    assert rec["loss_perceptual"] > 0.01 * rec["loss_pixel"]
+    assert seen[0] == pytest.approx(rec["loss_pixel"] + 3 * rec["loss_perceptual"], rel=1e-5)
+
 def test_a_resume_may_change_the_learning_rate(tmp_path):
     # the fix for a run that diverged: --lr was fixed by the checkpoint, whose optimiser state held the old rate
     run = tmp_path / "run"
@@ -350,8 +377,9 @@ def test_paired_run_writes_run_folder(tmp_path, capsys):
 
 
 def test_the_sample_grid_is_blurry_output_sharp_and_the_blurry_score_is_the_inputs(tmp_path):
-    # samples/: rows of blurry | output | sharp (README); val_psnr_blurry scores the blurry input, val_psnr
-    # the output, each against the sharp image (--no-residual: the output is far from the input)
+    # samples/: rows of blurry | output | sharp (README); val_psnr_blurry and val_ssim_blurry score the blurry
+    # input, val_psnr and val_ssim the output, each against the sharp image (--no-residual: the output is far
+    # from the input)
     import imageio.v3 as iio
 
     run = tmp_path / "run"
@@ -366,6 +394,14 @@ def test_the_sample_grid_is_blurry_output_sharp_and_the_blurry_score_is_the_inpu
     assert abs(rec["val_psnr_blurry"] - output) > 3  # (the output is far from the input: the test can tell)
     assert rec["val_psnr_blurry"] == pytest.approx(blurry, abs=0.3)
     assert rec["val_psnr"] == pytest.approx(output, abs=0.3)
+    # and likewise val_ssim_blurry and val_ssim (SSIM of the 8-bit cells, as unpaired.metrics computes it)
+    from unpaired import metrics
+    ssim = lambda a, b: float(metrics.ssim(*(torch.from_numpy(x).permute(2, 0, 1)[None].float() for x in (a, b))))  # noqa: E731
+    blurry = np.mean([ssim(cell(r, 0), cell(r, 2)) for r in range(2)])
+    output = np.mean([ssim(cell(r, 1), cell(r, 2)) for r in range(2)])
+    assert abs(blurry - output) > 0.05  # (the test can tell them apart)
+    assert rec["val_ssim_blurry"] == pytest.approx(blurry, abs=0.02)
+    assert rec["val_ssim"] == pytest.approx(output, abs=0.02)
 
 
 def test_a_new_run_never_mixes_into_an_old_one(tmp_path):
@@ -1460,6 +1496,54 @@ def test_a_signal_the_run_was_started_with_ignored_stays_ignored():
         for s, handler in before.items():
             signal.signal(s, handler)
 
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_interrupts_at_once(signum):
+    # README/cli: the first Ctrl-C or SIGTERM finishes the step under way; a second one interrupts at once
+    # (a step stuck on I/O can still be ended), as KeyboardInterrupt (status 130) or Terminated (143)
+    import signal
+    from blursynth.interrupt import Terminated
+    from unpaired.train import _stop_requests
+    sig = getattr(signal, signum)
+    raised = Terminated if signum == "SIGTERM" else KeyboardInterrupt
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(KeyboardInterrupt) as err:  # (either: an exact type is checked below)
+            with _stop_requests(True) as stop:
+                os.kill(os.getpid(), sig)  # (handlers run between bytecodes of the main thread)
+                assert stop == [sig]
+                os.kill(os.getpid(), sig)
+                raise AssertionError("the second signal was not raised")
+        assert type(err.value) is raised  # (Terminated is a KeyboardInterrupt)
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def test_a_signal_in_the_last_step_ends_the_run_as_finished(tmp_path, capsys, monkeypatch):
+    # the step under way is finished and checkpointed: when it is the last, the run is done, and it ends
+    # as a finished run (its result and summary), not as "stopped at step 2 of 2 ... continue with --resume"
+    import signal
+
+    import unpaired.train as train_mod
+    calls = []
+    real = train_mod.pixel_loss
+
+    def interrupted_in_step_2(*args):
+        calls.append(1)
+        if len(calls) == 2:  # (paired mode: one pixel loss per step, none at validation)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args)
+    monkeypatch.setattr(train_mod, "pixel_loss", interrupted_in_step_2)
+    run = tmp_path / "run"
+    try:
+        result = main(TINY + ["--steps", "2", "--eval-every", "100", "--device", "cpu", "--run-dir", str(run)])
+    except KeyboardInterrupt as exc:  # (Stopped, or the signal itself: a failure, not the session's interruption)
+        pytest.fail(f"{type(exc).__name__}: {exc}")
+    assert len(calls) == 2 and result["step"] == 2 and "val_psnr" in result
+    assert "validation PSNR on 2 held-out pairs" in capsys.readouterr().out
+    assert [p.name for p in (run / "checkpoints").glob("step_*.pt")] == ["step_0000002.pt"]
 
 def test_cyclegan_discriminators_follow_the_generators_learning_rate_schedule(tmp_path):
     # the reference CycleGAN decays both optimisers; D left at the full rate passed every other test
