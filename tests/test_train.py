@@ -345,6 +345,26 @@ def test_the_perceptual_loss_is_weighed_by_perceptual(tmp_path, monkeypatch):
     assert rec["loss_perceptual"] > 0.01 * rec["loss_pixel"]
     assert seen[0] == pytest.approx(rec["loss_pixel"] + 3 * rec["loss_perceptual"], rel=1e-5)
 
+
+def test_options_reach_the_optimiser_the_loss_and_the_pools(tmp_path, monkeypatch):
+    # --beta1/--beta2 (Adam), --pixel-loss (the supervised objective) and --pool-size (CycleGAN's image
+    # pools, here larger than --batch): each was read, and ignored, without a test failing
+    import unpaired.train as train_mod
+    names, real = [], train_mod.pixel_loss
+    monkeypatch.setattr(train_mod, "pixel_loss", lambda name, *args: names.append(name) or real(name, *args))
+    run = tmp_path / "paired"
+    main(TINY + ["--steps", "1", "--val-size", "0", "--beta1", "0.7", "--beta2", "0.95", "--pixel-loss", "charbonnier",
+                 "--device", "cpu", "--run-dir", str(run)])
+    state = torch.load(run / "checkpoints" / "step_0000001.pt", weights_only=False)
+    assert [tuple(g["betas"]) for g in state["optimizers"]["gen"]["param_groups"]] == [(0.7, 0.95)]
+    assert names == ["charbonnier"]
+    run = tmp_path / "cyclegan"
+    main(TINY_GAN + ["--pool-size", "3", "--steps", "2", "--val-size", "0", "--pair-pool", "2", "--pair-pool-size", "32",
+                 "--device", "cpu", "--run-dir", str(run)])
+    pools = torch.load(run / "checkpoints" / "step_0000002.pt", weights_only=False)["pools"][0]
+    for k, pool in pools.items():  # (4 fakes offered to a pool of 3: it holds 3)
+        assert pool["size"] == 3 and len(pool["images"]) == 3, k
+
 def test_a_resume_may_change_the_learning_rate(tmp_path):
     # the fix for a run that diverged: --lr was fixed by the checkpoint, whose optimiser state held the old rate
     run = tmp_path / "run"
@@ -642,15 +662,17 @@ def test_paired_resume_equals_uninterrupted(tmp_path, pool):
     np.testing.assert_allclose(lb, la, rtol=1e-5)
 
 
+class ForcedScaler(torch.amp.GradScaler):
+    """A GradScaler that scales (initial scale 2 ** 16) also where the run would have none, on the CPU."""
+
+    def __init__(self, device, enabled=True):
+        super().__init__(device, enabled=True)
+
 def test_a_resume_continues_the_amp_scaler_where_it_stopped(tmp_path, monkeypatch):
     # float16 autocast (CUDA without bfloat16) scales the loss with a GradScaler whose scale and growth
     # count go into the checkpoint; a resume must carry on from them, not from a fresh scaler. Forced on
     # here on the CPU (where the run itself uses bfloat16 and no scaler), it counts one per clean step.
-    class Scaler(torch.amp.GradScaler):
-        def __init__(self, device, enabled=True):
-            super().__init__(device, enabled=True)
-
-    monkeypatch.setattr(torch.amp, "GradScaler", Scaler)
+    monkeypatch.setattr(torch.amp, "GradScaler", ForcedScaler)
     a, b = tmp_path / "a", tmp_path / "b"
     opts = TINY + ["--device", "cpu", "--steps", "4", "--eval-every", "100"]
     main(opts + ["--run-dir", str(a)])

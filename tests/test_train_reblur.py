@@ -297,10 +297,18 @@ def test_validation_re_blurs_the_photos_through_photo_curve(tmp_path, monkeypatc
         curves.append(photo_curve)
         return real(image, kernel, photo_curve, *args, **kwargs)
 
+    trained, real_losses = [], train.reblur_losses
+
+    def recording_losses(out, blur, sharp, photo, photo_curve, *args):  # (the training step's photo loss)
+        trained.append(photo_curve)
+        return real_losses(out, blur, sharp, photo, photo_curve, *args)
+
     monkeypatch.setattr(train, "reblur", recording)
+    monkeypatch.setattr(train, "reblur_losses", recording_losses)
     main(TINY_REBLUR + ["--blurry", str(_photos(tmp_path / "photos")), "--photo-curve", curve, "--steps", "1",
                         "--eval-every", "1", "--run-dir", str(tmp_path / "run")])
     assert curves and set(curves) == {curve}
+    assert trained == [curve]
 
 
 def test_photos_get_a_re_blur_score_at_validation(tmp_path):
