@@ -346,6 +346,14 @@ def test_the_perceptual_loss_is_weighed_by_perceptual(tmp_path, monkeypatch):
     assert seen[0] == pytest.approx(rec["loss_pixel"] + 3 * rec["loss_perceptual"], rel=1e-5)
 
 
+def test_the_learning_rate_decays_over_the_last_half_of_steps_by_default(tmp_path):
+    # --decay-steps -1 (the default) is half of --steps: with 4 steps, updates 0-2 at the full rate (2 at
+    # (4 - 2) / 2 = 1), the last at half; read raw, -1 left the rate constant
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "4", "--lr", "1e-3", "--val-size", "0", "--device", "cpu", "--run-dir", str(run)])
+    assert [r["lr"] for r in records(run) if "lr" in r] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+
+
 def test_options_reach_the_optimiser_the_loss_and_the_pools(tmp_path, monkeypatch):
     # --beta1/--beta2 (Adam), --pixel-loss (the supervised objective) and --pool-size (CycleGAN's image
     # pools, here larger than --batch): each was read, and ignored, without a test failing
@@ -682,6 +690,19 @@ def test_a_resume_continues_the_amp_scaler_where_it_stopped(tmp_path, monkeypatc
         scaler = torch.load(run / "checkpoints" / "step_0000004.pt", weights_only=False)["scaler"]
         assert scaler["_growth_tracker"] == 4 and scaler["scale"] == 2.0 ** 16, run
 
+
+def test_gradients_are_unscaled_before_they_are_clipped(tmp_path, monkeypatch):
+    # float16 autocast scales the loss (by 2 ** 16 at first): --grad-clip must clip, and grad_norm log, the
+    # true gradient, so a run with a scaler logs the norms of one without
+    runs = []
+    for scaled in (False, True):
+        if scaled:
+            monkeypatch.setattr(torch.amp, "GradScaler", ForcedScaler)
+        runs.append(tmp_path / f"scaled-{scaled}")
+        main(TINY + ["--steps", "1", "--grad-clip", "0.01", "--val-size", "0", "--device", "cpu",
+                     "--run-dir", str(runs[-1])])
+    plain, scaled = ([r["grad_norm"] for r in records(run)] for run in runs)
+    assert plain[0] > 0.01 and scaled == pytest.approx(plain, rel=1e-4)
 
 def test_a_run_without_a_scaler_resumes_where_one_is_needed(tmp_path, monkeypatch):
     # a run on the CPU or with bfloat16 saves an empty scaler state; resumed with --device on a GPU without
