@@ -1196,6 +1196,10 @@ def test_ddp_cyclegan_checkpoints_every_rank_pool(tmp_path):
     state = torch.load(run / "checkpoints" / "step_0000002.pt", weights_only=False)
     assert len(state["pools"]) == 2  # rank 1's image pools were gathered for an exact resume
     assert all(p["sharp"]["count"] == 4 for p in state["pools"])  # 2 steps x batch 2 queried on each rank
+    # each rank draws from its own streams: with one seed, both ranks' pools would swap in lockstep, and a
+    # kernel-blur F would give both halves of the batch the same kernels and noise
+    assert len({p[k]["seed"] for p in state["pools"] for k in ("sharp", "blur")}) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
     assert [r["step"] for r in records(run) if "loss_D" in r] == [1, 2]
 
 
