@@ -526,12 +526,16 @@ def test_a_run_stopped_off_the_checkpoint_schedule_and_resumed_keeps_the_same_ch
     assert_resumed_as_uninterrupted(a, b, 6)
 
 
-@pytest.mark.parametrize("val_size", ["0", "2"])
+@pytest.mark.parametrize("val_size", ["0", "1", "2"])
 def test_a_run_ends_naming_its_folder(tmp_path, capsys, val_size):
     # (without validation it ended without a word of where its checkpoints are)
     run = tmp_path / "run"
     main(TINY + ["--steps", "1", "--val-size", val_size, "--eval-every", "1", "--no-progress", "--run-dir", str(run)])
-    assert capsys.readouterr().out.splitlines()[-1] == f"run folder: {run}"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == f"run folder: {run}"
+    if val_size != "0":  # (one pair was "1 held-out pairs")
+        noun = "pair" if val_size == "1" else "pairs"
+        assert lines[-2].startswith(f"validation PSNR on {val_size} held-out {noun}: blurry input")
 
 
 def test_a_run_folder_whose_name_is_not_utf8_is_named_at_the_end(tmp_path, monkeypatch):
