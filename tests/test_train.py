@@ -1483,6 +1483,32 @@ def test_a_worker_lost_while_handing_over_a_batch_after_sigterm_is_a_clean_stop(
         main(TINY + ["--steps", "3", "--eval-every", "100", "--device", "cpu", "--run-dir", str(tmp_path / "r")])
 
 
+def test_the_loader_gets_workers_that_leave_ctrl_c_to_the_main_process(tmp_path, monkeypatch):
+    # --workers was not checked to reach the DataLoader, nor its workers to ignore SIGINT: a Ctrl-C (sent to
+    # the whole process group) then killed them mid-step instead of letting the main process finish the step
+    import signal
+
+    from torch.utils.data import DataLoader
+
+    import unpaired.train as train_mod
+    made = []
+
+    class Recorded(DataLoader):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "DataLoader", Recorded)
+    main(TINY + ["--steps", "1", "--val-size", "0", "--workers", "2", "--device", "cpu", "--run-dir", str(tmp_path / "r")])
+    assert [kw["num_workers"] for kw in made] == [2]
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        made[0]["worker_init_fn"](0)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_workers_left_running_at_exit_do_not_keep_the_process_alive(tmp_path):
     # The workers ignored SIGTERM too, which is how multiprocessing ends the workers of a DataLoader
     # still iterating when Python exits: such a process never exited (the test suite hung in CI).
