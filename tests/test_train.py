@@ -596,6 +596,39 @@ def test_a_new_run_holds_its_folder_while_it_trains(tmp_path, monkeypatch):
     assert refused == [run]
 
 
+@pytest.mark.parametrize("other, error", [("training", "another training run is using this folder"),
+                                          ("ended", "holds a run \\(metrics.jsonl\\)")])
+def test_a_run_whose_new_folder_another_run_made_meanwhile_stops_and_leaves_it(tmp_path, refused, monkeypatch,
+                                                                               other, error):
+    # (two trainers started together on one new --out: the first made the folder while the second was making
+    # its data; the second, finding the folder there, neither locked it nor checked it again, and trained
+    # beside the first, or after it into its run, both writing metrics.jsonl, config.json and checkpoints)
+    from blursynth.io import lock_folder
+    from unpaired import train
+    probe = lock_folder(tmp_path)
+    if probe is None:
+        pytest.skip("no folder locks on this file system")
+    os.close(probe)
+    run, held = tmp_path / "run", []
+    spec = train.generator_spec
+
+    def the_other_run_made_it(cfg):  # (called once this run's data is made)
+        run.mkdir()
+        (run / "metrics.jsonl").write_text('{"step": 1}\n')
+        if other == "training":
+            held.append(lock_folder(run))
+        return spec(cfg)
+    monkeypatch.setattr(train, "generator_spec", the_other_run_made_it)
+    try:
+        with refused(rf"^error: --\S+ {re.escape(str(run))}: {error}"):
+            cli(TINY + ["--steps", "1", "--val-size", "0", "--run-dir", str(run)])
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert [p.name for p in run.iterdir()] == ["metrics.jsonl"]
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
 def test_resume_refuses_a_damaged_checkpoint_and_names_the_one_before(tmp_path, refused):
     run = tmp_path / "run"
     main(TINY + ["--steps", "2", "--ckpt-every", "1", "--eval-every", "100", "--run-dir", str(run)])

@@ -289,7 +289,8 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
 
     run = Path(cfg.run_dir)
     ckpt_dir = run / "checkpoints"
-    if master and run.is_dir():  # (a resume, or --overwrite: held before anything there is read or changed)
+    held_early = master and run.is_dir()
+    if held_early:  # (a resume, or --overwrite: held before anything there is read or changed)
         _hold_run(run, held)
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
     resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device, cfg.ckpt_every) if cfg.resume
@@ -458,9 +459,12 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
               for k, o in optims.items()}
     del state  # (its copies of the weights and optimiser moments are not needed for the run)
     if master:  # only now: a start or resume that failed above has written (or removed) nothing
-        if not run.is_dir():  # a new run's folder, held at once (two started together: the second stops here)
+        if not held_early:  # a new run's folder, held at once (two started together: the second stops here)
             run.mkdir(parents=True, exist_ok=True)
             _hold_run(run, held)
+            # (another run started with this one may have made the folder while this one made its data, and
+            # even have ended there since: the second ran on unlocked, mixing its metrics and checkpoints in)
+            config_mod._check_run_dir(cfg)
         if cfg.overwrite:  # the earlier run's files go, and nothing else in the folder
             _remove_run_files(run)
         _remove_temporaries(run)  # (of writes a killed run was in: a resumed one, or a start killed early)
