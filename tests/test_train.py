@@ -119,6 +119,16 @@ def test_config_toml_then_command_line_override(tmp_path, capsys):
     assert config.parse_args(["--mode", "cyclegan", "--blur-model", "kernel"]).blur_kernel == 21
 
 
+def test_a_config_file_s_tilde_is_the_home_folder_on_the_command_line_too(tmp_path, monkeypatch):
+    # (expanded by load_toml alone: `python -m unpaired.train --config my.toml` with out = "~/runs/a" still
+    # trained into a folder named ~ in the working directory, and read pairs = "~/pairs" from one)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    toml = tmp_path / "c.toml"
+    toml.write_text('mode = "reblur"\nout = "~/runs/a"\npairs = "~/pairs"\nblurry = "~/photos"\n')
+    cfg = config.parse_args(["--config", str(toml)])
+    assert (cfg.run_dir, cfg.pairs, cfg.blurry) == (f"{tmp_path}/runs/a", f"{tmp_path}/pairs", f"{tmp_path}/photos")
+
+
 @pytest.mark.parametrize("text, match", [
     ("learning_rate = 1\n", "unknown option.*learning_rate"),
     ("lrr = 1\n", r"unknown option\(s\) lrr \(did you mean lr\?\); valid options are "),

@@ -363,11 +363,7 @@ def load_toml(path: str | Path, base: TrainConfig | None = None) -> TrainConfig:
     """Read a TOML file of ``name = value`` lines (field names, underscores or dashes). A path option's
     leading ``~`` is the home folder, as the shell makes it on the command line (``out = "~/runs/a"``
     made a folder named ``~``)."""
-    values = _read_toml(path)
-    for name in PATH_OPTIONS:
-        if isinstance(values.get(name), str):
-            values[name] = os.path.expanduser(values[name])
-    return from_mapping(values, base, where=str(path))
+    return from_mapping(_read_toml(path), base, where=str(path))
 
 
 # Second spellings of a flag: `--out` is what blursynth's commands and unpaired.deblur call an output folder.
@@ -399,6 +395,9 @@ def _read_toml(path: str | Path) -> dict:
                 if name in values:
                     raise ConfigError(f"--config {path}: give one of {name} and {alias}, not both")
                 values[name] = values.pop(alias)
+    for name in PATH_OPTIONS:  # (here, not in load_toml alone: `--config FILE` reads the file through this)
+        if isinstance(values.get(name), str):
+            values[name] = os.path.expanduser(values[name])
     return values
 
 
