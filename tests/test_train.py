@@ -1319,6 +1319,22 @@ def test_a_kill_before_the_oldest_checkpoint_is_removed_is_made_good_on_resume(t
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_0000003.pt", "step_0000004.pt"]
 
 
+def test_a_run_killed_before_its_first_checkpoint_may_be_resumed_with_a_lower_ckpt_every(tmp_path):
+    # (killed at step 3 of a run checkpointing every 4 steps, it had no checkpoint; `--resume RUN --ckpt-every 2`
+    # was refused with "no checkpoints/step_*.pt to resume from, though metrics.jsonl reaches step 3; put them
+    # back": the new --ckpt-every was taken for the one the run had trained with)
+    run = tmp_path / "run"
+    main(TINY + ["--device", "cpu", "--steps", "6", "--ckpt-every", "4", "--eval-every", "100",
+                 "--run-dir", str(run)])
+    for path in (run / "checkpoints").glob("*.pt"):  # as if killed at step 3, before its first checkpoint
+        path.unlink()
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in (run / "metrics.jsonl").read_text()
+                                                .splitlines() if json.loads(line)["step"] <= 3))
+    assert main(["--resume", str(run), "--ckpt-every", "2", "--no-progress"])["step"] == 6
+    assert [r["step"] for r in records(run) if "lr" in r] == list(range(1, 7))
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [f"step_000000{i}.pt" for i in (2, 4, 6)]
+
+
 def test_a_run_killed_before_its_first_checkpoint_is_started_again_by_resume(tmp_path, monkeypatch):
     # Killed after it logged (and validated) but before its first checkpoint, a run's folder was refused
     # by the same command ("holds a run ...; pass --resume") and by --resume ("no checkpoints/step_*.pt

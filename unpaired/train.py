@@ -293,8 +293,11 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
     if held_early:  # (a resume, or --overwrite: held before anything there is read or changed)
         _hold_run(run, held)
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
-    resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device, cfg.ckpt_every) if cfg.resume
-                          else (None, None))
+    # (the --ckpt-every the run trained with, not one given with --resume: a run killed before its first
+    # checkpoint and resumed with a lower one was refused as if its checkpoints had been removed)
+    resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device,
+                                             config_mod._saved_config(cfg.resume).ckpt_every)
+                          if cfg.resume else (None, None))
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
     blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
     sharp = FolderImages(cfg.sharp, "--sharp", cfg.crop) if cfg.sharp else None
