@@ -536,6 +536,24 @@ def test_a_run_stopped_off_the_checkpoint_schedule_and_resumed_keeps_the_same_ch
     assert_resumed_as_uninterrupted(a, b, 6)
 
 
+def test_a_resume_with_another_checkpoint_schedule_keeps_the_run_s_checkpoints(tmp_path):
+    # --ckpt-every and --steps may change on resume, but the checkpoints the run had written were then judged
+    # by the new schedule: resumed with --ckpt-every 3 --keep-last 5 (to keep more), a run's step 2 and step
+    # 4 (of --ckpt-every 2) were removed at once as "off the schedule"; a finished run resumed with a larger
+    # --steps lost its last checkpoint, that of the model it had finished with, at the next one
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY + ["--device", "cpu", "--eval-every", "100", "--ckpt-every", "2"]
+    names = lambda run: [int(p.stem[5:]) for p in sorted((run / "checkpoints").glob("step_*.pt"))]  # noqa: E731
+    main(opts + ["--steps", "8", "--keep-last", "3", "--stop-at", "6", "--run-dir", str(a)])
+    assert names(a) == [2, 4, 6]
+    main(["--resume", str(a), "--ckpt-every", "3", "--keep-last", "5", "--no-progress"])
+    assert names(a) == [2, 4, 6, 8]
+    main(opts + ["--steps", "3", "--run-dir", str(b)])
+    assert names(b) == [2, 3]
+    main(["--resume", str(b), "--steps", "5", "--no-progress"])
+    assert names(b) == [3, 4, 5]  # (the last 3: --keep-last)
+
+
 @pytest.mark.parametrize("val_size", ["0", "1", "2"])
 def test_a_run_ends_naming_its_folder(tmp_path, capsys, val_size):
     # (without validation it ended without a word of where its checkpoints are)

@@ -276,6 +276,11 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = config_mod.pick_device(cfg.device, local_rank)
+    # The run's options before this invocation (read by every process before rank 0 can rewrite them): its
+    # --ckpt-every and --steps, not those given with --resume, tell which of its checkpoints were on its
+    # schedule (a run killed before its first checkpoint and resumed with a lower --ckpt-every was refused
+    # as if its checkpoints had been removed, and the checkpoints of the old schedule were removed).
+    earlier = config_mod._saved_config(cfg.resume) if cfg.resume else None
     if world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -293,10 +298,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
     if held_early:  # (a resume, or --overwrite: held before anything there is read or changed)
         _hold_run(run, held)
     # read before anything is written or made, so a bad checkpoint stops the run at once and changes nothing
-    # (the --ckpt-every the run trained with, not one given with --resume: a run killed before its first
-    # checkpoint and resumed with a lower one was refused as if its checkpoints had been removed)
-    resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device,
-                                             config_mod._saved_config(cfg.resume).ckpt_every)
+    resume_from, state = (_latest_checkpoint(cfg.resume, ckpt_dir, device, earlier.ckpt_every)
                           if cfg.resume else (None, None))
     # ---- data: position p of the run is a pure function of (seed, p), so steps fix the data
     blurry = FolderImages(cfg.blurry, "--blurry", cfg.crop) if cfg.blurry else None
@@ -445,7 +447,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             best_reblur = float("inf")
         if master:
             _truncate_metrics(run / "metrics.jsonl", start)
-            _keep_last(ckpt_dir, cfg)  # (a run killed between writing a checkpoint and removing the oldest)
+            _keep_last(ckpt_dir, cfg, earlier, start)  # (a run killed between writing one and removing the oldest)
             print(f"resumed {resume_from} at step {start}")
     elif cfg.resume and master:  # killed before its first checkpoint, after logging (or validating): a new
         # run is refused in the folder, which holds metrics, so --resume starts the run again
@@ -501,7 +503,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data.getbuffer())
         if name is None:
-            _keep_last(ckpt_dir, cfg)
+            _keep_last(ckpt_dir, cfg, earlier, start)
 
     def stop_if_diverged(step: int, values: dict[str, list[torch.Tensor]]) -> None:
         """Raise :class:`Diverged` when one of ``values`` holds a NaN or inf on any process. Every rank
@@ -751,13 +753,21 @@ def _remove_run_files(run: Path) -> None:
             (run / folder).rmdir()
 
 
-def _keep_last(ckpt_dir: Path, cfg: config_mod.TrainConfig) -> None:
+def _keep_last(ckpt_dir: Path, cfg: config_mod.TrainConfig, earlier: config_mod.TrainConfig | None = None,
+               start: int = 0) -> None:
     """Delete all but the last ``--keep-last`` ``step_*.pt`` of the schedule (every ``--ckpt-every``
     steps, and the last step). One written off it, at a ``--stop-at`` end or a stop, is kept while it
     is the latest (a resume needs it) and goes once a later one is written: a run stopped and resumed
-    then keeps the checkpoints an uninterrupted run keeps."""
+    then keeps the checkpoints an uninterrupted run keeps. Of a resumed run (``start``: the step it resumed
+    at, ``earlier``: its options before), the checkpoints before ``start`` are on the schedules that wrote
+    them, and the one at ``start`` is off only if off its schedule then: judged by another ``--ckpt-every``
+    or ``--steps`` given with ``--resume``, they were all removed as off the new one."""
+    def due(step: int) -> bool:
+        if earlier is None or step > start:
+            return cfg.checkpoint_due(step)
+        return step < start or earlier.checkpoint_due(step) or cfg.checkpoint_due(step)
     found = step_checkpoints(ckpt_dir)
-    scheduled = [p for p in found if cfg.checkpoint_due(int(p.stem.removeprefix("step_")))]
+    scheduled = [p for p in found if due(int(p.stem.removeprefix("step_")))]
     for old in found[:-1]:
         if old not in scheduled[-cfg.keep_last:]:
             old.unlink()
