@@ -246,6 +246,8 @@ def _nonempty_file(path: str | os.PathLike) -> Path:
         if path.is_symlink() and not path.exists():  # listed by ls, so "no such file" would puzzle
             raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist); "
                              "fix or remove the link")
+        if path.exists():  # (a FIFO named photo.png, listed by ls, was "no such file"; reading it would wait forever)
+            raise ImageError(f"{path}: not a regular file (a FIFO, socket or device); remove it")
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file; remove it or replace it with a valid image")

@@ -240,6 +240,19 @@ def test_cli_folder_leaves_out_hidden_files(tmp_path, checkpoint, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["photo.png"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_cli_names_a_fifo_in_a_folder_as_what_it_is(tmp_path, checkpoint, capsys):
+    # a FIFO named photo.png, which ls lists, was reported as "no such file" (by the trainers' photo
+    # checks too), where `blursynth dataset` says what it is
+    write_image(tmp_path / "in" / "a.png", np.random.default_rng(2).random((3, 20, 24)).astype(np.float32))
+    os.mkfifo(tmp_path / "in" / "fifo.png")
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {tmp_path / 'in' / 'fifo.png'}: not a regular file (a FIFO, socket or device); remove it\n" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]
+
+
 def test_cli_takes_folders_and_never_overwrites_what_it_was_not_asked_to(tmp_path, checkpoint, capsys):
     rng = np.random.default_rng(1)
     for name in ("a.png", "b.jpg"):
