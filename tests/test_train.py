@@ -1173,6 +1173,17 @@ def test_a_run_dir_below_a_file_is_refused_before_the_data_is_made(tmp_path, ref
             cli(TINY + ["--steps", "1", "--run-dir", str(run)])
 
 
+def test_a_run_dir_through_a_link_to_a_missing_folder_is_refused_before_the_data_is_made(tmp_path, refused):
+    # (a link to a folder that is gone, as a purged scratch disk leaves: making the folder failed in a
+    # FileExistsError traceback, once the data had been made)
+    (tmp_path / "runs").symlink_to(tmp_path / "gone")
+    for run in (tmp_path / "runs", tmp_path / "runs" / "a" / "b"):
+        with refused(rf"^error: --run-dir {run}: {tmp_path / 'runs'} is a link to {tmp_path / 'gone'}, which does "
+                     r"not exist; make that folder, or choose another --run-dir$"):
+            cli(TINY + ["--steps", "1", "--run-dir", str(run)])
+    assert not (tmp_path / "gone").exists()
+
+
 def test_command_line_reports_errors_in_one_line(tmp_path, refused):
     with refused("^error: --mode must be one of"):
         cli(["--mode", "gan"])
