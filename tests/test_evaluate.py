@@ -302,6 +302,22 @@ def test_unwritable_output_paths_are_refused_before_evaluating(tmp_path, capsys,
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing left behind by the check
 
 
+def test_output_paths_through_a_link_to_a_missing_folder_are_refused_before_evaluating(tmp_path, capsys,
+                                                                                         monkeypatch):
+    # (they passed the check, and writing them failed after the whole evaluation: "cannot write (File exists)")
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=1)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("evaluated before the output paths were checked")
+    monkeypatch.setattr(evaluate, "evaluate", fail)
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    for option, path in (("--json", tmp_path / "out" / "r.json"), ("--grid", tmp_path / "out" / "sub" / "g.png")):
+        code, err = _refused(["--benchmark", "levin", "--data", data, option, path], capsys)
+        assert code == 2 and f"{option} {path}: {tmp_path / 'out'} is a link to {tmp_path / 'gone'}, which does " \
+            "not exist; make that folder, or choose another path" in err, err
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_perfect_restoration_is_valid_json(tmp_path):
     # --sharp equal to --blurry: the identity's PSNR is infinite, which json.dumps writes as Infinity
     root = tmp_path / "same"

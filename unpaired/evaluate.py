@@ -467,6 +467,11 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             continue
         if path.is_dir():
             parser.error(f"{option} {path}: is a folder; name a file in it, e.g. {path / example}")
+        # (a link to a folder that is gone passed, and the write failed after scoring, "File exists")
+        gone = next((parent for parent in path.parents if parent.is_symlink() and not parent.exists()), None)
+        if gone is not None:
+            parser.error(f"{option} {path}: {gone} is a link to {os.readlink(gone)}, which does not exist; make "
+                         "that folder, or choose another path")
         folder = next(parent for parent in path.parents if parent.exists())  # missing ones are created
         if not folder.is_dir():
             parser.error(f"{option} {path}: {folder} is not a folder; choose another path")
