@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -1182,6 +1183,24 @@ def test_a_run_dir_through_a_link_to_a_missing_folder_is_refused_before_the_data
                      r"not exist; make that folder, or choose another --run-dir$"):
             cli(TINY + ["--steps", "1", "--run-dir", str(run)])
     assert not (tmp_path / "gone").exists()
+
+
+@pytest.mark.parametrize("name, was", [("samples", "file"), ("checkpoints", "file"), ("metrics.jsonl", "folder")])
+def test_a_file_where_the_run_keeps_a_folder_is_refused_before_the_data_is_made(tmp_path, refused, name, was):
+    # (a samples file ended a resume in a FileExistsError traceback once the data was made; a checkpoints
+    # file, a run with --overwrite at its first checkpoint; a metrics.jsonl folder, at its first log)
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--stop-at", "1", "--eval-every", "100", "--run-dir", str(run)])
+    if (run / name).is_dir():
+        shutil.rmtree(run / name)
+        (run / name).write_text("")
+    else:
+        (run / name).unlink()
+        (run / name).mkdir()
+    pattern = rf"^error: --run-dir {run}: {run / name} is a {was}, where the run writes its .* of that name; move it aside$"
+    for argv in (["--resume", str(run)], TINY + ["--steps", "1", "--overwrite", "--run-dir", str(run)]):
+        with refused(pattern):
+            cli(argv + ["--no-progress"])
 
 
 def test_command_line_reports_errors_in_one_line(tmp_path, refused):

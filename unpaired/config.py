@@ -559,6 +559,12 @@ def _check_run_dir(cfg: TrainConfig) -> None:
     if not run.exists() and above is not None and not above.is_dir():
         raise ConfigError(f"--run-dir {cfg.run_dir}: {above} is a file, so the folder cannot be made there; "
                           "choose another --run-dir")
+    # (a file where the run keeps a folder, or the reverse: a traceback once the data was made, or at the
+    # first checkpoint, hours in)
+    for name, folder in (("checkpoints", True), ("samples", True), ("metrics.jsonl", False)):
+        if (run / name).exists() and (run / name).is_dir() != folder:
+            raise ConfigError(f"--run-dir {cfg.run_dir}: {run / name} is a {'file' if folder else 'folder'}, where "
+                              f"the run writes its {'folder' if folder else 'file'} of that name; move it aside")
     if cfg.resume:
         return
     config = run / "config.json"
