@@ -441,8 +441,21 @@ def write_image(path: str | os.PathLike, image: np.ndarray, bits: int = 8, **kwa
                 if not isinstance(exc.__context__, OSError):
                     raise
                 raise _short_write_error(tmp, exc.__context__) from None
+            except KeyError as exc:  # Pillow reads some formats it has no writer for: KeyError('PSD'), no file named
+                raise _unwritable(path, f"Pillow has no writer for {exc.args[0] if exc.args else suffix}") from None
             except OSError as exc:  # (tifffile, where installed, reports the short write itself, without errno)
+                if exc.errno is None and tmp.stat().st_size == 0:
+                    # Nothing written and no errno: the format, not the disk ("the write fell short", an EIO, sent
+                    # users to check a sound disk). imageio's "Could not find a backend" named the temporary.
+                    why = (f"no installed imageio plugin writes {suffix}"
+                           if "could not find a backend" in str(exc).lower() else first_line(exc))
+                    raise _unwritable(path, why) from None
                 raise _short_write_error(tmp, exc) from None
+
+
+def _unwritable(path: Path, why: str) -> ValueError:
+    """The error of :func:`write_image` for a format (or a colour type of it) that nothing here can write."""
+    return ValueError(f"{path}: cannot be written as {path.suffix} here ({why}); end the name in .png, .jpg or .tif")
 
 
 # Pillow refuses images over 179 Mpx, a guard against decompression bombs from the web; a user's own

@@ -897,6 +897,22 @@ def test_a_write_that_falls_short_is_an_oserror_naming_the_file(tmp_path, suffix
     assert list(tmp_path.iterdir()) == []  # (no temporary left, no file cut short)
 
 
+@pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
+def test_a_format_nothing_here_writes_is_a_valueerror_naming_the_file_not_a_failing_disk(tmp_path, suffix):
+    """Suffixes imageio knows but cannot write here: Pillow reads .psd but has no writer (a bare KeyError: 'PSD'),
+    .xbm holds 1-bit images only, and .exr needs a plugin that is not installed. The last two came out as
+    "[Errno 5] the write fell short (Could not find a backend to open `.../.out.x1y2z3.tmp.exr`...)": a disk
+    error, naming the temporary, on a sound disk."""
+    out = tmp_path / f"out{suffix}"
+    try:
+        write_image(out, np.zeros((3, 4, 5), np.float32))
+    except ValueError as exc:
+        assert str(exc).startswith(f"{out}: cannot be written as {suffix} here (") and ".tmp" not in str(exc)
+    else:
+        pytest.skip(f"a plugin that writes {suffix} is installed here")
+    assert list(tmp_path.iterdir()) == []  # (no temporary left)
+
+
 def test_float_samples_outside_the_unit_range_are_clipped():
     """Float samples (a 32-bit TIFF, e.g. an HDR export) are clipped to [0, 1], as documented: left as they
     were, -0.5 and 1.5 went on into a pipeline that takes display values in [0, 1]."""
