@@ -717,18 +717,24 @@ def _decode_jpeg(path: Path) -> np.ndarray | None:
             return None
     try:
         import torch
+        from PIL import Image
         from torchvision.io import ImageReadMode, decode_jpeg
         with warnings.catch_warnings():  # (libjpeg's "premature end of data" is a warning: Pillow's call)
             warnings.simplefilter("error")
             # torchvision 0.29 marks its codecs deprecated (they still work; without them, Pillow reads)
             warnings.simplefilter("ignore", DeprecationWarning)
-            img = decode_jpeg(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.UNCHANGED,
-                              apply_exif_orientation=True)
+            img = decode_jpeg(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.UNCHANGED)
+        # The EXIF orientation as Pillow finds it, as probe_image and Pillow's reading do: torchvision's own
+        # (apply_exif_orientation) looks in the first APP1 segment only, so a photo with its XMP segment before
+        # the EXIF one came in on its side, unlike its probed size: crops of the wrong size, a traceback mid-run.
+        with _pillow_unlimited(), Image.open(path, formats=["JPEG"]) as image:
+            orientation = image.getexif().get(0x0112, 1)
     except Exception:  # (a warning, or a file libjpeg-turbo cannot decode)
         return None
     if img.dtype != torch.uint8 or img.shape[0] not in (1, 3):
         return None
-    return img[0].numpy() if img.shape[0] == 1 else img.numpy().transpose(1, 2, 0)
+    img = _UPRIGHT.get(orientation, _UPRIGHT[1])(img.numpy().transpose(1, 2, 0))
+    return img[:, :, 0] if img.shape[2] == 1 else img
 
 
 def _read_png16(path: Path) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from blursynth.io import (ImageError, NpzWriter, _probe_png, atomic_path, png_bytes, pnm_bytes, probe_image,
                           probe_images, read_image, read_npz, read_samples, temporary_glob, temporary_target, to_float,
@@ -221,6 +221,29 @@ def test_jpegs_decoded_by_torchvision_equal_pillows(tmp_path, monkeypatch, orien
     assert fast.shape == slow.shape and fast.shape[0] == len(mode) and np.array_equal(fast, slow)
     stored = np.asarray(image)
     assert fast.shape[1:] == UPRIGHT[orientation](stored if stored.ndim == 3 else stored[..., None]).shape[:2]
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_a_jpeg_whose_exif_follows_an_xmp_segment_is_read_upright_as_probed(tmp_path, orientation):
+    """Editors may write the XMP APP1 segment before the EXIF one. torchvision's decoder looks for the orientation
+    in the first APP1 only, so such a photo was read on its side (or upside down) while probe_image, by Pillow,
+    gave its upright size: a --sharp scan then cut crops of the wrong size out of it, a traceback mid-run."""
+    import blursynth.io as bio
+    stored = (np.random.default_rng(orientation).random((30, 44, 3)) * 255).astype(np.uint8)
+    data = io.BytesIO()
+    Image.fromarray(stored).save(data, "JPEG", quality=95)
+
+    def app1(body):
+        return b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body
+    exif = b"Exif\0\0II*\0" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
+    xmp = b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta xmlns:x='adobe:ns:meta/'/>"
+    (tmp_path / "p.jpg").write_bytes(data.getvalue()[:2] + app1(xmp) + app1(exif) + data.getvalue()[2:])
+    assert bio._decode_jpeg(tmp_path / "p.jpg") is not None  # (torchvision's decoder reads it)
+    img, _ = read_image(tmp_path / "p.jpg")
+    with Image.open(tmp_path / "p.jpg") as pil:
+        upright = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+    assert img.shape[1:] == probe_image(tmp_path / "p.jpg") == UPRIGHT[orientation](stored).shape[:2]
+    assert np.array_equal(img, upright.transpose(2, 0, 1) / np.float32(255))
 
 
 def test_a_cut_jpeg_is_left_to_pillow(tmp_path):
