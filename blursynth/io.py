@@ -512,11 +512,16 @@ def _png_chunks(data: memoryview):
 def _probe_png(path: Path) -> tuple[int, int] | None:
     """:func:`probe_image` of a PNG whose chunks are all complete and match their CRC, from its
     header; None for a PNG that fails the check (:func:`read_image` then says why) or has an EXIF
-    chunk (whose orientation may turn it)."""
+    chunk or a text chunk Pillow takes an orientation from (which may turn it)."""
     data = memoryview(path.read_bytes())
     chunks = list(_png_chunks(data))
     kinds = [kind for kind, _ in chunks]
     if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds or b"eXIf" in kinds:
+        return None
+    # EXIF as ImageMagick stores it ("Raw profile type exif") and XMP's tiff:Orientation (Adobe's exports): Pillow
+    # turns such a photo upright when it reads it, so its size from the header was the wrong way round, and a
+    # --sharp scan kept a photo whose crops then came out of the wrong size, a traceback mid-run.
+    if any(kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(_PNG_ORIENTING) for kind, body in chunks):
         return None
     width, height = struct.unpack_from(">II", data, 16)
     _check_pixels(path, height, width)
@@ -525,6 +530,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     return height, width
 
 
+_PNG_ORIENTING = (b"Raw profile type exif\0", b"XML:com.adobe.xmp\0")  # text chunks Pillow reads EXIF from
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 

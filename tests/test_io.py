@@ -246,6 +246,27 @@ def test_a_jpeg_whose_exif_follows_an_xmp_segment_is_read_upright_as_probed(tmp_
     assert np.array_equal(img, upright.transpose(2, 0, 1) / np.float32(255))
 
 
+@pytest.mark.parametrize("how", ["imagemagick", "xmp"])
+def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_path, how):
+    """Pillow turns a PNG upright by the EXIF in a "Raw profile type exif" text chunk (ImageMagick's way of keeping
+    a JPEG's EXIF) or by XMP's tiff:Orientation (Adobe's exports); probe_image gave the header's size, the wrong way
+    round, so a --sharp scan kept photos whose crops then came out of the wrong size (a traceback mid-run)."""
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    if how == "imagemagick":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        raw = exif.tobytes().hex()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(raw) // 2:8d}\n{raw}\n", zip=True)
+    else:
+        info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+                      '1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+                      'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    Image.fromarray(_ramp(h=30, w=44)).save(tmp_path / "p.png", pnginfo=info)
+    img, _ = read_image(tmp_path / "p.png")
+    assert img.shape[1:] == probe_image(tmp_path / "p.png") == (44, 30)
+
+
 def test_a_cut_jpeg_is_left_to_pillow(tmp_path):
     data = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 99, np.uint8)).save(data, "JPEG")
