@@ -752,9 +752,18 @@ def _read_png16(path: Path) -> np.ndarray:
     data = np.frombuffer(path.read_bytes(), dtype=np.uint8).copy()
     width, height = struct.unpack(">II", data[16:24].tobytes())  # IHDR
     _check_pixels(path, height, width)
+    found = list(_png_chunks(memoryview(data)))
+    kinds = [kind for kind, _ in found]
+    # torchvision's decoder kills the process (a segmentation fault) on a libpng error past the header: a byte
+    # damaged in the image data ("bad adaptive filter value", "incorrect data check") took a --sharp scan down
+    # without a word. So the chunks and the compressed rows are checked first, as probe_image checks them.
+    if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or not _png_data_sound(
+            found[0][1], [body for kind, body in found if kind == b"IDAT"]):
+        raise ImageError(f"{path}: damaged (a chunk fails its CRC or is cut short, or the compressed image data does "
+                         "not inflate to the rows its header gives); replace it with a good copy or re-export it")
     # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
     img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)  # uint16
-    chunks = dict(_png_chunks(memoryview(data)))
+    chunks = dict(found)
     key = chunks.get(b"tRNS")
     # (gray or RGB only, one 16-bit sample per channel: the PNG standard forbids it beside an alpha
     # channel, and libpng ignores it there; added, it made gray + alpha read as RGB)

@@ -941,6 +941,33 @@ def test_a_write_that_falls_short_is_an_oserror_naming_the_file(tmp_path, suffix
     assert list(tmp_path.iterdir()) == []  # (no temporary left, no file cut short)
 
 
+def test_a_damaged_16bit_png_never_reaches_torchvisions_decoder(tmp_path, monkeypatch):
+    """16-bit PNGs are decoded by torchvision, whose libpng error handling kills the process (a segmentation
+    fault) past the header: one byte damaged in the compressed rows of a photo took a --sharp scan down without
+    a word. Such a file is refused before it gets there (the decoder is replaced here, so that reaching it fails
+    the test rather than ending pytest), as one whose damage keeps its chunk's CRC sound (an encoder's bug)."""
+    import torch
+    import torchvision.io
+    write_image(tmp_path / "deep.png", _ramp(h=40, w=50, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    data = bytearray((tmp_path / "deep.png").read_bytes())
+    at = data.index(b"IDAT")
+    data[at + 200] ^= 0xFF  # bit rot in the image data: its chunk's CRC fails
+    (tmp_path / "rot.png").write_bytes(bytes(data))
+    (length,) = struct.unpack(">I", data[at - 4:at])
+    data[at + 4 + length:at + 8 + length] = struct.pack(">I", zlib.crc32(data[at:at + 4 + length]))
+    (tmp_path / "sound_crc.png").write_bytes(bytes(data))
+    real = torchvision.io.decode_png
+    assert real(torch.from_numpy(np.frombuffer((tmp_path / "deep.png").read_bytes(), np.uint8).copy())).shape[0] == 3
+
+    def crash(*args, **kwargs):
+        raise AssertionError("torchvision's decoder was handed a damaged PNG: a segmentation fault")
+    monkeypatch.setattr(torchvision.io, "decode_png", crash)
+    for name in ("rot.png", "sound_crc.png"):
+        for read in (probe_image, read_image):
+            with pytest.raises(ImageError, match=rf"{name}: damaged \(.*\); replace it with a good copy"):
+                read(tmp_path / name)
+
+
 @pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
 def test_a_format_nothing_here_writes_is_a_valueerror_naming_the_file_not_a_failing_disk(tmp_path, suffix):
     """Suffixes imageio knows but cannot write here: Pillow reads .psd but has no writer (a bare KeyError: 'PSD'),
