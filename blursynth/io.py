@@ -1007,6 +1007,11 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 # The stored bytes follow the member's local header: 30 bytes, its name, its extra field.
                 fh.seek(info.header_offset + 26)
                 name_len, extra_len = struct.unpack("<HH", fh.read(4))
+                # The two copies of the member's name, as zipfile compares them on opening one (no CRC covers
+                # the zip directory): a damaged byte in the directory's copy renamed an array without a word.
+                if fh.read(name_len) != info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437"):
+                    raise zipfile.BadZipFile(f"array {name!r} is damaged (its name differs in the zip's directory "
+                                             "and in its own header)")
                 start = info.header_offset + 30 + name_len + extra_len
                 fh.seek(start)
                 crc, left = 0, info.file_size

@@ -654,6 +654,20 @@ def test_read_npz_maps_stored_arrays_and_reads_what_numpy_reads(tmp_path):
         read_npz(tmp_path / "d.npz")
 
 
+def test_read_npz_refuses_an_array_whose_name_is_damaged_in_the_zip_directory(tmp_path):
+    """No CRC covers the zip's directory, where each member's name is stored a second time: numpy.load (zipfile)
+    compares it with the member's own header, read_npz did not, so a damaged byte there renamed an array without
+    a word (blursynth inspect then printed a median under the wrong name, or said 'kernels' was missing)."""
+    np.savez(tmp_path / "k.npz", kernels=np.ones((2, 3, 3), np.float32), param_x=np.arange(2.0))
+    data = (tmp_path / "k.npz").read_bytes()
+    at = data.rindex(b"param_x.npy")  # the directory's copy (the first is the member's own header)
+    (tmp_path / "d.npz").write_bytes(data[:at] + b"param_y.npy" + data[at + 11:])
+    with pytest.raises(zipfile.BadZipFile):
+        np.load(tmp_path / "d.npz")["param_y"]
+    with pytest.raises(zipfile.BadZipFile, match="'param_y' is damaged"):
+        read_npz(tmp_path / "d.npz")
+
+
 def test_npz_writer_refuses_what_does_not_fit_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match=r"'k' has 4 of its 10 rows"):
         with NpzWriter(tmp_path / "short.npz") as npz:
