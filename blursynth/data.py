@@ -168,6 +168,13 @@ def _unfinished_run(root: Path) -> str | None:
             "and run the command without --shard")
 
 
+def _written_pairs(root: Path) -> int | None:
+    """The number of pairs ``root/dataset.json`` says a `blursynth dataset` run made, or None (no such file)."""
+    from .dataset import _previous_settings
+    pairs = (_previous_settings(root) or {}).get("pairs")
+    return pairs if isinstance(pairs, int) and not isinstance(pairs, bool) else None
+
+
 class PairedFolder(Dataset):
     """Pairs read from disk: a ``blursynth dataset`` folder or a BasicSR-style ``lq/`` + ``gt/`` folder.
 
@@ -194,6 +201,11 @@ class PairedFolder(Dataset):
         self.written = manifest.is_file()  # by `blursynth dataset`, which can remake any of its files
         if self.written:
             self.records = _Manifest.read(manifest)
+            # A copy cut at the end of a line parses: the set shrank without a word (the count, --verify's check)
+            pairs = _written_pairs(self.root)
+            if pairs is not None and len(self.records) != pairs:
+                raise ValueError(f"{manifest}: holds {len(self.records)} records, not the {pairs} pairs its dataset.json "
+                                 "names; the file is cut short (an interrupted copy?): copy the dataset folder again")
         elif (unfinished := _unfinished_run(self.root)) is not None:
             # A `blursynth dataset` folder without its manifest (a killed run, or one shard): its lq/ + gt/
             # (--layout basicsr) hold only some of its pairs, and read as a plain folder they would pass

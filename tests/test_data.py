@@ -636,6 +636,18 @@ def test_projective_roll_turns_about_the_centre_of_the_photo_the_crop_was_cut_fr
         assert (out[0, :, 7, 10] - linear[0, :, m + 7, m + 10]).abs().max() < 1e-5, (x0, y0)
 
 
+def test_a_manifest_cut_at_the_end_of_a_line_is_named(tmp_path):
+    """A copy cut just after a record parses: PairedFolder served the records left as the whole set, without a
+    word, where dataset.json names more pairs (as --verify counts them)."""
+    from blursynth.dataset import write_dataset
+    write_dataset(tmp_path / "set", 3, _recipe(), seed=2, progress=False)
+    assert len(PairedFolder(tmp_path / "set")) == 3
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    manifest.write_text("".join(manifest.read_text().splitlines(keepends=True)[:2]))
+    with pytest.raises(ValueError, match=r"manifest\.jsonl: holds 2 records, not the 3 pairs its dataset\.json names"):
+        PairedFolder(tmp_path / "set")
+
+
 def _manifest_of(folder, n, params_bytes=0):
     """A manifest of ``n`` records (no files behind them: PairedFolder reads those per item), each with a
     ``params`` string of ``params_bytes`` characters standing for the drawn values of a real record."""
