@@ -597,6 +597,12 @@ def _decode(path: Path) -> np.ndarray:
     # imageio picks its plugin by the suffix: a TIFF under another name (a 16-bit scan saved as
     # "scan.png") would go to Pillow, which reads 16-bit colour as 8 bits
     extension = ".tif" if tiff is not None else None
+    # ... but tifffile returns samples as stored, which only gray (black is 0) and RGB are: a palette TIFF came in
+    # as its indices, a CMYK one (taken for RGBA, K for alpha) white, YCbCr as if RGB, a white-is-0 gray as its
+    # negative. Pillow converts those (to 8 bits).
+    pillow = tiff is not None and tiff[3] not in (None, *_TIFF_AS_STORED)
+    if pillow:
+        extension = None
     with contextlib.ExitStack() as stack:
         source = path
         if not _utf8_name(path):
@@ -604,9 +610,9 @@ def _decode(path: Path) -> np.ndarray:
             # process (a segmentation fault, nothing said) on a name that is not UTF-8: a stray b"\xe9t\xe9.txt"
             # killed a whole --sharp scan. An open file takes the same plugins, and OpenCV a copy of it.
             source = stack.enter_context(open(path, "rb"))
-            extension = extension or path.suffix.lower() or None
-        with _pillow_unlimited():
-            file = iio.imopen(source, "r", extension=extension)  # Pillow checks the size here, when it parses the header
+            extension = extension or (None if pillow else path.suffix.lower() or None)
+        with _pillow_unlimited():  # (Pillow checks the size here, when it parses the header)
+            file = iio.imopen(source, "r", extension=extension, **({"plugin": "pillow"} if pillow else {}))
         return _read_decoded(path, file, tiff)
 
 
@@ -636,12 +642,14 @@ def _read_decoded(path: Path, file, tiff) -> np.ndarray:
         _check_pixels(path, *file.properties(index=0).shape[:2])
         meta = file.metadata(index=0, exclude_applied=False)
         mode = meta.get("mode")
+        if mode == "LAB":  # (Pillow reads CIELAB samples but has no conversion of them to RGB)
+            raise ImageError(f"{path}: a CIELAB image, which this package cannot convert to RGB; re-export it as RGB")
         if mode in ("RGB", "L") and (fast := _decode_jpeg(path)) is not None:
             return fast
         # A transparent colour (PNG's tRNS chunk, GIF's transparent index) is alpha too: read with it,
         # and read_image composites it over white, as it does an alpha channel.
         keyed = mode in ("1", "L", "P", "RGB") and "transparency" in meta
-        wanted = "RGB" if mode == "CMYK" else ("LA" if mode in ("1", "L") else "RGBA") if keyed else None
+        wanted = "RGB" if mode in ("CMYK", "YCbCr") else ("LA" if mode in ("1", "L") else "RGBA") if keyed else None
         if keyed and mode == "L" and (depth := _png_gray_depth(path)) in (2, 4):
             # Pillow scales 2- and 4-bit gray samples to 8 bits (1 -> 85 or 17) but not the tRNS gray
             # value that marks the transparent ones, so its "LA" left them opaque: compare here.
@@ -661,10 +669,14 @@ def _png_gray_depth(path: Path) -> int | None:
 _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16
 
 
-def _tiff_header(path: Path) -> tuple[int | None, int | None, int] | None:
-    """``(height, width, orientation)`` from the first image directory of a TIFF (classic or
+_TIFF_AS_STORED = (1, 2)  # PhotometricInterpretation: gray with black 0, RGB (tifffile's samples are the image)
+
+
+def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None] | None:
+    """``(height, width, orientation, photometric)`` from the first image directory of a TIFF (classic or
     BigTIFF), without decoding it: ``None`` for a file that is not a TIFF or whose directory cannot
-    be parsed, a size of ``None`` where the tags are missing, orientation 1 when it has none."""
+    be parsed, a size or photometric interpretation of ``None`` where the tags are missing, orientation
+    1 when it has none."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -688,11 +700,11 @@ def _tiff_header(path: Path) -> tuple[int | None, int | None, int] | None:
             tags = {}
             for k in range(len(body) // step):
                 tag, kind, count, value = struct.unpack_from(order + entry, body, k * step)
-                if tag in (256, 257, 274) and count >= 1 and kind in value_fmt:
+                if tag in (256, 257, 262, 274) and count >= 1 and kind in value_fmt:
                     tags[tag] = struct.unpack_from(order + value_fmt[kind], value)[0]
     except (OSError, struct.error):
         return None
-    return tags.get(257), tags.get(256), tags.get(274, 1)
+    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262)
 
 
 # imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit, and leaves out

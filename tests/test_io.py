@@ -267,6 +267,31 @@ def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_pat
     assert img.shape[1:] == probe_image(tmp_path / "p.png") == (44, 30)
 
 
+@pytest.mark.parametrize("mode", ["P", "CMYK", "YCbCr", "L;I"])
+def test_tiffs_not_stored_as_gray_or_rgb_are_converted_as_pillow_shows_them(tmp_path, mode):
+    """tifffile returns a TIFF's samples as stored: a palette TIFF came in as its indices (gray), a CMYK one as
+    RGBA with K for alpha (a print-ready photo read all white), YCbCr as if it were RGB, and a gray TIFF whose 0
+    is white (MinIsWhite, as scanners write) as its negative. The README promises palette and CMYK converted."""
+    rgb = (np.random.default_rng(5).random((12, 18, 3)) * 255).astype(np.uint8)
+    if mode == "L;I":  # Pillow writes no MinIsWhite TIFF: the same gray samples with PhotometricInterpretation 0
+        Image.fromarray(rgb).convert("L").save(tmp_path / "p.tif")
+        data = bytearray((tmp_path / "p.tif").read_bytes())
+        ifd = struct.unpack_from("<I", data, 4)[0]
+        for k in range(struct.unpack_from("<H", data, ifd)[0]):
+            if struct.unpack_from("<H", data, ifd + 2 + 12 * k)[0] == 262:
+                struct.pack_into("<H", data, ifd + 2 + 12 * k + 8, 0)
+        (tmp_path / "p.tif").write_bytes(bytes(data))
+    else:
+        Image.fromarray(rgb).convert(mode).save(tmp_path / "p.tif")
+    with Image.open(tmp_path / "p.tif") as pil:
+        shown = np.asarray(pil.convert("RGB"))
+    img, bits = read_image(tmp_path / "p.tif")
+    assert bits == 8 and img.shape == (3, 12, 18) and probe_image(tmp_path / "p.tif") == (12, 18)
+    assert np.array_equal(np.rint(img * 255).astype(np.uint8).transpose(1, 2, 0), shown)
+    if mode == "L;I":
+        assert shown.mean() > 255 - np.asarray(Image.fromarray(rgb).convert("L")).mean() - 1  # (the negative)
+
+
 def test_a_cut_jpeg_is_left_to_pillow(tmp_path):
     data = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 99, np.uint8)).save(data, "JPEG")
