@@ -515,8 +515,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     chunk or a text chunk Pillow takes an orientation from (which may turn it)."""
     data = memoryview(path.read_bytes())
     chunks = list(_png_chunks(data))
-    kinds = [kind for kind, _ in chunks]
-    if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds or b"eXIf" in kinds:
+    if not _png_laid_out(chunks) or any(kind == b"eXIf" for kind, _ in chunks):
         return None
     # EXIF as ImageMagick stores it ("Raw profile type exif") and XMP's tiff:Orientation (Adobe's exports): Pillow
     # turns such a photo upright when it reads it, so its size from the header was the wrong way round, and a
@@ -531,6 +530,19 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
 
 
 _PNG_ORIENTING = (b"Raw profile type exif\0", b"XML:com.adobe.xmp\0")  # text chunks Pillow reads EXIF from
+_PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")  # the critical chunks (upper-case first letter) PNG defines
+
+
+def _png_laid_out(chunks: list) -> bool:
+    """Whether a PNG's chunks (:func:`_png_chunks`) are laid out as libpng requires: one IHDR of 13 bytes first,
+    IEND last, its IDATs one after another, and no critical chunk it does not know. (Each of these is an
+    error to libpng: the file is refused, or for IDATs split by another chunk the process killed, by
+    torchvision's decoder of 16-bit PNGs.)"""
+    kinds = [kind for kind, _ in chunks]
+    idats = [k for k, kind in enumerate(kinds) if kind == b"IDAT"]
+    return (kinds[:1] == [b"IHDR"] and len(chunks[0][1]) == 13 and kinds.count(b"IHDR") == 1
+            and kinds[-1:] == [b"IEND"] and bool(idats) and idats[-1] - idats[0] + 1 == len(idats)
+            and all(kind in _PNG_CRITICAL or not kind[:1].isupper() for kind in kinds))
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
@@ -765,14 +777,14 @@ def _read_png16(path: Path) -> np.ndarray:
     width, height = struct.unpack(">II", data[16:24].tobytes())  # IHDR
     _check_pixels(path, height, width)
     found = list(_png_chunks(memoryview(data)))
-    kinds = [kind for kind, _ in found]
     # torchvision's decoder kills the process (a segmentation fault) on a libpng error past the header: a byte
-    # damaged in the image data ("bad adaptive filter value", "incorrect data check") took a --sharp scan down
-    # without a word. So the chunks and the compressed rows are checked first, as probe_image checks them.
-    if kinds[:1] != [b"IHDR"] or kinds[-1:] != [b"IEND"] or not _png_data_sound(
-            found[0][1], [body for kind, body in found if kind == b"IDAT"]):
-        raise ImageError(f"{path}: damaged (a chunk fails its CRC or is cut short, or the compressed image data does "
-                         "not inflate to the rows its header gives); replace it with a good copy or re-export it")
+    # damaged in the image data ("bad adaptive filter value", "incorrect data check") or IDATs split by another
+    # chunk took a --sharp scan down without a word. So the chunks and the compressed rows are checked first, as
+    # probe_image checks them.
+    if not _png_laid_out(found) or not _png_data_sound(found[0][1], [body for kind, body in found if kind == b"IDAT"]):
+        raise ImageError(f"{path}: damaged (a chunk fails its CRC, is cut short or out of place, or the compressed "
+                         "image data does not inflate to the rows its header gives); replace it with a good copy or "
+                         "re-export it")
     # torchvision 0.29 marks its codecs deprecated (they still work): read_image's filter covers it
     img = decode_png(torch.from_numpy(data), ImageReadMode.UNCHANGED).numpy().transpose(1, 2, 0)  # uint16
     chunks = dict(found)

@@ -1007,6 +1007,33 @@ def test_a_damaged_16bit_png_never_reaches_torchvisions_decoder(tmp_path, monkey
                 read(tmp_path / name)
 
 
+@pytest.mark.parametrize("layout", ["idat_split", "unknown_critical", "two_ihdr"])
+def test_a_16bit_png_with_chunks_out_of_place_is_refused_alike_by_probe_and_read(tmp_path, monkeypatch, layout):
+    """Sound CRCs and rows, but chunks libpng refuses: IDATs split by another chunk killed the process in
+    torchvision's decoder (a segmentation fault) and the others failed only when read, after probe_image had
+    passed them (a --sharp scan kept the photo, and the run stopped at its first pair)."""
+    import torchvision.io
+    write_image(tmp_path / "deep.png", _ramp(h=40, w=50, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    data = (tmp_path / "deep.png").read_bytes()
+    at = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[at:at + 4])
+    ihdr, idat, rest = data[8:33], data[at + 8:at + 8 + length], data[at + 12 + length:]
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    middle = {"idat_split": chunk(b"IDAT", idat[:50]) + chunk(b"tEXt", b"a\0b") + chunk(b"IDAT", idat[50:]),
+              "unknown_critical": chunk(b"XYZW", b"hello") + chunk(b"IDAT", idat),
+              "two_ihdr": ihdr + chunk(b"IDAT", idat)}[layout]
+    (tmp_path / "p.png").write_bytes(data[:33] + middle + rest)
+
+    def crash(*args, **kwargs):
+        raise AssertionError("torchvision's decoder was handed a PNG libpng refuses: a segmentation fault")
+    monkeypatch.setattr(torchvision.io, "decode_png", crash)
+    for read in (probe_image, read_image):
+        with pytest.raises(ImageError, match=r"p\.png: damaged \(.*out of place"):
+            read(tmp_path / "p.png")
+
+
 @pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
 def test_a_format_nothing_here_writes_is_a_valueerror_naming_the_file_not_a_failing_disk(tmp_path, suffix):
     """Suffixes imageio knows but cannot write here: Pillow reads .psd but has no writer (a bare KeyError: 'PSD'),
