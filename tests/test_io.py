@@ -1034,6 +1034,29 @@ def test_a_16bit_png_with_chunks_out_of_place_is_refused_alike_by_probe_and_read
             read(tmp_path / "p.png")
 
 
+@pytest.mark.parametrize("flaw", ["filter_method", "data_after_the_stream", "chunk_type"])
+def test_a_16bit_png_libpng_refuses_is_refused_by_the_probe_too(tmp_path, flaw):
+    """Sound CRCs, but what libpng refuses (an IHDR filter method other than 0, compressed data after the zlib
+    stream's end, a chunk type whose third letter is lower-case): probe_image passed such a 16-bit PNG, so a
+    --sharp scan kept it, and the run stopped at the first pair that read it."""
+    write_image(tmp_path / "deep.png", _ramp(h=40, w=50, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    data = (tmp_path / "deep.png").read_bytes()
+    at = data.index(b"IDAT") - 4
+    (length,) = struct.unpack(">I", data[at:at + 4])
+    ihdr, idat, rest = bytearray(data[16:29]), data[at + 8:at + 8 + length], data[at + 12 + length:]
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    if flaw == "filter_method":
+        ihdr[11] = 4
+    body = chunk(b"IDAT", idat + idat if flaw == "data_after_the_stream" else idat)
+    extra = chunk(b"abcd", b"x") if flaw == "chunk_type" else b""
+    (tmp_path / "p.png").write_bytes(data[:8] + chunk(b"IHDR", bytes(ihdr)) + extra + body + rest)
+    for read in (probe_image, read_image):
+        with pytest.raises(ImageError, match=r"p\.png: "):
+            read(tmp_path / "p.png")
+
+
 @pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
 def test_a_format_nothing_here_writes_is_a_valueerror_naming_the_file_not_a_failing_disk(tmp_path, suffix):
     """Suffixes imageio knows but cannot write here: Pillow reads .psd but has no writer (a bare KeyError: 'PSD'),
