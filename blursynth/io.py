@@ -100,6 +100,9 @@ def _raw(path: Path) -> np.ndarray:
             raw = _read_pnm16(path, pnm)
         else:
             raw = _decode(path)
+    if raw.size == 0:  # (a TIFF whose strips lie past its end: tifffile gave 0 frames, and raw[0] an IndexError)
+        raise ImageError(f"{path}: holds no pixels (decoded to shape {raw.shape}): damaged or cut short; replace it "
+                         "with a good copy or re-export it")
     if raw.ndim == 4:  # animated / multi-page: take the first frame
         raw = raw[0]
     if raw.ndim not in (2, 3) or raw.size == 0:

@@ -1057,6 +1057,24 @@ def test_a_16bit_png_libpng_refuses_is_refused_by_the_probe_too(tmp_path, flaw):
             read(tmp_path / "p.png")
 
 
+def test_a_tiff_whose_strips_lie_past_its_end_is_an_imageerror(tmp_path):
+    """tifffile decodes a TIFF whose StripOffsets point past the end of the file (a cut or damaged copy) to a
+    stack of 0 frames; taking the first frame was an IndexError, which a --sharp scan does not catch: the whole
+    `blursynth dataset` run died with a traceback instead of listing the file as skipped."""
+    write_image(tmp_path / "scan.tif", _ramp(h=20, w=30, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    data = bytearray((tmp_path / "scan.tif").read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    for k in range(struct.unpack_from(order + "H", data, ifd)[0]):
+        if struct.unpack_from(order + "HHI", data, ifd + 2 + 12 * k) == (273, 4, 1):  # StripOffsets, one LONG
+            struct.pack_into(order + "I", data, ifd + 10 + 12 * k, 0xFF000000)
+    (tmp_path / "scan.tif").write_bytes(bytes(data))
+    for read in (probe_image, read_image):
+        with pytest.raises(ImageError, match=r"scan\.tif: holds no pixels .*replace it with a good copy"):
+            read(tmp_path / "scan.tif")
+    assert probe_images([tmp_path / "scan.tif"])[0].args[0].startswith(f"{tmp_path / 'scan.tif'}: holds no pixels")
+
+
 @pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
 def test_a_format_nothing_here_writes_is_a_valueerror_naming_the_file_not_a_failing_disk(tmp_path, suffix):
     """Suffixes imageio knows but cannot write here: Pillow reads .psd but has no writer (a bare KeyError: 'PSD'),
