@@ -614,6 +614,9 @@ def _decode(path: Path) -> np.ndarray:
     (:func:`_tiff_header`); other plugins read as they are.
     """
     tiff = _tiff_header(path)
+    if tiff is not None and not tiff[4]:
+        raise ImageError(f"{path}: a damaged TIFF (its image directories point outside the file, or back to one "
+                         "another); replace it with a good copy or re-export it")
     # imageio picks its plugin by the suffix: a TIFF under another name (a 16-bit scan saved as
     # "scan.png") would go to Pillow, which reads 16-bit colour as 8 bits
     extension = ".tif" if tiff is not None else None
@@ -692,11 +695,11 @@ _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16
 _TIFF_AS_STORED = (1, 2)  # PhotometricInterpretation: gray with black 0, RGB (tifffile's samples are the image)
 
 
-def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None] | None:
-    """``(height, width, orientation, photometric)`` from the first image directory of a TIFF (classic or
+def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, bool] | None:
+    """``(height, width, orientation, photometric, sound)`` from the first image directory of a TIFF (classic or
     BigTIFF), without decoding it: ``None`` for a file that is not a TIFF or whose directory cannot
     be parsed, a size or photometric interpretation of ``None`` where the tags are missing, orientation
-    1 when it has none."""
+    1 when it has none; ``sound``: :func:`_tiff_chain_sound`."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -722,9 +725,44 @@ def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None] |
                 tag, kind, count, value = struct.unpack_from(order + entry, body, k * step)
                 if tag in (256, 257, 262, 274) and count >= 1 and kind in value_fmt:
                     tags[tag] = struct.unpack_from(order + value_fmt[kind], value)[0]
+            sound = _tiff_chain_sound(fh, order, ifd, count_fmt, entry)
     except (OSError, struct.error):
         return None
-    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262)
+    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262), sound
+
+
+_TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+
+
+def _tiff_chain_sound(fh, order: str, ifd: int, count_fmt: str, entry: str) -> bool:
+    """Whether a TIFF's chain of image directories, from ``ifd``, stays inside the file: each directory's
+    entries and each entry's data within it, and no directory reached twice.
+
+    One damaged offset (say the next directory's, pointing into the pixels) made imageio's tifffile parse
+    pixels as tags of any size: a 700 KB photo took minutes and GBs of memory to probe, and a --sharp scan
+    seemed to hang, then ran out of memory.
+    """
+    end = os.fstat(fh.fileno()).st_size
+    offset_fmt = order + ("Q" if count_fmt == "Q" else "I")
+    count_size, step, offset_size = (struct.calcsize(order + count_fmt), struct.calcsize(order + entry),
+                                      struct.calcsize(offset_fmt))
+    inline, seen = offset_size, set()
+    while ifd:
+        if ifd in seen or ifd + count_size > end:
+            return False
+        seen.add(ifd)
+        fh.seek(ifd)
+        (n,) = struct.unpack(order + count_fmt, fh.read(count_size))
+        if ifd + count_size + n * step + offset_size > end:
+            return False
+        body = fh.read(n * step)
+        for k in range(n):
+            _, kind, count, value = struct.unpack_from(order + entry, body, k * step)
+            size = count * _TIFF_TYPE_SIZES.get(kind, 0)  # (a type it does not know: tifffile skips the entry)
+            if size > inline and struct.unpack_from(offset_fmt, value)[0] + size > end:
+                return False
+        (ifd,) = struct.unpack(offset_fmt, fh.read(offset_size))
+    return True
 
 
 # imageio's PNG plugin (Pillow) reads 16-bit colour and gray + alpha PNGs as 8-bit, and leaves out

@@ -1075,6 +1075,30 @@ def test_a_tiff_whose_strips_lie_past_its_end_is_an_imageerror(tmp_path):
     assert probe_images([tmp_path / "scan.tif"])[0].args[0].startswith(f"{tmp_path / 'scan.tif'}: holds no pixels")
 
 
+@pytest.mark.parametrize("writer", ["pillow", "blursynth"])
+def test_a_tiff_whose_next_directory_points_into_its_pixels_is_refused_at_once(tmp_path, monkeypatch, writer):
+    """One damaged offset (the next image directory's, pointing into the pixels at byte 8) made imageio's tifffile
+    parse pixels as tags of any size: probing a 700 KB photo took minutes and GBs of memory, so a --sharp scan
+    seemed to hang, then ran out of memory. A chain of directories that leaves the file is refused from the header."""
+    if writer == "pillow":
+        Image.fromarray(_ramp(h=200, w=300)).save(tmp_path / "scan.tif")
+    else:
+        write_image(tmp_path / "scan.tif", _ramp(h=200, w=300, top=65535).transpose(2, 0, 1) / 65535, bits=16)
+    data = bytearray((tmp_path / "scan.tif").read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack_from(order + "I", data, 4)[0]
+    struct.pack_into(order + "I", data, ifd + 2 + 12 * struct.unpack_from(order + "H", data, ifd)[0], 8)
+    (tmp_path / "scan.tif").write_bytes(bytes(data))
+    import blursynth.io as bio
+
+    def parsed(*args, **kwargs):  # (reaching the decoder is the hang: fail instead)
+        raise AssertionError("a TIFF whose directories leave the file went to the decoder")
+    monkeypatch.setattr(bio.iio, "imopen", parsed)
+    for read in (probe_image, read_image):
+        with pytest.raises(ImageError, match=r"scan\.tif: a damaged TIFF .*replace it with a good copy"):
+            read(tmp_path / "scan.tif")
+
+
 @pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
 def test_a_format_nothing_here_writes_is_a_valueerror_naming_the_file_not_a_failing_disk(tmp_path, suffix):
     """Suffixes imageio knows but cannot write here: Pillow reads .psd but has no writer (a bare KeyError: 'PSD'),
