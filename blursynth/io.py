@@ -539,15 +539,16 @@ _PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")  # the critical chunks (upp
 def _png_laid_out(chunks: list) -> bool:
     """Whether a PNG's chunks (:func:`_png_chunks`) are laid out as libpng requires: one IHDR of 13 bytes first,
     IEND last, its IDATs one after another, chunk types of letters, the third upper-case, and no critical
-    chunk it does not know. (Each of these is an
-    error to libpng: the file is refused, or for IDATs split by another chunk the process killed, by
-    torchvision's decoder of 16-bit PNGs.)"""
+    chunk it does not know. (Each of these is an error to libpng: the file is refused, or for IDATs split
+    by another chunk the process killed, by torchvision's decoder of 16-bit PNGs.)"""
     kinds = [kind for kind, _ in chunks]
     idats = [k for k, kind in enumerate(kinds) if kind == b"IDAT"]
     return (kinds[:1] == [b"IHDR"] and len(chunks[0][1]) == 13 and kinds.count(b"IHDR") == 1
             and kinds[-1:] == [b"IEND"] and bool(idats) and idats[-1] - idats[0] + 1 == len(idats)
             and all(kind.isalpha() and kind[2:3].isupper() for kind in kinds)  # (a type's third letter is upper-case)
             and all(kind in _PNG_CRITICAL or not kind[:1].isupper() for kind in kinds))
+
+
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # colour type -> bit depths
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
