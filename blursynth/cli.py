@@ -789,7 +789,7 @@ def add_dataset(subparsers) -> None:
 
 
 def run_dataset(args) -> int:
-    from .dataset import DatasetError, WorkerDied, parse_shard, verify_dataset, write_dataset
+    from .dataset import DatasetError, PhotoFailed, WorkerDied, parse_shard, verify_dataset, write_dataset
     from .io import ImageError
     from .kernel import KernelFitError
     from .recipe import RecipeError
@@ -815,7 +815,7 @@ def run_dataset(args) -> int:
         print(f"blursynth dataset: error: --out {args.out}: cannot write {exc.filename or 'there'} ({exc.strerror}); "
               f"{fix}", file=sys.stderr)
         return 1
-    except WorkerDied as exc:  # exit 1: the run failed, as for a full disk
+    except (WorkerDied, PhotoFailed) as exc:  # exit 1: the run failed, as for a full disk
         print(f"blursynth dataset: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (interrupt.Terminated): the workers are stopped

@@ -66,6 +66,11 @@ class WorkerDied(RuntimeError):
     """A worker process ended while it made a chunk (killed for memory, or crashed)."""
 
 
+class PhotoFailed(RuntimeError):
+    """A ``--sharp`` photo that passed the check before the first pair failed when read for one (it changed
+    since, or its damage shows only when decoded): the run failed, the command line was sound."""
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` (0 <= I < N) -> ``(I, N)``."""
     try:
@@ -779,6 +784,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         DatasetError, RecipeError: bad options, found before anything is written in ``out``; the message
             names the option as ``blursynth dataset`` spells it (``--out`` for ``out``, ``--sharp`` for
             ``sharp``), the same words for the command and for this function.
+        PhotoFailed, WorkerDied: the run failed part way (a photo, a worker); the message says how to go on.
     """
     from tqdm import tqdm
 
@@ -826,7 +832,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         except ImageError as exc:
             if folder is None:
                 raise
-            raise DatasetError(_unreadable_after_scan(exc)) from None
+            raise PhotoFailed(_unreadable_after_scan(exc)) from None
         closed.update(todo)  # (each written: a chunk that failed ended the run above)
         if finished:  # the manifest stands (a chunk's records do not change); a kill may have left parts/
             # (not the part file of another shard's chunk still to be made again: it tells the run that makes it)

@@ -525,7 +525,9 @@ def test_png_with_sound_crcs_but_corrupt_data_is_skipped_at_the_scan(tmp_path, p
     assert meta["skipped"][0]["reason"].startswith("cannot be read as an image (")
 
 
-def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, recipe_file, capsys, monkeypatch):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, recipe_file, capsys, monkeypatch,
+                                                             workers):
     from blursynth import pairs
     from blursynth.io import ImageError
     real_read = pairs.read_samples
@@ -536,7 +538,8 @@ def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, r
         return real_read(path, *args, **kwargs)
 
     monkeypatch.setattr(pairs, "read_samples", damaged)
-    _run(tmp_path / "set", photos, recipe_file, expect=2)
+    # exit status 1, the run failed (it was 2, which is for a refused command line)
+    _run(tmp_path / "set", photos, recipe_file, "--workers", workers, "--pairs", "40", expect=1)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "rgb.png" in err
     assert "replace it with a good copy" in err and "--overwrite" in err
