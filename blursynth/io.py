@@ -241,14 +241,23 @@ def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.Pa
                          "a blurry image and its sharp twin must have the same size")
 
 
+def _link_loop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def _nonempty_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
         if path.is_dir():
             raise ImageError(f"{path}: is a folder, not an image file")
         if path.is_symlink() and not path.exists():  # listed by ls, so "no such file" would puzzle
-            raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist); "
-                             "fix or remove the link")
+            # (a.jpg -> b.jpg -> a.jpg: its target exists, as a link, so "which does not exist" puzzled too)
+            why = "a loop of links" if _link_loop(path) else "which does not exist"
+            raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)}, {why}); fix or remove the link")
         if path.exists():  # (a FIFO named photo.png, listed by ls, was "no such file"; reading it would wait forever)
             raise ImageError(f"{path}: not a regular file (a FIFO, socket or device); remove it")
         raise ImageError(f"{path}: no such file")

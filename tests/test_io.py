@@ -722,6 +722,13 @@ def test_broken_symbolic_link_is_named_as_such(tmp_path):
             read(tmp_path / "photo.jpg")
     (missing,) = probe_images([tmp_path / "photo.jpg"])
     assert "broken symbolic link" in str(missing)
+    # a loop of links: each one's target is there (a link), so "which does not exist" puzzled too
+    (tmp_path / "a.jpg").symlink_to(tmp_path / "b.jpg")
+    (tmp_path / "b.jpg").symlink_to(tmp_path / "a.jpg")
+    for read in (read_image, probe_image):
+        with pytest.raises(ImageError, match=r"a\.jpg: broken symbolic link \(to .*b\.jpg, a loop of links\); "
+                                             r"fix or remove the link"):
+            read(tmp_path / "a.jpg")
 
 
 def test_probe_decodes_without_converting_to_float(tmp_path):
