@@ -129,10 +129,15 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
 
     ``overwrite`` deletes only what an earlier dataset run wrote in ``out`` (:func:`_remove_own_files`).
     """
-    if out.is_dir() and _holds_no_pair(out):
-        return
     if not out.is_dir():
         raise DatasetError(f"--out {out}: exists and is not a folder")
+    # (a file named blur, say: the run failed at its first pair, "File exists", after --overwrite had deleted)
+    clash = next((out / name for name in MANAGED if (out / name).exists() and not (out / name).is_dir()), None)
+    if clash is not None:
+        raise DatasetError(f"--out {out}: {clash} is a file, where the dataset writes a folder of that name; "
+                           "move it aside or choose another --out")
+    if _holds_no_pair(out):
+        return
     previous = _previous_settings(out)
     if (out / "dataset.json").is_file() and not overwrite:
         now = json.loads(json.dumps(settings))

@@ -545,6 +545,22 @@ def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, r
     assert "replace it with a good copy" in err and "--overwrite" in err
 
 
+@pytest.mark.parametrize("name", ["blur", "parts"])
+def test_a_file_where_the_dataset_writes_a_folder_is_refused_before_anything_goes(tmp_path, photos, recipe_file,
+                                                                                    reference, capsys, name):
+    # (a file named blur: the run failed at its first pair with "File exists", after --overwrite had deleted the
+    # earlier dataset's files)
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+    shutil.rmtree(out / name, ignore_errors=True)
+    (out / name).write_bytes(b"the user's")
+    before = _snapshot(out)
+    _run(out, photos, recipe_file, "--pairs", "4", "--overwrite", expect=2)
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{out / name} is a file, where the dataset writes a folder" in err
+    assert _snapshot(out) == before
+
+
 def test_overwrite_deletes_only_the_datasets_own_files(tmp_path, photos, recipe_file, reference):
     out = tmp_path / "mydata"
     shutil.copytree(reference[0], out)
