@@ -283,8 +283,11 @@ def test_tiffs_not_stored_as_gray_or_rgb_are_converted_as_pillow_shows_them(tmp_
         (tmp_path / "p.tif").write_bytes(bytes(data))
     else:
         Image.fromarray(rgb).convert(mode).save(tmp_path / "p.tif")
-    with Image.open(tmp_path / "p.tif") as pil:
-        shown = np.asarray(pil.convert("RGB"))
+    try:
+        with Image.open(tmp_path / "p.tif") as pil:
+            shown = np.asarray(pil.convert("RGB"))
+    except OSError:  # (Pillow 10.0 writes a YCbCr TIFF it cannot read back: "image file is truncated")
+        pytest.skip(f"this Pillow ({Image.__version__}) cannot read the {mode} TIFF it wrote")
     img, bits = read_image(tmp_path / "p.tif")
     assert bits == 8 and img.shape == (3, 12, 18) and probe_image(tmp_path / "p.tif") == (12, 18)
     assert np.array_equal(np.rint(img * 255).astype(np.uint8).transpose(1, 2, 0), shown)
