@@ -273,9 +273,11 @@ def _nonempty_file(path: str | os.PathLike) -> Path:
 @contextlib.contextmanager
 def _quiet():
     """Silence the deprecation warnings of imageio's legacy plugins (while it probes for one) and of
-    torchvision's codecs."""
+    torchvision's codecs, and tifffile's complaints about a damaged file (``failed to reshape``), which
+    printed beside the one line that names the file and skips it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"imageio\.plugins\._tifffile")
         yield
 
 
