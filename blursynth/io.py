@@ -241,12 +241,16 @@ def check_pair_sizes(blur_path: str | os.PathLike, blur, sharp_path: str | os.Pa
                          "a blurry image and its sharp twin must have the same size")
 
 
-def _link_loop(path: Path) -> bool:
+def broken_link(path: Path) -> str:
+    """What is wrong with ``path``, a symbolic link whose target is missing, and the fix (without the path)."""
     try:
         os.stat(path)
+        loop = False
     except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
+        # (a.jpg -> b.jpg -> a.jpg: its target is there, as a link, so "which does not exist" puzzled)
+        loop = exc.errno == errno.ELOOP
+    why = "a loop of links" if loop else "which does not exist"
+    return f"broken symbolic link (to {os.readlink(path)}, {why}); fix or remove the link"
 
 
 def _nonempty_file(path: str | os.PathLike) -> Path:
@@ -255,9 +259,7 @@ def _nonempty_file(path: str | os.PathLike) -> Path:
         if path.is_dir():
             raise ImageError(f"{path}: is a folder, not an image file")
         if path.is_symlink() and not path.exists():  # listed by ls, so "no such file" would puzzle
-            # (a.jpg -> b.jpg -> a.jpg: its target exists, as a link, so "which does not exist" puzzled too)
-            why = "a loop of links" if _link_loop(path) else "which does not exist"
-            raise ImageError(f"{path}: broken symbolic link (to {os.readlink(path)}, {why}); fix or remove the link")
+            raise ImageError(f"{path}: {broken_link(path)}")
         if path.exists():  # (a FIFO named photo.png, listed by ls, was "no such file"; reading it would wait forever)
             raise ImageError(f"{path}: not a regular file (a FIFO, socket or device); remove it")
         raise ImageError(f"{path}: no such file")

@@ -24,7 +24,7 @@ import torch
 
 from . import rng
 from .camera import FULL_FRAME_DIAGONAL_MM, BehindCameraError, Camera, SceneReachedError
-from .io import ImageError, probe_images, read_samples, to_float
+from .io import ImageError, broken_link, probe_images, read_samples, to_float
 from .recipe import KERNEL_SIZE_MAX, Recipe, RecipeError
 from .trajectory import Trajectory
 
@@ -106,8 +106,7 @@ class ImageFolder:
                     found.skipped.append({"file": rel, "reason": f"symbolic link to {os.readlink(path)}, "
                                           f"{avoided[path]}"})
                 elif path.is_symlink() and not path.exists():  # is_file() is False for it: say so, not pass it over
-                    found.skipped.append({"file": rel, "reason": f"broken symbolic link (to {os.readlink(path)}, "
-                                          "which does not exist); fix or remove the link"})
+                    found.skipped.append({"file": rel, "reason": broken_link(path)})
                 elif path in loops and path.is_symlink():
                     found.skipped.append({"file": rel, "reason": f"symbolic link to a folder that holds it (to "
                                           f"{os.readlink(path)}), not followed: it would repeat forever; "

@@ -800,9 +800,14 @@ def test_broken_links_are_listed_and_sizes_read_as_the_crop_option(tmp_path, pho
     folder = tmp_path / "in"
     shutil.copytree(photos, folder)
     (folder / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (folder / "loop_a.png").symlink_to(folder / "loop_b.png")
+    (folder / "loop_b.png").symlink_to(folder / "loop_a.png")
     found = ImageFolder.scan(folder, (32, 48))  # --crop 24x40 with a 9 px kernel: 32 high, 48 wide
     reasons = {s["file"]: s["reason"] for s in found.skipped}
-    assert "broken" in reasons["gone.png"] and "nowhere.png" in reasons["gone.png"]
+    assert "broken" in reasons["gone.png"] and "nowhere.png, which does not exist" in reasons["gone.png"]
+    # (a loop was "which does not exist" too, though each link's target is there, as a link)
+    assert reasons["loop_a.png"] == \
+        f"broken symbolic link (to {folder / 'loop_b.png'}, a loop of links); fix or remove the link"
     assert reasons["gray.png"].startswith("image is 50x40 (height x width), smaller than the 32x48 needed")
 
 
