@@ -192,7 +192,9 @@ def load_pair(pair: Pair, channels: int) -> tuple[torch.Tensor, torch.Tensor, to
     kernel = load_kernel(pair.kernel) if pair.kernel is not None else None
     if kernel is not None and kernel.dim() == 2 and (kernel.shape[0] > blurry.shape[-2] or
                                                      kernel.shape[1] > blurry.shape[-1]):
-        raise EvaluationError(f"{pair.kernel}: {tuple(kernel.shape)} kernel is larger than {pair.blurry}")
+        h, w = blurry.shape[-2:]
+        raise EvaluationError(f"{pair.kernel}: {tuple(kernel.shape)} kernel is larger than {pair.blurry} ({h}x{w}); "
+                              "score pairs at least the kernel's size (`blursynth dataset --crop` of at least that)")
     return blurry, sharp, kernel
 
 
