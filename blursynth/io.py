@@ -894,6 +894,9 @@ def png_bytes(data: np.ndarray, compress_level: int = 6) -> bytes:
     pass, which compresses photos and noisy renders about as well as choosing a filter per row),
     then zlib at ``compress_level``.
     """
+    # (zlib.error said only "Bad compression level")
+    if isinstance(compress_level, bool) or compress_level not in range(-1, 10):
+        raise ValueError(f"compress_level {compress_level!r}: must be an integer from 0 to 9 (-1: zlib's default)")
     channels = _check_encodable(data, "PNG", _PNG_COLOUR_TYPE, "1-4")
     h, w = data.shape[:2]
     rows = np.ascontiguousarray(data.astype(">u2") if data.itemsize == 2 else data).view(np.uint8).reshape(h, -1)

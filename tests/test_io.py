@@ -483,6 +483,16 @@ def test_plain_16bit_pgm_and_ppm_keep_their_values(tmp_path, maxval, kind):
         read_image(tmp_path / "short.pgm")
 
 
+@pytest.mark.parametrize("level", [10, -2, 2.5, True, "6"])
+def test_a_compression_level_zlib_refuses_is_a_valueerror_that_says_the_range(tmp_path, level):
+    # (zlib.error: "Bad compression level", naming neither the option nor its range; True passed as 1)
+    with pytest.raises(ValueError, match=rf"compress_level {re.escape(repr(level))}: must be an integer from 0 to 9"):
+        png_bytes(np.zeros((2, 2), np.uint8), compress_level=level)
+    with pytest.raises(ValueError, match="compress_level"):
+        write_image(tmp_path / "x.png", np.zeros((3, 2, 2), np.float32), compress_level=level)
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning")
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("shape", [(7, 9), (7, 9, 1), (7, 9, 2), (1, 1, 3), (6, 5, 3), (7, 9, 4)])
