@@ -681,7 +681,7 @@ def _read_decoded(path: Path, file, tiff) -> np.ndarray:
         mode = meta.get("mode")
         if mode == "LAB":  # (Pillow reads CIELAB samples but has no conversion of them to RGB)
             raise ImageError(f"{path}: a CIELAB image, which this package cannot convert to RGB; re-export it as RGB")
-        if mode in ("RGB", "L") and (fast := _decode_jpeg(path)) is not None:
+        if mode in ("RGB", "L") and (fast := _decode_jpeg(path, meta.get("Orientation", 1))) is not None:
             return fast
         # A transparent colour (PNG's tRNS chunk, GIF's transparent index) is alpha too: read with it,
         # and read_image composites it over white, as it does an alpha channel.
@@ -796,9 +796,9 @@ def _is_png16(path: Path) -> bool:
     return head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[24] == 16 and head[25] in (0, 2, 4, 6)
 
 
-def _decode_jpeg(path: Path) -> np.ndarray | None:
-    """An 8-bit RGB or gray JPEG decoded by torchvision's libjpeg-turbo, upright, ``(H, W[, 3])``
-    uint8; None for any other file, or when torchvision cannot (too old, or a warning or error:
+def _decode_jpeg(path: Path, orientation: int = 1) -> np.ndarray | None:
+    """An 8-bit RGB or gray JPEG decoded by torchvision's libjpeg-turbo, turned upright by its EXIF
+    ``orientation`` (as Pillow finds it), ``(H, W[, 3])`` uint8; None for any other file, or when torchvision cannot (too old, or a warning or error:
     Pillow then reads it, and words any failure). The same samples as Pillow's, in half the time
     (a 12 Mpx photo: 56 against 106 ms on one core), which is most of a pair's time when
     ``blursynth dataset`` crops photos."""
@@ -807,18 +807,14 @@ def _decode_jpeg(path: Path) -> np.ndarray | None:
             return None
     try:
         import torch
-        from PIL import Image
         from torchvision.io import ImageReadMode, decode_jpeg
         with warnings.catch_warnings():  # (libjpeg's "premature end of data" is a warning: Pillow's call)
             warnings.simplefilter("error")
             # torchvision 0.29 marks its codecs deprecated (they still work; without them, Pillow reads)
             warnings.simplefilter("ignore", DeprecationWarning)
+            # (not its apply_exif_orientation, which looks in the first APP1 segment only: a photo with its XMP
+            # segment before the EXIF one came in on its side, unlike its probed size, a traceback mid-run)
             img = decode_jpeg(torch.from_numpy(np.fromfile(path, dtype=np.uint8)), mode=ImageReadMode.UNCHANGED)
-        # The EXIF orientation as Pillow finds it, as probe_image and Pillow's reading do: torchvision's own
-        # (apply_exif_orientation) looks in the first APP1 segment only, so a photo with its XMP segment before
-        # the EXIF one came in on its side, unlike its probed size: crops of the wrong size, a traceback mid-run.
-        with _pillow_unlimited(), Image.open(path, formats=["JPEG"]) as image:
-            orientation = image.getexif().get(0x0112, 1)
     except Exception:  # (a warning, or a file libjpeg-turbo cannot decode)
         return None
     if img.dtype != torch.uint8 or img.shape[0] not in (1, 3):

@@ -214,10 +214,10 @@ def test_jpegs_decoded_by_torchvision_equal_pillows(tmp_path, monkeypatch, orien
     exif[0x0112] = orientation
     image.save(tmp_path / "p.jpg", quality=90, exif=exif, progressive=progressive)
     real, used = bio._decode_jpeg, []
-    monkeypatch.setattr(bio, "_decode_jpeg", lambda path: used.append(path) or real(path))
+    monkeypatch.setattr(bio, "_decode_jpeg", lambda path, *a: used.append(path) or real(path, *a))
     fast, bits = read_image(tmp_path / "p.jpg", channels=None)
     assert used and real(tmp_path / "p.jpg") is not None and bits == 8  # (it was torchvision's)
-    monkeypatch.setattr(bio, "_decode_jpeg", lambda path: None)
+    monkeypatch.setattr(bio, "_decode_jpeg", lambda path, *a: None)
     slow, _ = read_image(tmp_path / "p.jpg", channels=None)
     assert fast.shape == slow.shape and fast.shape[0] == len(mode) and np.array_equal(fast, slow)
     stored = np.asarray(image)
