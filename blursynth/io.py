@@ -105,7 +105,7 @@ def _raw(path: Path) -> np.ndarray:
                          "with a good copy or re-export it")
     if raw.ndim == 4:  # animated / multi-page: take the first frame
         raw = raw[0]
-    if raw.ndim not in (2, 3) or raw.size == 0:
+    if raw.ndim not in (2, 3):
         raise ImageError(f"{path}: unsupported image shape {raw.shape}; expected H x W or H x W x C")
     if np.issubdtype(raw.dtype, np.floating) and not np.isfinite(raw).all():
         # (with the fix, as the other reasons a --sharp scan lists: this one alone named none)
@@ -540,7 +540,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack_from(">II", data, 16)
     _check_pixels(path, height, width)
-    if not _png_data_sound(chunks[0][1], [body for kind, body in chunks if kind == b"IDAT"]):
+    if not _png_data_sound(chunks):
         return None
     return height, width
 
@@ -567,15 +567,17 @@ _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: 
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _png_data_sound(ihdr: memoryview, idats: list[memoryview]) -> bool:
-    """Whether a PNG's compressed image data inflates (zlib's own Adler-32 check included) to exactly
+def _png_data_sound(chunks: list) -> bool:
+    """Whether the compressed image data of a PNG's chunks (:func:`_png_chunks`, laid out as
+    :func:`_png_laid_out` checks, the header first) inflates (zlib's own Adler-32 check included) to exactly
     the bytes its header implies, each row starting with a valid filter type (0-4).
 
     The chunks' CRCs only prove that the file was copied faithfully, not that the encoder wrote a
     sound stream: this finds what a decoder would refuse, in about half the time of decoding (no
     unfiltering, no conversion). Inflated 1 MiB at a time, so a large photo needs no large buffer.
     """
-    width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", ihdr)
+    idats = [body for kind, body in chunks if kind == b"IDAT"]
+    width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(">IIBBBBB", chunks[0][1])
     # (the header's other fields as PNG defines them: libpng refuses any other value, "Invalid IHDR data")
     if (depth not in _PNG_DEPTHS.get(colour, ()) or interlace not in (0, 1) or compression or filtering
             or not 0 < width < 2**31 or not 0 < height < 2**31):
@@ -837,7 +839,7 @@ def _read_png16(path: Path) -> np.ndarray:
     # damaged in the image data ("bad adaptive filter value", "incorrect data check") or IDATs split by another
     # chunk took a --sharp scan down without a word. So the chunks and the compressed rows are checked first, as
     # probe_image checks them.
-    if not _png_laid_out(found) or not _png_data_sound(found[0][1], [body for kind, body in found if kind == b"IDAT"]):
+    if not _png_laid_out(found) or not _png_data_sound(found):
         raise ImageError(f"{path}: damaged (a chunk fails its CRC, is cut short or out of place, or the compressed "
                          "image data does not inflate to the rows its header gives); replace it with a good copy or "
                          "re-export it")
