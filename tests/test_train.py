@@ -602,15 +602,21 @@ def test_a_run_folder_in_use_by_another_trainer_is_refused_and_left_alone(tmp_pa
     main(["--resume", str(run), "--steps", "5", "--no-progress"])  # (and this process let it go at its end)
 
 
+def skip_without_folder_locks(folder: Path) -> None:
+    """Skip the test where ``folder``'s file system takes no locks (``lock_folder`` gives None there)."""
+    from blursynth.io import lock_folder
+    probe = lock_folder(folder)
+    if probe is None:
+        pytest.skip("no folder locks on this file system")
+    os.close(probe)
+
+
 def test_a_new_run_holds_its_folder_while_it_trains(tmp_path, monkeypatch):
     # (two trainers started together on one new --out: the second found no lock on the folder the first had
     # just made, and both wrote their checkpoints and metrics there)
     from blursynth.io import lock_folder
     from unpaired import train
-    probe = lock_folder(tmp_path)
-    if probe is None:
-        pytest.skip("no folder locks on this file system")
-    os.close(probe)
+    skip_without_folder_locks(tmp_path)
     run, refused = tmp_path / "run", []
     remove = train._remove_temporaries
 
@@ -634,10 +640,7 @@ def test_a_run_whose_new_folder_another_run_made_meanwhile_stops_and_leaves_it(t
     # beside the first, or after it into its run, both writing metrics.jsonl, config.json and checkpoints)
     from blursynth.io import lock_folder
     from unpaired import train
-    probe = lock_folder(tmp_path)
-    if probe is None:
-        pytest.skip("no folder locks on this file system")
-    os.close(probe)
+    skip_without_folder_locks(tmp_path)
     run, held = tmp_path / "run", []
     spec = train.generator_spec
 

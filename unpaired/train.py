@@ -712,8 +712,8 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             at = "" if scores["step"] == end else f" at step {scores['step']}"
             before, after = result["val_psnr_blurry"], result["val_psnr"]
             gain = f" ({after - before:+.2f} dB)" if math.isfinite(after - before) else ""
-            print(f"validation PSNR on {len(val)} held-out pair{'s' * (len(val) != 1)}{at}: blurry input {_db(before)}, model output "
-                  f"{_db(after)}{gain}; SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
+            print(f"validation PSNR on {len(val)} held-out pair{'s' * (len(val) != 1)}{at}: blurry input "
+                  f"{_db(before)}, model output {_db(after)}{gain}; SSIM {result['val_ssim_blurry']:.4f} -> {result['val_ssim']:.4f}")
             if not (math.isfinite(before) and math.isfinite(after)):
                 print("(a PSNR that is not finite, null in metrics.jsonl, is infinite where the images equal their "
                       "sharp twins, as in pairs made without blur, or NaN where the model's output is)")
