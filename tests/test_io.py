@@ -70,7 +70,7 @@ def test_a_transparent_colour_is_composited_over_white_as_alpha_is(tmp_path):
 def _with_chunk(png: bytes, kind: bytes, body: bytes) -> bytes:
     """``png`` with one more chunk before its image data (where tRNS and eXIf belong)."""
     at = png.index(b"IDAT") - 4
-    return png[:at] + struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)) + png[at:]
+    return png[:at] + _chunk(kind, body) + png[at:]
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -1042,11 +1042,9 @@ def test_a_16bit_png_with_chunks_out_of_place_is_refused_alike_by_probe_and_read
     (length,) = struct.unpack(">I", data[at:at + 4])
     ihdr, idat, rest = data[8:33], data[at + 8:at + 8 + length], data[at + 12 + length:]
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    middle = {"idat_split": chunk(b"IDAT", idat[:50]) + chunk(b"tEXt", b"a\0b") + chunk(b"IDAT", idat[50:]),
-              "unknown_critical": chunk(b"XYZW", b"hello") + chunk(b"IDAT", idat),
-              "two_ihdr": ihdr + chunk(b"IDAT", idat)}[layout]
+    middle = {"idat_split": _chunk(b"IDAT", idat[:50]) + _chunk(b"tEXt", b"a\0b") + _chunk(b"IDAT", idat[50:]),
+              "unknown_critical": _chunk(b"XYZW", b"hello") + _chunk(b"IDAT", idat),
+              "two_ihdr": ihdr + _chunk(b"IDAT", idat)}[layout]
     (tmp_path / "p.png").write_bytes(data[:33] + middle + rest)
 
     def crash(*args, **kwargs):
@@ -1068,13 +1066,11 @@ def test_a_16bit_png_libpng_refuses_is_refused_by_the_probe_too(tmp_path, flaw):
     (length,) = struct.unpack(">I", data[at:at + 4])
     ihdr, idat, rest = bytearray(data[16:29]), data[at + 8:at + 8 + length], data[at + 12 + length:]
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
     if flaw == "filter_method":
         ihdr[11] = 4
-    body = chunk(b"IDAT", idat + idat if flaw == "data_after_the_stream" else idat)
-    extra = chunk(b"abcd", b"x") if flaw == "chunk_type" else b""
-    (tmp_path / "p.png").write_bytes(data[:8] + chunk(b"IHDR", bytes(ihdr)) + extra + body + rest)
+    body = _chunk(b"IDAT", idat + idat if flaw == "data_after_the_stream" else idat)
+    extra = _chunk(b"abcd", b"x") if flaw == "chunk_type" else b""
+    (tmp_path / "p.png").write_bytes(data[:8] + _chunk(b"IHDR", bytes(ihdr)) + extra + body + rest)
     for read in (probe_image, read_image):
         with pytest.raises(ImageError, match=r"p\.png: "):
             read(tmp_path / "p.png")
@@ -1167,10 +1163,8 @@ def test_a_png_row_with_an_unknown_filter_type_is_refused_by_the_probe_as_by_rea
     h, w = 6, 5
     rows = b"".join(bytes([5 if y == 3 else 0]) + bytes(range(y, y + w)) for y in range(h))
 
-    def chunk(kind, body):
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    (tmp_path / "filter5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                                           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    (tmp_path / "filter5.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                                           + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
     assert _probe_png(tmp_path / "filter5.png") is None
     assert _probe_agrees(tmp_path / "filter5.png")  # both refuse it, with the same message
 
