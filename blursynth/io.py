@@ -100,7 +100,7 @@ def _raw(path: Path) -> np.ndarray:
             raw = _read_pnm16(path, pnm)
         else:
             raw = _decode(path)
-    if raw.size == 0:  # (a TIFF whose strips lie past its end: tifffile gave 0 frames, and raw[0] an IndexError)
+    if raw.size == 0:  # (a decoder that gives no samples, as imageio's tifffile did a TIFF cut short: raw[0] failed)
         raise ImageError(f"{path}: holds no pixels (decoded to shape {raw.shape}): damaged or cut short; replace it "
                          "with a good copy or re-export it")
     if raw.ndim == 4:  # animated / multi-page: take the first frame
@@ -630,9 +630,8 @@ def _decode(path: Path) -> np.ndarray:
     (:func:`_tiff_header`); other plugins read as they are.
     """
     tiff = _tiff_header(path)
-    if tiff is not None and not tiff[4]:
-        raise ImageError(f"{path}: a damaged TIFF (its image directories point outside the file, or back to one "
-                         "another); replace it with a good copy or re-export it")
+    if tiff is not None and tiff[4] is not None:
+        raise ImageError(f"{path}: a damaged TIFF ({tiff[4]}); replace it with a good copy or re-export it")
     # imageio picks its plugin by the suffix: a TIFF under another name (a 16-bit scan saved as
     # "scan.png") would go to Pillow, which reads 16-bit colour as 8 bits
     extension = ".tif" if tiff is not None else None
@@ -711,11 +710,12 @@ _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16
 _TIFF_AS_STORED = (1, 2)  # PhotometricInterpretation: gray with black 0, RGB (tifffile's samples are the image)
 
 
-def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, bool] | None:
-    """``(height, width, orientation, photometric, sound)`` from the first image directory of a TIFF (classic or
+def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, str | None] | None:
+    """``(height, width, orientation, photometric, damage)`` from the first image directory of a TIFF (classic or
     BigTIFF), without decoding it: ``None`` for a file that is not a TIFF or whose directory cannot
     be parsed, a size or photometric interpretation of ``None`` where the tags are missing, orientation
-    1 when it has none; ``sound``: :func:`_tiff_chain_sound`."""
+    1 when it has none; ``damage``: None, or what is wrong with the directories (:func:`_tiff_chain_sound`)
+    or with where they put the first image's data (:func:`_tiff_data_inside`)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -736,18 +736,59 @@ def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, b
             (n,) = struct.unpack(order + count_fmt, fh.read(size))
             step = struct.calcsize(order + entry)
             body = fh.read(step * min(n, 4096))
-            tags = {}
+            tags, where = {}, {}
             for k in range(len(body) // step):
                 tag, kind, count, value = struct.unpack_from(order + entry, body, k * step)
                 if tag in (256, 257, 262, 274) and count >= 1 and kind in value_fmt:
                     tags[tag] = struct.unpack_from(order + value_fmt[kind], value)[0]
-            sound = _tiff_chain_sound(fh, order, ifd, count_fmt, entry)
+                if tag in (*_TIFF_DATA_TAGS, *_TIFF_DATA_TAGS.values()):
+                    where[tag] = kind, count, value
+            damage = None
+            if not _tiff_chain_sound(fh, order, ifd, count_fmt, entry):
+                damage = "its image directories point outside the file, or back to one another"
+            elif not _tiff_data_inside(fh, order, where, value_fmt, big=magic == 43):
+                damage = "its image data lies past the end of the file: cut short, or an offset is damaged"
     except (OSError, struct.error):
         return None
-    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262), sound
+    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262), damage
 
 
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
+
+
+# StripOffsets and StripByteCounts, TileOffsets and TileByteCounts: where the first image's data lies.
+_TIFF_DATA_TAGS = {273: 279, 324: 325}
+
+
+def _tiff_data_inside(fh, order: str, where: dict, value_fmt: dict, big: bool) -> bool:
+    """Whether every strip or tile of a TIFF's first image lies inside the file. ``where`` maps the tags of
+    :data:`_TIFF_DATA_TAGS` found to their entries' ``(type, count, value field)``, ``value_fmt`` the types
+    allowed to their struct formats; ``big``: a BigTIFF (8-byte offsets). The directories are sound.
+
+    A copy cut short (or one damaged offset) decoded to 0 frames in imageio's own tifffile, an
+    ``IndexError`` that ended a --sharp scan, and to "failed to read 3600 bytes, got 0" in the tifffile
+    release installed beside it: one message for both, from the file itself.
+    """
+    end = os.fstat(fh.fileno()).st_size
+    inline, offset_fmt = (8, "Q") if big else (4, "I")
+    for offsets_tag, counts_tag in _TIFF_DATA_TAGS.items():
+        if offsets_tag not in where or counts_tag not in where:  # (a writer may leave the counts out)
+            continue
+        arrays = []
+        for kind, count, value in (where[offsets_tag], where[counts_tag]):
+            if kind not in value_fmt:
+                return False
+            item = np.dtype(order + value_fmt[kind])
+            if count * item.itemsize <= inline:
+                data = value[:count * item.itemsize]
+            else:
+                fh.seek(struct.unpack_from(order + offset_fmt, value)[0])
+                data = fh.read(count * item.itemsize)  # (inside the file: the chain check saw to that)
+            arrays.append(np.frombuffer(data, dtype=item).astype(np.uint64))
+        offsets, counts = arrays
+        if len(offsets) != len(counts) or ((offsets > end) | (counts > end - np.minimum(offsets, end))).any():
+            return False
+    return True
 
 
 def _tiff_chain_sound(fh, order: str, ifd: int, count_fmt: str, entry: str) -> bool:

@@ -1091,10 +1091,41 @@ def test_a_tiff_whose_strips_lie_past_its_end_is_an_imageerror(tmp_path):
     with warnings.catch_warnings(record=True) as said:  # (tifffile's "failed to reshape" printed beside the line)
         warnings.simplefilter("always")
         for read in (probe_image, read_image):
-            with pytest.raises(ImageError, match=r"scan\.tif: holds no pixels .*replace it with a good copy"):
+            with pytest.raises(ImageError, match=r"scan\.tif: a damaged TIFF \(its image data lies past the end of "
+                               r"the file: cut short.*replace it with a good copy"):
                 read(tmp_path / "scan.tif")
     assert [str(w.message) for w in said] == []
-    assert probe_images([tmp_path / "scan.tif"])[0].args[0].startswith(f"{tmp_path / 'scan.tif'}: holds no pixels")
+    assert "image data lies past the end" in probe_images([tmp_path / "scan.tif"])[0].args[0]
+
+
+def _tiff_writer():
+    """tifffile where it is installed, else the release imageio carries (TIFFs are read through either)."""
+    try:
+        import tifffile
+    except ImportError:
+        from imageio.plugins import _tifffile as tifffile
+    return tifffile
+
+
+@pytest.mark.parametrize("layout", [dict(rowsperstrip=8), dict(tile=(16, 16))])
+@pytest.mark.parametrize("big", [False, True])
+def test_a_tiff_cut_short_is_refused_by_its_layout_whichever_tifffile_reads_it(tmp_path, layout, big):
+    """imageio's own tifffile read a tiled TIFF cut in half with its missing tiles black, without a word (a
+    --sharp scan used the photo), and a stripped one with "cannot reshape"; the tifffile release installed
+    beside it said "failed to read ... bytes" instead. Where the strips or tiles lie is checked from the file."""
+    tifffile = _tiff_writer()
+    a = _ramp(h=64, w=48)
+    with tifffile.TiffWriter(tmp_path / "whole.tif", bigtiff=big) as tw:
+        (tw.write if hasattr(tw, "write") else tw.save)(a, photometric="rgb", **layout)
+    img, bits = read_image(tmp_path / "whole.tif")
+    assert bits == 8 and np.array_equal(np.rint(img * 255).astype(np.uint8).transpose(1, 2, 0), a)
+    data = (tmp_path / "whole.tif").read_bytes()
+    for cut in (len(data) // 2, len(data) - 1):
+        (tmp_path / "cut.tif").write_bytes(data[:cut])
+        for read in (probe_image, read_image):
+            with pytest.raises(ImageError, match=r"cut\.tif: a damaged TIFF \(its image data lies past the end of the "
+                                                 r"file: cut short.*\); replace it with a good copy or re-export it"):
+                read(tmp_path / "cut.tif")
 
 
 @pytest.mark.parametrize("writer", ["pillow", "blursynth"])
