@@ -702,7 +702,7 @@ def run_inspect(args) -> int:
     if params:
         print("  per-item parameters (median): " + ", ".join(
             f"{k[6:]}={float(np.median(data[k])):.4g}" for k in params))
-    for i in args.render or ():
+    for i in dict.fromkeys(args.render or ()):  # (an index given twice was drawn and reported twice)
         path = out / f"kernel_{i}.png"
         scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data else 1.0
         item = (np.array(data[name][i]) for name in ("kernels", "paths_px", "t"))  # (writable copies for torch)

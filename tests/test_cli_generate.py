@@ -903,3 +903,13 @@ def test_inspect_draws_a_scaled_items_path_shrunk_as_its_kernel_was(tmp_path, mo
     monkeypatch.setattr(cli, "render_item", lambda path, kernel, path_px, t, zoom, scale: drawn.append(scale))
     assert main(["inspect", str(out / "kernels.npz"), "--render", str(i), "--out", str(tmp_path / "png")]) == 0
     assert drawn == [pytest.approx(float(fit_scale[i]))]
+
+
+def test_inspect_renders_an_index_given_twice_once(capsys, tmp_path, monkeypatch):
+    _, out = _generate(tmp_path)
+    drawn = []
+    monkeypatch.setattr(cli, "render_item", lambda path, kernel, path_px, t, zoom, scale: drawn.append(path.name))
+    capsys.readouterr()
+    assert main(["inspect", str(out / "kernels.npz"), "--render", "3", "1", "3", "--out", str(tmp_path / "png")]) == 0
+    assert drawn == ["kernel_3.png", "kernel_1.png"]
+    assert capsys.readouterr().out.count("wrote ") == 2
