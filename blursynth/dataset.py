@@ -41,8 +41,8 @@ import torch
 from . import __version__, rng
 from .data import _Manifest, _read_kernel, check_device
 from .interrupt import sigterm_interrupts
-from .io import (ImageError, atomic_path, first_line, lock_folder, read_samples, temporary_target, to_uint,
-                 write_image, write_json)
+from .io import (ImageError, atomic_path, first_line, json_text, lock_folder, read_samples, temporary_target,
+                 to_uint, write_image, write_json)
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
 
@@ -154,6 +154,16 @@ def _check_output(out: Path, settings: dict, overwrite: bool) -> None:
         # again, threw away hours of work (a finished dataset is still made anew, as asked).
         return
     _remove_own_files(out, previous, settings)
+
+
+def _record(out: Path, meta: dict) -> None:
+    """Write ``out/dataset.json``, unless it holds these very bytes already: the same command re-run on a finished
+    dataset (to check that every pair is there) then writes nothing, and works on a read-only copy or mount; it
+    failed there, "cannot write dataset.json", over a file it would have rewritten unchanged."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if (out / "dataset.json").read_text() == json_text(meta):
+            return
+    write_json(out / "dataset.json", meta)
 
 
 def _holds_no_pair(out: Path) -> bool:
@@ -802,7 +812,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
                 "counts": {"pairs": pairs, "chunks": chunks, "sources": 0 if folder is None else len(folder.files),
                            "skipped": 0 if folder is None else len(folder.skipped)},
                 "skipped": [] if folder is None else folder.skipped}
-        write_json(out / "dataset.json", meta)  # first: it marks the folder as a resumable run
+        _record(out, meta)  # first: it marks the folder as a resumable run
         _remove_stray_temporaries(out)
         finished = (out / "manifest.jsonl").is_file()
         parts = _part_chunks(out)

@@ -1026,7 +1026,12 @@ def write_json(path: str | os.PathLike, obj) -> None:
     replaced). As ``json.dumps``: a float NaN or inf is written as ``NaN``/``Infinity`` (not strict JSON),
     a NumPy scalar is a TypeError (except ``np.float64``, a Python float)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json_text(obj))
+
+
+def json_text(obj) -> str:
+    """The text :func:`write_json` writes for ``obj`` (to tell whether a file already holds it)."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
 class NpzWriter:

@@ -191,6 +191,20 @@ def test_finished_run_rerun_is_a_no_op_and_killed_merge_finishes(tmp_path, photo
     assert _snapshot(out) == reference[1]
 
 
+def test_a_finished_dataset_rerun_writes_nothing(tmp_path, photos, recipe_file, reference, monkeypatch, capsys):
+    # (a read-only copy or mount: chmod cannot show it, as the tests may run as root, so every write fails instead)
+    out = tmp_path / "set"
+    shutil.copytree(reference[0], out)
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(out / "dataset.json"))
+    for name in ("write_json", "write_image", "atomic_path"):
+        monkeypatch.setattr(ds, name, read_only)
+    _run(out, photos, recipe_file)
+    assert "0 pairs written, 20/20 present, complete" in capsys.readouterr().out
+    assert _snapshot(out) == reference[1]
+
+
 def test_a_shard_run_in_a_finished_folder_does_not_call_another_shards_loss_complete(tmp_path, photos, recipe_file,
                                                                                    reference, capsys):
     out = tmp_path / "set"
