@@ -113,6 +113,18 @@ def _settings(recipe: Recipe, pairs: int, seed: int, folder: ImageFolder | None,
             "sharp": sources, "layout": layout, "recipe": recipe.to_dict()}
 
 
+def _as_recorded(out: Path, settings: dict) -> dict:
+    """``settings`` of a recipe file without a ``name`` (named after the file), or those ``out/dataset.json`` records
+    when they differ only in the recipe's name: the same recipe in a copy under another file name changes no pair,
+    and now resumes and verifies the dataset, under the name it was made with. It was refused as "--recipe a then,
+    b now" (a name the recipe gives itself still tells one recipe from another)."""
+    previous = _previous_settings(out) if out.is_dir() else None
+    if previous is None or not isinstance(previous.get("recipe"), dict):
+        return settings
+    unnamed = lambda s: {**s, "recipe": {**s["recipe"], "name": None}}  # noqa: E731
+    return previous if unnamed(previous) == unnamed(json.loads(json.dumps(settings))) else settings
+
+
 def _part_header(settings: dict) -> str:
     """The first line of a part file: the SHA-256 of ``settings`` as canonical JSON.
 
@@ -768,6 +780,7 @@ def _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, devi
     folder = None if sharp is None else ImageFolder.scan(sharp, recipe.input_size, sharp_name="--sharp",
                                                          crop_name="--crop", avoid=_links_into(out))
     settings = _settings(recipe, pairs, seed, folder, layout)
+    settings = settings if recipe.named else _as_recorded(out, settings)
     writer = _ChunkWriter(out, recipe, pairs, seed, folder, layout, device, _png_bits(recipe), _part_header(settings))
     return out, pairs, shard, settings, writer
 

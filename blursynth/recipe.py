@@ -94,6 +94,7 @@ class Recipe:
         sensor: keyword arguments of :class:`blursynth.sensor.SensorModel` (in TOML, the string
             ``"off"`` stands for None: TOML has no null).
         source: the file the recipe was read from (for messages), or ``"<dict>"``.
+        named: False for a recipe file without ``name``, named after the file (which a copy of it renames).
     """
 
     name: str = "default"
@@ -111,6 +112,7 @@ class Recipe:
     kernel_grid: tuple[int, int] = (3, 3)
     sensor: dict = field(default_factory=dict)
     source: str = field(default="<dict>", compare=False)
+    named: bool = field(default=True, compare=False)
 
     @property
     def margin(self) -> int:
@@ -164,7 +166,8 @@ class Recipe:
         """This recipe with another crop, ``(h, w)`` or one int for a square (8-16384 px; NumPy integers
         too), validated (an error names both)."""
         size = list(crop) if isinstance(crop, (list, tuple)) else [crop, crop]  # (_int takes NumPy integers)
-        return _parse({**self.to_dict(), "crop": size}, f"{self.source} with crop {'x'.join(map(str, size))}")
+        return dataclasses.replace(_parse({**self.to_dict(), "crop": size},
+                                          f"{self.source} with crop {'x'.join(map(str, size))}"), named=self.named)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "<dict>") -> "Recipe":
@@ -212,8 +215,9 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
         raise RecipeError(f"{path}: not valid TOML ({exc})") from None
     except OSError as exc:  # (a file that cannot be read: its permissions, an I/O error)
         raise RecipeError(f"{path}: cannot read the recipe file ({exc.strerror or exc})") from None
+    named = "name" in data
     data.setdefault("name", path.stem)
-    return _parse(data, str(path))
+    return dataclasses.replace(_parse(data, str(path)), named=named)
 
 
 # --- validation -----------------------------------------------------------------------------------

@@ -373,6 +373,21 @@ def test_a_part_file_of_an_older_blursynth_or_cut_short_is_made_again(tmp_path, 
     assert _snapshot(out) == reference[1]
 
 
+def test_the_same_recipe_under_another_file_name_resumes(tmp_path, photos, capsys):
+    # (a recipe without a name is named after its file: the copy's name differed, and the resume was refused)
+    first, copy = tmp_path / "mine.toml", tmp_path / "copy.toml"
+    for path in (first, copy):
+        path.write_text(RECIPE.replace('name = "tiny"\n', ""))
+    out = tmp_path / "set"
+    _run(out, photos, first)
+    made = _snapshot(out)
+    (out / "sharp" / "000003.png").unlink()
+    _run(out, photos, copy)
+    assert "16 pairs written, 20/20 present, complete" in capsys.readouterr().out
+    assert _snapshot(out) == made  # (dataset.json too: the recipe keeps the name it was made with)
+    _run(out, photos, copy, "--verify")
+
+
 def test_photos_are_identified_by_content_not_path(tmp_path, photos, recipe_file, reference):
     moved = tmp_path / "elsewhere"
     shutil.copytree(photos, moved)
