@@ -854,16 +854,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _joined_shard(argv: list[str]) -> list[str]:
-    """``argv`` with ``--shard -1/4`` as ``--shard=-1/4``: argparse takes a value starting with "-" for an
-    option ("expected one argument"), where parse_shard names the valid range."""
+JOINED = ("--shard", "--depth", "--focal-length")  # options whose value may start with "-" (see _joined_values)
+
+
+def _joined_values(argv: list[str]) -> list[str]:
+    """``argv`` with ``--shard -1/4`` as ``--shard=-1/4`` and ``--depth -inf`` as ``--depth=-inf``: argparse takes
+    a value starting with "-" for an option, unless it looks like a plain negative number (-1, -0.5; not -inf or
+    -1e3), and said "expected one argument", where the option's check names the valid range."""
     out: list[str] = []
     for a in argv:
-        if out and out[-1] == "--shard" and a[:1] == "-" and a[1:2].isdigit():
-            out[-1] = f"--shard={a}"
+        if out and out[-1] in JOINED and a[:1] == "-" and (a[1:2].isdigit() or _is_number(a)):
+            out[-1] = f"{out[-1]}={a}"
         else:
             out.append(a)
     return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -871,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     130/143 interrupted by SIGINT/SIGTERM) instead of exiting."""
     parser = build_parser()
     try:
-        args = parser.parse_args(_joined_shard(sys.argv[1:] if argv is None else argv))
+        args = parser.parse_args(_joined_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # --help, --version or a bad argument (already reported on one line)
         return int(exc.code or 0)
     try:

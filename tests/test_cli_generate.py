@@ -319,6 +319,16 @@ def test_bad_generate_arguments_fail_with_one_line(capsys, tmp_path, args, optio
     _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--trajectories", "50", "--quiet", *args], option)
 
 
+@pytest.mark.parametrize("args, allowed", [
+    (["--depth", "-inf"], "at least 0.01 metres"), (["--depth", "-1e-3"], "at least 0.01 metres"),
+    (["--depth", "-nan"], "at least 0.01 metres"), (["--focal-length", "-inf"], "at least 4 and at most 2000 mm"),
+])
+def test_a_value_that_starts_like_an_option_is_checked_as_a_value(capsys, tmp_path, args, allowed):
+    # (argparse took -inf or -1e-3, not plain negative numbers to it, for an option: "expected one argument")
+    err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--quiet", *args], args[0])
+    assert allowed in err and args[1] in err
+
+
 @pytest.mark.parametrize("args, option", [
     (["--model", "randomwalk"], "--model"), (["--kernel-size", "15"], "--kernel-size"), (["--fit", "error"], "--fit"),
     (["--exposure", "0.1", "0.2"], "--exposure"), (["--focal-length", "35"], "--focal-length"),
