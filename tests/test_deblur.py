@@ -696,6 +696,18 @@ def test_cli_refuses_to_replace_even_a_single_earlier_output(tmp_path, checkpoin
     assert (tmp_path / "out" / "a.png").read_bytes() == b"earlier"
 
 
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_cli_names_an_out_that_is_a_link_to_a_missing_folder(tmp_path, checkpoint, capsys, below):
+    # (it said "cannot create it (File exists)", as train and evaluate did before they named the link)
+    write_image(tmp_path / "in" / "a.png", np.random.default_rng(11).random((3, 20, 24)).astype(np.float32))
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    out = tmp_path / "link" / below
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'link'} is a link to {tmp_path / 'gone'}, which does not exist; make that folder" in err
+    assert err.count("\n") == 1 and not (tmp_path / "gone").exists()
+
+
 def test_cli_names_the_input_of_a_16_bit_file_it_cannot_write(tmp_path, checkpoint, capsys):
     # the file to rename or convert is the input, not the output that was never written
     write_image(tmp_path / "deep.png", np.random.default_rng(11).random((1, 20, 24)).astype(np.float32), bits=16)

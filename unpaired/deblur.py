@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -284,10 +285,17 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
 
     Raises:
         ValueError: nothing is written when an input does not exist, a destination would replace an
-            input, two inputs share a file name, ``out_dir`` is a file, or (without ``overwrite``) an output already exists.
+            input, two inputs share a file name, ``out_dir`` is a file, it or a folder above it is a link to a
+            missing folder, or (without ``overwrite``) an output already exists.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a folder; choose a folder")
+    # (a link to a folder that is gone, as a purged scratch disk leaves: "cannot create it (File exists)" once the
+    # checkpoint was loaded; worded as unpaired.train's --run-dir and evaluate's --json say it)
+    gone = next((p for p in (out_dir, *out_dir.parents) if p.is_symlink() and not p.exists()), None)
+    if gone is not None:
+        raise ValueError(f"--out {out_dir}: {gone} is a link to {os.readlink(gone)}, which does not exist; make that "
+                         "folder, or choose another --out")
     # (resolved, name) -> as given: a file named twice is deblurred once, but a link to it under another name
     # (b.png -> a.png) has an output of its own, which keying on the resolved path alone left out without a word
     sources: dict[tuple[Path, str], Path] = {}
