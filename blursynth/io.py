@@ -540,9 +540,26 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
         return None
     width, height = struct.unpack_from(">II", data, 16)
     _check_pixels(path, height, width)
-    if not _png_data_sound(chunks):
+    if not _png_data_sound(chunks) or not (_is_png16(path) or _pillow_takes_chunks(path, chunks)):
         return None
     return height, width
+
+
+def _pillow_takes_chunks(path: Path, chunks: list) -> bool:
+    """Whether Pillow, which decodes the PNGs that :func:`_read_png16` does not, takes the ancillary chunks of this
+    one (sound CRCs, laid out as :func:`_png_laid_out` checks). It refuses one whose body is cut short or will not
+    inflate (a pHYs of 2 bytes, an iCCP or zTXt of an unknown compression method), so such a PNG passed the probe and
+    stopped a ``--sharp`` run at its first pair. Those before the image data it parses on opening; those after, only
+    when it decodes: a PNG with any is left to the decode (:func:`_raw`), which says why it fails, as a read would."""
+    last = max(k for k, (kind, _) in enumerate(chunks) if kind == b"IDAT")
+    if len(chunks) > last + 2:  # (a chunk between the image data and IEND, the last)
+        return False
+    from PIL import Image
+    try:
+        with _pillow_unlimited(), Image.open(path, formats=["PNG"]):
+            return True
+    except Exception:
+        return False
 
 
 _PNG_ORIENTING = (b"Raw profile type exif\0", b"XML:com.adobe.xmp\0")  # text chunks Pillow reads EXIF from

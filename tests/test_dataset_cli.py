@@ -554,6 +554,23 @@ def test_png_with_sound_crcs_but_corrupt_data_is_skipped_at_the_scan(tmp_path, p
     assert meta["skipped"][0]["reason"].startswith("cannot be read as an image (")
 
 
+def test_a_png_whose_ancillary_chunk_the_decoder_refuses_is_skipped_at_the_scan(tmp_path, photos, recipe_file):
+    # (a pHYs cut to 2 bytes, its CRC sound: the scan kept it, and the run stopped at the first pair reading it)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = (photos / "rgb.png").read_bytes()
+    shutil.copy(photos / "rgb.png", folder / "rgb.png")
+    at = good.index(b"IDAT") - 4
+    chunk = b"pHYs\0\0"
+    (folder / "short.png").write_bytes(good[:at] + struct.pack(">I", 2) + chunk + struct.pack(">I", zlib.crc32(chunk))
+                                       + good[at:])
+    out = tmp_path / "set"
+    _run(out, folder, recipe_file, "--pairs", "4")
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["counts"]["skipped"] == 1 and meta["skipped"][0]["file"] == "short.png"
+    assert "Truncated pHYs chunk" in meta["skipped"][0]["reason"]
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_photo_that_fails_after_the_scan_says_how_to_go_on(tmp_path, photos, recipe_file, capsys, monkeypatch,
                                                              workers):
