@@ -606,6 +606,15 @@ def _remove_named_pairs(out: Path, chunk: int) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def _remove_other_layouts(out: Path, layout: str) -> None:
+    """Remove the folders of the other layouts, if empty: those of a shard made with the other --layout and copied in,
+    whose pairs :func:`_remove_named_pairs` deleted. Left empty, gt/ and lq/ beside sharp/ and blur/ made the merged
+    folder differ from one run's, and a loader pointed at them found no pair."""
+    for sub in [d for name, pair in LAYOUTS.items() if name != layout for d in pair]:
+        with contextlib.suppress(OSError):  # not there, or holds files (of a shard still to be made again, or yours)
+            (out / sub).rmdir()
+
+
 def _merge(out: Path, chunks: int) -> None:
     """Write ``manifest.jsonl`` from the records of all part files (not their headers), in order, and remove
     them; every chunk must be done (:func:`_part_done`)."""
@@ -852,6 +861,7 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         todo = [c for c in mine if not (c in closed and _files_present(out, c, pairs, layout))]
         for c in todo:
             _remove_named_pairs(out, c)
+        _remove_other_layouts(out, layout)
         size = lambda c: len(_chunk(c, pairs))  # noqa: E731
         try:
             with sigterm_interrupts(), tqdm(total=sum(map(size, mine)), initial=sum(map(size, mine)) - sum(map(size, todo)),

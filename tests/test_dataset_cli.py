@@ -69,6 +69,10 @@ def _snapshot(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def _folders(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir())
+
+
 def _run(out, photos, recipe_file, *extra, expect=0):
     """``blursynth dataset`` through the command line's entry point; checks the exit code."""
     args = ["dataset", "--out", str(out), "--pairs", "20", "--sharp", str(photos), "--recipe", str(recipe_file),
@@ -316,6 +320,7 @@ def test_shards_made_with_other_settings_are_made_again_not_mixed_in(tmp_path, p
         shutil.copytree(tmp_path / s, out, dirs_exist_ok=True)
     _run(out, photos, recipe_file)
     assert _snapshot(out) == reference[1]
+    assert _folders(out) == _folders(reference[0])  # (not gt/ and lq/ left empty beside sharp/ and blur/)
     # s0's copied last: its dataset.json names other settings, so the command is refused, then with --overwrite
     # (which deletes both shards' files, the folder's user file kept) makes every pair anew
     out = tmp_path / "other"
