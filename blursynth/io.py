@@ -253,6 +253,15 @@ def broken_link(path: Path) -> str:
     return f"broken symbolic link (to {os.readlink(path)}, {why}); fix or remove the link"
 
 
+def dead_link_above(folder: Path) -> str | None:
+    """For an output folder that is to be made: None, or what stops it and the fix (without the path) when
+    ``folder`` or a folder above it is a link to a missing folder (a purged scratch disk leaves such links:
+    making the folder failed with "File exists", late in a run). The caller adds "or choose another ...".
+    """
+    gone = next((p for p in (folder, *folder.parents) if p.is_symlink() and not p.exists()), None)
+    return None if gone is None else f"{gone} is a link to {os.readlink(gone)}, which does not exist; make that folder"
+
+
 def _nonempty_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.is_file():

@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from blursynth.io import temporary_glob
+from blursynth.io import dead_link_above, temporary_glob
 
 MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
@@ -548,12 +548,9 @@ def _check_run_dir(cfg: TrainConfig) -> None:
     run = Path(cfg.run_dir)
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--run-dir {cfg.run_dir}: is a file; choose a folder (it is made if missing)")
-    # (a link to a folder that is gone, as a purged scratch disk leaves: making the folder failed in a
-    # FileExistsError traceback, after the data was made)
-    gone = next((p for p in (run, *run.parents) if p.is_symlink() and not p.exists()), None)
-    if gone is not None:
-        raise ConfigError(f"--run-dir {cfg.run_dir}: {gone} is a link to {os.readlink(gone)}, which does not exist; "
-                          "make that folder, or choose another --run-dir")
+    # (a FileExistsError traceback, after the data was made)
+    if (gone := dead_link_above(run)) is not None:
+        raise ConfigError(f"--run-dir {cfg.run_dir}: {gone}, or choose another --run-dir")
     # (a file above it: making the folder failed in a NotADirectoryError traceback, after the data was made)
     above = next((p for p in run.absolute().parents if p.exists()), None)
     if not run.exists() and above is not None and not above.is_dir():

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import errno
 import math
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -32,8 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 from blursynth.interrupt import exit_code, sigterm_interrupts
-from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, first_line, read_image, temporary_target,
-                          write_image)
+from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, dead_link_above, first_line, read_image,
+                          temporary_target, write_image)
 from unpaired.config import pick_device, printable_stdout
 from unpaired.data import list_images
 from unpaired.models import build_generator, min_side, size_factor
@@ -290,12 +289,8 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a folder; choose a folder")
-    # (a link to a folder that is gone, as a purged scratch disk leaves: "cannot create it (File exists)" once the
-    # checkpoint was loaded; worded as unpaired.train's --run-dir and evaluate's --json say it)
-    gone = next((p for p in (out_dir, *out_dir.parents) if p.is_symlink() and not p.exists()), None)
-    if gone is not None:
-        raise ValueError(f"--out {out_dir}: {gone} is a link to {os.readlink(gone)}, which does not exist; make that "
-                         "folder, or choose another --out")
+    if (gone := dead_link_above(out_dir)) is not None:  # ("cannot create it (File exists)" once the checkpoint was loaded)
+        raise ValueError(f"--out {out_dir}: {gone}, or choose another --out")
     # (resolved, name) -> as given: a file named twice is deblurred once, but a link to it under another name
     # (b.png -> a.png) has an output of its own, which keying on the resolved path alone left out without a word
     sources: dict[tuple[Path, str], Path] = {}

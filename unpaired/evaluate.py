@@ -43,7 +43,8 @@ from tqdm import tqdm
 
 from blursynth.cli import non_negative_int, positive_int
 from blursynth.interrupt import exit_code, sigterm_interrupts
-from blursynth.io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, read_image, write_image, write_json
+from blursynth.io import (IMAGE_SUFFIXES, ImageError, check_pair_sizes, dead_link_above, read_image, write_image,
+                          write_json)
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device, printable_stdout, refuse
@@ -469,11 +470,8 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             continue
         if path.is_dir():
             parser.error(f"{option} {path}: is a folder; name a file in it, e.g. {path / example}")
-        # (a link to a folder that is gone passed, and the write failed after scoring, "File exists")
-        gone = next((parent for parent in path.parents if parent.is_symlink() and not parent.exists()), None)
-        if gone is not None:
-            parser.error(f"{option} {path}: {gone} is a link to {os.readlink(gone)}, which does not exist; make "
-                         "that folder, or choose another path")
+        if (gone := dead_link_above(path.parent)) is not None:  # (the write failed after scoring, "File exists")
+            parser.error(f"{option} {path}: {gone}, or choose another path")
         folder = next(parent for parent in path.parents if parent.exists())  # missing ones are created
         if not folder.is_dir():
             parser.error(f"{option} {path}: {folder} is not a folder; choose another path")
