@@ -1280,8 +1280,14 @@ def test_ddp_two_processes_match_one_process_with_double_batch(tmp_path, mode):
     w1, w2 = weights(one, 3), weights(two, 3)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-6, msg=k)
-    # only rank 0 wrote: one log line per step
-    assert [r["step"] for r in records(two) if "loss_pixel" in r] == [1, 2, 3]
+    # only rank 0 wrote: one log line per step, with the losses of the whole batch, the mean of the ranks'
+    # (rank 0's alone, of its half, were logged)
+    logged = [[r for r in records(run) if "loss_pixel" in r] for run in (one, two)]
+    assert [r["step"] for r in logged[1]] == [1, 2, 3]
+    for r1, r2 in zip(*logged):
+        assert r1.keys() == r2.keys()
+        for k in r1.keys() - {"seconds"}:
+            assert r2[k] == pytest.approx(r1[k], rel=1e-4), (r1["step"], k)
 
 
 def test_ddp_cyclegan_checkpoints_every_rank_pool(tmp_path):

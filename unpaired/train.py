@@ -203,6 +203,15 @@ def _finite(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.stack([t.detach().isfinite().all().to(device) for t in tensors]).all()
 
 
+def _rank_mean(values: dict[str, float], device: torch.device, world: int) -> dict[str, float]:
+    """``values`` (the same keys on every rank) averaged over the ``world`` ranks: the global batch's, as
+    each rank's loss is that of its own slice (rank 0's alone was logged). Float64, so the mean of equal
+    values is each of them (G's gradient norm, the same on every rank after DDP's averaging)."""
+    total = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(total)
+    return dict(zip(values, (total / world).tolist()))
+
+
 def _floats(state) -> list[torch.Tensor]:
     """The floating-point tensors of a state of nested dicts and lists (weights, Adam's moments)."""
     if torch.is_tensor(state):
@@ -669,6 +678,8 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
                     stop_if_diverged(done, {"the weights or Adam's moments": _floats(trained())})
                 if done % cfg.log_every == 0 or final:
                     last = {k: float(v.detach()) for k, v in losses.items()}
+                    if world > 1:  # the whole batch's: the mean of the ranks' (reduced at logged steps alone)
+                        last = _rank_mean(last, device, world)
                     bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()})
                     log({"step": done, "lr": lr, **last,
                          "seconds": round(time.time() - t0, 2)})
