@@ -192,6 +192,17 @@ def test_config_errors_name_the_option(tmp_path, text, match):
         config.parse_args(["--config", str(toml)])
 
 
+def test_workers_beyond_a_few_per_core_are_refused(monkeypatch, tmp_path):
+    # each worker is a process with a copy of the data: an absurd --workers forked until the run was killed
+    monkeypatch.setattr(config, "usable_cores", lambda: 2, raising=False)
+    run = ["--run-dir", str(tmp_path / "r")]
+    assert config.parse_args(["--workers", "8", *run]).workers == 8
+    for workers in ("9", "99999999999999999999"):
+        with pytest.raises(config.ConfigError, match=rf"^--workers must be at most 8 \(4 per core; this process may "
+                                                     rf"use 2\), got {workers}$"):
+            config.parse_args(["--workers", workers, *run])
+
+
 def test_config_missing_file_and_bad_flag(tmp_path):
     with pytest.raises(config.ConfigError, match="no such file"):
         config.parse_args(["--config", str(tmp_path / "none.toml")])

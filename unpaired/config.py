@@ -25,7 +25,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from blursynth.io import dead_link_above, temporary_glob
+from blursynth.io import dead_link_above, temporary_glob, usable_cores
 
 MODES = ("paired", "cyclegan", "reblur")
 GENERATORS = ("unet", "resnet")
@@ -58,6 +58,10 @@ BLUR_MODEL_ONLY = {"blur_kernel": ("kernel", "shake"), "blur_recipe": ("shake",)
 # The trainer seeds each process's RNG and image pools with seed * 1000 + rank, and blursynth.rng takes
 # seeds below 2**63 (larger ones would repeat smaller ones' draws): room for 1000 ranks.
 MAX_SEED = (2 ** 63 - 1000) // 1000
+# DataLoader workers per core this process may use: each is a process holding a copy of the data set,
+# so an absurd --workers forked until the system killed the run for memory; a few per core still
+# lets workers that wait on a slow disk overlap, beyond which they only compete for the cores.
+WORKERS_PER_CORE = 4
 
 
 class ConfigError(ValueError):
@@ -96,7 +100,7 @@ class TrainConfig:
     val_crop: int = 128                    # centre crop side of validation images
     val_size: int = 32                     # number of validation pairs
     batch: int = 8                         # crops per step per process
-    workers: int = 0                       # DataLoader worker processes
+    workers: int = 0                       # DataLoader worker processes (at most 4 per core this process may use)
     # models
     generator: str | None = None           # unet | resnet (reference CycleGAN); default: resnet cyclegan, else unet
     ngf: int = 16                          # generator base width (CPU-sized; the reference CycleGAN uses 64)
@@ -179,6 +183,10 @@ class TrainConfig:
         for name in ("val_size", "workers", "n_blocks", "pool_size", "seed", "pair_pool"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        most = WORKERS_PER_CORE * usable_cores()  # (per process: under torchrun each has its own)
+        if self.workers > most:  # (a resume from a larger machine's run too: its config.json holds its --workers)
+            raise ConfigError(f"--workers must be at most {most} ({WORKERS_PER_CORE} per core; this process may use "
+                              f"{usable_cores()}), got {self.workers}")
         if self.seed > MAX_SEED:  # (else refused by blursynth.rng mid-run, naming a derived seed, not --seed)
             raise ConfigError(f"--seed must be at most {MAX_SEED} (each process draws from seed * 1000 + its rank, "
                               f"which must stay below 2**63), got {self.seed}")
