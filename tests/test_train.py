@@ -50,8 +50,9 @@ def assert_same_state(a, b, where="checkpoint"):
 def assert_resumed_as_uninterrupted(a: Path, b: Path, step: int) -> None:
     """Run b (stopped and resumed) saved at ``step`` the checkpoint run a saved, bit for bit: weights,
     optimiser moments, AMP scaler, pools, RNG states and bests; its config differs only in where
-    the run is and that it was resumed."""
+    the run is and that it was resumed, and its ``seconds`` (the time it trained) are its own."""
     sa, sb = (torch.load(r / "checkpoints" / f"step_{step:07d}.pt", weights_only=False) for r in (a, b))
+    assert sa.pop("seconds") >= 0 and sb.pop("seconds") >= 0
     for cfg, run, resumed in ((sa["config"], a, None), (sb["config"], b, str(b))):
         assert cfg.pop("run_dir") == str(run) and cfg.pop("resume") == resumed
     assert_same_state(sa, sb)
@@ -350,6 +351,28 @@ def test_logged_seconds_are_the_time_since_the_run_began(tmp_path):
     seconds = [r["seconds"] for r in records(run) if "lr" in r]
     assert len(seconds) == 3 and seconds == sorted(seconds)
     assert 0 <= seconds[0] and seconds[-1] <= took + 0.01  # (rounded to 0.01 s)
+
+
+def test_logged_seconds_go_on_across_a_resume(tmp_path, monkeypatch):
+    # they restarted at 0 on every resume; they go on from the checkpoint's (of a checkpoint older than
+    # those, from the last logged). A clock that moves 10 s at each reading, so no step's time is measured.
+    import itertools
+    import types
+    from unpaired import train
+    clock = itertools.count(1000.0, 10.0)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(time=lambda: next(clock)))
+    opts = TINY + ["--steps", "4", "--eval-every", "100", "--device", "cpu"]
+    for old in (False, True):
+        run = tmp_path / f"old{old}"
+        main(opts + ["--stop-at", "2", "--run-dir", str(run)])
+        if old:  # (as trainers before the field wrote it)
+            path = run / "checkpoints" / "step_0000002.pt"
+            state = torch.load(path, weights_only=False)
+            del state["seconds"]
+            torch.save(state, path)
+        main(["--resume", str(run), "--no-progress"])
+        seconds = [r["seconds"] for r in records(run) if "lr" in r]
+        assert len(seconds) == 4 and all(a < b for a, b in zip(seconds, seconds[1:])), (old, seconds)
 
 
 def test_the_perceptual_loss_is_weighed_by_perceptual(tmp_path, monkeypatch):

@@ -16,8 +16,9 @@ Run folder (``--run-dir``): ``config.json``, ``metrics.jsonl`` (one JSON record 
 ``samples/step_NNNNNNN.png`` (rows of blurry | output | sharp), ``checkpoints/step_NNNNNNN.pt`` (last
 ``--keep-last``), ``checkpoints/best.pt`` (highest validation PSNR) and, in reblur mode with photos,
 ``checkpoints/best_reblur.pt`` (lowest re-blur error on them). Checkpoints hold models,
-optimisers, AMP scaler, every rank's image pools and RNG state, and the step (the learning-rate
-schedule is a function of the step), so ``--resume RUN_DIR`` continues exactly
+optimisers, AMP scaler, every rank's image pools and RNG state, the step (the learning-rate
+schedule is a function of the step) and the training time (the logged ``seconds`` go on from it), so
+``--resume RUN_DIR`` continues exactly
 where the run stopped. A new run in a folder that holds one is refused unless ``--overwrite`` (which
 removes that run's files and nothing else). Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel
 (gloo on CPU, nccl on CUDA) and only rank 0 writes. On CUDA, mixed precision and channels-last are on.
@@ -392,7 +393,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
              "blur": ImagePool(cfg.pool_size, cfg.seed * 1000 + rank, 1)}
 
     # ---- resume (else: seed the global RNG, which draws the kernels and noise of a kernel-blur F)
-    start, best, best_reblur = 0, -float("inf"), float("inf")
+    start, best, best_reblur, elapsed = 0, -float("inf"), float("inf"), 0.0
     end = cfg.steps if cfg.stop_at < 0 else min(cfg.steps, cfg.stop_at)
     torch.manual_seed(cfg.seed * 1000 + rank)
     if state is not None:
@@ -426,6 +427,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             if device.type == "cuda" and mine.get("cuda") is not None:
                 torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
         start, best, best_reblur = state["step"], state["best"], state.get("best_reblur", float("inf"))
+        elapsed = _seconds_before(state, run / "metrics.jsonl", start)  # (the logged "seconds" go on from it)
         if start > end:  # (name the option that set the end: blaming "--stop-at -1" for a short --steps misled)
             option = f"--stop-at {cfg.stop_at}" if 0 < cfg.stop_at < cfg.steps else f"--steps {cfg.steps}"
             raise ValueError(f"{option}: the run in {run} is already at step {start}")
@@ -502,8 +504,8 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             pool_states, rng_states = [g[0] for g in gathered], [g[1] for g in gathered]
         if not master:
             return
-        state = {"step": step, "config": cfg.to_dict(), "generator_spec": spec, "best": best,
-                 "best_reblur": best_reblur, "data_files": data_files,
+        state = {"step": step, "seconds": time.time() - t0, "config": cfg.to_dict(), "generator_spec": spec,
+                 "best": best, "best_reblur": best_reblur, "data_files": data_files,
                  "validation": val_digest, "validation_photos": photos_digest, **trained(),
                  "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
         path = ckpt_dir / (name or f"step_{step:07d}.pt")
@@ -594,7 +596,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
     bar = tqdm(total=end - start, initial=0, desc=f"{cfg.mode} steps {start}->{end}",
                disable=not (master and cfg.progress), dynamic_ncols=True)
     identity = cfg.lambda_identity > 0
-    t0, last = time.time(), {}
+    t0, last = time.time() - elapsed, {}  # (the run's training time, its earlier invocations' included)
     done = start
     batches = iter(loader)
     with _stop_requests(world == 1) as stop:
@@ -794,6 +796,17 @@ def _records(path: Path) -> list[tuple[dict, str]]:
             if isinstance(record, dict) and isinstance(record.get("step"), int):
                 records.append((record, line))
     return records
+
+
+def _seconds_before(state: dict, metrics: Path, step: int) -> float:
+    """The training time of a run before the ``step`` it resumes at: its checkpoint's ``"seconds"``; of a
+    checkpoint older than them, the last ``seconds`` logged up to that step (what came after that line is
+    lost), or 0 when none was."""
+    if "seconds" in state:
+        return state["seconds"]
+    logged = [r["seconds"] for r, _ in (_records(metrics) if metrics.is_file() else [])
+              if r["step"] <= step and isinstance(r.get("seconds"), (int, float))]
+    return float(logged[-1]) if logged else 0.0
 
 
 def _remove_temporaries(run: Path) -> None:
