@@ -430,6 +430,18 @@ def test_a_resume_may_change_the_learning_rate(tmp_path):
     assert json.loads((run / "config.json").read_text())["lr"] == 1e-4  # (kept by the next resume)
 
 
+def test_the_run_keeps_its_input_paths_absolute(tmp_path, monkeypatch):
+    # a resume reads them from config.json: relative ones were taken from the folder it was run in
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(__file__).parents[1] / "datasets" / "default.toml", tmp_path / "mine.toml")
+    argv = ["--mode", "cyclegan", "--blurry", "b", "--sharp", "../s", "--blur-model", "shake", "--run-dir", "r"]
+    kept = config.kept(config.parse_args(argv + ["--blur-recipe", "mine.toml"]))
+    assert (kept["blurry"], kept["sharp"], kept["blur_recipe"]) == (str(tmp_path / "b"), str(tmp_path / ".." / "s"),
+                                                                    str(tmp_path / "mine.toml"))
+    assert kept["run_dir"] == "r" and kept["pairs"] is None  # (a resume replaces run_dir by its folder)
+    assert config.kept(config.parse_args(argv))["blur_recipe"] == "default"  # a name, not a path
+
+
 # ---------------------------------------------------------------- runs
 
 

@@ -1,5 +1,6 @@
 """--mode reblur: the kernel predictor, the re-blur formation and losses, and runs of the trainer."""
 
+import json
 import re
 from pathlib import Path
 
@@ -267,6 +268,23 @@ def test_a_reblur_run_trains_both_networks_and_deblur_reads_it(tmp_path, capsys)
     assert all(r["loss_kernel"] > 0 and r["loss_reblur"] > 0 for r in logged)
     net, _ = load_generator(run / "checkpoints" / "best.pt")  # inference needs G alone
     assert net(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+
+
+def test_a_resume_from_another_folder_reads_the_photos_the_run_was_given(tmp_path, monkeypatch):
+    # config.json kept --blurry photos as given, and a resume took it from the folder it was run in: it
+    # read the photos there (or stopped on none); its paths are now absolute
+    photos = _photos(tmp_path / "photos")
+    (tmp_path / "elsewhere").mkdir()
+    _photos(tmp_path / "elsewhere" / "photos", n=2, side=48)  # (other photos under the same relative name)
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = TINY_REBLUR + ["--blurry", "photos", "--eval-every", "100", "--steps", "4"]
+    monkeypatch.chdir(tmp_path)
+    main(opts + ["--run-dir", str(a)])
+    main(opts + ["--stop-at", "2", "--run-dir", str(b)])
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    main(["--resume", str(b), "--no-progress"])
+    assert_resumed_as_uninterrupted(a, b, 4)
+    assert json.loads((b / "config.json").read_text())["blurry"] == str(photos)
 
 
 def test_reblur_resume_on_photos_equals_uninterrupted(tmp_path):

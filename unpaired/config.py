@@ -587,10 +587,24 @@ def _check_run_dir(cfg: TrainConfig) -> None:
                           "continue it, --overwrite to replace it, or choose another --run-dir")
 
 
+def kept(cfg: TrainConfig) -> dict:
+    """``cfg.to_dict()`` as a run keeps it (``config.json``, checkpoints): its input paths absolute. A resume
+    reads them from ``config.json``, and relative ones were taken from where it was run, not from where
+    the run began (other data, or none). ``run_dir`` stays as given: a resume replaces it by its folder."""
+    from blursynth.recipe import recipe_names
+    values = cfg.to_dict()
+    for name in PATH_OPTIONS:
+        value = values[name]
+        recipe = name == "blur_recipe" and Path(value).suffix != ".toml" and value in recipe_names()
+        if name != "run_dir" and value is not None and not recipe:
+            values[name] = str(Path(value).absolute())
+    return values
+
+
 def save(cfg: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as JSON (atomically)."""
+    """Write the resolved config as JSON (atomically), as :func:`kept`."""
     from blursynth.io import write_json
-    write_json(path, cfg.to_dict())
+    write_json(path, kept(cfg))
 
 
 __all__ = ["TrainConfig", "ConfigError", "parse_args", "load_toml", "from_mapping", "build_parser", "save"]

@@ -504,7 +504,7 @@ def _train(cfg: config_mod.TrainConfig, held: contextlib.ExitStack) -> dict:
             pool_states, rng_states = [g[0] for g in gathered], [g[1] for g in gathered]
         if not master:
             return
-        state = {"step": step, "seconds": time.time() - t0, "config": cfg.to_dict(), "generator_spec": spec,
+        state = {"step": step, "seconds": time.time() - t0, "config": config_mod.kept(cfg), "generator_spec": spec,
                  "best": best, "best_reblur": best_reblur, "data_files": data_files,
                  "validation": val_digest, "validation_photos": photos_digest, **trained(),
                  "scaler": scaler.state_dict(), "pools": pool_states, "rng": rng_states}
