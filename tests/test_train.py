@@ -309,6 +309,7 @@ def test_a_run_folder_holding_only_checkpoints_holds_a_run(tmp_path):
     # a run stopped (--stop-at) before its first log line has checkpoints and no metrics.jsonl
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "step_0000003.pt").write_bytes(b"")
+    config.save(config.TrainConfig().resolve(), tmp_path / "run" / "config.json")  # (without it: the test below)
     with pytest.raises(config.ConfigError, match=r"holds a run \(checkpoints\); pass --resume"):
         config.parse_args(["--out", str(tmp_path / "run")])
 
@@ -1250,6 +1251,26 @@ def test_a_file_where_the_run_keeps_a_folder_is_refused_before_the_data_is_made(
     for argv in (["--resume", str(run)], TINY + ["--steps", "1", "--overwrite", "--run-dir", str(run)]):
         with refused(pattern):
             cli(argv + ["--no-progress"])
+
+
+def test_a_run_that_lost_its_config_json_gets_the_same_advice_either_way(tmp_path, refused):
+    # a new run in the folder said "pass --resume", and --resume said "no config.json there; pass the run folder"
+    run = tmp_path / "run"
+    main(TINY + ["--steps", "2", "--stop-at", "1", "--eval-every", "100", "--run-dir", str(run)])
+    (run / "config.json").unlink()
+    at = re.escape(str(run))
+    advice = (rf"{at}: holds a run \(metrics.jsonl\) but not its config.json, which --resume needs \(it holds the "
+              r"run's options\); put it back \(each checkpoints/step_\*.pt holds a copy of it, under the key "
+              rf"'config'\) and continue with --resume {at}, start the run again with --overwrite, or choose "
+              "another --run-dir$")
+    new_run = TINY + ["--steps", "2", "--run-dir", str(run)]
+    for argv, option in ((new_run, "--run-dir"), (["--resume", str(run)], "--resume")):
+        with refused(f"^error: {option} {advice}"):
+            cli(argv + ["--no-progress"])
+    state = torch.load(run / "checkpoints" / "step_0000001.pt", weights_only=False)
+    (run / "config.json").write_text(json.dumps(state["config"]))  # as the line says
+    main(["--resume", str(run), "--no-progress"])
+    assert [r["step"] for r in records(run) if "lr" in r] == [1, 2]
 
 
 def test_command_line_reports_errors_in_one_line(tmp_path, refused):

@@ -497,7 +497,8 @@ def _saved_config(run_dir: str) -> TrainConfig:
     """The options a run in ``run_dir`` was started with, less the per-invocation ones."""
     saved = Path(run_dir) / "config.json"
     if not saved.is_file():
-        raise ConfigError(f"--resume {run_dir}: no config.json there; pass the run folder "
+        lost = _config_lost(Path(run_dir), f"--resume {run_dir}")
+        raise ConfigError(lost or f"--resume {run_dir}: no config.json there; pass the run folder "
                           "that an earlier `python -m unpaired.train` wrote")
     try:
         values = json.loads(saved.read_text(encoding="utf-8"))
@@ -509,6 +510,20 @@ def _saved_config(run_dir: str) -> TrainConfig:
     for name in PER_INVOCATION:  # options of the interrupted invocation, not of the run
         values.pop(name, None)
     return from_mapping(values, where=str(saved))
+
+
+def _config_lost(run: Path, option: str) -> str | None:
+    """The error for a run folder that holds a run (metrics or checkpoints) but not its config.json (removed
+    by hand), the same whether it was given to --resume or to a new run: each told the user to use the
+    other. None for a folder without either."""
+    held = [name for name in ("metrics.jsonl", "checkpoints") if (run / name).exists()]
+    if not held or (run / "config.json").exists():
+        return None
+    copy = (" (each checkpoints/step_*.pt holds a copy of it, under the key 'config')"
+            if any(run.glob("checkpoints/step_*.pt")) else "")
+    return (f"{option}: holds a run ({held[0]}) but not its config.json, which --resume needs (it holds the run's "
+            f"options); put it back{copy} and continue with --resume {run}, start the run again with --overwrite, "
+            "or choose another --run-dir")
 
 
 def _check_resume(cfg: TrainConfig, saved: TrainConfig, given: set[str]) -> None:
@@ -582,6 +597,9 @@ def _check_run_dir(cfg: TrainConfig) -> None:
                               "choose another --run-dir") from None
     # metrics or checkpoints mean steps were trained (a start that failed leaves only config.json)
     held = [name for name in ("metrics.jsonl", "checkpoints") if (run / name).exists()]
+    lost = _config_lost(run, f"--run-dir {cfg.run_dir}")  # (--resume would be refused as well: say why)
+    if lost and not cfg.overwrite:
+        raise ConfigError(lost)
     if held and not cfg.overwrite:  # a new run would mix its metrics and checkpoints in
         raise ConfigError(f"--run-dir {cfg.run_dir}: holds a run ({held[0]}); pass --resume {cfg.run_dir} to "
                           "continue it, --overwrite to replace it, or choose another --run-dir")
