@@ -410,14 +410,13 @@ def test_png_probe_checks_the_chunks_and_leaves_the_rest_to_reading(tmp_path):
 @pytest.mark.parametrize("after", [False, True])
 def test_an_8bit_png_whose_ancillary_chunk_pillow_refuses_is_refused_by_the_probe_too(tmp_path, kind, body, after):
     # (sound CRCs, so the probe measured it from its header; Pillow refuses the chunk's body at reading, and a
-    # --sharp run stopped at its first pair from that photo)
+    # --sharp run stopped at its first pair from that photo. Which bodies Pillow refuses depends on its release:
+    # 10.0 takes an iCCP of an unknown compression method, 13 does not; the probe must agree with the read.)
     plain = png_bytes(_ramp(h=48, w=64))
     at = len(plain) - 12 if after else plain.index(b"IDAT") - 4
     (tmp_path / "bad.png").write_bytes(plain[:at] + _chunk(kind, body) + plain[at:])
-    with pytest.raises(ImageError, match="bad.png: cannot be read as an image"):
-        read_image(tmp_path / "bad.png")
-    with pytest.raises(ImageError, match="bad.png: cannot be read as an image"):
-        probe_image(tmp_path / "bad.png")
+    refused = _probe_agrees(tmp_path / "bad.png")
+    assert refused or (kind, bool(body)) == (b"iCCP", True)  # (every other one is refused by every Pillow here)
     # one it takes is still measured from the header, without decoding
     (tmp_path / "good.png").write_bytes(_with_chunk(plain, kind, b"\0\0\x0b\x13\0\0\x0b\x13\1" if kind == b"pHYs" else
                                                     b"\0" if kind == b"sRGB" else b"Comment\0\0" + zlib.compress(b"x")))
