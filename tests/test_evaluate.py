@@ -714,3 +714,18 @@ def test_the_grid_has_a_column_for_the_estimated_kernel(tmp_path):
         result = evaluate.evaluate(pairs, restore, channels=1, reference=reference, progress=False)
         evaluate.write_grid(tmp_path / f"{name}.png", result["images"])
         assert iio.imread(tmp_path / f"{name}.png").shape[1] == columns * (SIZE + 4) + 4, name
+
+
+@pytest.mark.parametrize("where, blurry", [("blur", "."), ("blur/inner", "..")])
+def test_the_kernels_beside_a_blurry_folder_given_as_dot_are_found(tmp_path, monkeypatch, where, blurry):
+    # (Path(".").parent is "." itself: run inside blur/, the kernels were looked for in blur/kernels,
+    # and the pairs silently had no kernels, so no error ratios, and non-blind methods refused them)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "0.png", _u8(np.stack([_scene(1)] * 3, -1)))
+    (tmp_path / "kernels").mkdir()
+    np.save(tmp_path / "kernels" / "0.npy", _kernel(1))
+    (tmp_path / "blur" / "inner").mkdir()
+    monkeypatch.chdir(tmp_path / where)
+    pairs = evaluate.folder_pairs(blurry, tmp_path / "sharp")
+    assert pairs[0].kernel is not None and pairs[0].kernel.resolve() == tmp_path / "kernels" / "0.npy"

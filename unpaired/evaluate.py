@@ -131,8 +131,11 @@ def folder_pairs(blurry: str | Path, sharp: str | Path, kernels: str | Path | No
     for folder, option in ((blurry, "--blurry"), (sharp, "--sharp")):
         if not folder.is_dir():
             raise EvaluationError(f"{option} {folder}: not a folder")
-    if kernels is None and (blurry.parent / "kernels").is_dir():
-        kernels = blurry.parent / "kernels"
+    # (the folder above --blurry: Path(".").parent is "." itself and Path("..").parent is ".", so run in
+    # the dataset's blur/ with --blurry . the kernels were looked for inside it, and silently not found)
+    beside = (blurry.parent if blurry.name not in ("", "..") else Path(os.path.abspath(blurry)).parent) / "kernels"
+    if kernels is None and beside.is_dir():
+        kernels = beside
     kernels = Path(kernels) if kernels is not None else None
     if kernels is not None and not kernels.is_dir():
         raise EvaluationError(f"--kernels {kernels}: not a folder")
