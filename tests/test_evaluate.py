@@ -729,3 +729,15 @@ def test_the_kernels_beside_a_blurry_folder_given_as_dot_are_found(tmp_path, mon
     monkeypatch.chdir(tmp_path / where)
     pairs = evaluate.folder_pairs(blurry, tmp_path / "sharp")
     assert pairs[0].kernel is not None and pairs[0].kernel.resolve() == tmp_path / "kernels" / "0.npy"
+
+
+@pytest.mark.parametrize("option", ["--sharp", "--blurry", "--checkpoint", "--json", "--grid"])
+def test_an_empty_path_option_is_refused(tmp_path, capsys, monkeypatch, option):
+    # ("" is the current folder: --sharp "$SHARP" run in blur/ scored the blurry images against themselves)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "0.png", _u8(np.stack([_scene(1)] * 3, -1)))
+    monkeypatch.chdir(tmp_path / "blur")
+    args = {"--blurry": ".", "--sharp": "../sharp", option: " " if option == "--json" else ""}
+    code, err = _refused(["--benchmark", "folder", *[x for item in args.items() for x in item]], capsys)
+    assert code == 2 and f"argument {option}: empty; give a path (an unset shell variable?)" in err

@@ -425,27 +425,36 @@ def write_grid(path: str | Path, images: list[dict], max_rows: int = 32) -> None
 # Command line
 
 
+def _path(text: str) -> Path:
+    """A path option's value. An empty one (an unset shell variable) is refused: Path("") is the current
+    folder, so --sharp "$SHARP" in blur/ scored the blurry images against themselves, and --checkpoint
+    "$CKPT" in a run folder scored that run (as deblur and train refuse it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give a path (an unset shell variable?) or '.' for the current folder")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m unpaired.evaluate", description=__doc__.split("\n\n")[0],
                                 epilog="Example: python -m unpaired.evaluate --benchmark levin --data "
                                        "../shared/data/levin2009 --method hyperlaplacian --json out.json")
     p.add_argument("--benchmark", choices=("levin", "folder"), required=True,
                    help="levin: the Levin 2009 layout under --data; folder: --blurry/--sharp folders")
-    p.add_argument("--data", type=Path, help="levin: folder with sharp/, blurry/, kernels/")
-    p.add_argument("--blurry", type=Path, help="folder: blurry images (e.g. a dataset's blur/)")
-    p.add_argument("--sharp", type=Path, help="folder: sharp images with the same names")
-    p.add_argument("--kernels", type=Path, help="folder: true kernels {name}.npy (default: kernels/ beside --blurry)")
+    p.add_argument("--data", type=_path, help="levin: folder with sharp/, blurry/, kernels/")
+    p.add_argument("--blurry", type=_path, help="folder: blurry images (e.g. a dataset's blur/)")
+    p.add_argument("--sharp", type=_path, help="folder: sharp images with the same names")
+    p.add_argument("--kernels", type=_path, help="folder: true kernels {name}.npy (default: kernels/ beside --blurry)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--method", default="identity", choices=["identity", *deconv.METHODS],
                         help="non-blind method run with the TRUE kernels, or identity (score the blurry input)")
-    source.add_argument("--checkpoint", type=Path, help="a trained model: a run folder of unpaired.train (its "
+    source.add_argument("--checkpoint", type=_path, help="a trained model: a run folder of unpaired.train (its "
                         "checkpoints/best.pt, else its latest step_*.pt) or a checkpoint file")
     p.add_argument("--radius", type=non_negative_int,
                    help="shift search radius in px (default: 10 for levin, 0 for folder)")
     p.add_argument("--border", type=non_negative_int, help="border crop in px (default: 15 for levin, 0 for folder)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--json", type=Path, help="write the means and per-image records here")
-    p.add_argument("--grid", type=Path, help="write a contact sheet here, in the format of its suffix (e.g. .png)")
+    p.add_argument("--json", type=_path, help="write the means and per-image records here")
+    p.add_argument("--grid", type=_path, help="write a contact sheet here, in the format of its suffix (e.g. .png)")
     p.add_argument("--grid-rows", type=positive_int, default=32, help="at most this many pairs in the grid")
     p.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
     return p
