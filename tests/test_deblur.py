@@ -796,3 +796,35 @@ def test_a_reblur_run_folder_names_its_other_best_checkpoint(tmp_path, checkpoin
                  "--tile", "16", "--overlap", "4", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert f"checkpoint: {ckpts / 'best.pt'} (the run's other choice" in err and f"{ckpts / 'best_reblur.pt'})" in err
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 128512512 bytes. Error code 12 (Cannot allocate memory)"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    MemoryError("Unable to allocate 1.5 GiB for an array")])
+def test_an_image_too_large_for_memory_is_named_with_the_fix_and_the_others_are_deblurred(
+        tmp_path, checkpoint, capsys, monkeypatch, error):
+    # (a traceback that lost every later file and did not say that a smaller --tile needs less memory)
+    rng = np.random.default_rng(8)
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 20)).astype(np.float32))
+    real, calls = deblur.deblur_image, []
+
+    def first_too_big(net, image, *args, **kwargs):  # (a.png, the first in order)
+        calls.append(image.shape)
+        if len(calls) == 1:
+            raise error
+        return real(net, image, *args, **kwargs)
+    monkeypatch.setattr(deblur, "deblur_image", first_too_big)
+    args = [str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(args + ["--tile", "2048"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "a.png: out of memory (" in err and "lower --tile (now 2048" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("not about memory")
+    monkeypatch.setattr(deblur, "deblur_image", broken)
+    with pytest.raises(RuntimeError, match="not about memory"):  # (other errors are bugs: not hidden)
+        main(args + ["--overwrite"])

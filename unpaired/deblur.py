@@ -20,6 +20,7 @@ import argparse
 import errno
 import math
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -279,6 +280,14 @@ def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, f
 _OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation that failed: CUDA's OutOfMemoryError, NumPy's MemoryError, or the
+    CPU allocator's RuntimeError (which has no class of its own, only its message)."""
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and re.search(r"can't allocate memory|not enough memory|out of memory",
+                                                    str(exc)) is not None)
+
+
 def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tuple[Path, Path]]:
     """``(source, destination)`` for each input file, or each image of an input folder (sorted).
 
@@ -401,6 +410,13 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{len(plan) - done - 1} file(s) not tried: --out {out_dir} cannot take more; free space and "
                       "run the same command again with --skip-existing", file=sys.stderr)
                 return 1
+        except (RuntimeError, MemoryError) as exc:  # (a traceback that lost the files after it; smaller ones may fit)
+            if not out_of_memory(exc):
+                raise
+            failed += 1
+            print(f"error: {src}: out of memory ({first_line(exc)}); lower --tile (now {args.tile}: memory grows "
+                  "with its square) or free memory, and run again with --skip-existing for the files not written",
+                  file=sys.stderr)
     if failed:
         print(f"{failed} of {len(plan)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
