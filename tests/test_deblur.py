@@ -828,3 +828,21 @@ def test_an_image_too_large_for_memory_is_named_with_the_fix_and_the_others_are_
     monkeypatch.setattr(deblur, "deblur_image", broken)
     with pytest.raises(RuntimeError, match="not about memory"):  # (other errors are bugs: not hidden)
         main(args + ["--overwrite"])
+
+
+def test_a_reader_that_stops_reading_stdout_fails_no_file(tmp_path, checkpoint, capsys, monkeypatch):
+    # (deblur ... | head -1: the BrokenPipeError of each later "src -> dst" line, an OSError, counted that
+    # written output as a failed file: "error: [Errno 32] Broken pipe", "2 of 3 file(s) failed", exit status 1)
+    read, write = os.pipe()
+    os.close(read)  # (the reader is gone)
+    stdout = open(write, "w", buffering=1)  # (line by line, as a terminal, so the first line meets the gone reader)
+    monkeypatch.setattr("sys.stdout", stdout)
+    rng = np.random.default_rng(9)
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / "in" / name, rng.random((3, 20, 20)).astype(np.float32))
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+                 "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "Broken pipe" not in err and "failed" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
+    stdout.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import pickle
 import re
 import sys
@@ -336,6 +337,15 @@ def _remove_temporaries(out_dir: Path, plan: list[tuple[Path, Path]]) -> None:
             path.unlink(missing_ok=True)
 
 
+def _say(line: str) -> None:
+    """Print ``line`` on stdout. Once its reader is gone (``| head``), stdout goes to /dev/null and the run goes
+    on: the BrokenPipeError, an OSError, counted each written output after it as a failed file."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (also for the flush at exit)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unpaired.deblur",
                                      description="Deblur images with a generator trained by unpaired.train.")
@@ -402,7 +412,7 @@ def _run(args: argparse.Namespace) -> int:
     for done, (src, dst) in enumerate(tqdm(plan, desc="deblur", disable=len(plan) < 2 or args.quiet)):
         try:
             deblur_file(net, src, dst, args.tile, args.overlap, factor, device, progress=not args.quiet)
-            print(f"{src} -> {dst}")
+            _say(f"{src} -> {dst}")
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)
