@@ -741,3 +741,21 @@ def test_an_empty_path_option_is_refused(tmp_path, capsys, monkeypatch, option):
     args = {"--blurry": ".", "--sharp": "../sharp", option: " " if option == "--json" else ""}
     code, err = _refused(["--benchmark", "folder", *[x for item in args.items() for x in item]], capsys)
     assert code == 2 and f"argument {option}: empty; give a path (an unset shell variable?)" in err
+
+
+def test_a_reader_that_stops_reading_the_table_loses_no_output(tmp_path, monkeypatch):
+    # (evaluate ... --json r.json | head: a table longer than the pipe holds ended in a BrokenPipeError
+    # traceback once everything was scored, and --json and --grid were never written)
+    read, write = os.pipe()
+    os.close(read)  # (the reader is gone)
+    stdout = open(write, "w", buffering=1)
+    monkeypatch.setattr("sys.stdout", stdout)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "0.png", _u8(np.stack([_scene(1)] * 3, -1)))
+    out = evaluate.main(["--benchmark", "folder", "--blurry", str(tmp_path / "blur"), "--sharp",
+                         str(tmp_path / "sharp"), "--json", str(tmp_path / "r.json"), "--grid",
+                         str(tmp_path / "g.png"), "--quiet"])
+    assert out["count"] == 1 and json.loads((tmp_path / "r.json").read_text())["count"] == 1
+    assert (tmp_path / "g.png").is_file()
+    stdout.close()

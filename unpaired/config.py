@@ -84,6 +84,15 @@ def printable_stdout() -> None:
         sys.stdout.reconfigure(errors="backslashreplace")
 
 
+def say(text: str) -> None:
+    """Print ``text`` on stdout. Once its reader is gone (``| head``), stdout goes to /dev/null and the
+    command goes on: the BrokenPipeError was a traceback, or a failure, after the work was done."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (also for the flush at exit)
+
+
 @dataclass
 class TrainConfig:
     """Every option of the trainer. Sizes in pixels, steps in optimiser updates, lr per step."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import errno
 import math
-import os
 import pickle
 import re
 import sys
@@ -35,7 +34,7 @@ from tqdm import tqdm
 from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, dead_link_above, first_line, read_image,
                           temporary_target, write_image)
-from unpaired.config import pick_device, printable_stdout
+from unpaired.config import pick_device, printable_stdout, say
 from unpaired.data import list_images
 from unpaired.models import build_generator, min_side, size_factor
 
@@ -337,15 +336,6 @@ def _remove_temporaries(out_dir: Path, plan: list[tuple[Path, Path]]) -> None:
             path.unlink(missing_ok=True)
 
 
-def _say(line: str) -> None:
-    """Print ``line`` on stdout. Once its reader is gone (``| head``), stdout goes to /dev/null and the run goes
-    on: the BrokenPipeError, an OSError, counted each written output after it as a failed file."""
-    try:
-        print(line, flush=True)
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (also for the flush at exit)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unpaired.deblur",
                                      description="Deblur images with a generator trained by unpaired.train.")
@@ -412,7 +402,7 @@ def _run(args: argparse.Namespace) -> int:
     for done, (src, dst) in enumerate(tqdm(plan, desc="deblur", disable=len(plan) < 2 or args.quiet)):
         try:
             deblur_file(net, src, dst, args.tile, args.overlap, factor, device, progress=not args.quiet)
-            _say(f"{src} -> {dst}")
+            say(f"{src} -> {dst}")  # (its BrokenPipeError under | head, an OSError, failed a written file)
         except (ImageError, OSError, ValueError) as exc:
             failed += 1
             print(f"error: {exc}", file=sys.stderr)

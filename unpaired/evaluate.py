@@ -47,7 +47,7 @@ from blursynth.io import (IMAGE_SUFFIXES, ImageError, check_pair_sizes, dead_lin
                           write_json)
 
 from . import deconv, metrics
-from .config import ConfigError, pick_device, printable_stdout, refuse
+from .config import ConfigError, pick_device, printable_stdout, refuse, say
 from .deblur import checkpoint_file, checkpoint_note
 from .inference import load_restorer
 
@@ -581,7 +581,7 @@ def _run(args: argparse.Namespace) -> dict:
     if args.checkpoint and (note := checkpoint_note(args.checkpoint, Path(method))) is not None:
         print(note, file=sys.stderr)  # (a run folder: the file it stands for)
     result.update(benchmark=args.benchmark, method=method, radius=radius, border=border)
-    print(format_table(result))  # first: the scores stay on screen if a write below fails
+    say(format_table(result))  # first: the scores stay on screen if a write below fails (| head: the writes go on)
     if args.json:
         clean = _json_ready(result)
         _write("--json", args.json, lambda: write_json(args.json, clean))
