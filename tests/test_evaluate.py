@@ -759,3 +759,19 @@ def test_a_reader_that_stops_reading_the_table_loses_no_output(tmp_path, monkeyp
     assert out["count"] == 1 and json.loads((tmp_path / "r.json").read_text())["count"] == 1
     assert (tmp_path / "g.png").is_file()
     stdout.close()
+
+
+@pytest.mark.parametrize("suffix, rows", [(".webp", 2), (".gif", 8)])
+def test_a_grid_too_large_for_its_format_is_one_line(tmp_path, capsys, suffix, rows):
+    # (WebP takes at most 16383 px a side, GIF 65535: 32 rows of 720p pairs passed WebP's, and each was a
+    # traceback once everything was scored)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        for i in range(rows):
+            iio.imwrite(tmp_path / d / f"{i}.png", np.zeros((8200, 12, 3), np.uint8))
+    grid = tmp_path / f"g{suffix}"
+    with pytest.raises(SystemExit, match=rf"^error: --grid .*g\{suffix}: cannot write \(.*\); name a \.png, or "
+                                         r"draw fewer rows with --grid-rows$"):
+        _run(["--benchmark", "folder", "--blurry", tmp_path / "blur", "--sharp", tmp_path / "sharp",
+              "--json", tmp_path / "r.json", "--grid", grid])
+    assert f"mean ({rows})" in capsys.readouterr().out and (tmp_path / "r.json").is_file() and not grid.exists()

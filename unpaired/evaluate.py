@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from blursynth.cli import non_negative_int, positive_int
 from blursynth.interrupt import exit_code, sigterm_interrupts
-from blursynth.io import (IMAGE_SUFFIXES, ImageError, check_pair_sizes, dead_link_above, read_image, write_image,
-                          write_json)
+from blursynth.io import (IMAGE_SUFFIXES, ImageError, check_pair_sizes, dead_link_above, first_line, read_image,
+                          write_image, write_json)
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device, printable_stdout, refuse, say
@@ -531,6 +531,10 @@ def _write(option: str, path: Path, write: Callable[[], None]) -> None:
         write()
     except OSError as exc:
         raise SystemExit(f"error: {option} {path}: cannot write ({exc.strerror or exc})") from None
+    except (ValueError, OverflowError) as exc:  # (the format's own limits: a .webp sheet of 32 rows of 720p pairs
+        # passed WebP's 16383 px, a .gif GIF's 65535, each a traceback once everything was scored)
+        raise SystemExit(f"error: {option} {path}: cannot write ({first_line(exc)}); name a .png, or draw fewer "
+                         "rows with --grid-rows") from None
 
 
 def main(argv: list[str] | None = None) -> dict:
