@@ -846,3 +846,16 @@ def test_a_reader_that_stops_reading_stdout_fails_no_file(tmp_path, checkpoint, 
     assert "Broken pipe" not in err and "failed" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png", "c.png"]
     stdout.close()
+
+
+@pytest.mark.parametrize("flag", ["--overwrite", "--skip-existing"])
+def test_a_folder_where_an_output_would_go_is_named_before_anything_is_done(tmp_path, checkpoint, capsys, flag):
+    # (--overwrite failed that file after restoring it, in "[Errno 21] Is a directory", naming no fix;
+    # --skip-existing took the folder for an output already there, so that input never got one)
+    write_image(tmp_path / "in" / "a.png", np.random.default_rng(10).random((3, 20, 20)).astype(np.float32))
+    (tmp_path / "out" / "a.png").mkdir(parents=True)
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--quiet",
+                 flag]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'out' / 'a.png'} is a folder, where the output of that name would go; rename or move it" in err
+    assert (tmp_path / "out" / "a.png").is_dir()

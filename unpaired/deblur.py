@@ -294,7 +294,7 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
     Raises:
         ValueError: nothing is written when an input does not exist, a destination would replace an
             input, two inputs share a file name, ``out_dir`` is a file, it or a folder above it is a link to a
-            missing folder, or (without ``overwrite``) an output already exists.
+            missing folder, a folder is where an output would go, or (without ``overwrite``) an output already exists.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir}: exists and is not a folder; choose a folder")
@@ -318,6 +318,12 @@ def plan_outputs(inputs: list[str], out_dir: Path, overwrite: bool) -> list[tupl
                              "deblur them into different --out folders")
         taken[dst.name] = src
         plan.append((src, dst))
+    # (no output can replace a folder: --overwrite failed it after the restoration, in "[Errno 21] Is a directory",
+    # and --skip-existing took it for an output already there, so that input never got one)
+    folder = next((dst for _, dst in plan if dst.is_dir()), None)
+    if folder is not None:
+        raise ValueError(f"--out {out_dir}: {folder} is a folder, where the output of that name would go; "
+                         "rename or move it, or choose another --out")
     existing = [dst for _, dst in plan if dst.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
