@@ -775,3 +775,13 @@ def test_a_grid_too_large_for_its_format_is_one_line(tmp_path, capsys, suffix, r
         _run(["--benchmark", "folder", "--blurry", tmp_path / "blur", "--sharp", tmp_path / "sharp",
               "--json", tmp_path / "r.json", "--grid", grid])
     assert f"mean ({rows})" in capsys.readouterr().out and (tmp_path / "r.json").is_file() and not grid.exists()
+
+
+def test_a_basicsr_layout_dataset_given_to_the_levin_benchmark_is_sent_to_the_folder_one(tmp_path, refused):
+    # (as a blursynth-layout one is: it was "DATA/blurry: no im{i}_kernel{j}.png files", the folder of pairs
+    # written by `blursynth dataset --layout basicsr` taken for an empty Levin folder)
+    for d in ("lq", "gt", "kernels"):
+        (tmp_path / "ds" / d).mkdir(parents=True)
+    with refused(rf"^error: --data .*ds: a folder of pairs, not Levin 2009's; score it with --benchmark folder "
+                 rf"--blurry {re.escape(str(tmp_path / 'ds' / 'lq'))} --sharp {re.escape(str(tmp_path / 'ds' / 'gt'))}$"):
+        _run(["--benchmark", "levin", "--data", tmp_path / "ds"])

@@ -84,9 +84,10 @@ def levin_pairs(data: str | Path) -> list[Pair]:
     if not data.is_dir():  # (else "DATA/blurry: no im{i}_kernel{j}.png files", which hides the typo in DATA)
         raise EvaluationError(f"--data {data}: {'not a folder' if data.exists() else 'no such folder'}; pass "
                               "the Levin 2009 folder holding sharp/, blurry/ and kernels/")
-    if (data / "blur").is_dir() and not (data / "blurry").is_dir():  # a written `blursynth dataset`
-        raise EvaluationError(f"--data {data}: a folder of pairs, not Levin 2009's; score it with --benchmark folder "
-                              f"--blurry {data / 'blur'} --sharp {data / 'sharp'}")
+    for blur, sharp in (("blur", "sharp"), ("lq", "gt")):  # a written `blursynth dataset` (--layout basicsr: lq/, gt/)
+        if (data / blur).is_dir() and not (data / "blurry").is_dir():
+            raise EvaluationError(f"--data {data}: a folder of pairs, not Levin 2009's; score it with --benchmark "
+                                  f"folder --blurry {data / blur} --sharp {data / sharp}")
     folder = data / "blurry"
     files = sorted(folder.iterdir()) if folder.is_dir() else []
     named = {path: LEVIN_NAME.fullmatch(path.name) for path in files
