@@ -777,6 +777,23 @@ def test_a_grid_too_large_for_its_format_is_one_line(tmp_path, capsys, suffix, r
     assert f"mean ({rows})" in capsys.readouterr().out and (tmp_path / "r.json").is_file() and not grid.exists()
 
 
+def test_a_grid_its_encoder_refuses_in_a_struct_error_is_one_line_too(tmp_path, monkeypatch):
+    # (another Pillow release packs a GIF side over 65535 px into 16 bits and fails in struct.error, not ValueError:
+    # the traceback came back there)
+    import struct
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+        iio.imwrite(tmp_path / d / "0.png", np.zeros((16, 16, 3), np.uint8))
+
+    def refuse(path, images, max_rows):
+        raise struct.error("'H' format requires 0 <= number <= 65535")
+    monkeypatch.setattr(evaluate, "write_grid", refuse)
+    with pytest.raises(SystemExit, match=r"^error: --grid .*g\.gif: cannot write \('H' format requires .*\); name a "
+                                         r"\.png, or draw fewer rows with --grid-rows$"):
+        _run(["--benchmark", "folder", "--blurry", tmp_path / "blur", "--sharp", tmp_path / "sharp",
+              "--grid", tmp_path / "g.gif"])
+
+
 def test_a_basicsr_layout_dataset_given_to_the_levin_benchmark_is_sent_to_the_folder_one(tmp_path, refused):
     # (as a blursynth-layout one is: it was "DATA/blurry: no im{i}_kernel{j}.png files", the folder of pairs
     # written by `blursynth dataset --layout basicsr` taken for an empty Levin folder)

@@ -29,6 +29,7 @@ import argparse
 import math
 import os
 import re
+import struct
 import sys
 import tempfile
 import time
@@ -532,8 +533,9 @@ def _write(option: str, path: Path, write: Callable[[], None]) -> None:
         write()
     except OSError as exc:
         raise SystemExit(f"error: {option} {path}: cannot write ({exc.strerror or exc})") from None
-    except (ValueError, OverflowError) as exc:  # (the format's own limits: a .webp sheet of 32 rows of 720p pairs
-        # passed WebP's 16383 px, a .gif GIF's 65535, each a traceback once everything was scored)
+    except (ValueError, OverflowError, struct.error) as exc:  # (the format's own limits: a .webp sheet of 32 rows
+        # of 720p pairs passed WebP's 16383 px, a .gif GIF's 65535, each a traceback once everything was scored;
+        # Pillow releases raise one or another of these for them)
         raise SystemExit(f"error: {option} {path}: cannot write ({first_line(exc)}); name a .png, or draw fewer "
                          "rows with --grid-rows") from None
 
