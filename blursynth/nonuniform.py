@@ -42,6 +42,12 @@ MIN_INTERVALS = 3
 # moves points by tens to a few thousand pixels; a camera turned to within a hair of 90 degrees from
 # part of the scene sends its image towards infinity, and densifying that path asked for gigabytes.
 MAX_MOTION_PX = 100_000
+# Most poses one item's motion is cut into (densify's samples). The largest motion at the default step
+# takes 800,000 (motion_samples densifies to a quarter of the step); a tiny max_step_px (1e-9) on an
+# ordinary shake asked for billions, and the process was killed for its memory.
+MAX_POSES = 1_000_000
+# Most rounds of densify's cutting (see there).
+MAX_CUTS = 8
 # grid_sample's padding modes, checked before any work (its own message names its internals).
 PADDING_MODES = ("reflection", "border", "zeros")
 
@@ -117,6 +123,13 @@ def _check_step(max_step_px: float) -> None:
         raise ValueError(f"max_step_px must be a finite number > 0 (pixels), got {max_step_px!r}")
 
 
+def _check_poses(poses: float, motion_px: float) -> None:
+    if poses > MAX_POSES:
+        raise ValueError(f"max_step_px: cutting this motion ({motion_px:.3g} px along its worst path) into steps that "
+                         f"short takes {poses:.3g} poses, more than {MAX_POSES:,}, and memory grows with them; raise "
+                         "max_step_px (0.5 px, the default, leaves no visible ghosts)")
+
+
 def _check_center(center) -> None:
     if not (isinstance(center, (bool, np.bool_)) or torch.is_tensor(center) and center.dtype == torch.bool
             and center.numel() == 1):  # (center="no" is truthy: it centred)
@@ -152,8 +165,8 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
         trajectory = replace(trajectory, t=torch.where(still[:, None], even, trajectory.t))
     # Pixel motion is not exactly linear in the interpolated pose (a rotation's image moves on a slight
     # curve), so a segment cut by its chord length can still exceed the step by a hair: re-measure and
-    # cut again until every step is within bounds (one extra pass in practice).
-    while True:
+    # cut again until every step is within bounds (one extra pass in practice, two at most measured).
+    for cuts in range(MAX_CUTS + 1):
         pos = camera.project(trajectory, probes, depth_m)  # (N, T, P, 2)
         step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
         # One float32 test for both the exit and the cut: a step a hair over a step size not exact in
@@ -165,6 +178,15 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
             raise ValueError(f"a point of the frame travels {float(step.sum()):.3g} px during the exposure, more than "
                              f"{MAX_MOTION_PX} px: the camera turns to within a hair of 90 degrees from part of the "
                              "scene, or the motion is far too large for a blur; shorten the exposure or the rotation")
+        if cuts == MAX_CUTS:
+            # (a step finer than the float32 positions resolve: steps of one or two of their units stayed
+            # over it however finely cut, and each pass added poses, without end: max_step_px=5e-4 at 1280x720)
+            raise ValueError(f"max_step_px: steps of the motion stay above the step asked after {MAX_CUTS} rounds of "
+                             f"cutting: it is finer than float32 pixel positions resolve at coordinates up to "
+                             f"{float(pos.abs().max()):.0f} px; raise max_step_px (0.5 px, the default, leaves no "
+                             "visible ghosts)")
+        _check_poses(float(torch.where(over, torch.ceil(step.double() / max_step_px).clamp_min(2), 1).sum()) + 1,
+                     float(step.sum()))
         steps = torch.where(over, torch.ceil(step / max_step_px).clamp_min(2), 1).to(torch.int64).cpu()
 
         def dense(x):
@@ -228,6 +250,7 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
             return poses, weights
         # The step shrinks about in proportion to the grid spacing: one or two rounds.
         k = max(k + 1, math.ceil(k * worst / max_step_px))
+        _check_poses(k + 1, float(s[-1]))
 
 
 def _resample(fine: Trajectory, s: torch.Tensor, w: torch.Tensor, k: int) -> tuple[Trajectory, torch.Tensor]:
@@ -318,7 +341,8 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
             what the frame shows at some pose.
         blursynth.camera.SceneReachedError: its translation reaches the scene plane ``depth_m``.
         ValueError: shapes that do not match, sample times that are not finite and non-decreasing,
-            poses that are not finite.
+            poses that are not finite; a ``max_step_px`` that takes more than :data:`MAX_POSES` poses or is
+            finer than float32 pixel positions resolve in the frame.
     """
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a torch.Tensor, got {type(image).__name__}")

@@ -855,3 +855,31 @@ def test_exposure_weights_of_a_zero_length_exposure_have_finite_gradients():
         w = exposure_weights(times)
         (w * torch.arange(1.0, len(t) + 1, dtype=torch.float64)).sum().backward()
         assert torch.isfinite(times.grad).all() and abs(float(w.detach().sum()) - 1) < 1e-12
+
+
+def test_a_step_finer_than_float32_positions_resolve_is_refused_not_cut_forever():
+    """Below the float32 resolution of the probe positions (a unit is 1.2e-4 px at 1024-2048 px), steps
+    of one or two units stayed over max_step_px however finely cut: each pass added poses, without end
+    (max_step_px=5e-4 on a 1280x720 shake ran until killed). The cutting now stops after MAX_CUTS rounds."""
+    rot = torch.tensor([[[0.0, 0.0, 0.0], [3e-4, 1e-3, 2e-4]]])
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=rot)
+    with pytest.raises(ValueError, match=r"max_step_px: .* finer than float32 pixel positions resolve at "
+                                         r"coordinates up to 2047 px; raise max_step_px"):
+        densify(traj, Camera(1000.0, 2048, 1000), max_step_px=2e-4)
+    # the same motion at a step they resolve: cut once more at most, as before
+    assert densify(traj, Camera(1000.0, 2048, 1000), max_step_px=1e-3).t.shape[1] > 1000
+
+
+def test_a_step_that_takes_more_poses_than_the_limit_is_refused_before_they_are_made():
+    """max_step_px=1e-9 asked for billions of poses (the process was killed for its memory); the count
+    is known before they are made."""
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), path_px=torch.tensor([[[0.0, 0.0], [150.0, 0.0]]]))
+    cam = Camera(100.0, 64, 48)
+    for step in (1e-4, 1e-9):
+        with pytest.raises(ValueError, match=r"max_step_px: cutting this motion \(150 px along its worst path\) into "
+                                             r"steps that short takes .* poses, more than 1,000,000"):
+            densify(traj, cam, max_step_px=step)
+    with pytest.raises(ValueError, match="more than 1,000,000"):
+        render_nonuniform(torch.zeros(1, 3, 48, 64), traj, cam, max_step_px=1e-9)
+    with pytest.raises(ValueError, match="more than 1,000,000"):
+        kernels_at(torch.zeros(1, 2), traj, cam, 5, max_step_px=1e-9)
