@@ -31,6 +31,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from .rng import is_integer
+
 BOUNDARIES = ("valid", "reflect", "circular")
 METHODS = ("auto", "fft", "direct")
 
@@ -560,15 +562,29 @@ def blur_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid",
 
 def kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Optical transfer function: rfft2 of the kernel placed with its centre at the origin of a
-    periodic ``size = (H, W)`` grid, ``(Bk, Ck, H, W // 2 + 1)`` complex (complex128 for a float64
-    kernel, else complex64) on the kernel's device; ``kernel`` as in :func:`blur` (a 2-D or 3-D kernel
-    gains the missing axes), no larger than the grid (else a ValueError). Multiplying ``rfft2(x)`` by it
-    is ``blur(x, kernel, "circular")``. Used by Fourier-domain deconvolution."""
+    periodic ``size = (H, W)`` grid (one int: a square, as the package's other sizes), ``(Bk, Ck, H, W // 2 + 1)``
+    complex (complex128 for a float64 kernel, else complex64) on the kernel's device; ``kernel`` as in
+    :func:`blur` (a 2-D or 3-D kernel gains the missing axes), no larger than the grid (else a ValueError).
+    Multiplying ``rfft2(x)`` by it is ``blur(x, kernel, "circular")``. Used by Fourier-domain deconvolution."""
     kernel = _kernel_dims(kernel)
+    size = _grid_size(size)
     h, w = kernel.shape[-2:]
     if h > size[0] or w > size[1]:
         raise ValueError(f"kernel {h}x{w} is larger than the {size[0]}x{size[1]} grid of its spectrum")
     return _kernel_spectrum(kernel, size[0], size[1], row0=h // 2, col0=w // 2)
+
+
+def _grid_size(size) -> tuple[int, int]:
+    """``size`` of :func:`kernel_spectrum` as ``(H, W)`` Python ints >= 1 (an int is a square), or a ValueError
+    naming it (an int was "'int' object is not subscriptable", a float size an error of torch's FFT)."""
+    pair = (size, size) if is_integer(size) else size
+    try:
+        pair = () if isinstance(pair, (str, bytes)) else tuple(pair)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or not all(is_integer(v) and v >= 1 for v in pair):
+        raise ValueError(f"size (the grid of the spectrum) must be an int or (H, W) of ints >= 1, got {size!r}")
+    return int(pair[0]), int(pair[1])
 
 
 __all__ = ["blur", "blur_adjoint", "kernel_spectrum", "fast_length", "as_kernel4d", "BOUNDARIES",

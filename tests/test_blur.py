@@ -284,6 +284,17 @@ def test_kernel_spectrum_is_circular_blur():
             kernel_spectrum(big, (12, 10))
 
 
+def test_kernel_spectrum_takes_one_int_for_a_square_and_names_a_bad_size():
+    """One int is a square grid, as for the package's other sizes: it was "'int' object is not
+    subscriptable"; a float or a 1-element size failed inside torch without naming ``size``."""
+    k = torch.rand(5, 3, dtype=torch.float64)
+    assert torch.equal(kernel_spectrum(k, 12), kernel_spectrum(k, (12, 12)))
+    assert torch.equal(kernel_spectrum(k, np.int64(12)), kernel_spectrum(k, [12, 12]))
+    for bad in (12.0, (12,), (12, 10, 3), (12, 0), (12.0, 10), "12", None, True):
+        with pytest.raises(ValueError, match=r"size \(the grid of the spectrum\) must be an int or \(H, W\)"):
+            kernel_spectrum(k, bad)
+
+
 @pytest.mark.parametrize("kshape", [(4, 6), (2, 3), (5, 8)])
 def test_kernel_spectrum_of_even_kernels_centres_them_at_h2_w2(kshape):
     """kernel_spectrum places tap (h // 2, w // 2) at the origin for even sizes too (the convention
