@@ -62,6 +62,22 @@ def check_in_front(w: torch.Tensor, points: torch.Tensor, t: torch.Tensor, what:
                                 "camera motion is in radians and metres")
 
 
+def _points(points_px, device) -> torch.Tensor:
+    """``points_px`` as ``(P, 2)`` float64 on ``device``, read as consecutive ``(x, y)`` pairs, or a ValueError
+    naming it: an odd count was torch's "shape '[-1, 2]' is invalid for input of size 3", and NaN gave NaN paths."""
+    try:
+        pts = torch.as_tensor(points_px, device=device, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"points_px must be (P, 2) pixel coordinates (x, y): a tensor, array or list of numbers, "
+                         f"got {type(points_px).__name__} {points_px!r}") from None
+    if pts.numel() % 2:
+        raise ValueError(f"points_px must be (P, 2) pixel coordinates (x, y), read as pairs; got {pts.numel()} "
+                         f"values (shape {tuple(pts.shape)})")
+    if not bool(torch.isfinite(pts).all()):
+        raise ValueError("points_px contains NaN or infinite coordinates")
+    return pts.reshape(-1, 2)
+
+
 @dataclass(frozen=True)
 class Camera:
     """A pinhole camera.
@@ -176,9 +192,10 @@ class Camera:
 
         Raises:
             BehindCameraError: a point's scene point is at or behind the camera at some sample.
+            ValueError: ``points_px`` that are not ``(x, y)`` pairs of finite numbers.
         """
         h = self.homographies(trajectory, depth_m).double()
-        pts = torch.as_tensor(points_px, device=h.device, dtype=torch.float64).reshape(-1, 2)
+        pts = _points(points_px, h.device)
         homog = torch.cat([pts, torch.ones_like(pts[:, :1])], dim=1)  # (P, 3)
         mapped = torch.einsum("ntij,pj->ntpi", h, homog)
         check_in_front(mapped[..., 2], pts, trajectory.t, "the scene point of pixel")

@@ -253,3 +253,19 @@ def test_a_point_behind_the_camera_is_reported_at_the_first_sample_it_is_behind(
     traj = Trajectory(t=torch.tensor([[0.0, 0.05, 0.1]]), rotation=rot)
     with pytest.raises(BehindCameraError, match=r"pixel \(0, 12\) is at or behind the camera at t = 0.05 s: "):
         Camera(30.0, 32, 24).project(traj, torch.tensor([[0.0, 12.0]]))
+
+
+def test_project_names_points_that_are_not_finite_xy_pairs():
+    """An odd count of values was torch's "shape '[-1, 2]' is invalid for input of size 3", a string
+    "new(): invalid data type 'str'", and a NaN coordinate gave NaN paths without a word."""
+    cam = Camera(100.0, 64, 48)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1e-3, 0.0]]]))
+    for bad, said in (([1.0, 2.0, 3.0], r"read as pairs; got 3 values \(shape \(3,\)\)"),
+                      ("ab", "a tensor, array or list of numbers, got str 'ab'"),
+                      (None, "got NoneType None"),
+                      ([[math.nan, 1.0]], "NaN or infinite"), (torch.tensor([[1.0, math.inf]]), "NaN or infinite")):
+        with pytest.raises(ValueError, match=r"points_px .*" + said):
+            cam.project(traj, bad)
+    # pairs in any layout are still read in order, and no point gives no path
+    assert torch.equal(cam.project(traj, [1.0, 2.0, 3.0, 4.0]), cam.project(traj, [[1.0, 2.0], [3.0, 4.0]]))
+    assert cam.project(traj, torch.zeros(0, 2)).shape == (1, 2, 0, 2)
