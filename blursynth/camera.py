@@ -163,7 +163,11 @@ class Camera:
             rot = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
         m = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
         if trajectory.translation is not None:
-            given = torch.as_tensor(depth_m, device=t.device, dtype=dtype)
+            try:
+                given = torch.as_tensor(depth_m, device=t.device, dtype=dtype)
+            except (TypeError, ValueError, RuntimeError):  # ("far": torch's "new(): invalid data type 'str'")
+                raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant "
+                                 f"scene), got {depth_m!r}") from None
             depth = given.reshape(-1, 1, 1)
             if depth.shape[0] not in (1, n):  # (the shape passed: this named the internal (3, 1, 1))
                 raise ValueError(f"depth_m must be a float or an ({n},) tensor, got shape {tuple(given.shape)}")

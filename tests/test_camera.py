@@ -269,3 +269,15 @@ def test_project_names_points_that_are_not_finite_xy_pairs():
     # pairs in any layout are still read in order, and no point gives no path
     assert torch.equal(cam.project(traj, [1.0, 2.0, 3.0, 4.0]), cam.project(traj, [[1.0, 2.0], [3.0, 4.0]]))
     assert cam.project(traj, torch.zeros(0, 2)).shape == (1, 2, 0, 2)
+
+
+def test_a_depth_that_is_not_a_number_is_named():
+    """depth_m="far" failed in torch's words ("new(): invalid data type 'str'"), None as "must be real
+    number, not NoneType", naming nothing; kernel_paths said what it takes, the camera now does too."""
+    cam = Camera(100.0, 64, 48)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3), translation=torch.zeros(1, 2, 3))
+    for bad in ("far", None, {"m": 1.0}):
+        for call in (cam.homographies, cam.center_path, lambda tr, d: cam.project(tr, [[0.0, 0.0]], d)):
+            with pytest.raises(ValueError, match=r"depth_m must be positive metres, a float or an \(1,\) tensor "
+                                                 r"\(inf = distant scene\), got "):
+                call(traj, bad)
