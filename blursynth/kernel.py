@@ -447,6 +447,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     """
     if fit not in FIT_POLICIES:
         raise ValueError(f"fit must be one of {FIT_POLICIES}, got {fit!r}")
+    _check_model(model)
     if not rng.is_integer(n) or n < 1:
         raise ValueError(f"number of kernels must be a positive integer, got {n!r}")
     if not rng.is_integer(start) or start < 0:
@@ -478,6 +479,17 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
         yield KernelChunk(start=a, kernels=kern, trajectory=traj, paths_px=paths)
 
 
+def _check_model(model) -> None:
+    """Refuse what is not a trajectory model: the class itself (``CameraShake`` for ``CameraShake()``) failed
+    deep in its sampling with "'Tensor' object has no attribute 'exposure_s'", anything else with an AttributeError."""
+    if isinstance(model, type):
+        raise TypeError(f"model must be a trajectory model, an instance such as {model.__name__}(); got the class "
+                        f"{model.__name__} itself")
+    if not callable(getattr(model, "sample_items", None)):
+        raise TypeError(f"model must be a trajectory model with sample_items(index, seed), such as CameraShake() or "
+                        f"RandomWalk2D(); got {type(model).__name__}")
+
+
 def sample_fitting(model, index: torch.Tensor, seed: int, size, paths_of, max_redraws: int = 64):
     """Items ``index`` of a trajectory model, conditioned on their path fitting a ``size`` kernel.
 
@@ -494,6 +506,7 @@ def sample_fitting(model, index: torch.Tensor, seed: int, size, paths_of, max_re
     Returns:
         ``(trajectory, paths, redraws)``: redraws ``(N,)`` float, the attempt that produced each item.
     """
+    _check_model(model)
     return _sample_fitting(model, index, seed, size, paths_of, max_redraws)[:3]
 
 

@@ -973,3 +973,19 @@ def test_kernels_and_generate_default_to_the_31_px_kernel_of_the_command_line_an
     chunk = next(K.generate(model, 2))
     assert chunk.kernels.shape == (2, 31, 31)
     assert K.kernels(chunk.trajectory).shape == (2, 31, 31)
+
+
+def test_generate_names_a_model_class_given_for_its_instance():
+    """K.generate(CameraShake, ...), the README's call without the parentheses, failed deep in the
+    sampling with "'Tensor' object has no attribute 'exposure_s'"; anything without sample_items with
+    an AttributeError."""
+    cam = Camera.from_35mm(50, 120, 80)
+    for model in (CameraShake, RandomWalk2D):
+        with pytest.raises(TypeError, match=rf"an instance such as {model.__name__}\(\); got the class "
+                                            rf"{model.__name__} itself"):
+            next(K.generate(model, 2, cam, 21))
+        with pytest.raises(TypeError, match=rf"got the class {model.__name__} itself"):
+            K.sample_fitting(model, torch.arange(2), 0, 21, lambda tr, where: K.kernel_paths(tr, cam))
+    with pytest.raises(TypeError, match=r"with sample_items\(index, seed\), such as CameraShake\(\) .*; got str"):
+        next(K.generate("camera_shake", 2, cam, 21))
+    assert next(K.generate(CameraShake(), 2, cam, 21)).kernels.shape == (2, 21, 21)
