@@ -423,6 +423,13 @@ def _strict_bool(value) -> bool:
 
 
 def _check_image(img: torch.Tensor, params: SensorParams | None = None) -> None:
+    if params is not None and not isinstance(params, SensorParams):
+        # (a SensorModel, the configuration, failed as "object of type 'SensorModel' has no len()", and a list of
+        # records as "'list' object has no attribute 'gamma'")
+        how = {SensorModel: "a SensorModel is the configuration: draw the values with model.sample(n, seed)",
+               list: "records become SensorParams with SensorParams.from_records(records)"}.get(type(params), "")
+        raise TypeError(f"params must be SensorParams, the values drawn per item{'; ' + how if how else ''}; "
+                        f"got {type(params).__name__}")
     if not isinstance(img, torch.Tensor) or img.dim() != 4 or img.shape[1] != 3:
         shape = tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__
         raise ValueError(f"sensor functions take RGB images (B, 3, H, W), got {shape}")

@@ -737,3 +737,21 @@ def test_the_default_highlight_threshold_is_srgb_253():
     lin_standard = ((v + 0.055) / 1.055) ** 2.4
     out = S.pre_blur(v.view(1, 1, 1, 3).expand(1, 3, 1, 3).contiguous(), p)[0, 0, 0]
     assert torch.allclose(out, lin_standard + torch.tensor([0.0, 1.0, 1.0]), atol=1e-5)
+
+
+def test_a_model_or_records_given_for_params_are_named():
+    """pre_blur(x, SensorModel()), the configuration in place of the values drawn from it, failed as
+    "object of type 'SensorModel' has no len()"; a list of records as "'list' object has no attribute
+    'gamma'". Each is a TypeError saying what to pass."""
+    x = torch.rand(2, 3, 8, 8)
+    model = S.SensorModel()
+    for call in (lambda p: S.pre_blur(x, p), lambda p: S.post_blur(x, p, 0, range(2)), lambda p: S.to_linear(x, p),
+                 lambda p: S.from_linear(x, p), lambda p: S.boost_highlights(x, p), lambda p: S.add_noise(x, p, 0, [0, 1])):
+        with pytest.raises(TypeError, match=r"params must be SensorParams, .* draw the values with "
+                                            r"model\.sample\(n, seed\); got SensorModel$"):
+            call(model)
+        with pytest.raises(TypeError, match=r"SensorParams\.from_records\(records\); got list$"):
+            call(model.sample(2, 0).to_records())
+        with pytest.raises(TypeError, match=r"params must be SensorParams, the values drawn per item; got dict$"):
+            call(model.to_dict())
+        assert call(model.sample(2, 0)).shape == x.shape
