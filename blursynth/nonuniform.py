@@ -130,6 +130,18 @@ def _check_poses(poses: float, motion_px: float) -> None:
                          "max_step_px (0.5 px, the default, leaves no visible ghosts)")
 
 
+def _check_motion_and_camera(trajectory, camera) -> None:
+    """Refuse what is not a Trajectory or a Camera, naming it: ``camera=None``, or the ``Camera`` class, failed
+    as "'NoneType' object has no attribute 'width'", and a tensor of poses as "32 items for a batch of 1"."""
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"trajectory must be a blursynth.trajectory.Trajectory, such as CameraShake().sample(n, "
+                        f"seed=0); got {type(trajectory).__name__}")
+    if not isinstance(camera, Camera):
+        what = "the class Camera itself" if camera is Camera else type(camera).__name__
+        raise TypeError(f"camera must be a blursynth.camera.Camera of the frame, such as Camera.from_35mm(50, W, H) "
+                        f"or Camera(focal_px, W, H); got {what}")
+
+
 def _check_center(center) -> None:
     if not (isinstance(center, (bool, np.bool_)) or torch.is_tensor(center) and center.dtype == torch.bool
             and center.numel() == 1):  # (center="no" is truthy: it centred)
@@ -351,6 +363,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if image.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"image must be float32 or float64, got {image.dtype}; convert with .float() "
                         "(and / 255 for 8-bit values)")
+    _check_motion_and_camera(trajectory, camera)
     b, c, h, w = image.shape
     if (camera.width, camera.height) != (w, h):
         raise ValueError(f"camera is {camera.width}x{camera.height} but the image is {w}x{h}; "
@@ -506,6 +519,7 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     """
     from .kernel import KernelFitError, fit_error_message, rasterize
 
+    _check_motion_and_camera(trajectory, camera)
     try:
         pts = torch.as_tensor(points_px, dtype=torch.float32, device=trajectory.t.device)
     except (TypeError, ValueError, RuntimeError):

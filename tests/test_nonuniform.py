@@ -883,3 +883,18 @@ def test_a_step_that_takes_more_poses_than_the_limit_is_refused_before_they_are_
         render_nonuniform(torch.zeros(1, 3, 48, 64), traj, cam, max_step_px=1e-9)
     with pytest.raises(ValueError, match="more than 1,000,000"):
         kernels_at(torch.zeros(1, 2), traj, cam, 5, max_step_px=1e-9)
+
+
+def test_a_camera_or_trajectory_that_is_not_one_is_named():
+    """camera=None, or the Camera class itself, failed as "'NoneType' object has no attribute 'width'",
+    and a tensor of poses passed as the trajectory as "trajectory has 32 items for a batch of 1 images"."""
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3))
+    cam = Camera(100.0, 16, 12)
+    image = torch.zeros(1, 3, 12, 16)
+    for call in (lambda tr, c: render_nonuniform(image, tr, c), lambda tr, c: kernels_at([[0.0, 0.0]], tr, c, 5)):
+        for bad, said in ((None, "got NoneType"), (Camera, "got the class Camera itself")):
+            with pytest.raises(TypeError, match=r"camera must be a blursynth\.camera\.Camera of the frame, .*" + said):
+                call(traj, bad)
+        with pytest.raises(TypeError, match=r"trajectory must be a blursynth\.trajectory\.Trajectory, .*got Tensor$"):
+            call(traj.rotation, cam)
+        assert call(traj, cam).shape[0] == 1
