@@ -39,6 +39,13 @@ class Trajectory:
     params: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in ("t", "rotation", "translation", "path_px"):
+            # (NumPy arrays were taken, and failed later in the renderer as "'numpy.ndarray' object has no
+            # attribute 'to'"; a list as "'list' object has no attribute 'ndim'")
+            value = getattr(self, name)
+            if not (isinstance(value, torch.Tensor) or value is None and name != "t"):
+                raise TypeError(f"Trajectory.{name} must be a torch.Tensor{'' if name == 't' else ' or None'}, got "
+                                f"{type(value).__name__}; convert with torch.as_tensor(x, dtype=torch.float32)")
         if self.t.ndim != 2:
             raise ValueError(f"Trajectory.t must be (N, T), got shape {tuple(self.t.shape)}")
         if self.path_px is None and self.rotation is None and self.translation is None:

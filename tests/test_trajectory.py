@@ -514,3 +514,17 @@ def test_camera_shake_draws_its_scalars_log_uniform_or_uniform_as_documented():
         assert stats.kstest(params[name].double().numpy(), stats.uniform(lo, hi - lo).cdf).statistic < 0.03, name
     lo, hi = model.drift_hz
     assert abs(float(params["drift_hz"].double().mean()) / ((hi - lo) / np.log(hi / lo)) - 1) < 0.02
+
+
+def test_a_trajectory_of_numpy_arrays_or_lists_is_refused_naming_the_field():
+    """Trajectory(t=np...) was built, and failed later in render_nonuniform as "'numpy.ndarray' object has no
+    attribute 'to'" (rasterize: "must be an (N, T, 2) tensor"); a list of times as "'list' object has no
+    attribute 'ndim'"."""
+    t = np.linspace(0, 0.1, 5)[None]
+    with pytest.raises(TypeError, match=r"Trajectory\.t must be a torch\.Tensor, got ndarray; convert with torch\.as_tensor"):
+        Trajectory(t=t, path_px=np.zeros((1, 5, 2)))
+    with pytest.raises(TypeError, match=r"Trajectory\.t must be a torch\.Tensor, got list"):
+        Trajectory(t=t.tolist(), rotation=torch.zeros(1, 5, 3))
+    with pytest.raises(TypeError, match=r"Trajectory\.rotation must be a torch\.Tensor or None, got ndarray"):
+        Trajectory(t=torch.from_numpy(t), rotation=np.zeros((1, 5, 3)))
+    assert len(Trajectory(t=torch.from_numpy(t), path_px=torch.zeros(1, 5, 2))) == 1
