@@ -213,3 +213,12 @@ class Camera:
             return trajectory.path_px
         pp = torch.tensor([self.principal_point], device=trajectory.t.device)
         return self.project(trajectory, pp, depth_m)[:, :, 0, :] - pp
+
+
+def check_camera(camera) -> None:
+    """Refuse what is not a :class:`Camera`, naming it: ``None`` or the class itself (for an instance) failed as
+    "'NoneType' object has no attribute 'width'" or "type object 'Camera' has no attribute 'focal_px'"."""
+    if not isinstance(camera, Camera):
+        what = "the class Camera itself" if camera is Camera else type(camera).__name__
+        raise TypeError(f"camera must be a blursynth.camera.Camera of the frame, such as Camera.from_35mm(50, W, H) "
+                        f"or Camera(focal_px, W, H); got {what}")

@@ -36,8 +36,8 @@ from typing import Iterator
 import torch
 
 from . import rng
-from .camera import Camera, check_in_front, check_short_of_plane
-from .trajectory import Trajectory
+from .camera import check_camera, check_in_front, check_short_of_plane
+from .trajectory import Trajectory, check_trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
 
@@ -320,16 +320,12 @@ def kernel_paths(trajectory: Trajectory, camera=None, depth_m: float | torch.Ten
     needs a :class:`~blursynth.camera.Camera` (else a ValueError). ``depth_m``: scene depth in metres
     (> 0, a float or ``(N,)`` tensor; ``inf`` ignores translation).
     """
-    if not isinstance(trajectory, Trajectory):  # (a tensor of poses: "'Tensor' object has no attribute 'is_2d'")
-        raise TypeError(f"trajectory must be a blursynth.trajectory.Trajectory, such as CameraShake().sample(n, "
-                        f"seed=0); got {type(trajectory).__name__}")
+    check_trajectory(trajectory)
     if trajectory.is_2d:
         return trajectory.path_px
     if camera is None:
         raise ValueError("a 6-DoF trajectory needs a Camera to project it (camera=Camera(focal_px, w, h))")
-    if not isinstance(camera, Camera):  # (the class Camera itself: "type object 'Camera' has no attribute 'focal_px'")
-        what = "the class Camera itself" if camera is Camera else type(camera).__name__
-        raise TypeError(f"camera must be a blursynth.camera.Camera, such as Camera.from_35mm(50, W, H); got {what}")
+    check_camera(camera)
     return _principal_point_path(trajectory, float(camera.focal_px), depth_m, camera.principal_point)
 
 

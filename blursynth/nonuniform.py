@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from . import rng
-from .camera import BehindCameraError, Camera, check_in_front
-from .trajectory import Trajectory
+from .camera import BehindCameraError, Camera, check_camera, check_in_front
+from .trajectory import Trajectory, check_trajectory
 
 
 # Pixels warped per grid_sample call off the CPU (the poses of one call times the batch's pixels).
@@ -128,18 +128,6 @@ def _check_poses(poses: float, motion_px: float) -> None:
         raise ValueError(f"max_step_px: cutting this motion ({motion_px:.3g} px along its worst path) into steps that "
                          f"short takes {poses:.3g} poses, more than {MAX_POSES:,}, and memory grows with them; raise "
                          "max_step_px (0.5 px, the default, leaves no visible ghosts)")
-
-
-def _check_motion_and_camera(trajectory, camera) -> None:
-    """Refuse what is not a Trajectory or a Camera, naming it: ``camera=None``, or the ``Camera`` class, failed
-    as "'NoneType' object has no attribute 'width'", and a tensor of poses as "32 items for a batch of 1"."""
-    if not isinstance(trajectory, Trajectory):
-        raise TypeError(f"trajectory must be a blursynth.trajectory.Trajectory, such as CameraShake().sample(n, "
-                        f"seed=0); got {type(trajectory).__name__}")
-    if not isinstance(camera, Camera):
-        what = "the class Camera itself" if camera is Camera else type(camera).__name__
-        raise TypeError(f"camera must be a blursynth.camera.Camera of the frame, such as Camera.from_35mm(50, W, H) "
-                        f"or Camera(focal_px, W, H); got {what}")
 
 
 def _check_center(center) -> None:
@@ -363,7 +351,8 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if image.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"image must be float32 or float64, got {image.dtype}; convert with .float() "
                         "(and / 255 for 8-bit values)")
-    _check_motion_and_camera(trajectory, camera)
+    check_trajectory(trajectory)
+    check_camera(camera)
     b, c, h, w = image.shape
     if (camera.width, camera.height) != (w, h):
         raise ValueError(f"camera is {camera.width}x{camera.height} but the image is {w}x{h}; "
@@ -519,7 +508,8 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     """
     from .kernel import KernelFitError, fit_error_message, rasterize
 
-    _check_motion_and_camera(trajectory, camera)
+    check_trajectory(trajectory)
+    check_camera(camera)
     try:
         pts = torch.as_tensor(points_px, dtype=torch.float32, device=trajectory.t.device)
     except (TypeError, ValueError, RuntimeError):

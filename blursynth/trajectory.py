@@ -161,6 +161,14 @@ class Trajectory:
 # its own stream number, so item i is a pure function of (seed, i).
 # ---------------------------------------------------------------------------------------------
 
+def check_trajectory(trajectory) -> None:
+    """Refuse what is not a :class:`Trajectory`, naming it: a tensor of poses failed as "'Tensor' object has no
+    attribute 'is_2d'", or in the renderer as "32 items for a batch of 1"."""
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"trajectory must be a blursynth.trajectory.Trajectory, such as CameraShake().sample(n, "
+                        f"seed=0); got {type(trajectory).__name__}")
+
+
 def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
     """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
     try:

@@ -995,9 +995,9 @@ def test_kernels_name_a_camera_or_trajectory_that_is_not_one():
     """The Camera class given for an instance failed as "type object 'Camera' has no attribute 'focal_px'",
     a tensor of poses for the trajectory as "'Tensor' object has no attribute 'is_2d'"."""
     traj = CameraShake().sample(2, seed=0)
-    with pytest.raises(TypeError, match=r"camera must be a blursynth\.camera\.Camera, .*got the class Camera itself$"):
+    with pytest.raises(TypeError, match=r"camera must be a blursynth\.camera\.Camera of the frame, .*got the class Camera itself$"):
         K.kernels(traj, Camera, 21)
-    with pytest.raises(TypeError, match=r"camera must be a blursynth\.camera\.Camera, .*got str$"):
+    with pytest.raises(TypeError, match=r"camera must be a blursynth\.camera\.Camera of the frame, .*got str$"):
         K.kernel_paths(traj, "camera")
     with pytest.raises(TypeError, match=r"trajectory must be a blursynth\.trajectory\.Trajectory, .*got Tensor$"):
         K.kernels(traj.rotation, Camera(100.0, 32, 24), 21)
