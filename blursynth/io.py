@@ -155,7 +155,7 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
 
     A JPEG's compressed data is decoded in full, which finds truncated or corrupt files, but at 1/8
     scale (libjpeg's DCT scaling): 37 ms for a 12 Mpx photo, against 170 ms to read it. A PNG's
-    chunks are checked against their CRCs and its image data inflated (:func:`_png_data_sound`),
+    chunks are checked against their CRCs and its image data inflated (:func:`_png_data_fault`),
     without unfiltering or converting it: 6.6 ms against 28 to read a 1024x680 photo. Other formats,
     and files that fail these checks, are decoded, but not converted to float RGB, which would take
     up to 12 times their samples' memory (a 1-bit scan) on each of the threads of :func:`probe_images`.
@@ -540,16 +540,21 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     chunk or a text chunk Pillow takes an orientation from (which may turn it)."""
     data = memoryview(path.read_bytes())
     chunks = list(_png_chunks(data))
-    if not _png_laid_out(chunks) or any(kind == b"eXIf" for kind, _ in chunks):
-        return None
-    # EXIF as ImageMagick stores it ("Raw profile type exif") and XMP's tiff:Orientation (Adobe's exports): Pillow
-    # turns such a photo upright when it reads it, so its size from the header was the wrong way round, and a
-    # --sharp scan kept a photo whose crops then came out of the wrong size, a traceback mid-run.
-    if any(kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(_PNG_ORIENTING) for kind, body in chunks):
+    if not _png_laid_out(chunks):
         return None
     width, height = struct.unpack_from(">II", data, 16)
     _check_pixels(path, height, width)
-    if not _png_data_sound(chunks) or not (_is_png16(path) or _pillow_takes_chunks(path, chunks)):
+    fault = _png_data_fault(chunks)
+    if fault == "short":  # (Pillow decodes it without a word, the missing rows black: a --sharp scan used the photo)
+        raise ImageError(f"{path}: its image data ends before its last row (written or copied incompletely); replace "
+                         "it with a good copy or re-export it")
+    # EXIF as ImageMagick stores it ("Raw profile type exif") and XMP's tiff:Orientation (Adobe's exports): Pillow
+    # turns such a photo upright when it reads it, so its size from the header was the wrong way round, and a
+    # --sharp scan kept a photo whose crops then came out of the wrong size, a traceback mid-run.
+    if fault or any(kind == b"eXIf" or kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(
+            _PNG_ORIENTING) for kind, body in chunks):
+        return None
+    if not (_is_png16(path) or _pillow_takes_chunks(path, chunks)):
         return None
     return height, width
 
@@ -593,10 +598,12 @@ _PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: 
 _ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
-def _png_data_sound(chunks: list) -> bool:
-    """Whether the compressed image data of a PNG's chunks (:func:`_png_chunks`, laid out as
-    :func:`_png_laid_out` checks, the header first) inflates (zlib's own Adler-32 check included) to exactly
-    the bytes its header implies, each row starting with a valid filter type (0-4).
+def _png_data_fault(chunks: list) -> str | None:
+    """What is wrong with the compressed image data of a PNG's chunks (:func:`_png_chunks`, laid out as
+    :func:`_png_laid_out` checks, the header first): None when it inflates (zlib's own Adler-32 check
+    included) to exactly the bytes its header implies, each row starting with a valid filter type (0-4);
+    ``"short"`` for a sound stream that ends before the last row (which Pillow reads, those rows black);
+    ``"damaged"`` for anything else.
 
     The chunks' CRCs only prove that the file was copied faithfully, not that the encoder wrote a
     sound stream: this finds what a decoder would refuse, in about half the time of decoding (no
@@ -607,7 +614,7 @@ def _png_data_sound(chunks: list) -> bool:
     # (the header's other fields as PNG defines them: libpng refuses any other value, "Invalid IHDR data")
     if (depth not in _PNG_DEPTHS.get(colour, ()) or interlace not in (0, 1) or compression or filtering
             or not 0 < width < 2**31 or not 0 < height < 2**31):
-        return False
+        return "damaged"
     bits = depth * _PNG_CHANNELS[colour]
     if interlace == 0:
         passes = [(width, height)]
@@ -631,13 +638,15 @@ def _png_data_sound(chunks: list) -> bool:
             tail = body
             while len(tail):
                 if not take(stream.decompress(tail, 1 << 20)):
-                    return False
+                    return "damaged"
                 tail = stream.unconsumed_tail
         if not take(stream.flush()):
-            return False
+            return "damaged"
     except zlib.error:
-        return False
-    return stream.eof and done == expected and not stream.unused_data  # (data after the stream's end: an error too)
+        return "damaged"
+    if not stream.eof or stream.unused_data:  # (data after the stream's end: an error too)
+        return "damaged"
+    return None if done == expected else "short"
 
 
 def _check_pixels(path: Path, height: int, width: int) -> None:
@@ -906,7 +915,7 @@ def _read_png16(path: Path) -> np.ndarray:
     # damaged in the image data ("bad adaptive filter value", "incorrect data check") or IDATs split by another
     # chunk took a --sharp scan down without a word. So the chunks and the compressed rows are checked first, as
     # probe_image checks them.
-    if not _png_laid_out(found) or not _png_data_sound(found):
+    if not _png_laid_out(found) or _png_data_fault(found) is not None:
         raise ImageError(f"{path}: damaged (a chunk fails its CRC, is cut short or out of place, or the compressed "
                          "image data does not inflate to the rows its header gives); replace it with a good copy or "
                          "re-export it")

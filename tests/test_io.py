@@ -423,6 +423,24 @@ def test_an_8bit_png_whose_ancillary_chunk_pillow_refuses_is_refused_by_the_prob
     assert _probe_png(tmp_path / "good.png") == (48, 64)
 
 
+@pytest.mark.parametrize("top", [255, 65535])
+def test_a_png_whose_sound_stream_ends_before_its_last_row_is_refused_by_the_probe(tmp_path, top):
+    # (a complete zlib stream of half the rows, CRCs sound: Pillow read the 8-bit one with the missing rows black,
+    # without a word, and the probe measured it from its header, so a --sharp scan used the photo)
+    png = png_bytes(_ramp(h=48, w=64, top=top))
+    at = png.index(b"IDAT") - 4
+    (n,) = struct.unpack_from(">I", png, at)
+    rows = zlib.decompress(png[at + 8:at + 8 + n])
+    (tmp_path / "half.png").write_bytes(png[:at] + _chunk(b"IDAT", zlib.compress(rows[:len(rows) // 2]))
+                                        + png[at + 12 + n:])
+    with pytest.raises(ImageError, match=r"half\.png: its image data ends before its last row .*replace it with a "
+                                         r"good copy or re-export it$"):
+        probe_image(tmp_path / "half.png")
+    assert "ends before its last row" in probe_images([tmp_path / "half.png"])[0].args[0]
+    (tmp_path / "whole.png").write_bytes(png[:at] + _chunk(b"IDAT", zlib.compress(rows)) + png[at + 12 + n:])
+    assert tuple(probe_image(tmp_path / "whole.png")) == (48, 64)
+
+
 def test_16bit_colour_png_keeps_all_bits(tmp_path):
     deep = _ramp(top=65535)
     write_image(tmp_path / "deep.png", deep.transpose(2, 0, 1).astype(np.float64) / 65535, bits=16)
