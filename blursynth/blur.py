@@ -514,7 +514,9 @@ def blur(image: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", met
         boundary: ``"valid"`` (output ``(B, C, H-h+1, W-w+1)``), ``"reflect"`` or ``"circular"``
             (output ``(B, C, H, W)``); see the module docstring.
         method: ``"fft"``, ``"direct"`` (grouped conv2d) or ``"auto"`` (direct for kernels of at most
-            :data:`DIRECT_MAX_TAPS` taps). All give the same result up to float rounding.
+            :data:`DIRECT_MAX_TAPS` taps). All give the same result up to float rounding, for finite
+            values: one NaN or infinite pixel spreads over all the FFT transforms with it (the plane, or its
+            slab), where "direct" spoils only the kernel's reach around it (neither checks: keep images finite).
 
     Returns:
         The blurred images, same dtype and device as ``image``.
