@@ -205,8 +205,9 @@ def load_recipe(name_or_path: str | Path = "default") -> Recipe:
         if not path.is_file():
             raise RecipeError(f"unknown recipe '{name_or_path}'; use one of {', '.join(recipe_names())} "
                               "or the path of a .toml file")
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+    if not path.is_file():  # ("default.toml" for the shipped recipe: its name is what to pass)
+        shipped = f"; for the shipped recipe, pass its name, {path.stem}" if path.stem in recipe_names() else ""
+        raise RecipeError(f"{path}: recipe file not found{shipped}")
     try:
         # UTF-8, as TOML is, whatever the locale's encoding; a byte-order mark (Windows editors write one) is
         # dropped: it was "Invalid statement (at line 1, column 1)" on a file that looks right in any editor

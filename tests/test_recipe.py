@@ -304,3 +304,13 @@ def test_a_single_number_for_a_range_is_that_fixed_value(tmp_path):
     are that number."""
     recipe = load_recipe(_write(tmp_path, "[camera]\nfocal_mm = 35\ndepth_m = 2.0\n"))
     assert recipe.focal_mm == (35.0, 35.0) and recipe.depth_m == (2.0, 2.0)
+
+
+def test_a_missing_file_named_like_a_shipped_recipe_points_to_its_name(tmp_path, monkeypatch):
+    # ("default.toml: recipe file not found", run where no such file is: the name alone was meant)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RecipeError, match=r"^gopro-like\.toml: recipe file not found; for the shipped recipe, pass "
+                                          r"its name, gopro-like$"):
+        load_recipe("gopro-like.toml")
+    with pytest.raises(RecipeError, match=r"^mine\.toml: recipe file not found$"):
+        load_recipe("mine.toml")
