@@ -185,6 +185,7 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
                              f"cutting: it is finer than float32 pixel positions resolve at coordinates up to "
                              f"{float(pos.abs().max()):.0f} px; raise max_step_px (0.5 px, the default, leaves no "
                              "visible ghosts)")
+        # (counted in float64: a tiny step's quotient is inf in float32; the cut stays float32's, as it was)
         _check_poses(float(torch.where(over, torch.ceil(step.double() / max_step_px).clamp_min(2), 1).sum()) + 1,
                      float(step.sum()))
         steps = torch.where(over, torch.ceil(step / max_step_px).clamp_min(2), 1).to(torch.int64).cpu()
