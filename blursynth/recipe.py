@@ -346,6 +346,8 @@ def _parse(data: dict, source: str) -> Recipe:
     for key in ("name", "description"):  # (name = 5 was taken as "5", a table as its repr)
         if not isinstance(data.get(key, ""), str):
             raise _fail(source, key, f"must be a string (in quotes), got {data[key]!r}")
+    if not data.get("name", "default").strip():  # (dataset.json and the resume check name the recipe by it)
+        raise _fail(source, "name", "must not be empty; name the recipe, or leave the key out to take the file's name")
     recipe = Recipe(
         name=data.get("name", "default"),
         description=data.get("description", ""),

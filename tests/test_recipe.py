@@ -93,6 +93,7 @@ def test_unknown_keys_are_named(tmp_path, text, key):
     ("[blur]\ngrid = [3, 3, 3]\n", "blur.grid"),  # (three numbers were taken as a grid of three sides)
     ("kernel = 5\n", "kernel: must be a table"),  # (a number for a section was a bare TypeError)
     ("name = 5\n", "name: must be a string"),  # (taken as "5")
+    ("name = \" \"\n", "name: must not be empty"),  # (dataset.json and resume messages named a blank recipe)
     ("description = [\"a\"]\n", "description: must be a string"),
 ])
 def test_out_of_range_values_are_named(tmp_path, text, key):
