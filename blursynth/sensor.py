@@ -329,7 +329,9 @@ class SensorParams:
 
     @staticmethod
     def cat(parts: Sequence["SensorParams"]) -> "SensorParams":
-        """Concatenate batches of parameters (all on one device)."""
+        """Concatenate batches of parameters (all on one device); at least one."""
+        if not parts:  # (torch's "expected a non-empty list of Tensors" named no argument)
+            raise ValueError("SensorParams.cat needs at least one SensorParams to join, got none")
         return SensorParams(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(SensorParams)})
 
     def to_records(self) -> list[dict]:

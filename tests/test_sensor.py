@@ -755,3 +755,9 @@ def test_a_model_or_records_given_for_params_are_named():
         with pytest.raises(TypeError, match=r"params must be SensorParams, the values drawn per item; got dict$"):
             call(model.to_dict())
         assert call(model.sample(2, 0)).shape == x.shape
+
+
+def test_joining_no_sensor_params_is_named():
+    # (torch's "expected a non-empty list of Tensors" named no argument)
+    with pytest.raises(ValueError, match=r"^SensorParams\.cat needs at least one SensorParams to join, got none$"):
+        S.SensorParams.cat([])
