@@ -131,7 +131,9 @@ def to_float(raw: np.ndarray, channels: int | None = 3, path: str | os.PathLike 
         bits, img = 8, img.astype(np.float32, order="C")
     else:
         info = np.iinfo(raw.dtype)
-        bits, img = 16, ((img.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32, order="C")
+        # (8 bits of a signed byte: 16 made deblur write a signed 8-bit TIFF as a 16-bit file)
+        bits = 8 if raw.dtype.itemsize == 1 else 16
+        img = ((img.astype(np.float64) - info.min) / (info.max - info.min)).astype(np.float32, order="C")
     if img.shape[0] in (2, 4):  # gray+alpha or RGBA: composite over white
         alpha = img[-1:]
         img = img[:-1] * alpha + (1.0 - alpha)

@@ -963,7 +963,9 @@ def test_other_integer_and_one_bit_samples_are_scaled_by_their_range():
     img, bits = to_float(signed, 1)
     assert bits == 16 and np.allclose(img[0, 0], [0.0, 32768 / 65535, 1.0], atol=1e-7)
     img, bits = to_float(np.array([[-2**31, 2**31 - 1]], np.int32), 1)
-    assert np.array_equal(img[0, 0], [0.0, 1.0])
+    assert bits == 16 and np.array_equal(img[0, 0], [0.0, 1.0])
+    img, bits = to_float(np.array([[-128, 0, 127]], np.int8), 1)  # (8 bits: it was reported, and written, as 16)
+    assert bits == 8 and np.allclose(img[0, 0], [0.0, 128 / 255, 1.0], atol=1e-7)
     img, bits = to_float(np.array([[False, True]]), 3)
     assert bits == 8 and img.shape == (3, 1, 2) and np.array_equal(img[:, 0], [[0.0, 1.0]] * 3)
 
