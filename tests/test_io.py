@@ -90,6 +90,20 @@ def test_a_transparent_colour_of_a_16_bit_png_is_composited_too(tmp_path, channe
     np.testing.assert_allclose(out, want, rtol=1e-6)
 
 
+def _unreached(monkeypatch, owner, name: str, why: str) -> None:
+    """Replace ``owner.name`` (a decoder that must not see the file) by one that fails the test with ``why``."""
+    def reached(*args, **kwargs):
+        raise AssertionError(why)
+    monkeypatch.setattr(owner, name, reached)
+
+
+def _refused(path, pattern: str) -> None:
+    """Check that probe_image and read_image both refuse ``path`` with an ImageError matching ``pattern``."""
+    for read in (probe_image, read_image):
+        with pytest.raises(ImageError, match=pattern):
+            read(path)
+
+
 def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -1059,13 +1073,10 @@ def test_a_damaged_16bit_png_never_reaches_torchvisions_decoder(tmp_path, monkey
         warnings.simplefilter("ignore", DeprecationWarning)
         assert real(torch.from_numpy(np.frombuffer((tmp_path / "deep.png").read_bytes(), np.uint8).copy())).shape[0] == 3
 
-    def crash(*args, **kwargs):
-        raise AssertionError("torchvision's decoder was handed a damaged PNG: a segmentation fault")
-    monkeypatch.setattr(torchvision.io, "decode_png", crash)
+    _unreached(monkeypatch, torchvision.io, "decode_png", "torchvision's decoder was handed a damaged PNG: a "
+               "segmentation fault")
     for name in ("rot.png", "sound_crc.png"):
-        for read in (probe_image, read_image):
-            with pytest.raises(ImageError, match=rf"{name}: damaged \(.*\); replace it with a good copy"):
-                read(tmp_path / name)
+        _refused(tmp_path / name, rf"{name}: damaged \(.*\); replace it with a good copy")
 
 
 @pytest.mark.parametrize("layout", ["idat_split", "unknown_critical", "two_ihdr"])
@@ -1085,12 +1096,9 @@ def test_a_16bit_png_with_chunks_out_of_place_is_refused_alike_by_probe_and_read
               "two_ihdr": ihdr + _chunk(b"IDAT", idat)}[layout]
     (tmp_path / "p.png").write_bytes(data[:33] + middle + rest)
 
-    def crash(*args, **kwargs):
-        raise AssertionError("torchvision's decoder was handed a PNG libpng refuses: a segmentation fault")
-    monkeypatch.setattr(torchvision.io, "decode_png", crash)
-    for read in (probe_image, read_image):
-        with pytest.raises(ImageError, match=r"p\.png: damaged \(.*out of place"):
-            read(tmp_path / "p.png")
+    _unreached(monkeypatch, torchvision.io, "decode_png", "torchvision's decoder was handed a PNG libpng refuses: "
+               "a segmentation fault")
+    _refused(tmp_path / "p.png", r"p\.png: damaged \(.*out of place")
 
 
 @pytest.mark.parametrize("flaw", ["filter_method", "data_after_the_stream", "chunk_type"])
@@ -1109,9 +1117,7 @@ def test_a_16bit_png_libpng_refuses_is_refused_by_the_probe_too(tmp_path, flaw):
     body = _chunk(b"IDAT", idat + idat if flaw == "data_after_the_stream" else idat)
     extra = _chunk(b"abcd", b"x") if flaw == "chunk_type" else b""
     (tmp_path / "p.png").write_bytes(data[:8] + _chunk(b"IHDR", bytes(ihdr)) + extra + body + rest)
-    for read in (probe_image, read_image):
-        with pytest.raises(ImageError, match=r"p\.png: "):
-            read(tmp_path / "p.png")
+    _refused(tmp_path / "p.png", r"p\.png: ")
 
 
 def test_a_tiff_whose_strips_lie_past_its_end_is_an_imageerror(tmp_path):
@@ -1128,10 +1134,8 @@ def test_a_tiff_whose_strips_lie_past_its_end_is_an_imageerror(tmp_path):
     (tmp_path / "scan.tif").write_bytes(bytes(data))
     with warnings.catch_warnings(record=True) as said:  # (tifffile's "failed to reshape" printed beside the line)
         warnings.simplefilter("always")
-        for read in (probe_image, read_image):
-            with pytest.raises(ImageError, match=r"scan\.tif: a damaged TIFF \(its image data lies past the end of "
-                               r"the file: cut short.*replace it with a good copy"):
-                read(tmp_path / "scan.tif")
+        _refused(tmp_path / "scan.tif", r"scan\.tif: a damaged TIFF \(its image data lies past the end of the file: "
+                 r"cut short.*replace it with a good copy")
     assert [str(w.message) for w in said] == []
     assert "image data lies past the end" in probe_images([tmp_path / "scan.tif"])[0].args[0]
 
@@ -1160,10 +1164,8 @@ def test_a_tiff_cut_short_is_refused_by_its_layout_whichever_tifffile_reads_it(t
     data = (tmp_path / "whole.tif").read_bytes()
     for cut in (len(data) // 2, len(data) - 1):
         (tmp_path / "cut.tif").write_bytes(data[:cut])
-        for read in (probe_image, read_image):
-            with pytest.raises(ImageError, match=r"cut\.tif: a damaged TIFF \(its image data lies past the end of the "
-                                                 r"file: cut short.*\); replace it with a good copy or re-export it"):
-                read(tmp_path / "cut.tif")
+        _refused(tmp_path / "cut.tif", r"cut\.tif: a damaged TIFF \(its image data lies past the end of the file: "
+                 r"cut short.*\); replace it with a good copy or re-export it")
 
 
 @pytest.mark.parametrize("writer", ["pillow", "blursynth"])
@@ -1181,13 +1183,9 @@ def test_a_tiff_whose_next_directory_points_into_its_pixels_is_refused_at_once(t
     struct.pack_into(order + "I", data, ifd + 2 + 12 * struct.unpack_from(order + "H", data, ifd)[0], 8)
     (tmp_path / "scan.tif").write_bytes(bytes(data))
     import blursynth.io as bio
-
-    def parsed(*args, **kwargs):  # (reaching the decoder is the hang: fail instead)
-        raise AssertionError("a TIFF whose directories leave the file went to the decoder")
-    monkeypatch.setattr(bio.iio, "imopen", parsed)
-    for read in (probe_image, read_image):
-        with pytest.raises(ImageError, match=r"scan\.tif: a damaged TIFF .*replace it with a good copy"):
-            read(tmp_path / "scan.tif")
+    # (reaching the decoder is the hang: fail instead)
+    _unreached(monkeypatch, bio.iio, "imopen", "a TIFF whose directories leave the file went to the decoder")
+    _refused(tmp_path / "scan.tif", r"scan\.tif: a damaged TIFF .*replace it with a good copy")
 
 
 @pytest.mark.parametrize("suffix", [".psd", ".xbm", ".exr"])
