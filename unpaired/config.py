@@ -192,10 +192,11 @@ class TrainConfig:
         for name in ("val_size", "workers", "n_blocks", "pool_size", "seed", "pair_pool"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        most = WORKERS_PER_CORE * usable_cores()  # (per process: under torchrun each has its own)
-        if self.workers > most:  # (a resume from a larger machine's run too: its config.json holds its --workers)
-            raise ConfigError(f"--workers must be at most {most} ({WORKERS_PER_CORE} per core; this process may use "
-                              f"{usable_cores()}), got {self.workers}")
+        cores = usable_cores()  # (per process: under torchrun each has its own)
+        if self.workers > WORKERS_PER_CORE * cores:  # (a resume from a larger machine's run too: its config.json
+            # holds its --workers)
+            raise ConfigError(f"--workers must be at most {WORKERS_PER_CORE * cores} ({WORKERS_PER_CORE} per core; "
+                              f"this process may use {cores}), got {self.workers}")
         if self.seed > MAX_SEED:  # (else refused by blursynth.rng mid-run, naming a derived seed, not --seed)
             raise ConfigError(f"--seed must be at most {MAX_SEED} (each process draws from seed * 1000 + its rank, "
                               f"which must stay below 2**63), got {self.seed}")
@@ -521,11 +522,17 @@ def _saved_config(run_dir: str) -> TrainConfig:
     return from_mapping(values, where=str(saved))
 
 
+def _run_held(run: Path) -> list[str]:
+    """What in ``run`` shows that steps were trained there: metrics.jsonl, checkpoints/ (a start that failed
+    leaves only config.json)."""
+    return [name for name in ("metrics.jsonl", "checkpoints") if (run / name).exists()]
+
+
 def _config_lost(run: Path, option: str) -> str | None:
     """The error for a run folder that holds a run (metrics or checkpoints) but not its config.json (removed
     by hand), the same whether it was given to --resume or to a new run: each told the user to use the
     other. None for a folder without either."""
-    held = [name for name in ("metrics.jsonl", "checkpoints") if (run / name).exists()]
+    held = _run_held(run)
     if not held or (run / "config.json").exists():
         return None
     copy = (" (each checkpoints/step_*.pt holds a copy of it, under the key 'config')"
@@ -604,8 +611,7 @@ def _check_run_dir(cfg: TrainConfig) -> None:
         except (ValueError, OSError):  # (ConfigError and JSON's errors are ValueErrors)
             raise ConfigError(f"--run-dir {cfg.run_dir}: holds a config.json that unpaired.train did not write; "
                               "choose another --run-dir") from None
-    # metrics or checkpoints mean steps were trained (a start that failed leaves only config.json)
-    held = [name for name in ("metrics.jsonl", "checkpoints") if (run / name).exists()]
+    held = _run_held(run)
     lost = _config_lost(run, f"--run-dir {cfg.run_dir}")  # (--resume would be refused as well: say why)
     if lost and not cfg.overwrite:
         raise ConfigError(lost)
