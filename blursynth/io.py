@@ -556,7 +556,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     if fault or any(kind == b"eXIf" or kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(
             _PNG_ORIENTING) for kind, body in chunks):
         return None
-    if not (_is_png16(path) or _pillow_takes_chunks(path, chunks)):
+    if not (data[24] == 16 or _pillow_takes_chunks(path, chunks)):  # (bit depth 16: read by _read_png16, not Pillow)
         return None
     return height, width
 
