@@ -1,6 +1,7 @@
 """Throughput of the dead-leaves generator against the common Python implementation, same run.
 
     OMP_NUM_THREADS=1 python bench/scenes.py [--size 256] [--images 16] [--repeats 5]
+    OMP_NUM_THREADS=1 python bench/scenes.py --memory 1024 2048 4096 8192   # peak memory of one image
 
 Ours: ``blursynth.scenes.dead_leaves`` (textured, anti-aliased leaves; batch 1 and batch 16).
 Peer: the usual NumPy dead-leaves painter: leaves drawn back to front, each painted through its
@@ -12,6 +13,10 @@ Everything runs on one thread (the target is >= 20 images/s at 256x256 on one co
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
+import time
 
 import numpy as np
 import torch
@@ -40,13 +45,39 @@ def peer_dead_leaves(size: int, leaves: int, alpha: float, rmin: float, rmax: fl
     return img
 
 
+def _peak_child(size: int) -> None:
+    """Render one ``size`` x ``size`` image; print the seconds and the peak resident memory it added (MiB)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    dead_leaves(1, size, seed=1)
+    seconds = time.perf_counter() - start
+    print(seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+
+
+def memory(sizes: list[int]) -> None:
+    """Peak memory of one image per size, each in a fresh process (the peak is a high-water mark)."""
+    print("dead leaves, one image per process, default options, 1 thread: peak memory above the imports")
+    for size in sizes:
+        out = subprocess.run([sys.executable, __file__, "--peak-child", str(size)], check=True,
+                             capture_output=True, text=True).stdout.split()
+        seconds, mib = float(out[0]), float(out[1])
+        print(f"  {size:>5} x {size:<5}: {seconds:6.2f} s, {mib:7.0f} MiB, {mib * 2**20 / size**2:5.0f} bytes per pixel")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--images", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--memory", type=int, nargs="+", metavar="SIZE",
+                    help="instead: peak memory of rendering one image of each size")
+    ap.add_argument("--peak-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.peak_child:
+        return _peak_child(args.peak_child)
+    if args.memory:
+        return memory(args.memory)
     opt = DeadLeaves()
     s, n = args.size, args.images
     m = opt.leaves(s, s)

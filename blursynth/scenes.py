@@ -6,8 +6,9 @@ invariant, with the ``1/f^2`` power spectrum, occlusion edges and T-junctions of
 Gousseau & Ladjal (2021) showed restoration networks trained on such images alone transfer to real
 photos. The package uses them as its default sharp images, so every command runs with no download.
 
-How an image is made (all vectorised over the batch and the pixels; the only Python loop is over
-about 30 disc-size classes):
+How an image is made (vectorised over the batch and the pixels; the Python loops are over about 30
+disc-size classes and, for an image over a million pixels, over row bands, which bound memory at
+about 60 bytes per pixel):
 
 1. ``M`` leaves per image, enough that the expected uncovered fraction of the image would be
    ``exp(-coverage)`` if leaves were centred anywhere in the plane (a little more remains: leaves
@@ -54,8 +55,11 @@ _RING = 2  # px shaded around the image: the anti-aliasing look-up reaches 2 px 
 # one class enumerate at most ~1.56x the pixels they need.
 _LADDER = sorted({max(1, round(1.25 ** k)) for k in range(0, 60)})
 
-# Work per chunk of images: enumerated (pixel, leaf) pairs (~30 bytes each) and pixels (~300 bytes
-# each in float64 shading), about 0.4 GB at most.
+# Work at once: enumerated (pixel, leaf) pairs (~25 bytes each) and shaded pixels (~300 bytes each
+# in float64), about 0.4 GB at most. Images are rendered in chunks of whole images, and an image
+# larger than one chunk in row bands (its leaves' boxes in groups), so memory stays bounded
+# whatever the size: what remains per pixel is the front-leaf map, the noise field and the
+# linear image (about 60 bytes).
 _PAIRS_PER_CHUNK = 4_000_000
 _PIXELS_PER_CHUNK = 1 << 20
 
@@ -211,7 +215,10 @@ class DeadLeaves:
         front, linear = _compose(leaves, _noise_field(seed, index, h, w), n, h, w, m)
         if self.defocus > 0:
             linear = _defocus(self, linear, front.reshape(n, 1, h, w), index, seed, m)
-        return linear_to_srgb(linear.clamp(0.0, 1.0)).clamp(0.0, 1.0).float()
+        srgb = torch.empty(linear.shape, device=linear.device)
+        for top, end in _bands(n, h, w):  # (the curve's float64 temporaries, a band at a time)
+            srgb[:, :, top:end] = linear_to_srgb(linear[:, :, top:end].clamp(0.0, 1.0)).clamp(0.0, 1.0)
+        return srgb
 
 
 def dead_leaves(n: int, size, seed: int, start: int = 0, device: torch.device | str = "cpu", **params) -> torch.Tensor:
@@ -244,6 +251,13 @@ def _size(size) -> tuple[int, int]:
     if not all(map(rng.is_integer, (h, w))) or h < 1 or w < 1:
         raise ValueError(f"scene size must be a positive int (a square) or (height, width) ints, got {size!r}")
     return int(h), int(w)
+
+
+def _bands(n: int, h: int, w: int) -> list[tuple[int, int]]:
+    """Row ranges ``(top, end)`` covering ``h`` rows of ``n`` images of width ``w``, each band about
+    ``_PIXELS_PER_CHUNK`` pixels (at least one row)."""
+    rows = max(1, _PIXELS_PER_CHUNK // (n * w))
+    return [(top, min(h, top + rows)) for top in range(0, h, rows)]
 
 
 # --------------------------------------------------------------------------- drawing the leaves
@@ -332,9 +346,12 @@ def _zbuffer(leaves: dict, n: int, h: int, w: int, m: int) -> torch.Tensor:
     rung = torch.bucketize(half, ladder)  # half <= ladder[rung]
     front = torch.full((n * h * w,), m, dtype=torch.int64, device=dev)
     for k in rung.unique().tolist():
+        e = int(_LADDER[k])
         sel = (rung == k).nonzero().squeeze(1)
-        flat, number = _boxes(item[sel], leaf[sel], cx, cy, reach, int(_LADDER[k]), h, w, m)
-        front.scatter_reduce_(0, flat, number, reduce="amin")
+        group = max(1, _PAIRS_PER_CHUNK // (min(2 * e + 1, w) * min(2 * e + 1, h)))  # leaves per batch of boxes
+        for part in sel.split(group):  # (the minimum over leaves does not depend on their grouping)
+            flat, number = _boxes(item[part], leaf[part], cx, cy, reach, e, h, w, m)
+            front.scatter_reduce_(0, flat, number, reduce="amin")
     return front.view(n, h * w)
 
 
@@ -368,7 +385,7 @@ def _compose(leaves: dict, field: torch.Tensor, n: int, h: int, w: int, m: int) 
 
     Pixel maths runs in float64 (rounded to float32 once, by the caller): vectorised and scalar
     kernels differ in the last bit, and which one an item's pixels meet depends on its place in
-    the batch; after the final rounding an item comes out the same in any batch.
+    the batch; after the final rounding an item comes out the same in any batch or row band.
     """
     # Shaded over the image plus a ring of _RING pixels, so that the outward look-up of an edge
     # pixel on the image border lands on what really lies behind it, not on a pixel clamped back
@@ -376,16 +393,24 @@ def _compose(leaves: dict, field: torch.Tensor, n: int, h: int, w: int, m: int) 
     dev = leaves["radius"].device
     hp, wp = h + 2 * _RING, w + 2 * _RING
     front = _zbuffer({**leaves, "cx": leaves["cx"] + _RING, "cy": leaves["cy"] + _RING}, n, hp, wp, m)
-    yy, xx = torch.meshgrid(torch.arange(-_RING, h + _RING, device=dev, dtype=torch.float64),
-                            torch.arange(-_RING, w + _RING, device=dev, dtype=torch.float64), indexing="ij")
-    pix = (xx.reshape(1, -1), yy.reshape(1, -1))
-    colour, alpha, (qx, qy) = _shade(_leaf_table(leaves, h, w), front, pix, field, h, w)
-    # (image pixels' look-ups stay inside the ring; the ring's own are clamped, then cropped away)
-    outward = (qy + _RING).clamp(0, hp - 1) * wp + (qx + _RING).clamp(0, wp - 1)
-    behind = colour.gather(2, outward.unsqueeze(1).expand(-1, 3, -1))
-    linear = (alpha.unsqueeze(1) * colour + (1 - alpha.unsqueeze(1)) * behind).reshape(n, 3, hp, wp)
-    rows, cols = slice(_RING, _RING + h), slice(_RING, _RING + w)
-    return front.view(n, hp, wp)[:, rows, cols].reshape(n, h * w), linear[:, :, rows, cols].contiguous()
+    table = _leaf_table(leaves, h, w)
+    xs = torch.arange(-_RING, w + _RING, device=dev, dtype=torch.float64)
+    linear = torch.empty(n, 3, h, w, device=dev, dtype=torch.float64)
+    for top, end in _bands(n, h, wp):
+        # Image rows top .. end - 1 are padded rows top + _RING ..; their look-ups reach _RING rows
+        # either way, so padded rows top .. end + 2 _RING - 1 are shaded.
+        span = end - top + 2 * _RING
+        ys = torch.arange(top - _RING, end + _RING, device=dev, dtype=torch.float64)
+        pix = (xs.repeat(span).view(1, -1), ys.repeat_interleave(wp).view(1, -1))
+        colour, alpha, (qx, qy) = _shade(table, front[:, top * wp:(top + span) * wp], pix, field, h, w)
+        inner = (slice(_RING, _RING + end - top), slice(_RING, _RING + w))  # the band's image pixels
+        alpha = alpha.view(n, 1, span, wp)[:, :, inner[0], inner[1]]
+        # (image pixels' look-ups stay inside the ring, so inside the shaded rows)
+        outward = ((qy + _RING - top) * wp + qx + _RING).view(n, span, wp)[:, inner[0], inner[1]]
+        behind = colour.gather(2, outward.reshape(n, 1, -1).expand(-1, 3, -1)).view(n, 3, end - top, w)
+        own = colour.view(n, 3, span, wp)[:, :, inner[0], inner[1]]
+        linear[:, :, top:end] = alpha * own + (1 - alpha) * behind
+    return front.view(n, hp, wp)[:, _RING:_RING + h, _RING:_RING + w].reshape(n, h * w), linear
 
 
 def _leaf_table(leaves: dict, h: int, w: int) -> torch.Tensor:

@@ -246,6 +246,18 @@ def test_bad_size_and_unknown_option():
         dead_leaves(1, 8, seed=0, sharpness=2)
 
 
+@pytest.mark.parametrize("pixels", [40, 200])  # bands of 1 row, and of 3 rows with a remainder
+@pytest.mark.parametrize("options", [{}, {"defocus": 1.0}, {"rmax": 12.0, "texture": 0.6}])
+def test_row_bands_and_box_groups_change_no_byte(monkeypatch, pixels, options):
+    """An image larger than a chunk is shaded in row bands and its leaves' boxes are enumerated in
+    groups, to bound memory; neither may change a pixel (the bands' look-ups reach across them)."""
+    import blursynth.scenes as scenes
+    whole = dead_leaves(2, (37, 53), seed=4, start=3, **options)
+    monkeypatch.setattr(scenes, "_PIXELS_PER_CHUNK", pixels)  # (images 57 px wide with the ring)
+    monkeypatch.setattr(scenes, "_PAIRS_PER_CHUNK", 30)  # one leaf per group of boxes
+    assert torch.equal(dead_leaves(2, (37, 53), seed=4, start=3, **options), whole)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     cpu = dead_leaves(3, (40, 52), seed=4, defocus=0.5)
