@@ -802,3 +802,33 @@ def test_a_basicsr_layout_dataset_given_to_the_levin_benchmark_is_sent_to_the_fo
     with refused(rf"^error: --data .*ds: a folder of pairs, not Levin 2009's; score it with --benchmark folder "
                  rf"--blurry {re.escape(str(tmp_path / 'ds' / 'lq'))} --sharp {re.escape(str(tmp_path / 'ds' / 'gt'))}$"):
         _run(["--benchmark", "levin", "--data", tmp_path / "ds"])
+
+
+def test_running_out_of_memory_names_the_image_and_the_way_out(tmp_path, capsys, monkeypatch):
+    # A pair too large for the memory left was a traceback that named no image.
+    data = _write_levin(tmp_path / "levin", n_images=1, n_kernels=2)
+    pairs = evaluate.levin_pairs(data)
+    calls = []
+
+    def starved(blurry, kernel):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: not enough memory: "
+                               "you tried to allocate 1234567890 bytes.")
+        return blurry
+    with pytest.raises(evaluate.EvaluationError, match=r"im1_kernel2.png: out of memory on cpu \(.*not enough "
+                       r"memory.*\); free memory, or score on a device with more"):
+        evaluate.evaluate(pairs, starved, channels=1, progress=False)
+    # other errors are not taken for it
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        evaluate.evaluate(pairs, lambda b, k: (_ for _ in ()).throw(RuntimeError("shape mismatch")), channels=1,
+                          progress=False)
+    # the command: one line, exit status 2, no --json written
+    monkeypatch.setattr(evaluate, "method_restorer", lambda name: starved)
+    calls.clear()
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--benchmark", "levin", "--data", str(data), "--method", "wiener", "--quiet",
+                       "--json", str(tmp_path / "scores.json")])
+    assert exit_info.value.code == 2 and not (tmp_path / "scores.json").exists()
+    err = capsys.readouterr().err
+    assert "out of memory on cpu" in err and "Traceback" not in err

@@ -49,7 +49,7 @@ from blursynth.io import (IMAGE_SUFFIXES, ImageError, check_pair_sizes, dead_lin
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device, printable_stdout, refuse, say
-from .deblur import checkpoint_file, checkpoint_note
+from .deblur import checkpoint_file, checkpoint_note, out_of_memory
 from .inference import load_restorer
 
 Restorer = Callable[[torch.Tensor, "torch.Tensor | None"], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -311,54 +311,61 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
     """
     reference = reference or method_restorer("hyperlaplacian")
     records, images = [], []
-    for pair in tqdm(pairs, desc="evaluate", disable=not progress, file=sys.stderr):
-        blurry, sharp, kernel = load_pair(pair, channels)
-        _check_border(pair.sharp, sharp, radius, border)
-        blurry, sharp = blurry.to(device), sharp.to(device)
-        true_k = kernel.to(device) if kernel is not None and kernel.dim() == 2 else None
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            try:
-                out = restore(blurry, true_k)
-            except EvaluationError as exc:
-                where = pair.kernel if pair.kernel is not None else pair.blurry
-                raise EvaluationError(f"{where}: {exc}") from None
-        if device != "cpu" and torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        restored, k_est = out if isinstance(out, tuple) else (out, None)
-        if k_est is not None:
-            k_est = _estimate(k_est, pair)
-        if restored.shape != sharp.shape:
-            raise EvaluationError(f"{pair.blurry}: the method returned {tuple(restored.shape)}, expected "
-                                  f"{tuple(sharp.shape)}")
-        bad = int((~torch.isfinite(restored)).sum())
-        if bad:  # (scored, they made NaN means, printed as results with exit status 0)
-            raise EvaluationError(f"{pair.blurry}: the restoration holds {bad} NaN or infinite values; the model "
-                                  "or method diverged or is damaged (for a checkpoint, score an earlier one)")
-        scores = metrics.levin_scores(restored.float(), sharp, radius=radius, border=border)
-        record = {"name": pair.name, "psnr": float(scores["psnr"][0]), "ssim": float(scores["ssim"][0]),
-                  "error_ratio": None, "shift": [round(float(v), 3) for v in scores["shift"][0]],
-                  "seconds": round(seconds, 4)}
-        if true_k is not None:
-            # Levin's definition when a kernel estimate exists: the same non-blind method with the
-            # estimated and with the true kernel; otherwise the restored image itself.
+    try:  # (an allocation that fails is a traceback otherwise, naming no image)
+        for pair in tqdm(pairs, desc="evaluate", disable=not progress, file=sys.stderr):
+            blurry, sharp, kernel = load_pair(pair, channels)
+            _check_border(pair.sharp, sharp, radius, border)
+            blurry, sharp = blurry.to(device), sharp.to(device)
+            true_k = kernel.to(device) if kernel is not None and kernel.dim() == 2 else None
+            t0 = time.perf_counter()
             with torch.no_grad():
-                ref = reference(blurry, true_k)
-                est = reference(blurry, k_est.to(device)) if k_est is not None else restored
-            ssd_ref = metrics.levin_scores(ref.float(), sharp, radius=radius, border=border)["ssd"]
-            ssd_est = scores["ssd"] if k_est is None else \
-                metrics.levin_scores(est.float(), sharp, radius=radius, border=border)["ssd"]
-            record["error_ratio"] = float(metrics.error_ratio(ssd_est, ssd_ref)[0])
+                try:
+                    out = restore(blurry, true_k)
+                except EvaluationError as exc:
+                    where = pair.kernel if pair.kernel is not None else pair.blurry
+                    raise EvaluationError(f"{where}: {exc}") from None
+            if device != "cpu" and torch.cuda.is_available():
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            restored, k_est = out if isinstance(out, tuple) else (out, None)
             if k_est is not None:
-                sim = metrics.kernel_similarity(k_est.to(device), true_k)
-                record["kernel_ncc"] = float(sim["ncc"][0])
-                record["kernel_centred_error"] = float(sim["centred_error"][0])
-        records.append(record)
-        if keep_images is None or len(images) < keep_images:
-            images.append({"blurry": blurry.cpu(), "restored": restored.float().clamp(0, 1).cpu(), "sharp": sharp.cpu(),
-                           "k_est": None if k_est is None else k_est.cpu(), "k_true": None if true_k is None else
-                           true_k.cpu()})
+                k_est = _estimate(k_est, pair)
+            if restored.shape != sharp.shape:
+                raise EvaluationError(f"{pair.blurry}: the method returned {tuple(restored.shape)}, expected "
+                                      f"{tuple(sharp.shape)}")
+            bad = int((~torch.isfinite(restored)).sum())
+            if bad:  # (scored, they made NaN means, printed as results with exit status 0)
+                raise EvaluationError(f"{pair.blurry}: the restoration holds {bad} NaN or infinite values; the model "
+                                      "or method diverged or is damaged (for a checkpoint, score an earlier one)")
+            scores = metrics.levin_scores(restored.float(), sharp, radius=radius, border=border)
+            record = {"name": pair.name, "psnr": float(scores["psnr"][0]), "ssim": float(scores["ssim"][0]),
+                      "error_ratio": None, "shift": [round(float(v), 3) for v in scores["shift"][0]],
+                      "seconds": round(seconds, 4)}
+            if true_k is not None:
+                # Levin's definition when a kernel estimate exists: the same non-blind method with the
+                # estimated and with the true kernel; otherwise the restored image itself.
+                with torch.no_grad():
+                    ref = reference(blurry, true_k)
+                    est = reference(blurry, k_est.to(device)) if k_est is not None else restored
+                ssd_ref = metrics.levin_scores(ref.float(), sharp, radius=radius, border=border)["ssd"]
+                ssd_est = scores["ssd"] if k_est is None else \
+                    metrics.levin_scores(est.float(), sharp, radius=radius, border=border)["ssd"]
+                record["error_ratio"] = float(metrics.error_ratio(ssd_est, ssd_ref)[0])
+                if k_est is not None:
+                    sim = metrics.kernel_similarity(k_est.to(device), true_k)
+                    record["kernel_ncc"] = float(sim["ncc"][0])
+                    record["kernel_centred_error"] = float(sim["centred_error"][0])
+            records.append(record)
+            if keep_images is None or len(images) < keep_images:
+                images.append({"blurry": blurry.cpu(), "restored": restored.float().clamp(0, 1).cpu(), "sharp": sharp.cpu(),
+                               "k_est": None if k_est is None else k_est.cpu(), "k_true": None if true_k is None else
+                               true_k.cpu()})
+    except (RuntimeError, MemoryError) as exc:
+        if not out_of_memory(exc):
+            raise
+        raise EvaluationError(f"{pair.blurry}: out of memory on {device} ({first_line(exc)}); free memory, or "
+                              "score on a device with more (--device cpu where a GPU's is full), or crop "
+                              "the images") from None
 
     def mean(key):
         values = [r[key] for r in records if r[key] is not None]
