@@ -247,7 +247,10 @@ def test_output_options_are_checked_before_evaluating(tmp_path, capsys, monkeypa
                             (["--json", tmp_path / "file" / "r.json"], r"--json .*file.*not a folder"),
                             # (into the benchmark's own files: it replaced an image, or was read as one next time)
                             (["--grid", data / "blurry" / "im1_kernel1.png"], r"--grid .*: inside --data "),
-                            (["--json", data / "r.json"], r"--json .*r\.json: inside --data .*write it elsewhere")):
+                            (["--json", data / "r.json"], r"--json .*r\.json: inside --data .*write it elsewhere"),
+                            # (the sheet, written last, replaced the scores)
+                            (["--json", tmp_path / "out.png", "--grid", tmp_path / "x" / ".." / "out.png"],
+                             r"--json .*out\.png and --grid .*out\.png name the same file")):
         code, err = _refused(levin + option, capsys)
         assert code == 2 and re.search(message, err), (option, err)
 

@@ -505,6 +505,9 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             if inputs is not None and path.resolve().is_relative_to(inputs.resolve()):
                 parser.error(f"{option} {path}: inside --{given} {inputs}, the benchmark's own files; "
                              "write it elsewhere")
+    if args.json is not None and args.grid is not None and args.json.resolve() == args.grid.resolve():
+        parser.error(f"--json {args.json} and --grid {args.grid} name the same file, so the sheet would replace "
+                     "the scores; give each its own, e.g. --json results.json --grid grid.png")
     if args.grid is not None and args.grid.suffix.lower() not in IMAGE_SUFFIXES - {".pgm"}:  # (the suffix picks the
         # format; a .pgm holds gray, the sheet is in colour)
         parser.error(f"--grid {args.grid}: not a colour image file name ({args.grid.suffix or 'no suffix'}); "
