@@ -548,8 +548,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     _check_pixels(path, height, width)
     fault = _png_data_fault(chunks)
     if fault == "short":  # (Pillow decodes it without a word, the missing rows black: a --sharp scan used the photo)
-        raise ImageError(f"{path}: its image data ends before its last row (written or copied incompletely); replace "
-                         "it with a good copy or re-export it")
+        raise _short_png(path)
     # EXIF as ImageMagick stores it ("Raw profile type exif") and XMP's tiff:Orientation (Adobe's exports): Pillow
     # turns such a photo upright when it reads it, so its size from the header was the wrong way round, and a
     # --sharp scan kept a photo whose crops then came out of the wrong size, a traceback mid-run.
@@ -559,6 +558,32 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     if not (data[24] == 16 or _pillow_takes_chunks(path, chunks)):  # (bit depth 16: read by _read_png16, not Pillow)
         return None
     return height, width
+
+
+def _short_png(path: Path) -> ImageError:
+    return ImageError(f"{path}: its image data ends before its last row (written or copied incompletely); replace "
+                      "it with a good copy or re-export it")
+
+
+def refuse_short_png(path: str | os.PathLike) -> None:
+    """Raise an :class:`ImageError` naming ``path`` if it is a PNG whose sound compressed data ends before
+    its last row: Pillow decodes an 8-bit one with those rows black, without a word. Other files pass.
+
+    :func:`probe_image` finds this too, and 16-bit PNGs are checked at every read. :func:`read_image`
+    does not check 8-bit ones, since inflating the data again doubles the time to read a dataset's
+    256x256 PNG: call this for files read once without a probe (``unpaired.deblur`` and ``evaluate`` do).
+    """
+    path = Path(path)
+    if not path.is_file():  # (opening a FIFO would wait for a writer; read_image names what it is)
+        return
+    with open(path, "rb") as fh:
+        if fh.read(8) != _PNG_SIGNATURE:
+            return
+        fh.seek(0)
+        data = memoryview(fh.read())
+    chunks = list(_png_chunks(data))
+    if _png_laid_out(chunks) and _png_data_fault(chunks) == "short":
+        raise _short_png(path)
 
 
 def _pillow_takes_chunks(path: Path, chunks: list) -> bool:
@@ -917,7 +942,10 @@ def _read_png16(path: Path) -> np.ndarray:
     # damaged in the image data ("bad adaptive filter value", "incorrect data check") or IDATs split by another
     # chunk took a --sharp scan down without a word. So the chunks and the compressed rows are checked first, as
     # probe_image checks them.
-    if not _png_laid_out(found) or _png_data_fault(found) is not None:
+    fault = _png_data_fault(found) if _png_laid_out(found) else "damaged"
+    if fault == "short":
+        raise _short_png(path)
+    if fault is not None:
         raise ImageError(f"{path}: damaged (a chunk fails its CRC, is cut short or out of place, or the compressed "
                          "image data does not inflate to the rows its header gives); replace it with a good copy or "
                          "re-export it")

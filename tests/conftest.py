@@ -8,11 +8,15 @@ import contextlib
 import os
 import re
 import shutil
+import struct
 import tempfile
+import zlib
 
 import pytest
 import torch
 from hypothesis import settings
+
+from blursynth.io import png_bytes
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
@@ -57,3 +61,19 @@ def refused(capsys):
         assert exc.value.code == 2, err
         assert "Traceback" not in err and re.search(pattern, err, re.MULTILINE), err
     return check
+
+
+@pytest.fixture
+def short_png():
+    """``short_png(path, samples)``: write ``samples`` (``H x W [x C]`` uint8 or uint16) as a PNG whose
+    compressed data is sound (CRCs and zlib's checksum right) but ends halfway through its rows, as a
+    faulty encoder writes one; Pillow reads an 8-bit one with the missing rows black, without a word."""
+    def write(path, samples):
+        png = png_bytes(samples)
+        at = png.index(b"IDAT") - 4  # (png_bytes writes one IDAT)
+        (n,) = struct.unpack_from(">I", png, at)
+        rows = zlib.decompress(png[at + 8:at + 8 + n])
+        half = zlib.compress(rows[:len(rows) // 2])
+        idat = struct.pack(">I", len(half)) + b"IDAT" + half + struct.pack(">I", zlib.crc32(b"IDAT" + half))
+        path.write_bytes(png[:at] + idat + png[at + 12 + n:])
+    return write

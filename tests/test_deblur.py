@@ -859,3 +859,16 @@ def test_a_folder_where_an_output_would_go_is_named_before_anything_is_done(tmp_
     err = capsys.readouterr().err
     assert f"{tmp_path / 'out' / 'a.png'} is a folder, where the output of that name would go; rename or move it" in err
     assert (tmp_path / "out" / "a.png").is_dir()
+
+
+def test_a_png_whose_data_ends_before_its_last_row_is_named_and_the_others_are_deblurred(
+        tmp_path, checkpoint, capsys, short_png):
+    # (Pillow reads it with the missing rows black, without a word: it was restored and written as a photo)
+    rng = np.random.default_rng(9)
+    (tmp_path / "in").mkdir()
+    short_png(tmp_path / "in" / "a.png", (rng.random((20, 20, 3)) * 255).astype(np.uint8))
+    write_image(tmp_path / "in" / "b.png", rng.random((3, 20, 20)).astype(np.float32))
+    assert main([str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "a.png: its image data ends before its last row" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png"]

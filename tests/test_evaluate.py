@@ -835,3 +835,14 @@ def test_running_out_of_memory_names_the_image_and_the_way_out(tmp_path, capsys,
     assert exit_info.value.code == 2 and not (tmp_path / "scores.json").exists()
     err = capsys.readouterr().err
     assert "out of memory on cpu" in err and "Traceback" not in err
+
+
+def test_a_png_whose_data_ends_before_its_last_row_is_refused_naming_it(tmp_path, refused, short_png):
+    # (Pillow reads it with the missing rows black, without a word: it was scored as it was)
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+    scene = _u8(np.stack([_scene(1)] * 3, -1))
+    iio.imwrite(tmp_path / "blur" / "a.png", scene)
+    short_png(tmp_path / "sharp" / "a.png", scene)
+    with refused(r"^error: .*sharp/a\.png: its image data ends before its last row"):
+        _run(["--benchmark", "folder", "--blurry", tmp_path / "blur", "--sharp", tmp_path / "sharp"])

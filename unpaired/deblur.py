@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import (DEEP_SUFFIXES, ImageError, atomic_path, dead_link_above, first_line, read_image,
-                          temporary_target, write_image)
+                          refuse_short_png, temporary_target, write_image)
 from unpaired.config import pick_device, printable_stdout, say
 from unpaired.data import list_images
 from unpaired.models import build_generator, min_side, size_factor
@@ -252,6 +252,7 @@ def output_path(src: Path, out_dir: Path) -> Path:
 def deblur_file(net: nn.Module, src: Path, dst: Path, tile: int, overlap: int, factor: int,
                 device: torch.device, progress: bool = True) -> None:
     """Read ``src``, restore it, write it to ``dst`` (from :func:`plan_outputs`) in its format and bit depth."""
+    refuse_short_png(src)  # (Pillow reads its missing rows black: restored, they looked like the photo's)
     # The file's colour type, not its pixels, decides: a gray photo saved as RGB stays RGB.
     array, bits = read_image(src, channels=None)
     gray = array.shape[0] == 1

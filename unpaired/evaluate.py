@@ -45,7 +45,7 @@ from tqdm import tqdm
 from blursynth.cli import non_negative_int, positive_int
 from blursynth.interrupt import exit_code, sigterm_interrupts
 from blursynth.io import (IMAGE_SUFFIXES, ImageError, check_pair_sizes, dead_link_above, first_line, read_image,
-                          write_image, write_json)
+                          refuse_short_png, write_image, write_json)
 
 from . import deconv, metrics
 from .config import ConfigError, pick_device, printable_stdout, refuse, say
@@ -190,6 +190,8 @@ def load_kernel(path: Path) -> torch.Tensor:
 def load_pair(pair: Pair, channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(blurry (1, C, H, W), sharp (1, C, H, W), kernel (h, w) or None)``; sizes checked."""
     try:
+        for path in (pair.blurry, pair.sharp):  # (Pillow reads its missing rows black: scored as they are)
+            refuse_short_png(path)
         blurry = torch.from_numpy(read_image(pair.blurry, channels)[0])[None]
         sharp = torch.from_numpy(read_image(pair.sharp, channels)[0])[None]
         check_pair_sizes(pair.blurry, blurry, pair.sharp, sharp)
