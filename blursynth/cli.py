@@ -78,7 +78,7 @@ def positive_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (value > 0 and math.isfinite(value)) and value != math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text.strip()}")
     return value
 
 
@@ -303,7 +303,7 @@ def bounded_float(low: float, high: float, unit: str, example: str, above: bool 
         if not ((value > low if above else value >= low) and value <= high):  # (NaN fails too)
             bound = f"above {low:g}" if above else f"at least {low:g}"
             upper = "" if high == math.inf else f" and at most {high:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}{upper} {unit}, got {text}; e.g. {example}")
+            raise argparse.ArgumentTypeError(f"must be {bound}{upper} {unit}, got {text.strip()}; e.g. {example}")
         return value
     return parse
 
@@ -855,16 +855,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 JOINED = ("--shard", "--depth", "--focal-length")  # options whose value may start with "-" (see _joined_values)
+PAIRED = ("--exposure", "--length")  # the same, of two values each
 
 
 def _joined_values(argv: list[str]) -> list[str]:
     """``argv`` with ``--shard -1/4`` as ``--shard=-1/4`` and ``--depth -inf`` as ``--depth=-inf``: argparse takes
     a value starting with "-" for an option, unless it looks like a plain negative number (-1, -0.5; not -inf or
-    -1e3), and said "expected one argument", where the option's check names the valid range."""
+    -1e3), and said "expected one argument", where the option's check names the valid range. Two values, as in
+    ``--exposure -inf 1``, cannot be joined so: each such value gets a leading space, which argparse takes for
+    a value ("expected 2 arguments" before), and ``float`` and the checks' messages ignore."""
     out: list[str] = []
-    for a in argv:
-        if out and out[-1] in JOINED and a[:1] == "-" and (a[1:2].isdigit() or _is_number(a)):
+    for k, a in enumerate(argv):
+        dash_number = a[:1] == "-" and (a[1:2].isdigit() or _is_number(a))
+        if out and out[-1] in JOINED and dash_number:
             out[-1] = f"{out[-1]}={a}"
+        elif dash_number and any(argv[k - j] in PAIRED for j in (1, 2) if k >= j):
+            out.append(" " + a)
         else:
             out.append(a)
     return out

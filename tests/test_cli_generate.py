@@ -320,13 +320,19 @@ def test_bad_generate_arguments_fail_with_one_line(capsys, tmp_path, args, optio
 
 
 @pytest.mark.parametrize("args, allowed", [
-    (["--depth", "-inf"], "at least 0.01 metres"), (["--depth", "-1e-3"], "at least 0.01 metres"),
-    (["--depth", "-nan"], "at least 0.01 metres"), (["--focal-length", "-inf"], "at least 4 and at most 2000 mm"),
+    (["--depth", "-inf"], "at least 0.01 metres, got -inf"), (["--depth", "-1e-3"], "at least 0.01 metres, got -1e-3"),
+    (["--depth", "-nan"], "at least 0.01 metres, got -nan"),
+    (["--focal-length", "-inf"], "at least 4 and at most 2000 mm, got -inf"),
+    # (two values: "expected 2 arguments")
+    (["--exposure", "-inf", "1"], "must be a positive number, got -inf"),
+    (["--exposure", "0.1", "-1e-3"], "must be a positive number, got -1e-3"),
+    (["--model", "randomwalk", "--length", "-1e3", "5"], "above 0 and at most 2550 pixels, got -1e3"),
 ])
 def test_a_value_that_starts_like_an_option_is_checked_as_a_value(capsys, tmp_path, args, allowed):
     # (argparse took -inf or -1e-3, not plain negative numbers to it, for an option: "expected one argument")
-    err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--quiet", *args], args[0])
-    assert allowed in err and args[1] in err
+    option = next(a for a in args if a in ("--depth", "--focal-length", "--exposure", "--length"))
+    err = _fails(capsys, tmp_path, ["generate", "--out", str(tmp_path / "out"), "--quiet", *args], option)
+    assert allowed in err
 
 
 @pytest.mark.parametrize("args, option", [
