@@ -474,15 +474,17 @@ def linear_to_srgb(img: torch.Tensor) -> torch.Tensor:
 
 
 def _per_item(img: torch.Tensor, codes: torch.Tensor, fns: dict) -> torch.Tensor:
-    """Apply ``fns[code](sub_batch, item_indices)`` to the items of each code present in ``codes``."""
+    """Apply ``fns[code](sub_batch, item_indices)`` to the items of each code present in ``codes``; the result
+    has ``img``'s dtype (a curve's float32 parameter promoted a float16 or bfloat16 image to float32, and mixed
+    curves then failed to put the float32 items into the float16 output)."""
     codes = codes.to(img.device)
     present = codes.unique().tolist()
     if len(present) == 1:  # the common case: no copies in and out of sub-batches
-        return fns[present[0]](img, torch.arange(img.shape[0], device=img.device))
+        return fns[present[0]](img, torch.arange(img.shape[0], device=img.device)).to(img.dtype)
     out = torch.empty_like(img)
     for code in present:
         items = (codes == code).nonzero().squeeze(1)
-        out[items] = fns[code](img[items], items)
+        out[items] = fns[code](img[items], items).to(img.dtype)
     return out
 
 
@@ -553,12 +555,18 @@ def boost_highlights(linear: torch.Tensor, params: SensorParams) -> torch.Tensor
     _check_image(linear, params)
     gain = params.highlight_gain.to(linear.device).view(-1, 1, 1, 1)
     threshold = params.highlight_threshold.to(linear.device).view(-1, 1, 1, 1)
-    return linear + gain * (linear >= threshold).to(linear.dtype)
+    return (linear + gain * (linear >= threshold).to(linear.dtype)).to(linear.dtype)  # (float16 stays float16)
 
 
 def noise_std(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
     """Per-pixel noise standard deviation ``sqrt(a * max(x, 0) + b)`` for linear values ``x`` ``(B, 3, H, W)``:
     same shape, dtype and device, in linear units (the white level is 1)."""
+    return _noise_std(linear, params).to(linear.dtype)
+
+
+def _noise_std(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
+    """:func:`noise_std` in the promoted dtype: float32 at least (the float32 parameters against a
+    float16 or bfloat16 image), so that a read-noise variance of 1e-8 is not lost to float16's range."""
     a = params.shot_noise.to(linear.device).view(-1, 1, 1, 1)
     b = params.read_noise.to(linear.device).view(-1, 1, 1, 1)
     return (a * linear.clamp(min=0.0) + b).sqrt()
@@ -587,7 +595,8 @@ def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> t
     if not bool((params.shot_noise > 0).any() or (params.read_noise > 0).any()):
         return linear
     z = rng.normal(seed, index, tuple(linear.shape[1:]), _S_NOISE, dtype=linear.dtype)
-    return linear + noise_std(linear, params) * z
+    # (the float32 parameters promoted a float16 or bfloat16 image to float32: rounded back once, at the end)
+    return (linear + _noise_std(linear, params) * z).to(linear.dtype)
 
 
 def clip(img: torch.Tensor, params: SensorParams) -> torch.Tensor:

@@ -761,3 +761,27 @@ def test_joining_no_sensor_params_is_named():
     # (torch's "expected a non-empty list of Tensors" named no argument)
     with pytest.raises(ValueError, match=r"^SensorParams\.cat needs at least one SensorParams to join, got none$"):
         S.SensorParams.cat([])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_keep_their_dtype_through_every_step(dtype):
+    """The steps take any float dtype and return the image's (their docstrings: "same dtype"): the float32
+    parameters promoted a float16 image to float32 in add_noise, noise_std, boost_highlights and the tone
+    curves, and with more than one curve in the batch to_linear and from_linear failed with torch's "Index
+    put requires the source and destination dtypes match"."""
+    p = S.SensorModel(crf=S.CRFS, bayer=S.BAYER).sample(8, seed=1)
+    assert len(set(p.crf.tolist())) > 1  # (mixed curves: the case that failed)
+    x = torch.rand(8, 3, 6, 7)
+    steps = {"to_linear": lambda v: S.to_linear(v, p), "from_linear": lambda v: S.from_linear(v, p),
+             "boost_highlights": lambda v: S.boost_highlights(v, p), "noise_std": lambda v: S.noise_std(v, p),
+             "add_noise": lambda v: S.add_noise(v, p, 0, range(8)), "clip": lambda v: S.clip(v * 2, p),
+             "mosaic_demosaic": lambda v: S.mosaic_demosaic(v, p)}
+    for name, step in steps.items():
+        out = step(x.to(dtype))
+        assert out.dtype == dtype, name
+        # the values of the same (rounded) image in float32, to the half-precision type's rounding
+        assert torch.allclose(out.float(), step(x.to(dtype).float()), atol=0.02, rtol=0.02), name
+    for crf in range(len(S.CRFS)):  # each curve alone (the one-curve shortcut) too
+        one = _params(2, crf=crf, gamma=2.2)
+        assert S.to_linear(x[:2].to(dtype), one).dtype == dtype
+        assert S.from_linear(x[:2].to(dtype), one).dtype == dtype
