@@ -148,6 +148,18 @@ def test_bad_shapes_and_a_6dof_trajectory_without_camera_are_named():
         K.kernels(Trajectory(t=torch.linspace(0, 1, 3)[None], rotation=torch.zeros(1, 3, 3)), size=11)
 
 
+@pytest.mark.parametrize("center", ["no", "False", None, 0, 1, torch.tensor([True, False])])
+def test_a_center_that_is_not_a_bool_is_refused_by_name(center):
+    # rasterize, fits and fit_scale took any value for center by its truth: center="no" centred the kernel
+    # and center=None placed the path as given, where render_nonuniform and kernels_at refuse both
+    path = torch.tensor([[[0.0, 0.0], [4.0, 0.0], [5.0, 2.0]]])
+    for call in (K.rasterize, K.fits, K.fit_scale):
+        with pytest.raises(TypeError, match=r"^center must be True or False, got "):
+            call(path, 15, center=center)
+    for flag in (True, False, np.bool_(False), torch.tensor(True)):  # the bools still go through
+        assert K.rasterize(path, 15, center=flag).shape == (1, 15, 15)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_a_path_of_any_float_dtype_gives_the_float32_kernel(dtype):
     # rasterize takes "any float dtype": a float64 path reached index_add_ as float64 and failed there
