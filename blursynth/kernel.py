@@ -347,21 +347,29 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m,
     """
     t = trajectory.t
     n, steps = t.shape
-    r = trajectory.rotation if trajectory.rotation is not None else torch.zeros(n, steps, 3, device=t.device)
+    # float32 arithmetic (the models' poses), float64 for float64 poses; float16 and bfloat16 poses are
+    # taken in float32: mixed with the float32 depth they failed in the cross product ("expected scalar
+    # type Half but found Float"), and the half types' few bits would cost the tiny angles their precision
+    poses = [x for x in (trajectory.rotation, trajectory.translation) if x is not None]
+    dtype = torch.float64 if any(x.dtype == torch.float64 for x in poses) else torch.float32
+    r = trajectory.rotation.to(dtype) if trajectory.rotation is not None else \
+        torch.zeros(n, steps, 3, device=t.device, dtype=dtype)
     u = None  # the ray e_z, unless the camera's translation moves it (a scene at a finite depth)
     if trajectory.translation is not None:
         try:
-            depth = torch.as_tensor(depth_m, device=t.device, dtype=torch.float32).reshape(-1)
+            given = torch.as_tensor(depth_m, device=t.device, dtype=torch.float64).reshape(-1)
         except (TypeError, ValueError, RuntimeError):  # ("far": torch's words did not name it)
             raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene), "
                              f"got {depth_m!r}") from None
-        if depth.shape[0] not in (1, n) or not bool((depth > 0).all()):
+        if given.shape[0] not in (1, n) or not bool((given > 0).all()):
             raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene)")
+        depth = given.to(dtype)
         if not bool(torch.isinf(depth).all()):
-            check_short_of_plane(trajectory.translation[..., 2], depth.reshape(-1, 1))
+            translation = trajectory.translation.to(dtype)
+            check_short_of_plane(translation[..., 2], depth.reshape(-1, 1))
             u = torch.zeros_like(r)
             u[..., 2] = 1.0
-            u = u - trajectory.translation / depth.reshape(-1, 1, 1)
+            u = u - translation / depth.reshape(-1, 1, 1)
     a2 = (r * r).sum(-1, keepdim=True)
     small = a2 < 1e-4
     a = a2.sqrt()
@@ -379,7 +387,7 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m,
     # A camera turned (or moved) to face away from the scene point: f v / v_z is then its mirror image,
     # a finite path that made a kernel where the camera and the projective renderer refuse the motion.
     check_in_front(v[..., 2:], torch.tensor([principal_point], dtype=torch.float64), t, "the scene point of pixel")
-    return focal_px * v[..., :2] / v[..., 2:]
+    return (focal_px * v[..., :2] / v[..., 2:]).float()
 
 
 def kernels(trajectory: Trajectory, camera=None, size=31, depth_m: float | torch.Tensor = math.inf,

@@ -309,6 +309,21 @@ def _closed_form_agrees_with_the_camera(traj, cam, depth):
     assert torch.allclose(ours, ref, rtol=1e-4, atol=1e-3 + 1e-5 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("depth", [math.inf, 0.7])
+def test_kernel_paths_of_poses_of_any_float_dtype_are_float32(dtype, depth):
+    """kernel_paths returns float32 paths: float16 and bfloat16 poses at a finite depth failed with torch's
+    "expected scalar type Half but found Float", and float64 poses came back float64."""
+    traj = CameraShake().sample(3, seed=2)
+    cast = Trajectory(t=traj.t.to(dtype), rotation=traj.rotation.to(dtype), translation=traj.translation.to(dtype))
+    same = Trajectory(t=cast.t.float(), rotation=cast.rotation.float(), translation=cast.translation.float())
+    cam = Camera.from_35mm(50, 1200, 800)
+    path = K.kernel_paths(cast, cam, depth)
+    assert path.dtype == torch.float32
+    assert torch.allclose(path, K.kernel_paths(same, cam, depth), atol=1e-3)  # the same poses' path in float32
+    assert K.kernels(cast, cam, 31, depth, fit="scale").dtype == torch.float32
+
+
 @pytest.mark.parametrize("model", [CameraShake(), RandomWalk2D(length_px=(20, 29), steps=300, samples=64)])
 def test_item_is_identical_alone_in_a_batch_or_in_chunks(model):
     cam = Camera.from_35mm(50, 1200, 800)
