@@ -569,6 +569,8 @@ def kernel_spectrum(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
     :func:`blur` (a 2-D or 3-D kernel gains the missing axes), no larger than the grid (else a ValueError).
     Multiplying ``rfft2(x)`` by it is ``blur(x, kernel, "circular")``. Used by Fourier-domain deconvolution."""
     kernel = _kernel_dims(kernel)
+    # (float16 and bfloat16 kernels failed in torch's FFT with "Unsupported dtype Half" on the CPU)
+    kernel = kernel.to(torch.float64 if kernel.dtype == torch.float64 else torch.float32)
     size = _grid_size(size)
     h, w = kernel.shape[-2:]
     if h > size[0] or w > size[1]:

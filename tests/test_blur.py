@@ -284,6 +284,17 @@ def test_kernel_spectrum_is_circular_blur():
             kernel_spectrum(big, (12, 10))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.int64, torch.float64])
+def test_kernel_spectrum_is_complex64_for_every_kernel_dtype_but_float64(dtype):
+    """Documented: complex128 for a float64 kernel, else complex64. float16 and bfloat16 kernels failed in
+    torch's CPU FFT with "Unsupported dtype Half"."""
+    k = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.5, 0.0], [0.0, 0.0, 0.0]])  # (exact in every dtype tried)
+    k = (k * 4).to(dtype)
+    spec = kernel_spectrum(k, (8, 6))
+    assert spec.dtype == (torch.complex128 if dtype == torch.float64 else torch.complex64)
+    torch.testing.assert_close(spec.to(torch.complex128), kernel_spectrum(k.double(), (8, 6)))
+
+
 def test_kernel_spectrum_takes_one_int_for_a_square_and_names_a_bad_size():
     """One int is a square grid, as for the package's other sizes: it was "'int' object is not
     subscriptable"; a float or a 1-element size failed inside torch without naming ``size``."""
