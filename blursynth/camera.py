@@ -78,6 +78,13 @@ def _points(points_px, device) -> torch.Tensor:
     return pts.reshape(-1, 2)
 
 
+def _check_size(width, height) -> None:
+    """Raise a ValueError naming the image size unless ``width`` and ``height`` are integers >= 1."""
+    size = (width, height)
+    if not all(map(rng.is_integer, size)) or min(size) < 1:
+        raise ValueError(f"image size must be positive integers (pixels), got {width!r}x{height!r}")
+
+
 @dataclass(frozen=True)
 class Camera:
     """A pinhole camera.
@@ -102,9 +109,7 @@ class Camera:
     def __post_init__(self) -> None:
         # (the size first: from_35mm derives the focal length from it, and Camera.from_35mm(50, 0, 0) blamed
         # "focal length ... got 0.0" on a 50 mm lens)
-        size = (self.width, self.height)
-        if not all(map(rng.is_integer, size)) or min(size) < 1:
-            raise ValueError(f"image size must be positive integers (pixels), got {self.width!r}x{self.height!r}")
+        _check_size(self.width, self.height)
         if not (rng.is_real(self.focal_px) and self.focal_px > 0 and math.isfinite(self.focal_px)):
             raise ValueError(f"focal length must be a positive number of pixels, got {self.focal_px!r}")
         for name in ("cx", "cy"):
@@ -117,6 +122,7 @@ class Camera:
         """A camera whose field of view matches a ``focal_mm`` lens on a 36 x 24 mm frame (by the diagonal)."""
         if not (rng.is_real(focal_mm) and focal_mm > 0):
             raise ValueError(f"35 mm-equivalent focal length must be a positive number, got {focal_mm!r} mm")
+        _check_size(width, height)  # (before the diagonal: a str or None side failed in math.hypot, naming nothing)
         return cls(focal_px=focal_mm * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, width=width, height=height)
 
     @property

@@ -91,8 +91,9 @@ def test_camera_refuses_fractional_sizes_and_a_non_finite_principal_point():
 
 
 def test_from_35mm_names_a_bad_size_not_the_focal_length():
-    # the focal length in pixels follows from the size: a 0x0 frame was "focal length ... got 0.0"
-    for w, h in ((0, 0), (64, 0), (1.5, 48)):
+    # the focal length in pixels follows from the size: a 0x0 frame was "focal length ... got 0.0", and a
+    # side that is not a number at all failed in math.hypot ("must be real number, not str"), naming nothing
+    for w, h in ((0, 0), (64, 0), (1.5, 48), ("64", 48), (None, 48), (64, [48]), (64, np.array(48.0))):
         with pytest.raises(ValueError, match="image size must be positive integers") as err:
             Camera.from_35mm(50.0, w, h)
         assert "focal" not in str(err.value)
