@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import rng
-from .camera import BehindCameraError, Camera, check_camera, check_in_front
+from .camera import BehindCameraError, Camera, _points, check_camera, check_in_front
 from .trajectory import Trajectory, check_trajectory
 
 
@@ -154,6 +154,9 @@ def _check_motion(trajectory: Trajectory) -> None:
 def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float) -> tuple[Trajectory, torch.Tensor]:
     """:func:`densify`, and the probe pixels' positions ``(N, T', P, 2)`` along the result (reused by
     :func:`motion_samples` instead of projecting again)."""
+    # (each public caller's first step: None or a tensor of poses failed as "'NoneType' object has no attribute 'width'")
+    check_trajectory(trajectory)
+    check_camera(camera)
     _check_step(max_step_px)
     _check_motion(trajectory)
     probes = _probe_points(camera, trajectory.t.device)
@@ -204,6 +207,8 @@ def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | tor
     Trapezoidal weights on the samples: the exact time average of the piecewise-linear path, the same
     centre of mass :func:`blursynth.kernel.rasterize` puts on the centre pixel.
     """
+    check_trajectory(trajectory)
+    check_camera(camera)
     path = camera.center_path(trajectory, depth_m)
     return (exposure_weights(trajectory.t)[..., None] * path).sum(1)
 
@@ -558,8 +563,11 @@ def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
     Path ``i * P + j`` is the image of pixel ``points_px[j]`` ``(P, 2)`` under item ``i``'s motion,
     ``H(t) p - p`` on the densified poses, minus the renderer's centring shift when ``center``.
     """
+    check_trajectory(trajectory)
+    check_camera(camera)
     _check_center(center)
-    pts = torch.as_tensor(points_px, dtype=torch.float32, device=trajectory.t.device).reshape(-1, 2)
+    # (a str, or an odd count of coordinates, failed inside torch without naming points_px)
+    pts = _points(points_px, trajectory.t.device).float()
     dense = densify(trajectory, camera, depth_m, max_step_px)
     path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)
     if center:
@@ -573,6 +581,7 @@ def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
 def grid_points(camera: Camera, rows: int, cols: int) -> torch.Tensor:
     """``(rows * cols, 2)`` float32 pixel centres ``(x, y)`` of an even ``rows x cols`` grid of cells over
     the frame, row-major, on the CPU; ``rows`` and ``cols`` are integers >= 1 (else a ValueError)."""
+    check_camera(camera)
     if not all(rng.is_integer(v) and v >= 1 for v in (rows, cols)):
         raise ValueError(f"grid_points needs rows and cols as integers >= 1, got rows={rows!r}, cols={cols!r}")
     ys = (torch.arange(rows, dtype=torch.float32) + 0.5) * camera.height / rows - 0.5

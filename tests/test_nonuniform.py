@@ -367,6 +367,34 @@ def test_grid_points_refuses_counts_that_are_not_positive_integers():
     assert torch.equal(grid_points(cam, np.int64(2), 3), grid_points(cam, 2, 3))
 
 
+def test_the_public_pose_helpers_name_a_missing_camera_or_trajectory_and_bad_points():
+    """densify, motion_samples, centering_shift, local_paths and grid_points are public (kernels_at's docstring
+    sends readers to local_paths), but a camera of None or a tensor of poses for the trajectory failed deep
+    inside as "'NoneType' object has no attribute 'width'", and local_paths' points as torch's "new(): invalid
+    data type 'str'" or "shape '[-1, 2]' is invalid for input of size 3"; render_nonuniform and kernels_at
+    name them."""
+    from blursynth.nonuniform import centering_shift, local_paths, motion_samples
+    from blursynth.trajectory import CameraShake
+    cam = Camera(500.0, 30, 20)
+    traj = CameraShake().sample(1, seed=0)
+    calls = {"densify": lambda tr, c: densify(tr, c), "motion_samples": lambda tr, c: motion_samples(tr, c),
+             "centering_shift": lambda tr, c: centering_shift(tr, c),
+             "local_paths": lambda tr, c: local_paths([[1.0, 2.0]], tr, c)}
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=r"^camera must be a blursynth.camera.Camera"):
+            call(traj, None)
+        with pytest.raises(TypeError, match=r"^trajectory must be a blursynth.trajectory.Trajectory"):
+            call(traj.rotation, cam)
+        call(traj, cam)  # (and the right arguments still go through)
+    with pytest.raises(TypeError, match=r"^camera must be a blursynth.camera.Camera"):
+        grid_points(None, 2, 3)
+    for bad in ("ab", [1.0, 2.0, 3.0], [[1.0, math.nan]]):
+        with pytest.raises(ValueError, match=r"^points_px "):
+            local_paths(bad, traj, cam)
+    # one point given as a flat (x, y) pair is read as before
+    assert torch.equal(local_paths([1.0, 2.0], traj, cam)[0], local_paths([[1.0, 2.0]], traj, cam)[0])
+
+
 def test_an_items_local_kernels_are_the_same_alone_as_in_any_batch():
     """kernels_at densified the poses of the whole batch on one grid, fine enough for its fastest item:
     an item's local kernels then depended on the other items (1.7e-3 apart here) and were not the ones
