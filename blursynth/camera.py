@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from . import rng
@@ -27,6 +28,14 @@ class SceneReachedError(ValueError):
     """The camera's translation carries it to (or through) the scene plane ``depth_m`` during the
     exposure: the plane would then lie behind the camera, where projecting it means nothing (the image
     motion grows without bound as the plane nears: a render tried to allocate terabytes)."""
+
+
+def holds_bools(depth_m) -> bool:
+    """Whether ``depth_m`` is a bool or holds bools (a bool tensor or array, a list with a bool): torch and
+    NumPy read True as 1, so ``depth_m=True`` (a switch where a depth belongs) was a scene plane 1 m away."""
+    if isinstance(depth_m, (list, tuple)):
+        return any(map(holds_bools, depth_m))
+    return isinstance(depth_m, (bool, np.bool_)) or getattr(depth_m, "dtype", None) in (torch.bool, np.bool_)
 
 
 def check_short_of_plane(forward: torch.Tensor, depth) -> None:
@@ -170,6 +179,8 @@ class Camera:
         m = torch.eye(3, device=t.device, dtype=dtype).expand(n, steps, 3, 3)
         if trajectory.translation is not None:
             try:
+                if holds_bools(depth_m):
+                    raise TypeError
                 given = torch.as_tensor(depth_m, device=t.device, dtype=dtype)
             except (TypeError, ValueError, RuntimeError):  # ("far": torch's "new(): invalid data type 'str'")
                 raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant "
@@ -178,7 +189,8 @@ class Camera:
             if depth.shape[0] not in (1, n):  # (the shape passed: this named the internal (3, 1, 1))
                 raise ValueError(f"depth_m must be a float or an ({n},) tensor, got shape {tuple(given.shape)}")
             if not bool((depth > 0).all()):
-                raise ValueError("scene depth must be positive metres (use inf for a distant scene)")
+                raise ValueError(f"depth_m: the scene depth must be positive metres (use inf for a distant scene), "
+                                 f"got {depth_m!r}")
             check_short_of_plane(trajectory.translation[..., 2].to(dtype), depth[..., 0])
             normal = torch.tensor([0.0, 0.0, 1.0], device=t.device, dtype=dtype)
             # c n^T / d: zero for an infinitely distant plane.

@@ -36,7 +36,7 @@ from typing import Iterator
 import torch
 
 from . import rng
-from .camera import check_camera, check_in_front, check_short_of_plane
+from .camera import check_camera, check_in_front, check_short_of_plane, holds_bools
 from .nonuniform import _check_center
 from .trajectory import Trajectory, check_trajectory
 
@@ -357,12 +357,15 @@ def _principal_point_path(trajectory: Trajectory, focal_px: float, depth_m,
     u = None  # the ray e_z, unless the camera's translation moves it (a scene at a finite depth)
     if trajectory.translation is not None:
         try:
+            if holds_bools(depth_m):
+                raise TypeError
             given = torch.as_tensor(depth_m, device=t.device, dtype=torch.float64).reshape(-1)
         except (TypeError, ValueError, RuntimeError):  # ("far": torch's words did not name it)
             raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene), "
                              f"got {depth_m!r}") from None
         if given.shape[0] not in (1, n) or not bool((given > 0).all()):
-            raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene)")
+            raise ValueError(f"depth_m must be positive metres, a float or an ({n},) tensor (inf = distant scene), "
+                             f"got {depth_m!r}")
         depth = given.to(dtype)
         if not bool(torch.isinf(depth).all()):
             translation = trajectory.translation.to(dtype)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import rng
-from .camera import BehindCameraError, Camera, _points, check_camera, check_in_front
+from .camera import BehindCameraError, Camera, _points, check_camera, check_in_front, holds_bools
 from .trajectory import Trajectory, check_trajectory
 
 
@@ -430,6 +430,8 @@ def _check_depth(depth_m, n: int, per: str):
     if rng.is_real(depth_m):
         return depth_m
     try:
+        if holds_bools(depth_m):
+            raise TypeError
         depth = torch.as_tensor(depth_m)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"depth_m must be metres, a float or a ({n},) tensor, got {type(depth_m).__name__}") from None

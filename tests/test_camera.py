@@ -282,3 +282,25 @@ def test_a_depth_that_is_not_a_number_is_named():
             with pytest.raises(ValueError, match=r"depth_m must be positive metres, a float or an \(1,\) tensor "
                                                  r"\(inf = distant scene\), got "):
                 call(traj, bad)
+
+
+def test_a_depth_that_is_a_bool_is_refused_and_a_bad_depth_is_shown():
+    """depth_m=True (a switch where a depth belongs) was read as a scene plane 1 m away by every function that
+    takes a depth, as torch reads True as 1; a depth <= 0 was refused without the value that was passed."""
+    from blursynth.kernel import kernel_paths, kernels
+    from blursynth.nonuniform import kernels_at, render_nonuniform
+    cam = Camera(500.0, 16, 12)
+    traj = Trajectory(t=torch.tensor([[0.0, 0.1]]), rotation=torch.zeros(1, 2, 3),
+                      translation=torch.tensor([[[0.0, 0.0, 0.0], [0.001, 0.0, 0.0]]]))
+    calls = {"homographies": lambda d: cam.homographies(traj, d), "kernel_paths": lambda d: kernel_paths(traj, cam, d),
+             "kernels": lambda d: kernels(traj, cam, 5, d),
+             "render_nonuniform": lambda d: render_nonuniform(torch.rand(1, 3, 12, 16), traj, cam, d),
+             "kernels_at": lambda d: kernels_at([[3.0, 4.0]], traj, cam, 5, d)}
+    for name, call in calls.items():
+        for bad in (True, np.bool_(True), torch.tensor([True]), [True], np.array([True])):
+            with pytest.raises((TypeError, ValueError), match=r"depth_m must be"):
+                call(bad)
+        for bad in (0.0, -1.0, math.nan):
+            with pytest.raises(ValueError, match=rf"depth_m.*must be positive metres.*got {bad}"):
+                call(bad)
+        call(1.0)  # (a number still goes through)
