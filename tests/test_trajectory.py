@@ -149,6 +149,27 @@ def test_random_walk_partial_exposure_keeps_the_start_of_the_walk():
     assert torch.equal(mixed.params["exposure_fraction"].unique(), torch.tensor([0.01, 0.1, 0.5, 1.0]))
 
 
+def test_random_walk_counts_the_impulsive_shakes_of_the_exposure_it_keeps():
+    """big_shakes is "the number of impulsive shakes that happened": it counted those of the whole walk, the
+    part a partial exposure discards too (a 1% exposure of 2000 steps keeps 20 steps, and was said to hold
+    about 40). With no Gaussian kick and no pull the velocity changes only at a shake, which turns it by
+    180 +- 29 degrees: the path's reversals are its shakes."""
+    steps = 401
+    walk = dict(length_px=(100.0, 100.0), anxiety=(0.1, 0.1), big_shake_probability=(0.2, 0.2),
+                gaussian_shake=(0.0, 0.0), centripetal=(0.0, 0.0), steps=steps)
+    full = RandomWalk2D(samples=steps, **walk).sample(8, seed=3)
+    half = RandomWalk2D(samples=201, exposure_fractions=(0.5,), **walk).sample(8, seed=3)  # the first 200 moves
+
+    def reversals(path):
+        move = path[:, 1:] - path[:, :-1]
+        return ((move[:, 1:] * move[:, :-1]).sum(-1) < 0).sum(1)
+    for traj in (full, half):
+        unseen = traj.params["big_shakes"] - reversals(traj.path_px.double())
+        # (a shake at the very first step turns the initial velocity, which the path cannot show)
+        assert ((unseen == 0) | (unseen == 1)).all(), traj.params["big_shakes"]
+    assert (half.params["big_shakes"] < full.params["big_shakes"]).any()
+
+
 def test_random_walk_impulsive_shakes_follow_their_probability():
     never = RandomWalk2D(big_shake_probability=(0, 0), steps=300).sample(10, seed=1)
     often = RandomWalk2D(big_shake_probability=(0.2, 0.2), anxiety=(0.1, 0.1), steps=1000).sample(50, seed=1)
