@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import reprlib
 
 import numpy as np
 import torch
@@ -126,6 +127,8 @@ def as_index(index: torch.Tensor | int | range | list, device: torch.device | st
     of any shape is flattened; ``device=None`` keeps a tensor's own, else the CPU). Indices are non-negative
     integers: a float one would be truncated into another item's draws, so it is refused."""
     if is_integer(index):
+        if index < 0:  # (range(-3) was no items, without a word)
+            raise ValueError(f"a number of items must be >= 0, got {index}")
         index = range(int(index))
     if isinstance(index, range):
         # Built from the range's first item and step, not its stop: torch.arange refused the stop
@@ -136,7 +139,15 @@ def as_index(index: torch.Tensor | int | range | list, device: torch.device | st
         step = index.step if len(index) > 1 else 1
         idx = torch.arange(len(index), dtype=torch.int64, device=device).mul_(step).add_(index[0] if len(index) else 0)
     else:
-        idx = torch.as_tensor(index, device=device).reshape(-1)
+        if isinstance(index, np.ndarray) and index.dtype.kind == "u" and index.size and int(index.max()) >= 1 << 63:
+            # (torch wrapped a uint64 2**63 round to -2**63, and the message below named that)
+            raise ValueError(f"item indices must be < 2**63, got {int(index.max())}")
+        try:
+            idx = torch.as_tensor(index, device=device).reshape(-1)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            # (torch's words named nothing: "new(): invalid data type 'str'", "Overflow when unpacking long long")
+            raise TypeError(f"item indices must be integers in [0, 2**63): an int n (items 0 .. n-1), a range, or "
+                            f"a list, array or tensor of them; got {reprlib.repr(index)}") from None
         # (an empty list or tuple comes back float32: no indices, nothing to refuse)
         if idx.numel() and (idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex()):
             raise TypeError(f"item indices must be integers, got {idx.dtype} values")

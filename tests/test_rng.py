@@ -124,9 +124,17 @@ def test_item_indices_are_non_negative_integers():
     assert rng.as_index(3).tolist() == rng.as_index(np.int64(3)).tolist() == [0, 1, 2]
     assert rng.as_index([4, 1]).tolist() == rng.as_index(np.array([4, 1], dtype=np.uint8)).tolist() == [4, 1]
     for bad, error in (([0.7], TypeError), (torch.tensor([1.0]), TypeError), ([True], TypeError),
-                       ([2, -1], ValueError), (range(-2, 1), ValueError)):
+                       ([2, -1], ValueError), (range(-2, 1), ValueError),
+                       # (torch's words, naming nothing: "new(): invalid data type 'str'", "Could not infer dtype of
+                       # NoneType", "Overflow when unpacking long long"; a uint64 2**63 wrapped round to -2**63)
+                       ("12", TypeError), (None, TypeError), ([2**63], TypeError),
+                       (np.array([2**63], dtype=np.uint64), ValueError)):
         with pytest.raises(error, match="item indices must be"):
             rng.as_index(bad)
+    with pytest.raises(ValueError, match=r"^a number of items must be >= 0, got -3$"):  # (was no items)
+        rng.as_index(-3)
+    with pytest.raises(ValueError, match=r"item indices must be < 2\*\*63, got 9223372036854775808$"):
+        rng.as_index(np.array([2**63], dtype=np.uint64))
     from blursynth.sensor import SensorModel, add_noise
     params = SensorModel().sample(1, seed=0)
     with pytest.raises(TypeError, match="item indices must be integers"):
