@@ -169,8 +169,9 @@ def check_trajectory(trajectory) -> None:
                         f"seed=0); got {type(trajectory).__name__}")
 
 
-def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> None:
-    """Raise a ValueError naming the field unless ``value`` is a ``(lo, hi)`` pair with ``low <= lo <= hi``."""
+def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> tuple[float, float]:
+    """``value`` as a ``(lo, hi)`` tuple of floats, or a ValueError naming the field unless it is a pair of
+    numbers with ``low <= lo <= hi``."""
     try:
         if isinstance(value, (str, bytes)):
             raise TypeError
@@ -182,6 +183,7 @@ def _check_range(owner: str, name: str, value, positive: bool = False, low: floa
     if not (_math.isfinite(lo) and _math.isfinite(hi)) or lo > hi or lo < low or (positive and lo <= 0):
         bound = "> 0" if positive else f">= {low}"
         raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high, got {value!r}")
+    return lo, hi
 
 
 def _index(n: int, start: int, device) -> torch.Tensor:
@@ -235,9 +237,10 @@ class RandomWalk2D:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        _check_range(owner, "length_px", self.length_px, positive=True)
+        # (tuples of floats, as CameraShake's)
+        object.__setattr__(self, "length_px", _check_range(owner, "length_px", self.length_px, positive=True))
         for name in ("anxiety", "centripetal", "big_shake_probability", "gaussian_shake"):
-            _check_range(owner, name, getattr(self, name))
+            object.__setattr__(self, name, _check_range(owner, name, getattr(self, name)))
         if self.big_shake_probability[1] * self.anxiety[1] > 1:
             raise ValueError(f"{owner}: big_shake_probability * anxiety must stay <= 1")
         # (no upper bound let a typo such as steps = 10000000 run for hours and ask for terabytes: each
@@ -255,9 +258,11 @@ class RandomWalk2D:
         if not fr or any(f is None or not (0 < f <= 1) for f in fr):
             raise ValueError(f"{owner}.exposure_fractions must be a list of numbers in (0, 1], "
                              f"got {self.exposure_fractions!r}")
+        object.__setattr__(self, "exposure_fractions", fr)
         exposure = _rng.as_real(self.exposure_s)
         if exposure is None or not (0 < exposure < _math.inf):
             raise ValueError(f"{owner}.exposure_s must be positive seconds, got {self.exposure_s!r}")
+        object.__setattr__(self, "exposure_s", exposure)
 
     @property
     def n_samples(self) -> int:
@@ -413,13 +418,16 @@ class CameraShake:
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
+        # Kept as tuples of floats (lists from a recipe's TOML, NumPy arrays): a list made the model unhashable and
+        # unequal to the same model given tuples, and an array made == raise "The truth value of an array ...".
         for name in ("exposure_s", "drift_rad_s", "drift_hz", "tremor_rad_s", "tremor_hz", "jerk_hz",
                      "jerk_decay_s", "translation_m_s"):
-            _check_range(owner, name, getattr(self, name), positive=True)
-        _check_range(owner, "jerk_rad_s", self.jerk_rad_s)
+            object.__setattr__(self, name, _check_range(owner, name, getattr(self, name), positive=True))
+        object.__setattr__(self, "jerk_rad_s", _check_range(owner, "jerk_rad_s", self.jerk_rad_s))
         ratio = _rng.as_real(self.roll_ratio)
         if ratio is None or not (ratio >= 0 and _math.isfinite(ratio)):
             raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
+        object.__setattr__(self, "roll_ratio", ratio)
         if self.samples is not None:
             if not _rng.is_integer(self.samples) or self.samples < 2:
                 raise ValueError(f"{owner}.samples must be an integer >= 2 or None, got {self.samples!r}")

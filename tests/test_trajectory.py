@@ -549,3 +549,25 @@ def test_a_trajectory_of_numpy_arrays_or_lists_is_refused_naming_the_field():
     with pytest.raises(TypeError, match=r"Trajectory\.rotation must be a torch\.Tensor or None, got ndarray"):
         Trajectory(t=torch.from_numpy(t), rotation=np.zeros((1, 5, 3)))
     assert len(Trajectory(t=torch.from_numpy(t), path_px=torch.zeros(1, 5, 2))) == 1
+
+
+@pytest.mark.parametrize("model, given, tuples", [
+    (CameraShake, dict(exposure_s=[0.05, 0.5], drift_hz=np.array([0.5, 2.0]), jerk_rad_s=[0, 0.05],
+                       roll_ratio=np.float32(0.25)),
+     dict(exposure_s=(0.05, 0.5), drift_hz=(0.5, 2.0), jerk_rad_s=(0.0, 0.05), roll_ratio=0.25)),
+    (RandomWalk2D, dict(length_px=[20, 40], anxiety=np.array([0.0, 0.1]), exposure_fractions=[0.5, 1],
+                        exposure_s=np.float64(2.0), steps=100, samples=64),
+     dict(length_px=(20.0, 40.0), anxiety=(0.0, 0.1), exposure_fractions=(0.5, 1.0), exposure_s=2.0, steps=100,
+          samples=64)),
+])
+def test_a_model_given_lists_or_arrays_is_the_model_given_tuples(model, given, tuples):
+    """A recipe's TOML gives the models lists: kept as given, the model was unhashable (a frozen dataclass),
+    unequal to the same model given tuples, and with a NumPy array == raised "The truth value of an array
+    with more than one element is ambiguous". The options are kept as tuples of floats, as SensorModel's
+    and DeadLeaves' are, and draw the same motions."""
+    a, b = model(**given), model(**tuples)
+    assert a == b and hash(a) == hash(b) and a == model(**given)
+    assert all(type(getattr(a, k)) is type(getattr(b, k)) for k in given)
+    x, y = a.sample(3, seed=1), b.sample(3, seed=1)
+    assert all(torch.equal(getattr(x, k), getattr(y, k)) for k in ("t", "rotation", "translation", "path_px")
+               if getattr(x, k) is not None)
