@@ -268,8 +268,15 @@ def _draw_leaves(opt: DeadLeaves, index: torch.Tensor, seed: int, m: int, h: int
     u = lambda stream, k=m + 1: rng.uniform(seed, index, (k,), stream)  # noqa: E731
     # Inverse CDF of the truncated power law p(r) ~ r^-alpha on [rmin, rmax].
     e = 1.0 - opt.alpha
-    lo, hi = opt.rmin ** e, opt._rmax(h, w) ** e
-    radius = (lo + u(_S_RADIUS).double() * (hi - lo)) ** (1.0 / e)
+    if abs(e) >= 1e-6:
+        lo, hi = opt.rmin ** e, opt._rmax(h, w) ** e
+        radius = (lo + u(_S_RADIUS).double() * (hi - lo)) ** (1.0 / e)
+    else:
+        # The same inverse CDF, written so that nothing cancels as alpha nears 1 (the law nears log-uniform):
+        # above, rmin ** e and rmax ** e both round to about 1, and the power 1 / e blew their rounding up,
+        # into radii outside [rmin, rmax] (up to 67 px with rmax 64 at alpha = 1 + 1e-15).
+        span = math.log(opt._rmax(h, w) / opt.rmin)
+        radius = opt.rmin * torch.exp(torch.log1p(u(_S_RADIUS).double() * math.expm1(e * span)) / e)
     margin = opt._margin(h, w)
     cx = (-margin + u(_S_X).double() * (w - 1 + 2 * margin))
     cy = (-margin + u(_S_Y).double() * (h - 1 + 2 * margin))

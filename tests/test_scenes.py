@@ -121,6 +121,19 @@ def test_radii_follow_the_truncated_power_law(alpha, rmin):
     assert float(radius.min()) >= rmin - 1e-4 and float(radius.max()) <= 64.0 + 1e-3
 
 
+@pytest.mark.parametrize("alpha", [1 + 1e-15, 1 + 1e-12, 1 + 1e-8, 1 + 1e-6])
+def test_radii_stay_in_range_as_alpha_nears_1(alpha):
+    """alpha may be any value in (1, 10]; near 1 the law nears log-uniform, P(r > x) = log(rmax / x) /
+    log(rmax / rmin). The inverse CDF raised rmin ** (1 - alpha) and rmax ** (1 - alpha), both about 1, to
+    the power 1 / (1 - alpha), which blew their rounding up into radii outside [rmin, rmax] (67 px with
+    rmax 64 at alpha = 1 + 1e-15)."""
+    opt = DeadLeaves(alpha=alpha, rmin=2.0, rmax=64.0)
+    radius = _draw_leaves(opt, rng.as_index(2), 3, 20000, 64, 64)["radius"][:, :-1].double()
+    assert float(radius.min()) >= 2.0 - 1e-4 and float(radius.max()) <= 64.0 + 1e-3
+    for x in (4.0, 8.0, 32.0):
+        assert abs(float((radius > x).double().mean()) - math.log(64.0 / x) / math.log(32.0)) < 0.015
+
+
 def test_leaf_centres_are_uniform_over_the_image_plus_margin():
     """Centres are uniform over the image plus a margin on every side (so large leaves centred outside
     reach in on all four sides equally), on a non-square image; the background leaf is centred on the
