@@ -387,8 +387,8 @@ class SensorParams:
                 read_noise=f32(col("read_noise", float)),
                 clip=torch.tensor(col("clip", _strict_bool), dtype=torch.bool, device=device),
                 bayer=i64(col("bayer", lambda b: -1 if b is None else BAYER.index(b))),
-                bits=i64(col("bits", lambda b: 0 if b is None else int(b))),
-                jpeg_quality=i64(col("jpeg_quality", lambda q: 0 if q is None else int(q))),
+                bits=i64(col("bits", lambda b: 0 if b is None else _whole(b))),
+                jpeg_quality=i64(col("jpeg_quality", lambda q: 0 if q is None else _whole(q))),
             )
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"sensor record is not one written by SensorParams.to_records: {err!r}") from None
@@ -412,6 +412,14 @@ class SensorParams:
             if not bool(ok.all()):
                 i = int((~ok).nonzero()[0])
                 raise ValueError(f"sensor record {i}: {name}={records[i][name]!r} is out of range: it must be {valid}")
+
+
+def _whole(value) -> int:
+    """A record's ``bits`` or ``jpeg_quality`` as an int, or -1 (a value no model draws, which
+    :meth:`SensorParams._check_drawable` refuses naming the record) unless it is a whole number: ``int()``
+    truncated 8.5 to 8 and read the string "8" as 8."""
+    number = rng.as_real(value)
+    return int(number) if number is not None and number.is_integer() else -1
 
 
 def _strict_bool(value) -> bool:

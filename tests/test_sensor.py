@@ -639,6 +639,8 @@ def test_non_finite_images_are_refused(bad):
 @pytest.mark.parametrize("field, value", [
     ("shot_noise", -0.01), ("read_noise", math.nan), ("read_noise", -1e-4), ("highlight_gain", math.inf),
     ("highlight_threshold", 0.0), ("bits", 12), ("jpeg_quality", 101), ("gamma", -2.2),
+    # (int() took these: 8.5 as 8 bits, quality 80.5 as 80, the strings "8" and "80" as numbers)
+    ("bits", 8.5), ("bits", "8"), ("jpeg_quality", 80.5), ("jpeg_quality", "80"), ("jpeg_quality", math.nan),
 ])
 def test_records_holding_values_no_model_draws_are_refused(field, value):
     """from_records took a hand-edited record's negative or NaN noise variance, and post_blur then
