@@ -412,6 +412,11 @@ class SensorParams:
             if not bool(ok.all()):
                 i = int((~ok).nonzero()[0])
                 raise ValueError(f"sensor record {i}: {name}={records[i][name]!r} is out of range: it must be {valid}")
+        # (None stands for an unused gamma: for a "gamma" curve it became 1.0, the identity, without a word)
+        for i, record in enumerate(records):
+            if record["crf"] == "gamma" and record["gamma"] is None:
+                raise ValueError(f"sensor record {i}: gamma=None, but its curve is \"gamma\": it needs the exponent, "
+                                 "a positive number")
 
 
 def _whole(value) -> int:

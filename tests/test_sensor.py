@@ -652,6 +652,15 @@ def test_records_holding_values_no_model_draws_are_refused(field, value):
         S.SensorParams.from_records(records)
 
 
+def test_a_gamma_curve_record_needs_its_gamma():
+    """gamma is None in a record whose curve does not use it, and comes back 1.0; a "gamma" curve's record with
+    gamma None (hand-edited) came back 1.0 too, the identity curve, without a word."""
+    records = S.SensorModel(crf=["gamma"]).sample(2, seed=0).to_records()
+    records[1]["gamma"] = None
+    with pytest.raises(ValueError, match=r'^sensor record 1: gamma=None, but its curve is "gamma"'):
+        S.SensorParams.from_records(records)
+
+
 def test_record_clip_must_be_a_bool():
     """bool("false") is True: a record's clip written as a string flipped on."""
     records = S.SensorModel().sample(1, seed=0).to_records()
