@@ -574,6 +574,7 @@ def boost_highlights(linear: torch.Tensor, params: SensorParams) -> torch.Tensor
 def noise_std(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:
     """Per-pixel noise standard deviation ``sqrt(a * max(x, 0) + b)`` for linear values ``x`` ``(B, 3, H, W)``:
     same shape, dtype and device, in linear units (the white level is 1)."""
+    _check_image(linear, params)
     return _noise_std(linear, params).to(linear.dtype)
 
 
@@ -614,6 +615,7 @@ def add_noise(linear: torch.Tensor, params: SensorParams, seed: int, index) -> t
 
 def clip(img: torch.Tensor, params: SensorParams) -> torch.Tensor:
     """Sensor saturation: clamp to [0, 1] the items whose ``clip`` flag is set; ``(B, 3, H, W)`` linear."""
+    _check_image(img, params)  # (an 8-bit image was clamped to 0 and 1 without a word, a batch mismatch torch's words)
     flag = params.clip.to(img.device).view(-1, 1, 1, 1)
     return torch.where(flag, img.clamp(0.0, 1.0), img)
 

@@ -796,3 +796,16 @@ def test_half_precision_images_keep_their_dtype_through_every_step(dtype):
         one = _params(2, crf=crf, gamma=2.2)
         assert S.to_linear(x[:2].to(dtype), one).dtype == dtype
         assert S.from_linear(x[:2].to(dtype), one).dtype == dtype
+
+
+def test_clip_and_noise_std_check_their_images_as_the_other_steps_do():
+    """clip clamped an 8-bit image to 0 and 1 (float32 out) and noise_std took one too, without a word, and
+    a batch that did not match the parameters failed with torch's "The size of tensor a (2) must match";
+    every other step refuses both, naming what to pass."""
+    p = S.SensorModel().sample(2, seed=0)
+    for step in (S.clip, S.noise_std):
+        with pytest.raises(TypeError, match=r"float images with values in \[0, 1\], got torch.uint8"):
+            step(torch.full((2, 3, 4, 4), 200, dtype=torch.uint8), p)
+        with pytest.raises(ValueError, match=r"^2 sensor parameter records for a batch of 3 images$"):
+            step(torch.rand(3, 3, 4, 4), p)
+        assert step(torch.rand(2, 3, 4, 4), p).shape == (2, 3, 4, 4)
