@@ -102,6 +102,19 @@ class Trajectory:
 
         Params present only here are kept as they are.
         """
+        # (a 2-D sub for a 6-DoF batch failed in torch as "index_put(): argument 'values' (position 2) must be
+        # Tensor, not NoneType", and other T as a shape mismatch of its internals)
+        if not isinstance(sub, Trajectory):
+            raise TypeError(f"Trajectory.replace_items: sub must be a Trajectory of the new items, "
+                            f"got {type(sub).__name__}")
+
+        def kind(x):
+            return [name for name in ("rotation", "translation", "path_px") if getattr(x, name) is not None]
+        if kind(sub) != kind(self) or sub.t.shape[1] != self.t.shape[1]:
+            raise ValueError(f"Trajectory.replace_items: sub holds {kind(sub)} with {sub.t.shape[1]} samples per "
+                             f"motion but this trajectory holds {kind(self)} with {self.t.shape[1]}; replace items "
+                             "with ones of the same model (and samples=)")
+
         def put(full, part):
             return None if full is None else full.index_put((where,), part)  # (a copy)
         params = {k: put(v, sub.params[k]) if k in sub.params else v for k, v in self.params.items()}

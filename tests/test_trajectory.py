@@ -571,3 +571,18 @@ def test_a_model_given_lists_or_arrays_is_the_model_given_tuples(model, given, t
     x, y = a.sample(3, seed=1), b.sample(3, seed=1)
     assert all(torch.equal(getattr(x, k), getattr(y, k)) for k in ("t", "rotation", "translation", "path_px")
                if getattr(x, k) is not None)
+
+
+def test_replace_items_names_a_sub_of_another_kind_or_length():
+    """replace_items takes items "of the same T and kind": a 2-D sub for a 6-DoF batch failed in torch as
+    "index_put(): argument 'values' (position 2) must be Tensor, not NoneType", and other T as a shape
+    mismatch of torch's internals."""
+    traj = CameraShake().sample(3, seed=0)
+    where = torch.tensor([1])
+    for sub in (RandomWalk2D(steps=50, samples=32).sample(1), CameraShake(samples=40).sample(1)):
+        with pytest.raises(ValueError, match=r"^Trajectory.replace_items: sub holds .* samples per\s+motion but this"):
+            traj.replace_items(where, sub)
+    with pytest.raises(TypeError, match=r"^Trajectory.replace_items: sub must be a Trajectory"):
+        traj.replace_items(where, CameraShake().sample(1).rotation)
+    new = CameraShake().sample(1, seed=9)
+    assert torch.equal(traj.replace_items(where, new).rotation[1], new.rotation[0])
