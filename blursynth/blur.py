@@ -19,7 +19,7 @@ discards), so the FFT size is the padded image size rounded up to a fast length,
 ``P + h - 1``. On the CPU images are transformed one at a time (:func:`_each_image`), so an item's
 result never depends on its batch, and large ones are cut into an even number of slabs, two slabs
 per complex transform (see :func:`_slab_fft`); on other devices the whole batch is one real
-transform. Small kernels go through a direct grouped ``conv2d`` instead, which is faster there.
+transform. Small float32 kernels go through a direct grouped ``conv2d`` instead, which is faster there.
 
 Everything runs on the image's device and dtype (float32 or float64) and is differentiable.
 """
@@ -36,9 +36,9 @@ from .rng import is_integer
 BOUNDARIES = ("valid", "reflect", "circular")
 METHODS = ("auto", "fft", "direct")
 
-# Kernels with at most this many taps use the direct convolution under method="auto": measured
+# float32 kernels with at most this many taps use the direct convolution under method="auto": measured
 # on an AVX-512 CPU, one thread, 1280x720 RGB and 8x3x256x256 batches, depthwise conv2d beats the
-# FFT up to about 9x9 to 11x11 kernels.
+# FFT up to about 9x9 to 11x11 kernels (float64 always takes the FFT: see _use_direct).
 DIRECT_MAX_TAPS = 100
 
 
@@ -221,8 +221,12 @@ def _times(spec: torch.Tensor, kspec: torch.Tensor) -> torch.Tensor:
 
 
 def _use_direct(kernel: torch.Tensor, method: str) -> bool:
+    """Whether to convolve directly; ``kernel`` has the image's dtype. Under "auto", float64 always takes the
+    FFT: torch's float64 conv2d has no fast depthwise kernel and unfolds the image into an array ``taps``
+    times its size (with a 9x9 kernel: 4.3 GB for a 2000x3000 plane, and 4.9 s for 1500x2000 RGB where the FFT
+    took 0.11 s), and the FFT was faster at every size measured, down to 32x32 with a 5x5 kernel."""
     if method == "auto":
-        return kernel.shape[-2] * kernel.shape[-1] <= DIRECT_MAX_TAPS
+        return kernel.shape[-2] * kernel.shape[-1] <= DIRECT_MAX_TAPS and kernel.dtype != torch.float64
     return method == "direct"
 
 
@@ -513,8 +517,9 @@ def blur(image: torch.Tensor, kernel: torch.Tensor, boundary: str = "valid", met
             Moved to the image's device and dtype. Not required to sum to 1 (the operator is linear).
         boundary: ``"valid"`` (output ``(B, C, H-h+1, W-w+1)``), ``"reflect"`` or ``"circular"``
             (output ``(B, C, H, W)``); see the module docstring.
-        method: ``"fft"``, ``"direct"`` (grouped conv2d) or ``"auto"`` (direct for kernels of at most
-            :data:`DIRECT_MAX_TAPS` taps). All give the same result up to float rounding, for finite
+        method: ``"fft"``, ``"direct"`` (grouped conv2d) or ``"auto"`` (direct for float32 kernels of at most
+            :data:`DIRECT_MAX_TAPS` taps; float64 always by FFT, as torch's float64 conv2d unfolds the image into
+            an array ``taps`` times its size). All give the same result up to float rounding, for finite
             values: one NaN or infinite pixel spreads over all the FFT transforms with it (the plane, or its
             slab), where "direct" spoils only the kernel's reach around it (neither checks: keep images finite).
 

@@ -271,6 +271,20 @@ def test_differentiable_in_image_and_kernel():
         assert torch.autograd.gradcheck(lambda a, b: blur(a, b, "reflect", method=method), (x, k))
 
 
+def test_auto_takes_the_fft_for_float64_images():
+    """method="auto" convolved float64 images directly for kernels of up to 100 taps, but torch's float64
+    conv2d has no fast depthwise kernel and unfolds the image into an array taps times its size: a 9x9 kernel
+    on a 2000x3000 plane took 4.3 GB and 45x the FFT's time. float64 now always takes the FFT (and float32
+    still the direct convolution for small kernels)."""
+    x = torch.rand(2, 3, 24, 20, dtype=torch.float64)
+    k = torch.rand(2, 5, 5, dtype=torch.float64)
+    for boundary in ("valid", "reflect", "circular"):
+        assert torch.equal(blur(x, k, boundary), blur(x, k, boundary, method="fft"))
+        y = torch.rand_like(blur(x, k, boundary))
+        assert torch.equal(blur_adjoint(y, k, boundary), blur_adjoint(y, k, boundary, method="fft"))
+        assert torch.equal(blur(x.float(), k.float(), boundary), blur(x.float(), k.float(), boundary, method="direct"))
+
+
 def test_kernel_spectrum_is_circular_blur():
     x = torch.rand(2, 1, 12, 10, dtype=torch.float64)
     k = torch.rand(2, 5, 3, dtype=torch.float64)
