@@ -246,7 +246,10 @@ def _valid_direct(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     # channels_last selects the fast depthwise kernel on CPU (the NCHW one is ~10x slower on
     # large images); conv2d correlates, so the kernel is flipped to convolve.
     xg = xg.contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(xg, weight.flip(-2, -1), groups=groups)
+    # In the image's dtype under autocast too (mixed-precision training): conv2d is on autocast's list, and a
+    # small kernel's blur came back bfloat16 or float16, where the FFT's stays float32 (as documented).
+    with torch.autocast(x.device.type, enabled=False):
+        y = F.conv2d(xg, weight.flip(-2, -1), groups=groups)
     return y.reshape(b, c, *y.shape[-2:]).contiguous()
 
 
@@ -254,7 +257,8 @@ def _valid_direct_adjoint(y: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor
     b, c = y.shape[:2]
     yg, weight, groups = _grouped(y, kernel)
     yg = yg.contiguous(memory_format=torch.channels_last)
-    x = F.conv_transpose2d(yg, weight.flip(-2, -1), groups=groups)  # exact adjoint of conv2d
+    with torch.autocast(y.device.type, enabled=False):  # (see _valid_direct)
+        x = F.conv_transpose2d(yg, weight.flip(-2, -1), groups=groups)  # exact adjoint of conv2d
     return x.reshape(b, c, *x.shape[-2:]).contiguous()
 
 
