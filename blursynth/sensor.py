@@ -648,7 +648,9 @@ def demosaic(raw: torch.Tensor, pattern: str) -> torch.Tensor:
         # Append copies of row h-2 / column w-2: same Bayer colour as the missing row h / column w.
         raw = torch.cat([raw, raw[..., h - 2:h - 1, :]], dim=-2) if ph else raw
         raw = torch.cat([raw, raw[..., :, w - 2:w - 1]], dim=-1) if pw else raw
-    return kc.raw_to_rgb(raw, _KORNIA_CFA[pattern])[..., :h, :w]
+    # (kornia interpolates with conv2d, which autocast ran in bfloat16 or float16: 3e-3 off in mixed precision)
+    with torch.autocast(raw.device.type, enabled=False):
+        return kc.raw_to_rgb(raw, _KORNIA_CFA[pattern])[..., :h, :w]
 
 
 def mosaic_demosaic(linear: torch.Tensor, params: SensorParams) -> torch.Tensor:

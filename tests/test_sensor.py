@@ -809,3 +809,17 @@ def test_clip_and_noise_std_check_their_images_as_the_other_steps_do():
         with pytest.raises(ValueError, match=r"^2 sensor parameter records for a batch of 3 images$"):
             step(torch.rand(3, 3, 4, 4), p)
         assert step(torch.rand(2, 3, 4, 4), p).shape == (2, 3, 4, 4)
+
+
+def test_demosaicking_keeps_its_precision_under_autocast():
+    """kornia's bilinear demosaicking interpolates with conv2d, which autocast (mixed-precision training) ran in
+    bfloat16: demosaic and mosaic_demosaic were 3e-3 off a float32 image's values (post_blur, in float64, was
+    not). They now compute in the image's dtype whatever autocast says."""
+    x = torch.rand(2, 3, 10, 12)
+    p = S.SensorModel(bayer=S.BAYER).sample(2, seed=0)
+    want, raw = S.mosaic_demosaic(x, p), S.mosaic(x, "GRBG")
+    want_raw = S.demosaic(raw, "GRBG")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_raw = S.mosaic_demosaic(x, p), S.demosaic(raw, "GRBG")
+    assert got.dtype == got_raw.dtype == torch.float32
+    assert torch.equal(got, want) and torch.equal(got_raw, want_raw)
