@@ -396,7 +396,10 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if center:
         move = torch.eye(3).repeat(shift.shape[0], 1, 1)
         move[:, :2, 2] = -shift
-        hom = move[:, None] @ hom
+        # (a float32 matmul: under autocast, in a mixed-precision training step, it ran in bfloat16, and the
+        # homographies' 8 bits moved the warps by pixels, 1.6e-2 off in the rendered image)
+        with torch.autocast(hom.device.type, enabled=False):
+            hom = move[:, None] @ hom
     hom, weights = hom.expand(b, -1, -1, -1).to(image.dtype), weights.expand(b, -1).to(image)
     # Sampling maps: each output pixel p reads the sharp image at H^-1 p (pixels -> grid_sample's [-1, 1]).
     norm = torch.tensor([[2.0 / max(w - 1, 1), 0.0, -1.0], [0.0, 2.0 / max(h - 1, 1), -1.0], [0.0, 0.0, 1.0]],
