@@ -229,7 +229,7 @@ class Camera:
         :meth:`homographies`)."""
         if trajectory.is_2d:
             return trajectory.path_px
-        pp = torch.tensor([self.principal_point], device=trajectory.t.device)
+        pp = torch.tensor([self.principal_point], device=trajectory.t.device, dtype=torch.float32)
         return self.project(trajectory, pp, depth_m)[:, :, 0, :] - pp
 
 

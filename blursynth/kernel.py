@@ -118,7 +118,7 @@ def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor
     """
     n, steps = path.shape[:2]
     if t is None:
-        return torch.full((n, steps - 1), 1.0 / (steps - 1), device=path.device)
+        return torch.full((n, steps - 1), 1.0 / (steps - 1), device=path.device, dtype=torch.float32)
     t = torch.as_tensor(t, device=path.device)
     # Differences in float64 times are taken in float64: rounded to float32 first, timestamps (seconds
     # since an epoch, 1.7e9) lost their durations to rounding; float32 times give the same values as before.
@@ -477,7 +477,7 @@ def generate(model, n: int, camera=None, size=31, seed: int = 0, start: int = 0,
     n, start, chunk = int(n), int(start), int(default_chunk(size, device) if chunk is None else chunk)
     for a in range(start, start + n, chunk):
         index = rng.as_index(range(a, min(start + n, a + chunk)), device=device)
-        ones = torch.ones(len(index), device=index.device)
+        ones = torch.ones(len(index), device=index.device, dtype=torch.float32)
         if fit == "resample":
             traj, paths, redraws, prep = _sample_fitting(model, index, seed, size,
                                                          lambda tr, where: kernel_paths(tr, camera, depth_m),
@@ -531,7 +531,7 @@ def _sample_fitting(model, index, seed, size, paths_of, max_redraws):
     splats without preparing them a second time."""
     traj = model.sample_items(index, seed)
     paths = paths_of(traj, torch.arange(len(index), device=index.device))
-    redraws = torch.zeros(len(index), device=index.device)
+    redraws = torch.zeros(len(index), device=index.device, dtype=torch.float32)
     prep = _prepare(paths, size, traj.t, True)
     bad = ~_fits_of(prep)
     attempt = 0

@@ -79,7 +79,7 @@ def _probe_points(camera: Camera, device) -> torch.Tensor:
     """``(P, 2)`` pixels where the largest motion of a frame is found: corners, edge midpoints, centre."""
     xs = [0.0, (camera.width - 1) / 2, camera.width - 1.0]
     ys = [0.0, (camera.height - 1) / 2, camera.height - 1.0]
-    return torch.tensor([[x, y] for y in ys for x in xs], device=device)
+    return torch.tensor([[x, y] for y in ys for x in xs], device=device, dtype=torch.float32)
 
 
 def _interpolate(x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -300,7 +300,7 @@ def _blurred_frame_step(poses: Trajectory, camera: Camera, depth_m, shift_px: to
 
 
 def _pick(traj: Trajectory, i: torch.Tensor) -> Trajectory:
-    return _blend(traj, i, i, torch.zeros(len(i), device=traj.t.device))
+    return _blend(traj, i, i, torch.zeros(len(i), device=traj.t.device, dtype=torch.float32))
 
 
 def _blend(traj: Trajectory, i0: torch.Tensor, i1: torch.Tensor, frac: torch.Tensor) -> Trajectory:
@@ -394,7 +394,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     poses, weights = motion_samples(trajectory, camera, depth_m, max_step_px, shift)
     hom = camera.homographies(poses, depth_m)  # (N, K, 3, 3)
     if center:
-        move = torch.eye(3).repeat(shift.shape[0], 1, 1)
+        move = torch.eye(3, dtype=hom.dtype).repeat(shift.shape[0], 1, 1)
         move[:, :2, 2] = -shift
         # (a float32 matmul: under autocast, in a mixed-precision training step, it ran in bfloat16, and the
         # homographies' 8 bits moved the warps by pixels, 1.6e-2 off in the rendered image)

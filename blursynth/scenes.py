@@ -202,7 +202,7 @@ class DeadLeaves:
                              f"(3 x defocus_sigma's high end), got {h}x{w}; render larger or use defocus=0")
         n = index.shape[0]
         if n == 0:
-            return torch.zeros(0, 3, h, w, device=index.device)
+            return torch.zeros(0, 3, h, w, device=index.device, dtype=torch.float32)
         m = self.leaves(h, w)
         # Bound each chunk's enumerated (pixel, leaf) pairs and pixels, hence its memory, whatever the batch.
         per_image = m * (1.6 * 4 * self._mean_area(h, w) / math.pi + 16)  # ~ box area per leaf

@@ -254,7 +254,7 @@ class SensorModel:
         n = index.shape[0]
         # A new tensor per field: one shared by several fields let an in-place edit of one
         # (params.read_noise += 1e-3) change the others too.
-        zeros = lambda: torch.zeros(n, device=index.device)  # noqa: E731
+        zeros = lambda: torch.zeros(n, device=index.device, dtype=torch.float32)  # noqa: E731
         crf_names = torch.tensor([CRFS.index(c) for c in self.crf], device=index.device)
         crf = crf_names[(rng.uniform(seed, index, (), _S_CRF) * len(self.crf)).long().clamp(max=len(self.crf) - 1)]
         gamma = rng.range_uniform(seed, index, *self.gamma, stream=_S_GAMMA)
@@ -280,7 +280,8 @@ class SensorModel:
             quality = lo + (rng.uniform(seed, index, (), _S_JPEG) * (hi - lo + 1)).long().clamp(max=hi - lo)
         return SensorParams(
             crf=crf, gamma=gamma, highlight_gain=gain,
-            highlight_threshold=torch.full((n,), float(self.highlight_threshold), device=index.device),
+            highlight_threshold=torch.full((n,), float(self.highlight_threshold), device=index.device,
+                                           dtype=torch.float32),
             shot_noise=shot, read_noise=read, bayer=bayer, jpeg_quality=quality,
             clip=torch.full((n,), self.clip, dtype=torch.bool, device=index.device),
             bits=torch.full((n,), self.bits or 0, dtype=torch.int64, device=index.device),

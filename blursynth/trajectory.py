@@ -478,9 +478,11 @@ class CameraShake:
         def phase(stream, shape):
             return two_pi * _rng.uniform(seed, idx, shape, stream=stream)
 
+        # float32 throughout, as documented, whatever torch.set_default_dtype says (float64 made other poses)
+        f32 = torch.float32
         exposure = logu("exposure_s", 1)
-        t = exposure[:, None] * torch.linspace(0, 1, self.n_samples, device=dev)[None, :]  # (N, T)
-        axis_w = torch.tensor([1.0, 1.0, self.roll_ratio], device=dev)
+        t = exposure[:, None] * torch.linspace(0, 1, self.n_samples, device=dev, dtype=f32)[None, :]  # (N, T)
+        axis_w = torch.tensor([1.0, 1.0, self.roll_ratio], device=dev, dtype=f32)
 
         # Drift: 2 sinusoids per axis. Frequencies and phases are shared by rotation and translation
         # (hand and camera move as one body); amplitudes are drawn separately.
@@ -496,9 +498,9 @@ class CameraShake:
 
         drift_rad_s, tremor_rad_s = logu("drift_rad_s", 7), logu("tremor_rad_s", 9)
         a_d = _rng.normal(seed, idx, (3, 2), stream=6) * axis_w[:, None]
-        a_d = a_d * (unit_rms(a_d, torch.zeros(1, 3, device=dev)) * drift_rad_s)[:, None, None]
+        a_d = a_d * (unit_rms(a_d, torch.zeros(1, 3, device=dev, dtype=f32)) * drift_rad_s)[:, None, None]
         a_t = _rng.normal(seed, idx, (3,), stream=8) * axis_w
-        a_t = a_t * (unit_rms(torch.zeros(1, 3, 2, device=dev), a_t) * tremor_rad_s)[:, None]
+        a_t = a_t * (unit_rms(torch.zeros(1, 3, 2, device=dev, dtype=f32), a_t) * tremor_rad_s)[:, None]
         # Translation: drift + tremor at the same frequencies (tremor at half the drift's share),
         # RMS speed translation_m_s.
         translation_m_s = logu("translation_m_s", 16)

@@ -941,3 +941,39 @@ def test_render_is_the_same_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = render_nonuniform(x, traj, cam, depth_m=0.5)
     assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_float64_as_torchs_default_dtype_changes_nothing():
+    """torch.set_default_dtype(torch.float64), common in numerical notebooks, made render_nonuniform and
+    rasterize (with t=None) fail with "expected scalar type Double but found Float" / "index_add_(): self
+    (Float) and source (Double) must have the same scalar type", and CameraShake draw other poses, in float64,
+    where float32 is documented: tensors made without a dtype followed the default. Every output is now the
+    same as under the float32 default."""
+    from blursynth import kernel as K
+    from blursynth import sensor as S
+    from blursynth.scenes import dead_leaves
+    from blursynth.trajectory import CameraShake
+
+    def outputs():
+        cam = Camera.from_35mm(35.0, 24, 20)
+        traj = CameraShake(roll_ratio=2.0).sample(2, seed=0)
+        x = torch.rand(2, 3, 20, 24, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+        path = torch.tensor([[[0.0, 0.0], [3.0, 1.0], [4.0, -2.0]]], dtype=torch.float32)
+        params = S.SensorModel(highlight_gain=None, shot_noise=None).sample(2, seed=0)
+        still = Trajectory(t=torch.zeros(1, 3, dtype=torch.float32), rotation=torch.zeros(1, 3, 3, dtype=torch.float32))
+        return {"rotation": traj.rotation, "t": traj.t, "params": traj.params["exposure_s"],
+                "render": render_nonuniform(x, traj, cam, depth_m=0.5), "still": render_nonuniform(x[:1], still, cam),
+                "kernels_at": kernels_at([[1.0, 2.0]], traj, cam, 9, depth_m=0.5),
+                "rasterize": K.rasterize(path, 9), "center_path": cam.center_path(traj, 0.5),
+                "kernels": torch.cat([c.kernels for c in K.generate(CameraShake(), 3, cam, 9, fit="scale")]),
+                "threshold": params.highlight_threshold, "shot": params.shot_noise,
+                "no leaves": dead_leaves(0, 8, seed=0)}
+    want = outputs()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = outputs()
+    finally:
+        torch.set_default_dtype(default)
+    for name, value in want.items():
+        assert got[name].dtype == value.dtype and torch.equal(got[name], value), name
