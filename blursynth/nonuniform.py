@@ -171,7 +171,7 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
     # cut again until every step is within bounds (one extra pass in practice, two at most measured).
     for cuts in range(MAX_CUTS + 1):
         pos = camera.project(trajectory, probes, depth_m)  # (N, T, P, 2)
-        step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2))  # (T-1,) worst over batch and probes
+        step = _worst_steps(pos)  # (T-1,) worst over batch and probes
         # One float32 test for both the exit and the cut: a step a hair over a step size not exact in
         # float32 (0.05) once passed float(step) > 0.05 while step / 0.05 rounded to 1, looping forever.
         over = step > max_step_px
@@ -198,6 +198,14 @@ def _densify(trajectory: Trajectory, camera: Camera, depth_m, max_step_px: float
         trajectory = Trajectory(t=dense(trajectory.t), rotation=dense(trajectory.rotation),
                                 translation=dense(trajectory.translation), path_px=dense(trajectory.path_px),
                                 params=dict(trajectory.params))
+
+
+def _worst_steps(pos: torch.Tensor) -> torch.Tensor:
+    """``(T-1,)`` largest distance any probe of any item moves between consecutive samples of ``pos``
+    ``(N, T, P, 2)``; 0 for a trajectory of no items (whose amax failed: "Expected reduction dim 0 to have
+    non-zero size", in densify, motion_samples and local_paths)."""
+    steps = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1)  # (N, T-1, P)
+    return steps.amax(dim=(0, 2)) if steps.shape[0] and steps.shape[2] else steps.new_zeros(steps.shape[1])
 
 
 def centering_shift(trajectory: Trajectory, camera: Camera, depth_m: float | torch.Tensor = math.inf) -> torch.Tensor:
@@ -240,7 +248,7 @@ def motion_samples(trajectory: Trajectory, camera: Camera, depth_m: float | torc
     """
     _check_step(max_step_px)  # here too: the error should name the value passed, not a quarter of it
     fine, pos = _densify(trajectory, camera, depth_m, max_step_px / 4)  # pos: (N, T, P, 2) probe paths
-    step = (pos[:, 1:] - pos[:, :-1]).norm(dim=-1).amax(dim=(0, 2)).double()  # (T-1,)
+    step = _worst_steps(pos).double()  # (T-1,)
     s = torch.cat([step.new_zeros(1), step.cumsum(0)])  # (T,) shared by the batch
     w = exposure_weights(fine.t).double()  # (N, T)
     if float(s[-1]) <= 0:  # a still camera: one pose

@@ -977,3 +977,17 @@ def test_float64_as_torchs_default_dtype_changes_nothing():
         torch.set_default_dtype(default)
     for name, value in want.items():
         assert got[name].dtype == value.dtype and torch.equal(got[name], value), name
+
+
+def test_the_pose_helpers_take_a_trajectory_of_no_items():
+    """kernels_at, render_nonuniform and centering_shift take a trajectory of no items, but densify, motion_samples
+    and local_paths failed on one with torch's "amax(): Expected reduction dim 0 to have non-zero size"."""
+    from blursynth.nonuniform import local_paths, motion_samples
+    from blursynth.trajectory import CameraShake
+    cam = Camera(500.0, 30, 20)
+    none = CameraShake().sample_items(torch.zeros(0, dtype=torch.long))
+    assert densify(none, cam).t.shape == (0, 32)
+    poses, weights = motion_samples(none, cam)
+    assert len(poses) == 0 and weights.shape == (0, 1)
+    flat, t = local_paths([[1.0, 2.0], [3.0, 4.0]], none, cam)
+    assert flat.shape == (0, 32, 2) and t.shape == (0, 32)
