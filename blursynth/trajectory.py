@@ -55,6 +55,15 @@ class Trajectory:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (n, steps, width):
                 raise ValueError(f"Trajectory.{name} must be ({n}, {steps}, {width}), got {tuple(value.shape)}")
+        # (a float or a list of values was taken, and failed later in selecting, moving or joining items, as
+        # "'float' object is not subscriptable" or "'list' object has no attribute 'to'")
+        bad = [k for k, v in self.params.items() if not (torch.is_tensor(v) and v.ndim >= 1 and v.shape[0] == n)] \
+            if isinstance(self.params, dict) else None
+        if bad is None or bad:
+            got = type(self.params).__name__ if bad is None else \
+                ", ".join(f"{k}: {tuple(v.shape) if torch.is_tensor(v) else type(v).__name__}"
+                          for k, v in self.params.items() if k in bad)
+            raise ValueError(f"Trajectory.params must be a dict of ({n},) tensors, one value per item; got {got}")
 
     def __len__(self) -> int:
         return self.t.shape[0]

@@ -586,3 +586,16 @@ def test_replace_items_names_a_sub_of_another_kind_or_length():
         traj.replace_items(where, CameraShake().sample(1).rotation)
     new = CameraShake().sample(1, seed=9)
     assert torch.equal(traj.replace_items(where, new).rotation[1], new.rotation[0])
+
+
+def test_params_must_hold_one_value_per_item():
+    """params is documented as a dict of (N,) tensors, one per item, but a float, a list or a tensor of
+    another length was taken, and selecting, moving or joining items then failed with "'float' object is
+    not subscriptable" or "'list' object has no attribute 'to'", or kept the wrong values."""
+    t, path = torch.zeros(2, 3), torch.zeros(2, 3, 2)
+    for params in ({"exposure_s": 0.1}, {"exposure_s": [0.1, 0.2]}, {"exposure_s": torch.zeros(3)},
+                   {"exposure_s": torch.tensor(0.1)}, [("exposure_s", torch.zeros(2))]):
+        with pytest.raises(ValueError, match=r"^Trajectory.params must be a dict of \(2,\) tensors"):
+            Trajectory(t=t, path_px=path, params=params)
+    traj = Trajectory(t=t, path_px=path, params={"exposure_s": torch.tensor([0.1, 0.2])})
+    assert torch.equal(traj[1].params["exposure_s"], torch.tensor([0.2]))
