@@ -54,12 +54,14 @@ PADDING_MODES = ("reflection", "border", "zeros")
 
 def exposure_weights(t: torch.Tensor) -> torch.Tensor:
     """``(N, T)`` weights summing to 1: the share of the exposure each sample stands for, of ``t``'s
-    dtype and device.
+    dtype (float32 for integer times) and device.
 
     Trapezoidal rule on the (possibly uneven) sample times ``t`` ``(N, T)`` seconds; a zero-length
     exposure weighs its samples as if they were evenly spaced (its segments equally, as
     :func:`blursynth.kernel.rasterize` does, so the centring shift stays the kernel's centre of mass).
     """
+    if not t.is_floating_point():  # (integer times, e.g. an arange of frame numbers: "result type Float can't
+        t = t.float()               # be cast to the desired output type Long", in render_nonuniform too)
     dt = t[:, 1:] - t[:, :-1]
     w = torch.zeros_like(t)
     w[:, :-1] += dt / 2

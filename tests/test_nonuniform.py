@@ -991,3 +991,18 @@ def test_the_pose_helpers_take_a_trajectory_of_no_items():
     assert len(poses) == 0 and weights.shape == (0, 1)
     flat, t = local_paths([[1.0, 2.0], [3.0, 4.0]], none, cam)
     assert flat.shape == (0, 32, 2) and t.shape == (0, 32)
+
+
+def test_integer_sample_times_are_taken():
+    """Sample times may be integers (frame numbers: kernels and rasterize take them), but exposure_weights
+    failed on them with "result type Float can't be cast to the desired output type Long", and so did
+    render_nonuniform for a camera whose motion needed no extra poses (a still one)."""
+    w = exposure_weights(torch.arange(5)[None])
+    assert w.dtype == torch.float32 and torch.allclose(w, exposure_weights(torch.arange(5.0)[None]))
+    cam = Camera(500.0, 16, 12)
+    x = torch.rand(1, 3, 12, 16)
+    for rotation in (torch.zeros(1, 4, 3), torch.tensor([[[0.0, 0.0, 0.0], [0.0, 1e-3, 0.0], [0.0, 2e-3, 0.0],
+                                                          [0.0, 3e-3, 0.0]]])):
+        as_ints = Trajectory(t=torch.arange(4)[None], rotation=rotation)
+        as_floats = Trajectory(t=torch.arange(4.0)[None], rotation=rotation)
+        assert torch.equal(render_nonuniform(x, as_ints, cam), render_nonuniform(x, as_floats, cam))
