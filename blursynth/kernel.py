@@ -107,7 +107,10 @@ def _check_path(path_px: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"path_px must be an (N, T, 2) tensor of pixel displacements, got {shape}")
     if not bool(torch.isfinite(path_px).all()):
         raise ValueError("path_px contains NaN or infinite values")
-    return path_px.float()
+    # contiguous: the sums that centre the path ran in another order over a transposed (or otherwise strided)
+    # path, and its kernel differed from its copy's in the last bits (4e-8), where an item's kernel must not
+    # depend on how its values are laid out
+    return path_px.float().contiguous()
 
 
 def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor:
@@ -122,7 +125,7 @@ def _segment_weights(t: torch.Tensor | None, path: torch.Tensor) -> torch.Tensor
     t = torch.as_tensor(t, device=path.device)
     # Differences in float64 times are taken in float64: rounded to float32 first, timestamps (seconds
     # since an epoch, 1.7e9) lost their durations to rounding; float32 times give the same values as before.
-    t = t if t.dtype == torch.float64 else t.to(torch.float32)
+    t = (t if t.dtype == torch.float64 else t.to(torch.float32)).contiguous()  # (as the path: see _check_path)
     if t.shape != (n, steps):
         raise ValueError(f"t must be ({n}, {steps}) sample times matching path_px, got {tuple(t.shape)}")
     dt = t[:, 1:] - t[:, :-1]
