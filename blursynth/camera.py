@@ -129,7 +129,7 @@ class Camera:
     @classmethod
     def from_35mm(cls, focal_mm: float, width: int, height: int) -> "Camera":
         """A camera whose field of view matches a ``focal_mm`` lens on a 36 x 24 mm frame (by the diagonal)."""
-        if not (rng.is_real(focal_mm) and focal_mm > 0):
+        if not (rng.is_real(focal_mm) and 0 < focal_mm < math.inf):  # (inf was blamed on a focal length in pixels)
             raise ValueError(f"35 mm-equivalent focal length must be a positive number, got {focal_mm!r} mm")
         _check_size(width, height)  # (before the diagonal: a str or None side failed in math.hypot, naming nothing)
         return cls(focal_px=focal_mm * math.hypot(width, height) / FULL_FRAME_DIAGONAL_MM, width=width, height=height)

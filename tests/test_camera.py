@@ -69,8 +69,10 @@ def test_35mm_equivalent_and_bad_values():
     for focal in (0, 0.0, math.inf, math.nan, "50", True):  # (0 px would put every scene point on the principal point)
         with pytest.raises(ValueError, match="focal length must be a positive number of pixels"):
             Camera(focal, 64, 48)
-    with pytest.raises(ValueError, match="focal"):
-        Camera.from_35mm(0.0, 10, 10)
+    # (an infinite focal length in mm was blamed on "focal length must be a positive number of pixels")
+    for focal in (0.0, -50, math.inf, math.nan, "50", True):
+        with pytest.raises(ValueError, match=r"^35 mm-equivalent focal length must be a positive number, got .* mm$"):
+            Camera.from_35mm(focal, 10, 10)
     with pytest.raises(ValueError, match="depth"):
         tr = torch.zeros(1, 2, 3)
         Camera(100.0, 10, 10).homographies(Trajectory(t=torch.tensor([[0.0, 0.1]]), translation=tr), depth_m=-1.0)
