@@ -515,7 +515,8 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     Args:
         points_px: ``(P, 2)`` pixel coordinates ``(x, y)`` in the frame of ``camera`` (they may lie
             outside it).
-        trajectory: N items; size: odd kernel side (or ``(h, w)``); fit: see :func:`blursynth.kernel.rasterize`.
+        trajectory: N items; size: odd kernel side (or ``(h, w)``); fit: "error" or "scale" (see
+            :func:`blursynth.kernel.rasterize`).
         depth_m, center, max_step_px: as in :func:`render_nonuniform` (``depth_m`` one per item).
 
     Returns:
@@ -543,6 +544,9 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
         raise ValueError("points_px contains NaN or infinite coordinates")
     n, p = len(trajectory), pts.shape[0]
     depth_m = _check_depth(depth_m, n, "item of the trajectory")
+    if fit not in ("error", "scale"):  # (rasterize's words sent "resample" to generate: it makes no local kernels)
+        raise ValueError(f"fit must be 'error' or 'scale' for local kernels, got {fit!r}: 'resample' redraws a "
+                         "trajectory model's items, and kernels_at is given the motion; use a bigger size or 'scale'")
     _check_center(center)
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     out = []

@@ -1006,3 +1006,13 @@ def test_integer_sample_times_are_taken():
         as_ints = Trajectory(t=torch.arange(4)[None], rotation=rotation)
         as_floats = Trajectory(t=torch.arange(4.0)[None], rotation=rotation)
         assert torch.equal(render_nonuniform(x, as_ints, cam), render_nonuniform(x, as_floats, cam))
+
+
+def test_kernels_at_names_the_fits_it_takes():
+    """fit="resample" went to rasterize, whose message sent the caller to blursynth.kernel.generate, which
+    makes no local kernels; kernels_at now says what it takes."""
+    from blursynth.trajectory import CameraShake
+    traj = CameraShake().sample(1, seed=0)
+    for fit in ("resample", "crop", None):
+        with pytest.raises(ValueError, match=r"^fit must be 'error' or 'scale' for local kernels, got "):
+            kernels_at([[1.0, 2.0]], traj, Camera(500.0, 30, 20), 9, fit=fit)
