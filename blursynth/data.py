@@ -200,7 +200,7 @@ class PairedFolder(Dataset):
         manifest = self.root / "manifest.jsonl"
         self.written = manifest.is_file()  # by `blursynth dataset`, which can remake any of its files
         if self.written:
-            self.records = _Manifest.read(manifest)
+            self.records = _Manifest.read(manifest, check=_pair_record_fault)
             # A copy cut at the end of a line parses: the set shrank without a word (the count, --verify's check)
             pairs = _written_pairs(self.root)
             if pairs is not None and len(self.records) != pairs:
@@ -270,6 +270,26 @@ class PairedFolder(Dataset):
                              "settings are in dataset.json), which remakes it exactly") from None
 
 
+def _pair_record_fault(record: dict) -> str | None:
+    """What keeps a manifest record from being read as a pair by :class:`PairedFolder`, or None: its
+    ``blur`` and ``sharp`` (and ``kernel``, when present) must be file names, ``index`` an integer and
+    ``params``, when present, a table. (A record edited or damaged into another shape parsed, then
+    failed when a DataLoader first drew it, as a KeyError or TypeError naming neither file nor line.)"""
+    for key in ("blur", "sharp", "kernel"):
+        if key not in record:
+            if key == "kernel":
+                continue
+            return f"no {key!r}"
+        if not isinstance(record[key], str) or not record[key].strip():
+            return f"{key!r} is {record[key]!r}, not a file name"
+    index = record.get("index")
+    if isinstance(index, bool) or not isinstance(index, int):
+        return "no 'index'" if "index" not in record else f"'index' is {index!r}, not an integer"
+    if "params" in record and not isinstance(record["params"], dict):
+        return f"'params' is a JSON {type(record['params']).__name__}, not a record"
+    return None
+
+
 def _read_kernel(path: Path) -> torch.Tensor:
     """A ``.npy`` file's array as a tensor. (``np.load`` takes a file without the ``.npy`` magic for a
     pickle, and then says it "contains pickled (object) data": read_array says the magic is wrong.)"""
@@ -287,13 +307,18 @@ class _Manifest(Sequence):
         self.path, self.offsets, self.stamp = path, offsets, stamp
 
     @classmethod
-    def read(cls, path: Path) -> "_Manifest":
-        """Index ``path``, parsing every record once, so that a damaged file is refused at the start."""
+    def read(cls, path: Path, check=None) -> "_Manifest":
+        """Index ``path``, parsing every record once, so that a damaged file is refused at the start.
+        ``check(record)``: what is wrong with a parsed record, or None (a ValueError naming its line)."""
         offsets, at = array("q"), 0  # (a list of Python ints took 28 bytes an offset while it grew)
         with open(path, "rb") as fh:
             for number, line in enumerate(fh, 1):
                 if line.strip():
-                    cls._parse(path, line, number)
+                    record = cls._parse(path, line, number)
+                    if check is not None and (fault := check(record)) is not None:
+                        raise ValueError(f"{path}: line {number} is not a pair record ({fault}); the file is damaged "
+                                         "or was edited: copy the dataset folder again (`blursynth dataset ... "
+                                         "--verify` with its settings lists what differs)")
                     offsets.append(at)
                 at += len(line)
             stamp = cls._stamp(fh)

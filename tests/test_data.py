@@ -1016,3 +1016,29 @@ def test_a_manifest_edited_in_place_is_refused_by_its_time_or_its_size(tmp_path)
     os.utime(manifest, ns=(st.st_atime_ns, st.st_mtime_ns))  # (as a clock of coarse ticks leaves it)
     with pytest.raises(ValueError, match=r"set/manifest\.jsonl changed since the dataset was opened"):
         pairs.records[1]
+
+
+@pytest.mark.parametrize("edit, fault", [
+    (lambda r: r.pop("blur"), r"no 'blur'"),
+    (lambda r: r.update(sharp=5), r"'sharp' is 5, not a file name"),
+    (lambda r: r.update(kernel=None), r"'kernel' is None, not a file name"),
+    (lambda r: r.update(index="two"), r"'index' is 'two', not an integer"),
+    (lambda r: r.update(index=True), r"'index' is True, not an integer"),
+    (lambda r: r.update(params=[1, 2]), r"'params' is a JSON list, not a record"),
+])
+def test_a_manifest_record_edited_out_of_shape_is_named_when_opened(tmp_path, edit, fault):
+    """A record that parses but is not a pair (a key removed, a file name or index of another type) was
+    taken, then failed when a DataLoader first drew it: a KeyError 'blur', a TypeError of pathlib or of
+    the batch collate, naming neither the file nor the line. It is refused when the folder is opened."""
+    import json
+    _manifest_of(tmp_path / "set", 3)
+    manifest = tmp_path / "set" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    record = json.loads(lines[3])  # (line 3 is blank)
+    edit(record)
+    lines[3] = json.dumps(record)
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"set/manifest\.jsonl: line 4 is not a pair record \({fault}\); .*copy the "
+                                         "dataset folder again"):
+        PairedFolder(tmp_path / "set")
+
