@@ -263,7 +263,7 @@ class PairedFolder(Dataset):
             if not self.written:
                 raise
             # (io's messages are "path: what; advice": the advice is replaced)
-            what = str(exc).split("; ", 1)[0] if isinstance(exc, ImageError) else \
+            what = _without_advice(str(exc), path) if isinstance(exc, ImageError) else \
                 f"{path}: cannot be read as a .npy array ({type(exc).__name__}: {first_line(exc)})"
             raise ImageError(f"{what}; it is pair {rec['index']} of the `blursynth dataset` folder {self.root}: "
                              "delete the file if it is there and run the command that wrote the folder again (its "
@@ -288,6 +288,22 @@ def _pair_record_fault(record: dict) -> str | None:
     if "params" in record and not isinstance(record["params"], dict):
         return f"'params' is a JSON {type(record['params']).__name__}, not a record"
     return None
+
+
+def _without_advice(message: str, path: Path) -> str:
+    """io's ``"path: what; advice"`` less its advice: cut at the first ``"; "`` after the path that is not
+    inside parentheses. (Cut at the first one of all, ``"x: not a readable image (no suffix; the formats
+    read are ...); remove it ..."`` lost its closing parenthesis and the formats, and a path holding
+    ``"; "`` was cut inside itself.)"""
+    prefix = f"{path}: "
+    start = len(prefix) if message.startswith(prefix) else 0
+    depth = 0
+    for at in range(start, len(message)):
+        char = message[at]
+        depth += (char == "(") - (char == ")")
+        if depth <= 0 and message.startswith("; ", at):
+            return message[:at]
+    return message
 
 
 def _read_kernel(path: Path) -> torch.Tensor:

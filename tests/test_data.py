@@ -1042,3 +1042,28 @@ def test_a_manifest_record_edited_out_of_shape_is_named_when_opened(tmp_path, ed
                                          "dataset folder again"):
         PairedFolder(tmp_path / "set")
 
+
+def test_a_damaged_files_reason_keeps_its_parentheses_when_the_advice_is_replaced(tmp_path):
+    """io's "path: what; advice" lost its advice at the first "; ", which may lie inside the reason's
+    parentheses (a file without a known suffix: "(no suffix; the formats read are ...)") or inside the
+    dataset's own path: the reason was cut in half."""
+    import json
+    from blursynth.data import _without_advice
+    root = tmp_path / "a; (b"
+    _manifest_of(root, 2)
+    manifest = root / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    record = json.loads(lines[0])
+    record["blur"] = "blur/000000"  # no suffix
+    lines[0] = json.dumps(record)
+    manifest.write_text("\n".join(lines) + "\n")
+    (root / "blur").mkdir()
+    (root / "blur" / "000000").write_bytes(b"not an image")
+    with pytest.raises(ImageError) as err:
+        PairedFolder(root)[0]
+    said = str(err.value)
+    assert said.startswith(f"{root / 'blur' / '000000'}: not a readable image (no suffix; the formats read are ")
+    assert "); it is pair 0 of the `blursynth dataset` folder" in said and "re-export" not in said
+    path = root / "sharp" / "x.png"
+    assert _without_advice(f"{path}: no such file", path) == f"{path}: no such file"
+    assert _without_advice(f"{path}: empty file; remove it", path) == f"{path}: empty file"
