@@ -353,6 +353,21 @@ def test_per_image_parameters_and_empty_kernel_batches_are_accepted():
     assert deconv.wiener(torch.rand(0, 1, 12, 10), torch.ones(0, 3, 3) / 9).shape == (0, 1, 12, 10)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_image_parameters_of_another_dtype_keep_the_images_dtype(dtype):
+    """One nsr or lam per image as a float64 tensor (NumPy's default, through torch.from_numpy) made a
+    float32 image's solution float64: the solvers return ``y``'s dtype, with the values of the
+    parameters given in it."""
+    x = torch.cat([_scene(32), _scene(32, seed=1)]).to(dtype)
+    other = torch.float64 if dtype == torch.float32 else torch.float32
+    values = torch.tensor([1e-3, 1e-1]).view(-1, 1, 1, 1)
+    for solve, name in ((deconv.wiener, "nsr"), (deconv.hyper_laplacian, "lam")):
+        given = solve(x, _motion_kernel(), **{name: values.to(other) * (1 if name == "nsr" else 1e4)})
+        want = solve(x, _motion_kernel(), **{name: values.to(dtype) * (1 if name == "nsr" else 1e4)})
+        assert given.dtype == dtype
+        torch.testing.assert_close(given, want, rtol=0, atol=1e-6)
+
 def test_hyper_laplacian_restores_each_image_as_if_alone():
     # the w-step's table spanned max |v| over the whole batch: an image came back up to 2.7e-3 different beside others
     y = torch.cat([_scene(48, seed=s) for s in range(3)])

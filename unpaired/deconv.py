@@ -114,6 +114,13 @@ def _check_per_image(name: str, value: float | torch.Tensor, y: torch.Tensor) ->
                          f"{tuple(value.shape)}; for one value per image pass {name}.view(-1, 1, 1, 1)")
 
 
+def _in_dtype_of(value: float | torch.Tensor, y: torch.Tensor) -> float | torch.Tensor:
+    """A per-image parameter in ``y``'s dtype (a number as it is): a float64 tensor of one value per image
+    (``torch.from_numpy`` of NumPy's default type) promoted a float32 ``y``'s solution to float64, which
+    the solvers promise in ``y``'s dtype."""
+    return value.to(y.dtype) if isinstance(value, torch.Tensor) else value
+
+
 def _image_by_image(solver, y: torch.Tensor, k: torch.Tensor, **params) -> torch.Tensor:
     """``solver(y, k, **params)`` run on each image of ``y (B, C, H, W)`` alone, with its kernel of
     ``k (B|1, C|1, h, w)`` and its slice of each per-image parameter ``(B, C|1, 1, 1)``, concatenated.
@@ -263,6 +270,7 @@ def wiener(y: torch.Tensor, kernel: torch.Tensor, nsr: float | torch.Tensor | No
     if nsr is not None:
         _check_positive("nsr", nsr)
         _check_per_image("nsr", nsr, y)
+        nsr = _in_dtype_of(nsr, y)
     if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
         return y.clone()
     if y.device.type == "cpu" and y.shape[0] > 1:  # an image's result must not depend on its batch
@@ -467,6 +475,7 @@ def hyper_laplacian(y: torch.Tensor, kernel: torch.Tensor, lam: float | torch.Te
     if lam is not None:
         _check_positive("lam", lam)
         _check_per_image("lam", lam, y)
+        lam = _in_dtype_of(lam, y)
     if y.numel() == 0:  # no images (or channels): MKL refuses FFTs of an empty batch
         return y.clone()
     if y.device.type == "cpu" and y.shape[0] > 1:  # an image's result must not depend on its batch
