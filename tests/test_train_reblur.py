@@ -128,6 +128,16 @@ def test_pairs_re_blurred_through_their_own_curve_give_back_the_written_blurry_i
         assert (reblur(sharp, k, wrong) - blurry).abs().max() > 2e-2
 
 
+
+def test_a_pairs_tone_has_gamma_1_where_its_curve_has_none():
+    """tone_of reads a record flattened by flatten_params, which writes a value not drawn (the gamma of a
+    curve other than "gamma") as NaN, not None: the gamma it promises to be 1 there came out NaN."""
+    from blursynth.data import flatten_params
+    for crf, gamma, want in (("srgb", None, 1.0), ("linear", None, 1.0), ("gamma", 2.2, 2.2)):
+        tone = tone_of(flatten_params({"sensor": {"crf": crf, "gamma": gamma}}))
+        assert CRFS[int(tone["crf"])] == crf and tone["gamma"].dtype == torch.float32
+        assert float(tone["gamma"]) == pytest.approx(want)
+
 def test_each_pair_is_re_blurred_through_its_own_curve():
     g = torch.Generator().manual_seed(6)
     sharp, k = torch.rand(4, 3, 12, 12, generator=g), torch.rand(4, 3, 3, generator=g)

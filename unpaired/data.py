@@ -22,6 +22,7 @@ Sources:
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import torch
@@ -292,9 +293,9 @@ def tone_of(params: dict) -> dict:
     (:func:`~blursynth.data.flatten_params`): ``{"crf"}`` (int64, an index into
     :data:`blursynth.sensor.CRFS`) and ``{"gamma"}`` (float32; 1 where the curve has none), 0-d tensors
     that batch into :func:`~unpaired.models.reblur`'s per-image curves (:func:`~unpaired.models.tone_params`)."""
-    gamma = params["sensor.gamma"]
+    gamma = params["sensor.gamma"]  # (NaN where the curve has none: flatten_params' stand-in for None)
     return {"crf": torch.tensor(CRFS.index(params["sensor.crf"])),
-            "gamma": torch.tensor(1.0 if gamma is None else gamma, dtype=torch.float32)}
+            "gamma": torch.tensor(1.0 if gamma is None or math.isnan(gamma) else gamma, dtype=torch.float32)}
 
 
 class UnpairedCrops(Dataset):
