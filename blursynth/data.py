@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import ImageError, check_pair_sizes, first_line, read_image
+from .io import IMAGE_SUFFIXES, ImageError, check_pair_sizes, first_line, read_image
 from .pairs import ImageFolder, make_pairs
 from .recipe import Recipe, load_recipe
 from .rng import check_seed, is_integer
@@ -156,6 +156,13 @@ class SyntheticPairs(Dataset):
                 "params": flatten_params(made["records"][0]["params"])}
 
 
+def _image_names(folder: Path) -> set[str]:
+    """The names of the image files in ``folder`` (by suffix, :data:`~blursynth.io.IMAGE_SUFFIXES`; hidden
+    files, such as the ``._a.png`` a copy from macOS leaves, are none)."""
+    return {p.name for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()}
+
+
 def _unfinished_run(root: Path) -> str | None:
     """The error for ``root`` when it holds a ``blursynth dataset`` run without ``manifest.jsonl``, else None."""
     from .dataset import _previous_settings
@@ -212,14 +219,16 @@ class PairedFolder(Dataset):
             # for the whole set, without kernels or params.
             raise FileNotFoundError(unfinished)
         elif (self.root / "lq").is_dir() and (self.root / "gt").is_dir():
-            names = sorted(p.name for p in (self.root / "gt").iterdir() if p.is_file() and not p.name.startswith("."))
-            missing = [n for n in names if not (self.root / "lq" / n).is_file()]
+            # Images by suffix, as photo folders are read: a Thumbs.db or desktop.ini that Windows leaves in
+            # gt/ alone refused the folder ("no blurry twin"), and one in both was a pair that fails to decode.
+            lq, gt = (_image_names(self.root / name) for name in ("lq", "gt"))
+            names = sorted(gt)
+            missing = [n for n in names if n not in lq]
             if missing:
                 raise FileNotFoundError(f"{self.root / 'gt'}: {missing[:3]} have no blurry twin in lq/")
             # and the other way, as BasicSR's paired_paths_from_folder checks: a blurry image left out
             # without a word would shrink the set unnoticed
-            unpaired = sorted(p.name for p in (self.root / "lq").iterdir()
-                              if p.is_file() and not p.name.startswith(".") and not (self.root / "gt" / p.name).is_file())
+            unpaired = sorted(lq - gt)
             if unpaired:
                 more = f" and {len(unpaired) - 3} more" if len(unpaired) > 3 else ""
                 raise FileNotFoundError(f"{self.root / 'lq'}: {unpaired[:3]}{more} have no sharp twin in gt/")

@@ -955,6 +955,21 @@ def test_a_plain_folder_ignores_hidden_files_counts_the_unpaired_and_refuses_emp
         PairedFolder(tmp_path)
 
 
+
+def test_a_plain_folder_reads_image_files_only(tmp_path):
+    """Files that are no image by their suffix (the Thumbs.db or desktop.ini Windows leaves, notes) are not
+    pairs, as in photo folders: one in gt/ alone refused the folder as a sharp image without blurry twin,
+    and one in both folders was a pair that failed to decode when first drawn."""
+    rng = np.random.default_rng(0)
+    for name in ("gt", "lq"):
+        write_image(tmp_path / name / "a.png", rng.random((3, 8, 8)).astype(np.float32))
+        write_image(tmp_path / name / "b.JPG", rng.random((3, 8, 8)).astype(np.float32))
+        (tmp_path / name / "notes.txt").write_text("shot on a tripod")
+    (tmp_path / "gt" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    pairs = PairedFolder(tmp_path)
+    assert [r["blur"] for r in pairs.records] == ["lq/a.png", "lq/b.JPG"]
+    assert [pairs[i]["sharp"].shape for i in range(len(pairs))] == [(3, 8, 8)] * 2
+
 def test_a_plain_folders_unreadable_image_keeps_the_advice_for_a_photo(tmp_path):
     """In an lq/ + gt/ folder no command remakes a damaged file: its error is io's own, not the advice to run
     `blursynth dataset` again that a written dataset's gets."""
