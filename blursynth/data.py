@@ -271,12 +271,16 @@ class PairedFolder(Dataset):
         except (ImageError, OSError, ValueError, EOFError) as exc:
             if not self.written:
                 raise
-            # (io's messages are "path: what; advice": the advice is replaced)
-            what = _without_advice(str(exc), path) if isinstance(exc, ImageError) else \
-                f"{path}: cannot be read as a .npy array ({type(exc).__name__}: {first_line(exc)})"
-            raise ImageError(f"{what}; it is pair {rec['index']} of the `blursynth dataset` folder {self.root}: "
-                             "delete the file if it is there and run the command that wrote the folder again (its "
-                             "settings are in dataset.json), which remakes it exactly") from None
+            raise ImageError(self.how_to_remake(exc, path, rec["index"])) from None
+
+    def how_to_remake(self, exc: Exception, path: Path, index: int) -> str:
+        """The error for ``exc``, raised reading (or probing) ``path`` of pair ``index`` of this written dataset:
+        io's ``"path: what; advice"`` with its advice, which is for a photo, replaced by how to remake the file."""
+        what = _without_advice(str(exc), path) if isinstance(exc, ImageError) else \
+            f"{path}: cannot be read as a .npy array ({type(exc).__name__}: {first_line(exc)})"
+        return (f"{what}; it is pair {index} of the `blursynth dataset` folder {self.root}: delete the file if it is "
+                "there and run the command that wrote the folder again (its settings are in dataset.json), which "
+                "remakes it exactly")
 
 
 def _pair_record_fault(record: dict) -> str | None:

@@ -424,6 +424,25 @@ def test_a_pair_whose_sharp_twin_does_not_decode_is_skipped(tmp_path):
     assert len(skipped) == 1 and "gt/a.png" in skipped[0]
 
 
+
+def test_a_written_datasets_skipped_pair_says_how_to_remake_its_file(tmp_path):
+    """A `blursynth dataset` file that is lost or does not decode is made again, byte for byte, by the
+    command that wrote the folder (PairedFolder says so when it reads one): the list of skipped pairs gave
+    io's advice for a photo instead, to "re-export it as PNG or JPEG"."""
+    from blursynth.data import PairedFolder
+    from blursynth.dataset import write_dataset
+    from blursynth.recipe import load_recipe
+    from unpaired.data import usable_pairs
+    write_dataset(tmp_path / "set", 3, load_recipe("default").with_crop((16, 16)), seed=1, progress=False)
+    (tmp_path / "set" / "blur" / "000000.png").unlink()
+    (tmp_path / "set" / "sharp" / "000002.png").write_bytes(b"not an image")
+    source = PairedFolder(tmp_path / "set", kernels=False)
+    skipped = usable_pairs(source, "--pairs", 16)
+    assert [rec["index"] for rec in source.records] == [1]
+    for said, (path, index) in zip(skipped, (("blur/000000.png", 0), ("sharp/000002.png", 2))):
+        assert said.startswith(f"{tmp_path / 'set' / path}: ") and "re-export" not in said
+        assert f"it is pair {index} of the `blursynth dataset` folder" in said and "run the command" in said
+
 def test_val_pairs_give_val_size_pairs_checked_at_start(tmp_path):
     # --val-pairs DIR: the first --val-size of its pairs, too small ones refused at start (not at the first
     # validation, --eval-every steps in); --pairs must keep at least one pair besides the held-out ones

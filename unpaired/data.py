@@ -190,14 +190,18 @@ def usable_pairs(source: PairedFolder, option: str, crop: int) -> list[str]:
     Raises:
         ImageError: no usable pair.
     """
-    paths = [source.root / rec[k] for rec in source.records for k in ("blur", "sharp")]
+    paths, indices = [], []
+    for rec in source.records:
+        paths += [source.root / rec["blur"], source.root / rec["sharp"]]
+        indices.append(rec["index"])
     probed = probe_images(paths)
     kept, skipped = [], []
     for i in range(len(source)):
         (blur, sharp), (blur_size, sharp_size) = paths[2 * i:2 * i + 2], probed[2 * i:2 * i + 2]
-        bad = next((p for p in (blur_size, sharp_size) if isinstance(p, ImageError)), None)
+        bad = next(((p, s) for p, s in ((blur, blur_size), (sharp, sharp_size)) if isinstance(s, ImageError)), None)
         if bad is not None:
-            skipped.append(str(bad))
+            # (a written dataset's file is remade by the command that wrote it: io's advice is for a photo)
+            skipped.append(source.how_to_remake(bad[1], bad[0], indices[i]) if source.written else str(bad[1]))
         elif blur_size != sharp_size:
             skipped.append(f"{blur} is {blur_size[1]}x{blur_size[0]} but {sharp} is {sharp_size[1]}x{sharp_size[0]}; "
                            "a blurry image and its sharp twin must have the same size")
