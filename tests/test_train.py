@@ -193,6 +193,31 @@ def test_config_errors_name_the_option(tmp_path, text, match):
         config.parse_args(["--config", str(toml)])
 
 
+
+@pytest.mark.parametrize("options, name", [
+    (["--val-crop"], "--val-crop"),
+    (["--pair-pool", "1", "--pair-pool-size"], "--pair-pool-size"),
+    (["--pair-pool", "0", "--val-crop", "64", "--crop"], "--crop"),
+    (["--mode", "cyclegan", "--pair-pool-size"], "--pair-pool-size"),
+])
+def test_a_synthetic_side_beyond_the_default_recipes_frame_is_refused_by_its_option(tmp_path, options, name):
+    """Synthetic pairs are crops of the default recipe's procedural frame: a larger --val-crop, --pair-pool-size
+    or on-the-fly --crop stopped with the recipe's error, naming datasets/default.toml and "enlarge the
+    frame or reduce the crop", not the option. The largest side the recipe takes is still accepted."""
+    from blursynth.data import SyntheticPairs
+    from blursynth.recipe import RecipeError, load_recipe
+    recipe = load_recipe("default")
+    largest = min(recipe.frame_px) - 2 * recipe.margin
+    most = largest // 8 * 8  # (a multiple of the U-Net's size factor)
+    SyntheticPairs(1, crop=largest)  # (the recipe takes it: no error)
+    with pytest.raises(RecipeError):
+        SyntheticPairs(1, crop=largest + 1)
+    run = ["--run-dir", str(tmp_path / "r")]
+    config.parse_args([*options, str(most), *run])
+    with pytest.raises(config.ConfigError, match=rf"^{name} {most + 8} is larger than the synthetic pairs, which are "
+                                                 rf"at most {largest} px a side .*; lower {name}"):
+        config.parse_args([*options, str(most + 8), *run])
+
 def test_workers_beyond_a_few_per_core_are_refused(monkeypatch, tmp_path):
     # each worker is a process with a copy of the data: an absurd --workers forked until the run was killed
     monkeypatch.setattr(config, "usable_cores", lambda: 2, raising=False)

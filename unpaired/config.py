@@ -213,6 +213,19 @@ class TrainConfig:
         if synthetic and self.pair_pool and self.crop > self.pair_pool_size:
             raise ConfigError(f"--crop {self.crop} must be at most --pair-pool-size {self.pair_pool_size} "
                               "(crops are cut from the pre-made pairs); raise --pair-pool-size")
+        # Synthetic pairs are crops of the default recipe's procedural frame (with the held-out ones when no
+        # --val-pairs is given): a larger side stopped the run with the recipe's error, naming
+        # datasets/default.toml and "enlarge the frame or reduce the crop", not the option to lower.
+        sides = ((("pair_pool_size",) if self.pair_pool else ("crop",)) if synthetic else ()) \
+            + (("val_crop",) if synthetic and not self.val_pairs else ())
+        most = _largest_synthetic_side() if sides else 0
+        for name in sides:
+            if getattr(self, name) > most:
+                data = ("--val-pairs DIR" if name == "val_crop" else
+                        "--blurry DIR --sharp DIR" if self.mode == "cyclegan" else "--pairs DIR")
+                raise ConfigError(f"--{_flag(name)} {getattr(self, name)} is larger than the synthetic pairs, which are "
+                                  f"at most {most} px a side (the default recipe's frame of procedural scenes, less the "
+                                  f"kernel margin); lower --{_flag(name)}, or pass {data}")
         if self.stop_at == 0 or self.stop_at < -1:
             raise ConfigError(f"--stop-at must be a step >= 1 (or -1: run to --steps), got {self.stop_at}")
         if self.stop_at > self.steps:  # (the run ended at --steps without a word)
@@ -296,6 +309,14 @@ def _recipe(name: str):
         return load_recipe(name)
     except (RecipeError, FileNotFoundError) as exc:
         raise ConfigError(f"--blur-recipe {name}: {exc}") from None
+
+
+def _largest_synthetic_side() -> int:
+    """The largest square side of the trainers' synthetic pairs (:func:`unpaired.data.synthetic_pairs`: the
+    ``default`` recipe's procedural scenes, crops of its ``camera.frame_px`` frame with the kernel margin)."""
+    from blursynth.recipe import load_recipe
+    recipe = load_recipe("default")
+    return min(recipe.frame_px) - 2 * recipe.margin
 
 
 def _check_device(name: str) -> None:
