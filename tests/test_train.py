@@ -218,6 +218,15 @@ def test_a_synthetic_side_beyond_the_default_recipes_frame_is_refused_by_its_opt
                                                  rf"at most {largest} px a side .*; lower {name}"):
         config.parse_args([*options, str(most + 8), *run])
 
+
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors save UTF-8 with a byte-order mark: tomllib refused the file as "Invalid statement
+    (at line 1, column 1)", at a character the user cannot see. Recipe files take it; so do --config files."""
+    toml = tmp_path / "c.toml"
+    toml.write_bytes(f"\ufeffsteps = 7\r\nout = '{tmp_path / 'r'}'\r\n".encode("utf-8"))
+    cfg = config.parse_args(["--config", str(toml)])
+    assert cfg.steps == 7 and cfg.run_dir == str(tmp_path / "r")
+
 def test_workers_beyond_a_few_per_core_are_refused(monkeypatch, tmp_path):
     # each worker is a process with a copy of the data: an absurd --workers forked until the run was killed
     monkeypatch.setattr(config, "usable_cores", lambda: 2, raising=False)

@@ -412,7 +412,9 @@ ALIASES = {"run_dir": ("--out",)}
 def _read_toml(path: str | Path) -> dict:
     """The ``{field: value}`` of a ``--config`` file (dashes in keys read as underscores)."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        # (utf-8-sig: a byte-order mark, which Windows editors write, was "Invalid statement at line 1, column 1",
+        # before any character the user can see; recipe files are read so too)
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"--config {path}: no such file") from None
     except tomllib.TOMLDecodeError as exc:
