@@ -345,6 +345,20 @@ def test_integer_search_ties_go_to_the_first_shift_in_row_major_order():
     assert shift.tolist() == [[-2.0, -2.0], [2.0, -1.0]]
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_flat_restoration_equal_to_its_sharp_image_scores_an_infinite_psnr(dtype):
+    """A flat image ties every shift: the integer search takes the first (row-major), a whole pixel, and
+    the sub-pixel steps must keep it where their candidates tie too. Each took its first candidate, 3 steps
+    off, so the shift ended fractional (-10.9, -10.7) and bicubic rounding scored two equal flat images at
+    132 dB, not the infinite PSNR of equal images. Flat images of two levels score their level difference."""
+    flat = torch.full((2, 3, 48, 48), 0.4, dtype=dtype)
+    scores = metrics.levin_scores(flat, flat)
+    assert torch.isinf(scores["psnr"]).all() and (scores["ssd"] == 0).all()
+    assert (scores["shift"] == scores["shift"].round()).all()
+    darker = metrics.levin_scores(flat - 0.1, flat)
+    torch.testing.assert_close(darker["psnr"], torch.full((2,), 20.0, dtype=dtype), rtol=0, atol=1e-3)
+
 def _ssim_reference(x: np.ndarray, y: np.ndarray, max_val: float) -> float:
     """Wang et al.'s SSIM written out: 11x11 Gaussian window (sigma 1.5), constants (0.01 L)^2 and
     (0.03 L)^2, mean over the positions where the whole window fits, then over channels."""

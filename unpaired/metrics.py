@@ -178,6 +178,12 @@ def _refine(x: torch.Tensor, ref: torch.Tensor, shift: torch.Tensor, step: float
     errors = torch.cat([moved.sub_(target).square_().sum((2, 3, 4)) for moved in _translations(x, dy, dx, border)],
                        dim=1)  # (B, 49), candidates in row-major order: argmin keeps the first of ties
     best = errors.argmin(dim=1)
+    # The shift found so far (the centre candidate, 24) stays where it ties the best, as align's integer
+    # search counts ties (within 1e-12 of the energy; the resampling rounds): every candidate of a flat
+    # image ties, and the first, 3 steps off, took a whole-pixel shift to a fractional one, whose bicubic
+    # rounding scored a flat restoration equal to its sharp image at 132 dB, not an infinite PSNR.
+    scale = (x.square().sum((1, 2, 3)) + ref.square().sum((1, 2, 3))).to(errors.dtype)
+    best = torch.where(errors[:, 24] <= errors.gather(1, best[:, None])[:, 0] + 1e-12 * scale, 24, best)
     return torch.stack([dy.gather(1, (best // 7)[:, None])[:, 0], dx.gather(1, (best % 7)[:, None])[:, 0]], dim=1)
 
 
