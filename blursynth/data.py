@@ -18,7 +18,7 @@ import math
 import os
 from array import array
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -295,6 +295,9 @@ def _pair_record_fault(record: dict) -> str | None:
             return f"no {key!r}"
         if not isinstance(record[key], str) or not record[key].strip():
             return f"{key!r} is {record[key]!r}, not a file name"
+        if PurePosixPath(record[key]).is_absolute() or ".." in PurePosixPath(record[key]).parts:
+            # (its damaged-file advice, "delete the file ... and run the command again", would name a file elsewhere)
+            return f"{key!r} is {record[key]!r}, not a file inside the dataset folder"
     index = record.get("index")
     if isinstance(index, bool) or not isinstance(index, int):
         return "no 'index'" if "index" not in record else f"'index' is {index!r}, not an integer"

@@ -1040,6 +1040,10 @@ def test_a_manifest_edited_in_place_is_refused_by_its_time_or_its_size(tmp_path)
     (lambda r: r.update(index="two"), r"'index' is 'two', not an integer"),
     (lambda r: r.update(index=True), r"'index' is True, not an integer"),
     (lambda r: r.update(params=[1, 2]), r"'params' is a JSON list, not a record"),
+    # (a damaged file's advice is to delete it and remake the folder: not a file elsewhere)
+    (lambda r: r.update(blur="/etc/hosts"), r"'blur' is '/etc/hosts', not a file inside the dataset folder"),
+    (lambda r: r.update(sharp="../other/000001.png"),
+     r"'sharp' is '\.\./other/000001\.png', not a file inside the dataset folder"),
 ])
 def test_a_manifest_record_edited_out_of_shape_is_named_when_opened(tmp_path, edit, fault):
     """A record that parses but is not a pair (a key removed, a file name or index of another type) was
