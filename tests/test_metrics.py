@@ -492,3 +492,15 @@ def test_kernel_ncc_forgives_a_translation_across_the_whole_canvas():
     b2 = torch.zeros(15, 15, dtype=torch.float64)
     b2[-3:, :3] = blob  # 12 px down, 0 across
     assert abs(float(metrics.kernel_similarity(a, b2)["ncc"][0]) - 1.0) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_images_are_scored_in_float32(dtype):
+    # (scored in float16, a 40 dB pair read 40.19 dB and its SSIM rounded to 1)
+    gen = torch.Generator().manual_seed(3)
+    ref = torch.rand(2, 3, 24, 24, generator=gen).to(dtype)
+    x = (ref.float() + 0.01 * torch.randn(2, 3, 24, 24, generator=gen)).to(dtype)
+    for score in (metrics.psnr, metrics.ssim):
+        got, want = score(x, ref), score(x.float(), ref.float())
+        assert got.dtype == torch.float32 and torch.equal(got, want), score
+    assert metrics.psnr(x[:0], ref[:0]).dtype == torch.float32
