@@ -1,6 +1,6 @@
 """Uniform (spatially invariant) blur: batched true convolution by FFT, and its exact adjoint.
 
-Conventions (DESIGN.md): images ``(B, C, H, W)``; kernels centred at ``(h // 2, w // 2)``; blurring
+Conventions (the package's, as in the README): images ``(B, C, H, W)``; kernels centred at ``(h // 2, w // 2)``; blurring
 is TRUE convolution, ``y[i, j] = sum_{a, b} k[a, b] x[i - a + h//2, j - b + w//2]``, so a kernel
 whose mass sits right of centre moves content to the right. The functions are linear in the image,
 so they apply to linear-light or display values alike (physically, blur linear light).

@@ -1,6 +1,6 @@
 """Pinhole camera: projects 6-DoF camera motion to image-plane paths and per-time homographies.
 
-Conventions (DESIGN.md): pixel centres at integer coordinates, x right, y down, z forward. A pose
+Conventions (the package's, as in the README): pixel centres at integer coordinates, x right, y down, z forward. A pose
 ``(R, c)`` of a :class:`~blursynth.trajectory.Trajectory` is the camera's own motion: its orientation
 ``R`` (from the rotation vector) and the displacement ``c`` of its centre, both relative to the camera
 at ``t = 0``. A scene point ``X`` (camera-0 coordinates) is seen at time t at ``R^T (X - c)``. For a

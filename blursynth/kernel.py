@@ -9,7 +9,7 @@ the first moment of a piecewise-linear path, and bilinear splatting preserves it
 centre of mass is exactly the path's time-weighted mean.
 
 Kernels are float32 ``(N, h, w)``, non-negative, each summing to 1, with the centre pixel at
-``(h // 2, w // 2)`` (DESIGN.md). A path that does not fit the canvas is never cropped; ``fit``
+``(h // 2, w // 2)`` (the package's convention). A path that does not fit the canvas is never cropped; ``fit``
 says what happens instead:
 
 - ``"error"``: raise, naming the first offending item and the size it needs;
@@ -199,7 +199,7 @@ def rasterize(path_px: torch.Tensor, size, t: torch.Tensor | None = None, fit: s
     Args:
         path_px: ``(N, T, 2)`` displacements ``(x, y)`` in pixels (any float dtype, any device).
         size: kernel size, an int or ``(h, w)`` (Python or NumPy integers), each >= 3 (odd sizes put the centre on a pixel, as
-            DESIGN.md requires; even sizes are accepted and centre on ``(h // 2, w // 2)``).
+            the package's convention requires; even sizes are accepted and centre on ``(h // 2, w // 2)``).
         t: ``(N, T)`` non-decreasing sample times (seconds, or any unit); each segment is weighted by
             its duration. None means evenly spaced samples.
         fit: ``"error"`` or ``"scale"`` for paths that do not fit (see the module docstring);

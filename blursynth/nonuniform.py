@@ -14,7 +14,7 @@ than ``max_step_px`` between them (a coarser sum leaves ghost copies instead of 
 so the two agree.
 
 Centring: with ``center=True`` the whole frame is shifted by the exposure-weighted mean displacement of
-the principal point, the same shift that makes the frame's uniform kernel centred (DESIGN.md), so a
+the principal point, the same shift that makes the frame's uniform kernel centred (the kernel convention), so a
 motion that is uniform in practice renders like ``blur(image, centred kernel)``.
 """
 
@@ -384,7 +384,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     if b > 1 and (len(trajectory) > 1 or per_item_depth):
         # One item at a time: the pose grid follows the fastest motion it is built for, so a grid
-        # shared by the batch would make an item's result depend on the others (DESIGN.md).
+        # shared by the batch would make an item's result depend on the others (results must not depend on the batch).
         out = []
         for i in range(b):
             try:
@@ -551,7 +551,7 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     out = []
     # One item at a time, as render_nonuniform: densify's pose grid follows the fastest motion it is
-    # given, so a grid shared by the batch made an item's kernels depend on the rest of it (DESIGN.md)
+    # given, so a grid shared by the batch made an item's kernels depend on the rest of it
     # and differ from the ones its render used.
     for item in range(n):
         depth = depth_m[item:item + 1] if per_item_depth else depth_m

@@ -3,7 +3,7 @@
 Pair ``i`` of a set is a pure function of ``(recipe, seed, i, sources)``: the scene or crop, the
 trajectory, the focal length and scene depth, and the sensor parameters are all drawn through
 :mod:`blursynth.rng` keyed by the item index, with a separate seed per component (so adding a
-quantity to one component never changes another's draws). The image formation follows DESIGN.md:
+quantity to one component never changes another's draws). The image formation is the package's model:
 
     sharp sRGB --pre_blur--> linear --blur (uniform kernel | projective homographies)--> blurred linear
                --post_blur (noise, clip, CRF, quantise, JPEG)--> blurry sRGB

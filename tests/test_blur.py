@@ -504,7 +504,7 @@ def test_a_flat_image_stays_flat_and_circular_blur_keeps_the_mass(size, boundary
 @settings(max_examples=60, deadline=None)
 def test_a_point_becomes_the_kernel_placed_on_it_and_moves_by_the_kernels_centre_of_mass(size, boundary, method,
                                                                                          seed, data):
-    """The first moment, with the documented sign (DESIGN.md: true convolution, centre at (h // 2, w // 2),
+    """The first moment, with the documented sign (the package's convention: true convolution, centre at (h // 2, w // 2),
     mass right of centre moves content right): a point at (y0, x0) becomes the kernel with its centre
     pixel on (y0, x0), and an image's centroid moves by the kernel's centre of mass (x right, y down)."""
     hh, ww, h, w = size

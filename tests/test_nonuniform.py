@@ -291,7 +291,7 @@ def test_integer_images_are_refused_before_any_work():
 
 
 def test_an_item_renders_the_same_alone_as_in_any_batch():
-    # its pose grid follows its own motion, not the batch's fastest (DESIGN.md: results do not
+    # its pose grid follows its own motion, not the batch's fastest (a convention: results do not
     # depend on the batch); a still item beside a moving one shows it most
     from blursynth.trajectory import CameraShake
     cam = Camera.from_35mm(35.0, 48, 40)
@@ -398,7 +398,7 @@ def test_the_public_pose_helpers_name_a_missing_camera_or_trajectory_and_bad_poi
 def test_an_items_local_kernels_are_the_same_alone_as_in_any_batch():
     """kernels_at densified the poses of the whole batch on one grid, fine enough for its fastest item:
     an item's local kernels then depended on the other items (1.7e-3 apart here) and were not the ones
-    its render_nonuniform, which works item by item, used (DESIGN.md: results do not depend on the batch)."""
+    its render_nonuniform, which works item by item, used (a convention: results do not depend on the batch)."""
     from blursynth.trajectory import CameraShake
     cam = Camera.from_35mm(35.0, 480, 320)
     shakes = CameraShake(samples=8).sample(3, seed=0)
