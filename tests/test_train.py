@@ -174,6 +174,8 @@ def test_a_config_file_s_tilde_is_the_home_folder_on_the_command_line_too(tmp_pa
     ("crop = 160\n", "--crop 160 must be at most --pair-pool-size 128"),
     ("blur_model = 'psf'\n", "--blur-model must be one of network, kernel, shake"),
     ("blur_kernel = 20\n", "--blur-kernel must be odd"),
+    ("mode = 'cyclegan'\nblur_model = 'shake'\nblur_kernel = 1\n", "--blur-kernel 1 with --blur-model shake .* blurs nothing"),
+    ("mode = 'cyclegan'\nblur_model = 'kernel'\nblur_kernel = 1\n", "--blur-kernel 1 with --blur-model kernel .* blurs nothing"),
     ("blur_model = 'shake'\nblur_recipe = 'nope'\n", "--blur-recipe nope: .*default, gopro-like"),
     # read from a file, it resumed the run's checkpoint with the defaults, not the run's options
     ("resume = 'runs/x'\n", "'resume' belongs on the command line; .* run with --resume runs/x"),

@@ -264,6 +264,11 @@ class TrainConfig:
         if self.mode == "reblur" and self.blur_kernel == 1:  # (the softmax of one logit: K has no gradient)
             raise ConfigError("--blur-kernel 1 with --mode reblur predicts the 1-tap kernel alone, which blurs "
                               "nothing: K cannot learn and the re-blur loss teaches G the identity; use 3 or more")
+        if self.mode == "cyclegan" and self.blur_model != "network" and self.blur_kernel == 1:
+            # (shake: rasterize refused it mid-start, naming "size", not the option; kernel: F's only
+            # kernel was the identity, so F could not blur and the cycle taught G nothing of deblurring)
+            raise ConfigError(f"--blur-kernel 1 with --blur-model {self.blur_model} gives F the 1-tap kernel "
+                              "alone, which blurs nothing; use 3 or more")
         if self.mode == "reblur" and self.crop < self.blur_kernel:  # (no pixel to compare the re-blurred crop on)
             raise ConfigError(f"--crop {self.crop} is smaller than --blur-kernel {self.blur_kernel}: the re-blur loss "
                               "compares the pixels whose whole kernel lies inside the crop; raise --crop or lower "
