@@ -310,8 +310,12 @@ def _decoding(path: Path):
                              f"{', '.join(sorted(IMAGE_SUFFIXES))}); remove it or convert it to PNG or JPEG") from None
         # (imageio appends plugin install hints, and says "Could not find a backend to open `x.png``
         # with iomode `r`" when no decoder knows the contents: plugins, backends and iomodes are its words)
+        # (a file of 1-3 bytes made Pillow's BMP signature test, which imageio runs first, raise
+        # "error: unpack_from requires a buffer of at least 4 bytes": the words of a failed header parse)
+        unknown = "could not find a backend" in str(exc).lower() or (
+            isinstance(exc, struct.error) and "buffer of at least" in str(exc))
         why = (f"no decoder recognises its contents as {path.suffix} or another format: not an image, or damaged"
-               if "could not find a backend" in str(exc).lower() else f"{type(exc).__name__}: {first_line(exc)}")
+               if unknown else f"{type(exc).__name__}: {first_line(exc)}")
         raise ImageError(f"{path}: cannot be read as an image ({why}); remove it or re-export it as PNG or JPEG") from None
 
 

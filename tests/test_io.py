@@ -624,6 +624,9 @@ def test_16bit_gray_alpha_png_keeps_all_bits(tmp_path):
     (b"", "empty"),
     # (imageio said "Could not find a backend to open `bad.png`` with iomode `r`": its own words)
     (b"not an image at all", r"cannot be read as an image \(no decoder recognises its contents as \.png"),
+    # (under 4 bytes, Pillow's BMP test, which imageio tries first, raised struct.error: "error: unpack_from ...")
+    (b"x\n", r"cannot be read as an image \(no decoder recognises its contents as \.png"),
+    (b"\x89PN", r"cannot be read as an image \(no decoder recognises its contents as \.png"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "cannot be read as an image")])
 def test_bad_files_name_the_file(tmp_path, content, reason):
     bad = tmp_path / "bad.png"
