@@ -141,6 +141,9 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {str(out)!r}: name a folder to create, e.g. --out kernels")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; choose another --out")
+    from .io import dead_link_above
+    if (gone := dead_link_above(out)) is not None:  # ("File exists", or the missing target made, on another disk)
+        raise UsageError(f"--out {out}: {gone}, or choose another --out")
     if out.is_dir():
         staged = _staged_name(out.resolve() if out.is_symlink() else out)  # (named as _StagedDir names them)
         try:
@@ -679,6 +682,9 @@ def run_inspect(args) -> int:
         raise UsageError(f"--render {bad[0]}: the file has {n} kernels; use indices 0..{n - 1}")
     out = Path(args.out or args.file.parent)
     if args.render:  # (made and checked before the summary too: `--out /proc/x` failed after it, in a traceback)
+        from .io import dead_link_above
+        if (gone := dead_link_above(out)) is not None:  # (mkdir said only "File exists")
+            raise UsageError(f"--out {out}: {gone}, or choose another --out")
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

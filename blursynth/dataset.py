@@ -41,7 +41,7 @@ import torch
 from . import __version__, rng
 from .data import _Manifest, _read_kernel, check_device
 from .interrupt import sigterm_interrupts
-from .io import (ImageError, atomic_path, first_line, json_text, lock_folder, read_samples, temporary_target,
+from .io import (ImageError, atomic_path, dead_link_above, first_line, json_text, lock_folder, read_samples, temporary_target,
                  to_uint, write_image, write_json)
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import Recipe, RecipeError, load_recipe
@@ -782,6 +782,8 @@ def _prepare(out, pairs, recipe, sharp, crop, seed, shard, workers, layout, devi
     if crop is not None:
         recipe = recipe.with_crop(crop)
     out = Path(out)
+    if (gone := dead_link_above(out)) is not None:  # (making it failed with "File exists", which said nothing)
+        raise DatasetError(f"--out {out}: {gone}, or choose another --out")
     if sharp is None:
         recipe.check_frame()  # a procedural scene stands for a crop of a frame_px photo
     _check_apart(out, sharp)

@@ -585,6 +585,20 @@ def test_render_draws_a_few_segments_at_a_time(tmp_path, monkeypatch):
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
+def test_an_out_under_a_link_to_a_missing_folder_is_refused_naming_the_link(capsys, tmp_path):
+    # A purged scratch disk leaves such links: `--out link/x` failed with "File exists", and `--out link` made the
+    # missing target's folders (on whatever disk is there now) and wrote into them.
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "scratch")
+    _, out = _generate(tmp_path, name="k")
+    capsys.readouterr()
+    for target in (tmp_path / "link", tmp_path / "link" / "x"):
+        for argv in (["generate", "--trajectories", "5", "--out", str(target), "--quiet"],
+                     ["inspect", str(out / "kernels.npz"), "--render", "0", "--out", str(target)]):
+            err = _fails(capsys, tmp_path, argv, f"--out {target}")
+            assert f"{tmp_path / 'link'} is a link to {tmp_path / 'gone' / 'scratch'}, which does not exist" in err, err
+            assert "choose another --out" in err and not (tmp_path / "gone").exists()
+
+
 def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
     _, out = _generate(tmp_path)
     (tmp_path / "afile").write_text("x")

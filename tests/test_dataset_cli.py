@@ -512,6 +512,17 @@ def test_an_out_that_cannot_be_made_is_refused_not_resumed(tmp_path, capsys):
         assert "choose another --out" in err and "resume" not in err
 
 
+def test_an_out_under_a_link_to_a_missing_folder_is_refused_naming_the_link(tmp_path, capsys):
+    # (a purged scratch disk leaves such links: making --out failed with "File exists", which said nothing)
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    for target in (tmp_path / "link", tmp_path / "link" / "set"):
+        assert main(["dataset", "--out", str(target), "--pairs", "2", "--crop", "16", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {target}: {tmp_path / 'link'} is a link to {tmp_path / 'gone'}, " \
+            "which does not exist; make that folder, or choose another --out" in err, err
+        assert not (tmp_path / "gone").exists()
+
+
 def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x")
