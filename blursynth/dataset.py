@@ -615,6 +615,42 @@ def _remove_other_layouts(out: Path, layout: str) -> None:
             (out / sub).rmdir()
 
 
+def _manifest_whole(out: Path, pairs: int) -> bool:
+    """Whether ``out/manifest.jsonl`` ends with the whole record of the last pair: a manifest cut short (a copy of the
+    folder killed part way) does not. Only the end of the file is read."""
+    try:
+        with open(out / "manifest.jsonl", "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - (1 << 20)))
+            tail = fh.read()
+        return tail.endswith(b"\n") and json.loads(tail[:-1].rsplit(b"\n", 1)[-1])["index"] == pairs - 1
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def _unmerge(out: Path, pairs: int, header: str) -> None:
+    """Take a manifest cut short apart: the records of each chunk it holds whole (in order, each line ended) go back
+    to that chunk's part file (behind ``header``; one already there is left as it is), then the manifest is deleted,
+    so the run makes again only the chunks whose records it lost and merges the manifest anew."""
+    lines = []
+    with open(out / "manifest.jsonl", "rb") as fh:
+        for k, raw in enumerate(fh):
+            try:
+                whole = raw.endswith(b"\n") and json.loads(raw)["index"] == k < pairs
+            except (ValueError, TypeError, KeyError):
+                whole = False
+            if not whole:
+                break
+            lines.append(raw.decode().rstrip("\n"))
+            if k + 1 == pairs or (k + 1) % CHUNK == 0:
+                part = out / _part_name(k // CHUNK)
+                if not (part.exists() or part.is_symlink()):
+                    part.parent.mkdir(exist_ok=True)
+                    with atomic_path(part) as tmp:
+                        tmp.write_text("\n".join([header, *lines]) + "\n")
+                lines = []
+    (out / "manifest.jsonl").unlink()
+
+
 def _merge(out: Path, chunks: int) -> None:
     """Write ``manifest.jsonl`` from the records of all part files (not their headers), in order, and remove
     them; every chunk must be done (:func:`_part_done`)."""
@@ -839,6 +875,10 @@ def write_dataset(out: str | os.PathLike, pairs: int, recipe: str | Recipe = "de
         _record(out, meta)  # first: it marks the folder as a resumable run
         _remove_stray_temporaries(out)
         finished = (out / "manifest.jsonl").is_file()
+        if finished and not _manifest_whole(out, pairs):
+            # cut short (a copy of the folder killed part way): "complete" was said over it, and PairedFolder refused it
+            _unmerge(out, pairs, header)
+            finished = False
         parts = _part_chunks(out)
         for c in sorted(c for c in parts if c >= chunks):
             # Beyond this run's last chunk: a shard's of a larger --pairs, copied in. Its pairs are no part of this

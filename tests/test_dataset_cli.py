@@ -523,6 +523,26 @@ def test_an_out_under_a_link_to_a_missing_folder_is_refused_naming_the_link(tmp_
         assert not (tmp_path / "gone").exists()
 
 
+def test_a_manifest_cut_short_is_completed_not_called_complete(tmp_path, photos, recipe_file, reference, capsys):
+    # A copy of a finished folder killed part way cuts its last file short; when that was manifest.jsonl, the same
+    # command said "20/20 present, complete" over it, and PairedFolder refused it ("holds 17 records, not the 20").
+    ref, files = reference
+    lines = files["manifest.jsonl"].splitlines(keepends=True)
+    cuts = {"mid-record": b"".join(lines[:17]) + lines[17][:40], "at a line": b"".join(lines[:19]),
+            "in the first chunk": b"".join(lines[:5]), "empty": b""}
+    for what, text in cuts.items():
+        out = tmp_path / what.replace(" ", "_")
+        shutil.copytree(ref, out)
+        (out / "manifest.jsonl").write_bytes(text)
+        capsys.readouterr()
+        _run(out, photos, recipe_file)
+        # only the chunks whose records were lost are made again (the first chunk holds 16 of the 20 pairs)
+        written = 4 if len(text.splitlines()) >= 16 else 20
+        assert capsys.readouterr().out.startswith(f"{out}: {written} pairs written, 20/20 present, complete"), what
+        assert _snapshot(out) == files, what
+        assert len(PairedFolder(out)) == 20
+
+
 def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x")
