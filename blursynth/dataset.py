@@ -254,9 +254,13 @@ def _remove_own_files(out: Path, previous: dict | None, settings: dict) -> None:
     if theirs:
         more = f" and {len(theirs) - 1} more" if len(theirs) > 1 else ""
         lies, them = ("lie", "them") if len(theirs) > 1 else ("lies", "it")
-        why = "its dataset.json does not name" if previous is not None else "there is no dataset.json to name"
-        # (a shard folder copied in without its dataset.json comes here: say how to merge it)
-        shard = "" if previous is not None else "; if they are a shard's, copy its dataset.json in too"
+        damaged = previous is None and (out / "dataset.json").is_file()
+        why = ("its dataset.json does not name" if previous is not None else
+               "its dataset.json cannot be read to name" if damaged else "there is no dataset.json to name")
+        # (a shard folder copied in without its dataset.json comes here: say how to merge it; one whose dataset.json
+        # a killed copy cut short was told there was none)
+        shard = ("" if previous is not None else "; its dataset.json is damaged or cut short: copy it in again from "
+                 "the folder it came from" if damaged else "; if they are a shard's, copy its dataset.json in too")
         raise DatasetError(f"--out {out}: {theirs[0]}{more} {lies} where this dataset writes but no earlier dataset "
                            f"run in it wrote {them} ({why} {them}); move {them} away or choose "
                            f"another --out (--overwrite deletes only a dataset's own files){shard}")

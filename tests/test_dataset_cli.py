@@ -543,6 +543,22 @@ def test_a_manifest_cut_short_is_completed_not_called_complete(tmp_path, photos,
         assert len(PairedFolder(out)) == 20
 
 
+def test_overwrite_over_a_damaged_dataset_json_says_so(tmp_path, photos, recipe_file, reference, capsys):
+    # It was refused as "there is no dataset.json to name them; if they are a shard's, copy its dataset.json in too"
+    ref, files = reference
+    out = tmp_path / "set"
+    shutil.copytree(ref, out)
+    (out / "dataset.json").write_bytes(files["dataset.json"][:100])  # (a copy killed part way)
+    capsys.readouterr()
+    _run(out, photos, recipe_file, "--overwrite", expect=2)
+    err = capsys.readouterr().err
+    assert "its dataset.json cannot be read" in err and "copy it in again" in err, err
+    assert "there is no dataset.json" not in err and err.count("\n") == 1, err
+    (out / "dataset.json").write_bytes(files["dataset.json"])  # as it says
+    _run(out, photos, recipe_file)
+    assert _snapshot(out) == files
+
+
 def test_a_folder_with_no_usable_image_is_an_error(tmp_path, recipe_file, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.txt").write_text("x")
