@@ -44,7 +44,7 @@ from .interrupt import sigterm_interrupts
 from .io import (ImageError, atomic_path, dead_link_above, first_line, json_text, lock_folder, read_samples, temporary_target,
                  to_uint, write_image, write_json)
 from .pairs import ImageFolder, as_numpy_image, make_pairs
-from .recipe import Recipe, RecipeError, load_recipe
+from .recipe import CROP_RANGE, Recipe, RecipeError, load_recipe
 
 CHUNK = 16  # pairs per unit of work, of resumption and of sharding (a pair's bytes do not depend on it)
 PROBLEMS_KEPT = 1000  # the differences --verify lists at most (then counts)
@@ -90,8 +90,10 @@ def parse_crop(text: str | int | None) -> tuple[int, int] | None:
         parts = [int(p) for p in str(text).lower().split("x")]
     except ValueError:
         parts = []
-    if len(parts) not in (1, 2) or min(parts) < 8:
-        raise DatasetError(f"--crop {text!r}: expected a size >= 8 or HxW, e.g. 256 or 256x384")
+    if len(parts) not in (1, 2) or min(parts) < CROP_RANGE[0]:
+        raise DatasetError(f"--crop {text!r}: expected a size >= {CROP_RANGE[0]} or HxW, e.g. 256 or 256x384")
+    if max(parts) > CROP_RANGE[1]:  # (it was the recipe file's error: "datasets/default.toml with crop ...")
+        raise DatasetError(f"--crop {text!r}: sides must be at most {CROP_RANGE[1]} px, e.g. 256 or 256x384")
     return (parts[0], parts[-1])
 
 

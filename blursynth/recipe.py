@@ -46,6 +46,7 @@ BLUR_MODES = ("uniform", "projective")
 BOUNDARIES = ("valid", "reflect", "circular")
 KERNEL_FITS = ("error", "scale", "resample")
 KERNEL_SIZE_MAX = 255  # largest kernel.size a recipe accepts
+CROP_RANGE = (8, 16384)  # sides of the crop a recipe (or --crop) accepts, in pixels
 FOCAL_MM_RANGE = (4.0, 2000.0)  # 35 mm-equivalent focal lengths a recipe accepts
 FRAME_PX_MAX = 65536  # largest side of camera.frame_px
 MIN_DEPTH_M = 0.01  # closest camera.depth_m (and generate --depth): nearer, hand shake carries the camera to the plane
@@ -312,7 +313,7 @@ def _parse(data: dict, source: str) -> Recipe:
     sensor = {k: (None if v == "off" else v) for k, v in
               ((k, _plain(v)) for k, v in _section(source, data, "sensor").items())}
 
-    crop_hw = tuple(_int(source, "crop", c, 8, 16384) for c in _size(source, "crop", data.get("crop", 256)))
+    crop_hw = tuple(_int(source, "crop", c, *CROP_RANGE) for c in _size(source, "crop", data.get("crop", 256)))
 
     def depth_check(v):  # (0.001 m was taken, and the shake then moved the camera through the scene plane)
         if not v >= MIN_DEPTH_M:

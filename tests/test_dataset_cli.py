@@ -491,7 +491,9 @@ def test_basicsr_layout_reads_back(tmp_path, photos, recipe_file, reference):
     (["--shard", "1/2/3"], "--shard '1/2/3': expected I/N"),  # (not shard 1/2 with the rest ignored)
     (["--shard", "0/0"], "--shard '0/0': need 0 <= I < N"),
     (["--crop", "3"], "--crop"),
-    (["--crop", "20000"], "with crop 20000x20000: crop: must be in [8, 16384], got 20000"),
+    # (not the recipe file's error: "datasets/default.toml with crop 20000x20000: crop: must be in [8, 16384]")
+    (["--crop", "20000"], "error: --crop '20000': sides must be at most 16384 px"),
+    (["--crop", "32x20000"], "error: --crop '32x20000': sides must be at most 16384 px"),
     (["--workers", "0"], "--workers"),
     (["--recipe", "nope"], "unknown recipe 'nope'"),
 ])
