@@ -25,7 +25,7 @@ import torch
 from . import rng
 from .camera import FULL_FRAME_DIAGONAL_MM, BehindCameraError, Camera, SceneReachedError
 from .io import ImageError, broken_link, probe_images, read_samples, to_float
-from .recipe import KERNEL_SIZE_MAX, Recipe, RecipeError
+from .recipe import KERNEL_SIZE_MAX, Recipe, RecipeError, load_recipe
 from .trajectory import Trajectory
 
 # Pairs made at once on the CPU: a batch's full-size temporaries then stay nearer the cache. CPU time
@@ -241,11 +241,13 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
     """Make pairs ``indices`` of the set defined by ``(recipe, seed, sources)``.
 
     Args:
-        recipe: a validated :class:`~blursynth.recipe.Recipe`.
+        recipe: a validated :class:`~blursynth.recipe.Recipe`, or a recipe name or ``.toml`` path
+            (:func:`~blursynth.recipe.load_recipe`), as :class:`~blursynth.data.SyntheticPairs` takes.
         indices: item indices, at least one (int n >= 1 for ``0 .. n - 1``, range, list, array or ``(N,)``
             integer tensor, each >= 0); item ``i`` is a pure function of ``(recipe, seed, i, sources)``.
         seed: base seed, an integer in ``[0, 2**63)`` (:func:`blursynth.rng.check_seed`).
-        sources: a scanned folder of sharp photographs, or None for procedural dead-leaves scenes.
+        sources: a scanned folder of sharp photographs (``ImageFolder.scan(folder, recipe.input_size)``; a
+            folder's path is a TypeError saying so), or None for procedural dead-leaves scenes.
         device: where the pixels are computed.
 
     Returns:
@@ -260,6 +262,10 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         All tensors on ``device``. On the CPU the items are made :data:`CPU_BATCH` at a time (faster
         than all at once), elsewhere in one batch; either way each item is the same.
     """
+    recipe = _as_recipe(recipe)
+    if sources is not None and not isinstance(sources, ImageFolder):  # (AttributeError: 'str' object has no 'files')
+        raise TypeError(f"sources must be None or an ImageFolder, e.g. ImageFolder.scan({str(sources)!r}, "
+                        f"recipe.input_size); got {type(sources).__name__} {sources!r}")
     seed = rng.check_seed(seed)
     index = rng.as_index(indices)
     if not len(index):  # (failed deep inside: "too many indices for tensor of dimension 1")
@@ -277,6 +283,12 @@ def make_pairs(recipe: Recipe, indices, seed: int = 0, sources: ImageFolder | No
         else:
             merged[key] = torch.cat([part[key] for part in parts])
     return merged
+
+
+def _as_recipe(recipe) -> Recipe:
+    """``recipe`` itself, or the recipe a name or ``.toml`` path names (a RecipeError if none, a TypeError for
+    another type): a name was "AttributeError: 'str' object has no attribute 'input_size'"."""
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
 
 
 def _make_batch(recipe: Recipe, index: torch.Tensor, seed: int, sources: ImageFolder | None, device) -> dict:
@@ -337,7 +349,7 @@ def shake_paths(recipe: Recipe, indices, seed: int = 0) -> tuple[torch.Tensor, t
     """The uniform-blur paths of items ``indices`` of a recipe with procedural scenes (frame
     ``recipe.frame_px``), exactly as :func:`make_pairs` draws them: ``(N, T, 2)`` pixel displacements
     and their ``(N, T)`` times, for :func:`blursynth.kernel.rasterize` (``fit="scale"``). CPU."""
-    traj, path, _, _ = _frame_motion(recipe, rng.as_index(indices), seed)
+    traj, path, _, _ = _frame_motion(_as_recipe(recipe), rng.as_index(indices), seed)
     return path, traj.t
 
 
@@ -349,7 +361,7 @@ def _frame_motion(recipe: Recipe, idx: torch.Tensor, seed: int):
 
 def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = None,
                    device: torch.device | str = "cpu"):
-    """Kernels ``0 .. n - 1`` of a recipe in chunks of bounded memory, drawn as :func:`make_pairs`
+    """Kernels ``0 .. n - 1`` of a recipe (a Recipe, or a name or ``.toml`` path) in chunks of bounded memory, drawn as :func:`make_pairs`
     draws pair ``i`` with procedural scenes: its trajectory, focal length (on ``recipe.frame_px``),
     depth, ``kernel.size`` and ``kernel.fit``. For a uniform recipe kernel ``i`` is pair ``i``'s
     kernel; for a projective one it is the blur at the principal point of pair ``i``'s motion (the
@@ -362,6 +374,7 @@ def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = No
     ``(chunk, size, size)`` on ``device``. Raises
     :class:`~blursynth.kernel.KernelFitError` worded with the recipe's keys when a path does not fit."""
     from .kernel import KernelChunk, KernelFitError, default_chunk
+    recipe = _as_recipe(recipe)
     seed = rng.check_seed(seed)
     checks = [("n", n, 0)] + ([("chunk", chunk, 1)] if chunk is not None else [])
     for name, value, low in checks:  # (n=-1 gave no kernel, chunk=0 range()'s error)

@@ -1086,3 +1086,16 @@ def test_a_damaged_files_reason_keeps_its_parentheses_when_the_advice_is_replace
     path = root / "sharp" / "x.png"
     assert _without_advice(f"{path}: no such file", path) == f"{path}: no such file"
     assert _without_advice(f"{path}: empty file; remove it", path) == f"{path}: empty file"
+
+
+def test_make_pairs_takes_a_recipe_name_and_names_a_folder_passed_as_sources(tmp_path, photos):
+    # make_pairs("realblur-like", ...) was "AttributeError: 'str' object has no attribute 'input_size'", and a photo
+    # folder's path as sources "... has no attribute 'files'", though SyntheticPairs takes both
+    from blursynth.recipe import load_recipe
+    named = make_pairs("levin-like", [3], seed=2)
+    loaded = make_pairs(load_recipe("levin-like"), [3], seed=2)
+    assert torch.equal(named["blur"], loaded["blur"]) and named["records"] == loaded["records"]
+    first = next(recipe_kernels("levin-like", 2))
+    assert torch.equal(first.kernels, next(recipe_kernels(load_recipe("levin-like"), 2)).kernels)
+    with pytest.raises(TypeError, match=r"sources must be None or an ImageFolder, e.g. ImageFolder.scan\("):
+        make_pairs(Recipe(crop=(16, 16), kernel_size=15), [0], sources=str(photos))
