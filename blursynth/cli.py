@@ -622,7 +622,8 @@ def add_inspect(subparsers) -> None:
     p.add_argument("--render", type=non_negative_int, nargs="+", metavar="I", default=None,
                    help="item indices to render as kernel_I.png (kernel beside its path, time from dark to bright)")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: beside FILE)")
-    p.add_argument("--zoom", type=zoom, default=8, help=f"enlargement of the rendered kernels, 1 to {MAX_ZOOM} (default 8)")
+    # (None when not given: without --render they are refused rather than ignored)
+    p.add_argument("--zoom", type=zoom, default=None, help=f"enlargement of the rendered kernels, 1 to {MAX_ZOOM} (default 8)")
     p.set_defaults(func=run_inspect)
 
 
@@ -672,6 +673,10 @@ def zoom(text: str) -> int:
 
 def run_inspect(args) -> int:
     import numpy as np
+    given = [name for name in ("out", "zoom") if getattr(args, name) is not None]
+    if given and not args.render:  # (`inspect FILE --out previews` printed the summary and wrote nothing, unasked)
+        raise UsageError(f"--{given[0]} applies to the PNGs of --render, which was not given; add --render I ... "
+                         f"(e.g. --render 0 1 2) or drop --{given[0]}")
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: is a file; name a folder for the PNGs")
     data, config = _load_npz(args.file)
@@ -713,7 +718,7 @@ def run_inspect(args) -> int:
         scale = float(data["param_fit_scale"][i]) if "param_fit_scale" in data else 1.0
         item = (np.array(data[name][i]) for name in ("kernels", "paths_px", "t"))  # (writable copies for torch)
         try:
-            render_item(path, *item, args.zoom, scale)
+            render_item(path, *item, 8 if args.zoom is None else args.zoom, scale)
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot write {path.name} there ({exc.strerror or exc}); "
                              "choose a writable --out") from None

@@ -599,6 +599,17 @@ def test_an_out_under_a_link_to_a_missing_folder_is_refused_naming_the_link(caps
             assert "choose another --out" in err and not (tmp_path / "gone").exists()
 
 
+def test_inspect_refuses_out_and_zoom_without_render(capsys, tmp_path):
+    # (`inspect FILE --out previews`, --render forgotten, printed the summary and wrote nothing, without a word)
+    _, out = _generate(tmp_path)
+    capsys.readouterr()
+    for extra, option in ((["--out", str(tmp_path / "previews")], "--out"), (["--zoom", "4"], "--zoom")):
+        err = _fails(capsys, tmp_path, ["inspect", str(out / "kernels.npz"), *extra], option)
+        assert f"{option} applies to the PNGs of --render, which was not given; add --render" in err, err
+    assert main(["inspect", str(out / "kernels.npz"), "--render", "1", "--zoom", "2", "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "kernel_1.png").is_file()
+
+
 def test_inspect_render_into_an_unwritable_out_is_one_line(capsys, tmp_path):
     _, out = _generate(tmp_path)
     (tmp_path / "afile").write_text("x")
