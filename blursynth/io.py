@@ -556,8 +556,7 @@ def _probe_png(path: Path) -> tuple[int, int] | None:
     # EXIF as ImageMagick stores it ("Raw profile type exif") and XMP's tiff:Orientation (Adobe's exports): Pillow
     # turns such a photo upright when it reads it, so its size from the header was the wrong way round, and a
     # --sharp scan kept a photo whose crops then came out of the wrong size, a traceback mid-run.
-    if fault or any(kind == b"eXIf" or kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(
-            _PNG_ORIENTING) for kind, body in chunks):
+    if fault or any(kind == b"eXIf" for kind, _ in chunks) or _png_text_orients(chunks):
         return None
     if not (data[24] == 16 or _pillow_takes_chunks(path, chunks)):  # (bit depth 16: read by _read_png16, not Pillow)
         return None
@@ -608,6 +607,12 @@ def _pillow_takes_chunks(path: Path, chunks: list) -> bool:
 
 
 _PNG_ORIENTING = (b"Raw profile type exif\0", b"XML:com.adobe.xmp\0")  # text chunks Pillow reads EXIF from
+
+
+def _png_text_orients(chunks: list) -> bool:
+    """Whether a PNG's ``(kind, body)`` chunks hold a text chunk Pillow takes an EXIF orientation from."""
+    return any(kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(_PNG_ORIENTING)
+               for kind, body in chunks)
 _PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")  # the critical chunks (upper-case first letter) PNG defines
 
 
@@ -963,11 +968,18 @@ def _read_png16(path: Path) -> np.ndarray:
         alpha = np.where((img == np.frombuffer(key, ">u2")).all(axis=2, keepdims=True), 0, 65535)
         img = np.concatenate([img, alpha.astype(np.uint16)], axis=2)
     exif = chunks.get(b"eXIf")
-    if exif is None:
+    if exif is not None:
+        tags = Image.Exif()
+        tags.load(bytes(exif))
+        orientation = tags.get(0x0112, 1)
+    elif _png_text_orients(found):
+        # EXIF as ImageMagick keeps it, or XMP's tiff:Orientation: Pillow turns an 8-bit such PNG upright, and this
+        # one came in on its side (Pillow finds it, decoding the file once more: only for such files)
+        with _pillow_unlimited(), Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    else:
         return img
-    tags = Image.Exif()
-    tags.load(bytes(exif))
-    return _UPRIGHT.get(tags.get(0x0112, 1), _UPRIGHT[1])(img)
+    return _UPRIGHT.get(orientation, _UPRIGHT[1])(img)
 
 
 # (H, W, C) array as stored -> upright, for each EXIF orientation (as Pillow's exif_transpose)

@@ -282,6 +282,30 @@ def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_pat
     assert img.shape[1:] == probe_image(tmp_path / "p.png") == (44, 30)
 
 
+@pytest.mark.parametrize("how", ["imagemagick", "xmp"])
+def test_a_16_bit_png_oriented_by_a_text_chunk_is_read_upright(tmp_path, how):
+    """The 16-bit reader took the orientation from an eXIf chunk only: such a PNG (``magick IMG.jpg -depth 16``
+    keeps the JPEG's EXIF as text) came in on its side, where the same file at 8 bits is turned upright."""
+    from PIL import PngImagePlugin
+
+    from blursynth.io import read_samples
+    info = PngImagePlugin.PngInfo()
+    if how == "imagemagick":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        raw = exif.tobytes().hex()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(raw) // 2:8d}\n{raw}\n", zip=True)
+    else:
+        info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
+                      '1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+                      'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    stored = (np.random.default_rng(3).random((30, 44)) * 65535).astype(np.uint16)
+    Image.fromarray(stored).save(tmp_path / "p.png", pnginfo=info)
+    assert (tmp_path / "p.png").read_bytes()[24] == 16  # (read by the 16-bit reader)
+    assert np.array_equal(read_samples(tmp_path / "p.png")[..., 0], np.rot90(stored, -1))  # orientation 6
+    assert probe_image(tmp_path / "p.png") == (44, 30)
+
+
 @pytest.mark.parametrize("mode", ["P", "CMYK", "YCbCr", "L;I"])
 def test_tiffs_not_stored_as_gray_or_rgb_are_converted_as_pillow_shows_them(tmp_path, mode):
     """tifffile returns a TIFF's samples as stored: a palette TIFF came in as its indices (gray), a CMYK one as
