@@ -518,7 +518,8 @@ def _probe_jpeg(path: Path) -> tuple[int, int] | None:
     with image:
         width, height = image.size
         _check_pixels(path, height, width)
-        image.draft(None, (width // 8, height // 8))
+        # (at least 1 px: a side under 8 px asked for 0, and Pillow's division by it made a thumbnail "unreadable")
+        image.draft(None, (max(1, width // 8), max(1, height // 8)))
         image.load()
         # EXIF orientations 5 to 8 turn the picture a quarter (as read_image does)
         return (width, height) if image.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (height, width)

@@ -282,6 +282,16 @@ def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_pat
     assert img.shape[1:] == probe_image(tmp_path / "p.png") == (44, 30)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_a_jpeg_under_8_px_is_probed_not_called_unreadable(tmp_path, mode):
+    # Its 1/8-scale probe asked Pillow for a 0 px draft: "cannot be read as an image (ZeroDivisionError: ...)",
+    # and a --sharp scan or a trainer's folder skipped a readable thumbnail with that false reason
+    for h, w in ((1, 1), (3, 5), (7, 20), (20, 7)):
+        path = tmp_path / f"{mode}{h}x{w}.jpg"
+        Image.fromarray((np.random.default_rng(h).random((h, w, 3)) * 255).astype(np.uint8)).convert(mode).save(path)
+        assert probe_image(path) == read_image(path)[0].shape[1:] == (h, w)
+
+
 @pytest.mark.parametrize("how", ["imagemagick", "xmp"])
 def test_a_16_bit_png_oriented_by_a_text_chunk_is_read_upright(tmp_path, how):
     """The 16-bit reader took the orientation from an eXIf chunk only: such a PNG (``magick IMG.jpg -depth 16``
