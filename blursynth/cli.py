@@ -623,7 +623,8 @@ def add_inspect(subparsers) -> None:
                    help="item indices to render as kernel_I.png (kernel beside its path, time from dark to bright)")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (default: beside FILE)")
     # (None when not given: without --render they are refused rather than ignored)
-    p.add_argument("--zoom", type=zoom, default=None, help=f"enlargement of the rendered kernels, 1 to {MAX_ZOOM} (default 8)")
+    p.add_argument("--zoom", type=zoom, default=None,
+                   help=f"enlargement of the rendered kernels, 1 to {MAX_ZOOM} (default 8)")
     p.set_defaults(func=run_inspect)
 
 

@@ -41,8 +41,8 @@ import torch
 from . import __version__, rng
 from .data import _Manifest, _read_kernel, check_device
 from .interrupt import sigterm_interrupts
-from .io import (ImageError, atomic_path, dead_link_above, first_line, json_text, lock_folder, read_samples, temporary_target,
-                 to_uint, write_image, write_json)
+from .io import (ImageError, atomic_path, dead_link_above, first_line, json_text, lock_folder, read_samples,
+                 temporary_target, to_uint, write_image, write_json)
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import CROP_RANGE, Recipe, RecipeError, load_recipe
 

@@ -614,6 +614,8 @@ def _png_text_orients(chunks: list) -> bool:
     """Whether a PNG's ``(kind, body)`` chunks hold a text chunk Pillow takes an EXIF orientation from."""
     return any(kind in (b"tEXt", b"zTXt", b"iTXt") and bytes(body[:22]).startswith(_PNG_ORIENTING)
                for kind, body in chunks)
+
+
 _PNG_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")  # the critical chunks (upper-case first letter) PNG defines
 
 

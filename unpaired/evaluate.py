@@ -359,9 +359,9 @@ def evaluate(pairs: list[Pair], restore: Restorer, channels: int = 3, radius: in
                     record["kernel_centred_error"] = float(sim["centred_error"][0])
             records.append(record)
             if keep_images is None or len(images) < keep_images:
-                images.append({"blurry": blurry.cpu(), "restored": restored.float().clamp(0, 1).cpu(), "sharp": sharp.cpu(),
-                               "k_est": None if k_est is None else k_est.cpu(), "k_true": None if true_k is None else
-                               true_k.cpu()})
+                images.append({"blurry": blurry.cpu(), "restored": restored.float().clamp(0, 1).cpu(),
+                               "sharp": sharp.cpu(), "k_est": None if k_est is None else k_est.cpu(),
+                               "k_true": None if true_k is None else true_k.cpu()})
     except (RuntimeError, MemoryError) as exc:
         if not out_of_memory(exc):
             raise
