@@ -362,8 +362,8 @@ def _frame_motion(recipe: Recipe, idx: torch.Tensor, seed: int):
 def recipe_kernels(recipe: Recipe, n: int, seed: int = 0, chunk: int | None = None,
                    device: torch.device | str = "cpu"):
     """Kernels ``0 .. n - 1`` of a recipe (a Recipe, or a name or ``.toml`` path) in chunks of bounded memory,
-    drawn as :func:`make_pairs` draws pair ``i`` with procedural scenes: its trajectory, focal length (on ``recipe.frame_px``),
-    depth, ``kernel.size`` and ``kernel.fit``. For a uniform recipe kernel ``i`` is pair ``i``'s
+    drawn as :func:`make_pairs` draws pair ``i`` with procedural scenes: its trajectory, focal length (on
+    ``recipe.frame_px``), depth, ``kernel.size`` and ``kernel.fit``. For a uniform recipe kernel ``i`` is pair ``i``'s
     kernel; for a projective one it is the blur at the principal point of pair ``i``'s motion (the
     pairs store local kernels across their crop instead).
 
