@@ -191,9 +191,10 @@ def check_trajectory(trajectory) -> None:
                         f"seed=0); got {type(trajectory).__name__}")
 
 
-def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0) -> tuple[float, float]:
+def _check_range(owner: str, name: str, value, positive: bool = False, low: float = 0.0,
+                 high: float = _math.inf) -> tuple[float, float]:
     """``value`` as a ``(lo, hi)`` tuple of floats, or a ValueError naming the field unless it is a pair of
-    numbers with ``low <= lo <= hi``."""
+    numbers with ``low <= lo <= hi <= high``."""
     try:
         if isinstance(value, (str, bytes)):
             raise TypeError
@@ -202,10 +203,19 @@ def _check_range(owner: str, name: str, value, positive: bool = False, low: floa
             raise TypeError
     except (TypeError, ValueError):
         raise ValueError(f"{owner}.{name} must be a (low, high) pair of numbers, got {value!r}") from None
-    if not (_math.isfinite(lo) and _math.isfinite(hi)) or lo > hi or lo < low or (positive and lo <= 0):
+    if not (_math.isfinite(lo) and _math.isfinite(hi)) or lo > hi or lo < low or (positive and lo <= 0) or hi > high:
         bound = "> 0" if positive else f">= {low}"
-        raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high, got {value!r}")
+        most = "" if high == _math.inf else f" <= {high:g}"
+        raise ValueError(f"{owner}.{name} must be a finite range with {bound} low <= high{most}, got {value!r}")
     return lo, hi
+
+
+# Upper ends of the models' ranges: far beyond any hand-held camera (shake is 0.01-0.2 rad/s at 0.3-12 Hz, and
+# mm/s), yet where the float32 motion stays finite (exposure_s is bounded by the poses it needs). Values such as drift_rad_s = 1e20, drift_hz = 1e38 or
+# gaussian_shake = 1e300 gave NaN poses, refused later as "path_px contains NaN" without naming the field.
+_MOST = {"drift_rad_s": 1e3, "tremor_rad_s": 1e3, "jerk_rad_s": 1e3, "drift_hz": 1e4,
+         "tremor_hz": 1e4, "jerk_hz": 1e4, "jerk_decay_s": 1e3, "translation_m_s": 1e3,
+         "length_px": 1e6, "anxiety": 1e3, "centripetal": 1e3, "big_shake_probability": 1.0, "gaussian_shake": 1e3}
 
 
 def _index(n: int, start: int, device) -> torch.Tensor:
@@ -260,9 +270,10 @@ class RandomWalk2D:
     def __post_init__(self) -> None:
         owner = type(self).__name__
         # (tuples of floats, as CameraShake's)
-        object.__setattr__(self, "length_px", _check_range(owner, "length_px", self.length_px, positive=True))
+        object.__setattr__(self, "length_px", _check_range(owner, "length_px", self.length_px, positive=True,
+                                                           high=_MOST["length_px"]))
         for name in ("anxiety", "centripetal", "big_shake_probability", "gaussian_shake"):
-            object.__setattr__(self, name, _check_range(owner, name, getattr(self, name)))
+            object.__setattr__(self, name, _check_range(owner, name, getattr(self, name), high=_MOST[name]))
         if self.big_shake_probability[1] * self.anxiety[1] > 1:
             raise ValueError(f"{owner}: big_shake_probability * anxiety must stay <= 1")
         # (no upper bound let a typo such as steps = 10000000 run for hours and ask for terabytes: each
@@ -444,11 +455,13 @@ class CameraShake:
         # unequal to the same model given tuples, and an array made == raise "The truth value of an array ...".
         for name in ("exposure_s", "drift_rad_s", "drift_hz", "tremor_rad_s", "tremor_hz", "jerk_hz",
                      "jerk_decay_s", "translation_m_s"):
-            object.__setattr__(self, name, _check_range(owner, name, getattr(self, name), positive=True))
-        object.__setattr__(self, "jerk_rad_s", _check_range(owner, "jerk_rad_s", self.jerk_rad_s))
+            object.__setattr__(self, name, _check_range(owner, name, getattr(self, name), positive=True,
+                                                        high=_MOST.get(name, _math.inf)))
+        object.__setattr__(self, "jerk_rad_s", _check_range(owner, "jerk_rad_s", self.jerk_rad_s,
+                                                            high=_MOST["jerk_rad_s"]))
         ratio = _rng.as_real(self.roll_ratio)
-        if ratio is None or not (ratio >= 0 and _math.isfinite(ratio)):
-            raise ValueError(f"{owner}.roll_ratio must be a finite number >= 0, got {self.roll_ratio!r}")
+        if ratio is None or not 0 <= ratio <= 1e3:  # (1e40 gave NaN poses: see _MOST)
+            raise ValueError(f"{owner}.roll_ratio must be a number from 0 to 1000, got {self.roll_ratio!r}")
         object.__setattr__(self, "roll_ratio", ratio)
         if self.samples is not None:
             if not _rng.is_integer(self.samples) or self.samples < 2:

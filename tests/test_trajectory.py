@@ -201,7 +201,7 @@ def test_camera_shake_rejects_bad_parameters(bad, match):
     (dict(steps=1), "RandomWalk2D.steps"),
     (dict(length_px=(10.0, np.inf)), "RandomWalk2D.length_px"),
     (dict(exposure_s=0.0), "RandomWalk2D.exposure_s"),
-    (dict(anxiety=(0.5, 1.0), big_shake_probability=(0.0, 2.0)), r"big_shake_probability \* anxiety must stay <= 1"),
+    (dict(anxiety=(0.5, 2.0), big_shake_probability=(0.0, 0.9)), r"big_shake_probability \* anxiety must stay <= 1"),
 ])
 def test_random_walk_rejects_bad_parameters(bad, match):
     with pytest.raises(ValueError, match=match):
@@ -599,3 +599,23 @@ def test_params_must_hold_one_value_per_item():
             Trajectory(t=t, path_px=path, params=params)
     traj = Trajectory(t=t, path_px=path, params={"exposure_s": torch.tensor([0.1, 0.2])})
     assert torch.equal(traj[1].params["exposure_s"], torch.tensor([0.2]))
+
+
+@pytest.mark.parametrize("model, field, value", [
+    (CameraShake, "drift_rad_s", (1e20, 1e20)), (CameraShake, "drift_hz", (1e38, 1e38)),
+    (CameraShake, "jerk_rad_s", (0.0, 1e30)), (CameraShake, "translation_m_s", (1e30, 1e30)),
+    (CameraShake, "roll_ratio", 1e40), (RandomWalk2D, "gaussian_shake", (1e300, 1e300)),
+    (RandomWalk2D, "big_shake_probability", (0.0, 2.0)), (RandomWalk2D, "length_px", (1e38, 1e38)),
+])
+def test_absurd_ranges_are_refused_naming_the_field(model, field, value):
+    # (they gave NaN poses, refused later as "path_px contains NaN or infinite values", naming no field)
+    with pytest.raises(ValueError, match=rf"{model.__name__}\.{field} must be "):
+        model(**{field: value})
+
+
+def test_a_recipe_with_an_absurd_range_names_its_key(tmp_path):
+    from blursynth.recipe import RECIPE_DIR, RecipeError, load_recipe
+    text = (RECIPE_DIR / "default.toml").read_text().replace("[trajectory]\n", "[trajectory]\ndrift_hz = [1e38, 1e38]\n")
+    (tmp_path / "x.toml").write_text(text.replace('name = "default"', 'name = "x"'))
+    with pytest.raises(RecipeError, match=r"trajectory\.drift_hz: .*drift_hz must be a finite range .*<= 10000"):
+        load_recipe(tmp_path / "x.toml")
