@@ -261,11 +261,9 @@ def test_a_jpeg_whose_exif_follows_an_xmp_segment_is_read_upright_as_probed(tmp_
     assert np.array_equal(img, upright.transpose(2, 0, 1) / np.float32(255))
 
 
-@pytest.mark.parametrize("how", ["imagemagick", "xmp"])
-def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_path, how):
-    """Pillow turns a PNG upright by the EXIF in a "Raw profile type exif" text chunk (ImageMagick's way of keeping
-    a JPEG's EXIF) or by XMP's tiff:Orientation (Adobe's exports); probe_image gave the header's size, the wrong way
-    round, so a --sharp scan kept photos whose crops then came out of the wrong size (a traceback mid-run)."""
+def _orienting_text(how: str):
+    """PNG text chunks that give EXIF orientation 6, as ImageMagick keeps a JPEG's EXIF ("Raw profile type exif")
+    or as Adobe's exports write XMP's tiff:Orientation."""
     from PIL import PngImagePlugin
     info = PngImagePlugin.PngInfo()
     if how == "imagemagick":
@@ -277,7 +275,15 @@ def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_pat
         info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
                       '1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
                       'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
-    Image.fromarray(_ramp(h=30, w=44)).save(tmp_path / "p.png", pnginfo=info)
+    return info
+
+
+@pytest.mark.parametrize("how", ["imagemagick", "xmp"])
+def test_a_png_oriented_by_a_text_chunk_is_probed_at_the_size_it_is_read(tmp_path, how):
+    """Pillow turns a PNG upright by the EXIF in a "Raw profile type exif" text chunk (ImageMagick's way of keeping
+    a JPEG's EXIF) or by XMP's tiff:Orientation (Adobe's exports); probe_image gave the header's size, the wrong way
+    round, so a --sharp scan kept photos whose crops then came out of the wrong size (a traceback mid-run)."""
+    Image.fromarray(_ramp(h=30, w=44)).save(tmp_path / "p.png", pnginfo=_orienting_text(how))
     img, _ = read_image(tmp_path / "p.png")
     assert img.shape[1:] == probe_image(tmp_path / "p.png") == (44, 30)
 
@@ -296,21 +302,9 @@ def test_a_jpeg_under_8_px_is_probed_not_called_unreadable(tmp_path, mode):
 def test_a_16_bit_png_oriented_by_a_text_chunk_is_read_upright(tmp_path, how):
     """The 16-bit reader took the orientation from an eXIf chunk only: such a PNG (``magick IMG.jpg -depth 16``
     keeps the JPEG's EXIF as text) came in on its side, where the same file at 8 bits is turned upright."""
-    from PIL import PngImagePlugin
-
     from blursynth.io import read_samples
-    info = PngImagePlugin.PngInfo()
-    if how == "imagemagick":
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        raw = exif.tobytes().hex()
-        info.add_text("Raw profile type exif", f"\nexif\n{len(raw) // 2:8d}\n{raw}\n", zip=True)
-    else:
-        info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/'
-                      '1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
-                      'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
     stored = (np.random.default_rng(3).random((30, 44)) * 65535).astype(np.uint16)
-    Image.fromarray(stored).save(tmp_path / "p.png", pnginfo=info)
+    Image.fromarray(stored).save(tmp_path / "p.png", pnginfo=_orienting_text(how))
     assert (tmp_path / "p.png").read_bytes()[24] == 16  # (read by the 16-bit reader)
     assert np.array_equal(read_samples(tmp_path / "p.png")[..., 0], np.rot90(stored, -1))  # orientation 6
     assert probe_image(tmp_path / "p.png") == (44, 30)
