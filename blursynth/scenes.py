@@ -215,7 +215,7 @@ class DeadLeaves:
         front, linear = _compose(leaves, _noise_field(seed, index, h, w), n, h, w, m)
         if self.defocus > 0:
             linear = _defocus(self, linear, front.reshape(n, 1, h, w), index, seed, m)
-        srgb = torch.empty(linear.shape, device=linear.device)
+        srgb = torch.empty(linear.shape, device=linear.device, dtype=torch.float32)
         for top, end in _bands(n, h, w):  # (the curve's float64 temporaries, a band at a time)
             srgb[:, :, top:end] = linear_to_srgb(linear[:, :, top:end].clamp(0.0, 1.0)).clamp(0.0, 1.0)
         return srgb

@@ -967,7 +967,7 @@ def test_float64_as_torchs_default_dtype_changes_nothing():
                 "rasterize": K.rasterize(path, 9), "center_path": cam.center_path(traj, 0.5),
                 "kernels": torch.cat([c.kernels for c in K.generate(CameraShake(), 3, cam, 9, fit="scale")]),
                 "threshold": params.highlight_threshold, "shot": params.shot_noise,
-                "no leaves": dead_leaves(0, 8, seed=0)}
+                "no leaves": dead_leaves(0, 8, seed=0), "leaves": dead_leaves(1, 8, seed=0)}
     want = outputs()
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
