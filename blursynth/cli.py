@@ -141,14 +141,14 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise UsageError(f"--out {str(out)!r}: name a folder to create, e.g. --out kernels")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder; choose another --out")
-    from .io import dead_link_above
+    from .io import OS_LITTER, dead_link_above
     if (gone := dead_link_above(out)) is not None:  # ("File exists", or the missing target made, on another disk)
         raise UsageError(f"--out {out}: {gone}, or choose another --out")
     if out.is_dir():
         staged = _staged_name(out.resolve() if out.is_symlink() else out)  # (named as _StagedDir names them)
         try:
-            with os.scandir(out) as entries:
-                others = any(not staged.fullmatch(e.name) for e in entries)
+            with os.scandir(out) as entries:  # (a folder made in Finder holds a .DS_Store: empty all the same)
+                others = any(not staged.fullmatch(e.name) and e.name not in OS_LITTER for e in entries)
         except OSError as exc:
             raise UsageError(f"--out {out}: cannot list it ({exc.strerror}); choose another --out") from None
         if others and not overwrite:

@@ -41,8 +41,8 @@ import torch
 from . import __version__, rng
 from .data import _Manifest, _read_kernel, check_device
 from .interrupt import sigterm_interrupts
-from .io import (ImageError, atomic_path, dead_link_above, first_line, json_text, lock_folder, read_samples,
-                 temporary_target, to_uint, write_image, write_json)
+from .io import (OS_LITTER, ImageError, atomic_path, dead_link_above, first_line, json_text, lock_folder,
+                 read_samples, temporary_target, to_uint, write_image, write_json)
 from .pairs import ImageFolder, as_numpy_image, make_pairs
 from .recipe import CROP_RANGE, Recipe, RecipeError, load_recipe
 
@@ -185,14 +185,15 @@ def _holds_no_pair(out: Path) -> bool:
     a run stopped before its first pair (say by a recipe whose kernels do not fit), or killed while writing its
     first file. Nothing there is worth keeping, so any command may take the folder: the corrected one was refused
     as "other settings" until --overwrite."""
-    top = {e.name for e in os.scandir(out)}
+    top = {e.name for e in os.scandir(out)} - OS_LITTER  # (a folder made in Finder holds a .DS_Store)
     if any(name not in ("dataset.json", *MANAGED) and not _is_temporary(name) for name in top):
         return False
     if "dataset.json" in top and _previous_settings(out) is None:  # a file (or folder) of the user's by that name
         return False
     if any(e.is_dir() for sub in MANAGED if (out / sub).is_dir() for e in os.scandir(out / sub)):
         return False  # (a folder of the user's in sharp/, say: not ours to write beside without --overwrite)
-    return all(name == "dataset.json" or _is_temporary(name.rsplit("/", 1)[-1]) for name in _existing_files(out))
+    return all(name == "dataset.json" or name.rsplit("/", 1)[-1] in OS_LITTER or _is_temporary(name.rsplit("/", 1)[-1])
+               for name in _existing_files(out))
 
 
 def _previous_settings(out: Path) -> dict | None:

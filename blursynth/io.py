@@ -170,6 +170,11 @@ def probe_image(path: str | os.PathLike) -> tuple[int, int]:
         return _probe(path)
 
 
+# Files an operating system's file browser leaves in any folder it shows (macOS, Windows): not the user's content,
+# so a folder holding only these is empty to the commands' "--out exists and is not empty" checks.
+OS_LITTER = frozenset({".DS_Store", ".localized", "Thumbs.db", "desktop.ini"})
+
+
 def lock_folder(folder: str | os.PathLike) -> int | None:
     """An exclusive advisory lock (``flock``) on ``folder``: its open descriptor, the lock going when
     that is closed or the process dies; None where there are no locks (Windows, some network file

@@ -954,3 +954,14 @@ def test_inspect_renders_an_index_given_twice_once(capsys, tmp_path, monkeypatch
     assert main(["inspect", str(out / "kernels.npz"), "--render", "3", "1", "3", "--out", str(tmp_path / "png")]) == 0
     assert drawn == ["kernel_3.png", "kernel_1.png"]
     assert capsys.readouterr().out.count("wrote ") == 2
+
+
+def test_a_folder_holding_only_what_a_file_browser_leaves_is_empty_to_generate(tmp_path, capsys):
+    out = tmp_path / "k"
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0\1")
+    assert main(["generate", "--out", str(out), "--trajectories", "4", "--quiet"]) == 0
+    assert (out / "kernels.npz").is_file() and (out / ".DS_Store").read_bytes() == b"\0\1"
+    (out / "notes.txt").write_text("keep")  # (a file of the user's still counts)
+    assert main(["generate", "--out", str(out), "--trajectories", "4", "--quiet"]) == 2
+    assert "is not empty" in capsys.readouterr().err

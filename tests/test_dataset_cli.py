@@ -1694,3 +1694,21 @@ def test_the_verify_report_lists_what_it_found_and_counts_what_it_left_out(capsy
     assert _report_check("set", {"problems": listed, "found": 9, "checked": 5}, shown=1) == 1
     assert capsys.readouterr().out.startswith("set: 9 differences in 5 pairs checked:\n  blur/000001.png: missing\n"
                                               "  ... and 8 more\n(")
+
+
+def test_a_folder_holding_only_what_a_file_browser_leaves_is_empty(tmp_path, capsys):
+    # (a folder made in Finder holds a .DS_Store, one Windows showed a Thumbs.db: "exists and is not empty",
+    # and the user had to pass --overwrite for a folder with nothing of theirs in it)
+    out = tmp_path / "set"
+    (out / "sharp").mkdir(parents=True)
+    for name in (".DS_Store", "Thumbs.db", "sharp/.DS_Store"):
+        (out / name).write_bytes(b"\0\1")
+    assert main(["dataset", "--out", str(out), "--pairs", "2", "--crop", "32", "--quiet"]) == 0
+    assert (out / "manifest.jsonl").is_file() and (out / ".DS_Store").read_bytes() == b"\0\1"
+    assert main(["dataset", "--out", str(out), "--pairs", "2", "--crop", "32", "--quiet", "--verify"]) == 0
+    # a file of the user's still counts
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["dataset", "--out", str(mine), "--pairs", "2", "--crop", "32", "--quiet"]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
