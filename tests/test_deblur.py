@@ -674,6 +674,21 @@ def test_cli_writes_jpeg_spelt_jpeg_at_quality_95_too(tmp_path, checkpoint):
             assert out.quantization == q95.quantization, name
 
 
+def test_cli_writes_jpeg_spelt_jfif_or_jpe_at_quality_95_too(tmp_path, checkpoint):
+    # (Pillow writes these suffixes as JPEG, at its default quality 75 unless told; browsers save .jfif)
+    from PIL import Image
+    photo = np.random.default_rng(8).random((3, 24, 32)).astype(np.float32)
+    write_image(tmp_path / "q95.jpg", photo, quality=95)
+    names = ("photo.jfif", "IMG.JPE")
+    for name in names:
+        shutil.copy(tmp_path / "q95.jpg", tmp_path / name)
+    assert main([*(str(tmp_path / name) for name in names), "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "out"), "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    for name in names:
+        with Image.open(tmp_path / "out" / name) as out, Image.open(tmp_path / "q95.jpg") as q95:
+            assert out.format == "JPEG" and out.quantization == q95.quantization, name
+
+
 @pytest.mark.parametrize("name", ["float.tiff", "FLOAT.TIF"])
 def test_cli_keeps_a_float_tiff_float_when_its_suffix_is_tiff(tmp_path, checkpoint, name):
     # (in capitals, imageio handed the write to Pillow, which cannot write float RGB: a traceback)

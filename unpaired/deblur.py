@@ -241,8 +241,9 @@ def _pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch
 
 
 # Lossy outputs are written at quality 95, not Pillow's default 75, whose 8x8 blocks and ringing
-# would undo part of the detail just restored (and cameras save at 90-98).
-LOSSY_QUALITY = {".jpg": 95, ".jpeg": 95, ".webp": 95}
+# would undo part of the detail just restored (and cameras save at 90-98). Every suffix Pillow writes as
+# JPEG: a browser's .jfif download went out at 75.
+LOSSY_QUALITY = {".jpg": 95, ".jpeg": 95, ".jpe": 95, ".jfif": 95, ".webp": 95}
 
 
 def output_path(src: Path, out_dir: Path) -> Path:
