@@ -753,6 +753,10 @@ def _read_decoded(path: Path, file, tiff) -> np.ndarray:
             if tiff is not None and tiff[0] is not None:
                 _check_pixels(path, tiff[0], tiff[1])
             raw = file.read(index=0)
+            if tiff is not None and tiff[5] == 2 and raw.ndim == 3:
+                # (channels stored as planes come as (C, H, W): taken for (H, W, C), an RGB scan came in as an
+                # image 3 px tall with its width for channels)
+                raw = raw.transpose(1, 2, 0)
             if tiff is not None and raw.ndim in (2, 3):
                 raw = _UPRIGHT.get(tiff[2], _UPRIGHT[1])(raw if raw.ndim == 3 else raw[:, :, None])
             return raw
@@ -789,12 +793,13 @@ _TIFF_SHORT, _TIFF_LONG, _TIFF_LONG8 = 3, 4, 16
 _TIFF_AS_STORED = (1, 2)  # PhotometricInterpretation: gray with black 0, RGB (tifffile's samples are the image)
 
 
-def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, str | None] | None:
-    """``(height, width, orientation, photometric, damage)`` from the first image directory of a TIFF (classic or
-    BigTIFF), without decoding it: ``None`` for a file that is not a TIFF or whose directory cannot
+def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, str | None, int] | None:
+    """``(height, width, orientation, photometric, damage, planar)`` from the first image directory of a TIFF
+    (classic or BigTIFF), without decoding it: ``None`` for a file that is not a TIFF or whose directory cannot
     be parsed, a size or photometric interpretation of ``None`` where the tags are missing, orientation
     1 when it has none; ``damage``: None, or what is wrong with the directories (:func:`_tiff_chain_sound`)
-    or with where they put the first image's data (:func:`_tiff_data_inside`)."""
+    or with where they put the first image's data (:func:`_tiff_data_inside`); ``planar``: the
+    PlanarConfiguration, 2 when each channel is stored as a plane of its own, else 1."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(16)
@@ -818,7 +823,7 @@ def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, s
             tags, where = {}, {}
             for k in range(len(body) // step):
                 tag, kind, count, value = struct.unpack_from(order + entry, body, k * step)
-                if tag in (256, 257, 262, 274) and count >= 1 and kind in value_fmt:
+                if tag in (256, 257, 262, 274, 284) and count >= 1 and kind in value_fmt:
                     tags[tag] = struct.unpack_from(order + value_fmt[kind], value)[0]
                 if tag in (*_TIFF_DATA_TAGS, *_TIFF_DATA_TAGS.values()):
                     where[tag] = kind, count, value
@@ -829,7 +834,7 @@ def _tiff_header(path: Path) -> tuple[int | None, int | None, int, int | None, s
                 damage = "its image data lies past the end of the file: cut short, or an offset is damaged"
     except (OSError, struct.error):
         return None
-    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262), damage
+    return tags.get(257), tags.get(256), tags.get(274, 1), tags.get(262), damage, tags.get(284, 1)
 
 
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}

@@ -197,6 +197,21 @@ def test_16bit_colour_tiff_keeps_all_bits_under_any_suffix(tmp_path, name):
     assert np.array_equal(np.rint(img.astype(np.float64) * 65535).astype(np.uint16).transpose(1, 2, 0), deep)
 
 
+@pytest.mark.parametrize("top", [255, 65535])
+def test_a_tiff_that_stores_each_channel_as_a_plane_is_read_as_its_image(tmp_path, top):
+    # (PlanarConfiguration 2, as scanners and Photoshop's "per channel" order write: tifffile gives its
+    # samples as (C, H, W), which was taken for an image 3 px tall with its width for channels)
+    import imageio.v3 as iio
+    planes = _ramp(h=12, w=10, top=top).transpose(2, 0, 1)
+    iio.imwrite(tmp_path / "scan.tif", planes)  # (3, H, W): written planar
+    with Image.open(tmp_path / "scan.tif") as stored:
+        assert stored.tag_v2[284] == 2  # (the layout this test is about)
+    img, bits = read_image(tmp_path / "scan.tif")
+    assert img.shape == (3, 12, 10) and bits == (8 if top == 255 else 16)
+    assert np.array_equal(np.rint(img.astype(np.float64) * top).astype(planes.dtype), planes)
+    assert tuple(probe_image(tmp_path / "scan.tif")) == (12, 10)
+
+
 @pytest.mark.parametrize("name", ["deep.TIF", "deep.Tiff", "deep.PNG"])
 def test_16_bit_colour_is_written_under_a_suffix_in_capitals(tmp_path, name):
     # the format is the suffix's in any case: for .TIF imageio chose Pillow, which cannot write 16-bit RGB
