@@ -202,6 +202,14 @@ def test_perceptual_needs_local_weights(tmp_path):
         assert re.search(why, message) and "vgg16-397923af.pth" in message and "\n" not in message, message
 
 
+def test_perceptual_weights_that_name_a_folder_say_so(tmp_path):
+    # (the folder torch caches the weights in, say: "no such file" advised downloading them again)
+    with pytest.raises(ValueError, match=f"--perceptual-weights {re.escape(str(tmp_path))}: a folder; pass the weights "
+                       "file in it") as err:
+        VGGPerceptual(tmp_path)
+    assert "vgg16-397923af.pth" in str(err.value)
+
+
 def test_perceptual_loss_with_local_weights(tmp_path):
     from torchvision.models.vgg import cfgs, make_layers
 

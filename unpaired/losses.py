@@ -79,7 +79,7 @@ class VGGPerceptual(nn.Module):
     dict holding at least its ``features.0`` .. ``features.14`` tensors); nothing is downloaded.
     Inputs ``(B, 3, H, W)`` sRGB in ``[0, 1]``, float32 on the module's device (gradients flow to ``pred``
     only); the network is frozen and follows ``.to(device)``. A missing file raises FileNotFoundError,
-    any other file ValueError.
+    a folder or any other file ValueError.
     """
 
     LAYERS = (3, 8, 15)  # indices of relu1_2, relu2_2, relu3_3 in torchvision's vgg16().features
@@ -87,6 +87,9 @@ class VGGPerceptual(nn.Module):
     def __init__(self, weights_path: str | Path):
         super().__init__()
         path = Path(weights_path) if weights_path else None
+        if path is not None and path.is_dir():  # (torch's cache, say: "no such file" sent users to download it again)
+            raise ValueError(f"--perceptual-weights {path}: a folder; pass the weights file in it (torchvision's is "
+                             f"vgg16-397923af.pth). {VGG16_ADVICE}")
         if path is None or not path.is_file():
             raise FileNotFoundError(f"--perceptual-weights {weights_path}: no such file. {VGG16_ADVICE}")
 
