@@ -224,6 +224,23 @@ def test_perceptual_loss_with_local_weights(tmp_path):
     assert not any(p.requires_grad for p in loss.parameters())
 
 
+def test_perceptual_loss_is_float32_under_a_float64_default_dtype(tmp_path):
+    # (the losses module: every loss is float32; the VGG trunk was built in the default dtype, so float64 here)
+    from torchvision.models.vgg import cfgs, make_layers
+    path = tmp_path / "vgg.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"])[:16].state_dict().items()}, path)
+    pred, target = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    expected = VGGPerceptual(path)(pred, target)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        loss = VGGPerceptual(path)(pred, target)
+    finally:
+        torch.set_default_dtype(default)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected)
+
+
 def test_perceptual_loss_is_l1_of_relu1_2_relu2_2_relu3_3_on_imagenet_normalised_inputs(tmp_path):
     """Against torchvision's own VGG16 with the same weights: the layers and the input normalisation
     (the test above would pass with any layers and none)."""

@@ -104,7 +104,8 @@ class VGGPerceptual(nn.Module):
             raise refuse(f"it holds a {type(state).__name__}, not a dict of tensors")
         # only the convolutional trunk up to relu3_3 (building the whole VGG16 costs 138 M parameters)
         from torchvision.models.vgg import cfgs, make_layers
-        features = make_layers(cfgs["D"])[: self.LAYERS[-1] + 1]
+        # (float32 whatever torch's default dtype: under float64 the loss came out float64)
+        features = make_layers(cfgs["D"])[: self.LAYERS[-1] + 1].float()
         wanted = {}
         for key, value in state.items():
             parts = str(key).split(".")
@@ -120,8 +121,8 @@ class VGGPerceptual(nn.Module):
                 raise refuse(f"features.{key} is {shape}, not {tuple(tensor.shape)}")
         features.load_state_dict(wanted, strict=True)
         self.features = features.eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225], dtype=torch.float32).view(1, 3, 1, 1))
 
     def _feats(self, x: torch.Tensor) -> list[torch.Tensor]:
         h, out = (x - self.mean) / self.std, []
