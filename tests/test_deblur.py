@@ -4,6 +4,7 @@ import io
 import os
 import shutil
 import signal
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -431,6 +432,14 @@ def test_cli_bad_checkpoint(tmp_path, capsys):
     assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "evil.pt"), "--out", str(tmp_path / "out")]) == 2
     assert "holds Python objects that unpaired.train never writes" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
+    # a TorchScript model: torch's words advised weights_only=False (which runs the file's code), after a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (torch.jit.script is deprecated in newer releases)
+        torch.jit.script(torch.nn.Conv2d(3, 3, 1)).save(str(tmp_path / "ts.pt"))
+    assert main([str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "ts.pt"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ts.pt: a TorchScript model (torch.jit.save), not a checkpoint" in err and "weights_only" not in err
+    assert "Warning" not in err, err
 
 
 @pytest.mark.parametrize("spec", [{"kind": "unet", "ngf": 4, "depth": 2, "residual": True}, "unet",

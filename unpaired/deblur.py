@@ -22,6 +22,7 @@ import math
 import pickle
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -84,7 +85,9 @@ def read_checkpoint(path: Path, keys: tuple[str, ...], name: str, map_location="
     ``torch.save`` file, is cut short, lacks ``keys``, or holds other Python objects (refused rather
     than unpickled, which could run code from a checkpoint someone sent)."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # (torch's note that it dispatches a TorchScript file: refused below)
+            warnings.filterwarnings("ignore", message=".*TorchScript archive")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -96,6 +99,9 @@ def read_checkpoint(path: Path, keys: tuple[str, ...], name: str, map_location="
         raise ValueError(f"{name}: not a checkpoint written by unpaired.train, or cut short (not a "
                          "torch.save file)") from None
     except Exception as exc:  # (torch's messages run to several lines: the first says what)
+        if "TorchScript" in str(exc):  # (torch's words advised weights_only=False, which would run its code)
+            raise ValueError(f"{name}: a TorchScript model (torch.jit.save), not a checkpoint written by "
+                             "unpaired.train; pass a run folder or its checkpoints/*.pt") from None
         raise ValueError(f"{name}: not a checkpoint written by unpaired.train, or cut short "
                          f"({type(exc).__name__}: {first_line(exc)})") from None
     missing = [k for k in keys if not isinstance(state, dict) or k not in state]
