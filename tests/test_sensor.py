@@ -207,6 +207,26 @@ def test_noise_variance_is_a_x_plus_b(log_a, b, x, seed):
     assert abs(float(residual.var()) - var) <= 5 * var * math.sqrt(2 / n) + 1e-9
 
 
+@given(log_a=st.floats(math.log(1e-4), math.log(1.2e-2)), b=st.floats(0.0, 1e-3), seed=st.integers(0, 2**40))
+@settings(max_examples=20, deadline=None)
+def test_noise_variance_is_a_x_plus_b_at_every_pixel_of_a_varied_image_highlights_included(log_a, b, seed):
+    """Each pixel's noise has the variance of its own value: on an image whose values vary from pixel to
+    pixel, up to the 1 + highlight_gain a boost leaves above white, the residual divided by sqrt(a x + b)
+    (written out here) is a unit Gaussian, over the whole image and over the pixels below and above white
+    alike. A flat image in [0, 1] (the test above) cannot see a variance read at another pixel's value,
+    nor one whose value is clamped to white."""
+    a = math.exp(log_a)
+    p = _params(1, shot_noise=a, read_noise=b)
+    x = torch.from_numpy(np.random.default_rng(seed % 2**32).uniform(0.02, 3.0, (1, 3, 64, 64)))
+    z = ((S.add_noise(x, p, seed, [0]) - x) / (a * x + b).sqrt()).flatten()
+    for part in (z, z[x.flatten() < 1], z[x.flatten() > 1.2]):
+        n = part.numel()
+        assert n > 2000
+        # Standard errors of the sample mean and variance of n unit Gaussians: 1 / sqrt(n) and sqrt(2 / n).
+        assert abs(float(part.mean())) <= 5 / math.sqrt(n)
+        assert abs(float(part.var()) - 1) <= 5 * math.sqrt(2 / n)
+
+
 def test_noise_levels_follow_brooks_et_al():
     p = S.SensorModel().sample(4000, seed=11)
     log_a, log_b = p.shot_noise.double().log(), p.read_noise.double().log()
