@@ -46,6 +46,21 @@ def test_item_depends_only_on_seed_and_index(seed, start, split):
     assert not torch.equal(whole, dead_leaves(4, (23, 31), seed + 1, start=start))
 
 
+@given(seed=st.integers(0, 2**40), start=st.integers(0, 10**6), split=st.integers(1, 5))
+@settings(max_examples=8, deadline=None)
+def test_with_defocus_on_a_fraction_of_images_an_item_still_depends_only_on_seed_and_index(seed, start, split):
+    """Which images are defocused, how much and behind which leaf is drawn per item: rendered in one batch,
+    in two, or one at a time, every image comes out the same bytes. (With defocus=1 every image is
+    defocused, so a draw of whether to defocus keyed by the place in the batch went unseen.)"""
+    opt = dict(defocus=0.5, defocus_sigma=(1.0, 2.0))
+    whole = dead_leaves(6, (24, 20), seed, start=start, **opt)
+    parts = torch.cat([dead_leaves(split, (24, 20), seed, start=start, **opt),
+                       dead_leaves(6 - split, (24, 20), seed, start=start + split, **opt)])
+    assert torch.equal(whole, parts)
+    for i in range(6):
+        assert torch.equal(whole[i], dead_leaves(1, (24, 20), seed, start=start + i, **opt)[0])
+
+
 def test_defocused_images_are_deterministic_and_softer():
     sharp = dead_leaves(4, 96, seed=3)
     soft = dead_leaves(4, 96, seed=3, defocus=1.0)
