@@ -30,6 +30,23 @@ def test_bits_match_python_reference(seed, index, stream, element):
     assert got == _reference_word(seed, index, stream, element)
 
 
+@given(seed=st.integers(0, 2**63 - 1), index=st.integers(0, 2**40), stream=st.integers(0, 1000),
+       element=st.integers(0, 20))
+@settings(max_examples=50, deadline=None)
+def test_uniform_and_normal_draws_match_their_definition_in_python(seed, index, stream, element):
+    """uniform is the word's top 24 bits over 2**24; normal is Box-Muller with the top 24 bits (+ 1/2)
+    for the radius and the low 24 bits for an angle over the whole circle, written out with Python's
+    math from the reference word. A Box-Muller whose angle covers half the circle draws the same
+    distribution (the statistical tests pass it) but other values for every seed."""
+    word = _reference_word(seed, index, stream, element)
+    u = rng.uniform(seed, torch.tensor([index]), (21,), stream, dtype=torch.float64)[0, element]
+    assert float(u) == (word >> 40) / 2 ** 24
+    z = rng.normal(seed, torch.tensor([index]), (21,), stream, dtype=torch.float64)[0, element]
+    radius = math.sqrt(-2.0 * math.log(((word >> 40) + 0.5) / 2 ** 24))
+    expected = radius * math.cos(2.0 * math.pi * (word & 0xFFFFFF) / 2 ** 24)
+    assert float(z) == pytest.approx(expected, rel=1e-12, abs=1e-12)
+
+
 @given(seed=st.integers(0, 10**9), start=st.integers(0, 1000), n=st.integers(1, 20))
 @settings(max_examples=30, deadline=None)
 def test_item_depends_only_on_seed_and_index(seed, start, n):
