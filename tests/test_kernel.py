@@ -849,6 +849,44 @@ def test_generated_kernels_are_centred_densities_of_their_recorded_paths(seed, f
     assert (diag >= -1e-2).all() and (diag <= 0.25 + 1e-2).all() and diff[:, 0, 1].abs().max() < 1e-2
 
 
+class _Retimed:
+    """A trajectory model whose samples are unevenly spaced in time (t -> t^2 / T): the built-in models'
+    are all evenly spaced, where a kernel made without the sample times is the same kernel."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __repr__(self):
+        return f"_Retimed({self.model!r})"
+
+    def sample_items(self, index, seed):
+        traj = self.model.sample_items(index, seed)
+        return Trajectory(t=traj.t * traj.t / traj.t[:, -1:], path_px=traj.path_px, params=traj.params)
+
+
+@pytest.mark.parametrize("fit", ["scale", "resample"])
+@given(seed=st.integers(0, 2 ** 32), size=st.sampled_from([15, (21, 15)]))
+@settings(max_examples=8, deadline=None)
+def test_generated_kernels_of_unevenly_timed_samples_weigh_each_segment_by_its_duration(seed, fit, size):
+    """generate weighs each segment of a path by its share of the exposure, as rasterize does: with
+    samples unevenly spaced in time its kernels have the second moments of the recorded path taken
+    over time (written out here), and are rasterize's kernels of the recorded paths and times.
+    (A generate that dropped the times passed every test: the models' samples are evenly spaced.)"""
+    model = _Retimed(RandomWalk2D(length_px=(4.0, 12.0), steps=100, samples=32))
+    chunks = list(K.generate(model, 6, None, size, seed=seed, chunk=4, fit=fit))
+    k = torch.cat([c.kernels for c in chunks])
+    scale = torch.cat([c.trajectory.params["fit_scale"] for c in chunks]).double()
+    paths = torch.cat([c.paths_px for c in chunks])
+    t = torch.cat([c.trajectory.t for c in chunks])
+    assert not torch.allclose(t[:, 1:] - t[:, :-1], (t[:, 1:] - t[:, :-1]).mean(1, keepdim=True))  # uneven
+    assert torch.allclose(k, K.rasterize(paths, size, t, fit="scale"), atol=1e-6)
+    com, cov = _kernel_moments(k)
+    assert com.abs().max() < 1e-3
+    diff = cov - scale[:, None, None] ** 2 * _path_covariance(paths, t)
+    diag = torch.diagonal(diff, dim1=-2, dim2=-1)
+    assert (diag >= -1e-2).all() and (diag <= 0.25 + 1e-2).all() and diff[:, 0, 1].abs().max() < 1e-2
+
+
 def test_a_camera_turned_to_face_away_from_the_scene_is_refused_by_kernels_as_by_the_camera():
     """The closed-form principal-point path (kernel_paths, hence kernels and generate) projected a scene
     point at or behind the camera to its mirror image: a camera turned 3.1 rad gave a 3-tap kernel, one
