@@ -71,7 +71,7 @@ def check_in_front(w: torch.Tensor, points: torch.Tensor, t: torch.Tensor, what:
                                 "camera motion is in radians and metres")
 
 
-def _points(points_px, device) -> torch.Tensor:
+def as_points(points_px, device) -> torch.Tensor:
     """``points_px`` as ``(P, 2)`` float64 on ``device``, read as consecutive ``(x, y)`` pairs, or a ValueError
     naming it: an odd count was torch's "shape '[-1, 2]' is invalid for input of size 3", and NaN gave NaN paths."""
     try:
@@ -217,7 +217,7 @@ class Camera:
             ValueError: ``points_px`` that are not ``(x, y)`` pairs of finite numbers.
         """
         h = self.homographies(trajectory, depth_m).double()
-        pts = _points(points_px, h.device)
+        pts = as_points(points_px, h.device)
         homog = torch.cat([pts, torch.ones_like(pts[:, :1])], dim=1)  # (P, 3)
         mapped = torch.einsum("ntij,pj->ntpi", h, homog)
         check_in_front(mapped[..., 2], pts, trajectory.t, "the scene point of pixel")

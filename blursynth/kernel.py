@@ -37,7 +37,7 @@ import torch
 
 from . import rng
 from .camera import check_camera, check_in_front, check_short_of_plane, holds_bools
-from .nonuniform import _check_center
+from .nonuniform import check_center
 from .trajectory import Trajectory, check_trajectory
 
 FIT_POLICIES = ("error", "scale", "resample")
@@ -148,7 +148,7 @@ class _Prepared:
 
 def _prepare(path_px, size, t, center) -> _Prepared:
     h, w = _size(size)
-    _check_center(center)  # (center="no" is truthy: it centred, and center=None placed the path as given)
+    check_center(center)  # (center="no" is truthy: it centred, and center=None placed the path as given)
     path = _check_path(path_px)
     if path.shape[1] == 1:  # a single pose: a still point held for the whole exposure
         path, t = path.repeat(1, 2, 1), None

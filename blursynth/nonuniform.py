@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import rng
-from .camera import BehindCameraError, Camera, _points, check_camera, check_in_front, holds_bools
+from .camera import BehindCameraError, Camera, as_points, check_camera, check_in_front, holds_bools
 from .trajectory import Trajectory, check_trajectory
 
 
@@ -132,7 +132,9 @@ def _check_poses(poses: float, motion_px: float) -> None:
                          "max_step_px (0.5 px, the default, leaves no visible ghosts)")
 
 
-def _check_center(center) -> None:
+def check_center(center) -> None:
+    """Raise a TypeError unless ``center`` is True or False (a bool, NumPy bool or one-element bool tensor);
+    shared with :mod:`blursynth.kernel`, whose rasterizer takes the same switch."""
     if not (isinstance(center, (bool, np.bool_)) or torch.is_tensor(center) and center.dtype == torch.bool
             and center.numel() == 1):  # (center="no" is truthy: it centred)
         raise TypeError(f"center must be True or False, got {center!r}")
@@ -378,7 +380,7 @@ def render_nonuniform(image: torch.Tensor, trajectory: Trajectory, camera: Camer
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     depth_m = _check_depth(depth_m, b, "image of the batch")
-    _check_center(center)
+    check_center(center)
     if b == 0:  # an empty batch (as blursynth.blur takes): nothing to warp
         return image.clone()
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
@@ -547,7 +549,7 @@ def kernels_at(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera, 
     if fit not in ("error", "scale"):  # (rasterize's words sent "resample" to generate: it makes no local kernels)
         raise ValueError(f"fit must be 'error' or 'scale' for local kernels, got {fit!r}: 'resample' redraws a "
                          "trajectory model's items, and kernels_at is given the motion; use a bigger size or 'scale'")
-    _check_center(center)
+    check_center(center)
     per_item_depth = torch.is_tensor(depth_m) and depth_m.numel() > 1
     out = []
     # One item at a time, as render_nonuniform: densify's pose grid follows the fastest motion it is
@@ -584,9 +586,9 @@ def local_paths(points_px: torch.Tensor, trajectory: Trajectory, camera: Camera,
     """
     check_trajectory(trajectory)
     check_camera(camera)
-    _check_center(center)
+    check_center(center)
     # (a str, or an odd count of coordinates, failed inside torch without naming points_px)
-    pts = _points(points_px, trajectory.t.device).float()
+    pts = as_points(points_px, trajectory.t.device).float()
     dense = densify(trajectory, camera, depth_m, max_step_px)
     path = camera.project(dense, pts, depth_m) - pts  # (N, T, P, 2)
     if center:
