@@ -192,8 +192,8 @@ def _holds_no_pair(out: Path) -> bool:
         return False
     if any(e.is_dir() for sub in MANAGED if (out / sub).is_dir() for e in os.scandir(out / sub)):
         return False  # (a folder of the user's in sharp/, say: not ours to write beside without --overwrite)
-    return all(name == "dataset.json" or name.rsplit("/", 1)[-1] in OS_LITTER or _is_temporary(name.rsplit("/", 1)[-1])
-               for name in _existing_files(out))
+    base = {name: name.rsplit("/", 1)[-1] for name in _existing_files(out)}
+    return all(name == "dataset.json" or base[name] in OS_LITTER or _is_temporary(base[name]) for name in base)
 
 
 def _previous_settings(out: Path) -> dict | None:
@@ -418,6 +418,13 @@ def _part_name(chunk: int) -> str:
     return f"parts/{chunk:06d}.jsonl"
 
 
+def _write_part(out: Path, chunk: int, header: str, lines: list[str]) -> None:
+    """Close ``chunk``: its part file, ``header`` (:func:`_part_header`) then one JSON record per pair, whole or
+    not at all."""
+    with atomic_path(out / _part_name(chunk)) as tmp:
+        tmp.write_text("\n".join([header, *lines]) + "\n")
+
+
 class _ChunkWriter:
     """Makes and writes one chunk; picklable so spawned worker processes can run it."""
 
@@ -460,8 +467,7 @@ class _ChunkWriter:
                 tmp.write_bytes(npy.getvalue())
             lines.append(json.dumps(rec, sort_keys=True))
         _exit_if_orphaned()
-        with atomic_path(self.out / _part_name(chunk)) as tmp:
-            tmp.write_text("\n".join([self.header, *lines]) + "\n")
+        _write_part(self.out, chunk, self.header, lines)
         return len(lines), []
 
 
@@ -652,8 +658,7 @@ def _unmerge(out: Path, pairs: int, header: str) -> None:
                 part = out / _part_name(k // CHUNK)
                 if not (part.exists() or part.is_symlink()):
                     part.parent.mkdir(exist_ok=True)
-                    with atomic_path(part) as tmp:
-                        tmp.write_text("\n".join([header, *lines]) + "\n")
+                    _write_part(out, k // CHUNK, header, lines)
                 lines = []
     (out / "manifest.jsonl").unlink()
 
