@@ -590,8 +590,7 @@ def refuse_short_png(path: str | os.PathLike) -> None:
             return
         fh.seek(0)
         data = memoryview(fh.read())
-    chunks = list(_png_chunks(data))
-    if _png_laid_out(chunks) and _png_data_fault(chunks) == "short":
+    if _png_fault(list(_png_chunks(data))) == "short":
         raise _short_png(path)
 
 
@@ -691,6 +690,12 @@ def _png_data_fault(chunks: list) -> str | None:
     if not stream.eof or stream.unused_data:  # (data after the stream's end: an error too)
         return "damaged"
     return None if done == expected else "short"
+
+
+def _png_fault(chunks: list) -> str | None:
+    """:func:`_png_data_fault` of a PNG's chunks, or ``"damaged"`` when they are not laid out as libpng requires
+    (:func:`_png_laid_out`)."""
+    return _png_data_fault(chunks) if _png_laid_out(chunks) else "damaged"
 
 
 def _check_pixels(path: Path, height: int, width: int) -> None:
@@ -964,7 +969,7 @@ def _read_png16(path: Path) -> np.ndarray:
     # damaged in the image data ("bad adaptive filter value", "incorrect data check") or IDATs split by another
     # chunk took a --sharp scan down without a word. So the chunks and the compressed rows are checked first, as
     # probe_image checks them.
-    fault = _png_data_fault(found) if _png_laid_out(found) else "damaged"
+    fault = _png_fault(found)
     if fault == "short":
         raise _short_png(path)
     if fault is not None:
