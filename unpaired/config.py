@@ -216,8 +216,11 @@ class TrainConfig:
         # Synthetic pairs are crops of the default recipe's procedural frame (with the held-out ones when no
         # --val-pairs is given): a larger side stopped the run with the recipe's error, naming
         # datasets/default.toml and "enlarge the frame or reduce the crop", not the option to lower.
-        sides = ((("pair_pool_size",) if self.pair_pool else ("crop",)) if synthetic else ()) \
-            + (("val_crop",) if synthetic and not self.val_pairs else ())
+        sides = []
+        if synthetic:
+            sides.append("pair_pool_size" if self.pair_pool else "crop")
+            if not self.val_pairs:
+                sides.append("val_crop")
         most = _largest_synthetic_side() if sides else 0
         for name in sides:
             if getattr(self, name) > most:
