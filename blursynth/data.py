@@ -295,7 +295,7 @@ def _pair_record_fault(record: dict) -> str | None:
             return f"no {key!r}"
         if not isinstance(record[key], str) or not record[key].strip():
             return f"{key!r} is {record[key]!r}, not a file name"
-        if PurePosixPath(record[key]).is_absolute() or ".." in PurePosixPath(record[key]).parts:
+        if (name := PurePosixPath(record[key])).is_absolute() or ".." in name.parts:
             # (its damaged-file advice, "delete the file ... and run the command again", would name a file elsewhere)
             return f"{key!r} is {record[key]!r}, not a file inside the dataset folder"
     index = record.get("index")
